@@ -1,0 +1,46 @@
+"""Azure LLM inference traces (Splitwise, ISCA'24): TIMESTAMP,ContextTokens,GeneratedTokens.
+
+The 2023 files have naive timestamps with 7 fractional digits; the 2024 week-long files carry
+a UTC offset. `arrival_s` is seconds since the file's first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from servecast.datasets.base import Adapter, Catalog
+from servecast.datasets.requests import insert_requests
+from servecast.datasets.staging import stage_csv
+
+COLUMNS = [
+    ("TIMESTAMP", "ts", "VARCHAR"),
+    ("ContextTokens", "context_tokens", "BIGINT"),
+    ("GeneratedTokens", "generated_tokens", "BIGINT"),
+]
+
+
+class AzureLLM(Adapter):
+    name = "azure-llm"
+    table = "llm_requests"
+    catalog = Catalog(
+        format="CSV: TIMESTAMP,ContextTokens,GeneratedTokens (2023; 2024 with UTC offset)",
+        url="https://github.com/Azure/AzurePublicDataset/blob/master/AzureLLMInferenceDataset2023.md",
+        license="CC-BY-4.0",
+        citation="Patel et al., Splitwise: Efficient Generative LLM Inference Using Phase "
+        "Splitting, ISCA 2024",
+        download="https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data/"
+        "AzureLLMInferenceTrace_conv.csv",
+    )
+
+    def load(self, ctx, files: list[Path]):
+        counts = {}
+        for f in files:  # each file has its own time origin
+            stage_csv(ctx, [f], COLUMNS,
+                      "epoch(try_cast(ts AS TIMESTAMPTZ)) AS arrival_s, "
+                      "context_tokens AS prompt_tokens, generated_tokens AS output_tokens")
+            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchone()
+            ctx.con.execute("UPDATE _stage SET arrival_s = arrival_s - ?", [t0 or 0.0])
+            counts |= insert_requests(ctx, "_stage", [f], checks=[
+                ("arrival_s IS NULL", "TIMESTAMP is not a date-time"),
+            ])
+        return counts

@@ -1,0 +1,37 @@
+"""The shared real-data folder (`../shared/datasets` or `$SERVECAST_DATA`): which adapter
+reads which sub-path, and the trace name it gets. Used by `servecast demo` and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from servecast.config import data_dir
+
+#: (adapter, path relative to the data folder, trace name; None = one trace per file)
+SHARED: list[tuple[str, str, str | None]] = [
+    ("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "azure_code"),
+    ("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", "azure_conv"),
+    ("burstgpt", "llm/burstgpt", "burstgpt_head54"),
+    ("mooncake", "llm/mooncake", "mooncake_conversation"),
+    ("sharegpt", "llm/sharegpt", "sharegpt"),
+    ("length-stats", "llm/length_stats/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
+     "lengths_sharegpt"),
+    ("length-stats", "llm/length_stats/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
+     "lengths_arxiv"),
+    ("alibaba-v2017", "cluster/alibaba_v2017", "alibaba_v2017"),
+    ("alibaba-gpu-v2023", "cluster/alibaba_gpu_v2023", "alibaba_gpu_v2023"),
+    ("alibaba-gpu-v2025", "cluster/alibaba_gpu_v2025", "alibaba_gpu_v2025"),
+    ("philly-runtime", "cluster/philly/philly_runtime.csv", "philly_runtime"),
+    ("philly-nodes", "cluster/philly/philly_node_sequence.csv", "philly_nodes"),
+    ("helios", "cluster/helios_earth", "helios_earth"),
+    ("azure-vm-noise", "vm/azure_vm_noise", "azure_vm_noise"),
+    ("neusight", "gpu/neusight", "neusight"),
+    ("help-nasbench201", "gpu/help_nasbench201", "help_nasbench201"),
+    ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp"),
+    ("olmoe-routing", "moe/olmoe_routing", "olmoe_routing"),
+]
+
+
+def shared_path(rel: str, root: Path | None = None) -> Path:
+    """Absolute path of `rel` inside the shared data folder."""
+    return (root or data_dir()) / rel

@@ -1,0 +1,151 @@
+"""Shared loading steps: header check, typed DuckDB `read_csv` into a temp stage with the
+reader's own rejects, semantic row checks with source line numbers, per-file counts."""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import gzip
+import io
+from pathlib import Path
+
+import duckdb
+
+from servecast.errors import DataFileError, SchemaMismatchError
+
+Column = tuple[str, str, str]  # (header name in the file, canonical stage name, DuckDB type)
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a possibly gzip-compressed text file (UTF-8, undecodable bytes replaced)."""
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names on the first line of a CSV file, stripped of blanks and a BOM."""
+    try:
+        with open_text(path) as fh:
+            first = fh.readline()
+    except (OSError, EOFError) as e:
+        raise DataFileError(f"{path}: cannot read ({e}); download the file again") from None
+    if not first.strip():
+        raise DataFileError(f"{path}: line 1: the file is empty (no header line)")
+    return [c.strip().lstrip("\ufeff") for c in next(csv.reader([first]))]
+
+
+def check_header(path: Path, columns: list[Column], hint: str = "") -> None:
+    """Raise SchemaMismatchError unless the file's header is exactly the expected names."""
+    found = read_header(path)
+    expected = [c[0] for c in columns]
+    if [f.lower() for f in found] != [e.lower() for e in expected]:
+        raise SchemaMismatchError(str(path), expected, found, hint)
+
+
+def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
+              table: str = "_stage", hint: str = "", **read_options) -> None:
+    """Read `files` with DuckDB's `read_csv` into temp table `table`: `select` over the typed
+    columns (SQL expressions with aliases) plus the `filename` column.
+
+    Rows the reader cannot parse (text in a numeric column, wrong column count, invalid
+    UTF-8) go to `rejected_rows` with their line. A file that cannot be read at all
+    (truncated gzip, I/O error) raises DataFileError and the transaction rolls back.
+    """
+    for f in files:
+        check_header(f, columns, hint)
+    spec = "{" + ", ".join(f"'{name}': '{typ}'" for _, name, typ in columns) + "}"
+    opts = "".join(f", {k}={v!r}" for k, v in read_options.items())
+    keep = "" if select == "*" else ", filename"
+    con = ctx.con
+    con.execute("DROP TABLE IF EXISTS _rej; DROP TABLE IF EXISTS _rej_scan")
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select}{keep} FROM read_csv(?,
+                header=true, auto_detect=false, delim=',', quote='"', escape='"', columns={spec},
+                store_rejects=true, rejects_table='_rej', rejects_scan='_rej_scan',
+                filename=true{opts})""",
+            [[str(f) for f in files]],
+        )
+    except duckdb.Error as e:
+        raise DataFileError(_read_failure(files, e)) from None
+    ctx.row_base[table] = dict(
+        con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    con.execute(
+        """INSERT INTO rejected_rows
+           SELECT ?, s.file_path, e.line, e.error_type || ': ' || e.error_message, e.csv_line
+           FROM _rej e JOIN _rej_scan s USING (scan_id, file_id)""",
+        [ctx.trace],
+    )
+
+
+def _read_failure(files: list[Path], err: Exception) -> str:
+    msg = str(err).split("\n")[0]
+    named = [f for f in files if str(f) in str(err)] or files
+    where = ", ".join(map(str, named[:3]))
+    if any(f.name.endswith(".gz") for f in named) and ("gzip" in msg.lower() or "zlib" in msg.lower()
+                                                        or "compress" in msg.lower()):
+        return f"{where}: the gzip stream is truncated or corrupt ({msg}); download the file again"
+    return f"{where}: cannot be read as CSV ({msg}); check the file against `servecast datasets`"
+
+
+def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines: int = 1) -> int:
+    """Move rows of `table` matching any `(sql_condition, reason)` into `rejected_rows`.
+
+    Line numbers are the rows' lines in their source file, accounting for rows the reader
+    already rejected. Returns the number of rows moved.
+    """
+    con = ctx.con
+    cond = " OR ".join(f"coalesce({c}, false)" for c, _ in checks)
+    reason = "CASE " + " ".join(f"WHEN coalesce({c}, false) THEN '{r}'" for c, r in checks) + " END"
+    cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] != "filename"]
+    content = "concat_ws(',', " + ", ".join(f'"{c}"::VARCHAR' for c in cols) + ")"
+    bad = con.execute(
+        f"SELECT filename, rowid, {reason}, {content} FROM {table} WHERE {cond} ORDER BY rowid"
+    ).fetchall()
+    if not bad:
+        return 0
+    files = sorted({b[0] for b in bad})
+    base = ctx.row_base[table]
+    skipped: dict[str, list[int]] = {f: [] for f in files}
+    for f, line in con.execute(
+        "SELECT file, line FROM rejected_rows WHERE trace = ? AND file IN ? AND line IS NOT NULL "
+        "ORDER BY line", [ctx.trace, files]
+    ).fetchall():
+        skipped[f].append(line - header_lines)
+    # reader-rejected data indices s_j have s_j - j accepted rows before them
+    gaps = {f: [sj - j for j, sj in enumerate(s, start=1)] for f, s in skipped.items()}
+    rows = []
+    for f, rowid, why, text in bad:
+        k = rowid - base[f] + 1  # 1-based ordinal among rows the reader accepted
+        rows.append((ctx.trace, f, k + bisect.bisect_right(gaps[f], k - 1) + header_lines, why, text))
+    con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rows)
+    con.execute(f"DELETE FROM {table} WHERE {cond}")
+    return len(rows)
+
+
+def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int]]:
+    """Per file: (rows left in `table`, rows of that file in `rejected_rows` for this trace)."""
+    names = [str(f) for f in files]
+    kept = dict(ctx.con.execute(
+        f"SELECT filename, count(*) FROM {table} GROUP BY 1").fetchall())
+    rej = dict(ctx.con.execute(
+        "SELECT file, count(*) FROM rejected_rows WHERE trace = ? AND file IN ? GROUP BY 1",
+        [ctx.trace, names]).fetchall())
+    return {f: (int(kept.get(str(f), 0)), int(rej.get(str(f), 0))) for f in files}
+
+
+def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> None:
+    """Read text files line by line (JSONL) with DuckDB's reader into `table`: `select` over
+    the raw line `j` plus `filename`. Rows keep file order, so line = ordinal + 1."""
+    try:
+        ctx.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select}, filename FROM read_csv(?,
+                columns={{'j': 'VARCHAR'}}, header=false, delim='\\x01', quote='', escape='',
+                auto_detect=false, filename=true, strict_mode=false)""",
+            [[str(f) for f in files]],
+        )
+    except duckdb.Error as e:
+        raise DataFileError(_read_failure(files, e)) from None
+    ctx.row_base[table] = dict(
+        ctx.con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())

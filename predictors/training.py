@@ -1,0 +1,53 @@
+"""The one Trainer factory every neural predictor uses: same code on CPU, one GPU or DDP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed python, numpy and torch (and Lightning's workers)."""
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def make_trainer(
+    max_epochs: int = 20,
+    seed: int = 0,
+    accelerator: str | None = None,
+    devices: int | str = "auto",
+    log_dir: str | Path | None = None,
+    progress: bool | None = None,
+    callbacks: list | None = None,
+    **kwargs,
+):
+    """A deterministic Lightning Trainer.
+
+    accelerator: "auto" (default; `$SERVECAST_ACCELERATOR` overrides) picks a GPU when one is
+    present, else CPU. No checkpoints or loggers are written unless `log_dir` is given.
+    Progress bars show on a terminal only (`progress` forces).
+    """
+    import sys
+
+    import pytorch_lightning as pl
+    import torch
+
+    seed_everything(seed)
+    torch.set_float32_matmul_precision("high")
+    accelerator = accelerator or os.environ.get("SERVECAST_ACCELERATOR", "auto")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        deterministic="warn",
+        logger=pl.loggers.CSVLogger(str(log_dir)) if log_dir else False,
+        enable_checkpointing=bool(log_dir),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        callbacks=callbacks or [],
+        **kwargs,
+    )

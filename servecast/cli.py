@@ -1,0 +1,56 @@
+"""`servecast` command line. Core commands live here; each area adds its own in
+`servecast/commands/<area>.py` (a `register(app)` function listed in COMMAND_MODULES).
+
+User errors print one message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from servecast.errors import ServecastError
+
+#: modules under servecast.commands that add commands to the app
+COMMAND_MODULES = ["store", "demo"]
+
+app = typer.Typer(
+    name="servecast",
+    help="LLM-serving and GPU-cluster traces: ingest, characterize, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _mod in COMMAND_MODULES:
+    importlib.import_module(f"servecast.commands.{_mod}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map user errors to exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ServecastError as e:
+        typer.secho(f"error: {e}", err=True, fg="red")
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        typer.secho("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (`servecast`)."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

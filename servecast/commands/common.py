@@ -1,0 +1,40 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+DbOption = typer.Option(None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
+
+
+def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> None:
+    """Print a polars frame as a rich table (numbers right-aligned, floats to 4 significant)."""
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for name, dtype in df.schema.items():
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+    for row in df.head(max_rows).iter_rows():
+        table.add_row(*(_fmt(v) for v in row))
+    console.print(table)
+    if df.height > max_rows:
+        console.print(f"... {df.height - max_rows} more rows")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def out_path(path: Path) -> Path:
+    """Create the parent folder of an output file and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

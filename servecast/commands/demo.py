@@ -1,0 +1,26 @@
+"""`servecast demo`: the main job on the shared real data (ingest -> ... -> summary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from servecast.commands.common import DbOption, console, print_frame
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+
+
+def demo(
+    db: Path = DbOption,
+    data: Path = typer.Option(None, "--data", help="real-data folder (default ../shared/datasets)"),
+    out: Path = typer.Option(Path("out"), "--out", help="folder for reports and models"),
+) -> None:
+    """Ingest every shared dataset and print the summary of traces."""
+    from servecast.demo import run_demo
+
+    store = run_demo(db=db, data=data, out=out, log=console.print)
+    print_frame(store.traces(), title="traces in the store")
+    store.close()

@@ -1,0 +1,101 @@
+"""What schedulers import: `Estimator.load(model_dir)` then fast per-call estimates.
+
+A models dir holds one sub-folder per predictor kind (`output_length/`, `kernel_latency/`,
+`interference/`, `moe_congestion/`), each written by that predictor's `save`; a single
+predictor's folder works too. Each kind has a light runtime in
+`servecast.predictors.<kind>.runtime` (class `Runtime`, with `load(path)`), imported on
+first use. Nothing on this path imports DuckDB or Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from servecast.errors import ModelVersionError, UnknownNameError
+
+KINDS = ("output_length", "kernel_latency", "interference", "moe_congestion")
+
+
+class Estimator:
+    """Loaded predictors keyed by kind; each method raises UnknownNameError if its kind is absent."""
+
+    def __init__(self, parts: dict[str, Path]):
+        self._paths = parts
+        self._runtimes: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Estimator:
+        """Find the predictors saved under `model_dir` (loaded lazily, on first call)."""
+        root = Path(model_dir)
+        if not root.is_dir():
+            raise ModelVersionError(f"{root}: no such models dir; train one with `servecast train`")
+        parts: dict[str, Path] = {}
+        for card in [root / "model_card.json", *sorted(root.glob("*/model_card.json"))]:
+            if card.is_file():
+                kind = json.loads(card.read_text()).get("kind")
+                if kind in KINDS:
+                    parts[kind] = card.parent
+        if not parts:
+            raise ModelVersionError(
+                f"{root}: no servecast models inside (expected sub-folders {', '.join(KINDS)} "
+                "each with a model_card.json)")
+        return cls(parts)
+
+    @property
+    def kinds(self) -> list[str]:
+        """Predictor kinds available in this models dir."""
+        return sorted(self._paths)
+
+    def runtime(self, kind: str) -> Any:
+        """The loaded runtime of `kind` (loads it on first use)."""
+        if kind not in self._runtimes:
+            if kind not in self._paths:
+                raise UnknownNameError(
+                    f"no {kind} model in this models dir (has: {', '.join(self.kinds)}); "
+                    f"train one with `servecast train {kind.replace('_', '-')}`")
+            module = importlib.import_module(f"servecast.predictors.{kind}.runtime")
+            self._runtimes[kind] = module.Runtime.load(self._paths[kind])
+        return self._runtimes[kind]
+
+    # -- output length (tokens) -----------------------------------------------------------
+    def output_length(self, prompt_tokens: int, model: str | None = None,
+                      log_type: str | None = None, prompt_text: str | None = None,
+                      session_id: str | None = None):
+        """Output-length quantiles in tokens -> LengthEstimate(p50, p90, p99, mean)."""
+        return self.runtime("output_length").output_length(
+            prompt_tokens, model=model, log_type=log_type, prompt_text=prompt_text,
+            session_id=session_id)
+
+    def output_length_batch(self, frame):
+        """Batch form: frame of llm_requests columns -> frame[p50, p90, p99, mean] (tokens)."""
+        return self.runtime("output_length").output_length_batch(frame)
+
+    # -- kernel latency (ms) ---------------------------------------------------------------
+    def kernel_latency(self, op: str, shape, device_spec: dict) -> float:
+        """Latency in ms of `op` with `shape` on the device described by `device_spec`."""
+        return self.runtime("kernel_latency").kernel_latency(op, shape, device_spec)
+
+    def kernel_latency_batch(self, frame, devices: dict):
+        """Batch form: frame[op, device, shape columns] -> latency_ms array."""
+        return self.runtime("kernel_latency").kernel_latency_batch(frame, devices)
+
+    # -- interference (perf in (0, 1]) -----------------------------------------------------
+    def interference(self, metrics_window) -> float:
+        """Predicted normalized performance (1 = no degradation) of one metrics window."""
+        return self.runtime("interference").interference(metrics_window)
+
+    def interference_batch(self, metrics):
+        """Batch form: long frame [window_id, t, metric, value] -> frame[window_id, perf]."""
+        return self.runtime("interference").interference_batch(metrics)
+
+    # -- MoE congestion (gamma_eff) --------------------------------------------------------
+    def moe_congestion(self, loads, quality) -> float:
+        """Effective congestion coefficient gamma_eff from expert loads and quality."""
+        return self.runtime("moe_congestion").moe_congestion(loads, quality)
+
+    def moe_congestion_batch(self, items):
+        """Batch form: list of (loads, quality) -> list of gamma_eff."""
+        return self.runtime("moe_congestion").moe_congestion_batch(items)

@@ -1,0 +1,58 @@
+"""Canonical tables of the store (ARCHITECTURE.md). Units: seconds, tokens, ms, MiB, GB/s."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+TABLES: dict[str, str] = {
+    "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
+    # one row per ingested file
+    "traces": """
+        trace VARCHAR NOT NULL, source VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
+        file VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, rows BIGINT NOT NULL,
+        rejected BIGINT NOT NULL, ingested_at TIMESTAMP NOT NULL""",
+    "rejected_rows": """
+        trace VARCHAR NOT NULL, file VARCHAR NOT NULL, line BIGINT, reason VARCHAR NOT NULL,
+        content VARCHAR""",
+    "llm_requests": """
+        trace VARCHAR NOT NULL, request_id BIGINT NOT NULL, arrival_s DOUBLE,
+        session_id VARCHAR, turn INTEGER, model VARCHAR, log_type VARCHAR,
+        prompt_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, elapsed_s DOUBLE,
+        failed BOOLEAN NOT NULL, prefix_hashes INTEGER[], prompt_text VARCHAR,
+        response_text VARCHAR""",
+    # batch jobs / tasks / pods / serving instances; times in seconds since the trace origin
+    "cluster_jobs": """
+        trace VARCHAR NOT NULL, job_id VARCHAR NOT NULL, task_id VARCHAR, app VARCHAR,
+        role VARCHAR, status VARCHAR, qos VARCHAR, submit_s DOUBLE, start_s DOUBLE,
+        end_s DOUBLE, duration_s DOUBLE, num_instances BIGINT, cpu_request DOUBLE,
+        memory_request DOUBLE, gpu_request DOUBLE, gpu_model VARCHAR, extra JSON""",
+    # per-minute (or other period) cluster-level series in long form
+    "cluster_series": """
+        trace VARCHAR NOT NULL, series VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+        metric VARCHAR NOT NULL, value DOUBLE""",
+    "cluster_nodes": """
+        trace VARCHAR NOT NULL, node_id VARCHAR NOT NULL, cpu_cores DOUBLE, memory_mib DOUBLE,
+        gpus INTEGER, gpu_model VARCHAR""",
+    "vm_measurements": """
+        trace VARCHAR NOT NULL, test_suite VARCHAR NOT NULL, test_name VARCHAR NOT NULL,
+        vm_lifespan VARCHAR, vm_region VARCHAR, vm_sku VARCHAR, unit VARCHAR,
+        vm_id BIGINT NOT NULL, start_time TIMESTAMP, runtime_s DOUBLE, value DOUBLE NOT NULL""",
+    # one measured kernel/operator/architecture latency; shape columns NULL where not applicable
+    "kernel_latencies": """
+        trace VARCHAR NOT NULL, source VARCHAR NOT NULL, device VARCHAR NOT NULL,
+        op VARCHAR NOT NULL, B BIGINT, M BIGINT, N BIGINT, K BIGINT, H BIGINT,
+        in_channels BIGINT, out_channels BIGINT, kernel_size BIGINT, input_size BIGINT,
+        stride BIGINT, padding BIGINT, arch_index BIGINT, model VARCHAR, num_tokens BIGINT,
+        tp INTEGER, latency_ms DOUBLE NOT NULL, latency_std_ms DOUBLE, extra JSON""",
+    # device spec sheets (NeuSight device-config keys)
+    "devices": """
+        device VARCHAR NOT NULL, source VARCHAR, Dev_Mem DOUBLE, Mem_Bw DOUBLE, Num_Sm INTEGER,
+        Core_Per_SM INTEGER, Freq DOUBLE, SingleFLOPs DOUBLE, L2Cache DOUBLE, spec JSON""",
+    "architectures": "trace VARCHAR NOT NULL, arch_index BIGINT NOT NULL, arch VARCHAR NOT NULL",
+    "moe_expert_loads": """
+        trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
+        domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",
+}
+
+#: tables whose rows belong to a trace and are counted in the manifest
+DATA_TABLES = [t for t in TABLES if t not in ("meta", "traces", "rejected_rows")]
