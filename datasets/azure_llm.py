@@ -38,7 +38,7 @@ class AzureLLM(Adapter):
             stage_csv(ctx, [f], COLUMNS,
                       "epoch(try_cast(ts AS TIMESTAMPTZ)) AS arrival_s, "
                       "context_tokens AS prompt_tokens, generated_tokens AS output_tokens")
-            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchone()
+            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchall()[0]
             ctx.con.execute("UPDATE _stage SET arrival_s = arrival_s - ?", [t0 or 0.0])
             counts |= insert_requests(ctx, "_stage", [f], checks=[
                 ("arrival_s IS NULL", "TIMESTAMP is not a date-time"),

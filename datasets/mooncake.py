@@ -34,7 +34,7 @@ class Mooncake(Adapter):
                 TRY_CAST(json_extract({V}, '$.input_length') AS BIGINT) AS prompt_tokens,
                 TRY_CAST(json_extract({V}, '$.output_length') AS BIGINT) AS output_tokens,
                 TRY_CAST(json_extract({V}, '$.hash_ids') AS INTEGER[]) AS prefix_hashes""")
-            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchone()
+            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchall()[0]
             ctx.con.execute("UPDATE _stage SET arrival_s = arrival_s - ?", [t0 or 0.0])
             ctx.con.execute("DELETE FROM _stage WHERE _valid IS NULL")  # blank lines
             counts |= insert_requests(ctx, "_stage", [f], header_lines=0, checks=[

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,7 +58,7 @@ class Predictor:
         card = {
             "kind": self.kind,
             "format": MODEL_FORMAT,
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": versions(),
             **self.card,
         }

@@ -32,7 +32,7 @@ TABLES: dict[str, str] = {
         metric VARCHAR NOT NULL, value DOUBLE""",
     "cluster_nodes": """
         trace VARCHAR NOT NULL, node_id VARCHAR NOT NULL, cpu_cores DOUBLE, memory_mib DOUBLE,
-        gpus INTEGER, gpu_model VARCHAR""",
+        gpus INTEGER, gpu_model VARCHAR, inventory VARCHAR""",
     "vm_measurements": """
         trace VARCHAR NOT NULL, test_suite VARCHAR NOT NULL, test_name VARCHAR NOT NULL,
         vm_lifespan VARCHAR, vm_region VARCHAR, vm_sku VARCHAR, unit VARCHAR,
@@ -49,6 +49,8 @@ TABLES: dict[str, str] = {
         device VARCHAR NOT NULL, source VARCHAR, Dev_Mem DOUBLE, Mem_Bw DOUBLE, Num_Sm INTEGER,
         Core_Per_SM INTEGER, Freq DOUBLE, SingleFLOPs DOUBLE, L2Cache DOUBLE, spec JSON""",
     "architectures": "trace VARCHAR NOT NULL, arch_index BIGINT NOT NULL, arch VARCHAR NOT NULL",
+    # named lists of a benchmark protocol (e.g. HELP's meta_train / meta_valid devices)
+    "benchmark_splits": "trace VARCHAR NOT NULL, split VARCHAR NOT NULL, item VARCHAR NOT NULL",
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",

@@ -99,7 +99,7 @@ class Store:
                 f"{self.path}: not a servecast/DuckDB store ({e}); pass --db with another file"
             ) from None
         self.read_only = read_only
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
         if not read_only:
             self._create_schema()
         self._check_version()
@@ -123,14 +123,14 @@ class Store:
 
     def _check_version(self) -> None:
         try:
-            row = self.con.execute(
+            rows = self.con.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
+            ).fetchall()
         except duckdb.CatalogException:
             raise ServecastError(f"{self.path}: not a servecast store (no meta table)") from None
-        if row and int(row[0]) != SCHEMA_VERSION:
+        if rows and int(rows[0][0]) != SCHEMA_VERSION:
             raise ServecastError(
-                f"{self.path}: store schema version {row[0]}, this servecast expects "
+                f"{self.path}: store schema version {rows[0][0]}, this servecast expects "
                 f"{SCHEMA_VERSION}; re-ingest into a new file (--db NEW.duckdb)"
             )
 
@@ -274,5 +274,5 @@ class LoadContext:
         """First free request_id of this trace (traces may span several files)."""
         (n,) = self.con.execute(
             f"SELECT coalesce(max(request_id) + 1, 0) FROM {table} WHERE trace = ?", [self.trace]
-        ).fetchone()
+        ).fetchall()[0]
         return int(n)

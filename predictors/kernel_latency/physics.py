@@ -1,0 +1,139 @@
+"""Physics of one kernel from its op, shape and the device's spec sheet (no measurements).
+
+FLOPs and minimum DRAM bytes per kernel, roofline times (ms), wave quantization of output
+tiles (or element blocks) over the SMs, working set vs L2. `features` turns them into the
+input of the residual learner; `roofline_ms` is the physics-only baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
+from servecast.predictors.kernel_latency.specs import SPEC_KEYS
+
+#: fixed launch + sync floor added to the roofline time (ms): kernels never run faster
+LAUNCH_FLOOR_MS = 0.02
+#: nominal fp16 tensor-core speedup over SingleFLOPs (the residual learns the rest)
+TENSOR_CORE_FACTOR = 16.0
+#: GEMM output tiles (rows x cols) whose wave quantization becomes a feature
+TILES = ((128, 128), (128, 64), (64, 64), (32, 32))
+#: elements per thread block of an element-wise kernel (128 threads x 4-wide vectors)
+ELEMS_PER_BLOCK = 512
+
+_S = {k: i for i, k in enumerate(SPEC_KEYS)}
+_OP_INDEX = {op: i for i, op in enumerate(OP_NAMES)}
+_FAM_INDEX = {f: i for i, f in enumerate(FAMILIES)}
+
+
+def _col(shape: dict, name: str, n: int) -> np.ndarray:
+    v = shape.get(name)
+    if v is None:
+        return np.full(n, np.nan)
+    return np.asarray(v, dtype=float).reshape(-1) * np.ones(n)
+
+
+def kernel_work(ops: np.ndarray, shape: dict) -> dict[str, np.ndarray]:
+    """Per row: flops, bytes (minimum DRAM traffic), GEMM dims (gm, gn, gk, batch) where the
+    op is a GEMM or implicit-GEMM conv, element count `elems`, rows and a tensor-core flag."""
+    n = len(ops)
+    B = np.nan_to_num(_col(shape, "B", n), nan=1.0)
+    M, N, K, H = (_col(shape, c, n) for c in "MNKH")
+    fam = np.array([OPS[o][0] for o in ops], dtype=object)
+    io = np.array([OPS[o][2] for o in ops], dtype=float)
+    fpe = np.array([OPS[o][3] for o in ops], dtype=float)
+    half = np.char.endswith(fam.astype(str), "16")
+    esize = np.where(half, 2.0, 4.0)
+    gemm = np.isin(fam, ["gemm", "gemm16"])
+    conv = fam == "conv"
+    rows = ~(gemm | conv)
+
+    # GEMMs: C[B, M, N] = A[B, M, K] @ W[B, K, N]; linear shares W across the batch
+    shared_w = np.isin(ops, ["linear"]) | (fam == "gemm16")
+    gb, gm, gn, gk = B.copy(), M.copy(), N.copy(), K.copy()
+    # conv as implicit GEMM: M = B*out^2, N = Cout, K = Cin*k^2
+    cin, cout = _col(shape, "in_channels", n), _col(shape, "out_channels", n)
+    ks, size = _col(shape, "kernel_size", n), _col(shape, "input_size", n)
+    stride = np.nan_to_num(_col(shape, "stride", n), nan=1.0)
+    pad = np.nan_to_num(_col(shape, "padding", n), nan=0.0)
+    out = np.maximum(np.floor((size + 2 * pad - ks) / stride) + 1, 1)
+    gb = np.where(conv, 1.0, gb)
+    gm = np.where(conv, B * out * out, gm)
+    gn = np.where(conv, cout, gn)
+    gk = np.where(conv, cin * ks * ks, gk)
+    gemm_bytes = esize * (gb * gm * gk + np.where(shared_w, 1, gb) * gk * gn + gb * gm * gn)
+    conv_bytes = 4.0 * (B * cin * size * size + cout * cin * ks * ks + B * cout * out * out)
+    elems = np.where(rows, B * H, gb * gm * gn)
+    flops = np.where(rows, fpe * B * H, 2.0 * gb * gm * gn * gk)
+    nbytes = np.where(rows, io * esize * B * H, np.where(conv, conv_bytes, gemm_bytes))
+    return {"flops": flops, "bytes": nbytes, "gb": gb, "gm": gm, "gn": gn, "gk": gk,
+            "elems": elems, "rows": np.where(rows, B, gb * gm), "half": half,
+            "is_gemm": ~rows, "B": B, "H": H}
+
+
+def roofline_ms(work: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(compute time, memory time) in ms at the spec's peak fp32 (x TENSOR_CORE_FACTOR for
+    fp16 GEMMs) FLOP/s and DRAM bandwidth."""
+    peak = spec[:, _S["SingleFLOPs"]] * 1e9 * np.where(work["half"] & work["is_gemm"],
+                                                        TENSOR_CORE_FACTOR, 1.0)
+    t_comp = work["flops"] / peak * 1e3
+    t_mem = work["bytes"] / (spec[:, _S["Mem_Bw"]] * 1e9) * 1e3
+    return t_comp, t_mem
+
+
+def baseline_ms(work: dict, spec: np.ndarray) -> np.ndarray:
+    """Roofline-only latency (ms): max(compute, memory) + LAUNCH_FLOOR_MS."""
+    t_comp, t_mem = roofline_ms(work, spec)
+    return np.maximum(t_comp, t_mem) + LAUNCH_FLOOR_MS
+
+
+def _waves(units: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log2 of waves, wave efficiency in (0, 1]) of `units` spread over `slots`."""
+    units = np.maximum(units, 1.0)
+    waves = np.ceil(units / slots)
+    return np.log2(waves), units / (waves * slots)
+
+
+def _lg(x: np.ndarray) -> np.ndarray:
+    return np.log2(np.maximum(np.nan_to_num(x, nan=1.0), 1e-12))
+
+
+def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(feature matrix float32 [rows, n_features], roofline baseline in ms) for canonical
+    `ops`, shape columns `shape` (arrays, NaN where unused) and spec rows (SPEC_KEYS order)."""
+    ops = np.asarray(ops, dtype=object)
+    w = kernel_work(ops, shape)
+    t_comp, t_mem = roofline_ms(w, spec)
+    base = np.maximum(t_comp, t_mem) + LAUNCH_FLOOR_MS
+    sms = spec[:, _S["Num_Sm"]]
+    l2 = spec[:, _S["L2Cache"]] * 2**20
+    cols = [
+        _lg(t_comp), _lg(t_mem), _lg(base), _lg(t_comp) - _lg(t_mem),
+        _lg(w["flops"]), _lg(w["bytes"]), _lg(w["bytes"] / l2), _lg(w["elems"]),
+        _lg(w["gb"]), _lg(w["gm"]), _lg(w["gn"]), _lg(w["gk"]), _lg(w["H"]), _lg(w["rows"]),
+        _lg(w["rows"] / sms),
+    ]
+    for d in ("gm", "gn", "gk"):  # vector-width alignment decides the kernel variant
+        v = np.nan_to_num(w[d], nan=4.0)
+        cols += [(v % 4 == 0).astype(float), (v % 32 == 0).astype(float)]
+    gm, gn = np.nan_to_num(w["gm"], nan=1.0), np.nan_to_num(w["gn"], nan=1.0)
+    for tm, tn in TILES:
+        tiles = np.where(w["is_gemm"], w["gb"] * np.ceil(gm / tm) * np.ceil(gn / tn),
+                         np.ceil(w["elems"] / ELEMS_PER_BLOCK))
+        lw, eff = _waves(tiles, sms)
+        cols += [lw, eff]
+    lw, eff = _waves(w["rows"], sms * 4)
+    cols += [lw, eff]
+    cols += [np.log2(spec[:, _S[k]]) for k in SPEC_KEYS]
+    onehot = np.zeros((len(ops), len(OP_NAMES) + len(FAMILIES)))
+    idx = np.array([_OP_INDEX[o] for o in ops])
+    fidx = np.array([_FAM_INDEX[OPS[o][0]] for o in ops]) + len(OP_NAMES)
+    onehot[np.arange(len(ops)), idx] = 1
+    onehot[np.arange(len(ops)), fidx] = 1
+    X = np.column_stack([*cols, onehot]).astype(np.float32)
+    return X, base
+
+
+def n_spec_features() -> int:
+    """Number of raw spec columns in the feature matrix (they sit right before the one-hots)."""
+    return len(SPEC_KEYS)

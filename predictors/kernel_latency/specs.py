@@ -1,0 +1,76 @@
+"""Device spec sheets with the keys of NeuSight's device-config JSONs.
+
+Units: Dev_Mem GB, Mem_Bw GB/s, Freq MHz, SingleFLOPs GFLOP/s (fp32), L2Cache MB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from servecast.errors import DataFileError, InvalidInputError, UnknownNameError
+
+SPEC_KEYS = ["Dev_Mem", "Mem_Bw", "Num_Sm", "Core_Per_SM", "Freq", "SingleFLOPs", "L2Cache"]
+
+
+def check_spec(spec: Mapping, name: str = "device spec") -> dict[str, float]:
+    """The spec's required keys as floats; raises InvalidInputError naming what is missing."""
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(f"{name}: expected a mapping of {', '.join(SPEC_KEYS)}")
+    missing = [k for k in SPEC_KEYS if k not in spec or spec[k] is None]
+    if missing:
+        raise InvalidInputError(
+            f"{name}: missing key(s) {', '.join(missing)}; a device spec needs "
+            f"{', '.join(SPEC_KEYS)} (see the NeuSight device_configs/*.json files)")
+    out = {}
+    for k in SPEC_KEYS:
+        try:
+            v = float(spec[k])
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name}: {k}={spec[k]!r} is not a number") from None
+        if not np.isfinite(v) or v <= 0:
+            raise InvalidInputError(f"{name}: {k}={spec[k]!r} must be a positive number")
+        out[k] = v
+    return out
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read one device-config JSON (keys SPEC_KEYS, plus `Device`); raises DataFileError."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such device spec file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: not valid JSON ({e}); expected a NeuSight device "
+                            "config like {\"Device\": ..., \"Mem_Bw\": 1555, ...}") from None
+    check_spec(spec, str(path))
+    return spec
+
+
+def load_spec_dir(folder: str | Path) -> dict[str, dict]:
+    """All `*.json` device configs in `folder`, keyed by their `Device` field."""
+    out = {}
+    for f in sorted(Path(folder).glob("*.json")):
+        spec = load_spec(f)
+        out[str(spec.get("Device", f.stem.replace("_", " ")))] = spec
+    return out
+
+
+def spec_matrix(devices: Mapping[str, Mapping], names) -> np.ndarray:
+    """Rows of SPEC_KEYS (float) for each device name in `names`; raises UnknownNameError."""
+    checked = {}
+    out = np.empty((len(names), len(SPEC_KEYS)))
+    uniq, inv = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
+    for i, n in enumerate(uniq):
+        if n not in devices:
+            raise UnknownNameError(
+                f"device {n!r} has no spec in `devices` (have: {', '.join(sorted(devices))}); "
+                "pass its device-config JSON")
+        checked[n] = check_spec(devices[n], f"device {n!r}")
+    table = np.array([[checked[n][k] for k in SPEC_KEYS] for n in uniq])
+    out[:] = table[inv]
+    return out
