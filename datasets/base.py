@@ -58,7 +58,8 @@ class Adapter:
                 raise DataFileError(f"{p}: no such file or folder; check the path")
         for f in out:
             if f.stat().st_size == 0:
-                raise DataFileError(f"{f}: line 1: the file is empty; expected {self.catalog.format}")
+                raise DataFileError(
+                    f"{f}: line 1: the file is empty; expected {self.catalog.format}")
         return out
 
     def group(self, files: list[Path], trace: str | None) -> dict[str, list[Path]]:

@@ -44,7 +44,8 @@ class HelpNasBench201(Adapter):
                             [ctx.trace])
         if lat:
             stage_csv(ctx, lat, LATENCY, "regexp_extract(filename, '([^/]+?)\\.csv(\\.gz)?$', 1) "
-                      "AS device, arch_index, latency_ms", hint="latency files: arch_index,latency_ms")
+                      "AS device, arch_index, latency_ms",
+                      hint="latency files: arch_index,latency_ms")
             reject_invalid(ctx, "_stage", [
                 ("arch_index IS NULL OR arch_index < 0", "missing or negative arch_index"),
                 ("latency_ms IS NULL OR latency_ms <= 0", "missing or non-positive latency_ms"),
@@ -62,7 +63,8 @@ class HelpNasBench201(Adapter):
         try:
             split = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataFileError(f"{path}: not valid JSON ({e}); expected HELP's split.json") from None
+            raise DataFileError(
+                f"{path}: not valid JSON ({e}); expected HELP's split.json") from None
         if not isinstance(split, dict) or not all(isinstance(v, list) for v in split.values()):
             raise DataFileError(f"{path}: expected an object of lists (meta_train, meta_valid, "
                                 "hardware_embedding_arch_indices)")

@@ -39,7 +39,8 @@ class OLMoERouting(Adapter):
         ])
         counts = file_counts(ctx, "_stage", files)
         ctx.con.execute(
-            """INSERT INTO moe_expert_loads (trace, model, assignment, domain, layer, expert, tokens)
+            """INSERT INTO moe_expert_loads
+               (trace, model, assignment, domain, layer, expert, tokens)
                SELECT ?, model, assignment, domain, layer, expert, tokens FROM _stage""",
             [ctx.trace])
         return counts

@@ -26,7 +26,8 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     """
     reject_invalid(ctx, stage, [*checks, *TOKEN_CHECKS], header_lines)
     counts = file_counts(ctx, stage, files)
-    cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall() if r[0] not in ("filename", *drop)]
+    skip = ("filename", *drop)
+    cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall() if r[0] not in skip]
     names = ", ".join(cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
     ctx.con.execute(

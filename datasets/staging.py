@@ -83,8 +83,8 @@ def _read_failure(files: list[Path], err: Exception) -> str:
     msg = str(err).split("\n")[0]
     named = [f for f in files if str(f) in str(err)] or files
     where = ", ".join(map(str, named[:3]))
-    if any(f.name.endswith(".gz") for f in named) and ("gzip" in msg.lower() or "zlib" in msg.lower()
-                                                        or "compress" in msg.lower()):
+    compressed = any(f.name.endswith(".gz") for f in named)
+    if compressed and any(w in msg.lower() for w in ("gzip", "zlib", "compress")):
         return f"{where}: the gzip stream is truncated or corrupt ({msg}); download the file again"
     return f"{where}: cannot be read as CSV ({msg}); check the file against `servecast datasets`"
 
@@ -118,7 +118,8 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
     rows = []
     for f, rowid, why, text in bad:
         k = rowid - base[f] + 1  # 1-based ordinal among rows the reader accepted
-        rows.append((ctx.trace, f, k + bisect.bisect_right(gaps[f], k - 1) + header_lines, why, text))
+        line = k + bisect.bisect_right(gaps[f], k - 1) + header_lines
+        rows.append((ctx.trace, f, line, why, text))
     con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rows)
     con.execute(f"DELETE FROM {table} WHERE {cond}")
     return len(rows)

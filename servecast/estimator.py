@@ -20,7 +20,7 @@ KINDS = ("output_length", "kernel_latency", "interference", "moe_congestion")
 
 
 class Estimator:
-    """Loaded predictors keyed by kind; each method raises UnknownNameError if its kind is absent."""
+    """Loaded predictors by kind; a method raises UnknownNameError if its kind is absent."""
 
     def __init__(self, parts: dict[str, Path]):
         self._paths = parts

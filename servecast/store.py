@@ -74,7 +74,7 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
 
 
 class Store:
-    """Open (or create) the DuckDB store at `path` (None: `$SERVECAST_DB` or `./servecast.duckdb`)."""
+    """Open or create the DuckDB store at `path` (None: $SERVECAST_DB or ./servecast.duckdb)."""
 
     def __init__(self, path: str | Path | None = None, read_only: bool = False):
         self.path = db_path(path)

@@ -11,7 +11,8 @@ from rich.table import Table
 
 console = Console()
 
-DbOption = typer.Option(None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
+DbOption = typer.Option(
+    None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
 
 
 def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> None:
