@@ -99,7 +99,11 @@ class Store:
                 f"{self.path}: not a servecast/DuckDB store ({e}); pass --db with another file"
             ) from None
         self.read_only = read_only
-        self.con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
+        self.con.execute("SET TimeZone = 'UTC'")
+        try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
+            self.con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
+            pass
         if not read_only:
             self._create_schema()
         self._check_version()

@@ -40,7 +40,8 @@ def ingest(
         TextColumn("{task.description}"), console=console, transient=True,
     ) as bar:
         task = bar.add_task("", total=None)
-        store.con.execute("SET enable_progress_bar = true")
+        if console.is_terminal:  # DuckDB's own bar for a long single-file read
+            store.con.execute("SET enable_progress_bar = true")
         result = store.ingest(
             source, paths, trace=trace, strict=strict,
             progress=lambda f, i, n: bar.update(task, completed=i, total=n,

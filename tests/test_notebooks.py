@@ -1,0 +1,29 @@
+"""The notebooks in notebooks/ execute top to bottom on the real data (nbclient, real kernel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch, data):
+    monkeypatch.setenv("SERVECAST_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("SERVECAST_DATA", str(data))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book = nbformat.read(path, as_version=4)
+    NotebookClient(book, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert any(c.get("outputs") for c in book.cells if c.cell_type == "code")
+
+
+def test_notebooks_exist():
+    assert {p.stem.split("_", 1)[1] for p in NOTEBOOKS} >= {"quickstart"}
