@@ -22,12 +22,8 @@ def _seg_cols(by_segment: bool) -> list[str]:
     return list(SEGMENT) if by_segment else []
 
 
-def _gaps_sql(seg: list[str]) -> str:
-    """Inter-arrival gaps (s) within each segment, in arrival order."""
-    part = f"PARTITION BY {', '.join(seg)} " if seg else ""
-    return (f"SELECT {''.join(c + ', ' for c in seg)}arrival_s, arrival_s - lag(arrival_s) "
-            f"OVER ({part}ORDER BY arrival_s, request_id) AS gap FROM t "
-            "WHERE arrival_s IS NOT NULL")
+GAPS_SQL = """SELECT arrival_s - lag(arrival_s) OVER (ORDER BY arrival_s, request_id) AS gap
+              FROM t WHERE arrival_s IS NOT NULL"""
 
 
 def burstiness(src, trace: str | None = None, by_segment: bool = False) -> pl.DataFrame:
@@ -38,45 +34,38 @@ def burstiness(src, trace: str | None = None, by_segment: bool = False) -> pl.Da
     """
     s = source(src, trace, "llm_requests")
     seg = _seg_cols(by_segment)
+    keys = "".join(f"{c}, " for c in seg)  # "model, log_type, " or ""
     sel = "".join(f"coalesce({c}, '(none)') AS {c}, " for c in seg)
-    keys = ", ".join(seg)
-    group = f"GROUP BY {keys}" if seg else ""
-    joins = []
-    disp_cols = []
+    part = f"PARTITION BY {', '.join(seg)}" if seg else ""
+    group = f"GROUP BY {', '.join(seg)}" if seg else ""
+    join = f"USING ({', '.join(seg)})" if seg else "ON TRUE"
+    # one sorted pass: offset x from the segment's first arrival and the gap to the previous
+    base = f"""base AS MATERIALIZED (
+        SELECT {keys}x, x - lag(x) OVER ({part} ORDER BY x, request_id) AS gap
+        FROM (SELECT {sel}request_id,
+                     arrival_s - min(arrival_s) OVER ({part}) AS x
+              FROM t WHERE arrival_s IS NOT NULL))"""
+    stats = f"""g AS (SELECT {keys}count(*) AS requests, max(x) AS span_s, avg(gap) AS ia_mean_s,
+                            stddev_pop(gap) AS ia_std_s, avg((gap = 0)::INT) AS zero_gap_share
+                     FROM base {group})"""
+    bins, cols, joins = [], [], []
     for w in DISPERSION_BINS:
         # counts per non-empty bin; empty bins enter through the number of bins in the span
-        joins.append(f"""b{w} AS (SELECT {keys + ',' if seg else ''}
-                sum(c)::DOUBLE AS n, sum(c * c)::DOUBLE AS s2, max(c) AS peak
-            FROM (SELECT {keys + ',' if seg else ''} count(*) AS c FROM base
-                  GROUP BY {keys + ',' if seg else ''} floor((arrival_s - t0) / {w}))
+        bins.append(f"""b{w} AS (SELECT {keys}sum(c * c)::DOUBLE AS s2_{w}, max(c) AS peak_{w}
+            FROM (SELECT {keys}count(*) AS c FROM base GROUP BY {keys}floor(x / {w}))
             {group})""")
-        disp_cols.append(f"""
-            (b{w}.s2 / nb{w} - (b{w}.n / nb{w}) ^ 2) / (b{w}.n / nb{w}) AS idc_{w}s,
-            b{w}.peak / (b{w}.n / nb{w}) AS peak_to_mean_{w}s""")
-    on = lambda b: (" USING (" + keys + ")") if seg else " ON TRUE"  # noqa: E731
-    query = f"""
-        WITH base AS (SELECT {sel}arrival_s, request_id,
-                             min(arrival_s) OVER ({'PARTITION BY ' + keys if seg else ''}) AS t0
-                      FROM t WHERE arrival_s IS NOT NULL),
-        gaps AS (SELECT {keys + ',' if seg else ''} arrival_s - lag(arrival_s) OVER (
-                    {'PARTITION BY ' + keys if seg else ''} ORDER BY arrival_s, request_id) AS gap
-                 FROM base),
-        g AS (SELECT {keys + ',' if seg else ''} count(gap) AS n_gaps, avg(gap) AS ia_mean_s,
-                     stddev_pop(gap) AS ia_std_s, avg((gap = 0)::INT) AS zero_gap_share
-              FROM gaps {group}),
-        a AS (SELECT {keys + ',' if seg else ''} count(*) AS requests,
-                     max(arrival_s) - min(arrival_s) AS span_s FROM base {group}),
-        {', '.join(joins)}
-        SELECT {keys + ',' if seg else ''} requests, span_s,
-               requests / nullif(span_s, 0) AS rate_per_s, ia_mean_s, ia_std_s,
-               ia_std_s / nullif(ia_mean_s, 0) AS cv,
+        nb, mean = f"(floor(span_s / {w}) + 1)", f"(requests / (floor(span_s / {w}) + 1))"
+        cols.append(f"(s2_{w} / {nb} - {mean} ^ 2) / {mean} AS idc_{w}s, "
+                    f"peak_{w} / {mean} AS peak_to_mean_{w}s")
+        joins.append(f"JOIN b{w} {join}")
+    return s.sql(f"""
+        WITH {base}, {stats}, {', '.join(bins)}
+        SELECT {keys}requests, span_s, requests / nullif(span_s, 0) AS rate_per_s,
+               ia_mean_s, ia_std_s, ia_std_s / nullif(ia_mean_s, 0) AS cv,
                (ia_std_s - ia_mean_s) / nullif(ia_std_s + ia_mean_s, 0) AS burstiness_b,
-               zero_gap_share, {', '.join(disp_cols)}
-        FROM (SELECT *, {', '.join(f'floor(span_s / {w}) + 1 AS nb{w}' for w in DISPERSION_BINS)}
-              FROM a JOIN g{on('g')}) x
-        {' '.join(f'JOIN b{w}{on(w)}' for w in DISPERSION_BINS)}
-        {'ORDER BY requests DESC' if seg else ''}"""
-    return s.sql(query)
+               zero_gap_share, {', '.join(cols)}
+        FROM g {' '.join(joins)}
+        {'ORDER BY requests DESC' if seg else ''}""")
 
 
 def rate_series(src, trace: str | None = None, bin_s: float = 60.0,
@@ -92,10 +81,10 @@ def rate_series(src, trace: str | None = None, bin_s: float = 60.0,
     counts = f"""SELECT floor((arrival_s - (SELECT min(arrival_s) FROM t)) / {bin_s})::BIGINT
                     AS k, count(*) AS requests FROM t WHERE arrival_s IS NOT NULL GROUP BY k"""
     if nb <= max_bins:
-        query = f"""SELECT k * {bin_s} AS t_s, coalesce(requests, 0) AS requests
+        query = f"""SELECT (k * {bin_s})::DOUBLE AS t_s, coalesce(requests, 0) AS requests
                     FROM range({nb}) r(k) LEFT JOIN ({counts}) c USING (k) ORDER BY k"""
     else:
-        query = f"SELECT k * {bin_s} AS t_s, requests FROM ({counts}) ORDER BY k"
+        query = f"SELECT (k * {bin_s})::DOUBLE AS t_s, requests FROM ({counts}) ORDER BY k"
     return s.sql(query).with_columns((pl.col("requests") / bin_s).alias("rate_per_s"))
 
 
@@ -125,7 +114,7 @@ def interarrival_sample(src, trace: str | None = None, n: int = 200_000,
                         seed: int = 0) -> np.ndarray:
     """Inter-arrival gaps (s) of the whole trace; a seeded uniform sample of `n` when larger."""
     s = source(src, trace, "llm_requests")
-    q = f"SELECT gap FROM ({_gaps_sql([])}) WHERE gap IS NOT NULL"
+    q = f"SELECT gap FROM ({GAPS_SQL}) WHERE gap IS NOT NULL"
     total = s.scalar("SELECT count(arrival_s) - 1 FROM t") or 0
     if total > n:
         q += f" USING SAMPLE reservoir({n} ROWS) REPEATABLE ({seed})"

@@ -50,7 +50,9 @@ def fit(x: np.ndarray, family: str) -> dict:
         frozen = stats.gamma(k, scale=params["scale"])
     elif family == "weibull":
         c = _weibull_shape(x)
-        params = {"shape": c, "scale": np.mean(x**c) ** (1.0 / c)}
+        lx = np.log(x)  # scale = mean(x^c)^(1/c), in log space so that x^c cannot overflow
+        m = lx.max()
+        params = {"shape": c, "scale": float(np.exp(np.log(np.mean(np.exp(c * (lx - m)))) / c + m))}
         frozen = stats.weibull_min(c, scale=params["scale"])
     elif family == "lognormal":
         lx = np.log(x)

@@ -43,8 +43,11 @@ class Source:
                 return self.relation.query("t", query).pl()
             con = self.store.con
             con.complete()  # a pending result of an earlier execute() would block this query
-            cte = f"WITH t AS (SELECT * FROM {self.table} WHERE trace = {quote(self.trace)}) "
-            return con.sql(cte + query, params=params).pl()
+            cte = f"WITH t AS (SELECT * FROM {self.table} WHERE trace = {quote(self.trace)})"
+            body = query.lstrip()
+            if body[:5].upper() == "WITH ":  # merge the query's own CTEs into ours
+                body = ", " + body[5:]
+            return con.sql(f"{cte} {body}", params=params).pl()
         except duckdb.Error as e:
             raise ServecastError(f"{self.name}: query failed: {e}") from None
 

@@ -8,9 +8,9 @@ report the truncation as a rejected row.
 
 from __future__ import annotations
 
-import gzip
 import json
 import tempfile
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -116,15 +116,22 @@ class ShareGPT(Adapter):
 def _complete_records(path: Path) -> tuple[list[dict], int, str]:
     """The complete top-level records of a cut-off JSON list, the line where the first
     incomplete one starts, and why parsing stopped."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    chunks, why = [], ""
-    try:
-        with opener(path, "rb") as fh:
-            while block := fh.read(1 << 24):
-                chunks.append(block)
-    except (EOFError, OSError) as e:  # truncated gzip stream: keep what decompressed
-        why = f"compressed stream ends early: {e}"
-    text = b"".join(chunks).decode("utf-8", errors="replace")
+    raw, why = path.read_bytes(), ""
+    if path.name.endswith(".gz"):  # keep all that decompresses from a cut-off stream
+        chunks = []
+        while raw:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                chunks.append(d.decompress(raw))
+            except zlib.error as e:
+                why = f"corrupt compressed stream: {e}"
+                break
+            if not d.eof:
+                why = "compressed stream ends early (file cut off)"
+                break
+            raw = d.unused_data  # a further gzip member, if any
+        raw = b"".join(chunks)
+    text = raw.decode("utf-8", errors="replace")
     dec = json.JSONDecoder()
     pos = text.find("[")
     if pos < 0:

@@ -15,7 +15,7 @@ import typer
 from servecast.errors import ServecastError
 
 #: modules under servecast.commands that add commands to the app
-COMMAND_MODULES = ["store", "demo"]
+COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length"]
 
 app = typer.Typer(
     name="servecast",

@@ -19,6 +19,15 @@ from servecast.errors import ModelVersionError, UnknownNameError
 KINDS = ("output_length", "kernel_latency", "interference", "moe_congestion")
 
 
+def __getattr__(name: str):
+    # LengthEstimate(p50, p90, p99, mean), re-exported lazily (numpy only)
+    if name == "LengthEstimate":
+        from servecast.predictors.output_length.runtime import LengthEstimate
+
+        return LengthEstimate
+    raise AttributeError(name)
+
+
 class Estimator:
     """Loaded predictors by kind; a method raises UnknownNameError if its kind is absent."""
 

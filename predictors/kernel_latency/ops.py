@@ -46,6 +46,7 @@ OPS: dict[str, tuple[str, list[str], float, float]] = {
     "vidur.mlp_down_proj": ("gemm16", ["M", "N", "K"], 0, 0),
     "vidur.mlp_act": ("unary16", ROWS, 3, 12),
     "vidur.input_layernorm": ("norm16", ROWS, 2, 8),
+    "vidur.post_attention_layernorm": ("norm16", ROWS, 2, 8),
     "vidur.add": ("binary16", ROWS, 3, 1),
     "vidur.attn_rope": ("unary16", ROWS, 2, 6),
     "vidur.emb": ("gather16", ROWS, 1, 0),
@@ -77,16 +78,16 @@ def shape_dict(op: str, shape: Sequence[float] | Mapping[str, float]) -> dict[st
     bmm/linear/conv accept a missing leading batch (`M,N,K` means B=1).
     """
     cols = shape_columns(op)
+    batch_optional = cols[0] == "B" and len(cols) > 2
     if isinstance(shape, Mapping):
-        missing = [c for c in cols if c not in shape and not (c == "B" and "B" not in cols[1:])]
-        missing = [c for c in missing if not (c == "B" and cols[0] == "B" and len(cols) > 2)]
+        missing = [c for c in cols if c not in shape and not (c == "B" and batch_optional)]
         if missing:
             raise InvalidInputError(
                 f"op {op!r}: shape lacks {', '.join(missing)}; give {', '.join(cols)}")
         out = {c: shape.get(c, 1) for c in cols}
     else:
         vals = list(shape)
-        if len(vals) == len(cols) - 1 and cols[0] == "B" and len(cols) > 2:
+        if len(vals) == len(cols) - 1 and batch_optional:
             vals = [1, *vals]
         if len(vals) != len(cols):
             raise InvalidInputError(

@@ -1,0 +1,53 @@
+"""Output-length prediction: quantiles (p50, p90, p99) and mean of response tokens.
+
+Models (all `OutputLengthPredictor`s, one protocol: fit / predict / update / evaluate /
+save / load): `metadata` (LightGBM quantile boosting), `text` (sentence embeddings + Lightning
+quantile MLP), and baselines `global`, `segment`, `prompt_bins`, `sliding_window`.
+`OutputLengthPredictor.create(name, **params)` builds one; `OutputLengthPredictor.load(dir)`
+loads whichever was saved. Schedulers use `runtime.Runtime` through `servecast.Estimator`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from servecast.errors import ModelVersionError, UnknownNameError
+
+#: registry name -> "module:Class" (imported on demand)
+MODELS = {
+    "metadata": "gbm:MetadataModel",
+    "text": "text:TextModel",
+    "global": "baselines:GlobalQuantiles",
+    "segment": "baselines:SegmentQuantiles",
+    "prompt_bins": "baselines:PromptBinQuantiles",
+    "sliding_window": "baselines:SlidingWindow",
+}
+
+
+def __getattr__(name: str):
+    # OutputLengthPredictor loads lazily so the runtime path does not import polars
+    if name in ("OutputLengthPredictor", "OutputLengthModel"):
+        from servecast.predictors.output_length.core import OutputLengthModel
+
+        return OutputLengthModel
+    raise AttributeError(name)
+
+
+def model_class(name: str, path: Path | None = None):
+    """The class registered as `name` (UnknownNameError / ModelVersionError for a saved dir)."""
+    import importlib
+
+    if name not in MODELS:
+        msg = f"unknown output-length model {name!r}; known: {', '.join(MODELS)}"
+        if path is not None:
+            raise ModelVersionError(f"{path}: {msg}; retrain it with this servecast version")
+        raise UnknownNameError(msg)
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(f"servecast.predictors.output_length.{module}"), cls)
+
+
+def create(name: str = "metadata", **params):
+    """A new, unfitted output-length model of kind `name` (see MODELS)."""
+    return model_class(name)(**params)
+
+__all__ = ["MODELS", "OutputLengthPredictor", "create", "model_class"]

@@ -1,0 +1,97 @@
+"""One-call characterization of a trace: a JSON-ready summary chosen by the trace's kind.
+
+kind "llm" (llm_requests), "cluster" (cluster_jobs / cluster_series / cluster_nodes) or
+"vm" (vm_measurements). Units: seconds, tokens, requests per second.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from servecast.analytics import arrivals, failures, lengths, prefix_cache, sessions
+from servecast.analytics.source import source
+from servecast.errors import UnknownNameError
+from servecast.store import Store
+
+KINDS = {"llm_requests": "llm", "cluster_jobs": "cluster", "cluster_series": "cluster",
+         "cluster_nodes": "cluster", "vm_measurements": "vm"}
+
+
+def trace_kind(store: Store, trace: str) -> str:
+    """"llm", "cluster" or "vm" (UnknownNameError for other tables)."""
+    store.con.complete()
+    table = store.table_of(trace)
+    if table not in KINDS:
+        raise UnknownNameError(
+            f"trace {trace!r} holds {table} rows; characterization covers LLM request, "
+            "cluster and VM traces (kernel/MoE data feed the predictors instead)")
+    return KINDS[table]
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, frames -> lists of records, numpy scalars -> python."""
+    if isinstance(obj, pl.DataFrame):
+        return clean(obj.to_dicts())
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return obj
+
+
+def characterize_llm(store: Store, trace: str, sample: int = 200_000) -> dict:
+    """Summary of an LLM request trace: arrivals (burstiness overall and per segment,
+    inter-arrival fits), lengths (quantiles, tails, bimodality, conditional output,
+    correlations), failures, sessions and prefix reuse where the trace has them."""
+    s = source(store, trace, "llm_requests")
+    out: dict[str, Any] = {"trace": trace, "kind": "llm",
+                           "requests": s.scalar("SELECT count(*) FROM t")}
+    if s.has_values("arrival_s"):
+        fits = arrivals.interarrival_fits(s, n=sample)
+        out["arrivals"] = {
+            "overall": arrivals.burstiness(s).row(0, named=True),
+            "segments": arrivals.burstiness(s, by_segment=True),
+            "interarrival_fits": fits,
+            "best_fit_ks": fits.sort("ks").item(0, "family") if fits.height else None,
+            "best_fit_aic": fits.sort("aic").item(0, "family") if fits.height else None,
+        }
+        out["failures"] = {**failures.failure_summary(s),
+                           "load_correlation_60s": failures.failure_load_correlation(s)}
+    out["lengths"] = {
+        "quantiles": lengths.length_quantiles(s),
+        "prompt_tail": lengths.zipf_tail(s, field="prompt_tokens"),
+        "output_tail": lengths.zipf_tail(s, field="output_tokens"),
+        "prompt_bimodality": lengths.bimodality(s, field="prompt_tokens"),
+        "output_bimodality": lengths.bimodality(s, field="output_tokens"),
+        "conditional_output": lengths.conditional_output(s),
+        "correlations": lengths.correlations(s),
+    }
+    if s.has_values("session_id"):
+        out["sessions"] = sessions.session_summary(s)
+    if s.has_values("prefix_hashes"):
+        out["prefix_reuse"] = {**prefix_cache.prefix_reuse(s),
+                               "lru": prefix_cache.lru_hit_ratios(s)}
+    return clean(out)
+
+
+def characterize(store: Store, trace: str) -> dict:
+    """JSON-ready summary of `trace`, by kind (see module docstring)."""
+    kind = trace_kind(store, trace)
+    if kind == "llm":
+        return characterize_llm(store, trace)
+    if kind == "cluster":
+        from servecast.analytics.cluster import characterize_cluster
+
+        return clean(characterize_cluster(store, trace))
+    from servecast.analytics.vm_noise import characterize_vm
+
+    return clean(characterize_vm(store, trace))

@@ -1,0 +1,245 @@
+"""Shared pieces of the dashboard pages: the read-only store, cached queries and analyses,
+trace filters, and theme-neutral figures/tables with CSV/PNG downloads.
+
+The store file comes from `$SERVECAST_DB` (set by `servecast dashboard --db FILE`). Every
+aggregation runs inside DuckDB; the browser gets only aggregated, capped frames and PNGs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import polars as pl  # noqa: E402
+import streamlit as st  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from servecast.analytics.source import quote  # noqa: E402
+from servecast.config import db_path  # noqa: E402
+from servecast.errors import ServecastError  # noqa: E402
+from servecast.store import Store  # noqa: E402
+
+#: most rows of a table sent to the browser
+MAX_ROWS = 500
+#: text, axes and black lines of figures: readable on light and dark backgrounds
+NEUTRAL = "#8a8a8a"
+_LOCK = threading.RLock()  # one DuckDB connection, many Streamlit session threads
+
+
+def setup(title: str) -> None:
+    """Page config and title (call first on every page)."""
+    st.set_page_config(page_title=f"servecast · {title}", layout="wide")
+    st.title(title)
+
+
+def db_file() -> Path:
+    """The store file the dashboard shows."""
+    return db_path(None).resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str) -> Store:
+    return Store(path, read_only=True)
+
+
+def store() -> Store | None:
+    """The read-only store (shared by all sessions), or None with a message when absent."""
+    try:
+        return _open(str(db_file()))
+    except ServecastError as e:
+        st.warning(f"{e}")
+        return None
+
+
+def release_store() -> None:
+    """Close the shared read-only store and drop every cached result (before a write)."""
+    with _LOCK:
+        path = str(db_file())
+        try:
+            _open(path).close()
+        except ServecastError:
+            pass
+        _open.clear()
+        st.cache_data.clear()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def query(sql: str, params: tuple = ()) -> pl.DataFrame:
+    """Result of `sql` on the store (cached per query and parameters)."""
+    s = _open(str(db_file()))
+    with _LOCK:
+        return s.sql(sql, list(params) or None)
+
+
+def traces(*tables: str) -> pl.DataFrame:
+    """Traces in the store (one row per trace and table), optionally only of `tables`."""
+    df = query("""SELECT trace, source, table_name, count(*) AS files, sum(rows)::BIGINT AS rows,
+                         sum(rejected)::BIGINT AS rejected, max(ingested_at) AS ingested_at
+                  FROM traces GROUP BY ALL ORDER BY trace, table_name""")
+    return df.filter(pl.col("table_name").is_in(tables)) if tables else df
+
+
+def pick_trace(*tables: str, key: str = "trace") -> str | None:
+    """Sidebar select of a trace with rows in one of `tables` (None and a message when none)."""
+    names = traces(*tables)["trace"].unique(maintain_order=True).to_list()
+    if not names:
+        st.info(f"No trace with {' / '.join(tables)} rows in {db_file()}; ingest one on the "
+                "Home page.")
+        return None
+    return st.sidebar.selectbox("trace", names, key=key)
+
+
+def has_table(trace: str, table: str) -> bool:
+    """Whether `trace` has rows in `table` (per the manifest)."""
+    return traces(table).filter(pl.col("trace") == trace)["rows"].sum() > 0
+
+
+# -- filtered LLM-request rows --------------------------------------------------------------
+@dataclass(frozen=True)
+class Filters:
+    """Row filters on llm_requests: models / log types (empty = all), arrival window (s)."""
+
+    trace: str
+    models: tuple[str, ...] = ()
+    log_types: tuple[str, ...] = ()
+    t0: float | None = None
+    t1: float | None = None
+
+    def where(self) -> str:
+        """SQL condition selecting the filtered rows."""
+        cond = [f"trace = {quote(self.trace)}"]
+        if self.models:
+            cond.append(f"model IN ({', '.join(quote(m) for m in self.models)})")
+        if self.log_types:
+            cond.append(f"log_type IN ({', '.join(quote(m) for m in self.log_types)})")
+        if self.t0 is not None:
+            cond.append(f"arrival_s >= {float(self.t0)!r}")
+        if self.t1 is not None:
+            cond.append(f"arrival_s <= {float(self.t1)!r}")
+        return " AND ".join(cond)
+
+
+def request_filters(trace: str) -> Filters:
+    """Sidebar widgets for model, log type and time range of `trace` -> Filters."""
+    opts = query("""SELECT list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL)
+                             AS models,
+                           list(DISTINCT log_type ORDER BY log_type)
+                             FILTER (WHERE log_type IS NOT NULL) AS log_types,
+                           min(arrival_s) AS t0, max(arrival_s) AS t1
+                    FROM llm_requests WHERE trace = ?""", (trace,)).row(0, named=True)
+    models = st.sidebar.multiselect("model", opts["models"] or [], key="f_models")
+    logs = st.sidebar.multiselect("log type", opts["log_types"] or [], key="f_logs")
+    t0 = t1 = None
+    if opts["t0"] is not None and opts["t1"] > opts["t0"]:
+        lo, hi = float(opts["t0"]), float(opts["t1"])
+        t0, t1 = st.sidebar.slider("arrival window (s since start)", lo, hi, (lo, hi),
+                                   key=f"f_time_{trace}")
+        if (t0, t1) == (lo, hi):
+            t0 = t1 = None
+    return Filters(trace, tuple(models), tuple(logs), t0, t1)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def analysis(name: str, filters: Filters, **kwargs: Any) -> Any:
+    """`servecast.analytics.<name>` (e.g. "lengths.length_histogram") on the filtered rows,
+    cached per filters and arguments."""
+    module, fn = name.rsplit(".", 1)
+    func = getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
+    s = _open(str(db_file()))
+    with _LOCK:
+        rel = s.con.sql(f"SELECT * FROM llm_requests WHERE {filters.where()}")
+        return func(rel, **kwargs)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def trace_analysis(name: str, trace: str, **kwargs: Any) -> Any:
+    """`servecast.analytics.<name>(store, trace, **kwargs)`, cached."""
+    module, fn = name.rsplit(".", 1)
+    func = getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
+    s = _open(str(db_file()))
+    with _LOCK:
+        return func(s, trace, **kwargs)
+
+
+# -- output ---------------------------------------------------------------------------------
+def _neutral(fig: Figure) -> None:
+    """Transparent background; black/dark text, spines and lines turned to NEUTRAL gray."""
+    fig.patch.set_alpha(0.0)
+
+    def fix(artist, getter: str, setter: str) -> None:
+        c = to_hex(getattr(artist, getter)())
+        if c in ("#000000", "#262626", "#333333", "#222222"):
+            getattr(artist, setter)(NEUTRAL)
+
+    for text in fig.findobj(matplotlib.text.Text):
+        fix(text, "get_color", "set_color")
+    for ax in fig.axes:
+        ax.set_facecolor("none")
+        for sp in ax.spines.values():
+            sp.set_edgecolor(NEUTRAL)
+        ax.tick_params(colors=NEUTRAL, which="both")
+        for line in ax.get_lines():
+            fix(line, "get_color", "set_color")
+            fix(line, "get_markerfacecolor", "set_markerfacecolor")
+            fix(line, "get_markeredgecolor", "set_markeredgecolor")
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.get_frame().set_alpha(0.0)
+
+
+def figure(fig: Figure, name: str) -> None:
+    """Show `fig` as a theme-neutral PNG with a download button (file `name`.png)."""
+    import matplotlib.pyplot as plt
+
+    _neutral(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, transparent=True)
+    plt.close(fig)
+    png = buf.getvalue()
+    st.image(png, width="stretch")
+    name = _slug(name)
+    st.download_button("PNG", png, file_name=f"{name}.png", mime="image/png", key=f"png_{name}")
+
+
+def table(df: pl.DataFrame, name: str, caption: str | None = None) -> None:
+    """Show at most MAX_ROWS rows of an aggregated frame, with a CSV download of them."""
+    shown = df.head(MAX_ROWS)
+    if caption:
+        st.caption(caption)
+    st.dataframe(shown, hide_index=True)
+    if df.height > MAX_ROWS:
+        st.caption(f"first {MAX_ROWS} of {df.height:,} rows")
+    name = _slug(name)
+    st.download_button("CSV", shown.write_csv(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv_{name}")
+
+
+def metrics(values: dict[str, Any]) -> None:
+    """A row of st.metric tiles (numbers formatted to 4 significant digits)."""
+    cols = st.columns(len(values))
+    for col, (label, v) in zip(cols, values.items(), strict=True):
+        col.metric(label, _fmt(v))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)

@@ -1,0 +1,40 @@
+"""VM performance noise (Azure VM Noise / TUNA): run-to-run variability per benchmark and
+SKU, drift of long-lived VMs, one benchmark over time."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from servecast.analytics import plots
+from servecast.app import common
+
+common.setup("VM noise")
+if common.store() is None:
+    st.stop()
+trace = common.pick_trace("vm_measurements")
+if trace is None:
+    st.stop()
+T = common.trace_analysis
+
+st.subheader("Variability by SKU")
+common.table(T("vm_noise.by_sku", trace), f"{trace}_by_sku",
+             "Median over benchmarks of cv and p1/p99 relative to the median")
+var = T("vm_noise.variability", trace)
+common.figure(plots.vm_variability(var), f"{trace}_variability")
+common.table(var, f"{trace}_variability", "Benchmark groups, noisiest first")
+
+st.subheader("Drift of long-lived VMs")
+drift = T("vm_noise.drift", trace)
+if drift.height:
+    common.table(drift, f"{trace}_drift", "Relative change per day (median over VMs)")
+else:
+    st.info("No VM observed long enough for drift.")
+
+st.subheader("One benchmark over time")
+tests = var["test_name"].unique().sort().to_list()
+test = st.selectbox("benchmark", tests, key="vm_test")
+series = T("vm_noise.vm_series", trace, test_name=test)
+lines = series.with_columns(
+    series=series["vm_sku"].fill_null("?") + " / " + series["vm_lifespan"].fill_null("?"))
+common.figure(plots.series_lines(lines.select("series", "ts", "value"),
+                                 f"{test}: daily median", "value"), f"{trace}_{test}_series")

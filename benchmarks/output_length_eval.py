@@ -1,0 +1,102 @@
+"""Output-length acceptance numbers: every model next to its baselines (tokens).
+
+  .venv/bin/python benchmarks/output_length_eval.py [--text-rows N] [--skip-text]
+
+Azure conversation / code (time split 70/30), Mooncake with and without prefix features,
+ShareGPT text model vs a prompt-length-only model (seeded split by conversation), and the
+what-if replay of Azure conversation at load 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _stores import llm_store  # noqa: E402
+
+from servecast.predictors.output_length import create  # noqa: E402
+from servecast.predictors.output_length.metrics import split  # noqa: E402
+from servecast.predictors.output_length.train import SETTINGS, load_requests  # noqa: E402
+
+KEYS = ["mae_p50", "kendall_tau", "coverage_p90", "pinball_p50", "pinball_p90", "pinball_p99"]
+
+
+def row(name: str, m: dict) -> dict:
+    return {"model": name, **{k: round(m[k], 4) for k in KEYS}}
+
+
+def compare(train, test, models: dict) -> pl.DataFrame:
+    rows = []
+    for name, (kind, params, online) in models.items():
+        t0 = time.perf_counter()
+        model = create(kind, **params).fit(train)
+        fit_s = time.perf_counter() - t0
+        rows.append({**row(name, model.evaluate(test)), "fit_s": round(fit_s, 1)})
+        if online:
+            rows.append({**row(name + " +online calib", model.evaluate(test, online=True)),
+                         "fit_s": None})
+    return pl.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--text-rows", type=int, default=6000)
+    ap.add_argument("--skip-text", action="store_true")
+    ap.add_argument("--skip-whatif", action="store_true")
+    args = ap.parse_args()
+    pl.Config.set_tbl_rows(40)
+    pl.Config.set_tbl_cols(12)
+    store = llm_store()
+    meta = SETTINGS["metadata"][False]
+    base = {"global": ("global", {}, False), "segment median": ("segment", {}, False),
+            "prompt-bin median": ("prompt_bins", {}, False),
+            "sliding window": ("sliding_window", {}, False)}
+    for trace in ("azure_conv", "azure_code"):
+        train, test, how = split(load_requests(store, trace))
+        print(f"\n== {trace}: {how}, train {train.height}, test {test.height}")
+        print(compare(train, test, {**base, "metadata GBM": ("metadata", meta, True)}))
+    train, test, how = split(load_requests(store, "mooncake_conversation"))
+    print(f"\n== mooncake_conversation: {how}")
+    no_prefix = [c for c in ("prompt_tokens",)]
+    print(compare(train, test, {**base,
+                                "GBM without prefix": ("metadata", {**meta, "columns": no_prefix},
+                                                       False),
+                                "GBM with prefix": ("metadata", meta, True)}))
+    if not args.skip_whatif:
+        from servecast.analytics.whatif import sjf_gain, whatif
+
+        train, test, _ = split(load_requests(store, "azure_conv"))
+        model = create("metadata", **meta).fit(train)
+        pred = model.predict(test)
+        t0 = time.perf_counter()
+        res = whatif(test, pred["p50"].to_numpy(), pred["p90"].to_numpy(), load=0.9)
+        print(f"\n== what-if azure_conv test part at load 0.9 ({time.perf_counter() - t0:.0f} s)")
+        print(res)
+        print(f"SJF(pred p50) reaches {sjf_gain(res):.1%} of oracle SJF's mean-JCT reduction")
+    if not args.skip_text:
+        df = load_requests(store, "sharegpt", text=True)
+        sessions = df["session_id"].unique().sort().sample(fraction=1.0, seed=0, shuffle=True)
+        keep, n = [], 0
+        counts = dict(df.group_by("session_id").len().iter_rows())
+        for s in sessions.to_list():
+            if n >= args.text_rows:
+                break
+            keep.append(s)
+            n += counts[s]
+        df = df.filter(pl.col("session_id").is_in(keep))
+        train, test, how = split(df)
+        print(f"\n== sharegpt ({df.height} rows of {len(keep)} conversations): {how}")
+        print(compare(train, test, {
+            "prompt-length-only GBM": ("metadata", {**meta, "columns": ["prompt_tokens"]},
+                                       False),
+            "metadata GBM (session)": ("metadata", meta, False),
+            "text model": ("text", SETTINGS["text"][False], False)}))
+
+
+if __name__ == "__main__":
+    main()

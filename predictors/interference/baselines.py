@@ -1,0 +1,83 @@
+"""Baselines beside the transformer: last value / moving average of the target, and gradient
+boosting on window statistics. All work on the dense arrays of `frames.tensorize`."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+STATS = ("last", "mean", "std", "min", "max", "slope", "count")
+
+
+def window_stats(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per metric: last observed, mean, std, min, max, slope per step and count -> [N, 7M].
+
+    Statistics of a metric never observed in the window are NaN (LightGBM handles them).
+    """
+    n, t, m = values.shape
+    w = mask.astype(np.float64)
+    cnt = w.sum(1)
+    seen = cnt > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(seen, (values * w).sum(1) / cnt, np.nan)
+        var = np.where(seen, (w * (values - np.nan_to_num(mean)[:, None]) ** 2).sum(1) / cnt,
+                       np.nan)
+        vmin = np.where(seen, np.where(mask, values, np.inf).min(1), np.nan)
+        vmax = np.where(seen, np.where(mask, values, -np.inf).max(1), np.nan)
+        last_idx = t - 1 - np.argmax(mask[:, ::-1, :], axis=1)
+        last = np.where(seen, np.take_along_axis(values, last_idx[:, None, :], 1)[:, 0], np.nan)
+        steps = np.arange(t, dtype=np.float64)[None, :, None]
+        ts = (steps * w).sum(1) / np.maximum(cnt, 1)
+        cov = (w * (steps - ts[:, None]) * (values - np.nan_to_num(mean)[:, None])).sum(1)
+        sxx = (w * (steps - ts[:, None]) ** 2).sum(1)
+        slope = np.where(sxx > 0, cov / np.where(sxx > 0, sxx, 1), np.nan)
+    feats = [last, mean, np.sqrt(var), vmin, vmax, slope, cnt]
+    return np.concatenate(feats, axis=1).astype(np.float32)
+
+
+def target_history(metrics: pl.DataFrame, target: str, k: int) -> pl.DataFrame:
+    """window_id, last, ma: the last value and the mean of the last `k` finite values of
+    metric `target` in each window (windows without it are absent)."""
+    return (metrics.filter((pl.col("metric") == target) & pl.col("value").is_not_null())
+            .sort("window_id", "t")
+            .group_by("window_id", maintain_order=True)
+            .agg(pl.col("value").last().alias("last"), pl.col("value").tail(k).mean().alias("ma")))
+
+
+class GBMRegressor:
+    """LightGBM on window statistics; output clipped to (0, 1]."""
+
+    def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05,
+                 num_leaves: int = 31, seed: int = 0):
+        self.params = dict(n_estimators=n_estimators, learning_rate=learning_rate,
+                           num_leaves=num_leaves, random_state=seed, min_child_samples=20,
+                           subsample=0.8, subsample_freq=1, colsample_bytree=0.5,
+                           objective="l1", verbose=-1, n_jobs=1)
+        self.booster = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val=None, y_val=None) -> GBMRegressor:
+        import lightgbm as lgb
+
+        model = lgb.LGBMRegressor(**self.params)
+        kw = {}
+        if x_val is not None:
+            kw = dict(eval_set=[(x_val, y_val)],
+                      callbacks=[lgb.early_stopping(50, verbose=False)])
+        model.fit(x, y, **kw)
+        self.booster = model.booster_
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        best = self.booster.best_iteration or None
+        return self.booster.predict(x, num_iteration=best)
+
+    def save(self, path) -> None:
+        self.booster.save_model(str(path))
+
+    @classmethod
+    def load(cls, path) -> GBMRegressor:
+        import lightgbm as lgb
+
+        g = cls()
+        g.booster = lgb.Booster(model_file=str(path))
+        return g

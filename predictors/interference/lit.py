@@ -1,0 +1,97 @@
+"""Lightning training of `InterferenceNet` via the shared `make_trainer` (CPU or GPU alike)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from servecast.predictors.interference.net import InterferenceNet
+from servecast.predictors.training import make_trainer
+
+
+class InterferenceModule(pl.LightningModule):
+    """LightningModule around InterferenceNet: L1 loss on perf, AdamW + cosine decay."""
+
+    def __init__(self, n_metrics: int, max_steps: int, d_model: int = 64, heads: int = 4,
+                 layers: int = 2, dropout: float = 0.1, branches: str = "dual",
+                 lr: float = 2e-3, weight_decay: float = 1e-2, epochs: int = 30):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = InterferenceNet(n_metrics, max_steps, d_model, heads, layers, dropout,
+                                   branches)
+
+    def forward(self, values, mask):
+        return self.net(values, mask)
+
+    def _step(self, batch, name: str):
+        values, mask, y = batch
+        loss = torch.nn.functional.l1_loss(self(values, mask), y)
+        self.log(f"{name}_mae", loss, prog_bar=True, on_epoch=True, on_step=False,
+                 batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, _):
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.epochs)
+        return [opt], [sched]
+
+
+class KeepBest(pl.Callback):
+    """Remember the weights of the epoch with the lowest validation MAE (no files written)."""
+
+    def __init__(self):
+        self.best, self.state, self.epoch = float("inf"), None, -1
+
+    def on_validation_epoch_end(self, trainer, module):
+        val = trainer.callback_metrics.get("val_mae")
+        if val is not None and not trainer.sanity_checking and float(val) < self.best:
+            self.best, self.epoch = float(val), trainer.current_epoch
+            self.state = copy.deepcopy(module.net.state_dict())
+
+
+def _loader(values, mask, y, batch: int, shuffle: bool) -> DataLoader:
+    ds = TensorDataset(torch.from_numpy(values), torch.from_numpy(mask),
+                       torch.from_numpy(y.astype(np.float32)))
+    return DataLoader(ds, batch_size=batch, shuffle=shuffle)
+
+
+def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch: int,
+              seed: int = 0, **trainer_kw) -> tuple[InterferenceNet, dict]:
+    """Fit on `train` = (values, mask, y) arrays; keep the best epoch on `val` when given.
+
+    Returns the trained net (CPU, eval mode) and a log {epochs, best_epoch, val_mae}.
+    """
+    keep = KeepBest()
+    trainer = make_trainer(max_epochs=epochs, seed=seed, callbacks=[keep],
+                           gradient_clip_val=1.0, num_sanity_val_steps=0, **trainer_kw)
+    module = InterferenceModule(epochs=epochs, **hparams)
+    trainer.fit(module, _loader(*train, batch, True),
+                _loader(*val, 4 * batch, False) if val is not None else None)
+    if keep.state is not None:
+        module.net.load_state_dict(keep.state)
+    net = module.net.cpu().eval()
+    return net, {"epochs": epochs, "best_epoch": keep.epoch,
+                 "val_mae": keep.best if keep.state is not None else None,
+                 "device": str(trainer.strategy.root_device)}
+
+
+@torch.no_grad()
+def predict_net(net: InterferenceNet, values: np.ndarray, mask: np.ndarray,
+                batch: int = 4096) -> np.ndarray:
+    """perf predictions for arrays on CPU, in batches."""
+    out = []
+    for i in range(0, len(values), batch):
+        out.append(net(torch.from_numpy(values[i:i + batch]),
+                       torch.from_numpy(mask[i:i + batch])).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,228 @@
+"""`InterferencePredictor`: normalized performance (perf in (0, 1], 1 = no degradation) of a
+window of black-box metrics, for any metric names, sampling rate or label source.
+
+    p = InterferencePredictor(model="dual").fit(metrics, labels)
+    p.predict(metrics)            # -> polars frame [window_id, perf]
+    p.evaluate(metrics, labels)   # -> {"mae", "mae_pp", "rmse", "bias", "n", ...}
+
+`metrics` is long (`window_id, t, metric, value`; see frames.py for masking rules) and
+`labels` is `window_id, perf`. Models (`MODELS`):
+
+- `dual`: CloudFormer-style dual-branch Transformer (temporal + metric attention);
+- `temporal`: the same network with the temporal branch only;
+- `gbm`: LightGBM on per-metric window statistics;
+- `last` / `moving_average`: the last value / mean of the last `ma_k` values of the
+  `target_metric` (a metric carrying past perf), else the training mean of perf;
+- `mean`: the training mean of perf.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.base import Predictor
+from servecast.predictors.interference.frames import (
+    Normalizer,
+    Windows,
+    clean_labels,
+    clean_metrics,
+    tensorize,
+)
+
+MODELS = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
+NEURAL = ("dual", "temporal")
+PERF_MIN = 1e-3  # predictions are clipped to [PERF_MIN, 1]
+
+
+class InterferencePredictor(Predictor):
+    """Predict perf in (0, 1] of metric windows (kind `interference`)."""
+
+    kind = "interference"
+
+    def __init__(self, model: str = "dual", max_steps: int = 16, target_metric: str | None = None,
+                 d_model: int = 64, heads: int = 4, layers: int = 2, dropout: float = 0.1,
+                 epochs: int = 30, batch_size: int = 256, lr: float = 2e-3,
+                 val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
+                 trainer_kw: dict | None = None):
+        super().__init__()
+        if model not in MODELS:
+            raise UnknownNameError(f"unknown interference model {model!r}; one of "
+                                   f"{', '.join(MODELS)}")
+        if max_steps < 1:
+            raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
+        self.model, self.max_steps, self.target_metric = model, int(max_steps), target_metric
+        self.hp = dict(d_model=d_model, heads=heads, layers=layers, dropout=dropout, lr=lr)
+        self.epochs, self.batch_size, self.val_frac = epochs, batch_size, val_frac
+        self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
+        self.trainer_kw = trainer_kw or {}
+        self.norm: Normalizer | None = None
+        self.net = None
+        self.gbm = None
+        self.mean_perf = 1.0
+
+    # -- data --------------------------------------------------------------------------------
+    def _windows(self, df: pl.DataFrame, ids: list | None = None) -> Windows:
+        return tensorize(df, self.norm, self.max_steps, ids)
+
+    def _xy(self, metrics, labels) -> tuple[pl.DataFrame, pl.DataFrame, Windows, np.ndarray]:
+        df = clean_metrics(metrics)
+        lab = clean_labels(labels, df["window_id"].unique())
+        if self.norm is None:
+            self.norm = Normalizer.fit(df)
+        win = self._windows(df, lab["window_id"].to_list())
+        return df, lab, win, lab["perf"].to_numpy().astype(np.float32)
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self, metrics, labels, val_metrics=None, val_labels=None) -> InterferencePredictor:
+        """Train on `metrics`/`labels`. Validation (best-epoch selection, GBM early stop) uses
+        `val_metrics`/`val_labels` when given, else the last `val_frac` of the labelled
+        windows in `labels` order (pass labels in time order)."""
+        self.norm = None
+        df, lab, win, y = self._xy(metrics, labels)
+        if val_metrics is not None and val_labels is not None:
+            _, _, vwin, vy = self._xy(val_metrics, val_labels)
+            tr = (win.values, win.mask, y)
+            va = (vwin.values, vwin.mask, vy)
+        elif self.val_frac > 0 and len(y) >= 20:
+            cut = int(round(len(y) * (1 - self.val_frac)))
+            tr = (win.values[:cut], win.mask[:cut], y[:cut])
+            va = (win.values[cut:], win.mask[cut:], y[cut:])
+        else:
+            tr, va = (win.values, win.mask, y), None
+        self.mean_perf = float(np.mean(tr[2]))
+        log: dict = {}
+        if self.model in NEURAL:
+            from servecast.predictors.interference.lit import train_net
+
+            hp = dict(self.hp, n_metrics=len(self.norm.metrics), max_steps=self.max_steps,
+                      branches=self.model)
+            self.net, log = train_net(tr, va, hp, self.epochs, self.batch_size, self.seed,
+                                      **self.trainer_kw)
+        elif self.model == "gbm":
+            from servecast.predictors.interference.baselines import GBMRegressor, window_stats
+
+            self.gbm = GBMRegressor(n_estimators=self.gbm_trees, seed=self.seed).fit(
+                window_stats(tr[0], tr[1]), tr[2],
+                *((window_stats(va[0], va[1]), va[2]) if va is not None else (None, None)))
+        self.card.update({
+            "model": self.model, "config": self.config(),
+            "data": {"windows": len(y), "metrics": len(self.norm.metrics),
+                     "observations": df.height, "unknown_metrics_at_fit": win.unknown_metrics},
+            "split": {"train_windows": len(tr[2]), "val_windows": 0 if va is None else len(va[2])},
+            "training": log,
+        })
+        return self
+
+    def config(self) -> dict:
+        return dict(model=self.model, max_steps=self.max_steps, target_metric=self.target_metric,
+                    **self.hp, epochs=self.epochs, batch_size=self.batch_size,
+                    val_frac=self.val_frac, ma_k=self.ma_k, gbm_trees=self.gbm_trees,
+                    seed=self.seed)
+
+    # -- predict -----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.norm is None:
+            raise InvalidInputError("this InterferencePredictor is not fitted; call fit() or "
+                                    "load() a saved model first")
+
+    def predict(self, metrics) -> pl.DataFrame:
+        """Frame [window_id, perf] (perf in [0.001, 1]), one row per window, input order."""
+        self._check_fitted()
+        df = clean_metrics(metrics)
+        ids = df["window_id"].unique(maintain_order=True).to_list()
+        perf = self._predict(df, ids)
+        return pl.DataFrame({"window_id": ids, "perf": np.clip(perf, PERF_MIN, 1.0)},
+                            schema={"window_id": df.schema["window_id"], "perf": pl.Float64})
+
+    def _predict(self, df: pl.DataFrame, ids: list) -> np.ndarray:
+        if self.model in ("last", "moving_average", "mean"):
+            return self._history(df, ids)
+        win = self._windows(df, ids)
+        if self.model in NEURAL:
+            from servecast.predictors.interference.lit import predict_net
+
+            return predict_net(self.net, win.values, win.mask).astype(np.float64)
+        from servecast.predictors.interference.baselines import window_stats
+
+        return self.gbm.predict(window_stats(win.values, win.mask))
+
+    def _history(self, df: pl.DataFrame, ids: list) -> np.ndarray:
+        """Last value / moving average of the target metric; the training mean elsewhere."""
+        if self.model == "mean" or not self.target_metric:
+            return np.full(len(ids), self.mean_perf)
+        from servecast.predictors.interference.baselines import target_history
+
+        hist = target_history(df, self.target_metric, self.ma_k)
+        col = "last" if self.model == "last" else "ma"
+        frame = pl.DataFrame({"window_id": ids}, schema={"window_id": df.schema["window_id"]})
+        out = frame.join(hist, on="window_id", how="left")[col].fill_null(self.mean_perf)
+        return out.to_numpy().astype(np.float64)
+
+    # -- evaluate ----------------------------------------------------------------------------
+    def evaluate(self, metrics, labels, groups=None) -> dict:
+        """MAE of perf (`mae`, and `mae_pp` in percentage points), RMSE, bias (mean of
+        predicted - true), n; with `groups` (frame [window_id, group]) also per group."""
+        self._check_fitted()
+        df = clean_metrics(metrics)
+        lab = clean_labels(labels, df["window_id"].unique())
+        pred = self.predict(df).rename({"perf": "pred"})
+        joined = lab.join(pred, on="window_id")
+        out = scores(joined)
+        if groups is not None:
+            g = joined.join(pl.DataFrame(groups).select("window_id", "group"), on="window_id")
+            out["by_group"] = {str(k[0]): scores(part)
+                               for k, part in g.group_by("group", maintain_order=True)}
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        self._check_fitted()
+        state = {"config": self.config(), "norm": self.norm.to_dict(),
+                 "mean_perf": self.mean_perf}
+        (path / "interference.json").write_text(json.dumps(state))
+        if self.net is not None:
+            import torch
+
+            torch.save(self.net.state_dict(), path / "net.pt")
+        if self.gbm is not None:
+            self.gbm.save(path / "gbm.txt")
+
+    @classmethod
+    def _load(cls, path: Path, card: dict) -> InterferencePredictor:
+        state = json.loads((path / "interference.json").read_text())
+        cfg = dict(state["config"])
+        model = cls(**cfg)
+        model.norm = Normalizer.from_dict(state["norm"])
+        model.mean_perf = float(state["mean_perf"])
+        if model.model in NEURAL:
+            import torch
+
+            from servecast.predictors.interference.net import InterferenceNet
+
+            hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout")}
+            net = InterferenceNet(len(model.norm.metrics), model.max_steps, branches=model.model,
+                                  **hp)
+            net.load_state_dict(torch.load(path / "net.pt", map_location="cpu",
+                                           weights_only=True))
+            model.net = net.eval()
+        elif model.model == "gbm":
+            from servecast.predictors.interference.baselines import GBMRegressor
+
+            model.gbm = GBMRegressor.load(path / "gbm.txt")
+        return model
+
+
+def scores(joined: pl.DataFrame) -> dict:
+    """MAE/RMSE/bias of `pred` against `perf` in a joined frame."""
+    err = joined["pred"].to_numpy() - joined["perf"].to_numpy()
+    if err.size == 0:
+        return {"n": 0, "mae": float("nan"), "mae_pp": float("nan"), "rmse": float("nan"),
+                "bias": float("nan")}
+    mae = float(np.abs(err).mean())
+    return {"n": int(err.size), "mae": mae, "mae_pp": 100 * mae,
+            "rmse": float(np.sqrt((err ** 2).mean())), "bias": float(err.mean())}

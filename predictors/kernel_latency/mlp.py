@@ -1,0 +1,85 @@
+"""The residual learner: a small MLP (LightningModule) on standardized physics features,
+trained with `predictors.training.make_trainer`, exported to numpy for the fast runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+
+class ResidualMLP(pl.LightningModule):
+    """MLP(x) -> log residual; loss = L1 in log space (fits median relative error)."""
+
+    def __init__(self, n_in: int, hidden: int = 128, layers: int = 3, lr: float = 3e-3,
+                 weight_decay: float = 1e-5, epochs: int = 20):
+        super().__init__()
+        self.save_hyperparameters()
+        dims = [n_in] + [hidden] * layers
+        mods: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            mods += [nn.Linear(a, b), nn.SiLU()]
+        mods.append(nn.Linear(dims[-1], 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = (self(x) - y).abs().mean()
+        self.log("train_l1", loss, prog_bar=True, on_epoch=True, on_step=False)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.hparams.epochs, 1))
+        return [opt], [sched]
+
+    def numpy_weights(self) -> list[np.ndarray]:
+        """[W0, b0, W1, b1, ...] as float32 numpy arrays (W: [in, out])."""
+        out = []
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                out += [m.weight.detach().cpu().numpy().T.astype(np.float32),
+                        m.bias.detach().cpu().numpy().astype(np.float32)]
+        return out
+
+
+def fit_mlp(X: np.ndarray, y: np.ndarray, *, hidden: int, layers: int, epochs: int,
+            batch_size: int, lr: float, seed: int, **trainer_kw) -> list[np.ndarray]:
+    """Train ResidualMLP on standardized X, target y; returns its numpy weights."""
+    from servecast.predictors.training import make_trainer
+
+    trainer = make_trainer(max_epochs=epochs, seed=seed, **trainer_kw)
+    model = ResidualMLP(X.shape[1], hidden, layers, lr, epochs=epochs)
+    loader = batch_loader(X, y, batch_size, seed)
+    trainer.fit(model, loader)
+    return model.numpy_weights()
+
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Whole mini-batches (slices of one seeded permutation): no per-row collate cost."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+        perm = np.random.default_rng(seed).permutation(len(y))
+        self.X = torch.as_tensor(X[perm], dtype=torch.float32)
+        self.y = torch.as_tensor(y[perm], dtype=torch.float32)
+        self.bs = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.bs)
+
+    def __getitem__(self, i: int):
+        s = slice(i * self.bs, (i + 1) * self.bs)
+        return self.X[s], self.y[s]
+
+
+def batch_loader(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """A DataLoader of shuffled whole batches."""
+    return torch.utils.data.DataLoader(_Batches(X, y, batch_size, seed), batch_size=None,
+                                       shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,126 @@
+"""`KernelLatencyPredictor`: op + shape + device spec sheet -> kernel latency (ms).
+
+Physics first (FLOPs, bytes, roofline, wave quantization, see `physics`), then a small MLP
+learns the log residual log(latency / roofline). Inputs are op, shape and spec only: launch
+configurations and kernel names are never read, so any device with a spec sheet works.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.base import Predictor
+from servecast.predictors.kernel_latency.frames import kernel_rows
+from servecast.predictors.kernel_latency.physics import features
+from servecast.predictors.kernel_latency.runtime import mlp_forward, spec_feature_slice
+
+
+def mdape(pred: np.ndarray, true: np.ndarray) -> float:
+    """Median absolute percentage error (%)."""
+    return float(np.median(np.abs(pred - true) / true) * 100)
+
+
+class KernelLatencyPredictor(Predictor):
+    """Cross-device kernel latency: `fit(frame, devices)`, `predict(frame, devices)` (ms).
+
+    `use_spec_features` feeds the raw (log) spec numbers to the MLP besides the roofline
+    terms; off by default, so the learner sees devices only through physics and cannot
+    memorise the few training GPUs. `max_rows` subsamples the training rows (seeded).
+    """
+
+    kind = "kernel_latency"
+
+    def __init__(self, epochs: int = 20, hidden: int = 128, layers: int = 3,
+                 batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
+                 use_spec_features: bool = False, seed: int = 0, **trainer_kw):
+        super().__init__()
+        self.config = dict(epochs=epochs, hidden=hidden, layers=layers, batch_size=batch_size,
+                           lr=lr, max_rows=max_rows, use_spec_features=use_spec_features,
+                           seed=seed)
+        self.trainer_kw = trainer_kw
+        self.weights: list[np.ndarray] | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+
+    # -- features -------------------------------------------------------------------------
+    def _design(self, frame, devices, need_latency: bool):
+        rows = kernel_rows(frame, devices, need_latency)
+        X, base = features(rows.ops, rows.shape, rows.spec)
+        if not self.config["use_spec_features"]:
+            X = np.delete(X, spec_feature_slice(X.shape[1]), axis=1)
+        return rows, X, base
+
+    # -- protocol ---------------------------------------------------------------------------
+    def fit(self, frame, devices: Mapping[str, Mapping]) -> KernelLatencyPredictor:
+        """Fit on `frame` [op, device, shape columns, latency_ms]; `devices` maps every device
+        name in it to its spec dict. Returns self."""
+        rows, X, base = self._design(frame, devices, need_latency=True)
+        y = np.log(rows.latency_ms) - np.log(base)
+        cfg = self.config
+        if cfg["max_rows"] and len(y) > cfg["max_rows"]:
+            keep = np.random.default_rng(cfg["seed"]).choice(len(y), cfg["max_rows"], False)
+            X, y = X[keep], y[keep]
+        self.mean = X.mean(0)
+        self.std = X.std(0) + 1e-6
+        from servecast.predictors.kernel_latency.mlp import fit_mlp
+
+        self.weights = fit_mlp((X - self.mean) / self.std, y.astype(np.float32),
+                               hidden=cfg["hidden"], layers=cfg["layers"],
+                               epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                               lr=cfg["lr"], seed=cfg["seed"], **self.trainer_kw)
+        self.card = {
+            "data": {"rows": int(len(rows.ops)), "ops": sorted(set(rows.ops)),
+                     "devices": sorted(set(rows.devices.tolist()))},
+            "config": cfg,
+            "target": "log(latency_ms / roofline_ms), L1 loss",
+        }
+        return self
+
+    def predict(self, frame, devices: Mapping[str, Mapping]) -> np.ndarray:
+        """Latency in ms per row of `frame` (aligned with its rows)."""
+        if self.weights is None:
+            raise InvalidInputError("predictor is not fitted; call fit() or load() first")
+        _, X, base = self._design(frame, devices, need_latency=False)
+        return base * np.exp(mlp_forward(self.weights, (X - self.mean) / self.std))
+
+    @staticmethod
+    def predict_roofline(frame, devices: Mapping[str, Mapping]) -> np.ndarray:
+        """The physics-only baseline (ms): max(FLOPs/peak, bytes/bandwidth) + launch floor."""
+        rows = kernel_rows(frame, devices)
+        return features(rows.ops, rows.shape, rows.spec)[1]
+
+    def evaluate(self, frame, devices: Mapping[str, Mapping]) -> dict:
+        """MdAPE (%) overall and per op, with the roofline baseline's beside it."""
+        rows = kernel_rows(frame, devices, need_latency=True)
+        pred = self.predict(frame, devices)
+        roof = self.predict_roofline(frame, devices)
+        true = rows.latency_ms
+        out = {"rows": int(len(true)), "mdape": mdape(pred, true),
+               "roofline_mdape": mdape(roof, true), "per_op": {}}
+        for op in sorted(set(rows.ops)):
+            m = rows.ops == op
+            out["per_op"][op] = {"rows": int(m.sum()), "mdape": mdape(pred[m], true[m]),
+                                 "roofline_mdape": mdape(roof[m], true[m])}
+        return out
+
+    # -- persistence ------------------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        if self.weights is None:
+            raise InvalidInputError("nothing to save: fit the predictor first")
+        arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+        np.savez(path / "weights.npz", mean=self.mean, std=self.std, **arrays)
+        (path / "config.json").write_text(json.dumps(self.config, indent=2))
+
+    @classmethod
+    def _load(cls, path: Path, card: dict) -> KernelLatencyPredictor:
+        cfg = json.loads((path / "config.json").read_text())
+        model = cls(**cfg)
+        with np.load(path / "weights.npz") as z:
+            model.mean, model.std = z["mean"], z["std"]
+            model.weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]
+        return model

@@ -1,0 +1,65 @@
+"""Fast end-to-end MoE routing demo (`moe_demo`) and the model-fitting step of the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from servecast.predictors.moe_congestion.game import CongestionGame
+
+
+def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "oracle",
+                 n_types: int = 8, n_bootstrap: int = 20) -> CongestionGame:
+    """Multi-type CongestionGame fitted on every batch of one checkpoint (default: the last),
+    per layer, ready to `save` for the Estimator."""
+    from servecast.errors import InvalidInputError
+    from servecast.predictors.moe_congestion.analysis import load_snapshot, n_layers
+    from servecast.predictors.moe_congestion.batches import TokenTypes, to_batches
+    from servecast.predictors.moe_congestion.analysis import token_quality
+    from servecast.predictors.moe_congestion.run import checkpoints
+
+    cks = dict(checkpoints(run_dir))
+    step = max(cks) if step is None else step
+    if step not in cks:
+        raise InvalidInputError(f"{run_dir}: no checkpoint at step {step} (has {sorted(cks)})")
+    snap = load_snapshot(cks[step])
+    loads, quals, types = {}, {}, {}
+    for layer in range(n_layers(snap)):
+        feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
+        tt = TokenTypes(n_types).fit(feats)
+        b = to_batches(snap[f"choices_{layer}"].astype(int), token_quality(snap, layer, quality),
+                       snap["batch"], tt.predict(feats), tt.kmeans.n_clusters)
+        loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types
+    game = CongestionGame(n_bootstrap=n_bootstrap).fit(loads, quals, types)
+    game.card.update({"data": {"run_dir": str(run_dir), "step": step, "quality": quality,
+                               "types": n_types}, "split": "all batches of the checkpoint"})
+    return game
+
+
+def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/moe",
+             log=print, steps: int = 60) -> dict[str, pl.DataFrame]:
+    """Fast demo: imbalance + leave-one-domain-out on `trace` (if in `store`), a tiny small-MoE
+    run (`steps` steps, ~1-2 min CPU) with its gamma_eff trajectory, and a saved model under
+    OUT/models/moe_congestion. Returns the result frames."""
+    from servecast.analytics.moe import domain_transfer, imbalance, transfer_summary
+    from servecast.analytics.moe_plots import imbalance_plot, trajectory_plot
+    from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
+    from servecast.predictors.moe_congestion.trajectory import phases, trajectory
+
+    out = Path(out)
+    res: dict[str, pl.DataFrame] = {}
+    if store is not None and trace in store.traces()["trace"].to_list():
+        res["imbalance"] = imbalance(store, trace)
+        res["transfer"] = transfer_summary(domain_transfer(store, trace))
+        imbalance_plot(res["imbalance"], out / "imbalance.png")
+        log(f"moe: imbalance of {trace}: {res['imbalance'].height} (model, domain, layer) rows")
+    run = train_small_moe(out / "run", RunConfig(alpha=0.01, steps=steps, snapshots=2,
+                                                 eval_windows=64, train_conversations=150,
+                                                 eval_conversations=40), log=log)
+    res["trajectory"] = trajectory(run, n_bootstrap=5)
+    res["phases"] = phases(res["trajectory"])
+    trajectory_plot(res["trajectory"], res["phases"], out / "trajectory.png")
+    fit_from_run(run, n_bootstrap=5).save(out / "models" / "moe_congestion")
+    log(f"moe: gamma_eff trajectory and model written under {out}")
+    return res

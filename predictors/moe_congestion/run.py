@@ -1,0 +1,192 @@
+"""Train a small MoE LM on ShareGPT text and save routing statistics at checkpoints.
+
+RUN_DIR layout:
+    run.json                      config, vocab coverage, final losses, seconds per phase
+    vocab.npy                     reduced cl100k vocabulary (see `text.py`)
+    model.pt                      final weights (state_dict)
+    checkpoints/step_000000.npz   per checkpoint, for held-out eval windows:
+        batch (N,), doc (N,) token -> eval batch / conversation; loss (N,) nats
+        logits_<l> (N, E) router logits, choices_<l> (N, k) chosen experts
+        oracle_<l>, taylor_<l> (N, E) quality (nats)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from servecast.errors import DataFileError
+
+
+@dataclass
+class RunConfig:
+    """Small-MoE run settings. Sizes in tokens; `steps` optimizer steps of `batch_size`
+    windows of `context` tokens; `snapshots` checkpoints spread over training (plus step 0)."""
+
+    alpha: float = 0.0
+    steps: int = 300
+    snapshots: int = 6
+    n_experts: int = 8
+    top_k: int = 1
+    layers: int = 2
+    d: int = 64
+    d_ff: int = 128
+    heads: int = 4
+    context: int = 64
+    batch_size: int = 32
+    lr: float = 3e-3
+    vocab: int = 2048
+    train_conversations: int = 600
+    eval_conversations: int = 100
+    eval_windows: int = 128
+    batch_windows: int = 4  # eval windows per routing batch (256 tokens)
+    seed: int = 0
+
+
+@lru_cache(maxsize=2)
+def prepare_corpus(text: str | None, train_conversations: int, eval_conversations: int,
+                   vocab_size: int, context: int):
+    """(vocab, train windows (N, context+1), eval windows, eval conversation ids); cached."""
+    from servecast.predictors.moe_congestion.text import build_vocab, sharegpt_texts, windows
+
+    texts = sharegpt_texts(text, train_conversations + eval_conversations)
+    if len(texts) < 2:
+        raise DataFileError(f"{text or 'ShareGPT'}: fewer than 2 conversations with text")
+    n_train = min(train_conversations, len(texts) - 1)
+    train, held = texts[:n_train], texts[n_train:]
+    vocab = build_vocab(train, vocab_size)
+    tr, _ = windows(vocab.encode(train), context)
+    ev, docs = windows(vocab.encode(held), context)
+    return vocab, tr, ev, docs
+
+
+def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
+                    text: str | Path | None = None, log=None) -> Path:
+    """Train one small MoE (config.alpha = aux balancing coefficient) and write RUN_DIR.
+
+    text: ShareGPT JSON(.gz) (default: the shared copy). Returns the run directory.
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from servecast.predictors.moe_congestion.model import SmallMoELM
+    from servecast.predictors.training import make_trainer, seed_everything
+
+    cfg = config or RunConfig()
+    out = Path(out_dir)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    vocab, tr, ev, docs = prepare_corpus(None if text is None else str(text),
+                                         cfg.train_conversations, cfg.eval_conversations,
+                                         cfg.vocab, cfg.context)
+    rng = np.random.default_rng(cfg.seed)
+    keep = np.sort(rng.choice(len(ev), min(cfg.eval_windows, len(ev)), replace=False))
+    ev, docs = ev[keep], docs[keep]
+    vocab.save(out / "vocab.npy")
+    t_data = time.perf_counter() - t0
+
+    seed_everything(cfg.seed)
+    model = SmallMoELM(vocab=vocab.size, d=cfg.d, heads=cfg.heads, layers=cfg.layers,
+                       d_ff=cfg.d_ff, n_experts=cfg.n_experts, top_k=cfg.top_k,
+                       context=cfg.context, alpha=cfg.alpha, lr=cfg.lr, steps=cfg.steps)
+    loader = DataLoader(TensorDataset(torch.from_numpy(tr)), batch_size=cfg.batch_size,
+                        shuffle=True, drop_last=True)
+    every = max(1, cfg.steps // max(1, cfg.snapshots))
+    snap = RoutingSnapshots(out / "checkpoints", torch.from_numpy(ev), docs,
+                            cfg.context, cfg.batch_windows, every)
+    trainer = make_trainer(max_epochs=10_000, max_steps=cfg.steps, seed=cfg.seed,
+                           callbacks=[snap], progress=False)
+    t1 = time.perf_counter()
+    trainer.fit(model, loader)
+    t_train = time.perf_counter() - t1
+    torch.save(model.state_dict(), out / "model.pt")
+    meta = {"config": asdict(cfg), "vocab_coverage": vocab.coverage,
+            "train_tokens": int(tr.size), "eval_tokens": int(ev[:, :-1].size),
+            "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "seconds": {"data": t_data, "train_incl_snapshots": t_train,
+                        "snapshots": snap.seconds},
+            "device": str(model.device), "checkpoints": snap.steps}
+    (out / "run.json").write_text(json.dumps(meta, indent=2))
+    if log:
+        log(f"alpha={cfg.alpha}: {cfg.steps} steps in {t_train:.0f}s "
+            f"(snapshots {snap.seconds:.0f}s), final ce {meta['final'].get('ce', float('nan')):.3f}")
+    return out
+
+
+def _callback_base():
+    import pytorch_lightning as pl
+
+    return pl.Callback
+
+
+class RoutingSnapshots(_callback_base()):
+    """Lightning callback: routing statistics of the eval windows at step 0 and every
+    `every` optimizer steps (see the module docstring for the file contents)."""
+
+    def __init__(self, folder: Path, eval_windows, docs: np.ndarray, context: int,
+                 batch_windows: int, every: int):
+        self.folder, self.ev, self.docs, self.every = folder, eval_windows, docs, every
+        self.context, self.batch_windows = context, batch_windows
+        self.steps: list[int] = []
+        self.seconds = 0.0
+
+    def on_train_start(self, trainer, model):
+        self.snapshot(model, 0)
+
+    def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or step == trainer.max_steps:
+            self.snapshot(model, step)
+
+    def snapshot(self, model, step: int) -> None:
+        import torch
+
+        from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
+        from servecast.predictors.moe_congestion.recorder import RoutingRecorder
+
+        if step in self.steps:
+            return
+        t = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        ev = self.ev.to(model.device)
+        arrays = {}
+        with RoutingRecorder(model) as rec, torch.no_grad():
+            logits = model(ev[:, :-1])
+            arrays["loss"] = model.token_loss(logits, ev[:, 1:]).reshape(-1).cpu().numpy()
+        oracle = oracle_quality(model, ev)
+        taylor = taylor_quality(model, ev)
+        for i in range(len(model.blocks)):
+            arrays[f"logits_{i}"] = rec.logits(i).astype(np.float32)
+            arrays[f"choices_{i}"] = rec.choices(i).astype(np.int16)
+            arrays[f"oracle_{i}"] = oracle[i].astype(np.float32)
+            arrays[f"taylor_{i}"] = taylor[i].astype(np.float32)
+        n_win = ev.shape[0]
+        arrays["batch"] = np.repeat(np.arange(n_win) // self.batch_windows, self.context)
+        arrays["doc"] = np.repeat(self.docs, self.context)
+        np.savez_compressed(self.folder / f"step_{step:06d}.npz", **arrays)
+        self.steps.append(step)
+        if was_training:
+            model.train()
+        self.seconds += time.perf_counter() - t
+
+
+def checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, file) of each routing snapshot in RUN_DIR, by step."""
+    run = Path(run_dir)
+    files = sorted((run / "checkpoints").glob("step_*.npz"))
+    if not files:
+        raise DataFileError(f"{run}: no checkpoints/step_*.npz; train a run first "
+                            "(`servecast moe train-small --out RUN_DIR`)")
+    return [(int(f.stem.split("_")[1]), f) for f in files]
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """run.json of RUN_DIR (empty dict if absent)."""
+    p = Path(run_dir) / "run.json"
+    return json.loads(p.read_text()) if p.is_file() else {}

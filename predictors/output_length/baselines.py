@@ -1,0 +1,171 @@
+"""Baselines kept as first-class models (same protocol, saved and served the same way).
+
+- GlobalQuantiles: quantiles of all training outputs.
+- SegmentQuantiles: quantiles per (model x log type), falling back to global.
+- PromptBinQuantiles: per segment x prompt-token quantile bin (20 bins), falling back.
+- SlidingWindow: quantiles of the last `history` observed outputs of the same segment
+  (Past-Future style); prequential on frames that carry output_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from servecast.predictors.output_length.core import OutputLengthModel
+from servecast.predictors.output_length.table import LengthTable
+
+LEVELS = [0.5, 0.9, 0.99]
+BASE_COLUMNS = ["prompt_tokens", "model", "log_type"]
+
+
+def _stats(y: np.ndarray) -> list[float]:
+    """(p50, p90, p99, mean) of outputs `y` (tokens)."""
+    return [*np.quantile(y, LEVELS).tolist(), float(np.mean(y))]
+
+
+class BinnedQuantiles(OutputLengthModel):
+    """Empirical quantiles per cell (segment x prompt bin); cells under `min_rows` fall back."""
+
+    name = "binned"
+    by_segment, default_bins = True, 20
+
+    def __init__(self, bins: int | None = None, min_rows: int = 20, **kw):
+        super().__init__(**kw)
+        self.bins = self.default_bins if bins is None else bins
+        self.min_rows = min_rows
+        self._table: LengthTable | None = None
+
+    def _params(self) -> dict:
+        return {"bins": self.bins, "min_rows": self.min_rows, "calib_frac": self.calib_frac,
+                "window": self.window}
+
+    def _codes(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X = self.encoder.transform(df)
+        return X[:, 1].astype(np.intp), X[:, 2].astype(np.intp), X[:, 0]
+
+    def _fit(self, train: pl.DataFrame) -> None:
+        self.encoder.columns = list(BASE_COLUMNS)
+        m, lg, p = self._codes(train)
+        y = train["output_tokens"].to_numpy().astype(np.float64)
+        qs = np.linspace(0, 1, self.bins + 1)[1:-1]
+        edges = np.unique(np.quantile(p, qs)) if self.bins > 1 else np.array([])
+        cats = self.encoder.categories
+        M, L = len(cats["model"]) + 1, len(cats["log_type"]) + 1
+        P = len(edges) + 1
+        values = np.zeros((1, M, L, P, 4), dtype=np.float32)
+        glob = _stats(y)
+        pbin = np.searchsorted(edges, p, side="left")
+        for mi in range(M):
+            for li in range(L):
+                seg = (m == mi) & (lg == li) if self.by_segment else np.ones(len(y), bool)
+                seg_stats = _stats(y[seg]) if seg.sum() >= self.min_rows else glob
+                for pi in range(P):
+                    cell = seg & (pbin == pi)
+                    values[0, mi, li, pi] = (_stats(y[cell]) if cell.sum() >= self.min_rows
+                                             else seg_stats)
+        self._table = LengthTable(edges, [(0, 0, 0)], values)
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        m, lg, p = self._codes(df)
+        return self._table.lookup(np.zeros(len(p), np.intp), m, lg, p).astype(np.float64)
+
+    def table(self) -> LengthTable:
+        return self._table
+
+    def _load_weights(self, path: Path, card: dict) -> None:
+        self._table = LengthTable.load(path)
+
+
+class GlobalQuantiles(BinnedQuantiles):
+    name = "global"
+    by_segment, default_bins = False, 1
+
+
+class SegmentQuantiles(BinnedQuantiles):
+    name = "segment"
+    by_segment, default_bins = True, 1
+
+
+class PromptBinQuantiles(BinnedQuantiles):
+    name = "prompt_bins"
+    by_segment, default_bins = True, 20
+
+
+class SlidingWindow(OutputLengthModel):
+    """Quantiles of the last `history` observed outputs per segment (Past-Future style)."""
+
+    name = "sliding_window"
+
+    def __init__(self, history: int = 1000, **kw):
+        kw.setdefault("calib_frac", 0.0)
+        super().__init__(**kw)
+        self.history = history
+        self.recent: dict[str, list[float]] = {}  # segment key -> last `history` outputs
+
+    def _params(self) -> dict:
+        return {"history": self.history, "calib_frac": self.calib_frac, "window": self.window}
+
+    def _segments(self, df: pl.DataFrame) -> pl.Series:
+        X = self.encoder.transform(df)
+        return pl.Series([f"{int(a)}:{int(b)}" for a, b in X[:, 1:3]], dtype=pl.Utf8)
+
+    def _fit(self, train: pl.DataFrame) -> None:
+        self.encoder.columns = list(BASE_COLUMNS)
+        self.recent = {}
+        self._push(self._segments(train), train["output_tokens"].to_numpy())
+
+    def _push(self, segs: pl.Series, y: np.ndarray) -> None:
+        for s, v in zip(segs.to_list(), y.tolist(), strict=True):
+            self.recent.setdefault(s, []).append(float(v))
+        for s in self.recent:
+            self.recent[s] = self.recent[s][-self.history:]
+
+    def _snapshot(self, seg: str) -> list[float]:
+        pool = self.recent.get(seg) or [v for r in self.recent.values() for v in r]
+        return _stats(np.array(pool))
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        segs = self._segments(df)
+        if "output_tokens" not in df.columns or df["output_tokens"].null_count():
+            return np.array([self._snapshot(s) for s in segs.to_list()])
+        # prequential: each row sees the window before it (training tail + earlier rows)
+        hist_s = [s for s, r in self.recent.items() for _ in r]
+        hist_y = [v for r in self.recent.values() for v in r]
+        d = pl.DataFrame({"seg": hist_s + segs.to_list(),
+                          "y": hist_y + df["output_tokens"].cast(pl.Float64).to_list()})
+        prev = pl.col("y").shift(1)
+        w = dict(window_size=self.history, min_samples=1)
+        exprs = [prev.rolling_quantile(q, "linear", **w).over("seg").alias(f"q{i}")
+                 for i, q in enumerate(LEVELS)]
+        exprs.append(prev.rolling_mean(**w).over("seg").alias("q3"))
+        out = d.with_columns(exprs)[len(hist_y):].select("q0", "q1", "q2", "q3").to_numpy()
+        glob = _stats(np.array(hist_y)) if hist_y else [0.0] * 4
+        return np.where(np.isnan(out), np.array(glob), out)
+
+    def update(self, observed) -> SlidingWindow:
+        super().update(observed)
+        from servecast.predictors.output_length.core import completed
+        from servecast.predictors.output_length.features import check_requests
+
+        df = completed(check_requests(observed, need_output=True))
+        self._push(self._segments(df), df["output_tokens"].to_numpy())
+        return self
+
+    def table(self) -> LengthTable:
+        cats = self.encoder.categories
+        M, L = len(cats["model"]) + 1, len(cats["log_type"]) + 1
+        values = np.zeros((1, M, L, 1, 4), dtype=np.float32)
+        for mi in range(M):
+            for li in range(L):
+                values[0, mi, li, 0] = self._snapshot(f"{mi}:{li}")
+        return LengthTable(np.array([]), [(0, 0, 0)], values)
+
+    def _save_weights(self, path: Path) -> None:
+        (path / "recent.json").write_text(json.dumps(self.recent))
+
+    def _load_weights(self, path: Path, card: dict) -> None:
+        self.recent = json.loads((path / "recent.json").read_text())

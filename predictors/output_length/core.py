@@ -1,0 +1,176 @@
+"""Shared machinery of every output-length model: input checks, calibration, evaluation.
+
+Subclasses implement `_fit(train)` and `_raw(frame) -> (n, 4)` raw (p50, p90, p99, mean)
+tokens; `fit` holds back the most recent rows to calibrate the tail quantiles (calibration.py),
+then (models with `refit`, up to 200k rows) refits on all rows.
+Failed requests (`failed` true: 0 output tokens by convention) are left out of fit/evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.base import Predictor
+from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.features import Encoder, check_requests
+from servecast.predictors.output_length.metrics import scores, segment_scores
+
+OUTPUTS = ["p50", "p90", "p99", "mean"]
+
+
+def completed(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows with a usable target: not failed."""
+    return df.filter(~pl.col("failed")) if "failed" in df.columns else df
+
+
+def time_ordered(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows in arrival order (stable) where arrivals exist."""
+    if "arrival_s" in df.columns and df["arrival_s"].null_count() < df.height:
+        return df.with_row_index("_o").sort(["arrival_s", "_o"], nulls_last=True).drop("_o")
+    return df
+
+
+class OutputLengthModel(Predictor):
+    """Base of all output-length models (kind `output_length`)."""
+
+    kind = "output_length"
+    name: ClassVar[str]  # registry name, saved in the card as `model_class`
+    table_capable: ClassVar[bool] = True  # the runtime serves it from a LengthTable
+    refit: ClassVar[bool] = False  # refit on all rows after calibrating on the held-back tail
+
+    def __init__(self, calib_frac: float = 0.15, window: int = 2000):
+        super().__init__()
+        self.calib_frac, self.window = calib_frac, window
+        self.encoder: Encoder | None = None
+        self.calibrator = Calibrator(window)
+
+    # -- subclass hooks --------------------------------------------------------------------
+    def _fit(self, train: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def table(self):
+        """The LengthTable the runtime serves (table-capable models)."""
+        raise NotImplementedError
+
+    def _save_weights(self, path: Path) -> None:
+        pass
+
+    def _load_weights(self, path: Path, card: dict) -> None:
+        pass
+
+    def _params(self) -> dict:
+        return {}
+
+    @staticmethod
+    def create(name: str = "metadata", **params) -> OutputLengthModel:
+        """A new, unfitted output-length model of kind `name` (see output_length.MODELS)."""
+        from servecast.predictors.output_length import create
+
+        return create(name, **params)
+
+    # -- protocol --------------------------------------------------------------------------
+    def fit(self, frame) -> OutputLengthModel:
+        """Fit on request rows (needs prompt_tokens, output_tokens); returns self."""
+        df = time_ordered(completed(check_requests(frame, need_output=True)))
+        if df.height < 20:
+            raise InvalidInputError(f"only {df.height} completed requests; need at least 20")
+        self.encoder = Encoder.fit(df)
+        n_cal = int(df.height * self.calib_frac) if df.height >= 200 else 0
+        fit_part, cal_part = df[: df.height - n_cal], df[df.height - n_cal:]
+        self._fit(fit_part)
+        self.calibrator = Calibrator(self.window)
+        if n_cal:
+            self.calibrator.update(cal_part["output_tokens"].to_numpy(),
+                                   self._raw(cal_part)[:, :3])
+            if self.refit and df.height <= 200_000:
+                self._fit(df)  # final model on all rows; residuals stay out-of-sample
+            elif self.encoder.use_prefix:
+                self.encoder.transform(cal_part, learn_prefixes=True)
+        self.card.update({"model_class": self.name, "params": self._params(),
+                          "train_rows": df.height, "calibration_rows": n_cal,
+                          "features": self.encoder.columns})
+        return self
+
+    def predict(self, frame) -> pl.DataFrame:
+        """Quantiles p50/p90/p99 (calibrated) and mean of output tokens, aligned with rows."""
+        self._check_fitted()
+        df = check_requests(frame)
+        raw = self._raw(df)
+        q = self.calibrator.apply(raw[:, :3])
+        return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
+                             "mean": np.maximum(raw[:, 3], 0)})
+
+    def update(self, observed) -> OutputLengthModel:
+        """Online calibration: add observed requests (with output_tokens) to the residual window."""
+        self._check_fitted()
+        df = completed(check_requests(observed, need_output=True))
+        if df.height:
+            self.calibrator.update(df["output_tokens"].to_numpy(), self._raw(df)[:, :3])
+        return self
+
+    def evaluate(self, frame, online: bool = False, chunk: int = 200) -> dict:
+        """Metrics on `frame` (tokens): overall and per segment. With `online`, rows are
+        predicted in arrival-ordered chunks and each chunk is `update`d after it is scored."""
+        self._check_fitted()
+        df = time_ordered(completed(check_requests(frame, need_output=True)))
+        if online:
+            parts = []
+            for start in range(0, df.height, chunk):
+                part = df[start:start + chunk]
+                parts.append(self.predict(part))
+                self.update(part)
+            pred = pl.concat(parts)
+        else:
+            pred = self.predict(df)
+        out = scores(df["output_tokens"].to_numpy(), pred)
+        segs = segment_scores(df, pred)
+        if segs:
+            out["segments"] = segs
+        return out
+
+    def _check_fitted(self) -> None:
+        if self.encoder is None:
+            raise InvalidInputError(f"{type(self).__name__} is not fitted: call fit(frame) first")
+
+    # -- persistence -----------------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        self._check_fitted()
+        state = {"encoder": self.encoder.state(), "calibrator": self.calibrator.state(),
+                 "calib_frac": self.calib_frac}
+        (path / "state.json").write_text(json.dumps(state))
+        if self.encoder.prefix_index:
+            keys = np.fromiter(self.encoder.prefix_index.keys(), np.int64)
+            vals = np.fromiter(self.encoder.prefix_index.values(), np.int64)
+            np.savez_compressed(path / "prefix_index.npz", keys=keys, values=vals)
+        self._save_weights(path)
+        if self.table_capable:
+            self.table().save(path)
+        self.card["model_class"] = self.name
+
+    @classmethod
+    def _load(cls, path: Path, card: dict) -> OutputLengthModel:
+        from servecast.predictors.output_length import model_class
+
+        klass = model_class(card.get("model_class", ""), path)
+        if cls is not OutputLengthModel and not issubclass(klass, cls):
+            raise InvalidInputError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+        model = klass(**card.get("params", {}))
+        state = json.loads((path / "state.json").read_text())
+        model.encoder = Encoder.from_state(state["encoder"])
+        model.calibrator = Calibrator.from_state(state["calibrator"])
+        model.calib_frac = state["calib_frac"]
+        if (path / "prefix_index.npz").is_file():
+            with np.load(path / "prefix_index.npz") as z:
+                model.encoder.prefix_index = dict(zip(z["keys"].tolist(), z["values"].tolist(),
+                                                      strict=True))
+        model._load_weights(path, card)
+        return model

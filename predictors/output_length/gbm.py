@@ -1,0 +1,120 @@
+"""Metadata model: LightGBM quantile boosting (p50, p90, p99) plus an L2 model for the mean.
+
+Features (features.py): prompt tokens, model, log type, session turn / previous output /
+prompt growth, prefix sharing with earlier requests (where `prefix_hashes` exist), hour and
+weekday (traces spanning >= 2 days).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from servecast.predictors.output_length.core import OutputLengthModel
+from servecast.predictors.output_length.features import ALL, CONTEXT
+from servecast.predictors.output_length.table import LengthTable
+
+HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
+
+
+class MetadataModel(OutputLengthModel):
+    """Quantile gradient boosting on request metadata.
+
+    n_estimators / learning_rate / num_leaves / max_bin: LightGBM settings; `columns`
+    restricts the features (e.g. ["prompt_tokens"] for a prompt-length-only model).
+    """
+
+    name = "metadata"
+    refit = True
+
+    def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05,
+                 num_leaves: int = 31, min_child_samples: int = 20, max_bin: int = 1023,
+                 columns: list[str] | None = None, threads: int = 1, seed: int = 0, **kw):
+        super().__init__(**kw)
+        self.params = dict(n_estimators=n_estimators, learning_rate=learning_rate,
+                           num_leaves=num_leaves, min_child_samples=min_child_samples,
+                           max_bin=max_bin, columns=columns, threads=threads, seed=seed)
+        self.boosters: list = []
+        self.seen_contexts: list[tuple[int, int, int]] = [(0, 0, 0)]
+
+    def _params(self) -> dict:
+        return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
+
+    def _fit(self, train: pl.DataFrame) -> None:
+        import lightgbm as lgb
+
+        p = self.params
+        if p["columns"]:
+            unknown = set(p["columns"]) - set(ALL)
+            if unknown:
+                raise ValueError(f"unknown feature(s) {sorted(unknown)}; known: {ALL}")
+            self.encoder.columns = [c for c in self.encoder.columns if c in p["columns"]]
+        self.encoder.prefix_index = {}
+        X = self.encoder.transform(train, learn_prefixes=True)
+        cols = [self.encoder.columns.index(c) if c in self.encoder.columns else None
+                for c in CONTEXT]
+        ctx = np.column_stack([X[:, j] if j is not None else np.zeros(len(X)) for j in cols])
+        self.seen_contexts = [tuple(int(v) for v in r) for r in np.unique(ctx, axis=0)]
+        y = train["output_tokens"].to_numpy().astype(np.float64)
+        big = len(y) > 300_000  # bag rows on big traces to keep training time bounded
+        self.boosters = []
+        for objective, alpha in HEADS:
+            params = {
+                "objective": objective, "learning_rate": p["learning_rate"],
+                "num_leaves": p["num_leaves"], "min_data_in_leaf": p["min_child_samples"],
+                "max_bin": p["max_bin"], "num_threads": p["threads"], "seed": p["seed"],
+                "deterministic": True, "verbose": -1,
+                **({"alpha": alpha} if alpha else {}),
+                **({"bagging_fraction": 0.3, "bagging_freq": 1} if big else {}),
+            }
+            ds = lgb.Dataset(X, y, feature_name=self.encoder.columns, free_raw_data=False)
+            self.boosters.append(lgb.train(params, ds, num_boost_round=p["n_estimators"]))
+
+    def _raw_X(self, X: np.ndarray) -> np.ndarray:
+        out = np.column_stack([b.predict(X, num_threads=self.params["threads"])
+                               for b in self.boosters])
+        return out
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        return self._raw_X(self.encoder.transform(df))
+
+    # -- runtime table ---------------------------------------------------------------------
+    def prompt_edges(self) -> np.ndarray:
+        """Every split threshold on prompt_tokens used by any tree (tokens)."""
+        j = self.encoder.columns.index("prompt_tokens")
+        edges: set[float] = set()
+        for b in self.boosters:
+            for tree in b.dump_model()["tree_info"]:
+                stack = [tree["tree_structure"]]
+                while stack:
+                    node = stack.pop()
+                    if "split_feature" in node:
+                        if node["split_feature"] == j:
+                            edges.add(float(node["threshold"]))
+                        stack += [node["left_child"], node["right_child"]]
+        return np.array(sorted(edges))
+
+    def contexts(self) -> list[tuple[int, int, int]]:
+        """Session context codes the table covers: (0, 0, 0) plus every combination seen in
+        training (the runtime evaluates unseen ones with the boosters and caches them)."""
+        return sorted({(0, 0, 0), *self.seen_contexts})
+
+    def table(self) -> LengthTable:
+        cats = self.encoder.categories
+        return LengthTable.build(self.encoder.columns, len(cats["model"]), len(cats["log_type"]),
+                                 self.prompt_edges(), self.contexts(), self._raw_X)
+
+    def _save_weights(self, path: Path) -> None:
+        for i, b in enumerate(self.boosters):
+            b.save_model(str(path / f"head{i}.txt"))
+        (path / "contexts.json").write_text(json.dumps(self.seen_contexts))
+
+    def _load_weights(self, path: Path, card: dict) -> None:
+        import lightgbm as lgb
+
+        self.boosters = [lgb.Booster(model_file=str(path / f"head{i}.txt"))
+                         for i in range(len(HEADS))]
+        self.seen_contexts = [tuple(c) for c in json.loads((path / "contexts.json").read_text())]

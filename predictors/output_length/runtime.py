@@ -1,0 +1,195 @@
+"""The scheduler-facing output-length runtime (used by `servecast.Estimator`).
+
+`Runtime.load(dir)` reads a saved output-length model. Table models (metadata, baselines) are
+served from their precomputed LengthTable: one dict lookup and one bisect per call, tuples
+pre-calibrated. Session context (turn, previous output, prompt growth) comes from `observe`,
+which the scheduler calls when a request completes. Imports numpy only on the single-call
+path; never DuckDB or Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_left
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.base import read_card
+from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.table import FILE as TABLE_FILE
+from servecast.predictors.output_length.table import LengthTable
+
+
+class LengthEstimate(NamedTuple):
+    """Output-length estimate in tokens: quantiles and mean."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+
+
+def check_tokens(prompt_tokens) -> float:
+    """A finite, non-negative prompt token count (raises InvalidInputError otherwise)."""
+    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, (int, float, np.number)):
+        raise InvalidInputError(
+            f"prompt_tokens must be a number of tokens, got {type(prompt_tokens).__name__} "
+            f"{prompt_tokens!r}")
+    x = float(prompt_tokens)
+    if not (x >= 0.0) or x == math.inf:
+        raise InvalidInputError(f"prompt_tokens = {prompt_tokens!r}; must be finite and >= 0")
+    return x
+
+
+class Runtime:
+    """Fast output-length estimates from a saved model dir (see `load`)."""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Runtime:
+        """Load the model saved in `path` (ModelVersionError for a foreign/old dir)."""
+        path = Path(path)
+        card = read_card(path, "output_length")
+        if card.get("model_class") == "text":
+            from servecast.predictors.output_length.text_runtime import TextRuntime
+
+            return TextRuntime(path, card)
+        if not (path / TABLE_FILE).is_file():
+            from servecast.errors import ModelVersionError
+
+            raise ModelVersionError(f"{path}: no {TABLE_FILE}; retrain with this servecast")
+        return cls(path, card)
+
+    def __init__(self, path: Path, card: dict):
+        self.path, self.card = path, card
+        state = json.loads((path / "state.json").read_text())
+        self.encoder_state = state["encoder"]
+        self.columns: list[str] = state["encoder"]["columns"]
+        cats = state["encoder"]["categories"]
+        self.codes = {c: {v: i + 1 for i, v in enumerate(cats.get(c, []))}
+                      for c in ("model", "log_type")}
+        self.uses_context = any(c in self.columns for c in ("turn_b", "prev_out_b", "growth_b"))
+        self.table = LengthTable.load(path)
+        self.edges = self.table.edges.tolist()
+        self.calibrator = Calibrator.from_state(state["calibrator"])
+        self.sessions: dict[str, tuple[int, float, float]] = {}  # id -> (turn, prompt, output)
+        self._rows: dict[tuple, list[LengthEstimate]] = {}
+        self._boosters = None
+
+    # -- single call -----------------------------------------------------------------------
+    def output_length(self, prompt_tokens, model: str | None = None, log_type: str | None = None,
+                      prompt_text: str | None = None, session_id: str | None = None
+                      ) -> LengthEstimate:
+        """Estimate for one request (tokens). Session context is what `observe` recorded."""
+        x = check_tokens(prompt_tokens)
+        try:
+            m = self.codes["model"][model] if model is not None else 0
+            lg = self.codes["log_type"][log_type] if log_type is not None else 0
+        except KeyError:
+            raise self._unknown(model, log_type) from None
+        ctx = (0, 0, 0)
+        if session_id is not None and self.uses_context:
+            ctx = self._context(session_id, x)
+        row = self._rows.get((ctx, m, lg))
+        if row is None:
+            row = self._row(ctx, m, lg)
+        return row[bisect_left(self.edges, x)]
+
+    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float) -> None:
+        """Record a completed request so the session's next call sees turn/previous output."""
+        if session_id is None:
+            return
+        turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
+        self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+
+    def _context(self, session_id: str, x: float) -> tuple[int, int, int]:
+        from servecast.predictors.output_length.buckets import context_codes
+
+        st = self.sessions.get(session_id)
+        if st is None:
+            return context_codes(1, None, None)
+        return context_codes(st[0] + 1, st[2], x - st[1])
+
+    def _unknown(self, model, log_type) -> UnknownNameError:
+        for col, v in (("model", model), ("log_type", log_type)):
+            if v is not None and v not in self.codes[col]:
+                known = ", ".join(map(repr, self.codes[col])) or \
+                    "(none: trained without this column; pass None)"
+                return UnknownNameError(f"unknown {col} {v!r}; this model knows: {known}")
+        return UnknownNameError(f"unknown model/log_type {model!r}/{log_type!r}")
+
+    def _row(self, ctx: tuple, m: int, lg: int) -> list[LengthEstimate]:
+        """Calibrated estimates of every prompt interval for one (context, model, log type)."""
+        c = self.table.context_of(ctx)
+        raw = self.table.values[c, m, lg] if c is not None else self._raw_context(ctx, m, lg)
+        q = self.calibrator.apply(raw[:, :3].astype(np.float64))
+        mean = np.maximum(raw[:, 3].astype(np.float64), 0)
+        row = [LengthEstimate(*map(float, r)) for r in np.column_stack([q, mean])]
+        self._rows[(ctx, m, lg)] = row
+        return row
+
+    def _raw_context(self, ctx: tuple, m: int, lg: int) -> np.ndarray:
+        """Raw values for a session context not in the table (boosters, once per context)."""
+        X = self._grid(ctx, m, lg)
+        return self._booster_raw(X)
+
+    def _grid(self, ctx: tuple, m: int, lg: int) -> np.ndarray:
+        reps = np.concatenate([self.table.edges, [self.table.edges[-1] + 1.0
+                                                  if len(self.table.edges) else 0.0]])
+        X = np.zeros((len(reps), len(self.columns)))
+        values = {"prompt_tokens": reps, "model": m, "log_type": lg, "turn_b": ctx[0],
+                  "prev_out_b": ctx[1], "growth_b": ctx[2]}
+        for j, c in enumerate(self.columns):
+            if c in values:
+                X[:, j] = values[c]
+        return X
+
+    def _booster_raw(self, X: np.ndarray) -> np.ndarray:
+        if self.card.get("model_class") != "metadata":
+            raise InvalidInputError(f"{self.path}: model has no boosters for this input")
+        if self._boosters is None:
+            import lightgbm as lgb
+
+            self._boosters = [lgb.Booster(model_file=str(p))
+                              for p in sorted(self.path.glob("head*.txt"))]
+        return np.column_stack([b.predict(X, num_threads=1) for b in self._boosters])
+
+    # -- batch -----------------------------------------------------------------------------
+    def output_length_batch(self, frame):
+        """Frame of llm_requests columns -> polars frame[p50, p90, p99, mean] (tokens).
+
+        Session context is taken from earlier rows of the same session in the frame; prefix
+        and time features (where the model uses them) from the frame's columns.
+        """
+        import polars as pl
+
+        from servecast.predictors.output_length.features import Encoder, check_requests
+
+        df = check_requests(frame)
+        enc = Encoder.from_state(self.encoder_state)
+        if enc.use_prefix and (self.path / "prefix_index.npz").is_file():
+            with np.load(self.path / "prefix_index.npz") as z:
+                enc.prefix_index = dict(zip(z["keys"].tolist(), z["values"].tolist(),
+                                            strict=True))
+        X = enc.transform(df)
+        col = {c: j for j, c in enumerate(self.columns)}
+        dense = [c for c in self.columns if c in ("prefix_b", "prefix_out_b", "hour", "weekday")]
+        ctx = np.zeros((len(X), 3), dtype=np.int64)
+        for k, name in enumerate(("turn_b", "prev_out_b", "growth_b")):
+            if name in col:
+                ctx[:, k] = X[:, col[name]]
+        rows = np.array([self.table.context_of(tuple(r)) for r in ctx.tolist()]
+                        if self.uses_context else [0] * len(X), dtype=object)
+        if dense and np.any(X[:, [col[c] for c in dense]] != 0) or any(r is None for r in rows):
+            raw = self._booster_raw(X)
+        else:
+            m = X[:, col["model"]].astype(np.intp) if "model" in col else np.zeros(len(X), np.intp)
+            lg = (X[:, col["log_type"]].astype(np.intp) if "log_type" in col
+                  else np.zeros(len(X), np.intp))
+            raw = self.table.lookup(rows.astype(np.intp), m, lg, X[:, 0]).astype(np.float64)
+        q = self.calibrator.apply(raw[:, :3])
+        return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
+                             "mean": np.maximum(raw[:, 3], 0)})

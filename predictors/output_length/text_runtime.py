@@ -1,0 +1,75 @@
+"""Runtime of the text model: embed the prompt (MiniLM, offline) and run the saved MLP in
+numpy. Imports sentence-transformers/torch on load; never DuckDB or Lightning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.output_length.buckets import context_codes
+from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens
+from servecast.predictors.output_length.text import SCALE, forward, meta_features
+
+
+class TextRuntime:
+    """Per-call: one embedding (~ms on CPU) + a 3-layer MLP in numpy."""
+
+    def __init__(self, path: Path, card: dict):
+        from servecast.predictors.output_length.embeddings import encoder
+
+        self.path, self.card = path, card
+        state = json.loads((path / "state.json").read_text())
+        self.encoder_state = state["encoder"]
+        self.calibrator = Calibrator.from_state(state["calibrator"])
+        with np.load(path / "mlp.npz") as z:
+            self.weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+        self.model = encoder()
+        self.sessions: dict[str, tuple[int, float, float]] = {}
+
+    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float) -> None:
+        """Record a completed request of a session (turn / previous output for the next)."""
+        if session_id is not None:
+            turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
+            self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+
+    def _estimate(self, E: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        raw = forward(self.weights, np.hstack([E, meta]).astype(np.float64))
+        return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
+
+    def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
+                      session_id=None) -> LengthEstimate:
+        """Estimate (tokens) for one request; `prompt_text` is required."""
+        x = check_tokens(prompt_tokens)
+        if not isinstance(prompt_text, str):
+            raise InvalidInputError("the text model needs prompt_text (a string); load a "
+                                    "metadata model for requests without text")
+        ctx = (0, 0, 0)
+        if session_id is not None:
+            st = self.sessions.get(session_id)
+            ctx = context_codes(1, None, None) if st is None else \
+                context_codes(st[0] + 1, st[2], x - st[1])
+        meta = np.array([[np.log1p(x), *ctx]]) * SCALE
+        E = self.model.encode([prompt_text], normalize_embeddings=True, convert_to_numpy=True)
+        return LengthEstimate(*map(float, self._estimate(E, meta)[0]))
+
+    def output_length_batch(self, frame):
+        """Frame with prompt_tokens and prompt_text -> polars frame[p50, p90, p99, mean]."""
+        import polars as pl
+
+        from servecast.predictors.output_length.features import Encoder, check_requests
+        from servecast.predictors.output_length.text import META
+
+        df = check_requests(frame)
+        if "prompt_text" not in df.columns or df["prompt_text"].null_count():
+            raise InvalidInputError("the text model needs a prompt_text value on every row")
+        enc = Encoder.from_state(self.encoder_state)
+        enc.columns = list(META)
+        meta = meta_features(enc.transform(df))
+        E = self.model.encode(df["prompt_text"].to_list(), batch_size=64,
+                              normalize_embeddings=True, convert_to_numpy=True)
+        out = self._estimate(E, meta)
+        return pl.DataFrame(out, schema=["p50", "p90", "p99", "mean"], orient="row")

@@ -1,0 +1,83 @@
+"""Train and evaluate an output-length model on a trace in the store (CLI and demo entry)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.output_length import create
+from servecast.predictors.output_length.core import OutputLengthModel
+from servecast.predictors.output_length.metrics import split
+
+#: LightGBM / MLP settings: `fast` for demos and tests, full for reported numbers
+SETTINGS = {
+    "metadata": {True: {"n_estimators": 80, "learning_rate": 0.1},
+                 False: {"n_estimators": 300, "learning_rate": 0.05}},
+    "text": {True: {"epochs": 6}, False: {"epochs": 20}},
+}
+BASELINES = ("global", "segment", "prompt_bins")
+TEXT_ROWS_FAST = 3000  # rows the fast text path trains on (embedding is the CPU cost)
+
+
+def load_requests(store, trace: str, text: bool = False) -> pl.DataFrame:
+    """The trace's llm_requests rows (text columns only when `text`)."""
+    rel = store.requests(trace)
+    cols = [c for c in rel.columns if text or c not in ("prompt_text", "response_text")]
+    df = rel.select(*cols).pl()
+    if text and df["prompt_text"].null_count() == df.height:
+        raise InvalidInputError(f"trace {trace!r} has no prompt_text; drop --text")
+    return df
+
+
+def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = True,
+                        text: bool = False, model: str | None = None,
+                        max_rows: int | None = None, seed: int = 0) -> dict:
+    """Fit `model` (default metadata, or text with `text`) on the training split of `trace`,
+    evaluate it and the baselines on the held-out split, save it to `out_dir`.
+
+    Returns {"model", "split", "metrics", "online_metrics", "baselines", "seconds", "path"}.
+    """
+    name = model or ("text" if text else "metadata")
+    df = load_requests(store, trace, text=name == "text")
+    if max_rows is None and fast and name == "text":
+        max_rows = TEXT_ROWS_FAST
+    if max_rows and df.height > max_rows:
+        df = df.sample(max_rows, seed=seed).sort("request_id")
+    train, test, how = split(df, seed=seed)
+    params = SETTINGS.get(name, {}).get(fast, {})
+    t0 = time.perf_counter()
+    predictor: OutputLengthModel = create(name, **params).fit(train)
+    seconds = time.perf_counter() - t0
+    metrics = predictor.evaluate(test)
+    baselines = {b: create(b).fit(train).evaluate(test) for b in BASELINES}
+    if name == "text":  # the obvious comparison: same split, prompt length only
+        baselines["prompt_length_only"] = create(
+            "metadata", columns=["prompt_tokens"], **SETTINGS["metadata"][fast]
+        ).fit(train).evaluate(test)
+    predictor.card.update({"trace": trace, "split": how, "train_rows": train.height,
+                           "test_rows": test.height, "metrics": metrics,
+                           "baselines": {k: _headline(v) for k, v in baselines.items()},
+                           "fit_seconds": seconds, "fast": fast})
+    path = predictor.save(out_dir)
+    online = predictor.evaluate(test, online=True) if name != "text" else None
+    return {"model": predictor, "split": how, "metrics": metrics, "online_metrics": online,
+            "baselines": baselines, "seconds": seconds, "path": path}
+
+
+def _headline(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "segments"}
+
+
+def summary(result: dict) -> pl.DataFrame:
+    """One row per model (trained one first, then baselines): the headline metrics."""
+    keys = ["mae_p50", "kendall_tau", "coverage_p90", "pinball_p50", "pinball_p90",
+            "pinball_p99"]
+    rows = [{"model": result["model"].name, **{k: result["metrics"][k] for k in keys}}]
+    if result.get("online_metrics"):
+        rows.append({"model": result["model"].name + " (online calibration)",
+                     **{k: result["online_metrics"][k] for k in keys}})
+    rows += [{"model": b, **{k: m[k] for k in keys}} for b, m in result["baselines"].items()]
+    return pl.DataFrame(rows)

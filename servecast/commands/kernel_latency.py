@@ -1,0 +1,118 @@
+"""Kernel-latency commands: `train kernel-latency`, `train nasbench201-latency`,
+`estimate kernel-latency`, `profile-kernels`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from servecast.commands.common import DbOption, console, print_frame
+
+
+def group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """The sub-command group `name` of `app` (created once, shared by every area)."""
+    for info in app.registered_groups:
+        if info.name == name:
+            return info.typer_instance
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def register(app: typer.Typer) -> None:
+    train = group(app, "train", "Train a predictor on traces in the store.")
+    train.command("kernel-latency")(train_kernel_latency)
+    train.command("nasbench201-latency")(train_nasbench201_latency)
+    estimate = group(app, "estimate", "Estimate with a trained predictor.")
+    estimate.command("kernel-latency")(estimate_kernel_latency)
+    app.command("profile-kernels")(profile_kernels)
+
+
+def train_kernel_latency(
+    db: Path = DbOption,
+    out: Path = typer.Option(Path("models/kernel_latency"), "--out", help="model folder"),
+    epochs: int = typer.Option(20, "--epochs", min=1),
+    max_rows: int = typer.Option(0, "--max-rows", help="subsample training rows (0 = all)"),
+    vidur: bool = typer.Option(True, "--vidur/--no-vidur", help="also fit Vidur's operators"),
+    neusight_trace: str = typer.Option("neusight", "--neusight-trace"),
+    vidur_trace: str = typer.Option("vidur_mlp", "--vidur-trace"),
+) -> None:
+    """Fit the cross-device kernel-latency model (NeuSight kernels [+ Vidur operators])."""
+    from servecast.predictors.kernel_latency.train import train_kernel_model
+    from servecast.store import Store
+
+    with Store(db, read_only=True) as store:
+        model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows or None,
+                                           vidur=vidur, neusight_trace=neusight_trace,
+                                           vidur_trace=vidur_trace, log=console.print)
+    model.save(out)
+    print_frame(report, title="in-sample MdAPE (%) per op (leave-one-GPU-out: "
+                "benchmarks/kernel_latency_logo.py)")
+    console.print(f"[green]saved[/] {out}")
+
+
+def train_nasbench201_latency(
+    db: Path = DbOption,
+    out: Path = typer.Option(Path("models/nasbench201_latency"), "--out"),
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    trace: str = typer.Option("help_nasbench201", "--trace"),
+) -> None:
+    """Meta-train the HELP-style adapter on split.json's meta_train devices; report the
+    meta_valid devices (Spearman rho, MAPE) next to the baselines."""
+    import polars as pl
+
+    from servecast.predictors.kernel_latency.train import train_help_model
+    from servecast.store import Store
+
+    with Store(db, read_only=True) as store:
+        model, report = train_help_model(store, epochs=epochs, trace=trace)
+    model.save(out)
+    print_frame(report.group_by("method", maintain_order=True)
+                .agg(pl.col("spearman").mean(), pl.col("mape").mean()),
+                title="meta_valid devices: mean Spearman rho and MAPE (%)")
+    console.print(f"[green]saved[/] {out}")
+
+
+def estimate_kernel_latency(
+    device_spec: Path = typer.Option(..., "--device-spec", help="NeuSight device-config JSON"),
+    op: str = typer.Option(..., "--op", help="bmm, linear, conv, ln, softmax, gelu, ..."),
+    shape: str = typer.Option(..., "--shape", help="comma list in the op's order, e.g. "
+                              "B,M,N,K for bmm: 8,1024,1024,1024"),
+    model: Path = typer.Option(Path("models/kernel_latency"), "--model", help="model folder"),
+) -> None:
+    """Latency (ms) of one op on the device whose spec sheet is given."""
+    from servecast.errors import InvalidInputError
+    from servecast.predictors.kernel_latency.ops import canonical_op, shape_columns
+    from servecast.predictors.kernel_latency.runtime import Runtime
+    from servecast.predictors.kernel_latency.specs import load_spec
+
+    spec = load_spec(device_spec)
+    try:
+        dims = [float(x) for x in shape.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--shape {shape!r}: expected comma-separated numbers "
+                                f"({','.join(shape_columns(op))})") from None
+    rt = Runtime.load(model)
+    ms = rt.kernel_latency(op, dims, spec)
+    roof = rt.roofline(op, dims, spec)
+    name = canonical_op(op)
+    console.print(f"{name} {dict(zip(shape_columns(name)[-len(dims):], dims, strict=False))} on "
+                  f"{spec.get('Device', device_spec.stem)}: [bold]{ms:.4f} ms[/] "
+                  f"(roofline {roof:.4f} ms)")
+
+
+def profile_kernels(
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    ops: str = typer.Option("bmm,linear,softmax,ln,gelu", "--ops", help="comma list of ops"),
+    out: Path = typer.Option(..., "--out", help="output .csv or .parquet"),
+    repeats: int = typer.Option(10, "--repeats", min=1),
+    warmup: int = typer.Option(3, "--warmup", min=0),
+) -> None:
+    """Measure op latencies on this machine in the kernel_latencies schema."""
+    from servecast.predictors.kernel_latency.profiler import profile_kernels as run, write_profile
+
+    df = run([o for o in ops.split(",") if o.strip()], device=device, warmup=warmup,
+             repeats=repeats, log=console.print)
+    write_profile(df, out)
+    console.print(f"[green]wrote[/] {df.height} measurements on {df['device'][0]} to {out}")

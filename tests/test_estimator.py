@@ -1,0 +1,111 @@
+"""The scheduler facade: Estimator.output_length on a saved model, its errors, and that the
+hot path imports neither DuckDB nor Lightning."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.estimator import Estimator, LengthEstimate
+from servecast.predictors.output_length import create
+
+ROWS = 3000
+
+
+def _frame(n: int = ROWS, seed: int = 0) -> pl.DataFrame:
+    """Synthetic BurstGPT-schema requests: output depends on model, log type and prompt."""
+    rng = np.random.default_rng(seed)
+    model = rng.choice(["ChatGPT", "GPT-4"], n)
+    log = rng.choice(["Conversation log", "API log"], n)
+    prompt = rng.integers(1, 4000, n)
+    base = np.where(model == "GPT-4", 300, 150) * np.where(log == "API log", 0.5, 1.0)
+    out = np.maximum(1, base * (1 + prompt / 4000) * rng.lognormal(0, 0.3, n)).astype(int)
+    return pl.DataFrame({"arrival_s": np.sort(rng.uniform(0, 3600, n)), "model": model,
+                         "log_type": log, "prompt_tokens": prompt, "output_tokens": out,
+                         "failed": np.zeros(n, bool)})
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    model = create("metadata", n_estimators=30, learning_rate=0.1).fit(_frame())
+    model.save(root / "output_length")
+    return root, model
+
+
+def test_estimator_matches_predictor(models_dir):
+    root, model = models_dir
+    est = Estimator.load(root)
+    assert est.kinds == ["output_length"]
+    e = est.output_length(1200, model="GPT-4", log_type="API log")
+    assert isinstance(e, LengthEstimate) and e.p50 <= e.p90 <= e.p99
+    ref = model.predict({"prompt_tokens": [1200], "model": ["GPT-4"],
+                         "log_type": ["API log"]}).row(0)
+    assert np.allclose(e, ref, rtol=1e-4)
+    batch = est.output_length_batch(_frame(500, seed=1))
+    assert batch.columns == ["p50", "p90", "p99", "mean"] and batch.height == 500
+    # GPT-4 conversations are the longest segment of the synthetic frame
+    gpt4 = est.output_length(1200, model="GPT-4", log_type="Conversation log")
+    assert gpt4.p50 > est.output_length(1200, model="ChatGPT", log_type="API log").p50
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, None, "12", True])
+def test_bad_prompt_tokens(models_dir, bad):
+    est = Estimator.load(models_dir[0])
+    with pytest.raises(InvalidInputError, match="prompt_tokens"):
+        est.output_length(bad)
+
+
+def test_unknown_names(models_dir):
+    est = Estimator.load(models_dir[0])
+    with pytest.raises(UnknownNameError, match="unknown model 'Llama'.*'ChatGPT', 'GPT-4'"):
+        est.output_length(10, model="Llama")
+    with pytest.raises(UnknownNameError, match="unknown log_type"):
+        est.output_length(10, log_type="Batch log")
+    with pytest.raises(UnknownNameError, match="unknown model"):
+        est.output_length_batch({"prompt_tokens": [3], "model": ["Llama"]})
+    with pytest.raises(InvalidInputError, match="empty frame"):
+        est.output_length_batch(pl.DataFrame({"prompt_tokens": []},
+                                             schema={"prompt_tokens": pl.Int64}))
+
+
+def test_hot_path_imports_neither_duckdb_nor_lightning(models_dir):
+    code = (
+        "import sys\n"
+        "import servecast.estimator as e\n"
+        f"est = e.Estimator.load({str(models_dir[0])!r})\n"
+        "x = est.output_length(500, model='ChatGPT')\n"
+        "b = est.output_length_batch({'prompt_tokens': [1, 2, 3]})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('duckdb', 'lightning', 'pytorch_lightning', 'lightgbm', 'torch')]\n"
+        "print(x.p50 > 0, bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True []", out
+
+
+def test_session_context_changes_the_estimate(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(600):  # replies echo the previous reply's length
+        prev = int(rng.integers(10, 2000))
+        for turn in range(1, 4):
+            out = prev if turn > 1 else int(rng.integers(10, 2000))
+            rows.append({"session_id": f"s{s}", "turn": turn, "prompt_tokens": 50,
+                         "output_tokens": out})
+            prev = out
+    model = create("metadata", n_estimators=30, learning_rate=0.1).fit(pl.DataFrame(rows))
+    model.save(tmp_path / "m")
+    rt = Estimator.load(tmp_path / "m").runtime("output_length")
+    rt.observe("x", 50, 20)
+    short = rt.output_length(50, session_id="x")
+    rt.observe("y", 50, 1500)
+    long = rt.output_length(50, session_id="y")
+    assert long.p50 > 4 * short.p50

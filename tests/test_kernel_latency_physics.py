@@ -1,0 +1,101 @@
+"""Physics features, input validation and the profiler of the kernel-latency predictor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError, ServecastError, UnknownNameError
+from servecast.predictors.kernel_latency.frames import kernel_rows
+from servecast.predictors.kernel_latency.ops import canonical_op, shape_dict
+from servecast.predictors.kernel_latency.physics import (
+    LAUNCH_FLOOR_MS,
+    features,
+    kernel_work,
+    roofline_ms,
+)
+from servecast.predictors.kernel_latency.specs import SPEC_KEYS, check_spec, spec_matrix
+
+SPEC = {"Dev_Mem": 40, "Mem_Bw": 1000, "Num_Sm": 100, "Core_Per_SM": 64, "Freq": 1000,
+        "SingleFLOPs": 10000, "L2Cache": 40}
+
+
+def test_bmm_flops_bytes_and_roofline_have_known_values():
+    ops = np.array(["bmm"], dtype=object)
+    shape = {c: np.array([v]) for c, v in zip("BMNK", (2, 64, 32, 16), strict=True)}
+    w = kernel_work(ops, shape)
+    assert w["flops"][0] == 2 * 2 * 64 * 32 * 16
+    assert w["bytes"][0] == 4 * 2 * (64 * 16 + 16 * 32 + 64 * 32)
+    t_comp, t_mem = roofline_ms(w, spec_matrix({"d": SPEC}, ["d"]))
+    assert t_comp[0] == pytest.approx(w["flops"][0] / 10e12 * 1e3)
+    assert t_mem[0] == pytest.approx(w["bytes"][0] / 1e12 * 1e3)
+
+
+def test_conv_is_an_implicit_gemm_and_elementwise_counts_tensors():
+    shape = {"B": np.array([2.0]), "in_channels": np.array([8.0]),
+             "out_channels": np.array([16.0]), "kernel_size": np.array([3.0]),
+             "input_size": np.array([10.0]), "stride": np.array([1.0]),
+             "padding": np.array([1.0])}
+    w = kernel_work(np.array(["conv"], dtype=object), shape)
+    assert (w["gm"][0], w["gn"][0], w["gk"][0]) == (2 * 10 * 10, 16, 8 * 9)
+    rows = {"B": np.array([4.0, 4.0]), "H": np.array([8.0, 8.0])}
+    w = kernel_work(np.array(["add", "relu"], dtype=object), rows)
+    assert list(w["bytes"]) == [3 * 4 * 32, 2 * 4 * 32]
+
+
+def test_wave_quantization_feature_drops_after_a_full_wave():
+    spec = spec_matrix({"d": SPEC}, ["d", "d"])
+    # 100 SMs: 100 tiles of 128x128 fill one wave exactly, 101 tiles need a second wave
+    shape = {"B": np.array([100.0, 101.0]), "M": np.array([128.0, 128.0]),
+             "N": np.array([128.0, 128.0]), "K": np.array([64.0, 64.0])}
+    X, base = features(np.array(["bmm", "bmm"], dtype=object), shape, spec)
+    eff_col = 21  # efficiency of the first tile size (after 15 + 6 alignment columns)
+    assert X[0, eff_col] == pytest.approx(1.0)
+    assert X[1, eff_col] == pytest.approx(101 / 200)
+    assert (base > LAUNCH_FLOOR_MS).all()
+
+
+def test_unknown_op_missing_columns_bad_spec_and_dims_raise_clear_errors():
+    devices = {"d": SPEC}
+    with pytest.raises(UnknownNameError, match="unknown op 'matmull'"):
+        canonical_op("matmull")
+    frame = pl.DataFrame({"op": ["bmm"], "device": ["d"], "B": [1], "M": [8], "N": [8]})
+    with pytest.raises(InvalidInputError, match="lacks shape column 'K'"):
+        kernel_rows(frame, devices)
+    bad = frame.with_columns(K=pl.lit(0))
+    with pytest.raises(InvalidInputError, match="row 0: op 'bmm' needs K > 0"):
+        kernel_rows(bad, devices)
+    with pytest.raises(InvalidInputError, match="missing key.*Mem_Bw"):
+        check_spec({k: 1 for k in SPEC_KEYS if k != "Mem_Bw"})
+    with pytest.raises(UnknownNameError, match="device 'x' has no spec"):
+        kernel_rows(frame.with_columns(K=pl.lit(8), device=pl.lit("x")), devices)
+    with pytest.raises(InvalidInputError, match="-3"):
+        shape_dict("softmax", [4, -3])
+    with pytest.raises(InvalidInputError, match="expected 4"):
+        shape_dict("bmm", [4])
+    assert shape_dict("bmm", [8, 16, 32]) == {"B": 1.0, "M": 8.0, "N": 16.0, "K": 32.0}
+    assert issubclass(InvalidInputError, ServecastError)
+
+
+def test_profiler_measures_cpu_ops_in_the_kernel_latencies_schema(tmp_path):
+    from servecast.predictors.kernel_latency.profiler import profile_kernels, write_profile
+    from servecast.schema import TABLES
+
+    shapes = {"bmm": [{"B": 2, "M": 32, "N": 32, "K": 32}], "ln": [{"B": 8, "H": 64}],
+              "gelu": [{"B": 8, "H": 64}]}
+    df = profile_kernels(["bmm", "layernorm", "gelu"], "cpu", shapes=shapes, warmup=1,
+                         repeats=3)
+    cols = [c.split()[0] for c in TABLES["kernel_latencies"].replace("\n", " ").split(",")]
+    assert df.columns == cols
+    assert df["op"].to_list() == ["bmm", "ln", "gelu"]
+    assert (df["latency_ms"] > 0).all()
+    assert json.loads(df["extra"][0])["timer"] == "perf_counter"
+    out = write_profile(df, tmp_path / "p.csv")
+    assert pl.read_csv(out).height == 3
+    with pytest.raises(InvalidInputError, match="cannot profile"):
+        profile_kernels(["vidur.emb"], "cpu")
+    with pytest.raises(InvalidInputError, match="use cpu or cuda"):
+        profile_kernels(["bmm"], "tpu")

@@ -1,0 +1,175 @@
+"""Output-length predictors on real traces (Azure conversation, Mooncake, BurstGPT head)
+plus small synthetic frames where a feature needs a known answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
+from servecast.predictors.output_length import OutputLengthPredictor, create
+from servecast.predictors.output_length.buckets import log_bucket
+from servecast.predictors.output_length.features import Encoder
+from servecast.predictors.output_length.metrics import split
+from servecast.predictors.output_length.runtime import Runtime
+from servecast.predictors.output_length.train import load_requests
+
+SMALL = {"n_estimators": 40, "learning_rate": 0.1}
+
+
+@pytest.fixture(scope="module")
+def llm_store(tmp_path_factory, data):
+    """A store with the LLM request traces these tests read (not the whole shared set)."""
+    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.store import Store
+
+    store = Store(tmp_path_factory.mktemp("ol") / "llm.duckdb")
+    for source, rel, trace in SHARED:
+        if trace in ("azure_conv", "mooncake_conversation", "burstgpt_head54"):
+            store.ingest(source, [shared_path(rel, data)], trace=trace)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def azure(llm_store):
+    return split(load_requests(llm_store, "azure_conv"))
+
+
+@pytest.fixture(scope="module")
+def fitted(azure, tmp_path_factory):
+    train, _, _ = azure
+    model = create("metadata", **SMALL).fit(train)
+    path = model.save(tmp_path_factory.mktemp("model") / "output_length")
+    return model, path
+
+
+def test_time_split_is_ordered(azure):
+    train, test, how = azure
+    assert how.startswith("time-ordered")
+    assert train["arrival_s"].max() <= test["arrival_s"].min()
+    assert abs(train.height / (train.height + test.height) - 0.7) < 0.01
+
+
+def test_metadata_beats_baselines_on_azure_conv(azure, fitted):
+    train, test, _ = azure
+    model, _ = fitted
+    m = model.evaluate(test)
+    seg = create("segment").fit(train).evaluate(test)
+    bins = create("prompt_bins").fit(train).evaluate(test)
+    assert m["mae_p50"] < bins["mae_p50"] < seg["mae_p50"]
+    assert m["kendall_tau"] > bins["kendall_tau"] > 0.4
+    assert 0.85 <= m["coverage_p90"] <= 0.95
+    pred = model.predict(test)
+    assert pred.columns == ["p50", "p90", "p99", "mean"] and pred.height == test.height
+    assert (pred["p50"] <= pred["p90"]).all() and (pred["p90"] <= pred["p99"]).all()
+
+
+def test_global_baseline_is_the_empirical_quantile(azure):
+    train, test, _ = azure
+    model = create("global", calib_frac=0.0).fit(train)
+    y = train["output_tokens"].to_numpy()
+    p = model.predict(test[:5])
+    assert p["p50"][0] == pytest.approx(np.quantile(y, 0.5), rel=1e-5)
+    assert p["mean"][0] == pytest.approx(y.mean(), rel=1e-5)
+
+
+def test_save_load_runtime_agree(azure, fitted):
+    _, test, _ = azure
+    model, path = fitted
+    loaded = OutputLengthPredictor.load(path)
+    rows = test[:300]
+    a = model.predict(rows).to_numpy()
+    assert np.allclose(a, loaded.predict(rows).to_numpy())
+    rt = Runtime.load(path)
+    assert np.allclose(rt.output_length_batch(rows).to_numpy(), a, rtol=1e-4)
+    single = [rt.output_length(int(p)) for p in rows["prompt_tokens"][:50]]
+    assert np.allclose(np.array(single), a[:50], rtol=1e-4)
+
+
+def test_online_calibration_restores_p90_coverage_under_drift(azure, fitted):
+    _, test, _ = azure
+    drifted = test.with_columns(pl.col("output_tokens") * 3)
+    static = fitted[0].evaluate(drifted)["coverage_p90"]
+    model = OutputLengthPredictor.load(fitted[1])
+    online = model.evaluate(drifted, online=True, chunk=200)["coverage_p90"]
+    assert static < 0.6
+    assert 0.8 <= online <= 0.95
+
+
+def test_bad_inputs_raise_clear_errors(fitted, llm_store, tmp_path):
+    model, path = fitted
+    with pytest.raises(InvalidInputError, match="empty frame"):
+        model.predict(pl.DataFrame({"prompt_tokens": []}, schema={"prompt_tokens": pl.Int64}))
+    with pytest.raises(InvalidInputError, match="row 1: prompt_tokens"):
+        model.predict({"prompt_tokens": [10, -3]})
+    with pytest.raises(InvalidInputError, match="row 0"):
+        model.predict({"prompt_tokens": [float("nan")]})
+    with pytest.raises(InvalidInputError, match="row 1"):
+        model.predict({"prompt_tokens": [5, None]})
+    with pytest.raises(InvalidInputError, match="missing column 'prompt_tokens'"):
+        model.predict({"tokens": [5]})
+    with pytest.raises(UnknownNameError, match="trained without"):
+        model.predict({"prompt_tokens": [5], "model": ["GPT-4"]})
+    burst = load_requests(llm_store, "burstgpt_head54")
+    small = create("prompt_bins", bins=2).fit(burst)
+    with pytest.raises(UnknownNameError, match="unknown model 'Llama'.*ChatGPT"):
+        small.predict({"prompt_tokens": [5], "model": ["Llama"]})
+    card = json.loads((path / "model_card.json").read_text())
+    other = tmp_path / "old"
+    other.mkdir()
+    for f in path.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "model_card.json").write_text(json.dumps({**card, "format": 0}))
+    with pytest.raises(ModelVersionError, match="retrain"):
+        OutputLengthPredictor.load(other)
+    with pytest.raises(ModelVersionError, match="retrain"):
+        Runtime.load(other)
+
+
+def test_prefix_features_known_answer():
+    df = pl.DataFrame({
+        "prompt_tokens": [1000, 1500, 700],
+        "output_tokens": [40, 90, 10],
+        "prefix_hashes": [[1, 2, 3], [1, 2, 3, 4], [9]],
+    })
+    enc = Encoder.fit(df)
+    assert enc.use_prefix
+    X = enc.transform(df, learn_prefixes=True)
+    col = {c: j for j, c in enumerate(enc.columns)}
+    assert X[:, col["prefix_b"]].tolist() == [0, log_bucket(3), 0]
+    assert X[:, col["prefix_out_b"]].tolist() == [0, log_bucket(40), 0]
+
+
+def test_session_features_known_answer():
+    df = pl.DataFrame({"session_id": ["a", "b", "a", "a"], "turn": [1, 1, 2, 3],
+                       "prompt_tokens": [10, 20, 50, 30], "output_tokens": [100, 5, 7, 9]})
+    X = Encoder.fit(df).transform(df)
+    enc = Encoder.fit(df)
+    col = {c: j for j, c in enumerate(enc.columns)}
+    assert X[:, col["turn_b"]].tolist() == [1, 1, 2, 3]
+    assert X[:, col["prev_out_b"]].tolist() == [0, 0, log_bucket(100), log_bucket(7)]
+    assert X[:, col["growth_b"]].tolist() == [0, 0, 1 + log_bucket(40), 1]
+
+
+def test_sliding_window_is_prequential():
+    y = np.arange(1, 201, dtype=float)
+    df = pl.DataFrame({"prompt_tokens": np.ones(200, int), "output_tokens": y})
+    model = create("sliding_window", history=10).fit(df[:100])
+    pred = model.predict(df[100:])
+    # row i of the test part sees the 10 outputs before it
+    assert pred["p50"][0] == pytest.approx(np.quantile(y[90:100], 0.5))
+    assert pred["p50"][5] == pytest.approx(np.quantile(y[95:105], 0.5))
+
+
+def test_mooncake_prefix_model_runs(llm_store):
+    df = load_requests(llm_store, "mooncake_conversation")
+    train, test, _ = split(df)
+    model = create("metadata", **SMALL).fit(train)
+    assert "prefix_b" in model.encoder.columns
+    m = model.evaluate(test)
+    base = create("prompt_bins").fit(train).evaluate(test)
+    assert m["mae_p50"] < base["mae_p50"]

@@ -1,0 +1,70 @@
+"""Text model on a small ShareGPT sample: offline embeddings (cached), Lightning quantile MLP,
+save/load and the text runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.output_length import OutputLengthPredictor, create
+from servecast.predictors.output_length.metrics import split
+
+ROWS = 400  # embedding is the CPU cost; the benchmark runs the large sample
+
+
+@pytest.fixture(scope="module")
+def sharegpt(tmp_path_factory, data):
+    from servecast.store import Store
+
+    store = Store(tmp_path_factory.mktemp("sg") / "s.duckdb")
+    store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
+    df = store.requests("sharegpt").pl()
+    store.close()
+    first = df["session_id"].unique(maintain_order=True)[:160]
+    return df.filter(pl.col("session_id").is_in(first.implode()))[:ROWS]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("emb"))
+
+
+def test_embeddings_are_cached_and_offline(sharegpt, cache, monkeypatch):
+    from pathlib import Path
+
+    from servecast.predictors.output_length import embeddings
+
+    texts = sharegpt["prompt_text"][:20].to_list()
+    a = embeddings.embed(texts, cache=Path(cache))
+    assert a.shape == (20, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+    monkeypatch.setattr(embeddings, "encoder", lambda *_: pytest.fail("cache miss"))
+    b = embeddings.embed(texts[::-1], cache=Path(cache))
+    assert np.array_equal(a[::-1], b)
+
+
+def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
+    train, test, how = split(sharegpt)
+    assert how.startswith("seeded") and "conversation" in how
+    assert not set(train["session_id"]) & set(test["session_id"])
+    model = create("text", epochs=3, cache=cache).fit(train)
+    pred = model.predict(test)
+    assert pred.height == test.height
+    assert (pred["p50"] <= pred["p90"]).all() and (pred["p90"] <= pred["p99"]).all()
+    m = model.evaluate(test)
+    assert m["kendall_tau"] > 0.1  # learns something even from 280 rows and 3 epochs
+    path = model.save(tmp_path / "text")
+    again = OutputLengthPredictor.load(path)
+    assert np.allclose(again.predict(test[:20]).to_numpy(), pred[:20].to_numpy())
+    from servecast.estimator import Estimator
+
+    est = Estimator.load(path)
+    row = test.row(0, named=True)
+    e = est.output_length(row["prompt_tokens"], prompt_text=row["prompt_text"])
+    batch = est.output_length_batch(test[:5].with_columns(pl.lit(None).alias("session_id")))
+    assert np.allclose(e, batch.row(0), rtol=1e-3)
+    with pytest.raises(InvalidInputError, match="prompt_text"):
+        est.output_length(10)
+    with pytest.raises(InvalidInputError, match="prompt_text"):
+        model.predict({"prompt_tokens": [3]})

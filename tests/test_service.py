@@ -1,0 +1,206 @@
+"""HTTP estimate service: a real `servecast serve` process on loopback with tiny models trained
+on the shared data, covering success, batch, 404 and 422 answers per endpoint, a bounded
+keep-alive load (correctness only; speed is benchmarks/service.py), and a schemathesis run
+against the OpenAPI schema that must find no 5xx."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from servecast.loadtest import post_load
+from servecast.localserver import estimate_service
+
+# -- tiny models, one per kind (trained with each predictor's public API) -------------------
+
+
+def _landed(kind: str) -> bool:
+    return importlib.util.find_spec(f"servecast.predictors.{kind}.runtime") is not None
+
+
+def _train_kernel_latency(store, out):
+    from servecast.predictors.kernel_latency.data import device_specs, neusight_frame
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    specs = device_specs(store)
+    frame = neusight_frame(store)
+    KernelLatencyPredictor(epochs=1, max_rows=3000).fit(frame, specs).save(out)
+    spec = specs[frame["device"][0]]
+    return {"op": "bmm", "shape": [8, 256, 256, 256], "device_spec": spec}
+
+
+TRAINERS = {
+    "kernel_latency": _train_kernel_latency,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(shared_store, tmp_path_factory):
+    """models dir with every kind whose predictor has landed -> (dir, {kind: sample body})."""
+    root = tmp_path_factory.mktemp("models")
+    samples = {}
+    for kind, train in TRAINERS.items():
+        if _landed(kind):
+            samples[kind] = train(shared_store, root / kind)
+    if not samples:
+        pytest.skip("no predictor runtime has landed yet")
+    return root, samples
+
+
+@pytest.fixture(scope="module")
+def url(trained):
+    with estimate_service(trained[0]) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    with httpx.Client(base_url=url, timeout=60) as c:
+        yield c
+
+
+def _sample(trained, kind):
+    if kind not in trained[1]:
+        pytest.skip(f"the {kind} predictor (servecast.predictors.{kind}.runtime) has not landed")
+    return trained[1][kind]
+
+
+PATHS = {"output_length": "/v1/output-length", "kernel_latency": "/v1/kernel-latency",
+         "interference": "/v1/interference", "moe_congestion": "/v1/moe-congestion"}
+VALUE = {"output_length": "p50", "kernel_latency": "latency_ms", "interference": "perf",
+         "moe_congestion": "gamma_eff"}
+#: (kind, broken body maker, field the 422 message must name)
+BAD_BODIES = [
+    ("output_length", lambda b: {**b, "prompt_tokens": -5}, "prompt_tokens"),
+    ("output_length", lambda b: {k: v for k, v in b.items() if k != "prompt_tokens"},
+     "prompt_tokens"),
+    ("kernel_latency", lambda b: {**b, "shape": "8x256"}, "shape"),
+    ("kernel_latency", lambda b: {**b, "device_spec": {"Mem_Bw": 900}}, "device_spec.Dev_Mem"),
+    ("kernel_latency", lambda b: {**b, "colour": "red"}, "colour"),
+    ("interference", lambda b: {"metrics": []}, "metrics"),
+    ("moe_congestion", lambda b: {**b, "loads": "many"}, "loads"),
+]
+
+
+def test_healthz_lists_loaded_kinds(client, trained):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+    assert r.json()["kinds"] == sorted(trained[1])
+
+
+def test_openapi_schema_has_every_endpoint(client):
+    schema = client.get("/openapi.json").json()
+    assert set(PATHS.values()) | {"/healthz"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/output-length"]["post"]["requestBody"]
+    assert "oneOf" in body["content"]["application/json"]["schema"]
+
+
+@pytest.mark.parametrize("kind", list(PATHS))
+def test_single_and_batch_agree(client, trained, kind):
+    body = _sample(trained, kind)
+    one = client.post(PATHS[kind], json=body)
+    assert one.status_code == 200, one.text
+    value = one.json()[VALUE[kind]]
+    assert math.isfinite(value)
+    batch = client.post(PATHS[kind], json={"items": [body, body, body]})
+    assert batch.status_code == 200, batch.text
+    items = batch.json()["items"]
+    assert len(items) == 3
+    for item in items:
+        assert item[VALUE[kind]] == pytest.approx(value, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind,breaker,field", BAD_BODIES,
+                         ids=[f"{k}-{f}" for k, _, f in BAD_BODIES])
+def test_invalid_body_is_422_naming_the_field(client, trained, kind, breaker, field):
+    body = breaker(_sample(trained, kind))
+    r = client.post(PATHS[kind], json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["message"]
+    # the same broken item inside a batch is located by its index
+    r = client.post(PATHS[kind], json={"items": [_sample(trained, kind), body]})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("items[1]")
+
+
+def test_domain_errors_are_422(client, trained):
+    body = _sample(trained, "kernel_latency")
+    r = client.post(PATHS["kernel_latency"], json={**body, "op": "fft"})
+    assert r.status_code == 422
+    assert "unknown op 'fft'" in r.json()["message"]
+    r = client.post(PATHS["kernel_latency"], json={**body, "shape": [8, 256]})
+    assert r.status_code == 422
+    assert "shape" in r.json()["message"]
+
+
+#: bodies valid for each endpoint's schema (whatever the model would answer)
+SCHEMA_VALID = {
+    "output_length": {"prompt_tokens": 100},
+    "kernel_latency": {"op": "bmm", "shape": [1, 64, 64, 64], "device_spec": {
+        "Dev_Mem": 16, "Mem_Bw": 900, "Num_Sm": 80, "Core_Per_SM": 64, "Freq": 1530,
+        "SingleFLOPs": 15700, "L2Cache": 6}},
+    "interference": {"metrics": [{"t": 0, "metric": "cpu", "value": 0.5}]},
+    "moe_congestion": {"loads": [10, 20, 30], "quality": [0.1, 0.2, 0.3]},
+}
+
+
+def test_malformed_json_and_empty_batch_are_422(client):
+    r = client.post(PATHS["kernel_latency"], content=b"{not json",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    r = client.post(PATHS["kernel_latency"], json={"items": []})
+    assert r.status_code == 422 and "items" in r.json()["message"]
+
+
+def test_absent_kind_answers_404(trained, tmp_path):
+    """A service holding only one kind answers the other endpoints with 404, not 5xx."""
+    from fastapi.testclient import TestClient
+
+    from servecast.service import create_app
+
+    kind = sorted(trained[1])[0]
+    only = tmp_path / "models"
+    only.mkdir()
+    (only / kind).symlink_to(trained[0] / kind, target_is_directory=True)
+    with TestClient(create_app(only)) as c:
+        assert c.get("/healthz").json()["kinds"] == [kind]
+        for other in (k for k in PATHS if k != kind):
+            r = c.post(PATHS[other], json=SCHEMA_VALID[other])
+            assert r.status_code == 404, r.text
+            assert f"no {other} model" in r.json()["message"]
+        assert c.post(PATHS[kind], json=trained[1][kind]).status_code == 200
+
+
+def test_bounded_keepalive_load_answers_correctly(url, client, trained):
+    kind = "output_length" if "output_length" in trained[1] else sorted(trained[1])[0]
+    body = trained[1][kind]
+    expected = client.post(PATHS[kind], json=body).json()
+    result = post_load(url + PATHS[kind], body, requests=300, connections=3, warmup=5)
+    assert result.errors == 0, result.statuses
+    assert result.statuses == {200: 300}
+    assert result.last_body == expected
+    assert result.latencies_ms.size == 300 and (result.latencies_ms > 0).all()
+
+
+# -- schemathesis: generated bodies, valid and invalid, never a 5xx --------------------------
+@pytest.fixture(scope="module")
+def api_schema(url):
+    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_schemathesis_finds_no_server_error(case):
+    from schemathesis.checks import not_a_server_error
+
+    case.call_and_validate(checks=[not_a_server_error])

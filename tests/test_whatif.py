@@ -1,0 +1,66 @@
+"""What-if simulator: known answers on tiny traces, policy ordering on real Azure requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.analytics.whatif import POLICIES, ServingConfig, simulate, whatif
+from servecast.errors import InvalidInputError
+
+
+def test_single_request_known_answer():
+    cfg = ServingConfig(iter_base_ms=10.0, iter_token_ms=0.5)
+    r = simulate(np.array([2.0]), np.array([100]), np.array([5]), config=cfg)
+    prefill = 0.010 + 0.0005 * 100
+    decode = 0.010 + 0.0005 * 1
+    assert r["ttft_s"][0] == pytest.approx(prefill)
+    assert r["jct_s"][0] == pytest.approx(prefill + 4 * decode)
+    assert r["preemptions"] == 0
+
+
+def test_sjf_and_preemption_on_a_burst():
+    rng = np.random.default_rng(0)
+    n = 300
+    arr = np.zeros(n)
+    prompt = rng.integers(50, 500, n)
+    out = rng.lognormal(4.5, 1.0, n).astype(int) + 1
+    cfg = ServingConfig(kv_tokens=20_000, max_batch=32)
+    fcfs = simulate(arr, prompt, out, config=cfg)
+    sjf = simulate(arr, prompt, out, priority=out, config=cfg)
+    assert sjf["jct_s"].mean() < 0.8 * fcfs["jct_s"].mean()
+    tight = ServingConfig(kv_tokens=6_000, max_batch=256)
+    assert simulate(arr, prompt, out, config=tight)["preemptions"] > 0
+    worst = simulate(arr, prompt, out, reserve=np.full(n, out.max()), config=tight)
+    assert worst["preemptions"] == 0
+    assert np.all(np.isfinite(worst["jct_s"]))
+
+
+def test_whatif_on_azure_conversation(data):
+    import tempfile
+    from pathlib import Path
+
+    from servecast.config import data_dir  # noqa: F401 - real data via the fixture
+    from servecast.predictors.output_length import create
+    from servecast.predictors.output_length.metrics import split
+    from servecast.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "s.duckdb")
+        store.ingest("azure-llm", [data / "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"],
+                     trace="azure_conv")
+        df = store.requests("azure_conv").pl()
+        store.close()
+    train, test, _ = split(df)
+    test = test[:1500]
+    pred = create("metadata", n_estimators=30, learning_rate=0.1).fit(train).predict(test)
+    res = whatif(test, pred["p50"].to_numpy(), pred["p90"].to_numpy(), load=0.9)
+    assert res["policy"].to_list() == list(POLICIES)
+    jct = dict(zip(res["policy"], res["mean_jct_s"], strict=True))
+    assert jct["sjf_oracle"] < jct["sjf_pred"] < jct["fcfs"]
+    assert (res["arrival_rps"] < res["capacity_rps"]).all()
+    with pytest.raises(InvalidInputError, match="unknown policy"):
+        whatif(test, pred["p50"].to_numpy(), pred["p90"].to_numpy(), policies=("lifo",))
+    with pytest.raises(InvalidInputError, match="arrival_s"):
+        whatif(pl.DataFrame({"prompt_tokens": [1]}), [1.0], [1.0])
