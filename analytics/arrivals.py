@@ -31,6 +31,10 @@ def burstiness(src, trace: str | None = None, by_segment: bool = False) -> pl.Da
 
     Columns: [model, log_type,] requests, span_s, rate_per_s, ia_mean_s, ia_std_s, cv,
     burstiness_b, zero_gap_share, idc_{1,10,60}s, peak_to_mean_{1,10,60}s.
+
+    Counts per bin come from runs in arrival order (a row's position p within its bin;
+    sum over rows of 2p - 1 is the sum of squared bin counts), not from a hash aggregate
+    over millions of bins.
     """
     s = source(src, trace, "llm_requests")
     seg = _seg_cols(by_segment)
@@ -38,34 +42,34 @@ def burstiness(src, trace: str | None = None, by_segment: bool = False) -> pl.Da
     sel = "".join(f"coalesce({c}, '(none)') AS {c}, " for c in seg)
     part = f"PARTITION BY {', '.join(seg)}" if seg else ""
     group = f"GROUP BY {', '.join(seg)}" if seg else ""
-    join = f"USING ({', '.join(seg)})" if seg else "ON TRUE"
-    # one sorted pass: offset x from the segment's first arrival and the gap to the previous
-    base = f"""base AS MATERIALIZED (
-        SELECT {keys}x, x - lag(x) OVER ({part} ORDER BY x, request_id) AS gap
-        FROM (SELECT {sel}request_id,
-                     arrival_s - min(arrival_s) OVER ({part}) AS x
-              FROM t WHERE arrival_s IS NOT NULL))"""
-    stats = f"""g AS (SELECT {keys}count(*) AS requests, max(x) AS span_s, avg(gap) AS ia_mean_s,
-                            stddev_pop(gap) AS ia_std_s, avg((gap = 0)::INT) AS zero_gap_share
-                     FROM base {group})"""
-    bins, cols, joins = [], [], []
+    ks = ", ".join(f"floor(x / {w})::BIGINT AS k{w}" for w in DISPERSION_BINS)
+    starts = ", ".join(f"(k{w} IS DISTINCT FROM lag(k{w}) OVER win) AS s{w}"
+                       for w in DISPERSION_BINS)
+    pos = ", ".join(f"r - max(CASE WHEN s{w} THEN r END) OVER run + 1 AS p{w}"
+                    for w in DISPERSION_BINS)
+    aggs = ", ".join(f"sum(2 * p{w} - 1)::DOUBLE AS s2_{w}, max(p{w}) AS peak_{w}"
+                     for w in DISPERSION_BINS)
+    cols = []
     for w in DISPERSION_BINS:
-        # counts per non-empty bin; empty bins enter through the number of bins in the span
-        bins.append(f"""b{w} AS (SELECT {keys}sum(c * c)::DOUBLE AS s2_{w}, max(c) AS peak_{w}
-            FROM (SELECT {keys}count(*) AS c FROM base GROUP BY {keys}floor(x / {w}))
-            {group})""")
-        nb, mean = f"(floor(span_s / {w}) + 1)", f"(requests / (floor(span_s / {w}) + 1))"
+        nb = f"(floor(span_s / {w}) + 1)"  # bins in the span, empty ones included
+        mean = f"(requests / {nb})"
         cols.append(f"(s2_{w} / {nb} - {mean} ^ 2) / {mean} AS idc_{w}s, "
                     f"peak_{w} / {mean} AS peak_to_mean_{w}s")
-        joins.append(f"JOIN b{w} {join}")
     return s.sql(f"""
-        WITH {base}, {stats}, {', '.join(bins)}
+        WITH o AS (SELECT {sel}request_id, arrival_s - min(arrival_s) OVER ({part}) AS x
+                   FROM t WHERE arrival_s IS NOT NULL),
+        w AS (SELECT {keys}x, x - lag(x) OVER win AS gap, row_number() OVER win AS r, {starts}
+              FROM (SELECT *, {ks} FROM o) WINDOW win AS ({part} ORDER BY x, request_id)),
+        p AS (SELECT {keys}x, gap, {pos}
+              FROM w WINDOW run AS ({part} ORDER BY r ROWS UNBOUNDED PRECEDING)),
+        g AS (SELECT {keys}count(*) AS requests, max(x) AS span_s, avg(gap) AS ia_mean_s,
+                     stddev_pop(gap) AS ia_std_s, avg((gap = 0)::INT) AS zero_gap_share, {aggs}
+              FROM p {group})
         SELECT {keys}requests, span_s, requests / nullif(span_s, 0) AS rate_per_s,
                ia_mean_s, ia_std_s, ia_std_s / nullif(ia_mean_s, 0) AS cv,
                (ia_std_s - ia_mean_s) / nullif(ia_std_s + ia_mean_s, 0) AS burstiness_b,
                zero_gap_share, {', '.join(cols)}
-        FROM g {' '.join(joins)}
-        {'ORDER BY requests DESC' if seg else ''}""")
+        FROM g {'ORDER BY requests DESC' if seg else ''}""")
 
 
 def rate_series(src, trace: str | None = None, bin_s: float = 60.0,

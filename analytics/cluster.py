@@ -124,12 +124,14 @@ def series_values(store: Store, trace: str, metric: str, every: str = "1 hour") 
 
 
 def node_inventory(store: Store, trace: str) -> pl.DataFrame:
-    """gpu_model, nodes, gpus, cpu_cores, memory_mib (sums), gpus_per_node (mean)."""
+    """Per inventory (the source's node list, e.g. all nodes vs GPU nodes) and gpu_model:
+    nodes, gpus, cpu_cores, memory_mib (sums), gpus_per_node (mean)."""
     s = _src(store, trace, "cluster_nodes")
-    return s.sql("""SELECT coalesce(gpu_model, '(none)') AS gpu_model, count(*) AS nodes,
+    return s.sql("""SELECT coalesce(inventory, '(all)') AS inventory,
+                           coalesce(gpu_model, '(none)') AS gpu_model, count(*) AS nodes,
                            sum(gpus)::BIGINT AS gpus, sum(cpu_cores) AS cpu_cores,
                            sum(memory_mib) AS memory_mib, avg(gpus) AS gpus_per_node
-                    FROM t GROUP BY ALL ORDER BY nodes DESC""")
+                    FROM t GROUP BY ALL ORDER BY inventory, nodes DESC""")
 
 
 def characterize_cluster(store: Store, trace: str) -> dict:

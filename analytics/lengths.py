@@ -142,9 +142,9 @@ def bimodality(src, trace: str | None = None, field: str = "output_tokens",
     """1- vs 2-component Gaussian mixture (EM) on log(tokens) of the positive values of `field`.
 
     bimodal is True when the 2-component model wins by more than `min_delta_bic` BIC, its
-    density has two peaks and the smaller component weighs at least `min_weight`. modes_tokens: the two highest peaks of a kernel density estimate
-    of log length (tokens, ascending) when bimodal; mixture_medians_tokens: exp of the
-    component means.
+    density has two peaks and the smaller component weighs at least `min_weight`.
+    modes_tokens: the two highest peaks of a kernel density estimate of log length (tokens,
+    ascending) when bimodal; mixture_medians_tokens: exp of the component means.
     """
     x = length_sample(src, trace, field, n, seed)
     x = np.log(x[x > 0].astype(float)).reshape(-1, 1)

@@ -43,6 +43,23 @@ def _relation(source, trace: str | None):
     return source.con, source.rows(trace)
 
 
+#: every expert 0..max(expert) of the model in every group; experts absent from the source
+#: (e.g. Counters that omit zero) count as 0 tokens
+DENSE = """
+    dense AS (
+        SELECT g.model, g.checkpoint, g.assignment, g.domain, g.layer, e.expert,
+               coalesce(x.tokens, 0) AS tokens
+        FROM (SELECT DISTINCT model, checkpoint, assignment, domain, layer FROM rel) g
+        JOIN (SELECT model, unnest(range(max(expert) + 1)) AS expert FROM rel GROUP BY model) e
+          ON g.model = e.model
+        LEFT JOIN (SELECT model, checkpoint, assignment, domain, layer, expert,
+                          sum(tokens) AS tokens FROM rel GROUP BY ALL) x
+          ON x.model = g.model AND x.checkpoint IS NOT DISTINCT FROM g.checkpoint
+         AND x.assignment IS NOT DISTINCT FROM g.assignment
+         AND x.domain IS NOT DISTINCT FROM g.domain AND x.layer = g.layer
+         AND x.expert = e.expert)"""
+
+
 def imbalance(source, trace: str | None = None) -> pl.DataFrame:
     """Imbalance metrics per (model, checkpoint, assignment, domain, layer) (module docstring).
 
@@ -52,12 +69,13 @@ def imbalance(source, trace: str | None = None) -> pl.DataFrame:
     _, rel = _relation(source, trace)
     part = "model, checkpoint, assignment, domain, layer"
     sql = f"""
-        WITH r AS (
+        WITH {DENSE},
+        r AS (
             SELECT {part}, expert, tokens::DOUBLE AS x,
                    row_number() OVER (PARTITION BY {part} ORDER BY tokens, expert) AS i,
                    count(*) OVER (PARTITION BY {part}) AS n,
                    sum(tokens::DOUBLE) OVER (PARTITION BY {part}) AS total
-            FROM rel)
+            FROM dense)
         SELECT {part}, any_value(n)::INTEGER AS experts, sum(x)::BIGINT AS tokens,
                max(x) / avg(x) - 1 AS maxvio,
                sum((2 * i - n - 1) * x) / (any_value(n) * sum(x)) AS gini,
@@ -73,8 +91,9 @@ def imbalance(source, trace: str | None = None) -> pl.DataFrame:
 def shares(source, trace: str | None = None) -> pl.DataFrame:
     """Load shares: frame [model, checkpoint, assignment, domain, layer, expert, tokens, share]."""
     _, rel = _relation(source, trace)
-    sql = """SELECT *, tokens / sum(tokens) OVER (PARTITION BY model, checkpoint, assignment,
-             domain, layer) AS share FROM rel ORDER BY model, checkpoint, assignment, domain,
+    sql = f"""WITH {DENSE}
+             SELECT *, tokens / sum(tokens) OVER (PARTITION BY model, checkpoint, assignment,
+             domain, layer) AS share FROM dense ORDER BY model, checkpoint, assignment, domain,
              layer, expert"""
     return rel.query("rel", sql).pl()
 

@@ -15,8 +15,15 @@ import jinja2
 import matplotlib.pyplot as plt
 import polars as pl
 
-from servecast.analytics import arrivals, cluster, failures, lengths, plots, prefix_cache, sessions
-from servecast.analytics import vm_noise
+from servecast.analytics import (
+    arrivals,
+    cluster,
+    failures,
+    lengths,
+    plots,
+    sessions,
+    vm_noise,
+)
 from servecast.analytics.characterize import characterize, trace_kind
 from servecast.analytics.source import source
 from servecast.store import Store
@@ -89,7 +96,8 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     if "prefix_reuse" in summary:
         keys.append(("prefix blocks seen before", summary["prefix_reuse"]["reuse_share"]))
 
-    tables.append(_table("Length quantiles (tokens)", pl.DataFrame(summary["lengths"]["quantiles"])))
+    quant = pl.DataFrame(summary["lengths"]["quantiles"])
+    tables.append(_table("Length quantiles (tokens)", quant))
     if arr:
         fits = pl.DataFrame(arr["interarrival_fits"])
         tables.append(_table("Inter-arrival fits (MLE)", fits))
@@ -164,10 +172,14 @@ def _cluster(store: Store, trace: str, summary: dict) -> tuple[list, list, list]
                 cluster.series_values(store, trace, m), f"{m}, hourly mean per series", m)))
     if "nodes" in summary:
         nodes = pl.DataFrame(summary["nodes"])
-        keys.append(("nodes", int(nodes["nodes"].sum())))
+        per_list = nodes.group_by("inventory").agg(pl.col("nodes").sum()).sort("inventory")
+        keys.append(("nodes per inventory", ", ".join(
+            f"{i}: {n:,}" for i, n in per_list.iter_rows())))
         tables.append(_table("Node inventory by GPU model", nodes))
-        figs.append(("Nodes by GPU model", plots.bars(nodes, "gpu_model", "nodes",
-                                                      "Nodes by GPU model", "nodes")))
+        main_list = per_list.sort("nodes", descending=True).item(0, "inventory")
+        figs.append(("Nodes by GPU model", plots.bars(
+            nodes.filter(pl.col("inventory") == main_list), "gpu_model", "nodes",
+            f"Nodes by GPU model ({main_list})", "nodes")))
     return keys, tables, figs
 
 

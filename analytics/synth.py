@@ -185,7 +185,8 @@ def fit_workload(src, trace: str | None = None, window_s: float = 600.0,
     prompt_q, output_q = _fit_lengths(s, length_bins)
     return WorkloadModel(
         source=s.name, window_s=window_s, windows=_fit_windows(s, window_s),
-        prompt_quantiles=prompt_q, output_quantiles=output_q, segments=segs.to_dicts(), reuse_quantiles=_fit_reuse(s))
+        prompt_quantiles=prompt_q, output_quantiles=output_q, segments=segs.to_dicts(),
+        reuse_quantiles=_fit_reuse(s))
 
 
 def read_windows(path: str | Path) -> list[Window]:

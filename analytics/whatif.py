@@ -3,8 +3,9 @@
 Discrete-event, iteration-level: each iteration admits waiting requests (policy order, KV
 budget, batch limits), prefills them and decodes one token for every running request; it
 takes `a + b * tokens` ms where tokens = prefill tokens + decoding requests. KV use is
-prompt + generated tokens per running request; when it exceeds the budget the most recently
-admitted request is preempted (recompute: its tokens are dropped and it waits again).
+prompt + generated tokens per running request; when it exceeds the budget the running
+request of the lowest priority (FCFS: latest arrival, SJF: longest) is preempted
+(recompute: its tokens are dropped and it waits again).
 
 Policies: fcfs, sjf_pred (shortest predicted p50 first), sjf_oracle (true output length),
 kv_p90 / kv_worst (FCFS order, admit only if prompt + reserved output fits the budget, the
@@ -109,9 +110,10 @@ def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
             done += int(fin.sum())
             run = run[~fin]
         used = int((pr[run] + gen[run]).sum())
-        while used > cfg.kv_tokens and len(run):  # out of KV: preempt the newest (recompute)
-            i = int(run[-1])
-            run = run[:-1]
+        while used > cfg.kv_tokens and len(run):  # out of KV: preempt the lowest priority
+            k = len(run) - 1 - int(np.argmax(prio[run][::-1]))  # ties: the newest admitted
+            i = int(run[k])
+            run = np.delete(run, k)
             used -= prl[i] + int(gen[i])
             gen[i] = 0
             preempt += 1

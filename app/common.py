@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 
 import polars as pl  # noqa: E402
 import streamlit as st  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from servecast.analytics.source import quote  # noqa: E402
@@ -73,10 +73,14 @@ def release_store() -> None:
         st.cache_data.clear()
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
 def query(sql: str, params: tuple = ()) -> pl.DataFrame:
-    """Result of `sql` on the store (cached per query and parameters)."""
-    s = _open(str(db_file()))
+    """Result of `sql` on the store (cached per store, query and parameters)."""
+    return _query(str(db_file()), sql, tuple(params))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _query(path: str, sql: str, params: tuple) -> pl.DataFrame:
+    s = _open(path)
     with _LOCK:
         return s.sql(sql, list(params) or None)
 
@@ -149,26 +153,35 @@ def request_filters(trace: str) -> Filters:
     return Filters(trace, tuple(models), tuple(logs), t0, t1)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
 def analysis(name: str, filters: Filters, **kwargs: Any) -> Any:
-    """`servecast.analytics.<name>` (e.g. "lengths.length_histogram") on the filtered rows,
-    cached per filters and arguments."""
-    module, fn = name.rsplit(".", 1)
-    func = getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
-    s = _open(str(db_file()))
+    """`servecast.analytics.<name>` (e.g. "lengths.length_histogram") on the filtered
+    llm_requests rows, cached per store, filters and arguments."""
+    return _analysis(str(db_file()), name, filters, **kwargs)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _analysis(path: str, name: str, filters: Filters, **kwargs: Any) -> Any:
+    s = _open(path)
     with _LOCK:
         rel = s.con.sql(f"SELECT * FROM llm_requests WHERE {filters.where()}")
-        return func(rel, **kwargs)
+        return _function(name)(rel, **kwargs)
+
+
+def trace_analysis(name: str, trace: str, **kwargs: Any) -> Any:
+    """`servecast.analytics.<name>(store, trace, **kwargs)`, cached per store and arguments."""
+    return _trace_analysis(str(db_file()), name, trace, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def trace_analysis(name: str, trace: str, **kwargs: Any) -> Any:
-    """`servecast.analytics.<name>(store, trace, **kwargs)`, cached."""
-    module, fn = name.rsplit(".", 1)
-    func = getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
-    s = _open(str(db_file()))
+def _trace_analysis(path: str, name: str, trace: str, **kwargs: Any) -> Any:
+    s = _open(path)
     with _LOCK:
-        return func(s, trace, **kwargs)
+        return _function(name)(s, trace, **kwargs)
+
+
+def _function(name: str):
+    module, fn = name.rsplit(".", 1)
+    return getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -177,8 +190,11 @@ def _neutral(fig: Figure) -> None:
     fig.patch.set_alpha(0.0)
 
     def fix(artist, getter: str, setter: str) -> None:
-        c = to_hex(getattr(artist, getter)())
-        if c in ("#000000", "#262626", "#333333", "#222222"):
+        c = getattr(artist, getter)()
+        if isinstance(c, str) and c.lower() == "none":
+            return
+        r, g, b, a = to_rgba(c)
+        if a > 0 and max(r, g, b) < 0.25:  # black / near-black: invisible on dark themes
             getattr(artist, setter)(NEUTRAL)
 
     for text in fig.findobj(matplotlib.text.Text):

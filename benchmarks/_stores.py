@@ -17,6 +17,11 @@ def llm_store(traces: tuple[str, ...] = LLM_TRACES):
 
     path = Path(os.environ.get("SERVECAST_BENCH_DB")
                 or Path(tempfile.gettempdir()) / "servecast_bench_llm.duckdb")
+    if path.exists():  # already built: read-only, so several benchmarks can share it
+        store = Store(path, read_only=True)
+        if set(traces) <= set(store.traces()["trace"].to_list()):
+            return store
+        store.close()
     store = Store(path)
     for source, rel, trace in SHARED:
         if trace in traces:

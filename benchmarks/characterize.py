@@ -1,9 +1,10 @@
 """Characterization at scale: synthetic BurstGPT-schema traces of 500k and 5M rows.
 
-Each size runs in a fresh child process: write the CSV with DuckDB, ingest it with the
-`burstgpt` adapter, then time `characterize()` (the full LLM summary: burstiness overall and
-per model x log type, four MLE inter-arrival fits, length quantiles/tails/bimodality,
-conditional output, correlations, failures). Prints seconds, peak RSS of the child and the
+Per size, one child process writes the CSV with DuckDB and ingests it with the `burstgpt`
+adapter; a second, fresh child times `characterize()` (the full LLM summary: burstiness
+overall and per model x log type, four MLE inter-arrival fits, length quantiles / tails /
+bimodality, conditional output, correlations, failures) and reports its own peak RSS. Prints
+seconds, peak RSS and the
 5M / 500k time ratio. Targets: <= 60 s and <= 2 GB at 5M, ratio <= 12 (baseline: linear
 scaling would be 10).
 
@@ -56,43 +57,58 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> None:
     con.close()
 
 
-def child(rows: int) -> dict:
-    """Ingest + characterize `rows` synthetic rows; returns timings (s) and peak RSS (MiB)."""
+def prepare(rows: int, folder: Path) -> dict:
+    """Write the CSV and ingest it into `folder`/bench.duckdb; returns timings (s)."""
+    from servecast.store import Store
+
+    csv = folder / f"burst_{rows}.csv"
+    t0 = time.perf_counter()
+    write_csv(csv, rows)
+    t1 = time.perf_counter()
+    with Store(folder / "bench.duckdb") as store:
+        store.ingest("burstgpt", [csv], trace="bench")
+    csv.unlink()
+    return {"write_s": t1 - t0, "ingest_s": time.perf_counter() - t1}
+
+
+def measure(folder: Path) -> dict:
+    """Time `characterize()` on the prepared store; peak RSS (MiB) of this process."""
     from servecast.analytics.characterize import characterize
     from servecast.store import Store
 
-    with tempfile.TemporaryDirectory(prefix="servecast-bench-") as tmp:
-        csv = Path(tmp) / f"burst_{rows}.csv"
+    with Store(folder / "bench.duckdb", read_only=True) as store:
         t0 = time.perf_counter()
-        write_csv(csv, rows)
-        t1 = time.perf_counter()
-        store = Store(Path(tmp) / "bench.duckdb")
-        store.ingest("burstgpt", [csv], trace="bench")
-        t2 = time.perf_counter()
         summary = characterize(store, "bench")
-        t3 = time.perf_counter()
-        store.close()
+        dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     o = summary["arrivals"]["overall"]
-    return {"rows": rows, "write_s": t1 - t0, "ingest_s": t2 - t1, "characterize_s": t3 - t2,
-            "peak_rss_mib": rss, "cv": o["cv"], "best_fit_ks": summary["arrivals"]["best_fit_ks"],
-            "requests": summary["requests"]}
+    return {"characterize_s": dt, "peak_rss_mib": rss, "cv": o["cv"],
+            "best_fit_ks": summary["arrivals"]["best_fit_ks"], "requests": summary["requests"]}
+
+
+def _run(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[500_000, 5_000_000])
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child)))
+    if args.prepare:
+        print(json.dumps(prepare(int(args.prepare[0]), Path(args.prepare[1]))))
+        return
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure))))
         return
     results = []
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n)], check=True,
-                             capture_output=True, text=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        r = results[-1]
+        with tempfile.TemporaryDirectory(prefix="servecast-bench-") as tmp:
+            r = {"rows": n, **_run("--prepare", str(n), tmp), **_run("--measure", tmp)}
+        results.append(r)
         print(f"{n:>10,} rows: characterize {r['characterize_s']:6.1f} s  "
               f"(ingest {r['ingest_s']:.1f} s, csv {r['write_s']:.1f} s)  "
               f"peak RSS {r['peak_rss_mib']:7.0f} MiB  cv={r['cv']:.3f} "

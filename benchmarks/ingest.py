@@ -73,8 +73,8 @@ def write_trace(path: Path, rows: int, seed: int = 0) -> None:
     }).write_csv(path)
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run `cmd` as a child process; (wall seconds, peak RSS in MB of that child)."""
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Run `cmd` as a child process; (wall s, CPU s = user + system, peak RSS MB) of it."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -83,7 +83,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}\n{err}")
-    return wall, usage.ru_maxrss / 1024.0  # Linux: KiB
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0  # Linux: KiB
 
 
 def commands(csv: Path, db: Path) -> dict[str, list[str]]:
@@ -128,25 +128,33 @@ def main() -> None:
             print(f"wrote {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows) "
                   f"in {time.perf_counter() - t0:.1f} s")
         times: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         rss: dict[str, list[float]] = {}
         for rep in range(args.repeats):
             for name in ("servecast", "bare", "pandas"):
                 db = Path(tmp) / f"{name}-{rep}.duckdb"
-                wall, peak = run_measured(commands(csv, db)[name])
+                wall, cpu_s, peak = run_measured(commands(csv, db)[name])
                 if name == "servecast" and rep == 0:
                     check_store(db, args.rows)
                 db.unlink()
                 times.setdefault(name, []).append(wall)
+                cpu.setdefault(name, []).append(cpu_s)
                 rss.setdefault(name, []).append(peak)
-                print(f"  run {rep + 1} {name:<9} {wall:6.2f} s  peak RSS {peak:7.0f} MB")
+                print(f"  run {rep + 1} {name:<9} {wall:6.2f} s wall {cpu_s:6.2f} s CPU  "
+                      f"peak RSS {peak:5.0f} MB", flush=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     peak = {k: max(v) for k, v in rss.items()}
+    load = os.getloadavg()[0]
     print(f"\n{args.rows:,} rows, median of {args.repeats} interleaved runs "
-          f"(each a fresh process; {os.cpu_count()} CPUs)")
-    print(f"{'method':<10} {'median s':>9} {'min s':>7} {'peak RSS MB':>12}")
+          f"(each a fresh process; {os.cpu_count()} CPUs, load average {load:.1f})")
+    print(f"{'method':<10} {'wall s':>8} {'min s':>7} {'CPU s':>7} {'peak RSS MB':>12}")
     for k in med:
-        print(f"{k:<10} {med[k]:9.2f} {min(times[k]):7.2f} {peak[k]:12.0f}")
+        print(f"{k:<10} {med[k]:8.2f} {min(times[k]):7.2f} {med_cpu[k]:7.2f} {peak[k]:12.0f}")
+    print(f"CPU-time ratios (robust to other load): servecast/bare = "
+          f"{med_cpu['servecast'] / med_cpu['bare']:.2f}x, pandas/servecast = "
+          f"{med_cpu['pandas'] / med_cpu['servecast']:.2f}x")
     r_bare = med["servecast"] / med["bare"]
     r_pandas = med["pandas"] / med["servecast"]
     print(f"\nservecast / bare DuckDB   = {r_bare:.2f}x   (target <= 1.5)  "

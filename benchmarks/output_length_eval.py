@@ -48,25 +48,28 @@ def main() -> None:
     ap.add_argument("--text-rows", type=int, default=6000)
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-whatif", action="store_true")
+    ap.add_argument("--fast", action="store_true", help="demo GBM settings (80 trees)")
+    ap.add_argument("--traces", default="azure_conv,azure_code,mooncake_conversation")
     args = ap.parse_args()
     pl.Config.set_tbl_rows(40)
     pl.Config.set_tbl_cols(12)
     store = llm_store()
-    meta = SETTINGS["metadata"][False]
+    meta = SETTINGS["metadata"][args.fast]
+    traces = args.traces.split(",")
     base = {"global": ("global", {}, False), "segment median": ("segment", {}, False),
             "prompt-bin median": ("prompt_bins", {}, False),
             "sliding window": ("sliding_window", {}, False)}
-    for trace in ("azure_conv", "azure_code"):
+    for trace in [t for t in ("azure_conv", "azure_code") if t in traces]:
         train, test, how = split(load_requests(store, trace))
         print(f"\n== {trace}: {how}, train {train.height}, test {test.height}")
         print(compare(train, test, {**base, "metadata GBM": ("metadata", meta, True)}))
-    train, test, how = split(load_requests(store, "mooncake_conversation"))
-    print(f"\n== mooncake_conversation: {how}")
-    no_prefix = [c for c in ("prompt_tokens",)]
-    print(compare(train, test, {**base,
-                                "GBM without prefix": ("metadata", {**meta, "columns": no_prefix},
-                                                       False),
-                                "GBM with prefix": ("metadata", meta, True)}))
+    if "mooncake_conversation" in traces:
+        train, test, how = split(load_requests(store, "mooncake_conversation"))
+        print(f"\n== mooncake_conversation: {how}")
+        print(compare(train, test, {
+            **base, "GBM without prefix": ("metadata", {**meta, "columns": ["prompt_tokens"]},
+                                           False),
+            "GBM with prefix": ("metadata", meta, True)}))
     if not args.skip_whatif:
         from servecast.analytics.whatif import sjf_gain, whatif
 
@@ -95,7 +98,7 @@ def main() -> None:
             "prompt-length-only GBM": ("metadata", {**meta, "columns": ["prompt_tokens"]},
                                        False),
             "metadata GBM (session)": ("metadata", meta, False),
-            "text model": ("text", SETTINGS["text"][False], False)}))
+            "text model": ("text", SETTINGS["text"][args.fast], False)}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import typer
 from servecast.errors import ServecastError
 
 #: modules under servecast.commands that add commands to the app
-COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length"]
+COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length", "moe",
+                   "kernel_latency", "interference"]
 
 app = typer.Typer(
     name="servecast",

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from servecast.errors import ServecastError
+from servecast.errors import InvalidInputError, ServecastError
 from servecast.estimator import Estimator
 from servecast.service_models import (
     BatchResult,
@@ -88,16 +88,42 @@ def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
     return {"latency_ms": float(est.kernel_latency(r.op, r.shape, r.device_spec.model_dump()))}
 
 
-def _interference_one(est: Estimator, r: InterferenceRequest) -> dict:
+def _long_rows(r: InterferenceRequest, window_id: int) -> list[tuple]:
+    """(window_id, t, metric, value) rows of one window (mapping form: steps -n+1 .. 0)."""
+    if isinstance(r.metrics, dict):
+        return [(window_id, float(i - len(vals) + 1), name, v)
+                for name, vals in r.metrics.items() for i, v in enumerate(vals)]
+    return [(window_id, m.t, m.metric, m.value) for m in r.metrics]
+
+
+def _long_frame(items: Sequence[InterferenceRequest]):
     import polars as pl
 
-    window = pl.DataFrame([m.model_dump() for m in r.metrics],
-                          schema={"t": pl.Float64, "metric": pl.String, "value": pl.Float64})
-    return {"perf": float(est.interference(window))}
+    rows = [row for i, r in enumerate(items) for row in _long_rows(r, i)]
+    return pl.DataFrame(rows, orient="row", schema={
+        "window_id": pl.Int64, "t": pl.Float64, "metric": pl.String, "value": pl.Float64})
+
+
+def _interference_one(est: Estimator, r: InterferenceRequest) -> dict:
+    return {"perf": float(est.interference(_long_frame([r])))}
+
+
+def _interference_many(est: Estimator, items: Sequence[InterferenceRequest]) -> list[dict]:
+    out = est.interference_batch(_long_frame(items))
+    perf = dict(zip(out["window_id"].to_list(), out["perf"].to_list(), strict=True))
+    missing = [i for i in range(len(items)) if i not in perf]
+    if missing:
+        raise InvalidInputError(f"items[{missing[0]}]: the model gave no estimate for this "
+                                "window (no usable metric?)")
+    return [{"perf": float(perf[i])} for i in range(len(items))]
 
 
 def _moe_one(est: Estimator, r: MoeCongestionRequest) -> dict:
-    return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality))}
+    if r.types is None and r.layer is None:
+        return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality))}
+    runtime = est.runtime("moe_congestion")
+    return {"gamma_eff": float(runtime.moe_congestion(r.loads, r.quality, types=r.types,
+                                                      layer=r.layer))}
 
 
 def _each(one: Callable) -> Callable:
@@ -125,7 +151,7 @@ ENDPOINTS = [
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
              _kernel_one, _each(_kernel_one), "GPU kernel latency (ms) from op, shape and spec"),
     Endpoint("interference", "/v1/interference", InterferenceRequest, InterferenceEstimate,
-             _interference_one, _each(_interference_one),
+             _interference_one, _interference_many,
              "Normalized performance (0, 1] of a VM from a window of metrics"),
     Endpoint("moe_congestion", "/v1/moe-congestion", MoeCongestionRequest, MoeCongestionEstimate,
              _moe_one, _each(_moe_one), "MoE congestion coefficient gamma_eff of one layer"),

@@ -91,9 +91,12 @@ class MetricSample(Body):
 
 
 class InterferenceRequest(Body):
-    """One window of black-box metrics in long format."""
+    """One window of black-box metrics: long format `[{t, metric, value}, ...]`, or a mapping
+    metric -> values at equally spaced steps (aligned at the window's end)."""
 
-    metrics: list[MetricSample] = Field(min_length=1, max_length=100_000)
+    metrics: list[MetricSample] | dict[
+        Name, Annotated[list[Finite], Field(min_length=1, max_length=100_000)]] = Field(
+        min_length=1, max_length=100_000)
 
 
 class InterferenceEstimate(BaseModel):
@@ -109,6 +112,10 @@ class MoeCongestionRequest(Body):
 
     loads: list[NonNeg] | list[list[NonNeg]] = Field(min_length=1)
     quality: list[Finite] | list[list[Finite]] | list[list[list[Finite]]] = Field(min_length=1)
+    types: list[list[NonNeg]] | None = Field(
+        None, description="token-type shares (batches, types) when quality has types")
+    layer: Annotated[str, Field(max_length=50)] | int | None = Field(
+        None, description="fitted layer whose beta to use (default: median over layers)")
 
 
 class MoeCongestionEstimate(BaseModel):

@@ -124,7 +124,7 @@ BAD_ROWS = {
     "burstgpt": (BURST_HEADER, "csv", {
         501: ("5000,ChatGPT,many,3,3,Conversation log", "request_tokens"),
         1001: ("5001,ChatGPT,-5,3,-2,Conversation log", "negative prompt token count"),
-        1002: ("5002,ChatGPT,5,3,8", "column"),  # a field missing
+        1002: ("5002,ChatGPT,5,3,8", "Columns"),  # a field missing
     }),
     "azure-llm": (AZURE_HEADER, "csv", {
         12: ("yesterday,10,10", "not a date-time"),

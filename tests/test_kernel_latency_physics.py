@@ -52,7 +52,7 @@ def test_wave_quantization_feature_drops_after_a_full_wave():
     shape = {"B": np.array([100.0, 101.0]), "M": np.array([128.0, 128.0]),
              "N": np.array([128.0, 128.0]), "K": np.array([64.0, 64.0])}
     X, base = features(np.array(["bmm", "bmm"], dtype=object), shape, spec)
-    eff_col = 21  # efficiency of the first tile size (after 15 + 6 alignment columns)
+    eff_col = 22  # efficiency of the first tile size (after 15 + 6 alignment + 1 waves columns)
     assert X[0, eff_col] == pytest.approx(1.0)
     assert X[1, eff_col] == pytest.approx(101 / 200)
     assert (base > LAUNCH_FLOOR_MS).all()

@@ -28,7 +28,11 @@ def sharegpt(tmp_path_factory, data):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("emb"))
+    """$SERVECAST_CACHE (reused across runs) or a fresh temporary folder."""
+    import os
+
+    env = os.environ.get("SERVECAST_CACHE")
+    return os.path.join(env, "embeddings") if env else str(tmp_path_factory.mktemp("emb"))
 
 
 def test_embeddings_are_cached_and_offline(sharegpt, cache, monkeypatch):
@@ -48,12 +52,12 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
     train, test, how = split(sharegpt)
     assert how.startswith("seeded") and "conversation" in how
     assert not set(train["session_id"]) & set(test["session_id"])
-    model = create("text", epochs=3, cache=cache).fit(train)
+    model = create("text", epochs=15, batch_size=32, cache=cache).fit(train)
     pred = model.predict(test)
     assert pred.height == test.height
     assert (pred["p50"] <= pred["p90"]).all() and (pred["p90"] <= pred["p99"]).all()
     m = model.evaluate(test)
-    assert m["kendall_tau"] > 0.1  # learns something even from 280 rows and 3 epochs
+    assert m["kendall_tau"] > 0.1  # learns something even from ~240 training rows
     path = model.save(tmp_path / "text")
     again = OutputLengthPredictor.load(path)
     assert np.allclose(again.predict(test[:20]).to_numpy(), pred[:20].to_numpy())

@@ -34,8 +34,42 @@ def _train_kernel_latency(store, out):
     return {"op": "bmm", "shape": [8, 256, 256, 256], "device_spec": spec}
 
 
+def _train_output_length(store, out):
+    from servecast.predictors.output_length import create
+    from servecast.predictors.output_length.train import load_requests
+
+    rows = load_requests(store, "azure_conv").head(4000)
+    create("metadata", n_estimators=40).fit(rows).save(out)
+    return {"prompt_tokens": 512}
+
+
+def _train_interference(store, out):
+    from servecast.predictors.interference.predictor import InterferencePredictor
+    from servecast.predictors.interference.tasks import temporal_task
+
+    task = temporal_task(store, max_windows_per_vm=10)
+    InterferencePredictor(epochs=1, d_model=16, heads=2, layers=1, gbm_trees=20,
+                          max_steps=6).fit(task.metrics, task.labels).save(out)
+    first = task.metrics.filter(task.metrics["window_id"] == task.labels["window_id"][0])
+    return {"metrics": [{"t": t, "metric": m, "value": v}
+                        for t, m, v in first.select("t", "metric", "value").iter_rows()]}
+
+
+def _train_moe_congestion(store, out):
+    # routing loads with qualities do not exist in public data: a planted equilibrium
+    from servecast.predictors.moe_congestion.game import CongestionGame
+    from servecast.predictors.moe_congestion.synthetic import planted_batches
+
+    pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
+    CongestionGame(n_bootstrap=0).fit(pb.loads, pb.quality[:, 0, :]).save(out)
+    return {"loads": pb.loads[0].tolist(), "quality": pb.quality[0, 0].tolist()}
+
+
 TRAINERS = {
+    "output_length": _train_output_length,
     "kernel_latency": _train_kernel_latency,
+    "interference": _train_interference,
+    "moe_congestion": _train_moe_congestion,
 }
 
 
@@ -127,6 +161,23 @@ def test_invalid_body_is_422_naming_the_field(client, trained, kind, breaker, fi
     r = client.post(PATHS[kind], json={"items": [_sample(trained, kind), body]})
     assert r.status_code == 422
     assert r.json()["message"].startswith("items[1]")
+
+
+def test_output_length_unknown_model_is_422(client, trained):
+    body = _sample(trained, "output_length")
+    r = client.post(PATHS["output_length"], json={**body, "model": "no-such-model"})
+    assert r.status_code == 422
+    assert "no-such-model" in r.json()["message"]
+
+
+def test_interference_accepts_metric_mapping(client, trained):
+    body = _sample(trained, "interference")
+    series: dict[str, list[float]] = {}
+    for s in sorted(body["metrics"], key=lambda s: s["t"]):
+        series.setdefault(s["metric"], []).append(s["value"])
+    r = client.post(PATHS["interference"], json={"metrics": series})
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["perf"] <= 1.5
 
 
 def test_domain_errors_are_422(client, trained):

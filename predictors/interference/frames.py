@@ -118,7 +118,8 @@ class Normalizer:
         sd = stats["sd"].fill_null(0).to_numpy()
         c = stats["c"].to_numpy()
         scale = np.where(iqr > 0, iqr, np.where(sd > 0, sd, np.maximum(np.abs(c), 1.0)))
-        return cls(stats["metric"].cast(pl.Utf8).to_list(), c.astype(np.float64), scale.astype(np.float64))
+        return cls(stats["metric"].cast(pl.Utf8).to_list(), c.astype(np.float64),
+                   scale.astype(np.float64))
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "center": self.center.tolist(),

@@ -36,9 +36,11 @@ APP_SUITES = ("PostgreSQL", "Redis")
 APP_UNITS = ("TPS", "Requests Per Second")  # application throughput: the labels
 TOL_S = 3 * 3600  # a short-lived instance runs its suite within a few hours
 
-_LOWER = re.compile(r"(^|\b)(ms|msec|us|usec|ns|nsec|s|sec|secs|seconds?|minutes?|min|"
-                    r"latency|.*per event|.*per op)$")
-_HIGHER = re.compile(r"(per second|_s$|/s$|_sec$|/sec$|ps$|iops|tps|ops|bandwidth|throughput)")
+_TIME_UNITS = {"ms", "msec", "us", "usec", "ns", "nsec", "s", "sec", "secs", "second",
+               "seconds", "min", "minute", "minutes", "latency"}
+_LOWER = re.compile(r"(per event|per op|per call|latency)$")
+_HIGHER = re.compile(r"(per second|per sec|_s$|/s$|_sec$|/sec$|ps$|iops|tps|ops|bandwidth|"
+                     r"throughput)")
 
 
 def unit_direction(unit: str, overrides: dict[str, int] | None = None) -> int:
@@ -47,7 +49,7 @@ def unit_direction(unit: str, overrides: dict[str, int] | None = None) -> int:
     if overrides and unit in overrides:
         return overrides[unit]
     u = unit.strip().lower().replace("\u00b5", "u")
-    if _LOWER.search(u):
+    if u in _TIME_UNITS or _LOWER.search(u):
         return -1
     if _HIGHER.search(u):
         return 1
@@ -92,13 +94,16 @@ class Task:
 
 
 # -- shared steps ----------------------------------------------------------------------------
-def _rows(store, trace: str, lifespan: str, skus) -> pl.DataFrame:
-    """Runs of one lifespan: vm_sku, vm_region, vm_id, suite, metric, unit, end_s, runtime_s,
-    value."""
+def _rows(store, trace: str, lifespan: str, skus, until: str | None = None) -> pl.DataFrame:
+    """Runs of one lifespan (ending before `until`, an ISO date, if given): vm_sku, vm_region,
+    vm_id, suite, metric, unit, end_s, runtime_s, value."""
     sku_sql = ""
     params: list = [trace, lifespan]
+    if until:
+        sku_sql += " AND start_time < ?::TIMESTAMP"
+        params.append(until)
     if skus:
-        sku_sql = f" AND vm_sku IN ({', '.join('?' for _ in skus)})"
+        sku_sql += f" AND vm_sku IN ({', '.join('?' for _ in skus)})"
         params += list(skus)
     df = store.sql(
         f"""SELECT vm_sku, coalesce(vm_region, '') AS vm_region, vm_id, test_suite AS suite,
@@ -140,11 +145,11 @@ def iterations(runs: pl.DataFrame) -> pl.DataFrame:
     """Add `iteration` per VM to runs sorted by (vm_sku, vm_id, end_s): a new iteration opens
     when a benchmark (metric) repeats within the current one."""
     runs = runs.sort("vm_sku", "vm_id", "end_s", "metric")
-    vm = (runs["vm_sku"] + "/" + runs["vm_id"].cast(pl.Utf8)).to_list()
-    metric = runs["metric"].to_list()
+    vm = runs.select(pl.struct("vm_sku", "vm_id").rank("dense")).to_series().to_numpy()
+    metric = runs["metric"].cast(pl.Categorical).to_physical().to_numpy()
     out = np.empty(len(metric), dtype=np.int64)
-    cur_vm, seen, it = None, set(), 0
-    for i, (v, m) in enumerate(zip(vm, metric, strict=True)):
+    cur_vm, seen, it = -1, set(), 0
+    for i, (v, m) in enumerate(zip(vm.tolist(), metric.tolist(), strict=True)):
         if v != cur_vm:
             cur_vm, seen, it = v, set(), 0
         elif m in seen:
@@ -157,12 +162,13 @@ def iterations(runs: pl.DataFrame) -> pl.DataFrame:
 def temporal_task(store, trace: str = "azure_vm_noise", window: int = 6,
                   skus: list[str] | None = None, test_frac: float = 0.35,
                   val_frac: float = 0.15, directions: dict | None = None,
-                  max_windows_per_vm: int | None = None) -> Task:
+                  max_windows_per_vm: int | None = None, until: str | None = None) -> Task:
     """Temporal task on long-lived VMs (see module docstring). Per SKU, the VM with the most
     runs is held out for test after the time cutoff (the `1 - test_frac` quantile of
     iteration end times); the others train before `cutoff - val span` and validate in
-    between. `max_windows_per_vm` keeps each VM's most recent windows (quick runs)."""
-    raw = _rows(store, trace, "long", skus)
+    between. `max_windows_per_vm` keeps each VM's most recent windows and `until` (ISO date)
+    drops later runs (quick runs)."""
+    raw = _rows(store, trace, "long", skus, until)
     runs = iterations(raw)
     it = (runs.group_by("vm_sku", "vm_id", "iteration")
           .agg(pl.col("end_s").max().alias("time")))
@@ -248,12 +254,14 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 12,
                      apps_per_instance: int = 2, skus: list[str] | None = None,
                      val_frac: float = 0.1, test_frac: float = 0.2,
                      directions: dict | None = None, max_instances: int | None = None,
-                     min_micro: int = 3) -> Task:
-    """Fingerprint task on short-lived VMs (see module docstring). Each instance gives up to
+                     min_micro: int = 3, until: str | None = None) -> Task:
+    """Fingerprint task on short-lived VMs (see module docstring): windows of `max_steps` steps
+    (the last max_steps - 1 micro-benchmark runs, then the app step). Each instance gives up to
     `apps_per_instance` windows (its last application runs, which have the most micro-
     benchmarks before them); windows with fewer than `min_micro` micro-benchmark runs are
-    dropped. `max_instances` keeps the most recent instances per SKU (quick runs)."""
-    raw = short_instances(_rows(store, trace, "short", skus))
+    dropped. `max_instances` keeps the most recent instances per SKU and `until` (ISO date)
+    drops later runs (quick runs)."""
+    raw = short_instances(_rows(store, trace, "short", skus, until))
     inst = (raw.group_by("vm_sku", "instance").agg(pl.col("end_s").min().alias("start"))
             .with_columns(pl.col("start").rank("ordinal").over("vm_sku").alias("_r"),
                           pl.len().over("vm_sku").alias("_n")))
@@ -281,10 +289,16 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 12,
     before = (apps.select("window_id", "vm_sku", "instance", "begin_s")
               .join(micro, on=["vm_sku", "instance"])
               .filter(pl.col("end_s") <= pl.col("begin_s") + 1.0)
-              .with_columns(pl.col("end_s").rank("dense").over("window_id").alias("t")))
+              .with_columns(pl.col("end_s").rank("dense").over("window_id").cast(pl.Int64)
+                            .alias("t")))
     counts = before.group_by("window_id").agg(pl.col("t").max().alias("steps"))
     apps = apps.join(counts, on="window_id").filter(pl.col("steps") >= min_micro)
     keep = apps["window_id"].implode()
+    # the last max_steps - 1 micro-benchmark runs, then the application step
+    before = (before.join(counts, on="window_id")
+              .filter(pl.col("t") > pl.col("steps") - (max_steps - 1))
+              .with_columns(pl.col("t") - pl.col("steps") + max_steps - 1))
+    apps = apps.with_columns(pl.lit(max_steps - 1, dtype=pl.Int64).alias("steps"))
     metrics = pl.concat([
         before.filter(pl.col("window_id").is_in(keep))
         .select("window_id", pl.col("t").cast(pl.Float64), pl.col("metric").cast(pl.Utf8),

@@ -26,6 +26,18 @@ _OP_INDEX = {op: i for i, op in enumerate(OP_NAMES)}
 _FAM_INDEX = {f: i for i, f in enumerate(FAMILIES)}
 
 
+#: op -> (is_gemm, is_conv, half precision, weights shared over batch, io, flops/elem,
+#: op index, family index), looked up once per row
+_STATIC = {op: (fam in ("gemm", "gemm16"), fam == "conv", fam.endswith("16"),
+                op == "linear" or fam == "gemm16", io, fpe, _OP_INDEX[op], _FAM_INDEX[fam])
+           for op, (fam, _, io, fpe) in OPS.items()}
+
+
+def _nz(x: np.ndarray, value: float) -> np.ndarray:
+    """x with NaN replaced by `value` (cheaper than np.nan_to_num on tiny arrays)."""
+    return np.where(x == x, x, value)
+
+
 def _col(shape: dict, name: str, n: int) -> np.ndarray:
     v = shape.get(name)
     if v is None:
@@ -37,25 +49,21 @@ def kernel_work(ops: np.ndarray, shape: dict) -> dict[str, np.ndarray]:
     """Per row: flops, bytes (minimum DRAM traffic), GEMM dims (gm, gn, gk, batch) where the
     op is a GEMM or implicit-GEMM conv, element count `elems`, rows and a tensor-core flag."""
     n = len(ops)
-    B = np.nan_to_num(_col(shape, "B", n), nan=1.0)
+    B = _nz(_col(shape, "B", n), 1.0)
     M, N, K, H = (_col(shape, c, n) for c in "MNKH")
-    fam = np.array([OPS[o][0] for o in ops], dtype=object)
-    io = np.array([OPS[o][2] for o in ops], dtype=float)
-    fpe = np.array([OPS[o][3] for o in ops], dtype=float)
-    half = np.char.endswith(fam.astype(str), "16")
+    st = np.array([_STATIC[o][:6] for o in ops], dtype=float).reshape(n, 6)
+    gemm, conv, half, shared_w = (st[:, i] > 0 for i in range(4))
+    io, fpe = st[:, 4], st[:, 5]
     esize = np.where(half, 2.0, 4.0)
-    gemm = np.isin(fam, ["gemm", "gemm16"])
-    conv = fam == "conv"
     rows = ~(gemm | conv)
 
     # GEMMs: C[B, M, N] = A[B, M, K] @ W[B, K, N]; linear shares W across the batch
-    shared_w = np.isin(ops, ["linear"]) | (fam == "gemm16")
     gb, gm, gn, gk = B.copy(), M.copy(), N.copy(), K.copy()
     # conv as implicit GEMM: M = B*out^2, N = Cout, K = Cin*k^2
     cin, cout = _col(shape, "in_channels", n), _col(shape, "out_channels", n)
     ks, size = _col(shape, "kernel_size", n), _col(shape, "input_size", n)
-    stride = np.nan_to_num(_col(shape, "stride", n), nan=1.0)
-    pad = np.nan_to_num(_col(shape, "padding", n), nan=0.0)
+    stride = _nz(_col(shape, "stride", n), 1.0)
+    pad = _nz(_col(shape, "padding", n), 0.0)
     out = np.maximum(np.floor((size + 2 * pad - ks) / stride) + 1, 1)
     gb = np.where(conv, 1.0, gb)
     gm = np.where(conv, B * out * out, gm)
@@ -95,7 +103,7 @@ def _waves(units: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _lg(x: np.ndarray) -> np.ndarray:
-    return np.log2(np.maximum(np.nan_to_num(x, nan=1.0), 1e-12))
+    return np.log2(np.maximum(_nz(x, 1.0), 1e-12))
 
 
 def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,9 +122,9 @@ def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray
         _lg(w["rows"] / sms),
     ]
     for d in ("gm", "gn", "gk"):  # vector-width alignment decides the kernel variant
-        v = np.nan_to_num(w[d], nan=4.0)
+        v = _nz(w[d], 4.0)
         cols += [(v % 4 == 0).astype(float), (v % 32 == 0).astype(float)]
-    gm, gn = np.nan_to_num(w["gm"], nan=1.0), np.nan_to_num(w["gn"], nan=1.0)
+    gm, gn = _nz(w["gm"], 1.0), _nz(w["gn"], 1.0)
     for tm, tn in TILES:
         tiles = np.where(w["is_gemm"], w["gb"] * np.ceil(gm / tm) * np.ceil(gn / tn),
                          np.ceil(w["elems"] / ELEMS_PER_BLOCK))
@@ -126,8 +134,8 @@ def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray
     cols += [lw, eff]
     cols += [np.log2(spec[:, _S[k]]) for k in SPEC_KEYS]
     onehot = np.zeros((len(ops), len(OP_NAMES) + len(FAMILIES)))
-    idx = np.array([_OP_INDEX[o] for o in ops])
-    fidx = np.array([_FAM_INDEX[OPS[o][0]] for o in ops]) + len(OP_NAMES)
+    idx = np.array([_STATIC[o][6] for o in ops], dtype=int)
+    fidx = np.array([_STATIC[o][7] for o in ops], dtype=int) + len(OP_NAMES)
     onehot[np.arange(len(ops)), idx] = 1
     onehot[np.arange(len(ops)), fidx] = 1
     X = np.column_stack([*cols, onehot]).astype(np.float32)

@@ -42,6 +42,7 @@ class Runtime:
         self.weights = [w.astype(np.float64) for w in weights]
         self.mean, self.std = mean.astype(np.float64), std.astype(np.float64)
         self.use_spec = use_spec_features
+        self._keep: np.ndarray | None = None  # feature columns the MLP reads
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
@@ -58,9 +59,12 @@ class Runtime:
         from servecast.predictors.kernel_latency.physics import features
 
         X, base = features(ops, shape, spec)
-        if not self.use_spec:
-            X = np.delete(X, spec_feature_slice(X.shape[1]), axis=1)
-        return base * np.exp(mlp_forward(self.weights, (X - self.mean) / self.std))
+        if self._keep is None:
+            keep = np.arange(X.shape[1])
+            if not self.use_spec:
+                keep = np.delete(keep, spec_feature_slice(X.shape[1]))
+            self._keep = keep
+        return base * np.exp(mlp_forward(self.weights, (X[:, self._keep] - self.mean) / self.std))
 
     @staticmethod
     def _spec_row(device_spec: Mapping) -> np.ndarray:

@@ -63,14 +63,12 @@ def load_spec_dir(folder: str | Path) -> dict[str, dict]:
 def spec_matrix(devices: Mapping[str, Mapping], names) -> np.ndarray:
     """Rows of SPEC_KEYS (float) for each device name in `names`; raises UnknownNameError."""
     checked = {}
-    out = np.empty((len(names), len(SPEC_KEYS)))
     uniq, inv = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
-    for i, n in enumerate(uniq):
+    for n in map(str, uniq):
         if n not in devices:
             raise UnknownNameError(
                 f"device {n!r} has no spec in `devices` (have: {', '.join(sorted(devices))}); "
                 "pass its device-config JSON")
         checked[n] = check_spec(devices[n], f"device {n!r}")
-    table = np.array([[checked[n][k] for k in SPEC_KEYS] for n in uniq])
-    out[:] = table[inv]
-    return out
+    table = np.array([[checked[str(n)][k] for k in SPEC_KEYS] for n in uniq])
+    return table[inv.reshape(-1)]

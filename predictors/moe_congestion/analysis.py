@@ -21,7 +21,7 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.moe_congestion.batches import Batches, TokenTypes, to_batches
 from servecast.predictors.moe_congestion.fitting import l1, normalize_loads
 from servecast.predictors.moe_congestion.game import CongestionGame
-from servecast.predictors.moe_congestion.quality import agreement, router_quality
+from servecast.predictors.moe_congestion.quality_stats import agreement, router_quality
 
 QUALITIES = ("oracle", "taylor", "router")
 

@@ -14,9 +14,8 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "o
     """Multi-type CongestionGame fitted on every batch of one checkpoint (default: the last),
     per layer, ready to `save` for the Estimator."""
     from servecast.errors import InvalidInputError
-    from servecast.predictors.moe_congestion.analysis import load_snapshot, n_layers
+    from servecast.predictors.moe_congestion.analysis import load_snapshot, n_layers, token_quality
     from servecast.predictors.moe_congestion.batches import TokenTypes, to_batches
-    from servecast.predictors.moe_congestion.analysis import token_quality
     from servecast.predictors.moe_congestion.run import checkpoints
 
     cks = dict(checkpoints(run_dir))

@@ -2,10 +2,11 @@
 
 Baselines: uniform (1/E) and the mean of the other domains' load shares. Congestion model:
 invert each training domain's loads to single-type utilities under gamma
-(u_e = log l_e + gamma*l_e, `preferences_from_loads`), average the utilities, and solve the
-equilibrium (beta = 1) at the same gamma. gamma = 0 gives the normalized geometric mean,
-gamma -> inf the arithmetic mean; gamma is picked by an inner leave-one-out over the
-training domains only (the held-out domain never informs its own prediction).
+(u_e = log l_e + gamma*l_e, `preferences_from_loads`), average the utilities, temper them by
+beta <= 1 and solve the equilibrium at the same gamma. gamma = 0, beta = 1 gives the
+normalized geometric mean, gamma -> inf the arithmetic mean, beta -> 0 the uniform split;
+(beta, gamma) are picked by an inner leave-one-out over the training domains only (the
+held-out domain never informs its own prediction).
 """
 
 from __future__ import annotations
@@ -16,39 +17,43 @@ from servecast.predictors.moe_congestion.equilibrium import equilibrium, prefere
 from servecast.predictors.moe_congestion.fitting import l1, normalize_loads
 
 GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+BETAS = (0.25, 0.5, 0.75, 1.0)
 
 
-def congestion_mean(train: np.ndarray, gamma: float) -> np.ndarray:
-    """Equilibrium loads (E,) of the mean utilities of `train` (D, E) load shares."""
+def congestion_mean(train: np.ndarray, gamma: float, beta: float = 1.0) -> np.ndarray:
+    """Equilibrium loads (E,) of the beta-tempered mean utilities of `train` (D, E) shares."""
     u = preferences_from_loads(train, gamma).mean(axis=0)
-    return equilibrium(u, None, 1.0, gamma)[0]
+    return equilibrium(beta * u, None, 1.0, gamma)[0]
 
 
-def pick_gamma(train: np.ndarray, gammas=GAMMAS) -> float:
-    """gamma minimizing the inner leave-one-out L1 over the rows of `train` (D >= 2)."""
+def pick_params(train: np.ndarray, gammas=GAMMAS, betas=BETAS) -> tuple[float, float]:
+    """(beta, gamma) minimizing the inner leave-one-out L1 over the rows of `train`."""
     D = train.shape[0]
     if D < 2:
-        return 0.0
-    scores = []
-    for g in gammas:
-        err = [l1(congestion_mean(np.delete(train, i, 0), g), train[i]) for i in range(D)]
-        scores.append(float(np.mean(err)))
-    return float(gammas[int(np.argmin(scores))])
+        return 1.0, 0.0
+    best = (np.inf, 1.0, 0.0)
+    for b in betas:
+        for g in gammas:
+            err = np.mean([l1(congestion_mean(np.delete(train, i, 0), g, b), train[i])
+                           for i in range(D)])
+            best = min(best, (float(err), b, g))
+    return best[1], best[2]
 
 
 def leave_one_domain_out(loads: np.ndarray) -> list[dict]:
     """For loads (D, E) (counts or shares, one row per domain): per held-out row the L1 (in
-    [0, 2]) of uniform, mean-of-domains and congestion predictions, and the chosen gamma."""
+    [0, 2]) of uniform, mean-of-domains and congestion predictions, and the chosen
+    (beta, gamma)."""
     shares = normalize_loads(loads)
     D, E = shares.shape
     out = []
     for d in range(D):
         train, test = np.delete(shares, d, 0), shares[d]
-        g = pick_gamma(train)
+        b, g = pick_params(train)
         out.append({
-            "held_out": d, "gamma": g,
+            "held_out": d, "gamma": g, "beta": b,
             "l1_uniform": float(l1(np.full(E, 1.0 / E), test)),
             "l1_mean_domains": float(l1(train.mean(0), test)),
-            "l1_congestion": float(l1(congestion_mean(train, g), test)),
+            "l1_congestion": float(l1(congestion_mean(train, g, b), test)),
         })
     return out

@@ -57,31 +57,31 @@ def equilibrium(
     """
     q, w = as_batches(quality, weights)
     u = beta * q
-    l = np.einsum("bk,bke->be", w, _softmax(u))
+    load = np.einsum("bk,bke->be", w, _softmax(u))
     if gamma <= 0:
-        return l
+        return load
 
-    def potential(loads):
-        return 0.5 * gamma * (loads**2).sum(-1) + (w * _logsumexp(u - gamma * loads[:, None])).sum(-1)
+    def potential(x):
+        return 0.5 * gamma * (x**2).sum(-1) + (w * _logsumexp(u - gamma * x[:, None])).sum(-1)
 
-    psi = potential(l)
+    psi = potential(load)
     for _ in range(max_iter):
-        p = _softmax(u - gamma * l[:, None, :])  # (B, K, E)
+        p = _softmax(u - gamma * load[:, None, :])  # (B, K, E)
         F = np.einsum("bk,bke->be", w, p)
-        r = F - l
+        r = F - load
         if np.abs(r).max() < tol:
             break
         step = _newton_step(F, w, p, gamma, r)
-        t = np.ones((l.shape[0], 1))
+        t = np.ones((load.shape[0], 1))
         for _ in range(30):  # backtracking: Newton on a convex potential, per batch
-            cand = l + t * step
+            cand = load + t * step
             new = potential(cand)
             bad = new > psi + 1e-12 * np.abs(psi)
             if not bad.any():
                 break
             t[bad] *= 0.5
-        l, psi = cand, new
-    return l / l.sum(axis=1, keepdims=True)
+        load, psi = cand, new
+    return load / load.sum(axis=1, keepdims=True)
 
 
 def _newton_step(F, w, p, gamma, r):
@@ -102,14 +102,14 @@ def type_choices(
 ) -> np.ndarray:
     """Per-type routing probabilities p_ke (B, K, E) at the equilibrium."""
     q, w = as_batches(quality, weights)
-    l = equilibrium(q, w, beta, gamma)
-    return _softmax(beta * q - gamma * l[:, None, :])
+    load = equilibrium(q, w, beta, gamma)
+    return _softmax(beta * q - gamma * load[:, None, :])
 
 
 def preferences_from_loads(loads: np.ndarray, gamma: float, floor: float = 1e-6) -> np.ndarray:
     """Invert a single-type equilibrium: the utilities u = beta*q (centred per row) that make
     `loads` (B, E) the equilibrium under `gamma`: u_e = log l_e + gamma*l_e - mean."""
-    l = np.clip(np.asarray(loads, dtype=float), floor, None)
-    l = l / l.sum(axis=-1, keepdims=True)
-    u = np.log(l) + gamma * l
+    sh = np.clip(np.asarray(loads, dtype=float), floor, None)
+    sh = sh / sh.sum(axis=-1, keepdims=True)
+    u = np.log(sh) + gamma * sh
     return u - u.mean(axis=-1, keepdims=True)

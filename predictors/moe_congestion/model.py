@@ -188,7 +188,8 @@ class SmallMoELM(L.LightningModule):
         def rate(s):
             if s < warm:
                 return (s + 1) / warm
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))
+            frac = min(1.0, (s - warm) / max(1, steps - warm))
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * frac))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
         return [opt], [{"scheduler": sched, "interval": "step"}]

@@ -55,7 +55,7 @@ class RoutingRecorder:
         self.num_experts: dict[str, int] = {}
         modules = dict(model.named_modules())
         for name, module in modules.items():
-            if not name.rsplit(".", 1)[-1] in names:
+            if name.rsplit(".", 1)[-1] not in names:
                 continue
             n = _num_experts(module)
             if not n or n < 2:

@@ -97,7 +97,7 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
     loader = DataLoader(TensorDataset(torch.from_numpy(tr)), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True)
     every = max(1, cfg.steps // max(1, cfg.snapshots))
-    snap = RoutingSnapshots(out / "checkpoints", torch.from_numpy(ev), docs,
+    snap = routing_snapshots(out / "checkpoints", torch.from_numpy(ev), docs,
                             cfg.context, cfg.batch_windows, every)
     trainer = make_trainer(max_epochs=10_000, max_steps=cfg.steps, seed=cfg.seed,
                            callbacks=[snap], progress=False)
@@ -113,18 +113,24 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
             "device": str(model.device), "checkpoints": snap.steps}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
     if log:
+        ce = meta["final"].get("ce", float("nan"))
         log(f"alpha={cfg.alpha}: {cfg.steps} steps in {t_train:.0f}s "
-            f"(snapshots {snap.seconds:.0f}s), final ce {meta['final'].get('ce', float('nan')):.3f}")
+            f"(snapshots {snap.seconds:.0f}s), final ce {ce:.3f}")
     return out
 
 
-def _callback_base():
+def routing_snapshots(*args, **kwargs):
+    """The `RoutingSnapshots` Lightning callback (defined on first use: keeps Lightning off the
+    import path of the analysis code)."""
     import pytorch_lightning as pl
 
-    return pl.Callback
+    class RoutingSnapshots(_SnapshotMixin, pl.Callback):
+        pass
+
+    return RoutingSnapshots(*args, **kwargs)
 
 
-class RoutingSnapshots(_callback_base()):
+class _SnapshotMixin:
     """Lightning callback: routing statistics of the eval windows at step 0 and every
     `every` optimizer steps (see the module docstring for the file contents)."""
 

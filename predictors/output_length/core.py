@@ -115,6 +115,8 @@ class OutputLengthModel(Predictor):
         df = completed(check_requests(observed, need_output=True))
         if df.height:
             self.calibrator.update(df["output_tokens"].to_numpy(), self._raw(df)[:, :3])
+            if self.encoder.use_prefix:  # later requests can match these prefixes
+                self.encoder.transform(df, learn_prefixes=True)
         return self
 
     def evaluate(self, frame, online: bool = False, chunk: int = 200) -> dict:

@@ -181,15 +181,18 @@ class Runtime:
         for k, name in enumerate(("turn_b", "prev_out_b", "growth_b")):
             if name in col:
                 ctx[:, k] = X[:, col[name]]
-        rows = np.array([self.table.context_of(tuple(r)) for r in ctx.tolist()]
-                        if self.uses_context else [0] * len(X), dtype=object)
-        if dense and np.any(X[:, [col[c] for c in dense]] != 0) or any(r is None for r in rows):
+        keys, inv = np.unique(ctx[:, 0] * 10_000 + ctx[:, 1] * 100 + ctx[:, 2],
+                              return_inverse=True)
+        found = [self.table.context_of((int(k) // 10_000, int(k) // 100 % 100, int(k) % 100))
+                 for k in keys]
+        if dense and np.any(X[:, [col[c] for c in dense]] != 0) or None in found:
             raw = self._booster_raw(X)
         else:
+            rows = np.array(found, dtype=np.intp)[inv.ravel()]
             m = X[:, col["model"]].astype(np.intp) if "model" in col else np.zeros(len(X), np.intp)
             lg = (X[:, col["log_type"]].astype(np.intp) if "log_type" in col
                   else np.zeros(len(X), np.intp))
-            raw = self.table.lookup(rows.astype(np.intp), m, lg, X[:, 0]).astype(np.float64)
+            raw = self.table.lookup(rows, m, lg, X[:, 0]).astype(np.float64)
         q = self.calibrator.apply(raw[:, :3])
         return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
                              "mean": np.maximum(raw[:, 3], 0)})

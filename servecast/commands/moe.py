@@ -28,8 +28,12 @@ def analyze(
     """Imbalance per (model, domain, layer) and leave-one-domain-out load prediction."""
     import polars as pl
 
-    from servecast.analytics.moe import (domain_distances, domain_transfer, imbalance,
-                                         transfer_summary)
+    from servecast.analytics.moe import (
+        domain_distances,
+        domain_transfer,
+        imbalance,
+        transfer_summary,
+    )
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:

@@ -105,7 +105,8 @@ def datasets(ctx: typer.Context) -> None:
         c = a.catalog
         console.print(f"[bold cyan]{name}[/] -> {a.table}")
         console.print(f"  format:   {c.format}\n  url:      {c.url}\n  license:  {c.license}\n"
-                      f"  cite:     {c.citation}")
+                      f"  cite:     {c.citation}",
+                      soft_wrap=True, markup=False)  # whole URLs when piped; `[int]` is text
 
 
 def download(

@@ -1,0 +1,68 @@
+"""Leave-one-GPU-out on NeuSight's five training GPUs: fit on four, predict the fifth from
+its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
+
+    .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
+        [--max-rows 150000]
+
+Without --db it ingests ../shared/datasets/gpu/neusight into a temporary store.
+Acceptance: MdAPE <= 10% for bmm and linear, <= 15% over all ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+
+def open_store(db: str | None, adapters: list[tuple[str, str, str]]):
+    """The store at `db`, or a temporary one with `adapters` ingested from the shared data."""
+    from servecast.datasets.catalog import shared_path
+    from servecast.store import Store
+
+    if db:
+        return Store(db, read_only=True)
+    store = Store(Path(tempfile.mkdtemp()) / "kl.duckdb")
+    for source, rel, trace in adapters:
+        store.ingest(source, [shared_path(rel)], trace=trace)
+    return store
+
+
+def main() -> None:
+    import torch
+
+    from servecast.predictors.kernel_latency import data
+    from servecast.predictors.kernel_latency.evaluation import leave_one_gpu_out, logo_table
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--max-rows", type=int, default=150_000)
+    ap.add_argument("--spec-features", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    store = open_store(args.db, [("neusight", "gpu/neusight", "neusight")])
+    frame, devices = data.neusight_frame(store), data.device_specs(store)
+    t0 = time.perf_counter()
+    res = leave_one_gpu_out(frame, devices, lambda: KernelLatencyPredictor(
+        epochs=args.epochs, max_rows=args.max_rows, batch_size=2048,
+        use_spec_features=args.spec_features), log=print)
+    wall = time.perf_counter() - t0
+    pl.Config.set_tbl_rows(200)
+    pl.Config.set_float_precision(1)
+    print(res.filter(pl.col("op").is_in(["all", "bmm", "linear", "conv"])))
+    table = logo_table(res)
+    print("mean over held-out GPUs (MdAPE %, model vs roofline-only):")
+    print(table)
+    get = {r["op"]: r["mdape"] for r in table.to_dicts()}
+    print(f"acceptance: bmm {get['bmm']:.1f}% (<=10), linear {get['linear']:.1f}% (<=10), "
+          f"all {get['all']:.1f}% (<=15); 5 folds in {wall:.0f} s "
+          f"({wall / 5:.0f} s per fit; CPU shared with other jobs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Interference commands: `train interference`, `estimate interference`,
+`collect host-metrics`, `collect interference`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from servecast.commands.common import DbOption, console, out_path, print_frame
+from servecast.errors import DataFileError, InvalidInputError
+
+
+def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """The sub-command group `name` of `app` (shared with other areas; created once)."""
+    for info in app.registered_groups:
+        if info.name == name:
+            return info.typer_instance
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def register(app: typer.Typer) -> None:
+    _group(app, "train", "Train a predictor on traces in the store.").command(
+        "interference")(train_interference)
+    _group(app, "estimate", "Estimate with a trained predictor.").command(
+        "interference")(estimate_interference)
+    collect = _group(app, "collect", "Collect metrics on this host.")
+    collect.command("host-metrics")(collect_host_metrics)
+    collect.command("interference")(collect_interference)
+
+
+def _read(path: Path):
+    import polars as pl
+
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file")
+    try:
+        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+        kind = "parquet" if path.suffix == ".parquet" else "CSV"
+        raise DataFileError(f"{path}: cannot read as {kind} ({e})") from None
+
+
+def _file_task(path: Path, labels: Path | None):
+    """A Task from a long metrics file + labels file (the collector's output)."""
+    import polars as pl
+
+    from servecast.predictors.interference.tasks import Task
+
+    metrics = _read(path)
+    lab_path = labels or path.with_name(f"{path.stem}.labels{path.suffix}")
+    lab = _read(lab_path)
+    if "window_id" not in lab.columns or "perf" not in lab.columns:
+        raise DataFileError(f"{lab_path}: needs columns window_id, perf (has "
+                            f"{', '.join(lab.columns)})")
+    n = lab.height
+    if n < 5:
+        raise InvalidInputError(f"{lab_path}: {n} labelled windows; need at least 5 "
+                                "(train, validation and test)")
+    split = ["train"] * n
+    n_test = max(1, round(0.2 * n))
+    n_val = max(1, round(0.15 * n))
+    for i in range(n - n_test - n_val, n - n_test):
+        split[i] = "val"
+    for i in range(n - n_test, n):
+        split[i] = "test"
+    sku = (lab["condition"].cast(pl.Utf8) if "condition" in lab.columns
+           else pl.Series([path.stem] * n))
+    windows = pl.DataFrame({"window_id": lab["window_id"], "split": split, "vm_sku": sku,
+                            "vm": [path.stem] * n, "time": list(range(n))})
+    return Task(path.stem, metrics, lab.select("window_id", "perf"), windows)
+
+
+def train_interference(
+    task: str = typer.Option("temporal", "--task",
+                             help="temporal | fingerprint (Azure VM Noise in the store) | FILE "
+                                  "(long metrics .csv/.parquet; labels in FILE.labels.*)"),
+    out: Path = typer.Option(Path("models/interference"), "--out", help="model dir to write"),
+    model: str = typer.Option("dual", "--model",
+                              help="dual | temporal | gbm | last | moving_average | mean | all"),
+    trace: str = typer.Option("azure_vm_noise", "--trace", help="vm_measurements trace"),
+    labels: Path = typer.Option(None, "--labels", help="labels file for --task FILE"),
+    fast: bool = typer.Option(False, "--fast", help="small model, few epochs (demo settings)"),
+    epochs: int = typer.Option(0, "--epochs", help="override the number of epochs"),
+    db: Path = DbOption,
+) -> None:
+    """Train the interference predictor; prints test MAE per model and SKU, saves to --out."""
+    from servecast.predictors.interference import evaluate as ev
+    from servecast.predictors.interference.tasks import fingerprint_task, temporal_task
+
+    if task in ("temporal", "fingerprint"):
+        from servecast.store import Store
+
+        with Store(db, read_only=True) as store:
+            t = (temporal_task if task == "temporal" else fingerprint_task)(store, trace)
+    else:
+        t = _file_task(Path(task), labels)
+    console.print(f"task {t.name}: {t.labels.height:,} windows, "
+                  f"{t.metrics['metric'].n_unique()} metrics")
+    print_frame(t.summary(), title="windows per split")
+    settings = dict(ev.FAST if fast else ev.FULL)
+    if epochs:
+        settings["epochs"] = epochs
+    models = ev.MODEL_ORDER if model == "all" else (model,)
+    if model != "all" and model not in ev.MODEL_ORDER:
+        raise InvalidInputError(f"--model {model!r}: one of {', '.join(ev.MODEL_ORDER)}, all")
+    table = ev.compare(t, models, settings, out=out, log=console.print)
+    print_frame(table, title=f"test MAE (percentage points of perf); CloudFormer reports "
+                f"{ev.CLOUDFORMER_MAE_PP} on its own data")
+    if model != "all":  # a single model: save it directly under --out for the Estimator
+        import shutil
+
+        src = out / t.name / model
+        for f in src.iterdir():
+            shutil.copy2(f, out / f.name)
+        shutil.rmtree(out / t.name)
+    console.print(f"[green]saved[/] {out}")
+
+
+def estimate_interference(
+    models: Path = typer.Option(..., "--models", help="models dir (or the interference dir)"),
+    metrics: Path = typer.Option(..., "--metrics", help="long metrics .csv/.parquet"),
+) -> None:
+    """Predict perf per window of a long metrics file."""
+    from servecast.estimator import Estimator
+
+    print_frame(Estimator.load(models).interference_batch(_read(metrics)), max_rows=200)
+
+
+def collect_host_metrics(
+    interval: float = typer.Option(1.0, "--interval", help="seconds between samples"),
+    duration: float = typer.Option(60.0, "--duration", help="seconds to record"),
+    out: Path = typer.Option(..., "--out", help="output .csv or .parquet (long format)"),
+    pid: list[int] = typer.Option(None, "--pid", help="also record this process (repeatable)"),
+) -> None:
+    """Record host metrics (CPU, memory, vmstat, disk, network, processes) in long format."""
+    from servecast.predictors.interference.collect import sample_host
+
+    df = sample_host(interval, duration, pid or [])
+    path = out_path(out)
+    df.write_parquet(path) if path.suffix == ".parquet" else df.write_csv(path)
+    console.print(f"[green]wrote[/] {df.height:,} rows ({df['metric'].n_unique()} metrics) "
+                  f"to {path}")
+
+
+def collect_interference(
+    target: str = typer.Option(..., "--target", help="command whose slowdown is measured"),
+    corunner: list[str] = typer.Option(..., "--corunner", help="co-located command "
+                                                                "(repeatable; killed after)"),
+    repeats: int = typer.Option(3, "--repeats", help="runs per condition"),
+    interval: float = typer.Option(1.0, "--interval", help="seconds between samples"),
+    cpus: str = typer.Option("", "--cpus", help="pin target and co-runners, e.g. 0 or 0,1"),
+    timeout: float = typer.Option(600.0, "--timeout", help="max seconds per target run"),
+    out: Path = typer.Option(..., "--out", help="metrics .csv/.parquet (labels beside it)"),
+) -> None:
+    """Run the target alone and with co-runners; write labelled metric windows."""
+    from servecast.predictors.interference.collect import run_experiment
+
+    try:
+        pin = [int(c) for c in cpus.split(",") if c.strip()] or None
+    except ValueError:
+        raise InvalidInputError(f"--cpus {cpus!r}: give CPU numbers like 0 or 0,1") from None
+    ex = run_experiment(target, corunner, repeats, interval, pin, timeout)
+    m, lab = ex.write(out)
+    print_frame(ex.runs, title=f"runs (slowdown x{ex.slowdown():.2f})")
+    console.print(f"[green]wrote[/] {m} and {lab}; train with "
+                  f"`servecast train interference --task {m}`")

@@ -1,0 +1,160 @@
+"""The `servecast` store commands run as a user runs them (a subprocess): ingest, traces,
+info, sql, datasets [download]. User errors exit 2 with a message and no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servecast.datasets import adapters
+from servecast.datasets.catalog import shared_path
+from servecast.store import Store
+
+#: wide enough that rich tables do not truncate cells (they do at the 80-column default)
+ENV = {**os.environ, "COLUMNS": "250"}
+
+
+def servecast(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "servecast.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env or ENV)
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """Cells of the body rows of the rich tables in `stdout`."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines()
+            if line.startswith("│")]
+
+
+def user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2, every fragment in the one-line message, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    text = " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for frag in fragments:
+        assert frag in text, (frag, text)
+
+
+def manifest(db: Path) -> tuple:
+    """Row counts of the manifest, requests and rejected rows (read in this process)."""
+    with Store(db, read_only=True) as store:
+        return store.con.execute(
+            "SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM llm_requests), "
+            "(SELECT count(*) FROM rejected_rows)").fetchall()[0]
+
+
+@pytest.fixture(scope="module")
+def cli_db(tmp_path_factory, data) -> Path:
+    """A store filled through `servecast ingest` with two real traces."""
+    db = tmp_path_factory.mktemp("cli") / "cli.duckdb"
+    conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
+    burst = shared_path("llm/burstgpt", data)
+    ingest = servecast("ingest", "azure-llm", conv, "--trace", "conv", "--db", db)
+    assert ingest.returncode == 0, ingest.stderr
+    assert "ingested 19,366 rows into conv (0 rejected)" in ingest.stdout
+    ingest = servecast("ingest", "burstgpt", burst, "--db", db)  # a folder: trace per file
+    assert ingest.returncode == 0, ingest.stderr
+    assert "ingested 54 rows into BurstGPT_head54" in ingest.stdout
+    return db
+
+
+def test_traces_lists_the_manifest(cli_db):
+    out = servecast("traces", "--db", cli_db)
+    assert out.returncode == 0, out.stderr
+    rows = {r[0]: r[1:6] for r in table_rows(out.stdout)}
+    assert rows == {"conv": ["azure-llm", "llm_requests", "1", "19,366", "0"],
+                    "BurstGPT_head54": ["burstgpt", "llm_requests", "1", "54", "0"]}
+
+
+def test_info_summarizes_a_trace(cli_db):
+    out = servecast("info", "conv", "--db", cli_db)
+    assert out.returncode == 0, out.stderr
+    assert "azure-llm" in out.stdout and "llm_requests" in out.stdout
+    assert "rows 19366" in " ".join(out.stdout.split())
+    [summary] = table_rows(out.stdout)  # requests, span_s, rate, prompt_p50, output_p50, ...
+    # the conv trace: 19,366 requests over ~1 h, median 1020 prompt / 129 output tokens
+    assert summary[0] == "19,366" and summary[3:5] == ["1020", "129"]
+    assert 3400 < float(summary[1]) < 3700
+
+
+def test_sql_runs_on_the_store(cli_db, data):
+    zero = sum(1 for line in shared_path("llm/burstgpt/BurstGPT_head54.csv", data)
+               .read_text().splitlines()[1:] if line.split(",")[3] == "0")
+    out = servecast("sql", "SELECT trace, count(*) AS n, sum(failed::INT) AS failed "
+                    "FROM llm_requests GROUP BY 1 ORDER BY 1", "--db", cli_db)
+    assert out.returncode == 0, out.stderr
+    assert table_rows(out.stdout) == [["BurstGPT_head54", "54", str(zero)],
+                                      ["conv", "19,366", "0"]]
+
+
+def test_ingest_again_says_already_ingested(cli_db, data):
+    conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
+    out = servecast("ingest", "azure-llm", conv, "--db", cli_db)
+    assert out.returncode == 0, out.stderr
+    assert "already ingested" in out.stdout and "trace conv" in out.stdout
+    assert "ingested 0" not in out.stdout
+
+
+def test_strict_refusal_exits_2_and_changes_nothing(cli_db, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                   "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47,-1,3\n")
+    before = manifest(cli_db)
+    user_error(servecast("ingest", "azure-llm", bad, "--strict", "--db", cli_db),
+               str(bad), "line 3", "negative prompt token count", "--strict")
+    assert manifest(cli_db) == before
+
+
+def test_datasets_lists_every_adapter():
+    out = servecast("datasets", env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert out.returncode == 0, out.stderr
+    for name, a in adapters().items():
+        c = a.catalog
+        assert f"{name} -> {a.table}" in out.stdout
+        for field, value in [("format", c.format), ("url", c.url), ("license", c.license),
+                             ("cite", c.citation)]:
+            assert f"  {field}:".ljust(12) + value in out.stdout, (name, field)
+    assert set(adapters()) == {  # the sources of issue 2
+        "burstgpt", "azure-llm", "mooncake", "sharegpt", "length-stats", "alibaba-v2017",
+        "alibaba-gpu-v2023", "alibaba-gpu-v2025", "philly-runtime", "philly-nodes", "helios",
+        "azure-vm-noise", "neusight", "help-nasbench201", "vidur-mlp", "olmoe-routing"}
+
+
+def test_download_offline_is_a_clear_error(tmp_path):
+    """No network (a proxy that refuses connections stands in for being offline)."""
+    offline = {**ENV, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out_dir = tmp_path / "dl"
+    proc = servecast("datasets", "download", "burstgpt", "--out", out_dir, "--timeout", "5",
+                     env=offline)
+    c = adapters()["burstgpt"].catalog
+    user_error(proc, "offline", c.download, c.url, "servecast ingest burstgpt")
+    assert list(out_dir.iterdir()) == []  # no partial file left behind
+
+
+def test_download_without_single_file_points_to_the_url():
+    c = adapters()["azure-vm-noise"].catalog
+    assert c.download is None
+    user_error(servecast("datasets", "download", "azure-vm-noise"), c.url)
+
+
+def test_unknown_names_exit_2(cli_db, tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("a\n1\n")
+    user_error(servecast("ingest", "no-such-source", f, "--db", tmp_path / "u.duckdb"),
+               "unknown source 'no-such-source'", "known sources:", "burstgpt")
+    user_error(servecast("info", "no_such_trace", "--db", cli_db),
+               "unknown trace 'no_such_trace'", "conv", "BurstGPT_head54")
+    user_error(servecast("datasets", "download", "no-such-source"), "unknown source")
+
+
+def test_store_and_query_errors_exit_2(cli_db, tmp_path):
+    missing_db = tmp_path / "none.duckdb"
+    user_error(servecast("traces", "--db", missing_db), str(missing_db), "no store here")
+    assert not missing_db.exists()
+    user_error(servecast("sql", "SELEC nonsense", "--db", cli_db), "SQL error")
+    user_error(servecast("ingest", "burstgpt", tmp_path / "gone.csv", "--db", cli_db),
+               str(tmp_path / "gone.csv"), "no such file")

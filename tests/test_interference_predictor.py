@@ -1,0 +1,138 @@
+"""InterferencePredictor on synthetic windows with a known answer, plus bad-input handling.
+
+The synthetic set uses metric names, a sampling rate and a label unlike Azure's: perf drops
+when a co-runner's `llc_miss_rate` rises in the last steps, and windows differ in length and
+in which metrics they carry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
+from servecast.predictors.interference import InterferencePredictor
+from servecast.predictors.interference.runtime import Runtime
+
+torch.set_num_threads(1)  # the shared test machine has 2 cores
+
+
+def synthetic(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for w in range(n):
+        steps = int(rng.integers(4, 11))
+        pressure = rng.uniform(0, 1)
+        for s in range(steps):
+            t = 0.25 * s  # 4 Hz sampling
+            rows.append((f"w{w}", t, "llc_miss_rate", pressure * (s + 1) / steps
+                         + rng.normal(0, 0.02)))
+            rows.append((f"w{w}", t, "ipc", 2.0 - pressure + rng.normal(0, 0.05)))
+            if w % 3:  # a third of the windows lack this metric entirely
+                rows.append((f"w{w}", t, "net_rx_kpps", rng.normal(50, 10)))
+        labels.append((f"w{w}", float(np.clip(1 - 0.6 * pressure, 0.05, 1))))
+    m = pl.DataFrame(rows, schema=["window_id", "t", "metric", "value"], orient="row")
+    lab = pl.DataFrame(labels, schema=["window_id", "perf"], orient="row")
+    return m, lab
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(500, 0), synthetic(150, 1)
+
+
+@pytest.fixture(scope="module")
+def dual(data):
+    (m, lab), _ = data
+    return InterferencePredictor("dual", max_steps=10, d_model=32, layers=1, epochs=8,
+                                 batch_size=64, lr=3e-3).fit(m, lab)
+
+
+def test_dual_learns_known_answer(data, dual):
+    _, (tm, tl) = data
+    res = dual.evaluate(tm, tl)
+    const = InterferencePredictor("mean").fit(*data[0]).evaluate(tm, tl)
+    assert res["n"] == 150
+    assert res["mae"] < 0.5 * const["mae"], (res, const)
+    pred = dual.predict(tm)
+    assert pred.columns == ["window_id", "perf"]
+    assert pred["perf"].is_between(0, 1).all()
+    assert pred["window_id"].to_list() == tm["window_id"].unique(maintain_order=True).to_list()
+
+
+def test_gbm_and_temporal_baselines_fit(data):
+    (m, lab), (tm, tl) = data
+    g = InterferencePredictor("gbm", max_steps=10, gbm_trees=80).fit(m, lab)
+    assert g.evaluate(tm, tl)["mae"] < 0.1
+    t = InterferencePredictor("temporal", max_steps=10, d_model=16, layers=1, epochs=1)
+    assert t.fit(m, lab).predict(tm).height == 150
+
+
+def test_last_value_baseline_uses_target_metric():
+    m = pl.DataFrame({"window_id": [1, 1, 1, 2, 2], "t": [0, 1, 2, 0, 1],
+                      "metric": ["perf_hist"] * 3 + ["cpu"] * 2,
+                      "value": [0.5, 0.6, 0.9, 3.0, 4.0]})
+    lab = pl.DataFrame({"window_id": [1, 2], "perf": [0.8, 0.6]})
+    last = InterferencePredictor("last", target_metric="perf_hist", val_frac=0).fit(m, lab)
+    ma = InterferencePredictor("moving_average", target_metric="perf_hist", ma_k=2,
+                               val_frac=0).fit(m, lab)
+    assert last.predict(m)["perf"].to_list() == pytest.approx([0.9, 0.7])  # 2: train mean
+    assert ma.predict(m)["perf"].to_list() == pytest.approx([0.75, 0.7])
+
+
+def test_save_load_runtime_roundtrip(tmp_path, data, dual):
+    (_, _), (tm, _) = data
+    dual.save(tmp_path / "m")
+    rt = Runtime.load(tmp_path / "m")
+    a = dual.predict(tm)["perf"].to_numpy()
+    b = rt.interference_batch(tm)["perf"].to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    one = tm.filter(pl.col("window_id") == "w3")
+    assert rt.interference(one) == pytest.approx(a[3], rel=1e-5)
+    as_dict = {m: g.sort("t")["value"].to_list() for (m,), g in one.group_by("metric")}
+    assert 0 < rt.interference(as_dict) <= 1
+    from servecast.estimator import Estimator
+
+    assert Estimator.load(tmp_path).interference(as_dict) == pytest.approx(
+        rt.interference(as_dict))
+    with pytest.raises(ModelVersionError):
+        Runtime.load(tmp_path)
+
+
+def test_bad_inputs_raise_clear_errors(data, dual):
+    (m, lab), _ = data
+    with pytest.raises(InvalidInputError, match=r"outside \(0, 1\]"):
+        InterferencePredictor("mean").fit(m, lab.with_columns(pl.lit(1.5).alias("perf")))
+    with pytest.raises(InvalidInputError, match="not finite|outside"):
+        InterferencePredictor("mean").fit(m, lab.with_columns(pl.lit(float("nan")).alias("perf")))
+    with pytest.raises(InvalidInputError, match="not in metrics"):
+        InterferencePredictor("mean").fit(m, pl.concat([lab, pl.DataFrame(
+            {"window_id": ["nope"], "perf": [0.5]})]))
+    with pytest.raises(InvalidInputError, match="without a label"):
+        InterferencePredictor("mean").fit(m, lab.head(10))
+    with pytest.raises(InvalidInputError, match="missing column"):
+        dual.predict(m.drop("t"))
+    with pytest.raises(InvalidInputError, match="no rows"):
+        dual.predict(m.head(0))
+    with pytest.raises(InvalidInputError, match="no finite value of a known metric"):
+        dual.predict(pl.DataFrame({"window_id": [1], "t": [0.0], "metric": ["unknown"],
+                                   "value": [1.0]}))
+    with pytest.raises(InvalidInputError, match="no finite value"):
+        dual.predict(pl.DataFrame({"window_id": [1, 1], "t": [0.0, 1.0],
+                                   "metric": ["ipc", "llc_miss_rate"],
+                                   "value": [float("nan"), float("inf")]}))
+    with pytest.raises(InvalidInputError, match="non-finite t"):
+        dual.predict(pl.DataFrame({"window_id": [1], "t": [float("nan")], "metric": ["ipc"],
+                                   "value": [1.0]}))
+    with pytest.raises(UnknownNameError):
+        InterferencePredictor("cloudformer")
+
+
+def test_nan_values_are_masked_not_fatal(data, dual):
+    _, (tm, _) = data
+    holed = tm.with_columns(pl.when(pl.col("metric") == "net_rx_kpps").then(float("nan"))
+                            .otherwise(pl.col("value")).alias("value"))
+    out = dual.predict(holed)
+    assert out.height == 150 and out["perf"].is_finite().all()

@@ -1,0 +1,84 @@
+"""Azure VM Noise tasks: unit directions, iteration/instance reconstruction, leak-free splits,
+and a reduced end-to-end training through the store."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.interference.tasks import (
+    fingerprint_task,
+    temporal_task,
+    unit_direction,
+)
+
+HIGHER = ["MiB_s", "IOPS", "TPS", "Bogo Ops_s", "ops_sec", "GB_sec", "Requests Per Second",
+          "Events Per Second", "MiB_sec"]
+LOWER = ["msec", "ns", "ms", "us Per Event", "Ns Per Event", "seconds"]
+
+
+@pytest.fixture(scope="module")
+def vm_store(tmp_path_factory, data):
+    from servecast.store import Store
+
+    store = Store(tmp_path_factory.mktemp("vm") / "vm.duckdb")
+    store.ingest("azure-vm-noise", [data / "vm/azure_vm_noise"], trace="azure_vm_noise")
+    yield store
+    store.close()
+
+
+def test_unit_directions():
+    assert all(unit_direction(u) == 1 for u in HIGHER)
+    assert all(unit_direction(u) == -1 for u in LOWER)
+    with pytest.raises(InvalidInputError, match="directions="):
+        unit_direction("widgets")
+    assert unit_direction("widgets", {"widgets": 1}) == 1
+
+
+def test_every_unit_in_the_data_has_a_direction(vm_store):
+    units = vm_store.sql("SELECT DISTINCT unit FROM vm_measurements")["unit"].to_list()
+    assert len(units) >= 10
+    assert {u: unit_direction(u) for u in units}  # raises on an unknown unit
+
+
+def _check_splits(task):
+    w = task.windows
+    assert set(w["split"].unique()) == {"train", "val", "test"}
+    vms = {s: set(w.filter(pl.col("split") == s)["vm"]) for s in ("train", "val", "test")}
+    assert not vms["train"] & vms["test"] and not vms["val"] & vms["test"]
+    assert task.labels["perf"].is_between(0, 1, closed="right").all()
+    ids = task.metrics["window_id"].unique()
+    assert set(ids) == set(task.labels["window_id"])
+
+
+def test_temporal_task(vm_store):
+    task = temporal_task(vm_store, window=4, max_windows_per_vm=150, until="2023-10-15")
+    _check_splits(task)
+    w = task.windows
+    for sku in ("B8ms", "D8s_v5"):
+        s = w.filter(pl.col("vm_sku") == sku)
+        train_last = s.filter(pl.col("split") == "train")["time"].max()
+        assert train_last < s.filter(pl.col("split") == "test")["time"].min()
+    steps = task.metrics.group_by("window_id").agg(pl.col("t").n_unique())["t"]
+    assert steps.max() <= 4
+    assert "app_perf" in set(task.metrics["metric"].cast(pl.Utf8).unique())
+    # labels vary (long-lived VMs degrade little: a mean over 13 app runs, each <= 1)
+    assert (task.labels["perf"] < 1).mean() > 0.5 and task.labels["perf"].std() > 1e-3
+
+
+def test_fingerprint_task_and_reduced_training(vm_store):
+    from servecast.predictors.interference.evaluate import FAST, compare
+
+    task = fingerprint_task(vm_store, max_instances=600, max_steps=8, until="2023-08-15")
+    _check_splits(task)
+    w = task.windows
+    assert w["time"].filter(w["split"] == "train").max() < \
+        w["time"].filter(w["split"] == "test").min()
+    # reconstructed instances: every window's micro-benchmarks ran within a few hours
+    names = set(task.metrics["metric"].cast(pl.Utf8).unique())
+    assert any(n.startswith("app:PostgreSQL") for n in names)
+    assert not any(n.startswith(("PostgreSQL", "Redis")) for n in names)
+    table = compare(task, ("dual", "mean"), dict(FAST, epochs=1), log=lambda s: None)
+    assert set(table["group"]) == {"all", "B8ms", "D8s_v5"}
+    assert table["mae_pp"].is_finite().all()

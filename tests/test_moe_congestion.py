@@ -1,0 +1,102 @@
+"""CongestionGame: equilibrium solver, planted-gamma recovery, baselines, persistence,
+Estimator runtime, phase segmentation, domain transfer (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.moe_congestion.domains import congestion_mean, leave_one_domain_out
+from servecast.predictors.moe_congestion.equilibrium import _softmax, equilibrium
+from servecast.predictors.moe_congestion.game import CongestionGame
+from servecast.predictors.moe_congestion.synthetic import planted_batches
+from servecast.predictors.moe_congestion.trajectory import segment_phases
+
+
+@pytest.mark.parametrize("gamma", [0.0, 3.0, 40.0, 300.0])
+def test_equilibrium_is_a_fixed_point(gamma):
+    rng = np.random.default_rng(0)
+    q, w = rng.normal(size=(5, 3, 16)), rng.dirichlet(np.ones(3), size=5)
+    load = equilibrium(q, w, 2.0, gamma)
+    again = np.einsum("bk,bke->be", w, _softmax(2.0 * q - gamma * load[:, None]))
+    assert np.abs(again - load).max() < 1e-8
+    np.testing.assert_allclose(load.sum(1), 1.0)
+
+
+def test_congestion_flattens_loads():
+    q = np.random.default_rng(1).normal(size=(1, 1, 8))
+    peaks = [equilibrium(q, None, 3.0, g).max() for g in (0.0, 5.0, 50.0)]
+    assert peaks[0] > peaks[1] > peaks[2] > 1 / 8
+
+
+@pytest.mark.parametrize("gamma", [4.0, 16.0])
+def test_recovers_planted_gamma_within_10_percent(gamma):
+    d = planted_batches(2.0, gamma, n_batches=60, n_types=4, tokens=4096, seed=3)
+    game = CongestionGame(n_bootstrap=0).fit(d.loads, d.quality, d.weights)
+    fit = game.fits[0]
+    assert abs(fit.gamma - gamma) / gamma < 0.10
+    assert abs(fit.beta - 2.0) / 2.0 < 0.10
+
+
+def test_softmax_baseline_and_bootstrap_ci():
+    d = planted_batches(1.5, 10.0, n_batches=40, n_types=3, tokens=2048, seed=4)
+    game = CongestionGame(n_bootstrap=8).fit(d.loads, d.quality, d.weights)
+    soft = CongestionGame(fix_gamma=0.0, n_bootstrap=0).fit(d.loads, d.quality, d.weights)
+    assert soft.fits[0].gamma == 0.0
+    assert game.fits[0].l1 < soft.fits[0].l1  # the planted congestion is visible
+    p = game.params.row(0, named=True)
+    assert 0 <= p["gamma_lo"] <= p["gamma_hi"]
+    assert p["gamma_lo"] < 10.0 * 1.5 and p["gamma_hi"] > 10.0 / 1.5
+    pred = game.predict_loads(d.quality, d.weights)
+    np.testing.assert_allclose(pred.sum(1), 1.0)
+
+
+def test_save_load_and_estimator(tmp_path):
+    from servecast.estimator import Estimator
+
+    d = planted_batches(2.0, 12.0, n_batches=40, n_types=1, n_experts=8, tokens=8192, seed=5)
+    game = CongestionGame(n_bootstrap=0).fit(d.loads, d.quality[:, 0])
+    game.save(tmp_path / "moe_congestion")
+    again = CongestionGame.load(tmp_path / "moe_congestion")
+    np.testing.assert_allclose(again.predict_loads(d.quality[:3, 0]),
+                               game.predict_loads(d.quality[:3, 0]))
+    est = Estimator.load(tmp_path)
+    one = planted_batches(2.0, 12.0, n_batches=1, n_types=1, n_experts=8, tokens=200_000, seed=6)
+    g = est.moe_congestion(one.loads[0], one.quality[0, 0])
+    assert abs(g - 12.0) / 12.0 < 0.25
+    gs = est.moe_congestion_batch([(one.loads[0], one.quality[0, 0])] * 2)
+    assert gs == [g, g]
+    with pytest.raises(InvalidInputError):
+        est.moe_congestion([1.0, 2.0, 3.0], [0.1, 0.2])
+
+
+def test_input_errors_name_the_problem():
+    game = CongestionGame(n_bootstrap=0)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        game.fit(np.ones((2, 4)), np.array([[0.0, np.nan, 0, 0], [0, 0, 0, 0]]))
+    with pytest.raises(InvalidInputError, match="types"):
+        game.fit(np.ones((2, 4)), np.zeros((2, 3, 4)))
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        game.fit(-np.ones((2, 4)), np.zeros((2, 4)))
+    with pytest.raises(InvalidInputError, match="not fitted"):
+        game.predict_loads(np.zeros(4))
+
+
+def test_phase_segmentation_finds_three_phases():
+    x = np.arange(15)
+    y = np.r_[np.linspace(14, 38, 5), [38, 37.5, 38.5, 38, 38.2], np.linspace(33, 9, 5)]
+    assert [s["phase"] for s in segment_phases(x, y)] == ["surge", "stabilization",
+                                                          "relaxation"]
+    assert [s["phase"] for s in segment_phases(x, np.full(15, 5.0))] == ["stabilization"]
+
+
+def test_domain_transfer_interpolates_means():
+    loads = np.random.default_rng(7).dirichlet(np.ones(8), size=5)
+    geo = np.exp(np.log(loads).mean(0))
+    np.testing.assert_allclose(congestion_mean(loads, 0.0), geo / geo.sum(), atol=1e-9)
+    np.testing.assert_allclose(congestion_mean(loads, 1e5), loads.mean(0), atol=1e-3)
+    np.testing.assert_allclose(congestion_mean(loads, 0.0, beta=1e-9), np.full(8, 1 / 8),
+                               atol=1e-6)
+    rows = leave_one_domain_out(loads * 1000)
+    assert len(rows) == 5 and all(0 <= r["l1_congestion"] <= 2 for r in rows)

@@ -1,0 +1,107 @@
+"""Small MoE LM, RoutingRecorder (also on Hugging Face Mixtral/OLMoE), quality estimators,
+and a tiny end-to-end run on real ShareGPT text -> trajectory -> CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from servecast.predictors.moe_congestion.model import SmallMoELM
+from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
+from servecast.predictors.moe_congestion.recorder import RoutingRecorder
+
+
+def tiny(top_k=1, seed=0):
+    torch.manual_seed(seed)
+    return SmallMoELM(vocab=50, d=16, heads=2, layers=2, d_ff=32, n_experts=4, top_k=top_k,
+                      context=8).eval()
+
+
+def _brute_force_oracle(model, win, layer, t_flat, expert):
+    """Loss at one token with only that token's first choice at `layer` forced."""
+    x, y = win[:, :-1], win[:, 1:]
+    B, T = x.shape
+    h = model.embed(x)
+    for j, blk in enumerate(model.blocks):
+        if j == layer:
+            normal = blk(h)
+            forced = blk(h, force=expert)
+            mask = torch.zeros(B * T, 1, dtype=torch.bool)
+            mask[t_flat] = True
+            h = torch.where(mask.view(B, T, 1), forced, normal)
+        else:
+            h = blk(h)
+    return model.token_loss(model.logits_from(h), y).reshape(-1)[t_flat].item()
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_oracle_is_exact_single_token_forcing(top_k):
+    model = tiny(top_k)
+    win = torch.randint(0, 50, (2, 9))
+    q = oracle_quality(model, win)
+    with torch.no_grad():
+        for layer, t, e in [(0, 5, 2), (0, 12, 1), (1, 3, 3)]:
+            assert -q[layer, t, e] == pytest.approx(
+                _brute_force_oracle(model, win, layer, t, e), abs=1e-4)
+
+
+def test_taylor_and_oracle_agree_at_the_chosen_expert():
+    model = tiny()
+    win = torch.randint(0, 50, (2, 9))
+    oracle, taylor = oracle_quality(model, win), taylor_quality(model, win)
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        loss = model.token_loss(model(win[:, :-1]), win[:, 1:]).reshape(-1).numpy()
+    for layer in range(2):
+        chosen = rec.choices(layer)[:, 0]
+        rows = np.arange(len(chosen))
+        np.testing.assert_allclose(oracle[layer, rows, chosen], -loss, atol=1e-4)
+        np.testing.assert_allclose(taylor[layer, rows, chosen], -loss, atol=1e-4)
+
+
+def test_recorder_on_small_moe_counts_every_assignment():
+    model = tiny(top_k=2)
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        model(torch.randint(0, 50, (3, 8)))
+    assert rec.layers == ["blocks.0.moe.gate", "blocks.1.moe.gate"]
+    loads = rec.loads()
+    assert loads.group_by("layer").agg(loads["tokens"].sum())["tokens"].to_list() == [48, 48]
+    assert rec.logits(0).shape == (24, 4) and rec.choices(1).shape == (24, 2)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "olmoe"])
+def test_recorder_on_hugging_face_moe(family):
+    transformers = pytest.importorskip("transformers")
+    common = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=2, num_experts_per_tok=2,
+                  eos_token_id=None, pad_token_id=None, bos_token_id=None)
+    if family == "mixtral":
+        cfg = transformers.MixtralConfig(num_local_experts=4, **common)
+        model = transformers.MixtralForCausalLM(cfg).eval()
+    else:
+        cfg = transformers.OlmoeConfig(num_experts=8, **common)
+        model = transformers.OlmoeForCausalLM(cfg).eval()
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        model(torch.randint(0, 64, (2, 5)))
+    assert len(rec.layers) == 2 and all(n.endswith("gate") for n in rec.layers)
+    assert rec.choices(0).shape == (10, 2)
+    assert rec.loads()["tokens"].sum() == 2 * 10 * 2
+
+
+def test_tiny_run_trajectory_and_cli(tmp_path):
+    from servecast.cli import main
+    from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe
+    from servecast.predictors.moe_congestion.trajectory import trajectory
+
+    cfg = RunConfig(alpha=0.01, steps=6, snapshots=2, d=16, d_ff=32, heads=2, vocab=256,
+                    context=16, batch_size=8, train_conversations=30, eval_conversations=10,
+                    eval_windows=24, batch_windows=2, n_experts=4)
+    run = train_small_moe(tmp_path / "run", cfg)
+    assert [s for s, _ in checkpoints(run)] == [0, 3, 6]
+    traj = trajectory(run, n_types=3, n_bootstrap=0)
+    assert traj.height == 3 * 2 and (traj["gamma"] >= 0).all()
+    assert traj["l1_multi"].is_between(0, 2).all()
+    assert main(["moe", "trajectory", str(run), "--types", "3", "--bootstrap", "0"]) == 0
+    assert (run / "trajectory.png").is_file()
+    assert main(["moe", "fit", str(run), "--out", str(tmp_path / "m"), "--types", "3"]) == 0
+    assert main(["moe", "trajectory", str(tmp_path / "missing")]) == 2
