@@ -29,4 +29,10 @@ def run_demo(db: Path | None = None, data: Path | None = None, out: Path = Path(
     out.mkdir(parents=True, exist_ok=True)
     log(f"[1] ingest the shared datasets into {store.path}")
     ingest_shared(store, data, log)
+    from servecast.analytics.report import write_report
+
+    report = write_report(store, "azure_conv", out / "report")
+    log(f"[2] characterization report: {report.resolve()}")
+    log(f"    next: servecast dashboard --db {store.path}   |   "
+        f"servecast serve --models {out / 'models'}")
     return store
