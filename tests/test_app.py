@@ -72,7 +72,7 @@ def test_home_ingests_a_file_and_counts_rejected_rows(tmp_path, use_db, data):
                    "6,ChatGPT,lots,20,120,Conversation log\n"
                    "9,GPT-4,300,40,340,API log\n")
     at.selectbox(key="ingest_source").select("burstgpt")
-    at.text_input(key="ingest_path").input(str(bad))
+    at.text_input(key="ingest_path").input(str(bad)).run()
     at.button(key="ingest_path_go").click().run()
     assert_clean(at)
     assert any("ingested 2 rows" in s.value and "1 rejected" in s.value for s in at.success)

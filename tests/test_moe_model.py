@@ -4,6 +4,7 @@ and a tiny end-to-end run on real ShareGPT text -> trajectory -> CLI."""
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -65,7 +66,8 @@ def test_recorder_on_small_moe_counts_every_assignment():
         model(torch.randint(0, 50, (3, 8)))
     assert rec.layers == ["blocks.0.moe.gate", "blocks.1.moe.gate"]
     loads = rec.loads()
-    assert loads.group_by("layer").agg(loads["tokens"].sum())["tokens"].to_list() == [48, 48]
+    per_layer = loads.group_by("layer", maintain_order=True).agg(pl.col("tokens").sum())
+    assert per_layer["tokens"].to_list() == [48, 48]  # 3 x 8 tokens x top-2
     assert rec.logits(0).shape == (24, 4) and rec.choices(1).shape == (24, 2)
 
 
