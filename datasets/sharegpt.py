@@ -14,7 +14,6 @@ import zlib
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from servecast.datasets.base import Adapter, Catalog
 from servecast.datasets.requests import insert_requests
@@ -102,6 +101,8 @@ class ShareGPT(Adapter):
             WHERE lower(a.msg."from") IN {PROMPT_ROLES} AND lower(b.msg."from") IN {REPLY_ROLES}
             ORDER BY a.conv, a.i""")
         texts = con.sql("SELECT prompt_text, response_text FROM _pairs").to_arrow_table()
+        import pyarrow as pa
+
         tokens = pa.table({  # noqa: F841 - scanned by DuckDB below
             "prompt_tokens": count_tokens(texts["prompt_text"].to_pylist()),
             "output_tokens": count_tokens(texts["response_text"].to_pylist()),

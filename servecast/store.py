@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
 
 from servecast.config import db_path
 from servecast.errors import (
@@ -27,6 +28,9 @@ from servecast.errors import (
     UnknownNameError,
 )
 from servecast.schema import SCHEMA_VERSION, TABLES
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass
@@ -62,6 +66,22 @@ class IngestResult:
     @property
     def traces(self) -> list[str]:
         return sorted({f.trace for f in self.files})
+
+
+class _Duplicates(Exception):
+    """Files of an ingest attempt whose sha256 is already stored (the attempt rolls back)."""
+
+    def __init__(self, files: set[Path]):
+        super().__init__(sorted(map(str, files)))
+        self.files = files
+
+
+def _digest(future: Future) -> str:
+    """The sha256 a hashing future computed (a read error becomes DataFileError)."""
+    try:
+        return future.result()
+    except OSError as e:
+        raise DataFileError(f"{e.filename}: cannot read ({e.strerror}); check the path") from None
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -171,28 +191,50 @@ class Store:
             paths = [paths]
         files = adapter.files([Path(p) for p in paths])
         groups = adapter.group(files, trace)
+        # hash in a thread while DuckDB reads; a file found to be a duplicate afterwards
+        # rolls the transaction back and the ingest reruns without it (rare)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digests = {f: pool.submit(sha256_of, f) for f in files}
+            duplicates: set[Path] = set()
+            while True:
+                try:
+                    return self._load(adapter, groups, digests, duplicates, strict, progress)
+                except _Duplicates as d:
+                    duplicates |= d.files
+
+    def _load(self, adapter, groups: dict[str, list[Path]], digests: dict[Path, Future],
+              duplicates: set[Path], strict: bool, progress) -> IngestResult:
+        """One attempt of `ingest` in one transaction; raises _Duplicates (rolled back) if a
+        loaded file turns out to be in the manifest already."""
         result = IngestResult(source=adapter.name)
         known = dict(
             self.con.execute("SELECT sha256, trace FROM traces WHERE source = ?", [adapter.name])
             .fetchall()
         )
-        total = len(files)
+        total = sum(map(len, groups.values()))
         done = 0
         with self.transaction() as con:
             for name, group in groups.items():
                 todo = []
                 for f in group:
-                    digest = sha256_of(f)
-                    if digest in known:
-                        result.files.append(FileResult(str(f), 0, 0, True, known[digest]))
+                    if f in duplicates or digests[f].done() and _digest(digests[f]) in known:
+                        trace_of = known.get(_digest(digests[f]), name)  # or a twin in this call
+                        result.files.append(FileResult(str(f), 0, 0, True, trace_of))
                     else:
-                        todo.append((f, digest))
+                        todo.append(f)
                 if not todo:
                     continue
                 ctx = LoadContext(con, name, adapter.name)
-                counts = adapter.load(ctx, [f for f, _ in todo])
+                counts = adapter.load(ctx, todo)
+                first: dict[str, Path] = {}
+                for f in todo:
+                    first.setdefault(_digest(digests[f]), f)
+                late = {f for f in todo
+                        if _digest(digests[f]) in known or first[_digest(digests[f])] != f}
+                if late:
+                    raise _Duplicates(late)
                 now = datetime.now()
-                for f, digest in todo:
+                for f in todo:
                     rows, rej = counts.get(f, (0, 0))
                     if strict and rej:
                         reasons = con.execute(
@@ -205,6 +247,7 @@ class Store:
                             f"{f}: {rej} invalid row(s) ({where}); nothing was ingested "
                             "(--strict). Fix the rows or drop --strict to reject just them."
                         )
+                    digest = _digest(digests[f])
                     con.execute(
                         "INSERT INTO traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [name, adapter.name, adapter.table, str(f), digest, rows, rej, now],
@@ -221,21 +264,21 @@ class Store:
         """Run SQL and return a polars DataFrame (an empty frame for statements)."""
         try:
             rel = self.con.sql(query, params=params)
-            return pl.DataFrame() if rel is None else rel.pl()
+            if rel is None:
+                import polars as pl
+
+                return pl.DataFrame()
+            return rel.pl()
         except duckdb.Error as e:
             raise ServecastError(f"SQL error: {e}") from None
 
     def traces(self) -> pl.DataFrame:
         """One row per trace: source, table, files, rows, rejected rows, last ingest time."""
-        return self.sql(
-            """SELECT trace, source, table_name, count(*) AS files, sum(rows)::BIGINT AS rows,
-                      sum(rejected)::BIGINT AS rejected, max(ingested_at) AS ingested_at
-               FROM traces GROUP BY ALL ORDER BY trace"""
-        )
+        return self.sql(_TRACES)
 
     def trace_info(self, trace: str) -> dict:
         """Manifest entry of one trace (raises UnknownNameError)."""
-        df = self.traces().filter(pl.col("trace") == trace)
+        df = self.sql("SELECT * FROM (" + _TRACES + ") WHERE trace = ?", [trace])
         if df.is_empty():
             raise UnknownNameError(self._unknown(trace))
         return df.row(0, named=True)
@@ -260,6 +303,12 @@ class Store:
     def rows(self, trace: str) -> duckdb.DuckDBPyRelation:
         """All rows of `trace` in its canonical table."""
         return self.con.sql(f"SELECT * FROM {self.table_of(trace)} WHERE trace = {_quote(trace)}")
+
+
+#: the manifest summarized per trace
+_TRACES = """SELECT trace, source, table_name, count(*) AS files, sum(rows)::BIGINT AS rows,
+                    sum(rejected)::BIGINT AS rejected, max(ingested_at) AS ingested_at
+             FROM traces GROUP BY ALL ORDER BY trace"""
 
 
 def _quote(s: str) -> str:

@@ -275,6 +275,20 @@ def test_same_file_twice_is_a_noop_that_says_so(seeded, tmp_path):
     seeded.con = reopened.con  # the fixture closes it
 
 
+def test_twins_in_one_call_load_once(seeded, tmp_path):
+    """Hashing runs beside the load; a twin found afterwards rolls back and reloads once."""
+    a = write(tmp_path / "a.csv", burst_lines(30, seed=2))
+    twin = tmp_path / "a_twin.csv"
+    twin.write_bytes(a.read_bytes())
+    other = write(tmp_path / "b.csv", burst_lines(12, seed=3))
+    before = counts(seeded)
+    res = seeded.ingest("burstgpt", [a, twin, other], trace="pair")
+    assert res.rows == 42 and [f.file for f in res.skipped] == [str(twin)]
+    assert delta(before, counts(seeded)) == {"traces": 2, "llm_requests": 42}
+    ids = seeded.sql("SELECT request_id FROM llm_requests WHERE trace = 'pair' ORDER BY 1")
+    assert ids["request_id"].to_list() == list(range(42))
+
+
 HOLDER = textwrap.dedent("""
     import sys
     from servecast.store import Store

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import typer
 from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    import polars as pl
 
 console = Console()
 
@@ -17,6 +19,8 @@ DbOption = typer.Option(
 
 def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> None:
     """Print a polars frame as a rich table (numbers right-aligned, floats to 4 significant)."""
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False, header_style="bold")
     for name, dtype in df.schema.items():
         table.add_column(name, justify="right" if dtype.is_numeric() else "left")

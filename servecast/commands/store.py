@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from servecast.commands.common import DbOption, console, print_frame
 from servecast.errors import DataFileError, ServecastError
@@ -33,6 +30,8 @@ def ingest(
     strict: bool = typer.Option(False, "--strict", help="refuse a file with any bad row"),
 ) -> None:
     """Ingest trace files into the store (idempotent; bad rows go to rejected_rows)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from servecast.store import Store
 
     with Store(db) as store, Progress(
@@ -115,6 +114,9 @@ def download(
     timeout: float = typer.Option(15.0, help="seconds before giving up on the network"),
 ) -> None:
     """Fetch the public original of a dataset (needs network access)."""
+    import urllib.error
+    import urllib.request
+
     from servecast.datasets import get_adapter
 
     c = get_adapter(name).catalog
