@@ -29,11 +29,16 @@ def make_trainer(
     present, else CPU. No checkpoints or loggers are written unless `log_dir` is given.
     Progress bars show on a terminal only (`progress` forces).
     """
+    import logging
     import sys
+    import warnings
 
     import pytorch_lightning as pl
     import torch
 
+    # one line per run is enough: no GPU/TPU banners, tips or pytree deprecation noise
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     seed_everything(seed)
     torch.set_float32_matmul_precision("high")
     accelerator = accelerator or os.environ.get("SERVECAST_ACCELERATOR", "auto")

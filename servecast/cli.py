@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from servecast.errors import ServecastError
@@ -31,19 +30,14 @@ for _mod in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI and map user errors to exit status 2."""
+    """Entry point: run the CLI; usage errors exit 2 (click's standalone mode), user errors
+    (ServecastError) print one line and exit 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except ServecastError as e:
         typer.secho(f"error: {e}", err=True, fg="red")
-        return 2
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        typer.secho("aborted", err=True)
-        return 130
-    except click.ClickException as e:
-        e.show()
         return 2
     return 0
 

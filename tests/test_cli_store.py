@@ -149,6 +149,8 @@ def test_unknown_names_exit_2(cli_db, tmp_path):
     user_error(servecast("info", "no_such_trace", "--db", cli_db),
                "unknown trace 'no_such_trace'", "conv", "BurstGPT_head54")
     user_error(servecast("datasets", "download", "no-such-source"), "unknown source")
+    user_error(servecast("no-such-command"), "No such command 'no-such-command'")
+    user_error(servecast("ingest", "burstgpt"), "Missing argument")
 
 
 def test_store_and_query_errors_exit_2(cli_db, tmp_path):

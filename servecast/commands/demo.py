@@ -18,9 +18,10 @@ def demo(
     data: Path = typer.Option(None, "--data", help="real-data folder (default ../shared/datasets)"),
     out: Path = typer.Option(Path("out"), "--out", help="folder for reports and models"),
 ) -> None:
-    """Ingest every shared dataset and print the summary of traces."""
+    """The main job on the shared data: ingest, characterize + report, train every predictor
+    (fast settings) into OUT/models, then print the report path and the next commands."""
     from servecast.demo import run_demo
 
-    store = run_demo(db=db, data=data, out=out, log=console.print)
-    print_frame(store.traces(), title="traces in the store")
+    store = run_demo(db=db, data=data, out=out, log=console.print,
+                     show=lambda df, title: print_frame(df, title=title))
     store.close()
