@@ -43,3 +43,21 @@ def out_path(path: Path) -> Path:
     """Create the parent folder of an output file and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: the sub-command groups several areas add commands to
+GROUPS = {
+    "train": "Train a predictor on traces in the store.",
+    "estimate": "Estimate with a trained predictor.",
+    "collect": "Collect metrics on this host.",
+}
+
+
+def group(app: typer.Typer, name: str) -> typer.Typer:
+    """The shared sub-command group `name` of `app` (one of GROUPS; created on first use)."""
+    for info in app.registered_groups:
+        if info.name == name:
+            return info.typer_instance
+    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub

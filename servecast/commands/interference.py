@@ -7,26 +7,16 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, out_path, print_frame
+from servecast.commands.common import DbOption, console, group, out_path, print_frame
 from servecast.errors import DataFileError, InvalidInputError
 
 
-def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
-    """The sub-command group `name` of `app` (shared with other areas; created once)."""
-    for info in app.registered_groups:
-        if info.name == name:
-            return info.typer_instance
-    sub = typer.Typer(help=help, no_args_is_help=True)
-    app.add_typer(sub, name=name)
-    return sub
-
-
 def register(app: typer.Typer) -> None:
-    _group(app, "train", "Train a predictor on traces in the store.").command(
+    group(app, "train").command(
         "interference")(train_interference)
-    _group(app, "estimate", "Estimate with a trained predictor.").command(
+    group(app, "estimate").command(
         "interference")(estimate_interference)
-    collect = _group(app, "collect", "Collect metrics on this host.")
+    collect = group(app, "collect")
     collect.command("host-metrics")(collect_host_metrics)
     collect.command("interference")(collect_interference)
 

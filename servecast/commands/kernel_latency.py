@@ -7,24 +7,14 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, print_frame
-
-
-def group(app: typer.Typer, name: str, help: str) -> typer.Typer:
-    """The sub-command group `name` of `app` (created once, shared by every area)."""
-    for info in app.registered_groups:
-        if info.name == name:
-            return info.typer_instance
-    sub = typer.Typer(help=help, no_args_is_help=True)
-    app.add_typer(sub, name=name)
-    return sub
+from servecast.commands.common import DbOption, console, group, print_frame
 
 
 def register(app: typer.Typer) -> None:
-    train = group(app, "train", "Train a predictor on traces in the store.")
+    train = group(app, "train")
     train.command("kernel-latency")(train_kernel_latency)
     train.command("nasbench201-latency")(train_nasbench201_latency)
-    estimate = group(app, "estimate", "Estimate with a trained predictor.")
+    estimate = group(app, "estimate")
     estimate.command("kernel-latency")(estimate_kernel_latency)
     app.command("profile-kernels")(profile_kernels)
 

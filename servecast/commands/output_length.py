@@ -6,23 +6,13 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, print_frame
-
-
-def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
-    """The sub-command group `name` of `app` (shared with other areas; created once)."""
-    for info in app.registered_groups:
-        if info.name == name:
-            return info.typer_instance
-    sub = typer.Typer(help=help, no_args_is_help=True)
-    app.add_typer(sub, name=name)
-    return sub
+from servecast.commands.common import DbOption, console, group, print_frame
 
 
 def register(app: typer.Typer) -> None:
-    _group(app, "train", "Train a predictor on traces in the store.").command(
+    group(app, "train").command(
         "output-length")(train_output_length)
-    _group(app, "estimate", "Estimate with a trained predictor.").command(
+    group(app, "estimate").command(
         "output-length")(estimate_output_length)
     app.command("whatif")(whatif)
 
