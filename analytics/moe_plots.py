@@ -1,5 +1,6 @@
-"""Figures for MoE routing (matplotlib, Agg): imbalance per layer/domain, gamma_eff
-trajectories with CI bands and phase shading. Each function writes one PNG and returns it."""
+"""Figures for MoE routing (matplotlib, Agg): imbalance per layer/domain, expert-load
+heatmaps, gamma_eff trajectories with CI bands and phase shading. `*_figure` functions return
+the Figure; `*_plot` functions write it as one PNG and return the path."""
 
 from __future__ import annotations
 
@@ -9,15 +10,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 PHASE_COLORS = {"surge": "#fdd49e", "stabilization": "#d9f0d3", "relaxation": "#c6dbef"}
 
 
 def imbalance_plot(imb: pl.DataFrame, path: str | Path, metric: str = "maxvio") -> Path:
+    """`imbalance_figure` written to `path`."""
+    return _save(imbalance_figure(imb, metric), path)
+
+
+def imbalance_figure(imb: pl.DataFrame, metric: str = "maxvio") -> Figure:
     """Bar chart of `metric` per domain, one panel per (model, assignment), bars per layer."""
     groups = imb.select("model", "assignment").unique().sort(["model", "assignment"]).rows()
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(4.5 * len(groups), 8.0), 3.6),
+                             squeeze=False)
     for ax, (model, assign) in zip(axes[0], groups, strict=True):
         part = imb.filter((pl.col("model") == model) & (pl.col("assignment") == assign))
         domains = sorted(part["domain"].drop_nulls().unique().to_list()) or [None]
@@ -35,10 +44,15 @@ def imbalance_plot(imb: pl.DataFrame, path: str | Path, metric: str = "maxvio") 
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def trajectory_plot(traj: pl.DataFrame, phases: pl.DataFrame | None, path: str | Path) -> Path:
+    """`trajectory_figure` written to `path`."""
+    return _save(trajectory_figure(traj, phases), path)
+
+
+def trajectory_figure(traj: pl.DataFrame, phases: pl.DataFrame | None) -> Figure:
     """gamma_eff vs step per layer with bootstrap CI band; phase segments shaded."""
     layers = sorted(traj["layer"].unique().to_list())
     fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 3.4), squeeze=False)
@@ -59,7 +73,26 @@ def trajectory_plot(traj: pl.DataFrame, phases: pl.DataFrame | None, path: str |
         ax.set_ylabel("gamma_eff")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def share_heatmap(shares: pl.DataFrame, title: str) -> Figure:
+    """Expert-load shares as a heatmap: one row per (domain, layer), one column per expert
+    (a `moe.shares` frame of one model and assignment); color = share x experts (1 = even)."""
+    part = shares.sort(["domain", "layer", "expert"])
+    wide = part.pivot(on="expert", index=["domain", "layer"], values="share").sort(
+        ["domain", "layer"])
+    labels = [f"{d} / L{layer}" for d, layer in wide.select("domain", "layer").iter_rows()]
+    mat = np.nan_to_num(wide.drop("domain", "layer").to_numpy().astype(float))
+    rel = mat * mat.shape[1]
+    fig, ax = plt.subplots(figsize=(8.0, 0.22 * len(labels) + 1.4), layout="constrained")
+    im = ax.imshow(rel, aspect="auto", cmap="magma", interpolation="nearest",
+                   vmin=0, vmax=max(2.0, float(np.quantile(rel, 0.99))))
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("expert")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="load / even share")
+    return fig
 
 
 def alpha_plot(final: pl.DataFrame, path: str | Path) -> Path:

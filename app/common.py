@@ -3,17 +3,21 @@ trace filters, and theme-neutral figures/tables with CSV/PNG downloads.
 
 The store file comes from `$SERVECAST_DB` (set by `servecast dashboard --db FILE`). Every
 aggregation runs inside DuckDB; the browser gets only aggregated, capped frames and PNGs.
+Trained models are read from the demo's output folder (`$SERVECAST_OUT`, default `./out`);
+models trained from a page live in Streamlit's resource cache (and a temporary folder).
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import os
 import re
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -34,6 +38,7 @@ MAX_ROWS = 500
 #: text, axes and black lines of figures: readable on light and dark backgrounds
 NEUTRAL = "#8a8a8a"
 _LOCK = threading.RLock()  # one DuckDB connection, many Streamlit session threads
+T = TypeVar("T")
 
 
 def setup(title: str) -> None:
@@ -93,14 +98,28 @@ def traces(*tables: str) -> pl.DataFrame:
     return df.filter(pl.col("table_name").is_in(tables)) if tables else df
 
 
-def pick_trace(*tables: str, key: str = "trace") -> str | None:
-    """Sidebar select of a trace with rows in one of `tables` (None and a message when none)."""
-    names = traces(*tables)["trace"].unique(maintain_order=True).to_list()
+def pick_trace(*tables: str, key: str = "trace", sources: tuple[str, ...] = ()) -> str | None:
+    """Sidebar select of a trace with rows in one of `tables`, optionally only of adapters
+    `sources` (None and a message when none)."""
+    df = traces(*tables)
+    if sources:
+        df = df.filter(pl.col("source").is_in(sources))
+    names = df["trace"].unique(maintain_order=True).to_list()
     if not names:
         st.info(f"No trace with {' / '.join(tables)} rows in {db_file()}; ingest one on the "
                 "Home page.")
         return None
     return st.sidebar.selectbox("trace", names, key=key)
+
+
+def page_trace(title: str, *tables: str, sources: tuple[str, ...] = ()) -> str:
+    """A page's preamble: `setup(title)`, the store, and the sidebar trace select
+    (`pick_trace`); stops the page with a message when there is no store or no such trace."""
+    setup(title)
+    trace = pick_trace(*tables, sources=sources) if store() is not None else None
+    if trace is None:
+        st.stop()
+    return trace
 
 
 def has_table(trace: str, table: str) -> bool:
@@ -177,6 +196,29 @@ def _trace_analysis(path: str, name: str, trace: str, **kwargs: Any) -> Any:
     s = _open(path)
     with _LOCK:
         return _function(name)(s, trace, **kwargs)
+
+
+def on_store(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(store, *args, **kwargs)` on the read-only store at `path`, under the store lock
+    (for a page's own st.cache_* functions, which take `path` to key their cache)."""
+    s = _open(path)
+    with _LOCK:
+        return fn(s, *args, **kwargs)
+
+
+def out_dir() -> Path:
+    """The demo's output folder (`$SERVECAST_OUT`, else ./out): models/, moe/run, ..."""
+    return Path(os.environ.get("SERVECAST_OUT") or "out").resolve()
+
+
+def clicked(label: str, key: str, token: Hashable, **kwargs: Any) -> bool:
+    """A button that stays "on" for `token` (e.g. trace and settings) in this session: True
+    from the click on, on every rerun, until the token changes (then it needs a new click).
+    Lets a page run expensive, cached work only on request and keep showing it."""
+    done = f"{key}_for"
+    if st.button(label, key=key, **kwargs):
+        st.session_state[done] = token
+    return st.session_state.get(done) == token
 
 
 def _function(name: str):

@@ -133,10 +133,101 @@ def test_vm_noise_page(app_db, use_db):
     assert at.selectbox(key="vm_test").options
 
 
+@pytest.fixture
+def no_models(monkeypatch, tmp_path):
+    """An empty demo output folder (no saved models or MoE runs); returns it."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("SERVECAST_OUT", str(out))
+    return out
+
+
+def test_output_length_page_trains_and_simulates(app_db, use_db, no_models):
+    use_db(app_db)
+    at = run("pages/4_Output_length.py")
+    assert any("Train & evaluate" in i.value for i in at.info)
+    assert not at.image  # nothing is trained before the click
+    at.selectbox(key="trace").select("azure_conv").run()
+    at.button(key="ol_train").click().run()
+    assert_clean(at)
+    assert metric(at, "test requests") != "–"
+    assert 0 <= float(metric(at, "coverage p90")) <= 1
+    assert len(at.image) == 3  # calibration, errors, what-if
+    assert len(at.dataframe) == 2  # metrics vs baselines, what-if per policy
+    assert at.multiselect(key="wi_policies").value == ["fcfs", "sjf_pred", "sjf_oracle",
+                                                       "kv_p90", "kv_worst"]
+    capacity = metric(at, "capacity (req/s)")
+    arrivals = metric(at, "arrivals (req/s)")
+    at.slider(key="wi_load").set_value(1.2).run()  # the model stays trained: no new click
+    assert_clean(at)
+    assert metric(at, "capacity (req/s)") == capacity
+    assert float(metric(at, "arrivals (req/s)")) > float(arrivals)
+    at.multiselect(key="wi_policies").set_value(["fcfs", "kv_p90"]).run()
+    assert_clean(at)
+    assert at.dataframe[1].value.shape[0] == 2
+    # a trace without arrival times: evaluation works, the what-if explains why it cannot
+    at.selectbox(key="trace").select("lengths_arxiv").run()
+    at.button(key="ol_train").click().run()
+    assert_clean(at)
+    assert len(at.image) == 2
+    assert any("no arrival times" in i.value for i in at.info)
+
+
+def test_gpu_kernels_page_roofline_without_model(app_db, use_db, no_models):
+    use_db(app_db)
+    at = run("pages/5_GPU_kernels.py")
+    assert any("No trained kernel-latency model" in i.value for i in at.info)
+    assert at.button(key="kl_train") is not None
+    assert len(at.image) == 2  # predicted vs measured, per-device estimates
+    assert float(metric(at, "MdAPE roofline (%)")) > 0
+    assert metric(at, "kernels") != "0"
+    unseen = at.selectbox(key="kl_spec_device")
+    assert unseen.value == "NVIDIA H100 80GB HBM3"  # no measurements, newest first
+    h100 = float(metric(at, f"roofline on {unseen.value} (ms)"))
+    # a hand-entered spec: half the H100's bandwidth and FLOPs -> a slower estimate
+    at.radio(key="kl_spec_src").set_value("enter numbers").run()
+    assert_clean(at)
+    at.number_input(key="kl_spec_Mem_Bw").set_value(1715.0)
+    at.number_input(key="kl_spec_SingleFLOPs").set_value(33454.0).run()
+    assert_clean(at)
+    assert float(metric(at, "roofline on custom (ms)")) > h100
+    at.selectbox(key="kl_est_op").select("softmax").run()
+    assert_clean(at)
+    assert at.number_input(key="kl_shape_H").value == 4096
+
+
+def test_gpu_kernels_page_with_saved_model(app_db, use_db, no_models, shared_store):
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+    from servecast.predictors.kernel_latency.train import kernel_training_data
+
+    frame, devices = kernel_training_data(shared_store, vidur=False)
+    KernelLatencyPredictor(epochs=1, max_rows=5000).fit(frame, devices).save(
+        no_models / "models" / "kernel_latency")
+    use_db(app_db)
+    at = run("pages/5_GPU_kernels.py")
+    assert not at.info
+    assert float(metric(at, "MdAPE learned (%)")) > 0
+    assert float(metric(at, "learned on NVIDIA H100 80GB HBM3 (ms)")) > 0
+
+
+def test_moe_page(app_db, use_db, no_models):
+    use_db(app_db)
+    at = run("pages/6_MoE.py")
+    assert set(at.selectbox(key="moe_model").options) == {"mistral", "olmoe"}
+    assert len(at.image) == 2  # load heatmap, imbalance
+    assert len(at.dataframe) == 3  # imbalance, transfer summary, gamma per domain
+    assert any("No small-MoE run" in i.value for i in at.info)
+    assert at.button(key="moe_tiny") is not None
+    at.selectbox(key="moe_model").select("olmoe").run()
+    at.selectbox(key="moe_assign").select("topk").run()
+    assert_clean(at)
+    assert len(at.image) == 2
+    assert at.dataframe[0].value.shape[0] == 18  # 6 domains x 3 layers
+
+
 def test_every_page_is_tested():
     pages = sorted(p.name for p in (APP / "pages").glob("*.py"))
-    assert pages == ["1_Traces.py", "2_Cluster.py", "3_VM_noise.py"], (
-        "a new page needs its AppTest here")
+    assert pages == ["1_Traces.py", "2_Cluster.py", "3_VM_noise.py", "4_Output_length.py",
+                     "5_GPU_kernels.py", "6_MoE.py"], "a new page needs its AppTest here"
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -22,7 +22,9 @@ APP = Path(__file__).resolve().parent.parent / "app"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: URL path -> (text the rendered page shows, figures it must have)
 PAGES = {"": ("Ingest a file", 0), "Traces": ("Arrivals", 1), "Cluster": ("Jobs", 1),
-         "VM_noise": ("Variability by SKU", 1)}
+         "VM_noise": ("Variability by SKU", 1), "Output_length": ("Train & evaluate", 0),
+         "GPU_kernels": ("Estimate on an unseen device", 2),
+         "MoE": ("gamma_eff from the routing counts", 2)}
 STATE_JS = """JSON.stringify({
   app: !!document.querySelector('[data-testid="stApp"]'),
   text: document.body ? document.body.innerText : '',
@@ -31,6 +33,9 @@ STATE_JS = """JSON.stringify({
   images: document.querySelectorAll('[data-testid="stImage"] img').length,
   running: !!document.querySelector('[data-testid="stStatusWidget"]')
 })"""
+
+CLICK_JS = """[...document.querySelectorAll('button')].find(b => b.innerText.trim() === %s)
+.click()"""
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium missing: `make browser` (apt-get install chromium)")
@@ -68,9 +73,10 @@ class DevTools:
 
 
 async def visit(ws_url: str, url: str, expect: str, figures: int, shot: Path,
-                deadline_s: float = 300) -> dict:
+                deadline_s: float = 300, click: str | None = None) -> dict:
     """Load `url`, wait until `expect` shows, `figures` images are in and the app is idle
-    (same state twice in a row), save a screenshot; returns the final page state."""
+    (same state twice in a row), save a screenshot; returns the final page state. With
+    `click`, first press the button labelled `click` once `expect` shows."""
     async with DevTools(ws_url) as dt:
         await dt.call("Emulation.setDeviceMetricsOverride", width=1400, height=2200,
                       deviceScaleFactor=1, mobile=False)
@@ -79,8 +85,12 @@ async def visit(ws_url: str, url: str, expect: str, figures: int, shot: Path,
         while time.monotonic() < end:
             await asyncio.sleep(1.0)
             state = await dt.state()
-            ready = (state["app"] and expect in state["text"] and not state["running"]
-                     and state["images"] >= figures)
+            shown = state["app"] and expect in state["text"] and not state["running"]
+            if click and shown:
+                await dt.call("Runtime.evaluate", expression=CLICK_JS % json.dumps(click))
+                click, last = None, None
+                continue
+            ready = shown and not click and state["images"] >= figures
             key = (state["images"], len(state["text"]), state["errors"])
             if (ready and key == last) or state["errors"]:
                 break
@@ -117,7 +127,7 @@ def dashboard(shared_store, tmp_path_factory):
         with urllib.request.urlopen(f"http://127.0.0.1:{cdp}/json/list") as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
         with background(cmd, f"{url}/_stcore/health", timeout_s=180,
-                        env={"SERVECAST_DB": str(db)}):
+                        env={"SERVECAST_DB": str(db), "SERVECAST_OUT": str(folder / "out")}):
             yield url, page["webSocketDebuggerUrl"], folder
     finally:
         browser.terminate()
@@ -133,4 +143,15 @@ def test_page_renders_without_error(dashboard, page):
     assert state["errors"] == 0, f"{page or 'Home'}: error element on the page: {state['text']}"
     assert "Traceback" not in state["text"]
     assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_output_length_trains_in_the_browser(dashboard):
+    """Train & evaluate on the Output length page: calibration, error and what-if figures."""
+    url, ws_url, folder = dashboard
+    shot = folder / "Output_length_trained.png"
+    state = asyncio.run(visit(ws_url, f"{url}/Output_length", "Train & evaluate", 3, shot,
+                              click="Train & evaluate"))
+    assert state["errors"] == 0, state["text"]
+    assert "What-if" in state["text"] and "SJF gain captured" in state["text"]
     print(f"screenshot: {shot}")

@@ -9,12 +9,7 @@ import streamlit as st
 from servecast.analytics import plots
 from servecast.app import common
 
-common.setup("Traces")
-if common.store() is None:
-    st.stop()
-trace = common.pick_trace("llm_requests")
-if trace is None:
-    st.stop()
+trace = common.page_trace("Traces", "llm_requests")
 f = common.request_filters(trace)
 A = common.analysis
 

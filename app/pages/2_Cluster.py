@@ -8,12 +8,7 @@ import streamlit as st
 from servecast.analytics import plots
 from servecast.app import common
 
-common.setup("Cluster")
-if common.store() is None:
-    st.stop()
-trace = common.pick_trace("cluster_jobs", "cluster_series", "cluster_nodes")
-if trace is None:
-    st.stop()
+trace = common.page_trace("Cluster", "cluster_jobs", "cluster_series", "cluster_nodes")
 T = common.trace_analysis
 
 if common.has_table(trace, "cluster_jobs"):

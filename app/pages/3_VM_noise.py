@@ -8,12 +8,7 @@ import streamlit as st
 from servecast.analytics import plots
 from servecast.app import common
 
-common.setup("VM noise")
-if common.store() is None:
-    st.stop()
-trace = common.pick_trace("vm_measurements")
-if trace is None:
-    st.stop()
+trace = common.page_trace("VM noise", "vm_measurements")
 T = common.trace_analysis
 
 st.subheader("Variability by SKU")
