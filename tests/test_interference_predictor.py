@@ -136,3 +136,19 @@ def test_nan_values_are_masked_not_fatal(data, dual):
                             .otherwise(pl.col("value")).alias("value"))
     out = dual.predict(holed)
     assert out.height == 150 and out["perf"].is_finite().all()
+
+
+def test_models_saved_without_skip_path_still_load(tmp_path, data):
+    import json
+
+    (m, lab), (tm, _) = data
+    old = InterferencePredictor("dual", max_steps=10, d_model=16, layers=1, epochs=1,
+                                skip=False).fit(m, lab)
+    old.save(tmp_path / "old")
+    state_file = tmp_path / "old" / "interference.json"
+    state = json.loads(state_file.read_text())
+    for key in ("skip", "weight_decay", "wide_l1", "metric_dropout"):  # the earlier format
+        state["config"].pop(key)
+    state_file.write_text(json.dumps(state))
+    np.testing.assert_allclose(Runtime.load(tmp_path / "old").interference_batch(tm)["perf"],
+                               old.predict(tm)["perf"], rtol=1e-5)

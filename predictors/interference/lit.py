@@ -14,23 +14,41 @@ from servecast.predictors.training import make_trainer
 
 
 class InterferenceModule(pl.LightningModule):
-    """LightningModule around InterferenceNet: L1 loss on perf, AdamW + cosine decay."""
+    """LightningModule around InterferenceNet: L1 loss (the MAE objective) on perf, or on
+    the normalized target (perf - y_center) / y_scale for skip models; AdamW + cosine decay.
+    `val_mae` is always in perf units."""
 
     def __init__(self, n_metrics: int, max_steps: int, d_model: int = 64, heads: int = 4,
                  layers: int = 2, dropout: float = 0.1, branches: str = "dual",
-                 lr: float = 2e-3, weight_decay: float = 1e-2, epochs: int = 30):
+                 skip: bool = False, lr: float = 2e-3, weight_decay: float = 1e-2,
+                 epochs: int = 30, wide_l1: float = 0.0, metric_dropout: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.net = InterferenceNet(n_metrics, max_steps, d_model, heads, layers, dropout,
-                                   branches)
+                                   branches, skip)
 
     def forward(self, values, mask):
         return self.net(values, mask)
 
     def _step(self, batch, name: str):
         values, mask, y = batch
-        loss = torch.nn.functional.l1_loss(self(values, mask), y)
-        self.log(f"{name}_mae", loss, prog_bar=True, on_epoch=True, on_step=False,
+        net = self.net
+        p = self.hparams.metric_dropout
+        if name == "train" and p > 0:  # augmentation: hide whole metrics of a window
+            keep = torch.rand(mask.shape[0], 1, mask.shape[2], device=mask.device) >= p
+            new = mask & keep
+            ok = new.flatten(1).any(1).view(-1, 1, 1)  # never empty a window
+            mask = torch.where(ok, new, mask)
+            values = values * mask.to(values.dtype)
+        if net.skip:
+            z = net.forward_z(values, mask)
+            loss = torch.nn.functional.l1_loss(z, (y - net.y_center) / net.y_scale)
+            mae = loss.detach() * net.y_scale
+            if name == "train" and self.hparams.wide_l1 > 0:  # sparse wide path
+                loss = loss + self.hparams.wide_l1 * net.wide.weight.abs().sum()
+        else:
+            loss = mae = torch.nn.functional.l1_loss(self(values, mask), y)
+        self.log(f"{name}_mae", mae, prog_bar=True, on_epoch=True, on_step=False,
                  batch_size=len(y))
         return loss
 
@@ -67,8 +85,13 @@ def _loader(values, mask, y, batch: int, shuffle: bool) -> DataLoader:
 
 
 def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch: int,
-              seed: int = 0, **trainer_kw) -> tuple[InterferenceNet, dict]:
+              seed: int = 0, anchor: tuple[int, float, float] | None = None,
+              **trainer_kw) -> tuple[InterferenceNet, dict]:
     """Fit on `train` = (values, mask, y) arrays; keep the best epoch on `val` when given.
+
+    `anchor` = (metric index, center, scale) of a metric that carries past perf (skip models):
+    the wide path starts as its persistence forecast (perf = its last observed value), so
+    the network learns the residual on top of it.
 
     Returns the trained net (CPU, eval mode) and a log {epochs, best_epoch, val_mae}.
     """
@@ -76,6 +99,16 @@ def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch
     trainer = make_trainer(max_epochs=epochs, seed=seed, callbacks=[keep],
                            gradient_clip_val=1.0, num_sanity_val_steps=0, **trainer_kw)
     module = InterferenceModule(epochs=epochs, **hparams)
+    if module.net.skip:
+        y = np.asarray(train[2], dtype=np.float64)
+        center = float(np.median(y))
+        scale = max(float(np.mean(np.abs(y - center))), 1e-4)
+        module.net.set_target(center, scale)
+        if anchor is not None:
+            k, c_m, s_m = anchor
+            with torch.no_grad():  # z_last * s_m + c_m = last value -> (last - center) / scale
+                module.net.wide.weight[0, k] = s_m / scale
+                module.net.wide.bias[0] = (c_m - center) / scale
     trainer.fit(module, _loader(*train, batch, True),
                 _loader(*val, 4 * batch, False) if val is not None else None)
     if keep.state is not None:

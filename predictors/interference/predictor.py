@@ -8,7 +8,10 @@ window of black-box metrics, for any metric names, sampling rate or label source
 `metrics` is long (`window_id, t, metric, value`; see frames.py for masking rules) and
 `labels` is `window_id, perf`. Models (`MODELS`):
 
-- `dual`: CloudFormer-style dual-branch Transformer (temporal + metric attention);
+- `dual`: CloudFormer-style dual-branch Transformer (temporal + metric attention); with
+  `skip=True` (default) plus a wide path on generic per-metric window statistics and a
+  normalized target, so it learns the residual over persistence (see net.py); with a
+  `target_metric`, the wide path starts as that metric's last-value forecast;
 - `temporal`: the same network with the temporal branch only;
 - `gbm`: LightGBM on per-metric window statistics;
 - `last` / `moving_average`: the last value / mean of the last `ma_k` values of the
@@ -46,7 +49,8 @@ class InterferencePredictor(Predictor):
 
     def __init__(self, model: str = "dual", max_steps: int = 16, target_metric: str | None = None,
                  d_model: int = 64, heads: int = 4, layers: int = 2, dropout: float = 0.1,
-                 epochs: int = 30, batch_size: int = 256, lr: float = 2e-3,
+                 skip: bool = True, epochs: int = 30, batch_size: int = 256, lr: float = 2e-3,
+                 weight_decay: float = 1e-2, wide_l1: float = 1e-3, metric_dropout: float = 0.0,
                  val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
                  trainer_kw: dict | None = None):
         super().__init__()
@@ -56,7 +60,9 @@ class InterferencePredictor(Predictor):
         if max_steps < 1:
             raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.max_steps, self.target_metric = model, int(max_steps), target_metric
-        self.hp = dict(d_model=d_model, heads=heads, layers=layers, dropout=dropout, lr=lr)
+        self.hp = dict(d_model=d_model, heads=heads, layers=layers, dropout=dropout,
+                       skip=bool(skip), lr=lr, weight_decay=weight_decay, wide_l1=wide_l1,
+                       metric_dropout=metric_dropout)
         self.epochs, self.batch_size, self.val_frac = epochs, batch_size, val_frac
         self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
         self.trainer_kw = trainer_kw or {}
@@ -101,8 +107,12 @@ class InterferencePredictor(Predictor):
 
             hp = dict(self.hp, n_metrics=len(self.norm.metrics), max_steps=self.max_steps,
                       branches=self.model)
+            anchor = None
+            if self.hp["skip"] and self.target_metric in self.norm.metrics:
+                k = self.norm.metrics.index(self.target_metric)
+                anchor = (k, float(self.norm.center[k]), float(self.norm.scale[k]))
             self.net, log = train_net(tr, va, hp, self.epochs, self.batch_size, self.seed,
-                                      **self.trainer_kw)
+                                      anchor=anchor, **self.trainer_kw)
         elif self.model == "gbm":
             from servecast.predictors.interference.baselines import GBMRegressor, window_stats
 
@@ -196,6 +206,7 @@ class InterferencePredictor(Predictor):
     def _load(cls, path: Path, card: dict) -> InterferencePredictor:
         state = json.loads((path / "interference.json").read_text())
         cfg = dict(state["config"])
+        cfg.setdefault("skip", False)  # saved before the skip path: the original network
         model = cls(**cfg)
         model.norm = Normalizer.from_dict(state["norm"])
         model.mean_perf = float(state["mean_perf"])
@@ -204,7 +215,7 @@ class InterferencePredictor(Predictor):
 
             from servecast.predictors.interference.net import InterferenceNet
 
-            hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout")}
+            hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout", "skip")}
             net = InterferenceNet(len(model.norm.metrics), model.max_steps, branches=model.model,
                                   **hp)
             net.load_state_dict(torch.load(path / "net.pt", map_location="cpu",
