@@ -1,11 +1,16 @@
 """What-if replay of a request trace against one serving instance with continuous batching.
 
-Discrete-event, iteration-level: each iteration admits waiting requests (policy order, KV
-budget, batch limits), prefills them and decodes one token for every running request; it
-takes `a + b * tokens` ms where tokens = prefill tokens + decoding requests. KV use is
-prompt + generated tokens per running request; when it exceeds the budget the running
-request of the lowest priority (FCFS: latest arrival, SJF: longest) is preempted
-(recompute: its tokens are dropped and it waits again).
+Discrete-event, iteration-level (vLLM-style): each iteration admits waiting requests (policy
+order, KV budget, batch limits), prefills them and decodes one token for every running
+request; it takes `a + b * tokens + c * kv` ms where tokens = prefill tokens + decoding
+requests and kv = KV tokens the decoders read (attention is memory-bound; c = 0 gives the
+plain `a + b * tokens` model). KV use is prompt + generated tokens per running request; when
+the next token does not fit, the running request of the lowest priority (FCFS: latest
+arrival, SJF: longest) is preempted by recompute: it keeps the tokens it already streamed,
+waits again, and on re-admission its prompt plus those tokens are prefilled again.
+Priorities are static and a waiting request never evicts a running one (vLLM's priority
+preemption makes SJF thrash on recompute); long requests can therefore starve under SJF,
+which shows in p99 JCT.
 
 Policies: fcfs, sjf_pred (shortest predicted p50 first), sjf_oracle (true output length),
 kv_p90 / kv_worst (FCFS order, admit only if prompt + reserved output fits the budget, the
@@ -34,6 +39,10 @@ class ServingConfig:
     kv_tokens: KV-cache budget (~60 GB free / 0.5 MB per token), tokens
     max_batch: running requests at most; max_prefill_tokens: prefill tokens per iteration
     max_output: worst-case output length reserved by `kv_worst`, tokens
+    iter_kv_ms: c, per KV token read by the decoders in an iteration (0.5 MB at ~1.6 TB/s),
+      ms; 0 gives the plain a + b * tokens model (decode batches ~3x too fast for a 7B)
+    preempt: victim when KV runs out: "priority" (lowest priority, ties newest; vLLM) or
+      "newest" (the most recently admitted, whatever the policy)
     """
 
     iter_base_ms: float = 7.0
@@ -42,6 +51,9 @@ class ServingConfig:
     max_batch: int = 256
     max_prefill_tokens: int = 8192
     max_output: int = 2048
+    iter_kv_ms: float = 0.0003
+    preempt: str = "priority"
+    watermark: float = 0.01
 
 
 def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
@@ -50,7 +62,21 @@ def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
     """Replay one trace. `priority`: lower is admitted first (None = arrival order);
     `reserve`: output tokens reserved at admission (None = no reservation).
 
-    Returns arrays `jct_s`, `ttft_s` (per request), `preemptions`, `makespan_s`.
+    One loop turn is one engine iteration (vLLM-style scheduler):
+    1. the running requests each need KV for one more token; while that exceeds the budget
+       the lowest-priority running request (ties: the newest admitted) is preempted;
+    2. if nothing was preempted, waiting requests are admitted in priority order while
+       their KV need fits (prompt + tokens already generated + 1, or prompt + reservation
+       when larger), up to `max_batch` running and `max_prefill_tokens` prefilled;
+    3. the iteration takes `a + b * (prefill tokens + decoding requests) + c * (KV tokens of
+       the decoders)` and every request in it gains one output token (a prefill produces
+       the first token).
+    A preempted request keeps the tokens it has already streamed; on re-admission its
+    prompt and those tokens are prefilled again (recompute). JCT = finish - arrival,
+    TTFT = first token - arrival.
+
+    Returns arrays `jct_s`, `ttft_s` (per request), `preemptions`, `makespan_s`, and
+    `iterations`, `prefill_tokens` (recompute included), `busy_s`, `mean_batch`.
     """
     cfg = config or ServingConfig()
     n = len(arrival_s)
@@ -59,21 +85,27 @@ def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
     pr = np.asarray(prompt, np.int64)[order]
     out = np.maximum(np.asarray(output, np.int64)[order], 1)
     prio = np.arange(n, dtype=float) if priority is None else np.asarray(priority, float)[order]
-    res = None if reserve is None else np.asarray(reserve, float)[order]
-    if np.any(pr > cfg.kv_tokens):
-        raise InvalidInputError(f"a prompt of {pr.max()} tokens exceeds kv_tokens "
-                                f"{cfg.kv_tokens}; raise the KV budget")
+    res = np.zeros(n) if reserve is None else np.maximum(np.asarray(reserve, float)[order], 0)
+    if np.any(pr + out > cfg.kv_tokens):
+        k = int(np.argmax(pr + out))
+        raise InvalidInputError(f"a request of {pr[k]} prompt + {out[k]} output tokens exceeds "
+                                f"kv_tokens {cfg.kv_tokens}; raise the KV budget")
     import heapq
 
     waiting: list[tuple[float, int]] = []
     run = np.zeros(0, np.int64)      # running requests in admission order (last = newest)
-    gen = np.zeros(n, np.int64)
+    gen = np.zeros(n, np.int64)      # output tokens produced so far (kept over preemption)
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
-    prl = pr.tolist()
-    resl = [0.0] * n if res is None else res.tolist()
+    prl, resl = pr.tolist(), res.tolist()
     t, nxt, done, preempt = 0.0, 0, 0, 0
+    iters, prefilled, batch_sum, busy = 0, 0, 0, 0.0
     a, b = cfg.iter_base_ms / 1000.0, cfg.iter_token_ms / 1000.0
+    if cfg.preempt not in ("priority", "newest"):
+        raise InvalidInputError(f"preempt={cfg.preempt!r}; use 'priority' or 'newest'")
+    newest = cfg.preempt == "newest"
+    admit_kv = cfg.kv_tokens * (1.0 - cfg.watermark)
+    c = cfg.iter_kv_ms / 1000.0
     while done < n:
         while nxt < n and arr[nxt] <= t:
             heapq.heappush(waiting, (prio[nxt], nxt))
@@ -81,47 +113,54 @@ def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
         if not len(run) and not waiting:
             t = arr[nxt]
             continue
-        kv = pr[run] + gen[run]
-        held = int(kv.sum() if res is None else np.maximum(pr[run] + res[run], kv).sum())
+        held = np.maximum(pr[run] + res[run], pr[run] + gen[run] + 1)
+        used = int(held.sum())
+        preempted = False
+        while used > cfg.kv_tokens and len(run) > 1:  # out of KV: preempt the lowest priority
+            k = (len(run) - 1 if newest else
+                 len(run) - 1 - int(np.argmax(prio[run][::-1])))  # ties: the newest admitted
+            i = int(run[k])
+            used -= int(held[k])
+            run, held = np.delete(run, k), np.delete(held, k)
+            preempt += 1
+            preempted = True
+            heapq.heappush(waiting, (prio[i], i))
         new, prefill = [], 0
-        while waiting and len(run) + len(new) < cfg.max_batch:
+        while not preempted and waiting and len(run) + len(new) < cfg.max_batch:
             i = waiting[0][1]
-            need = prl[i] + resl[i]
-            if held + need > cfg.kv_tokens or (new and prefill + prl[i] > cfg.max_prefill_tokens):
+            tokens = prl[i] + int(gen[i])             # prompt (+ recomputed output)
+            need = prl[i] + max(resl[i], gen[i] + 1)
+            alone = not len(run) and not new  # an idle engine always takes its head request
+            if (used + need > admit_kv and not alone) or \
+                    (new and prefill + tokens > cfg.max_prefill_tokens):
                 break
             heapq.heappop(waiting)
             new.append(i)
-            held += need
-            prefill += prl[i]
+            used += need
+            prefill += tokens
         decoding = len(run)
-        if not new and not decoding:  # head request cannot fit even alone: wait for arrivals
-            t = arr[nxt] if nxt < n else t + a
-            continue
-        t += a + b * (prefill + decoding)
-        gen[run] += 1
+        kv_read = int((pr[run] + gen[run]).sum()) if c else 0
+        step = a + b * (prefill + decoding) + c * kv_read
+        t += step
+        iters, prefilled, busy = iters + 1, prefilled + prefill, busy + step
+        batch_sum += decoding + len(new)
         if new:
-            new_a = np.array(new, np.int64)
-            gen[new_a] = 1
-            first[new_a] = np.where(np.isnan(first[new_a]), t, first[new_a])
-            run = np.concatenate([run, new_a])
+            run = np.concatenate([run, np.array(new, np.int64)])
+            for i in new:
+                if first[i] != first[i]:
+                    first[i] = t
+        gen[run] += 1
         fin = gen[run] >= out[run]
         if fin.any():
             finish[run[fin]] = t
             done += int(fin.sum())
             run = run[~fin]
-        used = int((pr[run] + gen[run]).sum())
-        while used > cfg.kv_tokens and len(run):  # out of KV: preempt the lowest priority
-            k = len(run) - 1 - int(np.argmax(prio[run][::-1]))  # ties: the newest admitted
-            i = int(run[k])
-            run = np.delete(run, k)
-            used -= prl[i] + int(gen[i])
-            gen[i] = 0
-            preempt += 1
-            heapq.heappush(waiting, (prio[i], i))
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)
     return {"jct_s": (finish - arr)[inv], "ttft_s": (first - arr)[inv],
-            "preemptions": preempt, "makespan_s": float(np.nanmax(finish) - arr[0])}
+            "preemptions": preempt, "makespan_s": float(np.nanmax(finish) - arr[0]),
+            "iterations": iters, "prefill_tokens": prefilled, "busy_s": busy,
+            "mean_batch": batch_sum / max(iters, 1)}
 
 
 def capacity(prompt: np.ndarray, output: np.ndarray, config: ServingConfig | None = None) -> float:

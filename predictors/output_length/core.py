@@ -86,7 +86,9 @@ class OutputLengthModel(Predictor):
         self.encoder = Encoder.fit(df)
         n_cal = int(df.height * self.calib_frac) if df.height >= 200 else 0
         fit_part, cal_part = df[: df.height - n_cal], df[df.height - n_cal:]
+        self._valid = cal_part if n_cal else None  # later-in-time rows for model selection
         self._fit(fit_part)
+        self._valid = None
         self.calibrator = Calibrator(self.window)
         if n_cal:
             self.calibrator.update(cal_part["output_tokens"].to_numpy(),

@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from servecast.predictors.output_length.core import OutputLengthModel
-from servecast.predictors.output_length.features import ALL, CONTEXT
+from servecast.predictors.output_length.features import ALL, CATEGORIES, CONTEXT
+from servecast.predictors.output_length.metrics import pinball
 from servecast.predictors.output_length.table import LengthTable
 
 HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
@@ -24,7 +25,9 @@ class MetadataModel(OutputLengthModel):
     """Quantile gradient boosting on request metadata.
 
     n_estimators / learning_rate / num_leaves / max_bin: LightGBM settings; `columns`
-    restricts the features (e.g. ["prompt_tokens"] for a prompt-length-only model).
+    restricts the features (e.g. ["prompt_tokens"] for a prompt-length-only model). Each
+    head falls back to segment-only features (a per-segment quantile, the baseline) where that
+    scores better on the held-out calibration rows.
     """
 
     name = "metadata"
@@ -32,19 +35,24 @@ class MetadataModel(OutputLengthModel):
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05,
                  num_leaves: int = 31, min_child_samples: int = 20, max_bin: int = 1023,
-                 columns: list[str] | None = None, threads: int = 1, seed: int = 0, **kw):
+                 columns: list[str] | None = None, threads: int = 1, seed: int = 0,
+                 segment_heads: list[bool] | None = None, **kw):
         super().__init__(**kw)
         self.params = dict(n_estimators=n_estimators, learning_rate=learning_rate,
                            num_leaves=num_leaves, min_child_samples=min_child_samples,
                            max_bin=max_bin, columns=columns, threads=threads, seed=seed)
         self.boosters: list = []
+        # per head: True where the held-out calibration rows (the later-in-time tail of the
+        # training data) preferred a model of the segment (model x log type) alone over the
+        # full feature set, i.e. the features carried no signal; the refit on all rows keeps it
+        self.segment_heads: list[bool] | None = segment_heads
         self.seen_contexts: list[tuple[int, int, int]] = [(0, 0, 0)]
 
     def _params(self) -> dict:
-        return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
+        return {**self.params, "calib_frac": self.calib_frac, "window": self.window,
+                "segment_heads": self.segment_heads}
 
     def _fit(self, train: pl.DataFrame) -> None:
-        import lightgbm as lgb
 
         p = self.params
         if p["columns"]:
@@ -61,7 +69,17 @@ class MetadataModel(OutputLengthModel):
         y = train["output_tokens"].to_numpy().astype(np.float64)
         big = len(y) > 300_000  # bag rows on big traces to keep training time bounded
         self.boosters = []
-        for objective, alpha in HEADS:
+        seg_only = X.copy()  # same columns; everything but model / log type held constant
+        seg_only[:, [j for j, c in enumerate(self.encoder.columns) if c not in CATEGORIES]] = 0
+        valid = getattr(self, "_valid", None)
+        if valid is not None and valid.height >= 50:
+            Xv = self.encoder.transform(valid)
+            yv = valid["output_tokens"].to_numpy().astype(np.float64)
+            self.segment_heads = []
+        else:
+            valid = None
+        self._datasets: dict = {}
+        for h, (objective, alpha) in enumerate(HEADS):
             params = {
                 "objective": objective, "learning_rate": p["learning_rate"],
                 "num_leaves": p["num_leaves"], "min_data_in_leaf": p["min_child_samples"],
@@ -70,8 +88,37 @@ class MetadataModel(OutputLengthModel):
                 **({"alpha": alpha} if alpha else {}),
                 **({"bagging_fraction": 0.3, "bagging_freq": 1} if big else {}),
             }
-            ds = lgb.Dataset(X, y, feature_name=self.encoder.columns, free_raw_data=False)
-            self.boosters.append(lgb.train(params, ds, num_boost_round=p["n_estimators"]))
+            # the segment-only model is the per-segment quantile (mean) baseline: one tree
+            # at learning rate 1, whose leaves LightGBM sets to the residual quantiles
+            seg_params = {**params, "learning_rate": 1.0}
+            if valid is not None:
+                full = self._train(params, X, y)
+                seg = self._train(seg_params, seg_only, y, rounds=1)
+                use_seg = self._loss(seg, Xv, yv, alpha) <= self._loss(full, Xv, yv, alpha)
+                self.segment_heads.append(bool(use_seg))
+                self.boosters.append(seg if use_seg else full)
+            else:
+                use_seg = bool(self.segment_heads and self.segment_heads[h])
+                self.boosters.append(self._train(seg_params, seg_only, y, rounds=1) if use_seg
+                                     else self._train(params, X, y))
+        self._datasets = {}
+
+    def _train(self, params: dict, X: np.ndarray, y: np.ndarray, rounds: int | None = None):
+        """One head on features `X`; the binned Dataset is built once per matrix and shared
+        by the heads (binning 1M rows is a few seconds each time)."""
+        import lightgbm as lgb
+
+        ds = self._datasets.get(id(X))
+        if ds is None:
+            ds = lgb.Dataset(X, y, feature_name=self.encoder.columns, free_raw_data=False,
+                             params={"max_bin": params["max_bin"], "verbose": -1})
+            self._datasets[id(X)] = ds
+        return lgb.train(params, ds, num_boost_round=rounds or self.params["n_estimators"])
+
+    def _loss(self, booster, X: np.ndarray, y: np.ndarray, alpha: float | None) -> float:
+        """Held-out loss of one head: pinball at `alpha`, squared error for the mean head."""
+        q = booster.predict(X, num_threads=self.params["threads"])
+        return pinball(y, q, alpha) if alpha else float(np.mean((y - q) ** 2))
 
     def _raw_X(self, X: np.ndarray) -> np.ndarray:
         out = np.column_stack([b.predict(X, num_threads=self.params["threads"])

@@ -74,7 +74,7 @@ def segment_scores(test: pl.DataFrame, pred: pl.DataFrame) -> list[dict]:
             and test[c].null_count() < test.height]
     if not cols:
         return []
-    joined = pl.concat([test.select(cols, "output_tokens"), pred], how="horizontal")
+    joined = pl.concat([test.select([*cols, "output_tokens"]), pred], how="horizontal")
     rows = []
     for key, part in joined.group_by(cols, maintain_order=True):
         rows.append({**dict(zip(cols, key, strict=True)),

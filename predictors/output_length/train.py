@@ -38,7 +38,8 @@ def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = Tru
     """Fit `model` (default metadata, or text with `text`) on the training split of `trace`,
     evaluate it and the baselines on the held-out split, save it to `out_dir`.
 
-    Returns {"model", "split", "metrics", "online_metrics", "baselines", "seconds", "path"}.
+    Returns {"model", "split", "metrics", "online_metrics", "baselines", "seconds", "path",
+    "test"} (`test`: the held-out request rows).
     """
     name = model or ("text" if text else "metadata")
     df = load_requests(store, trace, text=name == "text")
@@ -64,7 +65,7 @@ def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = Tru
     path = predictor.save(out_dir)
     online = predictor.evaluate(test, online=True) if name != "text" else None
     return {"model": predictor, "split": how, "metrics": metrics, "online_metrics": online,
-            "baselines": baselines, "seconds": seconds, "path": path}
+            "baselines": baselines, "seconds": seconds, "path": path, "test": test}
 
 
 def _headline(m: dict) -> dict:
