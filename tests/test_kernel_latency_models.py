@@ -71,6 +71,11 @@ def test_saved_model_runtime_estimator_and_cli_agree(fitted, tmp_path):
                               spec) == pytest.approx(want, 1e-4)
     batch = est.kernel_latency_batch(test, devices)
     np.testing.assert_allclose(batch, model.predict(test, devices), rtol=1e-4)
+    # the scalar fast path (plain-float features, folded first layer) equals the batch path
+    cols = {"bmm": ["B", "M", "N", "K"], "linear": ["B", "M", "N", "K"], "softmax": ["B", "H"]}
+    one = [est.kernel_latency(r["op"], [r[c] for c in cols[r["op"]]], devices[r["device"]])
+           for r in test.head(60).iter_rows(named=True)]
+    np.testing.assert_allclose(one, batch[:60], rtol=1e-6)
     again = KernelLatencyPredictor.load(path)
     np.testing.assert_allclose(again.predict(test, devices), model.predict(test, devices))
     with pytest.raises(InvalidInputError, match="missing key"):

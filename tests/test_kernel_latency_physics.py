@@ -14,6 +14,7 @@ from servecast.predictors.kernel_latency.ops import canonical_op, shape_dict
 from servecast.predictors.kernel_latency.physics import (
     LAUNCH_FLOOR_MS,
     features,
+    features_one,
     kernel_work,
     roofline_ms,
 )
@@ -52,10 +53,38 @@ def test_wave_quantization_feature_drops_after_a_full_wave():
     shape = {"B": np.array([100.0, 101.0]), "M": np.array([128.0, 128.0]),
              "N": np.array([128.0, 128.0]), "K": np.array([64.0, 64.0])}
     X, base = features(np.array(["bmm", "bmm"], dtype=object), shape, spec)
-    eff_col = 22  # efficiency of the first tile size (after 15 + 6 alignment + 1 waves columns)
+    eff_col = 21  # efficiency of the first tile size (after 14 + 6 alignment + 1 waves columns)
     assert X[0, eff_col] == pytest.approx(1.0)
     assert X[1, eff_col] == pytest.approx(101 / 200)
     assert (base > LAUNCH_FLOOR_MS).all()
+
+
+def test_scalar_features_match_the_vectorized_ones_for_every_op():
+    """The Estimator's hot path (`features_one`, plain floats) equals `features`' dense
+    columns and roofline for every op, odd and aligned dims, several spec sheets."""
+    from servecast.predictors.kernel_latency.ops import OPS, SHAPE_COLUMNS
+    from servecast.predictors.kernel_latency.physics import n_spec_features
+
+    rng = np.random.default_rng(0)
+    specs = [SPEC, SPEC | {"Num_Sm": 7, "L2Cache": 0.5, "Mem_Bw": 50},
+             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}]
+    for op, (_, cols, _, _) in OPS.items():
+        for spec in specs:
+            for _ in range(6):
+                dims = {c: float(rng.choice([1, 3, 32, 64, 127, 1000, 4096])) for c in cols}
+                if op == "conv":
+                    dims |= {"kernel_size": 3.0, "input_size": 28.0, "stride": 2.0,
+                             "padding": 0.0}
+                shape = {c: np.array([dims.get(c, np.nan)]) for c in SHAPE_COLUMNS}
+                row = spec_matrix({"d": spec}, ["d"])
+                X, base = features(np.array([op], dtype=object), shape, row)
+                cols1, base1 = features_one(op, shape_dict(op, dims), tuple(row[0]))
+                dense = X.shape[1] - n_spec_features() - len(OPS) - len(
+                    {f for f, *_ in OPS.values()})
+                assert len(cols1) == dense
+                np.testing.assert_allclose(np.float32(cols1), X[0, :dense], rtol=1e-6,
+                                           atol=1e-6, err_msg=f"{op} {dims}")
+                assert base1 == pytest.approx(base[0], rel=1e-12)
 
 
 def test_unknown_op_missing_columns_bad_spec_and_dims_raise_clear_errors():

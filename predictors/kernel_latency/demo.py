@@ -22,7 +22,9 @@ def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = pri
     from servecast.predictors.kernel_latency.train import train_help_model, train_kernel_model
 
     out = Path(out)
-    model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows, log=log)
+    # one ensemble member keeps the demo quick (the benchmarks train the default three)
+    model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows, log=log,
+                                       ensemble=1)
     path = model.save(out / "kernel_latency")
     rows = [{"what": f"kernel MdAPE in-sample {r['op']} (%)", "value": r["mdape"]}
             for r in report.filter(pl.col("op").is_in(["all", "bmm", "linear"])).to_dicts()]

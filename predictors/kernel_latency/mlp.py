@@ -61,6 +61,33 @@ def fit_mlp(X: np.ndarray, y: np.ndarray, *, hidden: int, layers: int, epochs: i
 
 
 
+def merge_mlps(members: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """One MLP computing the mean output of `members` (same architecture, numpy weights
+    [W0, b0, ...]): first layers side by side, hidden layers block-diagonal, last layer
+    stacked / n. SiLU is element-wise, so this is exact; a forward pass of the ensemble
+    costs the same number of numpy calls as one member (the scalar runtime's budget)."""
+    if len(members) == 1:
+        return members[0]
+    n, out = len(members), []
+    n_layers = len(members[0]) // 2
+    for i in range(n_layers):
+        ws = [m[2 * i].astype(np.float64) for m in members]
+        bs = [m[2 * i + 1].astype(np.float64) for m in members]
+        if i == 0:
+            w, b = np.hstack(ws), np.concatenate(bs)
+        elif i == n_layers - 1:
+            w, b = np.vstack(ws) / n, np.mean(bs, axis=0)
+        else:
+            w = np.zeros((sum(x.shape[0] for x in ws), sum(x.shape[1] for x in ws)))
+            r = c = 0
+            for x in ws:
+                w[r:r + x.shape[0], c:c + x.shape[1]] = x
+                r, c = r + x.shape[0], c + x.shape[1]
+            b = np.concatenate(bs)
+        out += [w.astype(np.float32), b.astype(np.float32)]
+    return out
+
+
 class _Batches(torch.utils.data.Dataset):
     """Whole mini-batches (slices of one seeded permutation): no per-row collate cost."""
 

@@ -7,6 +7,8 @@ input of the residual learner; `roofline_ms` is the physics-only baseline.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
@@ -14,6 +16,11 @@ from servecast.predictors.kernel_latency.specs import SPEC_KEYS
 
 #: fixed launch + sync floor added to the roofline time (ms): kernels never run faster
 LAUNCH_FLOOR_MS = 0.02
+#: layout of the feature matrix; saved with a model, checked on load (2: saturating
+#: device-relative time / L2 features instead of absolute log times)
+FEATURE_SET = 2
+#: cap on log2(roofline / launch floor) as a feature (see `features`)
+REL_CAP = 3.0
 #: nominal fp16 tensor-core speedup over SingleFLOPs (the residual learns the rest)
 TENSOR_CORE_FACTOR = 16.0
 #: GEMM output tiles (rows x cols) whose wave quantization becomes a feature
@@ -115,9 +122,15 @@ def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray
     base = np.maximum(t_comp, t_mem) + LAUNCH_FLOOR_MS
     sms = spec[:, _S["Num_Sm"]]
     l2 = spec[:, _S["L2Cache"]] * 2**20
+    # device-relative, saturating time features: the MLP sees how far above the launch
+    # floor a kernel is only up to 2**REL_CAP x the floor, and L2 fit as a fraction in (0, 1),
+    # so for large kernels it cannot key on a device's absolute speed (an unseen GPU's
+    # FLOP/s, bandwidth or L2 lie outside the few training GPUs' range) and predicts the
+    # utilization from shape, arithmetic intensity vs machine balance and wave quantization
+    rel = _lg(base / LAUNCH_FLOOR_MS)
     cols = [
-        _lg(t_comp), _lg(t_mem), _lg(base), _lg(t_comp) - _lg(t_mem),
-        _lg(w["flops"]), _lg(w["bytes"]), _lg(w["bytes"] / l2), _lg(w["elems"]),
+        LAUNCH_FLOOR_MS / base, np.minimum(rel, REL_CAP), _lg(t_comp) - _lg(t_mem),
+        _lg(w["flops"]), _lg(w["bytes"]), 1.0 / (1.0 + w["bytes"] / l2), _lg(w["elems"]),
         _lg(w["gb"]), _lg(w["gm"]), _lg(w["gn"]), _lg(w["gk"]), _lg(w["H"]), _lg(w["rows"]),
         _lg(w["rows"] / sms),
     ]
@@ -145,3 +158,72 @@ def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray
 def n_spec_features() -> int:
     """Number of raw spec columns in the feature matrix (they sit right before the one-hots)."""
     return len(SPEC_KEYS)
+
+
+# -- scalar fast path ------------------------------------------------------------------------
+# `features_one` is `features` for one kernel in plain Python floats (no numpy per op): the
+# Estimator's hot path. tests/test_kernel_latency_physics.py checks the two agree.
+
+_LG_MIN = math.log2(1e-12)
+
+
+def _lg1(x: float) -> float:
+    """`_lg` of one float: log2(x) floored at 1e-12, NaN -> 0."""
+    if x > 1e-12:
+        return math.log2(x)
+    return 0.0 if x != x else _LG_MIN
+
+
+def _waves1(units: float, slots: float) -> tuple[float, float]:
+    units = max(units, 1.0)
+    waves = math.ceil(units / slots)
+    return math.log2(waves), units / (waves * slots)
+
+
+def features_one(op: str, dims: dict, spec: tuple) -> tuple[list[float], float]:
+    """(the dense feature columns of `features` before the spec columns and one-hots, roofline
+    baseline ms) for one canonical `op`, its dims (`ops.shape_dict` output) and one spec row
+    (floats in SPEC_KEYS order, already checked)."""
+    gemm, conv, half, shared_w, io, fpe = _STATIC[op][:6]
+    nan = math.nan
+    B = dims.get("B", 1.0)
+    H = dims.get("H", nan)
+    esize = 2.0 if half else 4.0
+    if conv:
+        cin, cout = dims["in_channels"], dims["out_channels"]
+        ks, size = dims["kernel_size"], dims["input_size"]
+        stride, pad = dims.get("stride", 1.0), dims.get("padding", 0.0)
+        out = max(math.floor((size + 2 * pad - ks) / stride) + 1, 1)
+        gb, gm, gn, gk = 1.0, B * out * out, cout, cin * ks * ks
+        nbytes = 4.0 * (B * cin * size * size + cout * cin * ks * ks + B * cout * out * out)
+    elif gemm:
+        gb, gm, gn, gk = B, dims["M"], dims["N"], dims["K"]
+        nbytes = esize * (gb * gm * gk + (1.0 if shared_w else gb) * gk * gn + gb * gm * gn)
+    else:
+        gb, gm, gn, gk = B, nan, nan, nan
+        nbytes = io * esize * B * H
+    is_gemm = gemm or conv
+    if is_gemm:
+        elems, flops, rows = gb * gm * gn, 2.0 * gb * gm * gn * gk, gb * gm
+    else:
+        elems, flops, rows = B * H, fpe * B * H, B
+    peak = spec[_S["SingleFLOPs"]] * 1e9 * (TENSOR_CORE_FACTOR if half and is_gemm else 1.0)
+    t_comp = flops / peak * 1e3
+    t_mem = nbytes / (spec[_S["Mem_Bw"]] * 1e9) * 1e3
+    base = max(t_comp, t_mem) + LAUNCH_FLOOR_MS
+    sms = spec[_S["Num_Sm"]]
+    l2 = spec[_S["L2Cache"]] * 2**20
+    cols = [LAUNCH_FLOOR_MS / base, min(_lg1(base / LAUNCH_FLOOR_MS), REL_CAP),
+            _lg1(t_comp) - _lg1(t_mem), _lg1(flops), _lg1(nbytes), 1.0 / (1.0 + nbytes / l2),
+            _lg1(elems), _lg1(gb), _lg1(gm), _lg1(gn), _lg1(gk), _lg1(H), _lg1(rows),
+            _lg1(rows / sms)]
+    for v in (gm, gn, gk):
+        v = 4.0 if v != v else v
+        cols += [float(v % 4 == 0), float(v % 32 == 0)]
+    gm1, gn1 = (1.0 if gm != gm else gm), (1.0 if gn != gn else gn)
+    for tm, tn in TILES:
+        tiles = (gb * math.ceil(gm1 / tm) * math.ceil(gn1 / tn) if is_gemm
+                 else math.ceil(elems / ELEMS_PER_BLOCK))
+        cols += _waves1(tiles, sms)
+    cols += _waves1(rows, sms * 4)
+    return cols, base

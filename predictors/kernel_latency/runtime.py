@@ -14,6 +14,48 @@ import numpy as np
 from servecast.predictors.kernel_latency.ops import OPS, SHAPE_COLUMNS, canonical_op, shape_dict
 from servecast.predictors.kernel_latency.specs import SPEC_KEYS, check_spec
 
+#: op spellings already resolved by `canonical_op` (only valid names are cached)
+_OP_CACHE: dict[str, str] = {}
+
+
+def _quick_dims(name: str, shape) -> dict[str, float] | None:
+    """`shape_dict` for the common case (a list/tuple of all the op's dims, every one a
+    finite number > 0); None otherwise, so the caller falls back to the checked path."""
+    cols = OPS[name][1]
+    if type(shape) not in (list, tuple) or len(shape) != len(cols):
+        return None
+    try:
+        vals = [float(v) for v in shape]
+    except (TypeError, ValueError):
+        return None
+    for v in vals:
+        if not 0.0 < v < _INF:
+            return None
+    return dict(zip(cols, vals, strict=True))
+
+
+_INF = float("inf")
+
+
+def check_feature_set(cfg: dict, path) -> None:
+    """Raise ModelVersionError unless the model at `path` uses this code's feature layout."""
+    from servecast.errors import ModelVersionError
+    from servecast.predictors.kernel_latency.physics import FEATURE_SET
+
+    if cfg.get("feature_set", 1) != FEATURE_SET:
+        raise ModelVersionError(
+            f"{path}: kernel-latency model built on feature set {cfg.get('feature_set', 1)}, "
+            f"this servecast computes set {FEATURE_SET}; retrain it with "
+            "`servecast train kernel-latency`")
+
+
+def clean_std(std: np.ndarray) -> np.ndarray:
+    """Feature std as float64 with the columns that were constant in training (std at the
+    1e-6 guard) set to inf: they standardize to 0, so a value never seen in training (an op
+    absent from the training data, a new spec) cannot blow the first layer up."""
+    std = np.asarray(std, dtype=np.float64)
+    return np.where(std > 2e-6, std, np.inf)
+
 
 def mlp_forward(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
     """Numpy forward pass of the exported MLP (SiLU hidden layers) -> one value per row."""
@@ -40,9 +82,11 @@ class Runtime:
     def __init__(self, weights: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
                  use_spec_features: bool):
         self.weights = [w.astype(np.float64) for w in weights]
-        self.mean, self.std = mean.astype(np.float64), std.astype(np.float64)
+        self.mean, self.std = mean.astype(np.float64), clean_std(std)
         self.use_spec = use_spec_features
         self._keep: np.ndarray | None = None  # feature columns the MLP reads
+        self._fast: tuple | None = None  # (W0 of the dense columns, per-op first-layer bias)
+        self._specs: dict[tuple, tuple] = {}  # raw spec values -> (checked row, spec bias)
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
@@ -51,6 +95,7 @@ class Runtime:
         path = Path(path)
         read_card(path, "kernel_latency")
         cfg = json.loads((path / "config.json").read_text())
+        check_feature_set(cfg, path)
         with np.load(path / "weights.npz") as z:
             weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]
             return cls(weights, z["mean"], z["std"], bool(cfg.get("use_spec_features")))
@@ -71,15 +116,81 @@ class Runtime:
         checked = check_spec(device_spec)
         return np.array([[checked[k] for k in SPEC_KEYS]])
 
+    def _prepare_fast(self) -> tuple:
+        """Fold the standardization and the constant columns (op/family one-hots, spec logs)
+        into the first layer: h0 = (dense - mean) @ W0d + bias[op] (+ spec term)."""
+        from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
+
+        w0, b0 = self.weights[0], self.weights[1]
+        n_full = len(self.mean) + (0 if self.use_spec else len(SPEC_KEYS))
+        sl = spec_feature_slice(n_full)
+        full = np.arange(n_full)
+        keep = full if self.use_spec else np.delete(full, sl)
+        scaled = np.zeros((n_full, w0.shape[1]))
+        scaled[keep] = w0 / self.std[:, None]
+        mean = np.zeros(n_full)
+        mean[keep] = self.mean
+        n_dense = sl.start
+        # the non-dense columns' centring goes into the bias (float64, no cancellation);
+        # dense columns are centred per call, before the (scaled) first layer
+        bias = b0 - mean[n_dense:] @ scaled[n_dense:]
+        onehot = n_full - len(OP_NAMES) - len(FAMILIES)
+        per_op = {}
+        for op, (fam, *_) in OPS.items():
+            per_op[op] = (bias + scaled[onehot + OP_NAMES.index(op)]
+                          + scaled[onehot + len(OP_NAMES) + FAMILIES.index(fam)])
+        spec_w = scaled[sl] if self.use_spec else None
+        # one dtype (float64) throughout: a mixed-dtype 1-row matmul copies the matrix
+        rest = [(np.ascontiguousarray(self.weights[i]), self.weights[i + 1])
+                for i in range(2, len(self.weights), 2)]
+        self._fast = (np.ascontiguousarray(scaled[:n_dense]), per_op, spec_w, rest,
+                      mean[:n_dense].copy())
+        return self._fast
+
+    def _spec_entry(self, device_spec: Mapping) -> tuple:
+        try:
+            key = tuple(device_spec.get(k) for k in SPEC_KEYS)
+            hit = self._specs.get(key)
+        except (AttributeError, TypeError):  # not a mapping / unhashable values
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        checked = check_spec(device_spec)
+        row = tuple(checked[k] for k in SPEC_KEYS)
+        fast = self._fast or self._prepare_fast()
+        extra = None if fast[2] is None else np.log2(np.array(row)) @ fast[2]
+        hit = (row, extra)
+        if key is not None and len(self._specs) < 4096:
+            self._specs[key] = hit
+        return hit
+
     def kernel_latency(self, op: str, shape: Sequence[float] | Mapping[str, float],
                        device_spec: Mapping) -> float:
         """Latency (ms) of `op` with `shape` (values in `ops.shape_columns(op)` order, or a
-        mapping) on the device described by `device_spec` (NeuSight spec keys)."""
-        name = canonical_op(op)
-        dims = shape_dict(name, shape)
-        spec = self._spec_row(device_spec)
-        cols = {c: np.array([dims[c]]) for c in OPS[name][1]}
-        return float(self._predict(np.array([name], dtype=object), cols, spec)[0])
+        mapping) on the device described by `device_spec` (NeuSight spec keys).
+
+        Scalar fast path: features in plain Python floats, a numpy forward pass with the
+        standardization and one-hot columns folded into the first layer, spec rows cached."""
+        from servecast.predictors.kernel_latency.physics import features_one
+
+        name = _OP_CACHE.get(op) if isinstance(op, str) else None
+        if name is None:
+            name = canonical_op(op)
+            if isinstance(op, str) and len(_OP_CACHE) < 1024:
+                _OP_CACHE[op] = name
+        dims = _quick_dims(name, shape)
+        if dims is None:  # other forms, or a bad value: the checked path (clear errors)
+            dims = shape_dict(name, shape)
+        row, extra = self._spec_entry(device_spec)
+        w0, per_op, _, rest, mean = self._fast or self._prepare_fast()
+        cols, base = features_one(name, dims, row)
+        h = (np.array(cols, dtype=np.float32) - mean) @ w0 + per_op[name]
+        if extra is not None:
+            h += extra
+        for w, b in rest:
+            h = h / (1.0 + np.exp(-h))
+            h = h @ w + b
+        return float(base * np.exp(float(h[0])))
 
     def roofline(self, op: str, shape: Sequence[float] | Mapping[str, float],
                  device_spec: Mapping) -> float:
