@@ -27,11 +27,21 @@ def main() -> None:
         tr = domain_transfer(store, "olmoe_routing")
     pl.Config.set_tbl_rows(100)
     pl.Config.set_tbl_cols(20)
-    pl.Config.set_tbl_width_chars(160)
+    pl.Config.set_tbl_width_chars(200)
+    pl.Config.set_float_precision(4)
     print(imb.drop("checkpoint"))
     print(imb.group_by("model", "assignment", "layer").agg(
         pl.col("maxvio", "gini", "norm_entropy", "cv").mean(), pl.col("dead_experts").max())
         .sort("model", "assignment", "layer"))
+    print("leave-one-domain-out held-out L1 per layer (mean over held-out domains):")
+    print(tr.group_by("model", "assignment", "layer").agg(
+        pl.len().alias("domains"), pl.col("l1_uniform", "l1_mean_domains", "l1_congestion")
+        .mean(), pl.col("gamma").median()).sort("model", "assignment", "layer"))
+    print("per held-out domain (mean over layers):")
+    print(tr.group_by("model", "assignment", "held_out").agg(
+        pl.col("l1_uniform", "l1_mean_domains", "l1_congestion").mean())
+        .sort("model", "assignment", "held_out"))
+    print("summary:")
     print(transfer_summary(tr))
 
 

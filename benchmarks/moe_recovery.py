@@ -39,6 +39,8 @@ def main() -> None:
                          "fit_s": secs})
     df = pl.DataFrame(rows)
     pl.Config.set_tbl_cols(20)
+    pl.Config.set_tbl_width_chars(200)
+    pl.Config.set_float_precision(4)
     print(df)
     print(f"max relative error of gamma: {df['rel_err'].max():.3f} (criterion < 0.10)")
 

@@ -100,3 +100,48 @@ def test_domain_transfer_interpolates_means():
                                atol=1e-6)
     rows = leave_one_domain_out(loads * 1000)
     assert len(rows) == 5 and all(0 <= r["l1_congestion"] <= 2 for r in rows)
+
+
+def test_quality_prior_shrinks_noise_not_signal():
+    from servecast.predictors.moe_congestion.batches import QualityPrior, to_batches
+
+    rng = np.random.default_rng(8)
+    B, n, E = 40, 50, 6
+    batch = np.repeat(np.arange(B), n)
+    profile = rng.normal(size=E)
+    level = rng.normal(scale=3.0, size=(B * n, 1))  # per-token loss level: must not matter
+    noise_only = profile + level + rng.normal(size=(B * n, E))
+    p = QualityPrior.fit(noise_only, batch)
+    assert p.n0 > 5 * n  # batch means differ only by sampling noise: trust the profile
+    np.testing.assert_allclose(p.profile[0], profile - profile.mean(), atol=0.05)
+    shift = np.repeat(rng.normal(scale=2.0, size=(B, E)), n, axis=0)
+    real = noise_only + shift
+    assert QualityPrior.fit(real, batch).n0 < 0.1 * n  # real batch differences: keep them
+    choices = rng.integers(0, E, size=(B * n, 1))
+    raw = to_batches(choices, noise_only, batch)
+    shrunk = to_batches(choices, noise_only, batch, prior=p)
+    truth = profile - profile.mean()
+    assert np.abs(shrunk.quality[:, 0] - truth).mean() < 0.3 * np.abs(
+        raw.quality[:, 0] - truth).mean()
+    np.testing.assert_allclose(raw.loads, shrunk.loads)
+
+
+def test_type_count_by_cv_on_training_batches():
+    from servecast.predictors.moe_congestion.analysis import compare, select_types
+
+    rng = np.random.default_rng(9)
+    B, n, E = 24, 40, 4
+    batch = np.repeat(np.arange(B), n)
+    mix = rng.uniform(0.1, 0.9, size=B)  # share of type-A tokens varies by batch
+    is_a = rng.uniform(size=B * n) < mix[batch]
+    prof = np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
+    oracle = prof + 0.3 * rng.normal(size=(B * n, E))
+    logits = 3 * prof + 0.3 * rng.normal(size=(B * n, E))
+    choices = np.where(is_a, 0, 2)[:, None]
+    snap = {"batch": batch, "choices_0": choices, "logits_0": logits, "oracle_0": oracle}
+    k, scores = select_types(snap, 0, candidates=(1, 2))
+    assert k == 2 and scores[2] < scores[1]
+    c = {r["model"]: r for r in compare(snap, 0, n_types=2, cv_types=(1, 2)).iter_rows(
+        named=True)}
+    assert c["congestion_cv"]["types"] == 2
+    assert c["congestion_cv"]["heldout_l1"] < 0.5 * c["congestion"]["heldout_l1"]

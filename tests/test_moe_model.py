@@ -93,17 +93,17 @@ def test_recorder_on_hugging_face_moe(family):
 def test_tiny_run_trajectory_and_cli(tmp_path):
     from servecast.cli import main
     from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe
-    from servecast.predictors.moe_congestion.trajectory import trajectory
 
     cfg = RunConfig(alpha=0.01, steps=6, snapshots=2, d=16, d_ff=32, heads=2, vocab=256,
                     context=16, batch_size=8, train_conversations=30, eval_conversations=10,
                     eval_windows=24, batch_windows=2, n_experts=4)
     run = train_small_moe(tmp_path / "run", cfg)
     assert [s for s, _ in checkpoints(run)] == [0, 3, 6]
-    traj = trajectory(run, n_types=3, n_bootstrap=0)
-    assert traj.height == 3 * 2 and (traj["gamma"] >= 0).all()
-    assert traj["l1_multi"].is_between(0, 2).all()
     assert main(["moe", "trajectory", str(run), "--types", "3", "--bootstrap", "0"]) == 0
     assert (run / "trajectory.png").is_file()
+    traj = pl.read_csv(run / "trajectory.csv")  # the CLI's trajectory (computed once)
+    assert traj.height == 3 * 2 and (traj["gamma"] >= 0).all()
+    assert traj["l1_multi"].is_between(0, 2).all()
+    assert {"step", "layer", "gamma_lo", "gamma_hi", "l1_softmax"} <= set(traj.columns)
     assert main(["moe", "fit", str(run), "--out", str(tmp_path / "m"), "--types", "3"]) == 0
     assert main(["moe", "trajectory", str(tmp_path / "missing")]) == 2

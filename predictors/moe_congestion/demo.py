@@ -12,10 +12,11 @@ from servecast.predictors.moe_congestion.game import CongestionGame
 def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "oracle",
                  n_types: int = 8, n_bootstrap: int = 20) -> CongestionGame:
     """Multi-type CongestionGame fitted on every batch of one checkpoint (default: the last),
-    per layer, ready to `save` for the Estimator."""
+    per layer (type qualities shrunk toward the pooled type profiles, `QualityPrior`), ready
+    to `save` for the Estimator."""
     from servecast.errors import InvalidInputError
     from servecast.predictors.moe_congestion.analysis import load_snapshot, n_layers, token_quality
-    from servecast.predictors.moe_congestion.batches import TokenTypes, to_batches
+    from servecast.predictors.moe_congestion.batches import QualityPrior, TokenTypes, to_batches
     from servecast.predictors.moe_congestion.run import checkpoints
 
     cks = dict(checkpoints(run_dir))
@@ -27,8 +28,11 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "o
     for layer in range(n_layers(snap)):
         feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
         tt = TokenTypes(n_types).fit(feats)
-        b = to_batches(snap[f"choices_{layer}"].astype(int), token_quality(snap, layer, quality),
-                       snap["batch"], tt.predict(feats), tt.kmeans.n_clusters)
+        labels, K = tt.predict(feats), tt.kmeans.n_clusters
+        q = token_quality(snap, layer, quality)
+        prior = QualityPrior.fit(q, snap["batch"], labels, K)
+        b = to_batches(snap[f"choices_{layer}"].astype(int), q, snap["batch"], labels, K,
+                       prior=prior)
         loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types
     game = CongestionGame(n_bootstrap=n_bootstrap).fit(loads, quals, types)
     game.card.update({"data": {"run_dir": str(run_dir), "step": step, "quality": quality,
@@ -37,10 +41,12 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "o
 
 
 def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/moe",
-             log=print, steps: int = 60) -> dict[str, pl.DataFrame]:
+             log=print, steps: int = 60, n_bootstrap: int = 5) -> dict[str, pl.DataFrame]:
     """Fast demo: imbalance + leave-one-domain-out on `trace` (if in `store`), a tiny small-MoE
-    run (`steps` steps, ~1-2 min CPU) with its gamma_eff trajectory, and a saved model under
-    OUT/models/moe_congestion. Returns the result frames."""
+    run (`steps` steps; ~25 s CPU on one idle core) with its gamma_eff trajectory (point
+    estimates), and a saved model (bootstrap CIs from `n_bootstrap` refits) under
+    OUT/models/moe_congestion. Returns the result frames (imbalance, transfer if the trace is
+    in the store; trajectory, phases, params)."""
     from servecast.analytics.moe import domain_transfer, imbalance, transfer_summary
     from servecast.analytics.moe_plots import imbalance_plot, trajectory_plot
     from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
@@ -54,11 +60,14 @@ def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/mo
         imbalance_plot(res["imbalance"], out / "imbalance.png")
         log(f"moe: imbalance of {trace}: {res['imbalance'].height} (model, domain, layer) rows")
     run = train_small_moe(out / "run", RunConfig(alpha=0.01, steps=steps, snapshots=2,
-                                                 eval_windows=64, train_conversations=150,
-                                                 eval_conversations=40), log=log)
-    res["trajectory"] = trajectory(run, n_bootstrap=5)
+                                                 eval_windows=48, batch_windows=2,
+                                                 train_conversations=120,
+                                                 eval_conversations=30), log=log)
+    res["trajectory"] = trajectory(run, n_bootstrap=0)
     res["phases"] = phases(res["trajectory"])
     trajectory_plot(res["trajectory"], res["phases"], out / "trajectory.png")
-    fit_from_run(run, n_bootstrap=5).save(out / "models" / "moe_congestion")
+    game = fit_from_run(run, n_bootstrap=n_bootstrap)
+    game.save(out / "models" / "moe_congestion")
+    res["params"] = game.params
     log(f"moe: gamma_eff trajectory and model written under {out}")
     return res

@@ -31,12 +31,17 @@ def pick_params(train: np.ndarray, gammas=GAMMAS, betas=BETAS) -> tuple[float, f
     D = train.shape[0]
     if D < 2:
         return 1.0, 0.0
+    betas = np.asarray(betas, dtype=float)
     best = (np.inf, 1.0, 0.0)
-    for b in betas:
-        for g in gammas:
-            err = np.mean([l1(congestion_mean(np.delete(train, i, 0), g, b), train[i])
-                           for i in range(D)])
-            best = min(best, (float(err), b, g))
+    for g in gammas:
+        # all inner folds and betas in one batched equilibrium solve: rows (fold, beta)
+        u = np.stack([preferences_from_loads(np.delete(train, i, 0), g).mean(axis=0)
+                      for i in range(D)])  # (D, E)
+        pred = equilibrium((betas[None, :, None] * u[:, None, :]).reshape(-1, u.shape[1]),
+                           None, 1.0, g).reshape(D, len(betas), -1)
+        err = np.abs(pred - train[:, None, :]).sum(-1).mean(0)  # (betas,)
+        for b, e in zip(betas, err, strict=True):  # first minimum, as the old loop order
+            best = min(best, (float(e), float(b), float(g)))
     return best[1], best[2]
 
 
