@@ -1,6 +1,6 @@
 """Output-length acceptance numbers: every model next to its baselines (tokens).
 
-  .venv/bin/python benchmarks/output_length_eval.py [--text-rows N] [--skip-text]
+  .venv/bin/python benchmarks/output_length_eval.py [--text-rows N] [--skip-text] [--traces T]
 
 Azure conversation / code (time split 70/30), Mooncake with and without prefix features,
 ShareGPT text model vs a prompt-length-only model (seeded split by conversation), and the
@@ -45,7 +45,7 @@ def compare(train, test, models: dict) -> pl.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--text-rows", type=int, default=6000)
+    ap.add_argument("--text-rows", type=int, default=20000)
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-whatif", action="store_true")
     ap.add_argument("--fast", action="store_true", help="demo GBM settings (80 trees)")
@@ -94,11 +94,15 @@ def main() -> None:
         df = df.filter(pl.col("session_id").is_in(keep))
         train, test, how = split(df)
         print(f"\n== sharegpt ({df.height} rows of {len(keep)} conversations): {how}")
-        print(compare(train, test, {
+        res = compare(train, test, {
             "prompt-length-only GBM": ("metadata", {**meta, "columns": ["prompt_tokens"]},
                                        False),
             "metadata GBM (session)": ("metadata", meta, False),
-            "text model": ("text", SETTINGS["text"][args.fast], False)}))
+            "text model": ("text", SETTINGS["text"][args.fast], False)})
+        print(res)
+        mae = dict(zip(res["model"], res["mae_p50"], strict=True))
+        print(f"text model MAE vs prompt-length-only: "
+              f"{mae['text model'] / mae['prompt-length-only GBM'] - 1:+.1%}")
 
 
 if __name__ == "__main__":

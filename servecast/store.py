@@ -218,19 +218,17 @@ class Store:
                 todo = []
                 for f in group:
                     if f in duplicates or digests[f].done() and _digest(digests[f]) in known:
-                        trace_of = known.get(_digest(digests[f]), name)  # or a twin in this call
-                        result.files.append(FileResult(str(f), 0, 0, True, trace_of))
+                        result.files.append(FileResult(str(f), 0, 0, True,
+                                                       known[_digest(digests[f])]))
                     else:
                         todo.append(f)
                 if not todo:
                     continue
                 ctx = LoadContext(con, name, adapter.name)
                 counts = adapter.load(ctx, todo)
-                first: dict[str, Path] = {}
-                for f in todo:
-                    first.setdefault(_digest(digests[f]), f)
-                late = {f for f in todo
-                        if _digest(digests[f]) in known or first[_digest(digests[f])] != f}
+                # identical files inside one group are all loaded: in path-keyed layouts (hive
+                # partitions, per-device folders) the same bytes carry different keys
+                late = {f for f in todo if _digest(digests[f]) in known}
                 if late:
                     raise _Duplicates(late)
                 now = datetime.now()

@@ -275,18 +275,20 @@ def test_same_file_twice_is_a_noop_that_says_so(seeded, tmp_path):
     seeded.con = reopened.con  # the fixture closes it
 
 
-def test_twins_in_one_call_load_once(seeded, tmp_path):
-    """Hashing runs beside the load; a twin found afterwards rolls back and reloads once."""
+def test_a_stored_file_among_new_ones_is_skipped(seeded, tmp_path):
+    """Hashing runs beside the load; a file found to be stored already (before or after the
+    load, whichever finishes first) is skipped and the rest lands once, numbered from 0."""
     a = write(tmp_path / "a.csv", burst_lines(30, seed=2))
+    seeded.ingest("burstgpt", [a], trace="first")
     twin = tmp_path / "a_twin.csv"
     twin.write_bytes(a.read_bytes())
     other = write(tmp_path / "b.csv", burst_lines(12, seed=3))
     before = counts(seeded)
-    res = seeded.ingest("burstgpt", [a, twin, other], trace="pair")
-    assert res.rows == 42 and [f.file for f in res.skipped] == [str(twin)]
-    assert delta(before, counts(seeded)) == {"traces": 2, "llm_requests": 42}
+    res = seeded.ingest("burstgpt", [twin, other], trace="pair")
+    assert res.rows == 12 and [(f.file, f.trace) for f in res.skipped] == [(str(twin), "first")]
+    assert delta(before, counts(seeded)) == {"traces": 1, "llm_requests": 12}
     ids = seeded.sql("SELECT request_id FROM llm_requests WHERE trace = 'pair' ORDER BY 1")
-    assert ids["request_id"].to_list() == list(range(42))
+    assert ids["request_id"].to_list() == list(range(12))
 
 
 HOLDER = textwrap.dedent("""

@@ -192,3 +192,37 @@ def test_heads_fall_back_to_the_segment_baseline_without_signal(tmp_path):
     signal = pl.DataFrame({**base, "output_tokens": prompt // 10 + rng.integers(0, 5, n)})
     m = create("metadata", n_estimators=40, learning_rate=0.1).fit(signal)
     assert m.segment_heads[:3] == [False, False, False]
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_prefix_codes_vectorized_match_the_loop(learn):
+    """The vectorized prefix features equal the row-by-row reference, and so does the
+    learned prefix index (shared prefixes, empty / null lists, missing outputs, large and
+    negative block ids, a prefix index learned before the frame)."""
+    rng = np.random.default_rng(7)
+    roots = [rng.integers(-2**62, 2**62, size=int(rng.integers(1, 12))).tolist()
+             for _ in range(30)]
+    rows, outs = [], []
+    for i in range(600):
+        u = rng.random()
+        if u < 0.05:
+            rows.append(None if i % 2 else [])
+        else:
+            base = roots[int(rng.integers(len(roots)))]
+            cut = int(rng.integers(1, len(base) + 1))
+            rows.append(base[:cut] + rng.integers(0, 50, size=int(rng.integers(0, 4))).tolist())
+        outs.append(None if rng.random() < 0.1 else int(rng.integers(0, 5000)))
+    df = pl.DataFrame({"prompt_tokens": [100] * len(rows), "output_tokens": outs,
+                       "prefix_hashes": rows},
+                      schema_overrides={"prefix_hashes": pl.List(pl.Int64)})
+    fit = Encoder.fit(df)
+    fit.transform(df[:200], learn_prefixes=True)  # an index from earlier requests
+    a, b = Encoder.from_state(fit.state()), Encoder.from_state(fit.state())
+    a.prefix_index, b.prefix_index = dict(fit.prefix_index), dict(fit.prefix_index)
+    for part in (df[200:], df[200:].drop("output_tokens")):
+        got = a._prefix_codes(part, learn)
+        want = b._prefix_codes_loop(part, learn)
+        for c in ("prefix_b", "prefix_out_b"):
+            assert np.array_equal(got[c], want[c]), c
+        assert a.prefix_index == b.prefix_index
+    assert (got["prefix_b"] > 0).mean() > 0.3  # the test exercises matches

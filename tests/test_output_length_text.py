@@ -1,5 +1,5 @@
-"""Text model on a small ShareGPT sample: offline embeddings (cached), Lightning quantile MLP,
-save/load and the text runtime."""
+"""Text model on a small ShareGPT sample: offline embeddings (cached), PCA + LightGBM quantile
+heads, save/load and the text runtime."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
     train, test, how = split(sharegpt)
     assert how.startswith("seeded") and "conversation" in how
     assert not set(train["session_id"]) & set(test["session_id"])
-    model = create("text", epochs=15, batch_size=32, cache=cache).fit(train)
+    model = create("text", cache=cache).fit(train)
     pred = model.predict(test)
     assert pred.height == test.height
     assert (pred["p50"] <= pred["p90"]).all() and (pred["p90"] <= pred["p99"]).all()
@@ -72,3 +72,24 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
         est.output_length(10)
     with pytest.raises(InvalidInputError, match="prompt_text"):
         model.predict({"prompt_tokens": [3]})
+
+
+def test_text_model_from_another_version_is_refused(sharegpt, cache, tmp_path):
+    """A dir holding the former MLP head (mlp.npz, MLP params) gives ModelVersionError."""
+    import json
+
+    from servecast.errors import ModelVersionError
+    from servecast.estimator import Estimator
+
+    model = create("text", n_estimators=20, cache=cache).fit(sharegpt[:250])
+    path = model.save(tmp_path / "text")
+    (path / "text.json").write_text(json.dumps({"embedding_dim": 384}))
+    with pytest.raises(ModelVersionError, match="retrain"):
+        OutputLengthPredictor.load(path)
+    with pytest.raises(ModelVersionError, match="retrain"):
+        Estimator.load(path).output_length(10, prompt_text="hello")
+    card = json.loads((path / "model_card.json").read_text())
+    card["params"] = {"epochs": 6, "hidden": 256}
+    (path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelVersionError, match="retrain"):
+        OutputLengthPredictor.load(path)

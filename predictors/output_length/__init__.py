@@ -1,8 +1,8 @@
 """Output-length prediction: quantiles (p50, p90, p99) and mean of response tokens.
 
 Models (all `OutputLengthPredictor`s, one protocol: fit / predict / update / evaluate /
-save / load): `metadata` (LightGBM quantile boosting), `text` (sentence embeddings + Lightning
-quantile MLP), and baselines `global`, `segment`, `prompt_bins`, `sliding_window`.
+save / load): `metadata` (LightGBM quantile boosting), `text` (sentence embeddings + LightGBM
+quantile heads), and baselines `global`, `segment`, `prompt_bins`, `sliding_window`.
 `OutputLengthPredictor.create(name, **params)` builds one; `OutputLengthPredictor.load(dir)`
 loads whichever was saved. Schedulers use `runtime.Runtime` through `servecast.Estimator`.
 """

@@ -167,7 +167,13 @@ class OutputLengthModel(Predictor):
         klass = model_class(card.get("model_class", ""), path)
         if cls is not OutputLengthModel and not issubclass(klass, cls):
             raise InvalidInputError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        model = klass(**card.get("params", {}))
+        try:
+            model = klass(**card.get("params", {}))
+        except TypeError as e:  # parameters of another version of the model class
+            from servecast.errors import ModelVersionError
+
+            raise ModelVersionError(f"{path}: saved by another servecast version ({e}); "
+                                    "retrain it with this version") from None
         state = json.loads((path / "state.json").read_text())
         model.encoder = Encoder.from_state(state["encoder"])
         model.calibrator = Calibrator.from_state(state["calibrator"])

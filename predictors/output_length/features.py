@@ -196,6 +196,96 @@ class Encoder:
                 "growth_b": np.where(has, growth, 0)}
 
     def _prefix_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
+        """Longest block prefix each row shares with an earlier request (earlier rows of `df`
+        in order, then the prefix index) and the output of the latest such request.
+        Vectorized (`_prefix_codes_loop` is the row-by-row reference; same results)."""
+        n = df.height
+        if "prefix_hashes" not in df.columns:
+            return {"prefix_b": np.zeros(n), "prefix_out_b": np.zeros(n)}
+        if n <= 32:  # a few rows (the runtime's calls): the loop has less overhead
+            return self._prefix_codes_loop(df, learn)
+        hs = df["prefix_hashes"]
+        lens = hs.list.len().fill_null(0).to_numpy().astype(np.int64)
+        row = np.repeat(np.arange(n, dtype=np.int64), lens)
+        flat = hs.explode().drop_nulls().to_numpy()
+        if len(flat) != len(row):
+            raise InvalidInputError("prefix_hashes must be lists of integers without nulls")
+        blocks = flat.astype(np.int64).view(np.uint64) if flat.dtype.kind == "i" \
+            else flat.astype(np.uint64)
+        # position k (1-based) of each block in its row; rolling hash over positions, which
+        # equals the scalar (h * 1_000_003 + b + 1) & _MASK: uint64 wraps mod 2**64, _MASK
+        # keeps the low 61 bits
+        starts = np.cumsum(lens) - lens
+        k = np.arange(len(row), dtype=np.int64) - np.repeat(starts, lens) + 1
+        keys = np.zeros(len(row), np.uint64)
+        mul, mask = np.uint64(1_000_003), np.uint64(_MASK)
+        by_len = np.argsort(-lens, kind="stable")  # rows longest first: the rows still
+        first = starts[by_len]                     # hashing at position p are a prefix
+        alive = np.searchsorted(-lens[by_len], -np.arange(1, int(lens.max(initial=0)) + 1),
+                                side="right")      # number of rows with >= p blocks
+        h = np.zeros(n, np.uint64)
+        for p, cnt in enumerate(alive):
+            at = first[:cnt] + p
+            h[:cnt] = (h[:cnt] * mul + blocks[at] + np.uint64(1)) & mask
+            keys[at] = h[:cnt]
+        keys = keys.astype(np.int64)  # < 2**61: same values as the Python ints
+        outs = (df["output_tokens"].cast(pl.Float64).to_numpy() if "output_tokens" in df.columns
+                else np.full(n, np.nan))
+        m = len(keys)
+        # occurrences by (key, row): rows are already ascending, so a stable sort on key
+        order = np.argsort(keys, kind="stable")
+        sk, sr = keys[order], row[order]
+        so = outs[sr]  # output of the occurrence's row (NaN: not observed)
+        pos = np.arange(m)
+        new_key = np.r_[True, sk[1:] != sk[:-1]] if m else np.zeros(0, bool)
+        new_blk = new_key | np.r_[True, sr[1:] != sr[:-1]] if m else new_key
+        key_start = np.maximum.accumulate(np.where(new_key, pos, 0)) if m else pos
+        blk_start = np.maximum.accumulate(np.where(new_blk, pos, 0)) if m else pos
+        last_valid = np.maximum.accumulate(np.where(~np.isnan(so), pos, -1)) if m else pos
+        # what a row sees: the output of the latest earlier row (in frame) with that key ...
+        lv = np.where(blk_start > 0, last_valid[np.maximum(blk_start - 1, 0)], -1)
+        ok = lv >= key_start
+        seen_s = np.where(ok, so[np.maximum(lv, 0)], np.nan)
+        if self.prefix_index:  # ... else the output learned before this frame
+            known_k, known_v = self._index_arrays()
+            miss = np.flatnonzero(~ok)
+            j = np.searchsorted(known_k, sk[miss]).clip(0, len(known_k) - 1)
+            hit = known_k[j] == sk[miss]
+            seen_s[miss[hit]] = known_v[j[hit]]
+        seen = np.empty(m)
+        seen[order] = seen_s
+        matched = np.flatnonzero(~np.isnan(seen))  # row-major, k ascending within a row
+        rm = row[matched]
+        last = matched[np.r_[rm[1:] != rm[:-1], True]] if len(matched) else matched
+        best = np.zeros(n)
+        best_out = np.full(n, np.nan)
+        best[row[last]] = k[last]
+        best_out[row[last]] = seen[last]
+        if learn:  # per key, the output of its latest observed row
+            end = np.r_[new_key[1:], True] if m else new_key
+            e_lv = last_valid[end]
+            keep = e_lv >= key_start[end]
+            self.prefix_index.update(zip(sk[end][keep].tolist(),
+                                         so[e_lv[keep]].astype(np.int64).tolist(),
+                                         strict=True))
+            self._index_cache = None
+        return {"prefix_b": np.where(best > 0, log_buckets(best), 0).astype(np.float64),
+                "prefix_out_b": log_buckets(best_out).astype(np.float64)}
+
+    def _index_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prefix index as sorted (keys, values) arrays (cached until it changes)."""
+        cache = getattr(self, "_index_cache", None)
+        stamp = (id(self.prefix_index), len(self.prefix_index))
+        if cache is None or cache[2] != stamp:
+            keys = np.fromiter(self.prefix_index.keys(), np.int64, len(self.prefix_index))
+            vals = np.fromiter(self.prefix_index.values(), np.int64, len(self.prefix_index))
+            o = np.argsort(keys, kind="stable")
+            cache = (keys[o], vals[o], stamp)
+            self._index_cache = cache
+        return cache[0], cache[1]
+
+    def _prefix_codes_loop(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
+        """Row-by-row reference of `_prefix_codes`."""
         n = df.height
         blocks = np.zeros(n)
         pout = np.zeros(n)
@@ -218,4 +308,6 @@ class Encoder:
             if outs[i] is not None:  # the request is observed once it completes
                 for key in keys:
                     index[key] = int(outs[i])
+        if learn:
+            self._index_cache = None
         return {"prefix_b": blocks, "prefix_out_b": pout}

@@ -1,9 +1,15 @@
-"""Text model: prompt sentence embedding + session metadata -> quantile MLP (Lightning).
+"""Text model: prompt sentence embedding + session metadata -> LightGBM quantile heads.
 
-Inputs: 384-d MiniLM embedding of `prompt_text` (embeddings.py) and, scaled to ~[0, 1],
-log prompt tokens, turn, previous-output and prompt-growth buckets of the session. Heads
-(log1p token space, non-crossing): p50, p90 = p50 + softplus, p99 = p90 + softplus, trained
-with pinball loss; the mean head with squared error on tokens / 1000.
+Inputs: the 384-d MiniLM embedding of `prompt_text` (embeddings.py), reduced by PCA fitted
+on the training rows only (`n_components`, default 64), and the metadata columns META
+(prompt tokens, session turn, previous-output and prompt-growth buckets). Heads: LightGBM
+quantile boosting at 0.5 / 0.9 / 0.99 on log1p(tokens) (quantiles are invariant under the
+monotone transform; the log scale keeps leaf values stable on the heavy tail) and an L2 head
+for the mean on tokens. Non-crossing is enforced at prediction (cumulative max).
+
+Gradient boosting replaced an earlier Lightning MLP head: on ShareGPT (seeded split by
+conversation, several seeds) it scores a higher Kendall tau and lower MAE at every training
+size tried, trains in seconds, and needs no tuning loop. Hyperparameters are fixed defaults.
 """
 
 from __future__ import annotations
@@ -14,96 +20,68 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from servecast.errors import InvalidInputError
+from servecast.errors import InvalidInputError, ModelVersionError
 from servecast.predictors.output_length.core import OutputLengthModel
 from servecast.predictors.output_length.embeddings import DIM, embed
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
-SCALE = np.array([1 / 10.0, 1 / 8.0, 1 / 15.0, 1 / 16.0])  # log1p(tokens)/10, codes / max
+HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
+FORMAT = 2  # saved-weights format (1: the former MLP head, mlp.npz)
 
 
-def meta_features(X: np.ndarray) -> np.ndarray:
-    """Scaled metadata columns (n, 4) from the encoder matrix with columns META."""
-    m = X.copy()
-    m[:, 0] = np.log1p(m[:, 0])
-    return m * SCALE
+def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """PCA scores of embeddings `E` (n, DIM) -> (n, k)."""
+    return (np.asarray(E, np.float64) - mean) @ components.T
 
 
-def forward(weights: list[np.ndarray], Z: np.ndarray) -> np.ndarray:
-    """Numpy forward pass of the saved MLP -> (n, 4) raw (p50, p90, p99, mean) tokens."""
-    h = Z
-    n_layers = len(weights) // 2
-    for i in range(n_layers):
-        h = h @ weights[2 * i].T + weights[2 * i + 1]
-        if i < n_layers - 1:
-            h = 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))  # GELU
-    sp = np.logaddexp(0.0, h[:, 1:3])  # softplus
-    q50 = h[:, 0]
-    q90 = q50 + sp[:, 0]
-    q99 = q90 + sp[:, 1]
-    return np.column_stack([np.expm1(np.column_stack([q50, q90, q99])).clip(0),
-                            (h[:, 3] * 1000.0).clip(0)])
+def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Raw (n, 4) tokens (p50, p90, p99 non-decreasing; mean) from the four heads."""
+    out = np.column_stack([b.predict(X, num_threads=threads) for b in boosters])
+    q = np.maximum.accumulate(np.expm1(out[:, :3]).clip(0), axis=1)
+    return np.column_stack([q, out[:, 3].clip(0)])
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+def load_heads(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
+    """Boosters and PCA (mean, components) of a saved text model; clear error otherwise."""
+    import lightgbm as lgb
 
-    return erf(x)
-
-
-def _module(d_in: int, hidden: int, lr: float, weight_decay: float):
-    import pytorch_lightning as pl_
-    import torch
-    from torch import nn
-
-    class QuantileMLP(pl_.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(0.1),
-                                     nn.Linear(hidden, hidden // 2), nn.GELU(),
-                                     nn.Linear(hidden // 2, 4))
-
-        def forward(self, z):
-            return self.net(z)
-
-        def training_step(self, batch, _):
-            z, y = batch
-            h = self(z)
-            ly = torch.log1p(y)
-            sp = nn.functional.softplus(h[:, 1:3])
-            qs = torch.stack([h[:, 0], h[:, 0] + sp[:, 0], h[:, 0] + sp[:, 0] + sp[:, 1]], 1)
-            loss = 0.0
-            for j, a in enumerate((0.5, 0.9, 0.99)):
-                d = ly - qs[:, j]
-                loss = loss + torch.maximum(a * d, (a - 1) * d).mean()
-            loss = loss + ((h[:, 3] - y / 1000.0) ** 2).mean()
-            self.log("loss", loss, prog_bar=True)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
-
-    return QuantileMLP()
+    meta = json.loads((path / "text.json").read_text()) if (path / "text.json").is_file() else {}
+    if meta.get("format") != FORMAT or not (path / "pca.npz").is_file():
+        raise ModelVersionError(
+            f"{path}: text model saved by another servecast version (weights format "
+            f"{meta.get('format', 1)}, this version reads {FORMAT}); retrain it")
+    boosters = [lgb.Booster(model_file=str(path / f"text_head{i}.txt"))
+                for i in range(len(HEADS))]
+    with np.load(path / "pca.npz") as z:
+        return boosters, z["mean"], z["components"]
 
 
 class TextModel(OutputLengthModel):
-    """Embedding + metadata quantile MLP; needs `prompt_text` in fit and predict frames."""
+    """Embedding (PCA) + metadata quantile boosting; needs `prompt_text` in fit and predict."""
 
     name = "text"
     table_capable = False
+    refit = True  # cheap: the embeddings are cached, the heads train in seconds
 
-    def __init__(self, epochs: int = 20, hidden: int = 256, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0,
-                 cache: str | None = None, **kw):
+    def __init__(self, n_components: int = 64, n_estimators: int = 300,
+                 learning_rate: float = 0.05, num_leaves: int = 15,
+                 min_child_samples: int = 20, feature_fraction: float = 0.5,
+                 threads: int = 1, seed: int = 0, cache: str | None = None, **kw):
         super().__init__(**kw)
-        self.params = dict(epochs=epochs, hidden=hidden, lr=lr, weight_decay=weight_decay,
-                           batch_size=batch_size, seed=seed, cache=cache)
-        self.weights: list[np.ndarray] = []
+        self.params = dict(n_components=n_components, n_estimators=n_estimators,
+                           learning_rate=learning_rate, num_leaves=num_leaves,
+                           min_child_samples=min_child_samples,
+                           feature_fraction=feature_fraction, threads=threads, seed=seed,
+                           cache=cache)
+        self.boosters: list = []
+        self.pca_mean = np.zeros(DIM)
+        self.pca_components = np.zeros((0, DIM))
 
     def _params(self) -> dict:
         return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
 
-    def _inputs(self, df: pl.DataFrame) -> np.ndarray:
+    def _parts(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (n, DIM), metadata (n, len(META)))."""
         if "prompt_text" not in df.columns or df["prompt_text"].null_count():
             i = (int(df["prompt_text"].is_null().arg_max()) if "prompt_text" in df.columns
                  else 0)
@@ -111,36 +89,52 @@ class TextModel(OutputLengthModel):
                 f"row {i}: no prompt_text; the text model needs the prompt text (use the "
                 "metadata model for requests without text)")
         self.encoder.columns = list(META)
-        X = self.encoder.transform(df)
+        M = self.encoder.transform(df)
         cache = Path(self.params["cache"]) if self.params["cache"] else None
         E = embed(df["prompt_text"].to_list(), cache=cache)
-        return np.hstack([E, meta_features(X)]).astype(np.float32)
+        return E, M
+
+    def _features(self, E: np.ndarray, M: np.ndarray) -> np.ndarray:
+        return np.hstack([project(E, self.pca_mean, self.pca_components), M])
 
     def _fit(self, train: pl.DataFrame) -> None:
-        import torch
-        from torch.utils.data import DataLoader, TensorDataset
+        import lightgbm as lgb
 
-        from servecast.predictors.training import make_trainer
-
-        Z = self._inputs(train)
-        y = train["output_tokens"].to_numpy().astype(np.float32)
         p = self.params
-        trainer = make_trainer(max_epochs=p["epochs"], seed=p["seed"])
-        module = _module(Z.shape[1], p["hidden"], p["lr"], p["weight_decay"])
-        g = torch.Generator().manual_seed(p["seed"])
-        loader = DataLoader(TensorDataset(torch.from_numpy(Z), torch.from_numpy(y)),
-                            batch_size=p["batch_size"], shuffle=True, generator=g)
-        trainer.fit(module, loader)
-        self.weights = [t.detach().cpu().numpy().astype(np.float64)
-                        for t in module.net.parameters()]
+        E, M = self._parts(train)
+        E = E.astype(np.float64)
+        self.pca_mean = E.mean(axis=0)
+        k = max(0, min(p["n_components"], DIM, len(E) - 1))
+        _, _, vt = np.linalg.svd(E - self.pca_mean, full_matrices=False)
+        self.pca_components = vt[:k]
+        X = self._features(E, M)
+        y = train["output_tokens"].to_numpy().astype(np.float64)
+        names = [f"pc{i}" for i in range(k)] + list(META)
+        self.boosters = []
+        for objective, alpha in HEADS:
+            params = {
+                "objective": objective, "learning_rate": p["learning_rate"],
+                "num_leaves": p["num_leaves"], "min_data_in_leaf": p["min_child_samples"],
+                "feature_fraction": p["feature_fraction"], "bagging_fraction": 0.8,
+                "bagging_freq": 1, "lambda_l2": 1.0, "num_threads": p["threads"],
+                "seed": p["seed"], "deterministic": True, "verbose": -1,
+                **({"alpha": alpha} if alpha else {}),
+            }
+            target = np.log1p(y) if alpha else y
+            ds = lgb.Dataset(X, target, feature_name=names, params={"verbose": -1})
+            self.boosters.append(lgb.train(params, ds, num_boost_round=p["n_estimators"]))
 
     def _raw(self, df: pl.DataFrame) -> np.ndarray:
-        return forward(self.weights, self._inputs(df).astype(np.float64))
+        E, M = self._parts(df)
+        return head_outputs(self.boosters, self._features(E, M), self.params["threads"])
 
     def _save_weights(self, path: Path) -> None:
-        np.savez(path / "mlp.npz", *self.weights)
-        (path / "text.json").write_text(json.dumps({"embedding_dim": DIM, "meta": META}))
+        for i, b in enumerate(self.boosters):
+            b.save_model(str(path / f"text_head{i}.txt"))
+        np.savez(path / "pca.npz", mean=self.pca_mean, components=self.pca_components)
+        (path / "text.json").write_text(json.dumps(
+            {"format": FORMAT, "embedding_dim": DIM, "meta": META,
+             "n_components": int(len(self.pca_components))}))
 
     def _load_weights(self, path: Path, card: dict) -> None:
-        with np.load(path / "mlp.npz") as z:
-            self.weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+        self.boosters, self.pca_mean, self.pca_components = load_heads(path)

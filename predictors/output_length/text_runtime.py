@@ -1,5 +1,6 @@
-"""Runtime of the text model: embed the prompt (MiniLM, offline) and run the saved MLP in
-numpy. Imports sentence-transformers/torch on load; never DuckDB or Lightning."""
+"""Runtime of the text model: embed the prompt (MiniLM, offline), project it on the saved
+PCA and run the LightGBM heads. Imports sentence-transformers/torch/lightgbm on load; never
+DuckDB or Lightning."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens
-from servecast.predictors.output_length.text import SCALE, forward, meta_features
+from servecast.predictors.output_length.text import head_outputs, load_heads, project
 
 
 class TextRuntime:
-    """Per-call: one embedding (~ms on CPU) + a 3-layer MLP in numpy."""
+    """Per-call: one embedding (~10 ms on CPU) + four boosters on one row (~1 ms)."""
 
     def __init__(self, path: Path, card: dict):
         from servecast.predictors.output_length.embeddings import encoder
@@ -25,8 +26,7 @@ class TextRuntime:
         state = json.loads((path / "state.json").read_text())
         self.encoder_state = state["encoder"]
         self.calibrator = Calibrator.from_state(state["calibrator"])
-        with np.load(path / "mlp.npz") as z:
-            self.weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+        self.boosters, self.pca_mean, self.pca_components = load_heads(path)
         self.model = encoder()
         self.sessions: dict[str, tuple[int, float, float]] = {}
 
@@ -37,7 +37,8 @@ class TextRuntime:
             self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
 
     def _estimate(self, E: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        raw = forward(self.weights, np.hstack([E, meta]).astype(np.float64))
+        X = np.hstack([project(E, self.pca_mean, self.pca_components), meta])
+        raw = head_outputs(self.boosters, X)
         return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
 
     def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
@@ -52,7 +53,7 @@ class TextRuntime:
             st = self.sessions.get(session_id)
             ctx = context_codes(1, None, None) if st is None else \
                 context_codes(st[0] + 1, st[2], x - st[1])
-        meta = np.array([[np.log1p(x), *ctx]]) * SCALE
+        meta = np.array([[x, *ctx]], dtype=np.float64)
         E = self.model.encode([prompt_text], normalize_embeddings=True, convert_to_numpy=True)
         return LengthEstimate(*map(float, self._estimate(E, meta)[0]))
 
@@ -68,7 +69,7 @@ class TextRuntime:
             raise InvalidInputError("the text model needs a prompt_text value on every row")
         enc = Encoder.from_state(self.encoder_state)
         enc.columns = list(META)
-        meta = meta_features(enc.transform(df))
+        meta = enc.transform(df)
         E = self.model.encode(df["prompt_text"].to_list(), batch_size=64,
                               normalize_embeddings=True, convert_to_numpy=True)
         out = self._estimate(E, meta)
