@@ -22,6 +22,6 @@ def demo(
     (fast settings) into OUT/models, then print the report path and the next commands."""
     from servecast.demo import run_demo
 
-    store = run_demo(db=db, data=data, out=out, log=console.print,
+    store = run_demo(db=db, data=data, out=out, log=lambda s: console.print(s, soft_wrap=True),
                      show=lambda df, title: print_frame(df, title=title))
     store.close()
