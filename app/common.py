@@ -98,9 +98,10 @@ def traces(*tables: str) -> pl.DataFrame:
     return df.filter(pl.col("table_name").is_in(tables)) if tables else df
 
 
-def pick_trace(*tables: str, key: str = "trace", sources: tuple[str, ...] = ()) -> str | None:
+def pick_trace(*tables: str, key: str = "trace", sources: tuple[str, ...] = (),
+               prefer: str | None = None) -> str | None:
     """Sidebar select of a trace with rows in one of `tables`, optionally only of adapters
-    `sources` (None and a message when none)."""
+    `sources`, preselecting `prefer` when present (None and a message when none)."""
     df = traces(*tables)
     if sources:
         df = df.filter(pl.col("source").is_in(sources))
@@ -109,14 +110,16 @@ def pick_trace(*tables: str, key: str = "trace", sources: tuple[str, ...] = ()) 
         st.info(f"No trace with {' / '.join(tables)} rows in {db_file()}; ingest one on the "
                 "Home page.")
         return None
-    return st.sidebar.selectbox("trace", names, key=key)
+    index = names.index(prefer) if prefer in names else 0
+    return st.sidebar.selectbox("trace", names, index=index, key=key)
 
 
-def page_trace(title: str, *tables: str, sources: tuple[str, ...] = ()) -> str:
+def page_trace(title: str, *tables: str, sources: tuple[str, ...] = (),
+               prefer: str | None = None) -> str:
     """A page's preamble: `setup(title)`, the store, and the sidebar trace select
     (`pick_trace`); stops the page with a message when there is no store or no such trace."""
     setup(title)
-    trace = pick_trace(*tables, sources=sources) if store() is not None else None
+    trace = pick_trace(*tables, sources=sources, prefer=prefer) if store() is not None else None
     if trace is None:
         st.stop()
     return trace

@@ -14,7 +14,8 @@ from servecast.analytics.whatif import POLICIES, ServingConfig, sjf_gain, whatif
 from servecast.app import common
 from servecast.errors import ServecastError
 
-trace = common.page_trace("Output length", "llm_requests")
+# Azure conversation shows the predictor best (bimodal outputs that prompts partly explain)
+trace = common.page_trace("Output length", "llm_requests", prefer="azure_conv")
 rows = st.sidebar.select_slider("requests used (random sample)", [2000, 5000, 10000, 20000],
                                 value=5000, key="ol_rows")
 
