@@ -82,6 +82,9 @@ def whatif(
     kv_tokens: int = typer.Option(120_000, "--kv-tokens", help="KV-cache budget, tokens"),
     iter_base_ms: float = typer.Option(7.0, "--iter-base-ms", help="a: ms per iteration"),
     iter_token_ms: float = typer.Option(0.09, "--iter-token-ms", help="b: ms per batch token"),
+    iter_kv_ms: float = typer.Option(
+        0.0003, "--iter-kv-ms", help="c: ms per cached KV token read in decode (0: a + b*tokens)"),
+    watermark: float = typer.Option(0.01, "--watermark", help="KV share kept free (vLLM 1%)"),
     max_rows: int = typer.Option(0, "--max-rows", help="replay only the first N test requests"),
     db: Path = DbOption,
 ) -> None:
@@ -91,7 +94,7 @@ def whatif(
     from servecast.store import Store
 
     cfg = ServingConfig(iter_base_ms=iter_base_ms, iter_token_ms=iter_token_ms,
-                        kv_tokens=kv_tokens)
+                        iter_kv_ms=iter_kv_ms, watermark=watermark, kv_tokens=kv_tokens)
     with Store(db, read_only=True) as store:
         result = whatif_trace(store, trace, models=models, load=load, config=cfg,
                               max_rows=max_rows or None)
