@@ -56,12 +56,14 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
         check_header(f, columns, hint)
     spec = "{" + ", ".join(f"'{name}': '{typ}'" for _, name, typ in columns) + "}"
     opts = "".join(f", {k}={v!r}" for k, v in read_options.items())
-    keep = "" if select == "*" else ", filename"
+    # the file name as an ENUM: one small code per row instead of a copy of the path
+    as_enum = f"filename::{_enum_of(files)} AS filename"
+    select = f"* REPLACE ({as_enum})" if select == "*" else f"{select}, {as_enum}"
     con = ctx.con
     con.execute("DROP TABLE IF EXISTS _rej; DROP TABLE IF EXISTS _rej_scan")
     try:
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select}{keep} FROM read_csv(?,
+            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM read_csv(?,
                 header=true, auto_detect=false, delim=',', quote='"', escape='"', columns={spec},
                 store_rejects=true, rejects_table='_rej', rejects_scan='_rej_scan',
                 filename=true{opts})""",
@@ -77,6 +79,11 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
            FROM _rej e JOIN _rej_scan s USING (scan_id, file_id)""",
         [ctx.trace],
     )
+
+
+def _enum_of(files: list[Path]) -> str:
+    """SQL ENUM type whose members are the files' names."""
+    return "ENUM(" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + ")"
 
 
 def _read_failure(files: list[Path], err: Exception) -> str:
@@ -141,7 +148,8 @@ def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> N
     the raw line `j` plus `filename`. Rows keep file order, so line = ordinal + 1."""
     try:
         ctx.con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select}, filename FROM read_csv(?,
+            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select},
+                filename::{_enum_of(files)} AS filename FROM read_csv(?,
                 columns={{'j': 'VARCHAR'}}, header=false, delim='\\x01', quote='', escape='',
                 auto_detect=false, filename=true, strict_mode=false)""",
             [[str(f) for f in files]],
