@@ -152,3 +152,28 @@ def test_models_saved_without_skip_path_still_load(tmp_path, data):
     state_file.write_text(json.dumps(state))
     np.testing.assert_allclose(Runtime.load(tmp_path / "old").interference_batch(tm)["perf"],
                                old.predict(tm)["perf"], rtol=1e-5)
+
+
+def test_refit_on_train_plus_val_after_validation(tmp_path, data):
+    """refit=True: epochs / trees are picked on the val split, then the model is retrained
+    on train + val (val windows weighted by recent_weight); config round-trips."""
+    (m, lab), (tm, tl) = data
+    ids = lab["window_id"].to_list()
+    tr_ids, va_ids = ids[:400], ids[400:]
+
+    def part(keep):
+        return m.filter(pl.col("window_id").is_in(keep)), lab.filter(pl.col("window_id")
+                                                                     .is_in(keep))
+
+    p = InterferencePredictor("dual", max_steps=10, d_model=16, layers=1, epochs=3,
+                              batch_size=64, lr=3e-3, refit=True, recent_weight=2)
+    p.fit(*part(tr_ids), *part(va_ids))
+    assert p.card["training"]["refit_epochs"] == p.card["training"]["best_epoch"] + 1
+    assert p.evaluate(tm, tl)["n"] == 150
+    g = InterferencePredictor("gbm", max_steps=10, gbm_trees=40, refit=True).fit(m, lab)
+    assert 1 <= g.card["training"]["refit_trees"] <= 40
+    p.save(tmp_path / "r")
+    back = InterferencePredictor.load(tmp_path / "r")
+    assert back.config()["refit"] and back.config()["recent_weight"] == 2
+    np.testing.assert_allclose(back.predict(tm)["perf"].to_numpy(),
+                               p.predict(tm)["perf"].to_numpy(), rtol=1e-5)

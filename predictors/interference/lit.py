@@ -86,18 +86,22 @@ def _loader(values, mask, y, batch: int, shuffle: bool) -> DataLoader:
 
 def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch: int,
               seed: int = 0, anchor: tuple[int, float, float] | None = None,
-              **trainer_kw) -> tuple[InterferenceNet, dict]:
+              stop_epoch: int | None = None, **trainer_kw) -> tuple[InterferenceNet, dict]:
     """Fit on `train` = (values, mask, y) arrays; keep the best epoch on `val` when given.
 
     `anchor` = (metric index, center, scale) of a metric that carries past perf (skip models):
     the wide path starts as its persistence forecast (perf = its last observed value), so
     the network learns the residual on top of it.
 
+    `stop_epoch` stops after that many epochs of the `epochs`-long schedule (a refit on
+    train + val up to the best epoch found by a first run).
+
     Returns the trained net (CPU, eval mode) and a log {epochs, best_epoch, val_mae}.
     """
     keep = KeepBest()
-    trainer = make_trainer(max_epochs=epochs, seed=seed, callbacks=[keep],
-                           gradient_clip_val=1.0, num_sanity_val_steps=0, **trainer_kw)
+    trainer = make_trainer(max_epochs=min(epochs, stop_epoch or epochs), seed=seed,
+                           callbacks=[keep], gradient_clip_val=1.0, num_sanity_val_steps=0,
+                           **trainer_kw)
     module = InterferenceModule(epochs=epochs, **hparams)
     if module.net.skip:
         y = np.asarray(train[2], dtype=np.float64)

@@ -52,7 +52,7 @@ class InterferencePredictor(Predictor):
                  skip: bool = True, epochs: int = 30, batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-2, wide_l1: float = 1e-3, metric_dropout: float = 0.0,
                  val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
-                 trainer_kw: dict | None = None):
+                 refit: bool = False, recent_weight: float = 1.0, trainer_kw: dict | None = None):
         super().__init__()
         if model not in MODELS:
             raise UnknownNameError(f"unknown interference model {model!r}; one of "
@@ -65,6 +65,7 @@ class InterferencePredictor(Predictor):
                        metric_dropout=metric_dropout)
         self.epochs, self.batch_size, self.val_frac = epochs, batch_size, val_frac
         self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
+        self.refit, self.recent_weight = bool(refit), float(recent_weight)
         self.trainer_kw = trainer_kw or {}
         self.norm: Normalizer | None = None
         self.net = None
@@ -100,7 +101,11 @@ class InterferencePredictor(Predictor):
             va = (win.values[cut:], win.mask[cut:], y[cut:])
         else:
             tr, va = (win.values, win.mask, y), None
-        self.mean_perf = float(np.mean(tr[2]))
+        rep = max(1, int(round(self.recent_weight)))  # val = the most recent windows
+        full = tr if va is None else tuple(np.concatenate([a] + [b] * rep)
+                                           for a, b in zip(tr, va, strict=True))
+        refit = self.refit and va is not None
+        self.mean_perf = float(np.mean((full if refit else tr)[2]))
         log: dict = {}
         if self.model in NEURAL:
             from servecast.predictors.interference.lit import train_net
@@ -113,12 +118,24 @@ class InterferencePredictor(Predictor):
                 anchor = (k, float(self.norm.center[k]), float(self.norm.scale[k]))
             self.net, log = train_net(tr, va, hp, self.epochs, self.batch_size, self.seed,
                                       anchor=anchor, **self.trainer_kw)
+            if refit and log.get("best_epoch", -1) >= 0:
+                # validation picked the epoch count; retrain on train + val (the data closest
+                # to the test period) for that many epochs of the same schedule
+                stop = log["best_epoch"] + 1
+                self.net, _ = train_net(full, None, hp, self.epochs, self.batch_size, self.seed,
+                                        anchor=anchor, stop_epoch=stop, **self.trainer_kw)
+                log = dict(log, refit_epochs=stop)
         elif self.model == "gbm":
             from servecast.predictors.interference.baselines import GBMRegressor, window_stats
 
             self.gbm = GBMRegressor(n_estimators=self.gbm_trees, seed=self.seed).fit(
                 window_stats(tr[0], tr[1]), tr[2],
                 *((window_stats(va[0], va[1]), va[2]) if va is not None else (None, None)))
+            if refit:  # same protocol: trees picked on val, then refit on train + val
+                trees = self.gbm.booster.best_iteration or self.gbm.booster.num_trees()
+                self.gbm = GBMRegressor(n_estimators=max(int(trees), 1), seed=self.seed).fit(
+                    window_stats(full[0], full[1]), full[2])
+                log = {"refit_trees": int(trees)}
         self.card.update({
             "model": self.model, "config": self.config(),
             "data": {"windows": len(y), "metrics": len(self.norm.metrics),
@@ -132,7 +149,8 @@ class InterferencePredictor(Predictor):
         return dict(model=self.model, max_steps=self.max_steps, target_metric=self.target_metric,
                     **self.hp, epochs=self.epochs, batch_size=self.batch_size,
                     val_frac=self.val_frac, ma_k=self.ma_k, gbm_trees=self.gbm_trees,
-                    seed=self.seed)
+                    seed=self.seed, refit=self.refit,
+                    recent_weight=self.recent_weight)
 
     # -- predict -----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
