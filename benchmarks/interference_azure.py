@@ -39,7 +39,7 @@ def main() -> None:
         task = (temporal_task if name == "temporal" else fingerprint_task)(store)
         print(f"\n== {name}: built in {time.perf_counter() - t0:.0f} s")
         print(task.summary())
-        print(f"settings: {settings} + task overrides {ev.TASK_SETTINGS.get(name, {})}")
+        print(f"settings: {settings}")
         table = ev.compare(task, ev.MODEL_ORDER, settings, out=args.out)
         print(table)
         for group in ["all", *sorted(set(table["group"]) - {"all"})]:

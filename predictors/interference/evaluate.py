@@ -17,11 +17,9 @@ MODEL_ORDER = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
 # epochs on the 33k fingerprint windows on the shared 2-core machine; 12 epochs ~ 11 min)
 FULL = dict(epochs=12, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=600)
 FAST = dict(epochs=6, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=100)
-#: per-task overrides of FULL / FAST (applied where `settings` does not set the key). Empty:
-#: `refit=True` (pick epochs / trees on val, retrain on train + val with val x recent_weight)
-#: was measured at FAST and left off: fingerprint demo dual 5.15 -> 4.93 pp, gbm 5.25 -> 5.16;
-#: fingerprint full dual 4.28 -> 4.40, gbm 4.74 -> 4.57; temporal demo dual 0.36 -> 0.42.
-TASK_SETTINGS: dict[str, dict] = {}
+# `refit=True` (pick epochs / trees on val, retrain on train + val with val x recent_weight)
+# was measured at FAST and left off: fingerprint demo dual 5.15 -> 4.93 pp, gbm 5.25 -> 5.16;
+# fingerprint full dual 4.28 -> 4.40, gbm 4.74 -> 4.57; temporal demo dual 0.36 -> 0.42.
 #: CloudFormer (2025) reports 7.8 % MAE of normalized performance on its own data
 CLOUDFORMER_MAE_PP = 7.8
 
@@ -30,7 +28,6 @@ def train_model(task: Task, model: str, settings: dict | None = None,
                 max_steps: int | None = None, **kw) -> InterferencePredictor:
     """Fit `model` on the task's train split (validated on its val split)."""
     cfg = dict(FULL if settings is None else settings)
-    cfg.update({k: v for k, v in TASK_SETTINGS.get(task.name, {}).items() if k not in cfg})
     cfg.update(kw)
     if max_steps is None:
         max_steps = int(task.metrics.group_by("window_id").agg(pl.col("t").n_unique())["t"]

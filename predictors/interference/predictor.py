@@ -101,10 +101,10 @@ class InterferencePredictor(Predictor):
             va = (win.values[cut:], win.mask[cut:], y[cut:])
         else:
             tr, va = (win.values, win.mask, y), None
-        rep = max(1, int(round(self.recent_weight)))  # val = the most recent windows
-        full = tr if va is None else tuple(np.concatenate([a] + [b] * rep)
-                                           for a, b in zip(tr, va, strict=True))
         refit = self.refit and va is not None
+        if refit:  # train + val, val (the most recent windows) repeated recent_weight times
+            rep = max(1, int(round(self.recent_weight)))
+            full = tuple(np.concatenate([a] + [b] * rep) for a, b in zip(tr, va, strict=True))
         self.mean_perf = float(np.mean((full if refit else tr)[2]))
         log: dict = {}
         if self.model in NEURAL:
