@@ -72,11 +72,20 @@ class Estimator:
     # -- output length (tokens) -----------------------------------------------------------
     def output_length(self, prompt_tokens: int, model: str | None = None,
                       log_type: str | None = None, prompt_text: str | None = None,
-                      session_id: str | None = None):
-        """Output-length quantiles in tokens -> LengthEstimate(p50, p90, p99, mean)."""
+                      session_id: str | None = None, arrival_s: float | None = None):
+        """Output-length quantiles in tokens -> LengthEstimate(p50, p90, p99, mean).
+
+        `arrival_s`: the request's arrival (seconds, same clock as `observe_output`)."""
         return self.runtime("output_length").output_length(
             prompt_tokens, model=model, log_type=log_type, prompt_text=prompt_text,
-            session_id=session_id)
+            session_id=session_id, arrival_s=arrival_s)
+
+    def observe_output(self, prompt_tokens: float, output_tokens: float,
+                       session_id: str | None = None, arrival_s: float | None = None) -> None:
+        """Record a completed request (tokens; arrival in seconds) for later estimates: its
+        session's context and the prompt-length history."""
+        self.runtime("output_length").observe(session_id, prompt_tokens, output_tokens,
+                                              arrival_s)
 
     def output_length_batch(self, frame):
         """Batch form: frame of llm_requests columns -> frame[p50, p90, p99, mean] (tokens)."""

@@ -109,3 +109,15 @@ def test_session_context_changes_the_estimate(tmp_path):
     rt.observe("y", 50, 1500)
     long = rt.output_length(50, session_id="y")
     assert long.p50 > 4 * short.p50
+
+
+def test_observe_output_feeds_the_prompt_length_history(models_dir):
+    est = Estimator.load(models_dir[0])
+    rt = est.runtime("output_length")
+    assert rt.history is not None  # the metadata model uses the history features
+    n = rt.history.same.get(777.0, [0, 0, 0])[2]
+    est.observe_output(777, 300, arrival_s=10.0)
+    est.observe_output(777, 500, arrival_s=12.0)
+    assert rt.history.same[777.0][:3] == [500.0, 300.0, n + 2]
+    e = est.output_length(777, arrival_s=13.0)
+    assert 0 <= e.p50 <= e.p90 <= e.p99

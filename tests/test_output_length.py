@@ -86,8 +86,11 @@ def test_save_load_runtime_agree(azure, fitted):
     assert np.allclose(a, loaded.predict(rows).to_numpy())
     rt = Runtime.load(path)
     assert np.allclose(rt.output_length_batch(rows).to_numpy(), a, rtol=1e-4)
-    single = [rt.output_length(int(p)) for p in rows["prompt_tokens"][:50]]
-    assert np.allclose(np.array(single), a[:50], rtol=1e-4)
+    # single calls without observe / arrival_s: the frame of prompts alone (no outputs, so no
+    # earlier row of the frame is in the history; no arrival, so no time since the last one)
+    prompts = rows.select("prompt_tokens")[:50]
+    single = [rt.output_length(int(p)) for p in prompts["prompt_tokens"]]
+    assert np.allclose(np.array(single), model.predict(prompts).to_numpy(), rtol=1e-4)
 
 
 def test_online_calibration_restores_p90_coverage_under_drift(azure, fitted):
@@ -128,6 +131,15 @@ def test_bad_inputs_raise_clear_errors(fitted, llm_store, tmp_path):
         OutputLengthPredictor.load(other)
     with pytest.raises(ModelVersionError, match="retrain"):
         Runtime.load(other)
+    # a dir of the previous output-length format (state without "format", no history)
+    (other / "model_card.json").write_text(json.dumps(card))
+    state = json.loads((path / "state.json").read_text())
+    (other / "state.json").write_text(json.dumps({k: v for k, v in state.items()
+                                                  if k != "format"}))
+    with pytest.raises(ModelVersionError, match="format 1.*retrain"):
+        OutputLengthPredictor.load(other)
+    with pytest.raises(ModelVersionError, match="format 1.*retrain"):
+        Runtime.load(other)
 
 
 def test_prefix_features_known_answer():
@@ -138,7 +150,7 @@ def test_prefix_features_known_answer():
     })
     enc = Encoder.fit(df)
     assert enc.use_prefix
-    X = enc.transform(df, learn_prefixes=True)
+    X = enc.transform(df, learn=True)
     col = {c: j for j, c in enumerate(enc.columns)}
     assert X[:, col["prefix_b"]].tolist() == [0, log_bucket(3), 0]
     assert X[:, col["prefix_out_b"]].tolist() == [0, log_bucket(40), 0]
@@ -216,7 +228,7 @@ def test_prefix_codes_vectorized_match_the_loop(learn):
                        "prefix_hashes": rows},
                       schema_overrides={"prefix_hashes": pl.List(pl.Int64)})
     fit = Encoder.fit(df)
-    fit.transform(df[:200], learn_prefixes=True)  # an index from earlier requests
+    fit.transform(df[:200], learn=True)  # an index from earlier requests
     a, b = Encoder.from_state(fit.state()), Encoder.from_state(fit.state())
     a.prefix_index, b.prefix_index = dict(fit.prefix_index), dict(fit.prefix_index)
     for part in (df[200:], df[200:].drop("output_tokens")):
@@ -226,3 +238,97 @@ def test_prefix_codes_vectorized_match_the_loop(learn):
             assert np.array_equal(got[c], want[c]), c
         assert a.prefix_index == b.prefix_index
     assert (got["prefix_b"] > 0).mean() > 0.3  # the test exercises matches
+
+
+def test_history_features_known_answer():
+    df = pl.DataFrame({"arrival_s": [0.0, 1.0, 3.0, 10.0], "prompt_tokens": [10, 10, 20, 10],
+                       "output_tokens": [100, 7, 50, 9]})
+    enc = Encoder.fit(df)
+    X = enc.transform(df)
+    col = {c: j for j, c in enumerate(enc.columns)}
+
+    def got(name):
+        return X[:, col[name]].tolist()
+
+    lb = log_bucket
+    assert got("same_last_b") == [0, lb(100), 0, lb(7)]
+    assert got("same_last2_b") == [0, 0, 0, lb(100)]
+    assert got("same_n_b") == [lb(0), lb(1), lb(0), lb(2)]
+    assert got("same_mean_b") == [0, lb(100), 0, lb(53.5)]
+    assert got("same_gap_b") == [0, lb(1.0), 0, lb(9.0)]
+    # 10 // 16 = 0, 20 // 16 = 1: prompt 20 has no similar-length history
+    assert got("near_last_b") == [0, lb(100), 0, lb(7)]
+    assert got("near_med_b") == [0, lb(100), 0, lb(53.5)]
+    assert got("recent_med_b") == [0, 0, 0, 0]  # fewer than RECENT_MIN outputs so far
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_history_vectorized_matches_sequential(learn):
+    """history_codes over a frame equals LengthHistory.codes / observe row by row (repeated
+    lengths, unobserved rows, unknown arrivals, a history learned before the frame), and so
+    does the learned state."""
+    from servecast.predictors.output_length.history import (
+        HISTORY,
+        LengthHistory,
+        history_codes,
+    )
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    prompt = rng.choice(rng.integers(0, 400, 60), n).astype(float)
+    out = rng.integers(0, 3000, n).astype(float)
+    out[rng.random(n) < 0.1] = np.nan
+    t = np.cumsum(rng.exponential(2.0, n))
+    t[rng.random(n) < 0.05] = np.nan
+    before = LengthHistory()
+    for i in range(400):
+        before.observe(prompt[i], out[i] if out[i] == out[i] else 5.0, t[i])
+    a, b = before.copy(), before.copy()
+    got = history_codes(prompt[400:], out[400:], t[400:], a, learn)
+    want = []
+    for i in range(400, n):
+        want.append(b.codes(prompt[i], None if t[i] != t[i] else t[i]))
+        if out[i] == out[i]:  # later rows of the frame see it, learned or not
+            b.observe(prompt[i], out[i], None if t[i] != t[i] else t[i])
+    want = np.array(want)
+    for j, name in enumerate(HISTORY):
+        assert np.array_equal(got[name], want[:, j]), name
+    sa, sb = a.arrays(), (b if learn else before).arrays()
+    for k in sa:
+        assert np.array_equal(sa[k], sb[k], equal_nan=True), k
+    assert (got["same_last_b"] > 0).mean() > 0.5 and (got["same_gap_b"] > 0).mean() > 0.3
+
+
+def test_runtime_matches_predict_on_a_sequence(azure, fitted):
+    """A scheduler calling output_length(arrival_s=...) then observe(...) request by request
+    gets exactly what predict gives on the same rows (each row sees the earlier ones)."""
+    _, test, _ = azure
+    model, path = fitted
+    assert "same_last_b" in model.encoder.columns
+    rows = test[:400]
+    want = model.predict(rows).to_numpy()
+    rt = Runtime.load(path)
+    assert rt.forest is not None
+    got = []
+    for r in rows.iter_rows(named=True):
+        got.append(rt.output_length(r["prompt_tokens"], arrival_s=r["arrival_s"]))
+        rt.observe(None, r["prompt_tokens"], r["output_tokens"], arrival_s=r["arrival_s"])
+    assert np.allclose(np.array(got), want, rtol=1e-9, atol=1e-9)
+    # the history moved the estimates (the features are live, not constant)
+    fresh = Runtime.load(path)
+    alone = [fresh.output_length(r["prompt_tokens"]) for r in rows.iter_rows(named=True)]
+    assert not np.allclose(np.array(alone), want)
+
+
+def test_forest_equals_lightgbm(fitted):
+    from servecast.predictors.output_length.forest import Forest
+
+    model, path = fitted
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 6000, 2000)] +
+                        [rng.integers(0, 16, 2000) for _ in model.encoder.columns[1:]])
+    X = X.astype(np.float64)
+    forest = Forest.load(path)
+    want = model._raw_X(X)
+    assert np.allclose(forest.predict(X), want, rtol=1e-12, atol=1e-9)
+    assert np.allclose(forest.predict_row(X[7].tolist()), want[7], rtol=1e-12, atol=1e-9)

@@ -19,7 +19,9 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.features import Encoder, check_requests
+from servecast.predictors.output_length.history import LengthHistory
 from servecast.predictors.output_length.metrics import scores, segment_scores
+from servecast.predictors.output_length.runtime import STATE_FORMAT, read_state
 
 OUTPUTS = ["p50", "p90", "p99", "mean"]
 
@@ -58,7 +60,8 @@ class OutputLengthModel(Predictor):
         raise NotImplementedError
 
     def table(self):
-        """The LengthTable the runtime serves (table-capable models)."""
+        """The LengthTable the runtime serves (table-capable models; None where the runtime
+        evaluates the saved trees instead)."""
         raise NotImplementedError
 
     def _save_weights(self, path: Path) -> None:
@@ -95,8 +98,8 @@ class OutputLengthModel(Predictor):
                                    self._raw(cal_part)[:, :3])
             if self.refit and df.height <= 200_000:
                 self._fit(df)  # final model on all rows; residuals stay out-of-sample
-            elif self.encoder.use_prefix:
-                self.encoder.transform(cal_part, learn_prefixes=True)
+            elif self.encoder.use_prefix or self.encoder.use_history:
+                self.encoder.transform(cal_part, learn=True)
         self.card.update({"model_class": self.name, "params": self._params(),
                           "train_rows": df.height, "calibration_rows": n_cal,
                           "features": self.encoder.columns})
@@ -117,8 +120,8 @@ class OutputLengthModel(Predictor):
         df = completed(check_requests(observed, need_output=True))
         if df.height:
             self.calibrator.update(df["output_tokens"].to_numpy(), self._raw(df)[:, :3])
-            if self.encoder.use_prefix:  # later requests can match these prefixes
-                self.encoder.transform(df, learn_prefixes=True)
+            if self.encoder.use_prefix or self.encoder.use_history:
+                self.encoder.transform(df, learn=True)  # later requests see these outputs
         return self
 
     def evaluate(self, frame, online: bool = False, chunk: int = 200) -> dict:
@@ -148,16 +151,20 @@ class OutputLengthModel(Predictor):
     # -- persistence -----------------------------------------------------------------------
     def _save(self, path: Path) -> None:
         self._check_fitted()
-        state = {"encoder": self.encoder.state(), "calibrator": self.calibrator.state(),
-                 "calib_frac": self.calib_frac}
+        state = {"format": STATE_FORMAT, "encoder": self.encoder.state(),
+                 "calibrator": self.calibrator.state(), "calib_frac": self.calib_frac}
         (path / "state.json").write_text(json.dumps(state))
         if self.encoder.prefix_index:
             keys = np.fromiter(self.encoder.prefix_index.keys(), np.int64)
             vals = np.fromiter(self.encoder.prefix_index.values(), np.int64)
             np.savez_compressed(path / "prefix_index.npz", keys=keys, values=vals)
+        if self.encoder.use_history:
+            self.encoder.history.save(path)
         self._save_weights(path)
         if self.table_capable:
-            self.table().save(path)
+            table = self.table()
+            if table is not None:  # None: served by the runtime's forest (forest.py)
+                table.save(path)
         self.card["model_class"] = self.name
 
     @classmethod
@@ -174,7 +181,7 @@ class OutputLengthModel(Predictor):
 
             raise ModelVersionError(f"{path}: saved by another servecast version ({e}); "
                                     "retrain it with this version") from None
-        state = json.loads((path / "state.json").read_text())
+        state = read_state(path)
         model.encoder = Encoder.from_state(state["encoder"])
         model.calibrator = Calibrator.from_state(state["calibrator"])
         model.calib_frac = state["calib_frac"]
@@ -182,5 +189,7 @@ class OutputLengthModel(Predictor):
             with np.load(path / "prefix_index.npz") as z:
                 model.encoder.prefix_index = dict(zip(z["keys"].tolist(), z["values"].tolist(),
                                                       strict=True))
+        if model.encoder.use_history:
+            model.encoder.history = LengthHistory.load(path)
         model._load_weights(path, card)
         return model

@@ -11,6 +11,9 @@ Codes (0 always means "unknown / not applicable"):
   prefix_b         1 + log2 of the number of prefix blocks shared with an earlier request
   prefix_out_b     1 + log2 bucket of the output of that earlier request
   hour, weekday    1 + hour of day (0..23) / 1 + day of week, from arrival_s (long traces only)
+  same_*, near_*, recent_med_b
+                   prompt-length history: outputs of earlier requests with the same prompt
+                   length / length bucket / any length (history.py)
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from servecast.predictors.output_length.buckets import (  # noqa: F401 - re-expo
     log_bucket,
     log_buckets,
 )
+from servecast.predictors.output_length.history import HISTORY, LengthHistory, history_codes
 
 CONTEXT = ["turn_b", "prev_out_b", "growth_b"]  # session codes the runtime tracks itself
 PREFIX = ["prefix_b", "prefix_out_b"]
 TIME = ["hour", "weekday"]
 CATEGORIES = ["model", "log_type"]
-ALL = ["prompt_tokens", *CATEGORIES, *CONTEXT, *PREFIX, *TIME]
+ALL = ["prompt_tokens", *CATEGORIES, *CONTEXT, *PREFIX, *TIME, *HISTORY]
 _MASK = (1 << 61) - 1
 
 
@@ -85,6 +89,13 @@ class Encoder:
         self.columns = columns or list(ALL)
         # prefix index: rolling hash of a block prefix -> output tokens of its latest request
         self.prefix_index: dict[int, int] = {}
+        # prompt-length history of the requests learned so far (history.py)
+        self.history = LengthHistory()
+
+    @property
+    def use_history(self) -> bool:
+        """Whether the prompt-length history features are among the columns."""
+        return any(c in self.columns for c in HISTORY)
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -128,12 +139,13 @@ class Encoder:
             raise UnknownNameError(
                 f"unknown {col} {value!r}; this model knows: {known}") from None
 
-    def transform(self, df: pl.DataFrame, learn_prefixes: bool = False) -> np.ndarray:
+    def transform(self, df: pl.DataFrame, learn: bool = False) -> np.ndarray:
         """Feature matrix (rows aligned with `df`, columns `self.columns`, float64).
 
         Session features use earlier rows of the same session in `df` (by `turn`, else row
-        order); prefix features use every earlier row (and, once fitted, the training rows).
-        With `learn_prefixes` the rows' outputs are added to the prefix index.
+        order); prefix and prompt-length history features use every earlier row with an
+        output (and, once fitted, the training rows). With `learn` the rows' outputs are added
+        to the prefix index and the history.
         """
         n = df.height
         feats: dict[str, np.ndarray] = {
@@ -144,7 +156,9 @@ class Encoder:
         if any(c in self.columns for c in CONTEXT):
             feats.update(self._session_codes(df))
         if self.use_prefix and any(c in self.columns for c in PREFIX):
-            feats.update(self._prefix_codes(df, learn_prefixes))
+            feats.update(self._prefix_codes(df, learn))
+        if self.use_history:
+            feats.update(self._history_codes(df, learn))
         if self.use_time:
             t = (df["arrival_s"].cast(pl.Float64).to_numpy() if "arrival_s" in df.columns
                  else np.full(n, np.nan))
@@ -194,6 +208,18 @@ class Encoder:
         growth = np.where(np.isnan(g), 0, np.where(g < 0, 1, 1 + log_buckets(g)))
         return {"turn_b": np.where(has, turn, 0), "prev_out_b": np.where(has, prev, 0),
                 "growth_b": np.where(has, growth, 0)}
+
+    def _history_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
+        """Prompt-length history codes (history.py) after `self.history`, rows in order."""
+        n = df.height
+
+        def col(name: str) -> np.ndarray:
+            if name not in df.columns:
+                return np.full(n, np.nan)
+            return df[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+        return history_codes(col("prompt_tokens"), col("output_tokens"), col("arrival_s"),
+                             self.history, learn)
 
     def _prefix_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
         """Longest block prefix each row shares with an earlier request (earlier rows of `df`

@@ -2,9 +2,12 @@
 
 `Runtime.load(dir)` reads a saved output-length model. Table models (metadata, baselines) are
 served from their precomputed LengthTable: one dict lookup and one bisect per call, tuples
-pre-calibrated. Session context (turn, previous output, prompt growth) comes from `observe`,
-which the scheduler calls when a request completes. Imports numpy only on the single-call
-path; never DuckDB or Lightning.
+pre-calibrated. Models with the prompt-length history features (history.py) are served from
+their compiled trees (forest.py: a few numpy ops over all trees per call), the history kept
+by `LengthHistory`. Session context (turn, previous output, prompt growth) and the history
+come from `observe`, which the scheduler calls when a request completes; called in arrival
+order with each request's `arrival_s`, the estimates equal the model's `predict` on the same
+sequence. Imports numpy only on the single-call path; never DuckDB or Lightning.
 """
 
 from __future__ import annotations
@@ -17,11 +20,29 @@ from typing import NamedTuple
 
 import numpy as np
 
-from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
 from servecast.predictors.base import read_card
 from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.forest import FILE as FOREST_FILE
+from servecast.predictors.output_length.forest import Forest
+from servecast.predictors.output_length.history import HISTORY, LengthHistory
 from servecast.predictors.output_length.table import FILE as TABLE_FILE
 from servecast.predictors.output_length.table import LengthTable
+
+#: format of an output-length model dir's state.json and companions (1: before the
+#: prompt-length history features; such dirs are refused with ModelVersionError)
+STATE_FORMAT = 2
+
+
+def read_state(path: Path) -> dict:
+    """The state.json of a saved output-length model (ModelVersionError for another format)."""
+    file = path / "state.json"
+    state = json.loads(file.read_text()) if file.is_file() else {}
+    if state.get("format") != STATE_FORMAT:
+        raise ModelVersionError(
+            f"{path}: output-length model state format {state.get('format', 1)}, this "
+            f"servecast reads format {STATE_FORMAT}; retrain it with this version")
+    return state
 
 
 class LengthEstimate(NamedTuple):
@@ -57,33 +78,45 @@ class Runtime:
             from servecast.predictors.output_length.text_runtime import TextRuntime
 
             return TextRuntime(path, card)
-        if not (path / TABLE_FILE).is_file():
-            from servecast.errors import ModelVersionError
-
+        if not ((path / TABLE_FILE).is_file() or (path / FOREST_FILE).is_file()):
             raise ModelVersionError(f"{path}: no {TABLE_FILE}; retrain with this servecast")
         return cls(path, card)
 
     def __init__(self, path: Path, card: dict):
         self.path, self.card = path, card
-        state = json.loads((path / "state.json").read_text())
+        state = read_state(path)
         self.encoder_state = state["encoder"]
         self.columns: list[str] = state["encoder"]["columns"]
         cats = state["encoder"]["categories"]
         self.codes = {c: {v: i + 1 for i, v in enumerate(cats.get(c, []))}
                       for c in ("model", "log_type")}
         self.uses_context = any(c in self.columns for c in ("turn_b", "prev_out_b", "growth_b"))
-        self.table = LengthTable.load(path)
-        self.edges = self.table.edges.tolist()
         self.calibrator = Calibrator.from_state(state["calibrator"])
+        self.history: LengthHistory | None = None
+        self.forest: Forest | None = None
+        if any(c in self.columns for c in HISTORY):
+            self.history = LengthHistory.load(path)
+            self.forest = Forest.load(path)
+            self.table, self.edges = None, []
+            col = {c: j for j, c in enumerate(self.columns)}
+            self._hist_cols = [col[c] for c in HISTORY]
+            self._code_cols = [col.get(c) for c in ("model", "log_type", "turn_b",
+                                                    "prev_out_b", "growth_b")]
+            self._factors = [float(f) for f in self.calibrator.factors]
+        else:
+            self.table = LengthTable.load(path)
+            self.edges = self.table.edges.tolist()
         self.sessions: dict[str, tuple[int, float, float]] = {}  # id -> (turn, prompt, output)
         self._rows: dict[tuple, list[LengthEstimate]] = {}
         self._boosters = None
 
     # -- single call -----------------------------------------------------------------------
     def output_length(self, prompt_tokens, model: str | None = None, log_type: str | None = None,
-                      prompt_text: str | None = None, session_id: str | None = None
-                      ) -> LengthEstimate:
-        """Estimate for one request (tokens). Session context is what `observe` recorded."""
+                      prompt_text: str | None = None, session_id: str | None = None,
+                      arrival_s: float | None = None) -> LengthEstimate:
+        """Estimate for one request (tokens). Session context and prompt-length history are
+        what `observe` recorded; `arrival_s` (seconds, the clock `observe` was given) feeds
+        the time since the last request of the same prompt length (unknown without it)."""
         x = check_tokens(prompt_tokens)
         try:
             m = self.codes["model"][model] if model is not None else 0
@@ -93,17 +126,39 @@ class Runtime:
         ctx = (0, 0, 0)
         if session_id is not None and self.uses_context:
             ctx = self._context(session_id, x)
+        if self.forest is not None:
+            return self._forest_estimate(x, (m, lg, *ctx), arrival_s)
         row = self._rows.get((ctx, m, lg))
         if row is None:
             row = self._row(ctx, m, lg)
         return row[bisect_left(self.edges, x)]
 
-    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float) -> None:
-        """Record a completed request so the session's next call sees turn/previous output."""
+    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
+                arrival_s: float | None = None) -> None:
+        """Record a completed request (tokens; its arrival in seconds where known) so later
+        calls see it: the session's turn / previous output, the prompt-length history."""
+        if self.history is not None:
+            self.history.observe(prompt_tokens, output_tokens, arrival_s)
         if session_id is None:
             return
         turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
         self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+
+    def _forest_estimate(self, x: float, codes: tuple, arrival_s) -> LengthEstimate:
+        """Estimate from the compiled trees: row = prompt, codes, history codes (others 0)."""
+        row = [0.0] * len(self.columns)
+        row[0] = x
+        for j, v in zip(self._code_cols, codes, strict=True):
+            if j is not None:
+                row[j] = v
+        for j, v in zip(self._hist_cols, self.history.codes(x, arrival_s), strict=True):
+            row[j] = v
+        r = self.forest.predict_row(row).tolist()
+        f = self._factors  # Calibrator.apply on one row, in Python floats (same numbers)
+        q0 = max((1.0 + max(r[0], 0.0)) * f[0] - 1.0, 0.0)
+        q1 = max((1.0 + max(r[1], 0.0)) * f[1] - 1.0, 0.0, q0)
+        q2 = max((1.0 + max(r[2], 0.0)) * f[2] - 1.0, 0.0, q1)
+        return LengthEstimate(q0, q1, q2, max(r[3], 0.0))
 
     def _context(self, session_id: str, x: float) -> tuple[int, int, int]:
         from servecast.predictors.output_length.buckets import context_codes
@@ -155,7 +210,10 @@ class Runtime:
 
             self._boosters = [lgb.Booster(model_file=str(p))
                               for p in sorted(self.path.glob("head*.txt"))]
-        return np.column_stack([b.predict(X, num_threads=1) for b in self._boosters])
+        out = np.column_stack([b.predict(X, num_threads=1) for b in self._boosters])
+        if self.card.get("params", {}).get("log_target"):  # the median head fit log1p(tokens)
+            out[:, 0] = np.expm1(out[:, 0])
+        return out
 
     # -- batch -----------------------------------------------------------------------------
     def output_length_batch(self, frame):
@@ -174,7 +232,14 @@ class Runtime:
             with np.load(self.path / "prefix_index.npz") as z:
                 enc.prefix_index = dict(zip(z["keys"].tolist(), z["values"].tolist(),
                                             strict=True))
+        if self.history is not None:
+            enc.history = self.history
         X = enc.transform(df)
+        if self.forest is not None:
+            raw = self.forest.predict(X)
+            q = self.calibrator.apply(raw[:, :3])
+            return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
+                                 "mean": np.maximum(raw[:, 3], 0)})
         col = {c: j for j, c in enumerate(self.columns)}
         dense = [c for c in self.columns if c in ("prefix_b", "prefix_out_b", "hour", "weekday")]
         ctx = np.zeros((len(X), 3), dtype=np.int64)

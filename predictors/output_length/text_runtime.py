@@ -4,7 +4,6 @@ DuckDB or Lightning."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
-from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens
+from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
 from servecast.predictors.output_length.text import head_outputs, load_heads, project
 
 
@@ -23,14 +22,15 @@ class TextRuntime:
         from servecast.predictors.output_length.embeddings import encoder
 
         self.path, self.card = path, card
-        state = json.loads((path / "state.json").read_text())
+        state = read_state(path)
         self.encoder_state = state["encoder"]
         self.calibrator = Calibrator.from_state(state["calibrator"])
         self.boosters, self.pca_mean, self.pca_components = load_heads(path)
         self.model = encoder()
         self.sessions: dict[str, tuple[int, float, float]] = {}
 
-    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float) -> None:
+    def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
+                arrival_s: float | None = None) -> None:
         """Record a completed request of a session (turn / previous output for the next)."""
         if session_id is not None:
             turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
@@ -42,7 +42,7 @@ class TextRuntime:
         return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
 
     def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
-                      session_id=None) -> LengthEstimate:
+                      session_id=None, arrival_s=None) -> LengthEstimate:
         """Estimate (tokens) for one request; `prompt_text` is required."""
         x = check_tokens(prompt_tokens)
         if not isinstance(prompt_text, str):

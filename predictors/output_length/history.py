@@ -1,0 +1,251 @@
+"""Prompt-length history features: what earlier requests with the same (or a similar) prompt
+length produced (codes; counts in tokens, times in seconds).
+
+Identical prompt lengths recur in production traces (templates, retried or repeated prompts),
+and the output of an earlier request with exactly the same `prompt_tokens` is a strong hint
+for the next one. For each request, using only EARLIER observed requests (rows with an
+`output_tokens` value; the model's training rows first, then earlier rows of the frame):
+
+  same_last_b    1 + log2 bucket of the output of the latest request with the same prompt_tokens
+  same_last2_b   the same for the second-latest such request
+  same_n_b       1 + log2 bucket of the number of such requests (1 = none)
+  same_mean_b    1 + log2 bucket of their mean output
+  same_gap_b     1 + log2 bucket of the seconds since the latest one arrived (needs arrival_s)
+  near_last_b    1 + log2 bucket of the latest output in the same length bucket
+                 (prompt_tokens // NEAR_WIDTH)
+  near_med_b     ... and of the median of that bucket's last NEAR_KEEP outputs
+  recent_med_b   1 + log2 bucket of the median of the last RECENT_KEEP outputs of any request
+                 (0 until RECENT_MIN are known)
+
+0 means "unknown / no such request". `LengthHistory` is the state (what the runtime keeps and
+`observe` updates, one request at a time); `history_codes` is the vectorized form over a frame
+(same numbers: tests/test_output_length.py checks both against each other). Pure Python on
+the runtime path (numpy / polars only in the save / load and vectorized helpers).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from servecast.predictors.output_length.buckets import log_bucket
+
+HISTORY = ["same_last_b", "same_last2_b", "same_n_b", "same_mean_b", "same_gap_b",
+           "near_last_b", "near_med_b", "recent_med_b"]
+NEAR_WIDTH = 16  # tokens per "similar length" bucket
+NEAR_KEEP = 5  # outputs kept per length bucket
+RECENT_KEEP, RECENT_MIN = 50, 5  # outputs of any request kept / needed for the median
+FILE = "history.npz"
+_NAN = float("nan")
+
+
+def _median(values) -> float:
+    s = sorted(values)
+    k = len(s)
+    return float(s[k // 2]) if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2.0
+
+
+class LengthHistory:
+    """Prompt-length history of observed requests (see module docstring).
+
+    same[prompt] = [last, second-last (NaN), count, sum of outputs, arrival of last (NaN)],
+    near[prompt // NEAR_WIDTH] = deque of its last NEAR_KEEP outputs, recent = deque of the
+    last RECENT_KEEP outputs. Codes are cached per key so `codes` is a few dict lookups.
+    """
+
+    def __init__(self) -> None:
+        self.same: dict[float, list[float]] = {}
+        self.near: dict[int, deque] = {}
+        self.recent: deque = deque(maxlen=RECENT_KEEP)
+        self._same_codes: dict[float, tuple[int, int, int, int]] = {}
+        self._near_codes: dict[int, tuple[int, int]] = {}
+        self._recent_code = 0
+
+    def __len__(self) -> int:
+        return len(self.same)
+
+    def codes(self, prompt_tokens: float, arrival_s: float | None = None) -> tuple:
+        """The 8 history codes (order of HISTORY) of a request about to be scheduled."""
+        p = float(prompt_tokens)
+        s = self._same_codes.get(p)
+        if s is None:
+            same = (0, 0, 1, 0, 0)
+        else:
+            t_last = self.same[p][4]
+            gap = (0 if arrival_s is None or t_last != t_last or arrival_s != arrival_s
+                   else log_bucket(arrival_s - t_last))
+            same = (*s, gap)
+        near = self._near_codes.get(int(p) // NEAR_WIDTH, (0, 0))
+        return (same[0], same[1], same[2], same[3], same[4], near[0], near[1],
+                self._recent_code)
+
+    def observe(self, prompt_tokens: float, output_tokens: float,
+                arrival_s: float | None = None) -> None:
+        """Record a completed request (its prompt and output tokens, its arrival in seconds)."""
+        p, y = float(prompt_tokens), float(output_tokens)
+        t = _NAN if arrival_s is None else float(arrival_s)
+        st = self.same.get(p)
+        st = [y, _NAN, 1.0, y, t] if st is None else [y, st[0], st[2] + 1, st[3] + y, t]
+        self.same[p] = st
+        self._same_codes[p] = (log_bucket(st[0]), log_bucket(st[1]), log_bucket(st[2]),
+                               log_bucket(st[3] / st[2]))
+        b = int(p) // NEAR_WIDTH
+        q = self.near.get(b)
+        if q is None:
+            q = self.near[b] = deque(maxlen=NEAR_KEEP)
+        q.append(y)
+        self._near_codes[b] = (log_bucket(y), log_bucket(_median(q)))
+        self.recent.append(y)
+        self._recent_code = (log_bucket(_median(self.recent)) if len(self.recent) >= RECENT_MIN
+                             else 0)
+
+    # -- persistence -----------------------------------------------------------------------
+    def arrays(self) -> dict:
+        """numpy arrays of the state (what `save` writes)."""
+        import numpy as np
+
+        near_keys = sorted(self.near)
+        near = np.full((len(near_keys), NEAR_KEEP), np.nan)
+        for i, k in enumerate(near_keys):
+            q = self.near[k]
+            near[i, NEAR_KEEP - len(q):] = list(q)  # oldest first, right-aligned
+        same_keys = sorted(self.same)
+        return {"same_keys": np.array(same_keys, dtype=np.float64),
+                "same_vals": np.array([self.same[k] for k in same_keys],
+                                      dtype=np.float64).reshape(-1, 5),
+                "near_keys": np.array(near_keys, dtype=np.int64),
+                "near_vals": near, "recent": np.array(list(self.recent), dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, a: dict) -> LengthHistory:
+        h = cls()
+        for k, v in zip(a["same_keys"].tolist(), a["same_vals"].tolist(), strict=True):
+            h.same[k] = v
+            h._same_codes[k] = (log_bucket(v[0]), log_bucket(v[1]), log_bucket(v[2]),
+                                log_bucket(v[3] / v[2]))
+        for k, row in zip(a["near_keys"].tolist(), a["near_vals"].tolist(), strict=True):
+            q = h.near[k] = deque((x for x in row if x == x), maxlen=NEAR_KEEP)
+            h._near_codes[k] = (log_bucket(q[-1]), log_bucket(_median(q)))
+        h.recent.extend(a["recent"].tolist())
+        if len(h.recent) >= RECENT_MIN:
+            h._recent_code = log_bucket(_median(h.recent))
+        return h
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        np.savez_compressed(Path(path) / FILE, **self.arrays())
+
+    @classmethod
+    def load(cls, path: Path) -> LengthHistory:
+        import numpy as np
+
+        with np.load(Path(path) / FILE) as z:
+            return cls.from_arrays({k: z[k] for k in z.files})
+
+    def copy(self) -> LengthHistory:
+        return LengthHistory.from_arrays(self.arrays())
+
+
+def _before(k: int):
+    """Row positions of `k` pseudo-rows (the state) placed before row 0, in order."""
+    import numpy as np
+
+    return np.arange(-k, 0, dtype=np.int64)
+
+
+def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = False) -> dict:
+    """Vectorized history codes of a frame's rows (numpy arrays `prompt`, `output` (NaN = not
+    observed), `arrival` (NaN = unknown)) after the requests in `hist`, rows in order.
+
+    Returns {name: float64 array} for HISTORY. With `learn`, the observed rows are added to
+    `hist` (as `observe` would, in row order).
+    """
+    import numpy as np
+    import polars as pl
+
+    from servecast.predictors.output_length.buckets import log_buckets
+
+    n = len(prompt)
+    prompt = np.asarray(prompt, np.float64)
+    output = np.asarray(output, np.float64)
+    arrival = np.asarray(arrival, np.float64)
+    obs = ~np.isnan(output)
+    st = hist.arrays()
+    # pseudo-rows carrying the state before the frame, then the frame's observed rows:
+    # `w` / `ws` are count / output-sum contributions, `prev` the output before the row
+    k0, v0 = st["same_keys"], st["same_vals"]
+    fr = np.flatnonzero(obs)
+    same = pl.DataFrame({
+        "i": np.r_[_before(len(k0)), fr],
+        "key": np.r_[k0, prompt[fr]],
+        "out": np.r_[v0[:, 0], output[fr]],
+        "prev0": np.r_[v0[:, 1], np.full(len(fr), np.nan)],
+        "w": np.r_[v0[:, 2], np.ones(len(fr))],
+        "ws": np.r_[v0[:, 3], output[fr]],
+        "t": np.r_[v0[:, 4], arrival[fr]],
+        "pseudo": np.r_[np.ones(len(k0), bool), np.zeros(len(fr), bool)],
+    }).with_columns(pl.col("prev0").fill_nan(None))
+    same = same.with_columns(
+        pl.when(pl.col("pseudo")).then(pl.col("prev0"))
+        .otherwise(pl.col("out").shift(1).over("key")).alias("prev"),
+        pl.col("w").cum_sum().over("key").alias("cnt"),
+        pl.col("ws").cum_sum().over("key").alias("sum"),
+    )
+    rows = pl.DataFrame({"i": np.arange(n, dtype=np.int64), "key": prompt,
+                         "now": arrival})
+    got = rows.join_asof(same.select("i", "key", "out", "prev", "cnt", "sum", "t"),
+                         on="i", by="key", strategy="backward", allow_exact_matches=False,
+                         check_sortedness=False)
+    last = got["out"].fill_null(np.nan).to_numpy()
+    cnt = got["cnt"].fill_null(0.0).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, got["sum"].fill_null(0.0).to_numpy() / np.maximum(cnt, 1),
+                        np.nan)
+    gap = (got["now"] - got["t"]).fill_nan(None).fill_null(np.nan).to_numpy()
+    out = {"same_last_b": log_buckets(last), "same_last2_b":
+           log_buckets(got["prev"].fill_null(np.nan).to_numpy()),
+           "same_n_b": log_buckets(cnt), "same_mean_b": log_buckets(mean),
+           "same_gap_b": log_buckets(gap)}
+    # similar length: the bucket's last NEAR_KEEP outputs (state, right-aligned) then frame
+    nk, nv = st["near_keys"], st["near_vals"]
+    pk, pv = np.repeat(nk, NEAR_KEEP), nv.reshape(-1)
+    keep = ~np.isnan(pv)
+    bucket = np.floor(prompt).astype(np.int64) // NEAR_WIDTH
+    near = pl.DataFrame({"i": np.r_[_before(int(keep.sum())), fr],
+                         "key": np.r_[pk[keep], bucket[fr]],
+                         "out": np.r_[pv[keep], output[fr]]})
+    near = near.with_columns(
+        pl.col("out").rolling_median(NEAR_KEEP, min_samples=1).over("key").alias("med"))
+    got = pl.DataFrame({"i": np.arange(n, dtype=np.int64), "key": bucket}).join_asof(
+        near, on="i", by="key", strategy="backward", allow_exact_matches=False,
+        check_sortedness=False)
+    out["near_last_b"] = log_buckets(got["out"].fill_null(np.nan).to_numpy())
+    out["near_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
+    # any request: rolling median of the last RECENT_KEEP outputs
+    r0 = st["recent"]
+    rec = pl.DataFrame({"i": np.r_[_before(len(r0)), fr],
+                        "out": np.r_[r0, output[fr]]})
+    rec = rec.with_columns(pl.col("out").rolling_median(RECENT_KEEP, min_samples=RECENT_MIN)
+                           .alias("med"))
+    got = pl.DataFrame({"i": np.arange(n, dtype=np.int64)}).join_asof(
+        rec, on="i", strategy="backward", allow_exact_matches=False, check_sortedness=False)
+    out["recent_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
+    if learn and len(fr):  # the state after the frame: what `observe` row by row gives
+        last = same.group_by("key", maintain_order=True).last().sort("key")
+        tail = near.group_by("key", maintain_order=True).tail(NEAR_KEEP)
+        tail = tail.with_columns(pl.int_range(pl.len()).over("key").alias("k"),
+                                 pl.len().over("key").alias("m"))
+        keys = tail["key"].unique(maintain_order=False).sort()
+        vals = np.full((len(keys), NEAR_KEEP), np.nan)
+        row = np.searchsorted(keys.to_numpy(), tail["key"].to_numpy())
+        vals[row, (NEAR_KEEP - tail["m"] + tail["k"]).to_numpy()] = tail["out"].to_numpy()
+        new = LengthHistory.from_arrays({
+            "same_keys": last["key"].to_numpy(),
+            "same_vals": np.column_stack([
+                last[c].cast(pl.Float64).fill_null(np.nan).fill_nan(np.nan).to_numpy()
+                for c in ("out", "prev", "cnt", "sum", "t")]),
+            "near_keys": keys.to_numpy(), "near_vals": vals,
+            "recent": rec["out"].tail(RECENT_KEEP).to_numpy()})
+        hist.__dict__.update(new.__dict__)
+    return {k: v.astype(np.float64) for k, v in out.items()}
