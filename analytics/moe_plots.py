@@ -101,8 +101,9 @@ def alpha_plot(final: pl.DataFrame, path: str | Path) -> Path:
     for (layer,), part in final.sort("alpha").group_by("layer", maintain_order=True):
         a = [max(v, 1e-4) for v in part["alpha"].to_list()]
         g = part["gamma"].to_numpy()
-        err = [g - part["gamma_lo"].fill_null(part["gamma"]).to_numpy(),
-               part["gamma_hi"].fill_null(part["gamma"]).to_numpy() - g]
+        # a percentile CI may exclude the point estimate: draw the interval part that does
+        err = [np.clip(g - part["gamma_lo"].fill_null(part["gamma"]).to_numpy(), 0, None),
+               np.clip(part["gamma_hi"].fill_null(part["gamma"]).to_numpy() - g, 0, None)]
         ax.errorbar(a, g, yerr=err, marker="o", capsize=3, label=f"layer {layer}")
     ax.set_xscale("log")
     ax.set_xlabel("alpha (alpha = 0 drawn at 1e-4)")

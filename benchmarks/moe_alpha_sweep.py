@@ -1,14 +1,17 @@
 """Small-MoE validation of gamma_eff: runs trained with increasing auxiliary-loss alpha.
 
 Trains one small MoE per alpha on ShareGPT text (skipped when RUN_DIR/run.json exists), then
-prints per alpha: training seconds, final gamma_eff per layer with bootstrap CI (monotonicity
-check), the held-out L1 table (uniform, mean_loads, softmax vs single-type congestion,
-multi-type), quality-estimator agreement, and the gamma_eff trajectory with phases.
+prints per alpha: training seconds; the held-out protocol (conversation-disjoint batches, how
+much their composition varies); final gamma_eff per layer with bootstrap CI (monotonicity
+check; --gamma-quality, default oracle, and the other estimators' multi-type gamma); per
+quality estimator (--quality, default oracle taylor router) the held-out L1 table (uniform,
+mean_loads, type_mix, softmax vs single-type congestion, multi-type with K fixed and K by CV)
+with the estimator's default type-quality shrinkage and the other one; a summary over alpha x
+layer; quality-estimator agreement; the gamma_eff trajectory with phases.
 
-    .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep [--alphas 0 0.001 ...]
-        [--steps 1200 --snapshots 6 --eval-windows 144]  (as measured: 155-316 s per run on
-        one shared CPU core incl. snapshots; --steps 300 --snapshots 5 ~60 s per run idle)
-    .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep --report-only
+    .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep2 --steps 1200 \
+        --snapshots 6 --eval-windows 192   (as measured: 183-256 s per run on one shared CPU
+        core incl. ~50 s of snapshots, then ~6 min of fitting; --train-only / --report-only)
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
+from servecast.predictors.moe_congestion.analysis import DEFAULT_QUALITY, QUALITIES
+
 ALPHAS = (0.0, 1e-3, 1e-2, 1e-1)
 
 
@@ -27,18 +32,23 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/moe_sweep"))
     ap.add_argument("--alphas", type=float, nargs="*", default=list(ALPHAS))
     ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--bootstrap", type=int, default=20)
+    ap.add_argument("--bootstrap", type=int, default=10)
     ap.add_argument("--snapshots", type=int, default=6)
     ap.add_argument("--eval-windows", type=int, default=192)
     ap.add_argument("--batch-windows", type=int, default=3)
     ap.add_argument("--train-conversations", type=int, default=600)
     ap.add_argument("--types", type=int, default=8)
-    ap.add_argument("--cv-types", type=int, nargs="*", default=[1, 2, 4, 8],
+    ap.add_argument("--quality", nargs="*", default=list(QUALITIES), choices=QUALITIES,
+                    help="quality estimators compared on held-out L1")
+    ap.add_argument("--gamma-quality", default=DEFAULT_QUALITY, choices=QUALITIES,
+                    help="quality of the gamma_eff tables (final CIs, trajectory)")
+    ap.add_argument("--cv-types", type=int, nargs="*", default=[1, 2, 4, 8, 16],
                     help="candidate K for the CV-selected model (training batches only)")
     ap.add_argument("--trajectory-bootstrap", type=int, default=0,
                     help="bootstrap refits per trajectory point (the last checkpoint always "
                     "gets --bootstrap)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--train-only", action="store_true", help="train missing runs, no report")
     args = ap.parse_args()
     pl.Config.set_tbl_rows(100)
     pl.Config.set_tbl_cols(20)
@@ -50,8 +60,10 @@ def main() -> None:
     torch.set_num_threads(1)
     from servecast.predictors.moe_congestion.analysis import (
         compare,
+        default_shrink,
         load_snapshot,
         n_layers,
+        protocol_stats,
         quality_agreement,
     )
     from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe
@@ -66,7 +78,9 @@ def main() -> None:
                                 train_conversations=args.train_conversations,
                                 eval_conversations=100)
                 train_small_moe(run, cfg, log=print)
-    finals, cmps, agrees, trajs = [], [], [], []
+    if args.train_only:
+        return
+    finals, cmps, agrees, trajs, protos = [], [], [], [], []
     for a, run in runs.items():
         if not (run / "run.json").is_file():
             continue
@@ -74,35 +88,54 @@ def main() -> None:
         print(f"alpha={a:g}: train {meta['seconds']['train_incl_snapshots']:.0f}s incl. "
               f"snapshots {meta['seconds']['snapshots']:.0f}s (CPU, shared machine), final ce "
               f"{meta['final'].get('ce', float('nan')):.3f}, vocab coverage "
-              f"{meta['vocab_coverage']:.3f}")
-        traj = trajectory(run, n_types=args.types, n_bootstrap=args.trajectory_bootstrap)
+              f"{meta['vocab_coverage']:.3f}", flush=True)
+        traj = trajectory(run, quality=args.gamma_quality, n_types=args.types,
+                          n_bootstrap=args.trajectory_bootstrap)
         trajs.append(traj)
         last = traj.filter(pl.col("step") == traj["step"].max())
         finals.append(last)
         step, path = checkpoints(run)[-1]
         snap = load_snapshot(path)
         for layer in range(n_layers(snap)):
-            for shrink in (True, False):
-                cmps.append(compare(snap, layer, n_types=args.types, shrink=shrink,
-                                    n_bootstrap=args.bootstrap if shrink else 0,
-                                    cv_types=tuple(args.cv_types) if shrink else None)
-                            .with_columns(alpha=pl.lit(a), shrink=pl.lit(shrink)))
+            protos.append({"alpha": a, "layer": layer,
+                           **protocol_stats(snap, layer, n_types=args.types)})
+            for quality in args.quality:
+                # the estimator's default shrinkage gets CV-chosen K and bootstrap CIs; the
+                # other variant (sensitivity) only the fixed-K models
+                for shrink in (default_shrink(quality), not default_shrink(quality)):
+                    main = shrink == default_shrink(quality)
+                    cmps.append(compare(snap, layer, quality, n_types=args.types, shrink=shrink,
+                                        n_bootstrap=args.bootstrap if main else 0,
+                                        cv_types=(tuple(args.cv_types) or None) if main
+                                        else None)
+                                .with_columns(alpha=pl.lit(a), main=pl.lit(main)))
         agrees.append(quality_agreement(snap).with_columns(alpha=pl.lit(a)))
     if not finals:
         return
     traj_all = pl.concat(trajs)
-    print("\n== final gamma_eff per alpha and layer (multi-type, 90% bootstrap CI) ==")
+    print("\n== held-out protocol (last checkpoint) ==")
+    print("batches = --batch-windows consecutive 64-token eval windows of conversations "
+          "unseen in LM training (random sample of windows, kept in corpus order); >= 1/3 of "
+          "the batches held out, conversation-disjoint (batches sharing a conversation are "
+          "held out together; seeded); types, quality prior and beta/gamma are fitted on "
+          "training batches only. type_share_var / load_var: between-batch variance over the "
+          "multinomial variance of one common mixture (1 = batches differ only by sampling); "
+          "noise_floor_l1: L1 that exact expected loads would still incur from sampling")
+    print(pl.DataFrame(protos))
     cmp = pl.concat(cmps)
-    ci = cmp.filter(pl.col("shrink") & (pl.col("model") == "congestion_multi")).select(
+    gq = (pl.col("quality") == args.gamma_quality) & pl.col("main")
+    print(f"\n== final gamma_eff per alpha and layer (multi-type, {args.gamma_quality} "
+          "quality, 90% bootstrap CI) ==")
+    ci = cmp.filter(gq & (pl.col("model") == "congestion_multi")).select(
         "alpha", "layer", "gamma", "gamma_lo", "gamma_hi", "beta")
-    ci_single = cmp.filter(pl.col("shrink") & (pl.col("model") == "congestion")).select(
+    ci_single = cmp.filter(gq & (pl.col("model") == "congestion")).select(
         "alpha", "layer", gamma_single="gamma", single_lo="gamma_lo", single_hi="gamma_hi")
     fin = (pl.concat(finals).drop("gamma", "gamma_lo", "gamma_hi", "beta", "gamma_single")
            .join(ci, on=["alpha", "layer"]).join(ci_single, on=["alpha", "layer"])
            .sort(["layer", "alpha"])
-           .with_columns(gamma_over_beta=pl.col("gamma") / pl.col("beta")))  # nats per share
+           .with_columns(gamma_over_beta=pl.col("gamma") / pl.col("beta")))  # per load share
     print(f"(last checkpoint; CIs from {args.bootstrap} batch-bootstrap refits; "
-          "gamma_over_beta = congestion price in quality units (nats) per unit load share)")
+          "gamma_over_beta = congestion price in quality units per unit load share)")
     print(fin.select("alpha", "layer", "gamma", "gamma_lo", "gamma_hi", "beta",
                      "gamma_over_beta", "gamma_single", "single_lo", "single_hi", "maxvio",
                      "eval_loss"))
@@ -112,27 +145,45 @@ def main() -> None:
             mono = all(x <= y for x, y in zip(g, g[1:], strict=False))
             print(f"layer {layer}: {col} non-decreasing in alpha: {mono} "
                   f"({', '.join(f'{x:.3g}' for x in g)})")
-    for shrink in (True, False):
-        print(f"\n== held-out L1 of load shares at the last checkpoint (type quality "
-              f"{'shrunk to pooled profile' if shrink else 'raw batch means'}) ==")
-        wide = cmp.filter(pl.col("shrink") == shrink).pivot(
-            on="model", index=["alpha", "layer"], values="heldout_l1").sort(["alpha", "layer"])
-        wide = wide.with_columns(
-            multi_vs_single=1 - pl.col("congestion_multi") / pl.col("congestion"))
-        print(wide)
-        if "congestion_cv" in wide.columns:
-            ks = cmp.filter(pl.col("shrink") & (pl.col("model") == "congestion_cv")).sort(
-                "alpha", "layer")["types"].to_list()
-            gain = 1 - wide["congestion_cv"].mean() / wide["congestion"].mean()
-            print(f"congestion_cv: K chosen by 3-fold CV on training batches per (alpha, layer)"
-                  f" = {ks}; held-out L1 mean {wide['congestion_cv'].mean():.3f}, improvement "
-                  f"over single-type {gain:.1%} (of means)")
-        print(f"mean held-out L1: softmax {wide['softmax'].mean():.3f}, congestion "
-              f"{wide['congestion'].mean():.3f}, congestion_multi "
-              f"{wide['congestion_multi'].mean():.3f}, mean_loads {wide['mean_loads'].mean():.3f}"
-              f"; multi vs single improvement: mean of ratios "
-              f"{wide['multi_vs_single'].mean():.1%}, of means "
-              f"{1 - wide['congestion_multi'].mean() / wide['congestion'].mean():.1%}")
+    for quality in args.quality:
+        if quality == args.gamma_quality:
+            continue
+        part = cmp.filter((pl.col("quality") == quality) & pl.col("main")
+                          & (pl.col("model") == "congestion_multi")).sort("layer", "alpha")
+        print(f"\n-- multi-type gamma_eff with {quality} quality (K = {args.types}, 90% CI) --")
+        print(part.select("alpha", "layer", "gamma", "gamma_lo", "gamma_hi", "beta"))
+        for (layer,), p in part.group_by("layer", maintain_order=True):
+            g = p["gamma"].to_list()
+            print(f"layer {layer}: non-decreasing in alpha: "
+                  f"{all(x <= y for x, y in zip(g, g[1:], strict=False))}")
+    models = [m for m in ("uniform", "mean_loads", "type_mix", "softmax", "congestion",
+                          "softmax_multi", "congestion_multi", "type_mix_cv", "congestion_cv")
+              if m in cmp["model"].unique().to_list()]
+    summary = []
+    for quality in args.quality:
+        for main in (True, False):
+            part = cmp.filter((pl.col("quality") == quality) & (pl.col("main") == main))
+            shrink = part["shrink"][0]
+            wide = part.pivot(on="model", index=["alpha", "layer"],
+                              values="heldout_l1").sort(["alpha", "layer"])
+            wide = wide.with_columns(
+                multi_vs_single=1 - pl.col("congestion_multi") / pl.col("congestion"))
+            print(f"\n== held-out L1 of load shares, {quality} quality, type quality "
+                  f"{'shrunk to pooled profile' if shrink else 'raw batch means'} ==")
+            print(wide.select("alpha", "layer", *[m for m in models if m in wide.columns],
+                              "multi_vs_single"))
+            row = {"quality": quality, "shrink": shrink, "main": main,
+                   **{m: float(wide[m].mean()) for m in models if m in wide.columns}}
+            row["multi_vs_single"] = 1 - row["congestion_multi"] / row["congestion"]
+            if main and "congestion_cv" in row:
+                row["cv_vs_single"] = 1 - row["congestion_cv"] / row["congestion"]
+                row["cv_types"] = str(part.filter(pl.col("model") == "congestion_cv").sort(
+                    "alpha", "layer")["types"].to_list())
+            summary.append(row)
+    print(f"\n== SUMMARY: held-out L1 (mean over alpha x layer; K fixed = {args.types}, "
+          f"congestion_cv: K in {args.cv_types} by 3-fold CV on the training batches; "
+          "improvements are of the means) ==")
+    print(pl.DataFrame(summary))
     print("\n== quality estimators vs oracle (last checkpoint) ==")
     print(pl.concat(agrees))
     print("\n== gamma_eff trajectory ==")

@@ -145,3 +145,35 @@ def test_type_count_by_cv_on_training_batches():
         named=True)}
     assert c["congestion_cv"]["types"] == 2
     assert c["congestion_cv"]["heldout_l1"] < 0.5 * c["congestion"]["heldout_l1"]
+
+
+def test_router_quality_types_and_protocol_stats():
+    from servecast.predictors.moe_congestion.analysis import (
+        compare,
+        default_shrink,
+        protocol_stats,
+    )
+
+    assert default_shrink("oracle") and default_shrink("taylor")
+    assert not default_shrink("router") and default_shrink("router", True)
+    rng = np.random.default_rng(10)
+    B, n, E = 24, 40, 4
+    batch = np.repeat(np.arange(B), n)
+    mix = rng.uniform(0.1, 0.9, size=B)
+    is_a = rng.uniform(size=B * n) < mix[batch]
+    prof = np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
+    logits = 3 * prof + 0.3 * rng.normal(size=(B * n, E))
+    snap = {"batch": batch, "choices_0": logits.argmax(1)[:, None], "logits_0": logits,
+            "doc": batch // 2}
+    c = compare(snap, 0, "router", n_types=2)
+    by = {r["model"]: r for r in c.iter_rows(named=True)}
+    assert not c["shrink"][0]
+    # types recover the two token populations: the type composition alone predicts the loads,
+    # and the two-type game with router quality does too; one mean logit vector cannot
+    assert by["type_mix"]["heldout_l1"] < 0.05
+    assert by["congestion_multi"]["heldout_l1"] < 0.5 * by["congestion"]["heldout_l1"]
+    st = protocol_stats(snap, 0, n_types=2)
+    assert st["batches"] == B and st["heldout_batches"] == 8
+    assert st["conversations_per_batch"] == 1 and st["heldout_sharing"] == 0  # by conversation
+    assert st["type_share_var"] > 5  # batch mixtures really differ (uniform(0.1, 0.9) shares)
+    assert 0 < st["noise_floor_l1"] < 0.2

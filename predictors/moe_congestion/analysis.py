@@ -4,11 +4,17 @@ Batches of a snapshot are split once (seeded) into training and held-out batches
 compared on held-out L1 of expert load shares (in [0, 2]):
     uniform         1/E
     mean_loads      mean training load shares
+    type_mix        no quality, no game: sum_k w_bk * (routing shares of type-k training
+                    tokens), i.e. what the held-out type composition alone predicts
     softmax         temperature softmax of quality (gamma = 0), single type
     congestion      logit equilibrium (beta, gamma), single type
     softmax_multi   gamma = 0, K k-means token types
     congestion_multi (beta, gamma) with K token types  -> gamma_eff
     congestion_cv   (optional) (beta, gamma) with K chosen by CV on the training batches
+    type_mix_cv     (optional) type_mix with the K of congestion_cv
+
+Held-out batches are conversation-disjoint where the snapshot records conversations (`doc`):
+batches that share a conversation are held out together (`heldout_split`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,21 @@ from servecast.predictors.moe_congestion.game import CongestionGame
 from servecast.predictors.moe_congestion.quality_stats import agreement, router_quality
 
 QUALITIES = ("oracle", "taylor", "router")
+#: quality estimator of `servecast moe fit` / `trajectory` and of the gamma_eff tables: the
+#: oracle is the only one that measures the experts' usefulness independently of the router
+#: (router quality makes the multi-type game nearly circular, see the README)
+DEFAULT_QUALITY = "oracle"
+#: shrink batch type qualities toward the pooled training profile (`QualityPrior`) by default?
+#: oracle/taylor: yes, a token's forced-expert loss is a noisy measurement of what the router
+#: never sees, and a batch's ~20 tokens of a type average little of that noise away. router:
+#: no, the batch's mean router log-probability is an exact statistic of the tokens the router
+#: actually routed, nothing to denoise (the benchmark reports both variants either way).
+SHRINK_BY_DEFAULT = {"oracle": True, "taylor": True, "router": False}
+
+
+def default_shrink(quality: str, shrink: bool | None = None) -> bool:
+    """`shrink` if given, else the default of the quality estimator (`SHRINK_BY_DEFAULT`)."""
+    return SHRINK_BY_DEFAULT.get(quality, True) if shrink is None else bool(shrink)
 
 
 def load_snapshot(path: str | Path) -> dict[str, np.ndarray]:
@@ -51,24 +72,75 @@ def token_quality(snap: dict, layer: int, kind: str) -> np.ndarray:
     return snap[f"{kind}_{layer}"].astype(float)
 
 
-def split(n_batches: int, test_share: float = 1 / 3, seed: int = 0):
-    """(train, test) batch indices, seeded."""
-    perm = np.random.default_rng(seed).permutation(n_batches)
+def split(n_batches: int, test_share: float = 1 / 3, seed: int = 0,
+          groups: np.ndarray | None = None):
+    """(train, test) batch indices, seeded. With `groups` (group id per batch) whole groups
+    go to the test side until it holds >= test_share of the batches (group-disjoint split)."""
+    rng = np.random.default_rng(seed)
     n_test = max(1, int(round(n_batches * test_share)))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    if groups is None:
+        perm = rng.permutation(n_batches)
+        return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    groups = np.asarray(groups)
+    test: list[int] = []
+    for g in rng.permutation(np.unique(groups)):
+        if len(test) >= n_test:
+            break
+        test.extend(np.flatnonzero(groups == g).tolist())
+    test_idx = np.sort(np.array(test, dtype=int))
+    train_idx = np.setdiff1d(np.arange(n_batches), test_idx)
+    if len(train_idx) == 0:
+        raise InvalidInputError("one conversation group spans every batch; cannot hold "
+                                "batches out by conversation")
+    return train_idx, test_idx
 
 
-def layer_batches(snap: dict, layer: int, quality: str = "oracle", n_types: int = 8,
-                  seed: int = 0, shrink: bool = True) -> dict[str, tuple[Batches, Batches]]:
-    """{'single': (train, test), 'multi': (train, test)} batches of one layer; token types by
-    k-means on router log-probabilities of the training tokens only. `shrink`: batch type
-    qualities shrunk toward the pooled type profile of the training tokens (`QualityPrior`;
-    the held-out batches use the training prior, never their own loads)."""
+def conversation_groups(snap: dict) -> np.ndarray | None:
+    """Group id per batch (in sorted batch order): batches linked by a shared conversation
+    (`doc`) fall into one group (connected components); None without a `doc` array."""
+    if "doc" not in snap:
+        return None
+    _, bi = np.unique(snap["batch"], return_inverse=True)
+    parent = np.arange(int(bi.max()) + 1)
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict = {}
+    for b, doc in zip(bi, np.asarray(snap["doc"]), strict=True):
+        if doc in first:
+            ra, rb = find(b), find(first[doc])
+            if ra != rb:
+                parent[ra] = rb
+        else:
+            first[doc] = b
+    return np.array([find(b) for b in range(len(parent))])
+
+
+def heldout_split(snap: dict, seed: int = 0):
+    """(train, test) batch indices of a snapshot: conversation-disjoint (whole groups of
+    batches that share a conversation are held out together) where the snapshot records
+    conversations, else a plain random split of batches."""
+    return split(len(np.unique(snap["batch"])), seed=seed, groups=conversation_groups(snap))
+
+
+def layer_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int = 8,
+                  seed: int = 0, shrink: bool | None = None) -> dict:
+    """{'single': (train, test), 'multi': (train, test), 'type_routing': (K, E)} for one
+    layer; token types by k-means on router log-probabilities of the training tokens only
+    (held-out tokens get the nearest centroid). `shrink`: batch type qualities shrunk toward
+    the pooled type profile of the training tokens (`QualityPrior`; the held-out batches use
+    the training prior, never their own loads; None: `default_shrink(quality)`).
+    type_routing: share of each type's training tokens routed to each expert (`type_mix`)."""
+    shrink = default_shrink(quality, shrink)
     batch = snap["batch"]
     q = token_quality(snap, layer, quality)
     choices = snap[f"choices_{layer}"].astype(int)
     ids = np.unique(batch)
-    tr, te = split(len(ids), seed=seed)
+    tr, te = heldout_split(snap, seed)
     in_train = np.isin(batch, ids[tr])
     feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
     tt = TokenTypes(n_types, seed).fit(feats[in_train])
@@ -78,8 +150,12 @@ def layer_batches(snap: dict, layer: int, quality: str = "oracle", n_types: int 
     pk = QualityPrior.fit(q[in_train], batch[in_train], labels[in_train], K) if shrink else None
     single = to_batches(choices, q, batch, prior=p1)
     multi = to_batches(choices, q, batch, labels, K, prior=pk)
+    routing = np.zeros((K, q.shape[1]))
+    lab_tr, ch_tr = labels[in_train], choices[in_train]
+    np.add.at(routing, (np.repeat(lab_tr, ch_tr.shape[1]), ch_tr.ravel()), 1.0)
+    routing /= np.clip(routing.sum(1, keepdims=True), 1, None)
     return {"single": (single.subset(tr), single.subset(te)),
-            "multi": (multi.subset(tr), multi.subset(te))}
+            "multi": (multi.subset(tr), multi.subset(te)), "type_routing": routing}
 
 
 def fit_game(train: Batches, fix_gamma=None, n_bootstrap: int = 0, seed: int = 0):
@@ -88,8 +164,9 @@ def fit_game(train: Batches, fix_gamma=None, n_bootstrap: int = 0, seed: int = 0
         train.loads, train.quality, train.types)
 
 
-def select_types(snap: dict, layer: int, quality: str = "oracle",
-                 candidates: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0, shrink: bool = True,
+def select_types(snap: dict, layer: int, quality: str = DEFAULT_QUALITY,
+                 candidates: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0,
+                 shrink: bool | None = None,
                  folds: int = 3) -> tuple[int, dict[int, float]]:
     """Number of token types K by cross-validation over the *training* batches only (held-out
     batches untouched): mean L1 of the congestion game fitted on the other folds. Returns
@@ -113,13 +190,15 @@ def select_types(snap: dict, layer: int, quality: str = "oracle",
     return best, scores
 
 
-def compare(snap: dict, layer: int, quality: str = "oracle", n_types: int = 8,
-            n_bootstrap: int = 0, seed: int = 0, shrink: bool = True,
+def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int = 8,
+            n_bootstrap: int = 0, seed: int = 0, shrink: bool | None = None,
             cv_types: tuple[int, ...] | None = None) -> pl.DataFrame:
     """Held-out L1 of the six models (module docstring) at one layer, with beta, gamma and
     the bootstrap CI of gamma (n_bootstrap > 0); `shrink` as in `layer_batches`. With
-    `cv_types` (candidate K, e.g. (1, 2, 4, 8)) a seventh row `congestion_cv`: the congestion
-    game with K chosen by `select_types` on the training batches."""
+    `cv_types` (candidate K, e.g. (1, 2, 4, 8)) the rows `congestion_cv` (the congestion game
+    with K chosen by `select_types` on the training batches) and `type_mix_cv` (type_mix with
+    that K: what the types alone give)."""
+    shrink = default_shrink(quality, shrink)
     data = layer_batches(snap, layer, quality, n_types, seed, shrink)
     tr, te = data["single"]
     test_shares = normalize_loads(te.loads)
@@ -129,6 +208,8 @@ def compare(snap: dict, layer: int, quality: str = "oracle", n_types: int = 8,
                                                                   test_shares).mean())},
         {"model": "mean_loads", "types": 1, "heldout_l1": float(
             l1(normalize_loads(tr.loads).mean(0), test_shares).mean())},
+        {"model": "type_mix", "types": data["type_routing"].shape[0], "heldout_l1": float(
+            l1(data["multi"][1].weights @ data["type_routing"], test_shares).mean())},
     ]
     for name, kind, fix in [("softmax", "single", 0.0), ("congestion", "single", None),
                             ("softmax_multi", "multi", 0.0), ("congestion_multi", "multi", None)]:
@@ -149,9 +230,58 @@ def compare(snap: dict, layer: int, quality: str = "oracle", n_types: int = 8,
                      "beta": p["beta"], "gamma": p["gamma"], "gamma_lo": None,
                      "gamma_hi": None, "train_l1": p["train_l1"],
                      "heldout_l1": game.evaluate(test.loads, test.quality, test.types)["mean"]})
+        rows.append({"model": "type_mix_cv", "types": kd["type_routing"].shape[0],
+                     "heldout_l1": float(l1(kd["multi"][1].weights @ kd["type_routing"],
+                                            test_shares).mean())})
     return pl.DataFrame(rows, schema_overrides={c: pl.Float64 for c in (
         "beta", "gamma", "gamma_lo", "gamma_hi", "train_l1")}).with_columns(
-        layer=pl.lit(layer), quality=pl.lit(quality))
+        layer=pl.lit(layer), quality=pl.lit(quality), shrink=pl.lit(shrink))
+
+
+def protocol_stats(snap: dict, layer: int = 0, n_types: int = 8, seed: int = 0) -> dict:
+    """How the held-out batches are formed and how much their composition varies.
+
+    conversations_per_batch: mean distinct conversations per batch; heldout_sharing: share of
+    held-out batches that share a conversation with some training batch; type_share_var and
+    load_var: between-batch variance of the type shares (K-means types of `layer`) and of the
+    expert load shares, divided by the multinomial variance p(1-p)/n expected if every batch
+    drew its tokens from one common mixture (1 = no real composition differences), averaged
+    over types / experts; noise_floor_l1: the mean L1 that a perfect predictor of expected
+    loads would still incur from multinomial sampling of each batch's tokens (simulated from
+    the pooled shares)."""
+    batch = snap["batch"]
+    ids, bi = np.unique(batch, return_inverse=True)
+    tr, te = heldout_split(snap, seed)
+    docs = snap.get("doc")
+    out = {"batches": len(ids), "heldout_batches": len(te),
+           "tokens_per_batch": float(len(batch) / len(ids))}
+    if docs is not None:
+        per = [set(np.unique(docs[bi == i])) for i in range(len(ids))]
+        train_docs = set().union(*(per[i] for i in tr))
+        out["conversations_per_batch"] = float(np.mean([len(p) for p in per]))
+        out["heldout_sharing"] = float(np.mean([bool(per[i] & train_docs) for i in te]))
+    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
+    in_train = np.isin(batch, ids[tr])
+    labels = TokenTypes(n_types, seed).fit(feats[in_train]).predict(feats)
+    choices = snap[f"choices_{layer}"].astype(int)[:, 0]
+    n = np.bincount(bi).astype(float)
+
+    def var_ratio(lab, k):
+        share = np.zeros((len(ids), k))
+        np.add.at(share, (bi, lab), 1.0)
+        share /= n[:, None]
+        p = share.mean(0)
+        ok = p > 0
+        expected = (p * (1 - p))[None] / n[:, None]
+        return float((share.var(0)[ok] / expected.mean(0)[ok]).mean()), p
+
+    out["type_share_var"], _ = var_ratio(labels, int(labels.max()) + 1)
+    E = snap[f"logits_{layer}"].shape[1]
+    out["load_var"], p = var_ratio(choices, E)
+    rng = np.random.default_rng(seed)
+    sims = [np.abs(rng.multinomial(int(m), p) / m - p).sum() for m in n for _ in range(20)]
+    out["noise_floor_l1"] = float(np.mean(sims))
+    return out
 
 
 def quality_agreement(snap: dict) -> pl.DataFrame:

@@ -9,16 +9,23 @@ import polars as pl
 from servecast.predictors.moe_congestion.game import CongestionGame
 
 
-def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "oracle",
+def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str | None = None,
                  n_types: int = 8, n_bootstrap: int = 20) -> CongestionGame:
     """Multi-type CongestionGame fitted on every batch of one checkpoint (default: the last),
-    per layer (type qualities shrunk toward the pooled type profiles, `QualityPrior`), ready
-    to `save` for the Estimator."""
+    per layer (type qualities shrunk toward the pooled type profiles, `QualityPrior`, where
+    `default_shrink(quality)`), ready to `save` for the Estimator."""
     from servecast.errors import InvalidInputError
-    from servecast.predictors.moe_congestion.analysis import load_snapshot, n_layers, token_quality
+    from servecast.predictors.moe_congestion.analysis import (
+        DEFAULT_QUALITY,
+        default_shrink,
+        load_snapshot,
+        n_layers,
+        token_quality,
+    )
     from servecast.predictors.moe_congestion.batches import QualityPrior, TokenTypes, to_batches
     from servecast.predictors.moe_congestion.run import checkpoints
 
+    quality = quality or DEFAULT_QUALITY
     cks = dict(checkpoints(run_dir))
     step = max(cks) if step is None else step
     if step not in cks:
@@ -30,7 +37,8 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str = "o
         tt = TokenTypes(n_types).fit(feats)
         labels, K = tt.predict(feats), tt.kmeans.n_clusters
         q = token_quality(snap, layer, quality)
-        prior = QualityPrior.fit(q, snap["batch"], labels, K)
+        prior = QualityPrior.fit(q, snap["batch"], labels, K) if default_shrink(quality) \
+            else None
         b = to_batches(snap[f"choices_{layer}"].astype(int), q, snap["batch"], labels, K,
                        prior=prior)
         loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types

@@ -16,11 +16,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from servecast.predictors.moe_congestion.analysis import compare, load_snapshot, n_layers
+from servecast.predictors.moe_congestion.analysis import (
+    DEFAULT_QUALITY,
+    compare,
+    load_snapshot,
+    n_layers,
+)
 from servecast.predictors.moe_congestion.run import checkpoints, run_config
 
 
-def trajectory(run_dir: str | Path, quality: str = "oracle", n_types: int = 8,
+def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int = 8,
                n_bootstrap: int = 20, every: int = 1, log=None) -> pl.DataFrame:
     """One row per (step, layer): gamma (multi-type gamma_eff), gamma_lo/gamma_hi (bootstrap
     CI), beta, gamma_single, heldout_l1 of congestion_multi / congestion / softmax / mean_loads,
