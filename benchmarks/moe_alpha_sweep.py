@@ -3,7 +3,10 @@
 Trains one small MoE per alpha on ShareGPT text (skipped when RUN_DIR/run.json exists), then
 prints per alpha: training seconds; the held-out protocol (conversation-disjoint batches, how
 much their composition varies); final gamma_eff per layer with bootstrap CI (monotonicity
-check; --gamma-quality, default oracle, and the other estimators' multi-type gamma); per
+check; --gamma-quality, default oracle; fitted on ALL batches of the final snapshot - no
+held-out split, the characterization predicts nothing - with --gamma-bootstrap refits; with
+--final-windows N on a larger snapshot of N eval windows from each run's saved final model,
+computed without retraining; plus the other estimators' multi-type gamma on the split); per
 quality estimator (--quality, default oracle taylor router) the held-out L1 table (uniform,
 mean_loads, type_mix, softmax vs single-type congestion, multi-type with K fixed and K by CV)
 with the estimator's default type-quality shrinkage and the other one; a summary over alpha x
@@ -12,12 +15,17 @@ layer; quality-estimator agreement; the gamma_eff trajectory with phases.
     .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep2 --steps 1200 \
         --snapshots 6 --eval-windows 192   (as measured: 183-256 s per run on one shared CPU
         core incl. ~50 s of snapshots, then ~6 min of fitting; --train-only / --report-only)
+    .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep2 --steps 1200 \
+        --snapshots 6 --eval-windows 192 --report-only --final-windows 2649 \
+        --gamma-bootstrap 20 --quality oracle   (gamma_eff on all 883 batches of each run's
+        held-out conversations: ~80 s of snapshot + 30-190 s of fits per run, 14.5 min in all)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -44,6 +52,12 @@ def main() -> None:
                     help="quality of the gamma_eff tables (final CIs, trajectory)")
     ap.add_argument("--cv-types", type=int, nargs="*", default=[1, 2, 4, 8, 16],
                     help="candidate K for the CV-selected model (training batches only)")
+    ap.add_argument("--final-windows", type=int, default=0,
+                    help="gamma_eff table on a larger final snapshot: N eval windows of the "
+                    "run's held-out conversations under its saved final model (model.pt), "
+                    "no retraining; cached in RUN_DIR/final/windows_N.npz (0: last checkpoint)")
+    ap.add_argument("--gamma-bootstrap", type=int, default=20,
+                    help="batch-bootstrap refits of the all-batch gamma_eff table")
     ap.add_argument("--trajectory-bootstrap", type=int, default=0,
                     help="bootstrap refits per trajectory point (the last checkpoint always "
                     "gets --bootstrap)")
@@ -61,12 +75,18 @@ def main() -> None:
     from servecast.predictors.moe_congestion.analysis import (
         compare,
         default_shrink,
+        gamma_all_batches,
         load_snapshot,
         n_layers,
         protocol_stats,
         quality_agreement,
     )
-    from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe
+    from servecast.predictors.moe_congestion.run import (
+        RunConfig,
+        checkpoints,
+        final_snapshot,
+        train_small_moe,
+    )
     from servecast.predictors.moe_congestion.trajectory import phases, trajectory
 
     runs = {a: args.out / f"alpha_{a:g}" for a in args.alphas}
@@ -80,7 +100,7 @@ def main() -> None:
                 train_small_moe(run, cfg, log=print)
     if args.train_only:
         return
-    finals, cmps, agrees, trajs, protos = [], [], [], [], []
+    finals, cmps, agrees, trajs, protos, alls = [], [], [], [], [], []
     for a, run in runs.items():
         if not (run / "run.json").is_file():
             continue
@@ -90,7 +110,7 @@ def main() -> None:
               f"{meta['final'].get('ce', float('nan')):.3f}, vocab coverage "
               f"{meta['vocab_coverage']:.3f}", flush=True)
         traj = trajectory(run, quality=args.gamma_quality, n_types=args.types,
-                          n_bootstrap=args.trajectory_bootstrap)
+                          n_bootstrap=args.trajectory_bootstrap, all_batches=True)
         trajs.append(traj)
         last = traj.filter(pl.col("step") == traj["step"].max())
         finals.append(last)
@@ -110,6 +130,20 @@ def main() -> None:
                                         else None)
                                 .with_columns(alpha=pl.lit(a), main=pl.lit(main)))
         agrees.append(quality_agreement(snap).with_columns(alpha=pl.lit(a)))
+        # gamma_eff characterization: every batch of the final snapshot, bootstrap CIs
+        t0 = time.perf_counter()
+        big = snap
+        if args.final_windows:
+            big = load_snapshot(final_snapshot(run, args.final_windows, log=print))
+        t1 = time.perf_counter()
+        for layer in range(n_layers(big)):
+            alls.append(gamma_all_batches(big, layer, args.gamma_quality, args.types,
+                                          args.gamma_bootstrap)
+                        .with_columns(alpha=pl.lit(a), windows=pl.lit(
+                            len(big["batch"]) // meta["config"]["context"])))
+        print(f"alpha={a:g}: gamma_eff on all batches: snapshot {t1 - t0:.0f}s, fits "
+              f"{time.perf_counter() - t1:.0f}s ({args.gamma_bootstrap} bootstrap refits)",
+              flush=True)
     if not finals:
         return
     traj_all = pl.concat(trajs)
@@ -124,27 +158,43 @@ def main() -> None:
     print(pl.DataFrame(protos))
     cmp = pl.concat(cmps)
     gq = (pl.col("quality") == args.gamma_quality) & pl.col("main")
-    print(f"\n== final gamma_eff per alpha and layer (multi-type, {args.gamma_quality} "
-          "quality, 90% bootstrap CI) ==")
-    ci = cmp.filter(gq & (pl.col("model") == "congestion_multi")).select(
-        "alpha", "layer", "gamma", "gamma_lo", "gamma_hi", "beta")
-    ci_single = cmp.filter(gq & (pl.col("model") == "congestion")).select(
+    ga = pl.concat(alls)
+    ci = ga.filter(pl.col("model") == "congestion_multi").select(
+        "alpha", "layer", "windows", "batches", "gamma", "gamma_lo", "gamma_hi", "gamma_se",
+        "beta", "beta_lo", "beta_hi", "gamma_over_beta", "train_l1")
+    ci_single = ga.filter(pl.col("model") == "congestion").select(
         "alpha", "layer", gamma_single="gamma", single_lo="gamma_lo", single_hi="gamma_hi")
-    fin = (pl.concat(finals).drop("gamma", "gamma_lo", "gamma_hi", "beta", "gamma_single")
-           .join(ci, on=["alpha", "layer"]).join(ci_single, on=["alpha", "layer"])
-           .sort(["layer", "alpha"])
-           .with_columns(gamma_over_beta=pl.col("gamma") / pl.col("beta")))  # per load share
-    print(f"(last checkpoint; CIs from {args.bootstrap} batch-bootstrap refits; "
-          "gamma_over_beta = congestion price in quality units per unit load share)")
-    print(fin.select("alpha", "layer", "gamma", "gamma_lo", "gamma_hi", "beta",
-                     "gamma_over_beta", "gamma_single", "single_lo", "single_hi", "maxvio",
-                     "eval_loss"))
+    split = cmp.filter(gq & (pl.col("model") == "congestion_multi")).select(
+        "alpha", "layer", gamma_split="gamma", split_lo="gamma_lo", split_hi="gamma_hi")
+    last = pl.concat(finals).select("alpha", "layer", "maxvio", "eval_loss")
+    fin = (ci.join(ci_single, on=["alpha", "layer"])
+           .join(split, on=["alpha", "layer"], how="left")
+           .join(last, on=["alpha", "layer"]).sort(["layer", "alpha"]))
+    src = (f"{args.final_windows}-window snapshot of each run's saved final model"
+           if args.final_windows else "last checkpoint")
+    print(f"\n== final gamma_eff per alpha and layer (multi-type K = {args.types}, "
+          f"{args.gamma_quality} quality, fitted on ALL batches of the {src}; 90% CI from "
+          f"{args.gamma_bootstrap} batch-bootstrap refits) ==")
+    print("gamma_over_beta = congestion price in quality units (nats) per unit load share; "
+          "gamma_single = single-type game (1000 = fit bound); gamma_split = multi-type gamma "
+          "on the training batches of the held-out split of the last checkpoint (CI from "
+          f"{args.bootstrap} refits); maxvio / eval_loss of the last checkpoint")
+    print(fin.select("alpha", "layer", "windows", "batches", "gamma", "gamma_lo", "gamma_hi",
+                     "beta", "beta_lo", "beta_hi", "gamma_over_beta", "gamma_single",
+                     "gamma_split", "split_lo", "split_hi", "maxvio", "eval_loss"))
     for (layer,), part in fin.group_by("layer", maintain_order=True):
-        for col in ("gamma", "gamma_over_beta"):
-            g = part.sort("alpha")[col].to_list()
+        part = part.sort("alpha")
+        for col in ("gamma", "gamma_over_beta", "gamma_split"):
+            g = part[col].to_list()
             mono = all(x <= y for x, y in zip(g, g[1:], strict=False))
             print(f"layer {layer}: {col} non-decreasing in alpha: {mono} "
                   f"({', '.join(f'{x:.3g}' for x in g)})")
+        lo, hi = part["gamma_lo"].to_list(), part["gamma_hi"].to_list()
+        steps = []
+        for i in range(len(lo) - 1):
+            steps.append("up (CIs disjoint)" if lo[i + 1] > hi[i] else
+                         "down (CIs disjoint)" if hi[i + 1] < lo[i] else "CIs overlap")
+        print(f"layer {layer}: gamma between consecutive alphas: {'; '.join(steps)}")
     for quality in args.quality:
         if quality == args.gamma_quality:
             continue
@@ -189,12 +239,18 @@ def main() -> None:
     print("\n== gamma_eff trajectory ==")
     print(traj_all.select("alpha", "step", "layer", "gamma", "gamma_lo", "gamma_hi",
                           "l1_multi", "l1_single", "l1_softmax", "maxvio"))
+    print("gamma_all: the same game fitted on all 64 batches of each checkpoint (no split); "
+          "gamma_all_lo/hi with --trajectory-bootstrap refits")
+    print(traj_all.select("alpha", "step", "layer", "gamma_all", "gamma_all_lo",
+                          "gamma_all_hi", "beta_all", "gamma_single_all"))
     for (a,), part in traj_all.group_by("alpha", maintain_order=True):
-        print(f"phases alpha={a:g}:")
-        print(phases(part))
+        for value in ("gamma", "gamma_all"):
+            print(f"phases alpha={a:g} ({value}):")
+            print(phases(part, value))
     if args.out:
         traj_all.write_csv(args.out / "trajectories.csv")
         cmp.write_csv(args.out / "comparison.csv")
+        fin.write_csv(args.out / "gamma_all_batches.csv")
         from servecast.analytics.moe_plots import alpha_plot
 
         print("figure:", alpha_plot(fin, args.out / "gamma_vs_alpha.png"))

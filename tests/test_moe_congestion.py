@@ -177,3 +177,26 @@ def test_router_quality_types_and_protocol_stats():
     assert st["conversations_per_batch"] == 1 and st["heldout_sharing"] == 0  # by conversation
     assert st["type_share_var"] > 5  # batch mixtures really differ (uniform(0.1, 0.9) shares)
     assert 0 < st["noise_floor_l1"] < 0.2
+
+
+def test_gamma_on_all_batches_uses_every_batch():
+    from servecast.predictors.moe_congestion.analysis import compare, gamma_all_batches
+
+    rng = np.random.default_rng(11)
+    B, n, E = 18, 30, 4
+    batch = np.repeat(np.arange(B), n)
+    mix = rng.uniform(0.1, 0.9, size=B)
+    is_a = rng.uniform(size=B * n) < mix[batch]
+    prof = np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
+    snap = {"batch": batch, "choices_0": np.where(is_a, 0, 2)[:, None],
+            "logits_0": 3 * prof + 0.3 * rng.normal(size=(B * n, E)),
+            "oracle_0": prof + 0.3 * rng.normal(size=(B * n, E))}
+    g = gamma_all_batches(snap, 0, n_types=2, n_bootstrap=4)
+    assert g["model"].to_list() == ["congestion", "congestion_multi"]
+    assert (g["batches"] == B).all() and g["types"].to_list() == [1, 2]
+    row = g.row(1, named=True)
+    assert row["gamma_lo"] <= row["gamma_hi"] and row["beta_lo"] <= row["beta_hi"]
+    assert row["gamma_over_beta"] == pytest.approx(row["gamma"] / row["beta"])
+    # the held-out comparison fits on the training batches of the split only
+    split = compare(snap, 0, n_types=2)
+    assert split["model"].to_list()[-1] == "congestion_multi"

@@ -107,3 +107,34 @@ def test_tiny_run_trajectory_and_cli(tmp_path):
     assert {"step", "layer", "gamma_lo", "gamma_hi", "l1_softmax"} <= set(traj.columns)
     assert main(["moe", "fit", str(run), "--out", str(tmp_path / "m"), "--types", "3"]) == 0
     assert main(["moe", "trajectory", str(tmp_path / "missing")]) == 2
+
+
+def test_final_snapshot_reproduces_last_checkpoint(tmp_path):
+    """A snapshot of the saved final model on the run's own eval windows equals the last
+    checkpoint; a larger one is drawn from the same held-out conversations."""
+    from servecast.predictors.moe_congestion.analysis import gamma_all_batches, load_snapshot
+    from servecast.predictors.moe_congestion.run import (
+        RunConfig,
+        checkpoints,
+        final_snapshot,
+        train_small_moe,
+    )
+
+    cfg = RunConfig(alpha=0.01, steps=4, snapshots=1, d=16, d_ff=32, heads=2, vocab=256,
+                    context=16, batch_size=8, train_conversations=30, eval_conversations=10,
+                    eval_windows=24, batch_windows=2, n_experts=4)
+    run = train_small_moe(tmp_path / "run", cfg)
+    last = load_snapshot(checkpoints(run)[-1][1])
+    same = load_snapshot(final_snapshot(run, 24, seed=cfg.seed, qualities=("oracle",)))
+    for key in ("batch", "doc", "choices_0", "choices_1"):
+        np.testing.assert_array_equal(same[key], last[key])
+    for key in ("loss", "logits_1", "oracle_0", "oracle_1"):
+        np.testing.assert_allclose(same[key], last[key], atol=1e-5)
+    assert "taylor_0" not in same
+    big_path = final_snapshot(run, 40)
+    assert big_path == run / "final" / "windows_40.npz"
+    big = load_snapshot(big_path)
+    assert len(np.unique(big["batch"])) == 20 and big["oracle_0"].shape == (40 * 16, 4)
+    assert set(np.unique(big["doc"])) <= set(range(10))  # held-out conversations only
+    g = gamma_all_batches(big, 0, n_types=2, n_bootstrap=3)
+    assert (g["batches"] == 20).all() and (g["gamma_lo"] <= g["gamma_hi"]).all()

@@ -238,6 +238,44 @@ def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int
         layer=pl.lit(layer), quality=pl.lit(quality), shrink=pl.lit(shrink))
 
 
+def gamma_all_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY,
+                      n_types: int = 8, n_bootstrap: int = 20, seed: int = 0,
+                      shrink: bool | None = None) -> pl.DataFrame:
+    """gamma_eff characterization on ALL batches of a snapshot (no held-out split: this
+    measures the routing, it predicts nothing). Token types, the quality prior and (beta,
+    gamma) are fitted on every batch; CIs from `n_bootstrap` batch-bootstrap refits.
+    Rows `congestion` (single type) and `congestion_multi` (K = n_types) with beta (CI
+    beta_lo/beta_hi), gamma (CI gamma_lo/gamma_hi, bootstrap s.e. gamma_se), gamma_over_beta
+    (congestion price in quality units per unit load share), train_l1, batches."""
+    shrink = default_shrink(quality, shrink)
+    batch = snap["batch"]
+    q = token_quality(snap, layer, quality)
+    choices = snap[f"choices_{layer}"].astype(int)
+    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
+    tt = TokenTypes(n_types, seed).fit(feats)
+    labels = tt.predict(feats)
+    K = tt.kmeans.n_clusters
+    p1 = QualityPrior.fit(q, batch) if shrink else None
+    pk = QualityPrior.fit(q, batch, labels, K) if shrink else None
+    rows = []
+    for name, data in (("congestion", to_batches(choices, q, batch, prior=p1)),
+                       ("congestion_multi", to_batches(choices, q, batch, labels, K,
+                                                       prior=pk))):
+        game = fit_game(data, None, n_bootstrap, seed)
+        p = game.params.row(0, named=True)
+        rows.append({"model": name, "types": data.quality.shape[1],
+                     "batches": data.loads.shape[0], "beta": p["beta"], "gamma": p["gamma"],
+                     "gamma_lo": p.get("gamma_lo"), "gamma_hi": p.get("gamma_hi"),
+                     "gamma_se": game.intervals.get(0, {}).get("gamma_se"),
+                     "beta_lo": p["beta_lo"], "beta_hi": p["beta_hi"],
+                     "gamma_over_beta": p["gamma"] / p["beta"] if p["beta"] else None,
+                     "train_l1": p["train_l1"]})
+    return pl.DataFrame(rows, schema_overrides={c: pl.Float64 for c in (
+        "beta", "gamma", "gamma_lo", "gamma_hi", "gamma_se", "beta_lo", "beta_hi",
+        "gamma_over_beta", "train_l1")}).with_columns(layer=pl.lit(layer), quality=pl.lit(quality),
+                                    shrink=pl.lit(shrink))
+
+
 def protocol_stats(snap: dict, layer: int = 0, n_types: int = 8, seed: int = 0) -> dict:
     """How the held-out batches are formed and how much their composition varies.
 

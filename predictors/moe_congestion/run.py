@@ -8,6 +8,9 @@ RUN_DIR layout:
         batch (N,), doc (N,) token -> eval batch / conversation; loss (N,) nats
         logits_<l> (N, E) router logits, choices_<l> (N, k) chosen experts
         oracle_<l>, taylor_<l> (N, E) quality (nats)
+    final/windows_<N>.npz         (`final_snapshot`) the same arrays for N eval windows of the
+                                  held-out conversations under the saved final model (oracle
+                                  quality only by default), computed without retraining
 """
 
 from __future__ import annotations
@@ -150,36 +153,102 @@ class _SnapshotMixin:
             self.snapshot(model, step)
 
     def snapshot(self, model, step: int) -> None:
-        import torch
-
-        from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
-        from servecast.predictors.moe_congestion.recorder import RoutingRecorder
-
         if step in self.steps:
             return
         t = time.perf_counter()
         was_training = model.training
-        model.eval()
-        ev = self.ev.to(model.device)
-        arrays = {}
-        with RoutingRecorder(model) as rec, torch.no_grad():
-            logits = model(ev[:, :-1])
-            arrays["loss"] = model.token_loss(logits, ev[:, 1:]).reshape(-1).cpu().numpy()
-        oracle = oracle_quality(model, ev)
-        taylor = taylor_quality(model, ev)
-        for i in range(len(model.blocks)):
-            arrays[f"logits_{i}"] = rec.logits(i).astype(np.float32)
-            arrays[f"choices_{i}"] = rec.choices(i).astype(np.int16)
-            arrays[f"oracle_{i}"] = oracle[i].astype(np.float32)
-            arrays[f"taylor_{i}"] = taylor[i].astype(np.float32)
-        n_win = ev.shape[0]
-        arrays["batch"] = np.repeat(np.arange(n_win) // self.batch_windows, self.context)
-        arrays["doc"] = np.repeat(self.docs, self.context)
+        arrays = snapshot_arrays(model, self.ev, self.docs, self.context, self.batch_windows)
         np.savez_compressed(self.folder / f"step_{step:06d}.npz", **arrays)
         self.steps.append(step)
         if was_training:
             model.train()
         self.seconds += time.perf_counter() - t
+
+
+def snapshot_arrays(model, ev, docs: np.ndarray, context: int, batch_windows: int,
+                    qualities: tuple[str, ...] = ("oracle", "taylor")) -> dict[str, np.ndarray]:
+    """Routing statistics of eval windows `ev` (N, context+1) under `model` (the arrays of a
+    checkpoint file, see the module docstring); `qualities`: which of oracle / taylor to
+    compute (router quality comes from the logits)."""
+    import torch
+
+    from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
+    from servecast.predictors.moe_congestion.recorder import RoutingRecorder
+
+    model.eval()
+    ev = ev.to(model.device)
+    arrays = {}
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        logits = model(ev[:, :-1])
+        arrays["loss"] = model.token_loss(logits, ev[:, 1:]).reshape(-1).cpu().numpy()
+    q = {"oracle": oracle_quality(model, ev) if "oracle" in qualities else None,
+         "taylor": taylor_quality(model, ev) if "taylor" in qualities else None}
+    for i in range(len(model.blocks)):
+        arrays[f"logits_{i}"] = rec.logits(i).astype(np.float32)
+        arrays[f"choices_{i}"] = rec.choices(i).astype(np.int16)
+        for name, val in q.items():
+            if val is not None:
+                arrays[f"{name}_{i}"] = val[i].astype(np.float32)
+    n_win = ev.shape[0]
+    arrays["batch"] = np.repeat(np.arange(n_win) // batch_windows, context)
+    arrays["doc"] = np.repeat(np.asarray(docs), context)
+    return arrays
+
+
+def load_final_model(run_dir: str | Path):
+    """The trained `SmallMoELM` of RUN_DIR (model.pt, architecture from run.json), eval mode."""
+    import torch
+
+    from servecast.predictors.moe_congestion.model import SmallMoELM
+
+    run = Path(run_dir)
+    cfg = run_config(run).get("config")
+    if not cfg or not (run / "model.pt").is_file():
+        raise DataFileError(f"{run}: needs run.json and model.pt (a finished training run)")
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    model = SmallMoELM(vocab=int(state["tok.weight"].shape[0]), d=cfg["d"], heads=cfg["heads"],
+                       layers=cfg["layers"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
+                       top_k=cfg["top_k"],
+                       context=cfg["context"], alpha=cfg["alpha"], lr=cfg["lr"],
+                       steps=cfg["steps"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def final_snapshot(run_dir: str | Path, n_windows: int, seed: int = 1,
+                   qualities: tuple[str, ...] = ("oracle",), text: str | Path | None = None,
+                   log=None) -> Path:
+    """A larger routing snapshot of the run's saved final model, without retraining.
+
+    `n_windows` eval windows sampled (seeded, kept in corpus order) from the run's held-out
+    conversations (the same `eval_conversations` never used in LM training, same vocabulary),
+    grouped into routing batches of the run's `batch_windows`; written to
+    RUN_DIR/final/windows_<N>.npz (same arrays as a checkpoint; `qualities` as in
+    `snapshot_arrays`) and reused when present. Returns the file.
+    """
+    import torch
+
+    run = Path(run_dir)
+    out = run / "final" / f"windows_{n_windows}.npz"
+    if out.is_file():
+        return out
+    cfg = run_config(run)["config"]
+    t0 = time.perf_counter()
+    model = load_final_model(run)
+    _, _, ev, docs = prepare_corpus(None if text is None else str(text),
+                                    cfg["train_conversations"], cfg["eval_conversations"],
+                                    cfg["vocab"], cfg["context"])
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(ev), min(n_windows, len(ev)), replace=False))
+    arrays = snapshot_arrays(model, torch.from_numpy(ev[keep]), docs[keep], cfg["context"],
+                             cfg["batch_windows"], qualities)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    if log:
+        log(f"{run.name}: final snapshot of {len(keep)} windows "
+            f"({len(np.unique(docs[keep]))} held-out conversations) in "
+            f"{time.perf_counter() - t0:.0f}s -> {out}")
+    return out
 
 
 def checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:

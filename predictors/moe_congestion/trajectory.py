@@ -19,6 +19,7 @@ import polars as pl
 from servecast.predictors.moe_congestion.analysis import (
     DEFAULT_QUALITY,
     compare,
+    gamma_all_batches,
     load_snapshot,
     n_layers,
 )
@@ -26,10 +27,14 @@ from servecast.predictors.moe_congestion.run import checkpoints, run_config
 
 
 def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int = 8,
-               n_bootstrap: int = 20, every: int = 1, log=None) -> pl.DataFrame:
+               n_bootstrap: int = 20, every: int = 1, log=None,
+               all_batches: bool = False) -> pl.DataFrame:
     """One row per (step, layer): gamma (multi-type gamma_eff), gamma_lo/gamma_hi (bootstrap
     CI), beta, gamma_single, heldout_l1 of congestion_multi / congestion / softmax / mean_loads,
-    maxvio of the snapshot's loads, alpha and mean eval loss (nats)."""
+    maxvio of the snapshot's loads, alpha and mean eval loss (nats); all fitted on the training
+    batches of the held-out split. `all_batches`: also gamma_all, gamma_all_lo/hi, beta_all,
+    gamma_single_all - the same games fitted on every batch of the checkpoint
+    (`gamma_all_batches`, the characterization without a held-out split)."""
     alpha = run_config(run_dir).get("config", {}).get("alpha")
     rows = []
     for i, (step, path) in enumerate(checkpoints(run_dir)):
@@ -51,6 +56,15 @@ def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int
                 "l1_mean_loads": by["mean_loads"]["heldout_l1"],
                 "maxvio": float(counts.max() / counts.mean() - 1),
                 "eval_loss": float(snap["loss"].mean())})
+            if all_batches:
+                ga = {r["model"]: r for r in gamma_all_batches(
+                    snap, layer, quality, n_types, n_bootstrap).iter_rows(named=True)}
+                rows[-1].update({
+                    "gamma_all": ga["congestion_multi"]["gamma"],
+                    "gamma_all_lo": ga["congestion_multi"]["gamma_lo"],
+                    "gamma_all_hi": ga["congestion_multi"]["gamma_hi"],
+                    "beta_all": ga["congestion_multi"]["beta"],
+                    "gamma_single_all": ga["congestion"]["gamma"]})
             if log:
                 log(f"step {step} layer {layer}: gamma_eff {cm['gamma']:.3g} "
                     f"[{cm['gamma_lo'] or float('nan'):.3g}, {cm['gamma_hi'] or float('nan'):.3g}]")
