@@ -76,21 +76,28 @@ async def visit(ws_url: str, url: str, expect: str, figures: int, shot: Path,
                 deadline_s: float = 300, click: str | None = None) -> dict:
     """Load `url`, wait until `expect` shows, `figures` images are in and the app is idle
     (same state twice in a row), save a screenshot; returns the final page state. With
-    `click`, first press the button labelled `click` once `expect` shows."""
+    `click`, first press the button labelled `click` once `expect` shows, and again (at most
+    3 presses) if the app is still idle without the figures `repress_s` later: on a loaded
+    machine a press that lands while Streamlit is still wiring the page is dropped."""
     async with DevTools(ws_url) as dt:
         await dt.call("Emulation.setDeviceMetricsOverride", width=1400, height=2200,
                       deviceScaleFactor=1, mobile=False)
         await dt.call("Page.navigate", url=url)
         end, last, state = time.monotonic() + deadline_s, None, {}
+        presses, pressed_at, repress_s = 0, 0.0, 30.0
         while time.monotonic() < end:
             await asyncio.sleep(1.0)
             state = await dt.state()
             shown = state["app"] and expect in state["text"] and not state["running"]
-            if click and shown:
+            if state["running"]:
+                pressed_at = time.monotonic()  # a press took: wait for the run to finish
+            if click and shown and (presses == 0 or (
+                    presses < 3 and state["images"] < figures
+                    and time.monotonic() - pressed_at > repress_s)):
                 await dt.call("Runtime.evaluate", expression=CLICK_JS % json.dumps(click))
-                click, last = None, None
+                presses, pressed_at, last = presses + 1, time.monotonic(), None
                 continue
-            ready = shown and not click and state["images"] >= figures
+            ready = shown and (not click or presses > 0) and state["images"] >= figures
             key = (state["images"], len(state["text"]), state["errors"])
             if (ready and key == last) or state["errors"]:
                 break
