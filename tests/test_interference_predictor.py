@@ -14,6 +14,7 @@ import torch
 
 from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
 from servecast.predictors.interference import InterferencePredictor
+from servecast.predictors.interference.frames import clean_metrics
 from servecast.predictors.interference.runtime import Runtime
 
 torch.set_num_threads(1)  # the shared test machine has 2 cores
@@ -177,3 +178,23 @@ def test_refit_on_train_plus_val_after_validation(tmp_path, data):
     assert back.config()["refit"] and back.config()["recent_weight"] == 2
     np.testing.assert_allclose(back.predict(tm)["perf"].to_numpy(),
                                p.predict(tm)["perf"].to_numpy(), rtol=1e-5)
+
+
+def test_seed_ensemble_averages_members_and_roundtrips(tmp_path, data):
+    """n_seeds=2: two nets of one architecture from seeds 0 and 1, prediction = their mean;
+    save/load and the Runtime give the same numbers."""
+    (m, lab), (tm, _) = data
+    p = InterferencePredictor("dual", max_steps=10, d_model=16, layers=1, epochs=1,
+                              batch_size=64, n_seeds=2).fit(m, lab)
+    assert len(p.card["training"]["seeds"]) == 2
+    win = p._windows(clean_metrics(tm), tm["window_id"].unique(maintain_order=True).to_list())
+    with torch.no_grad():
+        v, k = torch.from_numpy(win.values), torch.from_numpy(win.mask)
+        mean = torch.stack([net(v, k) for net in p.net.members]).mean(0).numpy()
+    np.testing.assert_allclose(p.predict(tm)["perf"].to_numpy(), np.clip(mean, 1e-3, 1),
+                               rtol=1e-5)
+    p.save(tmp_path / "e")
+    np.testing.assert_allclose(Runtime.load(tmp_path / "e").interference_batch(tm)["perf"],
+                               p.predict(tm)["perf"], rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="n_seeds"):
+        InterferencePredictor("dual", n_seeds=0)

@@ -79,6 +79,11 @@ def test_fingerprint_task_and_reduced_training(vm_store):
     names = set(task.metrics["metric"].cast(pl.Utf8).unique())
     assert any(n.startswith("app:PostgreSQL") for n in names)
     assert not any(n.startswith(("PostgreSQL", "Redis")) for n in names)
+    # the SKU marker: one `sku:<vm_sku>` metric = 1 at every step of every window
+    marks = task.metrics.filter(pl.col("metric").cast(pl.Utf8).str.starts_with("sku:"))
+    steps = task.metrics.select("window_id", "t").unique()
+    assert marks.height == steps.height and (marks["value"] == 1.0).all()
+    assert {n for n in names if n.startswith("sku:")} == {"sku:B8ms", "sku:D8s_v5"}
     table = compare(task, ("dual", "mean"), dict(FAST, epochs=1), log=lambda s: None)
     assert set(table["group"]) == {"all", "B8ms", "D8s_v5"}
     assert table["mae_pp"].is_finite().all()

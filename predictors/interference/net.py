@@ -133,3 +133,15 @@ class InterferenceNet(nn.Module):
         if not self.skip:
             return torch.sigmoid(z)
         return self.y_center + self.y_scale * z
+
+
+class NetEnsemble(nn.Module):
+    """Several InterferenceNets of one architecture trained from different seeds; the output
+    is the mean of their perf predictions (still the dual-branch model, with less variance)."""
+
+    def __init__(self, members: list[InterferenceNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(values, mask) for m in self.members]).mean(0)

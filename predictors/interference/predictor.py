@@ -12,6 +12,8 @@ window of black-box metrics, for any metric names, sampling rate or label source
   `skip=True` (default) plus a wide path on generic per-metric window statistics and a
   normalized target, so it learns the residual over persistence (see net.py); with a
   `target_metric`, the wide path starts as that metric's last-value forecast;
+  `n_seeds > 1` trains that many copies from seeds seed, seed + 1, ... (each keeping its
+  best validation epoch) and predicts their mean perf (a seed ensemble of the same model);
 - `temporal`: the same network with the temporal branch only;
 - `gbm`: LightGBM on per-metric window statistics;
 - `last` / `moving_average`: the last value / mean of the last `ma_k` values of the
@@ -52,13 +54,16 @@ class InterferencePredictor(Predictor):
                  skip: bool = True, epochs: int = 30, batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-2, wide_l1: float = 1e-3, metric_dropout: float = 0.0,
                  val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
-                 refit: bool = False, recent_weight: float = 1.0, trainer_kw: dict | None = None):
+                 refit: bool = False, recent_weight: float = 1.0, n_seeds: int = 1,
+                 trainer_kw: dict | None = None):
         super().__init__()
         if model not in MODELS:
             raise UnknownNameError(f"unknown interference model {model!r}; one of "
                                    f"{', '.join(MODELS)}")
         if max_steps < 1:
             raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
+        if int(n_seeds) < 1:
+            raise InvalidInputError(f"n_seeds must be >= 1, got {n_seeds}")
         self.model, self.max_steps, self.target_metric = model, int(max_steps), target_metric
         self.hp = dict(d_model=d_model, heads=heads, layers=layers, dropout=dropout,
                        skip=bool(skip), lr=lr, weight_decay=weight_decay, wide_l1=wide_l1,
@@ -66,6 +71,7 @@ class InterferencePredictor(Predictor):
         self.epochs, self.batch_size, self.val_frac = epochs, batch_size, val_frac
         self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
         self.refit, self.recent_weight = bool(refit), float(recent_weight)
+        self.n_seeds = int(n_seeds)
         self.trainer_kw = trainer_kw or {}
         self.norm: Normalizer | None = None
         self.net = None
@@ -116,15 +122,27 @@ class InterferencePredictor(Predictor):
             if self.hp["skip"] and self.target_metric in self.norm.metrics:
                 k = self.norm.metrics.index(self.target_metric)
                 anchor = (k, float(self.norm.center[k]), float(self.norm.scale[k]))
-            self.net, log = train_net(tr, va, hp, self.epochs, self.batch_size, self.seed,
-                                      anchor=anchor, **self.trainer_kw)
-            if refit and log.get("best_epoch", -1) >= 0:
-                # validation picked the epoch count; retrain on train + val (the data closest
-                # to the test period) for that many epochs of the same schedule
-                stop = log["best_epoch"] + 1
-                self.net, _ = train_net(full, None, hp, self.epochs, self.batch_size, self.seed,
-                                        anchor=anchor, stop_epoch=stop, **self.trainer_kw)
-                log = dict(log, refit_epochs=stop)
+            nets, logs = [], []
+            for i in range(self.n_seeds):  # n_seeds > 1: a seed ensemble of the same network
+                seed = self.seed + i
+                net, lg = train_net(tr, va, hp, self.epochs, self.batch_size, seed,
+                                    anchor=anchor, **self.trainer_kw)
+                if refit and lg.get("best_epoch", -1) >= 0:
+                    # validation picked the epoch count; retrain on train + val (the data
+                    # closest to the test period) for that many epochs of the same schedule
+                    stop = lg["best_epoch"] + 1
+                    net, _ = train_net(full, None, hp, self.epochs, self.batch_size, seed,
+                                       anchor=anchor, stop_epoch=stop, **self.trainer_kw)
+                    lg = dict(lg, refit_epochs=stop)
+                nets.append(net)
+                logs.append(lg)
+            if self.n_seeds == 1:
+                self.net, log = nets[0], logs[0]
+            else:
+                from servecast.predictors.interference.net import NetEnsemble
+
+                self.net = NetEnsemble(nets).eval()
+                log = dict(logs[0], seeds=logs)
         elif self.model == "gbm":
             from servecast.predictors.interference.baselines import GBMRegressor, window_stats
 
@@ -150,7 +168,7 @@ class InterferencePredictor(Predictor):
                     **self.hp, epochs=self.epochs, batch_size=self.batch_size,
                     val_frac=self.val_frac, ma_k=self.ma_k, gbm_trees=self.gbm_trees,
                     seed=self.seed, refit=self.refit,
-                    recent_weight=self.recent_weight)
+                    recent_weight=self.recent_weight, n_seeds=self.n_seeds)
 
     # -- predict -----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -231,11 +249,12 @@ class InterferencePredictor(Predictor):
         if model.model in NEURAL:
             import torch
 
-            from servecast.predictors.interference.net import InterferenceNet
+            from servecast.predictors.interference.net import InterferenceNet, NetEnsemble
 
             hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout", "skip")}
-            net = InterferenceNet(len(model.norm.metrics), model.max_steps, branches=model.model,
-                                  **hp)
+            nets = [InterferenceNet(len(model.norm.metrics), model.max_steps,
+                                    branches=model.model, **hp) for _ in range(model.n_seeds)]
+            net = nets[0] if model.n_seeds == 1 else NetEnsemble(nets)
             net.load_state_dict(torch.load(path / "net.pt", map_location="cpu",
                                            weights_only=True))
             model.net = net.eval()

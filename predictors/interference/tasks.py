@@ -13,7 +13,8 @@ median / value for lower-better ones (ms, ns, us Per Event); perf = min(1, rel).
 - `fingerprint_task`: short-lived VMs. Window = the micro-benchmarks (all suites but
   PostgreSQL/Redis) that completed on that VM instance before the application run started
   (t = their order; a last step names the application, metric `app:<test>` = 1); label =
-  that application run's perf. Split by time (instance start): train < val < test.
+  that application run's perf; a marker metric `sku:<vm_sku>` = 1 at every step (optional)
+  names the SKU. Split by time (instance start): train < val < test.
 
 Short-lived `VM_id`s are ranks within each benchmark file, not instance keys across files
 (a VM missing from a file shifts the ids after it): `short_instances` re-aligns every file to
@@ -254,13 +255,17 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 12,
                      apps_per_instance: int = 2, skus: list[str] | None = None,
                      val_frac: float = 0.1, test_frac: float = 0.2,
                      directions: dict | None = None, max_instances: int | None = None,
-                     min_micro: int = 3, until: str | None = None) -> Task:
+                     min_micro: int = 3, until: str | None = None,
+                     mark_sku: bool = True) -> Task:
     """Fingerprint task on short-lived VMs (see module docstring): windows of `max_steps` steps
     (the last max_steps - 1 micro-benchmark runs, then the app step). Each instance gives up to
     `apps_per_instance` windows (its last application runs, which have the most micro-
     benchmarks before them); windows with fewer than `min_micro` micro-benchmark runs are
     dropped. `max_instances` keeps the most recent instances per SKU and `until` (ISO date)
-    drops later runs (quick runs)."""
+    drops later runs (quick runs). `mark_sku` adds a marker metric `sku:<vm_sku>` = 1 at every
+    step (values are relative to each SKU's median, so the SKU is otherwise invisible; every
+    model gets it; test MAE without -> with: one 8-epoch dual net ~4.25 -> 3.62 pp, GBM
+    4.44 -> 3.90)."""
     raw = short_instances(_rows(store, trace, "short", skus, until))
     inst = (raw.group_by("vm_sku", "instance").agg(pl.col("end_s").min().alias("start"))
             .with_columns(pl.col("start").rank("ordinal").over("vm_sku").alias("_r"),
@@ -305,7 +310,14 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 12,
                 pl.col("rel").alias("value")),
         apps.select("window_id", (pl.col("steps") + 1).cast(pl.Float64).alias("t"),
                     ("app:" + pl.col("metric")).alias("metric"), pl.lit(1.0).alias("value")),
-    ]).with_columns(pl.col("metric").cast(pl.Categorical)).sort("window_id", "t")
+    ])
+    if mark_sku:
+        metrics = pl.concat([metrics, (
+            metrics.select("window_id", "t").unique()
+            .join(apps.select("window_id", "vm_sku"), on="window_id")
+            .select("window_id", "t", ("sku:" + pl.col("vm_sku")).alias("metric"),
+                    pl.lit(1.0).alias("value")))])
+    metrics = metrics.with_columns(pl.col("metric").cast(pl.Categorical)).sort("window_id", "t")
     windows = apps.select("window_id", "split", "vm_sku",
                           (pl.col("vm_sku") + "/" + pl.col("instance").cast(pl.Utf8)).alias("vm"),
                           pl.from_epoch(pl.col("end_s").cast(pl.Int64)).alias("time"))
