@@ -147,6 +147,15 @@ def test_type_count_by_cv_on_training_batches():
     assert c["congestion_cv"]["heldout_l1"] < 0.5 * c["congestion"]["heldout_l1"]
 
 
+def two_populations(rng, batches: int, per_batch: int):
+    """Tokens of two populations (expert 0 vs expert 2 preferred, 4 experts) mixed in batch
+    shares drawn from U(0.1, 0.9): (batch index, is-population-A, one-hot profile)."""
+    batch = np.repeat(np.arange(batches), per_batch)
+    mix = rng.uniform(0.1, 0.9, size=batches)
+    is_a = rng.uniform(size=batch.size) < mix[batch]
+    return batch, is_a, np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
+
+
 def test_router_quality_types_and_protocol_stats():
     from servecast.predictors.moe_congestion.analysis import (
         compare,
@@ -157,12 +166,9 @@ def test_router_quality_types_and_protocol_stats():
     assert default_shrink("oracle") and default_shrink("taylor")
     assert not default_shrink("router") and default_shrink("router", True)
     rng = np.random.default_rng(10)
-    B, n, E = 24, 40, 4
-    batch = np.repeat(np.arange(B), n)
-    mix = rng.uniform(0.1, 0.9, size=B)
-    is_a = rng.uniform(size=B * n) < mix[batch]
-    prof = np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
-    logits = 3 * prof + 0.3 * rng.normal(size=(B * n, E))
+    B = 24
+    batch, is_a, prof = two_populations(rng, B, 40)
+    logits = 3 * prof + 0.3 * rng.normal(size=prof.shape)
     snap = {"batch": batch, "choices_0": logits.argmax(1)[:, None], "logits_0": logits,
             "doc": batch // 2}
     c = compare(snap, 0, "router", n_types=2)
@@ -183,14 +189,11 @@ def test_gamma_on_all_batches_uses_every_batch():
     from servecast.predictors.moe_congestion.analysis import compare, gamma_all_batches
 
     rng = np.random.default_rng(11)
-    B, n, E = 18, 30, 4
-    batch = np.repeat(np.arange(B), n)
-    mix = rng.uniform(0.1, 0.9, size=B)
-    is_a = rng.uniform(size=B * n) < mix[batch]
-    prof = np.where(is_a[:, None], [1.0, 0, 0, 0], [0, 0, 1.0, 0])
+    B = 18
+    batch, is_a, prof = two_populations(rng, B, 30)
     snap = {"batch": batch, "choices_0": np.where(is_a, 0, 2)[:, None],
-            "logits_0": 3 * prof + 0.3 * rng.normal(size=(B * n, E)),
-            "oracle_0": prof + 0.3 * rng.normal(size=(B * n, E))}
+            "logits_0": 3 * prof + 0.3 * rng.normal(size=prof.shape),
+            "oracle_0": prof + 0.3 * rng.normal(size=prof.shape)}
     g = gamma_all_batches(snap, 0, n_types=2, n_bootstrap=4)
     assert g["model"].to_list() == ["congestion", "congestion_multi"]
     assert (g["batches"] == B).all() and g["types"].to_list() == [1, 2]
