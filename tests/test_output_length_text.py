@@ -93,3 +93,36 @@ def test_text_model_from_another_version_is_refused(sharegpt, cache, tmp_path):
     (path / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelVersionError, match="retrain"):
         OutputLengthPredictor.load(path)
+
+
+def test_neighbour_features_leave_the_own_conversation_out(sharegpt, cache):
+    """Training rows see only other conversations' prompts; queries see all; brute force."""
+    from pathlib import Path
+
+    from servecast.predictors.output_length.embeddings import embed
+    from servecast.predictors.output_length.text_features import KS, NeighbourIndex
+
+    df = sharegpt[:120]
+    E = embed(df["prompt_text"].to_list(), cache=Path(cache))
+    ly = np.log1p(df["output_tokens"].to_numpy().astype(float))
+    groups = df["session_id"].to_numpy()
+    index = NeighbourIndex(E, ly)
+    own = index.features(E, groups)
+    free = index.features(E)
+    k = KS[0]
+    for i in (0, 57, 119):
+        sim = E @ E[i]
+        other = np.flatnonzero(groups != groups[i])
+        near = other[np.argsort(-sim[other], kind="stable")[:k]]
+        assert own[i, 0] == pytest.approx(np.median(ly[near]), rel=1e-6)
+        assert own[i, -2] == pytest.approx(sim[near[0]], rel=1e-5)
+        assert free[i, -2] == pytest.approx(1.0, abs=1e-5)  # itself, in the unrestricted index
+
+
+def test_wording_reads_the_amount_asked_for_and_keywords():
+    from servecast.predictors.output_length.text_features import KEYWORDS, wording
+
+    w = wording(["Write a 500 words essay, then list 3 ideas.", "hi"])
+    assert w.shape == (2, 3 + len(KEYWORDS))
+    assert w[0, 0] == pytest.approx(np.log1p(500)) and w[1, 0] == 0
+    assert w[0, 3 + KEYWORDS.index("essay")] == 1 and w[1, 3:].sum() == 0

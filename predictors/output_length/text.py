@@ -1,8 +1,9 @@
 """Text model: prompt sentence embedding + session metadata -> LightGBM quantile heads.
 
 Inputs: the 384-d MiniLM embedding of `prompt_text` (embeddings.py), reduced by PCA fitted
-on the training rows only (`n_components`, default 64), and the metadata columns META
-(prompt tokens, session turn, previous-output and prompt-growth buckets). Heads: LightGBM
+on the training rows only (`n_components`, default 64); the metadata columns META
+(prompt tokens, session turn, previous-output and prompt-growth buckets); the outputs of the
+nearest training prompts and the request's wording (text_features.py). Heads: LightGBM
 quantile boosting at 0.5 / 0.9 / 0.99 on log1p(tokens) (quantiles are invariant under the
 monotone transform; the log scale keeps leaf values stable on the heavy tail) and an L2 head
 for the mean on tokens. Non-crossing is enforced at prediction (cumulative max).
@@ -23,15 +24,23 @@ import polars as pl
 from servecast.errors import InvalidInputError, ModelVersionError
 from servecast.predictors.output_length.core import OutputLengthModel
 from servecast.predictors.output_length.embeddings import DIM, embed
+from servecast.predictors.output_length.text_features import NAMES, NeighbourIndex, wording
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
 HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
-FORMAT = 2  # saved-weights format (1: the former MLP head, mlp.npz)
+FORMAT = 3  # saved-weights format (1: the former MLP head; 2: without neighbours / wording)
 
 
 def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
     """PCA scores of embeddings `E` (n, DIM) -> (n, k)."""
     return (np.asarray(E, np.float64) - mean) @ components.T
+
+
+def design(E: np.ndarray, M: np.ndarray, texts: list[str], pca: tuple[np.ndarray, np.ndarray],
+           index: NeighbourIndex, groups: np.ndarray | None = None) -> np.ndarray:
+    """Head inputs: PCA scores, metadata `M`, neighbour features (`groups`: leave-group-out
+    on the training rows) and wording features of `texts`."""
+    return np.hstack([project(E, *pca), M, index.features(E, groups), wording(texts)])
 
 
 def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -41,8 +50,9 @@ def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.column_stack([q, out[:, 3].clip(0)])
 
 
-def load_heads(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
-    """Boosters and PCA (mean, components) of a saved text model; clear error otherwise."""
+def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], NeighbourIndex]:
+    """Boosters, PCA (mean, components) and neighbour index of a saved text model; clear
+    error otherwise."""
     import lightgbm as lgb
 
     meta = json.loads((path / "text.json").read_text()) if (path / "text.json").is_file() else {}
@@ -53,7 +63,8 @@ def load_heads(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
     boosters = [lgb.Booster(model_file=str(path / f"text_head{i}.txt"))
                 for i in range(len(HEADS))]
     with np.load(path / "pca.npz") as z:
-        return boosters, z["mean"], z["components"]
+        pca = (z["mean"], z["components"])
+    return boosters, pca, NeighbourIndex.load(path)
 
 
 class TextModel(OutputLengthModel):
@@ -74,8 +85,8 @@ class TextModel(OutputLengthModel):
                            feature_fraction=feature_fraction, threads=threads, seed=seed,
                            cache=cache)
         self.boosters: list = []
-        self.pca_mean = np.zeros(DIM)
-        self.pca_components = np.zeros((0, DIM))
+        self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
+        self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
 
     def _params(self) -> dict:
         return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
@@ -94,22 +105,25 @@ class TextModel(OutputLengthModel):
         E = embed(df["prompt_text"].to_list(), cache=cache)
         return E, M
 
-    def _features(self, E: np.ndarray, M: np.ndarray) -> np.ndarray:
-        return np.hstack([project(E, self.pca_mean, self.pca_components), M])
-
     def _fit(self, train: pl.DataFrame) -> None:
         import lightgbm as lgb
 
         p = self.params
         E, M = self._parts(train)
-        E = E.astype(np.float64)
-        self.pca_mean = E.mean(axis=0)
+        mean = E.astype(np.float64).mean(axis=0)
         k = max(0, min(p["n_components"], DIM, len(E) - 1))
-        _, _, vt = np.linalg.svd(E - self.pca_mean, full_matrices=False)
-        self.pca_components = vt[:k]
-        X = self._features(E, M)
+        _, _, vt = np.linalg.svd(E - mean, full_matrices=False)
+        self.pca = (mean, vt[:k])
         y = train["output_tokens"].to_numpy().astype(np.float64)
-        names = [f"pc{i}" for i in range(k)] + list(META)
+        self.index = NeighbourIndex(E, np.log1p(y))
+        groups = (train["session_id"].cast(pl.Utf8).fill_null("").to_numpy()
+                  if "session_id" in train.columns else None)
+        if groups is not None:  # rows without a conversation are their own group
+            groups = np.where(groups == "", np.arange(len(groups)).astype(str), groups)
+        else:
+            groups = np.arange(len(y))
+        X = design(E, M, train["prompt_text"].to_list(), self.pca, self.index, groups)
+        names = [f"pc{i}" for i in range(k)] + list(META) + NAMES
         self.boosters = []
         for objective, alpha in HEADS:
             params = {
@@ -126,15 +140,17 @@ class TextModel(OutputLengthModel):
 
     def _raw(self, df: pl.DataFrame) -> np.ndarray:
         E, M = self._parts(df)
-        return head_outputs(self.boosters, self._features(E, M), self.params["threads"])
+        X = design(E, M, df["prompt_text"].to_list(), self.pca, self.index)
+        return head_outputs(self.boosters, X, self.params["threads"])
 
     def _save_weights(self, path: Path) -> None:
         for i, b in enumerate(self.boosters):
             b.save_model(str(path / f"text_head{i}.txt"))
-        np.savez(path / "pca.npz", mean=self.pca_mean, components=self.pca_components)
+        np.savez(path / "pca.npz", mean=self.pca[0], components=self.pca[1])
+        self.index.save(path)
         (path / "text.json").write_text(json.dumps(
             {"format": FORMAT, "embedding_dim": DIM, "meta": META,
-             "n_components": int(len(self.pca_components))}))
+             "n_components": int(len(self.pca[1]))}))
 
     def _load_weights(self, path: Path, card: dict) -> None:
-        self.boosters, self.pca_mean, self.pca_components = load_heads(path)
+        self.boosters, self.pca, self.index = load_heads(path)

@@ -12,11 +12,12 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
-from servecast.predictors.output_length.text import head_outputs, load_heads, project
+from servecast.predictors.output_length.text import design, head_outputs, load_heads
 
 
 class TextRuntime:
-    """Per-call: one embedding (~10 ms on CPU) + four boosters on one row (~1 ms)."""
+    """Per-call: one embedding (~10 ms on CPU), the nearest training prompts (~1 ms) and four
+    boosters on one row (~1 ms)."""
 
     def __init__(self, path: Path, card: dict):
         from servecast.predictors.output_length.embeddings import encoder
@@ -25,7 +26,7 @@ class TextRuntime:
         state = read_state(path)
         self.encoder_state = state["encoder"]
         self.calibrator = Calibrator.from_state(state["calibrator"])
-        self.boosters, self.pca_mean, self.pca_components = load_heads(path)
+        self.boosters, self.pca, self.index = load_heads(path)
         self.model = encoder()
         self.sessions: dict[str, tuple[int, float, float]] = {}
 
@@ -36,9 +37,8 @@ class TextRuntime:
             turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
             self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
 
-    def _estimate(self, E: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        X = np.hstack([project(E, self.pca_mean, self.pca_components), meta])
-        raw = head_outputs(self.boosters, X)
+    def _estimate(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
+        raw = head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index))
         return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
 
     def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
@@ -55,7 +55,7 @@ class TextRuntime:
                 context_codes(st[0] + 1, st[2], x - st[1])
         meta = np.array([[x, *ctx]], dtype=np.float64)
         E = self.model.encode([prompt_text], normalize_embeddings=True, convert_to_numpy=True)
-        return LengthEstimate(*map(float, self._estimate(E, meta)[0]))
+        return LengthEstimate(*map(float, self._estimate(E, meta, [prompt_text])[0]))
 
     def output_length_batch(self, frame):
         """Frame with prompt_tokens and prompt_text -> polars frame[p50, p90, p99, mean]."""
@@ -70,7 +70,8 @@ class TextRuntime:
         enc = Encoder.from_state(self.encoder_state)
         enc.columns = list(META)
         meta = enc.transform(df)
-        E = self.model.encode(df["prompt_text"].to_list(), batch_size=64,
-                              normalize_embeddings=True, convert_to_numpy=True)
-        out = self._estimate(E, meta)
+        texts = df["prompt_text"].to_list()
+        E = self.model.encode(texts, batch_size=64, normalize_embeddings=True,
+                              convert_to_numpy=True)
+        out = self._estimate(E, meta, texts)
         return pl.DataFrame(out, schema=["p50", "p90", "p99", "mean"], orient="row")
