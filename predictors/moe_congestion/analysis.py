@@ -127,30 +127,49 @@ def heldout_split(snap: dict, seed: int = 0):
     return split(len(np.unique(snap["batch"])), seed=seed, groups=conversation_groups(snap))
 
 
-def layer_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int = 8,
-                  seed: int = 0, shrink: bool | None = None) -> dict:
-    """{'single': (train, test), 'multi': (train, test), 'type_routing': (K, E)} for one
-    layer; token types by k-means on router log-probabilities of the training tokens only
-    (held-out tokens get the nearest centroid). `shrink`: batch type qualities shrunk toward
-    the pooled type profile of the training tokens (`QualityPrior`; the held-out batches use
-    the training prior, never their own loads; None: `default_shrink(quality)`).
-    type_routing: share of each type's training tokens routed to each expert (`type_mix`)."""
+def token_types(snap: dict, layer: int, n_types: int = 8, seed: int = 0,
+                fit: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(type label per token, K): k-means on the router log-probabilities of the tokens
+    selected by `fit` (bool mask; None: all), every token given its nearest centroid."""
+    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
+    tt = TokenTypes(n_types, seed).fit(feats if fit is None else feats[fit])
+    return tt.predict(feats), tt.kmeans.n_clusters
+
+
+def typed_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int = 8,
+                  seed: int = 0, shrink: bool | None = None,
+                  fit: np.ndarray | None = None) -> dict:
+    """{'single', 'multi': Batches of all the snapshot's batches at one layer (one / K token
+    types), 'labels', 'K'}: token types (`token_types`) and, with `shrink` (None:
+    `default_shrink(quality)`), the quality priors (`QualityPrior`) fitted on the tokens
+    selected by `fit` (bool mask; None: all)."""
     shrink = default_shrink(quality, shrink)
     batch = snap["batch"]
     q = token_quality(snap, layer, quality)
     choices = snap[f"choices_{layer}"].astype(int)
-    ids = np.unique(batch)
+    labels, K = token_types(snap, layer, n_types, seed, fit)
+    f = slice(None) if fit is None else fit
+    p1 = QualityPrior.fit(q[f], batch[f]) if shrink else None
+    pk = QualityPrior.fit(q[f], batch[f], labels[f], K) if shrink else None
+    return {"single": to_batches(choices, q, batch, prior=p1),
+            "multi": to_batches(choices, q, batch, labels, K, prior=pk),
+            "labels": labels, "K": K}
+
+
+def layer_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int = 8,
+                  seed: int = 0, shrink: bool | None = None) -> dict:
+    """{'single': (train, test), 'multi': (train, test), 'type_routing': (K, E)} for one
+    layer of the held-out split (`heldout_split`); token types and quality priors fitted on
+    the training tokens only (`typed_batches`: held-out tokens get the nearest centroid and
+    the training prior, never their own loads).
+    type_routing: share of each type's training tokens routed to each expert (`type_mix`)."""
+    batch = snap["batch"]
     tr, te = heldout_split(snap, seed)
-    in_train = np.isin(batch, ids[tr])
-    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
-    tt = TokenTypes(n_types, seed).fit(feats[in_train])
-    labels = tt.predict(feats)
-    K = tt.kmeans.n_clusters
-    p1 = QualityPrior.fit(q[in_train], batch[in_train]) if shrink else None
-    pk = QualityPrior.fit(q[in_train], batch[in_train], labels[in_train], K) if shrink else None
-    single = to_batches(choices, q, batch, prior=p1)
-    multi = to_batches(choices, q, batch, labels, K, prior=pk)
-    routing = np.zeros((K, q.shape[1]))
+    in_train = np.isin(batch, np.unique(batch)[tr])
+    data = typed_batches(snap, layer, quality, n_types, seed, shrink, fit=in_train)
+    single, multi, labels, K = data["single"], data["multi"], data["labels"], data["K"]
+    choices = snap[f"choices_{layer}"].astype(int)
+    routing = np.zeros((K, multi.loads.shape[1]))
     lab_tr, ch_tr = labels[in_train], choices[in_train]
     np.add.at(routing, (np.repeat(lab_tr, ch_tr.shape[1]), ch_tr.ravel()), 1.0)
     routing /= np.clip(routing.sum(1, keepdims=True), 1, None)
@@ -208,8 +227,8 @@ def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int
                                                                   test_shares).mean())},
         {"model": "mean_loads", "types": 1, "heldout_l1": float(
             l1(normalize_loads(tr.loads).mean(0), test_shares).mean())},
-        {"model": "type_mix", "types": data["type_routing"].shape[0], "heldout_l1": float(
-            l1(data["multi"][1].weights @ data["type_routing"], test_shares).mean())},
+        {"model": "type_mix", "types": data["type_routing"].shape[0],
+         "heldout_l1": _type_mix_l1(data, test_shares)},
     ]
     for name, kind, fix in [("softmax", "single", 0.0), ("congestion", "single", None),
                             ("softmax_multi", "multi", 0.0), ("congestion_multi", "multi", None)]:
@@ -231,11 +250,16 @@ def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int
                      "gamma_hi": None, "train_l1": p["train_l1"],
                      "heldout_l1": game.evaluate(test.loads, test.quality, test.types)["mean"]})
         rows.append({"model": "type_mix_cv", "types": kd["type_routing"].shape[0],
-                     "heldout_l1": float(l1(kd["multi"][1].weights @ kd["type_routing"],
-                                            test_shares).mean())})
+                     "heldout_l1": _type_mix_l1(kd, test_shares)})
     return pl.DataFrame(rows, schema_overrides={c: pl.Float64 for c in (
         "beta", "gamma", "gamma_lo", "gamma_hi", "train_l1")}).with_columns(
         layer=pl.lit(layer), quality=pl.lit(quality), shrink=pl.lit(shrink))
+
+
+def _type_mix_l1(data: dict, test_shares: np.ndarray) -> float:
+    """Held-out L1 of `type_mix`: each held-out batch's type shares times the training
+    routing shares of the types (`layer_batches` output `data`)."""
+    return float(l1(data["multi"][1].weights @ data["type_routing"], test_shares).mean())
 
 
 def gamma_all_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY,
@@ -248,19 +272,9 @@ def gamma_all_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY,
     beta_lo/beta_hi), gamma (CI gamma_lo/gamma_hi, bootstrap s.e. gamma_se), gamma_over_beta
     (congestion price in quality units per unit load share), train_l1, batches."""
     shrink = default_shrink(quality, shrink)
-    batch = snap["batch"]
-    q = token_quality(snap, layer, quality)
-    choices = snap[f"choices_{layer}"].astype(int)
-    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
-    tt = TokenTypes(n_types, seed).fit(feats)
-    labels = tt.predict(feats)
-    K = tt.kmeans.n_clusters
-    p1 = QualityPrior.fit(q, batch) if shrink else None
-    pk = QualityPrior.fit(q, batch, labels, K) if shrink else None
+    typed = typed_batches(snap, layer, quality, n_types, seed, shrink)
     rows = []
-    for name, data in (("congestion", to_batches(choices, q, batch, prior=p1)),
-                       ("congestion_multi", to_batches(choices, q, batch, labels, K,
-                                                       prior=pk))):
+    for name, data in (("congestion", typed["single"]), ("congestion_multi", typed["multi"])):
         game = fit_game(data, None, n_bootstrap, seed)
         p = game.params.row(0, named=True)
         rows.append({"model": name, "types": data.quality.shape[1],
@@ -298,9 +312,7 @@ def protocol_stats(snap: dict, layer: int = 0, n_types: int = 8, seed: int = 0) 
         train_docs = set().union(*(per[i] for i in tr))
         out["conversations_per_batch"] = float(np.mean([len(p) for p in per]))
         out["heldout_sharing"] = float(np.mean([bool(per[i] & train_docs) for i in te]))
-    feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
-    in_train = np.isin(batch, ids[tr])
-    labels = TokenTypes(n_types, seed).fit(feats[in_train]).predict(feats)
+    labels, _ = token_types(snap, layer, n_types, seed, fit=np.isin(batch, ids[tr]))
     choices = snap[f"choices_{layer}"].astype(int)[:, 0]
     n = np.bincount(bi).astype(float)
 

@@ -17,12 +17,10 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str | No
     from servecast.errors import InvalidInputError
     from servecast.predictors.moe_congestion.analysis import (
         DEFAULT_QUALITY,
-        default_shrink,
         load_snapshot,
         n_layers,
-        token_quality,
+        typed_batches,
     )
-    from servecast.predictors.moe_congestion.batches import QualityPrior, TokenTypes, to_batches
     from servecast.predictors.moe_congestion.run import checkpoints
 
     quality = quality or DEFAULT_QUALITY
@@ -33,14 +31,7 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str | No
     snap = load_snapshot(cks[step])
     loads, quals, types = {}, {}, {}
     for layer in range(n_layers(snap)):
-        feats = TokenTypes.features(snap[f"logits_{layer}"].astype(float))
-        tt = TokenTypes(n_types).fit(feats)
-        labels, K = tt.predict(feats), tt.kmeans.n_clusters
-        q = token_quality(snap, layer, quality)
-        prior = QualityPrior.fit(q, snap["batch"], labels, K) if default_shrink(quality) \
-            else None
-        b = to_batches(snap[f"choices_{layer}"].astype(int), q, snap["batch"], labels, K,
-                       prior=prior)
+        b = typed_batches(snap, layer, quality, n_types)["multi"]
         loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types
     game = CongestionGame(n_bootstrap=n_bootstrap).fit(loads, quals, types)
     game.card.update({"data": {"run_dir": str(run_dir), "step": step, "quality": quality,

@@ -68,6 +68,23 @@ def prepare_corpus(text: str | None, train_conversations: int, eval_conversation
     return vocab, tr, ev, docs
 
 
+def sample_windows(ev: np.ndarray, docs: np.ndarray, n: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """`n` eval windows (and their conversation ids) drawn without replacement, seeded, kept in
+    corpus order."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(ev), min(n, len(ev)), replace=False))
+    return ev[keep], docs[keep]
+
+
+def small_moe(cfg: RunConfig, vocab_size: int):
+    """An untrained `SmallMoELM` with the architecture and optimizer settings of `cfg`."""
+    from servecast.predictors.moe_congestion.model import SmallMoELM
+
+    return SmallMoELM(vocab=vocab_size, d=cfg.d, heads=cfg.heads, layers=cfg.layers,
+                      d_ff=cfg.d_ff, n_experts=cfg.n_experts, top_k=cfg.top_k,
+                      context=cfg.context, alpha=cfg.alpha, lr=cfg.lr, steps=cfg.steps)
+
+
 def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
                     text: str | Path | None = None, log=None) -> Path:
     """Train one small MoE (config.alpha = aux balancing coefficient) and write RUN_DIR.
@@ -77,7 +94,6 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from servecast.predictors.moe_congestion.model import SmallMoELM
     from servecast.predictors.training import make_trainer, seed_everything
 
     cfg = config or RunConfig()
@@ -87,16 +103,12 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
     vocab, tr, ev, docs = prepare_corpus(None if text is None else str(text),
                                          cfg.train_conversations, cfg.eval_conversations,
                                          cfg.vocab, cfg.context)
-    rng = np.random.default_rng(cfg.seed)
-    keep = np.sort(rng.choice(len(ev), min(cfg.eval_windows, len(ev)), replace=False))
-    ev, docs = ev[keep], docs[keep]
+    ev, docs = sample_windows(ev, docs, cfg.eval_windows, cfg.seed)
     vocab.save(out / "vocab.npy")
     t_data = time.perf_counter() - t0
 
     seed_everything(cfg.seed)
-    model = SmallMoELM(vocab=vocab.size, d=cfg.d, heads=cfg.heads, layers=cfg.layers,
-                       d_ff=cfg.d_ff, n_experts=cfg.n_experts, top_k=cfg.top_k,
-                       context=cfg.context, alpha=cfg.alpha, lr=cfg.lr, steps=cfg.steps)
+    model = small_moe(cfg, vocab.size)
     loader = DataLoader(TensorDataset(torch.from_numpy(tr)), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True)
     every = max(1, cfg.steps // max(1, cfg.snapshots))
@@ -199,18 +211,12 @@ def load_final_model(run_dir: str | Path):
     """The trained `SmallMoELM` of RUN_DIR (model.pt, architecture from run.json), eval mode."""
     import torch
 
-    from servecast.predictors.moe_congestion.model import SmallMoELM
-
     run = Path(run_dir)
     cfg = run_config(run).get("config")
     if not cfg or not (run / "model.pt").is_file():
         raise DataFileError(f"{run}: needs run.json and model.pt (a finished training run)")
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
-    model = SmallMoELM(vocab=int(state["tok.weight"].shape[0]), d=cfg["d"], heads=cfg["heads"],
-                       layers=cfg["layers"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
-                       top_k=cfg["top_k"],
-                       context=cfg["context"], alpha=cfg["alpha"], lr=cfg["lr"],
-                       steps=cfg["steps"])
+    model = small_moe(RunConfig(**cfg), int(state["tok.weight"].shape[0]))
     model.load_state_dict(state)
     return model.eval()
 
@@ -238,15 +244,14 @@ def final_snapshot(run_dir: str | Path, n_windows: int, seed: int = 1,
     _, _, ev, docs = prepare_corpus(None if text is None else str(text),
                                     cfg["train_conversations"], cfg["eval_conversations"],
                                     cfg["vocab"], cfg["context"])
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(ev), min(n_windows, len(ev)), replace=False))
-    arrays = snapshot_arrays(model, torch.from_numpy(ev[keep]), docs[keep], cfg["context"],
+    ev, docs = sample_windows(ev, docs, n_windows, seed)
+    arrays = snapshot_arrays(model, torch.from_numpy(ev), docs, cfg["context"],
                              cfg["batch_windows"], qualities)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     if log:
-        log(f"{run.name}: final snapshot of {len(keep)} windows "
-            f"({len(np.unique(docs[keep]))} held-out conversations) in "
+        log(f"{run.name}: final snapshot of {len(ev)} windows "
+            f"({len(np.unique(docs))} held-out conversations) in "
             f"{time.perf_counter() - t0:.0f}s -> {out}")
     return out
 
