@@ -24,6 +24,7 @@ class Calibrator:
         self.window = window
         self.residuals = [deque(r or [], maxlen=window) for r in (residuals or [[]] * 3)]
         self.factors = np.ones(3)
+        self._f = [1.0, 1.0, 1.0]  # the factors as Python floats (`apply_one`)
         self._refresh()
 
     def update(self, y: np.ndarray, raw: np.ndarray) -> None:
@@ -43,11 +44,20 @@ class Calibrator:
                 # finite-sample conformal level ceil((n+1)a)/n
                 level = min(1.0, np.ceil((len(r) + 1) * a) / len(r))
                 self.factors[j] = float(np.exp(np.quantile(np.fromiter(r, float), level)))
+        self._f = [float(f) for f in self.factors]
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated quantiles (n, 3) from raw ones, non-decreasing across levels."""
         q = (1.0 + np.maximum(raw, 0)) * self.factors - 1.0
         return np.maximum.accumulate(np.maximum(q, 0), axis=1)
+
+    def apply_one(self, p50: float, p90: float, p99: float) -> tuple[float, float, float]:
+        """`apply` on one row of raw quantiles, in Python floats (the runtime's hot path)."""
+        f = self._f
+        q0 = max((1.0 + max(p50, 0.0)) * f[0] - 1.0, 0.0)
+        q1 = max((1.0 + max(p90, 0.0)) * f[1] - 1.0, 0.0, q0)
+        q2 = max((1.0 + max(p99, 0.0)) * f[2] - 1.0, 0.0, q1)
+        return q0, q1, q2
 
     def state(self) -> dict:
         return {"window": self.window, "residuals": [list(r) for r in self.residuals]}

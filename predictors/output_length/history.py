@@ -45,6 +45,21 @@ def _median(values) -> float:
     return float(s[k // 2]) if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2.0
 
 
+def _same_code(st: list[float]) -> tuple[int, int, int, int]:
+    """Codes of one prompt length's state [last, second-last, count, sum, arrival]."""
+    return log_bucket(st[0]), log_bucket(st[1]), log_bucket(st[2]), log_bucket(st[3] / st[2])
+
+
+def _near_code(q: deque) -> tuple[int, int]:
+    """Codes of a length bucket's latest outputs: the last one and their median."""
+    return log_bucket(q[-1]), log_bucket(_median(q))
+
+
+def _recent_code(recent: deque) -> int:
+    """Code of the median of the latest outputs (0 until RECENT_MIN are known)."""
+    return log_bucket(_median(recent)) if len(recent) >= RECENT_MIN else 0
+
+
 class LengthHistory:
     """Prompt-length history of observed requests (see module docstring).
 
@@ -60,9 +75,6 @@ class LengthHistory:
         self._same_codes: dict[float, tuple[int, int, int, int]] = {}
         self._near_codes: dict[int, tuple[int, int]] = {}
         self._recent_code = 0
-
-    def __len__(self) -> int:
-        return len(self.same)
 
     def codes(self, prompt_tokens: float, arrival_s: float | None = None) -> tuple:
         """The 8 history codes (order of HISTORY) of a request about to be scheduled."""
@@ -87,17 +99,15 @@ class LengthHistory:
         st = self.same.get(p)
         st = [y, _NAN, 1.0, y, t] if st is None else [y, st[0], st[2] + 1, st[3] + y, t]
         self.same[p] = st
-        self._same_codes[p] = (log_bucket(st[0]), log_bucket(st[1]), log_bucket(st[2]),
-                               log_bucket(st[3] / st[2]))
+        self._same_codes[p] = _same_code(st)
         b = int(p) // NEAR_WIDTH
         q = self.near.get(b)
         if q is None:
             q = self.near[b] = deque(maxlen=NEAR_KEEP)
         q.append(y)
-        self._near_codes[b] = (log_bucket(y), log_bucket(_median(q)))
+        self._near_codes[b] = _near_code(q)
         self.recent.append(y)
-        self._recent_code = (log_bucket(_median(self.recent)) if len(self.recent) >= RECENT_MIN
-                             else 0)
+        self._recent_code = _recent_code(self.recent)
 
     # -- persistence -----------------------------------------------------------------------
     def arrays(self) -> dict:
@@ -121,14 +131,12 @@ class LengthHistory:
         h = cls()
         for k, v in zip(a["same_keys"].tolist(), a["same_vals"].tolist(), strict=True):
             h.same[k] = v
-            h._same_codes[k] = (log_bucket(v[0]), log_bucket(v[1]), log_bucket(v[2]),
-                                log_bucket(v[3] / v[2]))
+            h._same_codes[k] = _same_code(v)
         for k, row in zip(a["near_keys"].tolist(), a["near_vals"].tolist(), strict=True):
             q = h.near[k] = deque((x for x in row if x == x), maxlen=NEAR_KEEP)
-            h._near_codes[k] = (log_bucket(q[-1]), log_bucket(_median(q)))
+            h._near_codes[k] = _near_code(q)
         h.recent.extend(a["recent"].tolist())
-        if len(h.recent) >= RECENT_MIN:
-            h._recent_code = log_bucket(_median(h.recent))
+        h._recent_code = _recent_code(h.recent)
         return h
 
     def save(self, path: Path) -> None:

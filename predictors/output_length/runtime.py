@@ -102,13 +102,13 @@ class Runtime:
             self._hist_cols = [col[c] for c in HISTORY]
             self._code_cols = [col.get(c) for c in ("model", "log_type", "turn_b",
                                                     "prev_out_b", "growth_b")]
-            self._factors = [float(f) for f in self.calibrator.factors]
         else:
             self.table = LengthTable.load(path)
             self.edges = self.table.edges.tolist()
         self.sessions: dict[str, tuple[int, float, float]] = {}  # id -> (turn, prompt, output)
         self._rows: dict[tuple, list[LengthEstimate]] = {}
         self._boosters = None
+        self._encoder = None  # batch-path Encoder (output_length_batch)
 
     # -- single call -----------------------------------------------------------------------
     def output_length(self, prompt_tokens, model: str | None = None, log_type: str | None = None,
@@ -154,11 +154,7 @@ class Runtime:
         for j, v in zip(self._hist_cols, self.history.codes(x, arrival_s), strict=True):
             row[j] = v
         r = self.forest.predict_row(row).tolist()
-        f = self._factors  # Calibrator.apply on one row, in Python floats (same numbers)
-        q0 = max((1.0 + max(r[0], 0.0)) * f[0] - 1.0, 0.0)
-        q1 = max((1.0 + max(r[1], 0.0)) * f[1] - 1.0, 0.0, q0)
-        q2 = max((1.0 + max(r[2], 0.0)) * f[2] - 1.0, 0.0, q1)
-        return LengthEstimate(q0, q1, q2, max(r[3], 0.0))
+        return LengthEstimate(*self.calibrator.apply_one(r[0], r[1], r[2]), max(r[3], 0.0))
 
     def _context(self, session_id: str, x: float) -> tuple[int, int, int]:
         from servecast.predictors.output_length.buckets import context_codes
@@ -210,10 +206,10 @@ class Runtime:
 
             self._boosters = [lgb.Booster(model_file=str(p))
                               for p in sorted(self.path.glob("head*.txt"))]
+        from servecast.predictors.output_length.gbm import from_heads
+
         out = np.column_stack([b.predict(X, num_threads=1) for b in self._boosters])
-        if self.card.get("params", {}).get("log_target"):  # the median head fit log1p(tokens)
-            out[:, 0] = np.expm1(out[:, 0])
-        return out
+        return from_heads(out, bool(self.card.get("params", {}).get("log_target")))
 
     # -- batch -----------------------------------------------------------------------------
     def output_length_batch(self, frame):
@@ -227,19 +223,23 @@ class Runtime:
         from servecast.predictors.output_length.features import Encoder, check_requests
 
         df = check_requests(frame)
-        enc = Encoder.from_state(self.encoder_state)
-        if enc.use_prefix and (self.path / "prefix_index.npz").is_file():
-            with np.load(self.path / "prefix_index.npz") as z:
-                enc.prefix_index = dict(zip(z["keys"].tolist(), z["values"].tolist(),
-                                            strict=True))
-        if self.history is not None:
-            enc.history = self.history
-        X = enc.transform(df)
-        if self.forest is not None:
-            raw = self.forest.predict(X)
-            q = self.calibrator.apply(raw[:, :3])
-            return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
-                                 "mean": np.maximum(raw[:, 3], 0)})
+        if self._encoder is None:  # built once: the saved prefix index is read on first use
+            self._encoder = Encoder.from_state(self.encoder_state)
+            if self._encoder.use_prefix and (self.path / "prefix_index.npz").is_file():
+                with np.load(self.path / "prefix_index.npz") as z:
+                    self._encoder.prefix_index = dict(zip(z["keys"].tolist(),
+                                                          z["values"].tolist(), strict=True))
+        if self.history is not None:  # what `observe` has recorded so far
+            self._encoder.history = self.history
+        X = self._encoder.transform(df)
+        raw = self.forest.predict(X) if self.forest is not None else self._table_raw(X)
+        q = self.calibrator.apply(raw[:, :3])
+        return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
+                             "mean": np.maximum(raw[:, 3], 0)})
+
+    def _table_raw(self, X: np.ndarray) -> np.ndarray:
+        """Raw (n, 4) values of feature rows `X` from the LengthTable (the boosters where a
+        row has dense prefix/time codes or a session context the table lacks)."""
         col = {c: j for j, c in enumerate(self.columns)}
         dense = [c for c in self.columns if c in ("prefix_b", "prefix_out_b", "hour", "weekday")]
         ctx = np.zeros((len(X), 3), dtype=np.int64)
@@ -251,13 +251,9 @@ class Runtime:
         found = [self.table.context_of((int(k) // 10_000, int(k) // 100 % 100, int(k) % 100))
                  for k in keys]
         if dense and np.any(X[:, [col[c] for c in dense]] != 0) or None in found:
-            raw = self._booster_raw(X)
-        else:
-            rows = np.array(found, dtype=np.intp)[inv.ravel()]
-            m = X[:, col["model"]].astype(np.intp) if "model" in col else np.zeros(len(X), np.intp)
-            lg = (X[:, col["log_type"]].astype(np.intp) if "log_type" in col
-                  else np.zeros(len(X), np.intp))
-            raw = self.table.lookup(rows, m, lg, X[:, 0]).astype(np.float64)
-        q = self.calibrator.apply(raw[:, :3])
-        return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
-                             "mean": np.maximum(raw[:, 3], 0)})
+            return self._booster_raw(X)
+        rows = np.array(found, dtype=np.intp)[inv.ravel()]
+        m = X[:, col["model"]].astype(np.intp) if "model" in col else np.zeros(len(X), np.intp)
+        lg = (X[:, col["log_type"]].astype(np.intp) if "log_type" in col
+              else np.zeros(len(X), np.intp))
+        return self.table.lookup(rows, m, lg, X[:, 0]).astype(np.float64)
