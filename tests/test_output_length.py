@@ -241,8 +241,11 @@ def test_prefix_codes_vectorized_match_the_loop(learn):
 
 
 def test_history_features_known_answer():
-    df = pl.DataFrame({"arrival_s": [0.0, 1.0, 3.0, 10.0], "prompt_tokens": [10, 10, 20, 10],
-                       "output_tokens": [100, 7, 50, 9]})
+    """Outputs count once finished: finish_s = arrival + 0.5 s + 0.03 s/token gives 3.5, 4.71,
+    7.0, 10.77 s for the first four rows, so the last row (10.2 s) does not see row 3 yet."""
+    df = pl.DataFrame({"arrival_s": [0.0, 4.0, 5.0, 10.0, 10.2],
+                       "prompt_tokens": [10, 10, 20, 10, 10],
+                       "output_tokens": [100, 7, 50, 9, 5]})
     enc = Encoder.fit(df)
     X = enc.transform(df)
     col = {c: j for j, c in enumerate(enc.columns)}
@@ -251,25 +254,28 @@ def test_history_features_known_answer():
         return X[:, col[name]].tolist()
 
     lb = log_bucket
-    assert got("same_last_b") == [0, lb(100), 0, lb(7)]
-    assert got("same_last2_b") == [0, 0, 0, lb(100)]
-    assert got("same_n_b") == [lb(0), lb(1), lb(0), lb(2)]
-    assert got("same_mean_b") == [0, lb(100), 0, lb(53.5)]
-    assert got("same_gap_b") == [0, lb(1.0), 0, lb(9.0)]
+    assert got("same_last_b") == [0, lb(100), 0, lb(7), lb(7)]
+    assert got("same_last2_b") == [0, 0, 0, lb(100), lb(100)]
+    assert got("same_n_b") == [lb(0), lb(1), lb(0), lb(2), lb(2)]
+    assert got("same_mean_b") == [0, lb(100), 0, lb(53.5), lb(53.5)]
+    assert got("same_gap_b") == [0, lb(4.0), 0, lb(6.0), lb(6.2)]
     # 10 // 16 = 0, 20 // 16 = 1: prompt 20 has no similar-length history
-    assert got("near_last_b") == [0, lb(100), 0, lb(7)]
-    assert got("near_med_b") == [0, lb(100), 0, lb(53.5)]
-    assert got("recent_med_b") == [0, 0, 0, 0]  # fewer than RECENT_MIN outputs so far
+    assert got("near_last_b") == [0, lb(100), 0, lb(7), lb(7)]
+    assert got("near_med_b") == [0, lb(100), 0, lb(53.5), lb(53.5)]
+    assert got("recent_med_b") == [0] * 5  # fewer than RECENT_MIN outputs so far
 
 
 @pytest.mark.parametrize("learn", [True, False])
-def test_history_vectorized_matches_sequential(learn):
-    """history_codes over a frame equals LengthHistory.codes / observe row by row (repeated
-    lengths, unobserved rows, unknown arrivals, a history learned before the frame), and so
-    does the learned state."""
+@pytest.mark.parametrize("arrivals", ["some unknown", "all known"])
+def test_history_vectorized_matches_sequential(learn, arrivals):
+    """history_codes over a frame equals LengthHistory.codes / observe one event at a time
+    (repeated lengths, unobserved rows, a history learned before the frame), and so does the
+    learned state. With an unknown arrival each row sees the earlier rows; with all arrivals
+    known a row sees the outputs that finished (finish_s) before it arrived."""
     from servecast.predictors.output_length.history import (
         HISTORY,
         LengthHistory,
+        finish_s,
         history_codes,
     )
 
@@ -279,18 +285,28 @@ def test_history_vectorized_matches_sequential(learn):
     out = rng.integers(0, 3000, n).astype(float)
     out[rng.random(n) < 0.1] = np.nan
     t = np.cumsum(rng.exponential(2.0, n))
-    t[rng.random(n) < 0.05] = np.nan
+    if arrivals == "some unknown":
+        t[rng.random(n) < 0.05] = np.nan
     before = LengthHistory()
     for i in range(400):
         before.observe(prompt[i], out[i] if out[i] == out[i] else 5.0, t[i])
     a, b = before.copy(), before.copy()
     got = history_codes(prompt[400:], out[400:], t[400:], a, learn)
-    want = []
-    for i in range(400, n):
-        want.append(b.codes(prompt[i], None if t[i] != t[i] else t[i]))
-        if out[i] == out[i]:  # later rows of the frame see it, learned or not
+    # events: (time, 0 = a finish is observed / 1 = an arrival asks, row)
+    rows = range(400, n)
+    if arrivals == "some unknown":  # row order: a row is observed right after it asks
+        events = [(i, k, i) for i in rows for k in (1, 0)]
+    else:
+        done = finish_s(t, out)
+        events = sorted([(t[i], 1, i) for i in rows] +
+                        [(done[i], 0, i) for i in rows if out[i] == out[i]])
+    want = {}
+    for _, asks, i in events:
+        if asks:
+            want[i] = b.codes(prompt[i], None if t[i] != t[i] else t[i])
+        elif out[i] == out[i]:  # later rows of the frame see it, learned or not
             b.observe(prompt[i], out[i], None if t[i] != t[i] else t[i])
-    want = np.array(want)
+    want = np.array([want[i] for i in rows])
     for j, name in enumerate(HISTORY):
         assert np.array_equal(got[name], want[:, j]), name
     sa, sb = a.arrays(), (b if learn else before).arrays()
@@ -300,8 +316,11 @@ def test_history_vectorized_matches_sequential(learn):
 
 
 def test_runtime_matches_predict_on_a_sequence(azure, fitted):
-    """A scheduler calling output_length(arrival_s=...) then observe(...) request by request
-    gets exactly what predict gives on the same rows (each row sees the earlier ones)."""
+    """A scheduler calling output_length(arrival_s=...) when a request arrives and
+    observe(...) when it finishes gets exactly what predict gives on the same rows (each row
+    sees the outputs that finished, by history.finish_s, before it arrived)."""
+    from servecast.predictors.output_length.history import finish_s
+
     _, test, _ = azure
     model, path = fitted
     assert "same_last_b" in model.encoder.columns
@@ -309,11 +328,16 @@ def test_runtime_matches_predict_on_a_sequence(azure, fitted):
     want = model.predict(rows).to_numpy()
     rt = Runtime.load(path)
     assert rt.forest is not None
-    got = []
-    for r in rows.iter_rows(named=True):
-        got.append(rt.output_length(r["prompt_tokens"], arrival_s=r["arrival_s"]))
-        rt.observe(None, r["prompt_tokens"], r["output_tokens"], arrival_s=r["arrival_s"])
-    assert np.allclose(np.array(got), want, rtol=1e-9, atol=1e-9)
+    t, p, y = (rows[c].to_numpy() for c in ("arrival_s", "prompt_tokens", "output_tokens"))
+    done = finish_s(t, y)
+    got = {}
+    for _, asks, i in sorted([(t[i], 1, i) for i in range(len(t))] +
+                             [(done[i], 0, i) for i in range(len(t))]):
+        if asks:
+            got[i] = rt.output_length(p[i], arrival_s=t[i])
+        else:
+            rt.observe(None, p[i], y[i], arrival_s=t[i])
+    assert np.allclose(np.array([got[i] for i in range(len(t))]), want, rtol=1e-9, atol=1e-9)
     # the history moved the estimates (the features are live, not constant)
     fresh = Runtime.load(path)
     alone = [fresh.output_length(r["prompt_tokens"]) for r in rows.iter_rows(named=True)]

@@ -143,8 +143,9 @@ class Encoder:
         """Feature matrix (rows aligned with `df`, columns `self.columns`, float64).
 
         Session features use earlier rows of the same session in `df` (by `turn`, else row
-        order); prefix and prompt-length history features use every earlier row with an
-        output (and, once fitted, the training rows). With `learn` the rows' outputs are added
+        order); prefix features use every earlier row with an output, prompt-length history
+        features the rows finished before the row arrived (history.py), and, once fitted,
+        the training rows. With `learn` the rows' outputs are added
         to the prefix index and the history.
         """
         n = df.height

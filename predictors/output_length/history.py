@@ -17,6 +17,12 @@ for the next one. For each request, using only EARLIER observed requests (rows w
   recent_med_b   1 + log2 bucket of the median of the last RECENT_KEEP outputs of any request
                  (0 until RECENT_MIN are known)
 
+An output is known only once its request has finished. Where every row has an arrival, the
+vectorized form lets row j's output count for row i only if j finished before i arrived,
+with j's finish estimated as `finish_s` = arrival + TTFT_S + DECODE_S_PER_TOKEN x output
+(traces record arrivals, not completions); without arrivals each row sees the earlier rows.
+A live scheduler gets the same by calling `observe` when a request completes.
+
 0 means "unknown / no such request". `LengthHistory` is the state (what the runtime keeps and
 `observe` updates, one request at a time); `history_codes` is the vectorized form over a frame
 (same numbers: tests/test_output_length.py checks both against each other). Pure Python on
@@ -35,6 +41,7 @@ HISTORY = ["same_last_b", "same_last2_b", "same_n_b", "same_mean_b", "same_gap_b
 NEAR_WIDTH = 16  # tokens per "similar length" bucket
 NEAR_KEEP = 5  # outputs kept per length bucket
 RECENT_KEEP, RECENT_MIN = 50, 5  # outputs of any request kept / needed for the median
+TTFT_S, DECODE_S_PER_TOKEN = 0.5, 0.03  # assumed finish: first token, then ~33 tokens/s
 FILE = "history.npz"
 _NAN = float("nan")
 
@@ -155,19 +162,30 @@ class LengthHistory:
         return LengthHistory.from_arrays(self.arrays())
 
 
-def _before(k: int):
-    """Row positions of `k` pseudo-rows (the state) placed before row 0, in order."""
+def finish_s(arrival, output):
+    """Estimated finish time (s) of requests that arrived at `arrival` (s) and produced
+    `output` tokens (numpy arrays)."""
+    return arrival + TTFT_S + DECODE_S_PER_TOKEN * output
+
+
+def _positions(arrival, output):
+    """(query position of each row, position from which its output is visible): arrival and
+    `finish_s` where every arrival is known, else the row index for both (earlier rows)."""
     import numpy as np
 
-    return np.arange(-k, 0, dtype=np.int64)
+    if len(arrival) and np.isfinite(arrival).all():
+        return arrival, finish_s(arrival, output)
+    pos = np.arange(len(arrival), dtype=np.float64)
+    return pos, pos
 
 
 def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = False) -> dict:
     """Vectorized history codes of a frame's rows (numpy arrays `prompt`, `output` (NaN = not
-    observed), `arrival` (NaN = unknown)) after the requests in `hist`, rows in order.
+    observed), `arrival` (NaN = unknown)) after the requests in `hist`: each row sees the
+    outputs visible when it arrives (module docstring).
 
     Returns {name: float64 array} for HISTORY. With `learn`, the observed rows are added to
-    `hist` (as `observe` would, in row order).
+    `hist` (as `observe` would, in the order they become visible).
     """
     import numpy as np
     import polars as pl
@@ -183,9 +201,25 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
     # pseudo-rows carrying the state before the frame, then the frame's observed rows:
     # `w` / `ws` are count / output-sum contributions, `prev` the output before the row
     k0, v0 = st["same_keys"], st["same_vals"]
+    qpos, vis = _positions(arrival, output)
     fr = np.flatnonzero(obs)
+    fr = fr[np.argsort(vis[fr], kind="stable")]  # observations in the order they are known
+    start = min(qpos.min(initial=0.0), vis[fr].min(initial=0.0)) - 1.0
+
+    def before(k: int) -> np.ndarray:  # positions of k state pseudo-rows, before everything
+        return start - k + np.arange(k, dtype=np.float64)
+
+    def asof(right: pl.DataFrame, by: np.ndarray | None) -> pl.DataFrame:
+        """Per row (in row order): the latest `right` row visible before it arrives."""
+        left = pl.DataFrame({"row": np.arange(n), "i": qpos,
+                             **({} if by is None else {"key": by})}).sort("i", "row")
+        got = left.join_asof(right, on="i", by=None if by is None else "key",
+                             strategy="backward", allow_exact_matches=False,
+                             check_sortedness=False)
+        return got.sort("row")
+
     same = pl.DataFrame({
-        "i": np.r_[_before(len(k0)), fr],
+        "i": np.r_[before(len(k0)), vis[fr]],
         "key": np.r_[k0, prompt[fr]],
         "out": np.r_[v0[:, 0], output[fr]],
         "prev0": np.r_[v0[:, 1], np.full(len(fr), np.nan)],
@@ -200,11 +234,8 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
         pl.col("w").cum_sum().over("key").alias("cnt"),
         pl.col("ws").cum_sum().over("key").alias("sum"),
     )
-    rows = pl.DataFrame({"i": np.arange(n, dtype=np.int64), "key": prompt,
-                         "now": arrival})
-    got = rows.join_asof(same.select("i", "key", "out", "prev", "cnt", "sum", "t"),
-                         on="i", by="key", strategy="backward", allow_exact_matches=False,
-                         check_sortedness=False)
+    got = asof(same.select("i", "key", "out", "prev", "cnt", "sum", "t"), prompt)
+    got = got.with_columns(pl.Series("now", arrival))
     last = got["out"].fill_null(np.nan).to_numpy()
     cnt = got["cnt"].fill_null(0.0).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -220,24 +251,21 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
     pk, pv = np.repeat(nk, NEAR_KEEP), nv.reshape(-1)
     keep = ~np.isnan(pv)
     bucket = np.floor(prompt).astype(np.int64) // NEAR_WIDTH
-    near = pl.DataFrame({"i": np.r_[_before(int(keep.sum())), fr],
+    near = pl.DataFrame({"i": np.r_[before(int(keep.sum())), vis[fr]],
                          "key": np.r_[pk[keep], bucket[fr]],
                          "out": np.r_[pv[keep], output[fr]]})
     near = near.with_columns(
         pl.col("out").rolling_median(NEAR_KEEP, min_samples=1).over("key").alias("med"))
-    got = pl.DataFrame({"i": np.arange(n, dtype=np.int64), "key": bucket}).join_asof(
-        near, on="i", by="key", strategy="backward", allow_exact_matches=False,
-        check_sortedness=False)
+    got = asof(near, bucket)
     out["near_last_b"] = log_buckets(got["out"].fill_null(np.nan).to_numpy())
     out["near_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
     # any request: rolling median of the last RECENT_KEEP outputs
     r0 = st["recent"]
-    rec = pl.DataFrame({"i": np.r_[_before(len(r0)), fr],
+    rec = pl.DataFrame({"i": np.r_[before(len(r0)), vis[fr]],
                         "out": np.r_[r0, output[fr]]})
     rec = rec.with_columns(pl.col("out").rolling_median(RECENT_KEEP, min_samples=RECENT_MIN)
                            .alias("med"))
-    got = pl.DataFrame({"i": np.arange(n, dtype=np.int64)}).join_asof(
-        rec, on="i", strategy="backward", allow_exact_matches=False, check_sortedness=False)
+    got = asof(rec, None)
     out["recent_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
     if learn and len(fr):  # the state after the frame: what `observe` row by row gives
         last = same.group_by("key", maintain_order=True).last().sort("key")
