@@ -154,6 +154,12 @@ def test_prefix_features_known_answer():
     col = {c: j for j, c in enumerate(enc.columns)}
     assert X[:, col["prefix_b"]].tolist() == [0, log_bucket(3), 0]
     assert X[:, col["prefix_out_b"]].tolist() == [0, log_bucket(40), 0]
+    # with arrivals, the first request (finished at 0 + 0.5 + 0.03 * 40 = 1.7 s) is seen by
+    # the second only if that arrives later
+    for t1, seen in ((1.0, 0), (2.0, log_bucket(3))):
+        timed = df.with_columns(arrival_s=pl.Series([0.0, t1, 3.0]))
+        enc = Encoder.fit(timed)
+        assert enc.transform(timed)[:, col["prefix_b"]].tolist() == [0, seen, 0]
 
 
 def test_session_features_known_answer():
@@ -207,10 +213,12 @@ def test_heads_fall_back_to_the_segment_baseline_without_signal(tmp_path):
 
 
 @pytest.mark.parametrize("learn", [True, False])
-def test_prefix_codes_vectorized_match_the_loop(learn):
-    """The vectorized prefix features equal the row-by-row reference, and so does the
+@pytest.mark.parametrize("arrivals", [False, True])
+def test_prefix_codes_vectorized_match_the_loop(learn, arrivals):
+    """The vectorized prefix features equal the event-by-event reference, and so does the
     learned prefix index (shared prefixes, empty / null lists, missing outputs, large and
-    negative block ids, a prefix index learned before the frame)."""
+    negative block ids, a prefix index learned before the frame; rows in order, or with
+    arrivals: outputs seen once finished)."""
     rng = np.random.default_rng(7)
     roots = [rng.integers(-2**62, 2**62, size=int(rng.integers(1, 12))).tolist()
              for _ in range(30)]
@@ -227,6 +235,8 @@ def test_prefix_codes_vectorized_match_the_loop(learn):
     df = pl.DataFrame({"prompt_tokens": [100] * len(rows), "output_tokens": outs,
                        "prefix_hashes": rows},
                       schema_overrides={"prefix_hashes": pl.List(pl.Int64)})
+    if arrivals:  # ~2 s apart, outputs finish 0.5-150 s later: many not yet seen
+        df = df.with_columns(arrival_s=np.cumsum(rng.exponential(2.0, df.height)))
     fit = Encoder.fit(df)
     fit.transform(df[:200], learn=True)  # an index from earlier requests
     a, b = Encoder.from_state(fit.state()), Encoder.from_state(fit.state())

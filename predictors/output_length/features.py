@@ -27,7 +27,12 @@ from servecast.predictors.output_length.buckets import (  # noqa: F401 - re-expo
     log_bucket,
     log_buckets,
 )
-from servecast.predictors.output_length.history import HISTORY, LengthHistory, history_codes
+from servecast.predictors.output_length.history import (
+    HISTORY,
+    LengthHistory,
+    history_codes,
+    visibility_positions,
+)
 
 CONTEXT = ["turn_b", "prev_out_b", "growth_b"]  # session codes the runtime tracks itself
 PREFIX = ["prefix_b", "prefix_out_b"]
@@ -35,6 +40,17 @@ TIME = ["hour", "weekday"]
 CATEGORIES = ["model", "log_type"]
 ALL = ["prompt_tokens", *CATEGORIES, *CONTEXT, *PREFIX, *TIME, *HISTORY]
 _MASK = (1 << 61) - 1
+
+
+def visibility(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(when each row asks, from when its output is known) on one axis: arrival and estimated
+    finish (history.finish_s) where every row has an arrival, else the row index for both."""
+    n = df.height
+    arrival = (df["arrival_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+               if "arrival_s" in df.columns else np.full(n, np.nan))
+    output = (df["output_tokens"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+              if "output_tokens" in df.columns else np.full(n, np.nan))
+    return visibility_positions(arrival, output)
 
 
 def to_polars(frame) -> pl.DataFrame:
@@ -143,10 +159,9 @@ class Encoder:
         """Feature matrix (rows aligned with `df`, columns `self.columns`, float64).
 
         Session features use earlier rows of the same session in `df` (by `turn`, else row
-        order); prefix features use every earlier row with an output, prompt-length history
-        features the rows finished before the row arrived (history.py), and, once fitted,
-        the training rows. With `learn` the rows' outputs are added
-        to the prefix index and the history.
+        order); prefix and prompt-length history features the rows finished before the row
+        arrived (`visibility`, history.py) and, once fitted, the training rows. With `learn`
+        the rows' outputs are added to the prefix index and the history.
         """
         n = df.height
         feats: dict[str, np.ndarray] = {
@@ -223,9 +238,10 @@ class Encoder:
                              self.history, learn)
 
     def _prefix_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
-        """Longest block prefix each row shares with an earlier request (earlier rows of `df`
-        in order, then the prefix index) and the output of the latest such request.
-        Vectorized (`_prefix_codes_loop` is the row-by-row reference; same results)."""
+        """Longest block prefix each row shares with a request finished before it arrived
+        (rows of `df` by `visibility`, then the prefix index) and the output of the latest
+        such request. Vectorized (`_prefix_codes_loop` is the event-by-event reference; same
+        results)."""
         n = df.height
         if "prefix_hashes" not in df.columns:
             return {"prefix_b": np.zeros(n), "prefix_out_b": np.zeros(n)}
@@ -258,29 +274,22 @@ class Encoder:
         keys = keys.astype(np.int64)  # < 2**61: same values as the Python ints
         outs = (df["output_tokens"].cast(pl.Float64).to_numpy() if "output_tokens" in df.columns
                 else np.full(n, np.nan))
-        m = len(keys)
-        # occurrences by (key, row): rows are already ascending, so a stable sort on key
-        order = np.argsort(keys, kind="stable")
-        sk, sr = keys[order], row[order]
-        so = outs[sr]  # output of the occurrence's row (NaN: not observed)
-        pos = np.arange(m)
-        new_key = np.r_[True, sk[1:] != sk[:-1]] if m else np.zeros(0, bool)
-        new_blk = new_key | np.r_[True, sr[1:] != sr[:-1]] if m else new_key
-        key_start = np.maximum.accumulate(np.where(new_key, pos, 0)) if m else pos
-        blk_start = np.maximum.accumulate(np.where(new_blk, pos, 0)) if m else pos
-        last_valid = np.maximum.accumulate(np.where(~np.isnan(so), pos, -1)) if m else pos
-        # what a row sees: the output of the latest earlier row (in frame) with that key ...
-        lv = np.where(blk_start > 0, last_valid[np.maximum(blk_start - 1, 0)], -1)
-        ok = lv >= key_start
-        seen_s = np.where(ok, so[np.maximum(lv, 0)], np.nan)
+        qpos, vis = visibility(df)
+        # what each block occurrence sees: the output of the latest request with that block
+        # key that finished before its row arrived (history.py's rule) ...
+        occ = pl.DataFrame({"occ": np.arange(len(keys)), "key": keys, "i": qpos[row]})
+        seen_rows = np.flatnonzero(~np.isnan(outs[row]))
+        done = pl.DataFrame({"key": keys[seen_rows], "i": vis[row[seen_rows]],
+                             "out": outs[row[seen_rows]]}).sort("i", maintain_order=True)
+        seen = occ.sort("i", "occ").join_asof(
+            done, on="i", by="key", strategy="backward", allow_exact_matches=False,
+            check_sortedness=False).sort("occ")["out"].fill_null(np.nan).to_numpy().copy()
         if self.prefix_index:  # ... else the output learned before this frame
             known_k, known_v = self._index_arrays()
-            miss = np.flatnonzero(~ok)
-            j = np.searchsorted(known_k, sk[miss]).clip(0, len(known_k) - 1)
-            hit = known_k[j] == sk[miss]
-            seen_s[miss[hit]] = known_v[j[hit]]
-        seen = np.empty(m)
-        seen[order] = seen_s
+            miss = np.flatnonzero(np.isnan(seen))
+            j = np.searchsorted(known_k, keys[miss]).clip(0, len(known_k) - 1)
+            hit = known_k[j] == keys[miss]
+            seen[miss[hit]] = known_v[j[hit]]
         matched = np.flatnonzero(~np.isnan(seen))  # row-major, k ascending within a row
         rm = row[matched]
         last = matched[np.r_[rm[1:] != rm[:-1], True]] if len(matched) else matched
@@ -288,13 +297,10 @@ class Encoder:
         best_out = np.full(n, np.nan)
         best[row[last]] = k[last]
         best_out[row[last]] = seen[last]
-        if learn:  # per key, the output of its latest observed row
-            end = np.r_[new_key[1:], True] if m else new_key
-            e_lv = last_valid[end]
-            keep = e_lv >= key_start[end]
-            self.prefix_index.update(zip(sk[end][keep].tolist(),
-                                         so[e_lv[keep]].astype(np.int64).tolist(),
-                                         strict=True))
+        if learn and len(done):  # per key, the output of its latest finished row
+            latest = done.group_by("key", maintain_order=True).last()
+            self.prefix_index.update(zip(latest["key"].to_list(),
+                                         latest["out"].cast(pl.Int64).to_list(), strict=True))
             self._index_cache = None
         return {"prefix_b": np.where(best > 0, log_buckets(best), 0).astype(np.float64),
                 "prefix_out_b": log_buckets(best_out).astype(np.float64)}
@@ -312,7 +318,7 @@ class Encoder:
         return cache[0], cache[1]
 
     def _prefix_codes_loop(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
-        """Row-by-row reference of `_prefix_codes`."""
+        """Event-by-event reference of `_prefix_codes`."""
         n = df.height
         blocks = np.zeros(n)
         pout = np.zeros(n)
@@ -321,18 +327,26 @@ class Encoder:
         hashes = df["prefix_hashes"].to_list()
         outs = (df["output_tokens"].to_list() if "output_tokens" in df.columns else [None] * n)
         index = self.prefix_index if learn else dict(self.prefix_index)
-        for i, hs in enumerate(hashes):
+        qpos, vis = visibility(df)
+        # events in time order: a row asks at arrival (0), is observed once finished (1);
+        # an output finishing exactly when a row arrives is not seen by it (strictly before)
+        events = sorted([(qpos[i], 0, i) for i in range(n)] +
+                        [(vis[i], 1, i) for i in range(n) if outs[i] is not None])
+        for _, observed, i in events:
+            asks = not observed
+            hs = hashes[i]
             if not hs:
                 continue
             h, best, best_out, keys = 0, 0, None, []
             for k, b in enumerate(hs, 1):
                 h = (h * 1_000_003 + int(b) + 1) & _MASK
                 keys.append(h)
-                if h in index:
+                if asks and h in index:
                     best, best_out = k, index[h]
-            blocks[i] = log_bucket(best) if best else 0
-            pout[i] = log_bucket(best_out) if best_out is not None else 0
-            if outs[i] is not None:  # the request is observed once it completes
+            if asks:
+                blocks[i] = log_bucket(best) if best else 0
+                pout[i] = log_bucket(best_out) if best_out is not None else 0
+            else:
                 for key in keys:
                     index[key] = int(outs[i])
         if learn:

@@ -168,7 +168,7 @@ def finish_s(arrival, output):
     return arrival + TTFT_S + DECODE_S_PER_TOKEN * output
 
 
-def _positions(arrival, output):
+def visibility_positions(arrival, output):
     """(query position of each row, position from which its output is visible): arrival and
     `finish_s` where every arrival is known, else the row index for both (earlier rows)."""
     import numpy as np
@@ -201,7 +201,7 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
     # pseudo-rows carrying the state before the frame, then the frame's observed rows:
     # `w` / `ws` are count / output-sum contributions, `prev` the output before the row
     k0, v0 = st["same_keys"], st["same_vals"]
-    qpos, vis = _positions(arrival, output)
+    qpos, vis = visibility_positions(arrival, output)
     fr = np.flatnonzero(obs)
     fr = fr[np.argsort(vis[fr], kind="stable")]  # observations in the order they are known
     start = min(qpos.min(initial=0.0), vis[fr].min(initial=0.0)) - 1.0
