@@ -13,8 +13,11 @@ preemption makes SJF thrash on recompute); long requests can therefore starve un
 which shows in p99 JCT.
 
 Policies: fcfs, sjf_pred (shortest predicted p50 first), sjf_oracle (true output length),
-kv_p90 / kv_worst (FCFS order, admit only if prompt + reserved output fits the budget, the
-reservation being the predicted p90 or the worst case `max_output`).
+sjf_pred_aging (predicted p50 minus `aging_tokens_per_s` x seconds waited: every waiting
+request ages at the same rate, so this is the static key p50 + rate x arrival; it bounds the
+starvation of long requests), kv_p90 / kv_worst (FCFS order, admit only if prompt + reserved
+output fits the budget, the reservation being the predicted p90 or the worst case
+`max_output`).
 Times in seconds, token counts in tokens.
 """
 
@@ -27,7 +30,7 @@ import polars as pl
 
 from servecast.errors import InvalidInputError
 
-POLICIES = ("fcfs", "sjf_pred", "sjf_oracle", "kv_p90", "kv_worst")
+POLICIES = ("fcfs", "sjf_pred", "sjf_oracle", "sjf_pred_aging", "kv_p90", "kv_worst")
 
 
 @dataclass
@@ -43,6 +46,7 @@ class ServingConfig:
       ms; 0 gives the plain a + b * tokens model (decode batches ~3x too fast for a 7B)
     preempt: victim when KV runs out: "priority" (lowest priority, ties newest; vLLM) or
       "newest" (the most recently admitted, whatever the policy)
+    aging_tokens_per_s: priority credit of `sjf_pred_aging` per second waited, tokens/s
     """
 
     iter_base_ms: float = 7.0
@@ -54,6 +58,7 @@ class ServingConfig:
     iter_kv_ms: float = 0.0003
     preempt: str = "priority"
     watermark: float = 0.01
+    aging_tokens_per_s: float = 2.0
 
 
 def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
@@ -206,6 +211,7 @@ def whatif(frame, p50: np.ndarray, p90: np.ndarray, load: float = 0.9,
     arr = scale_arrivals(df["arrival_s"].to_numpy(), load * cap)
     setups = {
         "fcfs": {}, "sjf_pred": {"priority": p50}, "sjf_oracle": {"priority": out},
+        "sjf_pred_aging": {"priority": p50 + cfg.aging_tokens_per_s * arr},
         "kv_p90": {"reserve": np.ceil(p90)},
         "kv_worst": {"reserve": np.full(df.height, float(cfg.max_output))},
     }

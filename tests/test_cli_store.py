@@ -160,3 +160,12 @@ def test_store_and_query_errors_exit_2(cli_db, tmp_path):
     user_error(servecast("sql", "SELEC nonsense", "--db", cli_db), "SQL error")
     user_error(servecast("ingest", "burstgpt", tmp_path / "gone.csv", "--db", cli_db),
                str(tmp_path / "gone.csv"), "no such file")
+
+
+def test_whatif_replays_the_held_out_requests(cli_db):
+    """`servecast whatif` trains a fast model on the first 70% and prints one row per policy."""
+    out = servecast("whatif", "conv", "--db", cli_db, "--max-rows", "400", "--aging", "5")
+    assert out.returncode == 0, out.stderr
+    for policy in ("fcfs", "sjf_pred", "sjf_oracle", "sjf_pred_aging", "kv_p90", "kv_worst"):
+        assert policy in out.stdout
+    user_error(servecast("whatif", "conv", "--db", cli_db, "--load", "0"), "load factor 0")

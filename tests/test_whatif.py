@@ -53,6 +53,22 @@ def test_sjf_and_preemption_on_a_burst():
     assert np.all(np.isfinite(worst["jct_s"]))
 
 
+def test_aging_bounds_the_wait_of_a_long_request():
+    # a long request (predicted 2000 tokens) arrives at 0.05 s into a stream of short ones
+    # (one every 0.1 s, 0.2 s of service each, one running request at a time: the queue
+    # grows): SJF serves it after every short one (~80 s); with 100 tokens/s of aging it
+    # overtakes the short ones that arrive 19.85+ s after it (~42 s)
+    n = 400
+    arr = np.r_[0.05, np.arange(n - 1) * 0.1]
+    prompt, out = np.full(n, 10), np.r_[200, np.full(n - 1, 20)]
+    pred = np.r_[2000.0, np.full(n - 1, 20.0)]
+    cfg = ServingConfig(iter_base_ms=10.0, iter_token_ms=0.0, iter_kv_ms=0.0, max_batch=1)
+    sjf = simulate(arr, prompt, out, priority=pred, config=cfg)
+    aged = simulate(arr, prompt, out, priority=pred + 100.0 * arr, config=cfg)
+    assert sjf["jct_s"][0] > 75.0  # served last
+    assert aged["jct_s"][0] < 0.6 * sjf["jct_s"][0]
+
+
 def test_whatif_on_azure_conversation(data):
     import tempfile
     from pathlib import Path
@@ -78,6 +94,7 @@ def test_whatif_on_azure_conversation(data):
     # more than admitting on the prompt alone (with vLLM's 1% watermark both are rare)
     assert r["sjf_oracle"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
     assert r["sjf_pred"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
+    assert r["sjf_pred_aging"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
     assert r["kv_p90"]["preemptions"] <= r["fcfs"]["preemptions"]
     assert r["kv_worst"]["preemptions"] == 0
     assert (res["arrival_rps"] < res["capacity_rps"]).all()

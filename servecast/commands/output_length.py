@@ -85,16 +85,20 @@ def whatif(
     iter_kv_ms: float = typer.Option(
         0.0003, "--iter-kv-ms", help="c: ms per cached KV token read in decode (0: a + b*tokens)"),
     watermark: float = typer.Option(0.01, "--watermark", help="KV share kept free (vLLM 1%)"),
+    aging: float = typer.Option(2.0, "--aging",
+                                help="sjf_pred_aging: priority tokens per s waited"),
     max_rows: int = typer.Option(0, "--max-rows", help="replay only the first N test requests"),
     db: Path = DbOption,
 ) -> None:
     """Replay the held-out part of TRACE on one continuous-batching instance under FCFS,
-    SJF (predicted p50 / oracle) and KV admission (predicted p90 / worst case)."""
+    SJF (predicted p50 / oracle / predicted p50 with aging) and KV admission (predicted p90 /
+    worst case)."""
     from servecast.analytics.whatif import ServingConfig, sjf_gain, whatif_trace
     from servecast.store import Store
 
     cfg = ServingConfig(iter_base_ms=iter_base_ms, iter_token_ms=iter_token_ms,
-                        iter_kv_ms=iter_kv_ms, watermark=watermark, kv_tokens=kv_tokens)
+                        iter_kv_ms=iter_kv_ms, watermark=watermark, kv_tokens=kv_tokens,
+                        aging_tokens_per_s=aging)
     with Store(db, read_only=True) as store:
         result = whatif_trace(store, trace, models=models, load=load, config=cfg,
                               max_rows=max_rows or None)
