@@ -71,7 +71,7 @@ def whatif_policies(result: pl.DataFrame) -> Figure:
     x = np.arange(result.height)
     ax.bar(x - 0.2, result["mean_jct_s"].to_numpy(), 0.4, label="mean JCT")
     ax.bar(x + 0.2, result["p99_jct_s"].to_numpy(), 0.4, label="p99 JCT")
-    ax.set_xticks(x, result["policy"].to_list())
+    ax.set_xticks(x, result["policy"].to_list(), rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("job completion time (s)")
     ax.legend(fontsize=8)
     return fig

@@ -3,8 +3,8 @@ length produced (codes; counts in tokens, times in seconds).
 
 Identical prompt lengths recur in production traces (templates, retried or repeated prompts),
 and the output of an earlier request with exactly the same `prompt_tokens` is a strong hint
-for the next one. For each request, using only EARLIER observed requests (rows with an
-`output_tokens` value; the model's training rows first, then earlier rows of the frame):
+for the next one. For each request, using only requests FINISHED before it arrived (rows
+with an `output_tokens` value; the model's training rows first, then rows of the frame):
 
   same_last_b    1 + log2 bucket of the output of the latest request with the same prompt_tokens
   same_last2_b   the same for the second-latest such request
