@@ -1,7 +1,7 @@
 """Output-length acceptance numbers: every model next to its baselines (tokens).
 
-  .venv/bin/python benchmarks/output_length_eval.py [--text-rows N] [--skip-text] [--traces T]
-      [--train-frac 0.7] [--skip-whatif]
+  .venv/bin/python benchmarks/output_length_eval.py [--text-rows N] [--text-seed S]
+      [--skip-text] [--traces T] [--train-frac 0.7] [--skip-whatif]
 
 Azure conversation / code (time split 70/30), each with and without the prompt-length history
 features, Mooncake with and without prefix features,
@@ -84,6 +84,7 @@ def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--text-rows", type=int, default=20000)
+    ap.add_argument("--text-seed", type=int, default=0, help="which conversations are sampled")
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-whatif", action="store_true")
     ap.add_argument("--fast", action="store_true", help="demo GBM settings (80 trees)")
@@ -129,7 +130,8 @@ def main() -> None:
         replay_aware(model, test, res)
     if not args.skip_text:
         df = load_requests(store, "sharegpt", text=True)
-        sessions = df["session_id"].unique().sort().sample(fraction=1.0, seed=0, shuffle=True)
+        sessions = df["session_id"].unique().sort().sample(fraction=1.0, seed=args.text_seed,
+                                                           shuffle=True)
         keep, n = [], 0
         counts = dict(df.group_by("session_id").len().iter_rows())
         for s in sessions.to_list():

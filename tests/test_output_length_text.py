@@ -74,6 +74,37 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
         model.predict({"prompt_tokens": [3]})
 
 
+def test_fine_tuned_encoder_trains_once_and_travels_with_the_model(sharegpt, cache, tmp_path,
+                                                                   monkeypatch):
+    """finetune_epochs > 0: the encoder is tuned with Lightning once (the refit on all rows
+    reuses it), moves away from the pretrained weights, is saved with the model, and the
+    loaded model, the Estimator and predict agree."""
+    import torch
+
+    from servecast.estimator import Estimator
+    from servecast.predictors.output_length import finetune as ft
+    from servecast.predictors.output_length.embeddings import TUNED_FILE, encoder
+
+    calls = []
+    real = ft.finetune
+    monkeypatch.setattr(ft, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train, test, _ = split(sharegpt[:300])
+    model = create("text", n_estimators=20, cache=cache, finetune_epochs=1).fit(train)
+    assert calls == [1]
+    tuned = model.tuned[0].auto_model.state_dict()
+    base = encoder()[0].auto_model.state_dict()
+    moved = [k for k in tuned if not torch.equal(tuned[k], base[k])]
+    assert len(moved) > len(tuned) // 2  # the shared pretrained encoder stays untouched
+    pred = model.predict(test[:8])
+    path = model.save(tmp_path / "tuned")
+    assert (path / TUNED_FILE).is_file()
+    again = OutputLengthPredictor.load(path).predict(test[:8])
+    assert np.allclose(again.to_numpy(), pred.to_numpy(), rtol=2e-2)  # fp16 weights on disk
+    row = test.row(0, named=True)
+    e = Estimator.load(path).output_length(row["prompt_tokens"], prompt_text=row["prompt_text"])
+    assert np.allclose(e, again.row(0), rtol=1e-3)
+
+
 def test_text_model_from_another_version_is_refused(sharegpt, cache, tmp_path):
     """A dir holding the former MLP head (mlp.npz, MLP params) gives ModelVersionError."""
     import json

@@ -1,7 +1,9 @@
 """Text model: prompt sentence embedding + session metadata -> LightGBM quantile heads.
 
-Inputs: the 384-d MiniLM embedding of `prompt_text` (embeddings.py), reduced by PCA fitted
-on the training rows only (`n_components`, default 64); the metadata columns META
+Inputs: the 384-d MiniLM embedding of `prompt_text` (embeddings.py; with `finetune_epochs`
+> 0, by a copy of MiniLM first fine-tuned to output length on the training rows, finetune.py,
+and saved with the model), reduced by PCA fitted on the training rows only (`n_components`,
+default 64); the metadata columns META
 (prompt tokens, session turn, previous-output and prompt-growth buckets); the outputs of the
 nearest training prompts and the request's wording (text_features.py). Heads: LightGBM
 quantile boosting at 0.5 / 0.9 / 0.99 on log1p(tokens) (quantiles are invariant under the
@@ -23,7 +25,14 @@ import polars as pl
 
 from servecast.errors import InvalidInputError, ModelVersionError
 from servecast.predictors.output_length.core import OutputLengthModel
-from servecast.predictors.output_length.embeddings import DIM, embed
+from servecast.predictors.output_length.embeddings import (
+    DIM,
+    TUNED_FILE,
+    embed,
+    encoder,
+    load_encoder,
+    save_tuned,
+)
 from servecast.predictors.output_length.text_features import NAMES, NeighbourIndex, wording
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
@@ -67,6 +76,12 @@ def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], Neighbo
     return boosters, pca, NeighbourIndex.load(path)
 
 
+def text_encoder(path: Path):
+    """The sentence encoder a saved text model embeds with: its fine-tuned one, else the
+    shared pretrained one."""
+    return load_encoder(tuned=path) if (path / TUNED_FILE).is_file() else encoder()
+
+
 class TextModel(OutputLengthModel):
     """Embedding (PCA) + metadata quantile boosting; needs `prompt_text` in fit and predict."""
 
@@ -77,13 +92,16 @@ class TextModel(OutputLengthModel):
     def __init__(self, n_components: int = 64, n_estimators: int = 300,
                  learning_rate: float = 0.05, num_leaves: int = 15,
                  min_child_samples: int = 20, feature_fraction: float = 0.5,
-                 threads: int = 1, seed: int = 0, cache: str | None = None, **kw):
+                 threads: int = 1, seed: int = 0, cache: str | None = None,
+                 finetune_epochs: int = 0, **kw):
         super().__init__(**kw)
         self.params = dict(n_components=n_components, n_estimators=n_estimators,
                            learning_rate=learning_rate, num_leaves=num_leaves,
                            min_child_samples=min_child_samples,
                            feature_fraction=feature_fraction, threads=threads, seed=seed,
-                           cache=cache)
+                           cache=cache, finetune_epochs=finetune_epochs)
+        self.tuned = None  # the encoder fine-tuned on the first fit (finetune_epochs > 0)
+        self._tuned_memo: dict[str, np.ndarray] = {}  # prompt -> its tuned embedding
         self.boosters: list = []
         self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
         self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
@@ -91,24 +109,42 @@ class TextModel(OutputLengthModel):
     def _params(self) -> dict:
         return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
 
-    def _parts(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings (n, DIM), metadata (n, len(META)))."""
+    @staticmethod
+    def _check_text(df: pl.DataFrame) -> None:
         if "prompt_text" not in df.columns or df["prompt_text"].null_count():
             i = (int(df["prompt_text"].is_null().arg_max()) if "prompt_text" in df.columns
                  else 0)
             raise InvalidInputError(
                 f"row {i}: no prompt_text; the text model needs the prompt text (use the "
                 "metadata model for requests without text)")
+
+    def _parts(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (n, DIM), metadata (n, len(META)))."""
+        self._check_text(df)
         self.encoder.columns = list(META)
         M = self.encoder.transform(df)
         cache = Path(self.params["cache"]) if self.params["cache"] else None
-        E = embed(df["prompt_text"].to_list(), cache=cache)
-        return E, M
+        texts = df["prompt_text"].to_list()
+        if self.tuned is None:
+            return embed(texts, cache=cache), M
+        # the fine-tuned encoder's embeddings are kept in memory (the refit reuses them)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._tuned_memo))
+        if todo:
+            self._tuned_memo.update(zip(todo, embed(todo, model=self.tuned), strict=True))
+        return np.stack([self._tuned_memo[t] for t in texts]), M
 
     def _fit(self, train: pl.DataFrame) -> None:
         import lightgbm as lgb
 
         p = self.params
+        if p["finetune_epochs"] and self.tuned is None:  # once: a refit keeps the encoder
+            from servecast.predictors.output_length.finetune import finetune
+
+            self._check_text(train)
+            self.tuned = load_encoder()
+            finetune(self.tuned, train["prompt_text"].to_list(),
+                     train["prompt_tokens"].to_numpy(), train["output_tokens"].to_numpy(),
+                     epochs=p["finetune_epochs"], seed=p["seed"])
         E, M = self._parts(train)
         mean = E.astype(np.float64).mean(axis=0)
         k = max(0, min(p["n_components"], DIM, len(E) - 1))
@@ -148,9 +184,13 @@ class TextModel(OutputLengthModel):
             b.save_model(str(path / f"text_head{i}.txt"))
         np.savez(path / "pca.npz", mean=self.pca[0], components=self.pca[1])
         self.index.save(path)
+        if self.tuned is not None:
+            save_tuned(self.tuned, path)
         (path / "text.json").write_text(json.dumps(
             {"format": FORMAT, "embedding_dim": DIM, "meta": META,
-             "n_components": int(len(self.pca[1]))}))
+             "n_components": int(len(self.pca[1])),
+             "encoder": "fine-tuned" if self.tuned is not None else "pretrained"}))
 
     def _load_weights(self, path: Path, card: dict) -> None:
         self.boosters, self.pca, self.index = load_heads(path)
+        self.tuned = load_encoder(tuned=path) if (path / TUNED_FILE).is_file() else None

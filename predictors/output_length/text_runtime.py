@@ -1,6 +1,6 @@
-"""Runtime of the text model: embed the prompt (MiniLM, offline), project it on the saved
-PCA and run the LightGBM heads. Imports sentence-transformers/torch/lightgbm on load; never
-DuckDB or Lightning."""
+"""Runtime of the text model: embed the prompt (MiniLM, offline; the model's fine-tuned copy
+where it has one), project it on the saved PCA and run the LightGBM heads. Imports
+sentence-transformers/torch/lightgbm on load; never DuckDB or Lightning."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
-from servecast.predictors.output_length.text import design, head_outputs, load_heads
+from servecast.predictors.output_length.text import (
+    design,
+    head_outputs,
+    load_heads,
+    text_encoder,
+)
 
 
 class TextRuntime:
@@ -20,14 +25,12 @@ class TextRuntime:
     boosters on one row (~1 ms)."""
 
     def __init__(self, path: Path, card: dict):
-        from servecast.predictors.output_length.embeddings import encoder
-
         self.path, self.card = path, card
         state = read_state(path)
         self.encoder_state = state["encoder"]
         self.calibrator = Calibrator.from_state(state["calibrator"])
         self.boosters, self.pca, self.index = load_heads(path)
-        self.model = encoder()
+        self.model = text_encoder(path)
         self.sessions: dict[str, tuple[int, float, float]] = {}
 
     def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,

@@ -24,7 +24,8 @@ def train_output_length(
     model: str = typer.Option(None, "--model",
                               help="metadata | text | global | segment | prompt_bins | "
                                    "sliding_window (default metadata, text with --text)"),
-    fast: bool = typer.Option(False, "--fast", help="fewer trees/epochs (demo settings)"),
+    fast: bool = typer.Option(False, "--fast", help="fewer trees/epochs (demo settings; the "
+                              "text model keeps its encoder pretrained)"),
     max_rows: int = typer.Option(0, "--max-rows", help="subsample the trace (0 = all)"),
     db: Path = DbOption,
 ) -> None:

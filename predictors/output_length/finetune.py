@@ -1,0 +1,79 @@
+"""Fine-tune the prompt encoder (MiniLM) to output length, with Lightning.
+
+The sentence encoder is trained end to end under a linear head that predicts log1p(output
+tokens) from the mean-pooled prompt embedding and log2(prompt tokens), with an L1 loss (the
+median in log space). Only the encoder is kept: its embeddings then feed the text model's
+PCA, nearest-prompt index and quantile heads (text.py), which a frozen encoder trained for
+sentence similarity serves less well. AdamW (encoder 3e-5, head 1e-3) with a one-cycle
+schedule. One epoch over ~12k ShareGPT prompts (128 tokens, batch 32) takes ~15 min on 2 CPU
+cores; `make_trainer` runs the same code on a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from servecast.predictors.training import make_trainer
+
+
+def mean_pool(transformer, batch: dict) -> torch.Tensor:
+    """Mean of the token states over the attention mask (what MiniLM's pooling layer does)."""
+    hidden = transformer(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class PromptLengthTuner(pl.LightningModule):
+    """Encoder + linear head on [embedding, log2 prompt tokens / 16] -> log1p(output)."""
+
+    def __init__(self, transformer, dim: int, y_center: float, steps: int,
+                 lr: float = 3e-5, head_lr: float = 1e-3):
+        super().__init__()
+        self.transformer = transformer
+        self.head = torch.nn.Linear(dim + 1, 1)
+        self.y_center, self.steps, self.lr, self.head_lr = y_center, steps, lr, head_lr
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        e = mean_pool(self.transformer, batch)
+        return self.head(torch.cat([e, batch["prompt"]], 1)).squeeze(1) + self.y_center
+
+    def training_step(self, batch, _):
+        loss = torch.nn.functional.l1_loss(self(batch), batch["y"])
+        self.log("train_l1", loss, prog_bar=True, batch_size=len(batch["y"]))
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW([{"params": self.transformer.parameters(), "lr": self.lr},
+                                 {"params": self.head.parameters(), "lr": self.head_lr}])
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[self.lr, self.head_lr], total_steps=max(self.steps, 1), pct_start=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def finetune(st, texts: list[str], prompt_tokens: np.ndarray, output_tokens: np.ndarray,
+             epochs: int = 1, batch_size: int = 32, seed: int = 0) -> None:
+    """Tune the SentenceTransformer `st` in place on (prompt text, prompt tokens, output
+    tokens) rows; it is left in eval mode."""
+    transformer = st[0].auto_model
+    tokenizer, max_len = st.tokenizer, st.max_seq_length
+    prompt = np.log2(1.0 + np.asarray(prompt_tokens, np.float64)) / 16.0
+    y = np.log1p(np.asarray(output_tokens, np.float64))
+
+    def collate(rows: list[int]) -> dict:
+        b = dict(tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                           max_length=max_len, return_tensors="pt"))
+        b["prompt"] = torch.tensor(prompt[rows], dtype=torch.float32)[:, None]
+        b["y"] = torch.tensor(y[rows], dtype=torch.float32)
+        return {k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "prompt", "y")}
+
+    loader = DataLoader(list(range(len(texts))), batch_size=batch_size, shuffle=True,
+                        drop_last=len(texts) > batch_size, collate_fn=collate)
+    module = PromptLengthTuner(transformer, transformer.config.hidden_size,
+                               float(np.median(y)), steps=epochs * len(loader))
+    transformer.train()
+    make_trainer(max_epochs=epochs, seed=seed).fit(module, loader)
+    st.eval()
