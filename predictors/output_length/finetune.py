@@ -57,7 +57,8 @@ class PromptLengthTuner(pl.LightningModule):
 def finetune(st, texts: list[str], prompt_tokens: np.ndarray, output_tokens: np.ndarray,
              epochs: int = 1, batch_size: int = 32, seed: int = 0) -> None:
     """Tune the SentenceTransformer `st` in place on (prompt text, prompt tokens, output
-    tokens) rows; it is left in eval mode."""
+    tokens) rows; it is left in eval mode with its weights rounded to fp16 precision (what
+    `embeddings.save_tuned` stores, so a saved model predicts exactly as the fitted one)."""
     transformer = st[0].auto_model
     tokenizer, max_len = st.tokenizer, st.max_seq_length
     prompt = np.log2(1.0 + np.asarray(prompt_tokens, np.float64)) / 16.0
@@ -77,3 +78,7 @@ def finetune(st, texts: list[str], prompt_tokens: np.ndarray, output_tokens: np.
     transformer.train()
     make_trainer(max_epochs=epochs, seed=seed).fit(module, loader)
     st.eval()
+    with torch.no_grad():
+        for t in transformer.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half())
