@@ -15,8 +15,8 @@ from servecast.predictors.output_length.metrics import split
 #: Settings: `fast` for demos and tests, full for reported numbers. Metadata, full: 15 leaves
 #: of >= 50 rows (Kendall tau 0.578 vs 0.576 with 31 leaves / 20 rows on Azure conversation
 #: 70/30, 0.565 vs 0.561 on 60/40, MAE lower on both). Text: the heads are cheap, the full
-#: model first fine-tunes its encoder for one epoch (finetune.py: ~15 min for 12k prompts on
-#: 2 CPU cores; the fast one embeds with the pretrained encoder)
+#: model first fine-tunes its encoder for one epoch (finetune.py: the fit takes ~13 min for
+#: 12k prompts on 2 CPU cores; the fast one embeds with the pretrained encoder)
 SETTINGS = {
     "metadata": {True: {"n_estimators": 80, "learning_rate": 0.1},
                  False: {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15,
