@@ -42,15 +42,17 @@ ALL = ["prompt_tokens", *CATEGORIES, *CONTEXT, *PREFIX, *TIME, *HISTORY]
 _MASK = (1 << 61) - 1
 
 
+def float_col(df: pl.DataFrame, name: str) -> np.ndarray:
+    """Column `name` as float64 numpy, NaN where null or where the column is absent."""
+    if name not in df.columns:
+        return np.full(df.height, np.nan)
+    return df[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
 def visibility(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(when each row asks, from when its output is known) on one axis: arrival and estimated
     finish (history.finish_s) where every row has an arrival, else the row index for both."""
-    n = df.height
-    arrival = (df["arrival_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-               if "arrival_s" in df.columns else np.full(n, np.nan))
-    output = (df["output_tokens"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-              if "output_tokens" in df.columns else np.full(n, np.nan))
-    return visibility_positions(arrival, output)
+    return visibility_positions(float_col(df, "arrival_s"), float_col(df, "output_tokens"))
 
 
 def to_polars(frame) -> pl.DataFrame:
@@ -176,8 +178,7 @@ class Encoder:
         if self.use_history:
             feats.update(self._history_codes(df, learn))
         if self.use_time:
-            t = (df["arrival_s"].cast(pl.Float64).to_numpy() if "arrival_s" in df.columns
-                 else np.full(n, np.nan))
+            t = float_col(df, "arrival_s")
             feats["hour"] = np.where(np.isnan(t), 0, 1 + np.floor(t / 3600) % 24)
             feats["weekday"] = np.where(np.isnan(t), 0, 1 + np.floor(t / 86400) % 7)
         out = np.zeros((n, len(self.columns)))
@@ -226,16 +227,10 @@ class Encoder:
                 "growth_b": np.where(has, growth, 0)}
 
     def _history_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
-        """Prompt-length history codes (history.py) after `self.history`, rows in order."""
-        n = df.height
-
-        def col(name: str) -> np.ndarray:
-            if name not in df.columns:
-                return np.full(n, np.nan)
-            return df[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-        return history_codes(col("prompt_tokens"), col("output_tokens"), col("arrival_s"),
-                             self.history, learn)
+        """Prompt-length history codes (history.py) after `self.history`: each row sees the
+        outputs finished before it arrived (`visibility`)."""
+        return history_codes(float_col(df, "prompt_tokens"), float_col(df, "output_tokens"),
+                             float_col(df, "arrival_s"), self.history, learn)
 
     def _prefix_codes(self, df: pl.DataFrame, learn: bool) -> dict[str, np.ndarray]:
         """Longest block prefix each row shares with a request finished before it arrived
@@ -272,8 +267,7 @@ class Encoder:
             h[:cnt] = (h[:cnt] * mul + blocks[at] + np.uint64(1)) & mask
             keys[at] = h[:cnt]
         keys = keys.astype(np.int64)  # < 2**61: same values as the Python ints
-        outs = (df["output_tokens"].cast(pl.Float64).to_numpy() if "output_tokens" in df.columns
-                else np.full(n, np.nan))
+        outs = float_col(df, "output_tokens")
         qpos, vis = visibility(df)
         # what each block occurrence sees: the output of the latest request with that block
         # key that finished before its row arrived (history.py's rule) ...

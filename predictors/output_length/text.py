@@ -76,10 +76,16 @@ def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], Neighbo
     return boosters, pca, NeighbourIndex.load(path)
 
 
+def tuned_encoder(path: Path):
+    """The fine-tuned encoder saved with a text model, None where it has none."""
+    return load_encoder(tuned=path) if (path / TUNED_FILE).is_file() else None
+
+
 def text_encoder(path: Path):
     """The sentence encoder a saved text model embeds with: its fine-tuned one, else the
     shared pretrained one."""
-    return load_encoder(tuned=path) if (path / TUNED_FILE).is_file() else encoder()
+    tuned = tuned_encoder(path)
+    return encoder() if tuned is None else tuned
 
 
 class TextModel(OutputLengthModel):
@@ -193,4 +199,4 @@ class TextModel(OutputLengthModel):
 
     def _load_weights(self, path: Path, card: dict) -> None:
         self.boosters, self.pca, self.index = load_heads(path)
-        self.tuned = load_encoder(tuned=path) if (path / TUNED_FILE).is_file() else None
+        self.tuned = tuned_encoder(path)
