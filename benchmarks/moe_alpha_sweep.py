@@ -81,6 +81,11 @@ def main() -> None:
         protocol_stats,
         quality_agreement,
     )
+    from servecast.predictors.moe_congestion.decomposition import (
+        NATS_QUALITIES,
+        decompose,
+        small_moe_aux_coef,
+    )
     from servecast.predictors.moe_congestion.run import (
         RunConfig,
         checkpoints,
@@ -137,10 +142,13 @@ def main() -> None:
             big = load_snapshot(final_snapshot(run, args.final_windows, log=print))
         t1 = time.perf_counter()
         for layer in range(n_layers(big)):
-            alls.append(gamma_all_batches(big, layer, args.gamma_quality, args.types,
-                                          args.gamma_bootstrap)
-                        .with_columns(alpha=pl.lit(a), windows=pl.lit(
-                            len(big["batch"]) // meta["config"]["context"])))
+            games = gamma_all_batches(big, layer, args.gamma_quality, args.types,
+                                      args.gamma_bootstrap).with_columns(
+                alpha=pl.lit(a), windows=pl.lit(len(big["batch"]) // meta["config"]["context"]))
+            if args.gamma_quality in NATS_QUALITIES:  # the aux loss's part of gamma_eff
+                games = decompose(games, small_moe_aux_coef(a, n_layers(big)),
+                                  meta["config"]["n_experts"])
+            alls.append(games)
         print(f"alpha={a:g}: gamma_eff on all batches: snapshot {t1 - t0:.0f}s, fits "
               f"{time.perf_counter() - t1:.0f}s ({args.gamma_bootstrap} bootstrap refits)",
               flush=True)
@@ -159,9 +167,11 @@ def main() -> None:
     cmp = pl.concat(cmps)
     gq = (pl.col("quality") == args.gamma_quality) & pl.col("main")
     ga = pl.concat(alls)
+    split_cols = [c for c in ("gamma_explicit", "gamma_explicit_lo", "gamma_explicit_hi",
+                              "gamma_implicit") if c in ga.columns]
     ci = ga.filter(pl.col("model") == "congestion_multi").select(
         "alpha", "layer", "windows", "batches", "gamma", "gamma_lo", "gamma_hi", "gamma_se",
-        "beta", "beta_lo", "beta_hi", "gamma_over_beta", "train_l1")
+        "beta", "beta_lo", "beta_hi", "gamma_over_beta", "train_l1", *split_cols)
     ci_single = ga.filter(pl.col("model") == "congestion").select(
         "alpha", "layer", gamma_single="gamma", single_lo="gamma_lo", single_hi="gamma_hi")
     split = cmp.filter(gq & (pl.col("model") == "congestion_multi")).select(
@@ -182,19 +192,24 @@ def main() -> None:
     print(fin.select("alpha", "layer", "windows", "batches", "gamma", "gamma_lo", "gamma_hi",
                      "beta", "beta_lo", "beta_hi", "gamma_over_beta", "gamma_single",
                      "gamma_split", "split_lo", "split_hi", "maxvio", "eval_loss"))
+    if split_cols:
+        print("gamma_eff = gamma_explicit + gamma_implicit (decomposition.py): explicit = "
+              "beta x alpha / layers x experts, the auxiliary loss's price per unit load share "
+              "in logit units (CI from beta's)")
+        print(fin.select("alpha", "layer", "gamma", *split_cols))
     for (layer,), part in fin.group_by("layer", maintain_order=True):
         part = part.sort("alpha")
-        for col in ("gamma", "gamma_over_beta", "gamma_split"):
+        for col in ("gamma", "gamma_over_beta", "gamma_split", *split_cols[:1]):
             g = part[col].to_list()
             mono = all(x <= y for x, y in zip(g, g[1:], strict=False))
             print(f"layer {layer}: {col} non-decreasing in alpha: {mono} "
                   f"({', '.join(f'{x:.3g}' for x in g)})")
-        lo, hi = part["gamma_lo"].to_list(), part["gamma_hi"].to_list()
-        steps = []
-        for i in range(len(lo) - 1):
-            steps.append("up (CIs disjoint)" if lo[i + 1] > hi[i] else
-                         "down (CIs disjoint)" if hi[i + 1] < lo[i] else "CIs overlap")
-        print(f"layer {layer}: gamma between consecutive alphas: {'; '.join(steps)}")
+        for col in ("gamma", *split_cols[:1]):
+            lo, hi = part[f"{col}_lo"].to_list(), part[f"{col}_hi"].to_list()
+            steps = ["up (CIs disjoint)" if lo[i + 1] > hi[i] else
+                     "down (CIs disjoint)" if hi[i + 1] < lo[i] else "CIs overlap"
+                     for i in range(len(lo) - 1)]
+            print(f"layer {layer}: {col} between consecutive alphas: {'; '.join(steps)}")
     for quality in args.quality:
         if quality == args.gamma_quality:
             continue

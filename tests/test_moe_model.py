@@ -90,6 +90,33 @@ def test_recorder_on_hugging_face_moe(family):
     assert rec.loads()["tokens"].sum() == 2 * 10 * 2
 
 
+def test_explicit_gamma_is_the_aux_loss_price_per_token():
+    """d(alpha x balance loss) / d p_te times the token count is the per-token price
+    c * E * f_e (nats per unit probability) that explicit_gamma / beta states, every layer."""
+    from servecast.predictors.moe_congestion.decomposition import (
+        explicit_gamma,
+        small_moe_aux_coef,
+    )
+
+    model = tiny()
+    model.hparams.alpha = 0.1
+    model(torch.randint(0, 50, (3, 8)))
+    lasts = [b.moe.last for b in model.blocks]
+    for last in lasts:  # leaves: the partial derivative, not the path through later layers
+        last["probs"] = last["probs"].detach().requires_grad_()
+    (model.hparams.alpha * model.balance_loss()).backward()
+    coef = small_moe_aux_coef(0.1, len(model.blocks))
+    for last in lasts:
+        n, E = last["probs"].shape
+        f = np.bincount(last["choices"].ravel().numpy(), minlength=E) / last["choices"].numel()
+        price = explicit_gamma(1.0, coef, E) * f
+        np.testing.assert_allclose(last["probs"].grad.numpy() * n, np.tile(price, (n, 1)),
+                                   rtol=1e-5)
+    assert explicit_gamma(10.0, coef, E) == pytest.approx(10.0 * 0.05 * E)
+    with pytest.raises(Exception, match="aux_coef"):
+        explicit_gamma(1.0, -0.1, E)
+
+
 def test_tiny_run_trajectory_and_cli(tmp_path):
     from servecast.cli import main
     from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe
@@ -105,6 +132,9 @@ def test_tiny_run_trajectory_and_cli(tmp_path):
     assert traj.height == 3 * 2 and (traj["gamma"] >= 0).all()
     assert traj["l1_multi"].is_between(0, 2).all()
     assert {"step", "layer", "gamma_lo", "gamma_hi", "l1_softmax"} <= set(traj.columns)
+    # alpha 0.01 over 2 layers, 4 experts: gamma_explicit = beta * 0.005 * 4
+    np.testing.assert_allclose(traj["gamma_explicit"], traj["beta"] * 0.02, rtol=1e-9)
+    np.testing.assert_allclose(traj["gamma_implicit"], traj["gamma"] - traj["gamma_explicit"])
     assert main(["moe", "fit", str(run), "--out", str(tmp_path / "m"), "--types", "3"]) == 0
     assert main(["moe", "trajectory", str(tmp_path / "missing")]) == 2
 

@@ -172,11 +172,15 @@ class SmallMoELM(L.LightningModule):
         """Per-token cross-entropy (B, T), nats."""
         return F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
 
+    def balance_loss(self) -> torch.Tensor:
+        """Mean over the layers of their Switch balance loss in the last forward (1: uniform)."""
+        return torch.stack([b.moe.balance_loss() for b in self.blocks]).mean()
+
     def training_step(self, batch, _):
         (win,) = batch
         logits = self(win[:, :-1])
         ce = self.token_loss(logits, win[:, 1:]).mean()
-        bal = torch.stack([b.moe.balance_loss() for b in self.blocks]).mean()
+        bal = self.balance_loss()
         loss = ce + self.hparams.alpha * bal
         self.log_dict({"ce": ce, "balance": bal}, prog_bar=True)
         return loss

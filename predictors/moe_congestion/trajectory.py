@@ -1,7 +1,8 @@
 """gamma_eff over training checkpoints, and phase segmentation of its trend.
 
 `trajectory(run_dir)`: per checkpoint and layer, the multi-type gamma_eff with a bootstrap CI,
-the single-type gamma, held-out L1 of both and of the softmax baseline, and load imbalance.
+its explicit part (the auxiliary loss's, decomposition.py) and implicit rest, the single-type
+gamma, held-out L1 of both and of the softmax baseline, and load imbalance.
 
 `segment_phases(x, y)`: piecewise-linear fit with 1..3 segments (exhaustive breakpoints,
 BIC choice); each segment is labelled by its total change relative to the series' scale:
@@ -23,6 +24,11 @@ from servecast.predictors.moe_congestion.analysis import (
     load_snapshot,
     n_layers,
 )
+from servecast.predictors.moe_congestion.decomposition import (
+    NATS_QUALITIES,
+    decompose,
+    small_moe_aux_coef,
+)
 from servecast.predictors.moe_congestion.run import checkpoints, run_config
 
 
@@ -32,9 +38,10 @@ def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int
     """One row per (step, layer): gamma (multi-type gamma_eff), gamma_lo/gamma_hi (bootstrap
     CI), beta, gamma_single, heldout_l1 of congestion_multi / congestion / softmax / mean_loads,
     maxvio of the snapshot's loads, alpha and mean eval loss (nats); all fitted on the training
-    batches of the held-out split. `all_batches`: also gamma_all, gamma_all_lo/hi, beta_all,
-    gamma_single_all - the same games fitted on every batch of the checkpoint
-    (`gamma_all_batches`, the characterization without a held-out split)."""
+    batches of the held-out split. With the run's alpha known and quality in nats, also
+    gamma_explicit / gamma_implicit (decomposition.py). `all_batches`: also gamma_all,
+    gamma_all_lo/hi, beta_all, gamma_single_all - the same games fitted on every batch of the
+    checkpoint (`gamma_all_batches`, the characterization without a held-out split)."""
     alpha = run_config(run_dir).get("config", {}).get("alpha")
     rows = []
     for i, (step, path) in enumerate(checkpoints(run_dir)):
@@ -68,7 +75,11 @@ def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int
             if log:
                 log(f"step {step} layer {layer}: gamma_eff {cm['gamma']:.3g} "
                     f"[{cm['gamma_lo'] or float('nan'):.3g}, {cm['gamma_hi'] or float('nan'):.3g}]")
-    return pl.DataFrame(rows)
+    traj = pl.DataFrame(rows)
+    if alpha is not None and quality in NATS_QUALITIES and rows:
+        n_experts = snap[f"logits_{rows[-1]['layer']}"].shape[1]
+        traj = decompose(traj, small_moe_aux_coef(alpha, n_layers(snap)), n_experts)
+    return traj
 
 
 def _linfit_sse(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

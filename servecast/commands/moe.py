@@ -94,8 +94,10 @@ def trajectory(
 
     traj = traj_of(run_dir, quality, types, bootstrap)
     ph = phases(traj)
-    print_frame(traj.select("step", "layer", "gamma", "gamma_lo", "gamma_hi", "gamma_single",
-                            "l1_multi", "l1_single", "l1_softmax", "maxvio", "eval_loss"),
+    split = [c for c in ("gamma_explicit", "gamma_implicit") if c in traj.columns]
+    print_frame(traj.select("step", "layer", "gamma", "gamma_lo", "gamma_hi", *split,
+                            "gamma_single", "l1_multi", "l1_single", "l1_softmax", "maxvio",
+                            "eval_loss"),
                 title=f"gamma_eff trajectory of {run_dir}", max_rows=100)
     print_frame(ph, title="phases (trend segments of gamma_eff)")
     out = out or run_dir
