@@ -18,7 +18,7 @@ import polars as pl
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.output_length.calibration import Calibrator
-from servecast.predictors.output_length.features import Encoder, check_requests
+from servecast.predictors.output_length.features import Encoder, check_requests, visibility
 from servecast.predictors.output_length.history import LengthHistory
 from servecast.predictors.output_length.metrics import scores, segment_scores
 from servecast.predictors.output_length.runtime import STATE_FORMAT, read_state
@@ -95,7 +95,7 @@ class OutputLengthModel(Predictor):
         self.calibrator = Calibrator(self.window)
         if n_cal:
             self.calibrator.update(cal_part["output_tokens"].to_numpy(),
-                                   self._raw(cal_part)[:, :3])
+                                   self._raw(cal_part)[:, :3], adapt=False)
             if self.refit and df.height <= 200_000:
                 self._fit(df)  # final model on all rows; residuals stay out-of-sample
             elif self.encoder.use_prefix or self.encoder.use_history:
@@ -126,15 +126,21 @@ class OutputLengthModel(Predictor):
 
     def evaluate(self, frame, online: bool = False, chunk: int = 200) -> dict:
         """Metrics on `frame` (tokens): overall and per segment. With `online`, rows are
-        predicted in arrival-ordered chunks and each chunk is `update`d after it is scored."""
+        predicted in arrival-ordered chunks of `chunk` rows; before each chunk, the earlier
+        rows that have finished by its first arrival (history.finish_s; without arrivals,
+        every earlier row) are `update`d, in finishing order."""
         self._check_fitted()
         df = time_ordered(completed(check_requests(frame, need_output=True)))
         if online:
+            ask, known = visibility(df)
+            fed = np.zeros(df.height, bool)
             parts = []
             for start in range(0, df.height, chunk):
-                part = df[start:start + chunk]
-                parts.append(self.predict(part))
-                self.update(part)
+                ready = np.flatnonzero(~fed[:start] & (known[:start] < ask[start]))
+                if len(ready):
+                    self.update(df[ready[np.argsort(known[ready], kind="stable")]])
+                    fed[ready] = True
+                parts.append(self.predict(df[start:start + chunk]))
             pred = pl.concat(parts)
         else:
             pred = self.predict(df)
