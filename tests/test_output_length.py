@@ -226,6 +226,16 @@ def test_sliding_window_is_prequential():
     assert pred["p50"][5] == pytest.approx(np.quantile(y[95:105], 0.5))
 
 
+def test_sliding_window_sees_only_finished_requests():
+    train = pl.DataFrame({"prompt_tokens": np.ones(20, int), "output_tokens": np.full(20, 10.0)})
+    model = create("sliding_window", history=5).fit(train)
+    test = pl.DataFrame({"prompt_tokens": [1, 1, 1], "output_tokens": [1000.0, 16.0, 10.0],
+                         "arrival_s": [0.0, 1.0, 2.0]})
+    # row 0 finishes at 0 + 0.5 + 0.03 x 1000 = 30.5 s: unseen by rows 1 and 2; row 1 at
+    # 1.98 s: seen by row 2 (window: four training outputs of 10 and 16)
+    assert model.predict(test)["mean"].to_list() == pytest.approx([10.0, 10.0, 11.2])
+
+
 def test_mooncake_prefix_model_runs(llm_store):
     df = load_requests(llm_store, "mooncake_conversation")
     train, test, _ = split(df)

@@ -4,7 +4,8 @@
 - SegmentQuantiles: quantiles per (model x log type), falling back to global.
 - PromptBinQuantiles: per segment x prompt-token quantile bin (20 bins), falling back.
 - SlidingWindow: quantiles of the last `history` observed outputs of the same segment
-  (Past-Future style); prequential on frames that carry output_tokens.
+  (Past-Future style); prequential on frames that carry output_tokens: a row sees the
+  outputs that had finished when it arrived (history.finish_s; earlier rows without arrivals).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from servecast.predictors.output_length.core import OutputLengthModel
+from servecast.predictors.output_length.features import visibility
 from servecast.predictors.output_length.table import LengthTable
 
 LEVELS = [0.5, 0.9, 0.99]
@@ -132,17 +134,30 @@ class SlidingWindow(OutputLengthModel):
         segs = self._segments(df)
         if "output_tokens" not in df.columns or df["output_tokens"].null_count():
             return np.array([self._snapshot(s) for s in segs.to_list()])
-        # prequential: each row sees the window before it (training tail + earlier rows)
+        # prequential: each row sees the window of the outputs known when it asks (training
+        # tail, then the frame's rows in finishing order)
+        ask, known = visibility(df)
         hist_s = [s for s, r in self.recent.items() for _ in r]
         hist_y = [v for r in self.recent.values() for v in r]
-        d = pl.DataFrame({"seg": hist_s + segs.to_list(),
-                          "y": hist_y + df["output_tokens"].cast(pl.Float64).to_list()})
-        prev = pl.col("y").shift(1)
+        events = pl.DataFrame({
+            "seg": hist_s + segs.to_list(),
+            "y": hist_y + df["output_tokens"].cast(pl.Float64).to_list(),
+            "known": np.concatenate([np.full(len(hist_y), -np.inf), known]),
+        }).with_row_index("order").sort(["seg", "known", "order"])
         w = dict(window_size=self.history, min_samples=1)
-        exprs = [prev.rolling_quantile(q, "linear", **w).over("seg").alias(f"q{i}")
-                 for i, q in enumerate(LEVELS)]
-        exprs.append(prev.rolling_mean(**w).over("seg").alias("q3"))
-        out = d.with_columns(exprs)[len(hist_y):].select("q0", "q1", "q2", "q3").to_numpy()
+        y = pl.col("y")
+        windows = events.with_columns(
+            *[y.rolling_quantile(q, "linear", **w).over("seg").alias(f"q{i}")
+              for i, q in enumerate(LEVELS)],
+            y.rolling_mean(**w).over("seg").alias("q3"))
+        # the last event of the row's segment known strictly before it asks
+        windows = windows.unique(["seg", "known"], keep="last", maintain_order=True)
+        queries = pl.DataFrame({"seg": segs, "ask": ask}).with_row_index("row")
+        out = (queries.sort("ask")
+               .join_asof(windows.sort("known"), left_on="ask", right_on="known", by="seg",
+                          strategy="backward", allow_exact_matches=False,
+                          check_sortedness=False)  # both sorted on the key just above
+               .sort("row").select("q0", "q1", "q2", "q3").to_numpy().astype(np.float64))
         glob = _stats(np.array(hist_y)) if hist_y else [0.0] * 4
         return np.where(np.isnan(out), np.array(glob), out)
 
