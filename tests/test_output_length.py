@@ -124,6 +124,14 @@ def test_adaptive_level_recovers_coverage_after_a_shift():
         again = Calibrator.from_state(json.loads(json.dumps(cal.state())))
         np.testing.assert_allclose(again.factors, cal.factors)
     assert cover[0.0] < 0.75 and cover[0.05] > cover[0.0] + 0.08  # measured 0.69 / 0.80
+    # one large update adapts like the same requests observed 50 at a time
+    y, many = 3 * rng.lognormal(np.log(100), 0.5, 1000), np.tile(raw[0], (1000, 1))
+    whole, parts = Calibrator(), Calibrator()
+    whole.update(y, many)
+    for s in range(0, 1000, 50):
+        parts.update(y[s:s + 50], many[s:s + 50])
+    assert whole.levels == parts.levels and whole.levels[1] > 0.9
+    np.testing.assert_allclose(whole.factors, parts.factors)
 
 
 def test_online_evaluation_feeds_only_finished_requests(azure, fitted):
