@@ -103,6 +103,8 @@ def test_fine_tuned_encoder_trains_once_and_travels_with_the_model(sharegpt, cac
     row = test.row(0, named=True)
     e = Estimator.load(path).output_length(row["prompt_tokens"], prompt_text=row["prompt_text"])
     assert np.allclose(e, again.row(0), rtol=1e-3)
+    model.fit(train[:150])  # new data, new fit: the encoder is tuned again, from pretrained
+    assert calls == [1, 1]
 
 
 def test_text_model_from_another_version_is_refused(sharegpt, cache, tmp_path):

@@ -77,8 +77,8 @@ def trajectory(run_dir: str | Path, quality: str = DEFAULT_QUALITY, n_types: int
                     f"[{cm['gamma_lo'] or float('nan'):.3g}, {cm['gamma_hi'] or float('nan'):.3g}]")
     traj = pl.DataFrame(rows)
     if alpha is not None and quality in NATS_QUALITIES and rows:
-        n_experts = snap[f"logits_{rows[-1]['layer']}"].shape[1]
-        traj = decompose(traj, small_moe_aux_coef(alpha, n_layers(snap)), n_experts)
+        traj = decompose(traj, small_moe_aux_coef(alpha, n_layers(snap)),
+                         snap["logits_0"].shape[1])
     return traj
 
 

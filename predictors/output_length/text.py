@@ -106,14 +106,24 @@ class TextModel(OutputLengthModel):
                            min_child_samples=min_child_samples,
                            feature_fraction=feature_fraction, threads=threads, seed=seed,
                            cache=cache, finetune_epochs=finetune_epochs)
-        self.tuned = None  # the encoder fine-tuned on the first fit (finetune_epochs > 0)
-        self._tuned_memo: dict[str, np.ndarray] = {}  # prompt -> its tuned embedding
+        self.tuned = None  # the encoder fine-tuned by the last fit (finetune_epochs > 0)
+        # prompt -> its tuned embedding, kept while `fit` runs (the refit reuses them)
+        self._tuned_memo: dict[str, np.ndarray] | None = None
         self.boosters: list = []
         self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
         self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
 
     def _params(self) -> dict:
         return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
+
+    def fit(self, frame) -> TextModel:
+        """Fit; with `finetune_epochs` > 0 the encoder is tuned once per call (the refit on all
+        rows reuses it and its embeddings)."""
+        self.tuned, self._tuned_memo = None, {}
+        try:
+            return super().fit(frame)
+        finally:
+            self._tuned_memo = None
 
     @staticmethod
     def _check_text(df: pl.DataFrame) -> None:
@@ -133,17 +143,18 @@ class TextModel(OutputLengthModel):
         texts = df["prompt_text"].to_list()
         if self.tuned is None:
             return embed(texts, cache=cache), M
-        # the fine-tuned encoder's embeddings are kept in memory (the refit reuses them)
-        todo = list(dict.fromkeys(t for t in texts if t not in self._tuned_memo))
+        # each distinct prompt is embedded once (per fit: the refit reuses the memo)
+        memo = {} if self._tuned_memo is None else self._tuned_memo
+        todo = list(dict.fromkeys(t for t in texts if t not in memo))
         if todo:
-            self._tuned_memo.update(zip(todo, embed(todo, model=self.tuned), strict=True))
-        return np.stack([self._tuned_memo[t] for t in texts]), M
+            memo.update(zip(todo, embed(todo, model=self.tuned), strict=True))
+        return np.stack([memo[t] for t in texts]), M
 
     def _fit(self, train: pl.DataFrame) -> None:
         import lightgbm as lgb
 
         p = self.params
-        if p["finetune_epochs"] and self.tuned is None:  # once: a refit keeps the encoder
+        if p["finetune_epochs"] and self.tuned is None:  # once per fit: the refit keeps it
             from servecast.predictors.output_length.finetune import finetune
 
             self._check_text(train)
