@@ -16,6 +16,7 @@ from servecast.predictors.kernel_latency.specs import SPEC_KEYS, check_spec
 
 #: op spellings already resolved by `canonical_op` (only valid names are cached)
 _OP_CACHE: dict[str, str] = {}
+_INF = float("inf")
 
 
 def _quick_dims(name: str, shape) -> dict[str, float] | None:
@@ -32,9 +33,6 @@ def _quick_dims(name: str, shape) -> dict[str, float] | None:
         if not 0.0 < v < _INF:
             return None
     return dict(zip(cols, vals, strict=True))
-
-
-_INF = float("inf")
 
 
 def check_feature_set(cfg: dict, path) -> None:

@@ -209,14 +209,16 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
     def before(k: int) -> np.ndarray:  # positions of k state pseudo-rows, before everything
         return start - k + np.arange(k, dtype=np.float64)
 
+    order = np.lexsort((np.arange(n), qpos))  # the rows by arrival position, sorted once
+    back = pl.Series(np.argsort(order))
+
     def asof(right: pl.DataFrame, by: np.ndarray | None) -> pl.DataFrame:
         """Per row (in row order): the latest `right` row visible before it arrives."""
-        left = pl.DataFrame({"row": np.arange(n), "i": qpos,
-                             **({} if by is None else {"key": by})}).sort("i", "row")
+        left = pl.DataFrame({"i": qpos[order], **({} if by is None else {"key": by[order]})})
         got = left.join_asof(right, on="i", by=None if by is None else "key",
                              strategy="backward", allow_exact_matches=False,
                              check_sortedness=False)
-        return got.sort("row")
+        return got[back]
 
     same = pl.DataFrame({
         "i": np.r_[before(len(k0)), vis[fr]],
