@@ -159,3 +159,22 @@ def test_wording_reads_the_amount_asked_for_and_keywords():
     assert w.shape == (2, 3 + len(KEYWORDS))
     assert w[0, 0] == pytest.approx(np.log1p(500)) and w[1, 0] == 0
     assert w[0, 3 + KEYWORDS.index("essay")] == 1 and w[1, 3:].sum() == 0
+
+
+def test_pairwise_rank_loss_known_answer():
+    """RankNet term of the fine-tuning loss: softplus(-2 (s_i - s_j)) per ordered pair whose
+    targets differ by > 0.1, averaged; ties within the gap are ignored."""
+    import math
+
+    import torch
+
+    from servecast.predictors.output_length.finetune import pairwise_rank_loss
+
+    y = torch.tensor([1.0, 2.0, 2.05])  # (1, 2) and (1, 3) count, (2, 3) is within the gap
+    right = torch.tensor([0.0, 1.0, 5.0])
+    # each counted pair appears twice (i, j) and (j, i) with the same value
+    want = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-10.0))) / 2
+    assert float(pairwise_rank_loss(right, y)) == pytest.approx(want, rel=1e-6)
+    wrong = torch.tensor([1.0, 0.0, 0.0])
+    assert float(pairwise_rank_loss(wrong, y)) == pytest.approx(math.log1p(math.exp(2.0)))
+    assert float(pairwise_rank_loss(right, torch.ones(3))) == 0.0  # no pair: nothing to rank
