@@ -192,7 +192,6 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
 
     from servecast.predictors.output_length.buckets import log_buckets
 
-    n = len(prompt)
     prompt = np.asarray(prompt, np.float64)
     output = np.asarray(output, np.float64)
     arrival = np.asarray(arrival, np.float64)
@@ -209,7 +208,7 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
     def before(k: int) -> np.ndarray:  # positions of k state pseudo-rows, before everything
         return start - k + np.arange(k, dtype=np.float64)
 
-    order = np.lexsort((np.arange(n), qpos))  # the rows by arrival position, sorted once
+    order = np.argsort(qpos, kind="stable")  # the rows by arrival position, sorted once
     back = pl.Series(np.argsort(order))
 
     def asof(right: pl.DataFrame, by: np.ndarray | None) -> pl.DataFrame:
