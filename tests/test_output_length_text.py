@@ -72,6 +72,36 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
         est.output_length(10)
     with pytest.raises(InvalidInputError, match="prompt_text"):
         model.predict({"prompt_tokens": [3]})
+    # a conversation served turn by turn (estimate, then observe the output) gets what the
+    # batch path computes from the whole conversation: session codes and conversation memory
+    sid = test.group_by("session_id").len().sort("len", "session_id")["session_id"][-1]
+    conv = test.filter(pl.col("session_id") == sid).sort("turn")
+    assert conv.height >= 3 and conv["turn"].to_list() == list(range(1, conv.height + 1))
+    served = []
+    for r in conv.iter_rows(named=True):
+        served.append(est.output_length(r["prompt_tokens"], prompt_text=r["prompt_text"],
+                                        session_id=sid))
+        est.observe_output(r["prompt_tokens"], r["output_tokens"], session_id=sid)
+    assert np.allclose(np.array(served), est.output_length_batch(conv).to_numpy(), rtol=1e-3)
+    assert np.allclose(model.predict(conv).to_numpy(), est.output_length_batch(conv).to_numpy(),
+                       rtol=1e-3)
+
+
+def test_conversation_memory_known_answer():
+    """Features of each turn from the earlier turns of its session with a known output."""
+    from servecast.predictors.output_length.conversation import SHARPNESS, memory_features
+
+    a, b = np.eye(3)[0], np.eye(3)[1]
+    c = (2 * a + b) / np.sqrt(5)  # cos(a, c) = 0.894, cos(b, c) = 0.447
+    df = pl.DataFrame({"session_id": ["s", "s", "s", "t", None],
+                       "turn": [3, 1, 2, 1, 1], "output_tokens": [None, 9, 99, 5, 7]})
+    f = memory_features(df, np.stack([c, a, b, a, a]))
+    l10, l100 = np.log(10), np.log(100)
+    assert np.isnan(f[[1, 3, 4]]).all()  # first turns, no session
+    assert np.allclose(f[2], [l10, 0.0, l10, l10, 0.0, l10])
+    w = np.exp(SHARPNESS * np.array([2, 1]) / np.sqrt(5))
+    assert np.allclose(f[0], [l100, 1 / np.sqrt(5), (l10 + l100) / 2, l10, 2 / np.sqrt(5),
+                              (w @ [l10, l100]) / w.sum()])
 
 
 def test_fine_tuned_encoder_trains_once_and_travels_with_the_model(sharegpt, cache, tmp_path,

@@ -3,12 +3,13 @@
 Inputs: the 384-d MiniLM embedding of `prompt_text` (embeddings.py; with `finetune_epochs`
 > 0, by a copy of MiniLM first fine-tuned to output length on the training rows, finetune.py,
 and saved with the model), reduced by PCA fitted on the training rows only (`n_components`,
-default 64); the metadata columns META
-(prompt tokens, session turn, previous-output and prompt-growth buckets); the outputs of the
-nearest training prompts and the request's wording (text_features.py). Heads: LightGBM
-quantile boosting at 0.5 / 0.9 / 0.99 on log1p(tokens) (quantiles are invariant under the
-monotone transform; the log scale keeps leaf values stable on the heavy tail) and an L2 head
-for the mean on tokens. Non-crossing is enforced at prediction (cumulative max).
+default 64); the metadata columns META (prompt tokens, session turn, previous-output and
+prompt-growth buckets); the outputs of the nearest training prompts and the request's wording
+(text_features.py); the outputs of the earlier turns of its conversation, weighted by prompt
+similarity (conversation.py). Heads: LightGBM quantile boosting at 0.5 / 0.9 / 0.99 on
+log1p(tokens) (quantiles are invariant under the monotone transform; the log scale keeps leaf
+values stable on the heavy tail) and an L2 head for the mean on tokens. Non-crossing is
+enforced at prediction (cumulative max).
 
 Gradient boosting replaced an earlier Lightning MLP head: on ShareGPT (seeded split by
 conversation, several seeds) it scores a higher Kendall tau and lower MAE at every training
@@ -24,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, ModelVersionError
+from servecast.predictors.output_length.conversation import MEMORY, memory_features
 from servecast.predictors.output_length.core import OutputLengthModel
 from servecast.predictors.output_length.embeddings import (
     DIM,
@@ -37,7 +39,9 @@ from servecast.predictors.output_length.text_features import NAMES, NeighbourInd
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
 HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
-FORMAT = 3  # saved-weights format (1: the former MLP head; 2: without neighbours / wording)
+#: saved-weights format (1: the former MLP head; 2: without neighbours / wording; 3: without
+#: conversation memory)
+FORMAT = 4
 
 
 def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -47,8 +51,8 @@ def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarr
 
 def design(E: np.ndarray, M: np.ndarray, texts: list[str], pca: tuple[np.ndarray, np.ndarray],
            index: NeighbourIndex, groups: np.ndarray | None = None) -> np.ndarray:
-    """Head inputs: PCA scores, metadata `M`, neighbour features (`groups`: leave-group-out
-    on the training rows) and wording features of `texts`."""
+    """Head inputs: PCA scores, metadata and conversation memory `M`, neighbour features
+    (`groups`: leave-group-out on the training rows) and wording features of `texts`."""
     return np.hstack([project(E, *pca), M, index.features(E, groups), wording(texts)])
 
 
@@ -135,20 +139,24 @@ class TextModel(OutputLengthModel):
                 "metadata model for requests without text)")
 
     def _parts(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings (n, DIM), metadata (n, len(META)))."""
+        """(embeddings (n, DIM), metadata and conversation memory (n, len(META + MEMORY)))."""
         self._check_text(df)
         self.encoder.columns = list(META)
         M = self.encoder.transform(df)
-        cache = Path(self.params["cache"]) if self.params["cache"] else None
-        texts = df["prompt_text"].to_list()
+        E = self._embed(df["prompt_text"].to_list())
+        return E, np.hstack([M, memory_features(df, E)])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Unit embeddings (n, DIM) by the fine-tuned encoder where this fit made one."""
         if self.tuned is None:
-            return embed(texts, cache=cache), M
+            cache = Path(self.params["cache"]) if self.params["cache"] else None
+            return embed(texts, cache=cache)
         # each distinct prompt is embedded once (per fit: the refit reuses the memo)
         memo = {} if self._tuned_memo is None else self._tuned_memo
         todo = list(dict.fromkeys(t for t in texts if t not in memo))
         if todo:
             memo.update(zip(todo, embed(todo, model=self.tuned), strict=True))
-        return np.stack([memo[t] for t in texts]), M
+        return np.stack([memo[t] for t in texts])
 
     def _fit(self, train: pl.DataFrame) -> None:
         import lightgbm as lgb
@@ -176,7 +184,7 @@ class TextModel(OutputLengthModel):
         else:
             groups = np.arange(len(y))
         X = design(E, M, train["prompt_text"].to_list(), self.pca, self.index, groups)
-        names = [f"pc{i}" for i in range(k)] + list(META) + NAMES
+        names = [f"pc{i}" for i in range(k)] + META + MEMORY + NAMES
         self.boosters = []
         for objective, alpha in HEADS:
             params = {
@@ -204,7 +212,7 @@ class TextModel(OutputLengthModel):
         if self.tuned is not None:
             save_tuned(self.tuned, path)
         (path / "text.json").write_text(json.dumps(
-            {"format": FORMAT, "embedding_dim": DIM, "meta": META,
+            {"format": FORMAT, "embedding_dim": DIM, "meta": META, "memory": MEMORY,
              "n_components": int(len(self.pca[1])),
              "encoder": "fine-tuned" if self.tuned is not None else "pretrained"}))
 

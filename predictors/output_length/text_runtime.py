@@ -11,6 +11,7 @@ import numpy as np
 from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.conversation import ConversationMemory, memory_features
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
 from servecast.predictors.output_length.text import (
     design,
@@ -32,13 +33,22 @@ class TextRuntime:
         self.boosters, self.pca, self.index = load_heads(path)
         self.model = text_encoder(path)
         self.sessions: dict[str, tuple[int, float, float]] = {}
+        self.memory = ConversationMemory()
+        self.asked: dict[str, np.ndarray] = {}  # session -> embedding of its last estimate
 
     def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
                 arrival_s: float | None = None) -> None:
-        """Record a completed request of a session (turn / previous output for the next)."""
+        """Record a completed request of a session: turn / previous output for the next, and
+        for the conversation memory its output with the prompt of the session's last
+        `output_length` call (without one, the memory's similarity features skip this turn)."""
         if session_id is not None:
             turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
             self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+            self.memory.add(session_id, self.asked.pop(session_id, None), output_tokens)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=64, normalize_embeddings=True,
+                                 convert_to_numpy=True)
 
     def _estimate(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
         raw = head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index))
@@ -52,12 +62,13 @@ class TextRuntime:
             raise InvalidInputError("the text model needs prompt_text (a string); load a "
                                     "metadata model for requests without text")
         ctx = (0, 0, 0)
+        E = self._encode([prompt_text])
         if session_id is not None:
             st = self.sessions.get(session_id)
             ctx = context_codes(1, None, None) if st is None else \
                 context_codes(st[0] + 1, st[2], x - st[1])
-        meta = np.array([[x, *ctx]], dtype=np.float64)
-        E = self.model.encode([prompt_text], normalize_embeddings=True, convert_to_numpy=True)
+            self.asked[session_id] = E[0]
+        meta = np.array([[x, *ctx, *self.memory.features(session_id, E[0])]])
         return LengthEstimate(*map(float, self._estimate(E, meta, [prompt_text])[0]))
 
     def output_length_batch(self, frame):
@@ -72,9 +83,8 @@ class TextRuntime:
             raise InvalidInputError("the text model needs a prompt_text value on every row")
         enc = Encoder.from_state(self.encoder_state)
         enc.columns = list(META)
-        meta = enc.transform(df)
         texts = df["prompt_text"].to_list()
-        E = self.model.encode(texts, batch_size=64, normalize_embeddings=True,
-                              convert_to_numpy=True)
+        E = self._encode(texts)
+        meta = np.hstack([enc.transform(df), memory_features(df, E)])
         out = self._estimate(E, meta, texts)
         return pl.DataFrame(out, schema=["p50", "p90", "p99", "mean"], orient="row")
