@@ -153,8 +153,9 @@ def test_output_length_page_trains_and_simulates(app_db, use_db, no_models):
     assert 0 <= float(metric(at, "coverage p90")) <= 1
     assert len(at.image) == 3  # calibration, errors, what-if
     assert len(at.dataframe) == 2  # metrics vs baselines, what-if per policy
-    assert at.multiselect(key="wi_policies").value == ["fcfs", "sjf_pred", "sjf_oracle",
-                                                       "sjf_pred_aging", "kv_p90", "kv_worst"]
+    assert at.multiselect(key="wi_policies").value == ["fcfs", "sjf_pred", "sjf_p90",
+                                                       "sjf_oracle", "sjf_pred_aging", "kv_p90",
+                                                       "kv_worst"]
     capacity = metric(at, "capacity (req/s)")
     arrivals = metric(at, "arrivals (req/s)")
     at.slider(key="wi_load").set_value(1.2).run()  # the model stays trained: no new click

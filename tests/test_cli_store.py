@@ -166,6 +166,7 @@ def test_whatif_replays_the_held_out_requests(cli_db):
     """`servecast whatif` trains a fast model on the first 70% and prints one row per policy."""
     out = servecast("whatif", "conv", "--db", cli_db, "--max-rows", "400", "--aging", "5")
     assert out.returncode == 0, out.stderr
-    for policy in ("fcfs", "sjf_pred", "sjf_oracle", "sjf_pred_aging", "kv_p90", "kv_worst"):
+    for policy in ("fcfs", "sjf_pred", "sjf_p90", "sjf_oracle", "sjf_pred_aging", "kv_p90",
+                   "kv_worst"):
         assert policy in out.stdout
     user_error(servecast("whatif", "conv", "--db", cli_db, "--load", "0"), "load factor 0")

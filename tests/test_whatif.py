@@ -94,6 +94,7 @@ def test_whatif_on_azure_conversation(data):
     # more than admitting on the prompt alone (with vLLM's 1% watermark both are rare)
     assert r["sjf_oracle"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
     assert r["sjf_pred"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
+    assert r["sjf_p90"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
     assert r["sjf_pred_aging"]["p50_jct_s"] < r["fcfs"]["p50_jct_s"]
     assert r["kv_p90"]["preemptions"] <= r["fcfs"]["preemptions"]
     assert r["kv_worst"]["preemptions"] == 0
