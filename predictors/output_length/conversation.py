@@ -13,8 +13,9 @@ prompt embeddings):
   conv_wmean_lout                 softmax(SHARPNESS x similarity)-weighted mean output
 
 NaN where the request has no session or its session no earlier turn with a known output.
-Measured on ShareGPT (seeded split by conversation, 20k rows, fixed tuned embeddings, heads
-only): Kendall tau 0.485 -> 0.498 (seed 0); see the README for the full benchmark.
+Measured on ShareGPT (seeded split by conversation): Kendall tau 0.494 -> 0.508 on all of it;
+on 20k-row samples (heads refitted on fixed tuned embeddings) 0.485 -> 0.500 and 0.469 ->
+0.488. Requests without a session score as without the memory.
 """
 
 from __future__ import annotations
