@@ -49,6 +49,13 @@ def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarr
     return (np.asarray(E, np.float64) - mean) @ components.T
 
 
+def metadata(encoder, df: pl.DataFrame, E: np.ndarray) -> np.ndarray:
+    """Head block `M` of `design`: the META codes of `df` by the fitted feature `encoder` and
+    the conversation memory of its rows (unit embeddings `E`, aligned)."""
+    encoder.columns = list(META)
+    return np.hstack([encoder.transform(df), memory_features(df, E)])
+
+
 def design(E: np.ndarray, M: np.ndarray, texts: list[str], pca: tuple[np.ndarray, np.ndarray],
            index: NeighbourIndex, groups: np.ndarray | None = None) -> np.ndarray:
     """Head inputs: PCA scores, metadata and conversation memory `M`, neighbour features
@@ -141,10 +148,8 @@ class TextModel(OutputLengthModel):
     def _parts(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (n, DIM), metadata and conversation memory (n, len(META + MEMORY)))."""
         self._check_text(df)
-        self.encoder.columns = list(META)
-        M = self.encoder.transform(df)
         E = self._embed(df["prompt_text"].to_list())
-        return E, np.hstack([M, memory_features(df, E)])
+        return E, metadata(self.encoder, df, E)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Unit embeddings (n, DIM) by the fine-tuned encoder where this fit made one."""

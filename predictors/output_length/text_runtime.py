@@ -11,12 +11,14 @@ import numpy as np
 from servecast.errors import InvalidInputError
 from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
-from servecast.predictors.output_length.conversation import ConversationMemory, memory_features
+from servecast.predictors.output_length.conversation import ConversationMemory
+from servecast.predictors.output_length.embeddings import embed
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
 from servecast.predictors.output_length.text import (
     design,
     head_outputs,
     load_heads,
+    metadata,
     text_encoder,
 )
 
@@ -46,10 +48,6 @@ class TextRuntime:
             self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
             self.memory.add(session_id, self.asked.pop(session_id, None), output_tokens)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, batch_size=64, normalize_embeddings=True,
-                                 convert_to_numpy=True)
-
     def _estimate(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
         raw = head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index))
         return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
@@ -62,7 +60,7 @@ class TextRuntime:
             raise InvalidInputError("the text model needs prompt_text (a string); load a "
                                     "metadata model for requests without text")
         ctx = (0, 0, 0)
-        E = self._encode([prompt_text])
+        E = embed([prompt_text], model=self.model)
         if session_id is not None:
             st = self.sessions.get(session_id)
             ctx = context_codes(1, None, None) if st is None else \
@@ -76,15 +74,12 @@ class TextRuntime:
         import polars as pl
 
         from servecast.predictors.output_length.features import Encoder, check_requests
-        from servecast.predictors.output_length.text import META
 
         df = check_requests(frame)
         if "prompt_text" not in df.columns or df["prompt_text"].null_count():
             raise InvalidInputError("the text model needs a prompt_text value on every row")
-        enc = Encoder.from_state(self.encoder_state)
-        enc.columns = list(META)
         texts = df["prompt_text"].to_list()
-        E = self._encode(texts)
-        meta = np.hstack([enc.transform(df), memory_features(df, E)])
+        E = embed(texts, model=self.model)
+        meta = metadata(Encoder.from_state(self.encoder_state), df, E)
         out = self._estimate(E, meta, texts)
         return pl.DataFrame(out, schema=["p50", "p90", "p99", "mean"], orient="row")
