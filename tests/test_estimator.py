@@ -109,6 +109,15 @@ def test_session_context_changes_the_estimate(tmp_path):
     rt.observe("y", 50, 1500)
     long = rt.output_length(50, session_id="y")
     assert long.p50 > 4 * short.p50
+    # only the most recently used sessions are kept: past the cap the least recently used
+    # one is forgotten and scores as a new session
+    rt.sessions.cap = 2
+    rt.output_length(50, session_id="x")
+    rt.output_length(50, session_id="y")  # x is now the least recently used
+    rt.observe("z", 50, 700)
+    assert "x" not in rt.sessions and len(rt.sessions) == 2
+    assert rt.output_length(50, session_id="x") == rt.output_length(50, session_id="new")
+    assert rt.sessions.get("y") == (1, 50.0, 1500.0)
 
 
 def test_observe_output_feeds_the_prompt_length_history(models_dir):

@@ -33,8 +33,9 @@ class ConversationMemory:
     outputs. `features` then `add`, turn by turn, gives the batch and the runtime the same
     numbers."""
 
-    def __init__(self):
-        self.turns: dict[str, tuple[list, list[float]]] = {}
+    def __init__(self, turns=None):
+        # session -> (embeddings, log outputs); a runtime passes a bounded `RecentSessions`
+        self.turns = {} if turns is None else turns
 
     def features(self, session_id, e: np.ndarray | None) -> np.ndarray:
         """(len(MEMORY),) features of a request with unit embedding `e` in `session_id`."""

@@ -26,6 +26,7 @@ from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.forest import FILE as FOREST_FILE
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.output_length.history import HISTORY, LengthHistory
+from servecast.predictors.output_length.session_state import RecentSessions
 from servecast.predictors.output_length.table import FILE as TABLE_FILE
 from servecast.predictors.output_length.table import LengthTable
 
@@ -105,7 +106,8 @@ class Runtime:
         else:
             self.table = LengthTable.load(path)
             self.edges = self.table.edges.tolist()
-        self.sessions: dict[str, tuple[int, float, float]] = {}  # id -> (turn, prompt, output)
+        # session id -> (turn, prompt, output) of its last finished request
+        self.sessions = RecentSessions()
         self._rows: dict[tuple, list[LengthEstimate]] = {}
         self._boosters = None
         self._encoder = None  # batch-path Encoder (output_length_batch)

@@ -14,6 +14,7 @@ from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.conversation import ConversationMemory
 from servecast.predictors.output_length.embeddings import embed
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
+from servecast.predictors.output_length.session_state import RecentSessions
 from servecast.predictors.output_length.text import (
     design,
     head_outputs,
@@ -34,9 +35,9 @@ class TextRuntime:
         self.calibrator = Calibrator.from_state(state["calibrator"])
         self.boosters, self.pca, self.index = load_heads(path)
         self.model = text_encoder(path)
-        self.sessions: dict[str, tuple[int, float, float]] = {}
-        self.memory = ConversationMemory()
-        self.asked: dict[str, np.ndarray] = {}  # session -> embedding of its last estimate
+        self.sessions = RecentSessions()  # session -> (turn, prompt, output), as the metadata's
+        self.memory = ConversationMemory(RecentSessions())
+        self.asked = RecentSessions()  # session -> embedding of its last estimate
 
     def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
                 arrival_s: float | None = None) -> None:
