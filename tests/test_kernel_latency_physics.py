@@ -128,3 +128,33 @@ def test_profiler_measures_cpu_ops_in_the_kernel_latencies_schema(tmp_path):
         profile_kernels(["vidur.emb"], "cpu")
     with pytest.raises(InvalidInputError, match="use cpu or cuda"):
         profile_kernels(["bmm"], "tpu")
+
+
+def test_transfer_bounds_have_known_values():
+    """Latency = roofline x exp(shape effect + chip constant): the scaled bounds are exact,
+    the plain mean is off by the held-out chip's constant vs the others' mean."""
+    from servecast.predictors.kernel_latency.evaluation import transfer_bounds
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {f"gpu{i}": SPEC | {"Num_Sm": 100 // 2**i} for i in range(3)}
+    const = {"gpu0": 0.0, "gpu1": 0.1, "gpu2": 0.2}
+    rng = np.random.default_rng(0)
+    shapes = [{"op": "bmm", "B": 2, "M": m, "N": 64, "K": 32} for m in (16, 64, 256, 1024)]
+    shapes += [{"op": "softmax", "B": b, "H": 512} for b in (1, 8, 64)]
+    rows = [s | {"device": d, "effect": e} for s, e in zip(shapes, rng.normal(0, 0.5, 7),
+                                                           strict=True) for d in devices]
+    rows.append(shapes[0] | {"device": "gpu0", "effect": 0.0})  # a repeat
+    frame = pl.DataFrame(rows + [{"op": "bmm", "B": 1, "M": 8, "N": 8, "K": 8,
+                                  "device": "gpu1", "effect": 0.0}])  # on one chip only
+    roof = KernelLatencyPredictor.predict_roofline(frame, devices)
+    frame = frame.with_columns(latency_ms=roof * np.exp(
+        frame["effect"].to_numpy() + frame["device"].replace_strict(const).to_numpy()))
+    res = transfer_bounds(frame, devices)
+    got = {(r["held_out"], r["op"]): r for r in res.to_dicts()}
+    assert got[("gpu0", "all")]["shapes"] == 7 and got[("gpu1", "bmm")]["shapes"] == 4
+    for r in res.to_dicts():
+        assert r["shape_mean_scaled"] == pytest.approx(0, abs=1e-9)
+        assert r["best_chip_scaled"] == pytest.approx(0, abs=1e-9)
+    expect = {"gpu0": np.expm1(0.15), "gpu1": 0.0, "gpu2": -np.expm1(-0.15)}
+    for d, e in expect.items():
+        assert got[(d, "all")]["shape_mean"] == pytest.approx(100 * e, abs=1e-6)

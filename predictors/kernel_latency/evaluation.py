@@ -1,4 +1,5 @@
-"""Evaluation protocols: leave-one-GPU-out on NeuSight and model hold-out on Vidur."""
+"""Evaluation protocols: leave-one-GPU-out on NeuSight and model hold-out on Vidur, and how far
+the measured behaviour of one GPU transfers to another (`transfer_bounds`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import polars as pl
 
+from servecast.predictors.kernel_latency.frames import kernel_rows
+from servecast.predictors.kernel_latency.ops import SHAPE_COLUMNS
+from servecast.predictors.kernel_latency.physics import features
 from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, mdape
 from servecast.predictors.kernel_latency.specs import SPEC_KEYS
 
@@ -64,3 +68,52 @@ def spec_rows(devices: Mapping[str, Mapping]) -> pl.DataFrame:
     """The devices' spec sheets as a frame (device, SPEC_KEYS)."""
     return pl.DataFrame([{"device": n, **{k: float(s[k]) for k in SPEC_KEYS}}
                          for n, s in devices.items()])
+
+
+def transfer_bounds(frame: pl.DataFrame, devices: Mapping[str, Mapping]) -> pl.DataFrame:
+    """What the other GPUs' own measurements of the same shapes can say about a held-out GPU:
+    reference points for leave-one-GPU-out that no spec-only model should expect to beat.
+
+    Per GPU chip, op and shape, r = log(latency / roofline) (median over repeats). For each
+    held-out chip and op, MdAPE (%) on the shapes it shares with at least one other chip of:
+      `shape_mean`         r predicted as the mean r of the other chips on that very shape
+                           (a lookup of their measurements: no shape interpolation needed);
+      `shape_mean_scaled`  the same plus one constant fitted on the held-out chip itself;
+      `best_chip_scaled`   the single other chip whose r, plus such a constant, fits best.
+    The last two use the held-out chip's own latencies (one number each), so they are not
+    predictors but bounds on how far per-shape behaviour transfers between these GPUs.
+    Returns rows [held_out, op ('all' or an op), shapes, shape_mean, shape_mean_scaled,
+    best_chip_scaled].
+    """
+    rows = kernel_rows(frame, devices, need_latency=True)
+    roof = features(rows.ops, rows.shape, rows.spec)[1]
+    keys = [c for c in SHAPE_COLUMNS if np.isfinite(rows.shape[c]).any()]
+    r = pl.DataFrame({"chip": gpu_groups(devices, rows.devices), "op": rows.ops.astype(str),
+                      "r": np.log(rows.latency_ms / roof),
+                      **{c: np.nan_to_num(rows.shape[c], nan=-1.0) for c in keys}})
+    wide = (r.group_by(["op", "chip", *keys]).agg(pl.col("r").median())
+            .pivot(on="chip", index=["op", *keys], values="r"))
+    chips = sorted(set(r["chip"]))
+
+    def err(x: np.ndarray) -> float:
+        return float(np.median(np.abs(np.expm1(x))) * 100)
+
+    out = []
+    for held in chips:
+        others = [c for c in chips if c != held]
+        names = ", ".join(sorted(set(rows.devices[gpu_groups(devices, rows.devices) == held])))
+        for op in ["all", *sorted(set(r["op"]))]:
+            part = wide if op == "all" else wide.filter(pl.col("op") == op)
+            part = part.filter(pl.col(held).is_not_null()
+                               & pl.any_horizontal(pl.col(others).is_not_null()))
+            if part.height == 0:
+                continue
+            y, rest = part[held].to_numpy(), part.select(others).to_numpy()
+            mean = np.nanmean(rest, axis=1)
+            best = min(err(rest[m, j] + np.median(y[m] - rest[m, j]) - y[m])
+                       for j in range(len(others)) if (m := np.isfinite(rest[:, j])).any())
+            out.append({"held_out": names, "op": op, "shapes": part.height,
+                        "shape_mean": err(mean - y),
+                        "shape_mean_scaled": err(mean + np.median(y - mean) - y),
+                        "best_chip_scaled": best})
+    return pl.DataFrame(out)
