@@ -2,7 +2,7 @@
 its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
 
     .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
-        [--max-rows 150000] [--ensemble 3] [--hidden 64] [--threads 1]
+        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--hidden 64] [--threads 1]
 
 Without --db it ingests ../shared/datasets/gpu/neusight into a temporary store.
 Acceptance: MdAPE <= 10% for bmm and linear, <= 15% over all ops.
@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-rows", type=int, default=150_000)
     ap.add_argument("--spec-features", action="store_true")
-    ap.add_argument("--ensemble", type=int, default=3)
+    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
+    ap.add_argument("--views", default="spec,shape",
+                    help="member feature views (KernelLatencyPredictor): spec, shape or both")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -54,7 +56,8 @@ def main() -> None:
     t0 = time.perf_counter()
     res = leave_one_gpu_out(frame, devices, lambda: KernelLatencyPredictor(
         epochs=args.epochs, max_rows=args.max_rows, batch_size=2048, hidden=args.hidden,
-        ensemble=args.ensemble, seed=args.seed, use_spec_features=args.spec_features),
+        ensemble=args.ensemble, views=tuple(args.views.split(",")), seed=args.seed,
+        use_spec_features=args.spec_features),
         log=print)
     wall = time.perf_counter() - t0
     pl.Config.set_tbl_rows(200)
@@ -69,7 +72,8 @@ def main() -> None:
     get = {r["op"]: r["mdape"] for r in table.to_dicts()}
     print(f"acceptance: bmm {get['bmm']:.1f}% (<=10), linear {get['linear']:.1f}% (<=10), "
           f"all {get['all']:.1f}% (<=15); 5 folds in {wall:.0f} s "
-          f"({wall / 5:.0f} s per fit of {args.ensemble} members; CPU shared with other jobs)")
+          f"({wall / 5:.0f} s per fit of {args.ensemble} members x views {args.views}; CPU "
+          "shared with other jobs)")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,62 @@ def test_transfer_bounds_have_known_values():
     expect = {"gpu0": np.expm1(0.15), "gpu1": 0.0, "gpu2": -np.expm1(-0.15)}
     for d, e in expect.items():
         assert got[(d, "all")]["shape_mean"] == pytest.approx(100 * e, abs=1e-6)
+
+
+def test_device_columns_are_exactly_the_ones_the_spec_moves():
+    from servecast.predictors.kernel_latency.physics import DENSE_COLUMNS, DEVICE_COLUMNS
+
+    rng = np.random.default_rng(1)
+    ops = np.array(["bmm", "linear", "softmax", "conv"] * 50, dtype=object)
+    shape = {c: rng.integers(1, 300, len(ops)).astype(float) for c in
+             ("B", "M", "N", "K", "H", "in_channels", "out_channels", "input_size")}
+    shape["kernel_size"] = np.full(len(ops), 3.0)
+    other = SPEC | {"Mem_Bw": 300, "Num_Sm": 36, "SingleFLOPs": 4000, "L2Cache": 2}
+    a, _ = features(ops, shape, spec_matrix({"d": SPEC}, ["d"] * len(ops)))
+    b, _ = features(ops, shape, spec_matrix({"d": other}, ["d"] * len(ops)))
+    moved = {c for i, c in enumerate(DENSE_COLUMNS) if not np.array_equal(a[:, i], b[:, i])}
+    assert moved == DEVICE_COLUMNS
+
+
+def test_shape_view_members_see_the_device_only_through_the_roofline():
+    """Two GPUs with the same peak FLOP/s and bandwidth but other SM counts and L2: the
+    shape-only view predicts the same latency on both, the spec view does not."""
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    rng = np.random.default_rng(0)
+    devices = {"a": SPEC, "b": SPEC | {"Num_Sm": 30, "L2Cache": 4}, "c": SPEC | {"Num_Sm": 60}}
+    n = 600
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(["a", "b"], n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(1, 512, n),
+                          "N": rng.integers(1, 512, n), "K": rng.integers(1, 512, n)})
+    frame = frame.with_columns(latency_ms=KernelLatencyPredictor.predict_roofline(
+        frame, devices) * rng.uniform(1, 3, n))
+    probe = frame[:40].with_columns(device=pl.lit("c"))
+    same_roof = probe.with_columns(device=pl.lit("a"))
+    kw = dict(epochs=2, batch_size=256, ensemble=1, max_rows=n)
+    shape = KernelLatencyPredictor(views=("shape",), **kw).fit(frame, devices)
+    np.testing.assert_allclose(shape.predict(probe, devices), shape.predict(same_roof, devices))
+    both = KernelLatencyPredictor(**kw).fit(frame, devices)
+    assert not np.allclose(both.predict(probe, devices), both.predict(same_roof, devices))
+    with pytest.raises(InvalidInputError, match="unknown view"):
+        KernelLatencyPredictor(views=("spec", "gpu"))
+
+
+def test_member_blocks_run_the_merged_ensemble_exactly():
+    from servecast.predictors.kernel_latency.mlp import merge_mlps
+    from servecast.predictors.kernel_latency.runtime import (
+        blocks_forward,
+        member_blocks,
+        mlp_forward,
+    )
+
+    rng = np.random.default_rng(0)
+    shapes = [(5, 4), (4,), (4, 4), (4,), (4, 1), (1,)]
+    merged = merge_mlps([[rng.normal(size=s) for s in shapes] for _ in range(3)])
+    X = rng.normal(size=(7, 5))
+    first = X @ merged[0] + merged[1]
+    for members in (3, 1):  # per member, or the whole hidden layer as one dense block
+        np.testing.assert_allclose(blocks_forward(first, member_blocks(merged, members)),
+                                   mlp_forward(merged, X), rtol=1e-5)
+    assert member_blocks(merged, 2) is None  # not block-diagonal over 2 members
+    assert member_blocks(merged, 5) is None  # width 12 does not split in 5

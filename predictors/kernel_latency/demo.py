@@ -22,7 +22,7 @@ def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = pri
     from servecast.predictors.kernel_latency.train import train_help_model, train_kernel_model
 
     out = Path(out)
-    # one ensemble member keeps the demo quick (the benchmarks train the default three)
+    # one member per view keeps the demo quick (the benchmarks train the default three)
     model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows, log=log,
                                        ensemble=1)
     path = model.save(out / "kernel_latency")

@@ -60,6 +60,13 @@ def fit_mlp(X: np.ndarray, y: np.ndarray, *, hidden: int, layers: int, epochs: i
     return model.numpy_weights()
 
 
+def widen_input(weights: list[np.ndarray], cols: np.ndarray, n_in: int) -> list[np.ndarray]:
+    """The same MLP reading an `n_in`-column input of which it was trained on `cols`: the
+    first layer gets zero rows for the other columns."""
+    w0 = np.zeros((n_in, weights[0].shape[1]), dtype=weights[0].dtype)
+    w0[cols] = weights[0]
+    return [w0, *weights[1:]]
+
 
 def merge_mlps(members: list[list[np.ndarray]]) -> list[np.ndarray]:
     """One MLP computing the mean output of `members` (same architecture, numpy weights

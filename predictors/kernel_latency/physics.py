@@ -28,6 +28,18 @@ TILES = ((128, 128), (128, 64), (64, 64), (32, 32))
 #: elements per thread block of an element-wise kernel (128 threads x 4-wide vectors)
 ELEMS_PER_BLOCK = 512
 
+#: the dense columns of `features`, in order (then the spec logs, then the op/family one-hots)
+DENSE_COLUMNS = (
+    ["floor_ratio", "rel_time", "balance", "flops", "bytes", "l2_fit", "elems", "gb", "gm",
+     "gn", "gk", "H", "rows", "rows_per_sm"]
+    + [f"{d}_align{a}" for d in ("gm", "gn", "gk") for a in (4, 32)]
+    + [f"{k}_{tm}x{tn}" for tm, tn in TILES for k in ("waves", "wave_eff")]
+    + ["row_waves", "row_wave_eff"])
+#: dense columns computed from the device's spec; the others depend on the op and shape only
+DEVICE_COLUMNS = frozenset(
+    ["floor_ratio", "rel_time", "balance", "l2_fit", "rows_per_sm", "row_waves", "row_wave_eff"]
+    + [c for c in DENSE_COLUMNS if c.startswith("wave")])
+
 _S = {k: i for i, k in enumerate(SPEC_KEYS)}
 _OP_INDEX = {op: i for i, op in enumerate(OP_NAMES)}
 _FAM_INDEX = {f: i for i, f in enumerate(FAMILIES)}

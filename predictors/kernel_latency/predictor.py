@@ -16,12 +16,27 @@ import numpy as np
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.kernel_latency.frames import kernel_rows
-from servecast.predictors.kernel_latency.physics import features
+from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
+from servecast.predictors.kernel_latency.physics import DENSE_COLUMNS, DEVICE_COLUMNS, features
 from servecast.predictors.kernel_latency.runtime import (
     clean_std,
     mlp_forward,
     spec_feature_slice,
 )
+
+#: feature views of the ensemble members (see `KernelLatencyPredictor`)
+VIEWS = ("spec", "shape")
+
+
+def view_columns(view: str, n_features: int) -> np.ndarray:
+    """Columns of the predictor's feature matrix (`n_features` wide: the dense physics
+    columns, the spec logs if used, the one-hots) that members of `view` read."""
+    cols = np.arange(n_features)
+    if view == "spec":
+        return cols
+    shape_dense = [i for i, c in enumerate(DENSE_COLUMNS) if c not in DEVICE_COLUMNS]
+    onehots = cols[n_features - len(OP_NAMES) - len(FAMILIES):]
+    return np.concatenate([shape_dense, onehots]).astype(int)
 
 
 def mdape(pred: np.ndarray, true: np.ndarray) -> float:
@@ -37,11 +52,20 @@ class KernelLatencyPredictor(Predictor):
     memorise the few training GPUs. `max_rows` subsamples the training rows per ensemble
     member (seeded; unset: each member draws 1/`ensemble` of the rows).
 
-    `ensemble` members (seeds seed..seed+n-1, each on its own `max_rows` subsample) are
-    averaged in log space. A GPU never measured is an extrapolation in device space, where
-    single MLPs disagree a lot from seed to seed (leave-one-GPU-out MdAPE swings by 10+
-    points); the average is steadier and better. The members are merged into one
-    block-diagonal MLP, so the runtime's cost per call does not grow with n.
+    `views` are two hypotheses of how a GPU never measured behaves, each learned by `ensemble`
+    members (seeds seed..seed+n-1, each on its own `max_rows` subsample):
+      "spec"   the residual depends on the shape and the device-relative physics (waves over
+               the SMs, machine balance, launch floor and L2 fit);
+      "shape"  the residual depends on the op and shape only: the device enters through the
+               roofline alone, so the GPU inherits the training GPUs' average efficiency
+               profile (what their measurements of the same shapes transfer, see
+               `evaluation.transfer_bounds`).
+    All members are averaged in log space. A held-out GPU is an extrapolation in device
+    space: single MLPs disagree a lot from seed to seed and the two views err in different
+    directions (leave-one-GPU-out MdAPE all / bmm / linear: spec 21.4 / 27.9 / 28.4%, shape
+    19.1 / 22.2 / 40.9%, both 16.5 / 23.2 / 24.3%). The members are merged into one MLP
+    (block-diagonal; a shape member reads zeros from the device columns), so the runtime is
+    the same for any views and members.
     """
 
     kind = "kernel_latency"
@@ -49,11 +73,15 @@ class KernelLatencyPredictor(Predictor):
     def __init__(self, epochs: int = 20, hidden: int = 64, layers: int = 3,
                  batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
                  use_spec_features: bool = False, seed: int = 0, ensemble: int = 3,
-                 **trainer_kw):
+                 views: tuple[str, ...] = ("spec", "shape"), **trainer_kw):
         super().__init__()
         self.config = dict(epochs=epochs, hidden=hidden, layers=layers, batch_size=batch_size,
                            lr=lr, max_rows=max_rows, use_spec_features=use_spec_features,
-                           seed=seed, ensemble=ensemble)
+                           seed=seed, ensemble=ensemble, views=list(views))
+        bad = [v for v in views if v not in VIEWS] or ([] if views else ["(none)"])
+        if bad:
+            raise InvalidInputError(f"unknown view(s) {', '.join(map(str, bad))}; "
+                                    f"choose from {', '.join(VIEWS)}")
         self.trainer_kw = trainer_kw
         self.weights: list[np.ndarray] | None = None
         self.mean: np.ndarray | None = None
@@ -78,29 +106,32 @@ class KernelLatencyPredictor(Predictor):
         self.mean = X.mean(0)
         self.std = X.std(0) + 1e-6
         Xs = ((X - self.mean) / self.std).astype(np.float32)
-        from servecast.predictors.kernel_latency.mlp import fit_mlp, merge_mlps
+        from servecast.predictors.kernel_latency.mlp import fit_mlp, merge_mlps, widen_input
 
         members = []
         n_members = max(int(cfg.get("ensemble", 1)), 1)
         # each member its own random rows: max_rows of them, or 1/n of the data when unset
         # (the ensemble then costs about what one member on all rows did)
         per_member = cfg["max_rows"] or -(-len(y) // n_members)
-        for j in range(n_members):
-            seed = cfg["seed"] + j
-            keep = slice(None)
-            if len(y) > per_member:
-                keep = np.random.default_rng(seed).choice(len(y), per_member, False)
-            members.append(fit_mlp(Xs[keep], y[keep].astype(np.float32),
-                                   hidden=cfg["hidden"], layers=cfg["layers"],
-                                   epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                                   lr=cfg["lr"], seed=seed, **self.trainer_kw))
+        for view in cfg.get("views", ["spec"]):
+            cols = view_columns(view, X.shape[1])
+            for j in range(n_members):
+                seed = cfg["seed"] + j
+                keep = slice(None)
+                if len(y) > per_member:
+                    keep = np.random.default_rng(seed).choice(len(y), per_member, False)
+                w = fit_mlp(Xs[keep][:, cols], y[keep].astype(np.float32),
+                            hidden=cfg["hidden"], layers=cfg["layers"], epochs=cfg["epochs"],
+                            batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
+                            **self.trainer_kw)
+                members.append(widen_input(w, cols, X.shape[1]))
         self.weights = merge_mlps(members)
         self.card = {
             "data": {"rows": int(len(rows.ops)), "ops": sorted(set(rows.ops)),
                      "devices": sorted(set(rows.devices.tolist()))},
             "config": cfg,
-            "target": "log(latency_ms / roofline_ms), L1 loss; ensemble members averaged "
-                      "in log space (merged into one block-diagonal MLP)",
+            "target": "log(latency_ms / roofline_ms), L1 loss; ensemble members of each "
+                      "view averaged in log space (merged into one block-diagonal MLP)",
         }
         return self
 
@@ -149,6 +180,7 @@ class KernelLatencyPredictor(Predictor):
         cfg = json.loads((path / "config.json").read_text())
         check_feature_set(cfg, path)
         cfg.pop("feature_set", None)
+        cfg.setdefault("views", ["spec"])  # saved before views existed
         model = cls(**cfg)
         with np.load(path / "weights.npz") as z:
             model.mean, model.std = z["mean"], z["std"]

@@ -66,6 +66,39 @@ def mlp_forward(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
     return h[:, 0]
 
 
+def member_blocks(weights: list[np.ndarray], members: int) -> list[tuple] | None:
+    """The layers after the first of a merged ensemble (`mlp.merge_mlps`) as per-member
+    blocks, [(W (members, h, h), b (members, 1, h)), ..., (W_last (members, h, 1),
+    b_last / members)] (the members' outputs sum to the merged one); None where the hidden
+    layers are not block-diagonal over `members` (members=1 always works: one dense block).
+    A row then costs members x h^2 multiply-adds per hidden layer instead of (members x h)^2."""
+    width = weights[1].shape[0]
+    if width % members:
+        return None
+    h = width // members
+    idx = np.arange(members)
+    out = []
+    for i in range(2, len(weights), 2):
+        w, b = weights[i].astype(np.float64), weights[i + 1].astype(np.float64)
+        if i + 2 < len(weights):
+            blocks = w.reshape(members, h, members, h)[idx, :, idx, :]
+            if np.count_nonzero(w) != np.count_nonzero(blocks):
+                return None
+            out.append((np.ascontiguousarray(blocks), b.reshape(members, 1, h)))
+        else:
+            out.append((np.ascontiguousarray(w.reshape(members, h, 1)), float(b[0]) / members))
+    return out
+
+
+def blocks_forward(h: np.ndarray, blocks: list[tuple]) -> np.ndarray:
+    """First-layer pre-activations (rows, members x h) through `member_blocks` -> (rows,)."""
+    h = h.reshape(len(h), len(blocks[0][0]), -1).transpose(1, 0, 2)
+    for w, b in blocks:
+        h = h / (1.0 + np.exp(-h))
+        h = h @ w + b
+    return h.sum(axis=0)[:, 0]
+
+
 def spec_feature_slice(n_features: int) -> slice:
     """Column range of the raw spec features inside `physics.features`' matrix."""
     from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
@@ -78,8 +111,10 @@ class Runtime:
     """A loaded kernel-latency model (weights.npz + config.json written by the predictor)."""
 
     def __init__(self, weights: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
-                 use_spec_features: bool):
+                 use_spec_features: bool, members: int = 1):
         self.weights = [w.astype(np.float64) for w in weights]
+        # hidden and last layers per ensemble member (merged into `weights` by the predictor)
+        self.blocks = member_blocks(self.weights, members) or member_blocks(self.weights, 1)
         self.mean, self.std = mean.astype(np.float64), clean_std(std)
         self.use_spec = use_spec_features
         self._keep: np.ndarray | None = None  # feature columns the MLP reads
@@ -94,9 +129,11 @@ class Runtime:
         read_card(path, "kernel_latency")
         cfg = json.loads((path / "config.json").read_text())
         check_feature_set(cfg, path)
+        members = int(cfg.get("ensemble", 1)) * len(cfg.get("views", ["spec"]))
         with np.load(path / "weights.npz") as z:
             weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]
-            return cls(weights, z["mean"], z["std"], bool(cfg.get("use_spec_features")))
+            return cls(weights, z["mean"], z["std"], bool(cfg.get("use_spec_features")),
+                       members)
 
     def _predict(self, ops: np.ndarray, shape: dict, spec: np.ndarray) -> np.ndarray:
         from servecast.predictors.kernel_latency.physics import features
@@ -107,7 +144,8 @@ class Runtime:
             if not self.use_spec:
                 keep = np.delete(keep, spec_feature_slice(X.shape[1]))
             self._keep = keep
-        return base * np.exp(mlp_forward(self.weights, (X[:, self._keep] - self.mean) / self.std))
+        h = (X[:, self._keep] - self.mean) / self.std @ self.weights[0] + self.weights[1]
+        return base * np.exp(blocks_forward(h, self.blocks))
 
     @staticmethod
     def _spec_row(device_spec: Mapping) -> np.ndarray:
@@ -138,10 +176,7 @@ class Runtime:
             per_op[op] = (bias + scaled[onehot + OP_NAMES.index(op)]
                           + scaled[onehot + len(OP_NAMES) + FAMILIES.index(fam)])
         spec_w = scaled[sl] if self.use_spec else None
-        # one dtype (float64) throughout: a mixed-dtype 1-row matmul copies the matrix
-        rest = [(np.ascontiguousarray(self.weights[i]), self.weights[i + 1])
-                for i in range(2, len(self.weights), 2)]
-        self._fast = (np.ascontiguousarray(scaled[:n_dense]), per_op, spec_w, rest,
+        self._fast = (np.ascontiguousarray(scaled[:n_dense]), per_op, spec_w,
                       mean[:n_dense].copy())
         return self._fast
 
@@ -180,15 +215,12 @@ class Runtime:
         if dims is None:  # other forms, or a bad value: the checked path (clear errors)
             dims = shape_dict(name, shape)
         row, extra = self._spec_entry(device_spec)
-        w0, per_op, _, rest, mean = self._fast or self._prepare_fast()
+        w0, per_op, _, mean = self._fast or self._prepare_fast()
         cols, base = features_one(name, dims, row)
         h = (np.array(cols, dtype=np.float32) - mean) @ w0 + per_op[name]
         if extra is not None:
             h += extra
-        for w, b in rest:
-            h = h / (1.0 + np.exp(-h))
-            h = h @ w + b
-        return float(base * np.exp(float(h[0])))
+        return float(base * np.exp(blocks_forward(h[None], self.blocks)[0]))
 
     def roofline(self, op: str, shape: Sequence[float] | Mapping[str, float],
                  device_spec: Mapping) -> float:
