@@ -88,10 +88,11 @@ pl.concat(runs.values()).select("load", "policy", "mean_jct_s", "p99_jct_s", "me
     "03_kernel_latency_unseen_gpu": [
         ("md", """\
 # Kernel latency on an unseen GPU
-NeuSight's measured kernels (bmm, linear, conv, norms, element-wise ops) train a small MLP
-that corrects a roofline model: latency = roofline(op, shape, spec) x exp(MLP(features)).
-The learner sees a device only through its spec sheet, so it can estimate a GPU it has never
-measured. Here the A100-PCIE-40GB is held out, then H100 and L4 (no measurements at all) are
+NeuSight's measured kernels (bmm, linear, conv, norms, element-wise ops) train small MLPs
+that correct a roofline model: latency = roofline(op, shape, spec) x exp(MLP(features)),
+averaged over members that read the device-relative physics and members that read the shape
+alone. The learner sees a device only through its spec sheet, so it can estimate a GPU it
+has never measured. Here the A100-PCIE-40GB is held out, then H100 and L4 (no measurements at all) are
 estimated from their specs."""),
         ("code", SETUP.format(name="kernels")),
         ("code", """\
