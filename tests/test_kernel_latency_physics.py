@@ -217,3 +217,30 @@ def test_member_blocks_run_the_merged_ensemble_exactly():
                                    mlp_forward(merged, X), rtol=1e-5)
     assert member_blocks(merged, 2) is None  # not block-diagonal over 2 members
     assert member_blocks(merged, 5) is None  # width 12 does not split in 5
+
+
+def test_leave_one_gpu_out_holds_out_every_board_of_a_chip():
+    from servecast.predictors.kernel_latency.evaluation import leave_one_gpu_out
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {"a": SPEC, "a80": SPEC | {"Dev_Mem": 80}, "b": SPEC | {"Num_Sm": 50},
+               "c": SPEC | {"Num_Sm": 25}}
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(1, 256, n),
+                          "N": rng.integers(1, 256, n), "K": rng.integers(1, 256, n)})
+    frame = frame.with_columns(latency_ms=KernelLatencyPredictor.predict_roofline(
+        frame, devices) * rng.uniform(1, 2, n))
+    fitted = []
+
+    def make():
+        fitted.append(KernelLatencyPredictor(epochs=1, ensemble=1, batch_size=256))
+        return fitted[-1]
+
+    res = leave_one_gpu_out(frame, devices, make, hold_out=["a80"])
+    assert res["held_out"].unique().to_list() == ["a, a80"]
+    assert fitted[0].card["data"]["devices"] == ["b", "c"]
+    boards = frame["device"].is_in(["a", "a80"]).sum()
+    assert res.filter(pl.col("op") == "all")["rows"].item() == boards
+    assert set(leave_one_gpu_out(frame, devices, make)["held_out"]) == {"a, a80", "b", "c"}

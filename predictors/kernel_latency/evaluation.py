@@ -1,9 +1,10 @@
-"""Evaluation protocols: leave-one-GPU-out on NeuSight and model hold-out on Vidur, and how far
-the measured behaviour of one GPU transfers to another (`transfer_bounds`)."""
+"""Evaluation protocols: leave one GPU out (NeuSight's GPUs, or Vidur's with everything else
+in training), and how far the measured behaviour of one GPU transfers to another
+(`transfer_bounds`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -34,15 +35,19 @@ def _summary(name: str, ops: np.ndarray, pred: np.ndarray, roof: np.ndarray,
 
 def leave_one_gpu_out(frame: pl.DataFrame, devices: Mapping[str, Mapping],
                       make: Callable[[], KernelLatencyPredictor],
-                      log: Callable[[str], None] | None = None) -> pl.DataFrame:
-    """Fit on all GPUs but one, predict the held-out GPU from its spec; repeat for each.
+                      log: Callable[[str], None] | None = None,
+                      hold_out: Sequence[str] | None = None) -> pl.DataFrame:
+    """Fit on all GPUs but one, predict the held-out GPU from its spec; repeat for each GPU
+    chip in `frame`, or for the chips of the `hold_out` device names only (every board of a
+    held-out chip leaves the training data, whichever source measured it).
 
     Returns rows [held_out, op ('all' or an op), rows, mdape, roofline_mdape] (MdAPE in %).
     """
     names = frame["device"].to_numpy()
     groups = gpu_groups(devices, names)
+    chips = sorted(set(groups) if hold_out is None else set(gpu_groups(devices, hold_out)))
     rows = []
-    for g in sorted(set(groups)):
+    for g in chips:
         test = groups == g
         held = ", ".join(sorted(set(names[test])))
         model = make().fit(frame.filter(pl.Series(~test)), devices)
