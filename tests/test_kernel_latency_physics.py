@@ -35,6 +35,24 @@ def test_bmm_flops_bytes_and_roofline_have_known_values():
     assert t_mem[0] == pytest.approx(w["bytes"][0] / 1e12 * 1e3)
 
 
+def test_fp16_gemms_run_at_the_tensor_core_peak_given_or_16x_fp32():
+    ops = np.array(["vidur.mlp_up_proj", "bmm"], dtype=object)
+    shape = {"B": np.array([1.0, 1.0])} | {c: np.array([4096.0] * 2) for c in "MNK"}
+    w = kernel_work(ops, shape)
+    plain = spec_matrix({"d": SPEC}, ["d", "d"])
+    a40_like = spec_matrix({"d": SPEC | {"TensorFLOPs": 40000}}, ["d", "d"])
+    t16, _ = roofline_ms(w, plain)
+    t4, _ = roofline_ms(w, a40_like)
+    assert t16[0] == pytest.approx(w["flops"][0] / (16 * 10e12) * 1e3)
+    assert t4[0] == pytest.approx(w["flops"][0] / 40e12 * 1e3)
+    assert t16[1] == t4[1] == pytest.approx(w["flops"][1] / 10e12 * 1e3)  # fp32: unchanged
+    # the scalar path (the Estimator's) and the batch features see the same key
+    cols, base = features_one("vidur.mlp_up_proj", {"M": 4096.0, "N": 4096.0, "K": 4096.0},
+                              tuple(a40_like[0]))
+    assert base == pytest.approx(features(ops[:1], {c: v[:1] for c, v in shape.items()},
+                                          a40_like[:1])[1][0])
+
+
 def test_conv_is_an_implicit_gemm_and_elementwise_counts_tensors():
     shape = {"B": np.array([2.0]), "in_channels": np.array([8.0]),
              "out_channels": np.array([16.0]), "kernel_size": np.array([3.0]),
@@ -67,7 +85,7 @@ def test_scalar_features_match_the_vectorized_ones_for_every_op():
 
     rng = np.random.default_rng(0)
     specs = [SPEC, SPEC | {"Num_Sm": 7, "L2Cache": 0.5, "Mem_Bw": 50},
-             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}]
+             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}, SPEC | {"TensorFLOPs": 40000}]
     for op, (_, cols, _, _) in OPS.items():
         for spec in specs:
             for _ in range(6):
@@ -99,6 +117,8 @@ def test_unknown_op_missing_columns_bad_spec_and_dims_raise_clear_errors():
         kernel_rows(bad, devices)
     with pytest.raises(InvalidInputError, match="missing key.*Mem_Bw"):
         check_spec({k: 1 for k in SPEC_KEYS if k != "Mem_Bw"})
+    with pytest.raises(InvalidInputError, match="TensorFLOPs=-5 must be a positive"):
+        check_spec(SPEC | {"TensorFLOPs": -5})
     with pytest.raises(UnknownNameError, match="device 'x' has no spec"):
         kernel_rows(frame.with_columns(K=pl.lit(8), device=pl.lit("x")), devices)
     with pytest.raises(InvalidInputError, match="-3"):
@@ -244,3 +264,16 @@ def test_leave_one_gpu_out_holds_out_every_board_of_a_chip():
     boards = frame["device"].is_in(["a", "a80"]).sum()
     assert res.filter(pl.col("op") == "all")["rows"].item() == boards
     assert set(leave_one_gpu_out(frame, devices, make)["held_out"]) == {"a, a80", "b", "c"}
+
+
+def test_device_specs_from_the_store_keep_an_optional_tensor_peak(tmp_path):
+    from servecast.predictors.kernel_latency.data import device_specs
+    from servecast.store import Store
+
+    (tmp_path / "a.json").write_text(json.dumps({"Device": "L4x", **SPEC, "TensorFLOPs": 121000}))
+    (tmp_path / "b.json").write_text(json.dumps({"Device": "Px", **SPEC}))
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("neusight", [tmp_path / "a.json", tmp_path / "b.json"], trace="specs")
+        specs = device_specs(store)
+    assert specs["L4x"]["TensorFLOPs"] == 121000
+    assert "TensorFLOPs" not in specs["Px"] and check_spec(specs["Px"])["TensorFLOPs"] == 16e4

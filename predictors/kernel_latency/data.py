@@ -9,17 +9,18 @@ import polars as pl
 
 from servecast.errors import UnknownNameError
 from servecast.predictors.kernel_latency.ops import SHAPE_COLUMNS
-from servecast.predictors.kernel_latency.specs import SPEC_KEYS
+from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS, TENSOR_KEY
 
-#: public spec sheets (NeuSight keys) of the GPUs Vidur profiled (fp32 peak GFLOP/s):
-#: a100 = A100-SXM4-80GB, h100 = H100-SXM5-80GB, a40 = A40 (vendor data sheets)
+#: public spec sheets (NeuSight keys + the dense fp16 tensor-core peak, GFLOP/s) of the GPUs
+#: Vidur profiled: a100 = A100-SXM4-80GB, h100 = H100-SXM5-80GB, a40 = A40 (vendor data
+#: sheets; Vidur's operators run in fp16)
 VIDUR_SPECS: dict[str, dict] = {
     "a100": {"Dev_Mem": 80, "Mem_Bw": 2039, "Num_Sm": 108, "Core_Per_SM": 64, "Freq": 1410,
-             "SingleFLOPs": 19492, "L2Cache": 40},
+             "SingleFLOPs": 19492, "L2Cache": 40, "TensorFLOPs": 312000},
     "h100": {"Dev_Mem": 80, "Mem_Bw": 3350, "Num_Sm": 132, "Core_Per_SM": 128, "Freq": 1980,
-             "SingleFLOPs": 66908, "L2Cache": 50},
+             "SingleFLOPs": 66908, "L2Cache": 50, "TensorFLOPs": 989400},
     "a40": {"Dev_Mem": 48, "Mem_Bw": 696, "Num_Sm": 84, "Core_Per_SM": 128, "Freq": 1740,
-            "SingleFLOPs": 37420, "L2Cache": 6},
+            "SingleFLOPs": 37420, "L2Cache": 6, "TensorFLOPs": 149700},
 }
 
 
@@ -32,9 +33,12 @@ def _need_trace(store, trace: str, adapter: str, rel: str) -> None:
 
 
 def device_specs(store) -> dict[str, dict]:
-    """Device name -> spec dict (SPEC_KEYS) from the store's `devices` table."""
-    df = store.sql(f"SELECT device, {', '.join(SPEC_KEYS)} FROM devices")
-    return {r["device"]: {k: r[k] for k in SPEC_KEYS} for r in df.iter_rows(named=True)}
+    """Device name -> spec dict (SPEC_KEYS, plus TensorFLOPs where the device-config JSON
+    had it) from the store's `devices` table."""
+    df = store.sql(f"SELECT device, {', '.join(SPEC_KEYS)}, "
+                   f"TRY_CAST(spec->>'{TENSOR_KEY}' AS DOUBLE) AS {TENSOR_KEY} FROM devices")
+    return {r["device"]: {k: r[k] for k in SPEC_COLUMNS if r[k] is not None}
+            for r in df.iter_rows(named=True)}
 
 
 def neusight_frame(store, trace: str = "neusight") -> pl.DataFrame:
@@ -95,4 +99,4 @@ def help_frames(store, trace: str = "help_nasbench201") -> tuple[pl.DataFrame, p
 
 def spec_json(spec: dict) -> str:
     """A spec dict as the JSON NeuSight's device configs use."""
-    return json.dumps({k: spec[k] for k in ["Device", *SPEC_KEYS] if k in spec}, indent=2)
+    return json.dumps({k: spec[k] for k in ["Device", *SPEC_COLUMNS] if k in spec}, indent=2)

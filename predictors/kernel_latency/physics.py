@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
-from servecast.predictors.kernel_latency.specs import SPEC_KEYS
+from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS, TENSOR_KEY
 
 #: fixed launch + sync floor added to the roofline time (ms): kernels never run faster
 LAUNCH_FLOOR_MS = 0.02
@@ -21,8 +21,6 @@ LAUNCH_FLOOR_MS = 0.02
 FEATURE_SET = 2
 #: cap on log2(roofline / launch floor) as a feature (see `features`)
 REL_CAP = 3.0
-#: nominal fp16 tensor-core speedup over SingleFLOPs (the residual learns the rest)
-TENSOR_CORE_FACTOR = 16.0
 #: GEMM output tiles (rows x cols) whose wave quantization becomes a feature
 TILES = ((128, 128), (128, 64), (64, 64), (32, 32))
 #: elements per thread block of an element-wise kernel (128 threads x 4-wide vectors)
@@ -40,7 +38,7 @@ DEVICE_COLUMNS = frozenset(
     ["floor_ratio", "rel_time", "balance", "l2_fit", "rows_per_sm", "row_waves", "row_wave_eff"]
     + [c for c in DENSE_COLUMNS if c.startswith("wave")])
 
-_S = {k: i for i, k in enumerate(SPEC_KEYS)}
+_S = {k: i for i, k in enumerate(SPEC_COLUMNS)}
 _OP_INDEX = {op: i for i, op in enumerate(OP_NAMES)}
 _FAM_INDEX = {f: i for i, f in enumerate(FAMILIES)}
 
@@ -99,10 +97,10 @@ def kernel_work(ops: np.ndarray, shape: dict) -> dict[str, np.ndarray]:
 
 
 def roofline_ms(work: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(compute time, memory time) in ms at the spec's peak fp32 (x TENSOR_CORE_FACTOR for
-    fp16 GEMMs) FLOP/s and DRAM bandwidth."""
-    peak = spec[:, _S["SingleFLOPs"]] * 1e9 * np.where(work["half"] & work["is_gemm"],
-                                                        TENSOR_CORE_FACTOR, 1.0)
+    """(compute time, memory time) in ms at the spec's peak FLOP/s (fp32; the tensor-core
+    peak for fp16 GEMMs) and DRAM bandwidth."""
+    peak = 1e9 * np.where(work["half"] & work["is_gemm"], spec[:, _S[TENSOR_KEY]],
+                          spec[:, _S["SingleFLOPs"]])
     t_comp = work["flops"] / peak * 1e3
     t_mem = work["bytes"] / (spec[:, _S["Mem_Bw"]] * 1e9) * 1e3
     return t_comp, t_mem
@@ -127,7 +125,7 @@ def _lg(x: np.ndarray) -> np.ndarray:
 
 def features(ops: np.ndarray, shape: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(feature matrix float32 [rows, n_features], roofline baseline in ms) for canonical
-    `ops`, shape columns `shape` (arrays, NaN where unused) and spec rows (SPEC_KEYS order)."""
+    `ops`, shape columns `shape` (arrays, NaN where unused) and spec rows (SPEC_COLUMNS order)."""
     ops = np.asarray(ops, dtype=object)
     w = kernel_work(ops, shape)
     t_comp, t_mem = roofline_ms(w, spec)
@@ -195,7 +193,7 @@ def _waves1(units: float, slots: float) -> tuple[float, float]:
 def features_one(op: str, dims: dict, spec: tuple) -> tuple[list[float], float]:
     """(the dense feature columns of `features` before the spec columns and one-hots, roofline
     baseline ms) for one canonical `op`, its dims (`ops.shape_dict` output) and one spec row
-    (floats in SPEC_KEYS order, already checked)."""
+    (floats in SPEC_COLUMNS order, already checked)."""
     gemm, conv, half, shared_w, io, fpe = _STATIC[op][:6]
     nan = math.nan
     B = dims.get("B", 1.0)
@@ -219,7 +217,7 @@ def features_one(op: str, dims: dict, spec: tuple) -> tuple[list[float], float]:
         elems, flops, rows = gb * gm * gn, 2.0 * gb * gm * gn * gk, gb * gm
     else:
         elems, flops, rows = B * H, fpe * B * H, B
-    peak = spec[_S["SingleFLOPs"]] * 1e9 * (TENSOR_CORE_FACTOR if half and is_gemm else 1.0)
+    peak = spec[_S[TENSOR_KEY] if half and is_gemm else _S["SingleFLOPs"]] * 1e9
     t_comp = flops / peak * 1e3
     t_mem = nbytes / (spec[_S["Mem_Bw"]] * 1e9) * 1e3
     base = max(t_comp, t_mem) + LAUNCH_FLOOR_MS

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from servecast.predictors.kernel_latency.ops import OPS, SHAPE_COLUMNS, canonical_op, shape_dict
-from servecast.predictors.kernel_latency.specs import SPEC_KEYS, check_spec
+from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS, check_spec
 
 #: op spellings already resolved by `canonical_op` (only valid names are cached)
 _OP_CACHE: dict[str, str] = {}
@@ -150,7 +150,7 @@ class Runtime:
     @staticmethod
     def _spec_row(device_spec: Mapping) -> np.ndarray:
         checked = check_spec(device_spec)
-        return np.array([[checked[k] for k in SPEC_KEYS]])
+        return np.array([[checked[k] for k in SPEC_COLUMNS]])
 
     def _prepare_fast(self) -> tuple:
         """Fold the standardization and the constant columns (op/family one-hots, spec logs)
@@ -182,16 +182,16 @@ class Runtime:
 
     def _spec_entry(self, device_spec: Mapping) -> tuple:
         try:
-            key = tuple(device_spec.get(k) for k in SPEC_KEYS)
+            key = tuple(device_spec.get(k) for k in SPEC_COLUMNS)
             hit = self._specs.get(key)
         except (AttributeError, TypeError):  # not a mapping / unhashable values
             key, hit = None, None
         if hit is not None:
             return hit
         checked = check_spec(device_spec)
-        row = tuple(checked[k] for k in SPEC_KEYS)
+        row = tuple(checked[k] for k in SPEC_COLUMNS)
         fast = self._fast or self._prepare_fast()
-        extra = None if fast[2] is None else np.log2(np.array(row)) @ fast[2]
+        extra = None if fast[2] is None else np.log2(np.array(row[:len(SPEC_KEYS)])) @ fast[2]
         hit = (row, extra)
         if key is not None and len(self._specs) < 4096:
             self._specs[key] = hit

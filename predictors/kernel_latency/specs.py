@@ -1,6 +1,9 @@
 """Device spec sheets with the keys of NeuSight's device-config JSONs.
 
 Units: Dev_Mem GB, Mem_Bw GB/s, Freq MHz, SingleFLOPs GFLOP/s (fp32), L2Cache MB.
+Optional: TensorFLOPs GFLOP/s, the dense fp16 tensor-core peak from the vendor's data sheet
+(NeuSight's JSONs lack it; default TENSOR_CORE_FACTOR x SingleFLOPs, right for A100 / H100
+but 4x too high for A40 / L4-class cards). Only fp16 GEMMs use it.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ import numpy as np
 from servecast.errors import DataFileError, InvalidInputError, UnknownNameError
 
 SPEC_KEYS = ["Dev_Mem", "Mem_Bw", "Num_Sm", "Core_Per_SM", "Freq", "SingleFLOPs", "L2Cache"]
+#: optional key (see the module docstring) and its default as a multiple of SingleFLOPs
+TENSOR_KEY = "TensorFLOPs"
+TENSOR_CORE_FACTOR = 16.0
+#: columns of a checked spec row: the required keys, then the tensor-core peak
+SPEC_COLUMNS = [*SPEC_KEYS, TENSOR_KEY]
 
 
 def check_spec(spec: Mapping, name: str = "device spec") -> dict[str, float]:
-    """The spec's required keys as floats; raises InvalidInputError naming what is missing."""
+    """The spec's SPEC_COLUMNS as floats (TensorFLOPs defaulted when absent); raises
+    InvalidInputError naming what is missing or bad."""
     if not isinstance(spec, Mapping):
         raise InvalidInputError(f"{name}: expected a mapping of {', '.join(SPEC_KEYS)}")
     missing = [k for k in SPEC_KEYS if k not in spec or spec[k] is None]
@@ -26,7 +35,8 @@ def check_spec(spec: Mapping, name: str = "device spec") -> dict[str, float]:
             f"{name}: missing key(s) {', '.join(missing)}; a device spec needs "
             f"{', '.join(SPEC_KEYS)} (see the NeuSight device_configs/*.json files)")
     out = {}
-    for k in SPEC_KEYS:
+    given = [k for k in SPEC_COLUMNS if k in SPEC_KEYS or spec.get(k) is not None]
+    for k in given:
         try:
             v = float(spec[k])
         except (TypeError, ValueError):
@@ -34,6 +44,7 @@ def check_spec(spec: Mapping, name: str = "device spec") -> dict[str, float]:
         if not np.isfinite(v) or v <= 0:
             raise InvalidInputError(f"{name}: {k}={spec[k]!r} must be a positive number")
         out[k] = v
+    out.setdefault(TENSOR_KEY, TENSOR_CORE_FACTOR * out["SingleFLOPs"])
     return out
 
 
@@ -61,7 +72,8 @@ def load_spec_dir(folder: str | Path) -> dict[str, dict]:
 
 
 def spec_matrix(devices: Mapping[str, Mapping], names) -> np.ndarray:
-    """Rows of SPEC_KEYS (float) for each device name in `names`; raises UnknownNameError."""
+    """Rows of SPEC_COLUMNS (float) for each device name in `names`; raises
+    UnknownNameError."""
     checked = {}
     uniq, inv = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
     for n in map(str, uniq):
@@ -70,5 +82,5 @@ def spec_matrix(devices: Mapping[str, Mapping], names) -> np.ndarray:
                 f"device {n!r} has no spec in `devices` (have: {', '.join(sorted(devices))}); "
                 "pass its device-config JSON")
         checked[n] = check_spec(devices[n], f"device {n!r}")
-    table = np.array([[checked[str(n)][k] for k in SPEC_KEYS] for n in uniq])
+    table = np.array([[checked[str(n)][k] for k in SPEC_COLUMNS] for n in uniq])
     return table[inv.reshape(-1)]
