@@ -93,12 +93,13 @@ def transfer_bounds(frame: pl.DataFrame, devices: Mapping[str, Mapping]) -> pl.D
     rows = kernel_rows(frame, devices, need_latency=True)
     roof = features(rows.ops, rows.shape, rows.spec)[1]
     keys = [c for c in SHAPE_COLUMNS if np.isfinite(rows.shape[c]).any()]
-    r = pl.DataFrame({"chip": gpu_groups(devices, rows.devices), "op": rows.ops.astype(str),
+    chip = gpu_groups(devices, rows.devices)
+    r = pl.DataFrame({"chip": chip, "op": rows.ops.astype(str),
                       "r": np.log(rows.latency_ms / roof),
                       **{c: np.nan_to_num(rows.shape[c], nan=-1.0) for c in keys}})
     wide = (r.group_by(["op", "chip", *keys]).agg(pl.col("r").median())
             .pivot(on="chip", index=["op", *keys], values="r"))
-    chips = sorted(set(r["chip"]))
+    chips = sorted(set(chip))
 
     def err(x: np.ndarray) -> float:
         return float(np.median(np.abs(np.expm1(x))) * 100)
@@ -106,7 +107,7 @@ def transfer_bounds(frame: pl.DataFrame, devices: Mapping[str, Mapping]) -> pl.D
     out = []
     for held in chips:
         others = [c for c in chips if c != held]
-        names = ", ".join(sorted(set(rows.devices[gpu_groups(devices, rows.devices) == held])))
+        names = ", ".join(sorted(set(rows.devices[chip == held])))
         for op in ["all", *sorted(set(r["op"]))]:
             part = wide if op == "all" else wide.filter(pl.col("op") == op)
             part = part.filter(pl.col(held).is_not_null()
