@@ -26,7 +26,7 @@ from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.forest import FILE as FOREST_FILE
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.output_length.history import HISTORY, LengthHistory
-from servecast.predictors.output_length.session_state import RecentSessions
+from servecast.predictors.output_length.session_state import SessionTurns
 from servecast.predictors.output_length.table import FILE as TABLE_FILE
 from servecast.predictors.output_length.table import LengthTable
 
@@ -106,8 +106,7 @@ class Runtime:
         else:
             self.table = LengthTable.load(path)
             self.edges = self.table.edges.tolist()
-        # session id -> (turn, prompt, output) of its last finished request
-        self.sessions = RecentSessions()
+        self.sessions = SessionTurns()
         self._rows: dict[tuple, list[LengthEstimate]] = {}
         self._boosters = None
         self._encoder = None  # batch-path Encoder (output_length_batch)
@@ -127,7 +126,7 @@ class Runtime:
             raise self._unknown(model, log_type) from None
         ctx = (0, 0, 0)
         if session_id is not None and self.uses_context:
-            ctx = self._context(session_id, x)
+            ctx = self.sessions.context(session_id, x)
         if self.forest is not None:
             return self._forest_estimate(x, (m, lg, *ctx), arrival_s)
         row = self._rows.get((ctx, m, lg))
@@ -141,10 +140,8 @@ class Runtime:
         calls see it: the session's turn / previous output, the prompt-length history."""
         if self.history is not None:
             self.history.observe(prompt_tokens, output_tokens, arrival_s)
-        if session_id is None:
-            return
-        turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
-        self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+        if session_id is not None:
+            self.sessions.record(session_id, prompt_tokens, output_tokens)
 
     def _forest_estimate(self, x: float, codes: tuple, arrival_s) -> LengthEstimate:
         """Estimate from the compiled trees: row = prompt, codes, history codes (others 0)."""
@@ -157,14 +154,6 @@ class Runtime:
             row[j] = v
         r = self.forest.predict_row(row).tolist()
         return LengthEstimate(*self.calibrator.apply_one(r[0], r[1], r[2]), max(r[3], 0.0))
-
-    def _context(self, session_id: str, x: float) -> tuple[int, int, int]:
-        from servecast.predictors.output_length.buckets import context_codes
-
-        st = self.sessions.get(session_id)
-        if st is None:
-            return context_codes(1, None, None)
-        return context_codes(st[0] + 1, st[2], x - st[1])
 
     def _unknown(self, model, log_type) -> UnknownNameError:
         for col, v in (("model", model), ("log_type", log_type)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from servecast.errors import InvalidInputError
+from servecast.predictors.output_length.buckets import context_codes
 
 #: sessions a runtime remembers: ~0.2 kB each for the metadata model; the text model's
 #: conversation memory adds ~3 kB per finished turn (one 384-d float64 prompt embedding)
@@ -55,3 +56,20 @@ class RecentSessions:
 
     def __len__(self) -> int:
         return len(self._d)
+
+
+class SessionTurns(RecentSessions):
+    """Session id -> (turn, prompt tokens, output tokens) of its last finished request: the
+    session context (turn / previous output / prompt growth codes) of its next request."""
+
+    def record(self, session_id, prompt_tokens: float, output_tokens: float) -> None:
+        """A finished request of `session_id` (tokens)."""
+        turn = self.get(session_id, (0, 0.0, 0.0))[0] + 1
+        self[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+
+    def context(self, session_id, prompt_tokens: float) -> tuple[int, int, int]:
+        """(turn_b, prev_out_b, growth_b) of a new request of `session_id` (tokens)."""
+        st = self.get(session_id)
+        if st is None:
+            return context_codes(1, None, None)
+        return context_codes(st[0] + 1, st[2], prompt_tokens - st[1])

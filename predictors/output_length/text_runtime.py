@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from servecast.errors import InvalidInputError
-from servecast.predictors.output_length.buckets import context_codes
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.conversation import ConversationMemory
 from servecast.predictors.output_length.embeddings import embed
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
-from servecast.predictors.output_length.session_state import RecentSessions
+from servecast.predictors.output_length.session_state import RecentSessions, SessionTurns
 from servecast.predictors.output_length.text import (
     design,
     head_outputs,
@@ -35,7 +34,7 @@ class TextRuntime:
         self.calibrator = Calibrator.from_state(state["calibrator"])
         self.boosters, self.pca, self.index = load_heads(path)
         self.model = text_encoder(path)
-        self.sessions = RecentSessions()  # session -> (turn, prompt, output), as the metadata's
+        self.sessions = SessionTurns()
         self.memory = ConversationMemory(RecentSessions())
         self.asked = RecentSessions()  # session -> embedding of its last estimate
 
@@ -45,8 +44,7 @@ class TextRuntime:
         for the conversation memory its output with the prompt of the session's last
         `output_length` call (without one, the memory's similarity features skip this turn)."""
         if session_id is not None:
-            turn = self.sessions.get(session_id, (0, 0.0, 0.0))[0] + 1
-            self.sessions[session_id] = (turn, float(prompt_tokens), float(output_tokens))
+            self.sessions.record(session_id, prompt_tokens, output_tokens)
             self.memory.add(session_id, self.asked.pop(session_id, None), output_tokens)
 
     def _estimate(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
@@ -63,9 +61,7 @@ class TextRuntime:
         ctx = (0, 0, 0)
         E = embed([prompt_text], model=self.model)
         if session_id is not None:
-            st = self.sessions.get(session_id)
-            ctx = context_codes(1, None, None) if st is None else \
-                context_codes(st[0] + 1, st[2], x - st[1])
+            ctx = self.sessions.context(session_id, x)
             self.asked[session_id] = E[0]
         meta = np.array([[x, *ctx, *self.memory.features(session_id, E[0])]])
         return LengthEstimate(*map(float, self._estimate(E, meta, [prompt_text])[0]))
