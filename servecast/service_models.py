@@ -51,7 +51,8 @@ class OutputLengthEstimate(BaseModel):
 class DeviceSpec(BaseModel):
     """A GPU spec sheet with NeuSight's device-config keys (extra keys are ignored).
 
-    Units: Dev_Mem GB, Mem_Bw GB/s, Freq MHz, SingleFLOPs GFLOP/s (fp32), L2Cache MB.
+    Units: Dev_Mem GB, Mem_Bw GB/s, Freq MHz, SingleFLOPs GFLOP/s (fp32), L2Cache MB;
+    optional TensorFLOPs GFLOP/s (dense fp16 tensor-core peak; default 16 x SingleFLOPs).
     """
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -63,6 +64,9 @@ class DeviceSpec(BaseModel):
     Freq: float = Field(gt=0)
     SingleFLOPs: float = Field(gt=0)
     L2Cache: float = Field(gt=0)
+    TensorFLOPs: float | None = Field(
+        None, gt=0, description="dense fp16 tensor-core GFLOP/s from the data sheet; fp16 "
+        "GEMMs only; default 16 x SingleFLOPs (right for A100/H100, 4x high for A40/L4)")
 
 
 class KernelLatencyRequest(Body):

@@ -115,6 +115,8 @@ BAD_BODIES = [
      "prompt_tokens"),
     ("kernel_latency", lambda b: {**b, "shape": "8x256"}, "shape"),
     ("kernel_latency", lambda b: {**b, "device_spec": {"Mem_Bw": 900}}, "device_spec.Dev_Mem"),
+    ("kernel_latency", lambda b: {**b, "device_spec": {**b["device_spec"], "TensorFLOPs": -1}},
+     "device_spec.TensorFLOPs"),
     ("kernel_latency", lambda b: {**b, "colour": "red"}, "colour"),
     ("interference", lambda b: {"metrics": []}, "metrics"),
     ("moe_congestion", lambda b: {**b, "loads": "many"}, "loads"),
