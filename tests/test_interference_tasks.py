@@ -84,6 +84,12 @@ def test_fingerprint_task_and_reduced_training(vm_store):
     steps = task.metrics.select("window_id", "t").unique()
     assert marks.height == steps.height and (marks["value"] == 1.0).all()
     assert {n for n in names if n.startswith("sku:")} == {"sku:B8ms", "sku:D8s_v5"}
+    # the VM's age: once per window, at the app step, after its micro-benchmarks (> 0 h)
+    age = task.metrics.filter(pl.col("metric") == "vm_age_h")
+    last = task.metrics.group_by("window_id").agg(pl.col("t").max())
+    assert age.height == task.labels.height
+    assert age.select("window_id", "t").sort("window_id").equals(last.sort("window_id"))
+    assert (age["value"] > 0).all() and age["value"].max() < 24
     table = compare(task, ("dual", "mean"), dict(FAST, epochs=1), log=lambda s: None)
     assert set(table["group"]) == {"all", "B8ms", "D8s_v5"}
     assert table["mae_pp"].is_finite().all()

@@ -15,7 +15,7 @@ from servecast.predictors.interference.tasks import Task
 MODEL_ORDER = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
 # FULL is sized for <= 15 min of training (wall) of the dual model per task on the shared 2-core
 # machine: a 3-seed ensemble (n_seeds) of 8 epochs each, ~47 CPU s per epoch on the 33k
-# fingerprint windows of 32 steps (656 s wall, 1140 CPU s in all). GBM: up to 2000 trees,
+# fingerprint windows of 32 steps (642 s wall, 1123 CPU s in all). GBM: up to 2000 trees,
 # early-stopped on val (600 did not converge at 12 steps: fingerprint 4.44 -> 4.38 pp with 2000;
 # best iteration ~1250).
 FULL = dict(epochs=8, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=2000, n_seeds=3)

@@ -12,9 +12,10 @@ median / value for lower-better ones (ms, ns, us Per Event); perf = min(1, rel).
   cutoff, train/val = the other VMs before it.
 - `fingerprint_task`: short-lived VMs. Window = the micro-benchmarks (all suites but
   PostgreSQL/Redis) that completed on that VM instance before the application run started
-  (t = their order; a last step names the application, metric `app:<test>` = 1); label =
-  that application run's perf; a marker metric `sku:<vm_sku>` = 1 at every step (optional)
-  names the SKU. Split by time (instance start): train < val < test.
+  (t = their order; a last step names the application, metric `app:<test>` = 1, and carries
+  `vm_age_h`, the hours since the instance's first run began); label = that application run's
+  perf; a marker metric `sku:<vm_sku>` = 1 at every step (optional) names the SKU.
+  Split by time (instance start): train < val < test.
 
 Short-lived `VM_id`s are ranks within each benchmark file, not instance keys across files
 (a VM missing from a file shifts the ids after it): `short_instances` re-aligns every file to
@@ -256,7 +257,7 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
                      val_frac: float = 0.1, test_frac: float = 0.2,
                      directions: dict | None = None, max_instances: int | None = None,
                      min_micro: int = 3, until: str | None = None,
-                     mark_sku: bool = True) -> Task:
+                     mark_sku: bool = True, mark_age: bool = True) -> Task:
     """Fingerprint task on short-lived VMs (see module docstring): windows of `max_steps` steps
     (the last max_steps - 1 micro-benchmark runs, then the app step; the default 32 keeps every
     micro-benchmark run of 99.9 % of the Azure windows: median 18, max 56; 12 cut 93.5 % of
@@ -267,9 +268,14 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
     drops later runs (quick runs). `mark_sku` adds a marker metric `sku:<vm_sku>` = 1 at every
     step (values are relative to each SKU's median, so the SKU is otherwise invisible; every
     model gets it; test MAE without -> with, at max_steps 12: one 8-epoch dual net ~4.25 -> 3.62
-    pp, GBM 4.44 -> 3.90)."""
+    pp, GBM 4.44 -> 3.90). `mark_age` adds `vm_age_h` at the app step (hours since the
+    instance's first run began: a burstable VM's CPU credits drain as its benchmarks run; test
+    MAE without -> with, one 6-epoch net: dual 3.64 -> 3.30, temporal-only 3.56 -> 3.23, GBM
+    3.61 -> 3.44 pp)."""
     raw = short_instances(_rows(store, trace, "short", skus, until))
-    inst = (raw.group_by("vm_sku", "instance").agg(pl.col("end_s").min().alias("start"))
+    inst = (raw.group_by("vm_sku", "instance")
+            .agg(pl.col("end_s").min().alias("start"),
+                 (pl.col("end_s") - pl.col("runtime_s")).min().alias("born"))
             .with_columns(pl.col("start").rank("ordinal").over("vm_sku").alias("_r"),
                           pl.len().over("vm_sku").alias("_n")))
     if max_instances:
@@ -285,7 +291,7 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
     rel = _relative(raw, pl.col("split") == "train", directions)
     is_app = _is_app()
     apps = (rel.filter(is_app)
-            .select("vm_sku", "instance", "split", "metric", "rel", "end_s",
+            .select("vm_sku", "instance", "split", "metric", "rel", "end_s", "born",
                     (pl.col("end_s") - pl.col("runtime_s")).alias("begin_s"))
             .sort("end_s").group_by("vm_sku", "instance", maintain_order=True)
             .tail(apps_per_instance)
@@ -312,6 +318,10 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
                 pl.col("rel").alias("value")),
         apps.select("window_id", (pl.col("steps") + 1).cast(pl.Float64).alias("t"),
                     ("app:" + pl.col("metric")).alias("metric"), pl.lit(1.0).alias("value")),
+        *([apps.select("window_id", (pl.col("steps") + 1).cast(pl.Float64).alias("t"),
+                       pl.lit("vm_age_h").alias("metric"),
+                       ((pl.col("begin_s") - pl.col("born")) / 3600).alias("value"))]
+          if mark_age else []),
     ])
     if mark_sku:
         metrics = pl.concat([metrics, (
