@@ -18,8 +18,7 @@ def run_interference_demo(store, out: str | Path, trace: str = "azure_vm_noise",
     test table (model, group, n, mae_pp, ...) with a `task` column."""
     tasks = [temporal_task(store, trace, window=4, max_windows_per_vm=400,
                            until="2024-01-01"),
-             fingerprint_task(store, trace, max_instances=2000, max_steps=8,
-                              until="2023-12-01")]
+             fingerprint_task(store, trace, max_instances=2000, until="2023-12-01")]
     tables = []
     for task in tasks:
         t = ev.compare(task, ("dual", "gbm", "last", "mean"), ev.FAST,
