@@ -1,4 +1,4 @@
-"""Figures for MoE routing (matplotlib, Agg): imbalance per layer/domain, expert-load
+"""Figures for MoE routing (matplotlib): imbalance per layer/domain, expert-load
 heatmaps, gamma_eff trajectories with CI bands and phase shading. `*_figure` functions return
 the Figure; `*_plot` functions write it as one PNG and return the path."""
 
@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from servecast.analytics.plots import figure
 
 PHASE_COLORS = {"surge": "#fdd49e", "stabilization": "#d9f0d3", "relaxation": "#c6dbef"}
 
@@ -25,7 +23,7 @@ def imbalance_plot(imb: pl.DataFrame, path: str | Path, metric: str = "maxvio") 
 def imbalance_figure(imb: pl.DataFrame, metric: str = "maxvio") -> Figure:
     """Bar chart of `metric` per domain, one panel per (model, assignment), bars per layer."""
     groups = imb.select("model", "assignment").unique().sort(["model", "assignment"]).rows()
-    fig, axes = plt.subplots(1, len(groups), figsize=(max(4.5 * len(groups), 8.0), 3.6),
+    fig, axes = figure(1, len(groups), figsize=(max(4.5 * len(groups), 8.0), 3.6),
                              squeeze=False)
     for ax, (model, assign) in zip(axes[0], groups, strict=True):
         part = imb.filter((pl.col("model") == model) & (pl.col("assignment") == assign))
@@ -55,7 +53,7 @@ def trajectory_plot(traj: pl.DataFrame, phases: pl.DataFrame | None, path: str |
 def trajectory_figure(traj: pl.DataFrame, phases: pl.DataFrame | None) -> Figure:
     """gamma_eff vs step per layer with bootstrap CI band; phase segments shaded."""
     layers = sorted(traj["layer"].unique().to_list())
-    fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 3.4), squeeze=False)
+    fig, axes = figure(1, len(layers), figsize=(4.5 * len(layers), 3.4), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
         part = traj.filter(pl.col("layer") == layer).sort("step")
         x = part["step"].to_numpy()
@@ -85,7 +83,7 @@ def share_heatmap(shares: pl.DataFrame, title: str) -> Figure:
     labels = [f"{d} / L{layer}" for d, layer in wide.select("domain", "layer").iter_rows()]
     mat = np.nan_to_num(wide.drop("domain", "layer").to_numpy().astype(float))
     rel = mat * mat.shape[1]
-    fig, ax = plt.subplots(figsize=(8.0, 0.22 * len(labels) + 1.4), layout="constrained")
+    fig, ax = figure(figsize=(8.0, 0.22 * len(labels) + 1.4), layout="constrained")
     im = ax.imshow(rel, aspect="auto", cmap="magma", interpolation="nearest",
                    vmin=0, vmax=max(2.0, float(np.quantile(rel, 0.99))))
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -97,7 +95,7 @@ def share_heatmap(shares: pl.DataFrame, title: str) -> Figure:
 
 def alpha_plot(final: pl.DataFrame, path: str | Path) -> Path:
     """Final gamma_eff (with CI) against the auxiliary-loss coefficient alpha, per layer."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = figure(figsize=(5, 3.4))
     for (layer,), part in final.sort("alpha").group_by("layer", maintain_order=True):
         a = [max(v, 1e-4) for v in part["alpha"].to_list()]
         g = part["gamma"].to_numpy()
@@ -117,5 +115,4 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,23 +1,30 @@
-"""Figures of the characterization results (matplotlib, Agg backend). Each function takes the
-frames computed by the analytics modules and returns a Figure; nothing here queries data."""
+"""Figures of the characterization results (matplotlib). Each function takes the frames
+computed by the analytics modules and returns a Figure; nothing here queries data. The
+backend is the caller's (inline in a notebook, Agg headless or in the dashboard)."""
 
 from __future__ import annotations
 
-import matplotlib
+from typing import Any
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from scipy import stats
 
 SIZE = (7.0, 3.6)
 
 
+def figure(nrows: int = 1, ncols: int = 1, **kw) -> tuple[Figure, Any]:
+    """A new figure and its axes (`plt.subplots` arguments) that pyplot does not keep: a
+    notebook shows the returned figure once, and nothing accumulates in a server."""
+    fig, axes = plt.subplots(nrows, ncols, **kw)
+    plt.close(fig)
+    return fig, axes
+
+
 def _fig(title: str, size=SIZE) -> tuple[Figure, plt.Axes]:
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    fig, ax = figure(figsize=size, layout="constrained")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return fig, ax
@@ -126,7 +133,7 @@ def failure_vs_load(groups: pl.DataFrame) -> Figure:
 
 def turns_and_growth(turns: pl.DataFrame, growth: pl.DataFrame) -> Figure:
     """Turns per session and context growth per turn (sessions module)."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=SIZE, layout="constrained")
+    fig, (a, b) = figure(1, 2, figsize=SIZE, layout="constrained")
     t = turns.filter(pl.col("turns") <= 30)
     a.bar(t["turns"].to_numpy(), t["share"].to_numpy())
     a.set_xlabel("turns per session")

@@ -1,4 +1,4 @@
-"""Figures of predictor results (matplotlib, Agg): output-length calibration and errors,
+"""Figures of predictor results (matplotlib): output-length calibration and errors,
 what-if policy comparison, predicted vs measured kernel latency, per-device estimates.
 Each function takes arrays/frames already computed and returns a Figure; nothing here
 queries data or fits models."""
@@ -7,16 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from servecast.analytics.plots import _fig  # noqa: E402
+from servecast.analytics.plots import _fig, figure
 
 #: quantile levels of the output-length models, as in their metrics' coverage_* keys
 LEVELS = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -45,7 +40,7 @@ def prediction_errors(actual: np.ndarray, p50: np.ndarray, p90: np.ndarray,
     if len(y) > max_points:
         keep = np.random.default_rng(seed).choice(len(y), max_points, replace=False)
         y, q50, q90 = y[keep], q50[keep], q90[keep]
-    fig, (ax, hx) = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
+    fig, (ax, hx) = figure(1, 2, figsize=(9.0, 3.6), layout="constrained")
     lim = [1.0, float(max(y.max(), q90.max())) * 1.2]
     ax.scatter(y, q90, s=3, alpha=0.15, label="p90", c="C1")
     ax.scatter(y, q50, s=3, alpha=0.3, label="p50", c="C0")
@@ -78,8 +73,9 @@ def whatif_policies(result: pl.DataFrame) -> Figure:
 
 
 def predicted_vs_measured(measured: np.ndarray, predicted: Mapping[str, np.ndarray],
-                          title: str) -> Figure:
-    """Log-log scatter of each predictor's latency (ms) against the measured one."""
+                          title: str, unit: str = "ms", log: bool = True) -> Figure:
+    """Scatter of each predictor's value against the measured one (in `unit`; log-log axes
+    with `log`, as for latencies)."""
     fig, ax = _fig(title, size=(6.0, 4.2))
     y = np.asarray(measured, float)
     lo, hi = float(y.min()), float(y.max())
@@ -88,7 +84,9 @@ def predicted_vs_measured(measured: np.ndarray, predicted: Mapping[str, np.ndarr
         ax.scatter(y, p, s=4, alpha=0.35, label=name)
         lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
     ax.plot([lo, hi], [lo, hi], ls="--", c="gray", lw=0.8, label="exact")
-    ax.set(xscale="log", yscale="log", xlabel="measured (ms)", ylabel="predicted (ms)")
+    ax.set(xlabel=f"measured ({unit})", ylabel=f"predicted ({unit})")
+    if log:
+        ax.set(xscale="log", yscale="log")
     ax.legend(fontsize=7, markerscale=3)
     return fig
 

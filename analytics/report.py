@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import jinja2
-import matplotlib.pyplot as plt
 import polars as pl
 
 from servecast.analytics import (
@@ -34,7 +33,6 @@ TEMPLATE = "report.html.j2"
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -260,12 +260,9 @@ def _neutral(fig: Figure) -> None:
 
 def figure(fig: Figure, name: str) -> None:
     """Show `fig` as a theme-neutral PNG with a download button (file `name`.png)."""
-    import matplotlib.pyplot as plt
-
     _neutral(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, transparent=True)
-    plt.close(fig)
     png = buf.getvalue()
     st.image(png, width="stretch")
     name = _slug(name)

@@ -1,4 +1,4 @@
-"""Regenerate the topic notebooks (02-04) from the cells below, unexecuted, like
+"""Regenerate the topic notebooks (02-05) from the cells below, unexecuted, like
 01_quickstart (the test suite executes them): `python notebooks/build.py`.
 
 Each notebook starts from a fresh store in `$SERVECAST_NOTEBOOK_OUT` (or a temp folder),
@@ -194,6 +194,83 @@ segs = phases(traj)
 traj.select("step", "layer", "gamma", "gamma_lo", "gamma_hi", "l1_multi", "l1_softmax",
             "maxvio")"""),
         ("code", "moe_plots.trajectory_figure(traj, segs)"),
+    ],
+    "05_interference": [
+        ("md", """\
+# VM interference: predict a VM's performance from its own metrics
+Co-located tenants slow a VM down without any change of its own. On the Azure VM Noise data
+(short-lived B8ms and D8s_v5 VMs), the micro-benchmarks a VM ran before an application
+benchmark form a window of metrics; the label is the application's performance relative to
+its SKU-and-region median (perf in (0, 1], 1 = no degradation). A CloudFormer-style
+dual-branch Transformer (attention over steps and across metrics) is compared with gradient
+boosting on window statistics and the training mean (fast settings, the last 2,000 VMs of
+each SKU before December 2023; the full benchmark's numbers are in the README)."""),
+        ("code", SETUP.format(name="interference")),
+        ("code", """\
+r = store.ingest("azure-vm-noise", DATA / "vm/azure_vm_noise", trace="azure_vm_noise")
+print(r.rows, "benchmark runs,", r.rejected, "rejected")"""),
+        ("md", """\
+## How noisy is a benchmark?
+Median over benchmarks of the coefficient of variation and of the 1st / 99th percentile
+relative to the median: the burstable B8ms varies far more than the dedicated D8s_v5, and
+short-lived VMs more than long-lived ones."""),
+        ("code", """\
+from servecast.analytics.vm_noise import by_sku
+
+by_sku(store, "azure_vm_noise")"""),
+        ("md", """\
+## The fingerprint task
+Windows are long frames `window_id, t, metric, value`, the format any metric source can use
+(another metric set or sampling rate: nothing assumes these names). Each window holds every
+micro-benchmark run before the application (`t` = their order), then one step naming the
+application (`app:...`) with the VM's age in hours (`vm_age_h`); `sku:...` marks the SKU.
+Splits follow time: train < val < test, no VM in two splits."""),
+        ("code", """\
+import polars as pl
+
+from servecast.predictors.interference.tasks import fingerprint_task
+
+task = fingerprint_task(store, max_instances=2000, until="2023-12-01")
+first = task.labels["window_id"][0]
+print(task.labels.filter(pl.col("window_id") == first))
+task.metrics.filter(pl.col("window_id") == first).sort("t")"""),
+        ("code", "task.summary()"),
+        ("md", "## Train on the train split, test MAE in percentage points of perf"),
+        ("code", """\
+from servecast.predictors.interference import evaluate as ev
+
+table = ev.compare(task, ("dual", "gbm", "mean"), ev.FAST, out=WORK / "runs")
+table.select("model", "group", "n", "mae_pp", "bias_pp", "fit_s")"""),
+        ("code", """\
+from servecast.analytics import prediction_plots as pp
+from servecast.predictors.interference.predictor import InterferencePredictor
+
+test_metrics, test_labels = task.part("test")
+pred = {name: test_labels.join(InterferencePredictor.load(WORK / "runs" / "fingerprint" / name)
+                               .predict(test_metrics), on="window_id", suffix="_pred")
+        ["perf_pred"].to_numpy() for name in ("dual", "gbm")}
+pp.predicted_vs_measured(test_labels["perf"].to_numpy(), pred, "fingerprint test windows",
+                         unit="perf", log=False)"""),
+        ("md", """\
+## The Estimator, as a scheduler or autoscaler calls it
+`Estimator.interference` takes one window: a long frame like the one above, or a mapping
+metric -> recent values. Collect windows on your own hosts with `servecast collect
+host-metrics` / `servecast collect interference` and train on them with `servecast train
+interference --task FILE --labels LABELS`."""),
+        ("code", """\
+import shutil
+
+from servecast.estimator import Estimator
+
+shutil.copytree(WORK / "runs" / "fingerprint" / "dual", WORK / "models" / "interference",
+                dirs_exist_ok=True)
+est = Estimator.load(WORK / "models")
+window = test_metrics.filter(pl.col("window_id") == test_labels["window_id"][0])
+print(f"one window: predicted perf {est.interference(window):.3f}, "
+      f"measured {test_labels['perf'][0]:.3f}")
+ids = test_labels["window_id"][:8].implode()
+(est.interference_batch(test_metrics.filter(pl.col("window_id").is_in(ids)))
+ .join(test_labels, on="window_id", suffix="_measured"))"""),
     ],
 }
 
