@@ -126,11 +126,30 @@ def test_cluster_page(app_db, use_db):
     assert len(at.image) >= 1
 
 
-def test_vm_noise_page(app_db, use_db):
+def test_vm_noise_page(app_db, use_db, no_models):
     use_db(app_db)
     at = run("pages/3_VM_noise.py")
     assert len(at.image) == 2 and len(at.dataframe) >= 2
     assert at.selectbox(key="vm_test").options
+    assert "No interference model" in at.info[0].value
+
+
+def test_vm_noise_page_shows_the_saved_interference_model(app_db, use_db, no_models,
+                                                          shared_store):
+    from servecast.predictors.interference.evaluate import FAST, compare
+    from servecast.predictors.interference.tasks import fingerprint_task
+
+    task = fingerprint_task(shared_store, max_instances=300, until="2023-08-15")
+    table = compare(task, ("gbm",), FAST, out=no_models / "runs", log=lambda s: None)
+    shutil.copytree(no_models / "runs" / "fingerprint" / "gbm",
+                    no_models / "models" / "interference")
+    use_db(app_db)
+    at = run("pages/3_VM_noise.py")
+    assert not at.info
+    shown = float(metric(at, "test MAE (pp of perf)"))
+    assert shown == pytest.approx(table.filter(table["group"] == "all")["mae_pp"][0], rel=1e-3)
+    assert metric(at, "task") == "fingerprint"
+    assert len(at.dataframe) >= 3  # + the per-SKU test table
 
 
 @pytest.fixture

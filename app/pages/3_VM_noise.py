@@ -1,8 +1,12 @@
 """VM performance noise (Azure VM Noise / TUNA): run-to-run variability per benchmark and
-SKU, drift of long-lived VMs, one benchmark over time."""
+SKU, drift of long-lived VMs, one benchmark over time, and the saved interference model's
+test accuracy."""
 
 from __future__ import annotations
 
+import json
+
+import polars as pl
 import streamlit as st
 
 from servecast.analytics import plots
@@ -33,3 +37,25 @@ lines = series.with_columns(
     series=series["vm_sku"].fill_null("?") + " / " + series["vm_lifespan"].fill_null("?"))
 common.figure(plots.series_lines(lines.select("series", "ts", "value"),
                                  f"{test}: daily median", "value"), f"{trace}_{test}_series")
+
+st.subheader("Interference model")
+model_dir = common.out_dir() / "models" / "interference"
+card_file = model_dir / "model_card.json"
+if not card_file.is_file():
+    st.info(f"No interference model in `{model_dir}` (`servecast demo` or `servecast train "
+            "interference --task fingerprint` writes one).")
+else:
+    card = json.loads(card_file.read_text())
+    test = card.get("test") or {}
+    common.metrics({"task": card.get("task", "your windows"), "model": card.get("model"),
+                    "training windows": card.get("split", {}).get("train_windows"),
+                    "test MAE (pp of perf)": test.get("mae_pp")})
+    if test:
+        groups = [("all", test), *sorted(test.get("by_group", {}).items())]
+        common.table(pl.DataFrame([{"group": g, "windows": r["n"], "mae_pp": r["mae_pp"],
+                                    "bias_pp": 100 * r["bias"]} for g, r in groups]),
+                     "interference_test",
+                     f"Test split ({card.get('split', {}).get('rule', 'held out')}); perf in "
+                     "(0, 1], 1 = no degradation; bias > 0: predicted too high")
+    st.caption(f"`{model_dir}`: schedulers call `Estimator.load(...).interference(window)` "
+               "with a long frame `t, metric, value` or a mapping metric -> recent values.")
