@@ -24,7 +24,7 @@ def imbalance_figure(imb: pl.DataFrame, metric: str = "maxvio") -> Figure:
     """Bar chart of `metric` per domain, one panel per (model, assignment), bars per layer."""
     groups = imb.select("model", "assignment").unique().sort(["model", "assignment"]).rows()
     fig, axes = figure(1, len(groups), figsize=(max(4.5 * len(groups), 8.0), 3.6),
-                             squeeze=False)
+                       squeeze=False)
     for ax, (model, assign) in zip(axes[0], groups, strict=True):
         part = imb.filter((pl.col("model") == model) & (pl.col("assignment") == assign))
         domains = sorted(part["domain"].drop_nulls().unique().to_list()) or [None]

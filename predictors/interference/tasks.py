@@ -270,8 +270,8 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
     model gets it; test MAE without -> with, at max_steps 12: one 8-epoch dual net ~4.25 -> 3.62
     pp, GBM 4.44 -> 3.90). `mark_age` adds `vm_age_h` at the app step (hours since the
     instance's first run began: a burstable VM's CPU credits drain as its benchmarks run; test
-    MAE without -> with, one 6-epoch net: dual 3.64 -> 3.30, temporal-only 3.56 -> 3.23, GBM
-    3.61 -> 3.44 pp)."""
+    MAE without -> with, full benchmark: dual 3.37 -> 3.23, temporal-only 3.31 -> 3.28, GBM
+    3.61 -> 3.49 pp)."""
     raw = short_instances(_rows(store, trace, "short", skus, until))
     inst = (raw.group_by("vm_sku", "instance")
             .agg(pl.col("end_s").min().alias("start"),
