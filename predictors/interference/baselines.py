@@ -49,22 +49,23 @@ class GBMRegressor:
 
     def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05,
                  num_leaves: int = 31, seed: int = 0):
-        self.params = dict(n_estimators=n_estimators, learning_rate=learning_rate,
-                           num_leaves=num_leaves, random_state=seed, min_child_samples=20,
-                           subsample=0.8, subsample_freq=1, colsample_bytree=0.5,
-                           objective="l1", verbose=-1, n_jobs=1)
+        self.rounds = n_estimators
+        self.params = dict(learning_rate=learning_rate, num_leaves=num_leaves, seed=seed,
+                           min_data_in_leaf=20, bagging_fraction=0.8, bagging_freq=1,
+                           feature_fraction=0.5, objective="l1", verbose=-1, num_threads=1)
         self.booster = None
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val=None, y_val=None) -> GBMRegressor:
+        """Boost up to `n_estimators` rounds; with a validation set, stop 50 rounds after
+        its L1 last improved."""
         import lightgbm as lgb
 
-        model = lgb.LGBMRegressor(**self.params)
+        train = lgb.Dataset(x, y, params=self.params)
         kw = {}
         if x_val is not None:
-            kw = dict(eval_set=[(x_val, y_val)],
+            kw = dict(valid_sets=[train.create_valid(x_val, y_val)],
                       callbacks=[lgb.early_stopping(50, verbose=False)])
-        model.fit(x, y, **kw)
-        self.booster = model.booster_
+        self.booster = lgb.train(self.params, train, num_boost_round=self.rounds, **kw)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
