@@ -4,13 +4,13 @@ test accuracy."""
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 import streamlit as st
 
 from servecast.analytics import plots
 from servecast.app import common
+from servecast.errors import ServecastError
+from servecast.predictors.base import read_card
 
 trace = common.page_trace("VM noise", "vm_measurements")
 T = common.trace_analysis
@@ -40,12 +40,16 @@ common.figure(plots.series_lines(lines.select("series", "ts", "value"),
 
 st.subheader("Interference model")
 model_dir = common.out_dir() / "models" / "interference"
-card_file = model_dir / "model_card.json"
-if not card_file.is_file():
+card = None
+if not (model_dir / "model_card.json").is_file():
     st.info(f"No interference model in `{model_dir}` (`servecast demo` or `servecast train "
             "interference --task fingerprint` writes one).")
 else:
-    card = json.loads(card_file.read_text())
+    try:
+        card = read_card(model_dir, "interference")  # checks the kind and format version
+    except ServecastError as e:
+        st.warning(str(e))
+if card is not None:
     test = card.get("test") or {}
     common.metrics({"task": card.get("task", "your windows"), "model": card.get("model"),
                     "training windows": card.get("split", {}).get("train_windows"),

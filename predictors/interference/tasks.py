@@ -311,15 +311,14 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
     before = (before.join(counts, on="window_id")
               .filter(pl.col("t") > pl.col("steps") - (max_steps - 1))
               .with_columns(pl.col("t") - pl.col("steps") + max_steps - 1))
-    apps = apps.with_columns(pl.lit(max_steps - 1, dtype=pl.Int64).alias("steps"))
+    apps = apps.with_columns(pl.lit(max_steps, dtype=pl.Float64).alias("t"))  # the app step
     metrics = pl.concat([
         before.filter(pl.col("window_id").is_in(keep))
         .select("window_id", pl.col("t").cast(pl.Float64), pl.col("metric").cast(pl.Utf8),
                 pl.col("rel").alias("value")),
-        apps.select("window_id", (pl.col("steps") + 1).cast(pl.Float64).alias("t"),
-                    ("app:" + pl.col("metric")).alias("metric"), pl.lit(1.0).alias("value")),
-        *([apps.select("window_id", (pl.col("steps") + 1).cast(pl.Float64).alias("t"),
-                       pl.lit("vm_age_h").alias("metric"),
+        apps.select("window_id", "t", ("app:" + pl.col("metric")).alias("metric"),
+                    pl.lit(1.0).alias("value")),
+        *([apps.select("window_id", "t", pl.lit("vm_age_h").alias("metric"),
                        ((pl.col("begin_s") - pl.col("born")) / 3600).alias("value"))]
           if mark_age else []),
     ])

@@ -113,13 +113,12 @@ class KernelLatencyPredictor(Predictor):
         # each member its own random rows: max_rows of them, or 1/n of the data when unset
         # (the ensemble then costs about what one member on all rows did)
         per_member = cfg["max_rows"] or -(-len(y) // n_members)
+        seeds = [cfg["seed"] + j for j in range(n_members)]  # member j of every view: same rows
+        keeps = [np.random.default_rng(seed).choice(len(y), per_member, False)
+                 if len(y) > per_member else slice(None) for seed in seeds]
         for view in cfg.get("views", ["spec"]):
             cols = view_columns(view, X.shape[1])
-            for j in range(n_members):
-                seed = cfg["seed"] + j
-                keep = slice(None)
-                if len(y) > per_member:
-                    keep = np.random.default_rng(seed).choice(len(y), per_member, False)
+            for seed, keep in zip(seeds, keeps, strict=True):
                 w = fit_mlp(Xs[keep][:, cols], y[keep].astype(np.float32),
                             hidden=cfg["hidden"], layers=cfg["layers"], epochs=cfg["epochs"],
                             batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
