@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from servecast.commands.common import HELP_MARKUP
 from servecast.errors import ServecastError
 
 #: modules under servecast.commands that add commands to the app
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=HELP_MARKUP,
 )
 
 for _mod in COMMAND_MODULES:

@@ -108,6 +108,15 @@ def test_strict_refusal_exits_2_and_changes_nothing(cli_db, tmp_path):
     assert manifest(cli_db) == before
 
 
+def test_help_lists_each_command_as_one_paragraph():
+    """Docstrings wrapped in the source are re-wrapped to the terminal, groups included."""
+    for args, summary in [((), "train every predictor (fast settings) into OUT/models"),
+                          (("train",), "report the meta_valid devices (Spearman rho, MAPE)")]:
+        out = servecast(*args, "--help")
+        assert out.returncode == 0, out.stderr
+        assert summary in out.stdout, out.stdout  # no source line break in the listing
+
+
 def test_datasets_lists_every_adapter():
     out = servecast("datasets", env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
     assert out.returncode == 0, out.stderr

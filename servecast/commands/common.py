@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 console = Console()
 
+#: help text is Markdown: single line breaks in docstrings are joined, `code` is shown as code
+HELP_MARKUP = "markdown"
+
 DbOption = typer.Option(
     None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
 
@@ -58,6 +61,6 @@ def group(app: typer.Typer, name: str) -> typer.Typer:
     for info in app.registered_groups:
         if info.name == name:
             return info.typer_instance
-    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
     app.add_typer(sub, name=name)
     return sub

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, out_path, print_frame
+from servecast.commands.common import HELP_MARKUP, DbOption, console, out_path, print_frame
 
 
 def register(app: typer.Typer) -> None:
     moe = typer.Typer(help="MoE routing: imbalance analytics and the congestion coefficient "
-                      "gamma_eff.", no_args_is_help=True)
+                      "gamma_eff.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
     moe.command()(analyze)
     moe.command("train-small")(train_small)
     moe.command()(trajectory)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, print_frame
+from servecast.commands.common import HELP_MARKUP, DbOption, console, print_frame
 from servecast.errors import DataFileError, ServecastError
 
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command()(info)
     app.command()(sql)
     datasets_app = typer.Typer(help="Known source formats; `download NAME` fetches one.",
-                               invoke_without_command=True)
+                               invoke_without_command=True, rich_markup_mode=HELP_MARKUP)
     datasets_app.callback()(datasets)
     datasets_app.command("download")(download)
     app.add_typer(datasets_app, name="datasets")
