@@ -90,6 +90,15 @@ def test_sql_runs_on_the_store(cli_db, data):
                                       ["conv", "19,366", "0"]]
 
 
+def test_piped_tables_keep_whole_cells(cli_db):
+    """Without a terminal or $COLUMNS, a table wider than 80 columns is not cut ("…")."""
+    names = [f"metric_{k}_with_a_long_name" for k in range(4)]
+    out = servecast("sql", "SELECT " + ", ".join(f"{k} AS {n}" for k, n in enumerate(names)),
+                    "--db", cli_db, env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and all(n in out.stdout for n in names), out.stdout
+
+
 def test_ingest_again_says_already_ingested(cli_db, data):
     conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
     out = servecast("ingest", "azure-llm", conv, "--db", cli_db)

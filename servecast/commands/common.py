@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,9 @@ from rich.console import Console
 if TYPE_CHECKING:
     import polars as pl
 
-console = Console()
+#: output to a pipe or log file is 200 columns wide unless $COLUMNS says otherwise (rich's
+#: 80-column default cut table cells and headers there: "kendall…", "calibrat…")
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 
 #: help text is Markdown: single line breaks in docstrings are joined, `code` is shown as code
 HELP_MARKUP = "markdown"
