@@ -59,6 +59,22 @@ def compare(train, test, models: dict) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def replay(test: pl.DataFrame):
+    """(prompt, output, arrival_s scaled to load 0.9, config) as `whatif` replays `test`."""
+    from servecast.analytics.whatif import ServingConfig, capacity, scale_arrivals
+
+    cfg = ServingConfig()
+    prompt, out = test["prompt_tokens"].to_numpy(), test["output_tokens"].to_numpy()
+    arr = scale_arrivals(test["arrival_s"].to_numpy(), 0.9 * capacity(prompt, out, cfg))
+    return prompt, out, arr, cfg
+
+
+def share_of(jct: float, res: pl.DataFrame) -> float:
+    """Share of oracle SJF's mean-JCT reduction over FCFS (in `res`) that `jct` (s) reaches."""
+    ref = dict(zip(res["policy"], res["mean_jct_s"], strict=True))
+    return (ref["fcfs"] - jct) / (ref["fcfs"] - ref["sjf_oracle"])
+
+
 def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
     """SJF(pred p50) where each request's prompt-length history holds only the requests that
     completed before it arrived in the replay (completion times of the FCFS replay), as a
@@ -68,12 +84,10 @@ def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
 
     import numpy as np
 
-    from servecast.analytics.whatif import ServingConfig, capacity, scale_arrivals, simulate
+    from servecast.analytics.whatif import simulate
     from servecast.predictors.output_length.runtime import Runtime
 
-    cfg = ServingConfig()
-    prompt, out = test["prompt_tokens"].to_numpy(), test["output_tokens"].to_numpy()
-    arr = scale_arrivals(test["arrival_s"].to_numpy(), 0.9 * capacity(prompt, out, cfg))
+    prompt, out, arr, cfg = replay(test)
     done = arr + simulate(arr, prompt, out, config=cfg)["jct_s"]
     with tempfile.TemporaryDirectory() as d:
         rt = Runtime.load(model.save(Path(d) / "m"))
@@ -87,10 +101,31 @@ def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
         else:
             rt.observe(None, float(prompt[i]), float(out[i]), arrival_s=float(t[i]))
     jct = simulate(arr, prompt, out, priority=p50, config=cfg)["jct_s"].mean()
-    ref = dict(zip(res["policy"], res["mean_jct_s"], strict=True))
-    gain = (ref["fcfs"] - jct) / (ref["fcfs"] - ref["sjf_oracle"])
     print(f"SJF(pred p50, history of requests completed in the FCFS replay): mean JCT {jct:.3f} s, "
-          f"{gain:.1%} of oracle SJF's reduction")
+          f"{share_of(jct, res):.1%} of oracle SJF's reduction")
+
+
+def jitter_spread(test: pl.DataFrame, p50, res: pl.DataFrame, sigma: float = 0.02,
+                  draws: int = 10) -> None:
+    """The replay's own noise: SJF's share when every predicted p50 is multiplied by
+    exp(N(0, sigma)), which leaves Kendall tau and MAE as they are but reorders near-ties in
+    the queue (one replay is one draw of a chaotic queue)."""
+    import numpy as np
+
+    from servecast.analytics.whatif import simulate
+    from servecast.predictors.output_length.metrics import kendall_tau
+
+    prompt, out, arr, cfg = replay(test)
+    rng = np.random.default_rng(0)
+    shares, taus = [], []
+    for _ in range(draws):
+        key = np.asarray(p50) * np.exp(rng.normal(0.0, sigma, len(arr)))
+        shares.append(share_of(simulate(arr, prompt, out, priority=key, config=cfg)["jct_s"]
+                               .mean(), res))
+        taus.append(kendall_tau(key, out))
+    print(f"p50 x exp(N(0, {sigma})), {draws} draws (Kendall tau {min(taus):.4f}-{max(taus):.4f}"
+          f" vs {kendall_tau(np.asarray(p50), out):.4f}): share {np.mean(shares):.1%} "
+          f"+- {np.std(shares):.1%} (min {min(shares):.1%}, max {max(shares):.1%})")
 
 
 def main() -> None:
@@ -142,6 +177,7 @@ def main() -> None:
         print(f"SJF(pred p50) reaches {sjf_gain(res):.1%} of oracle SJF's mean-JCT reduction "
               f"(SJF by predicted p90: {sjf_gain(res, 'sjf_p90'):.1%})")
         replay_aware(model, test, res)
+        jitter_spread(test, pred["p50"].to_numpy(), res)
     if not args.skip_text:
         df = load_requests(store, "sharegpt", text=True)
         sessions = df["session_id"].unique().sort().sample(fraction=1.0, seed=args.text_seed,
