@@ -14,13 +14,16 @@ MAPPED = {"servecast": "servecast", "datasets": "servecast.datasets",
 
 
 def test_every_package_is_listed():
+    """Every importable folder, data-only ones included (report templates, dashboard pages):
+    setuptools warns that an unlisted one "would be ignored" and will drop it."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     listed = set(meta["tool"]["setuptools"]["packages"])
     found = set()
     for top, name in MAPPED.items():
-        for init in (ROOT / top).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / top)
-            found.add(".".join([name, *rel.parts]))
+        for folder in [ROOT / top, *(ROOT / top).rglob("*")]:
+            rel = folder.relative_to(ROOT / top)
+            if folder.is_dir() and all(p.isidentifier() and p != "__pycache__" for p in rel.parts):
+                found.add(".".join([name, *rel.parts]))
     assert found - listed == set(), "add these to [tool.setuptools] packages"
 
 
