@@ -108,8 +108,8 @@ def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
 def jitter_spread(test: pl.DataFrame, p50, res: pl.DataFrame, sigma: float = 0.02,
                   draws: int = 10) -> None:
     """The replay's own noise: SJF's share when every predicted p50 is multiplied by
-    exp(N(0, sigma)), which leaves Kendall tau and MAE as they are but reorders near-ties in
-    the queue (one replay is one draw of a chaotic queue)."""
+    exp(N(0, sigma)), which barely moves Kendall tau (printed) and MAE but reorders near-ties
+    in the queue (one replay is one draw of a chaotic queue)."""
     import numpy as np
 
     from servecast.analytics.whatif import simulate
