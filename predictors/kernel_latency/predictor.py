@@ -19,8 +19,9 @@ from servecast.predictors.kernel_latency.frames import kernel_rows
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
 from servecast.predictors.kernel_latency.physics import DENSE_COLUMNS, DEVICE_COLUMNS, features
 from servecast.predictors.kernel_latency.runtime import (
+    MergedMLP,
     clean_std,
-    mlp_forward,
+    member_count,
     spec_feature_slice,
 )
 
@@ -139,7 +140,8 @@ class KernelLatencyPredictor(Predictor):
         if self.weights is None:
             raise InvalidInputError("predictor is not fitted; call fit() or load() first")
         _, X, base = self._design(frame, devices, need_latency=False)
-        return base * np.exp(mlp_forward(self.weights, (X - self.mean) / clean_std(self.std)))
+        mlp = MergedMLP(self.weights, member_count(self.config))
+        return base * np.exp(mlp((X - self.mean) / clean_std(self.std)))
 
     @staticmethod
     def predict_roofline(frame, devices: Mapping[str, Mapping]) -> np.ndarray:

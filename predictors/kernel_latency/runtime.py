@@ -55,17 +55,6 @@ def clean_std(std: np.ndarray) -> np.ndarray:
     return np.where(std > 2e-6, std, np.inf)
 
 
-def mlp_forward(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
-    """Numpy forward pass of the exported MLP (SiLU hidden layers) -> one value per row."""
-    h = X
-    last = len(weights) // 2 - 1
-    for i in range(0, len(weights), 2):
-        h = h @ weights[i] + weights[i + 1]
-        if i // 2 < last:
-            h = h / (1.0 + np.exp(-h))
-    return h[:, 0]
-
-
 def member_blocks(weights: list[np.ndarray], members: int) -> list[tuple] | None:
     """The layers after the first of a merged ensemble (`mlp.merge_mlps`) as per-member
     blocks, [(W (members, h, h), b (members, 1, h)), ..., (W_last (members, h, 1),
@@ -99,6 +88,25 @@ def blocks_forward(h: np.ndarray, blocks: list[tuple]) -> np.ndarray:
     return h.sum(axis=0)[:, 0]
 
 
+def member_count(cfg: dict) -> int:
+    """Members merged into a saved model's MLP: `ensemble` per view (config.json)."""
+    return int(cfg.get("ensemble", 1)) * len(cfg.get("views", ["spec"]))
+
+
+class MergedMLP:
+    """Forward pass of the predictor's merged ensemble (SiLU hidden layers): the first layer
+    dense, the others per member block (`member_blocks`; one dense block where the hidden
+    layers are not block-diagonal over `members`)."""
+
+    def __init__(self, weights: list[np.ndarray], members: int):
+        self.weights = [w.astype(np.float64) for w in weights]
+        self.blocks = member_blocks(self.weights, members) or member_blocks(self.weights, 1)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Standardized features (rows, n) -> one value per row."""
+        return blocks_forward(X @ self.weights[0] + self.weights[1], self.blocks)
+
+
 def spec_feature_slice(n_features: int) -> slice:
     """Column range of the raw spec features inside `physics.features`' matrix."""
     from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
@@ -112,9 +120,7 @@ class Runtime:
 
     def __init__(self, weights: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
                  use_spec_features: bool, members: int = 1):
-        self.weights = [w.astype(np.float64) for w in weights]
-        # hidden and last layers per ensemble member (merged into `weights` by the predictor)
-        self.blocks = member_blocks(self.weights, members) or member_blocks(self.weights, 1)
+        self.mlp = MergedMLP(weights, members)
         self.mean, self.std = mean.astype(np.float64), clean_std(std)
         self.use_spec = use_spec_features
         self._keep: np.ndarray | None = None  # feature columns the MLP reads
@@ -129,11 +135,10 @@ class Runtime:
         read_card(path, "kernel_latency")
         cfg = json.loads((path / "config.json").read_text())
         check_feature_set(cfg, path)
-        members = int(cfg.get("ensemble", 1)) * len(cfg.get("views", ["spec"]))
         with np.load(path / "weights.npz") as z:
             weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]
             return cls(weights, z["mean"], z["std"], bool(cfg.get("use_spec_features")),
-                       members)
+                       member_count(cfg))
 
     def _predict(self, ops: np.ndarray, shape: dict, spec: np.ndarray) -> np.ndarray:
         from servecast.predictors.kernel_latency.physics import features
@@ -144,8 +149,7 @@ class Runtime:
             if not self.use_spec:
                 keep = np.delete(keep, spec_feature_slice(X.shape[1]))
             self._keep = keep
-        h = (X[:, self._keep] - self.mean) / self.std @ self.weights[0] + self.weights[1]
-        return base * np.exp(blocks_forward(h, self.blocks))
+        return base * np.exp(self.mlp((X[:, self._keep] - self.mean) / self.std))
 
     @staticmethod
     def _spec_row(device_spec: Mapping) -> np.ndarray:
@@ -157,7 +161,7 @@ class Runtime:
         into the first layer: h0 = (dense - mean) @ W0d + bias[op] (+ spec term)."""
         from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
 
-        w0, b0 = self.weights[0], self.weights[1]
+        w0, b0 = self.mlp.weights[0], self.mlp.weights[1]
         n_full = len(self.mean) + (0 if self.use_spec else len(SPEC_KEYS))
         sl = spec_feature_slice(n_full)
         full = np.arange(n_full)
@@ -220,7 +224,7 @@ class Runtime:
         h = (np.array(cols, dtype=np.float32) - mean) @ w0 + per_op[name]
         if extra is not None:
             h += extra
-        return float(base * np.exp(blocks_forward(h[None], self.blocks)[0]))
+        return float(base * np.exp(blocks_forward(h[None], self.mlp.blocks)[0]))
 
     def roofline(self, op: str, shape: Sequence[float] | Mapping[str, float],
                  device_spec: Mapping) -> float:
