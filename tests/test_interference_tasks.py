@@ -93,3 +93,42 @@ def test_fingerprint_task_and_reduced_training(vm_store):
     table = compare(task, ("dual", "mean"), dict(FAST, epochs=1), log=lambda s: None)
     assert set(table["group"]) == {"all", "B8ms", "D8s_v5"}
     assert table["mae_pp"].is_finite().all()
+
+
+def _series_task(perf: list[float]):
+    """One VM's test windows in time order with known labels; window 0 has two metrics at
+    step 0 (and a marker), window 1 one."""
+    from datetime import datetime
+
+    from servecast.predictors.interference.tasks import Task
+
+    n = len(perf)
+    windows = pl.DataFrame({"window_id": range(n), "split": ["test"] * n, "vm_sku": ["A"] * n,
+                            "vm": ["A/1"] * n, "time": [datetime(2024, 1, 1, i) for i in range(n)]})
+    labels = pl.DataFrame({"window_id": range(n), "perf": perf})
+    metrics = pl.DataFrame({"window_id": [0, 0, 0, 0, 1], "t": [0.0, 0.0, 0.0, 1.0, 0.0],
+                            "metric": ["a", "b", "sku:A", "a", "a"], "value": [1.0] * 5})
+    return Task("series", metrics, labels, windows)
+
+
+def test_neighbour_floor_and_metrics_per_step_known_answers():
+    from servecast.predictors.interference.evaluate import metrics_per_step, neighbour_floor
+
+    # a ramp, shuffled in row order: the previous label is 10 pp off, the two-sided ones exact;
+    # only windows with two labels on each side count (the 3rd and 4th)
+    task = _series_task([0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    task.labels = task.labels.reverse()
+    floor = neighbour_floor(task)
+    assert set(floor["group"]) == {"all", "A"} and (floor["n"] == 2).all()
+    mae = dict(zip(floor.filter(pl.col("group") == "all")["reference"],
+                   floor.filter(pl.col("group") == "all")["mae_pp"], strict=True))
+    assert mae["previous label"] == pytest.approx(10.0)
+    assert mae["mean of previous and next label"] == pytest.approx(0.0, abs=1e-9)
+    assert mae["median of 2 previous and 2 next labels"] == pytest.approx(0.0, abs=1e-9)
+    # a zigzag: both nearest neighbours sit at the other level, the 4-median halfway
+    zig = neighbour_floor(_series_task([0.9, 0.8, 0.9, 0.8, 0.9, 0.8]))
+    assert zig.filter(pl.col("group") == "all")["mae_pp"].to_list() == pytest.approx(
+        [10.0, 10.0, 5.0])
+    k = metrics_per_step(task)
+    assert k.select("metrics", "steps").rows() == [(1, 2), (2, 1)]  # the marker not counted
+    assert k["share"].sum() == pytest.approx(1.0)

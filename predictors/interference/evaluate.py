@@ -91,3 +91,41 @@ def gain(table: pl.DataFrame, group: str = "all", exclude: tuple[str, ...] = ())
         .sort("mae_pp")
     best, name = base["mae_pp"][0], base["model"][0]
     return {"dual": dual, "best_baseline": name, "best": best, "gain": 1 - dual / best}
+
+
+def neighbour_floor(task: Task, split: str = "test") -> pl.DataFrame:
+    """How predictable a task's label is from the same VM's neighbouring labels, the LATER
+    ones included (no predictor has those: a floor, not a baseline). Windows of one `vm` in
+    time order; every reference is scored on the windows with two labels on each side.
+    Returns one row per reference x group (`all` and each SKU): reference, group, n, mae_pp."""
+    w = (task.windows.filter(pl.col("split") == split).join(task.labels, on="window_id")
+         .sort("vm", "time", "window_id"))
+    near = {f"{side}{k}": pl.col("perf").shift(k if side == "prev" else -k).over("vm")
+            for side in ("prev", "next") for k in (1, 2)}
+    w = w.with_columns(**near).drop_nulls(list(near))
+    refs = {
+        "previous label": pl.col("prev1"),
+        "mean of previous and next label": (pl.col("prev1") + pl.col("next1")) / 2,
+        "median of 2 previous and 2 next labels": pl.concat_list(*near).list.median(),
+    }
+    rows = []
+    for group, g in [("all", w), *sorted(w.group_by("vm_sku"), key=lambda kv: kv[0])]:
+        name = group if isinstance(group, str) else str(group[0])
+        for ref, expr in refs.items():
+            err = g.select((expr - pl.col("perf")).abs().mean()).item()
+            rows.append(dict(reference=ref, group=name, n=g.height,
+                             mae_pp=None if err is None else 100 * err))
+    return pl.DataFrame(rows, schema={"reference": pl.Utf8, "group": pl.Utf8, "n": pl.Int64,
+                                      "mae_pp": pl.Float64})
+
+
+def metrics_per_step(task: Task, markers: tuple[str, ...] = ("sku:", "app:", "vm_age_h")
+                     ) -> pl.DataFrame:
+    """How many measured metrics share a time step of a window (metrics whose name starts
+    with one of `markers` left out): [metrics, steps, share], the metric-interaction branch's
+    material."""
+    m = task.metrics.with_columns(pl.col("metric").cast(pl.Utf8))
+    real = m.filter(~pl.any_horizontal(pl.col("metric").str.starts_with(p) for p in markers))
+    k = real.group_by("window_id", "t").agg(pl.col("metric").n_unique().alias("metrics"))
+    return (k.group_by("metrics").agg(pl.len().alias("steps")).sort("metrics")
+            .with_columns((pl.col("steps") / pl.col("steps").sum()).alias("share")))
