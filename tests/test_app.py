@@ -213,6 +213,17 @@ def test_gpu_kernels_page_roofline_without_model(app_db, use_db, no_models):
     at.selectbox(key="kl_est_op").select("softmax").run()
     assert_clean(at)
     assert at.number_input(key="kl_shape_H").value == 4096
+    # an fp16 GEMM of an LLM layer: runs at the optional TensorFLOPs peak (empty: 16 x fp32)
+    at.selectbox(key="kl_est_op").select("vidur.mlp_up_proj").run()
+    assert_clean(at)
+    tensor = at.number_input(key="kl_spec_TensorFLOPs")
+    assert tensor.value is None and "16 x SingleFLOPs" in tensor.placeholder
+    default = float(metric(at, "roofline on custom (ms)"))
+    tensor.set_value(33454.0 * 4).run()  # an A40-like tensor core: 4x below the default
+    assert_clean(at)
+    # compute-bound: slower, by at most the peak ratio (the memory time and launch floor stay)
+    assert 2.5 * default < float(metric(at, "roofline on custom (ms)")) <= 4 * default
+    assert '"TensorFLOPs": 133816.0' in at.code[0].value  # the spec JSON carries it
 
 
 def test_gpu_kernels_page_with_saved_model(app_db, use_db, no_models, shared_store):

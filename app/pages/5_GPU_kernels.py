@@ -13,10 +13,10 @@ import streamlit as st
 from servecast.analytics import prediction_plots as pp
 from servecast.app import common
 from servecast.errors import ServecastError
-from servecast.predictors.kernel_latency.data import spec_json
+from servecast.predictors.kernel_latency.data import device_specs, spec_json
 from servecast.predictors.kernel_latency.ops import OP_NAMES, shape_columns
 from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, mdape
-from servecast.predictors.kernel_latency.specs import SPEC_KEYS
+from servecast.predictors.kernel_latency.specs import SPEC_KEYS, TENSOR_KEY
 
 #: shape defaults for the estimate form (a 4k-wide LLM layer, batch 8)
 SHAPE_DEFAULTS = {"B": 8, "M": 1024, "N": 4096, "K": 4096, "H": 4096, "in_channels": 64,
@@ -25,8 +25,7 @@ SHAPE_DEFAULTS = {"B": 8, "M": 1024, "N": 4096, "K": 4096, "H": 4096, "in_channe
 SAMPLE = 1500  # measured kernels compared per (device, op)
 
 trace = common.page_trace("GPU kernels", "kernel_latencies", sources=("neusight",))
-specs = {r.pop("device"): r for r in common.query(
-    f"SELECT device, {', '.join(SPEC_KEYS)} FROM devices ORDER BY device").to_dicts()}
+specs = dict(sorted(common.on_store(str(common.db_file()), device_specs).items()))
 
 
 # -- the learned model: saved by `servecast demo` / `train`, or trained here ------------------
@@ -103,14 +102,22 @@ else:
     name = "custom"
     base = specs[unseen[0]]
     spec = {}
-    for col, k in zip(st.columns(len(SPEC_KEYS)), SPEC_KEYS, strict=True):
+    cols = st.columns(len(SPEC_KEYS) + 1)
+    for col, k in zip(cols, SPEC_KEYS, strict=False):
         spec[k] = col.number_input(k, min_value=0.001, value=float(base[k]), key=f"kl_spec_{k}")
+    tensor = cols[-1].number_input(TENSOR_KEY, min_value=0.001, value=base.get(TENSOR_KEY),
+                                   placeholder="16 x SingleFLOPs", key=f"kl_spec_{TENSOR_KEY}")
+    if tensor is not None:
+        spec[TENSOR_KEY] = tensor
     st.caption("Units: Dev_Mem GB, Mem_Bw GB/s, Freq MHz, SingleFLOPs GFLOP/s (fp32), "
-               f"L2Cache MB; prefilled from {unseen[0]}.")
+               f"L2Cache MB, {TENSOR_KEY} GFLOP/s (dense fp16 tensor-core peak from the data "
+               f"sheet; empty = 16 x SingleFLOPs, right for an A100, 4x too fast for an A40 or "
+               f"L4); prefilled from {unseen[0]}.")
 with st.expander("spec JSON (NeuSight device-config format)"):
     st.code(spec_json({"Device": name, **spec}), language="json")
-est_op = st.selectbox("op", [o for o in OP_NAMES if not o.startswith("vidur.")],
-                      index=OP_NAMES.index("bmm"), key="kl_est_op")
+est_op = st.selectbox("op (`vidur.*`: an LLM layer's operators in fp16, GEMMs at the "
+                      f"{TENSOR_KEY} peak)", OP_NAMES, index=OP_NAMES.index("bmm"),
+                      key="kl_est_op")
 shape = {}
 est_cols = shape_columns(est_op)
 for col, c in zip(st.columns(len(est_cols)), est_cols, strict=True):
