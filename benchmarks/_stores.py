@@ -1,5 +1,5 @@
-"""A benchmark store with the shared LLM traces (built once in $SERVECAST_BENCH_DB or a temp
-file; ingest is idempotent)."""
+"""Benchmark stores: the shared LLM traces (built once in $SERVECAST_BENCH_DB or a temp file;
+ingest is idempotent) and the Azure VM Noise trace in a given file."""
 
 from __future__ import annotations
 
@@ -26,4 +26,16 @@ def llm_store(traces: tuple[str, ...] = LLM_TRACES):
     for source, rel, trace in SHARED:
         if trace in traces:
             store.ingest(source, [shared_path(rel)], trace=trace)
+    return store
+
+
+def vm_store(path: str):
+    """A Store at `path` holding the shared Azure VM Noise folder as trace `azure_vm_noise`
+    (ingested on first use)."""
+    from servecast.datasets.catalog import shared_path
+    from servecast.store import Store
+
+    store = Store(path)
+    if "azure_vm_noise" not in store.traces()["trace"].to_list():
+        store.ingest("azure-vm-noise", [shared_path("vm/azure_vm_noise")], trace="azure_vm_noise")
     return store

@@ -11,14 +11,17 @@ Ingests the shared Azure VM Noise folder into --db if the trace is missing.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import polars as pl
 
-from servecast.datasets.catalog import shared_path
-from servecast.predictors.interference import evaluate as ev
-from servecast.predictors.interference.tasks import fingerprint_task, temporal_task
-from servecast.store import Store
+sys.path.insert(0, str(Path(__file__).parent))
+from _stores import vm_store  # noqa: E402
+
+from servecast.predictors.interference import evaluate as ev  # noqa: E402
+from servecast.predictors.interference.tasks import fingerprint_task, temporal_task  # noqa: E402
 
 
 def main() -> None:
@@ -28,9 +31,7 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    store = Store(args.db)
-    if "azure_vm_noise" not in store.traces()["trace"].to_list():
-        store.ingest("azure-vm-noise", [shared_path("vm/azure_vm_noise")], trace="azure_vm_noise")
+    store = vm_store(args.db)
     names = ["temporal", "fingerprint"] if args.task == "both" else [args.task]
     settings = ev.FAST if args.fast else ev.FULL
     pl.Config.set_tbl_rows(60)

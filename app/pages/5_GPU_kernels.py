@@ -25,7 +25,15 @@ SHAPE_DEFAULTS = {"B": 8, "M": 1024, "N": 4096, "K": 4096, "H": 4096, "in_channe
 SAMPLE = 1500  # measured kernels compared per (device, op)
 
 trace = common.page_trace("GPU kernels", "kernel_latencies", sources=("neusight",))
-specs = dict(sorted(common.on_store(str(common.db_file()), device_specs).items()))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_specs(path: str) -> dict[str, dict]:
+    """Device name -> spec sheet (with TensorFLOPs where given), sorted by name."""
+    return dict(sorted(common.on_store(path, device_specs).items()))
+
+
+specs = load_specs(str(common.db_file()))
 
 
 # -- the learned model: saved by `servecast demo` / `train`, or trained here ------------------
@@ -103,7 +111,7 @@ else:
     base = specs[unseen[0]]
     spec = {}
     cols = st.columns(len(SPEC_KEYS) + 1)
-    for col, k in zip(cols, SPEC_KEYS, strict=False):
+    for col, k in zip(cols[:-1], SPEC_KEYS, strict=True):
         spec[k] = col.number_input(k, min_value=0.001, value=float(base[k]), key=f"kl_spec_{k}")
     tensor = cols[-1].number_input(TENSOR_KEY, min_value=0.001, value=base.get(TENSOR_KEY),
                                    placeholder="16 x SingleFLOPs", key=f"kl_spec_{TENSOR_KEY}")

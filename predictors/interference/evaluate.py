@@ -108,15 +108,14 @@ def neighbour_floor(task: Task, split: str = "test") -> pl.DataFrame:
         "mean of previous and next label": (pl.col("prev1") + pl.col("next1")) / 2,
         "median of 2 previous and 2 next labels": pl.concat_list(*near).list.median(),
     }
-    rows = []
-    for group, g in [("all", w), *sorted(w.group_by("vm_sku"), key=lambda kv: kv[0])]:
-        name = group if isinstance(group, str) else str(group[0])
-        for ref, expr in refs.items():
-            err = g.select((expr - pl.col("perf")).abs().mean()).item()
-            rows.append(dict(reference=ref, group=name, n=g.height,
-                             mae_pp=None if err is None else 100 * err))
-    return pl.DataFrame(rows, schema={"reference": pl.Utf8, "group": pl.Utf8, "n": pl.Int64,
-                                      "mae_pp": pl.Float64})
+    err = w.select(pl.col("vm_sku").cast(pl.Utf8).alias("group"),
+                   *[(100 * (e - pl.col("perf")).abs()).alias(r) for r, e in refs.items()])
+    return (pl.concat([err.with_columns(group=pl.lit("all")), err])
+            .group_by("group", maintain_order=True)
+            .agg(pl.len().cast(pl.Int64).alias("n"), *[pl.col(r).mean() for r in refs])
+            .unpivot(list(refs), index=["group", "n"], variable_name="reference",
+                     value_name="mae_pp")
+            .select("reference", "group", "n", "mae_pp"))
 
 
 def metrics_per_step(task: Task, markers: tuple[str, ...] = ("sku:", "app:", "vm_age_h")
