@@ -60,6 +60,8 @@ class _Counter:
         self.line = 1  # physical line number at the current position
         self.line_len = 0  # bytes of the current physical line so far
         self.long: dict[int, int] = {}  # line -> bytes, for lines over the limit
+        self.pline = 1  # physical line, as the quote parser advances
+        self.quoted_breaks: list[tuple[int, int]] = []  # (physical line, breaks inside quotes)
 
     def feed(self, text: bytes) -> None:
         text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -71,8 +73,17 @@ class _Counter:
             if i:  # the quote itself is record content
                 self.in_quote = not self.in_quote
                 self.content = True
+            breaks = part.count(b"\n")
             if not self.in_quote:
                 self._outside(part)
+            elif breaks:
+                self.quoted_breaks.append((self.pline, breaks))
+            self.pline += breaks
+
+    def record_line(self, physical: int) -> int:
+        """The reader's line number of a physical line: DuckDB counts records (blank lines
+        included), so a line break inside quotes does not advance it."""
+        return physical - sum(n for line, n in self.quoted_breaks if line < physical)
 
     def _outside(self, text: bytes) -> None:
         breaks = text.count(b"\n")
@@ -141,7 +152,8 @@ def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES) -> 
     except (OSError, EOFError, zlib.error):
         return FileScan(h.hexdigest(), None)
     records = counter.finish() - (1 if kind == "csv" else 0)
-    long = [(line, size, _line_prefix(path, line)) for line, size in counter.long.items()]
+    long = [(counter.record_line(line), size, _line_prefix(path, line))
+            for line, size in counter.long.items()]
     return FileScan(h.hexdigest(), max(records, 0), long)
 
 

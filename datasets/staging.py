@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from servecast.datasets.scan import MAX_LINE_BYTES
+from servecast.datasets.scan import MAX_LINE_BYTES, record_kind
 from servecast.errors import DataFileError, SchemaMismatchError
 
 Column = tuple[str, str, str]  # (header name in the file, canonical stage name, DuckDB type)
@@ -176,14 +176,25 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
 
 
 def source_lines(path: Path, wanted: set[int]) -> dict[int, str]:
-    """Physical lines `wanted` (1-based) of `path`, without their line break."""
+    """Records at reader line numbers `wanted` of `path`, as in the file (without the final
+    line break). Numbered as DuckDB numbers them: every line counts, blank ones included,
+    except that a CSV record with line breaks inside quotes is one line."""
     out: dict[int, str] = {}
+    quoted = record_kind(path) == "csv"
+    line, record = 0, None
     last = max(wanted, default=0)
     with open_text(path) as fh:
-        for i, line in enumerate(fh, start=1):
-            if i in wanted:
-                out[i] = line.rstrip("\r\n")
-            if i >= last:
+        for text in fh:
+            if record is None:
+                line, record = line + 1, text
+            else:
+                record += text
+            if quoted and record.count('"') % 2:
+                continue  # a line break inside quotes: the record goes on
+            if line in wanted:
+                out[line] = record.rstrip("\r\n")
+            record = None
+            if line >= last:
                 break
     return out
 
