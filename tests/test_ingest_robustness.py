@@ -5,7 +5,8 @@ ingest either accounts for each record (accepted + rejected = records written, o
 row per line) or is refused with a ServecastError and leaves the store exactly as it was.
 A `kill -9` mid-ingest leaves a store that opens, unchanged or with the whole file.
 
-Bounded: hypothesis runs 40 + 25 examples (deadline None); about 40 s on 2 cores."""
+Bounded: hypothesis runs 40 + 25 derandomized examples (deadline None); the file takes
+about 20-25 s on 2 shared cores (the two property tests, 7-8 s each, are marked slow)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,7 @@ def csv_record(draw, real: list[str]) -> tuple[str, bool]:
     return ",".join(base), True
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=40)
 @given(data=st.data())
 def test_csv_every_record_accounted_for(burst_rows, data):
@@ -177,6 +179,7 @@ def jsonl_record(draw, real: list[str]) -> tuple[str, bool]:
     return json.dumps(obj), True  # NaN / Infinity are not JSON: rejected lines
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=25)
 @given(data=st.data())
 def test_jsonl_every_record_accounted_for(mooncake_rows, data):
@@ -191,7 +194,6 @@ def test_jsonl_every_record_accounted_for(mooncake_rows, data):
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
 def test_kill_9_mid_ingest_leaves_the_store_whole(tmp_path, burst_rows, delay):
     """SIGKILL a `servecast ingest` of 600,000 rows `delay` s after it starts writing the
