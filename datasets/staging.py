@@ -3,10 +3,10 @@ reader's own rejects, semantic row checks with source line numbers, per-file cou
 
 from __future__ import annotations
 
-import bisect
 import csv
 import gzip
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -138,8 +138,9 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
     """Move rows of `table` matching any `(sql_condition, reason)` into `rejected_rows`: one
     row per source line, with every reason that applies and the line as it is in the file.
 
-    Line numbers are the rows' lines in their source file, accounting for rows the reader
-    already rejected. Returns the number of rows moved.
+    Line numbers are the rows' lines in their source file (DuckDB's numbering, see
+    `records`), found by walking the file past blank lines and the lines already rejected.
+    Returns the number of rows moved.
     """
     con = ctx.con
     cond = " OR ".join(f"coalesce({c}, false)" for c, _ in checks)
@@ -150,39 +151,37 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
     ).fetchall()
     if not bad:
         return 0
-    files = sorted({b[0] for b in bad})
     base = ctx.row_base[table]
-    skipped: dict[str, list[int]] = {f: [] for f in files}
-    for f, line in con.execute(
-        "SELECT file, line FROM rejected_rows WHERE trace = ? AND file IN ? AND line IS NOT NULL "
-        "ORDER BY line", [ctx.trace, files]
-    ).fetchall():
-        skipped[f].append(line - header_lines)
-    # reader-rejected data indices s_j have s_j - j accepted rows before them
-    gaps = {f: [sj - j for j, sj in enumerate(s, start=1)] for f, s in skipped.items()}
+    every_line = table in ctx.every_line  # stage_lines: a row per line, blank ones too
     rows = []
-    for f, rowid, why in bad:
-        k = rowid - base[f] + 1  # 1-based ordinal among rows the reader accepted
-        line = k + bisect.bisect_right(gaps[f], k - 1) + header_lines
-        rows.append([ctx.trace, f, line, why, None])
-    for f in files:
-        mine = [r for r in rows if r[1] == f]
-        text = source_lines(Path(f), {r[2] for r in mine})
-        for r in mine:
-            r[4] = text.get(r[2])
+    for f in sorted({b[0] for b in bad}):
+        # 1-based ordinal among the rows the reader kept -> reason
+        wanted = {rowid - base[f] + 1: why for g, rowid, why in bad if g == f}
+        skipped = set() if every_line else {line for (line,) in con.execute(
+            "SELECT line FROM rejected_rows WHERE trace = ? AND file = ? AND line IS NOT NULL",
+            [ctx.trace, f]).fetchall()}
+        kept = 0
+        for line, text in records(Path(f)):
+            text = text.rstrip("\r\n")
+            if line <= header_lines or line in skipped or not (text or every_line):
+                continue  # the header, a line the reader rejected, a blank line it skipped
+            kept += 1
+            if kept in wanted:
+                rows.append((ctx.trace, f, line, wanted.pop(kept), text))
+                if not wanted:
+                    break
+        rows += [(ctx.trace, f, None, why, None) for why in wanted.values()]  # not found
     con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rows)
     con.execute(f"DELETE FROM {table} WHERE {cond}")
     return len(rows)
 
 
-def source_lines(path: Path, wanted: set[int]) -> dict[int, str]:
-    """Records at reader line numbers `wanted` of `path`, as in the file (without the final
-    line break). Numbered as DuckDB numbers them: every line counts, blank ones included,
-    except that a CSV record with line breaks inside quotes is one line."""
-    out: dict[int, str] = {}
+def records(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line break) of each record of `path`, numbered as DuckDB
+    numbers them: every line counts, blank ones included, except that a CSV record with
+    line breaks inside quotes is one line."""
     quoted = record_kind(path) == "csv"
     line, record = 0, None
-    last = max(wanted, default=0)
     with open_text(path) as fh:
         for text in fh:
             if record is None:
@@ -191,12 +190,10 @@ def source_lines(path: Path, wanted: set[int]) -> dict[int, str]:
                 record += text
             if quoted and record.count('"') % 2:
                 continue  # a line break inside quotes: the record goes on
-            if line in wanted:
-                out[line] = record.rstrip("\r\n")
+            yield line, record
             record = None
-            if line >= last:
-                break
-    return out
+    if record is not None:
+        yield line, record
 
 
 def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int]]:
@@ -228,4 +225,5 @@ def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> N
         raise DataFileError(_read_failure(files, e)) from None
     ctx.row_base[table] = dict(
         ctx.con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    ctx.every_line.add(table)
     reject_long_lines(ctx, files)

@@ -436,6 +436,8 @@ class LoadContext:
         self.long_lines = long_lines or {}
         #: stage table -> {file: rowid of its first row}; rowids follow source order
         self.row_base: dict[str, dict[str, int]] = {}
+        #: stage tables holding a row for every line of their files (blank lines included)
+        self.every_line: set[str] = set()
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""
