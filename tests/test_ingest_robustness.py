@@ -53,9 +53,17 @@ def table_counts(store: Store) -> dict[str, int]:
     return {t: store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
+def numbered(records: list[tuple[str, bool]], first: int) -> tuple[int, dict[int, str]]:
+    """(records to account for, {reader line: text}) of records written from line `first`;
+    a blank line takes a line number but holds no record."""
+    return (sum(n for _, n in records),
+            {first + i: text for i, (text, n) in enumerate(records) if n})
+
+
 def check_accounted(store: Store, path: Path, trace: str, records: int, source: str,
-                    strict: bool = False) -> str:
-    """Ingest `path`; assert every record is accounted for, or the refusal changed nothing.
+                    strict: bool = False, texts: dict[int, str] | None = None) -> str:
+    """Ingest `path`; assert every record is accounted for, or the refusal changed nothing;
+    each rejected row names the line of a record and holds its text (`texts`: line -> text).
     Returns 'loaded' or 'refused'."""
     before = table_counts(store)
     try:
@@ -75,6 +83,11 @@ def check_accounted(store: Store, path: Path, trace: str, records: int, source: 
     assert stored == rows
     assert lines == (rejected, rejected), "one rejected row per source line"
     assert rows > 0 or rejected == 0, "a file with every row rejected is refused, not stored"
+    for line, content in store.con.execute(
+            "SELECT line, content FROM rejected_rows WHERE trace = ?", [trace]).fetchall():
+        if texts is not None:
+            assert line in texts, (line, content[:80])
+            assert content[:100] == texts[line][:100], (line, content[:100], texts[line][:100])
     return "loaded"
 
 
@@ -130,8 +143,8 @@ def test_csv_every_record_accounted_for(burst_rows, data):
         path = Path(tmp) / "burst.csv"
         path.write_bytes(text.encode("utf-8"))
         with Store(Path(tmp) / "s.duckdb") as store:
-            event(check_accounted(store, path, "t", sum(n for _, n in records), "burstgpt",
-                                  strict))
+            n, texts = numbered(records, first=2)
+            event(check_accounted(store, path, "t", n, "burstgpt", strict, texts))
 
 
 def test_ten_long_lines_are_rejected_and_the_good_rows_load(tmp_path, burst_rows):
@@ -190,7 +203,8 @@ def test_jsonl_every_record_accounted_for(mooncake_rows, data):
         path = Path(tmp) / "trace.jsonl"
         path.write_bytes(text.encode("utf-8"))
         with Store(Path(tmp) / "s.duckdb") as store:
-            event(check_accounted(store, path, "t", sum(n for _, n in records), "mooncake"))
+            n, texts = numbered(records, first=1)
+            event(check_accounted(store, path, "t", n, "mooncake", texts=texts))
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
