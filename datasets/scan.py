@@ -5,8 +5,8 @@ The store compares `records` with the accepted + rejected rows an adapter report
 the reader drops without a trace (DuckDB 2.0's CSV reader can, after a run of long lines)
 refuses the ingest instead of vanishing. Counting rules match DuckDB's reader: lines end at
 `\\n`, `\\r\\n` or `\\r`; empty lines are no records; a CSV's line breaks inside double quotes
-do not end a record and its first record is the header. Plain files are counted at memory
-speed (bytes.count); quoted CSV text costs one split per quote.
+do not end a record and its first record is the header. A plain file is hashed and counted in
+the same read at memory speed (bytes.count); quoted CSV text costs one split per quote.
 """
 
 from __future__ import annotations
@@ -62,61 +62,74 @@ class _Counter:
         self.long: dict[int, int] = {}  # line -> bytes, for lines over the limit
         self.pline = 1  # physical line, as the quote parser advances
         self.quoted_breaks: list[tuple[int, int]] = []  # (physical line, breaks inside quotes)
+        self.carry = b""  # a trailing \r held back until the next block
 
     def feed(self, text: bytes) -> None:
-        text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\r" in text:
+            text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        breaks = text.count(b"\n")
         self._lengths(text)
+        self.line += breaks
         if not self.quoted or (b'"' not in text and not self.in_quote):
-            self._outside(text)
+            self._outside(text, breaks)
+            self.pline += breaks
             return
         for i, part in enumerate(text.split(b'"')):
             if i:  # the quote itself is record content
                 self.in_quote = not self.in_quote
                 self.content = True
-            breaks = part.count(b"\n")
+            n = part.count(b"\n")
             if not self.in_quote:
-                self._outside(part)
-            elif breaks:
-                self.quoted_breaks.append((self.pline, breaks))
-            self.pline += breaks
+                self._outside(part, n)
+            elif n:
+                self.quoted_breaks.append((self.pline, n))
+            self.pline += n
 
     def record_line(self, physical: int) -> int:
         """The reader's line number of a physical line: DuckDB counts records (blank lines
         included), so a line break inside quotes does not advance it."""
         return physical - sum(n for line, n in self.quoted_breaks if line < physical)
 
-    def _outside(self, text: bytes) -> None:
-        breaks = text.count(b"\n")
+    def feed_block(self, block: bytes, last: bool = False) -> None:
+        """Feed the next bytes of the file (`last`: the file ended)."""
+        if self.carry:
+            block, self.carry = self.carry + block, b""
+        if block.endswith(b"\r") and not last:  # keep a \r\n pair together
+            block, self.carry = block[:-1], b"\r"
+        self.feed(block)
+
+    def _outside(self, text: bytes, breaks: int | None = None) -> None:
+        breaks = text.count(b"\n") if breaks is None else breaks
         if not breaks:
             self.content = self.content or bool(text)
             return
         first = text.find(b"\n")
-        empty = len(_EMPTY.findall(text))
+        empty = len(_EMPTY.findall(text)) if b"\n\n" in text else 0
         self.records += breaks - empty - (0 if self.content or first > 0 else 1)
         self.content = not text.endswith(b"\n")
 
     def _lengths(self, text: bytes) -> None:
-        """Find lines over the limit with one rfind per `limit` bytes."""
+        """Find lines over the limit with one rfind per `limit` bytes (`self.line` is the
+        line at the chunk's start; the caller advances it)."""
         p, n = 0, len(text)
         while p < n:
             window = p + max(self.limit - self.line_len, 0) + 1
             i = text.rfind(b"\n", p, window)
             if i >= 0:
-                self.line += text.count(b"\n", p, i + 1)
                 self.line_len, p = 0, i + 1
                 continue
+            line = self.line + text.count(b"\n", 0, p)  # rare: a long line
             if window > n:  # no break before the chunk ends
                 self.line_len += n - p
                 if self.line_len > self.limit:
-                    self.long[self.line] = self.line_len
+                    self.long[line] = self.line_len
                 return
             j = text.find(b"\n", p)
             end = n if j < 0 else j
-            self.long[self.line] = self.line_len + end - p
+            self.long[line] = self.line_len + end - p
             if j < 0:
                 self.line_len += n - p
                 return
-            self.line += 1
             self.line_len, p = 0, j + 1
 
     def finish(self) -> int:
@@ -132,25 +145,24 @@ def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES) -> 
     as stored and counted decompressed; a corrupt stream leaves `records` None (the reader
     reports it)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    kind = record_kind(path)
+    plain = not path.name.endswith(".gz")
+    counter = _Counter(quoted=kind == "csv", limit=limit) if kind else None
+    with open(path, "rb") as fh:  # a plain file is hashed and counted in one read
         while block := fh.read(chunk):
             h.update(block)
-    kind = record_kind(path)
-    if kind is None:
+            if counter and plain:
+                counter.feed_block(block)
+    if counter is None:
         return FileScan(h.hexdigest(), None)
-    counter = _Counter(quoted=kind == "csv", limit=limit)
-    carry = b""
-    try:
-        with _open(path) as fh:
-            while block := fh.read(chunk):
-                block = carry + block
-                carry = b""
-                if block.endswith(b"\r"):  # keep a \r\n pair together
-                    block, carry = block[:-1], b"\r"
-                counter.feed(block)
-            counter.feed(carry)
-    except (OSError, EOFError, zlib.error):
-        return FileScan(h.hexdigest(), None)
+    if not plain:
+        try:
+            with _open(path) as fh:
+                while block := fh.read(chunk):
+                    counter.feed_block(block)
+        except (OSError, EOFError, zlib.error):
+            return FileScan(h.hexdigest(), None)
+    counter.feed_block(b"", last=True)
     records = counter.finish() - (1 if kind == "csv" else 0)
     long = [(counter.record_line(line), size, _line_prefix(path, line))
             for line, size in counter.long.items()]
