@@ -37,6 +37,7 @@ class FileScan:
     sha256: str
     records: int | None
     long_lines: list[tuple[int, int, str]] = field(default_factory=list)
+    exact: bool = True  # False: `records` counts blank lines too (an upper bound)
 
 
 def record_kind(path: Path) -> str | None:
@@ -52,8 +53,8 @@ def record_kind(path: Path) -> str | None:
 class _Counter:
     """Streaming record and line counter (state carried across chunks)."""
 
-    def __init__(self, quoted: bool, limit: int):
-        self.quoted, self.limit = quoted, limit
+    def __init__(self, quoted: bool, limit: int, exact: bool):
+        self.quoted, self.limit, self.exact = quoted, limit, exact
         self.in_quote = False
         self.records = 0  # non-empty records ended so far
         self.content = False  # the current record has content
@@ -103,9 +104,12 @@ class _Counter:
         if not breaks:
             self.content = self.content or bool(text)
             return
-        first = text.find(b"\n")
-        empty = len(_EMPTY.findall(text)) if b"\n\n" in text else 0
-        self.records += breaks - empty - (0 if self.content or first > 0 else 1)
+        if self.exact:
+            first = text.find(b"\n")
+            empty = len(_EMPTY.findall(text)) if b"\n\n" in text else 0
+            self.records += breaks - empty - (0 if self.content or first > 0 else 1)
+        else:  # every line break ends a record: an upper bound (blank lines hold none)
+            self.records += breaks
         self.content = not text.endswith(b"\n")
 
     def _lengths(self, text: bytes) -> None:
@@ -140,14 +144,17 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES) -> FileScan:
+def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES,
+              exact: bool = False) -> FileScan:
     """Hash `path` and count its records (see the module docstring). A gzip file is hashed
     as stored and counted decompressed; a corrupt stream leaves `records` None (the reader
-    reports it)."""
+    reports it). Without `exact`, blank lines are counted as records (finding them costs as
+    much as the rest of the scan): `records` is then an upper bound, exact for a file
+    without blank lines; `exact_records` gives the exact count when it is needed."""
     h = hashlib.sha256()
     kind = record_kind(path)
     plain = not path.name.endswith(".gz")
-    counter = _Counter(quoted=kind == "csv", limit=limit) if kind else None
+    counter = _Counter(quoted=kind == "csv", limit=limit, exact=exact) if kind else None
     with open(path, "rb") as fh:  # a plain file is hashed and counted in one read
         while block := fh.read(chunk):
             h.update(block)
@@ -166,7 +173,12 @@ def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES) -> 
     records = counter.finish() - (1 if kind == "csv" else 0)
     long = [(counter.record_line(line), size, _line_prefix(path, line))
             for line, size in counter.long.items()]
-    return FileScan(h.hexdigest(), max(records, 0), long)
+    return FileScan(h.hexdigest(), max(records, 0), long, exact)
+
+
+def exact_records(path: Path, scan: FileScan) -> int | None:
+    """The exact record count of a scanned file (a second pass unless `scan` was exact)."""
+    return scan.records if scan.exact else scan_file(path, exact=True).records
 
 
 def _line_prefix(path: Path, line: int) -> str:

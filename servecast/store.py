@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
-from servecast.datasets.scan import FileScan, scan_file, without_lines
+from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
     RejectedRowsError,
@@ -356,12 +356,16 @@ class Store:
 
 def _account(path: Path, scan: FileScan, rows: int, rejected: int) -> None:
     """Refuse a file whose accepted + rejected rows differ from the records the scan counted
-    (a row the reader dropped silently, or one counted twice)."""
+    (a row the reader dropped silently, or one counted twice). The quick count includes
+    blank lines; only a file where it disagrees is counted again without them."""
     if scan.records is None or rows + rejected == scan.records:
         return
+    records = exact_records(path, scan)
+    if records is None or rows + rejected == records:
+        return
     raise DataFileError(
-        f"{path}: holds {scan.records:,} records but the reader returned {rows:,} accepted + "
-        f"{rejected:,} rejected ({scan.records - rows - rejected:+,} unaccounted for); nothing "
+        f"{path}: holds {records:,} records but the reader returned {rows:,} accepted + "
+        f"{rejected:,} rejected ({records - rows - rejected:+,} unaccounted for); nothing "
         "was ingested. Look for irregular quoting or line breaks in the file (or split it) "
         "and ingest it again"
     )
