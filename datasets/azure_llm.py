@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.requests import insert_requests
+from servecast.datasets.requests import insert_requests, rebase_arrivals
 from servecast.datasets.staging import stage_csv
 
 COLUMNS = [
     ("TIMESTAMP", "ts", "VARCHAR"),
-    ("ContextTokens", "context_tokens", "BIGINT"),
-    ("GeneratedTokens", "generated_tokens", "BIGINT"),
+    ("ContextTokens", "context_tokens", "DOUBLE"),  # DOUBLE: fractions rejected, not rounded
+    ("GeneratedTokens", "generated_tokens", "DOUBLE"),
 ]
 
 
@@ -38,8 +38,7 @@ class AzureLLM(Adapter):
             stage_csv(ctx, [f], COLUMNS,
                       "epoch(try_cast(ts AS TIMESTAMPTZ)) AS arrival_s, "
                       "context_tokens AS prompt_tokens, generated_tokens AS output_tokens")
-            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchall()[0]
-            ctx.con.execute("UPDATE _stage SET arrival_s = arrival_s - ?", [t0 or 0.0])
+            rebase_arrivals(ctx, "_stage")
             counts |= insert_requests(ctx, "_stage", [f], checks=[
                 ("arrival_s IS NULL", "TIMESTAMP is not a date-time"),
             ])

@@ -39,6 +39,8 @@ class AzureVMNoise(Adapter):
                   "vm_id, start_time, runtime_s, value")
         reject_invalid(ctx, "_stage", [
             ("value IS NULL", "missing value"),
+            ("NOT isfinite(value)", "non-finite value"),
+            ("NOT isfinite(runtime_s) OR runtime_s < 0", "non-finite or negative runtime"),
             ("vm_id IS NULL", "missing VM_id"),
             ("test_suite = '' OR test_name = ''",
              "path lacks test_suite=/test_name= folders (keep the hive layout)"),

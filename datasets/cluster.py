@@ -12,6 +12,9 @@ JOB_COLUMNS = ["job_id", "task_id", "app", "role", "status", "qos", "submit_s", 
 
 RESOURCES = ("cpu_request", "memory_request", "gpu_request")
 
+#: seconds since the trace origin: negative is allowed (jobs submitted before it), NaN/inf not
+TIMES = ("submit_s", "start_s", "end_s", "duration_s")
+
 
 def insert_jobs(ctx, files: list[Path], columns: list[Column], select: dict[str, str],
                 checks=(), hint: str = "") -> dict[Path, tuple[int, int]]:
@@ -26,6 +29,8 @@ def insert_jobs(ctx, files: list[Path], columns: list[Column], select: dict[str,
     generic = [(f"{r} < 0", f"negative {r}") for r in RESOURCES if r in exprs]
     if "duration_s" in exprs:
         generic.append(("duration_s < 0", "negative duration (ends before it starts)"))
+    generic += [(f"NOT isfinite({c})", f"non-finite {c}") for c in (*TIMES, *RESOURCES)
+                if c in exprs]
     reject_invalid(ctx, "_stage", [*checks, *generic])
     counts = file_counts(ctx, "_stage", files)
     names = ", ".join(exprs)

@@ -10,9 +10,9 @@ from servecast.datasets.requests import insert_requests
 from servecast.datasets.staging import stage_csv
 
 COLUMNS = [
-    ("num_prefill_tokens", "prefill", "BIGINT"),
-    ("num_decode_tokens", "decode", "BIGINT"),
-    ("num_total_tokens", "total", "BIGINT"),
+    ("num_prefill_tokens", "prefill", "DOUBLE"),  # DOUBLE: fractions rejected, not rounded
+    ("num_decode_tokens", "decode", "DOUBLE"),
+    ("num_total_tokens", "total", "DOUBLE"),
     ("pd_ratio", "pd_ratio", "DOUBLE"),
 ]
 

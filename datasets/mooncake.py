@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.requests import insert_requests
+from servecast.datasets.requests import insert_requests, rebase_arrivals
 from servecast.datasets.staging import stage_lines
 
 V = "CASE WHEN json_valid(j) THEN j END"  # the line, where it parses
@@ -31,11 +31,10 @@ class Mooncake(Adapter):
             stage_lines(ctx, [f], f"""
                 json_valid(j) AS _valid,
                 TRY_CAST(json_extract({V}, '$.timestamp') AS DOUBLE) / 1000.0 AS arrival_s,
-                TRY_CAST(json_extract({V}, '$.input_length') AS BIGINT) AS prompt_tokens,
-                TRY_CAST(json_extract({V}, '$.output_length') AS BIGINT) AS output_tokens,
+                TRY_CAST(json_extract({V}, '$.input_length') AS DOUBLE) AS prompt_tokens,
+                TRY_CAST(json_extract({V}, '$.output_length') AS DOUBLE) AS output_tokens,
                 TRY_CAST(json_extract({V}, '$.hash_ids') AS INTEGER[]) AS prefix_hashes""")
-            (t0,) = ctx.con.execute("SELECT min(arrival_s) FROM _stage").fetchall()[0]
-            ctx.con.execute("UPDATE _stage SET arrival_s = arrival_s - ?", [t0 or 0.0])
+            rebase_arrivals(ctx, "_stage")
             ctx.con.execute("DELETE FROM _stage WHERE _valid IS NULL")  # blank lines
             counts |= insert_requests(ctx, "_stage", [f], header_lines=0, checks=[
                 ("NOT _valid", "line is not valid JSON"),

@@ -6,13 +6,42 @@ from pathlib import Path
 
 from servecast.datasets.staging import file_counts, reject_invalid
 
-#: rows no LLM trace may contain (reason shown in `rejected_rows`)
+#: the largest token count `llm_requests` holds (INTEGER columns)
+MAX_TOKENS = 2**31 - 1
+
+#: rows no LLM trace may contain (reason shown in `rejected_rows`); token counts are staged
+#: as DOUBLE so that fractional, non-finite and out-of-range values are seen, not rounded.
+#: Comparisons with constants (NaN and inf are >= 'inf' in DuckDB, -inf < 0) let DuckDB skip
+#: a check its column statistics rule out, where isfinite() would test every row.
+INF = "'inf'::DOUBLE"
 TOKEN_CHECKS = [
-    ("prompt_tokens IS NULL", "missing prompt token count"),
-    ("prompt_tokens < 0", "negative prompt token count"),
-    ("output_tokens IS NULL", "missing output token count"),
-    ("output_tokens < 0", "negative output token count"),
+    check
+    for col, what in (("prompt_tokens", "prompt"), ("output_tokens", "output"))
+    for check in (
+        (f"{col} IS NULL", f"missing {what} token count"),
+        (f"{col} < 0", f"negative {what} token count"),
+        (f"{col} >= {INF}", f"non-finite {what} token count"),
+        (f"{col} > {MAX_TOKENS} AND {col} < {INF}", f"{what} token count above {MAX_TOKENS:,}"),
+        (f"{col} <> trunc({col})", f"fractional {what} token count"),
+    )
 ]
+
+#: times in seconds must be finite, arrivals and durations non-negative
+TIME_CHECKS = [
+    ("arrival_s >= " + INF, "non-finite arrival time"),
+    ("arrival_s < 0", "negative arrival time"),
+]
+ELAPSED_CHECKS = [
+    ("elapsed_s >= " + INF, "non-finite elapsed time"),
+    ("elapsed_s < 0", "negative elapsed time"),
+]
+
+
+def rebase_arrivals(ctx, stage: str) -> None:
+    """Make `arrival_s` seconds since the stage's first finite arrival."""
+    (t0,) = ctx.con.execute(
+        f"SELECT min(arrival_s) FILTER (WHERE isfinite(arrival_s)) FROM {stage}").fetchall()[0]
+    ctx.con.execute(f"UPDATE {stage} SET arrival_s = arrival_s - ?", [t0 or 0.0])
 
 
 def insert_requests(ctx, stage: str, files: list[Path], checks=(),
@@ -24,10 +53,12 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     (BurstGPT convention by default: zero response tokens); `drop` lists helper columns of
     the stage that are not canonical. Returns per-file counts.
     """
-    reject_invalid(ctx, stage, [*checks, *TOKEN_CHECKS], header_lines)
+    cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall()
+            if r[0] not in ("filename", *drop)]
+    timed = [*(TIME_CHECKS if "arrival_s" in cols else ()),
+             *(ELAPSED_CHECKS if "elapsed_s" in cols else ())]
+    reject_invalid(ctx, stage, [*checks, *TOKEN_CHECKS, *timed], header_lines)
     counts = file_counts(ctx, stage, files)
-    skip = ("filename", *drop)
-    cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall() if r[0] not in skip]
     names = ", ".join(cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
     ctx.con.execute(

@@ -3,14 +3,15 @@ reader's own rejects, semantic row checks with source line numbers, per-file cou
 
 from __future__ import annotations
 
-import bisect
 import csv
 import gzip
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 
+from servecast.datasets.scan import MAX_LINE_BYTES, record_kind
 from servecast.errors import DataFileError, SchemaMismatchError
 
 Column = tuple[str, str, str]  # (header name in the file, canonical stage name, DuckDB type)
@@ -61,29 +62,66 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
     select = f"* REPLACE ({as_enum})" if select == "*" else f"{select}, {as_enum}"
     con = ctx.con
     con.execute("DROP TABLE IF EXISTS _rej; DROP TABLE IF EXISTS _rej_scan")
-    try:
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM read_csv(?,
+    source = _source(ctx, files, f"""read_csv(?,
                 header=true, auto_detect=false, delim=',', quote='"', escape='"', columns={spec},
                 store_rejects=true, rejects_table='_rej', rejects_scan='_rej_scan',
-                filename=true{opts})""",
-            [[str(f) for f in files]],
-        )
+                filename=true{opts})""")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM {source}",
+                    [[str(ctx.readable(f)) for f in files]])
     except duckdb.Error as e:
         raise DataFileError(_read_failure(files, e)) from None
     ctx.row_base[table] = dict(
         con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    # one rejected row per source line: the reader reports one error per failing column
     con.execute(
-        """INSERT INTO rejected_rows
-           SELECT ?, s.file_path, e.line, e.error_type || ': ' || e.error_message, e.csv_line
-           FROM _rej e JOIN _rej_scan s USING (scan_id, file_id)""",
+        f"""INSERT INTO rejected_rows
+            SELECT ?, {_original(ctx, files, 'file_path')}, line,
+                   string_agg(error_type || ': ' || message, '; ' ORDER BY error_type),
+                   trim(any_value(csv_line), chr(10) || chr(13))
+            FROM (SELECT s.file_path, e.line, e.error_type, any_value(e.csv_line) AS csv_line,
+                         arg_min(e.error_message, e.column_idx) AS message
+                  FROM _rej e JOIN _rej_scan s USING (scan_id, file_id) GROUP BY ALL)
+            GROUP BY ALL""",
         [ctx.trace],
     )
+    reject_long_lines(ctx, files)
+
+
+def reject_long_lines(ctx, files: list[Path]) -> None:
+    """Store the lines the scan found over the size limit as rejected rows (the reader got a
+    copy with those lines blanked)."""
+    rows = [(ctx.trace, str(f), line, f"line of {size:,} bytes is over the "
+             f"{MAX_LINE_BYTES // 1024} KiB limit; split or shorten it", prefix + " ...")
+            for f in files for line, size, prefix in ctx.long_lines.get(f, ())]
+    if rows:
+        ctx.con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _source(ctx, files: list[Path], reader: str) -> str:
+    """`reader` (a table function over the readable copies) with `filename` mapped back to
+    the source files' names where a copy stands in for one."""
+    if not any(f in ctx.substitutes for f in files):
+        return reader
+    return f"(SELECT * REPLACE ({_original(ctx, files, 'filename')} AS filename) FROM {reader})"
+
+
+def _original(ctx, files: list[Path], column: str) -> str:
+    """SQL mapping the readable path in `column` to the source file's name."""
+    subs = [(ctx.substitutes[f], f) for f in files if f in ctx.substitutes]
+    if not subs:
+        return column
+    whens = " ".join(f"WHEN {_lit(c)} THEN {_lit(f)}" for c, f in subs)
+    return f"CASE {column} {whens} ELSE {column} END"
+
+
+def _lit(p: Path) -> str:
+    return "'" + str(p).replace("'", "''") + "'"
 
 
 def _enum_of(files: list[Path]) -> str:
     """SQL ENUM type whose members are the files' names."""
-    return "ENUM(" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + ")"
+    return "ENUM(" + ", ".join(map(_lit, files)) + ")"
 
 
 def _read_failure(files: list[Path], err: Exception) -> str:
@@ -97,39 +135,65 @@ def _read_failure(files: list[Path], err: Exception) -> str:
 
 
 def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines: int = 1) -> int:
-    """Move rows of `table` matching any `(sql_condition, reason)` into `rejected_rows`.
+    """Move rows of `table` matching any `(sql_condition, reason)` into `rejected_rows`: one
+    row per source line, with every reason that applies and the line as it is in the file.
 
-    Line numbers are the rows' lines in their source file, accounting for rows the reader
-    already rejected. Returns the number of rows moved.
+    Line numbers are the rows' lines in their source file (DuckDB's numbering, see
+    `records`), found by walking the file past blank lines and the lines already rejected.
+    Returns the number of rows moved.
     """
     con = ctx.con
     cond = " OR ".join(f"coalesce({c}, false)" for c, _ in checks)
-    reason = "CASE " + " ".join(f"WHEN coalesce({c}, false) THEN '{r}'" for c, r in checks) + " END"
-    cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] != "filename"]
-    content = "concat_ws(',', " + ", ".join(f'"{c}"::VARCHAR' for c in cols) + ")"
+    reason = "concat_ws('; ', " + ", ".join(
+        f"CASE WHEN coalesce({c}, false) THEN '{r}' END" for c, r in checks) + ")"
     bad = con.execute(
-        f"SELECT filename, rowid, {reason}, {content} FROM {table} WHERE {cond} ORDER BY rowid"
+        f"SELECT filename, rowid, {reason} FROM {table} WHERE {cond} ORDER BY rowid"
     ).fetchall()
     if not bad:
         return 0
-    files = sorted({b[0] for b in bad})
     base = ctx.row_base[table]
-    skipped: dict[str, list[int]] = {f: [] for f in files}
-    for f, line in con.execute(
-        "SELECT file, line FROM rejected_rows WHERE trace = ? AND file IN ? AND line IS NOT NULL "
-        "ORDER BY line", [ctx.trace, files]
-    ).fetchall():
-        skipped[f].append(line - header_lines)
-    # reader-rejected data indices s_j have s_j - j accepted rows before them
-    gaps = {f: [sj - j for j, sj in enumerate(s, start=1)] for f, s in skipped.items()}
+    every_line = table in ctx.every_line  # stage_lines: a row per line, blank ones too
     rows = []
-    for f, rowid, why, text in bad:
-        k = rowid - base[f] + 1  # 1-based ordinal among rows the reader accepted
-        line = k + bisect.bisect_right(gaps[f], k - 1) + header_lines
-        rows.append((ctx.trace, f, line, why, text))
+    for f in sorted({b[0] for b in bad}):
+        # 1-based ordinal among the rows the reader kept -> reason
+        wanted = {rowid - base[f] + 1: why for g, rowid, why in bad if g == f}
+        skipped = set() if every_line else {line for (line,) in con.execute(
+            "SELECT line FROM rejected_rows WHERE trace = ? AND file = ? AND line IS NOT NULL",
+            [ctx.trace, f]).fetchall()}
+        kept = 0
+        for line, text in records(Path(f)):
+            text = text.rstrip("\r\n")
+            if line <= header_lines or line in skipped or not (text or every_line):
+                continue  # the header, a line the reader rejected, a blank line it skipped
+            kept += 1
+            if kept in wanted:
+                rows.append((ctx.trace, f, line, wanted.pop(kept), text))
+                if not wanted:
+                    break
+        rows += [(ctx.trace, f, None, why, None) for why in wanted.values()]  # not found
     con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rows)
     con.execute(f"DELETE FROM {table} WHERE {cond}")
     return len(rows)
+
+
+def records(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line break) of each record of `path`, numbered as DuckDB
+    numbers them: every line counts, blank ones included, except that a CSV record with
+    line breaks inside quotes is one line."""
+    quoted = record_kind(path) == "csv"
+    line, record = 0, None
+    with open_text(path) as fh:
+        for text in fh:
+            if record is None:
+                line, record = line + 1, text
+            else:
+                record += text
+            if quoted and record.count('"') % 2:
+                continue  # a line break inside quotes: the record goes on
+            yield line, record
+            record = None
+    if record is not None:
+        yield line, record
 
 
 def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int]]:
@@ -145,16 +209,21 @@ def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int
 
 def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> None:
     """Read text files line by line (JSONL) with DuckDB's reader into `table`: `select` over
-    the raw line `j` plus `filename`. Rows keep file order, so line = ordinal + 1."""
+    the raw line `j` plus `filename`. Rows keep file order, blank lines included (j NULL),
+    so line = ordinal + 1. Lines over the size limit are rejected here (blank in the copy
+    the reader gets)."""
+    reader = _source(ctx, files, """read_csv(?,
+                columns={'j': 'VARCHAR'}, header=false, delim='\\x01', quote='', escape='',
+                auto_detect=false, filename=true, strict_mode=false)""")
     try:
         ctx.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select},
-                filename::{_enum_of(files)} AS filename FROM read_csv(?,
-                columns={{'j': 'VARCHAR'}}, header=false, delim='\\x01', quote='', escape='',
-                auto_detect=false, filename=true, strict_mode=false)""",
-            [[str(f) for f in files]],
+                filename::{_enum_of(files)} AS filename FROM {reader}""",
+            [[str(ctx.readable(f)) for f in files]],
         )
     except duckdb.Error as e:
         raise DataFileError(_read_failure(files, e)) from None
     ctx.row_base[table] = dict(
         ctx.con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    ctx.every_line.add(table)
+    reject_long_lines(ctx, files)

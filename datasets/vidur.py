@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.staging import read_header, reject_invalid, stage_csv
+from servecast.datasets.staging import file_counts, read_header, reject_invalid, stage_csv
 from servecast.errors import DataFileError, SchemaMismatchError
 
 CONFIG = ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp",
@@ -48,7 +48,7 @@ class VidurMLP(Adapter):
         columns = [(h, h, "BOOLEAN" if h == "use_gated_mlp" else "DOUBLE") for h in header]
         stage_csv(ctx, [path], columns, table="_wide")
         medians = [f'"time_stats.{op}.median"' for op in ops if f"time_stats.{op}.median" in header]
-        bad = reject_invalid(ctx, "_wide", [
+        reject_invalid(ctx, "_wide", [
             ("num_tokens IS NULL OR num_tokens <= 0", "missing or non-positive num_tokens"),
             ("num_tensor_parallel_workers IS NULL OR num_tensor_parallel_workers <= 0",
              "missing or non-positive num_tensor_parallel_workers"),
@@ -66,8 +66,7 @@ class VidurMLP(Adapter):
                     json_object({config}, 'min', {stat['min']}, 'max', {stat['max']},
                                 'mean', {stat['mean']}) AS extra, filename FROM _wide""")
         ctx.con.execute("CREATE OR REPLACE TEMP TABLE _stage AS " + " UNION ALL ".join(selects))
-        (wide_rows,) = ctx.con.execute("SELECT count(*) FROM _wide").fetchall()[0]
-        (reader_rejects,) = ctx.con.execute("SELECT count(*) FROM _rej").fetchall()[0]
+        counts = file_counts(ctx, "_wide", [path])[path]
         # an op a row did not profile (empty median) is no measurement: not stored
         ctx.con.execute("DELETE FROM _stage WHERE latency_ms IS NULL")
         ctx.con.execute(
@@ -75,4 +74,4 @@ class VidurMLP(Adapter):
                latency_ms, latency_std_ms, extra)
                SELECT ?, 'vidur', ?, op, ?, num_tokens, tp, latency_ms, latency_std_ms, extra
                FROM _stage""", [ctx.trace, device, model])
-        return int(wide_rows), bad + int(reader_rejects)
+        return counts

@@ -7,8 +7,8 @@ skipped (idempotent re-ingest).
 
 from __future__ import annotations
 
-import hashlib
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
+from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
     RejectedRowsError,
@@ -27,7 +28,7 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import SCHEMA_VERSION, TABLES
+from servecast.schema import DATA_TABLES, SCHEMA_VERSION, TABLES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -68,29 +69,26 @@ class IngestResult:
         return sorted({f.trace for f in self.files})
 
 
-class _Duplicates(Exception):
-    """Files of an ingest attempt whose sha256 is already stored (the attempt rolls back)."""
+class _Retry(Exception):
+    """An ingest attempt to roll back and rerun: files found to be in the manifest already
+    (`duplicates`), or files with lines over the size limit (`long`, to be read from a copy
+    without them). Both are known only once the scan, which runs beside the load, ends."""
 
-    def __init__(self, files: set[Path]):
-        super().__init__(sorted(map(str, files)))
-        self.files = files
+    def __init__(self, duplicates: set[Path] = frozenset(), long: set[Path] = frozenset()):
+        super().__init__(sorted(map(str, duplicates | long)))
+        self.duplicates, self.long = set(duplicates), set(long)
 
 
-def _digest(future: Future) -> str:
-    """The sha256 a hashing future computed (a read error becomes DataFileError)."""
+def _scanned(future: Future) -> FileScan:
+    """The scan a future computed (a read error becomes DataFileError)."""
     try:
         return future.result()
     except OSError as e:
         raise DataFileError(f"{e.filename}: cannot read ({e.strerror}); check the path") from None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _digest(future: Future) -> str:
+    return _scanned(future).sha256
 
 
 class Store:
@@ -113,20 +111,31 @@ class Store:
                     "wait for it to finish or close it (e.g. stop the dashboard), "
                     "or pass --db with another file"
                 ) from None
-            raise DataFileError(f"{self.path}: cannot open the store: {e}") from None
+            msg = str(e).split("\n")[0]
+            if "enough bytes" in msg or "not a valid DuckDB" in msg:
+                raise DataFileError(
+                    f"{self.path}: not a readable DuckDB store: the file is truncated, damaged "
+                    f"or not DuckDB ({msg}); restore it from a copy or pass --db with a new "
+                    "file (re-ingesting the sources rebuilds a store)") from None
+            raise DataFileError(f"{self.path}: cannot open the store: {msg}") from None
         except duckdb.Error as e:
             raise DataFileError(
                 f"{self.path}: not a servecast/DuckDB store ({e}); pass --db with another file"
             ) from None
         self.read_only = read_only
+        self._refuse_foreign()
         self.con.execute("SET TimeZone = 'UTC'")
         try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
             self.con.execute("SET enable_progress_bar = false")
         except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
             pass
-        if not read_only:
-            self._create_schema()
-        self._check_version()
+        try:
+            if not read_only:
+                self._create_schema()
+            self._check_version()
+        except duckdb.Error as e:
+            self.con.close()
+            raise _ingest_failure(self.path, [], e) from None
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -137,6 +146,19 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _refuse_foreign(self) -> None:
+        """Close and refuse a DuckDB file that holds tables but no servecast `meta`: the
+        user's own database, which servecast must not add its tables to."""
+        tables = sorted(n for (n,) in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND NOT temporary").fetchall())
+        if tables and "meta" not in tables:
+            self.con.close()
+            shown = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+            raise ServecastError(
+                f"{self.path}: a DuckDB database that is not a servecast store (tables: "
+                f"{shown}); it was left untouched. Pass --db with a new file for the store")
 
     def _create_schema(self) -> None:
         for name, cols in TABLES.items():
@@ -191,21 +213,33 @@ class Store:
             paths = [paths]
         files = adapter.files([Path(p) for p in paths])
         groups = adapter.group(files, trace)
-        # hash in a thread while DuckDB reads; a file found to be a duplicate afterwards
-        # rolls the transaction back and the ingest reruns without it (rare)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            digests = {f: pool.submit(sha256_of, f) for f in files}
+        # scan (hash, count records) in a thread while DuckDB reads; a file found to be a
+        # duplicate or to hold over-long lines afterwards rolls the transaction back and the
+        # ingest reruns without it / with a copy that leaves those lines out (rare)
+        with ThreadPoolExecutor(max_workers=1) as pool, \
+                tempfile.TemporaryDirectory(prefix="servecast-") as tmp:
+            scans = {f: pool.submit(scan_file, f) for f in files}
             duplicates: set[Path] = set()
+            substitutes: dict[Path, Path] = {}
             while True:
                 try:
-                    return self._load(adapter, groups, digests, duplicates, strict, progress)
-                except _Duplicates as d:
-                    duplicates |= d.files
+                    return self._load(adapter, groups, scans, duplicates, substitutes,
+                                      strict, progress)
+                except _Retry as r:
+                    duplicates |= r.duplicates
+                    for f in r.long:
+                        folder = Path(tmp) / str(len(substitutes))
+                        folder.mkdir()
+                        lines = {line for line, _, _ in _scanned(scans[f]).long_lines}
+                        substitutes[f] = without_lines(f, lines, folder)
+                except duckdb.Error as e:
+                    raise _ingest_failure(self.path, files, e) from None
 
-    def _load(self, adapter, groups: dict[str, list[Path]], digests: dict[Path, Future],
-              duplicates: set[Path], strict: bool, progress) -> IngestResult:
-        """One attempt of `ingest` in one transaction; raises _Duplicates (rolled back) if a
-        loaded file turns out to be in the manifest already."""
+    def _load(self, adapter, groups: dict[str, list[Path]], scans: dict[Path, Future],
+              duplicates: set[Path], substitutes: dict[Path, Path], strict: bool,
+              progress) -> IngestResult:
+        """One attempt of `ingest` in one transaction; raises _Retry (rolled back) if a
+        loaded file turns out to be in the manifest already or to hold over-long lines."""
         result = IngestResult(source=adapter.name)
         known = dict(
             self.con.execute("SELECT sha256, trace FROM traces WHERE source = ?", [adapter.name])
@@ -217,35 +251,29 @@ class Store:
             for name, group in groups.items():
                 todo = []
                 for f in group:
-                    if f in duplicates or digests[f].done() and _digest(digests[f]) in known:
+                    if f in duplicates or scans[f].done() and _digest(scans[f]) in known:
                         result.files.append(FileResult(str(f), 0, 0, True,
-                                                       known[_digest(digests[f])]))
+                                                       known[_digest(scans[f])]))
                     else:
                         todo.append(f)
                 if not todo:
                     continue
-                ctx = LoadContext(con, name, adapter.name)
+                ctx = LoadContext(con, name, adapter.name, substitutes,
+                                  {f: _scanned(scans[f]).long_lines for f in substitutes})
                 counts = adapter.load(ctx, todo)
                 # identical files inside one group are all loaded: in path-keyed layouts (hive
                 # partitions, per-device folders) the same bytes carry different keys
-                late = {f for f in todo if _digest(digests[f]) in known}
-                if late:
-                    raise _Duplicates(late)
+                late = {f for f in todo if _digest(scans[f]) in known}
+                long = {f for f in todo if _scanned(scans[f]).long_lines and f not in substitutes}
+                if late or long:
+                    raise _Retry(late, long)
                 now = datetime.now()
                 for f in todo:
                     rows, rej = counts.get(f, (0, 0))
-                    if strict and rej:
-                        reasons = con.execute(
-                            "SELECT line, reason FROM rejected_rows WHERE trace = ? AND file = ? "
-                            "ORDER BY line LIMIT 3",
-                            [name, str(f)],
-                        ).fetchall()
-                        where = "; ".join(f"line {ln}: {r}" for ln, r in reasons)
-                        raise RejectedRowsError(
-                            f"{f}: {rej} invalid row(s) ({where}); nothing was ingested "
-                            "(--strict). Fix the rows or drop --strict to reject just them."
-                        )
-                    digest = _digest(digests[f])
+                    _account(f, _scanned(scans[f]), rows, rej)
+                    if rej and (strict or not rows):
+                        raise _refusal(con, name, f, rows, rej, adapter.name)
+                    digest = _digest(scans[f])
                     con.execute(
                         "INSERT INTO traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [name, adapter.name, adapter.table, str(f), digest, rows, rej, now],
@@ -256,6 +284,22 @@ class Store:
                     if progress:
                         progress(str(f), done, total)
         return result
+
+    def remove_trace(self, trace: str) -> int:
+        """Delete `trace` from every data table, the manifest and `rejected_rows` in one
+        transaction (raises UnknownNameError). Returns the data rows removed."""
+        self.trace_info(trace)
+        removed = 0
+        with self.transaction() as con:
+            for table in DATA_TABLES:
+                if "trace VARCHAR" in TABLES[table]:
+                    (n,) = con.execute(f"SELECT count(*) FROM {table} WHERE trace = ?",
+                                       [trace]).fetchall()[0]
+                    con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
+                    removed += n
+            con.execute("DELETE FROM rejected_rows WHERE trace = ?", [trace])
+            con.execute("DELETE FROM traces WHERE trace = ?", [trace])
+        return removed
 
     # -- queries -------------------------------------------------------------------------
     def sql(self, query: str, params: list | None = None) -> pl.DataFrame:
@@ -269,6 +313,13 @@ class Store:
             return rel.pl()
         except duckdb.Error as e:
             raise ServecastError(f"SQL error: {e}") from None
+
+    def query(self, query: str) -> pl.DataFrame:
+        """Run a read-only query (SELECT, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN): statements that
+        change the store or write, attach or load files and extensions (COPY TO, EXPORT,
+        ATTACH, INSTALL/LOAD, ...) raise ServecastError before anything runs."""
+        check_read_only(query)
+        return self.sql(query)
 
     def traces(self) -> pl.DataFrame:
         """One row per trace: source, table, files, rows, rejected rows, last ingest time."""
@@ -303,6 +354,69 @@ class Store:
         return self.con.sql(f"SELECT * FROM {self.table_of(trace)} WHERE trace = {_quote(trace)}")
 
 
+def _account(path: Path, scan: FileScan, rows: int, rejected: int) -> None:
+    """Refuse a file whose accepted + rejected rows differ from the records the scan counted
+    (a row the reader dropped silently, or one counted twice). The quick count includes
+    blank lines; only a file where it disagrees is counted again without them."""
+    if scan.records is None or rows + rejected == scan.records:
+        return
+    records = exact_records(path, scan)
+    if records is None or rows + rejected == records:
+        return
+    raise DataFileError(
+        f"{path}: holds {records:,} records but the reader returned {rows:,} accepted + "
+        f"{rejected:,} rejected ({records - rows - rejected:+,} unaccounted for); nothing "
+        "was ingested. Look for irregular quoting or line breaks in the file (or split it) "
+        "and ingest it again"
+    )
+
+
+def _refusal(con, trace: str, path: Path, rows: int, rejected: int,
+             source: str) -> RejectedRowsError:
+    """The error refusing `path`: a bad row under --strict, or no row accepted at all."""
+    reasons = con.execute(
+        "SELECT line, reason FROM rejected_rows WHERE trace = ? AND file = ? ORDER BY line "
+        "LIMIT 3", [trace, str(path)]).fetchall()
+    where = "; ".join(f"line {ln}: {r}" for ln, r in reasons)
+    if rows:
+        return RejectedRowsError(
+            f"{path}: {rejected} invalid row(s) ({where}); nothing was ingested "
+            "(--strict). Fix the rows or drop --strict to reject just them.")
+    return RejectedRowsError(
+        f"{path}: all {rejected:,} rows rejected ({where}); nothing was ingested. Is "
+        f"{source!r} the adapter for this file? `servecast datasets` lists each one's format")
+
+
+def _ingest_failure(store: Path, files: list[Path], err: duckdb.Error) -> ServecastError:
+    """A DuckDB error during an ingest (rolled back) as an error naming the file and fix."""
+    msg = str(err).split("\n")[0]
+    if any(w in msg.lower() for w in ("no space left", "disk full", "could not write")):
+        return ServecastError(
+            f"{store}: the disk is full ({msg}); nothing was ingested. Free space on "
+            f"{store.parent.resolve()} or pass --db with a file on another disk")
+    named = [f for f in files if str(f) in str(err)] or files or [store]
+    where = ", ".join(map(str, named[:3])) + (" ..." if len(named) > 3 else "")
+    return DataFileError(
+        f"{where}: the ingest failed ({msg}); nothing was ingested. Check the file against "
+        "`servecast datasets` (a value out of range for its column?)")
+
+
+def check_read_only(query: str) -> None:
+    """Raise ServecastError unless every statement of `query` only reads."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise ServecastError(f"SQL error: {e}") from None
+    for st in statements:
+        kind = st.type.name
+        analyze = kind == "EXPLAIN" and re.match(r"\s*explain\s+analy[sz]e", st.query, re.I)
+        if kind not in ("SELECT", "EXPLAIN") or analyze:
+            raise ServecastError(
+                f"`servecast sql` only reads the store; refused the {kind} statement "
+                f"{st.query.strip()[:60]!r}. Export with `SELECT` and redirect the output, or "
+                "open the file with DuckDB itself to change it")
+
+
 #: the manifest summarized per trace
 _TRACES = """SELECT trace, source, table_name, count(*) AS files, sum(rows)::BIGINT AS rows,
                     sum(rejected)::BIGINT AS rejected, max(ingested_at) AS ingested_at
@@ -316,10 +430,22 @@ def _quote(s: str) -> str:
 class LoadContext:
     """What an adapter gets inside the ingest transaction: the connection and the trace name."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, trace: str, source: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, trace: str, source: str,
+                 substitutes: dict[Path, Path] | None = None,
+                 long_lines: dict[Path, list[tuple[int, int, str]]] | None = None):
         self.con, self.trace, self.source = con, trace, source
+        #: source file -> the copy to read instead (its over-long lines left out)
+        self.substitutes = substitutes or {}
+        #: source file -> (line, bytes, first characters) of the lines left out
+        self.long_lines = long_lines or {}
         #: stage table -> {file: rowid of its first row}; rowids follow source order
         self.row_base: dict[str, dict[str, int]] = {}
+        #: stage tables holding a row for every line of their files (blank lines included)
+        self.every_line: set[str] = set()
+
+    def readable(self, path: Path) -> Path:
+        """The file the reader should open for source file `path`."""
+        return self.substitutes.get(path, path)
 
     def next_request_id(self, table: str = "llm_requests") -> int:
         """First free request_id of this trace (traces may span several files)."""

@@ -12,6 +12,7 @@ import pytest
 
 from servecast.datasets import adapters
 from servecast.datasets.catalog import shared_path
+from servecast.errors import ServecastError
 from servecast.store import Store
 
 #: wide enough that rich tables do not truncate cells (they do at the 80-column default)
@@ -188,3 +189,170 @@ def test_whatif_replays_the_held_out_requests(cli_db):
                    "kv_worst"):
         assert policy in out.stdout
     user_error(servecast("whatif", "conv", "--db", cli_db, "--load", "0"), "load factor 0")
+
+
+# -- issue 21: promises kept ----------------------------------------------------------------
+BURST_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
+
+
+def burst_file(path: Path, data: Path, edit=None) -> Path:
+    """The real 54-row BurstGPT head, each data line passed through `edit` (line -> lines)."""
+    lines = shared_path("llm/burstgpt/BurstGPT_head54.csv", data).read_text().splitlines()
+    body = [out for line in lines[1:] for out in (edit(line) if edit else [line])]
+    path.write_text("\n".join([lines[0], *body]) + "\n")
+    return path
+
+
+def test_int32_token_count_is_a_rejected_row_not_a_traceback(tmp_path, data):
+    def huge_first(line, seen=[]):  # noqa: B006 - one mutation on the first line only
+        if not seen:
+            seen.append(1)
+            t, m, _, out, _, log = line.split(",")
+            return [f"{t},{m},3000000000,{out},{3000000000 + int(out)},{log}"]
+        return [line]
+    f = burst_file(tmp_path / "big.csv", data, huge_first)
+    db = tmp_path / "s.duckdb"
+    user_error(servecast("ingest", "burstgpt", f, "--strict", "--db", db),
+               str(f), "line 2: prompt token count above 2,147,483,647", "--strict")
+    out = servecast("ingest", "burstgpt", f, "--db", db)
+    assert out.returncode == 0, out.stderr
+    assert "ingested 53 rows into big (1 rejected" in out.stdout
+
+
+def test_non_finite_negative_and_fractional_values_are_rejected(tmp_path, data):
+    def spoil(line):
+        t, m, req, out, tot, log = line.split(",")
+        k = int(t) % 4
+        return [",".join([("nan", "-inf", "-3")[k] if k < 3 else t, m,
+                          f"{req}.5" if k == 3 else req, out, tot, log])]
+    f = burst_file(tmp_path / "odd.csv", data, spoil)
+    db = tmp_path / "s.duckdb"
+    assert servecast("ingest", "burstgpt", f, "--db", db).returncode == 2  # all rejected
+    f2 = burst_file(tmp_path / "mixed.csv", data,
+                    lambda line: [line, "nan," + line.split(",", 1)[1]])
+    out = servecast("ingest", "burstgpt", f2, "--db", db)
+    assert out.returncode == 0, out.stderr
+    assert "ingested 54 rows into mixed (54 rejected" in out.stdout
+    info = servecast("info", "mixed", "--db", db)
+    assert info.returncode == 0 and "nan" not in info.stdout.lower().replace("nan,", "")
+
+
+def test_file_with_every_row_rejected_is_refused_and_not_recorded(tmp_path, data):
+    """Issue 21 case 13: a file read by the wrong adapter no longer counts as ingested."""
+    def negative(line):
+        t, m, req, rest = line.split(",", 3)
+        return [f"{t},{m},-{int(req) + 1},{rest}"]
+    f = burst_file(tmp_path / "neg.csv", data, negative)
+    db = tmp_path / "s.duckdb"
+    user_error(servecast("ingest", "burstgpt", f, "--db", db),
+               str(f), "all 54 rows rejected", "negative prompt token count",
+               "servecast datasets")
+    assert manifest(db) == (0, 0, 0)
+
+
+def test_traces_remove_deletes_everything_of_a_trace(tmp_path, data):
+    db = tmp_path / "s.duckdb"
+    f = burst_file(tmp_path / "b.csv", data, lambda line: [line, "x," + line.split(",", 1)[1]])
+    assert servecast("ingest", "burstgpt", f, "--db", db).returncode == 0
+    assert manifest(db) == (1, 54, 54)
+    out = servecast("traces", "remove", "b", "--db", db)
+    assert out.returncode == 0 and "removed trace b (54 rows)" in out.stdout
+    assert manifest(db) == (0, 0, 0)
+    again = servecast("ingest", "burstgpt", f, "--trace", "renamed", "--db", db)
+    assert again.returncode == 0 and "ingested 54 rows into renamed" in again.stdout
+    user_error(servecast("traces", "remove", "b", "--db", db), "unknown trace 'b'", "renamed")
+
+
+def test_rejected_rows_are_one_per_line_with_the_source_text(tmp_path, data):
+    """Issue 21 case 2: a duplicate header was 3 rejected rows, a short row 2."""
+    f = burst_file(tmp_path / "d.csv", data)
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join([*lines[:10], BURST_HEADER, "7,ChatGPT,1", *lines[10:],
+                            "9,ChatGPT,1.5,2,3.5,Conversation log"]) + "\n")
+    db = tmp_path / "s.duckdb"
+    assert servecast("ingest", "burstgpt", f, "--db", db).returncode == 0
+    with Store(db, read_only=True) as store:
+        got = store.con.execute(
+            "SELECT line, content FROM rejected_rows ORDER BY line").fetchall()
+        assert store.trace_info("d")["rejected"] == 3
+    assert got == [(11, BURST_HEADER), (12, "7,ChatGPT,1"),
+                   (len(lines) + 3, "9,ChatGPT,1.5,2,3.5,Conversation log")]
+
+
+def test_sql_refuses_statements_that_write(cli_db, tmp_path):
+    """Issue 21 case 9: `servecast sql "COPY ... TO"` wrote a file."""
+    out = tmp_path / "out.csv"
+    user_error(servecast("sql", f"COPY (SELECT 1) TO '{out}'", "--db", cli_db),
+               "only reads the store", "refused the COPY statement")
+    with Store(cli_db, read_only=True) as store:
+        for stmt in [f"EXPORT DATABASE '{tmp_path / 'exp'}'", "INSTALL httpfs", "LOAD httpfs",
+                     f"ATTACH '{tmp_path / 'other.duckdb'}' AS o", "SET threads = 1",
+                     f"SELECT 1; COPY (SELECT 1) TO '{out}'", "CREATE TABLE z (a INT)",
+                     f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'"]:
+            with pytest.raises(ServecastError, match="only reads the store"):
+                store.query(stmt)
+        assert store.query("EXPLAIN SELECT 1").height == 1
+        assert store.query("DESCRIBE traces").height == 8
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_foreign_duckdb_file_is_refused_untouched(tmp_path):
+    import duckdb
+
+    mine = tmp_path / "mine.duckdb"
+    con = duckdb.connect(str(mine))
+    con.execute("CREATE TABLE sales AS SELECT range AS id FROM range(5)")
+    con.close()
+    before = mine.read_bytes()
+    f = tmp_path / "b.csv"
+    f.write_text(BURST_HEADER + "\n1,ChatGPT,1,2,3,Conversation log\n")
+    for args in [("ingest", "burstgpt", f), ("traces",), ("sql", "SELECT 1")]:
+        user_error(servecast(*args, "--db", mine), str(mine), "not a servecast store",
+                   "sales", "left untouched")
+    assert mine.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv", "mine.duckdb"]
+
+
+def test_truncated_store_is_a_clear_error(cli_db, tmp_path):
+    cut = tmp_path / "cut.duckdb"
+    cut.write_bytes(cli_db.read_bytes()[:20_000])
+    for args in [("traces",), ("ingest", "burstgpt", cli_db)]:
+        user_error(servecast(*args, "--db", cut), str(cut), "truncated", "--db")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_is_a_clear_error_and_the_store_survives(tmp_path, data):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)]
+                      ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        db = disk / "s.duckdb"
+        conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
+        user_error(servecast("ingest", "azure-llm", conv, "--db", db),
+                   str(db), "disk is full", "--db")
+        assert servecast("traces", "--db", db).returncode == 0
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_reingesting_a_folder_prints_one_line(tmp_path, data):
+    """Issue 21 case 12: 388 "already ingested" lines for the VM folder; here 3 real files."""
+    src = shared_path("vm/azure_vm_noise", data)
+    folder = tmp_path / "vm"
+    for f in sorted(src.rglob("*.csv.gz"))[:3]:
+        target = folder / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    db = tmp_path / "s.duckdb"
+    assert servecast("ingest", "azure-vm-noise", folder, "--trace", "vm", "--db",
+                     db).returncode == 0
+    again = servecast("ingest", "azure-vm-noise", folder, "--trace", "vm", "--db", db)
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines() == [
+        "already ingested 3 files (trace vm): nothing to do"]
+    other = servecast("ingest", "azure-vm-noise", folder, "--trace", "X", "--db", db)
+    assert "already ingested 3 files (trace vm); stored under that name, not 'X'" in " ".join(
+        other.stdout.split())
+    assert "servecast traces remove vm" in other.stdout

@@ -328,3 +328,29 @@ def test_second_writer_gets_a_clear_error_and_no_corruption(tmp_path):
             "meta": 1, "traces": 1, "llm_requests": 300}
         assert store.trace_info("first")["rows"] == 300
         assert store.ingest("burstgpt", [second]).rows == 40  # the store works afterwards
+
+
+def test_non_finite_cluster_and_vm_values_are_rejected(tmp_path, data):
+    """NaN / inf in the real Alibaba 2025 trace's resources and an Azure VM file's values:
+    rejected rows with their reason (negative cluster times stay: they precede the origin)."""
+    src = data / "cluster/alibaba_gpu_v2025/disaggregated_DLRM_trace.csv"
+    lines = src.read_text().splitlines()[:40]
+    head, rows = lines[0], lines[1:]
+    rows[4] = rows[4].replace(",12,12,", ",nan,12,", 1)
+    rows[9] = rows[9].replace(",1,1,", ",inf,1,", 1)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("\n".join([head, *rows]) + "\n")
+    vm_src = sorted((data / "vm/azure_vm_noise").rglob("*.csv.gz"))[0]
+    vm = tmp_path / vm_src.relative_to(data / "vm")
+    vm.parent.mkdir(parents=True)
+    text = gzip.decompress(vm_src.read_bytes()).decode().splitlines()[:30]
+    text[3] = "inf," + text[3].split(",", 1)[1]
+    vm.write_bytes(gzip.compress(("\n".join(text) + "\n").encode()))
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("alibaba-gpu-v2025", [jobs], trace="jobs")
+        store.ingest("azure-vm-noise", [tmp_path / "azure_vm_noise"], trace="vm")
+        assert rejected(store, "jobs") == [(6, "non-finite cpu_request"),
+                                           (11, "non-finite gpu_request")]
+        assert rejected(store, "vm") == [(4, "non-finite value")]
+        assert store.trace_info("jobs")["rows"] == 37
+        assert store.trace_info("vm")["rows"] == 28

@@ -12,7 +12,11 @@ from servecast.errors import DataFileError, ServecastError
 
 def register(app: typer.Typer) -> None:
     app.command()(ingest)
-    app.command()(traces)
+    traces_app = typer.Typer(help="The traces in the store; `remove NAME` deletes one.",
+                             invoke_without_command=True, rich_markup_mode=HELP_MARKUP)
+    traces_app.callback()(traces)
+    traces_app.command("remove")(remove)
+    app.add_typer(traces_app, name="traces")
     app.command()(info)
     app.command()(sql)
     datasets_app = typer.Typer(help="Known source formats; `download NAME` fetches one.",
@@ -46,8 +50,15 @@ def ingest(
             progress=lambda f, i, n: bar.update(task, completed=i, total=n,
                                                 description=Path(f).name),
         )
+    by_trace: dict[str, list[str]] = {}
     for f in result.skipped:
-        console.print(f"[yellow]already ingested[/] {f.file} (trace {f.trace}): nothing to do")
+        by_trace.setdefault(f.trace, []).append(f.file)
+    for stored, files in by_trace.items():
+        what = files[0] if len(files) == 1 else f"{len(files):,} files"
+        other = (f"; stored under that name, not {trace!r} (`servecast traces remove "
+                 f"{stored}` first to ingest it as {trace!r})") if trace and trace != stored else ""
+        console.print(f"[yellow]already ingested[/] {what} (trace {stored}){other}: "
+                      "nothing to do", soft_wrap=True)
     if result.rows or not result.skipped:
         console.print(
             f"[green]ingested[/] {result.rows:,} rows into {', '.join(result.traces)} "
@@ -56,12 +67,26 @@ def ingest(
         )
 
 
-def traces(db: Path = DbOption) -> None:
+def traces(ctx: typer.Context, db: Path = DbOption) -> None:
     """List the traces in the store with row and rejected-row counts."""
+    if ctx.invoked_subcommand:
+        return
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
         print_frame(store.traces(), title=f"traces in {store.path}")
+
+
+def remove(trace: str, db: Path = DbOption) -> None:
+    """Remove a trace: its rows in every table, its manifest entries and rejected rows, in
+    one transaction (its files can then be ingested again)."""
+    from servecast.store import Store
+
+    with Store(db, read_only=True) as store:  # no store or no such trace: nothing created
+        store.trace_info(trace)
+    with Store(db) as store:
+        rows = store.remove_trace(trace)
+    console.print(f"removed trace {trace} ({rows:,} rows)")
 
 
 def info(trace: str, db: Path = DbOption) -> None:
@@ -87,11 +112,12 @@ def info(trace: str, db: Path = DbOption) -> None:
 
 
 def sql(query: str, db: Path = DbOption) -> None:
-    """Run an SQL query on the store and print the result."""
+    """Run a read-only SQL query on the store and print the result (statements that write,
+    such as COPY ... TO, EXPORT, ATTACH, INSTALL/LOAD, are refused)."""
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
-        print_frame(store.sql(query), max_rows=200)
+        print_frame(store.query(query), max_rows=200)
 
 
 def datasets(ctx: typer.Context) -> None:
