@@ -4,8 +4,6 @@ analytics/vm_noise.py, checked against numpy/polars on the canonical rows."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import polars as pl
 import pytest
@@ -13,22 +11,13 @@ import pytest
 from servecast.analytics import cluster, vm_noise
 from servecast.errors import UnknownNameError
 
-VM_SUITE = "test_suite=Sysbench"  # the smallest suite of the Azure VM-noise hive layout
-
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
-    from servecast.store import Store
-
-    tmp = tmp_path_factory.mktemp("cluster")
-    shutil.copytree(data / "vm/azure_vm_noise" / VM_SUITE, tmp / "vm" / VM_SUITE)
-    s = Store(tmp / "cluster.duckdb")
-    s.ingest("alibaba-gpu-v2023", [data / "cluster/alibaba_gpu_v2023"], trace="gpu23")
-    s.ingest("philly-runtime", [data / "cluster/philly/philly_runtime.csv"], trace="philly")
-    s.ingest("helios", [data / "cluster/helios_earth"], trace="helios")
-    s.ingest("azure-vm-noise", [tmp / "vm"], trace="vm")
-    yield s
-    s.close()
+def store(store_of, vm_sysbench):
+    return store_of(("alibaba-gpu-v2023", "cluster/alibaba_gpu_v2023", "gpu23"),
+                    ("philly-runtime", "cluster/philly/philly_runtime.csv", "philly"),
+                    ("helios", "cluster/helios_earth", "helios"),
+                    ("azure-vm-noise", vm_sysbench, "vm"))
 
 
 def jobs(store, trace: str) -> pl.DataFrame:

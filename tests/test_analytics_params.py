@@ -31,17 +31,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
-    from servecast.store import Store
-
-    s = Store(tmp_path_factory.mktemp("params") / "params.duckdb")
-    s.ingest("azure-llm", [data / AZURE.format("code")], trace="azure_code")
-    s.ingest("mooncake", [data / "llm/mooncake"], trace="mooncake")
-    s.ingest("burstgpt", [data / "llm/burstgpt"], trace="burstgpt_head54")
-    s.ingest("burstgpt", [FIXTURES / "burstgpt_v3_sessions.csv"], trace="sessions")
-    s.ingest("olmoe-routing", [data / "moe/olmoe_routing"], trace="olmoe")
-    yield s
-    s.close()
+def store(store_of):
+    return store_of(("azure-llm", AZURE.format("code"), "azure_code"),
+                    ("mooncake", "llm/mooncake", "mooncake"),
+                    ("burstgpt", "llm/burstgpt", "burstgpt_head54"),
+                    ("burstgpt", FIXTURES / "burstgpt_v3_sessions.csv", "sessions"),
+                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"))
 
 
 def arrivals_of(store, trace: str) -> np.ndarray:

@@ -31,24 +31,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
-    import shutil
-
-    from servecast.store import Store
-
-    tmp = tmp_path_factory.mktemp("plots")
-    suite = "test_suite=Sysbench"
-    shutil.copytree(data / "vm/azure_vm_noise" / suite, tmp / "vm" / suite)
-    s = Store(tmp / "plots.duckdb")
-    s.ingest("azure-llm", [data / "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv"],
-             trace="code")
-    s.ingest("mooncake", [data / "llm/mooncake"], trace="mooncake")
-    s.ingest("burstgpt", [FIXTURES / "burstgpt_v3_sessions.csv"], trace="sessions")
-    s.ingest("olmoe-routing", [data / "moe/olmoe_routing"], trace="olmoe")
-    s.ingest("helios", [data / "cluster/helios_earth"], trace="helios")
-    s.ingest("azure-vm-noise", [tmp / "vm"], trace="vm")
-    yield s
-    s.close()
+def store(store_of, vm_sysbench):
+    return store_of(("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "code"),
+                    ("mooncake", "llm/mooncake", "mooncake"),
+                    ("burstgpt", FIXTURES / "burstgpt_v3_sessions.csv", "sessions"),
+                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
+                    ("helios", "cluster/helios_earth", "helios"),
+                    ("azure-vm-noise", vm_sysbench, "vm"))
 
 
 def lines(fig: Figure) -> int:
