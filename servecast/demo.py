@@ -12,6 +12,7 @@ one line per epoch (`epoch_lines`), so a slow machine shows progress, not silenc
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -179,17 +180,20 @@ def cli_prefix() -> str:
 
 
 def next_commands(store: Store, out: Path, areas: Iterable[str]) -> list[str]:
-    """The commands to try after the demo, runnable as printed from the current folder."""
-    cli = cli_prefix()
-    default_db = Path(os.environ.get("SERVECAST_DB") or "servecast.duckdb").resolve()
-    db = "" if store.path.resolve() == default_db else f" --db {store.path}"
-    env = "" if out.resolve() == Path("out").resolve() else f"SERVECAST_OUT={out} "
+    """The commands to try after the demo, runnable as printed from the current folder (also
+    in a new shell: `--db` unless the store is ./servecast.duckdb and $SERVECAST_DB unset)."""
+    cli = shlex.quote(cli_prefix())
+    default = not os.environ.get("SERVECAST_DB") and \
+        store.path.resolve() == Path("servecast.duckdb").resolve()
+    db = "" if default else f" --db {shlex.quote(str(store.path))}"
+    env = "" if out.resolve() == Path("out").resolve() else \
+        f"SERVECAST_OUT={shlex.quote(str(out))} "
     cmds = [f"{cli} traces{db}"]
     if "llm" in areas:
         cmds.append(f"{cli} info {DEMO_TRACE}{db}")
     cmds.append(f"{env}{cli} dashboard{db}")
     if any(a in areas for a in ("llm", "kernels", "interference", "moe")):
-        cmds.append(f"{cli} serve --models {out / 'models'}")
+        cmds.append(f"{cli} serve --models {shlex.quote(str(out / 'models'))}")
     return cmds
 
 

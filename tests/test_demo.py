@@ -99,4 +99,9 @@ def test_next_commands_use_the_venv_cli_and_the_demo_paths(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", str(SERVECAST.parent))  # activated: plain `servecast`
     with Store(tmp_path / "servecast.duckdb") as s:
         cmds = demo.next_commands(s, Path("out"), ["cluster"])
-    assert cmds == ["servecast traces", "servecast dashboard"]
+        assert cmds == ["servecast traces", "servecast dashboard"]
+        monkeypatch.setenv("SERVECAST_DB", str(tmp_path / "servecast.duckdb"))
+        cmds = demo.next_commands(s, Path("my out"), ["moe"])  # a new shell may lack the env
+    db = f"--db {tmp_path / 'servecast.duckdb'}"
+    assert cmds == [f"servecast traces {db}", f"SERVECAST_OUT='my out' servecast dashboard {db}",
+                    "servecast serve --models 'my out/models'"]
