@@ -28,6 +28,12 @@ from servecast.store import Store
 #: the LLM trace the demo reports on and trains the output-length model on
 DEMO_TRACE = "azure_conv"
 
+#: torch threads of the demo's fits. Its models are small: on the shared 2-core machine at
+#: load 6-8, `--only kernels,moe` took 8:40 wall / 250 CPU s with torch's default (2
+#: threads, which spin against the other processes) and 2:01 / 64 CPU s with one, with the
+#: same accuracy table.
+DEMO_THREADS = 1
+
 #: demo areas in run order -> what each does (ingest always runs, for the chosen areas)
 AREAS = {
     "llm": "characterize + report the Azure conversation trace, train the output-length model",
@@ -200,12 +206,17 @@ def next_commands(store: Store, out: Path, areas: Iterable[str]) -> list[str]:
 def run_demo(db: Path | None = None, data: Path | None = None, out: Path = Path("out"),
              log: Callable[[str], None] = print,
              show: Callable[[pl.DataFrame, str], None] | None = None,
-             areas: Iterable[str] = tuple(AREAS)) -> Store:
+             areas: Iterable[str] = tuple(AREAS), threads: int | None = DEMO_THREADS) -> Store:
     """Run the demo steps of `areas` (see AREAS; ingest always runs for them) and print the
-    next commands; `show(frame, title)` prints a result table. Returns the store."""
+    next commands; `show(frame, title)` prints a result table. `threads`: torch's thread
+    count for the fits (None: leave it). Returns the store."""
     from servecast.analytics.report import write_report
 
     areas = select_areas(areas)
+    if threads and any(a in areas for a in ("kernels", "interference", "moe")):
+        import torch
+
+        torch.set_num_threads(threads)
     show = show or (lambda df, title: log(f"{title}\n{df}"))
     store = Store(db)
     out.mkdir(parents=True, exist_ok=True)
