@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make demo DEMO_ARGS="--only llm"`: only some areas (see `servecast demo --help`).
 demo: install
-	$(BIN)/servecast demo
+	$(BIN)/servecast demo $(DEMO_ARGS)
 
 test: install browser
 	$(BIN)/python -m pytest -q

@@ -44,9 +44,12 @@ def duration_cdf(store: Store, trace: str, by_status: bool = False) -> pl.DataFr
     if not by_status:
         return _quantiles(s, _DURATION)
     probs = ", ".join(str(q) for q in CDF_POINTS)
-    return s.sql(f"""SELECT coalesce(status, '(none)') AS status, unnest([{probs}]::DOUBLE[]) AS q,
-                            unnest(quantile_cont({_DURATION}, [{probs}])) AS value
-                     FROM t WHERE {_DURATION} IS NOT NULL GROUP BY ALL ORDER BY status""")
+    # DuckDB cannot GROUP BY next to an UNNEST: aggregate per status first, unnest outside.
+    return s.sql(f"""SELECT status, unnest([{probs}]::DOUBLE[]) AS q, unnest(qs) AS value
+                     FROM (SELECT coalesce(status, '(none)') AS status,
+                                  quantile_cont({_DURATION}, [{probs}]) AS qs
+                           FROM t WHERE {_DURATION} IS NOT NULL GROUP BY ALL)
+                     ORDER BY status, q""")
 
 
 def duration_ecdf(store: Store, trace: str, points: int = 200) -> pl.DataFrame:

@@ -3,6 +3,8 @@ against load (requests per bin)."""
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from servecast.analytics.source import source
@@ -49,8 +51,9 @@ def failure_load_correlation(src, trace: str | None = None, bin_s: float = 60.0)
     """Pearson correlation between requests per `bin_s` bin and the failure rate of that bin
     (None when undefined, e.g. no failures)."""
     s = source(src, trace, "llm_requests")
-    return s.scalar(f"""
+    r = s.scalar(f"""
         SELECT corr(load, rate) FROM (
             SELECT count(*) AS load, avg(failed::INT) AS rate
             FROM (SELECT floor((arrival_s - (SELECT min(arrival_s) FROM t)) / {bin_s}) AS k, failed
                   FROM t WHERE arrival_s IS NOT NULL) GROUP BY k)""")
+    return float(r) if r is not None and math.isfinite(r) else None  # DuckDB: NaN, no failures

@@ -1,22 +1,27 @@
-"""Dashboard home: what is in the store, and ingest a file by path or upload."""
+"""Dashboard home: what is in the store, and ingest a file by path or upload.
+
+The store is read-only here except for an ingest, which opens a short write connection
+(and says so when another process holds the store). An upload is saved to a temporary
+folder that is deleted after the ingest, whether it succeeded or not. Errors about a file
+given by path never show its contents (a header mismatch names the column count only).
+"""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from servecast.app import common
-from servecast.errors import ServecastError, StoreLockedError
-from servecast.store import Store
+from servecast.errors import SchemaMismatchError, ServecastError, StoreLockedError
 
 common.setup("servecast")
 st.caption(f"store: `{common.db_file()}`")
 
 # -- overview --------------------------------------------------------------------------------
-store = common.store()
-if store is not None:
+if common.store():
     traces = common.traces()
     common.metrics({
         "traces": traces["trace"].n_unique(),
@@ -34,22 +39,31 @@ if store is not None:
 
 
 # -- ingest ----------------------------------------------------------------------------------
+def safe_message(e: ServecastError) -> str:
+    """`e`'s message without any content of the file: the found header of a mismatch (the
+    first line of whatever file was named) becomes its column count."""
+    if isinstance(e, SchemaMismatchError):
+        n = len(e.found)
+        return re.sub(r"(?m)^(\s*found columns:\s*).*$",
+                      rf"\g<1>{n} column(s), not shown by the dashboard", str(e))
+    return str(e)
+
+
 def ingest(source: str, path: Path, trace: str | None) -> None:
     """Ingest `path` with adapter `source` into the store (briefly opened for writing)."""
     bar = st.progress(0.0, text=f"ingesting {path.name} ...")
-    common.release_store()  # DuckDB: one writer, and no reader alongside it in this process
     try:
-        with Store(common.db_file()) as writable:
+        with common.writing(common.db_file()) as writable:
             result = writable.ingest(
                 source, [path], trace=trace or None,
                 progress=lambda f, i, n: bar.progress(i / max(n, 1), text=f"{Path(f).name}"))
     except StoreLockedError as e:
         bar.empty()
-        st.error(f"The store is locked by another process: {e}")
+        st.error(f"Not ingested: another process is writing to the store. {e}")
         return
     except ServecastError as e:
         bar.empty()
-        st.error(str(e))
+        st.error(safe_message(e))
         return
     bar.progress(1.0, text="done")
     st.session_state["last_ingest"] = {"rows": result.rows, "rejected": result.rejected,
@@ -73,10 +87,10 @@ with by_path:
 with by_upload:
     up = st.file_uploader("trace file", key="ingest_upload")
     if up is not None and st.button("Ingest upload", key="ingest_upload_go"):
-        folder = Path(tempfile.mkdtemp(prefix="servecast-upload-"))
-        saved = folder / Path(up.name).name
-        saved.write_bytes(up.getvalue())
-        ingest(source, saved, trace or Path(up.name).stem)
+        with tempfile.TemporaryDirectory(prefix="servecast-upload-") as folder:
+            saved = Path(folder) / Path(up.name).name  # deleted with the folder, even on error
+            saved.write_bytes(up.getvalue())
+            ingest(source, saved, trace or Path(up.name).stem)
 if "last_ingest" in st.session_state:
     last = st.session_state["last_ingest"]
     if last["skipped"]:

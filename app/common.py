@@ -1,7 +1,9 @@
-"""Shared pieces of the dashboard pages: the read-only store, cached queries and analyses,
+"""Shared pieces of the dashboard pages: read-only store access, cached queries and analyses,
 trace filters, and theme-neutral figures/tables with CSV/PNG downloads.
 
-The store file comes from `$SERVECAST_DB` (set by `servecast dashboard --db FILE`). Every
+The store file comes from `$SERVECAST_DB` (set by `servecast dashboard --db FILE`). The
+dashboard opens it read-only for each query and closes it right after (`reading`), so it
+never blocks a CLI ingest between reruns; cached results are keyed by the file's mtime. Every
 aggregation runs inside DuckDB; the browser gets only aggregated, capped frames and PNGs.
 Trained models are read from the demo's output folder (`$SERVECAST_OUT`, default `./out`);
 models trained from a page live in Streamlit's resource cache (and a temporary folder).
@@ -14,7 +16,8 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,14 +33,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from servecast.analytics.source import quote  # noqa: E402
 from servecast.config import db_path  # noqa: E402
-from servecast.errors import ServecastError  # noqa: E402
+from servecast.errors import ServecastError, StoreLockedError  # noqa: E402
 from servecast.store import Store  # noqa: E402
 
 #: most rows of a table sent to the browser
 MAX_ROWS = 500
 #: text, axes and black lines of figures: readable on light and dark backgrounds
 NEUTRAL = "#8a8a8a"
-_LOCK = threading.RLock()  # one DuckDB connection, many Streamlit session threads
+_LOCK = threading.RLock()  # one DuckDB connection at a time, many Streamlit session threads
 T = TypeVar("T")
 
 
@@ -52,41 +55,65 @@ def db_file() -> Path:
     return db_path(None).resolve()
 
 
-@st.cache_resource(show_spinner=False)
-def _open(path: str) -> Store:
-    return Store(path, read_only=True)
-
-
-def store() -> Store | None:
-    """The read-only store (shared by all sessions), or None with a message when absent."""
+def _stamp(path: str) -> tuple[int, int]:
+    """(mtime ns, size) of the store file: part of every cache key, so a write by another
+    process (a CLI ingest) shows up on the next rerun instead of a stale cached result."""
     try:
-        return _open(str(db_file()))
+        st_ = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st_.st_mtime_ns, st_.st_size)
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[Store]:
+    """A read-only connection to the store at `path` for one piece of work, closed right
+    after: between reruns the dashboard holds no lock on the file, so `servecast ingest`
+    can write to it while the dashboard runs. Raises StoreLockedError while another
+    process writes, ServecastError when there is no store."""
+    with _LOCK:
+        s = Store(path, read_only=True)
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[Store]:
+    """A write connection for one ingest from the dashboard, closed right after (no cached
+    result survives it). Raises StoreLockedError while another process holds the store."""
+    with _LOCK:
+        try:
+            with Store(path) as s:
+                yield s
+        finally:
+            st.cache_data.clear()
+
+
+def store() -> bool:
+    """Whether the store can be read now (a message on the page when it cannot: no store
+    yet, or another process is writing to it)."""
+    try:
+        with reading(db_file()):
+            return True
+    except StoreLockedError as e:
+        st.warning(f"{e}\n\nThe dashboard only reads: reload this page when the writer is "
+                   "done.")
     except ServecastError as e:
         st.warning(f"{e}")
-        return None
-
-
-def release_store() -> None:
-    """Close the shared read-only store and drop every cached result (before a write)."""
-    with _LOCK:
-        path = str(db_file())
-        try:
-            _open(path).close()
-        except ServecastError:
-            pass
-        _open.clear()
-        st.cache_data.clear()
+    return False
 
 
 def query(sql: str, params: tuple = ()) -> pl.DataFrame:
     """Result of `sql` on the store (cached per store, query and parameters)."""
-    return _query(str(db_file()), sql, tuple(params))
+    path = str(db_file())
+    return _query(path, _stamp(path), sql, tuple(params))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _query(path: str, sql: str, params: tuple) -> pl.DataFrame:
-    s = _open(path)
-    with _LOCK:
+def _query(path: str, stamp: tuple, sql: str, params: tuple) -> pl.DataFrame:
+    with reading(path) as s:
         return s.sql(sql, list(params) or None)
 
 
@@ -178,34 +205,34 @@ def request_filters(trace: str) -> Filters:
 def analysis(name: str, filters: Filters, **kwargs: Any) -> Any:
     """`servecast.analytics.<name>` (e.g. "lengths.length_histogram") on the filtered
     llm_requests rows, cached per store, filters and arguments."""
-    return _analysis(str(db_file()), name, filters, **kwargs)
+    path = str(db_file())
+    return _analysis(path, _stamp(path), name, filters, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _analysis(path: str, name: str, filters: Filters, **kwargs: Any) -> Any:
-    s = _open(path)
-    with _LOCK:
+def _analysis(path: str, stamp: tuple, name: str, filters: Filters, **kwargs: Any) -> Any:
+    with reading(path) as s:
         rel = s.con.sql(f"SELECT * FROM llm_requests WHERE {filters.where()}")
         return _function(name)(rel, **kwargs)
 
 
 def trace_analysis(name: str, trace: str, **kwargs: Any) -> Any:
     """`servecast.analytics.<name>(store, trace, **kwargs)`, cached per store and arguments."""
-    return _trace_analysis(str(db_file()), name, trace, **kwargs)
+    path = str(db_file())
+    return _trace_analysis(path, _stamp(path), name, trace, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _trace_analysis(path: str, name: str, trace: str, **kwargs: Any) -> Any:
-    s = _open(path)
-    with _LOCK:
+def _trace_analysis(path: str, stamp: tuple, name: str, trace: str, **kwargs: Any) -> Any:
+    with reading(path) as s:
         return _function(name)(s, trace, **kwargs)
 
 
 def on_store(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`fn(store, *args, **kwargs)` on the read-only store at `path`, under the store lock
-    (for a page's own st.cache_* functions, which take `path` to key their cache)."""
-    s = _open(path)
-    with _LOCK:
+    """`fn(store, *args, **kwargs)` on a read-only connection to the store at `path`, closed
+    afterwards (for a page's own st.cache_* functions, which take `path` to key their
+    cache)."""
+    with reading(path) as s:
         return fn(s, *args, **kwargs)
 
 

@@ -45,3 +45,36 @@ def tmp_store(tmp_path):
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def store_of(tmp_path_factory, data):
+    """`store_of((source, path, trace), ...)` -> a new store in a temporary folder with each
+    file or folder ingested (`path` relative to the shared data folder, or absolute); every
+    store made this way is closed at the end of the test module."""
+    from servecast.store import Store
+
+    made = []
+
+    def make(*items: tuple[str, str | Path, str]) -> Store:
+        store = Store(tmp_path_factory.mktemp("store") / "t.duckdb")
+        made.append(store)
+        for source, path, trace in items:
+            store.ingest(source, [data / path], trace=trace)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def vm_sysbench(tmp_path_factory, data) -> Path:
+    """A hive-layout folder holding only the Sysbench suite of the shared Azure VM-noise data
+    (the smallest suite: a quick `azure-vm-noise` ingest)."""
+    import shutil
+
+    suite = "test_suite=Sysbench"
+    folder = tmp_path_factory.mktemp("vm") / "azure_vm_noise"
+    shutil.copytree(data / "vm/azure_vm_noise" / suite, folder / suite)
+    return folder

@@ -17,16 +17,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
-    from servecast.store import Store
-
-    s = Store(tmp_path_factory.mktemp("llm") / "llm.duckdb")
-    s.ingest("azure-llm", [data / AZURE.format("code")], trace="azure_code")
-    s.ingest("azure-llm", [data / AZURE.format("conv")], trace="azure_conv")
-    s.ingest("burstgpt", [data / "llm/burstgpt"], trace="burstgpt_head54")
-    s.ingest("burstgpt", [FIXTURES / "burstgpt_v3_sessions.csv"], trace="sessions")
-    yield s
-    s.close()
+def store(store_of):
+    return store_of(("azure-llm", AZURE.format("code"), "azure_code"),
+                    ("azure-llm", AZURE.format("conv"), "azure_conv"),
+                    ("burstgpt", "llm/burstgpt", "burstgpt_head54"),
+                    ("burstgpt", FIXTURES / "burstgpt_v3_sessions.csv", "sessions"))
 
 
 def raw_azure(data: Path, kind: str) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parent.parent / "app"
+AZURE_CODE = "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
 TIMEOUT = 600  # s per script run: the machine is shared; a quiet one needs a few seconds
 
 
@@ -79,6 +80,107 @@ def test_home_ingests_a_file_and_counts_rejected_rows(tmp_path, use_db, data):
     assert metric(at, "rows") == "2"
     assert metric(at, "rejected rows") == "1"
 
+
+
+def mini_burstgpt(data: Path) -> str:
+    """A small BurstGPT-format file: 2 good rows, 1 bad (known answer)."""
+    header = next(iter((data / "llm/burstgpt").glob("*.csv"))).read_text().splitlines()[0]
+    return (f"{header}\n5,ChatGPT,100,20,120,Conversation log\n"
+            "6,ChatGPT,lots,20,120,Conversation log\n9,GPT-4,300,40,340,API log\n")
+
+
+@pytest.fixture
+def upload_tmp(tmp_path, monkeypatch):
+    """The temporary-file root the dashboard saves uploads under (empty at start)."""
+    import tempfile
+
+    root = tmp_path / "tmproot"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_home_upload_is_deleted_after_ingest_success_or_failure(tmp_path, use_db, data,
+                                                                  upload_tmp):
+    use_db(tmp_path / "up.duckdb")
+    at = run("Home.py")
+    at.selectbox(key="ingest_source").select("burstgpt")
+    at.file_uploader(key="ingest_upload").set_value(
+        ("mini.csv", mini_burstgpt(data).encode(), "text/csv")).run()
+    at.button(key="ingest_upload_go").click().run()
+    assert_clean(at)
+    assert any("ingested 2 rows into mini" in s.value for s in at.success)
+    assert list(upload_tmp.iterdir()) == []
+    # a failing ingest (a header of another format) leaves nothing behind either
+    at.selectbox(key="ingest_source").select("azure-llm")
+    at.file_uploader(key="ingest_upload").set_value(
+        ("wrong.csv", mini_burstgpt(data).encode(), "text/csv")).run()
+    at.button(key="ingest_upload_go").click().run()
+    assert any("header does not match" in e.value for e in at.error)
+    assert list(upload_tmp.iterdir()) == []
+
+
+def test_home_path_error_does_not_echo_the_file(tmp_path, use_db):
+    use_db(tmp_path / "echo.duckdb")
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\nsecond line\n")
+    at = run("Home.py")
+    at.selectbox(key="ingest_source").select("azure-llm")
+    at.text_input(key="ingest_path").input(str(secret)).run()
+    at.button(key="ingest_path_go").click().run()
+    [err] = at.error
+    assert "header does not match" in err.value and "expected columns" in err.value
+    assert "1 column(s), not shown" in err.value
+    assert "root" not in err.value.replace(str(tmp_path), "")
+
+
+def test_cli_ingest_succeeds_while_the_dashboard_shows_the_store(tmp_path, use_db, data):
+    """The dashboard holds no lock between reruns; the next rerun shows the new rows."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "shared.duckdb"
+    (tmp_path / "mini.csv").write_text(mini_burstgpt(data))
+    use_db(db)
+    at = run("Home.py")
+    at.selectbox(key="ingest_source").select("burstgpt")
+    at.text_input(key="ingest_path").input(str(tmp_path / "mini.csv")).run()
+    at.button(key="ingest_path_go").click().run()
+    assert metric(at, "rows") == "2"
+    cli = Path(sys.executable).parent / "servecast"
+    r = subprocess.run([str(cli), "ingest", "azure-llm", str(data / AZURE_CODE), "--db", str(db)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    at.run()
+    assert_clean(at)
+    assert metric(at, "rows") == f"{2 + 8819:,}"
+
+
+def test_home_says_when_another_process_writes(tmp_path, use_db, data):
+    import subprocess
+    import sys
+
+    db = tmp_path / "locked.duckdb"
+    (tmp_path / "mini.csv").write_text(mini_burstgpt(data))
+    hold = ("import sys; from servecast.store import Store; s = Store(sys.argv[1]); "
+            "print('open', flush=True); sys.stdin.read()")
+    writer = subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        use_db(db)
+        at = AppTest.from_file(str(APP / "Home.py"), default_timeout=TIMEOUT).run()
+        assert not at.exception
+        assert any("open for writing by another process" in w.value for w in at.warning)
+        at.selectbox(key="ingest_source").select("burstgpt")
+        at.text_input(key="ingest_path").input(str(tmp_path / "mini.csv")).run()
+        at.button(key="ingest_path_go").click().run()
+        assert any("Not ingested: another process is writing" in e.value for e in at.error)
+    finally:
+        writer.communicate("")
+    at.run()  # the writer is gone: the page reads the store again
+    assert_clean(at)
+    assert metric(at, "rows") == "0"
 
 def test_traces_page(app_db, use_db):
     use_db(app_db)
