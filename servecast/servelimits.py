@@ -8,7 +8,7 @@ request, so a client that sends a header a byte at a time holds its connection f
                          previous request; else 408 and the connection is closed
     keep_alive_s     5   an idle keep-alive connection is closed after this many seconds
     max_connections 512  connections + requests in flight; beyond it uvicorn answers 503
-    max_header_bytes 65536  request line + headers (h11; httptools caps them at 80 KiB)
+    max_header_bytes 65536  request line + headers; more before the headers end: 431, close
 
 `BodyLimit` (ASGI middleware) answers 413 to a body over `MAX_BODY_BYTES` before the app
 parses it, whether it declares a content-length or is chunked.
@@ -86,14 +86,17 @@ def _replay(messages: list[dict], then: Any = None) -> Any:
     return receive
 
 
-def _timed_protocol(read_timeout_s: float) -> type:
-    """uvicorn's httptools protocol with a deadline on reading each request."""
+def _timed_protocol(read_timeout_s: float, max_header_bytes: int) -> type:
+    """uvicorn's httptools protocol with a deadline on reading each request and a cap on
+    its head (httptools itself has none: a 5 MB header line was accepted)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class TimedHttpToolsProtocol(HttpToolsProtocol):
-        """Closes the connection (408) when a request is not fully read in time."""
+        """Closes the connection (408) when a request is not fully read in time, (431) when
+        its request line and headers exceed `max_header_bytes`."""
 
         _deadline: asyncio.TimerHandle | None = None
+        _head_bytes = 0  # request line + header bytes of the request being read
 
         def _arm(self) -> None:
             if self._deadline is None:
@@ -111,6 +114,26 @@ def _timed_protocol(read_timeout_s: float) -> type:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._arm()
+            self._head_bytes = 0
+
+        def on_url(self, url: bytes) -> None:
+            self._head_bytes += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_bytes += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            if self._head_bytes > max_header_bytes:  # refused before the app sees it
+                self._refuse(b"431 Request Header Fields Too Large")
+                return
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_bytes > max_header_bytes:  # a head still arriving
+                self._refuse(b"431 Request Header Fields Too Large")
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
@@ -122,10 +145,15 @@ def _timed_protocol(read_timeout_s: float) -> type:
 
         def _read_timed_out(self) -> None:
             self._deadline = None
+            self._refuse(b"408 Request Timeout")
+
+        def _refuse(self, status: bytes) -> None:
+            """Answer `status` (unless a response has begun) and close the connection."""
+            self._disarm()
             if self.transport.is_closing():
                 return
             if self.cycle is None or not self.cycle.response_started:
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
+                self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n"
                                      b"connection: close\r\n\r\n")
             self.transport.close()
 
@@ -138,7 +166,6 @@ def run_uvicorn(app: Any, host: str, port: int, log_level: str, limits: ServeLim
 
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
-        http=_timed_protocol(limits.read_timeout_s), timeout_keep_alive=limits.keep_alive_s,
-        limit_concurrency=limits.max_connections,
-        h11_max_incomplete_event_size=limits.max_header_bytes)
+        http=_timed_protocol(limits.read_timeout_s, limits.max_header_bytes),
+        timeout_keep_alive=limits.keep_alive_s, limit_concurrency=limits.max_connections)
     uvicorn.Server(config).run()

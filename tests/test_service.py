@@ -5,6 +5,7 @@ against the OpenAPI schema that must find no 5xx."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -498,18 +499,28 @@ def test_slow_clients_are_cut_off_and_service_keeps_answering(trained):
         assert r.status_code in (200, 404)
 
 
-def test_body_over_the_limit_is_413(url):
-    """A declared body over MAX_BODY_BYTES is answered 413 before any of it is read."""
+def test_oversized_body_and_head_are_refused(url):
+    """A declared body over MAX_BODY_BYTES: 413 before any of it is read; a head over
+    ServeLimits.max_header_bytes, in one piece or still arriving: 431; then closed."""
     import socket
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(f"POST {PATHS['moe_congestion']} HTTP/1.1\r\nhost: x\r\ncontent-type: "
-                  f"application/json\r\ncontent-length: {MAX_BODY_BYTES + 1}\r\n\r\n"
-                  .encode())
-        head = s.recv(4096)
-    assert head.startswith(b"HTTP/1.1 413") and b"larger than" in head, head
+    big = b"x-pad: " + b"a" * ServeLimits.max_header_bytes + b"\r\n"
+    heads = {b"413": f"POST {PATHS['moe_congestion']} HTTP/1.1\r\nhost: x\r\ncontent-type: "
+                     f"application/json\r\ncontent-length: {MAX_BODY_BYTES + 1}\r\n\r\n"
+                     .encode(),
+             b"431": b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + big + b"\r\n",
+             b"431 ": b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + big + big}  # unfinished
+    for status, request in heads.items():
+        with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+            s.sendall(request)
+            head = s.recv(4096)
+            assert head.startswith(b"HTTP/1.1 " + status.strip()), (status, head)
+            with contextlib.suppress(ConnectionResetError):  # unread bytes: a reset
+                while s.recv(4096):
+                    pass  # then closed by the server
+    assert KeepAlive(url).request("GET", "/healthz")[0] == 200
 
 
 def test_serve_refuses_a_pickle_that_would_run_code(trained, tmp_path, capsys):
