@@ -542,3 +542,21 @@ def test_serve_refuses_a_pickle_that_would_run_code(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{models / 'interference' / 'net.pt'}: not a plain tensor state dict" in err
     assert not marker.exists()
+
+
+def test_estimate_kernel_latency_takes_the_models_root(trained, tmp_path, capsys):
+    """`estimate kernel-latency --models DIR` takes the models root like every estimate
+    command (the old --model still works); neither given: exit 2 naming --models."""
+    from servecast.cli import main
+
+    body = _sample(trained, "kernel_latency")
+    spec = tmp_path / "gpu.json"
+    spec.write_text(json.dumps({"Device": "test-gpu", **body["device_spec"]}))
+    args = ["estimate", "kernel-latency", "--device-spec", str(spec), "--op", "bmm",
+            "--shape", ",".join(str(int(d)) for d in body["shape"])]
+    assert main([*args, "--models", str(trained[0])]) == 0
+    root = capsys.readouterr().out
+    assert main([*args, "--model", str(trained[0] / "kernel_latency")]) == 0
+    assert capsys.readouterr().out == root and " ms (roofline" in root
+    assert main(args) == 2
+    assert "pass --models DIR" in capsys.readouterr().err
