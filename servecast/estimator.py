@@ -10,11 +10,10 @@ first use. Nothing on this path imports DuckDB or Lightning.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
-from servecast.errors import ModelVersionError, UnknownNameError
+from servecast.errors import ModelVersionError, ServecastError, UnknownNameError
 
 KINDS = ("output_length", "kernel_latency", "interference", "moe_congestion")
 
@@ -37,14 +36,19 @@ class Estimator:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Estimator:
-        """Find the predictors saved under `model_dir` (loaded lazily, on first call)."""
+        """Find the predictors saved under `model_dir` (loaded lazily, on first call).
+
+        Raises ModelVersionError naming the file for a missing dir, a dir without models or a
+        model card that is not a JSON object with a string `kind`."""
         root = Path(model_dir)
         if not root.is_dir():
             raise ModelVersionError(f"{root}: no such models dir; train one with `servecast train`")
+        from servecast.predictors.base import read_json
+
         parts: dict[str, Path] = {}
         for card in [root / "model_card.json", *sorted(root.glob("*/model_card.json"))]:
             if card.is_file():
-                kind = json.loads(card.read_text()).get("kind")
+                kind = read_json(card, {"kind": str})["kind"]
                 if kind in KINDS:
                     parts[kind] = card.parent
         if not parts:
@@ -59,14 +63,26 @@ class Estimator:
         return sorted(self._paths)
 
     def runtime(self, kind: str) -> Any:
-        """The loaded runtime of `kind` (loads it on first use)."""
+        """The loaded runtime of `kind` (loads it on first use).
+
+        A saved file that does not hold what the runtime expects (a key or value of another
+        type deep inside a state file) raises ModelVersionError naming the model dir, never a
+        raw KeyError/TypeError; weights are read with torch's weights_only=True."""
         if kind not in self._runtimes:
             if kind not in self._paths:
                 raise UnknownNameError(
                     f"no {kind} model in this models dir (has: {', '.join(self.kinds)}); "
                     f"train one with `servecast train {kind.replace('_', '-')}`")
             module = importlib.import_module(f"servecast.predictors.{kind}.runtime")
-            self._runtimes[kind] = module.Runtime.load(self._paths[kind])
+            path = self._paths[kind]
+            try:
+                self._runtimes[kind] = module.Runtime.load(path)
+            except ServecastError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                raise ModelVersionError(
+                    f"{path}: the saved {kind} model is malformed ({type(e).__name__}: {e}); "
+                    f"retrain it with `servecast train {kind.replace('_', '-')}`") from None
         return self._runtimes[kind]
 
     # -- output length (tokens) -----------------------------------------------------------
@@ -79,6 +95,11 @@ class Estimator:
         return self.runtime("output_length").output_length(
             prompt_tokens, model=model, log_type=log_type, prompt_text=prompt_text,
             session_id=session_id, arrival_s=arrival_s)
+
+    def reads_text(self) -> bool:
+        """Whether the output-length model reads `prompt_text` (a text model); the others
+        ignore it."""
+        return self.runtime("output_length").card.get("model_class") == "text"
 
     def observe_output(self, prompt_tokens: float, output_tokens: float,
                        session_id: str | None = None, arrival_s: float | None = None) -> None:

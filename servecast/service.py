@@ -4,16 +4,23 @@
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
-    GET  /healthz             loaded kinds;  GET /openapi.json, /docs: the schema
+    GET  /healthz             loaded kinds
+    GET  /openapi.json, /docs (Swagger UI), /redoc: the schema; UI assets served locally
 
 Each POST takes one request object or `{"items": [...]}` (see `servecast.service_models`).
-Answers: 200; 422 `{"message", "detail"}` for a bad body (the message names the field) or an
-input the predictor refuses (unknown model name, op, ...); 404 when the models dir has no
-model of that kind. Models load once, in `create_app`; handlers are plain synchronous calls.
+Answers: 200; 422 `{"message", "detail"}` for a bad body (the message names the field), an
+input the predictor refuses (unknown model name, op, ...), values it cannot compute from
+(overflow, domain error) or an estimate outside its kind's plausible range (`Endpoint.bounds`;
+non-finite included); 404 when the models dir has no model of that kind; 413 for a body over
+`MAX_BODY_BYTES`. Models load once, in `create_app`; handlers are plain synchronous calls.
+`servecast serve` runs it on uvicorn with bounded connections and read/idle timeouts
+(`servecast.servelimits`).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' body types at runtime
 import json
+import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +28,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from servecast.errors import InvalidInputError, ServecastError
 from servecast.estimator import Estimator
+from servecast.servelimits import MAX_BODY_BYTES, BodyLimit
 from servecast.service_models import (
     BatchResult,
     ErrorBody,
@@ -42,8 +50,13 @@ from servecast.service_models import (
 
 ERRORS = {
     404: {"model": ErrorBody, "description": "no model of this kind in the models dir"},
-    422: {"model": ErrorBody, "description": "invalid body or input refused by the predictor"},
+    413: {"model": ErrorBody, "description": f"body over {MAX_BODY_BYTES} bytes"},
+    422: {"model": ErrorBody, "description": "invalid body, input refused by the predictor, "
+          "or no plausible finite estimate from these values"},
 }
+log = logging.getLogger("servecast.service")
+#: response header listing request fields the loaded model ignored (comma separated)
+IGNORED_HEADER = "X-Servecast-Ignored"
 
 
 class FastJSON(Response):
@@ -65,10 +78,17 @@ def _quantiles(obj: Any) -> dict[str, float]:
     return {k: float(get(k)) for k in _LENGTH_FIELDS}
 
 
+def _with_ignored(est: Estimator, r: OutputLengthRequest, out: dict) -> dict:
+    """`out` plus `ignored: ["prompt_text"]` when `r` has a text the model does not read."""
+    if r.prompt_text is not None and not est.reads_text():
+        out["ignored"] = ["prompt_text"]
+    return out
+
+
 def _length_one(est: Estimator, r: OutputLengthRequest) -> dict:
-    return _quantiles(est.output_length(
+    return _with_ignored(est, r, _quantiles(est.output_length(
         r.prompt_tokens, model=r.model, log_type=r.log_type, prompt_text=r.prompt_text,
-        session_id=r.session_id))
+        session_id=r.session_id)))
 
 
 def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[dict]:
@@ -81,7 +101,8 @@ def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[d
         if any(v is not None for v in values):
             cols[c] = pl.Series(values, dtype=pl.String)
     out = est.output_length_batch(pl.DataFrame(cols))
-    return out.select([pl.col(k).cast(pl.Float64) for k in _LENGTH_FIELDS]).to_dicts()
+    rows = out.select([pl.col(k).cast(pl.Float64) for k in _LENGTH_FIELDS]).to_dicts()
+    return [_with_ignored(est, r, row) for r, row in zip(items, rows, strict=True)]
 
 
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
@@ -126,35 +147,74 @@ def _moe_one(est: Estimator, r: MoeCongestionRequest) -> dict:
                                                       layer=r.layer))}
 
 
-def _each(one: Callable) -> Callable:
-    def many(est: Estimator, items: Sequence) -> list[dict]:
-        return [one(est, r) for r in items]
-    return many
-
-
 @dataclass(frozen=True)
 class Endpoint:
-    """One estimate route: its kind, bodies and the Estimator calls behind it."""
+    """One estimate route: its kind, bodies and the Estimator calls behind it.
+
+    `many` is the vectorized batch call (None: `one` per item). `inputs` names the request
+    field(s) blamed when the values cannot be computed from or give an estimate outside
+    `bounds` (inclusive; in the response's unit), which a plausible estimate never leaves.
+    """
 
     kind: str
     path: str
     request: type
     response: type
     one: Callable[[Estimator, Any], dict]
-    many: Callable[[Estimator, Sequence], list[dict]]
+    many: Callable[[Estimator, Sequence], list[dict]] | None
     summary: str
+    inputs: str
+    bounds: tuple[float, float]
+
+    def compute(self, est: Estimator, body: Any) -> dict:
+        """The response dict of one request or a Batch; InvalidInputError (naming the item
+        and field) for values that overflow, leave the math domain or give an implausible
+        estimate."""
+        if isinstance(body, self.request):
+            return self._checked(self._guard(self.one, est, body, where=""), "")
+        items = body.items
+        if self.many is not None:
+            outs = self._guard(self.many, est, items, where="items: ")
+        else:
+            outs = [self._guard(self.one, est, r, where=f"items[{i}].")
+                    for i, r in enumerate(items)]
+        return {"items": [self._checked(o, f"items[{i}].") for i, o in enumerate(outs)]}
+
+    def _guard(self, fn: Callable, est: Estimator, arg: Any, where: str) -> Any:
+        try:
+            return fn(est, arg)
+        except ServecastError:
+            raise
+        except (ArithmeticError, ValueError) as e:  # overflow, math domain, inf -> int, ...
+            raise InvalidInputError(
+                f"{where}{self.inputs}: no estimate can be computed from these values "
+                f"({type(e).__name__}: {e}); use values in the ranges /docs gives") from None
+
+    def _checked(self, out: dict, where: str) -> dict:
+        lo, hi = self.bounds
+        for key, value in out.items():
+            if key != "ignored" and not (lo <= value <= hi):  # NaN fails too
+                raise InvalidInputError(
+                    f"{where}{self.inputs}: the estimate {key} = {value:.4g} is outside "
+                    f"[{lo:g}, {hi:g}], the plausible range of a {self.kind} estimate; these "
+                    "values are outside what the model covers")
+        return out
 
 
 ENDPOINTS = [
     Endpoint("output_length", "/v1/output-length", OutputLengthRequest, OutputLengthEstimate,
-             _length_one, _length_many, "Output-length quantiles (tokens) of LLM requests"),
+             _length_one, _length_many, "Output-length quantiles (tokens) of LLM requests",
+             "prompt_tokens", (0.0, 1e9)),
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
-             _kernel_one, _each(_kernel_one), "GPU kernel latency (ms) from op, shape and spec"),
+             _kernel_one, None, "GPU kernel latency (ms) from op, shape and spec",
+             "shape", (0.0, 1e8)),
     Endpoint("interference", "/v1/interference", InterferenceRequest, InterferenceEstimate,
              _interference_one, _interference_many,
-             "Normalized performance (0, 1] of a VM from a window of metrics"),
+             "Normalized performance (0, 1] of a VM from a window of metrics", "metrics",
+             (0.0, 10.0)),
     Endpoint("moe_congestion", "/v1/moe-congestion", MoeCongestionRequest, MoeCongestionEstimate,
-             _moe_one, _each(_moe_one), "MoE congestion coefficient gamma_eff of one layer"),
+             _moe_one, None, "MoE congestion coefficient gamma_eff of one layer",
+             "loads", (-1e12, 1e12)),
 ]
 
 
@@ -163,11 +223,16 @@ def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"message": message, "detail": detail}, status_code=status)
 
 
+#: pydantic's names of union branches in error locations (not fields)
+_BRANCHES = {"body", "single", "batch", "str", "int", "float", "bool", "none"}
+
+
 def _field(loc: Sequence) -> str:
     """'items[3].prompt_tokens' from a pydantic error location (body/tag parts dropped)."""
     out = ""
     for part in loc:
-        if part in ("body", "single", "batch") or (isinstance(part, str) and "[" in part):
+        if part in _BRANCHES or (isinstance(part, str) and (
+                "[" in part or part.startswith("constrained-"))):
             continue  # union-branch names such as list[float] are not fields
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
@@ -195,17 +260,66 @@ def _route(app: FastAPI, est: Estimator, ep: Endpoint) -> None:
                                f"{', '.join(est.kinds)}); train one with `servecast train "
                                f"{ep.kind.replace('_', '-')}` and restart with --models")
         try:
-            if isinstance(body, ep.request):
-                return FastJSON(ep.one(est, body))
-            return FastJSON({"items": ep.many(est, body.items)})
-        except (ServecastError, ValueError) as e:
+            out = ep.compute(est, body)
+        except ServecastError as e:
             return _error(422, str(e))
+        ignored = sorted({f for o in out.get("items", [out]) for f in o.get("ignored", ())})
+        if not ignored:
+            return FastJSON(out)
+        _log_ignored(app, ignored)
+        return FastJSON(out, headers={IGNORED_HEADER: ",".join(ignored)})
 
     handler.__annotations__ = {"body": body_type, "return": Any}
     handler.__name__ = ep.kind
     handler.__doc__ = f"{ep.summary}. One request object or a batch `{{\"items\": [...]}}`."
     app.post(ep.path, summary=ep.summary, responses=ERRORS,
              response_model=ep.response | BatchResult[ep.response])(handler)
+
+
+def _log_ignored(app: FastAPI, fields: list[str]) -> None:
+    """Warn that request fields were ignored (the 1st, 10th, 100th, ... time: bounded log)."""
+    app.state.ignored += 1
+    if math.log10(app.state.ignored).is_integer():
+        log.warning("ignored %s: the loaded model does not read it (%d request(s) so far; "
+                    "responses say so in `ignored` and the %s header)", ", ".join(fields),
+                    app.state.ignored, IGNORED_HEADER)
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their JS/CSS served from this process (the
+    `fastapi-offline` package's copies), so the docs render without network access."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import (
+        get_redoc_html,
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+    from fastapi.staticfiles import StaticFiles
+
+    static = "/static/docs"
+    app.mount(static, StaticFiles(directory=str(files("fastapi_offline") / "static")),
+              name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - docs",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon.png")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{static}/redoc.standalone.js",
+                              redoc_favicon_url=f"{static}/favicon.png",
+                              with_google_fonts=False)
 
 
 def create_app(models_dir: str | Path, preload: bool = True) -> FastAPI:
@@ -218,9 +332,11 @@ def create_app(models_dir: str | Path, preload: bool = True) -> FastAPI:
         for kind in est.kinds:
             est.runtime(kind)
     app = FastAPI(title="servecast estimates", version=_version(),
-                  description=__doc__.split("\n\n")[0])
-    app.state.estimator = est
+                  description=__doc__.split("\n\n")[0], docs_url=None, redoc_url=None)
+    app.state.estimator, app.state.ignored = est, 0
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    _docs_routes(app)
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:

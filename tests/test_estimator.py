@@ -3,6 +3,7 @@ hot path imports neither DuckDB nor Lightning."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -130,3 +131,120 @@ def test_observe_output_feeds_the_prompt_length_history(models_dir):
     assert rt.history.same[777.0][:3] == [500.0, 300.0, n + 2]
     e = est.output_length(777, arrival_s=13.0)
     assert 0 <= e.p50 <= e.p90 <= e.p99
+
+
+# -- a models dir is input: malformed files and pickles are refused, naming the file ---------
+def _corrupt_copy(src, dst, file: str, text: str):
+    """A copy of models dir `src` at `dst` with `file` (relative) rewritten to `text`."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / file).write_text(text)
+    return dst
+
+
+def _state_without(key: str, models_root) -> str:
+    state = json.loads((models_root / "output_length" / "state.json").read_text())
+    state.pop(key)
+    return json.dumps(state)
+
+
+def _state_with(key: str, value, models_root) -> str:
+    state = json.loads((models_root / "output_length" / "state.json").read_text())
+    return json.dumps({**state, key: value})
+
+
+#: (file under the models dir, content maker(models root), what the error must say)
+MALFORMED = [
+    ("output_length/model_card.json", lambda r: "{not json",
+     "line 1 column 2: not valid JSON"),
+    ("output_length/model_card.json", lambda r: "[1, 2]", "top level is a JSON array"),
+    ("output_length/model_card.json", lambda r: "{}", "key 'kind' missing"),
+    ("output_length/model_card.json", lambda r: '{"kind": 3}',
+     "key 'kind' is a JSON number, expected string"),
+    ("output_length/state.json", lambda r: "{not json", "not valid JSON"),
+    ("output_length/state.json", lambda r: '["format", 2]', "top level is a JSON array"),
+    ("output_length/state.json", lambda r: _state_without("calibrator", r),
+     "key 'calibrator' missing"),
+    ("output_length/state.json", lambda r: _state_with("encoder", {"columns": 5}, r),
+     "key 'encoder.columns' is a JSON number, expected array"),
+    ("moe_congestion/params.json", lambda r: '{"layers": {"0": 1}}',
+     "key 'layers' is a JSON object, expected array"),
+    ("moe_congestion/params.json", lambda r: '{"layers": [{"layer": 0}]}', "numeric 'beta'"),
+]
+
+
+@pytest.fixture(scope="module")
+def two_kinds(models_dir, tmp_path_factory):
+    """A models dir with the output-length model and a planted-equilibrium MoE game."""
+    import shutil
+
+    from servecast.predictors.moe_congestion.game import CongestionGame
+    from servecast.predictors.moe_congestion.synthetic import planted_batches
+
+    root = tmp_path_factory.mktemp("two_kinds")
+    shutil.copytree(models_dir[0] / "output_length", root / "output_length")
+    pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
+    CongestionGame(n_bootstrap=0).fit(pb.loads, pb.quality[:, 0, :]).save(root / "moe_congestion")
+    return root
+
+
+@pytest.mark.parametrize("file,content,says", MALFORMED,
+                         ids=[f"{f.split('/')[1]}-{s[:24]}" for f, _, s in MALFORMED])
+def test_malformed_model_files_name_the_file(two_kinds, tmp_path, file, content, says):
+    from servecast.errors import ModelVersionError
+
+    bad = _corrupt_copy(two_kinds, tmp_path / "models", file, content(two_kinds))
+    kind = file.split("/")[0]
+    with pytest.raises(ModelVersionError) as err:
+        Estimator.load(bad).runtime(kind)
+    assert str(bad / file) in str(err.value) and says in str(err.value)
+
+
+@pytest.mark.parametrize("file,content,says", MALFORMED[::3],
+                         ids=[f"{f.split('/')[1]}-{s[:24]}" for f, _, s in MALFORMED[::3]])
+def test_serve_refuses_malformed_models_dir_with_exit_2(two_kinds, tmp_path, capsys, file,
+                                                        content, says):
+    """`servecast serve` loads every model at startup: exit 2, one line naming the file."""
+    from servecast.cli import main
+
+    bad = _corrupt_copy(two_kinds, tmp_path / "models", file, content(two_kinds))
+    assert main(["serve", "--models", str(bad), "--port", "9"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad / file) in err and says in err and "Traceback" not in err
+
+
+def plant_pickle(file, marker) -> None:
+    """A torch file whose unpickling writes `marker` (what an attacker's .pt would do)."""
+    import pathlib
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return pathlib.Path.write_text, (pathlib.Path(marker), "code ran")
+
+    torch.save({"encoder.weight": Payload()}, file)
+
+
+@pytest.mark.slow  # ~15 s: loads the sentence encoder before its tuned weights
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
+    """A crafted encoder_tuned.pt in a text model dir: refused naming the file, nothing run,
+    even with torch's pre-2.6 default (weights_only=False) forced through the environment."""
+    import torch
+
+    from servecast.errors import ModelVersionError
+    from servecast.predictors.output_length.embeddings import TUNED_FILE, load_encoder
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    plant_pickle(probe / "x.pt", probe / "ran")
+    torch.load(probe / "x.pt", weights_only=False)  # the payload is live: a plain unpickle
+    assert (probe / "ran").read_text() == "code ran"  # runs it
+
+    marker = tmp_path / "pwned"
+    plant_pickle(tmp_path / TUNED_FILE, marker)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(ModelVersionError, match=f"{TUNED_FILE}: not a plain tensor state"):
+        load_encoder(tuned=tmp_path)
+    assert not marker.exists()

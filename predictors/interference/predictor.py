@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.predictors.base import Predictor
+from servecast.predictors.base import Predictor, read_json, read_torch_state
 from servecast.predictors.interference.frames import (
     Normalizer,
     Windows,
@@ -240,23 +240,21 @@ class InterferencePredictor(Predictor):
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> InterferencePredictor:
-        state = json.loads((path / "interference.json").read_text())
+        state = read_json(path / "interference.json",
+                          {"config": dict, "norm": dict, "mean_perf": (int, float)})
         cfg = dict(state["config"])
         cfg.setdefault("skip", False)  # saved before the skip path: the original network
         model = cls(**cfg)
         model.norm = Normalizer.from_dict(state["norm"])
         model.mean_perf = float(state["mean_perf"])
         if model.model in NEURAL:
-            import torch
-
             from servecast.predictors.interference.net import InterferenceNet, NetEnsemble
 
             hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout", "skip")}
             nets = [InterferenceNet(len(model.norm.metrics), model.max_steps,
                                     branches=model.model, **hp) for _ in range(model.n_seeds)]
             net = nets[0] if model.n_seeds == 1 else NetEnsemble(nets)
-            net.load_state_dict(torch.load(path / "net.pt", map_location="cpu",
-                                           weights_only=True))
+            net.load_state_dict(read_torch_state(path / "net.pt"))
             model.net = net.eval()
         elif model.model == "gbm":
             from servecast.predictors.interference.baselines import GBMRegressor

@@ -24,7 +24,7 @@ import polars as pl
 from scipy.stats import spearmanr
 
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.predictors.base import Predictor
+from servecast.predictors.base import Predictor, read_json, read_torch_state
 from servecast.predictors.kernel_latency.frames import to_polars
 from servecast.predictors.kernel_latency.nasbench201 import encode, flops_params
 
@@ -246,17 +246,15 @@ class HardwareAdaptiveLatencyPredictor(Predictor):
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> HardwareAdaptiveLatencyPredictor:
-        import torch
-
         from servecast.predictors.kernel_latency.meta_net import HardwareConditionedNet
 
-        model = cls(**json.loads((path / "config.json").read_text()))
+        model = cls(**read_json(path / "config.json"))
         with np.load(path / "arrays.npz") as z:
             model.arch_x, model.ref_idx = z["arch_x"], z["ref_idx"]
             model.mean_embedding = z["mean_embedding"]
         cfg = model.config
         net = HardwareConditionedNet(model.arch_x.shape[1], len(model.ref_idx), cfg["hidden"],
                                      cfg["lr"], mixup=cfg["mixup"], epochs=cfg["epochs"])
-        net.load_state_dict(torch.load(path / "meta_net.pt", weights_only=True))
+        net.load_state_dict(read_torch_state(path / "meta_net.pt"))
         model.net = net.eval()
         return model

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -129,11 +128,11 @@ class Runtime:
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
-        from servecast.predictors.base import read_card
+        from servecast.predictors.base import read_card, read_json
 
         path = Path(path)
         read_card(path, "kernel_latency")
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = read_json(path / "config.json")
         check_feature_set(cfg, path)
         with np.load(path / "weights.npz") as z:
             weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]

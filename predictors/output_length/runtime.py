@@ -12,7 +12,6 @@ sequence. Imports numpy only on the single-call path; never DuckDB or Lightning.
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_left
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
-from servecast.predictors.base import read_card
+from servecast.predictors.base import check_keys, read_card, read_json
 from servecast.predictors.output_length.calibration import Calibrator
 from servecast.predictors.output_length.forest import FILE as FOREST_FILE
 from servecast.predictors.output_length.forest import Forest
@@ -38,12 +37,13 @@ STATE_FORMAT = 2
 def read_state(path: Path) -> dict:
     """The state.json of a saved output-length model (ModelVersionError for another format)."""
     file = path / "state.json"
-    state = json.loads(file.read_text()) if file.is_file() else {}
+    state = read_json(file) if file.is_file() else {}
     if state.get("format") != STATE_FORMAT:
         raise ModelVersionError(
             f"{path}: output-length model state format {state.get('format', 1)}, this "
             f"servecast reads format {STATE_FORMAT}; retrain it with this version")
-    return state
+    return check_keys(state, file, {"encoder": dict, "encoder.columns": list,
+                                    "encoder.categories": dict, "calibrator": dict})
 
 
 class LengthEstimate(NamedTuple):

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, ModelVersionError
+from servecast.predictors.base import read_json
 from servecast.predictors.output_length.conversation import MEMORY, memory_features
 from servecast.predictors.output_length.core import OutputLengthModel
 from servecast.predictors.output_length.embeddings import (
@@ -75,7 +76,7 @@ def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], Neighbo
     error otherwise."""
     import lightgbm as lgb
 
-    meta = json.loads((path / "text.json").read_text()) if (path / "text.json").is_file() else {}
+    meta = read_json(path / "text.json") if (path / "text.json").is_file() else {}
     if meta.get("format") != FORMAT or not (path / "pca.npz").is_file():
         raise ModelVersionError(
             f"{path}: text model saved by another servecast version (weights format "

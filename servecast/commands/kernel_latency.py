@@ -69,13 +69,19 @@ def estimate_kernel_latency(
     op: str = typer.Option(..., "--op", help="bmm, linear, conv, ln, softmax, gelu, ..."),
     shape: str = typer.Option(..., "--shape", help="comma list in the op's order, e.g. "
                               "B,M,N,K for bmm: 8,1024,1024,1024"),
-    model: Path = typer.Option(Path("models/kernel_latency"), "--model", help="model folder"),
+    models: Path = typer.Option(None, "--models", help="models dir (e.g. out/models from "
+                                "`servecast demo`) or its kernel_latency folder"),
+    model: Path = typer.Option(None, "--model", hidden=True, help="old name of --models"),
 ) -> None:
     """Latency (ms) of one op on the device whose spec sheet is given."""
     from servecast.errors import InvalidInputError
+    from servecast.estimator import Estimator
     from servecast.predictors.kernel_latency.ops import canonical_op, shape_columns
-    from servecast.predictors.kernel_latency.runtime import Runtime
     from servecast.predictors.kernel_latency.specs import load_spec
+
+    if models is None and model is None:
+        raise InvalidInputError("pass --models DIR: the models dir `servecast demo` writes "
+                                "(out/models) or a `train kernel-latency --out` folder")
 
     spec = load_spec(device_spec)
     try:
@@ -83,7 +89,7 @@ def estimate_kernel_latency(
     except ValueError:
         raise InvalidInputError(f"--shape {shape!r}: expected comma-separated numbers "
                                 f"({','.join(shape_columns(op))})") from None
-    rt = Runtime.load(model)
+    rt = Estimator.load(models or model).runtime("kernel_latency")
     ms = rt.kernel_latency(op, dims, spec)
     roof = rt.roofline(op, dims, spec)
     name = canonical_op(op)
