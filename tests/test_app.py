@@ -231,7 +231,7 @@ def test_gpu_kernels_page_with_saved_model(app_db, use_db, no_models, shared_sto
     from servecast.predictors.kernel_latency.train import kernel_training_data
 
     frame, devices = kernel_training_data(shared_store, vidur=False)
-    KernelLatencyPredictor(epochs=1, max_rows=5000).fit(frame, devices).save(
+    KernelLatencyPredictor(devices, epochs=1, max_rows=5000).fit(frame).save(
         no_models / "models" / "kernel_latency")
     use_db(app_db)
     at = run("pages/5_GPU_kernels.py")
