@@ -1,6 +1,7 @@
 """HTTP estimate service: the `Estimator` behind FastAPI (`servecast serve --models DIR`).
 
     POST /v1/output-length    tokens: {p50, p90, p99, mean}
+    POST /v1/output-length/observe  record a completed request (session context): {recorded}
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
@@ -27,6 +28,7 @@ from servecast.errors import InvalidInputError, ServecastError
 from servecast.estimator import Estimator
 from servecast.service_models import (
     BatchResult,
+    CompletedRequest,
     ErrorBody,
     Health,
     InterferenceEstimate,
@@ -37,6 +39,7 @@ from servecast.service_models import (
     MoeCongestionRequest,
     OutputLengthEstimate,
     OutputLengthRequest,
+    Recorded,
     single_or_batch,
 )
 
@@ -84,6 +87,11 @@ def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[d
     return out.select([pl.col(k).cast(pl.Float64) for k in _LENGTH_FIELDS]).to_dicts()
 
 
+def _observe_one(est: Estimator, r: CompletedRequest) -> dict:
+    est.observe_output(r.session_id, r.prompt_tokens, r.output_tokens, arrival_s=r.arrival_s)
+    return {"recorded": True}
+
+
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
     return {"latency_ms": float(est.kernel_latency(r.op, r.shape, r.device_spec.model_dump()))}
 
@@ -119,11 +127,8 @@ def _interference_many(est: Estimator, items: Sequence[InterferenceRequest]) -> 
 
 
 def _moe_one(est: Estimator, r: MoeCongestionRequest) -> dict:
-    if r.types is None and r.layer is None:
-        return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality))}
-    runtime = est.runtime("moe_congestion")
-    return {"gamma_eff": float(runtime.moe_congestion(r.loads, r.quality, types=r.types,
-                                                      layer=r.layer))}
+    return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality, types=r.types,
+                                                  layer=r.layer))}
 
 
 def _each(one: Callable) -> Callable:
@@ -148,6 +153,9 @@ class Endpoint:
 ENDPOINTS = [
     Endpoint("output_length", "/v1/output-length", OutputLengthRequest, OutputLengthEstimate,
              _length_one, _length_many, "Output-length quantiles (tokens) of LLM requests"),
+    Endpoint("output_length", "/v1/output-length/observe", CompletedRequest, Recorded,
+             _observe_one, _each(_observe_one),
+             "Record completed requests: later estimates of their sessions see them"),
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
              _kernel_one, _each(_kernel_one), "GPU kernel latency (ms) from op, shape and spec"),
     Endpoint("interference", "/v1/interference", InterferenceRequest, InterferenceEstimate,
