@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 APP = Path(__file__).resolve().parent.parent / "app"
 TIMEOUT = 600  # s per script run: the machine is shared; a quiet one needs a few seconds
 

@@ -11,6 +11,8 @@ import pytest
 
 from servecast.errors import InvalidInputError, UnknownNameError
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 HELD_OUT = "Tesla V100-PCIE-32GB"
 
 

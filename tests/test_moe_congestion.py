@@ -126,6 +126,7 @@ def test_quality_prior_shrinks_noise_not_signal():
     np.testing.assert_allclose(raw.loads, shrunk.loads)
 
 
+@pytest.mark.slow
 def test_type_count_by_cv_on_training_batches():
     from servecast.predictors.moe_congestion.analysis import compare, select_types
 

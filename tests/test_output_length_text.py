@@ -11,6 +11,8 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length import OutputLengthPredictor, create
 from servecast.predictors.output_length.metrics import split
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 ROWS = 400  # embedding is the CPU cost; the benchmark runs the large sample
 
 

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, settings
 from servecast.loadtest import post_load
 from servecast.localserver import estimate_service
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 # -- tiny models, one per kind (trained with each predictor's public API) -------------------
 
 
