@@ -14,21 +14,14 @@ import pytest
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.estimator import Estimator, LengthEstimate
 from servecast.predictors.output_length import create
+from servecast.predictors.output_length.fixture import requests
 
 ROWS = 3000
 
 
 def _frame(n: int = ROWS, seed: int = 0) -> pl.DataFrame:
     """Synthetic BurstGPT-schema requests: output depends on model, log type and prompt."""
-    rng = np.random.default_rng(seed)
-    model = rng.choice(["ChatGPT", "GPT-4"], n)
-    log = rng.choice(["Conversation log", "API log"], n)
-    prompt = rng.integers(1, 4000, n)
-    base = np.where(model == "GPT-4", 300, 150) * np.where(log == "API log", 0.5, 1.0)
-    out = np.maximum(1, base * (1 + prompt / 4000) * rng.lognormal(0, 0.3, n)).astype(int)
-    return pl.DataFrame({"arrival_s": np.sort(rng.uniform(0, 3600, n)), "model": model,
-                         "log_type": log, "prompt_tokens": prompt, "output_tokens": out,
-                         "failed": np.zeros(n, bool)})
+    return requests(n, seed)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +101,7 @@ def test_hot_path_imports_stay_light(fitted_kind, kind):
         "import servecast.estimator as e\n"
         f"est = e.Estimator.load({str(path.parent)!r})\n"
         f"x = {HOT_CALLS[kind].format(spec=DEVICES['a100'])}\n"
-        f"bad = [m for m in sys.modules if m.split('.')[0] in {heavy!r}]\n"
+        f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))\n"
         "print(est.kinds, bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -14,29 +14,11 @@ import torch
 
 from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
 from servecast.predictors.interference import InterferencePredictor
+from servecast.predictors.interference.fixture import windows as synthetic
 from servecast.predictors.interference.frames import clean_metrics
 from servecast.predictors.interference.runtime import Runtime
 
 torch.set_num_threads(1)  # the shared test machine has 2 cores
-
-
-def synthetic(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    rng = np.random.default_rng(seed)
-    rows, labels = [], []
-    for w in range(n):
-        steps = int(rng.integers(4, 11))
-        pressure = rng.uniform(0, 1)
-        for s in range(steps):
-            t = 0.25 * s  # 4 Hz sampling
-            rows.append((f"w{w}", t, "llc_miss_rate", pressure * (s + 1) / steps
-                         + rng.normal(0, 0.02)))
-            rows.append((f"w{w}", t, "ipc", 2.0 - pressure + rng.normal(0, 0.05)))
-            if w % 3:  # a third of the windows lack this metric entirely
-                rows.append((f"w{w}", t, "net_rx_kpps", rng.normal(50, 10)))
-        labels.append((f"w{w}", float(np.clip(1 - 0.6 * pressure, 0.05, 1))))
-    m = pl.DataFrame(rows, schema=["window_id", "t", "metric", "value"], orient="row")
-    lab = pl.DataFrame(labels, schema=["window_id", "perf"], orient="row")
-    return m, lab
 
 
 @pytest.fixture(scope="module")

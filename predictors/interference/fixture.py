@@ -21,12 +21,12 @@ def windows(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         pressure = rng.uniform(0, 1)
         for s in range(steps):
             t = 0.25 * s
-            rows.append((f"s{seed}w{w}", t, "llc_miss_rate",
+            rows.append((f"w{w}", t, "llc_miss_rate",
                          pressure * (s + 1) / steps + rng.normal(0, 0.02)))
-            rows.append((f"s{seed}w{w}", t, "ipc", 2.0 - pressure + rng.normal(0, 0.05)))
+            rows.append((f"w{w}", t, "ipc", 2.0 - pressure + rng.normal(0, 0.05)))
             if w % 3:
-                rows.append((f"s{seed}w{w}", t, "net_rx_kpps", rng.normal(50, 10)))
-        labels.append((f"s{seed}w{w}", float(np.clip(1 - 0.6 * pressure, 0.05, 1))))
+                rows.append((f"w{w}", t, "net_rx_kpps", rng.normal(50, 10)))
+        labels.append((f"w{w}", float(np.clip(1 - 0.6 * pressure, 0.05, 1))))
     return (pl.DataFrame(rows, schema=["window_id", "t", "metric", "value"], orient="row"),
             pl.DataFrame(labels, schema=["window_id", "perf"], orient="row"))
 
