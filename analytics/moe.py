@@ -8,13 +8,13 @@ expert (x_e, E experts):
     cv            coefficient of variation std/mean (population std)
     max_min       max x / min x (NULL when an expert got no token)
     dead_experts  experts with zero tokens
-Cross-domain: L1 distance between domains' load shares, and leave-one-domain-out prediction.
+Cross-domain: L1 distance between domains' load shares (`shares` feeds the leave-one-domain-out
+prediction in `predictors.moe_congestion.domains.domain_transfer`).
 """
 
 from __future__ import annotations
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, UnknownNameError
@@ -111,38 +111,3 @@ def domain_distances(source, trace: str | None = None) -> pl.DataFrame:
              AND a.checkpoint IS NOT DISTINCT FROM b.checkpoint AND a.layer = b.layer
              AND a.expert = b.expert AND a.domain < b.domain
         GROUP BY ALL ORDER BY ALL""").pl()
-
-
-def domain_transfer(source, trace: str | None = None) -> pl.DataFrame:
-    """Leave-one-domain-out prediction of each domain's load shares from the other domains'
-    (`predictors.moe_congestion.domains`): frame [model, checkpoint, assignment, layer,
-    held_out, l1_uniform, l1_mean_domains, l1_congestion, gamma]; groups with < 3 domains
-    are skipped."""
-    from servecast.predictors.moe_congestion.domains import leave_one_domain_out
-
-    s = shares(source, trace)
-    rows = []
-    for key, part in s.group_by(["model", "checkpoint", "assignment", "layer"],
-                                maintain_order=True):
-        wide = part.pivot(on="expert", index="domain", values="tokens").sort("domain")
-        domains = wide["domain"].to_list()
-        if len(domains) < 3:
-            continue
-        mat = np.nan_to_num(wide.drop("domain").to_numpy().astype(float))
-        for r in leave_one_domain_out(mat):
-            rows.append(dict(zip(["model", "checkpoint", "assignment", "layer"], key, strict=True))
-                        | {**r, "held_out": domains[r["held_out"]]})
-    if not rows:
-        raise InvalidInputError("domain transfer needs >= 3 domains per (model, layer)")
-    return pl.DataFrame(rows)
-
-
-def transfer_summary(transfer: pl.DataFrame) -> pl.DataFrame:
-    """Mean held-out L1 per (model, assignment) of the three predictors, and the congestion
-    model's ratio to the better baseline (< 1 = better)."""
-    return (transfer.group_by(["model", "assignment"]).agg(
-        pl.len().alias("cases"), pl.col("l1_uniform").mean(), pl.col("l1_mean_domains").mean(),
-        pl.col("l1_congestion").mean(), pl.col("gamma").median().alias("gamma_median"))
-        .with_columns(ratio_vs_best_baseline=pl.col("l1_congestion")
-                      / pl.min_horizontal("l1_uniform", "l1_mean_domains"))
-        .sort(["model", "assignment"]))

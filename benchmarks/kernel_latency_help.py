@@ -19,7 +19,7 @@ from kernel_latency_logo import open_store
 def main() -> None:
     import torch
 
-    from servecast.predictors.kernel_latency.train import train_help_model
+    from servecast.predictors.hardware_adaptive.train import train_help_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--db")

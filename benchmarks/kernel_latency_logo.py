@@ -54,8 +54,8 @@ def main() -> None:
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight")])
     frame, devices = data.neusight_frame(store), data.device_specs(store)
     t0 = time.perf_counter()
-    res = leave_one_gpu_out(frame, devices, lambda: KernelLatencyPredictor(
-        epochs=args.epochs, max_rows=args.max_rows, batch_size=2048, hidden=args.hidden,
+    res = leave_one_gpu_out(frame, devices, lambda devices: KernelLatencyPredictor(
+        devices, epochs=args.epochs, max_rows=args.max_rows, batch_size=2048, hidden=args.hidden,
         ensemble=args.ensemble, views=tuple(args.views.split(",")), seed=args.seed,
         use_spec_features=args.spec_features),
         log=print)

@@ -65,8 +65,8 @@ def main() -> None:
     t0 = time.perf_counter()
     est.kernel_latency_batch(frame, {"h100": spec})
     batch = (time.perf_counter() - t0) / len(shapes) * 1e6
-    pred = KernelLatencyPredictor.load(model_dir)
-    naive = _per_call(lambda i: pred.predict(frame[i:i + 1], {"h100": spec}), range(100), 1)
+    pred = KernelLatencyPredictor.load(model_dir).with_devices({"h100": spec})
+    naive = _per_call(lambda i: pred.predict(frame[i:i + 1]), range(100), 1)
     print(f"Estimator.kernel_latency (scalar fast path): {fast:.1f} us/call wall, "
           f"{fast_cpu:.1f} us/call CPU (target <= 100 us)")
     print(f"model called directly (1-row vectorized features + MLP): {direct:.1f} us/call wall, "

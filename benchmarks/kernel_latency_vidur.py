@@ -40,8 +40,9 @@ def main() -> None:
                                  ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp")])
     frame, devices = kernel_training_data(store, vidur=True)
     t0 = time.perf_counter()
-    res = leave_one_gpu_out(frame, devices, lambda: KernelLatencyPredictor(
-        epochs=args.epochs, max_rows=args.max_rows, batch_size=2048, ensemble=args.ensemble),
+    res = leave_one_gpu_out(frame, devices, lambda devices: KernelLatencyPredictor(
+        devices, epochs=args.epochs, max_rows=args.max_rows, batch_size=2048,
+        ensemble=args.ensemble),
         log=print, hold_out=sorted(VIDUR_SPECS))
     wall = time.perf_counter() - t0
     pl.Config.set_tbl_rows(200)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from servecast.analytics.moe import domain_transfer, imbalance, transfer_summary
+from servecast.analytics.moe import imbalance, shares
 from servecast.config import data_dir
+from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
 from servecast.store import Store
 
 
@@ -24,7 +25,7 @@ def main() -> None:
         store.ingest("olmoe-routing", [data_dir() / "moe" / "olmoe_routing"],
                      trace="olmoe_routing")
         imb = imbalance(store, "olmoe_routing")
-        tr = domain_transfer(store, "olmoe_routing")
+        tr = domain_transfer(shares(store, "olmoe_routing"))
     pl.Config.set_tbl_rows(100)
     pl.Config.set_tbl_cols(20)
     pl.Config.set_tbl_width_chars(200)

@@ -28,9 +28,9 @@ def main() -> None:
             w = d.weights if types > 1 else None
             q = d.quality if types > 1 else d.quality[:, 0]
             t = time.perf_counter()
-            game = CongestionGame(n_bootstrap=args.bootstrap).fit(d.loads, q, w)
+            game = CongestionGame(n_bootstrap=args.bootstrap).fit_arrays(d.loads, q, w)
             secs = time.perf_counter() - t
-            soft = CongestionGame(fix_gamma=0.0, n_bootstrap=0).fit(d.loads, q, w)
+            soft = CongestionGame(fix_gamma=0.0, n_bootstrap=0).fit_arrays(d.loads, q, w)
             p = game.params.row(0, named=True)
             rows.append({"types": types, "gamma_true": gamma, "gamma_fit": p["gamma"],
                          "rel_err": abs(p["gamma"] - gamma) / gamma, "gamma_lo": p["gamma_lo"],

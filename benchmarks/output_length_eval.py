@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _stores import llm_store  # noqa: E402
 
 from servecast.predictors.output_length import create  # noqa: E402
+from servecast.predictors.output_length.core import online_evaluate  # noqa: E402
 from servecast.predictors.output_length.features import ALL  # noqa: E402
 from servecast.predictors.output_length.history import HISTORY  # noqa: E402
 from servecast.predictors.output_length.metrics import split  # noqa: E402
@@ -52,16 +53,16 @@ def compare(train, test, models: dict) -> pl.DataFrame:
         for label, frame, rate in ((" +online calib", test, None),
                                    (" outputs x3 +online calib", tripled, None),
                                    (" outputs x3 +online, fixed levels", tripled, 0.0)):
-            live = copy.deepcopy(model)  # online evaluation updates the model
+            live = copy.deepcopy(model)  # its own calibrator rate (the replay copies again)
             if rate is not None:
                 live.calibrator.rate = rate
-            rows.append({**row(name + label, live.evaluate(frame, online=True)), "fit_s": None})
+            rows.append({**row(name + label, online_evaluate(live, frame)), "fit_s": None})
     return pl.DataFrame(rows)
 
 
 def replay(test: pl.DataFrame):
     """(prompt, output, arrival_s scaled to load 0.9, config) as `whatif` replays `test`."""
-    from servecast.analytics.whatif import ServingConfig, capacity, scale_arrivals
+    from servecast.simulator import ServingConfig, capacity, scale_arrivals
 
     cfg = ServingConfig()
     prompt, out = test["prompt_tokens"].to_numpy(), test["output_tokens"].to_numpy()
@@ -84,8 +85,8 @@ def replay_aware(model, test: pl.DataFrame, res: pl.DataFrame) -> None:
 
     import numpy as np
 
-    from servecast.analytics.whatif import simulate
     from servecast.predictors.output_length.runtime import Runtime
+    from servecast.simulator import simulate
 
     prompt, out, arr, cfg = replay(test)
     done = arr + simulate(arr, prompt, out, config=cfg)["jct_s"]
@@ -112,8 +113,8 @@ def jitter_spread(test: pl.DataFrame, p50, res: pl.DataFrame, sigma: float = 0.0
     in the queue (one replay is one draw of a chaotic queue)."""
     import numpy as np
 
-    from servecast.analytics.whatif import simulate
     from servecast.predictors.output_length.metrics import kendall_tau
+    from servecast.simulator import simulate
 
     prompt, out, arr, cfg = replay(test)
     rng = np.random.default_rng(0)
@@ -165,7 +166,7 @@ def main() -> None:
             "GBM prefix, no history": ("metadata", no_history, False),
             "GBM with prefix": ("metadata", meta, True)}))
     if not args.skip_whatif:
-        from servecast.analytics.whatif import sjf_gain, whatif
+        from servecast.simulator import sjf_gain, whatif
 
         train, test, _ = split(load_requests(store, "azure_conv"))
         model = create("metadata", **meta).fit(train)

@@ -74,7 +74,7 @@ predicted p90 or the worst case."""),
         ("code", """\
 import polars as pl
 
-from servecast.analytics.whatif import sjf_gain, whatif
+from servecast.simulator import sjf_gain, whatif
 
 n = 500
 runs = {load: whatif(test[:n], pred["p50"][:n].to_numpy(), pred["p90"][:n].to_numpy(),
@@ -110,8 +110,8 @@ HELD_OUT = "NVIDIA A100-PCIE-40GB"
 frame, devices = kernel_training_data(store, vidur=False)
 train = frame.filter(pl.col("device") != HELD_OUT)
 test = frame.filter(pl.col("device") == HELD_OUT).sample(20_000, seed=0)
-model = KernelLatencyPredictor(epochs=2, max_rows=20_000).fit(train, devices)
-ev = model.evaluate(test, devices)
+model = KernelLatencyPredictor(devices, epochs=2, max_rows=20_000).fit(train)
+ev = model.evaluate(test)
 print(f"{HELD_OUT}, never seen in training: MdAPE {ev['mdape']:.1f}% "
       f"(roofline alone {ev['roofline_mdape']:.1f}%)")
 pl.DataFrame([{"op": k, **v} for k, v in ev["per_op"].items()])"""),
@@ -120,7 +120,7 @@ from servecast.analytics import prediction_plots as pp
 
 bmm = test.filter(pl.col("op") == "bmm").head(1500)
 pp.predicted_vs_measured(bmm["latency_ms"].to_numpy(),
-                         {"learned": model.predict(bmm, devices),
+                         {"learned": model.predict(bmm)["latency_ms"].to_numpy(),
                           "roofline": model.predict_roofline(bmm, devices)},
                          f"bmm on {HELD_OUT} (held out)")"""),
         ("md", """\
@@ -174,8 +174,10 @@ Each domain's loads are predicted from the other domains' with the equilibrium m
 (beta, gamma_eff) are picked on the training domains only. L1 of load shares, lower is
 better; ratio < 1 means the congestion model beats the best baseline."""),
         ("code", """\
-transfer = moe.domain_transfer(store, "olmoe_routing")
-moe.transfer_summary(transfer)"""),
+from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
+
+transfer = domain_transfer(shares)
+transfer_summary(transfer)"""),
         ("md", """\
 ## gamma_eff over training: a tiny small-MoE run
 2 blocks, 8 experts, top-1, trained 24 steps on ShareGPT text (CPU, well under a minute),

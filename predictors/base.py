@@ -1,23 +1,45 @@
-"""The predictor protocol shared by every predictor, and its model card.
+"""The predictor contract shared by every predictor kind, and its model card.
 
-    fit(frame) -> self, predict(frame) -> frame, save(dir), load(dir), evaluate(frame) -> dict
+    fit(frame, target=None) -> self      predict(frame) -> frame      evaluate(frame, target=None)
+    save(dir) -> dir                     load(dir) -> predictor       get_params() -> dict
 
-`save` writes the weights plus `model_card.json` (data, split, metrics, versions); `load`
-refuses a directory written by an incompatible servecast version (ModelVersionError).
+Frames in, frames out. `predict` returns one row per *unit* of the input, in input order:
+a unit is a row for row-wise kinds (`unit = None`: output length, kernel latency, MoE
+congestion) and the distinct values of the `unit` column for kinds whose unit spans several
+rows (interference: `unit = "window_id"`; its output then carries that column first).
+
+Targets: row-wise kinds read their target from a column of `frame` (`target=None`; e.g.
+`output_tokens`, `latency_ms`, `load`); multi-row kinds take `target` as a frame with one
+row per unit ([unit column, target column]). Fixed context (device spec sheets) is a
+constructor parameter or a frame column, never a `fit`/`predict` argument.
+
+Constructor parameters are stored verbatim (`get_params`, captured when the object is built)
+and written to the `ModelCard` by `save`; `load` rebuilds the predictor from them. Every
+`predict`/`evaluate`/`save` checks the fitted state through `check_fitted` (the one place that
+raises `NotFittedError`). `evaluate` has no side effects: it never changes what `predict`
+returns afterwards.
+
+`save` writes the weights plus `model_card.json`; `load` refuses a directory written by an
+incompatible servecast version (ModelVersionError).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import platform
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from servecast.errors import ModelVersionError
+from servecast.errors import ModelVersionError, NotFittedError
 
-#: bump when a saved model's format changes incompatibly
-MODEL_FORMAT = 1
+#: bump when a saved model's format changes incompatibly (2: constructor parameters in the
+#: card's `params`, loaded verbatim)
+MODEL_FORMAT = 2
 
 
 def versions() -> dict[str, str]:
@@ -33,46 +55,163 @@ def versions() -> dict[str, str]:
     return out
 
 
-class Predictor:
-    """Base class: subclasses set `kind` and implement fit/predict/evaluate/_save/_load."""
+@dataclass
+class ModelCard:
+    """What `model_card.json` holds. `params`: the constructor parameters (verbatim);
+    `data`: what the model was fitted on; `split`: how train / validation / test were cut;
+    `metrics`: held-out metrics; `extra`: kind-specific notes (written flat beside the
+    typed fields, so older readers of the JSON keep working)."""
+
+    kind: str
+    format: int = MODEL_FORMAT
+    params: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    saved_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    TYPED: ClassVar[tuple[str, ...]] = ("kind", "format", "params", "data", "split", "metrics",
+                                        "versions", "saved_at")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: the typed fields, then `extra`'s keys at the top level."""
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return out | {k: v for k, v in self.extra.items() if k not in self.TYPED}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelCard:
+        """Read a card object (unknown keys go to `extra`)."""
+        typed = {k: obj[k] for k in cls.TYPED if k in obj and obj[k] is not None}
+        return cls(**typed, extra={k: v for k, v in obj.items() if k not in cls.TYPED})
+
+
+def _record_params(init):
+    """Wrap a subclass `__init__` so the arguments of the outermost call are kept verbatim
+    (defaults filled in, `**kw` flattened) in `self._params`."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        if "_params" not in self.__dict__:
+            sig = inspect.signature(type(self).__init__)
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            params: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = sig.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    params.update(value)
+                elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                    params[name] = value
+            self._params = params
+        init(self, *args, **kwargs)
+
+    wrapper._records_params = True
+    return wrapper
+
+
+class SavedModel(ABC):
+    """A model saved with a card: constructor parameters recorded verbatim (`get_params`),
+    fitted state checked in one place (`check_fitted`), `save` / `load` with
+    `model_card.json`. Subclasses set `kind`, implement is_fitted / _save / _load."""
 
     kind: ClassVar[str]  # e.g. "output_length"; also the sub-folder name in a models dir
 
-    def __init__(self) -> None:
-        self.card: dict[str, Any] = {}
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_params", False):
+            cls.__init__ = _record_params(init)
 
-    # subclasses implement these -----------------------------------------------------------
+    def __init__(self) -> None:
+        self.card: dict[str, Any] = {}  # free-form notes: data, split, metrics, ...
+
+    @property
+    @abstractmethod
+    def is_fitted(self) -> bool:
+        """True once `fit` (or `load`) has set the learned state."""
+
+    @abstractmethod
     def _save(self, path: Path) -> None:
-        raise NotImplementedError
+        """Write the learned state (weights) into the existing directory `path`."""
 
     @classmethod
-    def _load(cls, path: Path, card: dict) -> Predictor:
-        raise NotImplementedError
+    @abstractmethod
+    def _load(cls, path: Path, card: dict) -> SavedModel:
+        """Rebuild a fitted predictor from `path` (built with `card["params"]`)."""
 
-    # shared ------------------------------------------------------------------------------
+    # -- shared ----------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters as given (defaults filled in), a copy."""
+        return dict(getattr(self, "_params", {}))
+
+    def check_fitted(self) -> None:
+        """Raise NotFittedError unless the predictor is fitted (the one place that does)."""
+        if not self.is_fitted:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit(frame) "
+                                 "or load a saved model first")
+
+    def model_card(self) -> ModelCard:
+        """The typed card `save` writes: params from `get_params`, the rest from `card`."""
+        notes = dict(self.card)
+        typed = {k: notes.pop(k) for k in ("data", "split", "metrics") if k in notes}
+        notes.pop("params", None)
+        return ModelCard(kind=self.kind, params=self.get_params(), versions=versions(),
+                         saved_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                         **{k: v for k, v in typed.items() if isinstance(v, dict)},
+                         extra=notes | {k: v for k, v in typed.items()
+                                        if not isinstance(v, dict)})
+
     def save(self, path: str | Path) -> Path:
         """Write weights and `model_card.json` into `path` (created); returns the path."""
+        self.check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save(path)
-        card = {
-            "kind": self.kind,
-            "format": MODEL_FORMAT,
-            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": versions(),
-            **self.card,
-        }
+        card = self.model_card().to_json()
         (path / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
+    def load(cls, path: str | Path) -> SavedModel:
         """Load a model saved by `save` (raises ModelVersionError on a foreign directory)."""
         path = Path(path)
         card = read_card(path, cls.kind)
         model = cls._load(path, card)
         model.card = {k: v for k, v in card.items() if k not in ("kind", "format")}
         return model
+
+    @classmethod
+    def from_params(cls, path: Path, params: dict) -> SavedModel:
+        """`cls(**params)`, or ModelVersionError naming `path` when the saved parameters do
+        not fit this version's constructor."""
+        try:
+            return cls(**params)
+        except TypeError as e:
+            raise ModelVersionError(f"{path}: saved by another servecast version ({e}); "
+                                    "retrain it with this version") from None
+
+
+class Predictor(SavedModel):
+    """Base of every predictor kind (the contract of the module docstring): subclasses set
+    `kind` (and `unit` for multi-row units), implement fit / predict / evaluate /
+    is_fitted / _save / _load."""
+
+    #: None: one prediction per input row; else the column whose distinct values are the units
+    unit: ClassVar[str | None] = None
+
+    @abstractmethod
+    def fit(self, frame, target=None) -> Predictor:
+        """Fit on `frame` (targets as in the module docstring); returns self."""
+
+    @abstractmethod
+    def predict(self, frame):
+        """One output row per unit of `frame`, in input order (a polars DataFrame)."""
+
+    @abstractmethod
+    def evaluate(self, frame, target=None) -> dict:
+        """Held-out metrics of `frame`; no side effects on the predictor."""
 
 
 _RESAVE = "re-save the model or retrain it with this servecast"

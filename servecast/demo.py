@@ -155,7 +155,7 @@ def train_interference(store: Store, models: Path, out: Path, log) -> pl.DataFra
 
 def train_moe(store: Store, models: Path, out: Path, log) -> pl.DataFrame:
     """OLMoE imbalance + a tiny small-MoE run with its gamma_eff model -> models/."""
-    from servecast.predictors.moe_congestion.demo import moe_demo
+    from servecast.moe_demo import moe_demo
 
     res = moe_demo(store, out=out / "moe", log=log)
     _publish(out / "moe" / "models" / "moe_congestion", models / "moe_congestion")

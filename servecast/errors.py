@@ -43,3 +43,7 @@ class InvalidInputError(ServecastError, ValueError):
 
 class ModelVersionError(ServecastError):
     """A saved model directory was written by an incompatible servecast version."""
+
+
+class NotFittedError(InvalidInputError):
+    """A predictor was asked to predict, evaluate or save before `fit` (or `load`)."""

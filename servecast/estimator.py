@@ -2,20 +2,19 @@
 
 A models dir holds one sub-folder per predictor kind (`output_length/`, `kernel_latency/`,
 `interference/`, `moe_congestion/`), each written by that predictor's `save`; a single
-predictor's folder works too. Each kind has a light runtime in
-`servecast.predictors.<kind>.runtime` (class `Runtime`, with `load(path)`), imported on
-first use. Nothing on this path imports DuckDB or Lightning.
+predictor's folder works too. Each registered kind (`predictors.registry.KINDS`) has a light
+runtime following the `registry.Runtime` protocol, imported on first use. Nothing on the
+single-call path imports DuckDB, polars, Lightning or LightGBM; the `*_batch` forms take and
+give frames (polars).
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from servecast.errors import ModelVersionError, ServecastError, UnknownNameError
-
-KINDS = ("output_length", "kernel_latency", "interference", "moe_congestion")
+from servecast.predictors.registry import KINDS, get
 
 
 def __getattr__(name: str):
@@ -73,10 +72,9 @@ class Estimator:
                 raise UnknownNameError(
                     f"no {kind} model in this models dir (has: {', '.join(self.kinds)}); "
                     f"train one with `servecast train {kind.replace('_', '-')}`")
-            module = importlib.import_module(f"servecast.predictors.{kind}.runtime")
             path = self._paths[kind]
             try:
-                self._runtimes[kind] = module.Runtime.load(path)
+                self._runtimes[kind] = get(kind).runtime().load(path)
             except ServecastError:
                 raise
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -84,6 +82,11 @@ class Estimator:
                     f"{path}: the saved {kind} model is malformed ({type(e).__name__}: {e}); "
                     f"retrain it with `servecast train {kind.replace('_', '-')}`") from None
         return self._runtimes[kind]
+
+    def predict(self, kind: str, frame) -> dict:
+        """The Runtime protocol's batch form: columns equal to the `kind` predictor's
+        `predict(frame)` (name -> array)."""
+        return self.runtime(kind).predict(frame)
 
     # -- output length (tokens) -----------------------------------------------------------
     def output_length(self, prompt_tokens: int, model: str | None = None,
@@ -101,10 +104,11 @@ class Estimator:
         ignore it."""
         return self.runtime("output_length").card.get("model_class") == "text"
 
-    def observe_output(self, prompt_tokens: float, output_tokens: float,
-                       session_id: str | None = None, arrival_s: float | None = None) -> None:
+    def observe_output(self, session_id: str | None, prompt_tokens: float,
+                       output_tokens: float, arrival_s: float | None = None) -> None:
         """Record a completed request (tokens; arrival in seconds) for later estimates: its
-        session's context and the prompt-length history."""
+        session's context and the prompt-length history. Same arguments, same order, as the
+        runtime's `observe`."""
         self.runtime("output_length").observe(session_id, prompt_tokens, output_tokens,
                                               arrival_s)
 
@@ -128,12 +132,17 @@ class Estimator:
 
     def interference_batch(self, metrics):
         """Batch form: long frame [window_id, t, metric, value] -> frame[window_id, perf]."""
-        return self.runtime("interference").interference_batch(metrics)
+        import polars as pl
+
+        return pl.DataFrame(self.runtime("interference").predict(metrics))
 
     # -- MoE congestion (gamma_eff) --------------------------------------------------------
-    def moe_congestion(self, loads, quality) -> float:
-        """Effective congestion coefficient gamma_eff from expert loads and quality."""
-        return self.runtime("moe_congestion").moe_congestion(loads, quality)
+    def moe_congestion(self, loads, quality, types=None, layer=None) -> float:
+        """Effective congestion coefficient gamma_eff from expert loads and quality; `types`
+        (B, K) type shares when quality is per type, `layer` the fitted layer whose beta
+        applies (None: the median over layers)."""
+        return self.runtime("moe_congestion").moe_congestion(loads, quality, types=types,
+                                                             layer=layer)
 
     def moe_congestion_batch(self, items):
         """Batch form: list of (loads, quality) -> list of gamma_eff."""

@@ -1,6 +1,7 @@
 """HTTP estimate service: the `Estimator` behind FastAPI (`servecast serve --models DIR`).
 
     POST /v1/output-length    tokens: {p50, p90, p99, mean}
+    POST /v1/output-length/observe  record a completed request (session context): {recorded}
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
@@ -35,6 +36,7 @@ from servecast.estimator import Estimator
 from servecast.servelimits import MAX_BODY_BYTES, BodyLimit
 from servecast.service_models import (
     BatchResult,
+    CompletedRequest,
     ErrorBody,
     Health,
     InterferenceEstimate,
@@ -45,6 +47,7 @@ from servecast.service_models import (
     MoeCongestionRequest,
     OutputLengthEstimate,
     OutputLengthRequest,
+    Recorded,
     single_or_batch,
 )
 
@@ -105,6 +108,11 @@ def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[d
     return [_with_ignored(est, r, row) for r, row in zip(items, rows, strict=True)]
 
 
+def _observe_one(est: Estimator, r: CompletedRequest) -> dict:
+    est.observe_output(r.session_id, r.prompt_tokens, r.output_tokens, arrival_s=r.arrival_s)
+    return {"recorded": True}
+
+
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
     return {"latency_ms": float(est.kernel_latency(r.op, r.shape, r.device_spec.model_dump()))}
 
@@ -140,11 +148,8 @@ def _interference_many(est: Estimator, items: Sequence[InterferenceRequest]) -> 
 
 
 def _moe_one(est: Estimator, r: MoeCongestionRequest) -> dict:
-    if r.types is None and r.layer is None:
-        return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality))}
-    runtime = est.runtime("moe_congestion")
-    return {"gamma_eff": float(runtime.moe_congestion(r.loads, r.quality, types=r.types,
-                                                      layer=r.layer))}
+    return {"gamma_eff": float(est.moe_congestion(r.loads, r.quality, types=r.types,
+                                                  layer=r.layer))}
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,10 @@ ENDPOINTS = [
     Endpoint("output_length", "/v1/output-length", OutputLengthRequest, OutputLengthEstimate,
              _length_one, _length_many, "Output-length quantiles (tokens) of LLM requests",
              "prompt_tokens", (0.0, 1e9)),
+    Endpoint("output_length", "/v1/output-length/observe", CompletedRequest, Recorded,
+             _observe_one, None,
+             "Record completed requests: later estimates of their sessions see them",
+             "output_tokens", (0.0, 1.0)),
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
              _kernel_one, None, "GPU kernel latency (ms) from op, shape and spec",
              "shape", (0.0, 1e8)),

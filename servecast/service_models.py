@@ -57,6 +57,25 @@ class OutputLengthRequest(Body):
     session_id: Name | None = Field(None, description="conversation id (session features)")
 
 
+class CompletedRequest(Body):
+    """A finished request, recorded so later estimates see it (its session's context and
+    the prompt-length history)."""
+
+    session_id: Name | None = Field(None, description="conversation id, as in the estimate")
+    prompt_tokens: int = Field(ge=0, le=100_000_000, strict=True,
+                               description="prompt length in tokens")
+    output_tokens: int = Field(ge=0, le=100_000_000, strict=True,
+                               description="response length in tokens")
+    arrival_s: Finite | None = Field(None, description="arrival time (s, the clock of the "
+                                                       "estimates' arrival_s)")
+
+
+class Recorded(BaseModel):
+    """The completion was recorded."""
+
+    recorded: bool
+
+
 class OutputLengthEstimate(BaseModel):
     """Output-length quantiles and mean, in tokens; `ignored` lists request fields the
     loaded model does not read (e.g. prompt_text sent to a model without text)."""

@@ -34,6 +34,27 @@ def shared_store(tmp_path_factory, data):
     store.close()
 
 
+@pytest.fixture(scope="session")
+def fitted_kind(tmp_path_factory):
+    """kind -> (Fixture, fitted predictor, what `fit` returned, saved dir) for every kind of
+    `predictors.registry.KINDS`, fitted on the kind's small registry fixture once per session
+    (read-only: tests that change a predictor copy or refit it)."""
+    from servecast.predictors.registry import get
+
+    cache: dict = {}
+
+    def fitted(kind: str):
+        if kind not in cache:
+            fx = get(kind).fixture()
+            model = fx.make()
+            out = model.fit(fx.train, fx.train_target)
+            path = model.save(tmp_path_factory.mktemp("models") / kind)
+            cache[kind] = (fx, model, out, path)
+        return cache[kind]
+
+    return fitted
+
+
 @pytest.fixture
 def tmp_store(tmp_path):
     """An empty store in a temporary folder."""

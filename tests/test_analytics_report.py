@@ -16,6 +16,8 @@ import pytest
 from servecast.analytics import cluster, vm_noise
 from servecast.analytics.report import write_report
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 VM_SUBSET = "vm/azure_vm_noise/test_suite=PostgreSQL"
 KINDS = {  # trace -> (adapter, path, minimum number of figures)
     "azure_conv": ("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", 4),

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 APP = Path(__file__).resolve().parent.parent / "app"
 AZURE_CODE = "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
 TIMEOUT = 600  # s per script run: the machine is shared; a quiet one needs a few seconds
@@ -333,7 +335,7 @@ def test_gpu_kernels_page_with_saved_model(app_db, use_db, no_models, shared_sto
     from servecast.predictors.kernel_latency.train import kernel_training_data
 
     frame, devices = kernel_training_data(shared_store, vidur=False)
-    KernelLatencyPredictor(epochs=1, max_rows=5000).fit(frame, devices).save(
+    KernelLatencyPredictor(devices, epochs=1, max_rows=5000).fit(frame).save(
         no_models / "models" / "kernel_latency")
     use_db(app_db)
     at = run("pages/5_GPU_kernels.py")

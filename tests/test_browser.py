@@ -37,8 +37,9 @@ STATE_JS = """JSON.stringify({
 CLICK_JS = """[...document.querySelectorAll('button')].find(b => b.innerText.trim() === %s)
 .click()"""
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium missing: `make browser` (apt-get install chromium)")
+pytestmark = [pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium missing: `make browser` (apt-get install chromium)"),
+    pytest.mark.slow]  # real-data store and a headless browser (> 5 s)
 
 
 class DevTools:

@@ -181,6 +181,7 @@ def test_store_and_query_errors_exit_2(cli_db, tmp_path):
                str(tmp_path / "gone.csv"), "no such file")
 
 
+@pytest.mark.slow
 def test_whatif_replays_the_held_out_requests(cli_db):
     """`servecast whatif` trains a fast model on the first 70% and prints one row per policy."""
     out = servecast("whatif", "conv", "--db", cli_db, "--max-rows", "400", "--aging", "5")

@@ -15,21 +15,14 @@ import pytest
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.estimator import Estimator, LengthEstimate
 from servecast.predictors.output_length import create
+from servecast.predictors.output_length.fixture import requests
 
 ROWS = 3000
 
 
 def _frame(n: int = ROWS, seed: int = 0) -> pl.DataFrame:
     """Synthetic BurstGPT-schema requests: output depends on model, log type and prompt."""
-    rng = np.random.default_rng(seed)
-    model = rng.choice(["ChatGPT", "GPT-4"], n)
-    log = rng.choice(["Conversation log", "API log"], n)
-    prompt = rng.integers(1, 4000, n)
-    base = np.where(model == "GPT-4", 300, 150) * np.where(log == "API log", 0.5, 1.0)
-    out = np.maximum(1, base * (1 + prompt / 4000) * rng.lognormal(0, 0.3, n)).astype(int)
-    return pl.DataFrame({"arrival_s": np.sort(rng.uniform(0, 3600, n)), "model": model,
-                         "log_type": log, "prompt_tokens": prompt, "output_tokens": out,
-                         "failed": np.zeros(n, bool)})
+    return requests(n, seed)
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +69,45 @@ def test_unknown_names(models_dir):
                                              schema={"prompt_tokens": pl.Int64}))
 
 
-def test_hot_path_imports_neither_duckdb_nor_lightning(models_dir):
+#: one single call per registered kind, on the Estimator `est` (the scheduler's hot path)
+HOT_CALLS = {
+    "output_length": "est.output_length(500, model='ChatGPT')",
+    "kernel_latency": "est.kernel_latency('bmm', [8, 256, 256, 256], {spec!r})",
+    "interference": "est.interference({{'ipc': [1.5, 1.2], 'llc_miss_rate': [0.3, 0.5]}})",
+    "moe_congestion": "est.moe_congestion([300, 200, 100, 50, 20, 10, 5, 2], "
+                      "[0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2])",
+}
+#: heavy modules no runtime may import (torch: only the interference networks need it)
+HEAVY = ("duckdb", "polars", "lightning", "pytorch_lightning", "lightgbm")
+
+
+def test_hot_path_covers_every_registered_kind():
+    from servecast.predictors.registry import KINDS
+
+    assert set(HOT_CALLS) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(k, marks=pytest.mark.slow) if k in ("interference", "kernel_latency") else k
+    for k in sorted(HOT_CALLS)])
+def test_hot_path_imports_stay_light(fitted_kind, kind):
+    """Loading a kind through the Estimator and estimating one request imports none of
+    HEAVY (nor torch, except for interference's networks); checked in a fresh process."""
+    from servecast.predictors.kernel_latency.fixture import DEVICES
+
+    path = fitted_kind(kind)[3]
+    heavy = HEAVY + (() if kind == "interference" else ("torch",))
     code = (
         "import sys\n"
         "import servecast.estimator as e\n"
-        f"est = e.Estimator.load({str(models_dir[0])!r})\n"
-        "x = est.output_length(500, model='ChatGPT')\n"
-        "b = est.output_length_batch({'prompt_tokens': [1, 2, 3]})\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in "
-        "('duckdb', 'lightning', 'pytorch_lightning', 'lightgbm', 'torch')]\n"
-        "print(x.p50 > 0, bad)\n"
+        f"est = e.Estimator.load({str(path.parent)!r})\n"
+        f"x = {HOT_CALLS[kind].format(spec=DEVICES['a100'])}\n"
+        f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))\n"
+        "print(est.kinds, bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
-    assert out == "True []", out
+    assert out == f"{[kind]} []", out
 
 
 def test_session_context_changes_the_estimate(tmp_path):
@@ -126,8 +144,8 @@ def test_observe_output_feeds_the_prompt_length_history(models_dir):
     rt = est.runtime("output_length")
     assert rt.history is not None  # the metadata model uses the history features
     n = rt.history.same.get(777.0, [0, 0, 0])[2]
-    est.observe_output(777, 300, arrival_s=10.0)
-    est.observe_output(777, 500, arrival_s=12.0)
+    est.observe_output(None, 777, 300, arrival_s=10.0)
+    est.observe_output(None, 777, 500, arrival_s=12.0)
     assert rt.history.same[777.0][:3] == [500.0, 300.0, n + 2]
     e = est.output_length(777, arrival_s=13.0)
     assert 0 <= e.p50 <= e.p90 <= e.p99

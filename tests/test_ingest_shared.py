@@ -19,6 +19,8 @@ import pytest
 
 from servecast.datasets.catalog import AWAITING_ADAPTERS, SHARED, shared_path
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 PROMPT_ROLES = {"human", "user"}
 REPLY_ROLES = {"gpt", "chatgpt", "assistant", "bing", "bard"}
 

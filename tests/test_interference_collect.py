@@ -21,6 +21,7 @@ BUSY = f"{sys.executable} -c \"while True: pass\""
 PIN = [0] if hasattr(os, "sched_setaffinity") else None
 
 
+@pytest.mark.slow
 def test_corunner_slows_target_and_dataset_is_well_formed(tmp_path):
     ex = run_experiment(TARGET, [BUSY, BUSY], repeats=3, interval=0.1, cpus=PIN)
     runs = ex.runs

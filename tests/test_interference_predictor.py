@@ -14,29 +14,11 @@ import torch
 
 from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
 from servecast.predictors.interference import InterferencePredictor
+from servecast.predictors.interference.fixture import windows as synthetic
 from servecast.predictors.interference.frames import clean_metrics
 from servecast.predictors.interference.runtime import Runtime
 
 torch.set_num_threads(1)  # the shared test machine has 2 cores
-
-
-def synthetic(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    rng = np.random.default_rng(seed)
-    rows, labels = [], []
-    for w in range(n):
-        steps = int(rng.integers(4, 11))
-        pressure = rng.uniform(0, 1)
-        for s in range(steps):
-            t = 0.25 * s  # 4 Hz sampling
-            rows.append((f"w{w}", t, "llc_miss_rate", pressure * (s + 1) / steps
-                         + rng.normal(0, 0.02)))
-            rows.append((f"w{w}", t, "ipc", 2.0 - pressure + rng.normal(0, 0.05)))
-            if w % 3:  # a third of the windows lack this metric entirely
-                rows.append((f"w{w}", t, "net_rx_kpps", rng.normal(50, 10)))
-        labels.append((f"w{w}", float(np.clip(1 - 0.6 * pressure, 0.05, 1))))
-    m = pl.DataFrame(rows, schema=["window_id", "t", "metric", "value"], orient="row")
-    lab = pl.DataFrame(labels, schema=["window_id", "perf"], orient="row")
-    return m, lab
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +70,7 @@ def test_save_load_runtime_roundtrip(tmp_path, data, dual):
     dual.save(tmp_path / "m")
     rt = Runtime.load(tmp_path / "m")
     a = dual.predict(tm)["perf"].to_numpy()
-    b = rt.interference_batch(tm)["perf"].to_numpy()
+    b = rt.predict(tm)["perf"]
     np.testing.assert_allclose(a, b, rtol=1e-5)
     one = tm.filter(pl.col("window_id") == "w3")
     assert rt.interference(one) == pytest.approx(a[3], rel=1e-5)
@@ -139,43 +121,39 @@ def test_nan_values_are_masked_not_fatal(data, dual):
     assert out.height == 150 and out["perf"].is_finite().all()
 
 
-def test_models_saved_without_skip_path_still_load(tmp_path, data):
+def test_models_of_the_previous_format_are_refused(tmp_path, data):
+    """Format 1 kept the hyper-parameters in interference.json (patched with setdefault at
+    load); format 2 loads the card's params verbatim, so a format-1 dir is refused."""
     import json
 
-    (m, lab), (tm, _) = data
+    (m, lab), _ = data
     old = InterferencePredictor("dual", max_steps=10, d_model=16, layers=1, epochs=1,
                                 skip=False).fit(m, lab)
     old.save(tmp_path / "old")
-    state_file = tmp_path / "old" / "interference.json"
-    state = json.loads(state_file.read_text())
-    for key in ("skip", "weight_decay", "wide_l1", "metric_dropout"):  # the earlier format
-        state["config"].pop(key)
-    state_file.write_text(json.dumps(state))
-    np.testing.assert_allclose(Runtime.load(tmp_path / "old").interference_batch(tm)["perf"],
-                               old.predict(tm)["perf"], rtol=1e-5)
+    card_file = tmp_path / "old" / "model_card.json"
+    card = json.loads(card_file.read_text())
+    card["format"] = 1
+    card_file.write_text(json.dumps(card))
+    for load in (InterferencePredictor.load, Runtime.load):
+        with pytest.raises(ModelVersionError, match="model format 1.*retrain"):
+            load(tmp_path / "old")
 
 
 def test_refit_on_train_plus_val_after_validation(tmp_path, data):
     """refit=True: epochs / trees are picked on the val split, then the model is retrained
     on train + val (val windows weighted by recent_weight); config round-trips."""
     (m, lab), (tm, tl) = data
-    ids = lab["window_id"].to_list()
-    tr_ids, va_ids = ids[:400], ids[400:]
-
-    def part(keep):
-        return m.filter(pl.col("window_id").is_in(keep)), lab.filter(pl.col("window_id")
-                                                                     .is_in(keep))
-
+    va_ids = lab["window_id"].to_list()[400:]  # validation: the windows after the first 400
     p = InterferencePredictor("dual", max_steps=10, d_model=16, layers=1, epochs=3,
                               batch_size=64, lr=3e-3, refit=True, recent_weight=2)
-    p.fit(*part(tr_ids), *part(va_ids))
+    p.fit(m, lab.with_columns(validation=pl.col("window_id").is_in(va_ids)))
     assert p.card["training"]["refit_epochs"] == p.card["training"]["best_epoch"] + 1
     assert p.evaluate(tm, tl)["n"] == 150
     g = InterferencePredictor("gbm", max_steps=10, gbm_trees=40, refit=True).fit(m, lab)
     assert 1 <= g.card["training"]["refit_trees"] <= 40
     p.save(tmp_path / "r")
     back = InterferencePredictor.load(tmp_path / "r")
-    assert back.config()["refit"] and back.config()["recent_weight"] == 2
+    assert back.get_params()["refit"] and back.get_params()["recent_weight"] == 2
     np.testing.assert_allclose(back.predict(tm)["perf"].to_numpy(),
                                p.predict(tm)["perf"].to_numpy(), rtol=1e-5)
 
@@ -194,7 +172,7 @@ def test_seed_ensemble_averages_members_and_roundtrips(tmp_path, data):
     np.testing.assert_allclose(p.predict(tm)["perf"].to_numpy(), np.clip(mean, 1e-3, 1),
                                rtol=1e-5)
     p.save(tmp_path / "e")
-    np.testing.assert_allclose(Runtime.load(tmp_path / "e").interference_batch(tm)["perf"],
+    np.testing.assert_allclose(Runtime.load(tmp_path / "e").predict(tm)["perf"],
                                p.predict(tm)["perf"], rtol=1e-5)
     with pytest.raises(InvalidInputError, match="n_seeds"):
         InterferencePredictor("dual", n_seeds=0)

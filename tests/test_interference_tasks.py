@@ -13,6 +13,8 @@ from servecast.predictors.interference.tasks import (
     unit_direction,
 )
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 HIGHER = ["MiB_s", "IOPS", "TPS", "Bogo Ops_s", "ops_sec", "GB_sec", "Requests Per Second",
           "Events Per Second", "MiB_sec"]
 LOWER = ["msec", "ns", "ms", "us Per Event", "Ns Per Event", "seconds"]

@@ -11,6 +11,8 @@ import pytest
 
 from servecast.errors import InvalidInputError, UnknownNameError
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 HELD_OUT = "Tesla V100-PCIE-32GB"
 
 
@@ -40,18 +42,18 @@ def fitted(gpu_store, tmp_path_factory):
     devices = data.device_specs(gpu_store)
     train = frame.filter(pl.col("device") != HELD_OUT).sample(12_000, seed=0)
     test = frame.filter(pl.col("device") == HELD_OUT).sample(3_000, seed=0)
-    model = KernelLatencyPredictor(epochs=4, batch_size=512).fit(train, devices)
+    model = KernelLatencyPredictor(devices, epochs=4, batch_size=512).fit(train)
     path = model.save(tmp_path_factory.mktemp("models") / "kernel_latency")
     return model, path, test, devices
 
 
 def test_held_out_gpu_is_predicted_from_its_spec_better_than_roofline(fitted):
     model, _, test, devices = fitted
-    ev = model.evaluate(test, devices)
+    ev = model.evaluate(test)
     assert ev["rows"] == test.height
     assert ev["mdape"] < ev["roofline_mdape"]
     assert ev["mdape"] < 40
-    pred = model.predict(test, devices)
+    pred = model.predict(test)["latency_ms"].to_numpy()
     assert pred.shape == (test.height,) and (pred > 0).all()
 
 
@@ -64,20 +66,20 @@ def test_saved_model_runtime_estimator_and_cli_agree(fitted, tmp_path):
     spec = devices[HELD_OUT]
     row = pl.DataFrame({"op": ["bmm"], "device": [HELD_OUT], "B": [8], "M": [1024],
                         "N": [1024], "K": [1024]})
-    want = float(model.predict(row, devices)[0])
+    want = float(model.predict(row)["latency_ms"].to_numpy()[0])
     est = Estimator.load(path.parent)
     assert est.kernel_latency("bmm", [8, 1024, 1024, 1024], spec) == pytest.approx(want, 1e-4)
     assert est.kernel_latency("matmul", {"B": 8, "M": 1024, "N": 1024, "K": 1024},
                               spec) == pytest.approx(want, 1e-4)
     batch = est.kernel_latency_batch(test, devices)
-    np.testing.assert_allclose(batch, model.predict(test, devices), rtol=1e-4)
+    np.testing.assert_allclose(batch, model.predict(test)["latency_ms"].to_numpy(), rtol=1e-4)
     # the scalar fast path (plain-float features, folded first layer) equals the batch path
     cols = {"bmm": ["B", "M", "N", "K"], "linear": ["B", "M", "N", "K"], "softmax": ["B", "H"]}
     one = [est.kernel_latency(r["op"], [r[c] for c in cols[r["op"]]], devices[r["device"]])
            for r in test.head(60).iter_rows(named=True)]
     np.testing.assert_allclose(one, batch[:60], rtol=1e-6)
     again = KernelLatencyPredictor.load(path)
-    np.testing.assert_allclose(again.predict(test, devices), model.predict(test, devices))
+    assert again.predict(test).equals(model.predict(test))
     with pytest.raises(InvalidInputError, match="missing key"):
         est.kernel_latency("bmm", [8, 64, 64, 64], {"Mem_Bw": 900})
     with pytest.raises(InvalidInputError, match="must be > 0"):
@@ -99,10 +101,10 @@ def test_saved_model_runtime_estimator_and_cli_agree(fitted, tmp_path):
 def test_help_adapter_ranks_a_meta_valid_device_from_ten_samples(gpu_store, tmp_path):
     import torch
 
-    from servecast.predictors.kernel_latency import data
-    from servecast.predictors.kernel_latency.hardware_adaptive import (
+    from servecast.predictors.hardware_adaptive.predictor import (
         HardwareAdaptiveLatencyPredictor,
     )
+    from servecast.predictors.kernel_latency import data
 
     torch.set_num_threads(1)
     lat, archs, splits = data.help_frames(gpu_store)

@@ -211,10 +211,12 @@ def test_shape_view_members_see_the_device_only_through_the_roofline():
     probe = frame[:40].with_columns(device=pl.lit("c"))
     same_roof = probe.with_columns(device=pl.lit("a"))
     kw = dict(epochs=2, batch_size=256, ensemble=1, max_rows=n)
-    shape = KernelLatencyPredictor(views=("shape",), **kw).fit(frame, devices)
-    np.testing.assert_allclose(shape.predict(probe, devices), shape.predict(same_roof, devices))
-    both = KernelLatencyPredictor(**kw).fit(frame, devices)
-    assert not np.allclose(both.predict(probe, devices), both.predict(same_roof, devices))
+    shape = KernelLatencyPredictor(devices, views=("shape",), **kw).fit(frame)
+    np.testing.assert_allclose(shape.predict(probe)["latency_ms"],
+                               shape.predict(same_roof)["latency_ms"])
+    both = KernelLatencyPredictor(devices, **kw).fit(frame)
+    assert not np.allclose(both.predict(probe)["latency_ms"],
+                           both.predict(same_roof)["latency_ms"])
     with pytest.raises(InvalidInputError, match="unknown view"):
         KernelLatencyPredictor(views=("spec", "gpu"))
 
@@ -258,8 +260,8 @@ def test_leave_one_gpu_out_holds_out_every_board_of_a_chip():
         frame, devices) * rng.uniform(1, 2, n))
     fitted = []
 
-    def make():
-        fitted.append(KernelLatencyPredictor(epochs=1, ensemble=1, batch_size=256))
+    def make(devices):
+        fitted.append(KernelLatencyPredictor(devices, epochs=1, ensemble=1, batch_size=256))
         return fitted[-1]
 
     res = leave_one_gpu_out(frame, devices, make, hold_out=["a80"])

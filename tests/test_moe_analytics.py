@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from servecast.analytics.moe import domain_transfer, imbalance, shares, transfer_summary
+from servecast.analytics.moe import imbalance, shares
+from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
 
 
 def test_metrics_on_known_loads():
@@ -55,7 +56,7 @@ def test_shared_olmoe_mixtral_counts(olmoe_store):
 
 
 def test_domain_transfer_on_shared_counts(olmoe_store):
-    t = domain_transfer(olmoe_store, "olmoe_routing")
+    t = domain_transfer(shares(olmoe_store, "olmoe_routing"))
     assert t.height == 2 * 3 * 5 + 3 * 5 + 3 * 6  # mistral 2x3 layers x5, olmoe top1/topk
     summ = transfer_summary(t)
     assert summ["l1_congestion"].is_between(0, 2).all()

@@ -33,7 +33,7 @@ def test_congestion_flattens_loads():
 @pytest.mark.parametrize("gamma", [4.0, 16.0])
 def test_recovers_planted_gamma_within_10_percent(gamma):
     d = planted_batches(2.0, gamma, n_batches=60, n_types=4, tokens=4096, seed=3)
-    game = CongestionGame(n_bootstrap=0).fit(d.loads, d.quality, d.weights)
+    game = CongestionGame(n_bootstrap=0).fit_arrays(d.loads, d.quality, d.weights)
     fit = game.fits[0]
     assert abs(fit.gamma - gamma) / gamma < 0.10
     assert abs(fit.beta - 2.0) / 2.0 < 0.10
@@ -41,8 +41,8 @@ def test_recovers_planted_gamma_within_10_percent(gamma):
 
 def test_softmax_baseline_and_bootstrap_ci():
     d = planted_batches(1.5, 10.0, n_batches=40, n_types=3, tokens=2048, seed=4)
-    game = CongestionGame(n_bootstrap=8).fit(d.loads, d.quality, d.weights)
-    soft = CongestionGame(fix_gamma=0.0, n_bootstrap=0).fit(d.loads, d.quality, d.weights)
+    game = CongestionGame(n_bootstrap=8).fit_arrays(d.loads, d.quality, d.weights)
+    soft = CongestionGame(fix_gamma=0.0, n_bootstrap=0).fit_arrays(d.loads, d.quality, d.weights)
     assert soft.fits[0].gamma == 0.0
     assert game.fits[0].l1 < soft.fits[0].l1  # the planted congestion is visible
     p = game.params.row(0, named=True)
@@ -56,7 +56,7 @@ def test_save_load_and_estimator(tmp_path):
     from servecast.estimator import Estimator
 
     d = planted_batches(2.0, 12.0, n_batches=40, n_types=1, n_experts=8, tokens=8192, seed=5)
-    game = CongestionGame(n_bootstrap=0).fit(d.loads, d.quality[:, 0])
+    game = CongestionGame(n_bootstrap=0).fit_arrays(d.loads, d.quality[:, 0])
     game.save(tmp_path / "moe_congestion")
     again = CongestionGame.load(tmp_path / "moe_congestion")
     np.testing.assert_allclose(again.predict_loads(d.quality[:3, 0]),
@@ -74,11 +74,11 @@ def test_save_load_and_estimator(tmp_path):
 def test_input_errors_name_the_problem():
     game = CongestionGame(n_bootstrap=0)
     with pytest.raises(InvalidInputError, match="NaN"):
-        game.fit(np.ones((2, 4)), np.array([[0.0, np.nan, 0, 0], [0, 0, 0, 0]]))
+        game.fit_arrays(np.ones((2, 4)), np.array([[0.0, np.nan, 0, 0], [0, 0, 0, 0]]))
     with pytest.raises(InvalidInputError, match="types"):
-        game.fit(np.ones((2, 4)), np.zeros((2, 3, 4)))
+        game.fit_arrays(np.ones((2, 4)), np.zeros((2, 3, 4)))
     with pytest.raises(InvalidInputError, match=">= 0"):
-        game.fit(-np.ones((2, 4)), np.zeros((2, 4)))
+        game.fit_arrays(-np.ones((2, 4)), np.zeros((2, 4)))
     with pytest.raises(InvalidInputError, match="not fitted"):
         game.predict_loads(np.zeros(4))
 
@@ -126,6 +126,7 @@ def test_quality_prior_shrinks_noise_not_signal():
     np.testing.assert_allclose(raw.loads, shrunk.loads)
 
 
+@pytest.mark.slow
 def test_type_count_by_cv_on_training_batches():
     from servecast.predictors.moe_congestion.analysis import compare, select_types
 

@@ -117,6 +117,7 @@ def test_explicit_gamma_is_the_aux_loss_price_per_token():
         explicit_gamma(1.0, -0.1, E)
 
 
+@pytest.mark.slow
 def test_tiny_run_trajectory_and_cli(tmp_path):
     from servecast.cli import main
     from servecast.predictors.moe_congestion.run import RunConfig, checkpoints, train_small_moe

@@ -11,6 +11,8 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length import OutputLengthPredictor, create
 from servecast.predictors.output_length.metrics import split
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 ROWS = 400  # embedding is the CPU cost; the benchmark runs the large sample
 
 
@@ -81,7 +83,7 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
     for r in conv.iter_rows(named=True):
         served.append(est.output_length(r["prompt_tokens"], prompt_text=r["prompt_text"],
                                         session_id=sid))
-        est.observe_output(r["prompt_tokens"], r["output_tokens"], session_id=sid)
+        est.observe_output(sid, r["prompt_tokens"], r["output_tokens"])
     assert np.allclose(np.array(served), est.output_length_batch(conv).to_numpy(), rtol=1e-3)
     assert np.allclose(model.predict(conv).to_numpy(), est.output_length_batch(conv).to_numpy(),
                        rtol=1e-3)

@@ -22,6 +22,8 @@ from servecast.loadtest import post_load
 from servecast.localserver import estimate_service
 from servecast.servelimits import MAX_BODY_BYTES, ServeLimits
 
+pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
+
 # -- tiny models, one per kind (trained with each predictor's public API) -------------------
 
 
@@ -35,7 +37,7 @@ def _train_kernel_latency(store, out):
 
     specs = device_specs(store)
     frame = neusight_frame(store)
-    KernelLatencyPredictor(epochs=1, max_rows=3000).fit(frame, specs).save(out)
+    KernelLatencyPredictor(specs, epochs=1, max_rows=3000).fit(frame).save(out)
     spec = specs[frame["device"][0]]
     return {"op": "bmm", "shape": [8, 256, 256, 256], "device_spec": spec}
 
@@ -67,7 +69,7 @@ def _train_moe_congestion(store, out):
     from servecast.predictors.moe_congestion.synthetic import planted_batches
 
     pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
-    CongestionGame(n_bootstrap=0).fit(pb.loads, pb.quality[:, 0, :]).save(out)
+    CongestionGame(n_bootstrap=0).fit_arrays(pb.loads, pb.quality[:, 0, :]).save(out)
     return {"loads": pb.loads[0].tolist(), "quality": pb.quality[0, 0].tolist()}
 
 
@@ -191,6 +193,29 @@ def test_output_length_unknown_model_is_422(client, trained):
     r = client.post(PATHS["output_length"], json={**body, "model": "no-such-model"})
     assert r.status_code == 422
     assert "no-such-model" in r.json()["message"]
+
+
+def test_observed_completions_feed_later_estimates(client, trained):
+    """POST /v1/output-length/observe records finished requests: the prompt-length history
+    then moves the estimate of the same prompt length; a bad body is 422 naming the field;
+    the MoE route answers through the Estimator with types and layer too."""
+    _sample(trained, "output_length")
+    body = {"prompt_tokens": 4321}
+    before = client.post(PATHS["output_length"], json=body).json()["p50"]
+    done = [{"session_id": "s1", "prompt_tokens": 4321, "output_tokens": 20_000,
+             "arrival_s": 10.0 + i} for i in range(3)]
+    r = client.post("/v1/output-length/observe", json={"items": done})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"items": [{"recorded": True}] * 3}
+    after = client.post(PATHS["output_length"], json=body).json()["p50"]
+    assert after > before
+    r = client.post("/v1/output-length/observe", json={**done[0], "output_tokens": -1})
+    assert r.status_code == 422 and "output_tokens" in r.json()["message"]
+    moe = _sample(trained, "moe_congestion")
+    r = client.post(PATHS["moe_congestion"], json={**moe, "layer": 0})
+    assert r.status_code == 200
+    assert r.json()["gamma_eff"] == client.post(PATHS["moe_congestion"], json=moe).json()[
+        "gamma_eff"]  # one fitted layer: its beta is the median
 
 
 def test_interference_accepts_metric_mapping(client, trained):

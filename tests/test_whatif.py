@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from servecast.analytics.whatif import POLICIES, ServingConfig, simulate, whatif
 from servecast.errors import InvalidInputError
+from servecast.simulator import POLICIES, ServingConfig, simulate, whatif
 
 
 def test_single_request_known_answer():

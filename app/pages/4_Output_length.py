@@ -10,9 +10,9 @@ import polars as pl
 import streamlit as st
 
 from servecast.analytics import prediction_plots as pp
-from servecast.analytics.whatif import POLICIES, ServingConfig, sjf_gain, whatif
 from servecast.app import common
 from servecast.errors import ServecastError
+from servecast.simulator import POLICIES, ServingConfig, sjf_gain, whatif
 
 # Azure conversation shows the predictor best (bimodal outputs that prompts partly explain)
 trace = common.page_trace("Output length", "llm_requests", prefer="azure_conv")

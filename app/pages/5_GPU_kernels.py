@@ -71,7 +71,7 @@ def predict(frame: pl.DataFrame, devices: dict) -> dict[str, np.ndarray]:
     """Latency (ms) per row by method: roofline and, when available, the learned model."""
     out = {"roofline": KernelLatencyPredictor.predict_roofline(frame, devices)}
     if model is not None:
-        out["learned"] = model.predict(frame, devices)
+        out["learned"] = model.with_devices(devices).predict(frame)["latency_ms"].to_numpy()
     return out
 
 

@@ -11,8 +11,8 @@ import polars as pl
 import streamlit as st
 
 from servecast.analytics import moe_plots
-from servecast.analytics.moe import transfer_summary
 from servecast.app import common
+from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
 
 #: a tiny small-MoE run for the dashboard (about a minute on 2 CPU cores)
 TINY = dict(alpha=0.01, steps=24, snapshots=3, eval_windows=16, train_conversations=40,
@@ -45,7 +45,7 @@ st.subheader("gamma_eff from the routing counts")
 st.caption("Leave-one-domain-out: each domain's loads are predicted from the other domains' "
            "with the congestion equilibrium; (beta, gamma_eff) are chosen on the training "
            "domains only. L1 distance of load shares (0-2), lower is better.")
-transfer = T("moe.domain_transfer", trace)
+transfer = st.cache_data(show_spinner=False, max_entries=16)(domain_transfer)(shares)
 common.table(transfer_summary(transfer), f"{trace}_transfer_summary",
              "Mean held-out L1 per model and assignment; ratio < 1: congestion model better "
              "than the best baseline")

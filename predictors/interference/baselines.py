@@ -6,33 +6,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from servecast.predictors.interference.windows import window_stats
+
 STATS = ("last", "mean", "std", "min", "max", "slope", "count")
-
-
-def window_stats(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per metric: last observed, mean, std, min, max, slope per step and count -> [N, 7M].
-
-    Statistics of a metric never observed in the window are NaN (LightGBM handles them).
-    """
-    n, t, m = values.shape
-    w = mask.astype(np.float64)
-    cnt = w.sum(1)
-    seen = cnt > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(seen, (values * w).sum(1) / cnt, np.nan)
-        var = np.where(seen, (w * (values - np.nan_to_num(mean)[:, None]) ** 2).sum(1) / cnt,
-                       np.nan)
-        vmin = np.where(seen, np.where(mask, values, np.inf).min(1), np.nan)
-        vmax = np.where(seen, np.where(mask, values, -np.inf).max(1), np.nan)
-        last_idx = t - 1 - np.argmax(mask[:, ::-1, :], axis=1)
-        last = np.where(seen, np.take_along_axis(values, last_idx[:, None, :], 1)[:, 0], np.nan)
-        steps = np.arange(t, dtype=np.float64)[None, :, None]
-        ts = (steps * w).sum(1) / np.maximum(cnt, 1)
-        cov = (w * (steps - ts[:, None]) * (values - np.nan_to_num(mean)[:, None])).sum(1)
-        sxx = (w * (steps - ts[:, None]) ** 2).sum(1)
-        slope = np.where(sxx > 0, cov / np.where(sxx > 0, sxx, 1), np.nan)
-    feats = [last, mean, np.sqrt(var), vmin, vmax, slope, cnt]
-    return np.concatenate(feats, axis=1).astype(np.float32)
+__all__ = ["GBMRegressor", "STATS", "target_history", "window_stats"]
 
 
 def target_history(metrics: pl.DataFrame, target: str, k: int) -> pl.DataFrame:

@@ -39,7 +39,11 @@ def train_model(task: Task, model: str, settings: dict | None = None,
                               **cfg)
     tm, tl = task.part("train")
     vm, vl = task.part("val")
-    p.fit(tm, tl, vm if vl.height else None, vl if vl.height else None)
+    if vl.height:  # one metrics frame; the labels mark the validation windows
+        tm = pl.concat([tm, vm])
+        tl = pl.concat([tl.with_columns(validation=pl.lit(False)),
+                        vl.with_columns(validation=pl.lit(True))])
+    p.fit(tm, tl)
     p.card.update({"task": task.name,
                    "split": {**p.card.get("split", {}), "rule": _split_rule(task)}})
     return p
@@ -67,7 +71,8 @@ def compare(task: Task, models=MODEL_ORDER, settings: dict | None = None,
         t0, c0 = time.perf_counter(), time.process_time()
         p = train_model(task, name, settings)
         fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-        res = p.evaluate(tm, tl, groups)
+        res = p.evaluate(tm, tl.join(groups.select("window_id", "group"), on="window_id",
+                                     how="left", maintain_order="left"))
         p.card["test"] = res
         if out is not None:
             p.save(Path(out) / task.name / name)

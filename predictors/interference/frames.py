@@ -16,10 +16,10 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.predictors.interference.windows import CLIP
 
 METRIC_COLUMNS = ("window_id", "t", "metric", "value")
 LABEL_COLUMNS = ("window_id", "perf")
-CLIP = 8.0  # robust z-scores are clipped to +-CLIP
 
 
 def _frame(obj, columns: tuple[str, ...], what: str) -> pl.DataFrame:

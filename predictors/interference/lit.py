@@ -121,14 +121,3 @@ def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch
     return net, {"epochs": epochs, "best_epoch": keep.epoch,
                  "val_mae": keep.best if keep.state is not None else None,
                  "device": str(trainer.strategy.root_device)}
-
-
-@torch.no_grad()
-def predict_net(net: InterferenceNet, values: np.ndarray, mask: np.ndarray,
-                batch: int = 4096) -> np.ndarray:
-    """perf predictions for arrays on CPU, in batches."""
-    out = []
-    for i in range(0, len(values), batch):
-        out.append(net(torch.from_numpy(values[i:i + batch]),
-                       torch.from_numpy(mask[i:i + batch])).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -29,6 +29,7 @@ single-branch baseline).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -145,3 +146,14 @@ class NetEnsemble(nn.Module):
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(values, mask) for m in self.members]).mean(0)
+
+
+@torch.no_grad()
+def predict_net(net: nn.Module, values: np.ndarray, mask: np.ndarray,
+                batch: int = 4096) -> np.ndarray:
+    """perf predictions for arrays on CPU, in batches."""
+    out = []
+    for i in range(0, len(values), batch):
+        out.append(net(torch.from_numpy(values[i:i + batch]),
+                       torch.from_numpy(mask[i:i + batch])).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

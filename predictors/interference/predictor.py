@@ -5,8 +5,11 @@ window of black-box metrics, for any metric names, sampling rate or label source
     p.predict(metrics)            # -> polars frame [window_id, perf]
     p.evaluate(metrics, labels)   # -> {"mae", "mae_pp", "rmse", "bias", "n", ...}
 
-`metrics` is long (`window_id, t, metric, value`; see frames.py for masking rules) and
-`labels` is `window_id, perf`. Models (`MODELS`):
+`metrics` is long (`window_id, t, metric, value`; see frames.py for masking rules); the unit
+of prediction is the window (`unit = "window_id"`). `labels` (the `target`) is `window_id,
+perf`, one row per window, plus optionally `validation` (bool: windows that only select the
+epoch / tree count, in `fit`) and `group` (per-group scores, in `evaluate`). Models
+(`MODELS`):
 
 - `dual`: CloudFormer-style dual-branch Transformer (temporal + metric attention); with
   `skip=True` (default) plus a wide path on generic per-metric window statistics and a
@@ -30,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.predictors.base import Predictor, read_json, read_torch_state
+from servecast.predictors.base import Predictor, read_json
 from servecast.predictors.interference.frames import (
     Normalizer,
     Windows,
@@ -38,16 +41,16 @@ from servecast.predictors.interference.frames import (
     clean_metrics,
     tensorize,
 )
+from servecast.predictors.interference.runtime import NEURAL, PERF_MIN, load_net
 
 MODELS = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
-NEURAL = ("dual", "temporal")
-PERF_MIN = 1e-3  # predictions are clipped to [PERF_MIN, 1]
 
 
 class InterferencePredictor(Predictor):
     """Predict perf in (0, 1] of metric windows (kind `interference`)."""
 
     kind = "interference"
+    unit = "window_id"
 
     def __init__(self, model: str = "dual", max_steps: int = 16, target_metric: str | None = None,
                  d_model: int = 64, heads: int = 4, layers: int = 2, dropout: float = 0.1,
@@ -82,23 +85,29 @@ class InterferencePredictor(Predictor):
     def _windows(self, df: pl.DataFrame, ids: list | None = None) -> Windows:
         return tensorize(df, self.norm, self.max_steps, ids)
 
-    def _xy(self, metrics, labels) -> tuple[pl.DataFrame, pl.DataFrame, Windows, np.ndarray]:
-        df = clean_metrics(metrics)
-        lab = clean_labels(labels, df["window_id"].unique())
-        if self.norm is None:
-            self.norm = Normalizer.fit(df)
+    def _xy(self, df: pl.DataFrame, lab: pl.DataFrame) -> tuple[Windows, np.ndarray]:
         win = self._windows(df, lab["window_id"].to_list())
-        return df, lab, win, lab["perf"].to_numpy().astype(np.float32)
+        return win, lab["perf"].to_numpy().astype(np.float32)
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, metrics, labels, val_metrics=None, val_labels=None) -> InterferencePredictor:
-        """Train on `metrics`/`labels`. Validation (best-epoch selection, GBM early stop) uses
-        `val_metrics`/`val_labels` when given, else the last `val_frac` of the labelled
-        windows in `labels` order (pass labels in time order)."""
-        self.norm = None
-        df, lab, win, y = self._xy(metrics, labels)
-        if val_metrics is not None and val_labels is not None:
-            _, _, vwin, vy = self._xy(val_metrics, val_labels)
+    def fit(self, frame, target=None) -> InterferencePredictor:
+        """Train on metrics `frame` and labels `target`. Validation (best-epoch selection, GBM
+        early stop) uses the windows whose `validation` is true when the labels have that
+        column, else the last `val_frac` of the labelled windows in label order (pass labels
+        in time order). The normalizer is fitted on the training windows only."""
+        if target is None:
+            raise InvalidInputError("interference: fit(metrics, labels) needs the labels frame "
+                                    "[window_id, perf] as `target`")
+        df = clean_metrics(frame)
+        labels = pl.DataFrame(target) if isinstance(target, dict) else target
+        held = (labels["validation"].cast(pl.Boolean).fill_null(False).to_numpy()
+                if "validation" in labels.columns else np.zeros(len(labels), bool))
+        lab = clean_labels(labels, df["window_id"].unique())
+        train_ids = lab.filter(pl.Series(~held))["window_id"]
+        self.norm = Normalizer.fit(df.filter(pl.col("window_id").is_in(train_ids.implode())))
+        win, y = self._xy(df, lab.filter(pl.Series(~held)))
+        if held.any():
+            vwin, vy = self._xy(df, lab.filter(pl.Series(held)))
             tr = (win.values, win.mask, y)
             va = (vwin.values, vwin.mask, vy)
         elif self.val_frac > 0 and len(y) >= 20:
@@ -155,7 +164,7 @@ class InterferencePredictor(Predictor):
                     window_stats(full[0], full[1]), full[2])
                 log = {"refit_trees": int(trees)}
         self.card.update({
-            "model": self.model, "config": self.config(),
+            "model": self.model,
             "data": {"windows": len(y), "metrics": len(self.norm.metrics),
                      "observations": df.height, "unknown_metrics_at_fit": win.unknown_metrics},
             "split": {"train_windows": len(tr[2]), "val_windows": 0 if va is None else len(va[2])},
@@ -163,22 +172,14 @@ class InterferencePredictor(Predictor):
         })
         return self
 
-    def config(self) -> dict:
-        return dict(model=self.model, max_steps=self.max_steps, target_metric=self.target_metric,
-                    **self.hp, epochs=self.epochs, batch_size=self.batch_size,
-                    val_frac=self.val_frac, ma_k=self.ma_k, gbm_trees=self.gbm_trees,
-                    seed=self.seed, refit=self.refit,
-                    recent_weight=self.recent_weight, n_seeds=self.n_seeds)
-
     # -- predict -----------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if self.norm is None:
-            raise InvalidInputError("this InterferencePredictor is not fitted; call fit() or "
-                                    "load() a saved model first")
+    @property
+    def is_fitted(self) -> bool:
+        return self.norm is not None
 
     def predict(self, metrics) -> pl.DataFrame:
         """Frame [window_id, perf] (perf in [0.001, 1]), one row per window, input order."""
-        self._check_fitted()
+        self.check_fitted()
         df = clean_metrics(metrics)
         ids = df["window_id"].unique(maintain_order=True).to_list()
         perf = self._predict(df, ids)
@@ -190,7 +191,7 @@ class InterferencePredictor(Predictor):
             return self._history(df, ids)
         win = self._windows(df, ids)
         if self.model in NEURAL:
-            from servecast.predictors.interference.lit import predict_net
+            from servecast.predictors.interference.net import predict_net
 
             return predict_net(self.net, win.values, win.mask).astype(np.float64)
         from servecast.predictors.interference.baselines import window_stats
@@ -210,25 +211,29 @@ class InterferencePredictor(Predictor):
         return out.to_numpy().astype(np.float64)
 
     # -- evaluate ----------------------------------------------------------------------------
-    def evaluate(self, metrics, labels, groups=None) -> dict:
+    def evaluate(self, metrics, target=None) -> dict:
         """MAE of perf (`mae`, and `mae_pp` in percentage points), RMSE, bias (mean of
-        predicted - true), n; with `groups` (frame [window_id, group]) also per group."""
-        self._check_fitted()
+        predicted - true), n, against the labels `target`; where the labels carry a `group`
+        column, also per group (`by_group`)."""
+        self.check_fitted()
+        if target is None:
+            raise InvalidInputError("interference: evaluate(metrics, labels) needs the labels "
+                                    "frame [window_id, perf] as `target`")
         df = clean_metrics(metrics)
+        labels = pl.DataFrame(target) if isinstance(target, dict) else target
         lab = clean_labels(labels, df["window_id"].unique())
         pred = self.predict(df).rename({"perf": "pred"})
         joined = lab.join(pred, on="window_id")
         out = scores(joined)
-        if groups is not None:
-            g = joined.join(pl.DataFrame(groups).select("window_id", "group"), on="window_id")
+        if "group" in labels.columns:
+            g = joined.join(labels.select("window_id", "group"), on="window_id")
             out["by_group"] = {str(k[0]): scores(part)
                                for k, part in g.group_by("group", maintain_order=True)}
         return out
 
     # -- persistence -------------------------------------------------------------------------
     def _save(self, path: Path) -> None:
-        self._check_fitted()
-        state = {"config": self.config(), "norm": self.norm.to_dict(),
+        state = {"norm": self.norm.to_dict(),
                  "mean_perf": self.mean_perf}
         (path / "interference.json").write_text(json.dumps(state))
         if self.net is not None:
@@ -241,21 +246,13 @@ class InterferencePredictor(Predictor):
     @classmethod
     def _load(cls, path: Path, card: dict) -> InterferencePredictor:
         state = read_json(path / "interference.json",
-                          {"config": dict, "norm": dict, "mean_perf": (int, float)})
-        cfg = dict(state["config"])
-        cfg.setdefault("skip", False)  # saved before the skip path: the original network
-        model = cls(**cfg)
+                          {"norm": dict, "mean_perf": (int, float)})
+        cfg = card["params"]
+        model = cls.from_params(path, cfg)
         model.norm = Normalizer.from_dict(state["norm"])
         model.mean_perf = float(state["mean_perf"])
         if model.model in NEURAL:
-            from servecast.predictors.interference.net import InterferenceNet, NetEnsemble
-
-            hp = {k: cfg[k] for k in ("d_model", "heads", "layers", "dropout", "skip")}
-            nets = [InterferenceNet(len(model.norm.metrics), model.max_steps,
-                                    branches=model.model, **hp) for _ in range(model.n_seeds)]
-            net = nets[0] if model.n_seeds == 1 else NetEnsemble(nets)
-            net.load_state_dict(read_torch_state(path / "net.pt"))
-            model.net = net.eval()
+            model.net = load_net(path, cfg, len(model.norm.metrics))
         elif model.model == "gbm":
             from servecast.predictors.interference.baselines import GBMRegressor
 

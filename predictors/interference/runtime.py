@@ -1,64 +1,112 @@
-"""Estimator runtime of the interference predictor (no DuckDB, no Lightning import).
+"""Estimator runtime of the interference predictor: numpy, plus torch for the networks (no
+DuckDB, no polars, no Lightning).
 
     rt = Runtime.load("models/interference")
     rt.interference({"cpu_util": [0.4, 0.9, 0.95], "ctx_switches": [1e4, 3e4, 5e4]})  # -> perf
-    rt.interference_batch(long_frame)  # [window_id, t, metric, value] -> [window_id, perf]
+    rt.predict(long_frame)  # [window_id, t, metric, value] -> {"window_id": [...], "perf": [...]}
+
+Reads what `InterferencePredictor.save` wrote (the card's params, interference.json, net.pt or
+gbm.txt) and gives the predictor's numbers. The `gbm` family evaluates its LightGBM trees
+with lightgbm itself (its splits route NaN statistics), imported when such a model loads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from servecast.errors import InvalidInputError
-from servecast.predictors.interference.predictor import InterferencePredictor
+from servecast.errors import ModelVersionError
+from servecast.predictors.base import read_card
+from servecast.predictors.interference.windows import (
+    long_columns,
+    target_history,
+    tensorize,
+    window_columns,
+    window_index,
+    window_stats,
+)
 
-
-def window_frame(window) -> pl.DataFrame:
-    """One window as a long frame [window_id=0, t, metric, value].
-
-    Accepts a long frame (`t, metric, value`; a `window_id` column, if any, must hold one
-    id), a mapping metric -> sequence of values (equally spaced steps, aligned at the end),
-    or a mapping metric -> number (a single step).
-    """
-    if isinstance(window, Mapping):
-        if not window:
-            raise InvalidInputError("metrics window: no metrics; give at least one")
-        rows: dict[str, list] = {"t": [], "metric": [], "value": []}
-        for name, vals in window.items():
-            seq = np.atleast_1d(np.asarray(vals, dtype=np.float64))
-            n = len(seq)
-            rows["t"] += list(range(-n + 1, 1))
-            rows["metric"] += [str(name)] * n
-            rows["value"] += seq.tolist()
-        df = pl.DataFrame(rows)
-    else:
-        df = window if isinstance(window, pl.DataFrame) else pl.from_pandas(window)
-        if "window_id" in df.columns:
-            if df["window_id"].n_unique() > 1:
-                raise InvalidInputError("metrics window: several window_ids; use "
-                                        "interference_batch for many windows")
-            df = df.drop("window_id")
-    return df.with_columns(pl.lit(0, dtype=pl.Int64).alias("window_id"))
+NEURAL = ("dual", "temporal")
+PERF_MIN = 1e-3  # predictions are clipped to [PERF_MIN, 1]
 
 
 class Runtime:
     """Loaded interference model; perf in (0, 1], 1 = no degradation."""
 
-    def __init__(self, model: InterferencePredictor):
-        self.model = model
+    kind = "interference"
+
+    def __init__(self, params: dict, state: dict, net=None, booster=None):
+        self.params = params
+        self.family = params["model"]
+        self.max_steps = int(params["max_steps"])
+        norm = state["norm"]
+        self.metrics = list(norm["metrics"])
+        self.center = np.asarray(norm["center"], dtype=np.float64)
+        self.scale = np.asarray(norm["scale"], dtype=np.float64)
+        self.mean_perf = float(state["mean_perf"])
+        self.net, self.booster = net, booster
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
-        return cls(InterferencePredictor.load(path))
+        path = Path(path)
+        params = read_card(path, "interference")["params"]
+        state_file = path / "interference.json"
+        if not state_file.is_file():
+            raise ModelVersionError(f"{path}: interference.json missing; re-save the model")
+        state = json.loads(state_file.read_text())
+        net = booster = None
+        if params["model"] in NEURAL:
+            net = load_net(path, params, len(state["norm"]["metrics"]))
+        elif params["model"] == "gbm":
+            import lightgbm as lgb
+
+            booster = lgb.Booster(model_file=str(path / "gbm.txt"))
+        return cls(params, state, net, booster)
 
     def interference(self, metrics_window) -> float:
-        """Predicted perf of one metrics window (see `window_frame` for accepted forms)."""
-        return float(self.model.predict(window_frame(metrics_window))["perf"][0])
+        """Predicted perf of one metrics window: a mapping metric -> values (equally spaced
+        steps, aligned at the end) or metric -> number, or a long frame of one window."""
+        return float(self._perf(window_columns(metrics_window))[1][0])
 
-    def interference_batch(self, metrics) -> pl.DataFrame:
-        """Long frame [window_id, t, metric, value] -> frame [window_id, perf]."""
-        return self.model.predict(metrics)
+    def predict(self, metrics) -> dict[str, np.ndarray]:
+        """Long frame [window_id, t, metric, value] -> columns {window_id, perf}, one entry per
+        window in order of first appearance (the predictor's `predict`, without polars)."""
+        ids, perf = self._perf(long_columns(metrics))
+        return {"window_id": np.asarray(ids), "perf": perf}
+
+    def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
+        if self.family in ("last", "moving_average", "mean"):
+            ids, w = window_index(cols["window_id"])
+            perf = np.full(len(ids), self.mean_perf)
+            target = self.params.get("target_metric")
+            if self.family != "mean" and target:
+                last, ma = target_history(cols, len(ids), w, target, int(self.params["ma_k"]))
+                hist = last if self.family == "last" else ma
+                perf = np.where(np.isnan(hist), self.mean_perf, hist)
+        else:
+            ids, values, mask = tensorize(cols, self.metrics, self.center, self.scale,
+                                          self.max_steps)
+            if self.net is not None:
+                from servecast.predictors.interference.net import predict_net
+
+                perf = predict_net(self.net, values, mask).astype(np.float64)
+            else:
+                perf = self.booster.predict(window_stats(values, mask),
+                                            num_iteration=self.booster.best_iteration or None)
+        return ids, np.clip(perf, PERF_MIN, 1.0)
+
+
+def load_net(path: Path, params: dict, n_metrics: int):
+    """The saved network (a seed ensemble when `n_seeds` > 1), CPU, eval mode."""
+    from servecast.predictors.base import read_torch_state
+    from servecast.predictors.interference.net import InterferenceNet, NetEnsemble
+
+    hp = {k: params[k] for k in ("d_model", "heads", "layers", "dropout", "skip")}
+    n_seeds = int(params.get("n_seeds", 1))
+    nets = [InterferenceNet(n_metrics, int(params["max_steps"]), branches=params["model"], **hp)
+            for _ in range(n_seeds)]
+    net = nets[0] if n_seeds == 1 else NetEnsemble(nets)
+    net.load_state_dict(read_torch_state(path / "net.pt"))
+    return net.eval()

@@ -17,9 +17,10 @@ def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = pri
     Returns rows [what, value] for the summary."""
     import numpy as np
 
+    from servecast.predictors.hardware_adaptive.train import train_help_model
     from servecast.predictors.kernel_latency import data
     from servecast.predictors.kernel_latency.runtime import Runtime
-    from servecast.predictors.kernel_latency.train import train_help_model, train_kernel_model
+    from servecast.predictors.kernel_latency.train import train_kernel_model
 
     out = Path(out)
     # one member per view keeps the demo quick (the benchmarks train the default three)

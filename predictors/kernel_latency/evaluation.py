@@ -34,7 +34,7 @@ def _summary(name: str, ops: np.ndarray, pred: np.ndarray, roof: np.ndarray,
 
 
 def leave_one_gpu_out(frame: pl.DataFrame, devices: Mapping[str, Mapping],
-                      make: Callable[[], KernelLatencyPredictor],
+                      make: Callable[[Mapping[str, Mapping]], KernelLatencyPredictor],
                       log: Callable[[str], None] | None = None,
                       hold_out: Sequence[str] | None = None) -> pl.DataFrame:
     """Fit on all GPUs but one, predict the held-out GPU from its spec; repeat for each GPU
@@ -50,9 +50,9 @@ def leave_one_gpu_out(frame: pl.DataFrame, devices: Mapping[str, Mapping],
     for g in chips:
         test = groups == g
         held = ", ".join(sorted(set(names[test])))
-        model = make().fit(frame.filter(pl.Series(~test)), devices)
+        model = make(devices).fit(frame.filter(pl.Series(~test)))
         part = frame.filter(pl.Series(test))
-        pred = model.predict(part, devices)
+        pred = model.predict(part)["latency_ms"].to_numpy()
         roof = model.predict_roofline(part, devices)
         res = _summary(held, part["op"].to_numpy(), pred, roof, part["latency_ms"].to_numpy())
         if log:

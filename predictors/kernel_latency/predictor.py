@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
@@ -46,7 +47,11 @@ def mdape(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 class KernelLatencyPredictor(Predictor):
-    """Cross-device kernel latency: `fit(frame, devices)`, `predict(frame, devices)` (ms).
+    """Cross-device kernel latency: `fit(frame)`, `predict(frame)` -> frame[latency_ms] (ms).
+
+    `devices` (the fixed context) maps every device name the frames use (column `device`)
+    to its spec sheet; `with_devices` gives a copy that also knows other devices (a GPU never
+    measured: same weights, more spec sheets). The target is the frame's `latency_ms` column.
 
     `use_spec_features` feeds the raw (log) spec numbers to the MLP besides the roofline
     terms; off by default, so the learner sees devices only through physics and cannot
@@ -71,11 +76,13 @@ class KernelLatencyPredictor(Predictor):
 
     kind = "kernel_latency"
 
-    def __init__(self, epochs: int = 20, hidden: int = 64, layers: int = 3,
+    def __init__(self, devices: Mapping[str, Mapping] | None = None, epochs: int = 20,
+                 hidden: int = 64, layers: int = 3,
                  batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
                  use_spec_features: bool = False, seed: int = 0, ensemble: int = 3,
                  views: tuple[str, ...] = ("spec", "shape"), **trainer_kw):
         super().__init__()
+        self.devices = {str(k): dict(v) for k, v in (devices or {}).items()}
         self.config = dict(epochs=epochs, hidden=hidden, layers=layers, batch_size=batch_size,
                            lr=lr, max_rows=max_rows, use_spec_features=use_spec_features,
                            seed=seed, ensemble=ensemble, views=list(views))
@@ -89,18 +96,32 @@ class KernelLatencyPredictor(Predictor):
         self.std: np.ndarray | None = None
 
     # -- features -------------------------------------------------------------------------
-    def _design(self, frame, devices, need_latency: bool):
-        rows = kernel_rows(frame, devices, need_latency)
+    def _design(self, frame, need_latency: bool):
+        rows = kernel_rows(frame, self.devices, need_latency)
         X, base = features(rows.ops, rows.shape, rows.spec)
         if not self.config["use_spec_features"]:
             X = np.delete(X, spec_feature_slice(X.shape[1]), axis=1)
         return rows, X, base
 
     # -- protocol ---------------------------------------------------------------------------
-    def fit(self, frame, devices: Mapping[str, Mapping]) -> KernelLatencyPredictor:
-        """Fit on `frame` [op, device, shape columns, latency_ms]; `devices` maps every device
-        name in it to its spec dict. Returns self."""
-        rows, X, base = self._design(frame, devices, need_latency=True)
+    @property
+    def is_fitted(self) -> bool:
+        return self.weights is not None
+
+    def with_devices(self, devices: Mapping[str, Mapping]) -> KernelLatencyPredictor:
+        """A copy (sharing the weights) whose device context also holds `devices`."""
+        params = self.get_params() | {"devices": self.devices | dict(devices)}
+        out = type(self)(**params)
+        out.weights, out.mean, out.std, out.card = self.weights, self.mean, self.std, self.card
+        return out
+
+    def fit(self, frame, target=None) -> KernelLatencyPredictor:
+        """Fit on `frame` [op, device, shape columns, latency_ms] (target=None: the target is
+        the latency_ms column). Returns self."""
+        if target is not None:
+            raise InvalidInputError("the target is the frame's latency_ms column; pass "
+                                    "target=None")
+        rows, X, base = self._design(frame, need_latency=True)
         y = np.log(rows.latency_ms) - np.log(base)
         cfg = self.config
         # standardize with the whole training set (members share mean/std)
@@ -129,17 +150,18 @@ class KernelLatencyPredictor(Predictor):
         self.card = {
             "data": {"rows": int(len(rows.ops)), "ops": sorted(set(rows.ops)),
                      "devices": sorted(set(rows.devices.tolist()))},
-            "config": cfg,
             "target": "log(latency_ms / roofline_ms), L1 loss; ensemble members of each "
                       "view averaged in log space (merged into one block-diagonal MLP)",
         }
         return self
 
-    def predict(self, frame, devices: Mapping[str, Mapping]) -> np.ndarray:
-        """Latency in ms per row of `frame` (aligned with its rows)."""
-        if self.weights is None:
-            raise InvalidInputError("predictor is not fitted; call fit() or load() first")
-        _, X, base = self._design(frame, devices, need_latency=False)
+    def predict(self, frame) -> pl.DataFrame:
+        """frame[latency_ms]: latency in ms per row of `frame` (aligned with its rows)."""
+        return pl.DataFrame({"latency_ms": self._latency(frame)})
+
+    def _latency(self, frame) -> np.ndarray:
+        self.check_fitted()
+        _, X, base = self._design(frame, need_latency=False)
         mlp = MergedMLP(self.weights, member_count(self.config))
         return base * np.exp(mlp((X - self.mean) / clean_std(self.std)))
 
@@ -149,11 +171,14 @@ class KernelLatencyPredictor(Predictor):
         rows = kernel_rows(frame, devices)
         return features(rows.ops, rows.shape, rows.spec)[1]
 
-    def evaluate(self, frame, devices: Mapping[str, Mapping]) -> dict:
+    def evaluate(self, frame, target=None) -> dict:
         """MdAPE (%) overall and per op, with the roofline baseline's beside it."""
-        rows = kernel_rows(frame, devices, need_latency=True)
-        pred = self.predict(frame, devices)
-        roof = self.predict_roofline(frame, devices)
+        if target is not None:
+            raise InvalidInputError("the target is the frame's latency_ms column; pass "
+                                    "target=None")
+        rows = kernel_rows(frame, self.devices, need_latency=True)
+        pred = self._latency(frame)
+        roof = self.predict_roofline(frame, self.devices)
         true = rows.latency_ms
         out = {"rows": int(len(true)), "mdape": mdape(pred, true),
                "roofline_mdape": mdape(roof, true), "per_op": {}}
@@ -165,8 +190,6 @@ class KernelLatencyPredictor(Predictor):
 
     # -- persistence ------------------------------------------------------------------------
     def _save(self, path: Path) -> None:
-        if self.weights is None:
-            raise InvalidInputError("nothing to save: fit the predictor first")
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
         np.savez(path / "weights.npz", mean=self.mean, std=self.std, **arrays)
         from servecast.predictors.kernel_latency.physics import FEATURE_SET
@@ -178,11 +201,8 @@ class KernelLatencyPredictor(Predictor):
     def _load(cls, path: Path, card: dict) -> KernelLatencyPredictor:
         from servecast.predictors.kernel_latency.runtime import check_feature_set
 
-        cfg = json.loads((path / "config.json").read_text())
-        check_feature_set(cfg, path)
-        cfg.pop("feature_set", None)
-        cfg.setdefault("views", ["spec"])  # saved before views existed
-        model = cls(**cfg)
+        check_feature_set(json.loads((path / "config.json").read_text()), path)
+        model = cls.from_params(path, card["params"])
         with np.load(path / "weights.npz") as z:
             model.mean, model.std = z["mean"], z["std"]
             model.weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]

@@ -115,10 +115,15 @@ def spec_feature_slice(n_features: int) -> slice:
 
 
 class Runtime:
-    """A loaded kernel-latency model (weights.npz + config.json written by the predictor)."""
+    """A loaded kernel-latency model (weights.npz + config.json written by the predictor);
+    `devices` are the spec sheets it was built with (the batch `predict` reads them)."""
+
+    kind = "kernel_latency"
 
     def __init__(self, weights: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
-                 use_spec_features: bool, members: int = 1):
+                 use_spec_features: bool, members: int = 1,
+                 devices: Mapping[str, Mapping] | None = None):
+        self.devices = dict(devices or {})
         self.mlp = MergedMLP(weights, members)
         self.mean, self.std = mean.astype(np.float64), clean_std(std)
         self.use_spec = use_spec_features
@@ -131,13 +136,13 @@ class Runtime:
         from servecast.predictors.base import read_card, read_json
 
         path = Path(path)
-        read_card(path, "kernel_latency")
+        card = read_card(path, "kernel_latency")
         cfg = read_json(path / "config.json")
         check_feature_set(cfg, path)
         with np.load(path / "weights.npz") as z:
             weights = [z[f"w{i}"] for i in range(len(z.files) - 2)]
             return cls(weights, z["mean"], z["std"], bool(cfg.get("use_spec_features")),
-                       member_count(cfg))
+                       member_count(cfg), card["params"].get("devices"))
 
     def _predict(self, ops: np.ndarray, shape: dict, spec: np.ndarray) -> np.ndarray:
         from servecast.predictors.kernel_latency.physics import features
@@ -235,6 +240,11 @@ class Runtime:
         cols = {c: np.array([dims[c]]) for c in OPS[name][1]}
         return float(features(np.array([name], dtype=object), cols,
                               self._spec_row(device_spec))[1][0])
+
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """{"latency_ms": ms per row} of frame[op, device, shape columns], devices from the
+        model's spec sheets (the Runtime protocol; `kernel_latency_batch` takes others)."""
+        return {"latency_ms": self.kernel_latency_batch(frame, self.devices)}
 
     def kernel_latency_batch(self, frame, devices: Mapping[str, Mapping]) -> np.ndarray:
         """Latency (ms) per row of frame[op, device, shape columns]."""

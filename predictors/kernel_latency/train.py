@@ -7,7 +7,6 @@ from collections.abc import Callable
 import polars as pl
 
 from servecast.predictors.kernel_latency import data
-from servecast.predictors.kernel_latency.hardware_adaptive import HardwareAdaptiveLatencyPredictor
 from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
 
@@ -38,23 +37,10 @@ def train_kernel_model(store, epochs: int = 20, max_rows: int | None = None,
     frame, devices = kernel_training_data(store, vidur, neusight_trace, vidur_trace)
     if log:
         log(f"training on {frame.height:,} kernels of {frame['device'].n_unique()} devices")
-    model = KernelLatencyPredictor(epochs=epochs, max_rows=max_rows, **kw).fit(frame, devices)
-    ev = model.evaluate(frame, devices)
+    model = KernelLatencyPredictor(devices, epochs=epochs, max_rows=max_rows, **kw).fit(frame)
+    ev = model.evaluate(frame)
     model.card["metrics"] = {"in_sample": ev}
     report = pl.DataFrame([{"op": "all", "rows": ev["rows"], "mdape": ev["mdape"],
                             "roofline_mdape": ev["roofline_mdape"]}]
                           + [{"op": k, **v} for k, v in ev["per_op"].items()])
-    return model, report
-
-
-def train_help_model(store, epochs: int = 30, trace: str = "help_nasbench201", **kw
-                     ) -> tuple[HardwareAdaptiveLatencyPredictor, pl.DataFrame]:
-    """Meta-train on split.json's meta_train devices; returns (model, evaluation on the
-    meta_valid devices [device, method, spearman, mape])."""
-    lat, archs, splits = data.help_frames(store, trace)
-    model = HardwareAdaptiveLatencyPredictor(epochs=epochs, **kw)
-    model.meta_fit(lat, archs, splits["meta_train"], splits["meta_valid"],
-                   splits["hardware_embedding_arch_indices"])
-    report = model.evaluate(lat, archs, splits["meta_valid"])
-    model.card["metrics"] = {"meta_valid": report.to_dicts()}
     return model, report

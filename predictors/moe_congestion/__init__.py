@@ -4,11 +4,21 @@ estimators, trajectories and phases, and the split of gamma_eff into the auxilia
 explicit part and the implicit rest (`explicit_gamma`). See README.md in this folder for
 the operationalization.
 
-Heavy parts (torch) are imported lazily: `from servecast.predictors.moe_congestion.model
-import SmallMoELM`.
+Everything loads lazily (the runtime, runtime.py, imports numpy and scipy only); heavy parts
+(torch) are imported where used: `from servecast.predictors.moe_congestion.model import
+SmallMoELM`.
 """
 
-from servecast.predictors.moe_congestion.decomposition import explicit_gamma
-from servecast.predictors.moe_congestion.game import CongestionGame
+_LAZY = {"CongestionGame": "game", "explicit_gamma": "decomposition"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"servecast.predictors.moe_congestion.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(name)
+
 
 __all__ = ["CongestionGame", "explicit_gamma"]

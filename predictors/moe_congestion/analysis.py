@@ -179,7 +179,7 @@ def layer_batches(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_type
 
 def fit_game(train: Batches, fix_gamma=None, n_bootstrap: int = 0, seed: int = 0):
     """CongestionGame fitted on `train` batches."""
-    return CongestionGame(fix_gamma=fix_gamma, n_bootstrap=n_bootstrap, seed=seed).fit(
+    return CongestionGame(fix_gamma=fix_gamma, n_bootstrap=n_bootstrap, seed=seed).fit_arrays(
         train.loads, train.quality, train.types)
 
 
@@ -203,7 +203,7 @@ def select_types(snap: dict, layer: int, quality: str = DEFAULT_QUALITY,
                 continue
             sub, val = train.subset(fit_idx), train.subset(val_idx)
             game = fit_game(sub)
-            errs.append(game.evaluate(val.loads, val.quality, val.types)["mean"])
+            errs.append(game.evaluate_arrays(val.loads, val.quality, val.types)["mean"])
         scores[k] = float(np.mean(errs)) if errs else float("inf")
     best = min(scores, key=lambda k: (round(scores[k], 12), k))
     return best, scores
@@ -238,7 +238,8 @@ def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int
         rows.append({"model": name, "types": train.quality.shape[1], "beta": p["beta"],
                      "gamma": p["gamma"], "gamma_lo": p["gamma_lo"], "gamma_hi": p["gamma_hi"],
                      "train_l1": p["train_l1"],
-                     "heldout_l1": game.evaluate(test.loads, test.quality, test.types)["mean"]})
+                     "heldout_l1": game.evaluate_arrays(test.loads, test.quality,
+                                                        test.types)["mean"]})
     if cv_types:
         k, _ = select_types(snap, layer, quality, tuple(cv_types), seed, shrink)
         kd = layer_batches(snap, layer, quality, max(k, 1), seed, shrink)
@@ -248,7 +249,8 @@ def compare(snap: dict, layer: int, quality: str = DEFAULT_QUALITY, n_types: int
         rows.append({"model": "congestion_cv", "types": train.quality.shape[1],
                      "beta": p["beta"], "gamma": p["gamma"], "gamma_lo": None,
                      "gamma_hi": None, "train_l1": p["train_l1"],
-                     "heldout_l1": game.evaluate(test.loads, test.quality, test.types)["mean"]})
+                     "heldout_l1": game.evaluate_arrays(test.loads, test.quality,
+                                                        test.types)["mean"]})
         rows.append({"model": "type_mix_cv", "types": kd["type_routing"].shape[0],
                      "heldout_l1": _type_mix_l1(kd, test_shares)})
     return pl.DataFrame(rows, schema_overrides={c: pl.Float64 for c in (

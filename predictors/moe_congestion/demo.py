@@ -1,10 +1,9 @@
-"""Fast end-to-end MoE routing demo (`moe_demo`) and the model-fitting step of the CLI."""
+"""The model-fitting step of the MoE demo and CLI: a `CongestionGame` from a small-MoE run
+(the demo itself, which also draws the analytics, is `servecast.moe_demo`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import polars as pl
 
 from servecast.predictors.moe_congestion.game import CongestionGame
 
@@ -33,40 +32,8 @@ def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str | No
     for layer in range(n_layers(snap)):
         b = typed_batches(snap, layer, quality, n_types)["multi"]
         loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types
-    game = CongestionGame(n_bootstrap=n_bootstrap).fit(loads, quals, types)
+    game = CongestionGame(n_bootstrap=n_bootstrap).fit_arrays(loads, quals, types)
     game.card.update({"data": {"run_dir": str(run_dir), "step": step, "quality": quality,
-                               "types": n_types}, "split": "all batches of the checkpoint"})
+                               "types": n_types},
+                      "split": {"rule": "all batches of the checkpoint"}})
     return game
-
-
-def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/moe",
-             log=print, steps: int = 60, n_bootstrap: int = 5) -> dict[str, pl.DataFrame]:
-    """Fast demo: imbalance + leave-one-domain-out on `trace` (if in `store`), a tiny small-MoE
-    run (`steps` steps; ~25 s CPU on one idle core) with its gamma_eff trajectory (point
-    estimates), and a saved model (bootstrap CIs from `n_bootstrap` refits) under
-    OUT/models/moe_congestion. Returns the result frames (imbalance, transfer if the trace is
-    in the store; trajectory, phases, params)."""
-    from servecast.analytics.moe import domain_transfer, imbalance, transfer_summary
-    from servecast.analytics.moe_plots import imbalance_plot, trajectory_plot
-    from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
-    from servecast.predictors.moe_congestion.trajectory import phases, trajectory
-
-    out = Path(out)
-    res: dict[str, pl.DataFrame] = {}
-    if store is not None and trace in store.traces()["trace"].to_list():
-        res["imbalance"] = imbalance(store, trace)
-        res["transfer"] = transfer_summary(domain_transfer(store, trace))
-        imbalance_plot(res["imbalance"], out / "imbalance.png")
-        log(f"moe: imbalance of {trace}: {res['imbalance'].height} (model, domain, layer) rows")
-    run = train_small_moe(out / "run", RunConfig(alpha=0.01, steps=steps, snapshots=2,
-                                                 eval_windows=48, batch_windows=2,
-                                                 train_conversations=120,
-                                                 eval_conversations=30), log=log)
-    res["trajectory"] = trajectory(run, n_bootstrap=0)
-    res["phases"] = phases(res["trajectory"])
-    trajectory_plot(res["trajectory"], res["phases"], out / "trajectory.png")
-    game = fit_from_run(run, n_bootstrap=n_bootstrap)
-    game.save(out / "models" / "moe_congestion")
-    res["params"] = game.params
-    log(f"moe: gamma_eff trajectory and model written under {out}")
-    return res

@@ -12,7 +12,9 @@ held-out domain never informs its own prediction).
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
+from servecast.errors import InvalidInputError
 from servecast.predictors.moe_congestion.equilibrium import equilibrium, preferences_from_loads
 from servecast.predictors.moe_congestion.fitting import l1, normalize_loads
 
@@ -62,3 +64,35 @@ def leave_one_domain_out(loads: np.ndarray) -> list[dict]:
             "l1_congestion": float(l1(congestion_mean(train, g, b), test)),
         })
     return out
+
+
+def domain_transfer(s: pl.DataFrame) -> pl.DataFrame:
+    """Leave-one-domain-out prediction of each domain's load shares from the other domains'
+    on a shares frame (`analytics.moe.shares`: model, checkpoint, assignment, layer, domain,
+    expert, tokens): frame [model, checkpoint, assignment, layer, held_out, l1_uniform,
+    l1_mean_domains, l1_congestion, gamma]; groups with < 3 domains are skipped."""
+    rows = []
+    for key, part in s.group_by(["model", "checkpoint", "assignment", "layer"],
+                                maintain_order=True):
+        wide = part.pivot(on="expert", index="domain", values="tokens").sort("domain")
+        domains = wide["domain"].to_list()
+        if len(domains) < 3:
+            continue
+        mat = np.nan_to_num(wide.drop("domain").to_numpy().astype(float))
+        for r in leave_one_domain_out(mat):
+            rows.append(dict(zip(["model", "checkpoint", "assignment", "layer"], key, strict=True))
+                        | {**r, "held_out": domains[r["held_out"]]})
+    if not rows:
+        raise InvalidInputError("domain transfer needs >= 3 domains per (model, layer)")
+    return pl.DataFrame(rows)
+
+
+def transfer_summary(transfer: pl.DataFrame) -> pl.DataFrame:
+    """Mean held-out L1 per (model, assignment) of the three predictors, and the congestion
+    model's ratio to the better baseline (< 1 = better)."""
+    return (transfer.group_by(["model", "assignment"]).agg(
+        pl.len().alias("cases"), pl.col("l1_uniform").mean(), pl.col("l1_mean_domains").mean(),
+        pl.col("l1_congestion").mean(), pl.col("gamma").median().alias("gamma_median"))
+        .with_columns(ratio_vs_best_baseline=pl.col("l1_congestion")
+                      / pl.min_horizontal("l1_uniform", "l1_mean_domains"))
+        .sort(["model", "assignment"]))

@@ -34,60 +34,13 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.moe_congestion.equilibrium import as_batches, equilibrium
 from servecast.predictors.moe_congestion.fitting import Fit, fit_layer, l1, normalize_loads
+from servecast.predictors.moe_congestion.inputs import (
+    check_inputs,
+    frame_arrays,
+    predicted_loads,
+)
 
 Layered = dict  # {layer: array}
-
-
-def check_inputs(
-    loads, quality, types=None, where: str = "input"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate and shape one layer's arrays -> loads (B, E) shares, quality (B, K, E), w (B, K).
-
-    loads: (E,) or (B, E) token counts or shares; quality: (E,), (B, E) or (B, K, E);
-    types: None or type shares (B, K). Raises InvalidInputError naming the problem.
-    """
-    try:
-        loads_arr = np.asarray(loads, dtype=float)
-        q_arr = np.asarray(quality, dtype=float)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"{where}: loads/quality must be numeric arrays ({e})") from None
-    if loads_arr.ndim not in (1, 2) or loads_arr.shape[-1] < 2:
-        raise InvalidInputError(
-            f"{where}: loads must be (E,) or (batches, E) with E >= 2 experts, got shape "
-            f"{loads_arr.shape}")
-    if loads_arr.ndim == 1:
-        loads_arr = loads_arr[None]
-        if q_arr.ndim == 1:
-            q_arr = q_arr[None]
-        elif q_arr.ndim == 2 and types is not None:
-            q_arr = q_arr[None]
-    if not np.isfinite(loads_arr).all() or (loads_arr < 0).any():
-        raise InvalidInputError(f"{where}: loads must be finite and >= 0 (token counts or shares)")
-    if (loads_arr.sum(axis=1) <= 0).any():
-        raise InvalidInputError(f"{where}: a batch has zero total load; drop empty batches")
-    B, E = loads_arr.shape
-    if q_arr.ndim == 2:
-        q_arr = q_arr[:, None, :]
-    if q_arr.ndim != 3 or q_arr.shape[0] != B or q_arr.shape[2] != E:
-        raise InvalidInputError(
-            f"{where}: quality shape {np.shape(quality)} does not match loads {np.shape(loads)}; "
-            "expected (E,), (batches, E) or (batches, types, E)")
-    if not np.isfinite(q_arr).all():
-        raise InvalidInputError(f"{where}: quality has NaN/inf; fill missing types with 0 "
-                                "and give them weight 0")
-    K = q_arr.shape[1]
-    if types is not None:
-        w = np.asarray(types, dtype=float)
-        if w.shape != (B, K) or not np.isfinite(w).all() or (w < 0).any():
-            raise InvalidInputError(
-                f"{where}: types must be type shares of shape (batches, types) = {(B, K)}, "
-                f">= 0; got {w.shape}")
-        if (w.sum(axis=1) <= 0).any():
-            raise InvalidInputError(f"{where}: a batch has all type shares zero")
-    elif K > 1:
-        raise InvalidInputError(f"{where}: quality has {K} types; pass their shares as `types`")
-    q, w = as_batches(q_arr, None if types is None else w)
-    return normalize_loads(loads_arr), q, w
 
 
 def _layered(x, layers: list) -> dict:
@@ -101,6 +54,11 @@ class CongestionGame(Predictor):
 
     fix_gamma: fit beta only with gamma fixed (0 = the temperature-softmax baseline).
     n_bootstrap: batch-bootstrap refits for the CIs (0 = none); ci: interval mass (0.9).
+
+    Contract form: `fit(frame)` / `evaluate(frame)` on a long frame [layer, batch, expert,
+    quality, (type, weight), load] (the target is the `load` column: token counts or shares
+    per batch and expert); `predict(frame)` -> one `load_pred` share per input row. The array
+    forms `fit_arrays` / `evaluate_arrays` take one layer's arrays or {layer: array} dicts.
     """
 
     kind = "moe_congestion"
@@ -115,7 +73,16 @@ class CongestionGame(Predictor):
         self.sizes: dict = {}  # layer -> (batches, types, experts)
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, loads, quality, types=None) -> CongestionGame:
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.fits)
+
+    def fit(self, frame, target=None) -> CongestionGame:
+        """Fit each layer of the long frame (target: its `load` column). Returns self."""
+        loads, quality, types = _frame_layers(frame, target)
+        return self.fit_arrays(loads, quality, types)
+
+    def fit_arrays(self, loads, quality, types=None) -> CongestionGame:
         """Fit each layer. Arguments are one layer's arrays (see `check_inputs`) or dicts
         {layer: array} with the same keys. Returns self."""
         layers = list(loads) if isinstance(loads, dict) else [0]
@@ -129,8 +96,7 @@ class CongestionGame(Predictor):
             self.fits[layer] = fit
             self.sizes[layer] = (ls.shape[0], q.shape[1], ls.shape[1])
             self.intervals[layer] = self._bootstrap(ls, q, w, fit)
-        self.card.update({"fix_gamma": self.fix_gamma, "n_bootstrap": self.n_bootstrap,
-                          "ci": self.ci, "metrics": {"train_l1": self.train_l1()}})
+        self.card.update({"metrics": {"train_l1": self.train_l1()}})
         return self
 
     def _bootstrap(self, loads, q, w, fit: Fit) -> dict:
@@ -152,8 +118,7 @@ class CongestionGame(Predictor):
 
     # -- prediction ------------------------------------------------------------------------
     def _fit_of(self, layer) -> Fit:
-        if not self.fits:
-            raise InvalidInputError("CongestionGame is not fitted; call fit(...) first")
+        self.check_fitted()
         if layer is None:
             if len(self.fits) > 1:
                 raise InvalidInputError(f"several layers fitted ({list(self.fits)}); pass layer=")
@@ -171,32 +136,28 @@ class CongestionGame(Predictor):
         q, w = as_batches(q, None if types is None else np.atleast_2d(types))
         return equilibrium(q, w, fit.beta, fit.gamma)
 
-    def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Protocol form: long frame [layer, batch, expert, quality, (type, weight)] ->
-        frame [layer, batch, expert, load_pred] (shares)."""
-        out = []
-        for layer, q, w, batches in frame_to_arrays(frame, with_loads=False):
-            pred = self.predict_loads(q, w, layer=layer)
-            B, E = pred.shape
-            out.append(pl.DataFrame({
-                "layer": [layer] * (B * E), "batch": np.repeat(batches, E),
-                "expert": np.tile(np.arange(E), B), "load_pred": pred.ravel()}))
-        return pl.concat(out)
+    def predict(self, frame) -> pl.DataFrame:
+        """Long frame [layer, batch, expert, quality, (type, weight)] -> frame [load_pred]:
+        the equilibrium load share of each row's (layer, batch, expert), row-aligned."""
+        self.check_fitted()
+        frame = _polars(frame)
+        cols = {c: frame[c].to_numpy() for c in frame.columns}
+        return pl.DataFrame({"load_pred": predicted_loads(
+            cols, lambda layer: (self._fit_of(layer).beta, self._fit_of(layer).gamma))})
 
-    def evaluate(self, loads, quality=None, types=None) -> dict:
-        """Mean held-out L1 per layer {layer: l1} (+ 'mean'); arrays or dicts as in `fit`, or a
-        long frame with a `load` column as the only argument."""
-        if isinstance(loads, pl.DataFrame):
-            items = [(lay, q, w, ld) for lay, q, w, _, ld in frame_to_arrays(loads, True)]
-        else:
-            layers = list(loads) if isinstance(loads, dict) else [next(iter(self.fits), 0)]
-            ld, qd, td = (_layered(x, layers) for x in (loads, quality, types))
-            items = []
-            for layer in layers:
-                ls, q, w = check_inputs(ld[layer], qd[layer], td.get(layer), f"layer {layer}")
-                items.append((layer, q, w, ls))
+    def evaluate(self, frame, target=None) -> dict:
+        """Mean held-out L1 per layer {layer: l1} (+ 'mean') of the long frame (target: its
+        `load` column)."""
+        return self.evaluate_arrays(*_frame_layers(frame, target))
+
+    def evaluate_arrays(self, loads, quality=None, types=None) -> dict:
+        """`evaluate` on arrays or {layer: array} dicts as in `fit_arrays`."""
+        self.check_fitted()
+        layers = list(loads) if isinstance(loads, dict) else [next(iter(self.fits), 0)]
+        ld, qd, td = (_layered(x, layers) for x in (loads, quality, types))
         res = {}
-        for layer, q, w, ls in items:
+        for layer in layers:
+            ls, q, w = check_inputs(ld[layer], qd[layer], td.get(layer), f"layer {layer}")
             pred = self.predict_loads(q, w, layer=layer)
             res[layer] = float(l1(pred, normalize_loads(ls)).mean())
         res["mean"] = float(np.mean(list(res.values())))
@@ -222,7 +183,7 @@ class CongestionGame(Predictor):
 
     # -- persistence -----------------------------------------------------------------------
     def _save(self, path: Path) -> None:
-        data = {"fix_gamma": self.fix_gamma, "layers": [
+        data = {"layers": [
             {"layer": layer, "beta": f.beta, "gamma": f.gamma, "l1": f.l1,
              "sizes": list(self.sizes[layer]), "ci": self.intervals.get(layer, {})}
             for layer, f in self.fits.items()]}
@@ -231,7 +192,7 @@ class CongestionGame(Predictor):
     @classmethod
     def _load(cls, path: Path, card: dict) -> CongestionGame:
         data = json.loads((path / "params.json").read_text())
-        game = cls(fix_gamma=data["fix_gamma"], n_bootstrap=card.get("n_bootstrap", 0))
+        game = cls.from_params(path, card["params"])
         for row in data["layers"]:
             game.fits[row["layer"]] = Fit(row["beta"], row["gamma"], row["l1"])
             game.sizes[row["layer"]] = tuple(row["sizes"])
@@ -239,30 +200,19 @@ class CongestionGame(Predictor):
         return game
 
 
-def frame_to_arrays(frame: pl.DataFrame, with_loads: bool):
-    """Long frame [layer, batch, expert, quality, (type, weight), (load)] -> per layer
-    (layer, quality (B, K, E), weights (B, K), batch ids, [loads (B, E)])."""
-    need = {"layer", "batch", "expert", "quality"} | ({"load"} if with_loads else set())
-    missing = need - set(frame.columns)
-    if missing:
-        raise InvalidInputError(f"frame lacks column(s) {sorted(missing)}; expected "
-                                "layer, batch, expert, quality (+ type, weight; load)")
-    if "type" not in frame.columns:
-        frame = frame.with_columns(type=pl.lit(0), weight=pl.lit(1.0))
-    for (layer,), part in frame.sort("layer").group_by("layer", maintain_order=True):
-        batches = np.sort(part["batch"].unique().to_numpy())
-        types = np.sort(part["type"].unique().to_numpy())
-        E = int(part["expert"].max()) + 1
-        bi = np.searchsorted(batches, part["batch"].to_numpy())
-        ki = np.searchsorted(types, part["type"].to_numpy())
-        ei = part["expert"].to_numpy()
-        q = np.zeros((len(batches), len(types), E))
-        q[bi, ki, ei] = part["quality"].to_numpy()
-        w = np.zeros((len(batches), len(types)))
-        w[bi, ki] = part["weight"].to_numpy()
-        item = (layer, q, w, batches)
-        if with_loads:
-            ld = np.zeros((len(batches), E))
-            ld[bi, ei] = part["load"].to_numpy()  # repeated per type: same value
-            item = item + (ld,)
-        yield item
+def _polars(frame) -> pl.DataFrame:
+    return frame if isinstance(frame, pl.DataFrame) else pl.DataFrame(frame)
+
+
+def _frame_layers(frame, target) -> tuple[dict, dict, dict]:
+    """{layer: loads}, {layer: quality}, {layer: type shares} of a long frame with a `load`
+    column (`target` must be None)."""
+    if target is not None:
+        raise InvalidInputError("moe_congestion: the target is the frame's load column; pass "
+                                "target=None")
+    frame = _polars(frame)
+    loads, quality, types = {}, {}, {}
+    for layer, q, w, _, ld in frame_arrays({c: frame[c].to_numpy() for c in frame.columns},
+                                           with_loads=True):
+        loads[layer], quality[layer], types[layer] = ld, q, w
+    return loads, quality, types

@@ -8,19 +8,26 @@ congestion coefficient whose logit equilibrium best matches the loads (1-D L1 fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from servecast.errors import InvalidInputError, ModelVersionError
 from servecast.predictors.base import read_card, read_json
+from servecast.predictors.moe_congestion.fitting import fit_gamma_given_beta
+from servecast.predictors.moe_congestion.inputs import check_inputs, predicted_loads
 
 
 class Runtime:
     """gamma_eff estimates from a saved `moe_congestion` model directory."""
 
-    def __init__(self, betas: dict[str, float], card: dict):
+    kind = "moe_congestion"
+
+    def __init__(self, betas: dict[str, float], card: dict,
+                 gammas: dict[str, float] | None = None):
         self.betas, self.card = betas, card
+        self.gammas = gammas or {}
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
@@ -38,7 +45,7 @@ class Runtime:
         betas = {str(r["layer"]): float(r["beta"]) for r in rows}
         if not betas:
             raise ModelVersionError(f"{path}: model has no fitted layer")
-        return cls(betas, card)
+        return cls(betas, card, {str(r["layer"]): float(r["gamma"]) for r in data["layers"]})
 
     def beta(self, layer=None) -> float:
         """Inverse temperature of `layer` (None: median over the fitted layers)."""
@@ -51,11 +58,21 @@ class Runtime:
     def moe_congestion(self, loads, quality, types=None, layer=None) -> float:
         """gamma_eff (utility per unit load share, >= 0) for loads (E,) or (B, E) token counts
         or shares and quality (E,), (B, E) or (B, K, E) with type shares `types` (B, K)."""
-        from servecast.predictors.moe_congestion.fitting import fit_gamma_given_beta
-        from servecast.predictors.moe_congestion.game import check_inputs
-
         shares, q, w = check_inputs(loads, quality, types, where="moe_congestion")
         return fit_gamma_given_beta(shares, q, w, self.beta(layer)).gamma
+
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """The predictor's `predict` without polars: long frame [layer, batch, expert, quality,
+        (type, weight)] -> {"load_pred": equilibrium load share per row} under each layer's
+        fitted (beta, gamma)."""
+        cols = {c: np.asarray(frame[c]) for c in
+                (frame.keys() if isinstance(frame, Mapping) else frame.columns)}
+        return {"load_pred": predicted_loads(cols, self._layer_params)}
+
+    def _layer_params(self, layer) -> tuple[float, float]:
+        if str(layer) not in self.gammas:
+            raise InvalidInputError(f"layer {layer!r} not in the model (has {list(self.betas)})")
+        return self.betas[str(layer)], self.gammas[str(layer)]
 
     def moe_congestion_batch(self, items) -> list[float]:
         """gamma_eff for each (loads, quality) or (loads, quality, types) item."""

@@ -41,15 +41,12 @@ class BinnedQuantiles(OutputLengthModel):
         self.min_rows = min_rows
         self._table: LengthTable | None = None
 
-    def _params(self) -> dict:
-        return {"bins": self.bins, "min_rows": self.min_rows, "calib_frac": self.calib_frac,
-                "window": self.window}
 
     def _codes(self, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         X = self.encoder.transform(df)
         return X[:, 1].astype(np.intp), X[:, 2].astype(np.intp), X[:, 0]
 
-    def _fit(self, train: pl.DataFrame) -> None:
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
         self.encoder.columns = list(BASE_COLUMNS)
         m, lg, p = self._codes(train)
         y = train["output_tokens"].to_numpy().astype(np.float64)
@@ -108,14 +105,12 @@ class SlidingWindow(OutputLengthModel):
         self.history = history
         self.recent: dict[str, list[float]] = {}  # segment key -> last `history` outputs
 
-    def _params(self) -> dict:
-        return {"history": self.history, "calib_frac": self.calib_frac, "window": self.window}
 
     def _segments(self, df: pl.DataFrame) -> pl.Series:
         X = self.encoder.transform(df)
         return pl.Series([f"{int(a)}:{int(b)}" for a, b in X[:, 1:3]], dtype=pl.Utf8)
 
-    def _fit(self, train: pl.DataFrame) -> None:
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
         self.encoder.columns = list(BASE_COLUMNS)
         self.recent = {}
         self._push(self._segments(train), train["output_tokens"].to_numpy())

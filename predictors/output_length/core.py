@@ -8,6 +8,7 @@ Failed requests (`failed` true: 0 output tokens by convention) are left out of f
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -53,7 +54,8 @@ class OutputLengthModel(Predictor):
         self.calibrator = Calibrator(window)
 
     # -- subclass hooks --------------------------------------------------------------------
-    def _fit(self, train: pl.DataFrame) -> None:
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
+        """Fit on `train`; `valid` (later-in-time rows, or None) is for model selection."""
         raise NotImplementedError
 
     def _raw(self, df: pl.DataFrame) -> np.ndarray:
@@ -70,9 +72,6 @@ class OutputLengthModel(Predictor):
     def _load_weights(self, path: Path, card: dict) -> None:
         pass
 
-    def _params(self) -> dict:
-        return {}
-
     @staticmethod
     def create(name: str = "metadata", **params) -> OutputLengthModel:
         """A new, unfitted output-length model of kind `name` (see output_length.MODELS)."""
@@ -81,17 +80,21 @@ class OutputLengthModel(Predictor):
         return create(name, **params)
 
     # -- protocol --------------------------------------------------------------------------
-    def fit(self, frame) -> OutputLengthModel:
-        """Fit on request rows (needs prompt_tokens, output_tokens); returns self."""
+    @property
+    def is_fitted(self) -> bool:
+        return self.encoder is not None
+
+    def fit(self, frame, target=None) -> OutputLengthModel:
+        """Fit on request rows (needs prompt_tokens and the target column output_tokens;
+        `target` must be None); returns self."""
+        _no_target(target)
         df = time_ordered(completed(check_requests(frame, need_output=True)))
         if df.height < 20:
             raise InvalidInputError(f"only {df.height} completed requests; need at least 20")
         self.encoder = Encoder.fit(df)
         n_cal = int(df.height * self.calib_frac) if df.height >= 200 else 0
         fit_part, cal_part = df[: df.height - n_cal], df[df.height - n_cal:]
-        self._valid = cal_part if n_cal else None  # later-in-time rows for model selection
-        self._fit(fit_part)
-        self._valid = None
+        self._fit(fit_part, cal_part if n_cal else None)  # later-in-time rows select models
         self.calibrator = Calibrator(self.window)
         if n_cal:
             self.calibrator.update(cal_part["output_tokens"].to_numpy(),
@@ -100,14 +103,14 @@ class OutputLengthModel(Predictor):
                 self._fit(df)  # final model on all rows; residuals stay out-of-sample
             elif self.encoder.use_prefix or self.encoder.use_history:
                 self.encoder.transform(cal_part, learn=True)
-        self.card.update({"model_class": self.name, "params": self._params(),
-                          "train_rows": df.height, "calibration_rows": n_cal,
-                          "features": self.encoder.columns})
+        self.card.update({"model_class": self.name,
+                          "data": {"train_rows": df.height, "features": self.encoder.columns},
+                          "split": {"calibration_rows": n_cal}})
         return self
 
     def predict(self, frame) -> pl.DataFrame:
         """Quantiles p50/p90/p99 (calibrated) and mean of output tokens, aligned with rows."""
-        self._check_fitted()
+        self.check_fitted()
         df = check_requests(frame)
         raw = self._raw(df)
         q = self.calibrator.apply(raw[:, :3])
@@ -115,8 +118,10 @@ class OutputLengthModel(Predictor):
                              "mean": np.maximum(raw[:, 3], 0)})
 
     def update(self, observed) -> OutputLengthModel:
-        """Online calibration: add observed requests (with output_tokens) to the residual window."""
-        self._check_fitted()
+        """Online calibration: add observed requests (with output_tokens) to the residual window.
+        Changes the model (its calibration and history); see `online_evaluate` for a replay
+        that leaves the model as it was."""
+        self.check_fitted()
         df = completed(check_requests(observed, need_output=True))
         if df.height:
             self.calibrator.update(df["output_tokens"].to_numpy(), self._raw(df)[:, :3])
@@ -124,39 +129,15 @@ class OutputLengthModel(Predictor):
                 self.encoder.transform(df, learn=True)  # later requests see these outputs
         return self
 
-    def evaluate(self, frame, online: bool = False, chunk: int = 200) -> dict:
-        """Metrics on `frame` (tokens): overall and per segment. With `online`, rows are
-        predicted in arrival-ordered chunks of `chunk` rows; before each chunk, the earlier
-        rows that have finished by its first arrival (history.finish_s; without arrivals,
-        every earlier row) are `update`d, in finishing order."""
-        self._check_fitted()
+    def evaluate(self, frame, target=None) -> dict:
+        """Metrics on `frame` (tokens): overall and per segment. No side effects."""
+        _no_target(target)
+        self.check_fitted()
         df = time_ordered(completed(check_requests(frame, need_output=True)))
-        if online:
-            ask, known = visibility(df)
-            fed = np.zeros(df.height, bool)
-            parts = []
-            for start in range(0, df.height, chunk):
-                ready = np.flatnonzero(~fed[:start] & (known[:start] < ask[start]))
-                if len(ready):
-                    self.update(df[ready[np.argsort(known[ready], kind="stable")]])
-                    fed[ready] = True
-                parts.append(self.predict(df[start:start + chunk]))
-            pred = pl.concat(parts)
-        else:
-            pred = self.predict(df)
-        out = scores(df["output_tokens"].to_numpy(), pred)
-        segs = segment_scores(df, pred)
-        if segs:
-            out["segments"] = segs
-        return out
-
-    def _check_fitted(self) -> None:
-        if self.encoder is None:
-            raise InvalidInputError(f"{type(self).__name__} is not fitted: call fit(frame) first")
+        return _scores(df, self.predict(df))
 
     # -- persistence -----------------------------------------------------------------------
     def _save(self, path: Path) -> None:
-        self._check_fitted()
         state = {"format": STATE_FORMAT, "encoder": self.encoder.state(),
                  "calibrator": self.calibrator.state(), "calib_frac": self.calib_frac}
         (path / "state.json").write_text(json.dumps(state))
@@ -180,13 +161,7 @@ class OutputLengthModel(Predictor):
         klass = model_class(card.get("model_class", ""), path)
         if cls is not OutputLengthModel and not issubclass(klass, cls):
             raise InvalidInputError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        try:
-            model = klass(**card.get("params", {}))
-        except TypeError as e:  # parameters of another version of the model class
-            from servecast.errors import ModelVersionError
-
-            raise ModelVersionError(f"{path}: saved by another servecast version ({e}); "
-                                    "retrain it with this version") from None
+        model = klass.from_params(path, card.get("params", {}))
         state = read_state(path)
         model.encoder = Encoder.from_state(state["encoder"])
         model.calibrator = Calibrator.from_state(state["calibrator"])
@@ -199,3 +174,38 @@ class OutputLengthModel(Predictor):
             model.encoder.history = LengthHistory.load(path)
         model._load_weights(path, card)
         return model
+
+
+def _no_target(target) -> None:
+    if target is not None:
+        raise InvalidInputError("output-length models read their target from the frame's "
+                                "output_tokens column; pass target=None")
+
+
+def _scores(df: pl.DataFrame, pred: pl.DataFrame) -> dict:
+    out = scores(df["output_tokens"].to_numpy(), pred)
+    segs = segment_scores(df, pred)
+    if segs:
+        out["segments"] = segs
+    return out
+
+
+def online_evaluate(model: OutputLengthModel, frame, chunk: int = 200) -> dict:
+    """Metrics of an online replay of `frame` on a copy of `model` (`model` is unchanged):
+    rows are predicted in arrival-ordered chunks of `chunk` rows; before each chunk, the
+    earlier rows that have finished by its first arrival (history.finish_s; without arrivals,
+    every earlier row) are `update`d into the copy, in finishing order. `fed_rows` in the
+    result counts the rows fed that way."""
+    model.check_fitted()
+    replay = copy.deepcopy(model)
+    df = time_ordered(completed(check_requests(frame, need_output=True)))
+    ask, known = visibility(df)
+    fed = np.zeros(df.height, bool)
+    parts = []
+    for start in range(0, df.height, chunk):
+        ready = np.flatnonzero(~fed[:start] & (known[:start] < ask[start]))
+        if len(ready):
+            replay.update(df[ready[np.argsort(known[ready], kind="stable")]])
+            fed[ready] = True
+        parts.append(replay.predict(df[start:start + chunk]))
+    return _scores(df, pl.concat(parts)) | {"fed_rows": int(fed.sum())}

@@ -22,19 +22,10 @@ from servecast.predictors.output_length.features import ALL, CATEGORIES, CONTEXT
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.output_length.history import LengthHistory
 from servecast.predictors.output_length.metrics import pinball
+from servecast.predictors.output_length.runtime import from_heads
 from servecast.predictors.output_length.table import LengthTable
 
 HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
-
-
-def from_heads(out: np.ndarray, log_target: bool) -> np.ndarray:
-    """Raw (n, 4) tokens from the heads' outputs (n, 4): expm1 of the median head where it
-    fit log1p(tokens). numpy only (the runtime applies the same)."""
-    if not log_target:
-        return out
-    out = np.array(out, dtype=np.float64)
-    out[:, 0] = np.expm1(out[:, 0])
-    return out
 
 
 class MetadataModel(OutputLengthModel):
@@ -68,11 +59,8 @@ class MetadataModel(OutputLengthModel):
         self.segment_heads: list[bool] | None = segment_heads
         self.seen_contexts: list[tuple[int, int, int]] = [(0, 0, 0)]
 
-    def _params(self) -> dict:
-        return {**self.params, "calib_frac": self.calib_frac, "window": self.window,
-                "segment_heads": self.segment_heads}
 
-    def _fit(self, train: pl.DataFrame) -> None:
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
 
         p = self.params
         if p["columns"]:
@@ -93,7 +81,6 @@ class MetadataModel(OutputLengthModel):
         self.boosters = []
         seg_only = X.copy()  # same columns; everything but model / log type held constant
         seg_only[:, [j for j, c in enumerate(self.encoder.columns) if c not in CATEGORIES]] = 0
-        valid = getattr(self, "_valid", None)
         if valid is not None and valid.height >= 50:
             Xv = self.encoder.transform(valid)
             yv = valid["output_tokens"].to_numpy().astype(np.float64)
@@ -189,6 +176,7 @@ class MetadataModel(OutputLengthModel):
             Forest.from_boosters(self.boosters, len(self.encoder.columns),
                                  [a == 0.5 and log for _, a in HEADS]).save(path)
         (path / "contexts.json").write_text(json.dumps(self.seen_contexts))
+        (path / "segment_heads.json").write_text(json.dumps(self.segment_heads))
 
     def _load_weights(self, path: Path, card: dict) -> None:
         import lightgbm as lgb
@@ -196,3 +184,4 @@ class MetadataModel(OutputLengthModel):
         self.boosters = [lgb.Booster(model_file=str(path / f"head{i}.txt"))
                          for i in range(len(HEADS))]
         self.seen_contexts = [tuple(c) for c in json.loads((path / "contexts.json").read_text())]
+        self.segment_heads = json.loads((path / "segment_heads.json").read_text())

@@ -46,6 +46,16 @@ def read_state(path: Path) -> dict:
                                     "encoder.categories": dict, "calibrator": dict})
 
 
+def from_heads(out: np.ndarray, log_target: bool) -> np.ndarray:
+    """Raw (n, 4) tokens from the heads' outputs (n, 4): expm1 of the median head where it
+    fit log1p(tokens). numpy only (the runtime applies the same)."""
+    if not log_target:
+        return out
+    out = np.array(out, dtype=np.float64)
+    out[:, 0] = np.expm1(out[:, 0])
+    return out
+
+
 class LengthEstimate(NamedTuple):
     """Output-length estimate in tokens: quantiles and mean."""
 
@@ -69,6 +79,8 @@ def check_tokens(prompt_tokens) -> float:
 
 class Runtime:
     """Fast output-length estimates from a saved model dir (see `load`)."""
+
+    kind = "output_length"
 
     @classmethod
     def load(cls, path: str | Path) -> Runtime:
@@ -197,8 +209,6 @@ class Runtime:
 
             self._boosters = [lgb.Booster(model_file=str(p))
                               for p in sorted(self.path.glob("head*.txt"))]
-        from servecast.predictors.output_length.gbm import from_heads
-
         out = np.column_stack([b.predict(X, num_threads=1) for b in self._boosters])
         return from_heads(out, bool(self.card.get("params", {}).get("log_target")))
 
@@ -227,6 +237,11 @@ class Runtime:
         q = self.calibrator.apply(raw[:, :3])
         return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
                              "mean": np.maximum(raw[:, 3], 0)})
+
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """Columns p50, p90, p99, mean of `output_length_batch` (the Runtime protocol)."""
+        out = self.output_length_batch(frame)
+        return {c: out[c].to_numpy() for c in out.columns}
 
     def _table_raw(self, X: np.ndarray) -> np.ndarray:
         """Raw (n, 4) values of feature rows `X` from the LengthTable (the boosters where a

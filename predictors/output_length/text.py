@@ -125,8 +125,6 @@ class TextModel(OutputLengthModel):
         self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
         self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
 
-    def _params(self) -> dict:
-        return {**self.params, "calib_frac": self.calib_frac, "window": self.window}
 
     def fit(self, frame) -> TextModel:
         """Fit; with `finetune_epochs` > 0 the encoder is tuned once per call (the refit on all
@@ -164,7 +162,7 @@ class TextModel(OutputLengthModel):
             memo.update(zip(todo, embed(todo, model=self.tuned), strict=True))
         return np.stack([memo[t] for t in texts])
 
-    def _fit(self, train: pl.DataFrame) -> None:
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
         import lightgbm as lgb
 
         p = self.params

@@ -66,6 +66,13 @@ class TextRuntime:
         meta = np.array([[x, *ctx, *self.memory.features(session_id, E[0])]])
         return LengthEstimate(*map(float, self._estimate(E, meta, [prompt_text])[0]))
 
+    kind = "output_length"
+
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """Columns p50, p90, p99, mean of `output_length_batch` (the Runtime protocol)."""
+        out = self.output_length_batch(frame)
+        return {c: out[c].to_numpy() for c in out.columns}
+
     def output_length_batch(self, frame):
         """Frame with prompt_tokens and prompt_text -> polars frame[p50, p90, p99, mean]."""
         import polars as pl

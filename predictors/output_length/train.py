@@ -9,7 +9,7 @@ import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.predictors.output_length import create
-from servecast.predictors.output_length.core import OutputLengthModel
+from servecast.predictors.output_length.core import OutputLengthModel, online_evaluate
 from servecast.predictors.output_length.metrics import split
 
 #: Settings: `fast` for demos and tests, full for reported numbers. Metadata, full: 15 leaves
@@ -64,12 +64,13 @@ def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = Tru
         baselines["prompt_length_only"] = create(
             "metadata", columns=["prompt_tokens"], **SETTINGS["metadata"][fast]
         ).fit(train).evaluate(test)
-    predictor.card.update({"trace": trace, "split": how, "train_rows": train.height,
-                           "test_rows": test.height, "metrics": metrics,
+    predictor.card.update({"trace": trace, "split": predictor.card["split"] | {
+                               "rule": how, "train_rows": train.height,
+                               "test_rows": test.height}, "metrics": metrics,
                            "baselines": {k: _headline(v) for k, v in baselines.items()},
                            "fit_seconds": seconds, "fast": fast})
     path = predictor.save(out_dir)
-    online = predictor.evaluate(test, online=True) if name != "text" else None
+    online = online_evaluate(predictor, test) if name != "text" else None
     return {"model": predictor, "split": how, "metrics": metrics, "online_metrics": online,
             "baselines": baselines, "seconds": seconds, "path": path, "test": test}
 

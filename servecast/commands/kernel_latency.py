@@ -52,7 +52,7 @@ def train_nasbench201_latency(
     meta_valid devices (Spearman rho, MAPE) next to the baselines."""
     import polars as pl
 
-    from servecast.predictors.kernel_latency.train import train_help_model
+    from servecast.predictors.hardware_adaptive.train import train_help_model
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:

@@ -28,19 +28,15 @@ def analyze(
     """Imbalance per (model, domain, layer) and leave-one-domain-out load prediction."""
     import polars as pl
 
-    from servecast.analytics.moe import (
-        domain_distances,
-        domain_transfer,
-        imbalance,
-        transfer_summary,
-    )
+    from servecast.analytics.moe import domain_distances, imbalance, shares
+    from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
         imb = imbalance(store, trace)
         dist = domain_distances(store, trace)
         n_domains = imb["domain"].n_unique()
-        transfer = domain_transfer(store, trace) if n_domains >= 3 else None
+        transfer = domain_transfer(shares(store, trace)) if n_domains >= 3 else None
     print_frame(imb.drop("checkpoint") if imb["checkpoint"].null_count() == imb.height else imb,
                 title=f"expert-load imbalance of {trace}", max_rows=60)
     if not dist.is_empty():

@@ -94,7 +94,7 @@ def whatif(
     """Replay the held-out part of TRACE on one continuous-batching instance under FCFS,
     SJF (predicted p50 / oracle / predicted p50 with aging) and KV admission (predicted p90 /
     worst case)."""
-    from servecast.analytics.whatif import ServingConfig, sjf_gain, whatif_trace
+    from servecast.simulator import ServingConfig, sjf_gain, whatif_trace
     from servecast.store import Store
 
     cfg = ServingConfig(iter_base_ms=iter_base_ms, iter_token_ms=iter_token_ms,

@@ -1,5 +1,6 @@
 """`HardwareAdaptiveLatencyPredictor`: NAS-Bench-201 latency on a new device from the
 measured latency of the 10 reference architectures only (HELP, NeurIPS'21 protocol).
+Research-only (see the package docstring): not a `Predictor`, no runtime.
 
 meta_fit(latencies, architectures, meta_train_devices, meta_valid_devices, reference_archs)
     latencies: frame[device, arch_index, latency_ms]; architectures: frame[arch_index, arch]
@@ -15,7 +16,6 @@ space on the same samples. Baselines: `flops_proxy`, `per_device_linear`, `no_ad
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,9 @@ import polars as pl
 from scipy.stats import spearmanr
 
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.predictors.base import Predictor, read_json, read_torch_state
+from servecast.predictors.base import SavedModel, read_torch_state
+from servecast.predictors.hardware_adaptive.nasbench201 import encode, flops_params
 from servecast.predictors.kernel_latency.frames import to_polars
-from servecast.predictors.kernel_latency.nasbench201 import encode, flops_params
 
 
 def _pivot(latencies: pl.DataFrame, devices: list[str], n_arch: int) -> np.ndarray:
@@ -82,7 +82,7 @@ class AdaptedLatencyModel:
         return np.exp(self.log_ms[idx])
 
 
-class HardwareAdaptiveLatencyPredictor(Predictor):
+class HardwareAdaptiveLatencyPredictor(SavedModel):
     """HELP-style few-shot latency predictor over NAS-Bench-201 (see module doc)."""
 
     kind = "nasbench201_latency"
@@ -107,7 +107,10 @@ class HardwareAdaptiveLatencyPredictor(Predictor):
         disjoint and recorded (evaluate them with `evaluate`). Returns self."""
         import torch
 
-        from servecast.predictors.kernel_latency.meta_net import HardwareConditionedNet, ref_stats
+        from servecast.predictors.hardware_adaptive.meta_net import (
+            HardwareConditionedNet,
+            ref_stats,
+        )
         from servecast.predictors.training import make_trainer
 
         overlap = set(meta_train_devices) & set(meta_valid_devices)
@@ -134,7 +137,7 @@ class HardwareAdaptiveLatencyPredictor(Predictor):
                               "meta_valid": list(meta_valid_devices),
                               "reference_archs": self.ref_idx.tolist(),
                               "architectures": int(len(self.arch_x))},
-                     "config": cfg}
+                     "status": "research-only"}
         return self
 
     def _z(self, net, hw: np.ndarray) -> np.ndarray:
@@ -151,7 +154,7 @@ class HardwareAdaptiveLatencyPredictor(Predictor):
         reference architectures). The embedding uses `reference_archs` in meta_fit order."""
         import torch
 
-        from servecast.predictors.kernel_latency.meta_net import ref_stats
+        from servecast.predictors.hardware_adaptive.meta_net import ref_stats
 
         self._need_fit()
         idx, y = _samples(samples, len(self.arch_x))
@@ -230,25 +233,26 @@ class HardwareAdaptiveLatencyPredictor(Predictor):
                              "mape": float(np.mean(np.abs(pred - true) / true) * 100)})
         return pl.DataFrame(rows)
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.net is not None
+
     def _need_fit(self) -> None:
-        if self.net is None:
-            raise InvalidInputError("not meta-trained; call meta_fit() or load() first")
+        self.check_fitted()
 
     # -- persistence -------------------------------------------------------------------------
     def _save(self, path: Path) -> None:
         import torch
 
-        self._need_fit()
         torch.save(self.net.state_dict(), path / "meta_net.pt")
         np.savez(path / "arrays.npz", arch_x=self.arch_x, ref_idx=self.ref_idx,
                  mean_embedding=self.mean_embedding)
-        (path / "config.json").write_text(json.dumps(self.config, indent=2))
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> HardwareAdaptiveLatencyPredictor:
-        from servecast.predictors.kernel_latency.meta_net import HardwareConditionedNet
+        from servecast.predictors.hardware_adaptive.meta_net import HardwareConditionedNet
 
-        model = cls(**read_json(path / "config.json"))
+        model = cls.from_params(path, card["params"])
         with np.load(path / "arrays.npz") as z:
             model.arch_x, model.ref_idx = z["arch_x"], z["ref_idx"]
             model.mean_embedding = z["mean_embedding"]
