@@ -29,6 +29,7 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("help-nasbench201", "gpu/help_nasbench201", "help_nasbench201"),
     ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp"),
     ("olmoe-routing", "moe/olmoe_routing", "olmoe_routing"),
+    ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
 ]
 
 

@@ -16,7 +16,7 @@ from servecast.errors import ServecastError
 
 #: modules under servecast.commands that add commands to the app
 COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length", "moe",
-                   "kernel_latency", "interference"]
+                   "kernel_latency", "interference", "gpus"]
 
 app = typer.Typer(
     name="servecast",

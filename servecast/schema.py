@@ -43,7 +43,9 @@ TABLES: dict[str, str] = {
         op VARCHAR NOT NULL, B BIGINT, M BIGINT, N BIGINT, K BIGINT, H BIGINT,
         in_channels BIGINT, out_channels BIGINT, kernel_size BIGINT, input_size BIGINT,
         stride BIGINT, padding BIGINT, arch_index BIGINT, model VARCHAR, num_tokens BIGINT,
-        tp INTEGER, latency_ms DOUBLE NOT NULL, latency_std_ms DOUBLE, extra JSON""",
+        tp INTEGER, latency_ms DOUBLE NOT NULL, latency_std_ms DOUBLE, extra JSON,
+        kv_heads BIGINT, head_dim BIGINT, dtype VARCHAR, kv_dtype VARCHAR, engine VARCHAR,
+        engine_version VARCHAR""",
     # device spec sheets (NeuSight device-config keys)
     "devices": """
         device VARCHAR NOT NULL, source VARCHAR, Dev_Mem DOUBLE, Mem_Bw DOUBLE, Num_Sm INTEGER,
@@ -54,6 +56,14 @@ TABLES: dict[str, str] = {
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",
+}
+
+#: nullable columns added after a table first shipped: `Store` adds them to older stores
+#: (ALTER TABLE ... ADD COLUMN), so those keep working without a schema version bump
+ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "kernel_latencies": [("kv_heads", "BIGINT"), ("head_dim", "BIGINT"), ("dtype", "VARCHAR"),
+                         ("kv_dtype", "VARCHAR"), ("engine", "VARCHAR"),
+                         ("engine_version", "VARCHAR")],
 }
 
 #: tables whose rows belong to a trace and are counted in the manifest
