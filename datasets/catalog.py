@@ -30,6 +30,8 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp"),
     ("olmoe-routing", "moe/olmoe_routing", "olmoe_routing"),
     ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
+    ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
+    ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
 ]
 
 

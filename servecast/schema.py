@@ -53,6 +53,12 @@ TABLES: dict[str, str] = {
     "architectures": "trace VARCHAR NOT NULL, arch_index BIGINT NOT NULL, arch VARCHAR NOT NULL",
     # named lists of a benchmark protocol (e.g. HELP's meta_train / meta_valid devices)
     "benchmark_splits": "trace VARCHAR NOT NULL, split VARCHAR NOT NULL, item VARCHAR NOT NULL",
+    # measured latency of whole batches / engine steps / model forwards (ms), per engine
+    "serving_latencies": """
+        trace VARCHAR NOT NULL, source VARCHAR NOT NULL, model VARCHAR NOT NULL,
+        device VARCHAR NOT NULL, num_gpus INTEGER, engine VARCHAR, batch_size BIGINT,
+        prompt_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, prompt_ms DOUBLE,
+        token_ms DOUBLE, throughput_tps DOUBLE, extra JSON""",
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",

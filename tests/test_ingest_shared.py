@@ -118,6 +118,9 @@ def expected_rows(source: str, files: list[Path]) -> dict[Path, int]:
     for f in files:
         if f in out:
             continue
+        if f.name == "LICENSE":  # provenance, listed with 0 rows
+            out[f] = 0
+            continue
         name = f.name.removesuffix(".gz")
         if source == "sharegpt":
             out[f] = sharegpt_pairs(f)
