@@ -124,21 +124,11 @@ class AIConfigurator(Adapter):
         return file_counts(ctx, "_stage", [path])[path]
 
 
-def _yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DataFileError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(doc, dict):
-        raise DataFileError(f"{path}: expected a YAML mapping")
-    return doc
-
-
 def _check_meta(path: Path) -> int:
     """A collection's provenance file: must name its runtime framework; 0 rows."""
-    runtime = _yaml(path).get("runtime")
+    from servecast.gpus import read_yaml
+
+    runtime = read_yaml(path).get("runtime")
     if not isinstance(runtime, dict) or "framework" not in runtime:
         raise DataFileError(f"{path}: collection meta lacks runtime.framework; expected an "
                             "aiconfigurator <table>.collection_meta.yaml")
@@ -148,10 +138,10 @@ def _check_meta(path: Path) -> int:
 def _load_system(ctx, path: Path) -> int:
     """One `systems/<gpu>.yaml` -> a `devices` row named after the file (the keys the YAML has;
     the NeuSight keys it lacks, such as Num_Sm, stay NULL). Returns rows added."""
-    from servecast.gpus import spec_from_yaml
+    from servecast.gpus import read_yaml, spec_from_yaml
 
     spec = spec_from_yaml(path, fill=False)
-    doc = _yaml(path)
+    doc = read_yaml(path)
     spec["Device"] = path.stem
     return upsert_device(ctx, {**spec, "system": {"gpu": doc.get("gpu"),
                                                    "node": doc.get("node")}}, "aiconfigurator")

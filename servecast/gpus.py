@@ -78,16 +78,9 @@ def spec_from_yaml(path: str | Path, fill: bool = True) -> dict:
     GB, GB/s and GFLOP/s). The YAML has no SM count, clock, fp32 peak or L2 size: those come
     from the catalog when `fill` and the file names a catalog GPU (its stem or `data_dir`),
     else stay absent."""
-    import yaml
-
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DataFileError(f"{path}: no such spec file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DataFileError(f"{path}: not valid YAML ({e})") from None
-    gpu = doc.get("gpu") if isinstance(doc, dict) else None
+    doc = read_yaml(path)
+    gpu = doc.get("gpu")
     if not isinstance(gpu, dict) or "mem_bw" not in gpu:
         raise DataFileError(f"{path}: not an aiconfigurator system YAML: expected a `gpu:` "
                             "section with mem_bw, mem_capacity, bfloat16_tc_flops, ...")
@@ -106,6 +99,21 @@ def spec_from_yaml(path: str | Path, fill: bool = True) -> dict:
         if value is not None:
             spec[key] = _number(value, f"{path}: {key}") / unit
     return spec
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML file holding a mapping (raises DataFileError naming the file)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise DataFileError(f"{path}: expected a YAML mapping")
+    return doc
 
 
 def _number(value, where: str) -> float:
