@@ -4,6 +4,7 @@
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
+    POST /v1/step-time        {step_ms, kv_capacity_tokens}
     GET  /healthz             loaded kinds;  GET /openapi.json, /docs: the schema
 
 Each POST takes one request object or `{"items": [...]}` (see `servecast.service_models`).
@@ -37,6 +38,8 @@ from servecast.service_models import (
     MoeCongestionRequest,
     OutputLengthEstimate,
     OutputLengthRequest,
+    StepTimeEstimate,
+    StepTimeRequest,
     single_or_batch,
 )
 
@@ -86,6 +89,12 @@ def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[d
 
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
     return {"latency_ms": float(est.kernel_latency(r.op, r.shape, r.device_spec.model_dump()))}
+
+
+def _step_one(est: Estimator, r: StepTimeRequest) -> dict:
+    engine = est.runtime("step_time").engine(r.model, r.gpu, r.tp, r.dtype, r.overhead_ms)
+    return {"step_ms": engine.step_ms(r.prefill, r.prefill_offsets, r.decode),
+            "kv_capacity_tokens": engine.kv_capacity_tokens}
 
 
 def _long_rows(r: InterferenceRequest, window_id: int) -> list[tuple]:
@@ -155,6 +164,8 @@ ENDPOINTS = [
              "Normalized performance (0, 1] of a VM from a window of metrics"),
     Endpoint("moe_congestion", "/v1/moe-congestion", MoeCongestionRequest, MoeCongestionEstimate,
              _moe_one, _each(_moe_one), "MoE congestion coefficient gamma_eff of one layer"),
+    Endpoint("step_time", "/v1/step-time", StepTimeRequest, StepTimeEstimate, _step_one,
+             _each(_step_one), "Engine iteration time (ms) of a batch on a GPU from its spec"),
 ]
 
 

@@ -203,3 +203,25 @@ def test_predictor_estimator_and_cli_agree(saved, rt):
     bad = subprocess.run([*cli, "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--decode",
                           "64y"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--decode" in bad.stderr
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_http_step_time(saved, rt):
+    from fastapi.testclient import TestClient
+
+    from servecast.service import create_app
+
+    body = {"model": "llama-3.1-8b", "gpu": "h100-sxm", "prefill": [2048], "decode": [1024] * 64}
+    with TestClient(create_app(saved.parent)) as c:
+        one = c.post("/v1/step-time", json=body)
+        assert one.status_code == 200
+        e = rt.engine("llama-3.1-8b", "h100-sxm")
+        assert one.json() == {"step_ms": pytest.approx(e.step_ms([2048], None, [1024] * 64)),
+                              "kv_capacity_tokens": e.kv_capacity_tokens}
+        batch = c.post("/v1/step-time", json={"items": [body, {**body, "tp": 2}]}).json()
+        assert batch["items"][0] == one.json()
+        assert batch["items"][1]["step_ms"] < one.json()["step_ms"]
+        bad = c.post("/v1/step-time", json={**body, "tp": 0})
+        assert bad.status_code == 422 and bad.json()["message"].startswith("tp:")
+        unknown = c.post("/v1/step-time", json={**body, "model": "llama-9"})
+        assert unknown.status_code == 422 and "known models" in unknown.json()["message"]
