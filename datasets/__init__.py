@@ -10,6 +10,7 @@ _MODULES = [
     "burstgpt", "azure_llm", "mooncake", "sharegpt", "length_stats",
     "alibaba_v2017", "alibaba_gpu_v2023", "alibaba_gpu_v2025", "philly", "helios",
     "azure_vm_noise", "neusight", "help_nasbench201", "vidur", "olmoe_routing",
+    "aiconfigurator", "serving_bench",
 ]
 
 
@@ -22,7 +23,7 @@ def adapters() -> dict[str, Adapter]:
         module = importlib.import_module(f"servecast.datasets.{mod}")
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, Adapter) and obj is not Adapter \
-                    and obj.__module__ == module.__name__:
+                    and obj.__module__ == module.__name__ and not obj.__name__.startswith("_"):
                 found[obj.name] = obj()
     return found
 

@@ -29,6 +29,9 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("help-nasbench201", "gpu/help_nasbench201", "help_nasbench201"),
     ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp"),
     ("olmoe-routing", "moe/olmoe_routing", "olmoe_routing"),
+    ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
+    ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
+    ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
 ]
 
 

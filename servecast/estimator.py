@@ -125,6 +125,14 @@ class Estimator:
         """Batch form: frame[op, device, shape columns] -> latency_ms array."""
         return self.runtime("kernel_latency").kernel_latency_batch(frame, devices)
 
+    def step_time(self, model, gpu, prefill=(), prefill_offsets=None, decode=(), tp: int = 1,
+                  dtype: str = "bf16", overhead_ms: float = 0.0) -> float:
+        """ms of one engine iteration of `model` (shipped name or config.json) on `gpu`
+        (catalog name or spec file): `prefill` chunk lengths at `prefill_offsets`, `decode`
+        context lengths."""
+        return self.runtime("step_time").step_time(model, gpu, prefill, prefill_offsets, decode,
+                                                   tp, dtype, overhead_ms)
+
     # -- interference (perf in (0, 1]) -----------------------------------------------------
     def interference(self, metrics_window) -> float:
         """Predicted normalized performance (1 = no degradation) of one metrics window."""

@@ -43,7 +43,9 @@ TABLES: dict[str, str] = {
         op VARCHAR NOT NULL, B BIGINT, M BIGINT, N BIGINT, K BIGINT, H BIGINT,
         in_channels BIGINT, out_channels BIGINT, kernel_size BIGINT, input_size BIGINT,
         stride BIGINT, padding BIGINT, arch_index BIGINT, model VARCHAR, num_tokens BIGINT,
-        tp INTEGER, latency_ms DOUBLE NOT NULL, latency_std_ms DOUBLE, extra JSON""",
+        tp INTEGER, latency_ms DOUBLE NOT NULL, latency_std_ms DOUBLE, extra JSON,
+        kv_heads BIGINT, head_dim BIGINT, dtype VARCHAR, kv_dtype VARCHAR, engine VARCHAR,
+        engine_version VARCHAR""",
     # device spec sheets (NeuSight device-config keys)
     "devices": """
         device VARCHAR NOT NULL, source VARCHAR, Dev_Mem DOUBLE, Mem_Bw DOUBLE, Num_Sm INTEGER,
@@ -51,9 +53,23 @@ TABLES: dict[str, str] = {
     "architectures": "trace VARCHAR NOT NULL, arch_index BIGINT NOT NULL, arch VARCHAR NOT NULL",
     # named lists of a benchmark protocol (e.g. HELP's meta_train / meta_valid devices)
     "benchmark_splits": "trace VARCHAR NOT NULL, split VARCHAR NOT NULL, item VARCHAR NOT NULL",
+    # measured latency of whole batches / engine steps / model forwards (ms), per engine
+    "serving_latencies": """
+        trace VARCHAR NOT NULL, source VARCHAR NOT NULL, model VARCHAR NOT NULL,
+        device VARCHAR NOT NULL, num_gpus INTEGER, engine VARCHAR, batch_size BIGINT,
+        prompt_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, prompt_ms DOUBLE,
+        token_ms DOUBLE, throughput_tps DOUBLE, extra JSON""",
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",
+}
+
+#: nullable columns added after a table first shipped: `Store` adds them to older stores
+#: (ALTER TABLE ... ADD COLUMN), so those keep working without a schema version bump
+ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "kernel_latencies": [("kv_heads", "BIGINT"), ("head_dim", "BIGINT"), ("dtype", "VARCHAR"),
+                         ("kv_dtype", "VARCHAR"), ("engine", "VARCHAR"),
+                         ("engine_version", "VARCHAR")],
 }
 
 #: tables whose rows belong to a trace and are counted in the manifest

@@ -5,6 +5,7 @@
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
+    POST /v1/step-time        {step_ms, kv_capacity_tokens}
     GET  /healthz             loaded kinds
     GET  /openapi.json, /docs (Swagger UI), /redoc: the schema; UI assets served locally
 
@@ -48,6 +49,8 @@ from servecast.service_models import (
     OutputLengthEstimate,
     OutputLengthRequest,
     Recorded,
+    StepTimeEstimate,
+    StepTimeRequest,
     single_or_batch,
 )
 
@@ -115,6 +118,12 @@ def _observe_one(est: Estimator, r: CompletedRequest) -> dict:
 
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
     return {"latency_ms": float(est.kernel_latency(r.op, r.shape, r.device_spec.model_dump()))}
+
+
+def _step_one(est: Estimator, r: StepTimeRequest) -> dict:
+    engine = est.runtime("step_time").engine(r.model, r.gpu, r.tp, r.dtype, r.overhead_ms)
+    return {"step_ms": engine.step_ms(r.prefill, r.prefill_offsets, r.decode),
+            "kv_capacity_tokens": engine.kv_capacity_tokens}
 
 
 def _long_rows(r: InterferenceRequest, window_id: int) -> list[tuple]:
@@ -224,6 +233,9 @@ ENDPOINTS = [
     Endpoint("moe_congestion", "/v1/moe-congestion", MoeCongestionRequest, MoeCongestionEstimate,
              _moe_one, None, "MoE congestion coefficient gamma_eff of one layer",
              "loads", (-1e12, 1e12)),
+    Endpoint("step_time", "/v1/step-time", StepTimeRequest, StepTimeEstimate, _step_one,
+             None, "Engine iteration time (ms) of a batch on a GPU from its spec", "decode",
+             (0.0, 1e12)),
 ]
 
 

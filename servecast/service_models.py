@@ -132,6 +132,33 @@ class KernelLatencyEstimate(BaseModel):
     latency_ms: float
 
 
+# -- step time -------------------------------------------------------------------------------
+Tokens = Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class StepTimeRequest(Body):
+    """One engine iteration: model, GPU, parallelism and the batch's prefill / decode work."""
+
+    model: Name = Field(description="shipped model name (servecast estimate step-time --help)")
+    gpu: Name = Field(description="catalog GPU name (`servecast gpus`), e.g. h100-sxm")
+    tp: int = Field(1, ge=1, le=1024, description="tensor parallelism")
+    dtype: Name = Field("bf16", description="bf16 or fp8 weights / GEMMs")
+    prefill: list[Annotated[int, Field(ge=1, le=100_000_000)]] = Field(
+        [], max_length=100_000, description="prefill chunk lengths (tokens)")
+    prefill_offsets: list[Tokens] | None = Field(
+        None, max_length=100_000, description="tokens already cached before each chunk")
+    decode: list[Tokens] = Field([], max_length=100_000,
+                                 description="context length of each decode sequence")
+    overhead_ms: NonNeg = Field(0.0, description="engine CPU time per iteration (ms)")
+
+
+class StepTimeEstimate(BaseModel):
+    """Iteration time (ms) and the KV capacity (tokens) of the configuration."""
+
+    step_ms: float
+    kv_capacity_tokens: int
+
+
 # -- interference ---------------------------------------------------------------------------
 class MetricSample(Body):
     """One metric value at step `t` of a window (long format)."""

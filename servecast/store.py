@@ -28,7 +28,7 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import DATA_TABLES, SCHEMA_VERSION, TABLES
+from servecast.schema import ADDED_COLUMNS, DATA_TABLES, SCHEMA_VERSION, TABLES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -163,6 +163,9 @@ class Store:
     def _create_schema(self) -> None:
         for name, cols in TABLES.items():
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
+        for name, cols in ADDED_COLUMNS.items():
+            for col, typ in cols:
+                self.con.execute(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {col} {typ}")
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )

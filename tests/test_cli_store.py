@@ -139,7 +139,9 @@ def test_datasets_lists_every_adapter():
     assert set(adapters()) == {  # the sources of issue 2
         "burstgpt", "azure-llm", "mooncake", "sharegpt", "length-stats", "alibaba-v2017",
         "alibaba-gpu-v2023", "alibaba-gpu-v2025", "philly-runtime", "philly-nodes", "helios",
-        "azure-vm-noise", "neusight", "help-nasbench201", "vidur-mlp", "olmoe-routing"}
+        "azure-vm-noise", "neusight", "help-nasbench201", "vidur-mlp", "olmoe-routing",
+        # issue 23
+        "aiconfigurator", "llm-inference-bench", "splitwise-perf"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):

@@ -95,14 +95,33 @@ def data_files(root: Path) -> list[Path]:
     return sorted(f for f in root.rglob("*") if f.is_file() and not f.name.startswith("README"))
 
 
+def aiconfigurator_rows(files: list[Path]) -> dict[Path, int]:
+    """aiconfigurator: Parquet row counts from the file metadata (pyarrow); 1 device row per
+    systems/*.yaml; provenance files (collection meta, LICENSE) 0."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in files:
+        if f.suffix == ".parquet":
+            out[f] = pq.ParquetFile(f).metadata.num_rows
+        else:
+            out[f] = int(f.parent.name == "systems" and f.suffix == ".yaml")
+    return out
+
+
 def expected_rows(source: str, files: list[Path]) -> dict[Path, int]:
     """Data rows of each source file, by file kind."""
     out = {}
     jsons = [f for f in files if f.suffix == ".json"]
     if source == "neusight":
         out |= device_rows(jsons)
+    if source == "aiconfigurator":
+        return aiconfigurator_rows(files)
     for f in files:
         if f in out:
+            continue
+        if f.name == "LICENSE":  # provenance, listed with 0 rows
+            out[f] = 0
             continue
         name = f.name.removesuffix(".gz")
         if source == "sharegpt":
@@ -256,10 +275,12 @@ def test_kernel_latency_ops_and_devices(shared_store, data):
              for h in simple_csv(f)[0] if h.startswith("time_stats.")}
     got = {src: set(ops_) for src, ops_ in shared_store.con.execute(
         "SELECT source, list(DISTINCT op) FROM kernel_latencies GROUP BY 1").fetchall()}
-    assert got == {"neusight": ops, "vidur": vidur, "help": {"nasbench201"}}
+    assert got == {"neusight": ops, "vidur": vidur, "help": {"nasbench201"},
+                   "aiconfigurator": {"gemm", "attn_prefill", "attn_decode", "allreduce"}}
     devices = {json.loads(f.read_text())["Device"] for f in neusight if f.suffix == ".json"}
+    systems = {f.stem for f in (data / "gpu/aiconfigurator/systems").glob("*.yaml")}
     stored = {d for (d,) in shared_store.con.execute("SELECT device FROM devices").fetchall()}
-    assert stored == devices
+    assert stored == devices | systems
 
 
 def test_cluster_series_are_long_form(shared_store, data):

@@ -1,0 +1,114 @@
+"""Physics of LLM-serving operators from a GPU spec sheet (numpy only; runtime path).
+
+Ops and their shape arguments (arrays broadcast together):
+- `gemm`: M tokens x K -> N outputs, dtype bf16 | fp8 (inputs 2 | 1 bytes, output 2 bytes).
+- `attn_prefill`: B sequences of M new tokens each after N cached tokens (a chunk's context
+  offset; 0 in aiconfigurator's tables), causal, H query heads, kv_heads, head_dim; the KV of
+  `kv_dtype` (bf16 | fp8).
+- `attn_decode`: B sequences with one new token over N + M cached tokens each.
+- `allreduce`: N elements of bf16 across tp GPUs (ring).
+Times in ms. `physics` adds tensor-core tile quantization over the SMs (128 x 128 output tiles
+for GEMMs, 128-query tiles per head for prefill), a launch floor and the interconnect; the
+`roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
+Nothing depends on a GPU's name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OPS = ("gemm", "attn_prefill", "attn_decode", "allreduce")
+#: bytes per element of a dtype
+BYTES = {"bf16": 2.0, "bfloat16": 2.0, "fp16": 2.0, "float16": 2.0, "fp8": 1.0}
+#: spec key of the dense tensor peak per GEMM dtype
+PEAK_KEY = {"bf16": "TensorFLOPs", "bfloat16": "TensorFLOPs", "fp16": "TensorFLOPs",
+            "float16": "TensorFLOPs", "fp8": "FP8FLOPs"}
+TILE = 128.0
+LAUNCH_MS = 0.004  # kernel launch + tail floor (one value for every GPU)
+LINK_LATENCY_MS = 0.008  # per ring step of an all-reduce (one value for every GPU)
+#: spec keys each op needs
+NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache"], "attn_prefill": ["Mem_Bw", "Num_Sm",
+                                                                  "TensorFLOPs", "L2Cache"],
+         "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"],
+         "allreduce": ["Interconnect_Bw", "Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"]}
+N_FEATURES = 14
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0, K=0,
+         B=1, H=1, kv_heads=1, head_dim=128, tp=1):
+    """(flops, bytes, parallel tiles, peak FLOP/s, link bytes/s) of `op` on `spec`."""
+    bw = spec["Mem_Bw"] * 1e9
+    M, N, K, B, H = _f(M), _f(N), _f(K), _f(B), _f(H)
+    kvh, hd, tp = _f(kv_heads), _f(head_dim), _f(tp)
+    if op == "gemm":
+        peak = spec[PEAK_KEY[dtype]] * 1e9
+        flops = 2.0 * M * N * K
+        nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
+        tiles = np.ceil(M / TILE) * np.ceil(N / TILE)
+        return flops, nbytes, tiles, peak, bw
+    peak = spec["TensorFLOPs"] * 1e9
+    kvb = BYTES[kv_dtype]
+    if op == "attn_prefill":
+        # causal: QK^T and PV over half the square, plus the whole cached prefix
+        flops = 2.0 * B * H * hd * M * (M + 1.0 + 2.0 * N)
+        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
+        tiles = B * H * np.ceil(M / TILE)
+        return flops, nbytes, tiles, peak, bw
+    if op == "attn_decode":
+        ctx = N + M
+        flops = 4.0 * B * H * hd * ctx
+        nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+        tiles = B * kvh * np.maximum(1.0, np.ceil(ctx / 1024.0))  # split-KV blocks
+        return flops, nbytes, tiles, peak, bw
+    if op == "allreduce":
+        nbytes = N * 2.0
+        link = spec["Interconnect_Bw"] * 0.5e9  # one direction
+        return np.zeros_like(nbytes), nbytes, np.ones_like(nbytes) * tp, peak, link
+    raise ValueError(op)
+
+
+def roofline(op: str, spec: dict, **shape) -> np.ndarray:
+    """max(FLOPs / peak, bytes / bandwidth) in ms (all-reduce: ring bytes / link)."""
+    flops, nbytes, _tiles, peak, bw = work(op, spec, **shape)
+    if op == "allreduce":
+        p = _f(shape.get("tp", 2))
+        return 2.0 * (p - 1.0) / p * nbytes / bw * 1e3
+    return np.maximum(flops / peak, nbytes / bw) * 1e3
+
+
+def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
+    """(physics time in ms, feature matrix (n, N_FEATURES)) of `op` on `spec`.
+
+    Features are logs of device-relative quantities (times, the kernel's intensity over the
+    GPU's ridge point, wave efficiency, bytes over L2) and of the GPU's own spec (SMs, peak,
+    bandwidth): a residual model reads them, never a GPU name.
+    """
+    flops, nbytes, tiles, peak, bw = work(op, spec, **shape)
+    sms = spec["Num_Sm"]
+    waves = np.maximum(1.0, np.ceil(tiles / sms))
+    util = np.clip(tiles / (waves * sms), 1e-6, 1.0)
+    if op == "allreduce":
+        p = _f(shape.get("tp", 2))
+        t_comp = 2.0 * (p - 1.0) * LINK_LATENCY_MS * np.ones_like(nbytes)
+        t_mem = 2.0 * (p - 1.0) / p * nbytes / bw * 1e3
+        t = t_comp + t_mem + LAUNCH_MS
+        util = np.ones_like(t)
+        ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
+    else:
+        t_comp = flops / peak * 1e3 / util
+        t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3
+        t = np.maximum(t_comp, t_mem) + LAUNCH_MS
+        ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
+    tiny = 1e-9
+    X = np.column_stack([
+        np.log(t), np.log(t_comp + tiny), np.log(t_mem + tiny), ridge, util, np.log(waves),
+        np.log(tiles + 1.0) - np.log(sms), np.log(nbytes / (spec["L2Cache"] * 1e6)),
+        np.log(flops + 1.0), np.log(nbytes),
+        np.full_like(t, np.log(sms)), np.full_like(t, np.log(peak)),
+        np.full_like(t, np.log(spec["Mem_Bw"])), np.full_like(t, np.log(spec["L2Cache"])),
+    ])
+    return t, X

@@ -1,0 +1,244 @@
+"""Step-time runtime: numpy only (no duckdb, polars, lightgbm, torch, lightning).
+
+`Runtime.load(dir)` reads the operator residual forests of a saved `step_time` model;
+`Runtime.engine(model, gpu, tp, dtype)` compiles one serving configuration into tables of
+operator time (ms per iteration) over a log grid of token counts, decode batch x context and
+prefill chunk x context offset, each table entry = physics x exp(learned residual). A call,
+`EngineStep.step_ms(prefill, prefill_offsets, decode)`, is then a handful of interpolations:
+the simulator calls it every iteration.
+
+Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
++ prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
+the sequences that produce a token + `overhead_ms` (the engine's per-iteration CPU time;
+0 unless given). Memory: weights, KV bytes per token and the KV capacity in tokens at a
+memory utilization.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from math import ceil, exp, log, log1p
+from pathlib import Path
+
+import numpy as np
+
+from servecast import gpus
+from servecast.errors import InvalidInputError
+from servecast.predictors.operator_latency import physics
+from servecast.predictors.output_length.forest import Forest
+from servecast.predictors.step_time.configs import ModelConfig, load_config
+
+#: grids (log-spaced, integers) the tables are computed on
+TOKENS = np.unique(np.round(np.geomspace(1, 131072, 160))).astype(float)
+BATCH = np.unique(np.round(np.geomspace(1, 4096, 40))).astype(float)
+CONTEXT = np.unique(np.concatenate([[0.0], np.round(np.geomspace(1, 262144, 48))]))
+DTYPES = ("bf16", "fp8")
+MEM_UTIL = 0.9  # vLLM's default gpu_memory_utilization
+
+
+class Runtime:
+    """The fitted operator residuals (one forest per op) and their feature view."""
+
+    def __init__(self, forests: dict[str, Forest], columns: list[int], specs: dict | None = None):
+        self.forests, self.columns, self.specs = forests, list(columns), dict(specs or {})
+        self._engines: dict = {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Runtime:
+        from servecast.predictors.base import read_card
+
+        path = Path(path)
+        read_card(path, "step_time")
+        meta = json.loads((path / "operator_latency.json").read_text())
+        forests = {op: Forest.load(path / op) for op in meta["ops"]}
+        return cls(forests, meta["columns"], meta.get("specs"))
+
+    def op_ms(self, op: str, spec: dict, **shape) -> np.ndarray:
+        """Predicted ms of `op` (physics x exp(residual)) for broadcast shape arrays."""
+        t, X = physics.features(op, spec, **shape)
+        key = f"gemm/{shape.get('dtype', 'bf16')}" if op == "gemm" else op
+        forest = self.forests.get(key)
+        if forest is None:
+            return t
+        return t * np.exp(forest.predict(X[:, self.columns])[:, 0])
+
+    def engine(self, model: str | Path | dict | ModelConfig, gpu, tp: int = 1,
+               dtype: str = "bf16", overhead_ms: float = 0.0,
+               mem_util: float = MEM_UTIL) -> EngineStep:
+        """The compiled step-time function of one serving configuration (cached)."""
+        key = (str(model), str(gpu), tp, dtype, overhead_ms, mem_util)
+        if key not in self._engines or not isinstance(model, str | Path):
+            cfg = model if isinstance(model, ModelConfig) else load_config(model)
+            spec = self.specs.get(str(gpu)) if isinstance(gpu, str) else None
+            spec = gpus.resolve_spec(spec or gpu)
+            self._engines[key] = EngineStep(self, cfg, spec, tp, dtype, overhead_ms, mem_util)
+        return self._engines[key]
+
+    def step_time(self, model, gpu, prefill=(), prefill_offsets=None, decode=(), tp: int = 1,
+                  dtype: str = "bf16", overhead_ms: float = 0.0) -> float:
+        """ms of one iteration (see EngineStep.step_ms)."""
+        return self.engine(model, gpu, tp, dtype, overhead_ms).step_ms(
+            prefill, prefill_offsets, decode)
+
+
+class EngineStep:
+    """One (model, GPU, TP, dtype) compiled to interpolation tables; `step_ms` per batch."""
+
+    def __init__(self, rt: Runtime, cfg: ModelConfig, spec: dict, tp: int, dtype: str,
+                 overhead_ms: float, mem_util: float):
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"unknown dtype {dtype!r}; known dtypes: "
+                                    f"{', '.join(DTYPES)}")
+        if not isinstance(tp, int) or tp < 1:
+            raise InvalidInputError(f"tp={tp!r} must be a positive integer")
+        if cfg.heads % tp:
+            raise InvalidInputError(
+                f"{cfg.name}: tensor parallelism {tp} does not divide its {cfg.heads} attention "
+                f"heads; use a TP among {', '.join(str(d) for d in _divisors(cfg.heads))}")
+        if cfg.kv_heads % tp and tp % cfg.kv_heads:
+            raise InvalidInputError(
+                f"{cfg.name}: tensor parallelism {tp} neither divides nor is a multiple of its "
+                f"{cfg.kv_heads} KV heads")
+        gpus.require(spec, ["Dev_Mem", "Mem_Bw", "Num_Sm", "L2Cache", "TensorFLOPs"]
+                     + ([gpus.dtype_flops_key(dtype)] if dtype != "bf16" else [])
+                     + (["Interconnect_Bw"] if tp > 1 else []), f"{dtype} step time at TP {tp}")
+        if not 0 < mem_util <= 1:
+            raise InvalidInputError(f"mem_util={mem_util!r} must be in (0, 1]")
+        self.cfg, self.spec, self.tp, self.dtype = cfg, spec, tp, dtype
+        self.overhead_ms = float(overhead_ms)
+        self.heads = cfg.heads // tp
+        self.kv_heads = max(1, cfg.kv_heads // tp)
+        self.inter = ceil(cfg.intermediate / tp)
+        self.vocab = ceil(cfg.vocab / tp)
+        self._memory(mem_util)
+        self._tables(rt)
+
+    # -- memory model ------------------------------------------------------------------------
+    def _memory(self, mem_util: float) -> None:
+        cfg, wbytes = self.cfg, physics.BYTES[self.dtype]
+        self.weight_bytes = cfg.params() * wbytes / self.tp
+        #: KV bytes per token on one GPU (bf16 cache): K and V of every layer
+        self.kv_bytes_per_token = 2.0 * cfg.layers * self.kv_heads * cfg.head_dim * 2.0
+        free = self.spec["Dev_Mem"] * 2**30 * mem_util - self.weight_bytes
+        self.kv_capacity_tokens = int(max(0.0, free) // self.kv_bytes_per_token)
+        if self.kv_capacity_tokens <= 0:
+            raise InvalidInputError(
+                f"{cfg.name} ({self.weight_bytes / 2**30:.1f} GiB of {self.dtype} weights per "
+                f"GPU at TP {self.tp}) does not fit {self.spec['Device']}'s "
+                f"{self.spec['Dev_Mem']:g} GB at memory utilization {mem_util}; raise TP")
+
+    def memory(self) -> dict:
+        """Weights (GiB per GPU), KV bytes per token (per GPU) and the KV capacity (tokens)."""
+        return {"weights_gib": self.weight_bytes / 2**30,
+                "kv_bytes_per_token": self.kv_bytes_per_token,
+                "kv_capacity_tokens": self.kv_capacity_tokens}
+
+    # -- tables ------------------------------------------------------------------------------
+    def _tables(self, rt: Runtime) -> None:
+        cfg, spec, T = self.cfg, self.spec, TOKENS
+        hd, h, kvh, hid = cfg.head_dim, self.heads, self.kv_heads, cfg.hidden
+        # per-layer GEMMs at T tokens: qkv, o, MLP up (+gate), down (MoE: per expert)
+        gemm = [((h + 2 * kvh) * hd, hid, T), (hid, h * hd, T)]
+        up = (2 if cfg.gated_mlp else 1) * self.inter
+        if cfg.experts > 1:
+            routed = T * cfg.experts_per_token
+            active = np.minimum(cfg.experts, routed)
+            per = np.ceil(routed / active)
+            gemm += [(up, hid, per, active), (hid, self.inter, per, active)]
+        else:
+            gemm += [(up, hid, T), (hid, self.inter, T)]
+        layer = np.zeros_like(T)
+        for g in gemm:
+            n, k, m = g[0], g[1], g[2]
+            times = g[3] if len(g) > 3 else 1.0
+            layer += times * rt.op_ms("gemm", spec, dtype=self.dtype, M=m, N=n, K=k)
+        # norms, residual adds, activation: memory-bound passes over the activations
+        layer += T * (8.0 * hid + 3.0 * self.inter) * 2.0 / (spec["Mem_Bw"] * 1e9) * 1e3 \
+            + 4 * physics.LAUNCH_MS
+        if self.tp > 1:
+            layer += 2 * rt.op_ms("allreduce", spec, N=T * hid, tp=self.tp)
+        self._lin = np.log(cfg.layers * layer)
+        self._lm = np.log(rt.op_ms("gemm", spec, dtype=self.dtype, M=T, N=self.vocab, K=hid))
+        attn = {"H": h, "kv_heads": kvh, "head_dim": hd}
+        b, c = np.meshgrid(BATCH, CONTEXT, indexing="ij")
+        dec = rt.op_ms("attn_decode", spec, B=b.ravel(), M=1, N=c.ravel(), **attn)
+        self._dec = np.log(cfg.layers * dec).reshape(b.shape)
+        m, c = np.meshgrid(T, CONTEXT, indexing="ij")
+        pre = rt.op_ms("attn_prefill", spec, B=1, M=m.ravel(), N=c.ravel(), **attn)
+        self._pre = np.log(cfg.layers * pre).reshape(m.shape)
+        self._lt, self._lb, self._lc = np.log(T), np.log(BATCH), np.log1p(CONTEXT)
+        # plain lists: scalar lookups in pure Python beat numpy's per-call overhead
+        self._l = [a.tolist() for a in (self._lt, self._lb, self._lc, self._lin, self._lm)]
+        self._dec_l, self._pre_l = self._dec.tolist(), self._pre.tolist()
+
+    # -- the call ----------------------------------------------------------------------------
+    def step_ms(self, prefill=(), prefill_offsets=None, decode=()) -> float:
+        """ms of one iteration: `prefill` chunk lengths (tokens) with their `prefill_offsets`
+        (tokens already in the KV cache; default 0) and the context lengths of the `decode`
+        sequences (one new token each). Raises InvalidInputError on an empty batch, negative
+        lengths, or more KV tokens than fit (`memory()['kv_capacity_tokens']`)."""
+        p = np.asarray(prefill, dtype=np.float64).reshape(-1)
+        d = np.asarray(decode, dtype=np.float64).reshape(-1)
+        off = np.zeros_like(p) if prefill_offsets is None else \
+            np.asarray(prefill_offsets, dtype=np.float64).reshape(-1)
+        if off.shape != p.shape:
+            raise InvalidInputError(f"prefill_offsets has {off.size} values for {p.size} "
+                                    "prefill chunks")
+        if p.size + d.size == 0:
+            raise InvalidInputError("empty batch: give prefill chunk lengths or decode contexts")
+        if (p.size and (p.min() < 1 or off.min() < 0)) or (d.size and d.min() < 0):
+            raise InvalidInputError("prefill chunks must be >= 1 token, offsets and decode "
+                                    "contexts >= 0")
+        kv = p.sum() + off.sum() + d.sum() + d.size
+        if kv > self.kv_capacity_tokens:
+            raise InvalidInputError(
+                f"the batch holds {int(kv):,} KV tokens, over the "
+                f"{self.kv_capacity_tokens:,}-token KV capacity of {self.cfg.name} on "
+                f"{self.spec['Device']} at TP {self.tp}; split the batch or raise TP")
+        lt, lb, lc, lin, lm = self._l
+        t = exp(_interp(lt, lin, log(float(p.sum()) + d.size)))
+        t += exp(_interp(lt, lm, log(p.size + d.size)))
+        if d.size:
+            t += _bilinear(lb, lc, self._dec_l, log(d.size), log1p(float(d.mean())))
+        if p.size <= 8:
+            for m, o in zip(p.tolist(), off.tolist(), strict=True):
+                t += _bilinear(lt, lc, self._pre_l, log(m), log1p(o))
+        else:
+            t += _bilinear_many(self._lt, self._lc, self._pre, np.log(p), np.log1p(off))
+        return t + self.overhead_ms
+
+
+def _interp(xs: list, ys: list, x: float) -> float:
+    """Linear interpolation of (xs, ys) at x, clamped to the ends (scalar np.interp)."""
+    i = min(max(bisect_left(xs, x) - 1, 0), len(xs) - 2)
+    f = min(max((x - xs[i]) / (xs[i + 1] - xs[i]), 0.0), 1.0)
+    return ys[i] + f * (ys[i + 1] - ys[i])
+
+
+def _bilinear(xs: list, ys: list, table: list, x: float, y: float) -> float:
+    """exp of the bilinear interpolation of log-table `table` (xs x ys) at (x, y), clamped."""
+    i = min(max(bisect_left(xs, x) - 1, 0), len(xs) - 2)
+    j = min(max(bisect_left(ys, y) - 1, 0), len(ys) - 2)
+    fx = min(max((x - xs[i]) / (xs[i + 1] - xs[i]), 0.0), 1.0)
+    fy = min(max((y - ys[j]) / (ys[j + 1] - ys[j]), 0.0), 1.0)
+    r0, r1 = table[i], table[i + 1]
+    top = r0[j] * (1 - fy) + r0[j + 1] * fy
+    bot = r1[j] * (1 - fy) + r1[j + 1] * fy
+    return exp(top * (1 - fx) + bot * fx)
+
+
+def _bilinear_many(xs: np.ndarray, ys: np.ndarray, table: np.ndarray, x: np.ndarray,
+                   y: np.ndarray) -> float:
+    """Sum over the points (x, y) of `_bilinear` (vectorized)."""
+    i = np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2)
+    j = np.clip(np.searchsorted(ys, y) - 1, 0, len(ys) - 2)
+    fx = np.clip((x - xs[i]) / (xs[i + 1] - xs[i]), 0.0, 1.0)
+    fy = np.clip((y - ys[j]) / (ys[j + 1] - ys[j]), 0.0, 1.0)
+    top = table[i, j] * (1 - fy) + table[i, j + 1] * fy
+    bot = table[i + 1, j] * (1 - fy) + table[i + 1, j + 1] * fy
+    return float(np.exp(top * (1 - fx) + bot * fx).sum())
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0 and d <= 16]

@@ -1,0 +1,91 @@
+"""Step-time commands: `train step-time`, `estimate step-time`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from servecast.commands.common import DbOption, console, group
+from servecast.errors import InvalidInputError
+
+
+def register(app: typer.Typer) -> None:
+    group(app, "train").command("step-time")(train_step_time)
+    group(app, "estimate").command("step-time")(estimate_step_time)
+
+
+def train_step_time(
+    db: Path = DbOption,
+    out: Path = typer.Option(Path("models/step_time"), "--out", help="model folder"),
+    trace: str = typer.Option("aiconfigurator", "--trace", help="aiconfigurator operator trace"),
+    trees: int = typer.Option(150, "--trees", min=1),
+) -> None:
+    """Fit the operator residuals behind the step-time model on aiconfigurator's vLLM
+    operator tables (`servecast ingest aiconfigurator ...` first)."""
+    from servecast.predictors.operator_latency.data import operator_frame
+    from servecast.predictors.step_time.model import StepTimeModel
+    from servecast.store import Store
+
+    with Store(db, read_only=True) as store:
+        frame = operator_frame(store, trace)
+    model = StepTimeModel(trees=trees).fit(frame)
+    model.save(out)
+    console.print(f"[green]saved[/] {out} ({frame.height:,} operator rows, "
+                  f"GPUs {', '.join(model.ops.card['devices'])})")
+
+
+def parse_decode(text: str) -> list[int]:
+    """`64x1024` (64 sequences at context 1024) or `512,900,1024` -> context lengths."""
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        n, _, ctx = part.partition("x")
+        try:
+            out += [int(ctx)] * int(n) if ctx else [int(n)]
+        except ValueError:
+            raise InvalidInputError(f"--decode {text!r}: expected COUNTxCONTEXT (64x1024) or "
+                                    "comma-separated context lengths") from None
+    return out
+
+
+def parse_prefill(text: str) -> tuple[list[int], list[int]]:
+    """`2048` or `512@1024,2048` (chunk@offset) -> (chunk lengths, context offsets)."""
+    chunks, offsets = [], []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        n, _, off = part.partition("@")
+        try:
+            chunks.append(int(n))
+            offsets.append(int(off) if off else 0)
+        except ValueError:
+            raise InvalidInputError(f"--prefill {text!r}: expected LENGTH[@OFFSET],... "
+                                    "(2048 or 512@1024)") from None
+    return chunks, offsets
+
+
+def estimate_step_time(
+    model: str = typer.Option(..., "--model", help="shipped model name or a config.json"),
+    gpu: str = typer.Option(..., "--gpu", help="catalog GPU (`servecast gpus`) or spec file"),
+    prefill: str = typer.Option("", "--prefill", help="chunk lengths: 2048 or 512@1024,2048"),
+    decode: str = typer.Option("", "--decode", help="decode contexts: 64x1024 or 900,1024"),
+    tp: int = typer.Option(1, "--tp", help="tensor parallelism"),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 weights / GEMMs"),
+    overhead_ms: float = typer.Option(0.0, "--overhead-ms", help="engine CPU time per step"),
+    models: Path = typer.Option(Path("models/step_time"), "--models",
+                                help="a step_time model folder or a models dir"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Time of one engine iteration (ms) and the memory model, from the GPU's spec sheet."""
+    from servecast.estimator import Estimator
+
+    chunks, offsets = parse_prefill(prefill)
+    est = Estimator.load(models)
+    engine = est.runtime("step_time").engine(model, gpu, tp, dtype, overhead_ms)
+    ms = engine.step_ms(chunks, offsets, parse_decode(decode))
+    out = {"step_ms": ms, **engine.memory()}
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    console.print(f"step time {ms:.3f} ms  |  weights {out['weights_gib']:.1f} GiB/GPU, "
+                  f"KV {out['kv_bytes_per_token']:,.0f} B/token, capacity "
+                  f"{out['kv_capacity_tokens']:,} tokens")

@@ -1,0 +1,227 @@
+"""Operator latency from spec sheets and the step-time model on aiconfigurator's real vLLM
+operator tables: physics, the predictor contract, the numpy-only runtime, the memory model,
+`servecast estimate step-time`, the Estimator, and the bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast import gpus
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.operator_latency import physics
+from servecast.predictors.operator_latency.data import operator_frame
+from servecast.predictors.operator_latency.predictor import OperatorLatencyModel, scores
+from servecast.predictors.step_time import configs
+from servecast.predictors.step_time.model import StepTimeModel
+from servecast.store import Store
+
+H100 = gpus.catalog_spec("h100-sxm")
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory, data):
+    with Store(tmp_path_factory.mktemp("ops") / "ops.duckdb") as store:
+        store.ingest("aiconfigurator", [data / "gpu/aiconfigurator"], trace="aiconfigurator")
+        full = operator_frame(store)
+    return full.sample(fraction=0.25, seed=0).sort(full.columns[:4])
+
+
+@pytest.fixture(scope="module")
+def saved(frame, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "step_time"
+    StepTimeModel(trees=30).fit(frame).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rt(saved):
+    from servecast.predictors.step_time.runtime import Runtime
+
+    return Runtime.load(saved)
+
+
+# -- physics ------------------------------------------------------------------------------
+def test_physics_bounds_and_scaling():
+    shape = {"M": np.array([1, 4096, 8192]), "N": 8192, "K": 8192}
+    t, _X = physics.features("gemm", H100, dtype="bf16", **shape)
+    roof = physics.roofline("gemm", H100, dtype="bf16", **shape)
+    assert np.all(t >= roof)  # quantization <= 1 and a launch floor only add time
+    assert t[2] / t[1] == pytest.approx(2.0, rel=0.05)  # compute-bound: twice the tokens
+    fp8, _ = physics.features("gemm", H100, dtype="fp8", **shape)
+    assert np.all(fp8[1:] < t[1:])
+    # decode attention is memory bound: bytes of the KV cache over the bandwidth
+    dec = physics.roofline("attn_decode", H100, B=64, M=1, N=4096, H=32, kv_heads=8,
+                           head_dim=128)
+    kv_bytes = 64 * 4097 * 2 * 8 * 128 * 2
+    assert dec == pytest.approx(kv_bytes / 3350e9 * 1e3, rel=0.01)
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_nothing_depends_on_the_gpu_name(saved, frame):
+    model = StepTimeModel.load(saved).ops
+    rows = frame.filter(pl.col("device") == "l40s").head(200)
+    spec = gpus.resolve_spec("l40s")
+    a = model.predict(rows)["latency_ms_pred"]
+    model.specs["renamed"] = {**spec, "Device": "renamed"}
+    b = model.predict(rows.with_columns(device=pl.lit("renamed")))["latency_ms_pred"]
+    assert a.to_list() == b.to_list()
+
+
+# -- operator model contract --------------------------------------------------------------
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_operator_model_contract(saved, frame):
+    with pytest.raises(InvalidInputError, match="not fitted"):
+        OperatorLatencyModel().predict(frame.head(3))
+    model = StepTimeModel.load(saved).ops
+    part = frame.filter(pl.col("device") == "h100_sxm").head(500)
+    before = model.predict(part)
+    assert before.height == part.height and before["M"].to_list() == part["M"].to_list()
+    res = model.evaluate(part)
+    assert model.predict(part)["latency_ms_pred"].to_list() == \
+        before["latency_ms_pred"].to_list()  # evaluate has no side effects
+    assert {k.split("/")[0] for k in res} <= set(physics.OPS)
+    card = json.loads((saved / "model_card.json").read_text())
+    assert card["kind"] == "step_time" and card["operators"]["devices"]
+    with pytest.raises(UnknownNameError, match="unknown GPU 'h300'"):
+        model.predict(part.head(1).with_columns(device=pl.lit("h300")))
+
+
+@pytest.mark.slow
+def test_held_out_gpu_beats_roofline_on_attention(frame):
+    """Fit on three GPUs, predict the H100's prefill attention from its spec sheet."""
+    train = frame.filter(pl.col("device") != "h100_sxm")
+    test = frame.filter((pl.col("device") == "h100_sxm") & (pl.col("op") == "attn_prefill"))
+    out = OperatorLatencyModel(trees=30).fit(train).predict(test)
+    model = scores(out["latency_ms_pred"], out["latency_ms"])["mdape"]
+    roof = scores(out["roofline_ms"], out["latency_ms"])["mdape"]
+    assert model < 0.5 * roof
+
+
+# -- model configs --------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "params"), [
+    ("llama-2-7b", 6_738_415_616), ("llama-3.1-8b", 8_030_261_248),
+    ("mixtral-8x7b", 46_702_792_704), ("llama-2-70b", 68_976_648_192)])
+def test_shipped_configs_match_published_parameter_counts(name, params):
+    # published counts include the norm weights, which the shape model leaves out
+    assert configs.load_config(name).params() == pytest.approx(params, rel=2e-3)
+
+
+def test_hf_config_json_is_read(tmp_path):
+    path = tmp_path / "gpt2ish" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_layer": 12,
+                                "n_head": 12, "vocab_size": 50257, "tie_word_embeddings": True}))
+    cfg = configs.load_config(path)
+    assert (cfg.hidden, cfg.layers, cfg.kv_heads, cfg.intermediate, cfg.gated_mlp) == \
+        (768, 12, 12, 3072, False)
+    assert configs.load_config("mistralai/Mixtral-8x7B-v0.1").experts_per_token == 2
+    path.write_text(json.dumps({"n_embd": 768, "n_layer": 12, "vocab_size": 5}))
+    with pytest.raises(InvalidInputError, match="lacks num_attention_heads / n_head"):
+        configs.load_config(path)
+    with pytest.raises(UnknownNameError, match="unknown model 'llama-9'.*llama-3.1-8b"):
+        configs.load_config("llama-9")
+
+
+# -- runtime ----------------------------------------------------------------------------------
+def test_runtime_imports_numpy_only():
+    code = ("import sys, servecast.predictors.step_time.runtime as r; "
+            "print(sorted(m for m in ('duckdb', 'polars', 'lightgbm', 'torch', "
+            "'pytorch_lightning', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_step_time_grows_with_the_batch_and_tp_splits_it(rt):
+    e = rt.engine("llama-3.1-8b", "h100-sxm")
+    one = e.step_ms(decode=[1024])
+    assert one < e.step_ms(decode=[1024] * 256) < e.step_ms(prefill=[2048], decode=[1024] * 256)
+    assert e.step_ms(decode=[128] * 16) < e.step_ms(decode=[16384] * 16)
+    assert e.step_ms(prefill=[512], prefill_offsets=[8192]) > e.step_ms(prefill=[512])
+    # one decode token of an 8B model streams its 16 GB of weights: >= 4.8 ms at 3.35 TB/s
+    assert 16.06e9 / 3350e9 * 1e3 < one < 3 * 16.06e9 / 3350e9 * 1e3
+    tp2 = rt.engine("llama-3.1-8b", "h100-sxm", tp=2)
+    assert tp2.step_ms(prefill=[8192]) < e.step_ms(prefill=[8192])
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_memory_model(rt):
+    e = rt.engine("llama-3.1-8b", "h100-sxm")
+    mem = e.memory()
+    assert mem["kv_bytes_per_token"] == 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, bf16
+    weights = configs.load_config("llama-3.1-8b").params() * 2
+    assert mem["kv_capacity_tokens"] == int((80 * 2**30 * 0.9 - weights) // (2 * 32 * 8 * 128 * 2))
+    tp4 = rt.engine("llama-3.1-70b", "h100-sxm", tp=4).memory()
+    assert tp4["kv_bytes_per_token"] == 2 * 80 * 2 * 128 * 2  # 8 KV heads over 4 GPUs
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_bad_input_errors(rt):
+    with pytest.raises(UnknownNameError, match="known models: .*qwen2-72b"):
+        rt.engine("llama-9", "h100-sxm")
+    with pytest.raises(UnknownNameError, match="known GPUs: .*mi300x"):
+        rt.engine("llama-3.1-8b", "h300")
+    with pytest.raises(InvalidInputError, match="tensor parallelism 3 does not divide .*32"):
+        rt.engine("llama-3.1-8b", "h100-sxm", tp=3)
+    with pytest.raises(InvalidInputError, match="missing FP8FLOPs, needed for fp8"):
+        rt.engine("llama-3.1-8b", "a100", dtype="fp8")
+    with pytest.raises(InvalidInputError, match="does not fit .*raise TP"):
+        rt.engine("llama-2-70b", "l4")
+    e = rt.engine("llama-3.1-8b", "l4")
+    cap = e.memory()["kv_capacity_tokens"]
+    with pytest.raises(InvalidInputError, match=f"over the {cap:,}-token KV capacity"):
+        e.step_ms(decode=[cap])
+    with pytest.raises(InvalidInputError, match="empty batch"):
+        e.step_ms()
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_predictor_estimator_and_cli_agree(saved, rt):
+    from servecast.estimator import Estimator
+
+    model = StepTimeModel.load(saved)
+    batch = pl.DataFrame({"model": ["llama-3.1-8b", "qwen2-7b"], "gpu": ["h100-sxm", "l40s"],
+                          "tp": [1, 2], "prefill": [[2048], []], "decode": [[1024] * 64, [512]]})
+    out = model.predict(batch)
+    want = rt.step_time("llama-3.1-8b", "h100-sxm", [2048], None, [1024] * 64)
+    assert out["step_ms"][0] == pytest.approx(want)
+    assert model.evaluate(out.with_columns(measured_ms=pl.col("step_ms")))["mdape"] == 0
+    est = Estimator.load(saved.parent)
+    assert est.step_time("llama-3.1-8b", "h100-sxm", [2048], None, [1024] * 64) == \
+        pytest.approx(want)
+    cli = [sys.executable, "-m", "servecast.cli", "estimate", "step-time", "--models", saved]
+    ok = subprocess.run([*cli, "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--prefill",
+                         "2048", "--decode", "64x1024", "--json"], capture_output=True,
+                        text=True, check=True)
+    assert json.loads(ok.stdout)["step_ms"] == pytest.approx(want)
+    bad = subprocess.run([*cli, "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--decode",
+                          "64y"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--decode" in bad.stderr
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_http_step_time(saved, rt):
+    from fastapi.testclient import TestClient
+
+    from servecast.service import create_app
+
+    body = {"model": "llama-3.1-8b", "gpu": "h100-sxm", "prefill": [2048], "decode": [1024] * 64}
+    with TestClient(create_app(saved.parent)) as c:
+        one = c.post("/v1/step-time", json=body)
+        assert one.status_code == 200
+        e = rt.engine("llama-3.1-8b", "h100-sxm")
+        assert one.json() == {"step_ms": pytest.approx(e.step_ms([2048], None, [1024] * 64)),
+                              "kv_capacity_tokens": e.kv_capacity_tokens}
+        batch = c.post("/v1/step-time", json={"items": [body, {**body, "tp": 2}]}).json()
+        assert batch["items"][0] == one.json()
+        assert batch["items"][1]["step_ms"] < one.json()["step_ms"]
+        bad = c.post("/v1/step-time", json={**body, "tp": 0})
+        assert bad.status_code == 422 and bad.json()["message"].startswith("tp:")
+        unknown = c.post("/v1/step-time", json={**body, "model": "llama-9"})
+        assert unknown.status_code == 422 and "known models" in unknown.json()["message"]
