@@ -191,6 +191,12 @@ def _line_prefix(path: Path, line: int) -> str:
     return ""
 
 
+def _line_break(raw: bytes) -> bytes:
+    """The line break that ends `raw` (kept when a line is blanked: a lone LF among CRLF
+    lines made DuckDB's reader number the lines after it differently)."""
+    return raw[len(raw.rstrip(b"\r\n")):] or b"\n"
+
+
 def without_lines(path: Path, lines: set[int], folder: Path) -> Path:
     """A copy of `path` in `folder` (same name, same compression) whose `lines` are empty:
     the reader skips them and keeps counting lines, so its line numbers stay the source's."""
@@ -200,5 +206,5 @@ def without_lines(path: Path, lines: set[int], folder: Path) -> Path:
         if not lines:
             shutil.copyfileobj(src, dst)
         for i, raw in enumerate(src, start=1):
-            dst.write(b"\n" if i in lines else raw)
+            dst.write(_line_break(raw) if i in lines else raw)
     return out

@@ -207,6 +207,23 @@ def test_jsonl_every_record_accounted_for(mooncake_rows, data):
             event(check_accounted(store, path, "t", n, "mooncake", texts=texts))
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_long_first_line_keeps_the_line_numbers_after_it(tmp_path, mooncake_rows, newline):
+    """A blanked over-long line keeps its own line break: with CRLF lines a lone LF in the
+    reader's copy shifted every later line, and the bad line's rejected row lost its line
+    (found by the JSONL property above)."""
+    obj = json.loads(mooncake_rows[0])
+    records = [(json.dumps(dict(obj, hash_ids=list(range(MAX_LINE_BYTES // 6)))), True),
+               (mooncake_rows[1], True), ("{", True)]
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes("".join(r + newline for r, _ in records).encode())
+    with Store(tmp_path / "s.duckdb") as store:
+        n, texts = numbered(records, first=1)
+        assert check_accounted(store, path, "t", n, "mooncake", texts=texts) == "loaded"
+        assert store.con.execute(
+            "SELECT list(line ORDER BY line) FROM rejected_rows").fetchone()[0] == [1, 3]
+
+
 # -- kill -9 ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
 def test_kill_9_mid_ingest_leaves_the_store_whole(tmp_path, burst_rows, delay):
