@@ -34,9 +34,12 @@ def _need_trace(store, trace: str, adapter: str, rel: str) -> None:
 
 def device_specs(store) -> dict[str, dict]:
     """Device name -> spec dict (SPEC_KEYS, plus TensorFLOPs where the device-config JSON
-    had it) from the store's `devices` table."""
+    had it) from the store's `devices` table; only devices with every SPEC_KEY (spec sheets
+    without them, such as aiconfigurator's system YAMLs, serve other models)."""
+    complete = " AND ".join(f"{k} IS NOT NULL" for k in SPEC_KEYS)
     df = store.sql(f"SELECT device, {', '.join(SPEC_KEYS)}, "
-                   f"TRY_CAST(spec->>'{TENSOR_KEY}' AS DOUBLE) AS {TENSOR_KEY} FROM devices")
+                   f"TRY_CAST(spec->>'{TENSOR_KEY}' AS DOUBLE) AS {TENSOR_KEY} FROM devices "
+                   f"WHERE {complete}")
     return {r["device"]: {k: r[k] for k in SPEC_COLUMNS if r[k] is not None}
             for r in df.iter_rows(named=True)}
 
