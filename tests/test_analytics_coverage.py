@@ -82,10 +82,10 @@ def test_every_public_analytics_function_and_parameter_is_called():
 
 
 def test_the_scan_matches_the_modules_signatures():
-    from servecast.analytics import cluster, whatif
+    from servecast.analytics import cluster, synth
 
     params = public_functions()
     assert params[("cluster", "duration_cdf")] == list(
         inspect.signature(cluster.duration_cdf).parameters)
-    assert params[("whatif", "whatif_trace")] == list(
-        inspect.signature(whatif.whatif_trace).parameters)
+    assert params[("synth", "synthesize")] == list(
+        inspect.signature(synth.synthesize).parameters)

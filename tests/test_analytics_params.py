@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from servecast import simulator as whatif
 from servecast.analytics import (
     arrivals,
     characterize,
@@ -22,7 +23,6 @@ from servecast.analytics import (
     sessions,
     source,
     synth,
-    whatif,
 )
 from servecast.errors import InvalidInputError, UnknownNameError
 

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from matplotlib.figure import Figure
 
+from servecast import simulator as whatif
 from servecast.analytics import (
     arrivals,
     cluster,
@@ -22,7 +23,6 @@ from servecast.analytics import (
     prefix_cache,
     sessions,
     vm_noise,
-    whatif,
 )
 from servecast.analytics import prediction_plots as pp
 

@@ -34,7 +34,7 @@ def served(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("docs")
     pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
-    CongestionGame(n_bootstrap=0).fit(pb.loads, pb.quality[:, 0, :]).save(
+    CongestionGame(n_bootstrap=0).fit_arrays(pb.loads, pb.quality[:, 0, :]).save(
         folder / "models" / "moe_congestion")
     cdp = free_port()
     browser = subprocess.Popen(

@@ -203,7 +203,7 @@ def two_kinds(models_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("two_kinds")
     shutil.copytree(models_dir[0] / "output_length", root / "output_length")
     pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
-    CongestionGame(n_bootstrap=0).fit(pb.loads, pb.quality[:, 0, :]).save(root / "moe_congestion")
+    CongestionGame(n_bootstrap=0).fit_arrays(pb.loads, pb.quality[:, 0, :]).save(root / "moe_congestion")
     return root
 
 
