@@ -1,5 +1,5 @@
 """How much a window's label can be predicted at all on the Azure VM Noise tasks, next to the
-15 % bar of the interference issue. Usage (~30 s):
+15 % bar of the interference issue. Usage:
 
     .venv/bin/python benchmarks/interference_floor.py [--db servecast.duckdb]
 

@@ -13,12 +13,12 @@ with the estimator's default type-quality shrinkage and the other one; a summary
 layer; quality-estimator agreement; the gamma_eff trajectory with phases.
 
     .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep2 --steps 1200 \
-        --snapshots 6 --eval-windows 192   (as measured: 183-256 s per run on one shared CPU
-        core incl. ~50 s of snapshots, then ~6 min of fitting; --train-only / --report-only)
+        --snapshots 6 --eval-windows 192   (trains, then reports;
+        --train-only / --report-only)
     .venv/bin/python benchmarks/moe_alpha_sweep.py --out /tmp/moe_sweep2 --steps 1200 \
         --snapshots 6 --eval-windows 192 --report-only --final-windows 2649 \
-        --gamma-bootstrap 20 --quality oracle   (gamma_eff on all 883 batches of each run's
-        held-out conversations: ~80 s of snapshot + 30-190 s of fits per run, 14.5 min in all)
+        --gamma-bootstrap 20 --quality oracle   (gamma_eff on all the batches of each run's
+        held-out conversations; run times in docs/results.md)
 """
 
 from __future__ import annotations

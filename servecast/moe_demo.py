@@ -18,7 +18,7 @@ from servecast.predictors.moe_congestion.trajectory import phases, trajectory
 def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/moe",
              log=print, steps: int = 60, n_bootstrap: int = 5) -> dict[str, pl.DataFrame]:
     """Fast demo: imbalance + leave-one-domain-out on `trace` (if in `store`), a tiny small-MoE
-    run (`steps` steps; ~25 s CPU on one idle core) with its gamma_eff trajectory (point
+    run (`steps` steps; CPU time: docs/results.md#demo) with its gamma_eff trajectory (point
     estimates), and a saved model (bootstrap CIs from `n_bootstrap` refits) under
     OUT/models/moe_congestion. Returns the result frames (imbalance, transfer if the trace is
     in the store; trajectory, phases, params)."""

@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: largest request body, bytes (10,000 kernel-latency requests are ~2.5 MB; the largest
-#: one costs up to ~0.45 s to parse; the 8 MB 1M-expert MoE body of issue 21 is refused
-#: unparsed)
+#: largest request body, bytes (holds 10,000 kernel-latency requests; parse cost of the
+#: largest: docs/results.md#http-service; the 8 MB 1M-expert MoE body of issue 21 is
+#: refused unparsed)
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 

@@ -14,15 +14,12 @@ from servecast.predictors.interference.tasks import Task
 
 MODEL_ORDER = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
 # FULL is sized for <= 15 min of training (wall) of the dual model per task on the shared 2-core
-# machine: a 3-seed ensemble (n_seeds) of 8 epochs each, ~47 CPU s per epoch on the 33k
-# fingerprint windows of 32 steps (642 s wall, 1123 CPU s in all). GBM: up to 2000 trees,
-# early-stopped on val (600 did not converge at 12 steps: fingerprint 4.44 -> 4.38 pp with 2000;
-# best iteration ~1250).
+# machine: a 3-seed ensemble (n_seeds) of 8 epochs each. GBM: up to 2000 trees, early-stopped
+# on val (600 did not converge at 12 steps). Timings and scores: docs/results.md#interference.
 FULL = dict(epochs=8, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=2000, n_seeds=3)
 FAST = dict(epochs=6, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=100)
 # `refit=True` (pick epochs / trees on val, retrain on train + val with val x recent_weight)
-# was measured at FAST and left off: fingerprint demo dual 5.15 -> 4.93 pp, gbm 5.25 -> 5.16;
-# fingerprint full dual 4.28 -> 4.40, gbm 4.74 -> 4.57; temporal demo dual 0.36 -> 0.42.
+# was measured and left off (it did not help consistently: docs/results.md#interference).
 #: CloudFormer (2025) reports 7.8 % MAE of normalized performance on its own data
 CLOUDFORMER_MAE_PP = 7.8
 

@@ -260,18 +260,16 @@ def fingerprint_task(store, trace: str = "azure_vm_noise", max_steps: int = 32,
                      mark_sku: bool = True, mark_age: bool = True) -> Task:
     """Fingerprint task on short-lived VMs (see module docstring): windows of `max_steps` steps
     (the last max_steps - 1 micro-benchmark runs, then the app step; the default 32 keeps every
-    micro-benchmark run of 99.9 % of the Azure windows: median 18, max 56; 12 cut 93.5 % of
-    them, and every model was worse for it). Each instance gives up to
+    micro-benchmark run of nearly all Azure windows; shorter windows made every model worse:
+    docs/results.md#interference). Each instance gives up to
     `apps_per_instance` windows (its last application runs, which have the most micro-
     benchmarks before them); windows with fewer than `min_micro` micro-benchmark runs are
     dropped. `max_instances` keeps the most recent instances per SKU and `until` (ISO date)
     drops later runs (quick runs). `mark_sku` adds a marker metric `sku:<vm_sku>` = 1 at every
     step (values are relative to each SKU's median, so the SKU is otherwise invisible; every
-    model gets it; test MAE without -> with, at max_steps 12: one 8-epoch dual net ~4.25 -> 3.62
-    pp, GBM 4.44 -> 3.90). `mark_age` adds `vm_age_h` at the app step (hours since the
-    instance's first run began: a burstable VM's CPU credits drain as its benchmarks run; test
-    MAE without -> with, full benchmark: dual 3.37 -> 3.23, temporal-only 3.31 -> 3.28, GBM
-    3.61 -> 3.49 pp)."""
+    model gets it). `mark_age` adds `vm_age_h` at the app step (hours since the instance's
+    first run began: a burstable VM's CPU credits drain as its benchmarks run). What each
+    marker gains: docs/results.md#interference."""
     raw = short_instances(_rows(store, trace, "short", skus, until))
     inst = (raw.group_by("vm_sku", "instance")
             .agg(pl.col("end_s").min().alias("start"),

@@ -68,10 +68,9 @@ class KernelLatencyPredictor(Predictor):
                `evaluation.transfer_bounds`).
     All members are averaged in log space. A held-out GPU is an extrapolation in device
     space: single MLPs disagree a lot from seed to seed and the two views err in different
-    directions (leave-one-GPU-out MdAPE all / bmm / linear: spec 21.4 / 27.9 / 28.4%, shape
-    19.1 / 22.2 / 40.9%, both 16.5 / 23.2 / 24.3%). The members are merged into one MLP
-    (block-diagonal; a shape member reads zeros from the device columns), so the runtime is
-    the same for any views and members.
+    directions (their average scores best over all ops: docs/results.md). The members are
+    merged into one MLP (block-diagonal; a shape member reads zeros from the device columns),
+    so the runtime is the same for any views and members.
     """
 
     kind = "kernel_latency"

@@ -77,7 +77,7 @@ class QualityPrior:
     """Pooled type-quality profile (K, E) and the shrinkage strength n0 (pseudo-tokens).
 
     A batch's type quality is a mean over few tokens (e.g. 24 tokens of a type in a 192-token
-    batch) of per-token qualities whose spread across tokens (~0.1-0.2 nats for the oracle)
+    batch) of per-token qualities whose spread across tokens (docs/results.md#moe-congestion)
     dwarfs the differences between experts; the raw mean is then mostly noise. The empirical-
     Bayes (James-Stein) estimate shrinks it toward the type's pooled profile with
     n0 = sigma^2_within / tau^2_between (method of moments on the training tokens): batches

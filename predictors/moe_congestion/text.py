@@ -4,7 +4,7 @@ Tokenizer choice: OpenAI's cl100k_base BPE (bundled offline as `cl100k_base_offl
 vocabulary reduced to the V-1 most frequent ids of the training text (the rest map to UNK = 0).
 Routing then acts on sub-word tokens as in OLMoE/Mixtral (a byte vocabulary would make experts
 specialize on characters), while the embedding/output tables stay small enough for CPU
-(V = 2048 covers ~90% of ShareGPT tokens; the coverage is recorded in the run's card).
+(the coverage of V is recorded in the run's card; docs/results.md#moe-congestion).
 """
 
 from __future__ import annotations

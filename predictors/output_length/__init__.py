@@ -8,9 +8,8 @@ loads whichever was saved. Schedulers use `runtime.Runtime` through `servecast.E
 
 The metadata model's features include the prompt-length history (history.py): outputs of
 finished earlier requests with exactly the same prompt_tokens, the same 16-token length
-bucket, and any request. Measured (benchmarks/output_length_eval.py, Azure conversation, time
-split 70/30): MAE(p50) 44.63 tokens, Kendall tau 0.582, p90 coverage 0.904 (46.61 / 0.559 /
-0.907 without the history features); 60/40: 44.33 / 0.570 / 0.875. Such models are served from
+bucket, and any request (what they add: benchmarks/output_length_eval.py, docs/results.md).
+Such models are served from
 their compiled trees (forest.py), the runtime keeping the history through `observe`.
 """
 

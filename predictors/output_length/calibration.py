@@ -8,12 +8,10 @@ observed request moves it by `rate` x (1 - a) x (miss - (1 - a)), miss = 1 when 
 exceeded the quantile served (p90: 0.005 per request, p99: 0.0005), so coverage recovers within
 a few hundred requests of an abrupt drift instead of waiting for the window to refill. The
 level stays in [0.5, 1 - (1 - a) / 3] (p90 <= 0.967, p99 <= 0.997): a burst of misses cannot
-push the quantile to the window's largest residual. On the Azure conversation / code /
-Mooncake test parts with outputs tripled, p90 coverage 0.80 / 0.82 / 0.73 -> 0.85 / 0.88 /
-0.79 (p90 pinball loss -13% / +1% / -9%); unshifted, coverage moves by < 0.01
-(benchmarks/output_length_eval.py prints both). The residuals of `fit`'s calibration rows
-set the window without adapting. The median is left as fitted (shifting it trades MAE for
-coverage; its pinball objective targets 0.5).
+push the quantile to the window's largest residual. Coverage after a drift and without one:
+benchmarks/output_length_eval.py prints both (docs/results.md#output-length). The residuals
+of `fit`'s calibration rows set the window without adapting. The median is left as fitted
+(shifting it trades MAE for coverage; its pinball objective targets 0.5).
 """
 
 from __future__ import annotations

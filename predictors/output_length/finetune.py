@@ -7,8 +7,8 @@ mis-ordered score gap, for pairs whose log outputs differ by > 0.1), since sched
 prediction to order requests. Only the encoder is kept: its embeddings then feed the text model's
 PCA, nearest-prompt index and quantile heads (text.py), which a frozen encoder trained for
 sentence similarity serves less well. AdamW (encoder 3e-5, head 1e-3) with a one-cycle
-schedule. One epoch over ~12k ShareGPT prompts (128 tokens, batch 32) takes ~15 min on 2 CPU
-cores; `make_trainer` runs the same code on a GPU.
+schedule. Sequences of 128 tokens, batch 32 (its CPU time: docs/results.md); `make_trainer`
+runs the same code on a GPU.
 """
 
 from __future__ import annotations

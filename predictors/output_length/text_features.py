@@ -7,9 +7,7 @@
 - `wording`: the amount asked for ("500 words", "3 paragraphs": log1p of the largest such
   number), line and character counts, and task keywords (code, write, list, translate, ...).
 
-Measured on ShareGPT (seeded split by conversation, 20k rows, seeds 0 / 1 / 2): Kendall tau
-0.418 / 0.399 / 0.405 -> 0.448 / 0.425 / 0.433 and MAE vs a prompt-length-only model
--22.3 / -20.2 / -21.6 % -> -25.2 / -22.5 / -24.3 % with both families added.
+What both families add on ShareGPT: docs/results.md#output-length.
 """
 
 from __future__ import annotations

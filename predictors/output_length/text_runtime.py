@@ -24,8 +24,8 @@ from servecast.predictors.output_length.text import (
 
 
 class TextRuntime:
-    """Per-call: one embedding (~10 ms on CPU), the nearest training prompts (~1 ms) and four
-    boosters on one row (~1 ms)."""
+    """Per call: one embedding (the dominant cost), the nearest training prompts and four
+    boosters on one row (timings: docs/results.md#estimator-hot-path)."""
 
     def __init__(self, path: Path, card: dict):
         self.path, self.card = path, card

@@ -13,10 +13,9 @@ from servecast.predictors.output_length.core import OutputLengthModel, online_ev
 from servecast.predictors.output_length.metrics import split
 
 #: Settings: `fast` for demos and tests, full for reported numbers. Metadata, full: 15 leaves
-#: of >= 50 rows (Kendall tau 0.578 vs 0.576 with 31 leaves / 20 rows on Azure conversation
-#: 70/30, 0.565 vs 0.561 on 60/40, MAE lower on both). Text: the heads are cheap, the full
-#: model first fine-tunes its encoder for one epoch (finetune.py: the fit takes ~13 min for
-#: 12k prompts on 2 CPU cores; the fast one embeds with the pretrained encoder)
+#: of >= 50 rows (better than 31 leaves / 20 rows on Azure conversation: docs/results.md).
+#: Text: the heads are cheap, the full model first fine-tunes its encoder for one epoch
+#: (finetune.py); the fast one embeds with the pretrained encoder
 SETTINGS = {
     "metadata": {True: {"n_estimators": 80, "learning_rate": 0.1},
                  False: {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15,
@@ -24,8 +23,8 @@ SETTINGS = {
     "text": {True: {}, False: {"finetune_epochs": 1}},
 }
 BASELINES = ("global", "segment", "prompt_bins")
-TEXT_ROWS_FAST = 8000  # rows the fast text path samples (embedding, ~10 ms a prompt on one
-#                         CPU core, is the cost: about 1.5 min uncached, seconds cached)
+TEXT_ROWS_FAST = 8000  # rows the fast text path samples (embedding them is the cost;
+#                         seconds when cached: docs/results.md)
 
 
 def load_requests(store, trace: str, text: bool = False) -> pl.DataFrame:
