@@ -64,16 +64,17 @@ def _xy(x: str, y: str, x_title: str, y_title: str, x_log: bool = False, y_log: 
 def lines(df: pl.DataFrame, x: str, y: str, *, title: str, x_title: str, y_title: str,
           series: str | None = None, x_log: bool = False, y_log: bool = False,
           step: bool = False, points: bool = True, x_type: str = "Q",
-          zoom: str | None = None) -> alt.Chart:
+          zoom: str | None = None, legend_at: str = "right") -> alt.Chart:
     """One line per `series` value (or one line) of `y` against `x`, with a small point per
     row carrying the tooltip; zoomable (`zoom`: the name of that parameter, distinct per panel
-    of a concatenated chart); `step`: a step curve (histograms, ECDFs)."""
+    of a concatenated chart; `legend_at`: e.g. "top-left", inside the plot, for a panel of
+    one); `step`: a step curve (histograms, ECDFs)."""
     mark = alt.Chart(df, title=title, height=HEIGHT).mark_line(
         interpolate="step-after" if step else "linear",
         point=alt.OverlayMarkDef(size=12, filled=True) if points else False)
     chart = mark.encode(**_xy(x, y, x_title, y_title, x_log, y_log, x_type), tooltip=_tips(df))
     if series is not None and df[series].n_unique() > 1:
-        chart = _legend_filter([chart], series)[0]
+        chart = _legend_filter([chart], series, legend=alt.Legend(orient=legend_at))[0]
     return chart.interactive(name=zoom)
 
 
@@ -170,7 +171,8 @@ def turns_and_growth(turns: pl.DataFrame, growth: pl.DataFrame) -> alt.HConcatCh
         pl.col("median").replace({"context_p50": "context (median)",
                                   "prompt_p50": "new prompt (median)"}))
     growth_ = lines(long, "turn", "tokens", title="Prompt growth across turns", x_title="turn",
-                    y_title="tokens", series="median", zoom="zoom_growth")
+                    y_title="tokens", series="median", zoom="zoom_growth",
+                    legend_at="top-left")
     return alt.hconcat(bars_, growth_)
 
 
@@ -204,7 +206,7 @@ def bars(df: pl.DataFrame, label: str, value: str, title: str, ylabel: str,
     axis zooms); the tooltip shows every column of the row."""
     d = df.sort(value, descending=True, nulls_last=True).head(top).with_columns(
         pl.col(label).cast(pl.String), pl.col(value).fill_null(0))
-    return alt.Chart(d, title=title, height=max(HEIGHT // 2, 22 * d.height)).mark_bar().encode(
+    return alt.Chart(d, title=title, height=alt.Step(22)).mark_bar().encode(
         x=alt.X(f"{value}:Q", title=ylabel),
         y=alt.Y(f"{label}:N", title=None, sort=d[label].to_list()), tooltip=_tips(d)
     ).interactive(bind_y=False)
@@ -264,7 +266,8 @@ def prediction_errors(actual: np.ndarray, p50: np.ndarray, p90: np.ndarray,
         size=10, filled=True).encode(
         **_xy("actual_tokens", "predicted_tokens", "actual output tokens", "predicted tokens",
               True, True), tooltip=_tips(pts))
-    scatter = _legend_filter([scatter], "quantile")[0].interactive(name="zoom_scatter")
+    scatter = _legend_filter([scatter], "quantile", legend=alt.Legend(orient="top-left"))[
+        0].interactive(name="zoom_scatter")
     hi = float(max(y.max(), q90.max())) * 1.2 if len(y) else 2.0
     left = alt.layer(_diagonal(1.0, hi, "exact"), scatter)
     err = np.log2(q50 / y)
@@ -274,7 +277,8 @@ def prediction_errors(actual: np.ndarray, p50: np.ndarray, p90: np.ndarray,
              else "Median error")
     right = alt.Chart(hist, title=title, height=HEIGHT).mark_bar().encode(
         x=alt.X("log2_lo:Q", title="log2(predicted p50 / actual)"), x2="log2_hi:Q",
-        y=alt.Y("requests:Q", title="requests"), tooltip=_tips(hist)).interactive(
+        y=alt.Y("requests:Q", title="requests"), y2=alt.datum(0),  # vertical bars
+        tooltip=_tips(hist)).interactive(
         name="zoom_errors")
     zero = alt.Chart(pl.DataFrame({"exact": [0.0]})).mark_rule(
         strokeDash=[4, 3], color=REFERENCE).encode(x="exact:Q", tooltip="exact:Q")
@@ -283,14 +287,20 @@ def prediction_errors(actual: np.ndarray, p50: np.ndarray, p90: np.ndarray,
 
 def _grouped_bars(df: pl.DataFrame, category: str, group: str, value: str, *, title: str,
                   value_title: str, horizontal: bool = False, log: bool = False,
-                  height: int = HEIGHT) -> alt.Chart:
+                  ) -> alt.Chart:
     """Bars of `value` per `category`, one bar per `group` side by side (legend filters the
     groups); categories in frame order; the value axis zooms."""
     order = df[category].unique(maintain_order=True).to_list()
-    cat = (alt.Y if horizontal else alt.X)(f"{category}:N", title=None, sort=order)
+    cat = (alt.Y if horizontal else alt.X)(f"{category}:N", title=None, sort=order,
+                                           axis=alt.Axis(labelLimit=320))
     val = (alt.X if horizontal else alt.Y)(f"{value}:Q", title=value_title, scale=_scale(log))
     off = (alt.YOffset if horizontal else alt.XOffset)(f"{group}:N")
     enc = {"y": cat, "x": val} if horizontal else {"x": cat, "y": val}
+    positive = df.filter(pl.col(value) > 0)[value]
+    if log and positive.len():  # a log axis has no 0: bars start a decade below the least
+        enc["x2" if horizontal else "y2"] = alt.datum(10.0 ** np.floor(np.log10(
+            positive.min())))
+    height = alt.Step(12 + 10 * df[group].n_unique()) if horizontal else HEIGHT
     chart = alt.Chart(df, title=title, height=height).mark_bar().encode(
         **enc, **{"yOffset" if horizontal else "xOffset": off}, tooltip=_tips(df))
     return _legend_filter([chart], group)[0].interactive(bind_x=not horizontal,
@@ -328,9 +338,8 @@ def predicted_vs_measured(measured: np.ndarray, predicted: Mapping[str, np.ndarr
 def device_estimates(est: pl.DataFrame, title: str) -> alt.Chart:
     """Horizontal bars of estimated latency (ms, log axis) per device, one bar per method
     (frame [device, method, ms]); devices in frame order, the first on top."""
-    n = est["device"].n_unique()
     return _grouped_bars(est, "device", "method", "ms", title=title, horizontal=True, log=True,
-                         value_title="latency (ms)", height=max(HEIGHT // 2, 24 * n))
+                         value_title="latency (ms)")
 
 
 # -- MoE (moe_plots.py) ------------------------------------------------------------------------
@@ -344,7 +353,7 @@ def share_heatmap(shares: pl.DataFrame, title: str) -> alt.Chart:
         load_vs_even=pl.col("share").fill_null(0.0) * experts).sort("domain", "layer", "expert")
     top = max(2.0, float(df["load_vs_even"].quantile(0.99) or 0.0))
     rows = df["row"].unique(maintain_order=True).to_list()
-    return alt.Chart(df, title=title, height=max(HEIGHT // 2, 14 * len(rows))).mark_rect(
+    return alt.Chart(df, title=title, height=alt.Step(12)).mark_rect(
     ).encode(x=alt.X("expert:O", title="expert"), y=alt.Y("row:N", title=None, sort=rows),
              color=alt.Color("load_vs_even:Q", title="load / even share",
                              scale=alt.Scale(scheme="magma", domain=[0, top], clamp=True)),
