@@ -444,6 +444,23 @@ def test_moe_page(app_db, use_db, no_models):
     assert at.dataframe[0].value.shape[0] == 18  # 6 domains x 3 layers
 
 
+def test_moe_page_shows_a_saved_run_trajectory(app_db, use_db, no_models):
+    """A small-MoE run in the demo folder: the gamma_eff trajectory chart, one panel per
+    layer, its estimates filterable from the legend."""
+    from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
+
+    cfg = RunConfig(alpha=0.01, steps=6, snapshots=2, d=16, d_ff=32, heads=2, vocab=256,
+                    context=16, batch_size=8, train_conversations=30, eval_conversations=10,
+                    eval_windows=24, batch_windows=2, n_experts=4)
+    train_small_moe(no_models / "moe" / "run", cfg)
+    use_db(app_db)
+    at = run("pages/6_MoE.py")
+    assert not any("No small-MoE run" in i.value for i in at.info)
+    assert metric(at, "checkpoints") == "3" and metric(at, "layers") == "2"
+    traj = charts(at)["gamma_eff over training"]
+    assert traj["facet"]["column"]["field"] == "layer" and legend_filters(traj)
+
+
 def test_every_page_is_tested():
     pages = sorted(p.name for p in (APP / "pages").glob("*.py"))
     assert pages == ["1_Traces.py", "2_Cluster.py", "3_VM_noise.py", "4_Output_length.py",
