@@ -408,7 +408,7 @@ def trajectory_figure(traj: pl.DataFrame, phases: pl.DataFrame | None) -> alt.Fa
     line = base.mark_line(point=True).transform_filter(alt.datum.kind == "line").encode(
         x=alt.X("step:Q", title="training step"),
         y=alt.Y("gamma_eff:Q", title="gamma_eff", scale=alt.Scale(zero=False)),
-        strokeDash=alt.StrokeDash("estimate:N", legend=None),
+        strokeDash=alt.StrokeDash("estimate:N"),  # one legend with the color
         tooltip=["estimate:N", "step:Q", alt.Tooltip("gamma_eff:Q", format=".4~g")])
     layers.append(_legend_filter([line], "estimate")[0])
     return alt.layer(*layers, data=df).facet(
