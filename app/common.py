@@ -1,10 +1,11 @@
 """Shared pieces of the dashboard pages: read-only store access, cached queries and analyses,
-trace filters, and theme-neutral figures/tables with CSV/PNG downloads.
+trace filters, and interactive charts / tables with Vega-Lite / CSV downloads.
 
 The store file comes from `$SERVECAST_DB` (set by `servecast dashboard --db FILE`). The
 dashboard opens it read-only for each query and closes it right after (`reading`), so it
 never blocks a CLI ingest between reruns; cached results are keyed by the file's mtime. Every
-aggregation runs inside DuckDB; the browser gets only aggregated, capped frames and PNGs.
+aggregation runs inside DuckDB; the browser gets only aggregated, capped frames (tables, and
+the data of the interactive Vega-Lite charts).
 Trained models are read from the demo's output folder (`$SERVECAST_OUT`, default `./out`);
 models trained from a page live in Streamlit's resource cache (and a temporary folder).
 """
@@ -12,7 +13,6 @@ models trained from a page live in Streamlit's resource cache (and a temporary f
 from __future__ import annotations
 
 import importlib
-import io
 import os
 import re
 import threading
@@ -22,24 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import matplotlib
+import altair as alt
+import polars as pl
+import streamlit as st
 
-matplotlib.use("Agg")
-
-import polars as pl  # noqa: E402
-import streamlit as st  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from servecast.analytics.source import quote  # noqa: E402
-from servecast.config import db_path  # noqa: E402
-from servecast.errors import ServecastError, StoreLockedError  # noqa: E402
-from servecast.store import Store  # noqa: E402
+from servecast.analytics.source import quote
+from servecast.config import db_path
+from servecast.errors import ServecastError, StoreLockedError
+from servecast.store import Store
 
 #: most rows of a table sent to the browser
 MAX_ROWS = 500
-#: text, axes and black lines of figures: readable on light and dark backgrounds
-NEUTRAL = "#8a8a8a"
 _LOCK = threading.RLock()  # one DuckDB connection at a time, many Streamlit session threads
 T = TypeVar("T")
 
@@ -257,43 +250,16 @@ def _function(name: str):
 
 
 # -- output ---------------------------------------------------------------------------------
-def _neutral(fig: Figure) -> None:
-    """Transparent background; black/dark text, spines and lines turned to NEUTRAL gray."""
-    fig.patch.set_alpha(0.0)
-
-    def fix(artist, getter: str, setter: str) -> None:
-        c = getattr(artist, getter)()
-        if isinstance(c, str) and c.lower() == "none":
-            return
-        r, g, b, a = to_rgba(c)
-        if a > 0 and max(r, g, b) < 0.25:  # black / near-black: invisible on dark themes
-            getattr(artist, setter)(NEUTRAL)
-
-    for text in fig.findobj(matplotlib.text.Text):
-        fix(text, "get_color", "set_color")
-    for ax in fig.axes:
-        ax.set_facecolor("none")
-        for sp in ax.spines.values():
-            sp.set_edgecolor(NEUTRAL)
-        ax.tick_params(colors=NEUTRAL, which="both")
-        for line in ax.get_lines():
-            fix(line, "get_color", "set_color")
-            fix(line, "get_markerfacecolor", "set_markerfacecolor")
-            fix(line, "get_markeredgecolor", "set_markeredgecolor")
-        legend = ax.get_legend()
-        if legend is not None:
-            legend.get_frame().set_alpha(0.0)
-
-
-def figure(fig: Figure, name: str) -> None:
-    """Show `fig` as a theme-neutral PNG with a download button (file `name`.png)."""
-    _neutral(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, transparent=True)
-    png = buf.getvalue()
-    st.image(png, width="stretch")
+def chart(fig: alt.TopLevelMixin, name: str) -> None:
+    """Show an interactive Vega-Lite chart (from servecast.analytics.interactive) across the
+    page, with a download of its spec and data (file `name`.vl.json, opens in the Vega
+    editor). Streamlit's theme colors it for the light and dark themes."""
+    st.altair_chart(fig, width="stretch")
     name = _slug(name)
-    st.download_button("PNG", png, file_name=f"{name}.png", mime="image/png", key=f"png_{name}")
+    with alt.data_transformers.disable_max_rows():
+        spec = fig.to_json()
+    st.download_button("Vega-Lite", spec, file_name=f"{name}.vl.json",
+                       mime="application/json", key=f"vl_{name}")
 
 
 def table(df: pl.DataFrame, name: str, caption: str | None = None) -> None:

@@ -1,12 +1,15 @@
 """Every dashboard page under Streamlit's AppTest on the shared data: no exception, the
-expected widgets, figures and downloads; ingest from the Home page."""
+expected widgets, interactive charts (Vega-Lite with data, tooltips, zoom and legend filters)
+and downloads; ingest from the Home page."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -43,6 +46,62 @@ def run(page: str) -> AppTest:
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The page's Vega-Lite charts by title (their first title, top-down) -> spec, after
+    checking the contract of every chart: no matplotlib image, data rows in the Arrow data sets
+    Streamlit ships next to the spec, a tooltip on every mark, and zoom/pan (a `scales`
+    binding) on charts with a continuous (quantitative or temporal) axis."""
+    assert not at.image, "a static image where an interactive chart belongs"
+    out = {}
+    for el in at.get("vega_lite_chart"):
+        spec = json.loads(el.proto.spec)
+        title = _titles(spec)[0]
+        rows = [pa.ipc.open_stream(d.data.data).read_all().num_rows for d in el.proto.datasets]
+        assert rows and max(rows) > 0, f"{title}: no data"
+        for unit in _units(spec):
+            assert "tooltip" in unit["encoding"] or unit["mark"].get("tooltip"), (
+                f"{title}: a {unit['mark']} mark without tooltip")
+        continuous = any(e.get("type") in ("quantitative", "temporal")
+                         for u in _units(spec) for k, e in u["encoding"].items() if k in "xy")
+        zooms = any(p.get("bind") == "scales" for ps in _walk(spec, "params") for p in ps)
+        assert zooms or not continuous or "facet" in spec, f"{title}: no zoom"
+        out[title] = spec
+    return out
+
+
+def legend_filters(spec: dict) -> bool:
+    """Whether the chart has a selection bound to its legend."""
+    return any(p.get("bind") == "legend" for ps in _walk(spec, "params") for p in ps)
+
+
+def _walk(spec, key: str) -> list:
+    """Every value of `key` in the nested spec."""
+    if isinstance(spec, dict):
+        return ([spec[key]] if key in spec else []) + [v for x in spec.values()
+                                                        for v in _walk(x, key)]
+    if isinstance(spec, list):
+        return [v for x in spec for v in _walk(x, key)]
+    return []
+
+
+def _titles(spec: dict) -> list[str]:
+    return [t if isinstance(t, str) else t.get("text") for t in _walk(spec, "title")
+            if t and (isinstance(t, str) or isinstance(t.get("text"), str))]
+
+
+def _units(spec: dict) -> list[dict]:
+    """The unit specs (a mark with its encoding, inherited encodings merged)."""
+    if isinstance(spec, dict):
+        subs = [s for k in ("layer", "hconcat", "vconcat", "concat") for s in spec.get(k, [])]
+        subs += [spec["spec"]] if isinstance(spec.get("spec"), dict) else []
+        if "mark" in spec:
+            mark = spec["mark"] if isinstance(spec["mark"], dict) else {"type": spec["mark"]}
+            return [{"mark": mark, "encoding": spec.get("encoding", {})}]
+        return [{**u, "encoding": {**spec.get("encoding", {}), **u["encoding"]}}
+                for s in subs for u in _units(s)]
+    return []
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -189,9 +248,16 @@ def test_traces_page(app_db, use_db):
     at = run("pages/1_Traces.py")
     assert [t.label for t in at.tabs] == ["Arrivals", "Lengths", "Sessions & prefix reuse",
                                           "Failures"]
-    assert len(at.image) >= 4  # rate, inter-arrival fit, lengths, request->response
+    shown = charts(at)
+    assert {"Request rate (1 min bins)", "Inter-arrival time: empirical vs fitted (CCDF)",
+            "Prompt and output length (log bins)",
+            "Output length given prompt length (p10 / p50 / p90)"} <= set(shown)
+    lengths = shown["Prompt and output length (log bins)"]
+    assert lengths["encoding"]["x"]["scale"]["type"] == "log"  # as the static figure
+    assert legend_filters(lengths)  # prompt / output
+    assert legend_filters(shown["Inter-arrival time: empirical vs fitted (CCDF)"])
     labels = {b.label for b in at.get("download_button")}
-    assert {"CSV", "PNG"} <= labels
+    assert {"CSV", "Vega-Lite"} <= labels
     requests = metric(at, "requests")
     # filter by arrival window: fewer requests
     slider = at.sidebar.slider[0]
@@ -202,8 +268,13 @@ def test_traces_page(app_db, use_db):
     # a trace with prefix hashes shows the prefix-cache figure
     at.selectbox(key="trace").select("mooncake_conversation").run()
     assert_clean(at)
-    assert any(b.label == "PNG" for b in at.get("download_button"))
+    assert "KV prefix cache: LRU hit ratio vs capacity" in charts(at)
     assert metric(at, "unique_blocks") != "–"
+    # a trace with session ids shows turns and prompt growth (two zoomable panels)
+    at.selectbox(key="trace").select("sharegpt").run()
+    assert_clean(at)
+    sessions = charts(at)["Turns per session"]
+    assert len(sessions["hconcat"]) == 2 and legend_filters(sessions)
 
 
 def test_traces_page_model_filter(app_db, use_db):
@@ -223,18 +294,25 @@ def test_traces_page_model_filter(app_db, use_db):
 def test_cluster_page(app_db, use_db):
     use_db(app_db)
     at = run("pages/2_Cluster.py")
-    assert len(at.image) >= 2 and len(at.dataframe) >= 2
+    assert {"Job duration (CDF)", "Jobs by final status"} <= set(charts(at))
+    assert len(at.dataframe) >= 2
     at.selectbox(key="trace").select("helios_earth").run()
     assert_clean(at)
-    assert at.selectbox(key="series_metric").options
-    assert len(at.image) >= 1
+    metric_ = at.selectbox(key="series_metric")
+    assert metric_.options
+    series = charts(at)[f"{metric_.value} (mean per 1 hour)"]
+    assert series["encoding"]["x"]["type"] == "temporal"
 
 
 def test_vm_noise_page(app_db, use_db, no_models):
     use_db(app_db)
     at = run("pages/3_VM_noise.py")
-    assert len(at.image) == 2 and len(at.dataframe) >= 2
-    assert at.selectbox(key="vm_test").options
+    shown = charts(at)
+    assert len(shown) == 2 and len(at.dataframe) >= 2
+    noise = shown["Run-to-run variability per benchmark (p1 / p99 relative to median)"]
+    assert noise["encoding"]["y"]["scale"]["type"] == "log" and legend_filters(noise)
+    test = at.selectbox(key="vm_test")
+    assert test.options and f"{test.value}: daily median" in shown
     assert "No interference model" in at.info[0].value
 
 
@@ -268,13 +346,17 @@ def test_output_length_page_trains_and_simulates(app_db, use_db, no_models):
     use_db(app_db)
     at = run("pages/4_Output_length.py")
     assert any("Train & evaluate" in i.value for i in at.info)
-    assert not at.image  # nothing is trained before the click
+    assert not charts(at)  # nothing is trained before the click
     assert at.selectbox(key="trace").value == "azure_conv"  # preselected over the first trace
     at.button(key="ol_train").click().run()
     assert_clean(at)
     assert metric(at, "test requests") != "–"
     assert 0 <= float(metric(at, "coverage p90")) <= 1
-    assert len(at.image) == 3  # calibration, errors, what-if
+    shown = charts(at)
+    assert "Calibration: share of requests at or below each predicted quantile" in shown
+    assert "Predicted vs actual" in shown  # and the error histogram beside it
+    assert any(t.startswith("What-if at load 0.90") for t in shown)
+    assert all(legend_filters(c) for c in shown.values())
     assert len(at.dataframe) == 2  # metrics vs baselines, what-if per policy
     assert at.multiselect(key="wi_policies").value == ["fcfs", "sjf_pred", "sjf_p90",
                                                        "sjf_oracle", "sjf_pred_aging", "kv_p90",
@@ -292,7 +374,7 @@ def test_output_length_page_trains_and_simulates(app_db, use_db, no_models):
     at.selectbox(key="trace").select("lengths_arxiv").run()
     at.button(key="ol_train").click().run()
     assert_clean(at)
-    assert len(at.image) == 2
+    assert len(charts(at)) == 2
     assert any("no arrival times" in i.value for i in at.info)
 
 
@@ -301,7 +383,9 @@ def test_gpu_kernels_page_roofline_without_model(app_db, use_db, no_models):
     at = run("pages/5_GPU_kernels.py")
     assert any("No trained kernel-latency model" in i.value for i in at.info)
     assert at.button(key="kl_train") is not None
-    assert len(at.image) == 2  # predicted vs measured, per-device estimates
+    shown = charts(at)
+    assert len(shown) == 2  # predicted vs measured, per-device estimates
+    assert all(legend_filters(c) for c in shown.values())
     assert float(metric(at, "MdAPE roofline (%)")) > 0
     assert metric(at, "kernels") != "0"
     unseen = at.selectbox(key="kl_spec_device")
@@ -348,15 +432,33 @@ def test_moe_page(app_db, use_db, no_models):
     use_db(app_db)
     at = run("pages/6_MoE.py")
     assert set(at.selectbox(key="moe_model").options) == {"mistral", "olmoe"}
-    assert len(at.image) == 2  # load heatmap, imbalance
+    assert len(charts(at)) == 2  # load heatmap, imbalance
     assert len(at.dataframe) == 3  # imbalance, transfer summary, gamma per domain
     assert any("No small-MoE run" in i.value for i in at.info)
     assert at.button(key="moe_tiny") is not None
     at.selectbox(key="moe_model").select("olmoe").run()
     at.selectbox(key="moe_assign").select("topk").run()
     assert_clean(at)
-    assert len(at.image) == 2
+    imbalance = charts(at)["olmoe (topk)"]
+    assert legend_filters(imbalance)  # one bar per layer
     assert at.dataframe[0].value.shape[0] == 18  # 6 domains x 3 layers
+
+
+def test_moe_page_shows_a_saved_run_trajectory(app_db, use_db, no_models):
+    """A small-MoE run in the demo folder: the gamma_eff trajectory chart, one panel per
+    layer, its estimates filterable from the legend."""
+    from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
+
+    cfg = RunConfig(alpha=0.01, steps=6, snapshots=2, d=16, d_ff=32, heads=2, vocab=256,
+                    context=16, batch_size=8, train_conversations=30, eval_conversations=10,
+                    eval_windows=24, batch_windows=2, n_experts=4)
+    train_small_moe(no_models / "moe" / "run", cfg)
+    use_db(app_db)
+    at = run("pages/6_MoE.py")
+    assert not any("No small-MoE run" in i.value for i in at.info)
+    assert metric(at, "checkpoints") == "3" and metric(at, "layers") == "2"
+    traj = charts(at)["gamma_eff over training"]
+    assert traj["facet"]["column"]["field"] == "layer" and legend_filters(traj)
 
 
 def test_every_page_is_tested():

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: `streamlit run` on loopback, Debian's headless Chromium
-(driven over the DevTools protocol) loads every page, waits until it has rendered, finds no
-error element, and saves a screenshot per page under the test's tmp folder (path printed)."""
+(driven over the DevTools protocol) loads every page, waits until it has rendered its
+interactive Vega-Lite charts (a Vega canvas or SVG in each), finds no error element and no
+static image, and saves a screenshot per page under the test's tmp folder (path printed)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from servecast.localserver import background, free_port, wait_http
 
 APP = Path(__file__).resolve().parent.parent / "app"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: URL path -> (text the rendered page shows, figures it must have)
-PAGES = {"": ("Ingest a file", 0), "Traces": ("Arrivals", 1), "Cluster": ("Jobs", 1),
-         "VM_noise": ("Variability by SKU", 1), "Output_length": ("Train & evaluate", 0),
+#: URL path -> (text the rendered page shows, Vega charts it must draw)
+PAGES = {"": ("Ingest a file", 0), "Traces": ("Arrivals", 1), "Cluster": ("Jobs", 2),
+         "VM_noise": ("Variability by SKU", 2), "Output_length": ("Train & evaluate", 0),
          "GPU_kernels": ("Estimate on an unseen device", 2),
          "MoE": ("gamma_eff from the routing counts", 2)}
 STATE_JS = """JSON.stringify({
@@ -31,6 +32,8 @@ STATE_JS = """JSON.stringify({
   errors: document.querySelectorAll('[data-testid="stException"],'
                                     + '[data-testid="stAlertContentError"]').length,
   images: document.querySelectorAll('[data-testid="stImage"] img').length,
+  charts: [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+    .filter(c => c.querySelector('canvas, svg.marks')).length,
   running: !!document.querySelector('[data-testid="stStatusWidget"]')
 })"""
 
@@ -75,7 +78,8 @@ class DevTools:
 
 async def visit(ws_url: str, url: str, expect: str, figures: int, shot: Path,
                 deadline_s: float = 300, click: str | None = None) -> dict:
-    """Load `url`, wait until `expect` shows, `figures` images are in and the app is idle
+    """Load `url`, wait until `expect` shows, `figures` Vega charts are drawn (a canvas or
+    SVG in each) and the app is idle
     (same state twice in a row), save a screenshot; returns the final page state. With
     `click`, first press the button labelled `click` once `expect` shows, and again (at most
     3 presses) if the app is still idle without the figures `repress_s` later: on a loaded
@@ -93,13 +97,13 @@ async def visit(ws_url: str, url: str, expect: str, figures: int, shot: Path,
             if state["running"]:
                 pressed_at = time.monotonic()  # a press took: wait for the run to finish
             if click and shown and (presses == 0 or (
-                    presses < 3 and state["images"] < figures
+                    presses < 3 and state["charts"] < figures
                     and time.monotonic() - pressed_at > repress_s)):
                 await dt.call("Runtime.evaluate", expression=CLICK_JS % json.dumps(click))
                 presses, pressed_at, last = presses + 1, time.monotonic(), None
                 continue
-            ready = shown and (not click or presses > 0) and state["images"] >= figures
-            key = (state["images"], len(state["text"]), state["errors"])
+            ready = shown and (not click or presses > 0) and state["charts"] >= figures
+            key = (state["charts"], len(state["text"]), state["errors"])
             if (ready and key == last) or state["errors"]:
                 break
             last = key if ready else None
@@ -150,16 +154,19 @@ def test_page_renders_without_error(dashboard, page):
     state = asyncio.run(visit(ws_url, f"{url}/{page}", expect, figures, shot))
     assert state["errors"] == 0, f"{page or 'Home'}: error element on the page: {state['text']}"
     assert "Traceback" not in state["text"]
+    assert state["images"] == 0, "a static image where an interactive chart belongs"
+    assert state["charts"] >= figures
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
 
 
 def test_output_length_trains_in_the_browser(dashboard):
-    """Train & evaluate on the Output length page: calibration, error and what-if figures."""
+    """Train & evaluate on the Output length page: calibration, error and what-if charts."""
     url, ws_url, folder = dashboard
     shot = folder / "Output_length_trained.png"
     state = asyncio.run(visit(ws_url, f"{url}/Output_length", "Train & evaluate", 3, shot,
                               click="Train & evaluate"))
     assert state["errors"] == 0, state["text"]
     assert "What-if" in state["text"] and "SJF gain captured" in state["text"]
+    assert state["charts"] >= 3 and state["images"] == 0
     print(f"screenshot: {shot}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from servecast.analytics import plots
+from servecast.analytics import interactive as charts
 from servecast.app import common
 
 trace = common.page_trace("Traces", "llm_requests")
@@ -38,25 +38,25 @@ with arrivals:
         default = "1 min" if summary["span_s"] < 6 * 3600 else "1 h"
         label = st.select_slider("rate bin", list(choices), value=default, key="rate_bin")
         bin_s = choices[label]
-        common.figure(plots.rate_series(A("arrivals.rate_series", f, bin_s=bin_s), bin_s),
+        common.chart(charts.rate_series(A("arrivals.rate_series", f, bin_s=bin_s), bin_s),
                       f"{trace}_rate")
         common.table(A("arrivals.burstiness", f, by_segment=True), f"{trace}_burstiness",
                      "Burstiness per model x log type (cv > 1: burstier than Poisson)")
         fits = A("arrivals.interarrival_fits", f, n=20_000)
         gaps = A("arrivals.interarrival_sample", f, n=20_000)
         if fits.height:
-            common.figure(plots.interarrival_ccdf(gaps, fits), f"{trace}_interarrival_fit")
+            common.chart(charts.interarrival_ccdf(gaps, fits), f"{trace}_interarrival_fit")
             common.table(fits, f"{trace}_interarrival_fits", "MLE fits of inter-arrival gaps")
 
 with lengths:
     prompt = A("lengths.length_histogram", f, field="prompt_tokens")
     output = A("lengths.length_histogram", f, field="output_tokens")
-    common.figure(plots.length_histograms(prompt, output), f"{trace}_lengths")
+    common.chart(charts.length_histograms(prompt, output), f"{trace}_lengths")
     common.table(A("lengths.length_quantiles", f), f"{trace}_length_quantiles",
                  "Length quantiles (tokens)")
     cond = A("lengths.conditional_output", f)
     if cond.height:
-        common.figure(plots.conditional_output(cond), f"{trace}_request_response")
+        common.chart(charts.conditional_output(cond), f"{trace}_request_response")
         common.table(cond, f"{trace}_request_response",
                      "Output-length quantiles per prompt-length bin (request -> response)")
 
@@ -67,7 +67,7 @@ with sessions:
         ss = A("sessions.session_summary", f)
         common.metrics({k: ss.get(k) for k in ("sessions", "multi_turn_share", "turns_mean",
                                                "turns_max", "gap_p50_s")})
-        common.figure(plots.turns_and_growth(A("sessions.turns_distribution", f),
+        common.chart(charts.turns_and_growth(A("sessions.turns_distribution", f),
                                              A("sessions.prompt_growth", f)),
                       f"{trace}_sessions")
     reuse = A("prefix_cache.prefix_reuse", f)
@@ -76,7 +76,7 @@ with sessions:
         common.metrics({k: reuse[k] for k in ("requests", "unique_blocks", "reuse_share")
                         if k in reuse})
         lru = A("prefix_cache.lru_hit_ratios", f)
-        common.figure(plots.lru_hit_ratio(lru, reuse.get("reuse_share")), f"{trace}_lru")
+        common.chart(charts.lru_hit_ratio(lru, reuse.get("reuse_share")), f"{trace}_lru")
     if not shown:
         st.info("This trace has neither session ids nor prefix hashes.")
 
@@ -85,9 +85,9 @@ with failures:
     common.metrics(fs)
     if fs.get("failed") and has_time:
         bin_s = 3600.0 if summary["span_s"] > 6 * 3600 else 60.0
-        common.figure(plots.failure_series(A("failures.failure_series", f, bin_s=bin_s), bin_s),
+        common.chart(charts.failure_series(A("failures.failure_series", f, bin_s=bin_s), bin_s),
                       f"{trace}_failures")
-        common.figure(plots.failure_vs_load(A("failures.failure_vs_load", f)),
+        common.chart(charts.failure_vs_load(A("failures.failure_vs_load", f)),
                       f"{trace}_failures_vs_load")
     elif not fs.get("failed"):
         st.info("No failed request in this selection.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from servecast.analytics import plots
+from servecast.analytics import interactive as charts
 from servecast.app import common
 
 trace = common.page_trace("Cluster", "cluster_jobs", "cluster_series", "cluster_nodes")
@@ -19,10 +19,10 @@ if common.has_table(trace, "cluster_jobs"):
                     "queue p50 (s)": summary["queue_p50_s"], "GPU jobs": summary["gpu_jobs"]})
     ecdf = T("cluster.duration_ecdf", trace)
     if ecdf.height:
-        common.figure(plots.ecdf({trace: ecdf}, "Job duration (CDF)", "duration (s)"),
+        common.chart(charts.ecdf({trace: ecdf}, "Job duration (CDF)", "duration (s)"),
                       f"{trace}_duration_cdf")
     status = T("cluster.status_breakdown", trace)
-    common.figure(plots.bars(status, "status", "jobs", "Jobs by final status", "jobs"),
+    common.chart(charts.bars(status, "status", "jobs", "Jobs by final status", "jobs"),
                   f"{trace}_status")
     common.table(status, f"{trace}_status", "Jobs and GPU-hours by status")
     gpu = T("cluster.gpu_request_sizes", trace)
@@ -40,7 +40,7 @@ if common.has_table(trace, "cluster_series"):
                           key="series_metric")
     every = st.selectbox("bucket", ["10 minutes", "1 hour", "1 day"], index=1, key="series_every")
     values = T("cluster.series_values", trace, metric=metric, every=every)
-    common.figure(plots.series_lines(values, f"{metric} (mean per {every})", metric),
+    common.chart(charts.series_lines(values, f"{metric} (mean per {every})", metric),
                   f"{trace}_{metric}_series")
 
 if common.has_table(trace, "cluster_nodes"):

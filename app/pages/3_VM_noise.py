@@ -7,7 +7,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from servecast.analytics import plots
+from servecast.analytics import interactive as charts
 from servecast.app import common
 from servecast.errors import ServecastError
 from servecast.predictors.base import read_card
@@ -19,7 +19,7 @@ st.subheader("Variability by SKU")
 common.table(T("vm_noise.by_sku", trace), f"{trace}_by_sku",
              "Median over benchmarks of cv and p1/p99 relative to the median")
 var = T("vm_noise.variability", trace)
-common.figure(plots.vm_variability(var), f"{trace}_variability")
+common.chart(charts.vm_variability(var), f"{trace}_variability")
 common.table(var, f"{trace}_variability", "Benchmark groups, noisiest first")
 
 st.subheader("Drift of long-lived VMs")
@@ -35,7 +35,7 @@ test = st.selectbox("benchmark", tests, key="vm_test")
 series = T("vm_noise.vm_series", trace, test_name=test)
 lines = series.with_columns(
     series=series["vm_sku"].fill_null("?") + " / " + series["vm_lifespan"].fill_null("?"))
-common.figure(plots.series_lines(lines.select("series", "ts", "value"),
+common.chart(charts.series_lines(lines.select("series", "ts", "value"),
                                  f"{test}: daily median", "value"), f"{trace}_{test}_series")
 
 st.subheader("Interference model")

@@ -9,7 +9,7 @@ import tempfile
 import polars as pl
 import streamlit as st
 
-from servecast.analytics import prediction_plots as pp
+from servecast.analytics import interactive as charts
 from servecast.app import common
 from servecast.errors import ServecastError
 from servecast.simulator import POLICIES, ServingConfig, sjf_gain, whatif
@@ -49,8 +49,8 @@ common.table(res["summary"], f"{trace}_output_length_metrics",
              f"Held-out metrics (tokens); split: {res['split']}")
 curves = {res["model"].name: m} | ({"online calibration": res["online_metrics"]}
                                    if res["online_metrics"] else {}) | res["baselines"]
-common.figure(pp.calibration(curves), f"{trace}_calibration")
-common.figure(pp.prediction_errors(res["test"]["output_tokens"].to_numpy(),
+common.chart(charts.calibration(curves), f"{trace}_calibration")
+common.chart(charts.prediction_errors(res["test"]["output_tokens"].to_numpy(),
                                    res["pred"]["p50"].to_numpy(), res["pred"]["p90"].to_numpy()),
               f"{trace}_errors")
 
@@ -90,6 +90,6 @@ tiles = {"capacity (req/s)": sim["capacity_rps"][0], "arrivals (req/s)": sim["ar
 if {"fcfs", "sjf_pred", "sjf_oracle"} <= set(policies):
     tiles["SJF gain captured"] = sjf_gain(sim)
 common.metrics(tiles)
-common.figure(pp.whatif_policies(sim), f"{trace}_whatif")
+common.chart(charts.whatif_policies(sim), f"{trace}_whatif")
 common.table(sim.drop("load", "capacity_rps", "arrival_rps"), f"{trace}_whatif",
              "Per policy: job completion and first-token times (s), throughput, preemptions")

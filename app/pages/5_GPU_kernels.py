@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from servecast.analytics import prediction_plots as pp
+from servecast.analytics import interactive as charts
 from servecast.app import common
 from servecast.errors import ServecastError
 from servecast.predictors.kernel_latency.data import device_specs, spec_json
@@ -29,8 +29,11 @@ trace = common.page_trace("GPU kernels", "kernel_latencies", sources=("neusight"
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_specs(path: str) -> dict[str, dict]:
-    """Device name -> spec sheet (with TensorFLOPs where given), sorted by name."""
-    return dict(sorted(common.on_store(path, device_specs).items()))
+    """Device name -> spec sheet (with TensorFLOPs where given), sorted by name; only full
+    sheets (every SPEC_KEYS field: the roofline needs them; the GPU catalog's entries without
+    SingleFLOPs are left out)."""
+    specs = common.on_store(path, device_specs)
+    return {d: s for d, s in sorted(specs.items()) if all(k in s for k in SPEC_KEYS)}
 
 
 specs = load_specs(str(common.db_file()))
@@ -93,7 +96,7 @@ pred = predict(sample, specs)
 y = sample["latency_ms"].to_numpy()
 common.metrics({"kernels": sample.height, "median measured (ms)": float(np.median(y)),
                 **{f"MdAPE {k} (%)": mdape(v, y) for k, v in pred.items()}})
-common.figure(pp.predicted_vs_measured(y, pred, f"{op} on {device} ({sample.height} kernels)"),
+common.chart(charts.predicted_vs_measured(y, pred, f"{op} on {device} ({sample.height} kernels)"),
               f"{trace}_{device}_{op}_pred_vs_measured")
 
 # -- unseen device ----------------------------------------------------------------------------
@@ -143,7 +146,7 @@ except ServecastError as e:
 common.metrics({f"{k} on {name} (ms)": float(v[0]) for k, v in est.items()})
 long = pl.concat([pl.DataFrame({"device": names, "method": k, "ms": v}) for k, v in est.items()])
 shape_txt = "x".join(str(int(v)) for v in shape.values())
-common.figure(pp.device_estimates(long, f"{est_op} {shape_txt}: estimate per device"),
+common.chart(charts.device_estimates(long, f"{est_op} {shape_txt}: estimate per device"),
               f"{est_op}_estimates")
 common.table(long.pivot(on="method", index="device", values="ms"), f"{est_op}_estimates",
              "Estimated latency (ms); the first row is the chosen device")

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from servecast.analytics import moe_plots
+from servecast.analytics import interactive as charts
 from servecast.app import common
 from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
 
@@ -31,13 +31,13 @@ assign = c2.selectbox("assignment", assigns, key="moe_assign")
 sel = (pl.col("model") == model) & (pl.col("assignment") == assign)
 
 st.subheader("Expert loads")
-common.figure(moe_plots.share_heatmap(shares.filter(sel), f"{model} ({assign}): load per "
+common.chart(charts.share_heatmap(shares.filter(sel), f"{model} ({assign}): load per "
                                       "expert relative to an even split"),
               f"{trace}_{model}_{assign}_heatmap")
 
 st.subheader("Imbalance per layer and domain")
 imb = T("moe.imbalance", trace)
-common.figure(moe_plots.imbalance_figure(imb.filter(sel)), f"{trace}_{model}_{assign}_imbalance")
+common.chart(charts.imbalance_figure(imb.filter(sel)), f"{trace}_{model}_{assign}_imbalance")
 common.table(imb.filter(sel).drop("checkpoint"), f"{trace}_{model}_{assign}_imbalance",
              "maxvio = max/mean - 1; gini, normalized entropy, cv; dead = experts with no token")
 
@@ -87,7 +87,7 @@ last = traj.filter(pl.col("step") == traj["step"].max())
 common.metrics({"checkpoints": traj["step"].n_unique(), "layers": traj["layer"].n_unique(),
                 "final gamma_eff (median over layers)": float(last["gamma"].median()),
                 "final maxvio": float(last["maxvio"].mean())})
-common.figure(moe_plots.trajectory_figure(traj, segs), "gamma_trajectory")
+common.chart(charts.trajectory_figure(traj, segs), "gamma_trajectory")
 common.table(traj.select("step", "layer", "gamma", "gamma_lo", "gamma_hi", "gamma_single",
                          "l1_multi", "l1_softmax", "maxvio", "eval_loss"), "gamma_trajectory",
              f"Per checkpoint and layer (run `{run_dir.name}`); held-out L1 of load shares")
