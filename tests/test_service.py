@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from _tools.loadtest import post_load
+from _tools.localserver import estimate_service
 from hypothesis import HealthCheck, settings
 
-from servecast.loadtest import post_load
-from servecast.localserver import estimate_service
 from servecast.service.limits import MAX_BODY_BYTES, ServeLimits
 
 pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
@@ -505,7 +505,7 @@ def test_slow_clients_are_cut_off_and_service_keeps_answering(trained):
     import socket
     import sys
 
-    from servecast.localserver import background, free_port
+    from _tools.localserver import background, free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "servecast.cli", "serve", "--models", str(trained[0]),
