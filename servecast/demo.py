@@ -71,17 +71,17 @@ def select_areas(only: Iterable[str] = (), skip: Iterable[str] = ()) -> list[str
 def ingest_shared(store: Store, data: Path | None, log: Callable[[str], None],
                   areas: Iterable[str] = tuple(AREAS)) -> None:
     """Ingest the shared datasets the `areas` read (already-ingested files are skipped)."""
-    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.datasets.catalog import SHARED, ingest_shared
 
     areas = set(areas)
-    for source, rel, trace in SHARED:
-        if _AREA_OF_SOURCE.get(source, "llm") not in areas:
-            continue
-        t0 = time.perf_counter()
-        r = store.ingest(source, [shared_path(rel, data)], trace=trace)
+
+    def line(source: str, trace: str, r, seconds: float) -> None:
         what = "already in the store" if not r.rows and r.skipped else (
             f"{r.rows:,} rows, {r.rejected:,} rejected")
-        log(f"  {trace:<24} {source:<18} {what}  ({time.perf_counter() - t0:.1f} s)")
+        log(f"  {trace:<24} {source:<18} {what}  ({seconds:.1f} s)")
+
+    ingest_shared(store, [t for s, _, t in SHARED if _AREA_OF_SOURCE.get(s, "llm") in areas],
+                  data, line)
 
 
 @contextmanager
