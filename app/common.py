@@ -34,6 +34,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from servecast.analytics.source import quote  # noqa: E402
 from servecast.config import db_path  # noqa: E402
 from servecast.errors import ServecastError, StoreLockedError  # noqa: E402
+from servecast.numbers import fmt  # noqa: E402
 from servecast.store import Store  # noqa: E402
 
 #: most rows of a table sent to the browser
@@ -313,18 +314,8 @@ def metrics(values: dict[str, Any]) -> None:
     """A row of st.metric tiles (numbers formatted to 4 significant digits)."""
     cols = st.columns(len(values))
     for col, (label, v) in zip(cols, values.items(), strict=True):
-        col.metric(label, _fmt(v))
+        col.metric(label, fmt(v, missing="–"))
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
