@@ -25,6 +25,7 @@ from servecast.analytics import (
 )
 from servecast.analytics.characterize import characterize, trace_kind
 from servecast.analytics.source import source
+from servecast.numbers import fmt
 from servecast.store import Store
 
 TEMPLATE = "report.html.j2"
@@ -36,23 +37,9 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, list):
-        return ", ".join(_fmt(x) for x in v)
-    return str(v)
-
-
 def _table(title: str, df: pl.DataFrame, max_rows: int = 20) -> dict:
     return {"title": title, "columns": df.columns,
-            "rows": [[_fmt(v) for v in r] for r in df.head(max_rows).iter_rows()]}
+            "rows": [[fmt(v) for v in r] for r in df.head(max_rows).iter_rows()]}
 
 
 def _rate_bin(span_s: float) -> float:
@@ -79,7 +66,7 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
              ("output tokens p50 / p99", [q["output_tokens"]["p50"], q["output_tokens"]["p99"]])]
     ob = summary["lengths"]["output_bimodality"]
     keys.append(("output bimodal (modes, tokens)",
-                 f"{_fmt(ob['bimodal'])} ({_fmt(ob['modes_tokens'])})" if ob["bimodal"]
+                 f"{fmt(ob['bimodal'])} ({fmt(ob['modes_tokens'])})" if ob["bimodal"]
                  else "no"))
     keys += [("prompt Zipf exponent / Hill tail index",
               [summary["lengths"]["prompt_tail"]["zipf_exponent"],
@@ -224,7 +211,7 @@ def write_report(store: Store, trace: str, out_dir: str | Path) -> Path:
     html = env.get_template(TEMPLATE).render(
         trace=trace, kind=kind, info=store.trace_info(trace), version=version,
         generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
-        key_numbers=[(k, _fmt(v)) for k, v in keys], tables=tables,
+        key_numbers=[(k, fmt(v)) for k, v in keys], tables=tables,
         figures=[{"title": t, "png": _png(f)} for t, f in figs], summary_json=summary_json)
     path = out / f"{trace}.html"
     path.write_text(html, encoding="utf-8")

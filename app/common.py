@@ -29,6 +29,7 @@ import streamlit as st
 from servecast.analytics.source import quote
 from servecast.config import db_path
 from servecast.errors import ServecastError, StoreLockedError
+from servecast.numbers import fmt
 from servecast.store import Store
 
 #: most rows of a table sent to the browser
@@ -279,18 +280,8 @@ def metrics(values: dict[str, Any]) -> None:
     """A row of st.metric tiles (numbers formatted to 4 significant digits)."""
     cols = st.columns(len(values))
     for col, (label, v) in zip(cols, values.items(), strict=True):
-        col.metric(label, _fmt(v))
+        col.metric(label, fmt(v, missing="–"))
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)

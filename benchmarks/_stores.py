@@ -12,7 +12,7 @@ LLM_TRACES = ("azure_conv", "azure_code", "mooncake_conversation", "sharegpt")
 
 def llm_store(traces: tuple[str, ...] = LLM_TRACES):
     """A Store holding `traces` ingested from the shared data folder."""
-    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.datasets.catalog import ingest_shared
     from servecast.store import Store
 
     path = Path(os.environ.get("SERVECAST_BENCH_DB")
@@ -23,19 +23,16 @@ def llm_store(traces: tuple[str, ...] = LLM_TRACES):
             return store
         store.close()
     store = Store(path)
-    for source, rel, trace in SHARED:
-        if trace in traces:
-            store.ingest(source, [shared_path(rel)], trace=trace)
+    ingest_shared(store, traces)
     return store
 
 
 def vm_store(path: str):
     """A Store at `path` holding the shared Azure VM Noise folder as trace `azure_vm_noise`
     (ingested on first use)."""
-    from servecast.datasets.catalog import shared_path
+    from servecast.datasets.catalog import ingest_shared
     from servecast.store import Store
 
     store = Store(path)
-    if "azure_vm_noise" not in store.traces()["trace"].to_list():
-        store.ingest("azure-vm-noise", [shared_path("vm/azure_vm_noise")], trace="azure_vm_noise")
+    ingest_shared(store, ("azure_vm_noise",))
     return store

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _tools.loadtest import post_load
+from _tools.localserver import estimate_service
 
 from servecast.config import data_dir
-from servecast.loadtest import post_load
-from servecast.localserver import estimate_service
 
 BODY = {"prompt_tokens": 512}
 

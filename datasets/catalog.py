@@ -1,9 +1,13 @@
 """The shared real-data folder (`../shared/datasets` or `$SERVECAST_DATA`): which adapter
-reads which sub-path, and the trace name it gets. Used by `servecast demo` and the tests."""
+reads which sub-path, and the trace name it gets. Used by `servecast demo`, the tests and
+the benchmarks (`ingest_shared`)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from servecast.config import data_dir
 
@@ -45,3 +49,20 @@ AWAITING_ADAPTERS: list[str] = [
 def shared_path(rel: str, root: Path | None = None) -> Path:
     """Absolute path of `rel` inside the shared data folder."""
     return (root or data_dir()) / rel
+
+
+def ingest_shared(store: Any, traces: Iterable[str] | None = None, root: Path | None = None,
+                  each: Callable[[str, str, Any, float], None] | None = None) -> None:
+    """Ingest into `store` (a `servecast.store.Store`) the `SHARED` entries whose trace is in
+    `traces` (every entry when None), read from `root` (default: the shared data folder).
+    Ingest is idempotent: files already in the store are skipped. After each entry,
+    `each(source, trace, result, seconds)` is called with the store's `IngestResult`.
+    The one place tests, benchmarks and the demo build a store of the shared data."""
+    wanted = None if traces is None else set(traces)
+    for source, rel, trace in SHARED:
+        if wanted is not None and trace not in wanted:
+            continue
+        t0 = time.perf_counter()
+        result = store.ingest(source, [shared_path(rel, root)], trace=trace)
+        if each is not None:
+            each(source, trace, result, time.perf_counter() - t0)

@@ -74,3 +74,12 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 #: tables whose rows belong to a trace and are counted in the manifest
 DATA_TABLES = [t for t in TABLES if t not in ("meta", "traces", "rejected_rows")]
+
+
+def columns(table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column of canonical `table`, in table order."""
+    out = []
+    for col in TABLES[table].replace("\n", " ").split(","):
+        name, typ = col.split()[:2]
+        out.append((name, typ))
+    return out

@@ -16,6 +16,7 @@ Times in seconds, token counts in tokens.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,77 +86,114 @@ def simulate(arrival_s: np.ndarray, prompt: np.ndarray, output: np.ndarray,
         k = int(np.argmax(pr + out))
         raise InvalidInputError(f"a request of {pr[k]} prompt + {out[k]} output tokens exceeds "
                                 f"kv_tokens {cfg.kv_tokens}; raise the KV budget")
-    import heapq
-
-    waiting: list[tuple[float, int]] = []
-    run = np.zeros(0, np.int64)      # running requests in admission order (last = newest)
-    gen = np.zeros(n, np.int64)      # output tokens produced so far (kept over preemption)
-    first = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
-    prl, resl = pr.tolist(), res.tolist()
-    t, nxt, done, preempt = 0.0, 0, 0, 0
-    iters, prefilled, batch_sum, busy = 0, 0, 0, 0.0
-    a, b = cfg.iter_base_ms / 1000.0, cfg.iter_token_ms / 1000.0
     if cfg.preempt not in ("priority", "newest"):
         raise InvalidInputError(f"preempt={cfg.preempt!r}; use 'priority' or 'newest'")
-    newest = cfg.preempt == "newest"
-    admit_kv = cfg.kv_tokens * (1.0 - cfg.watermark)
-    c = cfg.iter_kv_ms / 1000.0
-    while done < n:
-        while nxt < n and arr[nxt] <= t:
-            heapq.heappush(waiting, (prio[nxt], nxt))
-            nxt += 1
-        if not len(run) and not waiting:
-            t = arr[nxt]
+    eng = _Engine(arr, pr, out, prio, res, cfg)
+    while eng.done < n:  # one turn = one engine iteration (the steps of the docstring)
+        eng.arrive()
+        if not len(eng.run) and not eng.waiting:
+            eng.t = arr[eng.nxt]  # idle: jump to the next arrival
             continue
-        held = np.maximum(pr[run] + res[run], pr[run] + gen[run] + 1)
+        used, preempted = eng.preempt()
+        new, prefill = ([], 0) if preempted else eng.admit(used)
+        eng.iterate(new, prefill)
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n)
+    return {"jct_s": (eng.finish - arr)[inv], "ttft_s": (eng.first - arr)[inv],
+            "preemptions": eng.preempted, "makespan_s": float(np.nanmax(eng.finish) - arr[0]),
+            "iterations": eng.iters, "prefill_tokens": eng.prefilled, "busy_s": eng.busy,
+            "mean_batch": eng.batch_sum / max(eng.iters, 1)}
+
+
+class _Engine:
+    """The state of one `simulate` replay (requests in arrival order) and its steps: `arrive`
+    (queue the requests that have arrived), `preempt` (step 1), `admit` (step 2) and
+    `iterate` (step 3: time, first tokens, one token each, finishes)."""
+
+    def __init__(self, arr, pr, out, prio, res, cfg: ServingConfig):
+        n = len(arr)
+        self.arr, self.pr, self.out, self.prio, self.res, self.cfg = arr, pr, out, prio, res, cfg
+        self.waiting: list[tuple[float, int]] = []  # heap of (priority, request)
+        self.run = np.zeros(0, np.int64)  # running requests in admission order (last = newest)
+        self.gen = np.zeros(n, np.int64)  # output tokens produced so far (kept over preemption)
+        self.first = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.prl, self.resl = pr.tolist(), res.tolist()
+        self.t, self.nxt, self.done, self.preempted = 0.0, 0, 0, 0
+        self.iters, self.prefilled, self.batch_sum, self.busy = 0, 0, 0, 0.0
+        self.a, self.b = cfg.iter_base_ms / 1000.0, cfg.iter_token_ms / 1000.0
+        self.c = cfg.iter_kv_ms / 1000.0
+        self.newest = cfg.preempt == "newest"
+        self.admit_kv = cfg.kv_tokens * (1.0 - cfg.watermark)
+
+    def arrive(self) -> None:
+        """Queue every request that has arrived by now."""
+        while self.nxt < len(self.arr) and self.arr[self.nxt] <= self.t:
+            heapq.heappush(self.waiting, (self.prio[self.nxt], self.nxt))
+            self.nxt += 1
+
+    def preempt(self) -> tuple[int, bool]:
+        """Step 1: while the running requests' KV for one more token exceeds the budget,
+        requeue the lowest-priority one (ties: the newest admitted). Returns (KV tokens
+        held, whether any was preempted)."""
+        run, pr, gen, prio = self.run, self.pr, self.gen, self.prio
+        held = np.maximum(pr[run] + self.res[run], pr[run] + gen[run] + 1)
         used = int(held.sum())
         preempted = False
-        while used > cfg.kv_tokens and len(run) > 1:  # out of KV: preempt the lowest priority
-            k = (len(run) - 1 if newest else
+        while used > self.cfg.kv_tokens and len(run) > 1:
+            k = (len(run) - 1 if self.newest else
                  len(run) - 1 - int(np.argmax(prio[run][::-1])))  # ties: the newest admitted
             i = int(run[k])
             used -= int(held[k])
             run, held = np.delete(run, k), np.delete(held, k)
-            preempt += 1
+            self.preempted += 1
             preempted = True
-            heapq.heappush(waiting, (prio[i], i))
+            heapq.heappush(self.waiting, (prio[i], i))
+        self.run = run
+        return used, preempted
+
+    def admit(self, used: int) -> tuple[list[int], int]:
+        """Step 2: waiting requests in priority order while their KV need fits and the batch
+        and prefill limits allow. Returns (admitted requests, prefill tokens)."""
+        cfg, waiting, run, gen = self.cfg, self.waiting, self.run, self.gen
         new, prefill = [], 0
-        while not preempted and waiting and len(run) + len(new) < cfg.max_batch:
+        while waiting and len(run) + len(new) < cfg.max_batch:
             i = waiting[0][1]
-            tokens = prl[i] + int(gen[i])             # prompt (+ recomputed output)
-            need = prl[i] + max(resl[i], gen[i] + 1)
+            tokens = self.prl[i] + int(gen[i])             # prompt (+ recomputed output)
+            need = self.prl[i] + max(self.resl[i], gen[i] + 1)
             alone = not len(run) and not new  # an idle engine always takes its head request
-            if (used + need > admit_kv and not alone) or \
+            if (used + need > self.admit_kv and not alone) or \
                     (new and prefill + tokens > cfg.max_prefill_tokens):
                 break
             heapq.heappop(waiting)
             new.append(i)
             used += need
             prefill += tokens
+        return new, prefill
+
+    def iterate(self, new: list[int], prefill: int) -> None:
+        """Step 3: the iteration's time; the admitted join the batch; every running request
+        gains one token; the finished leave."""
+        run, gen = self.run, self.gen
         decoding = len(run)
-        kv_read = int((pr[run] + gen[run]).sum()) if c else 0
-        step = a + b * (prefill + decoding) + c * kv_read
-        t += step
-        iters, prefilled, busy = iters + 1, prefilled + prefill, busy + step
-        batch_sum += decoding + len(new)
+        kv_read = int((self.pr[run] + gen[run]).sum()) if self.c else 0
+        step = self.a + self.b * (prefill + decoding) + self.c * kv_read
+        self.t += step
+        self.iters, self.prefilled, self.busy = (self.iters + 1, self.prefilled + prefill,
+                                                 self.busy + step)
+        self.batch_sum += decoding + len(new)
         if new:
             run = np.concatenate([run, np.array(new, np.int64)])
             for i in new:
-                if first[i] != first[i]:
-                    first[i] = t
+                if self.first[i] != self.first[i]:
+                    self.first[i] = self.t
         gen[run] += 1
-        fin = gen[run] >= out[run]
+        fin = gen[run] >= self.out[run]
         if fin.any():
-            finish[run[fin]] = t
-            done += int(fin.sum())
+            self.finish[run[fin]] = self.t
+            self.done += int(fin.sum())
             run = run[~fin]
-    inv = np.empty(n, np.int64)
-    inv[order] = np.arange(n)
-    return {"jct_s": (finish - arr)[inv], "ttft_s": (first - arr)[inv],
-            "preemptions": preempt, "makespan_s": float(np.nanmax(finish) - arr[0]),
-            "iterations": iters, "prefill_tokens": prefilled, "busy_s": busy,
-            "mean_batch": batch_sum / max(iters, 1)}
+        self.run = run
 
 
 def capacity(prompt: np.ndarray, output: np.ndarray, config: ServingConfig | None = None) -> float:

@@ -10,6 +10,7 @@ import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.estimator import Estimator
+from servecast.frames import to_polars
 from servecast.predictors.output_length import create
 from servecast.predictors.output_length.core import completed
 from servecast.predictors.output_length.metrics import split
@@ -28,7 +29,7 @@ def whatif(frame, p50: np.ndarray, p90: np.ndarray, load: float = 0.9,
     preemptions, plus the load and rates used.
     """
     cfg = config or ServingConfig()
-    df = frame if isinstance(frame, pl.DataFrame) else pl.DataFrame(frame)
+    df = to_polars(frame, "requests frame")
     for c in ("arrival_s", "prompt_tokens", "output_tokens"):
         if c not in df.columns:
             raise InvalidInputError(f"what-if needs column {c!r} (have {', '.join(df.columns)})")

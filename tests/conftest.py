@@ -23,13 +23,11 @@ def data() -> Path:
 def shared_store(tmp_path_factory, data):
     """A store with every shared dataset ingested (built once per test session; read it,
     don't write to it: tests that write use their own `Store(tmp_path / ...)`)."""
-    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.datasets.catalog import ingest_shared
     from servecast.store import Store
 
-    path = tmp_path_factory.mktemp("store") / "shared.duckdb"
-    store = Store(path)
-    for source, rel, trace in SHARED:
-        store.ingest(source, [shared_path(rel, data)], trace=trace)
+    store = Store(tmp_path_factory.mktemp("store") / "shared.duckdb")
+    ingest_shared(store, root=data)
     yield store
     store.close()
 

@@ -16,8 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from servecast.localserver import background, free_port, wait_http
+from _tools.localserver import background, free_port, wait_http
 
 APP = Path(__file__).resolve().parent.parent / "app"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -141,7 +141,9 @@ def test_datasets_lists_every_adapter():
         "alibaba-gpu-v2023", "alibaba-gpu-v2025", "philly-runtime", "philly-nodes", "helios",
         "azure-vm-noise", "neusight", "help-nasbench201", "vidur-mlp", "olmoe-routing",
         # issue 23
-        "aiconfigurator", "llm-inference-bench", "splitwise-perf"}
+        "aiconfigurator", "llm-inference-bench", "splitwise-perf",
+        # issue 22: collector formats
+        "kernel-profile"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from servecast.localserver import free_port, wait_http
+from _tools.localserver import free_port, wait_http
 
 SERVECAST = Path(sys.executable).parent / "servecast"
 AZURE_CODE = "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv"

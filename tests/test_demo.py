@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from servecast import demo
 from servecast.errors import InvalidInputError
+from servecast.pipelines import demo
 
 SERVECAST = Path(sys.executable).parent / "servecast"
 

@@ -13,9 +13,8 @@ import time
 import urllib.request
 
 import pytest
+from _tools.localserver import estimate_service, free_port, wait_http
 from test_browser import CHROMIUM, DevTools
-
-from servecast.localserver import estimate_service, free_port, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None, reason="chromium missing: `make browser` (apt-get install chromium)")]

@@ -306,3 +306,20 @@ def test_alibaba_v2017_rejects_the_one_task_ending_before_creation(shared_store,
     assert "negative duration" in reason
     info = shared_store.trace_info("alibaba_v2017")
     assert (info["rows"], info["rejected"]) == (len(recs) - 2, 1)
+
+
+def test_ingest_shared_reads_only_the_named_traces_once(tmp_store, data):
+    """`ingest_shared` (the one shared-store builder of tests, benchmarks and the demo)
+    ingests only the traces asked for, reports each, and skips them the second time."""
+    from servecast.datasets.catalog import ingest_shared
+
+    wanted = ("lengths_arxiv", "burstgpt_head54")
+    seen: list[tuple[str, int, list]] = []
+    for _ in range(2):
+        ingest_shared(tmp_store, wanted, data,
+                      lambda source, trace, r, s: seen.append((trace, r.rows, r.skipped)))
+    assert sorted(tmp_store.traces()["trace"].to_list()) == sorted(wanted)
+    first, again = seen[:2], seen[2:]
+    assert [t for t, _, _ in first] == [t for _, _, t in SHARED if t in wanted]
+    assert all(rows > 0 for _, rows, _ in first)
+    assert all(rows == 0 and skipped for _, rows, skipped in again)

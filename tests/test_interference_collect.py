@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from servecast.cli import main
+from servecast.collectors.host_metrics import run_experiment
 from servecast.errors import InvalidInputError
 from servecast.predictors.interference import InterferencePredictor
-from servecast.predictors.interference.collect import run_experiment
 
 # burns 0.3 s of CPU time: its wall time grows with the CPU share it loses to co-runners
 TARGET = (f"{sys.executable} -c \"import time\nt=time.process_time()\n"

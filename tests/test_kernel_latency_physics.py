@@ -130,15 +130,14 @@ def test_unknown_op_missing_columns_bad_spec_and_dims_raise_clear_errors():
 
 
 def test_profiler_measures_cpu_ops_in_the_kernel_latencies_schema(tmp_path):
-    from servecast.predictors.kernel_latency.profiler import profile_kernels, write_profile
-    from servecast.schema import TABLES
+    from servecast.collectors.kernel_profiler import profile_kernels, write_profile
+    from servecast.schema import columns
 
     shapes = {"bmm": [{"B": 2, "M": 32, "N": 32, "K": 32}], "ln": [{"B": 8, "H": 64}],
               "gelu": [{"B": 8, "H": 64}]}
     df = profile_kernels(["bmm", "layernorm", "gelu"], "cpu", shapes=shapes, warmup=1,
                          repeats=3)
-    cols = [c.split()[0] for c in TABLES["kernel_latencies"].replace("\n", " ").split(",")]
-    assert df.columns == cols
+    assert df.columns == [name for name, _ in columns("kernel_latencies")]
     assert df["op"].to_list() == ["bmm", "ln", "gelu"]
     assert (df["latency_ms"] > 0).all()
     assert json.loads(df["extra"][0])["timer"] == "perf_counter"

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import torch
 
+from servecast.collectors.moe_routing import RoutingRecorder
 from servecast.predictors.moe_congestion.model import SmallMoELM
 from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
-from servecast.predictors.moe_congestion.recorder import RoutingRecorder
 
 
 def tiny(top_k=1, seed=0):

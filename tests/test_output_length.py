@@ -24,13 +24,11 @@ SMALL = {"n_estimators": 40, "learning_rate": 0.1}
 @pytest.fixture(scope="module")
 def llm_store(tmp_path_factory, data):
     """A store with the LLM request traces these tests read (not the whole shared set)."""
-    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.datasets.catalog import ingest_shared
     from servecast.store import Store
 
     store = Store(tmp_path_factory.mktemp("ol") / "llm.duckdb")
-    for source, rel, trace in SHARED:
-        if trace in ("azure_conv", "mooncake_conversation", "burstgpt_head54"):
-            store.ingest(source, [shared_path(rel, data)], trace=trace)
+    ingest_shared(store, ("azure_conv", "mooncake_conversation", "burstgpt_head54"), data)
     yield store
     store.close()
 

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from _tools.loadtest import post_load
+from _tools.localserver import estimate_service
 from hypothesis import HealthCheck, settings
 
-from servecast.loadtest import post_load
-from servecast.localserver import estimate_service
-from servecast.servelimits import MAX_BODY_BYTES, ServeLimits
+from servecast.service.limits import MAX_BODY_BYTES, ServeLimits
 
 pytestmark = pytest.mark.slow  # real-data fixtures and model training (> 5 s)
 
@@ -261,7 +261,7 @@ def test_absent_kind_answers_404(trained, tmp_path):
     """A service holding only one kind answers the other endpoints with 404, not 5xx."""
     from fastapi.testclient import TestClient
 
-    from servecast.service import create_app
+    from servecast.service.app import create_app
 
     kind = sorted(trained[1])[0]
     only = tmp_path / "models"
@@ -449,8 +449,8 @@ def test_arithmetic_error_is_refused_naming_the_field(trained):
     [1e300]*4 becomes InvalidInputError naming the field, not an exception to the server."""
     from servecast.errors import InvalidInputError
     from servecast.estimator import Estimator
-    from servecast.service import ENDPOINTS
-    from servecast.service_models import Batch, DeviceSpec, KernelLatencyRequest
+    from servecast.service.app import ENDPOINTS
+    from servecast.service.models import Batch, DeviceSpec, KernelLatencyRequest
 
     body = _sample(trained, "kernel_latency")
     ep = next(e for e in ENDPOINTS if e.kind == "kernel_latency")
@@ -469,7 +469,7 @@ def test_ignored_prompt_text_is_reported(trained, caplog):
     log line (not silently dropped)."""
     from fastapi.testclient import TestClient
 
-    from servecast.service import IGNORED_HEADER, create_app
+    from servecast.service.app import IGNORED_HEADER, create_app
 
     body = _sample(trained, "output_length")
     with TestClient(create_app(trained[0])) as c, caplog.at_level("WARNING"):
@@ -505,7 +505,7 @@ def test_slow_clients_are_cut_off_and_service_keeps_answering(trained):
     import socket
     import sys
 
-    from servecast.localserver import background, free_port
+    from _tools.localserver import background, free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "servecast.cli", "serve", "--models", str(trained[0]),

@@ -209,7 +209,7 @@ def test_predictor_estimator_and_cli_agree(saved, rt):
 def test_http_step_time(saved, rt):
     from fastapi.testclient import TestClient
 
-    from servecast.service import create_app
+    from servecast.service.app import create_app
 
     body = {"model": "llama-3.1-8b", "gpu": "h100-sxm", "prefill": [2048], "decode": [1024] * 64}
     with TestClient(create_app(saved.parent)) as c:

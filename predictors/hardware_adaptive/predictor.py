@@ -24,9 +24,9 @@ import polars as pl
 from scipy.stats import spearmanr
 
 from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.frames import to_polars
 from servecast.predictors.base import SavedModel, read_torch_state
 from servecast.predictors.hardware_adaptive.nasbench201 import encode, flops_params
-from servecast.predictors.kernel_latency.frames import to_polars
 
 
 def _pivot(latencies: pl.DataFrame, devices: list[str], n_arch: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.frames import to_polars
 from servecast.predictors.interference.windows import CLIP
 
 METRIC_COLUMNS = ("window_id", "t", "metric", "value")
@@ -24,15 +25,7 @@ LABEL_COLUMNS = ("window_id", "perf")
 
 def _frame(obj, columns: tuple[str, ...], what: str) -> pl.DataFrame:
     """Accept a polars/pandas frame (or dict of columns); check the columns are there."""
-    if isinstance(obj, pl.DataFrame):
-        df = obj
-    else:
-        try:
-            df = pl.from_pandas(obj) if hasattr(obj, "to_numpy") and hasattr(obj, "columns") \
-                else pl.DataFrame(obj)
-        except Exception as e:  # noqa: BLE001 - anything not frame-like
-            raise InvalidInputError(f"{what}: not a frame ({e}); pass a polars or pandas "
-                                    f"DataFrame with columns {', '.join(columns)}") from None
+    df = to_polars(obj, f"{what} (columns {', '.join(columns)})")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InvalidInputError(

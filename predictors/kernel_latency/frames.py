@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.frames import to_polars
 from servecast.predictors.kernel_latency.ops import OPS, SHAPE_COLUMNS, canonical_op
 from servecast.predictors.kernel_latency.specs import spec_matrix
 
@@ -23,19 +24,6 @@ class KernelRows:
     spec: np.ndarray
     devices: np.ndarray
     latency_ms: np.ndarray | None
-
-
-def to_polars(frame) -> pl.DataFrame:
-    """A polars view of a polars/pandas frame or a dict of columns."""
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    if isinstance(frame, Mapping):
-        return pl.DataFrame(dict(frame))
-    try:
-        return pl.from_pandas(frame)
-    except (TypeError, ValueError, ImportError):
-        raise InvalidInputError(
-            f"expected a polars or pandas DataFrame, got {type(frame).__name__}") from None
 
 
 def kernel_rows(frame, devices: Mapping[str, Mapping], need_latency: bool = False) -> KernelRows:

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.frames import to_polars
 from servecast.predictors.base import Predictor
 from servecast.predictors.moe_congestion.equilibrium import as_batches, equilibrium
 from servecast.predictors.moe_congestion.fitting import Fit, fit_layer, l1, normalize_loads
@@ -140,7 +141,7 @@ class CongestionGame(Predictor):
         """Long frame [layer, batch, expert, quality, (type, weight)] -> frame [load_pred]:
         the equilibrium load share of each row's (layer, batch, expert), row-aligned."""
         self.check_fitted()
-        frame = _polars(frame)
+        frame = to_polars(frame)
         cols = {c: frame[c].to_numpy() for c in frame.columns}
         return pl.DataFrame({"load_pred": predicted_loads(
             cols, lambda layer: (self._fit_of(layer).beta, self._fit_of(layer).gamma))})
@@ -200,17 +201,13 @@ class CongestionGame(Predictor):
         return game
 
 
-def _polars(frame) -> pl.DataFrame:
-    return frame if isinstance(frame, pl.DataFrame) else pl.DataFrame(frame)
-
-
 def _frame_layers(frame, target) -> tuple[dict, dict, dict]:
     """{layer: loads}, {layer: quality}, {layer: type shares} of a long frame with a `load`
     column (`target` must be None)."""
     if target is not None:
         raise InvalidInputError("moe_congestion: the target is the frame's load column; pass "
                                 "target=None")
-    frame = _polars(frame)
+    frame = to_polars(frame)
     loads, quality, types = {}, {}, {}
     for layer, q, w, _, ld in frame_arrays({c: frame[c].to_numpy() for c in frame.columns},
                                            with_loads=True):

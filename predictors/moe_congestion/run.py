@@ -184,8 +184,8 @@ def snapshot_arrays(model, ev, docs: np.ndarray, context: int, batch_windows: in
     compute (router quality comes from the logits)."""
     import torch
 
+    from servecast.collectors.moe_routing import RoutingRecorder
     from servecast.predictors.moe_congestion.quality import oracle_quality, taylor_quality
-    from servecast.predictors.moe_congestion.recorder import RoutingRecorder
 
     model.eval()
     ev = ev.to(model.device)

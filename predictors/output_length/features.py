@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.frames import to_polars
 from servecast.predictors.output_length.buckets import (  # noqa: F401 - re-exported
     context_codes,
     log_bucket,
@@ -55,26 +56,12 @@ def visibility(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return visibility_positions(float_col(df, "arrival_s"), float_col(df, "output_tokens"))
 
 
-def to_polars(frame) -> pl.DataFrame:
-    """Accept a polars/pandas frame, a dict of columns or a list of row dicts."""
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    if isinstance(frame, (dict, list)):
-        return pl.DataFrame(frame)
-    try:
-        return pl.from_pandas(frame)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(
-            f"expected a polars or pandas frame of llm_requests columns, got {type(frame)}: {e}"
-        ) from None
-
-
 def check_requests(frame, need_output: bool = False) -> pl.DataFrame:
     """Validate an input frame: non-empty, `prompt_tokens` present, finite, >= 0.
 
     Returns it as polars. Raises InvalidInputError naming the first bad row and the fix.
     """
-    df = to_polars(frame)
+    df = to_polars(frame, "requests frame (llm_requests columns)")
     if df.height == 0:
         raise InvalidInputError("empty frame: pass at least one request row")
     cols = ["prompt_tokens"] + (["output_tokens"] if need_output else [])

@@ -179,48 +179,58 @@ def visibility_positions(arrival, output):
     return pos, pos
 
 
-def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = False) -> dict:
-    """Vectorized history codes of a frame's rows (numpy arrays `prompt`, `output` (NaN = not
-    observed), `arrival` (NaN = unknown)) after the requests in `hist`: each row sees the
-    outputs visible when it arrives (module docstring).
+class _Timeline:
+    """Where each row of a frame asks and when its output becomes known, on one axis
+    (`visibility_positions`), and the as-of join that answers "the latest state row visible
+    before this row arrives". State rows from before the frame get positions before
+    everything (`before`)."""
 
-    Returns {name: float64 array} for HISTORY. With `learn`, the observed rows are added to
-    `hist` (as `observe` would, in the order they become visible).
-    """
+    def __init__(self, arrival, output):
+        import numpy as np
+        import polars as pl
+
+        self.qpos, vis = visibility_positions(arrival, output)
+        fr = np.flatnonzero(~np.isnan(output))
+        #: the observed rows in the order they become known, and their positions
+        self.observed = fr[np.argsort(vis[fr], kind="stable")]
+        self.vis = vis[self.observed]
+        self.start = min(self.qpos.min(initial=0.0), self.vis.min(initial=0.0)) - 1.0
+        self.order = np.argsort(self.qpos, kind="stable")  # rows by arrival position
+        self.back = pl.Series(np.argsort(self.order))
+
+    def positions(self, k: int):
+        """Positions of k state pseudo-rows (before everything), then the observed rows."""
+        import numpy as np
+
+        return np.r_[self.start - k + np.arange(k, dtype=np.float64), self.vis]
+
+    def asof(self, right, by):
+        """Per row (in row order): the latest `right` row visible before it arrives (matched
+        on `key` = `by` of the row when `by` is given)."""
+        import polars as pl
+
+        left = pl.DataFrame({"i": self.qpos[self.order],
+                             **({} if by is None else {"key": by[self.order]})})
+        got = left.join_asof(right, on="i", by=None if by is None else "key",
+                             strategy="backward", allow_exact_matches=False,
+                             check_sortedness=False)
+        return got[self.back]
+
+
+def _same_prompt(tl: _Timeline, st: dict, prompt, output, arrival):
+    """Codes of the requests with the same prompt length (last, second last, count, mean
+    output, seconds since the last) and the per-key state rows they came from."""
     import numpy as np
     import polars as pl
 
     from servecast.predictors.output_length.buckets import log_buckets
 
-    prompt = np.asarray(prompt, np.float64)
-    output = np.asarray(output, np.float64)
-    arrival = np.asarray(arrival, np.float64)
-    obs = ~np.isnan(output)
-    st = hist.arrays()
+    k0, v0 = st["same_keys"], st["same_vals"]
+    fr = tl.observed
     # pseudo-rows carrying the state before the frame, then the frame's observed rows:
     # `w` / `ws` are count / output-sum contributions, `prev` the output before the row
-    k0, v0 = st["same_keys"], st["same_vals"]
-    qpos, vis = visibility_positions(arrival, output)
-    fr = np.flatnonzero(obs)
-    fr = fr[np.argsort(vis[fr], kind="stable")]  # observations in the order they are known
-    start = min(qpos.min(initial=0.0), vis[fr].min(initial=0.0)) - 1.0
-
-    def before(k: int) -> np.ndarray:  # positions of k state pseudo-rows, before everything
-        return start - k + np.arange(k, dtype=np.float64)
-
-    order = np.argsort(qpos, kind="stable")  # the rows by arrival position, sorted once
-    back = pl.Series(np.argsort(order))
-
-    def asof(right: pl.DataFrame, by: np.ndarray | None) -> pl.DataFrame:
-        """Per row (in row order): the latest `right` row visible before it arrives."""
-        left = pl.DataFrame({"i": qpos[order], **({} if by is None else {"key": by[order]})})
-        got = left.join_asof(right, on="i", by=None if by is None else "key",
-                             strategy="backward", allow_exact_matches=False,
-                             check_sortedness=False)
-        return got[back]
-
     same = pl.DataFrame({
-        "i": np.r_[before(len(k0)), vis[fr]],
+        "i": tl.positions(len(k0)),
         "key": np.r_[k0, prompt[fr]],
         "out": np.r_[v0[:, 0], output[fr]],
         "prev0": np.r_[v0[:, 1], np.full(len(fr), np.nan)],
@@ -235,7 +245,7 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
         pl.col("w").cum_sum().over("key").alias("cnt"),
         pl.col("ws").cum_sum().over("key").alias("sum"),
     )
-    got = asof(same.select("i", "key", "out", "prev", "cnt", "sum", "t"), prompt)
+    got = tl.asof(same.select("i", "key", "out", "prev", "cnt", "sum", "t"), prompt)
     got = got.with_columns(pl.Series("now", arrival))
     last = got["out"].fill_null(np.nan).to_numpy()
     cnt = got["cnt"].fill_null(0.0).to_numpy()
@@ -243,46 +253,97 @@ def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = Fa
         mean = np.where(cnt > 0, got["sum"].fill_null(0.0).to_numpy() / np.maximum(cnt, 1),
                         np.nan)
     gap = (got["now"] - got["t"]).fill_nan(None).fill_null(np.nan).to_numpy()
-    out = {"same_last_b": log_buckets(last), "same_last2_b":
-           log_buckets(got["prev"].fill_null(np.nan).to_numpy()),
-           "same_n_b": log_buckets(cnt), "same_mean_b": log_buckets(mean),
-           "same_gap_b": log_buckets(gap)}
-    # similar length: the bucket's last NEAR_KEEP outputs (state, right-aligned) then frame
+    codes = {"same_last_b": log_buckets(last), "same_last2_b":
+             log_buckets(got["prev"].fill_null(np.nan).to_numpy()),
+             "same_n_b": log_buckets(cnt), "same_mean_b": log_buckets(mean),
+             "same_gap_b": log_buckets(gap)}
+    return codes, same
+
+
+def _near_length(tl: _Timeline, st: dict, prompt, output):
+    """Codes of the requests with a similar prompt length (the bucket's last output and the
+    median of its last NEAR_KEEP) and the state rows (state right-aligned, then the frame)."""
+    import numpy as np
+    import polars as pl
+
+    from servecast.predictors.output_length.buckets import log_buckets
+
     nk, nv = st["near_keys"], st["near_vals"]
     pk, pv = np.repeat(nk, NEAR_KEEP), nv.reshape(-1)
     keep = ~np.isnan(pv)
     bucket = np.floor(prompt).astype(np.int64) // NEAR_WIDTH
-    near = pl.DataFrame({"i": np.r_[before(int(keep.sum())), vis[fr]],
-                         "key": np.r_[pk[keep], bucket[fr]],
-                         "out": np.r_[pv[keep], output[fr]]})
+    near = pl.DataFrame({"i": tl.positions(int(keep.sum())),
+                         "key": np.r_[pk[keep], bucket[tl.observed]],
+                         "out": np.r_[pv[keep], output[tl.observed]]})
     near = near.with_columns(
         pl.col("out").rolling_median(NEAR_KEEP, min_samples=1).over("key").alias("med"))
-    got = asof(near, bucket)
-    out["near_last_b"] = log_buckets(got["out"].fill_null(np.nan).to_numpy())
-    out["near_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
-    # any request: rolling median of the last RECENT_KEEP outputs
+    got = tl.asof(near, bucket)
+    codes = {"near_last_b": log_buckets(got["out"].fill_null(np.nan).to_numpy()),
+             "near_med_b": log_buckets(got["med"].fill_null(np.nan).to_numpy())}
+    return codes, near
+
+
+def _recent(tl: _Timeline, st: dict, output):
+    """Code of any request: the rolling median of the last RECENT_KEEP outputs, and the
+    state rows."""
+    import numpy as np
+    import polars as pl
+
+    from servecast.predictors.output_length.buckets import log_buckets
+
     r0 = st["recent"]
-    rec = pl.DataFrame({"i": np.r_[before(len(r0)), vis[fr]],
-                        "out": np.r_[r0, output[fr]]})
+    rec = pl.DataFrame({"i": tl.positions(len(r0)), "out": np.r_[r0, output[tl.observed]]})
     rec = rec.with_columns(pl.col("out").rolling_median(RECENT_KEEP, min_samples=RECENT_MIN)
                            .alias("med"))
-    got = asof(rec, None)
-    out["recent_med_b"] = log_buckets(got["med"].fill_null(np.nan).to_numpy())
-    if learn and len(fr):  # the state after the frame: what `observe` row by row gives
-        last = same.group_by("key", maintain_order=True).last().sort("key")
-        tail = near.group_by("key", maintain_order=True).tail(NEAR_KEEP)
-        tail = tail.with_columns(pl.int_range(pl.len()).over("key").alias("k"),
-                                 pl.len().over("key").alias("m"))
-        keys = tail["key"].unique(maintain_order=False).sort()
-        vals = np.full((len(keys), NEAR_KEEP), np.nan)
-        row = np.searchsorted(keys.to_numpy(), tail["key"].to_numpy())
-        vals[row, (NEAR_KEEP - tail["m"] + tail["k"]).to_numpy()] = tail["out"].to_numpy()
-        new = LengthHistory.from_arrays({
-            "same_keys": last["key"].to_numpy(),
-            "same_vals": np.column_stack([
-                last[c].cast(pl.Float64).fill_null(np.nan).fill_nan(np.nan).to_numpy()
-                for c in ("out", "prev", "cnt", "sum", "t")]),
-            "near_keys": keys.to_numpy(), "near_vals": vals,
-            "recent": rec["out"].tail(RECENT_KEEP).to_numpy()})
-        hist.__dict__.update(new.__dict__)
+    got = tl.asof(rec, None)
+    return {"recent_med_b": log_buckets(got["med"].fill_null(np.nan).to_numpy())}, rec
+
+
+def _state_after(same, near, rec) -> LengthHistory:
+    """The history after the frame's state rows: what `observe` row by row gives."""
+    import numpy as np
+    import polars as pl
+
+    last = same.group_by("key", maintain_order=True).last().sort("key")
+    tail = near.group_by("key", maintain_order=True).tail(NEAR_KEEP)
+    tail = tail.with_columns(pl.int_range(pl.len()).over("key").alias("k"),
+                             pl.len().over("key").alias("m"))
+    keys = tail["key"].unique(maintain_order=False).sort()
+    vals = np.full((len(keys), NEAR_KEEP), np.nan)
+    row = np.searchsorted(keys.to_numpy(), tail["key"].to_numpy())
+    vals[row, (NEAR_KEEP - tail["m"] + tail["k"]).to_numpy()] = tail["out"].to_numpy()
+    return LengthHistory.from_arrays({
+        "same_keys": last["key"].to_numpy(),
+        "same_vals": np.column_stack([
+            last[c].cast(pl.Float64).fill_null(np.nan).fill_nan(np.nan).to_numpy()
+            for c in ("out", "prev", "cnt", "sum", "t")]),
+        "near_keys": keys.to_numpy(), "near_vals": vals,
+        "recent": rec["out"].tail(RECENT_KEEP).to_numpy()})
+
+
+def history_codes(prompt, output, arrival, hist: LengthHistory, learn: bool = False) -> dict:
+    """Vectorized history codes of a frame's rows (numpy arrays `prompt`, `output` (NaN = not
+    observed), `arrival` (NaN = unknown)) after the requests in `hist`: each row sees the
+    outputs visible when it arrives (module docstring).
+
+    Returns {name: float64 array} for HISTORY. With `learn`, the observed rows are added to
+    `hist` (as `observe` would, in the order they become visible).
+
+    Steps: place the rows on one timeline (`_Timeline`), then the same-prompt, near-length
+    and recent codes, each an as-of join of the rows on state rows (`hist` before the
+    frame, then the frame's observed rows), then with `learn` the state after the frame.
+    """
+    import numpy as np
+
+    prompt = np.asarray(prompt, np.float64)
+    output = np.asarray(output, np.float64)
+    arrival = np.asarray(arrival, np.float64)
+    st = hist.arrays()
+    tl = _Timeline(arrival, output)
+    same_codes, same = _same_prompt(tl, st, prompt, output, arrival)
+    near_codes, near = _near_length(tl, st, prompt, output)
+    recent_codes, rec = _recent(tl, st, output)
+    if learn and len(tl.observed):
+        hist.__dict__.update(_state_after(same, near, rec).__dict__)
+    out = {**same_codes, **near_codes, **recent_codes}
     return {k: v.astype(np.float64) for k, v in out.items()}

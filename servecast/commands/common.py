@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from servecast.numbers import fmt
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -32,18 +34,10 @@ def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) 
     for name, dtype in df.schema.items():
         table.add_column(name, justify="right" if dtype.is_numeric() else "left")
     for row in df.head(max_rows).iter_rows():
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(fmt(v, missing="") for v in row))
     console.print(table)
     if df.height > max_rows:
         console.print(f"... {df.height - max_rows} more rows")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return "" if v is None else str(v)
 
 
 def out_path(path: Path) -> Path:

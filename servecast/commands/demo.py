@@ -9,7 +9,7 @@ import typer
 
 from servecast.commands.common import DbOption, console, print_frame
 
-#: servecast.demo.AREAS (not imported here: the CLI starts without polars/DuckDB imports)
+#: servecast.pipelines.demo.AREAS (not imported here: the CLI starts without polars/DuckDB imports)
 AREA_NAMES = "llm, cluster, kernels, interference, moe"
 
 
@@ -32,7 +32,7 @@ def demo(
     --only / --skip pick areas: llm, cluster, kernels, interference, moe."""
     # before torch / LightGBM / BLAS load: their OpenMP pools read it once (see DEMO_THREADS)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    from servecast.demo import run_demo, select_areas
+    from servecast.pipelines.demo import run_demo, select_areas
 
     areas = select_areas(_names(only), _names(skip))
     store = run_demo(db=db, data=data, out=out, log=lambda s: console.print(s, soft_wrap=True),

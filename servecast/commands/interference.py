@@ -126,7 +126,7 @@ def collect_host_metrics(
     pid: list[int] = typer.Option(None, "--pid", help="also record this process (repeatable)"),
 ) -> None:
     """Record host metrics (CPU, memory, vmstat, disk, network, processes) in long format."""
-    from servecast.predictors.interference.collect import sample_host
+    from servecast.collectors.host_metrics import sample_host
 
     df = sample_host(interval, duration, pid or [])
     path = out_path(out)
@@ -146,7 +146,7 @@ def collect_interference(
     out: Path = typer.Option(..., "--out", help="metrics .csv/.parquet (labels beside it)"),
 ) -> None:
     """Run the target alone and with co-runners; write labelled metric windows."""
-    from servecast.predictors.interference.collect import run_experiment
+    from servecast.collectors.host_metrics import run_experiment
 
     try:
         pin = [int(c) for c in cpus.split(",") if c.strip()] or None

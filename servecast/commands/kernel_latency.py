@@ -106,8 +106,8 @@ def profile_kernels(
     warmup: int = typer.Option(3, "--warmup", min=0),
 ) -> None:
     """Measure op latencies on this machine in the kernel_latencies schema."""
-    from servecast.predictors.kernel_latency.profiler import profile_kernels as run
-    from servecast.predictors.kernel_latency.profiler import write_profile
+    from servecast.collectors.kernel_profiler import profile_kernels as run
+    from servecast.collectors.kernel_profiler import write_profile
 
     df = run([o for o in ops.split(",") if o.strip()], device=device, warmup=warmup,
              repeats=repeats, log=console.print)

@@ -110,7 +110,7 @@ def fit(
     types: int = typer.Option(8, "--types", help="k-means token types"),
 ) -> None:
     """Fit the multi-type congestion game on one checkpoint and save it for the Estimator."""
-    from servecast.predictors.moe_congestion.demo import fit_from_run
+    from servecast.pipelines.moe import fit_from_run
 
     game = fit_from_run(run_dir, step, quality, types)
     game.save(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from servecast.commands.common import console
-from servecast.servelimits import ServeLimits
+from servecast.service.limits import ServeLimits
 
 
 def register(app: typer.Typer) -> None:
@@ -31,8 +31,8 @@ def serve(
     """Serve estimates over HTTP: POST /v1/output-length, /v1/kernel-latency,
     /v1/interference, /v1/moe-congestion; GET /healthz; schema at /docs (works offline).
     A models dir that fails to load exits 2 with the file named."""
-    from servecast.servelimits import run_uvicorn
-    from servecast.service import create_app
+    from servecast.service.app import create_app
+    from servecast.service.limits import run_uvicorn
 
     app = create_app(models)
     kinds = ", ".join(app.state.estimator.kinds)

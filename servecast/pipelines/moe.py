@@ -1,5 +1,6 @@
-"""The fast end-to-end MoE routing demo (`moe_demo`): analytics of the routing counts, a
-tiny small-MoE run with its gamma_eff trajectory, and a saved congestion model."""
+"""MoE orchestration: `fit_from_run` (a `CongestionGame` from a small-MoE run, for the demo
+and `servecast moe fit`) and the fast end-to-end demo `moe_demo` (analytics of the routing
+counts, a tiny small-MoE run with its gamma_eff trajectory, and a saved congestion model)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import polars as pl
 
 from servecast.analytics.moe import imbalance, shares
 from servecast.analytics.moe_plots import imbalance_plot, trajectory_plot
-from servecast.predictors.moe_congestion.demo import fit_from_run
 from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
+from servecast.predictors.moe_congestion.game import CongestionGame
 from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
 from servecast.predictors.moe_congestion.trajectory import phases, trajectory
 
@@ -41,3 +42,34 @@ def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/mo
     res["params"] = game.params
     log(f"moe: gamma_eff trajectory and model written under {out}")
     return res
+
+
+def fit_from_run(run_dir: str | Path, step: int | None = None, quality: str | None = None,
+                 n_types: int = 8, n_bootstrap: int = 20) -> CongestionGame:
+    """Multi-type CongestionGame fitted on every batch of one checkpoint (default: the last),
+    per layer (type qualities shrunk toward the pooled type profiles, `QualityPrior`, where
+    `default_shrink(quality)`), ready to `save` for the Estimator."""
+    from servecast.errors import InvalidInputError
+    from servecast.predictors.moe_congestion.analysis import (
+        DEFAULT_QUALITY,
+        load_snapshot,
+        n_layers,
+        typed_batches,
+    )
+    from servecast.predictors.moe_congestion.run import checkpoints
+
+    quality = quality or DEFAULT_QUALITY
+    cks = dict(checkpoints(run_dir))
+    step = max(cks) if step is None else step
+    if step not in cks:
+        raise InvalidInputError(f"{run_dir}: no checkpoint at step {step} (has {sorted(cks)})")
+    snap = load_snapshot(cks[step])
+    loads, quals, types = {}, {}, {}
+    for layer in range(n_layers(snap)):
+        b = typed_batches(snap, layer, quality, n_types)["multi"]
+        loads[layer], quals[layer], types[layer] = b.loads, b.quality, b.types
+    game = CongestionGame(n_bootstrap=n_bootstrap).fit_arrays(loads, quals, types)
+    game.card.update({"data": {"run_dir": str(run_dir), "step": step, "quality": quality,
+                               "types": n_types},
+                      "split": {"rule": "all batches of the checkpoint"}})
+    return game

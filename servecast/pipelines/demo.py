@@ -71,17 +71,17 @@ def select_areas(only: Iterable[str] = (), skip: Iterable[str] = ()) -> list[str
 def ingest_shared(store: Store, data: Path | None, log: Callable[[str], None],
                   areas: Iterable[str] = tuple(AREAS)) -> None:
     """Ingest the shared datasets the `areas` read (already-ingested files are skipped)."""
-    from servecast.datasets.catalog import SHARED, shared_path
+    from servecast.datasets.catalog import SHARED, ingest_shared
 
     areas = set(areas)
-    for source, rel, trace in SHARED:
-        if _AREA_OF_SOURCE.get(source, "llm") not in areas:
-            continue
-        t0 = time.perf_counter()
-        r = store.ingest(source, [shared_path(rel, data)], trace=trace)
+
+    def line(source: str, trace: str, r, seconds: float) -> None:
         what = "already in the store" if not r.rows and r.skipped else (
             f"{r.rows:,} rows, {r.rejected:,} rejected")
-        log(f"  {trace:<24} {source:<18} {what}  ({time.perf_counter() - t0:.1f} s)")
+        log(f"  {trace:<24} {source:<18} {what}  ({seconds:.1f} s)")
+
+    ingest_shared(store, [t for s, _, t in SHARED if _AREA_OF_SOURCE.get(s, "llm") in areas],
+                  data, line)
 
 
 @contextmanager
@@ -137,7 +137,7 @@ def train_output_length(store: Store, models: Path, log) -> pl.DataFrame:
 
 def train_kernel_latency(store: Store, models: Path, log) -> pl.DataFrame:
     """Cross-device kernel model and the NAS-Bench-201 model -> models/."""
-    from servecast.predictors.kernel_latency.demo import demo_kernel_latency
+    from servecast.pipelines.kernel_latency import demo_kernel_latency
 
     return demo_kernel_latency(store, models, log=log)
 
@@ -145,7 +145,7 @@ def train_kernel_latency(store: Store, models: Path, log) -> pl.DataFrame:
 def train_interference(store: Store, models: Path, out: Path, log) -> pl.DataFrame:
     """Both Azure VM-noise tasks at reduced size; the fingerprint dual-branch model is the one
     served (models/interference)."""
-    from servecast.predictors.interference.demo import run_interference_demo
+    from servecast.pipelines.interference import run_interference_demo
 
     table = run_interference_demo(store, out, log=log)  # saves under out/interference/
     _publish(out / "interference" / "fingerprint" / "dual",
@@ -155,7 +155,7 @@ def train_interference(store: Store, models: Path, out: Path, log) -> pl.DataFra
 
 def train_moe(store: Store, models: Path, out: Path, log) -> pl.DataFrame:
     """OLMoE imbalance + a tiny small-MoE run with its gamma_eff model -> models/."""
-    from servecast.moe_demo import moe_demo
+    from servecast.pipelines.moe import moe_demo
 
     res = moe_demo(store, out=out / "moe", log=log)
     _publish(out / "moe" / "models" / "moe_congestion", models / "moe_congestion")

@@ -9,14 +9,14 @@
     GET  /healthz             loaded kinds
     GET  /openapi.json, /docs (Swagger UI), /redoc: the schema; UI assets served locally
 
-Each POST takes one request object or `{"items": [...]}` (see `servecast.service_models`).
+Each POST takes one request object or `{"items": [...]}` (see `servecast.service.models`).
 Answers: 200; 422 `{"message", "detail"}` for a bad body (the message names the field), an
 input the predictor refuses (unknown model name, op, ...), values it cannot compute from
 (overflow, domain error) or an estimate outside its kind's plausible range (`Endpoint.bounds`;
 non-finite included); 404 when the models dir has no model of that kind; 413 for a body over
 `MAX_BODY_BYTES`. Models load once, in `create_app`; handlers are plain synchronous calls.
 `servecast serve` runs it on uvicorn with bounded connections and read/idle timeouts
-(`servecast.servelimits`).
+(`servecast.service.limits`).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' body types at runtime
@@ -34,8 +34,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from servecast.errors import InvalidInputError, ServecastError
 from servecast.estimator import Estimator
-from servecast.servelimits import MAX_BODY_BYTES, BodyLimit
-from servecast.service_models import (
+from servecast.service.limits import MAX_BODY_BYTES, BodyLimit
+from servecast.service.models import (
     BatchResult,
     CompletedRequest,
     ErrorBody,

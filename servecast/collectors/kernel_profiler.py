@@ -1,5 +1,6 @@
 """Measure operator latencies on the local device with PyTorch, in the `kernel_latencies`
-schema, so a user can add a device of their own (`servecast profile-kernels`).
+schema, so a user can add a device of their own (`servecast profile-kernels`); a profile
+written as CSV ingests like any trace (`servecast ingest kernel-profile FILE`).
 
 CUDA: CUDA events around each launch after warm-up (ms, median of `repeats`).
 CPU: `time.perf_counter` around each call after warm-up (ms, median of `repeats`).
@@ -18,7 +19,7 @@ import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.predictors.kernel_latency.ops import OPS, SHAPE_COLUMNS, canonical_op, check_dims
-from servecast.schema import TABLES
+from servecast.schema import columns
 
 #: shapes measured by default per op family (small enough for a CPU in seconds)
 DEFAULT_SHAPES: dict[str, list[dict[str, int]]] = {
@@ -136,7 +137,7 @@ def profile_kernels(ops: Iterable[str], device: str = "cpu",
                                                   "repeats": repeats, "timer": timer})})
             if log:
                 log(f"{op}: {len(todo)} shapes")
-    cols = [c.split()[0] for c in TABLES["kernel_latencies"].replace("\n", " ").split(",")]
+    cols = [name for name, _ in columns("kernel_latencies")]
     return pl.DataFrame(rows).select([pl.col(c) if c in rows[0] else pl.lit(None).alias(c)
                                       for c in cols])
 

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP estimate service (`servecast.service`).
+"""Request and response bodies of the HTTP estimate service (`servecast.service.app`).
 
 Every estimate endpoint takes either one request object or a batch `{"items": [...]}` of up
 to `MAX_BATCH` of them (told apart by the `items` key) and answers in the same form.
