@@ -32,13 +32,14 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
     ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
     ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
+    ("ntua-interference", "vm/ntua_interference", None),
 ]
 
 
 #: shared folders no adapter reads yet; an issue that adds the adapter moves its folder from
 #: here into SHARED (the catalog test guards every other file of the shared folder)
 AWAITING_ADAPTERS: list[str] = [
-    "gpu/aiconfigurator", "gpu/neusight_e2e", "serving", "vm/ntua_interference",
+    "gpu/aiconfigurator", "gpu/neusight_e2e", "serving",
 ]
 
 
