@@ -32,7 +32,7 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
     ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
     ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
-    ("ntua-interference", "vm/ntua_interference", None),
+    ("ntua-interference", "vm/ntua_interference", "ntua_interference"),
 ]
 
 

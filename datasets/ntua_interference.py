@@ -56,13 +56,17 @@ def family(interference_id: int) -> tuple[str, int]:
 
 
 def metric_name(column: str) -> str:
-    """'System - IPC' -> 'sys:IPC'; 'Core3 (Socket 0) - L3MISS' -> 'core3:L3MISS'; the
-    C-state summaries ('SKT0 Core C-State - C0res%') keep their text after the prefix."""
+    """'System - IPC' -> 'sys:IPC'; 'System Core C-States - C1res%' -> 'sys:Core C-States
+    C1res%'; 'Core3 (Socket 0) - L3MISS' -> 'core3:L3MISS'; 'SKT0 Core C-State - C0res%' ->
+    'SKT0 Core C-State:C0res%'."""
     m = _CORE.match(column)
     if m:
         return f"core{m.group(1)}:{m.group(2)}"
     head, _, tail = column.partition(" - ")
-    return ("sys:" if head == "System" else f"{head}:") + tail
+    if head.startswith("System"):  # 'System Pack C-States - C6res%' -> 'sys:Pack C-States C6res%'
+        rest = head.removeprefix("System").strip()
+        return f"sys:{rest} {tail}" if rest else f"sys:{tail}"
+    return f"{head}:{tail}"
 
 
 class NTUAInterference(Adapter):
