@@ -4,6 +4,8 @@ bad input through the CLI) and the co-location task's labels and splits."""
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -195,3 +197,25 @@ def test_series_without_baselines(data, tmp_path):
         assert "baseline" not in set(task.windows.filter(pl.col("split") == "test")["vm_sku"])
         with pytest.raises(InvalidInputError, match="Nope not in the store"):
             colocation_task(store, test_series=["Nope"])
+
+
+@pytest.mark.slow  # ingests three real series and trains GBM through the CLI (> 5 s)
+def test_cli_trains_the_default_colocation_model(data, tmp_path):
+    db, out = tmp_path / "s.duckdb", tmp_path / "models"
+    with Store(db) as store:
+        store.ingest("ntua-interference", [data / SERIES / s for s in
+                                           ("Memento_V01", "Memento_V02", "Memento_V03")])
+    cli = [sys.executable, "-m", "servecast.cli", "train", "interference", "--task",
+           "colocation", "--fast", "--out", str(out), "--db", str(db)]
+    r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["params"]["model"] == "gbm" and card["default_model"] == "gbm"
+    assert "test = Memento_V03, val = Memento_V02" in card["split"]["rule"]
+    assert "colocation: gbm" in r.stdout and "test MAE" in r.stdout
+    # a store with too few series: exit 2 and a message, no traceback
+    with Store(tmp_path / "one.duckdb") as store:
+        store.ingest("ntua-interference", [data / SERIES / "Memento_V01"])
+    r = subprocess.run([*cli[:-1], str(tmp_path / "one.duckdb")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "needs 3" in r.stderr and "Traceback" not in r.stderr
