@@ -30,6 +30,8 @@ from servecast.store import Store
 
 TRACE = "ntua_interference"
 MIX_FAMILIES = ("cpu", "l3", "membw")
+#: split-conformal interval: pred +- the COVERAGE quantile of |error| on the fold's val series
+COVERAGE = 0.9
 
 
 def ntua_store(db: str) -> Store:
@@ -81,8 +83,12 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
             t0 = time.perf_counter()
             p = ev.train_model(t, m, settings, max_steps=max_steps)
             pred = p.predict(tm).rename({"perf": "pred"})
+            vm, vl = t.part("val")
+            v = vl.join(p.predict(vm).rename({"perf": "pred"}), on="window_id")
+            half = float((v["pred"] - v["perf"]).abs().quantile(COVERAGE))
             j = tl.join(pred, on="window_id").join(
-                t.windows.select("window_id", "family"), on="window_id")
+                t.windows.select("window_id", "family"), on="window_id").with_columns(
+                half=pl.lit(half))
             mae = 100 * (j["pred"] - j["perf"]).abs().mean()
             log(f"{protocol} {name:18s} {m:9s} MAE {mae:6.2f} pp  n={j.height}  "
                 f"{time.perf_counter() - t0:.0f} s")
@@ -92,9 +98,13 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
 
 
 def summary(pred: pl.DataFrame) -> pl.DataFrame:
-    """MAE (pp) per protocol x model, pooled over folds: `all` and one column per family."""
+    """MAE (pp) per protocol x model, pooled over folds: `all` and one column per family;
+    `half_pp` the mean half-width of the split-conformal interval (pp), `covered` the share
+    of held-out windows inside it (target COVERAGE)."""
     err = pred.with_columns(ae=100 * (pl.col("pred") - pl.col("perf")).abs())
-    overall = err.group_by("protocol", "model").agg(all=pl.col("ae").mean(), n=pl.len())
+    overall = err.group_by("protocol", "model").agg(
+        all=pl.col("ae").mean(), n=pl.len(), half_pp=100 * pl.col("half").mean(),
+        covered=(pl.col("ae") <= 100 * pl.col("half")).mean())
     fam = err.group_by("protocol", "model", "family").agg(pl.col("ae").mean()).pivot(
         on="family", index=["protocol", "model"], values="ae")
     return overall.join(fam, on=["protocol", "model"]).sort("protocol", "all")
