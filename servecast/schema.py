@@ -59,6 +59,18 @@ TABLES: dict[str, str] = {
         device VARCHAR NOT NULL, num_gpus INTEGER, engine VARCHAR, batch_size BIGINT,
         prompt_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, prompt_ms DOUBLE,
         token_ms DOUBLE, throughput_tps DOUBLE, extra JSON""",
+    # one co-location run (NTUA interference study): the service's load and latency (s)
+    "interference_runs": """
+        trace VARCHAR NOT NULL, series VARCHAR NOT NULL, test_id VARCHAR NOT NULL,
+        replicas VARCHAR NOT NULL, interference VARCHAR NOT NULL, interference_id INTEGER NOT NULL,
+        family VARCHAR NOT NULL, pods INTEGER NOT NULL, rps DOUBLE NOT NULL, throughput DOUBLE,
+        avg_latency_s DOUBLE NOT NULL, p50_latency_s DOUBLE, p90_latency_s DOUBLE,
+        p95_latency_s DOUBLE, p99_latency_s DOUBLE, max_latency_s DOUBLE, errors BIGINT,
+        samples INTEGER NOT NULL""",
+    # host counters of a run, long: sample index (5 s apart), metric ('sys:IPC', 'core3:L3MISS')
+    "interference_samples": """
+        trace VARCHAR NOT NULL, series VARCHAR NOT NULL, test_id VARCHAR NOT NULL,
+        sample INTEGER NOT NULL, metric VARCHAR NOT NULL, value DOUBLE""",
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",

@@ -24,6 +24,18 @@ FAST = dict(epochs=6, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=1
 CLOUDFORMER_MAE_PP = 7.8
 
 
+#: the model `servecast train interference` fits when --model is not given, per task name:
+#: GBM on the co-location task (it won benchmarks/interference_ntua.py's leave-one-series-out
+#: comparison: docs/results.md#co-location-interference-ntua-study), the dual-branch
+#: transformer on the Azure tasks (docs/results.md#interference)
+DEFAULT_MODELS = {"colocation": "gbm"}
+
+
+def default_model(task_name: str) -> str:
+    """The default model of a task (`DEFAULT_MODELS`, else "dual")."""
+    return DEFAULT_MODELS.get(task_name, "dual")
+
+
 def train_model(task: Task, model: str, settings: dict | None = None,
                 max_steps: int | None = None, **kw) -> InterferencePredictor:
     """Fit `model` on the task's train split (validated on its val split)."""
@@ -41,7 +53,7 @@ def train_model(task: Task, model: str, settings: dict | None = None,
         tl = pl.concat([tl.with_columns(validation=pl.lit(False)),
                         vl.with_columns(validation=pl.lit(True))])
     p.fit(tm, tl)
-    p.card.update({"task": task.name,
+    p.card.update({"task": task.name, "default_model": default_model(task.name),
                    "split": {**p.card.get("split", {}), "rule": _split_rule(task)}})
     return p
 
@@ -52,6 +64,11 @@ def _split_rule(task: Task) -> str:
                 "the other VMs before it (val = the last span before the cutoff)")
     if task.name == "fingerprint":
         return "short-lived VM instances by start time: train < val < test (no shared instance)"
+    if task.name == "colocation":
+        held = sorted(set(task.windows.filter(pl.col("split") == "test")["vm"]))
+        val = sorted(set(task.windows.filter(pl.col("split") == "val")["vm"]))
+        return (f"by experiment series: test = {', '.join(held)}, val = {', '.join(val)}, "
+                "train = the rest (no run in two splits)")
     return "labels order: the last val_frac windows validate"
 
 

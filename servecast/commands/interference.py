@@ -63,15 +63,37 @@ def _file_task(path: Path, labels: Path | None):
     return Task(path.stem, metrics, lab.select("window_id", "perf"), windows)
 
 
+def _colocation_task(db: Path, test_series: str | None):
+    """The NTUA co-location task split by series (see `colocation.colocation_task`)."""
+    from servecast.predictors.interference.colocation import colocation_task
+    from servecast.store import Store
+
+    with Store(db, read_only=True) as store:
+        series = sorted(store.sql(
+            "SELECT DISTINCT series FROM interference_runs WHERE samples > 0")["series"])
+        if len(series) < 3 and not test_series:
+            raise InvalidInputError(
+                f"{db}: {len(series)} series with counters; the colocation task needs 3 "
+                "(train, validation, test): ingest more series of the study")
+        test = test_series.split(",") if test_series else series[-1:]
+        val = [s for s in series if s not in test][-1:]
+        return colocation_task(store, test_series=test, val_series=val)
+
+
 def train_interference(
     task: str = typer.Option("temporal", "--task",
-                             help="temporal | fingerprint (Azure VM Noise in the store) | FILE "
+                             help="temporal | fingerprint (Azure VM Noise in the store) | "
+                                  "colocation (NTUA study in the store) | FILE "
                                   "(long metrics .csv/.parquet; labels in FILE.labels.*)"),
     out: Path = typer.Option(Path("models/interference"), "--out", help="model dir to write"),
-    model: str = typer.Option("dual", "--model",
-                              help="dual | temporal | gbm | last | moving_average | mean | all"),
+    model: str = typer.Option(None, "--model",
+                              help="dual | temporal | gbm | last | moving_average | mean | all "
+                                   "(default: gbm for colocation, dual otherwise)"),
     trace: str = typer.Option("azure_vm_noise", "--trace", help="vm_measurements trace"),
     labels: Path = typer.Option(None, "--labels", help="labels file for --task FILE"),
+    test_series: str = typer.Option(None, "--test-series",
+                                    help="colocation: held-out series, comma-separated "
+                                         "(default: the last series; the one before validates)"),
     fast: bool = typer.Option(False, "--fast", help="small model, few epochs (demo settings)"),
     epochs: int = typer.Option(0, "--epochs", help="override the number of epochs"),
     db: Path = DbOption,
@@ -85,11 +107,15 @@ def train_interference(
 
         with Store(db, read_only=True) as store:
             t = (temporal_task if task == "temporal" else fingerprint_task)(store, trace)
+    elif task == "colocation":
+        t = _colocation_task(db, test_series)
     else:
         t = _file_task(Path(task), labels)
     console.print(f"task {t.name}: {t.labels.height:,} windows, "
                   f"{t.metrics['metric'].n_unique()} metrics")
     print_frame(t.summary(), title="windows per split")
+    if model is None:
+        model = ev.default_model(t.name)
     settings = dict(ev.FAST if fast else ev.FULL)
     if epochs:
         settings["epochs"] = epochs

@@ -1,0 +1,136 @@
+"""Interference on the NTUA co-location study: leave-one-series-out and unseen-interference
+folds, MAE (pp of perf) of every model pooled over the held-out windows, overall and per
+family (baseline, cpu, l3, membw). Usage:
+
+    .venv/bin/python benchmarks/interference_ntua.py [--db ntua.duckdb] [--fast]
+        [--models gbm,mean,temporal,dual] [--protocol series|mix|both] [--max-steps 40]
+
+Ingests ../shared/datasets/vm/ntua_interference into --db if the trace is missing.
+
+Folds (`folds`): `series`: each series with counters in turn is the test split, the next
+series (alphabetically, cyclic) validates, the rest train. `mix` (unseen interference):
+fold k = 1..4 tests the runs of three co-runner settings in every series, cpu with k pods,
+l3 with k+1 and membw with k+2 (mod 4, 1-4): each setting is held out exactly once and
+never seen in training, while its family's other pod counts are; one series validates.
+No run is ever in two splits of one fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import polars as pl
+
+from servecast.config import data_dir
+from servecast.predictors.interference import evaluate as ev
+from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.tasks import Task
+from servecast.store import Store
+
+TRACE = "ntua_interference"
+MIX_FAMILIES = ("cpu", "l3", "membw")
+#: split-conformal interval: pred +- the COVERAGE quantile of |error| on the fold's val series
+COVERAGE = 0.9
+
+
+def ntua_store(db: str) -> Store:
+    store = Store(db)
+    if TRACE not in set(store.sql("SELECT trace FROM traces")["trace"]):
+        store.ingest("ntua-interference", [data_dir() / "vm/ntua_interference"], trace=TRACE)
+    return store
+
+
+def folds(task: Task, protocol: str) -> list[tuple[str, Task]]:
+    """(name, task re-split) per fold of `protocol` ('series' or 'mix')."""
+    w = task.windows
+    series = sorted(set(w["vm"]))
+    out = []
+    if protocol == "series":
+        for i, s in enumerate(series):
+            val = series[(i + 1) % len(series)]
+            split = (pl.when(pl.col("vm") == s).then(pl.lit("test"))
+                     .when(pl.col("vm") == val).then(pl.lit("val")).otherwise(pl.lit("train")))
+            out.append((s, _resplit(task, split)))
+    else:
+        w = w.with_columns(pods=w["interference"].str.extract(r"^(\d+)_").cast(pl.Int64))
+        for k in range(1, 5):
+            held = [(fam, (k + shift - 1) % 4 + 1) for shift, fam in enumerate(MIX_FAMILIES)]
+            test = pl.any_horizontal([(pl.col("family") == f) & (pl.col("pods") == n)
+                                      for f, n in held])
+            val = series[k % len(series)]
+            split = (pl.when(test).then(pl.lit("test"))
+                     .when(pl.col("vm") == val).then(pl.lit("val")).otherwise(pl.lit("train")))
+            t = Task(task.name, task.metrics, task.labels,
+                     w.with_columns(split=split).drop("pods"), task.target_metric)
+            out.append((" ".join(f"{f}{n}" for f, n in held), t))
+    return out
+
+
+def _resplit(task: Task, split: pl.Expr) -> Task:
+    return Task(task.name, task.metrics, task.labels, task.windows.with_columns(split=split),
+                task.target_metric)
+
+
+def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps: int,
+        log=print) -> pl.DataFrame:
+    """Per-window predictions of every model in every fold of `protocol`:
+    [protocol, fold, model, window_id, family, perf, pred]."""
+    rows = []
+    for name, t in folds(task, protocol):
+        tm, tl = t.part("test")
+        for m in models:
+            t0 = time.perf_counter()
+            p = ev.train_model(t, m, settings, max_steps=max_steps)
+            pred = p.predict(tm).rename({"perf": "pred"})
+            vm, vl = t.part("val")
+            v = vl.join(p.predict(vm).rename({"perf": "pred"}), on="window_id")
+            half = float((v["pred"] - v["perf"]).abs().quantile(COVERAGE))
+            j = tl.join(pred, on="window_id").join(
+                t.windows.select("window_id", "family"), on="window_id").with_columns(
+                half=pl.lit(half))
+            mae = 100 * (j["pred"] - j["perf"]).abs().mean()
+            log(f"{protocol} {name:18s} {m:9s} MAE {mae:6.2f} pp  n={j.height}  "
+                f"{time.perf_counter() - t0:.0f} s")
+            rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
+                                       model=pl.lit(m)))
+    return pl.concat(rows)
+
+
+def summary(pred: pl.DataFrame) -> pl.DataFrame:
+    """MAE (pp) per protocol x model, pooled over folds: `all` and one column per family;
+    `half_pp` the mean half-width of the split-conformal interval (pp), `covered` the share
+    of held-out windows inside it (target COVERAGE)."""
+    err = pred.with_columns(ae=100 * (pl.col("pred") - pl.col("perf")).abs())
+    overall = err.group_by("protocol", "model").agg(
+        all=pl.col("ae").mean(), n=pl.len(), half_pp=100 * pl.col("half").mean(),
+        covered=(pl.col("ae") <= 100 * pl.col("half")).mean())
+    fam = err.group_by("protocol", "model", "family").agg(pl.col("ae").mean()).pivot(
+        on="family", index=["protocol", "model"], values="ae")
+    return overall.join(fam, on=["protocol", "model"]).sort("protocol", "all")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default="ntua.duckdb")
+    ap.add_argument("--fast", action="store_true")
+    ap.add_argument("--models", default="gbm,mean,temporal,dual")
+    ap.add_argument("--protocol", default="both", choices=["series", "mix", "both"])
+    ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--counters", default="system", choices=["system", "all"])
+    args = ap.parse_args()
+    store = ntua_store(args.db)
+    task = colocation_task(store, traces=[TRACE], counters=args.counters)
+    print(f"{task.windows.height} windows, {task.windows['vm'].n_unique()} series, "
+          f"left out {task.dropped}")
+    settings = ev.FAST if args.fast else ev.FULL
+    protocols = ["series", "mix"] if args.protocol == "both" else [args.protocol]
+    pred = pl.concat([run(task, p, args.models.split(","), settings, args.max_steps)
+                      for p in protocols])
+    pl.Config.set_tbl_rows(40)
+    pl.Config.set_tbl_cols(12)
+    print(summary(pred))
+
+
+if __name__ == "__main__":
+    main()
