@@ -76,6 +76,8 @@ HOT_CALLS = {
     "interference": "est.interference({{'ipc': [1.5, 1.2], 'llc_miss_rate': [0.3, 0.5]}})",
     "moe_congestion": "est.moe_congestion([300, 200, 100, 50, 20, 10, 5, 2], "
                       "[0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2])",
+    "operator_latency": "est.operator_latency('gemm', 'h100-sxm', M=256, N=4096, K=4096)",
+    "step_time": "est.step_time('llama-3.1-8b', 'l40s', [512], None, [1024] * 8)",
 }
 #: heavy modules no runtime may import (torch: only the interference networks need it)
 HEAVY = ("duckdb", "polars", "lightning", "pytorch_lightning", "lightgbm")
@@ -203,7 +205,8 @@ def two_kinds(models_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("two_kinds")
     shutil.copytree(models_dir[0] / "output_length", root / "output_length")
     pb = planted_batches(beta=2.0, gamma=5.0, n_batches=12, n_types=1, n_experts=8)
-    CongestionGame(n_bootstrap=0).fit_arrays(pb.loads, pb.quality[:, 0, :]).save(root / "moe_congestion")
+    game = CongestionGame(n_bootstrap=0).fit_arrays(pb.loads, pb.quality[:, 0, :])
+    game.save(root / "moe_congestion")
     return root
 
 

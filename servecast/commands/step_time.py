@@ -70,7 +70,8 @@ def estimate_step_time(
     decode: str = typer.Option("", "--decode", help="decode contexts: 64x1024 or 900,1024"),
     tp: int = typer.Option(1, "--tp", help="tensor parallelism"),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 weights / GEMMs"),
-    overhead_ms: float = typer.Option(0.0, "--overhead-ms", help="engine CPU time per step"),
+    overhead_ms: float | None = typer.Option(
+        None, "--overhead-ms", min=0, help="engine CPU time per step (ms; default: the model's)"),
     models: Path = typer.Option(Path("models/step_time"), "--models",
                                 help="a step_time model folder or a models dir"),
     as_json: bool = typer.Option(False, "--json"),
