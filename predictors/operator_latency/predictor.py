@@ -69,6 +69,10 @@ class OperatorLatencyModel(Predictor):
         """Device name -> spec sheet used by `predict` (saved with the model)."""
         return self.rt.specs
 
+    def spec(self, device) -> dict:
+        """The spec sheet `predict` uses for `device` (saved, catalog or spec file)."""
+        return self.rt.spec(device)
+
     def physics(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(physics ms, roofline ms, features) row-aligned with `frame`."""
         return self.rt.physics_rows(frame)
