@@ -2,10 +2,10 @@
 
 A models dir holds one sub-folder per predictor kind (`output_length/`, `kernel_latency/`,
 `interference/`, `moe_congestion/`, `operator_latency/`, `step_time/`), each written by that
-predictor's `save`; a single predictor's folder works too. Each registered kind (`predictors.registry.KINDS`) has a light
-runtime following the `registry.Runtime` protocol, imported on first use. Nothing on the
-single-call path imports DuckDB, polars, Lightning or LightGBM; the `*_batch` forms take and
-give frames (polars).
+predictor's `save`; a single predictor's folder works too. Each registered kind
+(`predictors.registry.KINDS`) has a light runtime following the `registry.Runtime` protocol,
+imported on first use. Nothing on the single-call path imports DuckDB, polars, Lightning or
+LightGBM; the `*_batch` forms take and give frames (polars).
 """
 
 from __future__ import annotations
