@@ -89,6 +89,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "interference.runtime:Runtime", "interference.fixture:fixture"),
     Kind("moe_congestion", "moe_congestion.game:CongestionGame",
          "moe_congestion.runtime:Runtime", "moe_congestion.fixture:fixture"),
+    Kind("operator_latency", "operator_latency.predictor:OperatorLatencyModel",
+         "operator_latency.runtime:Runtime", "operator_latency.fixture:fixture"),
+    Kind("step_time", "step_time.model:StepTimeModel", "step_time.runtime:Runtime",
+         "operator_latency.fixture:step_fixture"),
 )}
 
 

@@ -1,11 +1,11 @@
 """What schedulers import: `Estimator.load(model_dir)` then fast per-call estimates.
 
 A models dir holds one sub-folder per predictor kind (`output_length/`, `kernel_latency/`,
-`interference/`, `moe_congestion/`), each written by that predictor's `save`; a single
-predictor's folder works too. Each registered kind (`predictors.registry.KINDS`) has a light
-runtime following the `registry.Runtime` protocol, imported on first use. Nothing on the
-single-call path imports DuckDB, polars, Lightning or LightGBM; the `*_batch` forms take and
-give frames (polars).
+`interference/`, `moe_congestion/`, `operator_latency/`, `step_time/`), each written by that
+predictor's `save`; a single predictor's folder works too. Each registered kind
+(`predictors.registry.KINDS`) has a light runtime following the `registry.Runtime` protocol,
+imported on first use. Nothing on the single-call path imports DuckDB, polars, Lightning or
+LightGBM; the `*_batch` forms take and give frames (polars).
 """
 
 from __future__ import annotations
@@ -125,11 +125,19 @@ class Estimator:
         """Batch form: frame[op, device, shape columns] -> latency_ms array."""
         return self.runtime("kernel_latency").kernel_latency_batch(frame, devices)
 
+    # -- LLM operators and engine iterations (ms) -------------------------------------------
+    def operator_latency(self, op: str, gpu, dtype: str = "bf16", kv_dtype: str = "bf16",
+                         **shape) -> float:
+        """ms of one LLM operator (gemm, attn_prefill, attn_decode, allreduce) of `shape`
+        (M, N, K, B, H, kv_heads, head_dim, tp) on `gpu` (catalog name or spec file)."""
+        return self.runtime("operator_latency").operator_latency(op, gpu, dtype, kv_dtype,
+                                                                 **shape)
+
     def step_time(self, model, gpu, prefill=(), prefill_offsets=None, decode=(), tp: int = 1,
-                  dtype: str = "bf16", overhead_ms: float = 0.0) -> float:
+                  dtype: str = "bf16", overhead_ms: float | None = None) -> float:
         """ms of one engine iteration of `model` (shipped name or config.json) on `gpu`
         (catalog name or spec file): `prefill` chunk lengths at `prefill_offsets`, `decode`
-        context lengths."""
+        context lengths; `overhead_ms` None: the saved model's engine overhead."""
         return self.runtime("step_time").step_time(model, gpu, prefill, prefill_offsets, decode,
                                                    tp, dtype, overhead_ms)
 

@@ -76,6 +76,8 @@ HOT_CALLS = {
     "interference": "est.interference({{'ipc': [1.5, 1.2], 'llc_miss_rate': [0.3, 0.5]}})",
     "moe_congestion": "est.moe_congestion([300, 200, 100, 50, 20, 10, 5, 2], "
                       "[0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2])",
+    "operator_latency": "est.operator_latency('gemm', 'h100-sxm', M=256, N=4096, K=4096)",
+    "step_time": "est.step_time('llama-3.1-8b', 'l40s', [512], None, [1024] * 8)",
 }
 #: heavy modules no runtime may import (torch: only the interference networks need it)
 HEAVY = ("duckdb", "polars", "lightning", "pytorch_lightning", "lightgbm")

@@ -225,3 +225,50 @@ def test_http_step_time(saved, rt):
         assert bad.status_code == 422 and bad.json()["message"].startswith("tp:")
         unknown = c.post("/v1/step-time", json={**body, "model": "llama-9"})
         assert unknown.status_code == 422 and "known models" in unknown.json()["message"]
+
+
+def test_operator_single_call_equals_predict(fitted_kind):
+    """Estimator.operator_latency (one call, GPU by name or spec mapping) = predict's row."""
+    from servecast.estimator import Estimator
+    from servecast.predictors.operator_latency.data import SHAPE
+
+    fx, model, _, path = fitted_kind("operator_latency")
+    est = Estimator.load(path.parent)
+    want = model.predict(fx.test)["latency_ms_pred"].to_list()
+    for i, row in enumerate(fx.test.head(6).iter_rows(named=True)):
+        shape = {c: row[c] for c in SHAPE}
+        args = (row["op"], row["device"], row["dtype"], row["kv_dtype"])
+        assert est.operator_latency(*args, **shape) == pytest.approx(want[i], rel=1e-9)
+        spec = gpus.resolve_spec(row["device"])
+        assert est.operator_latency(row["op"], spec, row["dtype"], row["kv_dtype"],
+                                    **shape) == pytest.approx(want[i], rel=1e-9)
+    with pytest.raises(InvalidInputError, match="unknown shape argument.*Q"):
+        est.operator_latency("gemm", "h100-sxm", M=1, N=8, K=8, Q=3)
+    with pytest.raises(UnknownNameError, match="unknown op 'conv'"):
+        est.operator_latency("conv", "h100-sxm", M=1, N=8, K=8)
+    with pytest.raises(InvalidInputError, match="FP8FLOPs"):  # no fp8 peak on an A100
+        est.operator_latency("gemm", "a100-sxm", "fp8", M=1, N=8, K=8)
+
+
+def test_saved_engine_overhead_is_added_to_every_step(fitted_kind, tmp_path):
+    """`overhead_ms` is saved in the card's params and added by the runtime and the
+    Estimator unless a call gives its own; a bad saved value is refused naming the key."""
+    import shutil
+
+    from servecast.errors import ModelVersionError
+    from servecast.estimator import Estimator
+    from servecast.predictors.step_time.runtime import Runtime
+
+    _fx, model, _, path = fitted_kind("step_time")
+    card = json.loads((path / "model_card.json").read_text())
+    assert card["params"]["overhead_ms"] == model.overhead_ms == 1.5
+    rt = Runtime.load(path)
+    call = ("llama-3.1-8b", "l40s", [512], None, [1024] * 8)
+    bare = rt.step_time(*call, overhead_ms=0.0)
+    assert rt.step_time(*call) - bare == pytest.approx(1.5)
+    assert Estimator.load(path.parent).step_time(*call) == pytest.approx(bare + 1.5)
+    bad = shutil.copytree(path, tmp_path / "step_time")
+    card["params"]["overhead_ms"] = -1
+    (bad / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelVersionError, match="overhead_ms=-1"):
+        Runtime.load(bad)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import polars as pl
 
-SHAPE = ["M", "N", "K", "B", "H", "kv_heads", "head_dim", "tp"]
+from servecast.predictors.operator_latency.runtime import SHAPE
+
 KEY = ["device", "op", "dtype", "kv_dtype", *SHAPE]
 
 _SQL = """

@@ -13,23 +13,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
-from servecast.predictors.operator_latency.predictor import VIEWS, OperatorLatencyModel, scores
+from servecast.predictors.operator_latency.predictor import OperatorLatencyModel, scores
+from servecast.predictors.operator_latency.runtime import load_parts
 
 
 class StepTimeModel(Predictor):
+    """Operator residuals (`OperatorLatencyModel` of `view`, `trees`, `leaves`, `seed`,
+    `specs`) composed into iterations, plus the engine's per-iteration overhead
+    `overhead_ms` (ms, added to every step; saved with the model)."""
+
     kind = "step_time"
 
-    def __init__(self, ops: OperatorLatencyModel | None = None, **op_params):
+    def __init__(self, specs: dict | None = None, view: str = "relative", trees: int = 150,
+                 leaves: int = 15, seed: int = 0, overhead_ms: float = 0.0):
         super().__init__()
-        self.ops = ops or OperatorLatencyModel(**op_params)
+        if not isinstance(overhead_ms, int | float) or overhead_ms < 0:
+            raise InvalidInputError(f"overhead_ms={overhead_ms!r} must be a number >= 0")
+        self.ops = OperatorLatencyModel(specs=specs, view=view, trees=trees, leaves=leaves,
+                                        seed=seed)
+        self.overhead_ms = float(overhead_ms)
         self._runtime = None
 
-    def fit(self, frame: pl.DataFrame) -> StepTimeModel:
+    @property
+    def is_fitted(self) -> bool:
+        return self.ops.is_fitted
+
+    def fit(self, frame: pl.DataFrame, target=None) -> StepTimeModel:
+        """Fit the operator residuals on an operator frame (`operator_latency.data`)."""
         self.ops.fit(frame)
         self._runtime = None
         self.card = {"operators": self.ops.card}
@@ -39,28 +53,18 @@ class StepTimeModel(Predictor):
         """The numpy runtime of the fitted operator residuals."""
         from servecast.predictors.step_time.runtime import Runtime
 
-        if not self.ops.forests:
-            raise InvalidInputError("the step-time model is not fitted; call fit() or load a "
-                                    "saved one (`servecast train step-time`)")
+        self.check_fitted()
         if self._runtime is None:
-            self._runtime = Runtime(self.ops.forests, VIEWS[self.ops.view], self.ops.specs)
+            rt = self.ops.rt
+            self._runtime = Runtime(rt.forests, rt.columns, rt.specs, self.overhead_ms)
         return self._runtime
 
     def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
-        rt = self.runtime()
-        need = ["model", "gpu", "prefill", "decode"]
-        missing = [c for c in need if c not in frame.columns]
-        if missing:
-            raise InvalidInputError(f"step-time frame lacks column(s) {', '.join(missing)}")
-        out = np.empty(frame.height)
-        for i, row in enumerate(frame.iter_rows(named=True)):
-            out[i] = rt.step_time(row["model"], row["gpu"], row["prefill"] or (),
-                                  row.get("prefill_offsets"), row["decode"] or (),
-                                  tp=int(row.get("tp") or 1), dtype=row.get("dtype") or "bf16",
-                                  overhead_ms=float(row.get("overhead_ms") or 0.0))
-        return frame.with_columns(step_ms=out)
+        """`frame` with `step_ms` (one batch per row: model, gpu, prefill, decode; optional
+        tp, dtype, prefill_offsets, overhead_ms)."""
+        return frame.with_columns(**self.runtime().predict(frame))
 
-    def evaluate(self, frame: pl.DataFrame) -> dict:
+    def evaluate(self, frame: pl.DataFrame, target=None) -> dict:
         """MdAPE / p90 APE (%) of step_ms against `measured_ms`."""
         if "measured_ms" not in frame.columns:
             raise InvalidInputError("evaluate needs a measured_ms column")
@@ -72,4 +76,7 @@ class StepTimeModel(Predictor):
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> StepTimeModel:
-        return cls(OperatorLatencyModel._load(path, card))
+        model = cls.from_params(path, card.get("params", {}))
+        model.ops.rt = load_parts(path)
+        model.ops.card = card.get("operators", {})
+        return model

@@ -10,13 +10,12 @@ the simulator calls it every iteration.
 Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
 + prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
 the sequences that produce a token + `overhead_ms` (the engine's per-iteration CPU time;
-0 unless given). Memory: weights, KV bytes per token and the KV capacity in tokens at a
-memory utilization.
+the saved model's, 0 by default). Memory: weights, KV bytes per token and the KV capacity
+in tokens at a memory utilization.
 """
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from math import ceil, exp, log, log1p
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from servecast import gpus
 from servecast.errors import InvalidInputError
 from servecast.predictors.operator_latency import physics
+from servecast.predictors.operator_latency.runtime import Runtime as OperatorRuntime
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.step_time.configs import ModelConfig, load_config
 
@@ -37,36 +37,54 @@ DTYPES = ("bf16", "fp8")
 MEM_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 
 
-class Runtime:
-    """The fitted operator residuals (one forest per op) and their feature view."""
+class Runtime(OperatorRuntime):
+    """The fitted operator residuals (one forest per op), their feature view and the
+    engine's per-iteration overhead (ms; the saved model's `overhead_ms`)."""
 
-    def __init__(self, forests: dict[str, Forest], columns: list[int], specs: dict | None = None):
-        self.forests, self.columns, self.specs = forests, list(columns), dict(specs or {})
+    kind = "step_time"
+
+    def __init__(self, forests: dict[str, Forest], columns: list[int], specs: dict | None = None,
+                 overhead_ms: float = 0.0):
+        super().__init__(forests, columns, specs)
+        self.overhead_ms = float(overhead_ms)
         self._engines: dict = {}
 
     @classmethod
-    def load(cls, path: str | Path) -> Runtime:
-        from servecast.predictors.base import read_card
+    def _from_parts(cls, parts: OperatorRuntime, card: dict) -> Runtime:
+        overhead = (card.get("params") or {}).get("overhead_ms", 0.0)
+        if not isinstance(overhead, int | float) or isinstance(overhead, bool) or overhead < 0:
+            from servecast.errors import ModelVersionError
 
-        path = Path(path)
-        read_card(path, "step_time")
-        meta = json.loads((path / "operator_latency.json").read_text())
-        forests = {op: Forest.load(path / op) for op in meta["ops"]}
-        return cls(forests, meta["columns"], meta.get("specs"))
+            raise ModelVersionError(f"model card: params.overhead_ms={overhead!r} must be a "
+                                    "number >= 0; retrain the model")
+        return cls(parts.forests, parts.columns, parts.specs, float(overhead))
 
-    def op_ms(self, op: str, spec: dict, **shape) -> np.ndarray:
-        """Predicted ms of `op` (physics x exp(residual)) for broadcast shape arrays."""
-        t, X = physics.features(op, spec, **shape)
-        key = f"gemm/{shape.get('dtype', 'bf16')}" if op == "gemm" else op
-        forest = self.forests.get(key)
-        if forest is None:
-            return t
-        return t * np.exp(forest.predict(X[:, self.columns])[:, 0])
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """`step_ms` of one batch per row of `frame` (columns model, gpu, prefill, decode;
+        optional tp, dtype, prefill_offsets, overhead_ms)."""
+        missing = [c for c in ("model", "gpu", "prefill", "decode") if c not in frame]
+        if missing:
+            raise InvalidInputError(f"step-time frame lacks column(s) {', '.join(missing)}")
+        cols = {c: _values(frame[c]) for c in ("model", "gpu", "prefill", "decode", "tp",
+                                               "dtype", "prefill_offsets", "overhead_ms")
+                if c in frame}
+        n = len(cols["model"])
+        out = np.empty(n)
+        for i in range(n):
+            row = {c: v[i] for c, v in cols.items()}
+            overhead = row.get("overhead_ms")
+            out[i] = self.step_time(row["model"], row["gpu"], row["prefill"] or (),
+                                    row.get("prefill_offsets"), row["decode"] or (),
+                                    tp=int(row.get("tp") or 1), dtype=row.get("dtype") or "bf16",
+                                    overhead_ms=None if overhead is None else float(overhead))
+        return {"step_ms": out}
 
     def engine(self, model: str | Path | dict | ModelConfig, gpu, tp: int = 1,
-               dtype: str = "bf16", overhead_ms: float = 0.0,
+               dtype: str = "bf16", overhead_ms: float | None = None,
                mem_util: float = MEM_UTIL) -> EngineStep:
-        """The compiled step-time function of one serving configuration (cached)."""
+        """The compiled step-time function of one serving configuration (cached);
+        `overhead_ms` None: the model's fitted engine overhead."""
+        overhead_ms = self.overhead_ms if overhead_ms is None else overhead_ms
         key = (str(model), str(gpu), tp, dtype, overhead_ms, mem_util)
         if key not in self._engines or not isinstance(model, str | Path):
             cfg = model if isinstance(model, ModelConfig) else load_config(model)
@@ -76,8 +94,8 @@ class Runtime:
         return self._engines[key]
 
     def step_time(self, model, gpu, prefill=(), prefill_offsets=None, decode=(), tp: int = 1,
-                  dtype: str = "bf16", overhead_ms: float = 0.0) -> float:
-        """ms of one iteration (see EngineStep.step_ms)."""
+                  dtype: str = "bf16", overhead_ms: float | None = None) -> float:
+        """ms of one iteration (see EngineStep.step_ms); `overhead_ms` None: the model's."""
         return self.engine(model, gpu, tp, dtype, overhead_ms).step_ms(
             prefill, prefill_offsets, decode)
 
@@ -238,6 +256,11 @@ def _bilinear_many(xs: np.ndarray, ys: np.ndarray, table: np.ndarray, x: np.ndar
     top = table[i, j] * (1 - fy) + table[i, j + 1] * fy
     bot = table[i + 1, j] * (1 - fy) + table[i + 1, j + 1] * fy
     return float(np.exp(top * (1 - fx) + bot * fx).sum())
+
+
+def _values(column) -> list:
+    """A frame column (polars Series, numpy array or list) as a list of Python values."""
+    return column.to_list() if hasattr(column, "to_list") else list(column)
 
 
 def _divisors(n: int) -> list[int]:

@@ -21,6 +21,10 @@ def train_step_time(
     out: Path = typer.Option(Path("models/step_time"), "--out", help="model folder"),
     trace: str = typer.Option("aiconfigurator", "--trace", help="aiconfigurator operator trace"),
     trees: int = typer.Option(150, "--trees", min=1),
+    overhead_ms: float = typer.Option(
+        0.0, "--overhead-ms", min=0,
+        help="engine CPU time per iteration (ms) saved with the model (vLLM: ~4, fitted by "
+             "benchmarks/step_time_serving.py on Argonne's static batches)"),
 ) -> None:
     """Fit the operator residuals behind the step-time model on aiconfigurator's vLLM
     operator tables (`servecast ingest aiconfigurator ...` first)."""
@@ -30,7 +34,7 @@ def train_step_time(
 
     with Store(db, read_only=True) as store:
         frame = operator_frame(store, trace)
-    model = StepTimeModel(trees=trees).fit(frame)
+    model = StepTimeModel(trees=trees, overhead_ms=overhead_ms).fit(frame)
     model.save(out)
     console.print(f"[green]saved[/] {out} ({frame.height:,} operator rows, "
                   f"GPUs {', '.join(model.ops.card['devices'])})")
@@ -70,7 +74,8 @@ def estimate_step_time(
     decode: str = typer.Option("", "--decode", help="decode contexts: 64x1024 or 900,1024"),
     tp: int = typer.Option(1, "--tp", help="tensor parallelism"),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 weights / GEMMs"),
-    overhead_ms: float = typer.Option(0.0, "--overhead-ms", help="engine CPU time per step"),
+    overhead_ms: float | None = typer.Option(
+        None, "--overhead-ms", min=0, help="engine CPU time per step (ms; default: the model's)"),
     models: Path = typer.Option(Path("models/step_time"), "--models",
                                 help="a step_time model folder or a models dir"),
     as_json: bool = typer.Option(False, "--json"),

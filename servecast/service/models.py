@@ -149,7 +149,8 @@ class StepTimeRequest(Body):
         None, max_length=100_000, description="tokens already cached before each chunk")
     decode: list[Tokens] = Field([], max_length=100_000,
                                  description="context length of each decode sequence")
-    overhead_ms: NonNeg = Field(0.0, description="engine CPU time per iteration (ms)")
+    overhead_ms: NonNeg | None = Field(
+        None, description="engine CPU time per iteration (ms); default: the model's fitted one")
 
 
 class StepTimeEstimate(BaseModel):

@@ -1,0 +1,163 @@
+"""Operator-latency runtime: numpy only (no duckdb, polars, lightgbm, torch, lightning).
+
+`Runtime.load(dir)` reads the residual forests of a saved `operator_latency` model (the
+`step_time` runtime extends it). `physics_rows(columns)` computes the physics time, the
+roofline and the residual features of a frame's rows (the one implementation the predictor
+and the runtime share); `predict(frame)` returns the predictor's columns; the single call
+`operator_latency(op, gpu, **shape)` is what a scheduler asks. Latencies in ms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from servecast import gpus
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.operator_latency import physics
+from servecast.predictors.output_length.forest import Forest
+
+#: shape columns of an operator frame (missing ones take their `physics.work` default)
+SHAPE = ["M", "N", "K", "B", "H", "kv_heads", "head_dim", "tp"]
+#: columns an operator frame must have
+NEED = ["device", "op", "dtype", "kv_dtype", *SHAPE]
+
+
+def forest_key(op: str, dtype: str) -> str:
+    """One residual per op, and per dtype for GEMMs (fp8 kernels run at about half their
+    datasheet peak, bf16 ones near it)."""
+    return f"gemm/{dtype}" if op == "gemm" else op
+
+
+def check_op(op: str, dtype: str, kv_dtype: str) -> None:
+    """UnknownNameError / InvalidInputError naming the known ops and dtypes."""
+    if op not in physics.OPS:
+        raise UnknownNameError(f"unknown op {op!r}; known ops: {', '.join(physics.OPS)}")
+    if dtype not in physics.PEAK_KEY or kv_dtype not in physics.BYTES:
+        raise InvalidInputError(f"{op}: unknown dtype {dtype!r} / {kv_dtype!r}; known: "
+                                f"{', '.join(physics.PEAK_KEY)}")
+
+
+class Runtime:
+    """The fitted residual forests (one per `forest_key`), their feature columns and the
+    spec sheets saved with the model (device name -> spec; others resolved from the
+    catalog or a spec file)."""
+
+    kind = "operator_latency"
+
+    def __init__(self, forests: dict[str, Forest], columns: list[int],
+                 specs: dict | None = None):
+        self.forests, self.columns, self.specs = forests, list(columns), dict(specs or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Runtime:
+        from servecast.predictors.base import read_card
+
+        path = Path(path)
+        card = read_card(path, cls.kind)
+        parts = load_parts(path)
+        return cls._from_parts(parts, card)
+
+    @classmethod
+    def _from_parts(cls, parts: Runtime, card: dict) -> Runtime:
+        return cls(parts.forests, parts.columns, parts.specs)
+
+    def spec(self, device, extra: dict | None = None) -> dict:
+        """The spec of `device`: in `extra`, saved with the model, else resolved (catalog
+        name or spec file)."""
+        for specs in (extra or {}, self.specs):
+            if isinstance(device, str) and device in specs:
+                return specs[device]
+        return gpus.resolve_spec(device)
+
+    def op_ms(self, op: str, spec: dict, **shape) -> np.ndarray:
+        """Predicted ms of `op` (physics x exp(residual)) for broadcast shape arrays."""
+        t, X = physics.features(op, spec, **shape)
+        forest = self.forests.get(forest_key(op, shape.get("dtype", "bf16")))
+        if forest is None:
+            return t
+        return t * np.exp(forest.predict(X[:, self.columns])[:, 0])
+
+    def physics_rows(self, frame, specs: dict | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(physics ms, roofline ms, features) row-aligned with `frame` (any mapping of
+        column name -> sequence with the NEED columns); `specs`: extra device specs."""
+        missing = [c for c in NEED if c not in frame]
+        if missing:
+            raise InvalidInputError(f"operator frame lacks column(s) {', '.join(missing)}")
+        keys = [np.asarray(frame[c], dtype=object) for c in NEED[:4]]
+        shape = {c: np.asarray(frame[c], dtype=np.float64) for c in SHAPE}
+        n = len(keys[0])
+        t, roof = np.empty(n), np.empty(n)
+        X = np.empty((n, physics.N_FEATURES))
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(*keys, strict=True)):
+            groups.setdefault(key, []).append(i)
+        for (dev, op, dt, kvdt), rows in groups.items():
+            check_op(op, dt, kvdt)
+            spec = self.spec(dev, specs)
+            need = physics.NEEDS[op] + ([physics.PEAK_KEY[dt]] if op == "gemm" else [])
+            gpus.require(spec, need, f"{dt} {op}")
+            part = {c: v[rows] for c, v in shape.items()}
+            t[rows], X[rows] = physics.features(op, spec, dtype=dt, kv_dtype=kvdt, **part)
+            roof[rows] = physics.roofline(op, spec, dtype=dt, kv_dtype=kvdt, **part)
+        return t, roof, X
+
+    def predict_rows(self, frame, specs: dict | None = None) -> dict[str, np.ndarray]:
+        """`latency_ms_pred`, `physics_ms` and `roofline_ms` (row-aligned with `frame`)."""
+        t, roof, X = self.physics_rows(frame, specs)
+        keys = np.array([forest_key(o, d) for o, d in zip(frame["op"], frame["dtype"],
+                                                          strict=True)])
+        pred = t.copy()
+        for key in dict.fromkeys(keys.tolist()):
+            if key not in self.forests:
+                raise InvalidInputError(f"the model was not fitted on {key!r} (fitted: "
+                                        f"{', '.join(self.forests)})")
+            m = keys == key
+            pred[m] = t[m] * np.exp(self.forests[key].predict(X[m][:, self.columns])[:, 0])
+        return {"latency_ms_pred": pred, "physics_ms": t, "roofline_ms": roof}
+
+    def predict(self, frame) -> dict[str, np.ndarray]:
+        """The Runtime protocol's batch form: the predictor's prediction columns."""
+        return self.predict_rows(frame)
+
+    def operator_latency(self, op: str, gpu, dtype: str = "bf16", kv_dtype: str = "bf16",
+                         **shape) -> float:
+        """ms of one `op` call of `shape` (M, N, K, B, H, kv_heads, head_dim, tp) on `gpu`
+        (catalog name, spec file or spec mapping)."""
+        unknown = sorted(set(shape) - set(SHAPE))
+        if unknown:
+            raise InvalidInputError(f"unknown shape argument(s) {', '.join(unknown)}; known: "
+                                    f"{', '.join(SHAPE)}")
+        name = gpu if isinstance(gpu, str) else "<spec>"
+        extra = None if isinstance(gpu, str) else {name: gpus.resolve_spec(gpu)}
+        frame = {"device": [name], "op": [op], "dtype": [dtype], "kv_dtype": [kv_dtype]}
+        frame |= {c: [shape.get(c, _DEFAULTS[c])] for c in SHAPE}
+        return float(self.predict_rows(frame, extra)["latency_ms_pred"][0])
+
+
+#: shape defaults of a single call (as in `physics.work`)
+_DEFAULTS = {"M": 0, "N": 0, "K": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 128, "tp": 1}
+
+
+def save(path: Path, forests: dict[str, Forest], view_columns: list[int], view: str,
+         specs: dict) -> None:
+    """Write the forests (one folder each) and `operator_latency.json` into `path`."""
+    for key, forest in forests.items():
+        (path / key).mkdir(parents=True, exist_ok=True)
+        forest.save(path / key)
+    (path / "operator_latency.json").write_text(json.dumps(
+        {"view": view, "columns": view_columns, "ops": sorted(forests), "specs": specs}))
+
+
+def load_parts(path: Path) -> Runtime:
+    """The forests, feature columns and specs a model dir holds (any kind that saved them
+    with `save`); ModelVersionError naming the file when `operator_latency.json` is bad."""
+    from servecast.predictors.base import read_json
+
+    meta = read_json(path / "operator_latency.json",
+                     {"ops": list, "columns": list, "specs": dict})
+    return Runtime({op: Forest.load(path / op) for op in meta["ops"]}, meta["columns"],
+                   meta["specs"])
