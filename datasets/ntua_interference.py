@@ -5,10 +5,10 @@ stress-ng L3 and iBench memory-bandwidth co-runners (1-4 pods).
 Layout, one folder per experiment series (the folder name is the series):
 `nginx_metrics.csv` (one row per run: Test_ID, Replicas, Interference_Name, Interference_ID,
 Given_RPS, Throughput, Avg/P50/P75/P90/P95/P99/Max_Latency in seconds, Errors) and per run
-`pcm_system_<Test_ID>.csv` (Intel PCM system counters, one sample every five seconds) and `pcm_core_<Test_ID>.csv`
-(the same per core). Rows go to `interference_runs` (P75_Latency is 0 everywhere upstream and
-is dropped) and `interference_samples` (long: sample index, metric `sys:<counter>` or
-`core<N>:<counter>`, value).
+`pcm_system_<Test_ID>.csv` (Intel PCM system counters, one sample every five seconds) and
+`pcm_core_<Test_ID>.csv` (the same per core). Rows go to `interference_runs` (P75_Latency
+is 0 everywhere upstream and is dropped) and `interference_samples` (long: sample index,
+metric `sys:<counter>` or `core<N>:<counter>`, value).
 
 Handling of incomplete runs (every record is accepted or rejected with its reason):
 - the system and core files of a run are aligned by sample index and must carry the same
