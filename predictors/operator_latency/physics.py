@@ -29,9 +29,8 @@ TILE = 128.0
 SPLIT_K_MIN = 1024.0
 #: rows of the small GEMM tile used for skinny M (at most this many tokens)
 TILE_M_MIN = 64.0
-#: kernel launch + tail floor per op (ms; one value for every GPU: the fastest kernels of
-#: each op measured on A100, H100, L40S and B200 all take 1.6-2.5 us for GEMMs and 7-11 us
-#: for FlashAttention-style kernels)
+#: kernel launch + tail floor per op (ms; one value for every GPU, read off the fastest
+#: kernels of each op in the aiconfigurator tables: docs/results.md, step-time section)
 FLOOR_MS = {"gemm": 0.002, "attn_prefill": 0.008, "attn_decode": 0.008, "allreduce": 0.004}
 LAUNCH_MS = FLOOR_MS["allreduce"]  # the floor of a plain memory-bound pass
 LINK_LATENCY_MS = 0.008  # per ring step of an all-reduce (one value for every GPU)
