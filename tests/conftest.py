@@ -97,3 +97,16 @@ def vm_sysbench(tmp_path_factory, data) -> Path:
     folder = tmp_path_factory.mktemp("vm") / "azure_vm_noise"
     shutil.copytree(data / "vm/azure_vm_noise" / suite, folder / suite)
     return folder
+
+
+@pytest.fixture(scope="module")
+def figures_store(store_of, vm_sysbench):
+    """The small real traces behind every analytics figure: Azure code, Mooncake, the
+    BurstGPT sessions fixture, OLMoE routing, Helios and the VM Sysbench suite."""
+    sessions = Path(__file__).parent / "fixtures" / "burstgpt_v3_sessions.csv"
+    return store_of(("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "code"),
+                    ("mooncake", "llm/mooncake", "mooncake"),
+                    ("burstgpt", sessions, "sessions"),
+                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
+                    ("helios", "cluster/helios_earth", "helios"),
+                    ("azure-vm-noise", vm_sysbench, "vm"))

@@ -5,8 +5,6 @@ and legend selections, and the caps (`max_points`, `top`) its inputs ask for."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import altair as alt
 import numpy as np
 import polars as pl
@@ -25,17 +23,10 @@ from servecast.analytics import (
     vm_noise,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(scope="module")
-def store(store_of, vm_sysbench):
-    return store_of(("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "code"),
-                    ("mooncake", "llm/mooncake", "mooncake"),
-                    ("burstgpt", FIXTURES / "burstgpt_v3_sessions.csv", "sessions"),
-                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
-                    ("helios", "cluster/helios_earth", "helios"),
-                    ("azure-vm-noise", vm_sysbench, "vm"))
+def store(figures_store):
+    return figures_store
 
 
 # -- reading a Vega-Lite spec ------------------------------------------------------------------

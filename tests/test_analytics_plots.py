@@ -4,8 +4,6 @@ bars its inputs ask for, and the `*_plot` writers save a real PNG."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
@@ -26,18 +24,12 @@ from servecast.analytics import (
 )
 from servecast.analytics import prediction_plots as pp
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def store(store_of, vm_sysbench):
-    return store_of(("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "code"),
-                    ("mooncake", "llm/mooncake", "mooncake"),
-                    ("burstgpt", FIXTURES / "burstgpt_v3_sessions.csv", "sessions"),
-                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
-                    ("helios", "cluster/helios_earth", "helios"),
-                    ("azure-vm-noise", vm_sysbench, "vm"))
+def store(figures_store):
+    return figures_store
 
 
 def lines(fig: Figure) -> int:
