@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+#: callbacks every Trainer made by `make_trainer` gets, added by `extra_callbacks`
+_AMBIENT: list = []
+
+
+@contextmanager
+def extra_callbacks(*callbacks) -> Iterator[None]:
+    """Within the block, every `make_trainer` Trainer also gets `callbacks` (e.g. the demo's
+    one-line-per-epoch progress), whichever predictor builds it."""
+    _AMBIENT.extend(callbacks)
+    try:
+        yield
+    finally:
+        del _AMBIENT[len(_AMBIENT) - len(callbacks):]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -53,6 +69,6 @@ def make_trainer(
         enable_checkpointing=bool(log_dir),
         enable_progress_bar=progress,
         enable_model_summary=False,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *_AMBIENT],
         **kwargs,
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.predictors.training import extra_callbacks
 from servecast.store import Store
 
 #: the LLM trace the demo reports on and trains the output-length model on
@@ -89,8 +90,8 @@ def epoch_lines(log: Callable[[str], None]) -> Iterator[None]:
     """Within the block, every Lightning fit logs one line per epoch (epoch k/n, train
     loss when logged, seconds since the fit started; for step-bounded fits, every tenth of
     the steps): the predictors' trainers draw a progress bar on a terminal only, and the
-    demo's output is often a pipe or a log file. Adds the callback to every
-    `pytorch_lightning.Trainer` created in the block; restored on exit."""
+    demo's output is often a pipe or a log file. Every `make_trainer` Trainer created in
+    the block gets the callback (`predictors.training.extra_callbacks`)."""
     import pytorch_lightning as lightning
 
     class EpochLine(lightning.Callback):
@@ -112,18 +113,8 @@ def epoch_lines(log: Callable[[str], None]) -> Iterator[None]:
             if not (trainer.max_steps and trainer.max_steps > 0):
                 self.line(trainer, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
-    original = lightning.Trainer.__init__
-
-    def init(self, *args, callbacks=None, **kwargs):
-        cbs = list(callbacks or []) if isinstance(callbacks, list | tuple) or callbacks is None \
-            else [callbacks]
-        original(self, *args, callbacks=[*cbs, EpochLine()], **kwargs)
-
-    lightning.Trainer.__init__ = init
-    try:
+    with extra_callbacks(EpochLine()):
         yield
-    finally:
-        lightning.Trainer.__init__ = original
 
 
 def train_output_length(store: Store, models: Path, log) -> pl.DataFrame:
