@@ -143,7 +143,9 @@ def test_datasets_lists_every_adapter():
         # issue 23
         "aiconfigurator", "llm-inference-bench", "splitwise-perf",
         # issue 22: collector formats
-        "kernel-profile"}
+        "kernel-profile",
+        # issue 26
+        "ntua-interference"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):
