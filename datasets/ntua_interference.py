@@ -28,8 +28,6 @@ import math
 import re
 from pathlib import Path
 
-import polars as pl
-
 from servecast.datasets.base import Adapter, Catalog
 from servecast.datasets.staging import read_header, records
 from servecast.errors import DataFileError, SchemaMismatchError
@@ -136,6 +134,8 @@ class NTUAInterference(Adapter):
             runs += rows
         if rejected:
             ctx.con.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?)", rejected)
+        import polars as pl  # here, not at the top: every ingest imports every adapter module
+
         if runs:
             df = pl.DataFrame(runs).with_columns(trace=pl.lit(ctx.trace))  # noqa: F841
             ctx.con.execute(
