@@ -122,12 +122,12 @@ class _Counter:
             if i >= 0:
                 self.line_len, p = 0, i + 1
                 continue
-            line = self.line + text.count(b"\n", 0, p)  # rare: a long line
             if window > n:  # no break before the chunk ends
                 self.line_len += n - p
-                if self.line_len > self.limit:
-                    self.long[line] = self.line_len
+                if self.line_len > self.limit:  # rare: a long line (count only then)
+                    self.long[self.line + text.count(b"\n", 0, p)] = self.line_len
                 return
+            line = self.line + text.count(b"\n", 0, p)  # rare: a long line
             j = text.find(b"\n", p)
             end = n if j < 0 else j
             self.long[line] = self.line_len + end - p
