@@ -269,3 +269,17 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     with pytest.raises(ModelVersionError, match=f"{TUNED_FILE}: not a plain tensor state"):
         load_encoder(tuned=tmp_path)
     assert not marker.exists()
+
+
+def test_cli_warns_when_prompt_text_is_ignored(models_dir):
+    """A prompt text given to a model that reads none is said to be ignored (stderr), the
+    estimate still printed; without --prompt-text nothing is said."""
+    root, _ = models_dir
+    cmd = [sys.executable, "-m", "servecast.cli", "estimate", "output-length", "--models",
+           str(root), "--prompt-tokens", "812"]
+    with_text = subprocess.run([*cmd, "--prompt-text", "hello"], capture_output=True, text=True)
+    plain = subprocess.run(cmd, capture_output=True, text=True)
+    assert with_text.returncode == plain.returncode == 0, with_text.stderr + plain.stderr
+    assert "--prompt-text ignored" in with_text.stderr
+    assert "ignored" not in plain.stderr
+    assert "812" in with_text.stdout

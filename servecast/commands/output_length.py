@@ -69,6 +69,9 @@ def estimate_output_length(
         return
     if not prompt_tokens:
         raise InvalidInputError("pass --prompt-tokens N (repeatable) or --trace NAME")
+    if prompt_text is not None and not est.reads_text():
+        typer.echo(f"warning: --prompt-text ignored: the output-length model in {models} reads "
+                   "no text (train one with `servecast train output-length --text`)", err=True)
     rows = [{"prompt_tokens": p, **est.output_length(p, model=model, log_type=log_type,
                                                      prompt_text=prompt_text)._asdict()}
             for p in prompt_tokens]
