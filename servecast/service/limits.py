@@ -16,10 +16,12 @@ parses it, whether it declares a content-length or is chunked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this module at every start
+    import asyncio
 
 #: largest request body, bytes (holds 10,000 kernel-latency requests; parse cost of the
 #: largest: docs/results.md#http-service; the 8 MB 1M-expert MoE body of issue 21 is
