@@ -110,3 +110,18 @@ def figures_store(store_of, vm_sysbench):
                     ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
                     ("helios", "cluster/helios_earth", "helios"),
                     ("azure-vm-noise", vm_sysbench, "vm"))
+
+
+@pytest.fixture
+def trajectory():
+    """A small gamma_eff trajectory of two layers and one shaded phase on layer 0:
+    (traj, phases), the frames both MoE trajectory figures draw."""
+    import polars as pl
+
+    traj = pl.DataFrame({"step": [10, 20, 30] * 2, "layer": [0] * 3 + [1] * 3,
+                         "gamma": [0.1, 0.2, 0.3, 1.0, 0.9, 0.8],
+                         "gamma_lo": [0.0, 0.1, 0.2, 0.8, 0.7, 0.6],
+                         "gamma_hi": [0.2, 0.3, 0.4, 1.2, 1.1, 1.0],
+                         "gamma_single": [0.1] * 6})
+    phases = pl.DataFrame({"layer": [0], "start": [10], "end": [20], "phase": ["surge"]})
+    return traj, phases

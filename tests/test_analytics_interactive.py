@@ -335,13 +335,8 @@ def test_share_heatmap_and_imbalance(store):
     assert views(s)[0]["encoding"]["y"]["field"] == "maxvio"
 
 
-def test_trajectory_figure_with_and_without_phases():
-    traj = pl.DataFrame({"step": [10, 20, 30] * 2, "layer": [0] * 3 + [1] * 3,
-                         "gamma": [0.1, 0.2, 0.3, 1.0, 0.9, 0.8],
-                         "gamma_lo": [0.0, 0.1, 0.2, 0.8, 0.7, 0.6],
-                         "gamma_hi": [0.2, 0.3, 0.4, 1.2, 1.1, 1.0],
-                         "gamma_single": [0.1] * 6})
-    phases = pl.DataFrame({"layer": [0], "start": [10], "end": [20], "phase": ["surge"]})
+def test_trajectory_figure_with_and_without_phases(trajectory):
+    traj, phases = trajectory
     s = spec(interactive.trajectory_figure(traj=traj, phases=phases))
     assert title(s) == "gamma_eff over training" and s["facet"]["column"]["field"] == "layer"
     assert [mark(v) for v in s["spec"]["layer"]] == ["rect", "area", "line"]

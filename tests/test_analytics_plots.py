@@ -123,7 +123,7 @@ def test_prediction_figures(store):
 
 
 @pytest.mark.slow  # three PNGs written: ~12 s on a loaded 2-core machine
-def test_moe_figures_and_writers(store, tmp_path):
+def test_moe_figures_and_writers(store, tmp_path, trajectory):
     imb = moe.imbalance(store, "olmoe")
     groups = imb.select("model", "assignment").unique().height
     fig = moe_plots.imbalance_figure(imb=imb, metric="cv")
@@ -135,12 +135,7 @@ def test_moe_figures_and_writers(store, tmp_path):
                         & (pl.col("assignment") == shares["assignment"][0]))
     fig = moe_plots.share_heatmap(shares=one, title="loads")
     assert fig.axes[0].images and fig.axes[0].get_title() == "loads"
-    traj = pl.DataFrame({"step": [10, 20, 30] * 2, "layer": [0] * 3 + [1] * 3,
-                         "gamma": [0.1, 0.2, 0.3, 1.0, 0.9, 0.8],
-                         "gamma_lo": [0.0, 0.1, 0.2, 0.8, 0.7, 0.6],
-                         "gamma_hi": [0.2, 0.3, 0.4, 1.2, 1.1, 1.0],
-                         "gamma_single": [0.1] * 6})
-    phases = pl.DataFrame({"layer": [0], "start": [10], "end": [20], "phase": ["surge"]})
+    traj, phases = trajectory
     fig = moe_plots.trajectory_figure(traj=traj, phases=phases)
     assert len(fig.axes) == 2 and fig.axes[0].patches  # the shaded phase on layer 0
     assert not moe_plots.trajectory_figure(traj, None).axes[0].patches
