@@ -12,12 +12,9 @@ from servecast.store import Store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
-    s = Store(tmp_path_factory.mktemp("serving") / "s.duckdb")
-    s.ingest("llm-inference-bench", [data / "serving/llm_inference_bench"], trace="argonne")
-    s.ingest("splitwise-perf", [data / "serving/splitwise"], trace="splitwise")
-    yield s
-    s.close()
+def store(store_of):
+    return store_of(("llm-inference-bench", "serving/llm_inference_bench", "argonne"),
+                    ("splitwise-perf", "serving/splitwise", "splitwise"))
 
 
 def test_argonne_rows_and_units(store, data):
