@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean browser
+.PHONY: install demo test test-fast lint bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/servecast demo $(DEMO_ARGS)
 
-test: install browser
+test: install browser tools
 	$(BIN)/python -m pytest -q
 
 # The fast suite (tests marked slow left out), for the edit-test loop.
@@ -32,6 +32,18 @@ lint: install
 
 bench: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# The replay tools users point at servecast (pinned GuideLLM and AIPerf), in a venv of
+# their own: their dependency pins clash with the project's. The interop tests run them.
+TOOLS := .venv-tools
+$(TOOLS)/.installed:
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q torch==2.13.0
+	$(TOOLS)/bin/pip install -q guidellm==0.8.1 aiperf==0.13.0
+	touch $(TOOLS)/.installed
+
+tools: $(TOOLS)/.installed
 
 # Debian's Chromium for the headless-browser tests (no browser download).
 browser:

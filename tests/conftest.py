@@ -125,3 +125,13 @@ def trajectory():
                          "gamma_single": [0.1] * 6})
     phases = pl.DataFrame({"layer": [0], "start": [10], "end": [20], "phase": ["surge"]})
     return traj, phases
+
+
+@pytest.fixture(scope="session")
+def tools_python() -> Path:
+    """The Python of the pinned replay tools' venv (GuideLLM, AIPerf; `make tools`)."""
+    root = Path(__file__).resolve().parents[1]
+    py = Path(os.environ.get("SERVECAST_TOOLS_VENV", root / ".venv-tools")) / "bin" / "python"
+    if not py.exists():
+        pytest.fail(f"{py} missing: run `make tools` (GuideLLM and AIPerf in their own venv)")
+    return py
