@@ -205,7 +205,8 @@ class Engine:
             for h in hashes:
                 self._ref(h)
             s.shared, s.computed, s.todo = list(hashes), hit, todo
-            s.cached += hit
+            if not s.preemptions:
+                s.cached = hit
             self._alloc(s, hit + n)
             self.admissions += 1
             s.admitted = self.admissions
