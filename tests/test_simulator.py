@@ -87,6 +87,22 @@ def test_fast_decode_path_equals_single_steps(store, l40s):
     np.testing.assert_allclose(fast["e2el_ms"].to_numpy(), finish * 1000, rtol=1e-9)
 
 
+def test_table_fast_paths_reproduce_step_ms(l40s):
+    """The engine's per-iteration call (`batch_ms`, from sums) and the decode-stretch call
+    (`decode_ms`, vectorized) are the step-time runtime's own tables, not a fallback."""
+    assert l40s.batch_ms.__name__ == "batch_ms" and l40s.decode_ms.__name__ == "decode_ms"
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.integers(1, 4000, rng.integers(0, 12)).tolist()
+        o = rng.integers(0, 30000, len(p)).tolist()
+        d = rng.integers(0, 20000, rng.integers(0 if p else 1, 300)).tolist()
+        want = l40s.step_ms(p, o, d)
+        assert l40s.batch_ms(p, o, len(d), sum(d)) == pytest.approx(want, rel=1e-9)
+    means = np.array([0.0, 3.5, 700.0, 65000.0])
+    want = [l40s.step_ms([], [], [m] * 33) for m in means]
+    np.testing.assert_allclose(l40s.decode_ms(33, means), want, rtol=1e-9)
+
+
 # -- scheduler behaviour -----------------------------------------------------------------
 def test_preemption_by_recompute_when_kv_runs_out(store):
     """A small KV cache (10% of an L4's memory left after the weights) and long outputs:
