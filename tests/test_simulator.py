@@ -237,20 +237,20 @@ def test_cli_bad_input_exits_2(capsys):
 
 
 # -- the command --------------------------------------------------------------------------
-@pytest.mark.slow
 def test_cli_simulate_store_trace_writes_vllm_results(data, tmp_path, capsys):
     db, out = tmp_path / "s.duckdb", tmp_path / "res"
     with Store(db) as store:
         store.ingest("azure-llm", [data / CODE], trace="code")
         n = store.requests("code").pl().filter(pl.col("output_tokens") > 0).height
+    assert n > 3000
     code = main(["simulate", "code", "--db", str(db), "--gpu", "h100-sxm", "--replicas", "2",
                  "--router", "least_tokens", "--goodput", "ttft:500", "tpot:30",
-                 "--out", str(out)])
+                 "--num-prompts", "3000", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and "Request goodput (req/s):" in text and "P99 TPOT (ms):" in text
     doc = json.loads((out / "result.json").read_text())
     rows = pl.read_ndjson(out / "requests.jsonl")
-    assert doc["completed"] == rows.height == len(doc["ttfts"]) == n
+    assert doc["completed"] == rows.height == len(doc["ttfts"]) == 3000
     for key in ("request_throughput", "request_goodput", "output_throughput", "mean_ttft_ms",
                 "median_tpot_ms", "p99_itl_ms", "p90_e2el_ms", "input_lens", "output_lens"):
         assert key in doc
