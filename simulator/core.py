@@ -14,8 +14,8 @@ the same engine from a trace.
 One iteration = named steps: `_schedule` (running requests first: one decode token each or
 their next prefill chunk, allocating KV blocks and preempting by recompute when blocks run
 out; then, if nothing was preempted, `_admit` waiting requests in policy order within
-`max_num_seqs`, the token budget `max_num_batched_tokens`, the free blocks minus a 1%
-watermark and, for `kv_p90`, the predicted-p90 KV reservation), `_time` (the step-time
+`max_num_seqs`, the token budget `max_num_batched_tokens`, the free blocks minus the
+`watermark` share and, for `kv_p90`, the predicted-p90 KV reservation), `_time` (the step-time
 runtime on the actual batch) and `_advance` (tokens, first tokens, prefix-cache
 registration, finishes). Without chunked prefill an iteration either prefills whole
 prompts (when any waiting request fits) or decodes (vLLM V0).
