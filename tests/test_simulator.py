@@ -284,3 +284,23 @@ def test_to_requests_reads_prefix_hashes_and_predictions():
                        "prefix_hashes": [[4, 5, 6]], "p50": [2.0], "p90": [9.0]})
     (r,) = to_requests(df)
     assert (r.request_id, r.prefix_hashes, r.p50, r.p90) == (0, (4, 5, 6), 2.0, 9.0)
+
+
+@pytest.mark.slow
+def test_sjf_by_lengths_predicted_by_a_trained_model(data, tmp_path, capsys):
+    """An output-length model trained on Azure conversation's first rows predicts p50 / p90
+    (`--lengths-model`); at 4x the trace's rate SJF by predicted p50 and by p90 beat FCFS on
+    mean E2E latency."""
+    from servecast.predictors.output_length.train import train_output_length
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        store.ingest("azure-llm", [data / CONV], trace="conv")
+        model = train_output_length(store, "conv", tmp_path / "ol", max_rows=5000)["path"]
+    e2el = {}
+    for policy in ("fcfs", "sjf_pred", "sjf_p90"):
+        assert main(["simulate", "conv", "--db", str(db), "--num-prompts", "1500",
+                     "--rate-scale", "4", "--lengths-model", str(model), "--policy", policy,
+                     "--json"]) == 0
+        e2el[policy] = json.loads(capsys.readouterr().out)["mean_e2el_ms"]
+    assert e2el["sjf_pred"] < 0.95 * e2el["fcfs"] and e2el["sjf_p90"] < 0.95 * e2el["fcfs"]
