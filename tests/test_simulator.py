@@ -279,6 +279,15 @@ def _json_docs(text: str) -> list[str]:
     return docs
 
 
+def test_synthesized_trace_keeps_prefix_reuse(store):
+    """`synth:mooncake` samples a minute of Mooncake-like traffic, prefix hashes included:
+    the simulated cache hits on it."""
+    reqs = load_requests("synth:mooncake", store, duration_s=60, seed=1)
+    assert 50 < len(reqs) and all(r.prefix_hashes for r in reqs)
+    s = metrics.summarize(simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm"))))
+    assert s["completed"] == len(reqs) and s["prefix_cache_hit_rate"] > 0
+
+
 def test_to_requests_reads_prefix_hashes_and_predictions():
     df = pl.DataFrame({"arrival_s": [0.5], "prompt_tokens": [1100], "output_tokens": [3],
                        "prefix_hashes": [[4, 5, 6]], "p50": [2.0], "p90": [9.0]})
