@@ -98,6 +98,12 @@ def test_table_fast_paths_reproduce_step_ms(l40s):
         d = rng.integers(0, 20000, rng.integers(0 if p else 1, 300)).tolist()
         want = l40s.step_ms(p, o, d)
         assert l40s.batch_ms(p, o, len(d), sum(d)) == pytest.approx(want, rel=1e-9)
+    # timing runs on a copy of the spec with unbounded memory (shared prefixes are counted
+    # once in blocks but read per sequence): the memory size must not change step times
+    from servecast.predictors.step_time.runtime import Runtime
+
+    real = Runtime({}, [], {}).engine("llama-3.1-8b", "l40s")
+    assert l40s.step_ms([512], [64], [900] * 8) == real.step_ms([512], [64], [900] * 8)
     means = np.array([0.0, 3.5, 700.0, 65000.0])
     want = [l40s.step_ms([], [], [m] * 33) for m in means]
     np.testing.assert_allclose(l40s.decode_ms(33, means), want, rtol=1e-9)
