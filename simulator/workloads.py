@@ -8,6 +8,8 @@ TRACE forms (`load_requests`):
   window and joint lengths, prefix hashes when the source has them) over `duration_s`;
 - `workload:NAME`: a named workload of WORKLOADS (lengths from real data, `num_prompts`
   of them, Poisson arrivals at `rate` requests/s; inf = all at t=0, as `vllm bench serve`).
+A finite `rate` re-times a store or synthesized trace too: Poisson arrivals at `rate`
+requests/s in the trace's order (MLPerf's Server scenario), lengths and prefixes kept.
 `rate_scale` multiplies the arrival rate of any of them (arrival times / rate_scale).
 Predicted output lengths (p50, p90, for the SJF / KV policies) come from a saved
 output-length model (`lengths_model`).
@@ -67,6 +69,8 @@ def load_requests(trace: str, store=None, rate_scale: float = 1.0, num_prompts: 
     if not rate_scale > 0 or rate_scale == float("inf"):
         raise InvalidInputError(f"--rate-scale {rate_scale!r} must be a positive number")
     kind, _, name = trace.partition(":") if ":" in trace else ("", "", trace)
+    if not rate > 0:
+        raise InvalidInputError(f"--rate {rate!r} must be > 0 requests/s (inf: all at once)")
     if kind == "workload":
         df = _workload(name, num_prompts, rate, seed)
     elif kind == "synth":
@@ -76,6 +80,9 @@ def load_requests(trace: str, store=None, rate_scale: float = 1.0, num_prompts: 
                                 "name, synth:TRACE or workload:NAME")
     else:
         df = _stored(_need(store, trace), name)
+    if kind != "workload" and rate != float("inf"):
+        df = df.sort("arrival_s", maintain_order=True).with_columns(
+            arrival_s=poisson_arrivals(df.height, rate, np.random.default_rng(seed)))
     df = df.with_columns(pl.col("arrival_s") / rate_scale)
     if lengths_model is not None:
         from servecast.estimator import Estimator
@@ -136,11 +143,16 @@ def _workload(name: str, n: int, rate: float, seed: int) -> pl.DataFrame:
                                f"{', '.join(sorted(WORKLOADS))}")
     if n < 1:
         raise InvalidInputError(f"--num-prompts {n} must be >= 1")
-    if not rate > 0:
-        raise InvalidInputError(f"--rate {rate!r} must be > 0 requests/s (inf: all at once)")
     rng = np.random.default_rng(seed)
     prompt, output = WORKLOADS[name].lengths(data_dir(), n, rng)
-    gaps = rng.exponential(1.0 / rate, n) if rate != float("inf") else np.zeros(n)
-    arrival = np.cumsum(gaps) - gaps[0]
-    return pl.DataFrame({"arrival_s": arrival, "prompt_tokens": np.maximum(prompt, 1),
+    return pl.DataFrame({"arrival_s": poisson_arrivals(n, rate, rng),
+                         "prompt_tokens": np.maximum(prompt, 1),
                          "output_tokens": np.maximum(output, 1)})
+
+
+def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """`n` Poisson arrival times (s) at `rate` requests/s, the first at 0 (inf: all at 0)."""
+    if rate == float("inf"):
+        return np.zeros(n)
+    gaps = rng.exponential(1.0 / rate, n)
+    return np.cumsum(gaps) - gaps[0]

@@ -294,6 +294,18 @@ def test_synthesized_trace_keeps_prefix_reuse(store):
     assert s["completed"] == len(reqs) and s["prefix_cache_hit_rate"] > 0
 
 
+def test_rate_retimes_a_trace_as_poisson(store):
+    """`rate` gives a store trace Poisson arrivals at that rate (lengths and order kept)."""
+    own = load_requests("code", store)[:2000]
+    poisson = load_requests("code", store, rate=20.0, seed=3)[:2000]
+    gaps = np.diff([r.arrival_s for r in poisson])
+    assert 1 / gaps.mean() == pytest.approx(20.0, rel=0.1)
+    assert np.std(gaps) / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV 1
+    assert [r.prompt_tokens for r in poisson] == [r.prompt_tokens for r in own]
+    with pytest.raises(InvalidInputError, match="--rate"):
+        load_requests("code", store, rate=0.0)
+
+
 def test_to_requests_reads_prefix_hashes_and_predictions():
     df = pl.DataFrame({"arrival_s": [0.5], "prompt_tokens": [1100], "output_tokens": [3],
                        "prefix_hashes": [[4, 5, 6]], "p50": [2.0], "p90": [9.0]})

@@ -47,8 +47,9 @@ def simulate(
     router: str = typer.Option("round_robin", "--router",
                                help="round_robin | least_tokens | prefix_affinity"),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the arrival rate"),
-    rate: float = typer.Option(float("inf"), "--rate", help="workload:NAME: Poisson "
-                               "requests/s (inf: all at t=0)"),
+    rate: float = typer.Option(float("inf"), "--rate", help="Poisson arrivals at this many "
+                               "requests/s (workload: inf = all at t=0; a trace: inf = its "
+                               "own arrivals)"),
     num_prompts: int = typer.Option(None, "--num-prompts", help="requests: the first N "
                                     "(workload:NAME: N drawn, default 1000)"),
     duration: float = typer.Option(3600.0, "--duration", help="synth:NAME: seconds"),
