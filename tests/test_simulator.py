@@ -122,6 +122,7 @@ def test_preemption_by_recompute_when_kv_runs_out(store):
     assert df["preemptions"].sum() == eng.preemptions
     assert eng.prefilled > 12 * 2000  # the preempted prompts (and outputs) recomputed
     assert (df["output_tokens"] == 1500).all() and df["e2el_ms"].is_not_null().all()
+    assert eng.free == eng.total and not eng.running and not eng.waiting  # no block leaked
     roomy = simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm")))
     assert roomy.cluster.engines[0].preemptions == 0
 
@@ -151,10 +152,13 @@ def test_prefix_cache_hits_on_mooncake(store):
         bound += lead * 512
         seen.update(r.prefix_hashes[:r.prompt_tokens // 512])
     bound /= sum(r.prompt_tokens for r in reqs)
-    on = metrics.summarize(simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm"))))
+    cached = simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm")))
+    on = metrics.summarize(cached)
     off = metrics.summarize(simulate_trace(
         reqs, Compiled(Deployment(gpu="h100-sxm", prefix_caching=False))))
     assert 0.02 < on["prefix_cache_hit_rate"] <= bound and off["prefix_cache_hit_rate"] == 0
+    eng = cached.cluster.engines[0]  # every block free or cached, none referenced
+    assert eng.free + len(eng.lru) * eng.hb == eng.total and not any(eng.cache.values())
     assert on["mean_ttft_ms"] < off["mean_ttft_ms"]
 
 
