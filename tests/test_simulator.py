@@ -265,6 +265,8 @@ def test_cli_simulate_store_trace_writes_vllm_results(data, tmp_path, capsys):
                 "median_tpot_ms", "p99_itl_ms", "p90_e2el_ms", "input_lens", "output_lens"):
         assert key in doc
     assert doc["request_goodput"] == pytest.approx(rows["good"].sum() / doc["duration"])
+    arrivals = rows["arrival_s"]
+    assert doc["request_rate"] == pytest.approx(2999 / (arrivals.max() - arrivals.min()))
     assert sorted(rows["replica"].unique().to_list()) == [0, 1]
     assert not list(out.glob("*.tmp"))
 

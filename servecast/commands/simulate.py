@@ -92,7 +92,8 @@ def simulate(
               disable=None if len(reqs) > 2000 else True) as bar:
         run = simulate_trace(reqs, compiled, policy=policy, router=router,
                              progress=lambda n: bar.update(n - bar.n))
-    summary = (metrics.write_results(run, out, slos, None) if out is not None
+    given = rate * rate_scale if rate != float("inf") else None
+    summary = (metrics.write_results(run, out, slos, given) if out is not None
                else metrics.summarize(run, slos))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
