@@ -36,7 +36,7 @@ def main() -> None:
 
     from servecast.simulator import Compiled, Deployment, metrics, simulate, simulate_trace
     from servecast.simulator.deployment import load_runtime
-    from servecast.simulator.workloads import load_requests
+    from servecast.simulator.traces import load_requests
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="l40s")

@@ -1,5 +1,5 @@
 """The serving simulator (`servecast.simulator`: deployment, step-wise engine, cluster,
-metrics, workloads) and `servecast simulate`, on real traces (Azure conversation / code,
+metrics, traces, workloads) and `servecast simulate`, on real traces (Azure conversation / code,
 Mooncake) and the shipped step-time configs (physics-only step time)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from servecast.cli import main
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.simulator import Compiled, Deployment, Engine, Request, metrics, simulate_trace
-from servecast.simulator.workloads import load_requests, to_requests
+from servecast.simulator.traces import load_requests, to_requests
 from servecast.store import Store
 
 CONV = "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"

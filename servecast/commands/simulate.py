@@ -104,7 +104,7 @@ def simulate(
 
 
 def _requests(trace, db, rate_scale, num_prompts, rate, duration, seed, lengths_model):
-    from servecast.simulator.workloads import load_requests
+    from servecast.simulator.traces import load_requests
 
     if num_prompts is not None and num_prompts < 1:
         raise InvalidInputError(f"--num-prompts {num_prompts} must be >= 1")
