@@ -337,3 +337,22 @@ def test_sjf_by_lengths_predicted_by_a_trained_model(data, tmp_path, capsys):
                      "--json"]) == 0
         e2el[policy] = json.loads(capsys.readouterr().out)["mean_e2el_ms"]
     assert e2el["sjf_pred"] < 0.95 * e2el["fcfs"] and e2el["sjf_p90"] < 0.95 * e2el["fcfs"]
+
+
+@pytest.mark.slow
+def test_a_saved_step_time_model_drives_the_simulator(fitted_kind):
+    """`--step-model DIR`: a saved step-time model (the registry's conformance fixture, with
+    learned operator residuals) times the iterations; its table fast paths still reproduce
+    its `step_ms`, and its times differ from physics only."""
+    from servecast.simulator.deployment import load_runtime
+
+    *_, path = fitted_kind("step_time")
+    learned = Compiled(Deployment(gpu="h100-sxm"), load_runtime(path))
+    physics = Compiled(Deployment(gpu="h100-sxm"))
+    assert learned.batch_ms.__name__ == "batch_ms" and learned.decode_ms.__name__ == "decode_ms"
+    assert learned.batch_ms([700], [300], 20, 20 * 800) == pytest.approx(
+        learned.step_ms([700], [300], [800] * 20), rel=1e-9)
+    assert learned.step_ms([2048], [0], []) != pytest.approx(physics.step_ms([2048], [0], []))
+    run = simulate_trace([Request(0, 0.0, 2048, 3)], learned)
+    want = learned.step_ms([2048], [0], []) + learned.step_ms([], [], [2048])
+    assert _frame(run)["ttft_ms"][0] + _frame(run)["tpot_ms"][0] == pytest.approx(want)
