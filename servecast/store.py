@@ -28,7 +28,7 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import ADDED_COLUMNS, DATA_TABLES, SCHEMA_VERSION, TABLES
+from servecast.schema import ADDED_COLUMNS, DATA_TABLES, MIGRATIONS, SCHEMA_VERSION, TABLES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -100,8 +100,30 @@ class Store:
             raise ServecastError(
                 f"{self.path}: no store here; ingest a trace first (`servecast ingest ...`)"
             )
+        self.con = self._connect(read_only)
+        if read_only and self._older():  # upgrade in place (briefly writable), then read
+            self.con.close()
+            Store(self.path).close()
+            self.con = self._connect(read_only)
+        self.read_only = read_only
+        self._refuse_foreign()
+        self.con.execute("SET TimeZone = 'UTC'")
+        try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
+            self.con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
+            pass
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            if not read_only:
+                self._create_schema()
+            self._check_version()
+        except duckdb.Error as e:
+            self.con.close()
+            raise _ingest_failure(self.path, [], e) from None
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the DuckDB file (errors naming the file and the fix)."""
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 pid = re.search(r"PID (\d+)", str(e))
@@ -122,20 +144,15 @@ class Store:
             raise DataFileError(
                 f"{self.path}: not a servecast/DuckDB store ({e}); pass --db with another file"
             ) from None
-        self.read_only = read_only
-        self._refuse_foreign()
-        self.con.execute("SET TimeZone = 'UTC'")
-        try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
-            self.con.execute("SET enable_progress_bar = false")
-        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
-            pass
+
+    def _older(self) -> bool:
+        """True for a servecast store written with an older schema version."""
         try:
-            if not read_only:
-                self._create_schema()
-            self._check_version()
-        except duckdb.Error as e:
-            self.con.close()
-            raise _ingest_failure(self.path, [], e) from None
+            rows = self.con.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except duckdb.CatalogException:
+            return False
+        return bool(rows) and int(rows[0][0]) < SCHEMA_VERSION
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -169,6 +186,22 @@ class Store:
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Upgrade a store of an older schema version in place, in one transaction: add the
+        columns of each later version (MIGRATIONS; existing rows get NULL there, nothing else
+        changes) and record the new version. Idempotent: a current store is left alone."""
+        (version,) = self.con.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
+        if int(version) >= SCHEMA_VERSION:
+            return
+        with self.transaction() as con:
+            for v in range(int(version) + 1, SCHEMA_VERSION + 1):
+                for table, col, typ in MIGRATIONS.get(v, ()):
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                        [str(SCHEMA_VERSION)])
 
     def _check_version(self) -> None:
         try:
@@ -177,10 +210,11 @@ class Store:
             ).fetchall()
         except duckdb.CatalogException:
             raise ServecastError(f"{self.path}: not a servecast store (no meta table)") from None
-        if rows and int(rows[0][0]) != SCHEMA_VERSION:
+        if rows and int(rows[0][0]) > SCHEMA_VERSION:
             raise ServecastError(
-                f"{self.path}: store schema version {rows[0][0]}, this servecast expects "
-                f"{SCHEMA_VERSION}; re-ingest into a new file (--db NEW.duckdb)"
+                f"{self.path}: store schema version {rows[0][0]} is newer than this "
+                f"servecast's ({SCHEMA_VERSION}); upgrade servecast, or re-ingest into a new "
+                "file (--db NEW.duckdb)"
             )
 
     @contextmanager
