@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
+from servecast.datasets.base import Adapter
 from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
@@ -231,7 +232,7 @@ class Store:
     # -- ingest --------------------------------------------------------------------------
     def ingest(
         self,
-        source: str,
+        source: str | Adapter,
         paths: Iterable[str | Path] | str | Path,
         trace: str | None = None,
         strict: bool = False,
@@ -239,13 +240,15 @@ class Store:
     ) -> IngestResult:
         """Ingest `paths` (files or folders) with adapter `source` into its canonical table.
 
-        Each file becomes its own trace named after it unless `trace` is given (or the adapter
-        groups a folder into one trace). Bad rows go to `rejected_rows`; with `strict` any bad
-        row refuses the whole ingest. Returns per-file accepted/rejected counts.
+        `source` is an adapter name or an adapter instance (one that needs arguments, e.g.
+        `UserLog(mapping)`). Each file becomes its own trace named after it unless `trace` is
+        given (or the adapter groups a folder into one trace). Bad rows go to
+        `rejected_rows`; with `strict` any bad row refuses the whole ingest. Returns per-file
+        accepted/rejected counts.
         """
         from servecast.datasets import get_adapter
 
-        adapter = get_adapter(source)
+        adapter = source if isinstance(source, Adapter) else get_adapter(source)
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files = adapter.files([Path(p) for p in paths])
@@ -479,6 +482,8 @@ class LoadContext:
         self.row_base: dict[str, dict[str, int]] = {}
         #: stage tables holding a row for every line of their files (blank lines included)
         self.every_line: set[str] = set()
+        #: stage tables whose rows are numbered, not lines (Parquet): row n is "line" n
+        self.row_numbered: set[str] = set()
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""
