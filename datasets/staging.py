@@ -210,6 +210,14 @@ def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int
     return {f: (int(kept.get(str(f), 0)), int(rej.get(str(f), 0))) for f in files}
 
 
+def number_rows(ctx, table: str) -> None:
+    """Mark `table` (rows in file order, no lines: Parquet, a JSON document) as numbered by
+    row: its rejected rows are named by 1-based row number (`reject_invalid`)."""
+    ctx.row_base[table] = dict(
+        ctx.con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    ctx.row_numbered.add(table)
+
+
 def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> None:
     """Read text files line by line (JSONL) with DuckDB's reader into `table`: `select` over
     the raw line `j` plus `filename`. Rows keep file order, blank lines included (j NULL),

@@ -32,6 +32,7 @@ from servecast.datasets.base import Adapter, Catalog
 from servecast.datasets.requests import LATENCIES, insert_requests, rebase_arrivals
 from servecast.datasets.staging import (
     enum_of,
+    number_rows,
     open_text,
     read_header,
     stage_csv,
@@ -305,8 +306,7 @@ class UserLog(Adapter):
         except duckdb.Error as e:
             raise DataFileError(f"{f}: cannot be read as Parquet ({str(e).splitlines()[0]}); "
                                 "check the mapping against its columns") from None
-        ctx.row_base["_stage"] = {str(f): 0}
-        ctx.row_numbered.add("_stage")
+        number_rows(ctx, "_stage")
         return []
 
     def _missing(self, f: Path, names: list[str], found: list[str]) -> str:

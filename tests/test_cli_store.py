@@ -146,8 +146,8 @@ def test_datasets_lists_every_adapter():
         "kernel-profile",
         # issue 26
         "ntua-interference",
-        # issue 25: the user's own logs
-        "user-log"}
+        # issue 25: the user's own logs and benchmark results
+        "user-log", "vllm-bench", "guidellm", "aiperf"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):

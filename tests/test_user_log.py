@@ -236,3 +236,21 @@ def test_latency_in_the_wrong_unit(tmp_path):
 def test_a_mapping_is_needed():
     with pytest.raises(ServecastError, match="needs a column mapping"):
         UserLog().load(None, [CSV])
+
+
+def test_parquet_rejected_rows_are_named_by_row_number(tmp_path):
+    pq = tmp_path / "g.parquet"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * REPLACE (CASE WHEN id LIKE '%e' THEN 'soon'
+                                           ELSE time::VARCHAR END AS time)
+                          FROM read_json('{JSONL}')) TO '{pq}' (FORMAT parquet)""")
+    con.close()
+    bad = [i + 1 for i, r in enumerate(jsonl_rows()) if r["id"].endswith("e")]
+    assert bad
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest(UserLog(Mapping.parse(file=TOML)), pq)
+        assert (result.rows, result.rejected) == (60 - len(bad), len(bad))
+        rej = store.con.execute("SELECT line, reason FROM rejected_rows ORDER BY line").fetchall()
+    assert [line for line, _ in rej] == bad
+    assert {why for _, why in rej} == {"arrival_s (time) is not an ISO-8601 date-time "
+                                       "(mixed formats?)"}
