@@ -70,6 +70,11 @@ class IngestResult:
         return sorted({f.trace for f in self.files})
 
 
+#: DuckDB's memory limit during an ingest: a larger stage spills to `<store>.tmp` instead of
+#: growing the process (the ingest benchmark's target is a peak RSS <= 2 GB at 44M rows)
+INGEST_MEMORY_LIMIT = "1GB"
+
+
 class _Retry(Exception):
     """An ingest attempt to roll back and rerun: files found to be in the manifest already
     (`duplicates`), or files with lines over the size limit (`long`, to be read from a copy
@@ -257,7 +262,7 @@ class Store:
         # duplicate or to hold over-long lines afterwards rolls the transaction back and the
         # ingest reruns without it / with a copy that leaves those lines out (rare)
         with ThreadPoolExecutor(max_workers=1) as pool, \
-                tempfile.TemporaryDirectory(prefix="servecast-") as tmp:
+                tempfile.TemporaryDirectory(prefix="servecast-") as tmp, self._memory_limit():
             scans = {f: pool.submit(scan_file, f) for f in files}
             duplicates: set[Path] = set()
             substitutes: dict[Path, Path] = {}
@@ -274,6 +279,16 @@ class Store:
                         substitutes[f] = without_lines(f, lines, folder)
                 except duckdb.Error as e:
                     raise _ingest_failure(self.path, files, e) from None
+
+    @contextmanager
+    def _memory_limit(self) -> Iterator[None]:
+        """DuckDB's memory limit set to INGEST_MEMORY_LIMIT meanwhile, then restored."""
+        (old,) = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+        self.con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET memory_limit = '{old}'")
 
     def _load(self, adapter, groups: dict[str, list[Path]], scans: dict[Path, Future],
               duplicates: set[Path], substitutes: dict[Path, Path], strict: bool,
