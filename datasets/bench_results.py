@@ -34,9 +34,11 @@ _SECONDS = "CASE {u} WHEN 's' THEN 1 WHEN 'ms' THEN 1e3 WHEN 'us' THEN 1e6 WHEN 
 
 
 def _document(f: Path) -> str:
-    """SQL (one row, column `d`) reading JSON document `f` whole."""
+    """SQL (one row, column `d`) reading JSON document `f` whole (DuckDB's reader buffers
+    about twice `maximum_object_size`: sized to the file, not to the 2 GB maximum)."""
+    size = min(f.stat().st_size + 4096, 2**31 - 1)
     return f"""(SELECT json AS d FROM read_json_objects({_lit(f)}, format='unstructured',
-                maximum_object_size=2147483647))"""
+                maximum_object_size={size}))"""
 
 
 def _lit(p) -> str:
