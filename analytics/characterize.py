@@ -50,20 +50,33 @@ def clean(obj: Any) -> Any:
 
 def characterize_llm(store: Store, trace: str, sample: int = 200_000) -> dict:
     """Summary of an LLM request trace: arrivals (burstiness overall and per segment,
-    inter-arrival fits), lengths (quantiles, tails, bimodality, conditional output,
-    correlations), failures, sessions and prefix reuse where the trace has them."""
+    timestamp quantization, inter-arrival fits, daily / weekly patterns when the span has
+    2 days / 2 weeks), lengths (quantiles, tails, bimodality, conditional output,
+    correlations, per model / log type when there are several), failures, sessions and
+    prefix reuse where the trace has them. Quantized timestamps: no fits, and `warnings`
+    says why."""
     s = source(store, trace, "llm_requests")
     out: dict[str, Any] = {"trace": trace, "kind": "llm",
                            "requests": s.scalar("SELECT count(*) FROM t")}
     if s.has_values("arrival_s"):
+        quant = arrivals.timestamp_quantization(s, n=sample)
         fits = arrivals.interarrival_fits(s, n=sample)
+        if quant["quantized"]:
+            fits = fits.clear()  # a continuous fit to tied timestamps would mislead
         out["arrivals"] = {
             "overall": arrivals.burstiness(s).row(0, named=True),
             "segments": arrivals.burstiness(s, by_segment=True),
+            "quantization": quant,
             "interarrival_fits": fits,
             "best_fit_ks": fits.sort("ks").item(0, "family") if fits.height else None,
             "best_fit_aic": fits.sort("aic").item(0, "family") if fits.height else None,
         }
+        if quant["quantized"]:
+            out.setdefault("warnings", []).append(quant["message"])
+        span = out["arrivals"]["overall"]["span_s"] or 0.0
+        out["arrivals"]["patterns"] = {
+            period: arrivals.periodic_profile(s, period=period)
+            for period, need in (("day", 2 * 86400), ("week", 14 * 86400)) if span >= need}
         out["failures"] = {**failures.failure_summary(s),
                            "load_correlation_60s": failures.failure_load_correlation(s)}
     out["lengths"] = {
@@ -75,6 +88,9 @@ def characterize_llm(store: Store, trace: str, sample: int = 200_000) -> dict:
         "conditional_output": lengths.conditional_output(s),
         "correlations": lengths.correlations(s),
     }
+    for by in ("model", "log_type"):
+        if s.scalar(f"SELECT count(DISTINCT {by}) FROM t") > 1:
+            out["lengths"][f"by_{by}"] = lengths.length_quantiles_by(s, by=by)
     if s.has_values("session_id"):
         out["sessions"] = sessions.session_summary(s)
     if s.has_values("prefix_hashes"):

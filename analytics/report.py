@@ -55,6 +55,8 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     arr = summary.get("arrivals")
     if arr:
         o = arr["overall"]
+        if arr["quantization"]["quantized"]:
+            keys.append(("warning", arr["quantization"]["message"]))
         keys += [("span (s)", o["span_s"]), ("mean rate (req/s)", o["rate_per_s"]),
                  ("inter-arrival CV", o["cv"]), ("burstiness B", o["burstiness_b"]),
                  ("index of dispersion 1 / 10 / 60 s",
@@ -85,18 +87,23 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     tables.append(_table("Length quantiles (tokens)", quant))
     if arr:
         fits = pl.DataFrame(arr["interarrival_fits"])
-        tables.append(_table("Inter-arrival fits (MLE)", fits))
+        if fits.height:
+            tables.append(_table("Inter-arrival fits (MLE)", fits))
         if len(arr["segments"]) > 1:
             tables.append(_table("Arrivals per segment", pl.DataFrame(arr["segments"])))
         span = arr["overall"]["span_s"] or 0.0
         b = _rate_bin(span)
         figs.append(("Request rate over time", plots.rate_series(
             arrivals.rate_series(s, bin_s=b), b)))
-        figs.append(("Inter-arrival CCDF with MLE fits", plots.interarrival_ccdf(
+        figs.append(("Inter-arrival CCDF" + (" with MLE fits" if fits.height else
+                                             " (quantized: no fits)"), plots.interarrival_ccdf(
             arrivals.interarrival_sample(s, n=50_000), fits)))
         prof = arrivals.weekly_profile(s)
         if prof.height:
             figs.append(("Rate by day and hour", plots.weekly_heatmap(prof)))
+        if arr["patterns"]:
+            figs.append(("Daily and weekly patterns", plots.periodic_profiles(
+                {k: pl.DataFrame(v) for k, v in arr["patterns"].items()})))
         if summary["failures"]["failed"]:
             fb = 3600.0 if span > 6 * 3600 else 60.0
             figs.append(("Failure rate over time",
@@ -106,6 +113,18 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     figs.append(("Prompt and output length distributions", plots.length_histograms(
         lengths.length_histogram(s, field="prompt_tokens"),
         lengths.length_histogram(s, field="output_tokens"))))
+    for by in ("model", "log_type"):
+        if f"by_{by}" in summary["lengths"]:
+            tables.append(_table(f"Lengths per {by} (tokens)",
+                                 pl.DataFrame(summary["lengths"][f"by_{by}"])))
+            figs.append((f"Length distributions per {by}", plots.lengths_by_segment(
+                lengths.length_histogram(s, field="prompt_tokens", by=by),
+                lengths.length_histogram(s, field="output_tokens", by=by))))
+    figs.append(("Zipf rank-frequency of lengths", plots.rank_frequency(
+        lengths.rank_frequency(s, field="prompt_tokens"),
+        lengths.rank_frequency(s, field="output_tokens"),
+        (summary["lengths"]["prompt_tail"]["zipf_exponent"],
+         summary["lengths"]["output_tail"]["zipf_exponent"]))))
     cond = lengths.conditional_output(s)
     if cond.height:
         figs.append(("Output length conditional on prompt length",
