@@ -11,7 +11,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from servecast.analytics import arrivals, lengths, plots, synth
+from servecast.analytics import arrivals, exports, lengths, plots, synth
 from servecast.analytics.characterize import characterize
 from servecast.analytics.report import write_report
 
@@ -43,7 +43,7 @@ def weeks(store, tmp_path_factory):
     model = synth.fit_workload(store, "conv")
     model.windows = synth.read_windows(tmp / "week.json")
     df = synth.synthesize(model, 21 * 86400, seed=4)
-    path = synth.write_trace(df, "burstgpt", tmp / "weeks.csv")
+    path = exports.write_requests(df, "burstgpt", tmp / "weeks.csv")
     s = Store(tmp / "weeks.duckdb")
     s.ingest("burstgpt", [path], trace="weeks")
     yield s
