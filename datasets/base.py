@@ -13,9 +13,9 @@ Counts = dict[Path, tuple[int, int]]  # file -> (accepted rows, rejected rows)
 
 
 def stem(path: Path) -> str:
-    """File name without `.gz`/`.csv`/`.json`/`.jsonl` suffixes."""
+    """File name without `.gz`/`.csv`/`.json`/`.jsonl`/`.parquet` suffixes."""
     name = path.name
-    for suffix in (".gz", ".csv", ".jsonl", ".json"):
+    for suffix in (".gz", ".csv", ".jsonl", ".json", ".parquet"):
         name = name.removesuffix(suffix)
     return name
 

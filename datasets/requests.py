@@ -36,6 +36,32 @@ ELAPSED_CHECKS = [
     ("elapsed_s < 0", "negative elapsed time"),
 ]
 
+#: the longest latency (s) a request row may carry: a value above it is a unit mistake
+#: (milliseconds declared as seconds) or a corrupt field, not a slow request
+MAX_LATENCY_S = 86400.0
+
+#: latency columns (s) -> what a rejection calls them; each must be finite, non-negative,
+#: at most MAX_LATENCY_S, and TTFT / queueing no longer than the end-to-end latency
+LATENCIES = {"elapsed_s": "end-to-end latency", "ttft_s": "TTFT", "tpot_s": "TPOT",
+             "queue_s": "queueing time"}
+
+
+def latency_checks(cols: list[str]) -> list[tuple[str, str]]:
+    """Row checks for the latency columns among `cols` (canonical stage names)."""
+    checks = list(ELAPSED_CHECKS) if "elapsed_s" in cols else []
+    for col, what in LATENCIES.items():
+        if col not in cols:
+            continue
+        if col != "elapsed_s":
+            checks += [(f"{col} >= {INF}", f"non-finite {what}"),
+                       (f"{col} < 0", f"negative {what}")]
+        checks.append((f"{col} > {MAX_LATENCY_S} AND {col} < {INF}",
+                       f"{what} above {MAX_LATENCY_S:.0f} s (a value in ms declared as s?)"))
+        if col in ("ttft_s", "queue_s") and "elapsed_s" in cols:
+            checks.append((f"{col} > elapsed_s * (1 + 1e-9)",
+                           f"{what} longer than the end-to-end latency"))
+    return checks
+
 
 def rebase_arrivals(ctx, stage: str) -> None:
     """Make `arrival_s` seconds since the stage's first finite arrival."""
@@ -55,8 +81,7 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     """
     cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall()
             if r[0] not in ("filename", *drop)]
-    timed = [*(TIME_CHECKS if "arrival_s" in cols else ()),
-             *(ELAPSED_CHECKS if "elapsed_s" in cols else ())]
+    timed = [*(TIME_CHECKS if "arrival_s" in cols else ()), *latency_checks(cols)]
     reject_invalid(ctx, stage, [*checks, *TOKEN_CHECKS, *timed], header_lines)
     counts = file_counts(ctx, stage, files)
     names = ", ".join(cols)

@@ -58,7 +58,7 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
     spec = "{" + ", ".join(f"'{name}': '{typ}'" for _, name, typ in columns) + "}"
     opts = "".join(f", {k}={v!r}" for k, v in read_options.items())
     # the file name as an ENUM: one small code per row instead of a copy of the path
-    as_enum = f"filename::{_enum_of(files)} AS filename"
+    as_enum = f"filename::{enum_of(files)} AS filename"
     select = f"* REPLACE ({as_enum})" if select == "*" else f"{select}, {as_enum}"
     con = ctx.con
     con.execute("DROP TABLE IF EXISTS _rej; DROP TABLE IF EXISTS _rej_scan")
@@ -119,7 +119,7 @@ def _lit(p: Path) -> str:
     return "'" + str(p).replace("'", "''") + "'"
 
 
-def _enum_of(files: list[Path]) -> str:
+def enum_of(files: list[Path]) -> str:
     """SQL ENUM type whose members are the files' names."""
     return "ENUM(" + ", ".join(map(_lit, files)) + ")"
 
@@ -140,7 +140,8 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
 
     Line numbers are the rows' lines in their source file (DuckDB's numbering, see
     `records`), found by walking the file past blank lines and the lines already rejected.
-    Returns the number of rows moved.
+    Rows of a table in `ctx.row_numbered` (a format without lines, e.g. Parquet) are named
+    by their 1-based row number, without content. Returns the number of rows moved.
     """
     con = ctx.con
     cond = " OR ".join(f"coalesce({c}, false)" for c, _ in checks)
@@ -154,7 +155,9 @@ def reject_invalid(ctx, table: str, checks: list[tuple[str, str]], header_lines:
     base = ctx.row_base[table]
     every_line = table in ctx.every_line  # stage_lines: a row per line, blank ones too
     rows = []
-    for f in sorted({b[0] for b in bad}):
+    if table in ctx.row_numbered:
+        rows = [(ctx.trace, f, rowid - base[f] + 1, why, None) for f, rowid, why in bad]
+    for f in sorted({b[0] for b in bad} if not rows else ()):
         # 1-based ordinal among the rows the reader kept -> reason
         wanted = {rowid - base[f] + 1: why for g, rowid, why in bad if g == f}
         skipped = set() if every_line else {line for (line,) in con.execute(
@@ -207,6 +210,14 @@ def file_counts(ctx, table: str, files: list[Path]) -> dict[Path, tuple[int, int
     return {f: (int(kept.get(str(f), 0)), int(rej.get(str(f), 0))) for f in files}
 
 
+def number_rows(ctx, table: str) -> None:
+    """Mark `table` (rows in file order, no lines: Parquet, a JSON document) as numbered by
+    row: its rejected rows are named by 1-based row number (`reject_invalid`)."""
+    ctx.row_base[table] = dict(
+        ctx.con.execute(f"SELECT filename, min(rowid) FROM {table} GROUP BY 1").fetchall())
+    ctx.row_numbered.add(table)
+
+
 def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> None:
     """Read text files line by line (JSONL) with DuckDB's reader into `table`: `select` over
     the raw line `j` plus `filename`. Rows keep file order, blank lines included (j NULL),
@@ -218,7 +229,7 @@ def stage_lines(ctx, files: list[Path], select: str, table: str = "_stage") -> N
     try:
         ctx.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select},
-                filename::{_enum_of(files)} AS filename FROM {reader}""",
+                filename::{enum_of(files)} AS filename FROM {reader}""",
             [[str(ctx.readable(f)) for f in files]],
         )
     except duckdb.Error as e:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+#: version of the table layout, recorded in `meta`; `Store` upgrades an older store in place
+#: (MIGRATIONS) and refuses a newer one
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, str] = {
     "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
@@ -14,12 +16,16 @@ TABLES: dict[str, str] = {
     "rejected_rows": """
         trace VARCHAR NOT NULL, file VARCHAR NOT NULL, line BIGINT, reason VARCHAR NOT NULL,
         content VARCHAR""",
+    # latencies in seconds: elapsed_s end to end (arrival to last token), ttft_s to the first
+    # token, tpot_s the mean gap between output tokens after the first, queue_s waiting before
+    # service; status / error as the source wrote them; NULL where a source has no such field
     "llm_requests": """
         trace VARCHAR NOT NULL, request_id BIGINT NOT NULL, arrival_s DOUBLE,
         session_id VARCHAR, turn INTEGER, model VARCHAR, log_type VARCHAR,
         prompt_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, elapsed_s DOUBLE,
         failed BOOLEAN NOT NULL, prefix_hashes INTEGER[], prompt_text VARCHAR,
-        response_text VARCHAR""",
+        response_text VARCHAR, ttft_s DOUBLE, tpot_s DOUBLE, queue_s DOUBLE, status VARCHAR,
+        error VARCHAR""",
     # batch jobs / tasks / pods / serving instances; times in seconds since the trace origin
     "cluster_jobs": """
         trace VARCHAR NOT NULL, job_id VARCHAR NOT NULL, task_id VARCHAR, app VARCHAR,
@@ -82,6 +88,15 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "kernel_latencies": [("kv_heads", "BIGINT"), ("head_dim", "BIGINT"), ("dtype", "VARCHAR"),
                          ("kv_dtype", "VARCHAR"), ("engine", "VARCHAR"),
                          ("engine_version", "VARCHAR")],
+}
+
+#: schema version -> the nullable columns it appended to existing tables (table, column,
+#: type), in table order: `Store` upgrades an older store by adding them in one transaction
+#: (ALTER TABLE ... ADD COLUMN; rows and values untouched) and records the new version
+MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
+    2: [("llm_requests", "ttft_s", "DOUBLE"), ("llm_requests", "tpot_s", "DOUBLE"),
+        ("llm_requests", "queue_s", "DOUBLE"), ("llm_requests", "status", "VARCHAR"),
+        ("llm_requests", "error", "VARCHAR")],
 }
 
 #: tables whose rows belong to a trace and are counted in the manifest

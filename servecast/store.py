@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
+from servecast.datasets.base import Adapter
 from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
@@ -28,7 +29,7 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import ADDED_COLUMNS, DATA_TABLES, SCHEMA_VERSION, TABLES
+from servecast.schema import ADDED_COLUMNS, DATA_TABLES, MIGRATIONS, SCHEMA_VERSION, TABLES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -69,6 +70,11 @@ class IngestResult:
         return sorted({f.trace for f in self.files})
 
 
+#: DuckDB's memory limit during an ingest: a larger stage spills to `<store>.tmp` instead of
+#: growing the process (the ingest benchmark's target is a peak RSS <= 2 GB at 44M rows)
+INGEST_MEMORY_LIMIT = "1GB"
+
+
 class _Retry(Exception):
     """An ingest attempt to roll back and rerun: files found to be in the manifest already
     (`duplicates`), or files with lines over the size limit (`long`, to be read from a copy
@@ -100,8 +106,30 @@ class Store:
             raise ServecastError(
                 f"{self.path}: no store here; ingest a trace first (`servecast ingest ...`)"
             )
+        self.con = self._connect(read_only)
+        if read_only and self._older():  # upgrade in place (briefly writable), then read
+            self.con.close()
+            Store(self.path).close()
+            self.con = self._connect(read_only)
+        self.read_only = read_only
+        self._refuse_foreign()
+        self.con.execute("SET TimeZone = 'UTC'")
+        try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
+            self.con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
+            pass
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            if not read_only:
+                self._create_schema()
+            self._check_version()
+        except duckdb.Error as e:
+            self.con.close()
+            raise _ingest_failure(self.path, [], e) from None
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the DuckDB file (errors naming the file and the fix)."""
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 pid = re.search(r"PID (\d+)", str(e))
@@ -122,20 +150,15 @@ class Store:
             raise DataFileError(
                 f"{self.path}: not a servecast/DuckDB store ({e}); pass --db with another file"
             ) from None
-        self.read_only = read_only
-        self._refuse_foreign()
-        self.con.execute("SET TimeZone = 'UTC'")
-        try:  # quiet by default; the CLI turns DuckDB's bar on for long ingests
-            self.con.execute("SET enable_progress_bar = false")
-        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting
-            pass
+
+    def _older(self) -> bool:
+        """True for a servecast store written with an older schema version."""
         try:
-            if not read_only:
-                self._create_schema()
-            self._check_version()
-        except duckdb.Error as e:
-            self.con.close()
-            raise _ingest_failure(self.path, [], e) from None
+            rows = self.con.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except duckdb.CatalogException:
+            return False
+        return bool(rows) and int(rows[0][0]) < SCHEMA_VERSION
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -169,6 +192,22 @@ class Store:
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Upgrade a store of an older schema version in place, in one transaction: add the
+        columns of each later version (MIGRATIONS; existing rows get NULL there, nothing else
+        changes) and record the new version. Idempotent: a current store is left alone."""
+        (version,) = self.con.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
+        if int(version) >= SCHEMA_VERSION:
+            return
+        with self.transaction() as con:
+            for v in range(int(version) + 1, SCHEMA_VERSION + 1):
+                for table, col, typ in MIGRATIONS.get(v, ()):
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                        [str(SCHEMA_VERSION)])
 
     def _check_version(self) -> None:
         try:
@@ -177,10 +216,11 @@ class Store:
             ).fetchall()
         except duckdb.CatalogException:
             raise ServecastError(f"{self.path}: not a servecast store (no meta table)") from None
-        if rows and int(rows[0][0]) != SCHEMA_VERSION:
+        if rows and int(rows[0][0]) > SCHEMA_VERSION:
             raise ServecastError(
-                f"{self.path}: store schema version {rows[0][0]}, this servecast expects "
-                f"{SCHEMA_VERSION}; re-ingest into a new file (--db NEW.duckdb)"
+                f"{self.path}: store schema version {rows[0][0]} is newer than this "
+                f"servecast's ({SCHEMA_VERSION}); upgrade servecast, or re-ingest into a new "
+                "file (--db NEW.duckdb)"
             )
 
     @contextmanager
@@ -197,7 +237,7 @@ class Store:
     # -- ingest --------------------------------------------------------------------------
     def ingest(
         self,
-        source: str,
+        source: str | Adapter,
         paths: Iterable[str | Path] | str | Path,
         trace: str | None = None,
         strict: bool = False,
@@ -205,13 +245,15 @@ class Store:
     ) -> IngestResult:
         """Ingest `paths` (files or folders) with adapter `source` into its canonical table.
 
-        Each file becomes its own trace named after it unless `trace` is given (or the adapter
-        groups a folder into one trace). Bad rows go to `rejected_rows`; with `strict` any bad
-        row refuses the whole ingest. Returns per-file accepted/rejected counts.
+        `source` is an adapter name or an adapter instance (one that needs arguments, e.g.
+        `UserLog(mapping)`). Each file becomes its own trace named after it unless `trace` is
+        given (or the adapter groups a folder into one trace). Bad rows go to
+        `rejected_rows`; with `strict` any bad row refuses the whole ingest. Returns per-file
+        accepted/rejected counts.
         """
         from servecast.datasets import get_adapter
 
-        adapter = get_adapter(source)
+        adapter = source if isinstance(source, Adapter) else get_adapter(source)
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files = adapter.files([Path(p) for p in paths])
@@ -220,7 +262,7 @@ class Store:
         # duplicate or to hold over-long lines afterwards rolls the transaction back and the
         # ingest reruns without it / with a copy that leaves those lines out (rare)
         with ThreadPoolExecutor(max_workers=1) as pool, \
-                tempfile.TemporaryDirectory(prefix="servecast-") as tmp:
+                tempfile.TemporaryDirectory(prefix="servecast-") as tmp, self._memory_limit():
             scans = {f: pool.submit(scan_file, f) for f in files}
             duplicates: set[Path] = set()
             substitutes: dict[Path, Path] = {}
@@ -237,6 +279,16 @@ class Store:
                         substitutes[f] = without_lines(f, lines, folder)
                 except duckdb.Error as e:
                     raise _ingest_failure(self.path, files, e) from None
+
+    @contextmanager
+    def _memory_limit(self) -> Iterator[None]:
+        """DuckDB's memory limit set to INGEST_MEMORY_LIMIT meanwhile, then restored."""
+        (old,) = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+        self.con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET memory_limit = '{old}'")
 
     def _load(self, adapter, groups: dict[str, list[Path]], scans: dict[Path, Future],
               duplicates: set[Path], substitutes: dict[Path, Path], strict: bool,
@@ -445,6 +497,8 @@ class LoadContext:
         self.row_base: dict[str, dict[str, int]] = {}
         #: stage tables holding a row for every line of their files (blank lines included)
         self.every_line: set[str] = set()
+        #: stage tables whose rows are numbered, not lines (Parquet): row n is "line" n
+        self.row_numbered: set[str] = set()
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""

@@ -145,7 +145,9 @@ def test_datasets_lists_every_adapter():
         # issue 22: collector formats
         "kernel-profile",
         # issue 26
-        "ntua-interference"}
+        "ntua-interference",
+        # issue 25: the user's own logs and benchmark results
+        "user-log", "vllm-bench", "guidellm", "aiperf"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):

@@ -32,11 +32,29 @@ def ingest(
     trace: str = typer.Option(None, "--trace", help="trace name (default: from the file name)"),
     db: Path = DbOption,
     strict: bool = typer.Option(False, "--strict", help="refuse a file with any bad row"),
+    maps: list[str] = typer.Option(
+        [], "--map", help="user-log: FIELD=COLUMN or dotted.path, e.g. "
+        "prompt_tokens=usage.prompt_tokens (repeat per field)"),
+    mapping: Path = typer.Option(
+        None, "--mapping", help="user-log: a TOML / YAML / JSON file with [map] and [units]"),
+    units: list[str] = typer.Option(
+        [], "--unit", help="user-log: FIELD=UNIT: arrival_s=iso|epoch-s|epoch-ms|epoch-us|"
+        "epoch-ns|s|ms|auto; ttft_s=ms (s, ms, us, ns); latency=ms for every latency field"),
 ) -> None:
-    """Ingest trace files into the store (idempotent; bad rows go to rejected_rows)."""
+    """Ingest trace files into the store (idempotent; bad rows go to rejected_rows).
+
+    `user-log` reads your own CSV / JSONL / Parquet request logs through a column mapping
+    (--map / --mapping, --unit)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from servecast.store import Store
+
+    if source == "user-log":
+        from servecast.datasets.user_log import Mapping, UserLog
+
+        source = UserLog(Mapping.parse(maps, mapping, units))
+    elif maps or mapping or units:
+        raise ServecastError(f"--map, --mapping and --unit are for `user-log`, not {source!r}")
 
     with Store(db) as store, Progress(
         TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
