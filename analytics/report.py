@@ -129,6 +129,8 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     if cond.height:
         figs.append(("Output length conditional on prompt length",
                      plots.conditional_output(cond)))
+    if "latency" in summary:
+        _latency_views(summary["latency"], keys, tables, figs)
     if "sessions" in summary:
         figs.append(("Sessions: turns and prompt growth", plots.turns_and_growth(
             sessions.turns_distribution(s), sessions.prompt_growth(s))))
@@ -138,6 +140,29 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
         figs.append(("Prefix cache hit ratio vs capacity",
                      plots.lru_hit_ratio(lru, summary["prefix_reuse"]["reuse_share"])))
     return keys, tables, figs
+
+
+def _latency_views(lat: dict, keys: list, tables: list, figs: list) -> None:
+    overall = pl.DataFrame(lat["overall"])
+    for r in overall.iter_rows(named=True):
+        keys.append((f"{r['metric']} p50 / p90 / p99 (s)", [r["p50"], r["p90"], r["p99"]]))
+    tables.append(_table("Latency percentiles (s, successful requests)", overall))
+    figs.append((f"Latency percentiles per {lat['window_s']:g} s window",
+                 plots.latency_series(pl.DataFrame(lat["windows"]))))
+    if "vs_concurrency" in lat:
+        figs.append(("Latency against concurrency", plots.latency_vs_load(
+            pl.DataFrame(lat["vs_concurrency"]), "requests in flight at arrival")))
+    figs.append(("Latency against arrival rate", plots.latency_vs_load(
+        pl.DataFrame(lat["vs_rate"]), f"arrival rate of the {lat['window_s']:g} s window "
+        "(req/s)")))
+    if "slo" in lat:
+        o = lat["slo"]["overall"]
+        limits = ", ".join(f"{m} <= {v * 1000:g} ms" for m, v in lat["slo"]["limits_s"].items())
+        keys += [(f"SLO attainment ({limits})", o["attainment"]),
+                 ("goodput (req/s, output tokens/s)",
+                  [o["goodput_rps"], o["goodput_tokens_per_s"]])]
+        figs.append(("SLO attainment over time", plots.slo_series(
+            pl.DataFrame(lat["slo"]["windows"]), limits)))
 
 
 def _cluster(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
@@ -211,10 +236,12 @@ def _vm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     return keys, tables, figs
 
 
-def write_report(store: Store, trace: str, out_dir: str | Path) -> Path:
-    """Write `<out_dir>/<trace>.html` and `<out_dir>/summary.json`; returns the HTML path."""
+def write_report(store: Store, trace: str, out_dir: str | Path,
+                 slo: dict[str, float] | None = None) -> Path:
+    """Write `<out_dir>/<trace>.html` and `<out_dir>/summary.json`; returns the HTML path.
+    `slo`: latency limits (metric column -> s) for the SLO attainment and goodput views."""
     kind = trace_kind(store, trace)
-    summary = characterize(store, trace)
+    summary = characterize(store, trace, slo=slo)
     build = {"llm": _llm, "cluster": _cluster, "vm": _vm}[kind]
     keys, tables, figs = build(store, trace, summary)
     out = Path(out_dir)

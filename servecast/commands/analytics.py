@@ -18,18 +18,26 @@ def register(app: typer.Typer) -> None:
     app.command()(export)
 
 
+SloOption = typer.Option(None, "--slo", help="SLO limit NAME:MS (ttft, tpot, e2e, queue), "
+                         "repeat or comma-separate: --slo ttft:500 --slo tpot:50")
+
+
 def characterize(
     trace: str = typer.Argument(..., help="trace name (see `servecast traces`)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    slo: list[str] = SloOption,
     db: Path = DbOption,
 ) -> None:
-    """Characterize a trace: arrivals, fits, lengths, sessions, prefixes, failures (LLM);
-    durations, queueing, GPUs, series, nodes (cluster); variability and drift (VM)."""
+    """Characterize a trace: arrivals, fits, lengths, sessions, prefixes, failures, latency
+    (with --slo: attainment and goodput) (LLM); durations, queueing, GPUs, series, nodes
+    (cluster); variability and drift (VM)."""
     from servecast.analytics.characterize import characterize as run
+    from servecast.analytics.latency import parse_slo
     from servecast.store import Store
 
+    limits = parse_slo(slo)
     with Store(db, read_only=True) as store:
-        summary = run(store, trace)
+        summary = run(store, trace, slo=limits)
     if as_json:
         typer.echo(json.dumps(summary, indent=1, default=str))
         return
@@ -39,14 +47,17 @@ def characterize(
 def report(
     trace: str = typer.Argument(..., help="trace name (see `servecast traces`)"),
     out: Path = typer.Option(Path("out/report"), "--out", help="output folder"),
+    slo: list[str] = SloOption,
     db: Path = DbOption,
 ) -> None:
     """Write a self-contained HTML report (figures embedded) and summary.json into --out."""
+    from servecast.analytics.latency import parse_slo
     from servecast.analytics.report import write_report
     from servecast.store import Store
 
+    limits = parse_slo(slo)
     with Store(db, read_only=True) as store:
-        path = write_report(store, trace, out)
+        path = write_report(store, trace, out, slo=limits)
     console.print(f"[green]report[/] {path}  (summary: {path.parent / 'summary.json'})")
 
 
