@@ -18,7 +18,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from servecast.analytics import latency, plots
+from servecast.analytics import interactive, latency, plots
 from servecast.analytics.characterize import characterize, characterize_llm, latency_window
 from servecast.analytics.report import write_report
 from servecast.cli import main
@@ -166,3 +166,37 @@ def test_latency_figures(store):
     slo = latency.slo_attainment(store, "served", {"ttft_s": 1.0}, bin_s=300.0)
     fig = plots.slo_series(windows=slo, limits="ttft_s <= 1000 ms")
     assert len(fig.axes[0].get_lines()[0].get_xdata()) == slo.height
+
+
+def test_interactive_latency_charts(store):
+    win = latency.latency_percentiles(store, "served", bin_s=300.0)
+    spec = interactive.latency_series(windows=win).to_dict()
+    assert spec["encoding"]["y"]["scale"]["type"] == "log"
+    groups = latency.latency_vs_load(store, "served", bins=4)
+    chart = interactive.latency_vs_load(groups=groups, xlabel="requests in flight")
+    assert len(chart.data) == 2 * groups.height  # p50 and p99 per metric and bin
+    slo = latency.slo_attainment(store, "served", {"ttft_s": 1.0}, bin_s=300.0)
+    assert len(interactive.slo_series(windows=slo, limits="TTFT <= 1000 ms").data) == \
+        slo.height
+
+
+def test_dashboard_latency_page(db, monkeypatch, store):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SERVECAST_DB", str(db))
+    page = Path(__file__).resolve().parents[1] / "app" / "pages" / "7_Latency.py"
+    at = AppTest.from_file(str(page), default_timeout=600)
+    at.run()
+    at.selectbox(key="trace").select("served").run()
+    assert not at.exception and not at.error
+    titles = {json.loads(c.proto.spec)["title"] for c in at.get("vega_lite_chart")}
+    assert {"Latency percentiles over time", "Latency against requests in flight at arrival",
+            "SLO attainment (TTFT <= 500 ms, TPOT <= 50 ms)"} <= titles
+    want = latency.slo_attainment(store, "served", {"ttft_s": 0.5, "tpot_s": 0.05})
+    shown = {m.label: m.value for m in at.metric}
+    assert float(shown["SLO attainment"]) == pytest.approx(want["attainment"].item(), abs=5e-3)
+    at.number_input(key="slo_ttft_s").set_value(5000.0).run()  # a looser TTFT limit
+    assert float({m.label: m.value for m in at.metric}["SLO attainment"]) > \
+        float(shown["SLO attainment"])
+    at.selectbox(key="trace").select("code").run()
+    assert not at.exception and "no latency columns" in at.info[0].value
