@@ -144,3 +144,26 @@ def test_length_distributions_per_segment_figure(store):
     assert [len(ax.get_lines()) for ax in fig.axes] == [1, 1]
     fig = plots.lengths_by_segment(prompt=prompt, output=output)
     assert sorted(ln.get_label() for ln in fig.axes[0].get_lines()) == ["ChatGPT", "GPT-4"]
+
+
+def test_traces_page_warns_instead_of_fitting_quantized_timestamps(store, monkeypatch,
+                                                                   tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    store.con.execute("CHECKPOINT")  # the page opens a copy read-only: one writer per file
+    shutil.copyfile(store.path, tmp_path / "copy.duckdb")
+    monkeypatch.setenv("SERVECAST_DB", str(tmp_path / "copy.duckdb"))
+    page = Path(__file__).resolve().parents[1] / "app" / "pages" / "1_Traces.py"
+    at = AppTest.from_file(str(page), default_timeout=600)
+    at.run()
+    at.selectbox(key="trace").select("mooncake").run()
+    assert not at.exception and not at.error
+    assert any("timestamps are quantized" in w.value for w in at.warning)
+    ccdf = "Inter-arrival time: empirical vs fitted (CCDF)"
+    assert not any(ccdf in c.proto.spec for c in at.get("vega_lite_chart"))
+    at.selectbox(key="trace").select("conv").run()
+    assert not at.warning
+    assert any(ccdf in c.proto.spec for c in at.get("vega_lite_chart"))
