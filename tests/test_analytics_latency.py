@@ -200,3 +200,23 @@ def test_dashboard_latency_page(db, monkeypatch, store):
         float(shown["SLO attainment"])
     at.selectbox(key="trace").select("code").run()
     assert not at.exception and "no latency columns" in at.info[0].value
+
+
+def test_a_real_aiperf_run_is_characterized(tmp_path):
+    """AIPerf 0.13.0's own per-request export (tests/data/bench, a run against the loopback
+    stub that fails every 5th request), ingested by the aiperf reader."""
+    src = Path(__file__).parent / "data" / "bench" / "aiperf_profile_export.jsonl"
+    records = [json.loads(x) for x in src.read_text().splitlines()]
+    ok = [r["metrics"] for r in records if "time_to_first_token" in r["metrics"]]
+    with Store(tmp_path / "a.duckdb") as s:
+        s.ingest("aiperf", [src], trace="aiperf")
+        summary = characterize(s, "aiperf", slo={"ttft_s": 0.05})
+    lat = summary["latency"]
+    assert {"ttft_s", "tpot_s", "elapsed_s"} <= set(lat["metrics"])
+    ttft = next(r for r in lat["overall"] if r["metric"] == "ttft_s")
+    assert ttft["n"] == len(ok)
+    assert ttft["p50"] == pytest.approx(
+        np.percentile([m["time_to_first_token"]["value"] / 1000 for m in ok], 50))
+    good = sum(m["time_to_first_token"]["value"] <= 50 for m in ok)
+    assert lat["slo"]["overall"]["good"] == good
+    assert lat["slo"]["overall"]["requests"] == len(records)
