@@ -169,7 +169,7 @@ def test_guidellm_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path
             assert near(t["prompt_tokens"], r["input_length"])
 
 
-def test_vllm_custom_dataset(store, tmp_path):
+def test_vllm_custom_dataset(store, tools_python, tokenizer_dir, tmp_path):
     conv, n = exports.export_trace(head(store, "conv", 200), None, "vllm-custom",
                                    tmp_path / "conv.jsonl")
     # read as vLLM's CustomDataset does: pandas JSON lines, a 'prompt' column, integer
@@ -180,6 +180,12 @@ def test_vllm_custom_dataset(store, tmp_path):
     assert got["output_tokens"].tolist() == want["output_tokens"].to_list()
     assert count_tokens(got["prompt"].tolist()) == want["prompt_tokens"].to_list()
     assert got["prompt"].nunique() == 200
+    # GuideLLM reads the same file with a column mapping (prompt, output_tokens)
+    gl = run_loader(tools_python, "guidellm-columns", tokenizer_dir, conv)
+    assert (gl["rows"], gl["text_column"], gl["output_column"]) == (200, "prompt",
+                                                                     "output_tokens")
+    assert gl["output_tokens"] == want["output_tokens"].to_list()
+    assert gl["prompt_chars"] == got["prompt"].str.len().tolist()
     # a trace with text keeps it; one with block ids keeps its shared prefixes as text
     sg, _ = exports.export_trace(store, "sg", "vllm-custom", tmp_path / "sg.jsonl")
     texts = store.sql("SELECT prompt_text FROM llm_requests WHERE trace = 'sg' "

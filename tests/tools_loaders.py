@@ -3,6 +3,7 @@ exported files with the tools' own dataset loaders and print what they read, as 
 
     python tools_loaders.py aiperf TOKENIZER_DIR FILE
     python tools_loaders.py guidellm TOKENIZER_DIR FILE [CONVERSATION_ID_COLUMN]
+    python tools_loaders.py guidellm-columns TOKENIZER_DIR FILE
 
 aiperf: `MooncakeTraceDatasetLoader.load_dataset` parses and validates every line (the
 pydantic `MooncakeTrace` model) and groups sessions; `convert_to_conversations` then builds
@@ -10,6 +11,9 @@ the prompts from the hash ids for the first sessions holding at most 9 turns (AI
 10 or more in worker processes, which look the tokenizer up in the Hugging Face cache).
 guidellm: `TraceDatasetDeserializer` with `kind: mooncake` over a `json_file` source, every
 row iterated (each validated: ceil(input_length / 512) hash ids, non-negative counts).
+guidellm-columns: a plain JSONL file (the vLLM custom dataset) read by GuideLLM's `json_file`
+deserializer and resolved by its `GenerativeColumnMapper` with the mapping a user passes
+(`prompt` -> text, `output_tokens` -> output token count).
 Prompt lengths are counted with the given tokenizer (the loaders' own)."""
 
 from __future__ import annotations
@@ -70,6 +74,26 @@ def guidellm(tokenizer_dir: str, path: str, conversation_column: str | None = No
     return {"turns": turns}
 
 
+def guidellm_columns(tokenizer_dir: str, path: str) -> dict:
+    from guidellm.data.deserializers.deserializer import DatasetDeserializerFactory
+    from guidellm.data.preprocessors.mappers import GenerativeColumnMapper
+    from guidellm.schemas.data.deserializers.file import FileDataArgs
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ds = DatasetDeserializerFactory.deserialize(
+        config=FileDataArgs(kind="json_file", path=path), processor_factory=lambda: tok,
+        random_seed=0)
+    mapping = GenerativeColumnMapper.datasets_mappings(
+        [ds], {"text_column": "prompt", "output_tokens_count_column": "output_tokens"})
+    text = mapping[("text_column", 0)][0][1]
+    out = mapping[("output_tokens_count_column", 0)][0][1]
+    return {"rows": len(ds), "text_column": text, "output_column": out,
+            "output_tokens": list(ds[out]),
+            "prompt_chars": [len(x) for x in ds[text]]}
+
+
 if __name__ == "__main__":
     tool, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"aiperf": aiperf, "guidellm": guidellm}[tool](*args)))
+    print(json.dumps({"aiperf": aiperf, "guidellm": guidellm,
+                      "guidellm-columns": guidellm_columns}[tool](*args)))
