@@ -140,15 +140,19 @@ def periodic_profile(src, trace: str | None = None, period: str = "day") -> pl.D
 def timestamp_quantization(src, trace: str | None = None, n: int = 200_000,
                            max_zero_share: float = 0.1) -> dict:
     """Whether arrival times are quantized (logged in batches or at a coarse resolution),
-    which makes continuous inter-arrival fits meaningless.
+    which makes continuous inter-arrival fits meaningless: `gap_quantization` of the
+    trace's inter-arrival gaps (a seeded sample of `n`).
+    Mooncake's conversation trace: 90% of gaps are 0, positive ones 3 s apart."""
+    return gap_quantization(interarrival_sample(src, trace, n), max_zero_share)
 
-    zero_gap_share: share of gaps that are exactly 0 (same timestamp). grid_s: the step the
-    positive gaps sit on (s): the smallest positive gap, when at least 90% of the positive
-    gaps are within 2% of a multiple of it (None otherwise); grid_share: that share.
-    quantized: zero_gap_share >= `max_zero_share`; message: what that means, else None.
-    Mooncake's conversation trace: 90% of gaps are 0, positive ones 3 s apart.
-    """
-    g = interarrival_sample(src, trace, n)
+
+def gap_quantization(gaps: np.ndarray, max_zero_share: float = 0.1) -> dict:
+    """Quantization of inter-arrival `gaps` (s). zero_gap_share: share of gaps that are
+    exactly 0 (same timestamp). grid_s: the step the positive gaps sit on: the smallest
+    positive gap, when at least 90% of the positive gaps are within 2% of a multiple of it
+    (None otherwise); grid_share: that share. quantized: zero_gap_share >= `max_zero_share`;
+    message: what that means, else None."""
+    g = np.asarray(gaps, dtype=float)
     pos = g[g > 0]
     zero = float((g == 0).mean()) if g.size else 0.0
     grid, share = None, None
@@ -188,4 +192,5 @@ def interarrival_fits(src, trace: str | None = None, n: int = 200_000) -> pl.Dat
 
 
 __all__ = ["burstiness", "rate_series", "weekly_profile", "periodic_profile",
-           "timestamp_quantization", "interarrival_sample", "interarrival_fits", "Source"]
+           "timestamp_quantization", "gap_quantization", "interarrival_sample",
+           "interarrival_fits", "Source"]

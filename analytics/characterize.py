@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from servecast.analytics import arrivals, failures, latency, lengths, prefix_cache, sessions
+from servecast.analytics.fits import fit_all
 from servecast.analytics.source import source
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.store import Store
@@ -89,10 +91,10 @@ def characterize_llm(store: Store, trace: str, sample: int = 200_000,
     out: dict[str, Any] = {"trace": trace, "kind": "llm",
                            "requests": s.scalar("SELECT count(*) FROM t")}
     if s.has_values("arrival_s"):
-        quant = arrivals.timestamp_quantization(s, n=sample)
-        fits = arrivals.interarrival_fits(s, n=sample)
-        if quant["quantized"]:
-            fits = fits.clear()  # a continuous fit to tied timestamps would mislead
+        gaps = arrivals.interarrival_sample(s, n=sample)  # one sample for both
+        quant = arrivals.gap_quantization(gaps)
+        # a continuous fit to tied timestamps would mislead
+        fits = fit_all(np.empty(0) if quant["quantized"] else gaps)
         out["arrivals"] = {
             "overall": arrivals.burstiness(s).row(0, named=True),
             "segments": arrivals.burstiness(s, by_segment=True),

@@ -82,6 +82,13 @@ def test_quantization_is_detected_at_any_resolution(store):
                             FROM llm_requests WHERE trace = 'conv'""")
     q = arrivals.timestamp_quantization(fine, max_zero_share=0.1)
     assert not q["quantized"] and q["message"] is None
+    # the same test on gaps given directly: a 2 s batching grid with jitter
+    rng = np.random.default_rng(0)
+    gaps = np.where(rng.random(5000) < 0.7, 0.0, 2.0 * rng.integers(1, 4, 5000)
+                    + rng.uniform(-0.01, 0.01, 5000))
+    q = arrivals.gap_quantization(gaps=gaps, max_zero_share=0.5)
+    assert q["quantized"] and q["grid_s"] == pytest.approx(2.0, abs=0.011)
+    assert not arrivals.gap_quantization(rng.exponential(1.0, 5000))["quantized"]
 
 
 def test_per_model_lengths_match_the_source_file(store, data):
