@@ -114,6 +114,65 @@ def weekly_profile(src, trace: str | None = None) -> pl.DataFrame:
         FROM seen LEFT JOIN c USING (day, hour) ORDER BY day, hour""")
 
 
+def periodic_profile(src, trace: str | None = None, period: str = "day") -> pl.DataFrame:
+    """Mean request rate by hour of day (`period="day"`) or by day of week (`"week"`),
+    counted from the trace start (timestamps are relative), averaged over the periods the
+    trace covers: the BurstGPT paper's daily and weekly patterns.
+
+    Columns: slot (hour 0-23 or day 0-6), seen (how many such hours / days the span
+    covers), requests, rate_per_s. A slot the span never reaches is left out."""
+    if period not in ("day", "week"):
+        raise ValueError(f"unknown period {period!r}; use day or week")
+    slot_s, slots = (3600, 24) if period == "day" else (86400, 7)
+    s = source(src, trace, "llm_requests")
+    span = s.scalar("SELECT max(arrival_s) - min(arrival_s) FROM t") or 0.0
+    return s.sql(f"""
+        WITH c AS (SELECT floor((arrival_s - (SELECT min(arrival_s) FROM t)) / {slot_s})::BIGINT
+                          % {slots} AS slot, count(*) AS requests
+                   FROM t WHERE arrival_s IS NOT NULL GROUP BY ALL),
+        seen AS (SELECT k % {slots} AS slot, count(*) AS seen
+                 FROM range({int(span // slot_s) + 1}) r(k) GROUP BY ALL)
+        SELECT slot, seen, coalesce(requests, 0) AS requests,
+               coalesce(requests, 0) / (seen * {slot_s}.0) AS rate_per_s
+        FROM seen LEFT JOIN c USING (slot) ORDER BY slot""")
+
+
+def timestamp_quantization(src, trace: str | None = None, n: int = 200_000,
+                           max_zero_share: float = 0.1) -> dict:
+    """Whether arrival times are quantized (logged in batches or at a coarse resolution),
+    which makes continuous inter-arrival fits meaningless: `gap_quantization` of the
+    trace's inter-arrival gaps (a seeded sample of `n`).
+    Mooncake's conversation trace: 90% of gaps are 0, positive ones 3 s apart."""
+    return gap_quantization(interarrival_sample(src, trace, n), max_zero_share)
+
+
+def gap_quantization(gaps: np.ndarray, max_zero_share: float = 0.1) -> dict:
+    """Quantization of inter-arrival `gaps` (s). zero_gap_share: share of gaps that are
+    exactly 0 (same timestamp). grid_s: the step the positive gaps sit on: the smallest
+    positive gap, when at least 90% of the positive gaps are within 2% of a multiple of it
+    (None otherwise); grid_share: that share. quantized: zero_gap_share >= `max_zero_share`;
+    message: what that means, else None."""
+    g = np.asarray(gaps, dtype=float)
+    pos = g[g > 0]
+    zero = float((g == 0).mean()) if g.size else 0.0
+    grid, share = None, None
+    if pos.size >= 10:
+        step = float(pos.min())
+        ratio = pos / step
+        share = float((np.abs(ratio - np.rint(ratio)) <= 0.02).mean())
+        grid = step if share >= 0.9 else None
+    out = {"gaps": int(g.size), "zero_gap_share": zero, "grid_s": grid, "grid_share": share,
+           "quantized": bool(g.size and zero >= max_zero_share), "message": None}
+    if out["quantized"]:
+        on = f" on a {grid:.4g} s grid" if grid is not None else ""
+        out["message"] = (
+            f"timestamps are quantized: {zero:.0%} of inter-arrival gaps are 0 (requests "
+            f"logged in batches{on}); continuous inter-arrival fits (exponential, gamma, "
+            "Weibull, lognormal) do not apply and are not reported. Use the request counts "
+            "per bin (index of dispersion, peak-to-mean) instead.")
+    return out
+
+
 def interarrival_sample(src, trace: str | None = None, n: int = 200_000,
                         seed: int = 0) -> np.ndarray:
     """Inter-arrival gaps (s) of the whole trace; a seeded uniform sample of `n` when larger."""
@@ -132,5 +191,6 @@ def interarrival_fits(src, trace: str | None = None, n: int = 200_000) -> pl.Dat
     return fit_all(interarrival_sample(src, trace, n))
 
 
-__all__ = ["burstiness", "rate_series", "weekly_profile", "interarrival_sample",
+__all__ = ["burstiness", "rate_series", "weekly_profile", "periodic_profile",
+           "timestamp_quantization", "gap_quantization", "interarrival_sample",
            "interarrival_fits", "Source"]

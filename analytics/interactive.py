@@ -107,6 +107,34 @@ def failure_vs_load(groups: pl.DataFrame) -> alt.Chart:
                  x_title="requests per minute (decile mean)", y_title="failed share")
 
 
+def latency_series(windows: pl.DataFrame) -> alt.Chart:
+    """p50 / p90 / p99 of each latency metric per window (latency.latency_percentiles with
+    bin_s) against minutes since the trace start, one line per metric and percentile, log y."""
+    df = windows.unpivot(["p50", "p90", "p99"], index=["t_s", "metric", "n"],
+                         variable_name="q", value_name="seconds").with_columns(
+        (pl.col("metric") + " " + pl.col("q")).alias("series"),
+        (pl.col("t_s") / 60).alias("t_min")).filter(pl.col("seconds") > 0)
+    return lines(df.drop("q"), "t_min", "seconds", title="Latency percentiles over time",
+                 x_title="time since trace start (min)", y_title="seconds", series="series",
+                 y_log=True, points=False)
+
+
+def latency_vs_load(groups: pl.DataFrame, xlabel: str) -> alt.Chart:
+    """p50 and p99 of each latency metric per load bin (latency.latency_vs_load), log y."""
+    df = groups.unpivot(["p50", "p99"], index=["metric", "bin", "load_mean", "n"],
+                        variable_name="q", value_name="seconds").with_columns(
+        (pl.col("metric") + " " + pl.col("q")).alias("series")).filter(pl.col("seconds") > 0)
+    return lines(df.drop("q"), "load_mean", "seconds", title=f"Latency against {xlabel}",
+                 x_title=xlabel, y_title="seconds", series="series", y_log=True)
+
+
+def slo_series(windows: pl.DataFrame, limits: str) -> alt.Chart:
+    """SLO attainment per window (latency.slo_attainment with bin_s)."""
+    df = windows.with_columns((pl.col("t_s") / 60).alias("t_min"))
+    return lines(df, "t_min", "attainment", title=f"SLO attainment ({limits})",
+                 x_title="time since trace start (min)", y_title="share meeting the SLO")
+
+
 def interarrival_ccdf(gaps: np.ndarray, fits: pl.DataFrame) -> alt.Chart:
     """Empirical CCDF of positive inter-arrival gaps (points, at most ~2000) with the fitted
     families' CCDFs (lines, labelled with their KS distance), log-log."""

@@ -38,18 +38,61 @@ def length_quantiles(src, trace: str | None = None) -> pl.DataFrame:
 
 
 def length_histogram(src, trace: str | None = None, field: str = "prompt_tokens",
-                     bins_per_decade: int = 10) -> pl.DataFrame:
+                     bins_per_decade: int = 10, by: str | None = None) -> pl.DataFrame:
     """Log-binned histogram of `field`: lo, hi (tokens, [lo, hi)), count, share. Zero
-    lengths get their own bin [0, 1)."""
+    lengths get their own bin [0, 1). With `by` ("model" or "log_type") one histogram per
+    value of that column (first column `segment`, NULL as "(none)"), shares within it."""
     f = _field(field)
+    seg = _segment(by)
     s = source(src, trace, "llm_requests")
     b = bins_per_decade
+    sel, key = (f"coalesce({seg}, '(none)') AS segment, ", "segment, ") if seg else ("", "")
+    part = "PARTITION BY segment" if seg else ""
     return s.sql(f"""
-        SELECT CASE WHEN k < 0 THEN 0 ELSE 10 ^ (k / {b}) END AS lo,
+        SELECT {key}CASE WHEN k < 0 THEN 0 ELSE 10 ^ (k / {b}) END AS lo,
                CASE WHEN k < 0 THEN 1 ELSE 10 ^ ((k + 1) / {b}) END AS hi,
-               count(*) AS count, count(*) / sum(count(*)) OVER () AS share
-        FROM (SELECT CASE WHEN {f} <= 0 THEN -1 ELSE floor(log10({f}) * {b}) END AS k FROM t)
-        GROUP BY k ORDER BY k""")
+               count(*) AS count, count(*) / sum(count(*)) OVER ({part}) AS share
+        FROM (SELECT {sel}CASE WHEN {f} <= 0 THEN -1 ELSE floor(log10({f}) * {b}) END AS k
+              FROM t)
+        GROUP BY {key}k ORDER BY {key}k""")
+
+
+def _segment(by: str | None) -> str | None:
+    if by not in (None, "model", "log_type"):
+        raise ValueError(f"unknown segment column {by!r}; use model or log_type")
+    return by
+
+
+def length_quantiles_by(src, trace: str | None = None, by: str = "model") -> pl.DataFrame:
+    """Per-model (or per-log-type, `by="log_type"`) length distribution, the BurstGPT
+    paper's per-model view: one row per (segment, field) with requests, mean, p10, p50,
+    p90, p99 and max (tokens), segments by descending request count."""
+    seg = _segment(by)
+    s = source(src, trace, "llm_requests")
+    parts = []
+    for f in FIELDS:
+        qs = ", ".join(f"quantile_cont({f}, {q}) AS p{round(q * 100)}"
+                       for q in (0.1, 0.5, 0.9, 0.99))
+        parts.append(f"SELECT coalesce({seg}, '(none)') AS segment, '{f}' AS field, "
+                     f"count(*) AS requests, avg({f}) AS mean, {qs}, max({f})::DOUBLE AS max "
+                     "FROM t GROUP BY ALL")
+    return s.sql(" UNION ALL ".join(parts)).sort(
+        [pl.col("requests").sum().over("segment"), "segment", "field"],
+        descending=[True, False, False])
+
+
+def rank_frequency(src, trace: str | None = None, field: str = "prompt_tokens",
+                   max_rank: int = 10_000) -> pl.DataFrame:
+    """Zipf rank-frequency view of `field`: the distinct positive lengths by descending
+    frequency (ties by length), columns rank (1 = most frequent), tokens, count, share;
+    the first `max_rank` ranks. `zipf_tail` fits the slope of log count on log rank."""
+    f = _field(field)
+    s = source(src, trace, "llm_requests")
+    return s.sql(f"""
+        SELECT row_number() OVER (ORDER BY c DESC, v) AS rank, v AS tokens, c AS count,
+               c / sum(c) OVER () AS share
+        FROM (SELECT {f} AS v, count(*) AS c FROM t WHERE {f} > 0 GROUP BY v)
+        ORDER BY rank LIMIT {int(max_rank)}""")
 
 
 def zipf_tail(src, trace: str | None = None, field: str = "prompt_tokens",

@@ -85,6 +85,106 @@ def length_histograms(prompt: pl.DataFrame, output: pl.DataFrame) -> Figure:
     return fig
 
 
+def lengths_by_segment(prompt: pl.DataFrame, output: pl.DataFrame, top: int = 6) -> Figure:
+    """Prompt and output length distributions per segment (frames from
+    lengths.length_histogram with `by`), the `top` segments by requests, one panel each."""
+    fig, axes = figure(1, 2, figsize=(SIZE[0] * 1.4, SIZE[1]), layout="constrained",
+                       sharey=True)
+    for ax, df, label in ((axes[0], prompt, "prompt"), (axes[1], output, "output")):
+        sizes = df.group_by("segment").agg(pl.col("count").sum()).sort("count",
+                                                                         descending=True)
+        for seg in sizes["segment"].head(top).to_list():
+            d = df.filter(pl.col("segment") == seg)
+            ax.step(np.maximum(d["lo"].to_numpy(), 0.5), d["share"].to_numpy(), where="post",
+                    label=seg)
+        ax.set_xscale("log")
+        ax.set_title(f"{label} tokens per segment", fontsize=10)
+        ax.set_xlabel("tokens")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the segment's requests")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def rank_frequency(prompt: pl.DataFrame, output: pl.DataFrame,
+                   exponents: tuple[float | None, float | None]) -> Figure:
+    """Zipf rank-frequency of prompt and output lengths (lengths.rank_frequency) on log-log
+    axes, labelled with the fitted exponents (lengths.zipf_tail)."""
+    fig, ax = _fig("Rank-frequency of lengths (Zipf)")
+    for df, label, s in ((prompt, "prompt", exponents[0]), (output, "output", exponents[1])):
+        if df.height:
+            tag = f" (s = {s:.2f})" if s is not None else ""
+            ax.loglog(df["rank"].to_numpy(), df["count"].to_numpy(), ".", ms=2,
+                      label=label + tag)
+    ax.set_xlabel("rank of the length value")
+    ax.set_ylabel("requests with that length")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def periodic_profiles(profiles: dict[str, pl.DataFrame]) -> Figure:
+    """Mean rate by hour of day and by day of week (arrivals.periodic_profile), one panel
+    per period present in `profiles` ("day", "week")."""
+    fig, axes = figure(1, len(profiles), figsize=(SIZE[0] * 1.2, SIZE[1]),
+                       layout="constrained", squeeze=False)
+    for ax, (period, df) in zip(axes[0], profiles.items(), strict=True):
+        ax.bar(df["slot"].to_numpy(), df["rate_per_s"].to_numpy())
+        ax.set_title("by hour of day" if period == "day" else "by day of week", fontsize=10)
+        ax.set_xlabel("hour since the start of day" if period == "day"
+                      else "day since the trace start (mod 7)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean requests / s")
+    return fig
+
+
+def latency_series(windows: pl.DataFrame) -> Figure:
+    """p50 / p90 / p99 of each latency metric per window (latency.latency_percentiles with
+    bin_s), one panel per metric, log y."""
+    metrics = windows["metric"].unique(maintain_order=True).to_list()
+    fig, axes = figure(1, len(metrics), figsize=(SIZE[0] * 1.4, SIZE[1]),
+                       layout="constrained", squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        d = windows.filter(pl.col("metric") == m)
+        for q in ("p50", "p90", "p99"):
+            ax.plot(d["t_s"].to_numpy() / 60, d[q].to_numpy(), lw=0.9, label=q)
+        ax.set_yscale("log")
+        ax.set_title(m, fontsize=10)
+        ax.set_xlabel("time since trace start (min)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("seconds")
+    axes[0][-1].legend(fontsize=7)
+    return fig
+
+
+def latency_vs_load(groups: pl.DataFrame, xlabel: str) -> Figure:
+    """p50 / p90 / p99 of each latency metric per load bin (latency.latency_vs_load)."""
+    fig, ax = _fig("Latency against load (p50 solid, p99 dashed)")
+    for m in groups["metric"].unique(maintain_order=True).to_list():
+        d = groups.filter(pl.col("metric") == m)
+        line, = ax.plot(d["load_mean"].to_numpy(), d["p50"].to_numpy(), "o-", ms=3, label=m)
+        ax.plot(d["load_mean"].to_numpy(), d["p99"].to_numpy(), "--", color=line.get_color())
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def slo_series(windows: pl.DataFrame, limits: str) -> Figure:
+    """SLO attainment and goodput per window (latency.slo_attainment with bin_s)."""
+    fig, ax = _fig(f"SLO attainment ({limits})")
+    t = windows["t_s"].to_numpy() / 60
+    ax.plot(t, windows["attainment"].to_numpy(), lw=1.0, label="attainment")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("time since trace start (min)")
+    ax.set_ylabel("share of requests meeting the SLO")
+    ax2 = ax.twinx()
+    ax2.plot(t, windows["goodput_rps"].to_numpy(), lw=0.8, color="tab:orange",
+             label="goodput")
+    ax2.set_ylabel("goodput (req/s)")
+    return fig
+
+
 def conditional_output(cond: pl.DataFrame) -> Figure:
     """Output p10/p50/p90 per prompt-length bin (lengths.conditional_output)."""
     fig, ax = _fig("Output length given prompt length (p10 / p50 / p90)")

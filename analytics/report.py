@@ -55,6 +55,8 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     arr = summary.get("arrivals")
     if arr:
         o = arr["overall"]
+        if arr["quantization"]["quantized"]:
+            keys.append(("warning", arr["quantization"]["message"]))
         keys += [("span (s)", o["span_s"]), ("mean rate (req/s)", o["rate_per_s"]),
                  ("inter-arrival CV", o["cv"]), ("burstiness B", o["burstiness_b"]),
                  ("index of dispersion 1 / 10 / 60 s",
@@ -85,18 +87,23 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     tables.append(_table("Length quantiles (tokens)", quant))
     if arr:
         fits = pl.DataFrame(arr["interarrival_fits"])
-        tables.append(_table("Inter-arrival fits (MLE)", fits))
+        if fits.height:
+            tables.append(_table("Inter-arrival fits (MLE)", fits))
         if len(arr["segments"]) > 1:
             tables.append(_table("Arrivals per segment", pl.DataFrame(arr["segments"])))
         span = arr["overall"]["span_s"] or 0.0
         b = _rate_bin(span)
         figs.append(("Request rate over time", plots.rate_series(
             arrivals.rate_series(s, bin_s=b), b)))
-        figs.append(("Inter-arrival CCDF with MLE fits", plots.interarrival_ccdf(
+        figs.append(("Inter-arrival CCDF" + (" with MLE fits" if fits.height else
+                                             " (quantized: no fits)"), plots.interarrival_ccdf(
             arrivals.interarrival_sample(s, n=50_000), fits)))
         prof = arrivals.weekly_profile(s)
         if prof.height:
             figs.append(("Rate by day and hour", plots.weekly_heatmap(prof)))
+        if arr["patterns"]:
+            figs.append(("Daily and weekly patterns", plots.periodic_profiles(
+                {k: pl.DataFrame(v) for k, v in arr["patterns"].items()})))
         if summary["failures"]["failed"]:
             fb = 3600.0 if span > 6 * 3600 else 60.0
             figs.append(("Failure rate over time",
@@ -106,10 +113,24 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     figs.append(("Prompt and output length distributions", plots.length_histograms(
         lengths.length_histogram(s, field="prompt_tokens"),
         lengths.length_histogram(s, field="output_tokens"))))
+    for by in ("model", "log_type"):
+        if f"by_{by}" in summary["lengths"]:
+            tables.append(_table(f"Lengths per {by} (tokens)",
+                                 pl.DataFrame(summary["lengths"][f"by_{by}"])))
+            figs.append((f"Length distributions per {by}", plots.lengths_by_segment(
+                lengths.length_histogram(s, field="prompt_tokens", by=by),
+                lengths.length_histogram(s, field="output_tokens", by=by))))
+    figs.append(("Zipf rank-frequency of lengths", plots.rank_frequency(
+        lengths.rank_frequency(s, field="prompt_tokens"),
+        lengths.rank_frequency(s, field="output_tokens"),
+        (summary["lengths"]["prompt_tail"]["zipf_exponent"],
+         summary["lengths"]["output_tail"]["zipf_exponent"]))))
     cond = lengths.conditional_output(s)
     if cond.height:
         figs.append(("Output length conditional on prompt length",
                      plots.conditional_output(cond)))
+    if "latency" in summary:
+        _latency_views(summary["latency"], keys, tables, figs)
     if "sessions" in summary:
         figs.append(("Sessions: turns and prompt growth", plots.turns_and_growth(
             sessions.turns_distribution(s), sessions.prompt_growth(s))))
@@ -119,6 +140,29 @@ def _llm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
         figs.append(("Prefix cache hit ratio vs capacity",
                      plots.lru_hit_ratio(lru, summary["prefix_reuse"]["reuse_share"])))
     return keys, tables, figs
+
+
+def _latency_views(lat: dict, keys: list, tables: list, figs: list) -> None:
+    overall = pl.DataFrame(lat["overall"])
+    for r in overall.iter_rows(named=True):
+        keys.append((f"{r['metric']} p50 / p90 / p99 (s)", [r["p50"], r["p90"], r["p99"]]))
+    tables.append(_table("Latency percentiles (s, successful requests)", overall))
+    figs.append((f"Latency percentiles per {lat['window_s']:g} s window",
+                 plots.latency_series(pl.DataFrame(lat["windows"]))))
+    if "vs_concurrency" in lat:
+        figs.append(("Latency against concurrency", plots.latency_vs_load(
+            pl.DataFrame(lat["vs_concurrency"]), "requests in flight at arrival")))
+    figs.append(("Latency against arrival rate", plots.latency_vs_load(
+        pl.DataFrame(lat["vs_rate"]), f"arrival rate of the {lat['window_s']:g} s window "
+        "(req/s)")))
+    if "slo" in lat:
+        o = lat["slo"]["overall"]
+        limits = ", ".join(f"{m} <= {v * 1000:g} ms" for m, v in lat["slo"]["limits_s"].items())
+        keys += [(f"SLO attainment ({limits})", o["attainment"]),
+                 ("goodput (req/s, output tokens/s)",
+                  [o["goodput_rps"], o["goodput_tokens_per_s"]])]
+        figs.append(("SLO attainment over time", plots.slo_series(
+            pl.DataFrame(lat["slo"]["windows"]), limits)))
 
 
 def _cluster(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
@@ -192,10 +236,12 @@ def _vm(store: Store, trace: str, summary: dict) -> tuple[list, list, list]:
     return keys, tables, figs
 
 
-def write_report(store: Store, trace: str, out_dir: str | Path) -> Path:
-    """Write `<out_dir>/<trace>.html` and `<out_dir>/summary.json`; returns the HTML path."""
+def write_report(store: Store, trace: str, out_dir: str | Path,
+                 slo: dict[str, float] | None = None) -> Path:
+    """Write `<out_dir>/<trace>.html` and `<out_dir>/summary.json`; returns the HTML path.
+    `slo`: latency limits (metric column -> s) for the SLO attainment and goodput views."""
     kind = trace_kind(store, trace)
-    summary = characterize(store, trace)
+    summary = characterize(store, trace, slo=slo)
     build = {"llm": _llm, "cluster": _cluster, "vm": _vm}[kind]
     keys, tables, figs = build(store, trace, summary)
     out = Path(out_dir)

@@ -12,6 +12,12 @@ Model (JSON-serializable, `WorkloadModel`):
 - segments: model x log_type shares (assigned independently of lengths).
 - prefix reuse (Mooncake-style sources): quantiles of the share of a request's leading
   blocks already seen; sampled requests copy that many leading blocks of a recent request.
+- sessions (sources with session ids and arrival times): quantiles of turns per session
+  and of the time between a session's turns (s). The sampled arrivals are dealt to
+  sessions: an arrival continues the session whose next turn is due longest ago, else opens
+  a new one with a sampled number of turns; the arrival process itself is unchanged.
+
+Written with `exports.write_requests` (Mooncake JSONL, vLLM custom dataset, BurstGPT CSV).
 
 Rate scale X divides every gap by X: the mean rate becomes X times the source's, the CV and
 the window shape stay.
@@ -19,6 +25,7 @@ the window shape stay.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -28,11 +35,10 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special, stats
 
+from servecast.analytics.exports import BLOCK_TOKENS
 from servecast.analytics.source import source
 from servecast.errors import DataFileError, InvalidInputError
 
-FORMATS = ("burstgpt", "mooncake", "jsonl")
-BLOCK_TOKENS = 512  # Mooncake prefix block size (tokens)
 MIN_WINDOW_GAPS = 10  # fewer gaps than this: the window borrows the trace-wide CV
 
 
@@ -58,6 +64,8 @@ class WorkloadModel:
     output_quantiles: list[list[float]]  # one list per prompt-rank bin
     segments: list[dict] = field(default_factory=list)  # {model, log_type, share}
     reuse_quantiles: list[float] | None = None  # leading reused block share, 101 points
+    session_turns: list[float] | None = None  # turns per session, 101 quantiles
+    think_s: list[float] | None = None  # s between a session's consecutive turns, 101 q.
 
     @property
     def span_s(self) -> float:
@@ -118,7 +126,11 @@ def gap_distribution(mean: float, cv: float, dist: str):
 
 
 # -- fitting ---------------------------------------------------------------------------------
-def _fit_windows(s, window_s: float) -> list[Window]:
+def fit_windows(src, trace: str | None = None, window_s: float = 600.0) -> list[Window]:
+    """Per-window arrival parameters of a trace (see module docstring): rate, gap CV and
+    the family (gamma or Weibull moment-matched to them) that fits the window's gaps best
+    by KS; windows with fewer than MIN_WINDOW_GAPS gaps borrow the trace-wide CV."""
+    s = source(src, trace, "llm_requests")
     gaps = s.sql(f"""
         SELECT floor((arrival_s - (SELECT min(arrival_s) FROM t)) / {window_s})::BIGINT AS k,
                arrival_s - lag(arrival_s) OVER (ORDER BY arrival_s, request_id) AS gap
@@ -176,6 +188,23 @@ def _fit_reuse(s) -> list[float] | None:
     return [float(v) for v in np.quantile(share, np.linspace(0, 1, 101))]
 
 
+def _fit_sessions(s) -> tuple[list[float] | None, list[float] | None]:
+    """(turns-per-session quantiles, inter-turn gap quantiles in s), or Nones without
+    sessions or arrival times."""
+    if not (s.has_values("session_id") and s.has_values("arrival_s")):
+        return None, None
+    q = np.linspace(0, 1, 101)
+    per = s.sql("SELECT count(*) AS turns FROM t WHERE session_id IS NOT NULL "
+                "GROUP BY session_id")["turns"].to_numpy()
+    gaps = s.sql("""
+        SELECT arrival_s - lag(arrival_s) OVER (PARTITION BY session_id
+                                                ORDER BY arrival_s, request_id) AS gap
+        FROM t WHERE session_id IS NOT NULL AND arrival_s IS NOT NULL""")["gap"]
+    gaps = gaps.drop_nulls().to_numpy()
+    think = [float(v) for v in np.quantile(gaps, q)] if gaps.size else None
+    return [float(v) for v in np.quantile(per, q)], think
+
+
 def fit_workload(src, trace: str | None = None, window_s: float = 600.0,
                  length_bins: int = 20) -> WorkloadModel:
     """Fit a `WorkloadModel` to an LLM request trace (windows of `window_s` seconds)."""
@@ -183,10 +212,11 @@ def fit_workload(src, trace: str | None = None, window_s: float = 600.0,
     segs = s.sql("""SELECT model, log_type, count(*) / sum(count(*)) OVER () AS share
                     FROM t GROUP BY ALL ORDER BY share DESC""")
     prompt_q, output_q = _fit_lengths(s, length_bins)
+    turns, think = _fit_sessions(s)
     return WorkloadModel(
-        source=s.name, window_s=window_s, windows=_fit_windows(s, window_s),
+        source=s.name, window_s=window_s, windows=fit_windows(s, window_s=window_s),
         prompt_quantiles=prompt_q, output_quantiles=output_q, segments=segs.to_dicts(),
-        reuse_quantiles=_fit_reuse(s))
+        reuse_quantiles=_fit_reuse(s), session_turns=turns, think_s=think)
 
 
 def read_windows(path: str | Path) -> list[Window]:
@@ -293,10 +323,35 @@ def _sample_prefixes(model: WorkloadModel, prompt: np.ndarray,
     return out
 
 
+def _deal_sessions(model: WorkloadModel, t: np.ndarray,
+                   rng: np.random.Generator) -> tuple[list[str], list[int]]:
+    """Session id and turn (1-based) of each arrival (see module docstring)."""
+    q = np.linspace(0, 1, len(model.session_turns))
+    turns_q = np.asarray(model.session_turns)
+    think_q = np.asarray(model.think_s) if model.think_s else np.zeros(q.size)
+    u_turns, u_think = rng.random(t.size), rng.random(t.size)
+    due: list[tuple[float, int, int, int]] = []  # (next turn due, session, turn, turns left)
+    sids, turns, opened = [], [], 0
+    for i, ti in enumerate(t.tolist()):
+        if due and due[0][0] <= ti:
+            _, sid, turn, left = heapq.heappop(due)
+        else:
+            sid, turn, opened = opened, 0, opened + 1
+            left = max(1, int(round(np.interp(u_turns[i], q, turns_q))))
+        turn, left = turn + 1, left - 1
+        if left:
+            heapq.heappush(due, (ti + float(np.interp(u_think[i], q, think_q)), sid, turn,
+                                 left))
+        sids.append(f"s{sid}")
+        turns.append(turn)
+    return sids, turns
+
+
 def synthesize(model: WorkloadModel, duration_s: float, rate_scale: float = 1.0,
                seed: int = 0, with_prefixes: bool = False) -> pl.DataFrame:
     """A synthetic trace: arrival_s (s), prompt_tokens, output_tokens, model, log_type
-    (and prefix_hashes with `with_prefixes`), ordered by arrival."""
+    (NULL where the source has none), session_id and turn (NULL unless the source has
+    sessions) and prefix_hashes with `with_prefixes`, ordered by arrival."""
     rng = np.random.default_rng(seed)
     t = sample_arrivals(model.windows, duration_s, rate_scale, rng)
     prompt, output = sample_lengths(model, t.size, rng)
@@ -314,33 +369,7 @@ def synthesize(model: WorkloadModel, duration_s: float, rate_scale: float = 1.0,
     if with_prefixes:
         df = df.with_columns(pl.Series("prefix_hashes", _sample_prefixes(model, prompt, rng),
                                        dtype=pl.List(pl.Int64)))
-    return df
-
-
-def write_trace(df: pl.DataFrame, fmt: str, path: str | Path) -> Path:
-    """Write a synthetic trace as BurstGPT CSV v1, Mooncake JSONL or servecast JSONL."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "burstgpt":
-        df.select(
-            pl.col("arrival_s").round(3).alias("Timestamp"),
-            pl.col("model").fill_null("ChatGPT").alias("Model"),
-            pl.col("prompt_tokens").alias("Request tokens"),
-            pl.col("output_tokens").alias("Response tokens"),
-            (pl.col("prompt_tokens") + pl.col("output_tokens")).alias("Total tokens"),
-            pl.col("log_type").fill_null("Conversation log").alias("Log Type"),
-        ).write_csv(path)
-    elif fmt == "mooncake":
-        if "prefix_hashes" not in df.columns:
-            raise InvalidInputError("mooncake output needs prefix_hashes (with_prefixes=True)")
-        df.select(
-            (pl.col("arrival_s") * 1000).round(0).cast(pl.Int64).alias("timestamp"),
-            pl.col("prompt_tokens").alias("input_length"),
-            pl.col("output_tokens").alias("output_length"),
-            pl.col("prefix_hashes").alias("hash_ids"),
-        ).write_ndjson(path)
-    elif fmt == "jsonl":
-        df.write_ndjson(path)
-    else:
-        raise InvalidInputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return path
+    sids, turns = _deal_sessions(model, t, rng) if model.session_turns else ([None] * t.size,
+                                                                            [None] * t.size)
+    return df.with_columns(pl.Series("session_id", sids, dtype=pl.Utf8),
+                           pl.Series("turn", turns, dtype=pl.Int32))

@@ -1,5 +1,6 @@
 """Mooncake traces (Kimi, FAST'25): JSONL with `timestamp` (ms), `input_length`,
-`output_length` and `hash_ids` (ids of 512-token prefix blocks). Each line is one request."""
+`output_length` and `hash_ids` (ids of 512-token prefix blocks). Each line is one request;
+an optional `session_id` (AIPerf's multi-turn form, servecast's exports) is kept."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ class Mooncake(Adapter):
     table = "llm_requests"
     patterns = ("*.jsonl", "*.jsonl.gz")
     catalog = Catalog(
-        format="JSONL: {timestamp (ms), input_length, output_length, hash_ids: [int]}",
+        format="JSONL: {timestamp (ms), input_length, output_length, hash_ids: [int]"
+        "[, session_id]}",
         url="https://github.com/kvcache-ai/Mooncake/tree/main/FAST25-release/traces",
         license="Apache-2.0",
         citation="Qin et al., Mooncake: Trading More Storage for Less Computation, FAST 2025",
@@ -33,7 +35,8 @@ class Mooncake(Adapter):
                 TRY_CAST(json_extract({V}, '$.timestamp') AS DOUBLE) / 1000.0 AS arrival_s,
                 TRY_CAST(json_extract({V}, '$.input_length') AS DOUBLE) AS prompt_tokens,
                 TRY_CAST(json_extract({V}, '$.output_length') AS DOUBLE) AS output_tokens,
-                TRY_CAST(json_extract({V}, '$.hash_ids') AS INTEGER[]) AS prefix_hashes""")
+                TRY_CAST(json_extract({V}, '$.hash_ids') AS INTEGER[]) AS prefix_hashes,
+                json_extract_string({V}, '$.session_id') AS session_id""")
             rebase_arrivals(ctx, "_stage")
             ctx.con.execute("DELETE FROM _stage WHERE _valid IS NULL")  # blank lines
             counts |= insert_requests(ctx, "_stage", [f], header_lines=0, checks=[

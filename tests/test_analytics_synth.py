@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from servecast.analytics import synth
+from servecast.analytics import exports, synth
 from servecast.errors import DataFileError
 
 CONV = "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
@@ -90,12 +90,12 @@ def test_outputs_ingest_back_through_the_adapters(store, model, tmp_path):
 
     df = synth.synthesize(model, 300, seed=2)
     back = Store(tmp_path / "back.duckdb")
-    csv = synth.write_trace(df, "burstgpt", tmp_path / "syn.csv")
+    csv = exports.write_requests(df, "burstgpt", tmp_path / "syn.csv")
     r = back.ingest("burstgpt", [csv], trace="syn_burst")
     assert (r.rows, r.rejected) == (df.height, 0)
     mc_model = synth.fit_workload(store, "mooncake")
     mdf = synth.synthesize(mc_model, 300, seed=2, with_prefixes=True)
-    jl = synth.write_trace(mdf, "mooncake", tmp_path / "syn.jsonl")
+    jl = exports.write_requests(mdf, "mooncake", tmp_path / "syn.jsonl")
     r = back.ingest("mooncake", [jl], trace="syn_mc")
     assert (r.rows, r.rejected) == (mdf.height, 0)
     from servecast.analytics.prefix_cache import prefix_reuse

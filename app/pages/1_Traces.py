@@ -42,9 +42,12 @@ with arrivals:
                       f"{trace}_rate")
         common.table(A("arrivals.burstiness", f, by_segment=True), f"{trace}_burstiness",
                      "Burstiness per model x log type (cv > 1: burstier than Poisson)")
+        quant = A("arrivals.timestamp_quantization", f, n=20_000)
         fits = A("arrivals.interarrival_fits", f, n=20_000)
         gaps = A("arrivals.interarrival_sample", f, n=20_000)
-        if fits.height:
+        if quant["quantized"]:
+            st.warning(quant["message"])
+        elif fits.height:
             common.chart(charts.interarrival_ccdf(gaps, fits), f"{trace}_interarrival_fit")
             common.table(fits, f"{trace}_interarrival_fits", "MLE fits of inter-arrival gaps")
 
