@@ -4,7 +4,19 @@ iteration), `policies` (the scheduling policies' priorities and reservations) an
 
 from servecast.simulator.engine import ServingConfig, capacity, scale_arrivals, simulate
 from servecast.simulator.policies import POLICIES, policy_inputs
-from servecast.simulator.replay import config_dict, sjf_gain, whatif, whatif_trace
+from servecast.simulator.replay import (
+    CRITERION_LOADS,
+    CRITERION_SEEDS,
+    config_dict,
+    heldout,
+    no_gain_reason,
+    share_summary,
+    sjf_gain,
+    whatif,
+    whatif_share,
+    whatif_trace,
+)
 
-__all__ = ["POLICIES", "ServingConfig", "capacity", "config_dict", "policy_inputs",
-           "scale_arrivals", "simulate", "sjf_gain", "whatif", "whatif_trace"]
+__all__ = ["CRITERION_LOADS", "CRITERION_SEEDS", "POLICIES", "ServingConfig", "capacity",
+           "config_dict", "heldout", "no_gain_reason", "policy_inputs", "scale_arrivals",
+           "share_summary", "simulate", "sjf_gain", "whatif", "whatif_share", "whatif_trace"]
