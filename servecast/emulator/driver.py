@@ -1,0 +1,139 @@
+"""Real-time driver: steps the simulator's engines on the wall clock.
+
+Simulated time 0 is the driver's start; a request arrives at the wall-clock second it is
+submitted. Each replica runs one asyncio task: while its engine has work it runs one
+iteration (`step()`), sleeps until the iteration's simulated end, then hands one token to
+every request the iteration produced one for (and marks the finished). A request submitted
+during an iteration joins the next one, as in a serving engine. The engine's clock is never
+moved by the wall clock, so the times it records (and the per-request log) equal an offline
+simulation of the same arrivals; the wall clock only lags it by the event loop's latency.
+
+The engine sits behind `Fleet` (add / step of the simulator's `Cluster`), the one place that
+knows the simulator's API. Times in seconds, lengths in tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servecast.simulator.cluster import Cluster
+from servecast.simulator.core import Request
+from servecast.simulator.deployment import Compiled
+
+
+class Fleet:
+    """The simulated replicas: `add(request_id, arrival_s, prompt, output) -> replica`,
+    `engine(replica)`: its engine (`idle`, `step()`), `times(request_id)`: the simulated
+    (arrival, first token, finish) seconds of a finished request."""
+
+    def __init__(self, compiled: Compiled, policy: str = "fcfs", router: str = "round_robin"):
+        self.cluster = Cluster(compiled, policy, router)
+        self.replicas = len(self.cluster.engines)
+
+    def add(self, request_id: int, arrival_s: float, prompt_tokens: int,
+            output_tokens: int) -> int:
+        return self.cluster.add(Request(request_id, arrival_s, prompt_tokens, output_tokens))
+
+    def engine(self, replica: int):
+        return self.cluster.engines[replica]
+
+    def times(self, request_id: int) -> tuple[float, float, float]:
+        seq = self.engine(self.cluster.replica_of[request_id]).seqs[request_id]
+        return seq.req.arrival_s, seq.first_s, seq.finish_s
+
+
+@dataclass
+class Stream:
+    """One request in flight: `tokens` gets the simulated time of each token, then None."""
+
+    request_id: int
+    prompt_tokens: int
+    output_tokens: int
+    replica: int
+    tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+
+class Driver:
+    """Steps a `Fleet` in real time. `start()` / `stop()` inside the event loop;
+    `submit(prompt_tokens, output_tokens) -> Stream` (raises the simulator's
+    InvalidInputError for a request that no replica can hold). `log`: a JSONL file that
+    gets one line per finished request with its simulated times (`record`)."""
+
+    def __init__(self, fleet: Fleet, log: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.fleet, self.clock, self.log_path = fleet, clock, log
+        self.t0 = clock()
+        self.streams: dict[int, Stream] = {}
+        self._ids = itertools.count()
+        self._wake: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task] = []
+        self._log = None
+        self.finished = 0
+
+    def now(self) -> float:
+        """Simulated seconds since the start (= wall seconds)."""
+        return self.clock() - self.t0
+
+    async def start(self) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("a", encoding="utf-8")
+        self.t0 = self.clock()
+        self._wake = [asyncio.Event() for _ in range(self.fleet.replicas)]
+        self._tasks = [asyncio.create_task(self._run(k)) for k in range(self.fleet.replicas)]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._log is not None:
+            self._log.close()
+
+    def submit(self, prompt_tokens: int, output_tokens: int) -> Stream:
+        rid = next(self._ids)
+        k = self.fleet.add(rid, self.now(), prompt_tokens, output_tokens)
+        stream = Stream(rid, prompt_tokens, output_tokens, k)
+        self.streams[rid] = stream
+        self._wake[k].set()
+        return stream
+
+    def record(self, stream: Stream) -> dict:
+        """A finished request's simulated times: arrival_s (since the start), ttft_ms,
+        tpot_ms (mean gap after the first token; 0 for one token), e2el_ms, replica."""
+        arrival, first, finish = self.fleet.times(stream.request_id)
+        n = stream.output_tokens
+        return {"request_id": stream.request_id, "replica": stream.replica,
+                "arrival_s": arrival, "prompt_tokens": stream.prompt_tokens,
+                "output_tokens": n, "ttft_ms": 1e3 * (first - arrival),
+                "tpot_ms": 1e3 * (finish - first) / (n - 1) if n > 1 else 0.0,
+                "e2el_ms": 1e3 * (finish - arrival)}
+
+    async def _run(self, k: int) -> None:
+        engine, wake = self.fleet.engine(k), self._wake[k]
+        while True:
+            if engine.idle:
+                wake.clear()
+                await wake.wait()
+                continue
+            step = engine.step()
+            if step is None:
+                continue
+            end = step.start_s + step.duration_s
+            delay = end - self.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for rid in step.token_ids:
+                self.streams[rid].tokens.put_nowait(end)
+            for rid in step.finished_ids:
+                stream = self.streams.pop(rid)
+                stream.tokens.put_nowait(None)
+                self.finished += 1
+                if self._log is not None:
+                    self._log.write(json.dumps(self.record(stream)) + "\n")
+                    self._log.flush()
