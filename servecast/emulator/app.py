@@ -33,6 +33,9 @@ def create_app(driver: Driver, model: str, default_output_tokens: int = 256) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from servecast.tokens import encoder
+
+        encoder()  # load the BPE now: a first request must not wait for it on the event loop
         await driver.start()
         yield
         await driver.stop()

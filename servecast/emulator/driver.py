@@ -22,23 +22,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servecast.errors import InvalidInputError
 from servecast.simulator.cluster import Cluster
 from servecast.simulator.core import Request
 from servecast.simulator.deployment import Compiled
 
 
 class Fleet:
-    """The simulated replicas: `add(request_id, arrival_s, prompt, output) -> replica`,
-    `engine(replica)`: its engine (`idle`, `step()`), `times(request_id)`: the simulated
-    (arrival, first token, finish) seconds of a finished request."""
+    """The simulated replicas: `route(request) -> replica` (the router's pick),
+    `add(replica, request)`, `engine(replica)` (its `now`, `idle`, `step()`),
+    `times(request_id)`: the simulated (arrival, first token, finish) s of a finished
+    request, `kv_tokens`: what one replica's KV cache admits for one request."""
 
     def __init__(self, compiled: Compiled, policy: str = "fcfs", router: str = "round_robin"):
         self.cluster = Cluster(compiled, policy, router)
         self.replicas = len(self.cluster.engines)
+        e = self.cluster.engines[0]
+        self.kv_tokens = (e.total - e.keep) * e.bs
 
-    def add(self, request_id: int, arrival_s: float, prompt_tokens: int,
-            output_tokens: int) -> int:
-        return self.cluster.add(Request(request_id, arrival_s, prompt_tokens, output_tokens))
+    @staticmethod
+    def request(request_id: int, arrival_s: float, prompt_tokens: int,
+                output_tokens: int) -> Request:
+        return Request(request_id, arrival_s, prompt_tokens, output_tokens)
+
+    def route(self, req: Request) -> int:
+        k = self.cluster.engines.index(self.cluster.router.pick(req))
+        self.cluster.replica_of[req.request_id] = k
+        return k
+
+    def add(self, replica: int, req: Request) -> None:
+        self.cluster.engines[replica].add(req)
 
     def engine(self, replica: int):
         return self.cluster.engines[replica]
@@ -72,6 +85,7 @@ class Driver:
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count()
         self._wake: list[asyncio.Event] = []
+        self._pending: list[list] = [[] for _ in range(fleet.replicas)]
         self._tasks: list[asyncio.Task] = []
         self._log = None
         self.finished = 0
@@ -96,12 +110,31 @@ class Driver:
             self._log.close()
 
     def submit(self, prompt_tokens: int, output_tokens: int) -> Stream:
+        """Queue a request arriving now; InvalidInputError when prompt + output tokens
+        exceed what one replica's KV cache holds."""
+        if prompt_tokens + output_tokens > self.fleet.kv_tokens:
+            raise InvalidInputError(
+                f"{prompt_tokens:,} prompt + {output_tokens:,} output tokens exceed the "
+                f"{self.fleet.kv_tokens:,} KV tokens one replica holds; lower max_tokens or "
+                "shorten the prompt")
         rid = next(self._ids)
-        k = self.fleet.add(rid, self.now(), prompt_tokens, output_tokens)
+        req = self.fleet.request(rid, self.now(), prompt_tokens, output_tokens)
+        k = self.fleet.route(req)
         stream = Stream(rid, prompt_tokens, output_tokens, k)
         self.streams[rid] = stream
+        self._pending[k].append(req)
+        self._admit(k)
         self._wake[k].set()
         return stream
+
+    def _admit(self, k: int) -> None:
+        """Hand replica k's pending requests to its engine, in arrival order, while the
+        engine's next iteration starts at or after their arrival (or it is idle). A request
+        that arrives while the event loop is late to start that iteration waits for the one
+        after, as it would in the offline simulation."""
+        engine, pending = self.fleet.engine(k), self._pending[k]
+        while pending and (engine.idle or pending[0].arrival_s <= engine.now):
+            self.fleet.add(k, pending.pop(0))
 
     def record(self, stream: Stream) -> dict:
         """A finished request's simulated times: arrival_s (since the start), ttft_ms,
@@ -117,6 +150,7 @@ class Driver:
     async def _run(self, k: int) -> None:
         engine, wake = self.fleet.engine(k), self._wake[k]
         while True:
+            self._admit(k)
             if engine.idle:
                 wake.clear()
                 await wake.wait()
@@ -130,6 +164,7 @@ class Driver:
                 await asyncio.sleep(delay)
             for rid in step.token_ids:
                 self.streams[rid].tokens.put_nowait(end)
+            self._admit(k)  # those that arrived before this iteration's end
             for rid in step.finished_ids:
                 stream = self.streams.pop(rid)
                 stream.tokens.put_nowait(None)
