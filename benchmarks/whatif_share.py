@@ -38,7 +38,8 @@ def main() -> None:
     reps = whatif_share(test, p50, p90, seeds=args.seeds)
     wall = time.perf_counter() - t0
     pl.Config.set_tbl_rows(50)
-    print(f"== {args.trace}: {test.height} held-out requests, {reps.height} replays "
+    print(f"== {args.trace}: {test.height} held-out requests, "
+          f"{reps.select('load', 'seed').unique().height} replays "
           f"({wall:.0f} s)")
     print(share_summary(reps))
     print(reps.group_by("load", "policy", maintain_order=True).agg(

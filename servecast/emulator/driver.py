@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,12 +64,13 @@ class Fleet:
 
 @dataclass
 class Stream:
-    """One request in flight: `tokens` gets the simulated time of each token, then None."""
+    """One request in flight: `tokens` gets the simulated time of each token, then None;
+    `replica` is set when the request is routed."""
 
     request_id: int
     prompt_tokens: int
     output_tokens: int
-    replica: int
+    replica: int = -1
     tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
 
 
@@ -85,7 +87,7 @@ class Driver:
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count()
         self._wake: list[asyncio.Event] = []
-        self._pending: list[list] = [[] for _ in range(fleet.replicas)]
+        self._pending: list[tuple[Request, Stream]] = []  # arrived, not yet routed
         self._tasks: list[asyncio.Task] = []
         self._log = None
         self.finished = 0
@@ -101,6 +103,8 @@ class Driver:
         self.t0 = self.clock()
         self._wake = [asyncio.Event() for _ in range(self.fleet.replicas)]
         self._tasks = [asyncio.create_task(self._run(k)) for k in range(self.fleet.replicas)]
+        for t in self._tasks:
+            t.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -119,22 +123,25 @@ class Driver:
                 "shorten the prompt")
         rid = next(self._ids)
         req = self.fleet.request(rid, self.now(), prompt_tokens, output_tokens)
-        k = self.fleet.route(req)
-        stream = Stream(rid, prompt_tokens, output_tokens, k)
+        stream = Stream(rid, prompt_tokens, output_tokens)
         self.streams[rid] = stream
-        self._pending[k].append(req)
-        self._admit(k)
-        self._wake[k].set()
+        self._pending.append((req, stream))
+        self._dispatch()
         return stream
 
-    def _admit(self, k: int) -> None:
-        """Hand replica k's pending requests to its engine, in arrival order, while the
-        engine's next iteration starts at or after their arrival (or it is idle). A request
-        that arrives while the event loop is late to start that iteration waits for the one
-        after, as it would in the offline simulation."""
-        engine, pending = self.fleet.engine(k), self._pending[k]
-        while pending and (engine.idle or pending[0].arrival_s <= engine.now):
-            self.fleet.add(k, pending.pop(0))
+    def _dispatch(self) -> None:
+        """Route and queue the arrived requests, in arrival order, once every busy
+        engine's next iteration starts at or after the arrival: the router then sees the
+        replicas as the offline simulation does at that time, and no iteration that began
+        before the arrival gets the request. (On time, that is at once; when the event
+        loop is late to start an iteration, the request waits for it.)"""
+        engines = [self.fleet.engine(k) for k in range(self.fleet.replicas)]
+        while self._pending and all(e.idle or e.now >= self._pending[0][0].arrival_s
+                                    for e in engines):
+            req, stream = self._pending.pop(0)
+            stream.replica = self.fleet.route(req)
+            self.fleet.add(stream.replica, req)
+            self._wake[stream.replica].set()
 
     def record(self, stream: Stream) -> dict:
         """A finished request's simulated times: arrival_s (since the start), ttft_ms,
@@ -150,7 +157,6 @@ class Driver:
     async def _run(self, k: int) -> None:
         engine, wake = self.fleet.engine(k), self._wake[k]
         while True:
-            self._admit(k)
             if engine.idle:
                 wake.clear()
                 await wake.wait()
@@ -158,13 +164,13 @@ class Driver:
             step = engine.step()
             if step is None:
                 continue
+            self._dispatch()  # those waiting for this iteration to be computed
             end = step.start_s + step.duration_s
             delay = end - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)
             for rid in step.token_ids:
                 self.streams[rid].tokens.put_nowait(end)
-            self._admit(k)  # those that arrived before this iteration's end
             for rid in step.finished_ids:
                 stream = self.streams.pop(rid)
                 stream.tokens.put_nowait(None)
@@ -172,3 +178,10 @@ class Driver:
                 if self._log is not None:
                     self._log.write(json.dumps(self.record(stream)) + "\n")
                     self._log.flush()
+
+
+def _report_crash(task: asyncio.Task) -> None:
+    """Log a replica loop that died (its requests would otherwise hang silently)."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("servecast.emulator").error(
+            "replica loop stopped", exc_info=task.exception())
