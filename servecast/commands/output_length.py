@@ -102,29 +102,21 @@ def whatif(
     """Replay the held-out part of TRACE on one continuous-batching instance under FCFS,
     SJF (predicted p50 / oracle / predicted p50 with aging) and KV admission (predicted p90 /
     worst case)."""
-    from servecast.simulator import (
-        ServingConfig,
-        heldout,
-        no_gain_reason,
-        share_summary,
-        sjf_gain,
-        whatif,
-        whatif_share,
-    )
+    from servecast import simulator as sim
     from servecast.store import Store
 
-    cfg = ServingConfig(iter_base_ms=iter_base_ms, iter_token_ms=iter_token_ms,
+    cfg = sim.ServingConfig(iter_base_ms=iter_base_ms, iter_token_ms=iter_token_ms,
                         iter_kv_ms=iter_kv_ms, watermark=watermark, kv_tokens=kv_tokens,
                         aging_tokens_per_s=aging)
     with Store(db, read_only=True) as store:
-        test, p50, p90 = heldout(store, trace, models=models, max_rows=max_rows or None)
-    result = whatif(test, p50, p90, load=load, config=cfg)
+        test, p50, p90 = sim.heldout(store, trace, models=models, max_rows=max_rows or None)
+    result = sim.whatif(test, p50, p90, load=load, config=cfg)
     print_frame(result, title=f"what-if {trace} at load {load}")
-    gain = sjf_gain(result)
-    console.print(no_gain_reason(result) if gain is None else
+    gain = sim.sjf_gain(result)
+    console.print(sim.no_gain_reason(result) if gain is None else
                   f"SJF by predicted p50 achieves {gain:.0%} of the oracle SJF mean-JCT "
                   "reduction over FCFS (one replay; --seeds 5 for the mean over loads and seeds)")
     if seeds:
-        summary = share_summary(whatif_share(test, p50, p90, seeds=seeds, config=cfg))
+        summary = sim.share_summary(sim.whatif_share(test, p50, p90, seeds=seeds, config=cfg))
         print_frame(summary, title=f"share of the oracle's mean-JCT gain, loads 0.8 / 0.9 / "
                                    f"0.95 x {seeds} seeds (90% interval of the mean)")
