@@ -2,7 +2,7 @@
 beside the simulator's for the same arrivals.
 
   .venv/bin/python benchmarks/emulator_aiperf.py [--requests 40] [--rate 4] [--replicas 1]
-      [--model llama-3.1-8b] [--gpu l40s] [--prompt-tokens 2048] [--output-tokens 64]
+      [--model llama-3.1-8b] [--gpu l40s] [--prompt-tokens 4096] [--output-tokens 64]
 
 `servecast emulate` on a loopback port; AIPerf (the tools venv, `make tools`) sends
 `--requests` streamed completions at a constant `--rate` with a local tokenizer; per metric

@@ -2,11 +2,12 @@
 
   .venv/bin/python benchmarks/whatif_share.py [--trace azure_conv] [--seeds 5] [--max-rows N]
 
-The held-out 30% of the trace, output lengths predicted by a metadata model trained on the
-first 70% (fast settings), replayed at loads 0.8 / 0.9 / 0.95 x saturation throughput with
-5 seeds each (`simulator.whatif_share`); per policy (SJF by predicted p50, by p90, with
-aging) the mean share of oracle SJF's mean-JCT gain over FCFS with its 90% t-interval, then
-the share at each load (mean over seeds), and the wall time.
+The held-out part of the trace (the output-length split's test part), output lengths
+predicted by a metadata model trained on the rest (fast settings), replayed at the
+criterion's loads (`simulator.CRITERION_LOADS`) with 5 seeds each (`simulator.whatif_share`);
+per policy (`simulator.replay.CRITERION_POLICIES`) the mean share of oracle SJF's mean-JCT
+gain over FCFS with its t-interval (`share_summary`), then the share at each load (mean over
+seeds), and the wall time.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def test_cli_refuses_a_bad_deployment(capsys, args, says):
 
 @pytest.mark.slow
 def test_aiperf_measures_what_the_simulator_timed(tools_python, tmp_path):
-    """AIPerf 0.13.0, 20 streamed completions (2048 prompt, 64 output tokens) at a constant
+    """AIPerf 0.13.0, 20 streamed completions (4096 prompt, 64 output tokens) at a constant
     4 requests/s: its own mean TTFT and TPOT within 10% of the simulated ones."""
     from _tools.emulator_check import Check, run_check
 

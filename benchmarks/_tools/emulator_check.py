@@ -30,7 +30,7 @@ class Check:
     replicas: int = 1
     requests: int = 40
     rate: float = 4.0
-    prompt_tokens: int = 2048
+    prompt_tokens: int = 4096
     output_tokens: int = 64
 
 

@@ -70,13 +70,13 @@ class ChatBody(_Body):
 
 def prompt_tokens(body: CompletionBody | ChatBody) -> int:
     """The prompt's token count (see the module docstring); InvalidInputError when empty."""
-    from servecast.tokens import count_tokens
+    from servecast.tokens import count_text
 
     if isinstance(body, ChatBody):
         texts = [m.content if isinstance(m.content, str) else
                  " ".join(str(p.get("text", "")) for p in m.content or [] if isinstance(p, dict))
                  for m in body.messages]
-        n, field = sum(count_tokens(texts)), "messages"
+        n, field = sum(map(count_text, texts)), "messages"
     else:
         p = body.prompt
         batch = [p] if isinstance(p, str) or not p or isinstance(p[0], int) else p
@@ -84,7 +84,7 @@ def prompt_tokens(body: CompletionBody | ChatBody) -> int:
             raise InvalidInputError(f"prompt: one prompt per request (got a batch of "
                                     f"{len(batch)}); send them as separate requests")
         one = batch[0]
-        n, field = count_tokens([one])[0] if isinstance(one, str) else len(one), "prompt"
+        n, field = count_text(one) if isinstance(one, str) else len(one), "prompt"
     if n < 1:
         raise InvalidInputError(f"{field}: the prompt has no tokens; send some text")
     return n
