@@ -191,9 +191,9 @@ def config_dict(config: ServingConfig) -> dict:
 
 def heldout(store, trace: str, models=None, max_rows: int | None = None,
             fast: bool = True) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """The held-out (last 30%) requests of `trace` and their predicted p50 / p90 output
-    tokens, from the model dir `models` or, without one, a metadata model trained on the
-    first 70% (fast settings)."""
+    """The held-out requests of `trace` (the test part of the output-length `split`) and
+    their predicted p50 / p90 output tokens, from the model dir `models` or, without one, a
+    metadata model trained on the split's training part (fast settings)."""
     df = completed(load_requests(store, trace))
     train, test, _ = split(df)
     if max_rows:
