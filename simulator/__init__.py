@@ -5,7 +5,8 @@ blocks and a step-time function), `core` (the step-wise `Engine`: `add(Request)`
 `step() -> Step(start_s, duration_s, first_token_ids, token_ids, finished_ids,
 preempted_ids, prefill_tokens, batch)`), `cluster` (replicas behind a `Router`,
 `Cluster.add/step`, and the batch `simulate_trace`), `metrics` (vLLM bench's metrics and
-result files).
+result files), `traces` (store, synthesized and named-workload traces as requests) and
+`workloads` (named length distributions).
 
 What-if replay (the earlier linear-cost model): `engine` (one continuous-batching instance,
 iteration by iteration), `policies` (the scheduling policies' priorities and reservations)

@@ -117,12 +117,17 @@ def result_json(run: SimRun, summary: dict, request_rate: float | None = None) -
     (date, backend, model_id, tokenizer_id, num_prompts, request_rate, burstiness,
     max_concurrency), the summary and the per-request `input_lens`, `output_lens`, `ttfts`
     (s) and `errors`; `itls` and `generated_texts` (per token / text) are left out.
-    `deployment`, `policy` and `router` say what was simulated."""
+    `request_rate` None: the arrivals' mean rate (requests / s between the first and the
+    last arrival; inf when they all arrive at once). `deployment`, `policy` and `router` say
+    what was simulated."""
     df = requests_frame(run)
     dep = run.compiled.deployment
+    if request_rate is None:
+        span = float(df["arrival_s"].max() - df["arrival_s"].min())
+        request_rate = (df.height - 1) / span if span > 0 else float("inf")
     return {"date": datetime.now().strftime("%Y%m%d-%H%M%S"), "backend": "servecast-simulator",
             "model_id": dep.model, "tokenizer_id": None, "num_prompts": df.height,
-            "request_rate": request_rate if request_rate is not None else "trace",
+            "request_rate": request_rate,
             "burstiness": None, "max_concurrency": None, **summary,
             "input_lens": df["prompt_tokens"].to_list(),
             "output_lens": df["output_tokens"].to_list(),

@@ -1,5 +1,5 @@
 """The serving simulator (`servecast.simulator`: deployment, step-wise engine, cluster,
-metrics, workloads) and `servecast simulate`, on real traces (Azure conversation / code,
+metrics, traces, workloads) and `servecast simulate`, on real traces (Azure conversation / code,
 Mooncake) and the shipped step-time configs (physics-only step time)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from servecast.cli import main
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.simulator import Compiled, Deployment, Engine, Request, metrics, simulate_trace
-from servecast.simulator.workloads import load_requests, to_requests
+from servecast.simulator.traces import load_requests, to_requests
 from servecast.store import Store
 
 CONV = "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
@@ -87,6 +87,28 @@ def test_fast_decode_path_equals_single_steps(store, l40s):
     np.testing.assert_allclose(fast["e2el_ms"].to_numpy(), finish * 1000, rtol=1e-9)
 
 
+def test_table_fast_paths_reproduce_step_ms(l40s):
+    """The engine's per-iteration call (`batch_ms`, from sums) and the decode-stretch call
+    (`decode_ms`, vectorized) are the step-time runtime's own tables, not a fallback."""
+    assert l40s.batch_ms.__name__ == "batch_ms" and l40s.decode_ms.__name__ == "decode_ms"
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.integers(1, 4000, rng.integers(0, 12)).tolist()
+        o = rng.integers(0, 30000, len(p)).tolist()
+        d = rng.integers(0, 20000, rng.integers(0 if p else 1, 300)).tolist()
+        want = l40s.step_ms(p, o, d)
+        assert l40s.batch_ms(p, o, len(d), sum(d)) == pytest.approx(want, rel=1e-9)
+    # timing runs on a copy of the spec with unbounded memory (shared prefixes are counted
+    # once in blocks but read per sequence): the memory size must not change step times
+    from servecast.predictors.step_time.runtime import Runtime
+
+    real = Runtime({}, [], {}).engine("llama-3.1-8b", "l40s")
+    assert l40s.step_ms([512], [64], [900] * 8) == real.step_ms([512], [64], [900] * 8)
+    means = np.array([0.0, 3.5, 700.0, 65000.0])
+    want = [l40s.step_ms([], [], [m] * 33) for m in means]
+    np.testing.assert_allclose(l40s.decode_ms(33, means), want, rtol=1e-9)
+
+
 # -- scheduler behaviour -----------------------------------------------------------------
 def test_preemption_by_recompute_when_kv_runs_out(store):
     """A small KV cache (10% of an L4's memory left after the weights) and long outputs:
@@ -100,6 +122,7 @@ def test_preemption_by_recompute_when_kv_runs_out(store):
     assert df["preemptions"].sum() == eng.preemptions
     assert eng.prefilled > 12 * 2000  # the preempted prompts (and outputs) recomputed
     assert (df["output_tokens"] == 1500).all() and df["e2el_ms"].is_not_null().all()
+    assert eng.free == eng.total and not eng.running and not eng.waiting  # no block leaked
     roomy = simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm")))
     assert roomy.cluster.engines[0].preemptions == 0
 
@@ -129,10 +152,13 @@ def test_prefix_cache_hits_on_mooncake(store):
         bound += lead * 512
         seen.update(r.prefix_hashes[:r.prompt_tokens // 512])
     bound /= sum(r.prompt_tokens for r in reqs)
-    on = metrics.summarize(simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm"))))
+    cached = simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm")))
+    on = metrics.summarize(cached)
     off = metrics.summarize(simulate_trace(
         reqs, Compiled(Deployment(gpu="h100-sxm", prefix_caching=False))))
     assert 0.02 < on["prefix_cache_hit_rate"] <= bound and off["prefix_cache_hit_rate"] == 0
+    eng = cached.cluster.engines[0]  # every block free or cached, none referenced
+    assert eng.free + len(eng.lru) * eng.hb == eng.total and not any(eng.cache.values())
     assert on["mean_ttft_ms"] < off["mean_ttft_ms"]
 
 
@@ -221,24 +247,26 @@ def test_cli_bad_input_exits_2(capsys):
 
 
 # -- the command --------------------------------------------------------------------------
-@pytest.mark.slow
 def test_cli_simulate_store_trace_writes_vllm_results(data, tmp_path, capsys):
     db, out = tmp_path / "s.duckdb", tmp_path / "res"
     with Store(db) as store:
         store.ingest("azure-llm", [data / CODE], trace="code")
         n = store.requests("code").pl().filter(pl.col("output_tokens") > 0).height
+    assert n > 3000
     code = main(["simulate", "code", "--db", str(db), "--gpu", "h100-sxm", "--replicas", "2",
                  "--router", "least_tokens", "--goodput", "ttft:500", "tpot:30",
-                 "--out", str(out)])
+                 "--num-prompts", "3000", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and "Request goodput (req/s):" in text and "P99 TPOT (ms):" in text
     doc = json.loads((out / "result.json").read_text())
     rows = pl.read_ndjson(out / "requests.jsonl")
-    assert doc["completed"] == rows.height == len(doc["ttfts"]) == n
+    assert doc["completed"] == rows.height == len(doc["ttfts"]) == 3000
     for key in ("request_throughput", "request_goodput", "output_throughput", "mean_ttft_ms",
                 "median_tpot_ms", "p99_itl_ms", "p90_e2el_ms", "input_lens", "output_lens"):
         assert key in doc
     assert doc["request_goodput"] == pytest.approx(rows["good"].sum() / doc["duration"])
+    arrivals = rows["arrival_s"]
+    assert doc["request_rate"] == pytest.approx(2999 / (arrivals.max() - arrivals.min()))
     assert sorted(rows["replica"].unique().to_list()) == [0, 1]
     assert not list(out.glob("*.tmp"))
 
@@ -263,8 +291,68 @@ def _json_docs(text: str) -> list[str]:
     return docs
 
 
+def test_synthesized_trace_keeps_prefix_reuse(store):
+    """`synth:mooncake` samples a minute of Mooncake-like traffic, prefix hashes included:
+    the simulated cache hits on it."""
+    reqs = load_requests("synth:mooncake", store, duration_s=60, seed=1)
+    assert 50 < len(reqs) and all(r.prefix_hashes for r in reqs)
+    s = metrics.summarize(simulate_trace(reqs, Compiled(Deployment(gpu="h100-sxm"))))
+    assert s["completed"] == len(reqs) and s["prefix_cache_hit_rate"] > 0
+
+
+def test_rate_retimes_a_trace_as_poisson(store):
+    """`rate` gives a store trace Poisson arrivals at that rate (lengths and order kept)."""
+    own = load_requests("code", store)[:2000]
+    poisson = load_requests("code", store, rate=20.0, seed=3)[:2000]
+    gaps = np.diff([r.arrival_s for r in poisson])
+    assert 1 / gaps.mean() == pytest.approx(20.0, rel=0.1)
+    assert np.std(gaps) / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV 1
+    assert [r.prompt_tokens for r in poisson] == [r.prompt_tokens for r in own]
+    with pytest.raises(InvalidInputError, match="--rate"):
+        load_requests("code", store, rate=0.0)
+
+
 def test_to_requests_reads_prefix_hashes_and_predictions():
     df = pl.DataFrame({"arrival_s": [0.5], "prompt_tokens": [1100], "output_tokens": [3],
                        "prefix_hashes": [[4, 5, 6]], "p50": [2.0], "p90": [9.0]})
     (r,) = to_requests(df)
     assert (r.request_id, r.prefix_hashes, r.p50, r.p90) == (0, (4, 5, 6), 2.0, 9.0)
+
+
+@pytest.mark.slow
+def test_sjf_by_lengths_predicted_by_a_trained_model(data, tmp_path, capsys):
+    """An output-length model trained on Azure conversation's first rows predicts p50 / p90
+    (`--lengths-model`); at 4x the trace's rate SJF by predicted p50 and by p90 beat FCFS on
+    mean E2E latency."""
+    from servecast.predictors.output_length.train import train_output_length
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        store.ingest("azure-llm", [data / CONV], trace="conv")
+        model = train_output_length(store, "conv", tmp_path / "ol", max_rows=5000)["path"]
+    e2el = {}
+    for policy in ("fcfs", "sjf_pred", "sjf_p90"):
+        assert main(["simulate", "conv", "--db", str(db), "--num-prompts", "1500",
+                     "--rate-scale", "4", "--lengths-model", str(model), "--policy", policy,
+                     "--json"]) == 0
+        e2el[policy] = json.loads(capsys.readouterr().out)["mean_e2el_ms"]
+    assert e2el["sjf_pred"] < 0.95 * e2el["fcfs"] and e2el["sjf_p90"] < 0.95 * e2el["fcfs"]
+
+
+@pytest.mark.slow
+def test_a_saved_step_time_model_drives_the_simulator(fitted_kind):
+    """`--step-model DIR`: a saved step-time model (the registry's conformance fixture, with
+    learned operator residuals) times the iterations; its table fast paths still reproduce
+    its `step_ms`, and its times differ from physics only."""
+    from servecast.simulator.deployment import load_runtime
+
+    *_, path = fitted_kind("step_time")
+    learned = Compiled(Deployment(gpu="h100-sxm"), load_runtime(path))
+    physics = Compiled(Deployment(gpu="h100-sxm"))
+    assert learned.batch_ms.__name__ == "batch_ms" and learned.decode_ms.__name__ == "decode_ms"
+    assert learned.batch_ms([700], [300], 20, 20 * 800) == pytest.approx(
+        learned.step_ms([700], [300], [800] * 20), rel=1e-9)
+    assert learned.step_ms([2048], [0], []) != pytest.approx(physics.step_ms([2048], [0], []))
+    run = simulate_trace([Request(0, 0.0, 2048, 3)], learned)
+    want = learned.step_ms([2048], [0], []) + learned.step_ms([], [], [2048])
+    assert _frame(run)["ttft_ms"][0] + _frame(run)["tpot_ms"][0] == pytest.approx(want)

@@ -47,9 +47,11 @@ def simulate(
     router: str = typer.Option("round_robin", "--router",
                                help="round_robin | least_tokens | prefix_affinity"),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the arrival rate"),
-    rate: float = typer.Option(float("inf"), "--rate", help="workload:NAME: Poisson "
-                               "requests/s (inf: all at t=0)"),
-    num_prompts: int = typer.Option(1000, "--num-prompts", help="workload:NAME: requests"),
+    rate: float = typer.Option(float("inf"), "--rate", help="Poisson arrivals at this many "
+                               "requests/s (workload: inf = all at t=0; a trace: inf = its "
+                               "own arrivals)"),
+    num_prompts: int = typer.Option(None, "--num-prompts", help="requests: the first N "
+                                    "(workload:NAME: N drawn, default 1000)"),
     duration: float = typer.Option(3600.0, "--duration", help="synth:NAME: seconds"),
     seed: int = typer.Option(0, "--seed", help="random seed (workload, synth)"),
     goodput: list[str] = typer.Option(None, "--goodput", help="SLOs KEY:MS (ttft, tpot, "
@@ -90,7 +92,8 @@ def simulate(
               disable=None if len(reqs) > 2000 else True) as bar:
         run = simulate_trace(reqs, compiled, policy=policy, router=router,
                              progress=lambda n: bar.update(n - bar.n))
-    summary = (metrics.write_results(run, out, slos, None) if out is not None
+    given = rate * rate_scale if rate != float("inf") else None
+    summary = (metrics.write_results(run, out, slos, given) if out is not None
                else metrics.summarize(run, slos))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
@@ -101,16 +104,19 @@ def simulate(
 
 
 def _requests(trace, db, rate_scale, num_prompts, rate, duration, seed, lengths_model):
-    from servecast.simulator.workloads import load_requests
+    from servecast.simulator.traces import load_requests
 
+    if num_prompts is not None and num_prompts < 1:
+        raise InvalidInputError(f"--num-prompts {num_prompts} must be >= 1")
     if trace.startswith("workload:"):
-        return load_requests(trace, None, rate_scale, num_prompts, rate, duration, seed,
-                             lengths_model)
+        return load_requests(trace, None, rate_scale, num_prompts or 1000, rate, duration,
+                             seed, lengths_model)
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
-        return load_requests(trace, store, rate_scale, num_prompts, rate, duration, seed,
+        reqs = load_requests(trace, store, rate_scale, 1000, rate, duration, seed,
                              lengths_model)
+    return sorted(reqs, key=lambda r: r.arrival_s)[:num_prompts]
 
 
 def _print_summary(s: dict, dep, trace: str) -> None:
