@@ -112,6 +112,23 @@ def test_bad_bodies_get_openai_errors(client, path, body, status, param, says):
     assert err["param"] == param and says in err["message"]
 
 
+def test_output_length_model_sets_the_default_length(compiled, fitted_kind):
+    """Without max_tokens the request generates the output-length model's p50."""
+    from servecast.estimator import Estimator
+
+    est = Estimator.load(fitted_kind("output_length")[3])
+    driver = Driver(Fleet(compiled))
+    want = max(1, round(est.output_length(count_tokens([PROMPT])[0]).p50))
+    with TestClient(create_app(driver, MODEL, default_output_tokens=want + 7,
+                               lengths=est)) as c:
+        with c.stream("POST", "/v1/completions",
+                      json={"model": MODEL, "prompt": PROMPT, "stream": True}) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first token: the request is in the engine
+        [seq] = driver.fleet.engine(0).seqs.values()
+        assert seq.req.output_tokens == want
+
+
 def _stream(url: str, body: dict, out: dict, key: int) -> None:
     """POST a streamed completion; out[key] = (seconds to the first token, to the end)."""
     req = urllib.request.Request(url, json.dumps(body).encode(),
@@ -169,6 +186,8 @@ def test_real_time_on_loopback_equals_the_offline_simulation(tmp_path):
     (["--model", MODEL, "--gpu", "nope"], "unknown GPU"),
     (["--model", "nope", "--gpu", "l40s"], "unknown model"),
     (["--model", MODEL, "--gpu", "l40s", "--router", "random"], "unknown router"),
+    (["--model", MODEL, "--gpu", "l40s", "--lengths-model", "/nonexistent/models"],
+     "no such models dir"),
 ])
 def test_cli_refuses_a_bad_deployment(capsys, args, says):
     from servecast.cli import main

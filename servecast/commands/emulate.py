@@ -28,6 +28,9 @@ def emulate(
                                     "(default: physics only)"),
     output_tokens: int = typer.Option(256, "--output-tokens", min=1,
                                       help="output length of a request without max_tokens"),
+    lengths_model: Path = typer.Option(
+        None, "--lengths-model", help="saved output-length model: a request without "
+        "max_tokens generates its predicted p50 (instead of --output-tokens)"),
     log: Path = typer.Option(None, "--log", help="JSONL file: one line per finished request "
                              "with its simulated ttft_ms / tpot_ms / e2el_ms"),
     host: str = typer.Option("127.0.0.1", "--host", help="interface (loopback by default)"),
@@ -41,13 +44,22 @@ def emulate(
     unknown model, GPU or router exits 2."""
     from servecast.emulator.app import create_app
     from servecast.emulator.driver import Driver, Fleet
+    from servecast.errors import InvalidInputError
+    from servecast.estimator import Estimator
     from servecast.service.limits import run_uvicorn
     from servecast.simulator.deployment import Compiled, Deployment, load_runtime
 
     compiled = Compiled(Deployment(model=model, gpu=gpu, tp=tp, replicas=replicas,
                                    dtype=dtype), load_runtime(step_model))
     driver = Driver(Fleet(compiled, router=router), log=log)
-    app = create_app(driver, model, output_tokens)
+    lengths = None
+    if lengths_model is not None:
+        lengths = Estimator.load(lengths_model)
+        if "output_length" not in lengths.kinds:
+            raise InvalidInputError(f"{lengths_model}: no output-length model (it holds "
+                                    f"{', '.join(lengths.kinds) or 'none'}); train one with "
+                                    "`servecast train output-length`")
+    app = create_app(driver, model, output_tokens, lengths)
     console.print(f"emulating {model} on {replicas} x {tp} {gpu} "
                   f"({compiled.memory['kv_capacity_tokens']:,} KV tokens per replica) at "
                   f"http://{host}:{port}/v1" + (f"; per-request log {log}" if log else ""))

@@ -27,9 +27,17 @@ from servecast.emulator.protocol import (
 from servecast.errors import ServecastError
 
 
-def create_app(driver: Driver, model: str, default_output_tokens: int = 256) -> FastAPI:
-    """The app serving `model` (its id in /v1/models) on `driver`'s simulated fleet;
-    `default_output_tokens`: the output length of a request without max_tokens."""
+def create_app(driver: Driver, model: str, default_output_tokens: int = 256,
+               lengths=None) -> FastAPI:
+    """The app serving `model` (its id in /v1/models) on `driver`'s simulated fleet. The
+    output length of a request without max_tokens: the predicted p50 (rounded, at least 1)
+    of `lengths` (an Estimator with an output-length model) for its prompt tokens, else
+    `default_output_tokens`."""
+
+    def default_output(prompt: int) -> int:
+        if lengths is None:
+            return default_output_tokens
+        return max(1, round(lengths.output_length(prompt).p50))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -73,7 +81,7 @@ def create_app(driver: Driver, model: str, default_output_tokens: int = 256) -> 
                                            "model_not_found"), status_code=404)
         try:
             n_prompt = prompt_tokens(body)
-            n_out = body.output_tokens(default_output_tokens)
+            n_out = body.output_tokens() or default_output(n_prompt)
             stream = driver.submit(n_prompt, n_out)
         except ServecastError as e:
             return JSONResponse(error_body(str(e), "messages" if chat else "prompt",

@@ -5,7 +5,8 @@ accepted and ignored, as a server that samples nothing may. `n` > 1, `best_of` >
 empty prompt are refused. Prompt tokens are counted on the request's text with
 `servecast.tokens` (cl100k_base; a chat request counts its messages' text contents; a prompt
 given as token ids counts its ids). Output tokens: `max_completion_tokens`, else
-`max_tokens`, else the emulator's default; the emulator has no end-of-sequence token, so
+`max_tokens`, else the emulator's default (an output-length model's p50 or a fixed length;
+`app.create_app`); the emulator has no end-of-sequence token, so
 every request generates exactly that many tokens (as with vLLM's `ignore_eos`, which is
 accepted). Each generated token is the text `TOKEN_TEXT`, one token for cl100k_base and for
 BERT-style tokenizers alike, so a client that counts the text gets the same number.
@@ -46,8 +47,9 @@ class _Body(BaseModel):
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     best_of: int | None = Field(None, ge=1, le=1)
 
-    def output_tokens(self, default: int) -> int:
-        return self.max_completion_tokens or self.max_tokens or default
+    def output_tokens(self) -> int | None:
+        """The requested output length (None: the emulator's default)."""
+        return self.max_completion_tokens or self.max_tokens
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
