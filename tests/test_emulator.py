@@ -197,6 +197,18 @@ def test_cli_refuses_a_bad_deployment(capsys, args, says):
     assert says in err and "Traceback" not in err
 
 
+def test_cli_refuses_a_port_in_use(capsys):
+    import socket
+
+    from servecast.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        assert main(["emulate", "--model", MODEL, "--gpu", "l40s", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+
+
 @pytest.mark.slow
 def test_aiperf_measures_what_the_simulator_timed(tools_python, tmp_path):
     """AIPerf 0.13.0, 20 streamed completions (4096 prompt, 64 output tokens) at a constant

@@ -52,6 +52,7 @@ def emulate(
     compiled = Compiled(Deployment(model=model, gpu=gpu, tp=tp, replicas=replicas,
                                    dtype=dtype), load_runtime(step_model))
     driver = Driver(Fleet(compiled, router=router), log=log)
+    _check_port(host, port)
     lengths = None
     if lengths_model is not None:
         lengths = Estimator.load(lengths_model)
@@ -64,3 +65,17 @@ def emulate(
                   f"({compiled.memory['kv_capacity_tokens']:,} KV tokens per replica) at "
                   f"http://{host}:{port}/v1" + (f"; per-request log {log}" if log else ""))
     run_uvicorn(app, host, port, log_level, ServeLimits())
+
+
+def _check_port(host: str, port: int) -> None:
+    """InvalidInputError when host:port cannot be bound (in use, or no such interface)."""
+    import socket
+
+    from servecast.errors import InvalidInputError
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on {host}:{port} ({e.strerror}); pick another "
+                                "--port or --host") from None
