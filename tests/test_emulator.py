@@ -113,12 +113,14 @@ def test_bad_bodies_get_openai_errors(client, path, body, status, param, says):
 
 
 def test_output_length_model_sets_the_default_length(compiled, fitted_kind):
-    """Without max_tokens the request generates the output-length model's p50."""
+    """Without max_tokens the request generates the output-length model's p50; SJF by
+    predicted p50 orders it by that prediction."""
     from servecast.estimator import Estimator
 
     est = Estimator.load(fitted_kind("output_length")[3])
-    driver = Driver(Fleet(compiled))
-    want = max(1, round(est.output_length(count_tokens([PROMPT])[0]).p50))
+    driver = Driver(Fleet(compiled, "sjf_pred", predicts=True))
+    q = est.output_length(count_tokens([PROMPT])[0])
+    want = max(1, round(q.p50))
     with TestClient(create_app(driver, MODEL, default_output_tokens=want + 7,
                                lengths=est)) as c:
         with c.stream("POST", "/v1/completions",
@@ -127,6 +129,7 @@ def test_output_length_model_sets_the_default_length(compiled, fitted_kind):
             next(r.iter_lines())  # the first token: the request is in the engine
         [seq] = driver.fleet.engine(0).seqs.values()
         assert seq.req.output_tokens == want
+        assert (seq.req.p50, seq.req.p90, seq.key) == (q.p50, q.p90, q.p50)
 
 
 def _stream(url: str, body: dict, out: dict, key: int) -> None:
@@ -188,6 +191,8 @@ def test_real_time_on_loopback_equals_the_offline_simulation(tmp_path):
     (["--model", MODEL, "--gpu", "l40s", "--router", "random"], "unknown router"),
     (["--model", MODEL, "--gpu", "l40s", "--lengths-model", "/nonexistent/models"],
      "no such models dir"),
+    (["--model", MODEL, "--gpu", "l40s", "--policy", "lifo"], "unknown policy"),
+    (["--model", MODEL, "--gpu", "l40s", "--policy", "sjf_pred"], "--lengths-model DIR"),
 ])
 def test_cli_refuses_a_bad_deployment(capsys, args, says):
     from servecast.cli import main

@@ -24,13 +24,16 @@ def emulate(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8"),
     router: str = typer.Option("round_robin", "--router",
                                help="round_robin | least_tokens | prefix_affinity"),
+    policy: str = typer.Option("fcfs", "--policy", help="fcfs | sjf_oracle (by max_tokens); "
+                               "with --lengths-model also sjf_pred | sjf_p90 | "
+                               "sjf_pred_aging | kv_p90"),
     step_model: Path = typer.Option(None, "--step-model", help="saved step_time model "
                                     "(default: physics only)"),
     output_tokens: int = typer.Option(256, "--output-tokens", min=1,
                                       help="output length of a request without max_tokens"),
     lengths_model: Path = typer.Option(
-        None, "--lengths-model", help="saved output-length model: a request without "
-        "max_tokens generates its predicted p50 (instead of --output-tokens)"),
+        None, "--lengths-model", help="saved output-length model: each request's predicted "
+        "p50 / p90 (for --policy); one without max_tokens generates its p50"),
     log: Path = typer.Option(None, "--log", help="JSONL file: one line per finished request "
                              "with its simulated ttft_ms / tpot_ms / e2el_ms"),
     host: str = typer.Option("127.0.0.1", "--host", help="interface (loopback by default)"),
@@ -41,7 +44,8 @@ def emulate(
     streamed or not) with every token emitted when the simulator produces it: the iteration
     times of MODEL on `--replicas` x `--tp` GPUs GPU, in real time. Point vLLM bench,
     GuideLLM, AIPerf, a router or an autoscaler at it. A model that does not fit the GPUs, an
-    unknown model, GPU or router exits 2."""
+    unknown model, GPU, router or policy, or a policy that needs predictions without
+    `--lengths-model`, exits 2."""
     from servecast.emulator.app import create_app
     from servecast.emulator.driver import Driver, Fleet
     from servecast.errors import InvalidInputError
@@ -51,7 +55,6 @@ def emulate(
 
     compiled = Compiled(Deployment(model=model, gpu=gpu, tp=tp, replicas=replicas,
                                    dtype=dtype), load_runtime(step_model))
-    driver = Driver(Fleet(compiled, router=router), log=log)
     _check_port(host, port)
     lengths = None
     if lengths_model is not None:
@@ -60,6 +63,7 @@ def emulate(
             raise InvalidInputError(f"{lengths_model}: no output-length model (it holds "
                                     f"{', '.join(lengths.kinds) or 'none'}); train one with "
                                     "`servecast train output-length`")
+    driver = Driver(Fleet(compiled, policy, router, predicts=lengths is not None), log=log)
     app = create_app(driver, model, output_tokens, lengths)
     console.print(f"emulating {model} on {replicas} x {tp} {gpu} "
                   f"({compiled.memory['kv_capacity_tokens']:,} KV tokens per replica) at "

@@ -29,15 +29,17 @@ from servecast.errors import ServecastError
 
 def create_app(driver: Driver, model: str, default_output_tokens: int = 256,
                lengths=None) -> FastAPI:
-    """The app serving `model` (its id in /v1/models) on `driver`'s simulated fleet. The
-    output length of a request without max_tokens: the predicted p50 (rounded, at least 1)
-    of `lengths` (an Estimator with an output-length model) for its prompt tokens, else
-    `default_output_tokens`."""
+    """The app serving `model` (its id in /v1/models) on `driver`'s simulated fleet.
+    `lengths` (an Estimator with an output-length model) predicts each request's p50 / p90
+    output tokens from its prompt tokens: the engine's SJF and kv_p90 policies read them,
+    and a request without max_tokens generates the p50 (rounded, at least 1); without
+    `lengths` such a request generates `default_output_tokens`."""
 
-    def default_output(prompt: int) -> int:
+    def predicted(prompt: int) -> tuple[float, float]:
         if lengths is None:
-            return default_output_tokens
-        return max(1, round(lengths.output_length(prompt).p50))
+            return float("nan"), float("nan")
+        q = lengths.output_length(prompt)
+        return q.p50, q.p90
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -81,8 +83,10 @@ def create_app(driver: Driver, model: str, default_output_tokens: int = 256,
                                            "model_not_found"), status_code=404)
         try:
             n_prompt = prompt_tokens(body)
-            n_out = body.output_tokens() or default_output(n_prompt)
-            stream = driver.submit(n_prompt, n_out)
+            p50, p90 = predicted(n_prompt)
+            n_out = body.output_tokens() or (default_output_tokens if p50 != p50 else
+                                             max(1, round(p50)))
+            stream = driver.submit(n_prompt, n_out, p50, p90)
         except ServecastError as e:
             return JSONResponse(error_body(str(e), "messages" if chat else "prompt",
                                            "context_length_exceeded"), status_code=400)

@@ -27,24 +27,31 @@ from servecast.errors import InvalidInputError
 from servecast.simulator.cluster import Cluster
 from servecast.simulator.core import Request
 from servecast.simulator.deployment import Compiled
+from servecast.simulator.policies import priority_key
 
 
 class Fleet:
-    """The simulated replicas: `route(request) -> replica` (the router's pick),
+    """The simulated replicas under `policy` and `router` (`predicts`: requests come with
+    predicted p50 / p90 output tokens, which the SJF-by-prediction and kv_p90 policies
+    need; without, such a policy is refused here): `route(request) -> replica` (the
+    router's pick),
     `add(replica, request)`, `engine(replica)` (its `now`, `idle`, `step()`),
     `times(request_id)`: the simulated (arrival, first token, finish) s of a finished
     request, `kv_tokens`: what one replica's KV cache admits for one request."""
 
-    def __init__(self, compiled: Compiled, policy: str = "fcfs", router: str = "round_robin"):
+    def __init__(self, compiled: Compiled, policy: str = "fcfs", router: str = "round_robin",
+                 predicts: bool = False):
         self.cluster = Cluster(compiled, policy, router)
+        if not predicts:  # a policy that reads predictions refuses a request without them
+            priority_key(policy, Request(-1, 0.0, 1, 1), 0.0)
         self.replicas = len(self.cluster.engines)
         e = self.cluster.engines[0]
         self.kv_tokens = (e.total - e.keep) * e.bs
 
     @staticmethod
-    def request(request_id: int, arrival_s: float, prompt_tokens: int,
-                output_tokens: int) -> Request:
-        return Request(request_id, arrival_s, prompt_tokens, output_tokens)
+    def request(request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int,
+                p50: float = float("nan"), p90: float = float("nan")) -> Request:
+        return Request(request_id, arrival_s, prompt_tokens, output_tokens, p50=p50, p90=p90)
 
     def route(self, req: Request) -> int:
         k = self.cluster.engines.index(self.cluster.router.pick(req))
@@ -113,16 +120,18 @@ class Driver:
         if self._log is not None:
             self._log.close()
 
-    def submit(self, prompt_tokens: int, output_tokens: int) -> Stream:
-        """Queue a request arriving now; InvalidInputError when prompt + output tokens
-        exceed what one replica's KV cache holds."""
+    def submit(self, prompt_tokens: int, output_tokens: int, p50: float = float("nan"),
+               p90: float = float("nan")) -> Stream:
+        """Queue a request arriving now (`p50` / `p90`: its predicted output tokens, for the
+        policies that read them); InvalidInputError when prompt + output tokens exceed what
+        one replica's KV cache holds."""
         if prompt_tokens + output_tokens > self.fleet.kv_tokens:
             raise InvalidInputError(
                 f"{prompt_tokens:,} prompt + {output_tokens:,} output tokens exceed the "
                 f"{self.fleet.kv_tokens:,} KV tokens one replica holds; lower max_tokens or "
                 "shorten the prompt")
         rid = next(self._ids)
-        req = self.fleet.request(rid, self.now(), prompt_tokens, output_tokens)
+        req = self.fleet.request(rid, self.now(), prompt_tokens, output_tokens, p50, p90)
         stream = Stream(rid, prompt_tokens, output_tokens)
         self.streams[rid] = stream
         self._pending.append((req, stream))
