@@ -74,13 +74,15 @@ predicted p90 or the worst case."""),
         ("code", """\
 import polars as pl
 
-from servecast.simulator import sjf_gain, whatif
+from servecast.simulator import no_gain_reason, sjf_gain, whatif
 
 n = 500
 runs = {load: whatif(test[:n], pred["p50"][:n].to_numpy(), pred["p90"][:n].to_numpy(),
                      load=load) for load in (0.7, 1.1)}
 for load, sim in runs.items():
-    print(f"load {load}: predicted SJF captures {sjf_gain(sim):.0%} of oracle SJF's gain")
+    gain = sjf_gain(sim)  # None where the oracle gains nothing: nothing waited
+    print(f"load {load}: " + (no_gain_reason(sim) if gain is None else
+                              f"predicted SJF captures {gain:.0%} of oracle SJF's gain"))
 pl.concat(runs.values()).select("load", "policy", "mean_jct_s", "p99_jct_s", "mean_ttft_s",
                                 "preemptions")"""),
         ("code", "pp.whatif_policies(runs[1.1])"),

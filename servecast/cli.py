@@ -18,7 +18,8 @@ from servecast.errors import ServecastError
 COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length", "moe",
                    "kernel_latency", "interference", "gpus",
                    "step_time",
-                   "simulate"]
+                   "simulate",
+                   "emulate"]
 
 app = typer.Typer(
     name="servecast",

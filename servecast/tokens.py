@@ -21,3 +21,9 @@ def count_tokens(texts: list[str | None], threads: int = 2) -> list[int]:
     enc = encoder()
     encoded = enc.encode_ordinary_batch([t or "" for t in texts], num_threads=threads)
     return [len(e) for e in encoded]
+
+
+def count_text(text: str | None) -> int:
+    """Token count of one text, in the calling thread (`count_tokens` hands a batch to a
+    thread pool, whose start-up dominates a single text: use this on a request path)."""
+    return len(encoder().encode_ordinary(text or ""))

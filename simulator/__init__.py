@@ -17,9 +17,21 @@ from servecast.simulator.core import Engine, Request, Step
 from servecast.simulator.deployment import ENGINE_EFFICIENCY, Compiled, Deployment
 from servecast.simulator.engine import ServingConfig, capacity, scale_arrivals, simulate
 from servecast.simulator.policies import ENGINE_POLICIES, POLICIES, policy_inputs
-from servecast.simulator.replay import config_dict, sjf_gain, whatif, whatif_trace
+from servecast.simulator.replay import (
+    CRITERION_LOADS,
+    CRITERION_SEEDS,
+    config_dict,
+    heldout,
+    no_gain_reason,
+    share_summary,
+    sjf_gain,
+    whatif,
+    whatif_share,
+    whatif_trace,
+)
 
-__all__ = ["ENGINE_EFFICIENCY", "ENGINE_POLICIES", "POLICIES", "ROUTERS", "Cluster", "Compiled",
-           "Deployment", "Engine", "Request", "Router", "ServingConfig", "SimRun", "Step",
-           "capacity", "config_dict", "policy_inputs", "scale_arrivals", "simulate",
-           "simulate_trace", "sjf_gain", "whatif", "whatif_trace"]
+__all__ = ["CRITERION_LOADS", "CRITERION_SEEDS", "ENGINE_EFFICIENCY", "ENGINE_POLICIES",
+           "POLICIES", "ROUTERS", "Cluster", "Compiled", "Deployment", "Engine", "Request",
+           "Router", "ServingConfig", "SimRun", "Step", "capacity", "config_dict", "heldout",
+           "no_gain_reason", "policy_inputs", "scale_arrivals", "share_summary", "simulate",
+           "simulate_trace", "sjf_gain", "whatif", "whatif_share", "whatif_trace"]

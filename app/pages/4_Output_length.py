@@ -12,7 +12,8 @@ import streamlit as st
 from servecast.analytics import interactive as charts
 from servecast.app import common
 from servecast.errors import ServecastError
-from servecast.simulator import POLICIES, ServingConfig, sjf_gain, whatif
+from servecast.simulator import POLICIES, ServingConfig, no_gain_reason, sjf_gain, whatif
+from servecast.simulator.replay import WHATIF_KV_TOKENS
 
 # Azure conversation shows the predictor best (bimodal outputs that prompts partly explain)
 trace = common.page_trace("Output length", "llm_requests", prefer="azure_conv")
@@ -63,8 +64,8 @@ if test["arrival_s"].null_count() or test["arrival_s"].n_unique() < 2:
     st.stop()
 c1, c2, c3 = st.columns(3)
 load = c1.slider("load factor (x saturation throughput)", 0.3, 1.5, 0.9, 0.05, key="wi_load")
-kv = c2.select_slider("KV-cache budget (tokens)", [30_000, 60_000, 120_000, 240_000],
-                      value=120_000, key="wi_kv")
+kv = c2.select_slider("KV-cache budget (tokens)", [30_000, 40_000, 60_000, 120_000, 240_000],
+                      value=WHATIF_KV_TOKENS, key="wi_kv")
 n = c3.select_slider("requests replayed", [250, 500, 1000, 2000], value=500, key="wi_rows")
 policies = st.multiselect("policies", list(POLICIES), default=list(POLICIES), key="wi_policies")
 
@@ -87,9 +88,12 @@ except ServecastError as e:
     st.warning(str(e))
     st.stop()
 tiles = {"capacity (req/s)": sim["capacity_rps"][0], "arrivals (req/s)": sim["arrival_rps"][0]}
-if {"fcfs", "sjf_pred", "sjf_oracle"} <= set(policies):
-    tiles["SJF gain captured"] = sjf_gain(sim)
+gain = sjf_gain(sim) if {"fcfs", "sjf_pred", "sjf_oracle"} <= set(policies) else False
+if gain is not False:
+    tiles["SJF gain captured"] = gain
 common.metrics(tiles)
+if gain is None:
+    st.info(no_gain_reason(sim))
 common.chart(charts.whatif_policies(sim), f"{trace}_whatif")
 common.table(sim.drop("load", "capacity_rps", "arrival_rps"), f"{trace}_whatif",
              "Per policy: job completion and first-token times (s), throughput, preemptions")
