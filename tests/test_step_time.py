@@ -62,6 +62,31 @@ def test_physics_bounds_and_scaling():
     assert dec == pytest.approx(kv_bytes / 3350e9 * 1e3, rel=0.01)
 
 
+def test_floors_follow_the_clock_and_decode_blocks_cost_cycles():
+    tiny = {"M": np.array([1]), "N": 128, "K": 128}
+    slow = {**H100, "Freq": H100["Freq"] / 2}
+    bf16 = physics.features("gemm", H100, dtype="bf16", **tiny)[0][0]
+    assert physics.features("gemm", slow, dtype="bf16", **tiny)[0][0] == pytest.approx(
+        2 * bf16, rel=0.02)  # a launch-bound kernel takes twice as long at half the clock
+    assert physics.features("gemm", H100, dtype="fp8", **tiny)[0][0] > bf16
+    # 2048 decodes of 16 tokens: bound by their thread blocks, not by the 64 MB of KV
+    shape = {"B": np.array([2048]), "M": 1, "N": 15, "H": 32, "kv_heads": 8, "head_dim": 128}
+    t, X = physics.features("attn_decode", H100, **shape)
+    assert t[0] > 5 * physics.roofline("attn_decode", H100, **shape)[0]
+    assert X[0, 14] == pytest.approx(np.log(t[0] - physics.floor_ms("attn_decode", H100)) -
+                                     np.log(t[0]), abs=0.01)
+    wide = physics.features("attn_decode", {**H100, "Num_Sm": 2 * H100["Num_Sm"]}, **shape)[0]
+    assert wide[0] < 0.6 * t[0]
+
+
+def test_a_spec_without_a_clock_is_refused_naming_the_key():
+    from servecast.predictors.operator_latency.runtime import Runtime
+
+    spec = {k: v for k, v in H100.items() if k != "Freq"}
+    with pytest.raises(InvalidInputError, match="missing Freq, needed for bf16 gemm"):
+        Runtime({}, []).operator_latency("gemm", spec, M=16, N=4096, K=4096)
+
+
 @pytest.mark.slow  # fits the operator residuals once per module
 def test_nothing_depends_on_the_gpu_name(saved, frame):
     model = StepTimeModel.load(saved).ops
@@ -272,3 +297,4 @@ def test_saved_engine_overhead_is_added_to_every_step(fitted_kind, tmp_path):
     (bad / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelVersionError, match="overhead_ms=-1"):
         Runtime.load(bad)
+
