@@ -145,7 +145,9 @@ def test_datasets_lists_every_adapter():
         # issue 22: collector formats
         "kernel-profile",
         # issue 26
-        "ntua-interference"}
+        "ntua-interference",
+        # issue 23: NeuSight whole-model latencies
+        "neusight-e2e"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):
