@@ -80,12 +80,19 @@ def _ms(path: Path, line: int, value: str | None, key: str) -> float:
     return v
 
 
+def _run(path: Path) -> re.Match:
+    """The LABEL match of a run file's stem; DataFileError naming the file otherwise."""
+    m = LABEL.match(path.stem)
+    if not m:
+        raise DataFileError(f"{path}: file name not <model>-<inf|train>-<seq>-<batch>"
+                            f"[-<dp|tp|pp>N][-fusion]{path.suffix} (e.g. "
+                            f"gpt2_large-inf-1024-4{path.suffix})")
+    return m
+
+
 def trace_rows(path: Path) -> list[dict]:
     """`kernel_latencies` rows of a per-op trace CSV (see the module docstring)."""
-    run = LABEL.match(path.stem)
-    if not run:
-        raise DataFileError(f"{path}: file name not <model>-<inf|train>-<seq>-<batch>"
-                            "[-<dp|tp|pp>N][-fusion].csv")
+    run = _run(path)
     out = []
     for line, r in _records(path, TRACE_COLS):
         extra = {"run": path.stem, "node": r["Name"], "kind": r["op"],
@@ -101,10 +108,7 @@ def trace_rows(path: Path) -> list[dict]:
 
 def graph_rows(path: Path) -> list[dict]:
     """`op_graphs` rows of an op-graph CSV (one per node)."""
-    run = LABEL.match(path.stem)
-    if not run:
-        raise DataFileError(f"{path}: file name not <model>-<inf|train>-<seq>-<batch>"
-                            "[-<dp|tp|pp>N][-fusion].csv")
+    run = _run(path)
     return [{"model": run["model"], "run": path.stem, "name": r["Name"], "op_name": r["OpName"],
              "fw_ops": r["FwOps"], "bw_ops": r["BwOps"], "input_shapes": r["InputShapes"],
              "output_shape": r["OutputShape"]} for _line, r in _records(path, GRAPH_COLS)]
@@ -124,10 +128,7 @@ def label_row(path: Path, configs: dict[str, dict], traces: dict[str, list[dict]
               graphs: dict[str, Path]) -> dict:
     """One `serving_latencies` row (ROW keys) of a label JSON; DataFileError naming the file
     and the problem."""
-    m = LABEL.match(path.stem)
-    if not m:
-        raise DataFileError(f"{path}: file name not <model>-<inf|train>-<seq>-<batch>"
-                            "[-<dp|tp|pp>N][-fusion].json (e.g. gpt2_large-inf-1024-4.json)")
+    m = _run(path)
     doc = _json(path)
     missing = [k for k in KEYS if k not in doc]
     if missing:
