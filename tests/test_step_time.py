@@ -298,3 +298,83 @@ def test_saved_engine_overhead_is_added_to_every_step(fitted_kind, tmp_path):
     with pytest.raises(ModelVersionError, match="overhead_ms=-1"):
         Runtime.load(bad)
 
+
+# -- engine overhead fitted in training ---------------------------------------------------
+@pytest.fixture(scope="module")
+def serving_store(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("serving") / "serving.duckdb"
+    with Store(path) as store:
+        store.ingest("aiconfigurator", [data / "gpu/aiconfigurator"], trace="aiconfigurator")
+        store.ingest("llm-inference-bench", [data / "serving/llm_inference_bench"],
+                     trace="llm_inference_bench")
+        store.ingest("splitwise-perf", [data / "serving/splitwise"], trace="splitwise_perf")
+    return path
+
+
+def test_serving_frame_maps_both_sources(serving_store):
+    from servecast.predictors.step_time.serving import serving_frame
+
+    with Store(serving_store, read_only=True) as store:
+        rows = serving_frame(store)
+    kinds = set(rows.select("engine", "kind", "gpu").unique().iter_rows())
+    assert kinds == {("vllm", "batch", "a100-40gb-sxm"), ("vllm", "batch", "h100-sxm"),
+                     ("splitwise", "prompt", "a100-80gb-sxm"), ("splitwise", "prompt", "h100-sxm"),
+                     ("splitwise", "token", "a100-80gb-sxm"), ("splitwise", "token", "h100-sxm")}
+    batch = rows.filter(pl.col("kind") == "batch")
+    assert (batch["iterations"] == batch["output_tokens"]).all()
+    assert (rows.filter(pl.col("kind") != "batch")["iterations"] == 1).all()
+    assert rows["measured_ms"].min() > 0 and rows["config"].null_count() == 0
+
+
+@pytest.mark.slow  # fits operator residuals and predicts ~250 serving rows
+def test_engine_overheads_fitted_on_development_rows_close_the_gap(frame, serving_store,
+                                                                   tmp_path):
+    """Overheads fitted on the A100 rows (development) bring the H100's held-out rows
+    closer to their measurements, per engine family; saved, loaded and picked by name."""
+    from servecast.predictors.step_time import serving
+    from servecast.predictors.step_time.runtime import Runtime
+
+    with Store(serving_store, read_only=True) as store:
+        rows = serving.serving_frame(store).filter(pl.col("prompt_tokens") <= 256)
+    dev, test = rows.filter(pl.col("gpu") != "h100-sxm"), rows.filter(pl.col("gpu") == "h100-sxm")
+    model = StepTimeModel(trees=30, overhead_ms=None).fit(frame, serving=dev)
+    assert set(model.overheads) == {"vllm", "splitwise"}
+    assert all(v > 0 for v in model.overheads.values())
+    rt = model.runtime()
+    bare, fitted = serving.predict(rt, test, 0.0), serving.predict(rt, test, None)
+    measured = test["measured_ms"].to_numpy()
+    for family in ("vllm", "splitwise"):
+        m = (test["engine"] == family).to_numpy() & ~np.isnan(bare)
+        assert m.sum() > 10
+        assert scores(fitted[m], measured[m])["mdape"] < scores(bare[m], measured[m])["mdape"]
+    model.save(tmp_path / "st")
+    card = json.loads((tmp_path / "st" / "model_card.json").read_text())
+    assert card["engine_overheads"] == pytest.approx(model.overheads)
+    loaded = Runtime.load(tmp_path / "st")
+    assert loaded.overhead_ms == pytest.approx(model.overheads["vllm"])  # the default
+    call = ("llama-3.1-8b", "h100-sxm", 4, "bf16")
+    e0, e1 = loaded.engine(*call, overhead_ms=0.0), loaded.engine(*call, engine="splitwise")
+    assert e1.step_ms([512]) - e0.step_ms([512]) == pytest.approx(model.overheads["splitwise"])
+    with pytest.raises(UnknownNameError, match="fitted: splitwise, vllm"):
+        loaded.engine(*call, engine="sglang")
+
+
+@pytest.mark.slow  # trains the step-time model from a store through the CLI
+def test_cli_train_fits_overheads_from_the_store(serving_store, tmp_path):
+    out = tmp_path / "models" / "step_time"
+    cli = [sys.executable, "-m", "servecast.cli"]
+    ok = subprocess.run([*cli, "train", "step-time", "--db", serving_store, "--out", out,
+                         "--trees", "5"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "engine overhead per iteration: splitwise" in " ".join(ok.stdout.split())
+    card = json.loads((out / "model_card.json").read_text())
+    assert set(card["engine_overheads"]) == {"splitwise", "vllm"}
+    base = [*cli, "estimate", "step-time", "--models", out, "--model", "llama-2-70b",
+            "--gpu", "h100-sxm", "--tp", "4", "--prefill", "1024", "--json"]
+    vllm = json.loads(subprocess.run(base, capture_output=True, text=True, check=True).stdout)
+    split = json.loads(subprocess.run([*base, "--engine", "splitwise"], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert split["step_ms"] - vllm["step_ms"] == pytest.approx(
+        card["engine_overheads"]["splitwise"] - card["engine_overheads"]["vllm"], rel=1e-6)
+    bad = subprocess.run([*base, "--engine", "tgi"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "fitted:" in bad.stderr
