@@ -31,9 +31,8 @@ SPLIT_K_MIN = 1024.0
 TILE_M_MIN = 64.0
 #: kernel launch + tail floor per op in SM clock cycles (one value for every GPU, read off
 #: the fastest kernels of each op in the aiconfigurator tables: docs/results.md, step-time
-#: section); divided by the GPU's boost clock. fp8 GEMMs also quantize their activations.
-FLOOR_CYCLES = {"gemm": 4000.0, "gemm/fp8": 10000.0, "attn_prefill": 16000.0,
-                "attn_decode": 16000.0}
+#: section); divided by the GPU's boost clock
+FLOOR_CYCLES = {"gemm": 4000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 5000.0
@@ -51,12 +50,11 @@ NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache", "Freq"],
 N_FEATURES = 15
 
 
-def floor_ms(op: str, spec: dict, dtype: str = "bf16") -> float:
+def floor_ms(op: str, spec: dict) -> float:
     """Launch + tail floor of `op` (ms): `FLOOR_CYCLES` at the GPU's boost clock."""
     if op in FLOOR_MS:
         return FLOOR_MS[op]
-    key = "gemm/fp8" if op == "gemm" and dtype == "fp8" else op
-    return FLOOR_CYCLES[key] / (spec["Freq"] * 1e3)
+    return FLOOR_CYCLES[op] / (spec["Freq"] * 1e3)
 
 
 def secondary(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0,
@@ -146,8 +144,7 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         t_comp = flops / peak * 1e3 / util
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3
         t_side = secondary(op, spec, **shape) if op == "attn_decode" else 0.0
-        t = np.maximum(np.maximum(t_comp, t_mem), t_side) + floor_ms(op, spec,
-                                                                     shape.get("dtype", "bf16"))
+        t = np.maximum(np.maximum(t_comp, t_mem), t_side) + floor_ms(op, spec)
         ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     tiny = 1e-9
     side = secondary(op, spec, **shape) * np.ones_like(t)
