@@ -65,6 +65,12 @@ TABLES: dict[str, str] = {
         device VARCHAR NOT NULL, num_gpus INTEGER, engine VARCHAR, batch_size BIGINT,
         prompt_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, prompt_ms DOUBLE,
         token_ms DOUBLE, throughput_tps DOUBLE, extra JSON""",
+    # a model's operator graph (NeuSight op graphs): one node per row, its forward / backward
+    # ops with their shapes as the source writes them; `run` names the traced configuration
+    "op_graphs": """
+        trace VARCHAR NOT NULL, model VARCHAR NOT NULL, run VARCHAR NOT NULL,
+        name VARCHAR NOT NULL, op_name VARCHAR, fw_ops VARCHAR, bw_ops VARCHAR,
+        input_shapes VARCHAR, output_shape VARCHAR""",
     # one co-location run (NTUA interference study): the service's load and latency (s)
     "interference_runs": """
         trace VARCHAR NOT NULL, series VARCHAR NOT NULL, test_id VARCHAR NOT NULL,

@@ -147,7 +147,9 @@ def test_datasets_lists_every_adapter():
         # issue 26
         "ntua-interference",
         # issue 25: the user's own logs and benchmark results
-        "user-log", "vllm-bench", "guidellm", "aiperf"}
+        "user-log", "vllm-bench", "guidellm", "aiperf",
+        # issue 23: NeuSight whole-model latencies
+        "neusight-e2e"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):

@@ -117,6 +117,9 @@ def expected_rows(source: str, files: list[Path]) -> dict[Path, int]:
         out |= device_rows(jsons)
     if source == "aiconfigurator":
         return aiconfigurator_rows(files)
+    if source == "neusight-e2e":  # label JSONs 1 row, model configs 0, CSVs one per record
+        return {f: (int(f.parent.parent.name == "label") if f.suffix == ".json"
+                    else csv_data_rows(f)) for f in files}
     for f in files:
         if f in out:
             continue

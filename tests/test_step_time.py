@@ -62,6 +62,30 @@ def test_physics_bounds_and_scaling():
     assert dec == pytest.approx(kv_bytes / 3350e9 * 1e3, rel=0.01)
 
 
+def test_floors_follow_the_clock_and_decode_blocks_cost_cycles():
+    tiny = {"M": np.array([1]), "N": 128, "K": 128}
+    slow = {**H100, "Freq": H100["Freq"] / 2}
+    bf16 = physics.features("gemm", H100, dtype="bf16", **tiny)[0][0]
+    assert physics.features("gemm", slow, dtype="bf16", **tiny)[0][0] == pytest.approx(
+        2 * bf16, rel=0.02)  # a launch-bound kernel takes twice as long at half the clock
+    # 2048 decodes of 16 tokens: bound by their thread blocks, not by the 64 MB of KV
+    shape = {"B": np.array([2048]), "M": 1, "N": 15, "H": 32, "kv_heads": 8, "head_dim": 128}
+    t, X = physics.features("attn_decode", H100, **shape)
+    assert t[0] > 5 * physics.roofline("attn_decode", H100, **shape)[0]
+    assert X[0, 14] == pytest.approx(np.log(t[0] - physics.floor_ms("attn_decode", H100)) -
+                                     np.log(t[0]), abs=0.01)
+    wide = physics.features("attn_decode", {**H100, "Num_Sm": 2 * H100["Num_Sm"]}, **shape)[0]
+    assert wide[0] < 0.6 * t[0]
+
+
+def test_a_spec_without_a_clock_is_refused_naming_the_key():
+    from servecast.predictors.operator_latency.runtime import Runtime
+
+    spec = {k: v for k, v in H100.items() if k != "Freq"}
+    with pytest.raises(InvalidInputError, match="missing Freq, needed for bf16 gemm"):
+        Runtime({}, []).operator_latency("gemm", spec, M=16, N=4096, K=4096)
+
+
 @pytest.mark.slow  # fits the operator residuals once per module
 def test_nothing_depends_on_the_gpu_name(saved, frame):
     model = StepTimeModel.load(saved).ops
@@ -272,3 +296,84 @@ def test_saved_engine_overhead_is_added_to_every_step(fitted_kind, tmp_path):
     (bad / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelVersionError, match="overhead_ms=-1"):
         Runtime.load(bad)
+
+
+# -- engine overhead fitted in training ---------------------------------------------------
+@pytest.fixture(scope="module")
+def serving_store(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("serving") / "serving.duckdb"
+    with Store(path) as store:
+        store.ingest("aiconfigurator", [data / "gpu/aiconfigurator"], trace="aiconfigurator")
+        store.ingest("llm-inference-bench", [data / "serving/llm_inference_bench"],
+                     trace="llm_inference_bench")
+        store.ingest("splitwise-perf", [data / "serving/splitwise"], trace="splitwise_perf")
+    return path
+
+
+def test_serving_frame_maps_both_sources(serving_store):
+    from servecast.predictors.step_time.serving import serving_frame
+
+    with Store(serving_store, read_only=True) as store:
+        rows = serving_frame(store)
+    kinds = set(rows.select("engine", "kind", "gpu").unique().iter_rows())
+    assert kinds == {("vllm", "batch", "a100-40gb-sxm"), ("vllm", "batch", "h100-sxm"),
+                     ("splitwise", "prompt", "a100-80gb-sxm"), ("splitwise", "prompt", "h100-sxm"),
+                     ("splitwise", "token", "a100-80gb-sxm"), ("splitwise", "token", "h100-sxm")}
+    batch = rows.filter(pl.col("kind") == "batch")
+    assert (batch["iterations"] == batch["output_tokens"]).all()
+    assert (rows.filter(pl.col("kind") != "batch")["iterations"] == 1).all()
+    assert rows["measured_ms"].min() > 0 and rows["config"].null_count() == 0
+
+
+@pytest.mark.slow  # fits operator residuals and predicts ~250 serving rows
+def test_engine_overheads_fitted_on_development_rows_close_the_gap(frame, serving_store,
+                                                                   tmp_path):
+    """Overheads fitted on the A100 rows (development) bring the H100's held-out rows
+    closer to their measurements, per engine family; saved, loaded and picked by name."""
+    from servecast.predictors.step_time import serving
+    from servecast.predictors.step_time.runtime import Runtime
+
+    with Store(serving_store, read_only=True) as store:
+        rows = serving.serving_frame(store).filter(pl.col("prompt_tokens") <= 256)
+    dev, test = rows.filter(pl.col("gpu") != "h100-sxm"), rows.filter(pl.col("gpu") == "h100-sxm")
+    model = StepTimeModel(trees=30, overhead_ms=None).fit(frame, serving=dev)
+    assert set(model.overheads) == {"vllm", "splitwise"}
+    assert all(v > 0 for v in model.overheads.values())
+    rt = model.runtime()
+    bare, fitted = serving.predict(rt, test, 0.0), serving.predict(rt, test, None)
+    measured = test["measured_ms"].to_numpy()
+    for family in ("vllm", "splitwise"):
+        m = (test["engine"] == family).to_numpy() & ~np.isnan(bare)
+        assert m.sum() > 10
+        assert scores(fitted[m], measured[m])["mdape"] < scores(bare[m], measured[m])["mdape"]
+    model.save(tmp_path / "st")
+    card = json.loads((tmp_path / "st" / "model_card.json").read_text())
+    assert card["engine_overheads"] == pytest.approx(model.overheads)
+    loaded = Runtime.load(tmp_path / "st")
+    assert loaded.overhead_ms == pytest.approx(model.overheads["vllm"])  # the default
+    call = ("llama-3.1-8b", "h100-sxm", 4, "bf16")
+    e0, e1 = loaded.engine(*call, overhead_ms=0.0), loaded.engine(*call, engine="splitwise")
+    assert e1.step_ms([512]) - e0.step_ms([512]) == pytest.approx(model.overheads["splitwise"])
+    with pytest.raises(UnknownNameError, match="fitted: splitwise, vllm"):
+        loaded.engine(*call, engine="sglang")
+
+
+@pytest.mark.slow  # trains the step-time model from a store through the CLI
+def test_cli_train_fits_overheads_from_the_store(serving_store, tmp_path):
+    out = tmp_path / "models" / "step_time"
+    cli = [sys.executable, "-m", "servecast.cli"]
+    ok = subprocess.run([*cli, "train", "step-time", "--db", serving_store, "--out", out,
+                         "--trees", "5"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "engine overhead per iteration: splitwise" in " ".join(ok.stdout.split())
+    card = json.loads((out / "model_card.json").read_text())
+    assert set(card["engine_overheads"]) == {"splitwise", "vllm"}
+    base = [*cli, "estimate", "step-time", "--models", out, "--model", "llama-2-70b",
+            "--gpu", "h100-sxm", "--tp", "4", "--prefill", "1024", "--json"]
+    vllm = json.loads(subprocess.run(base, capture_output=True, text=True, check=True).stdout)
+    split = json.loads(subprocess.run([*base, "--engine", "splitwise"], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert split["step_ms"] - vllm["step_ms"] == pytest.approx(
+        card["engine_overheads"]["splitwise"] - card["engine_overheads"]["vllm"], rel=1e-6)
+    bad = subprocess.run([*base, "--engine", "tgi"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "fitted:" in bad.stderr

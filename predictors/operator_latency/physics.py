@@ -29,17 +29,45 @@ TILE = 128.0
 SPLIT_K_MIN = 1024.0
 #: rows of the small GEMM tile used for skinny M (at most this many tokens)
 TILE_M_MIN = 64.0
-#: kernel launch + tail floor per op (ms; one value for every GPU, read off the fastest
-#: kernels of each op in the aiconfigurator tables: docs/results.md, step-time section)
-FLOOR_MS = {"gemm": 0.002, "attn_prefill": 0.008, "attn_decode": 0.008, "allreduce": 0.004}
+#: kernel launch + tail floor per op in SM clock cycles (one value for every GPU, read off
+#: the fastest kernels of each op in the aiconfigurator tables: docs/results.md, step-time
+#: section); divided by the GPU's boost clock
+FLOOR_CYCLES = {"gemm": 4000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
+#: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
+#: loading the query, the softmax merge and the write-back, whatever the context length
+CTA_CYCLES = 5000.0
+#: floor of the interconnect ops (ms; not clock-bound)
+FLOOR_MS = {"allreduce": 0.004}
 LAUNCH_MS = FLOOR_MS["allreduce"]  # the floor of a plain memory-bound pass
 LINK_LATENCY_MS = 0.008  # per ring step of an all-reduce (one value for every GPU)
 #: spec keys each op needs
-NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache"], "attn_prefill": ["Mem_Bw", "Num_Sm",
-                                                                  "TensorFLOPs", "L2Cache"],
-         "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"],
+NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache", "Freq"],
+         "attn_prefill": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq"],
+         "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq"],
          "allreduce": ["Interconnect_Bw", "Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"]}
-N_FEATURES = 14
+#: feature columns: 0-7 device-relative, 8-13 absolute (FLOPs, bytes, the GPU's specs),
+#: 14 the op's secondary cost over the physics time (`secondary`)
+N_FEATURES = 15
+
+
+def floor_ms(op: str, spec: dict) -> float:
+    """Launch + tail floor of `op` (ms): `FLOOR_CYCLES` at the GPU's boost clock."""
+    if op in FLOOR_MS:
+        return FLOOR_MS[op]
+    return FLOOR_CYCLES[op] / (spec["Freq"] * 1e3)
+
+
+def secondary(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0,
+              K=0, B=1, H=1, kv_heads=1, head_dim=128, tp=1) -> np.ndarray:
+    """A cost the roofline leaves out (ms): for decode attention the fixed cycles of its
+    thread blocks spread over the SMs (`CTA_CYCLES` at the boost clock); zero for the other
+    ops."""
+    M, N, B = _f(M), _f(N), _f(B)
+    if op == "attn_decode":
+        _fl, _b, tiles, _p, _bw = work(op, spec, dtype, kv_dtype, M, N, K, B, H, kv_heads,
+                                       head_dim, tp)
+        return tiles / spec["Num_Sm"] * CTA_CYCLES / (spec["Freq"] * 1e3)
+    return np.zeros(np.broadcast(M, N, B).shape)
 
 
 def _f(x) -> np.ndarray:
@@ -115,14 +143,17 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     else:
         t_comp = flops / peak * 1e3 / util
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3
-        t = np.maximum(t_comp, t_mem) + FLOOR_MS[op]
+        t_side = secondary(op, spec, **shape) if op == "attn_decode" else 0.0
+        t = np.maximum(np.maximum(t_comp, t_mem), t_side) + floor_ms(op, spec)
         ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     tiny = 1e-9
+    side = secondary(op, spec, **shape) * np.ones_like(t)
     X = np.column_stack([
         np.log(t), np.log(t_comp + tiny), np.log(t_mem + tiny), ridge, util, np.log(waves),
         np.log(tiles + 1.0) - np.log(sms), np.log(nbytes / (spec["L2Cache"] * 1e6)),
         np.log(flops + 1.0), np.log(nbytes),
         np.full_like(t, np.log(sms)), np.full_like(t, np.log(peak)),
         np.full_like(t, np.log(spec["Mem_Bw"])), np.full_like(t, np.log(spec["L2Cache"])),
+        np.log(side + tiny) - np.log(t),
     ])
     return t, X

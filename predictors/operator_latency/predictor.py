@@ -24,7 +24,7 @@ from servecast.predictors.operator_latency.runtime import Runtime, forest_key, l
 #: feature views: "relative" = the physics times and dimensionless ratios (intensity over
 #: the ridge point, wave efficiency, tiles per SM, bytes over L2); "spec" adds FLOPs, bytes
 #: and the GPU's own log specs
-VIEWS = {"relative": list(range(8)), "spec": list(range(physics.N_FEATURES))}
+VIEWS = {"relative": [*range(8), 14], "spec": list(range(physics.N_FEATURES))}
 #: training rows per op drawn for the residual (more add fit time, not accuracy)
 MAX_ROWS = 40_000
 

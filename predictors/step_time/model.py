@@ -2,7 +2,10 @@
 sequences) of a model on a GPU at a tensor parallelism and dtype, composed from operator
 latencies (`operator_latency`: physics x a residual learned across GPUs).
 
-fit(frame) fits the operator residuals on an operator frame (`operator_latency.data`);
+fit(frame, serving=rows) fits the operator residuals on an operator frame
+(`operator_latency.data`), then one per-iteration overhead per engine family on measured
+serving rows (`serving.serving_frame`; development rows only), saved in the card
+(`engine_overheads`);
 predict(frame) takes one batch per row: model, gpu, tp, dtype, prefill (list of chunk
 lengths), prefill_offsets (list, optional), decode (list of context lengths) -> `step_ms`.
 evaluate(frame) scores `step_ms` against a measured `measured_ms` column. Served by
@@ -23,30 +26,44 @@ from servecast.predictors.operator_latency.runtime import load_parts
 
 class StepTimeModel(Predictor):
     """Operator residuals (`OperatorLatencyModel` of `view`, `trees`, `leaves`, `seed`,
-    `specs`) composed into iterations, plus the engine's per-iteration overhead
-    `overhead_ms` (ms, added to every step; saved with the model)."""
+    `specs`) composed into iterations, plus the engine's per-iteration overhead (ms, added to
+    every step): `overhead_ms` when given, else the overhead fitted for `default_engine`
+    (0 when none was fitted)."""
 
     kind = "step_time"
 
     def __init__(self, specs: dict | None = None, view: str = "relative", trees: int = 150,
-                 leaves: int = 15, seed: int = 0, overhead_ms: float = 0.0):
+                 leaves: int = 15, seed: int = 0, overhead_ms: float | None = 0.0,
+                 default_engine: str = "vllm"):
         super().__init__()
-        if not isinstance(overhead_ms, int | float) or overhead_ms < 0:
+        if overhead_ms is not None and (not isinstance(overhead_ms, int | float)
+                                        or overhead_ms < 0):
             raise InvalidInputError(f"overhead_ms={overhead_ms!r} must be a number >= 0")
         self.ops = OperatorLatencyModel(specs=specs, view=view, trees=trees, leaves=leaves,
                                         seed=seed)
-        self.overhead_ms = float(overhead_ms)
+        self.overhead_ms = None if overhead_ms is None else float(overhead_ms)
+        self.default_engine = default_engine
+        self.overheads: dict[str, float] = {}
         self._runtime = None
 
     @property
     def is_fitted(self) -> bool:
         return self.ops.is_fitted
 
-    def fit(self, frame: pl.DataFrame, target=None) -> StepTimeModel:
-        """Fit the operator residuals on an operator frame (`operator_latency.data`)."""
+    def fit(self, frame: pl.DataFrame, target=None,
+            serving: pl.DataFrame | None = None) -> StepTimeModel:
+        """Fit the operator residuals on an operator frame (`operator_latency.data`), then
+        the engine overheads on `serving` rows (`serving.serving_frame`), if given."""
+        from servecast.predictors.step_time.serving import fit_overheads
+
         self.ops.fit(frame)
-        self._runtime = None
-        self.card = {"operators": self.ops.card}
+        self.overheads, self._runtime = {}, None
+        if serving is not None and not serving.is_empty():
+            self.overheads = fit_overheads(self.runtime(), serving)
+            self._runtime = None
+        self.card = {"operators": self.ops.card, "engine_overheads": self.overheads}
+        if serving is not None:
+            self.card["serving_rows"] = serving.group_by("engine").len().sort("engine").rows()
         return self
 
     def runtime(self):
@@ -56,7 +73,8 @@ class StepTimeModel(Predictor):
         self.check_fitted()
         if self._runtime is None:
             rt = self.ops.rt
-            self._runtime = Runtime(rt.forests, rt.columns, rt.specs, self.overhead_ms)
+            self._runtime = Runtime(rt.forests, rt.columns, rt.specs, self.overhead_ms,
+                                    self.overheads, self.default_engine)
         return self._runtime
 
     def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -79,4 +97,5 @@ class StepTimeModel(Predictor):
         model = cls.from_params(path, card.get("params", {}))
         model.ops.rt = load_parts(path)
         model.ops.card = card.get("operators", {})
+        model.overheads = dict(card.get("engine_overheads") or {})
         return model

@@ -9,8 +9,9 @@ the simulator calls it every iteration.
 
 Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
 + prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
-the sequences that produce a token + `overhead_ms` (the engine's per-iteration CPU time;
-the saved model's, 0 by default). Memory: weights, KV bytes per token and the KV capacity
+the sequences that produce a token + `overhead_ms` (the engine's per-iteration CPU time: the
+saved model's `overhead_ms`, else its overhead fitted for `engine` (`serving.fit_overheads`,
+one constant per engine family), else 0). Memory: weights, KV bytes per token and the KV capacity
 in tokens at a memory utilization.
 """
 
@@ -39,40 +40,68 @@ MEM_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 
 class Runtime(OperatorRuntime):
     """The fitted operator residuals (one forest per op), their feature view and the
-    engine's per-iteration overhead (ms; the saved model's `overhead_ms`)."""
+    engines' per-iteration overhead (ms): `overheads` maps an engine family to its fitted
+    value; `overhead_ms` is the default (None: `overheads[default_engine]`, else 0)."""
 
     kind = "step_time"
 
     def __init__(self, forests: dict[str, Forest], columns: list[int], specs: dict | None = None,
-                 overhead_ms: float = 0.0):
+                 overhead_ms: float | None = 0.0, overheads: dict[str, float] | None = None,
+                 default_engine: str = "vllm"):
         super().__init__(forests, columns, specs)
-        self.overhead_ms = float(overhead_ms)
+        self.overheads = {str(k): float(v) for k, v in (overheads or {}).items()}
+        self.default_engine = default_engine
+        self.overhead_ms = float(self.overheads.get(default_engine, 0.0)
+                                 if overhead_ms is None else overhead_ms)
         self._engines: dict = {}
 
     @classmethod
     def _from_parts(cls, parts: OperatorRuntime, card: dict) -> Runtime:
-        overhead = (card.get("params") or {}).get("overhead_ms", 0.0)
-        if not isinstance(overhead, int | float) or isinstance(overhead, bool) or overhead < 0:
-            from servecast.errors import ModelVersionError
+        from servecast.errors import ModelVersionError
 
-            raise ModelVersionError(f"model card: params.overhead_ms={overhead!r} must be a "
-                                    "number >= 0; retrain the model")
-        return cls(parts.forests, parts.columns, parts.specs, float(overhead))
+        params = card.get("params") or {}
+        overhead = params.get("overhead_ms", 0.0)
+        fitted = card.get("engine_overheads") or {}
+        values = [overhead] if overhead is not None else []
+        if not isinstance(fitted, dict) or any(
+                not isinstance(v, int | float) or isinstance(v, bool) or v < 0
+                for v in [*values, *fitted.values()]):
+            raise ModelVersionError(f"model card: params.overhead_ms={overhead!r} / "
+                                    f"engine_overheads={fitted!r} must be numbers >= 0; "
+                                    "retrain the model")
+        return cls(parts.forests, parts.columns, parts.specs, overhead, fitted,
+                   params.get("default_engine", "vllm"))
+
+    def engine_overhead(self, engine: str | None = None) -> float:
+        """Per-iteration overhead (ms) of engine family `engine` (None: the default);
+        UnknownNameError listing the fitted families."""
+        if engine is None:
+            return self.overhead_ms
+        if engine not in self.overheads:
+            from servecast.errors import UnknownNameError
+
+            raise UnknownNameError(
+                f"no engine overhead fitted for {engine!r}; fitted: "
+                f"{', '.join(self.overheads) or 'none (retrain with serving rows)'}")
+        return self.overheads[engine]
 
     def predict(self, frame) -> dict[str, np.ndarray]:
         """`step_ms` of one batch per row of `frame` (columns model, gpu, prefill, decode;
-        optional tp, dtype, prefill_offsets, overhead_ms)."""
+        optional tp, dtype, prefill_offsets, overhead_ms, engine)."""
         missing = [c for c in ("model", "gpu", "prefill", "decode") if c not in frame]
         if missing:
             raise InvalidInputError(f"step-time frame lacks column(s) {', '.join(missing)}")
         cols = {c: _values(frame[c]) for c in ("model", "gpu", "prefill", "decode", "tp",
-                                               "dtype", "prefill_offsets", "overhead_ms")
+                                               "dtype", "prefill_offsets", "overhead_ms",
+                                               "engine")
                 if c in frame}
         n = len(cols["model"])
         out = np.empty(n)
         for i in range(n):
             row = {c: v[i] for c, v in cols.items()}
             overhead = row.get("overhead_ms")
+            if overhead is None and row.get("engine") is not None:
+                overhead = self.engine_overhead(row["engine"])
             out[i] = self.step_time(row["model"], row["gpu"], row["prefill"] or (),
                                     row.get("prefill_offsets"), row["decode"] or (),
                                     tp=int(row.get("tp") or 1), dtype=row.get("dtype") or "bf16",
@@ -81,10 +110,11 @@ class Runtime(OperatorRuntime):
 
     def engine(self, model: str | Path | dict | ModelConfig, gpu, tp: int = 1,
                dtype: str = "bf16", overhead_ms: float | None = None,
-               mem_util: float = MEM_UTIL) -> EngineStep:
+               mem_util: float = MEM_UTIL, engine: str | None = None) -> EngineStep:
         """The compiled step-time function of one serving configuration (cached);
-        `overhead_ms` None: the model's fitted engine overhead."""
-        overhead_ms = self.overhead_ms if overhead_ms is None else overhead_ms
+        `overhead_ms` None: the overhead fitted for engine family `engine` (None: the
+        model's default)."""
+        overhead_ms = self.engine_overhead(engine) if overhead_ms is None else overhead_ms
         key = (str(model), str(gpu), tp, dtype, overhead_ms, mem_util)
         if key not in self._engines or not isinstance(model, str | Path):
             cfg = model if isinstance(model, ModelConfig) else load_config(model)

@@ -21,23 +21,29 @@ def train_step_time(
     out: Path = typer.Option(Path("models/step_time"), "--out", help="model folder"),
     trace: str = typer.Option("aiconfigurator", "--trace", help="aiconfigurator operator trace"),
     trees: int = typer.Option(150, "--trees", min=1),
-    overhead_ms: float = typer.Option(
-        0.0, "--overhead-ms", min=0,
-        help="engine CPU time per iteration (ms) saved with the model (vLLM: ~4, fitted by "
-             "benchmarks/step_time_serving.py on Argonne's static batches)"),
+    overhead_ms: float | None = typer.Option(
+        None, "--overhead-ms", min=0,
+        help="engine CPU time per iteration (ms) saved as the default; default: the vLLM "
+             "overhead fitted on the store's serving rows (0 without them)"),
 ) -> None:
     """Fit the operator residuals behind the step-time model on aiconfigurator's vLLM
-    operator tables (`servecast ingest aiconfigurator ...` first)."""
+    operator tables (`servecast ingest aiconfigurator ...` first), then one per-iteration
+    overhead per engine family on the store's measured serving rows (Argonne vLLM batches,
+    Splitwise prompt / token times), when ingested."""
     from servecast.predictors.operator_latency.data import operator_frame
     from servecast.predictors.step_time.model import StepTimeModel
+    from servecast.predictors.step_time.serving import serving_frame
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
         frame = operator_frame(store, trace)
-    model = StepTimeModel(trees=trees, overhead_ms=overhead_ms).fit(frame)
+        rows = serving_frame(store)
+    model = StepTimeModel(trees=trees, overhead_ms=overhead_ms).fit(frame, serving=rows)
     model.save(out)
+    fitted = ", ".join(f"{e} {v:.1f} ms" for e, v in model.overheads.items()) or "none"
     console.print(f"[green]saved[/] {out} ({frame.height:,} operator rows, "
-                  f"GPUs {', '.join(model.ops.card['devices'])})")
+                  f"GPUs {', '.join(model.ops.card['devices'])}; engine overhead per "
+                  f"iteration: {fitted} from {rows.height:,} serving rows)")
 
 
 def parse_decode(text: str) -> list[int]:
@@ -76,6 +82,9 @@ def estimate_step_time(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 weights / GEMMs"),
     overhead_ms: float | None = typer.Option(
         None, "--overhead-ms", min=0, help="engine CPU time per step (ms; default: the model's)"),
+    engine_family: str | None = typer.Option(
+        None, "--engine", help="use the overhead fitted for this engine family (vllm, "
+                               "splitwise; default: the model's default)"),
     models: Path = typer.Option(Path("models/step_time"), "--models",
                                 help="a step_time model folder or a models dir"),
     as_json: bool = typer.Option(False, "--json"),
@@ -85,7 +94,8 @@ def estimate_step_time(
 
     chunks, offsets = parse_prefill(prefill)
     est = Estimator.load(models)
-    engine = est.runtime("step_time").engine(model, gpu, tp, dtype, overhead_ms)
+    engine = est.runtime("step_time").engine(model, gpu, tp, dtype, overhead_ms,
+                                             engine=engine_family)
     ms = engine.step_ms(chunks, offsets, parse_decode(decode))
     out = {"step_ms": ms, **engine.memory()}
     if as_json:
