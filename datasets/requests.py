@@ -85,7 +85,9 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
 
     request_id continues the trace's numbering in source order; `failed` is an SQL predicate
     (BurstGPT convention by default: zero response tokens); `drop` lists helper columns of
-    the stage that are not canonical. Returns per-file counts.
+    the stage that are not canonical. After `rebase_arrivals`, `checks`, `failed` and the
+    stored values see `arrival_s` in seconds since the recorded origin. Returns per-file
+    counts.
     """
     cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall()
             if r[0] not in ("filename", *drop)]
@@ -94,6 +96,7 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     origin = ctx.origins.get(stage)
     if origin is not None:  # rebase_arrivals: arrival_s since the origin
         checks = [(_rebased(c, origin), why) for c, why in checks]
+        failed = _rebased(failed, origin)
     reject_invalid(ctx, stage, checks, header_lines)
     counts = file_counts(ctx, stage, files)
     names = ", ".join(cols)
