@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from servecast.datasets.staging import file_counts, reject_invalid
@@ -64,10 +65,17 @@ def latency_checks(cols: list[str]) -> list[tuple[str, str]]:
 
 
 def rebase_arrivals(ctx, stage: str) -> None:
-    """Make `arrival_s` seconds since the stage's first finite arrival."""
+    """Make `arrival_s` seconds since the stage's first finite arrival, as `insert_requests`
+    stores it: the origin is recorded in `ctx.origins`, the stage is not rewritten (an
+    UPDATE of every stage row cost more than the rest of the checks together)."""
     (t0,) = ctx.con.execute(
         f"SELECT min(arrival_s) FILTER (WHERE isfinite(arrival_s)) FROM {stage}").fetchall()[0]
-    ctx.con.execute(f"UPDATE {stage} SET arrival_s = arrival_s - ?", [t0 or 0.0])
+    ctx.origins[stage] = t0 or 0.0
+
+
+def _rebased(sql: str, origin: float) -> str:
+    """`sql` with every `arrival_s` read as seconds since `origin` (exact: a string cast)."""
+    return re.sub(r"\barrival_s\b", f"(arrival_s - '{origin!r}'::DOUBLE)", sql)
 
 
 def insert_requests(ctx, stage: str, files: list[Path], checks=(),
@@ -77,18 +85,27 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
 
     request_id continues the trace's numbering in source order; `failed` is an SQL predicate
     (BurstGPT convention by default: zero response tokens); `drop` lists helper columns of
-    the stage that are not canonical. Returns per-file counts.
+    the stage that are not canonical. After `rebase_arrivals`, `checks`, `failed` and the
+    stored values see `arrival_s` in seconds since the recorded origin. Returns per-file
+    counts.
     """
     cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall()
             if r[0] not in ("filename", *drop)]
     timed = [*(TIME_CHECKS if "arrival_s" in cols else ()), *latency_checks(cols)]
-    reject_invalid(ctx, stage, [*checks, *TOKEN_CHECKS, *timed], header_lines)
+    checks = [*checks, *TOKEN_CHECKS, *timed]
+    origin = ctx.origins.get(stage)
+    if origin is not None:  # rebase_arrivals: arrival_s since the origin
+        checks = [(_rebased(c, origin), why) for c, why in checks]
+        failed = _rebased(failed, origin)
+    reject_invalid(ctx, stage, checks, header_lines)
     counts = file_counts(ctx, stage, files)
     names = ", ".join(cols)
+    values = names if origin is None else ", ".join(
+        _rebased(c, origin) + " AS arrival_s" if c == "arrival_s" else c for c in cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
     ctx.con.execute(
         f"""INSERT INTO llm_requests (trace, request_id, failed, {names})
-            SELECT ?, {first} + rowid, {failed}, {names} FROM {stage}""",
+            SELECT ?, {first} + rowid, {failed}, {values} FROM {stage}""",
         [ctx.trace],
     )
     return counts

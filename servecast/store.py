@@ -499,6 +499,8 @@ class LoadContext:
         self.every_line: set[str] = set()
         #: stage tables whose rows are numbered, not lines (Parquet): row n is "line" n
         self.row_numbered: set[str] = set()
+        #: stage table -> the arrival time (s) its `arrival_s` counts from once inserted
+        self.origins: dict[str, float] = {}
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""
