@@ -18,9 +18,9 @@ exponential moving average (weight `level_rate` per request, LEVEL_RATE: ~100 re
 memory) of the p50 log-residual, clipped to +-CLIP, minus its mean on `fit`'s calibration rows
 (0 until requests are observed); every quantile and the mean are multiplied (on 1 + tokens)
 by exp(shift) before the conformal factors, and residuals enter the window relative to the
-shifted quantiles. An LLM that writes longer answers than the training one moves all four outputs within a few
-hundred requests, and the window keeps measuring the spread. Memory is bounded: three
-windows of `window` floats and a few scalars.
+shifted quantiles. An LLM that writes longer answers than the training one moves all four
+outputs within a few hundred requests, and the window keeps measuring the spread. Memory is
+bounded: three windows of `window` floats and a few scalars.
 """
 
 from __future__ import annotations
