@@ -237,3 +237,26 @@ def test_text_baselines_and_lexical_feature(sharegpt, cache):
     full = create("text", n_estimators=20, cache=cache).fit(train)
     assert plain.ridge is None and full.ridge is not None
     assert full.boosters[0].num_feature() == plain.boosters[0].num_feature() + 1
+
+
+def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, monkeypatch):
+    """`train_output_length(text=True)` on a real store: the held-out table carries the
+    TF-IDF + ridge and previous-turn baselines, and the card records whether it beats them."""
+    import json
+    from pathlib import Path
+
+    from servecast.predictors.output_length.train import losses, train_output_length
+    from servecast.store import Store
+
+    monkeypatch.setenv("SERVECAST_CACHE", str(Path(cache).parent))  # beside the module cache
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
+        res = train_output_length(store, "sharegpt", tmp_path / "m", fast=True, text=True,
+                                  max_rows=ROWS)
+    assert {"tfidf_ridge", "previous_turn", "global", "prompt_length_only"} <= set(
+        res["baselines"])
+    assert res["warnings"] == losses(res["metrics"], res["baselines"])
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert card["beats_baselines"] is (not res["warnings"])
+    assert card["baselines"]["tfidf_ridge"]["kendall_tau"] == pytest.approx(
+        res["baselines"]["tfidf_ridge"]["kendall_tau"])
