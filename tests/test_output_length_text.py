@@ -260,3 +260,11 @@ def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, 
     assert card["beats_baselines"] is (not res["warnings"])
     assert card["baselines"]["tfidf_ridge"]["kendall_tau"] == pytest.approx(
         res["baselines"]["tfidf_ridge"]["kendall_tau"])
+    # the text runtime calibrates from a completion reported under its estimate's id
+    from servecast.estimator import Estimator
+
+    est = Estimator.load(tmp_path / "m")
+    row = res["test"].row(0, named=True)
+    est.output_length(row["prompt_tokens"], prompt_text=row["prompt_text"], request_id="q")
+    assert est.observe_output(None, row["prompt_tokens"], row["output_tokens"], request_id="q")
+    assert est.output_calibration()["observed"] == 1

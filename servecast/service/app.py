@@ -225,8 +225,9 @@ ENDPOINTS = [
              "prompt_tokens", (0.0, 1e9)),
     Endpoint("output_length", "/v1/output-length/observe", CompletedRequest, Recorded,
              _observe_one, None,
-             "Record completed requests: later estimates of their sessions see them",
-             "output_tokens", (0.0, 1.0)),
+             "Record completed requests: later estimates of their sessions see them, and the "
+             "online calibration learns from the estimate served under their request_id",
+             "output_tokens", (0.0, 1e9)),  # flags, the learned scale, a count
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
              _kernel_one, None, "GPU kernel latency (ms) from op, shape and spec",
              "shape", (0.0, 1e8)),
