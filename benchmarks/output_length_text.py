@@ -1,6 +1,7 @@
 """ShareGPT text model against honest baselines on the same rows (split by conversation).
 
   .venv/bin/python benchmarks/output_length_text.py [--rows N] [--seed 0] [--skip-ablation]
+      [--baselines-only]
 
 Models: global median, prompt-bin median, previous-turn output, TF-IDF + ridge (prompt text,
 prompt length, previous turn's output), the text model without its lexical feature and the
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="which conversations are held out")
     ap.add_argument("--skip-ablation", action="store_true",
                     help="only the default text model and the baselines")
+    ap.add_argument("--baselines-only", action="store_true", help="no text model (no embedding)")
     args = ap.parse_args()
     pl.Config.set_tbl_rows(20)
     df = load_requests(llm_store(("sharegpt",)), "sharegpt", text=True)
@@ -46,10 +48,11 @@ def main() -> None:
               "prompt-bin median": lambda: create("prompt_bins"),
               "previous-turn output": baselines.PreviousTurn,
               "TF-IDF + ridge": baselines.TfidfRidge}
-    if not args.skip_ablation:
+    if not (args.skip_ablation or args.baselines_only):
         models["text model without lexical"] = lambda: create(
             "text", **{**SETTINGS["text"][False], "lexical": False})
-    models["text model (default)"] = lambda: create("text", **SETTINGS["text"][False])
+    if not args.baselines_only:
+        models["text model (default)"] = lambda: create("text", **SETTINGS["text"][False])
     rows = []
     for name, make in models.items():
         t0 = time.perf_counter()
