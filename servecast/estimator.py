@@ -91,13 +91,16 @@ class Estimator:
     # -- output length (tokens) -----------------------------------------------------------
     def output_length(self, prompt_tokens: int, model: str | None = None,
                       log_type: str | None = None, prompt_text: str | None = None,
-                      session_id: str | None = None, arrival_s: float | None = None):
+                      session_id: str | None = None, arrival_s: float | None = None,
+                      request_id: str | None = None):
         """Output-length quantiles in tokens -> LengthEstimate(p50, p90, p99, mean).
 
-        `arrival_s`: the request's arrival (seconds, same clock as `observe_output`)."""
+        `arrival_s`: the request's arrival (seconds, same clock as `observe_output`);
+        `request_id`: the id `observe_output` will report the completion under (without one,
+        the completion is matched by session and prompt tokens)."""
         return self.runtime("output_length").output_length(
             prompt_tokens, model=model, log_type=log_type, prompt_text=prompt_text,
-            session_id=session_id, arrival_s=arrival_s)
+            session_id=session_id, arrival_s=arrival_s, request_id=request_id)
 
     def reads_text(self) -> bool:
         """Whether the output-length model reads `prompt_text` (a text model); the others
@@ -105,12 +108,25 @@ class Estimator:
         return self.runtime("output_length").card.get("model_class") == "text"
 
     def observe_output(self, session_id: str | None, prompt_tokens: float,
-                       output_tokens: float, arrival_s: float | None = None) -> None:
+                       output_tokens: float, arrival_s: float | None = None,
+                       request_id: str | None = None) -> bool:
         """Record a completed request (tokens; arrival in seconds) for later estimates: its
-        session's context and the prompt-length history. Same arguments, same order, as the
-        runtime's `observe`."""
-        self.runtime("output_length").observe(session_id, prompt_tokens, output_tokens,
-                                              arrival_s)
+        session's context, the prompt-length history and the online calibration (the
+        estimate `output_length` served for it, matched by `request_id`, else by session and
+        prompt tokens, is scored against `output_tokens`: conformal window, adaptive levels
+        and the learned level, calibration.py). Returns whether the calibration learned from
+        it (False: no pending estimate; the last 10,000 single estimates are kept). Same
+        arguments, same order, as the runtime's `observe`."""
+        return self.runtime("output_length").observe(session_id, prompt_tokens, output_tokens,
+                                                     arrival_s, request_id)
+
+    def output_calibration(self) -> dict:
+        """The output-length calibration now: `scale` (the learned level: multiplier of
+        1 + tokens), `observed` (completions learned from), `levels` (the adapted p90 / p99
+        target levels)."""
+        c = self.runtime("output_length").calibrator
+        return {"scale": float(c.scale), "observed": int(c.observed),
+                "levels": [float(v) for v in c.levels[1:]]}
 
     def output_length_batch(self, frame):
         """Batch form: frame of llm_requests columns -> frame[p50, p90, p99, mean] (tokens)."""

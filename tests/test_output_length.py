@@ -103,15 +103,16 @@ def test_online_calibration_restores_p90_coverage_under_drift(azure, fitted):
 
 
 def test_adaptive_level_recovers_coverage_after_a_shift():
-    """Outputs triple after calibration: the adaptive level covers the next requests far
-    better than the fixed one (rate 0) and the adapted state survives a save."""
+    """Outputs triple after calibration: the adaptive conformal level covers the next
+    requests far better than fixed levels, the learned level (scale) restores p90 coverage
+    from the second chunk of 200 on and learns the factor 3; the state survives a save."""
     from servecast.predictors.output_length.calibration import Calibrator
 
     rng = np.random.default_rng(0)
     raw = np.tile([100.0, 190.0, 320.0], (200, 1))  # ~ true p50/p90/p99 of lognormal(100, .5)
-    cover = {}
-    for rate in (0.0, 0.05):
-        cal = Calibrator(window=2000, rate=rate)
+    cover, after = {}, {}
+    for rate, level_rate in ((0.0, 0.0), (0.05, 0.0), (0.05, 0.01)):
+        cal = Calibrator(window=2000, rate=rate, level_rate=level_rate)
         cal.update(rng.lognormal(np.log(100), 0.5, 2000), np.tile(raw[0], (2000, 1)),
                    adapt=False)
         hits = []
@@ -119,17 +120,23 @@ def test_adaptive_level_recovers_coverage_after_a_shift():
             y = 3 * rng.lognormal(np.log(100), 0.5, 200)
             hits.append(np.mean(y <= cal.apply(raw)[:, 1]))
             cal.update(y, raw)
-        cover[rate] = float(np.mean(hits))
+        cover[rate, level_rate] = float(np.mean(hits))
+        after[rate, level_rate] = float(np.mean(hits[1:]))
         again = Calibrator.from_state(json.loads(json.dumps(cal.state())))
         np.testing.assert_allclose(again.factors, cal.factors)
-    assert cover[0.0] < 0.75 and cover[0.05] > cover[0.0] + 0.08  # measured 0.69 / 0.80
+        assert again.scale == pytest.approx(cal.scale)
+    # measured 0.69 / 0.80 (all chunks); after the first chunk 0.91 with the level, 0.74 without
+    assert cover[0.0, 0.0] < 0.75 and cover[0.05, 0.0] > cover[0.0, 0.0] + 0.08
+    assert after[0.05, 0.01] >= 0.87 > after[0.0, 0.0]
+    assert cal.scale == pytest.approx(3.0, rel=0.1)
     # one large update adapts like the same requests observed 50 at a time
     y, many = 3 * rng.lognormal(np.log(100), 0.5, 1000), np.tile(raw[0], (1000, 1))
     whole, parts = Calibrator(), Calibrator()
     whole.update(y, many)
     for s in range(0, 1000, 50):
         parts.update(y[s:s + 50], many[s:s + 50])
-    assert whole.levels == parts.levels and whole.levels[1] > 0.9
+    assert whole.levels == parts.levels and abs(whole.levels[1] - 0.9) > 0.01  # it moved
+    assert whole.scale == pytest.approx(parts.scale)
     np.testing.assert_allclose(whole.factors, parts.factors)
 
 
@@ -389,7 +396,8 @@ def test_history_vectorized_matches_sequential(learn, arrivals):
 def test_runtime_matches_predict_on_a_sequence(azure, fitted):
     """A scheduler calling output_length(arrival_s=...) when a request arrives and
     observe(...) when it finishes gets exactly what predict gives on the same rows (each row
-    sees the outputs that finished, by history.finish_s, before it arrived)."""
+    sees the outputs that finished, by history.finish_s, before it arrived), the online
+    calibration frozen."""
     from servecast.predictors.output_length.history import finish_s
 
     _, test, _ = azure
@@ -399,6 +407,7 @@ def test_runtime_matches_predict_on_a_sequence(azure, fitted):
     want = model.predict(rows).to_numpy()
     rt = Runtime.load(path)
     assert rt.forest is not None
+    rt.online.frozen = True  # the calibration as fitted, like `predict`
     t, p, y = (rows[c].to_numpy() for c in ("arrival_s", "prompt_tokens", "output_tokens"))
     done = finish_s(t, y)
     got = {}

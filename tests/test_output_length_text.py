@@ -61,6 +61,7 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
     m = model.evaluate(test)
     assert m["kendall_tau"] > 0.1  # learns something even from ~240 training rows
     path = model.save(tmp_path / "text")
+    assert (path / "tfidf_ridge.npz").is_file()  # the lexical feature travels with the model
     again = OutputLengthPredictor.load(path)
     assert np.allclose(again.predict(test[:20]).to_numpy(), pred[:20].to_numpy())
     from servecast.estimator import Estimator
@@ -76,6 +77,8 @@ def test_text_model_fit_predict_save_load(sharegpt, cache, tmp_path):
         model.predict({"prompt_tokens": [3]})
     # a conversation served turn by turn (estimate, then observe the output) gets what the
     # batch path computes from the whole conversation: session codes and conversation memory
+    # (the online calibration frozen: it would move the single estimates)
+    est.runtime("output_length").online.frozen = True
     sid = test.group_by("session_id").len().sort("len", "session_id")["session_id"][-1]
     conv = test.filter(pl.col("session_id") == sid).sort("turn")
     assert conv.height >= 3 and conv["turn"].to_list() == list(range(1, conv.height + 1))
@@ -210,3 +213,58 @@ def test_pairwise_rank_loss_known_answer():
     wrong = torch.tensor([1.0, 0.0, 0.0])
     assert float(pairwise_rank_loss(wrong, y)) == pytest.approx(math.log1p(math.exp(2.0)))
     assert float(pairwise_rank_loss(right, torch.ones(3))) == 0.0  # no pair: nothing to rank
+
+
+def test_text_baselines_and_lexical_feature(sharegpt, cache):
+    """TF-IDF + ridge and previous-turn baselines on real prompts; the text model without its
+    lexical feature has one input fewer and saves no ridge."""
+    from servecast.predictors.output_length.baselines import PreviousTurn, TfidfRidge
+
+    train, test, _ = split(sharegpt)
+    ridge = TfidfRidge().fit(train)
+    m = ridge.evaluate(test)
+    assert m["kendall_tau"] > 0.1 and m["n"] == test.height
+    prev = PreviousTurn().fit(train)
+    p50 = prev._raw(test)[:, 0]
+    later = test.sort("session_id", "turn").with_columns(
+        pl.col("output_tokens").shift(1).over("session_id").alias("prev"))
+    row = later.filter(pl.col("prev").is_not_null()).row(0, named=True)
+    i = test["request_id"].to_list().index(row["request_id"])
+    assert p50[i] == pytest.approx(row["prev"])  # p50 = the previous turn's output
+    with pytest.raises(InvalidInputError, match="prompt_text"):
+        ridge.predict(test.drop("prompt_text"))
+    plain = create("text", lexical=False, n_estimators=20, cache=cache).fit(train)
+    full = create("text", n_estimators=20, cache=cache).fit(train)
+    assert plain.ridge is None and full.ridge is not None
+    assert full.boosters[0].num_feature() == plain.boosters[0].num_feature() + 1
+
+
+def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, monkeypatch):
+    """`train_output_length(text=True)` on a real store: the held-out table carries the
+    TF-IDF + ridge and previous-turn baselines, and the card records whether it beats them."""
+    import json
+    from pathlib import Path
+
+    from servecast.predictors.output_length.train import losses, train_output_length
+    from servecast.store import Store
+
+    monkeypatch.setenv("SERVECAST_CACHE", str(Path(cache).parent))  # beside the module cache
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
+        res = train_output_length(store, "sharegpt", tmp_path / "m", fast=True, text=True,
+                                  max_rows=ROWS)
+    assert {"tfidf_ridge", "previous_turn", "global", "prompt_length_only"} <= set(
+        res["baselines"])
+    assert res["warnings"] == losses(res["metrics"], res["baselines"])
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert card["beats_baselines"] is (not res["warnings"])
+    assert card["baselines"]["tfidf_ridge"]["kendall_tau"] == pytest.approx(
+        res["baselines"]["tfidf_ridge"]["kendall_tau"])
+    # the text runtime calibrates from a completion reported under its estimate's id
+    from servecast.estimator import Estimator
+
+    est = Estimator.load(tmp_path / "m")
+    row = res["test"].row(0, named=True)
+    est.output_length(row["prompt_tokens"], prompt_text=row["prompt_text"], request_id="q")
+    assert est.observe_output(None, row["prompt_tokens"], row["output_tokens"], request_id="q")
+    assert est.output_calibration()["observed"] == 1

@@ -206,11 +206,26 @@ def test_observed_completions_feed_later_estimates(client, trained):
              "arrival_s": 10.0 + i} for i in range(3)]
     r = client.post("/v1/output-length/observe", json={"items": done})
     assert r.status_code == 200, r.text
-    assert r.json() == {"items": [{"recorded": True}] * 3}
+    items = r.json()["items"]  # estimated without a session: no pending estimate to score
+    assert [(i["recorded"], i["calibrated"], i["observed"]) for i in items] == [
+        (True, False, 0)] * 3
     after = client.post(PATHS["output_length"], json=body).json()["p50"]
     assert after > before
     r = client.post("/v1/output-length/observe", json={**done[0], "output_tokens": -1})
     assert r.status_code == 422 and "output_tokens" in r.json()["message"]
+    # a completion reported under the request_id of its estimate calibrates online: three
+    # answers 50x longer than estimated raise the learned level (scale)
+    for i in range(3):
+        rid = f"r{i}"
+        est = client.post(PATHS["output_length"], json={**body, "request_id": rid}).json()
+        r = client.post("/v1/output-length/observe", json={
+            "prompt_tokens": 4321, "output_tokens": int(50 * est["p50"]) + 50,
+            "request_id": rid})
+        assert r.status_code == 200 and r.json()["calibrated"] is True, r.text
+    assert r.json()["observed"] == 3 and r.json()["scale"] > 1.0
+    again = client.post("/v1/output-length/observe", json={
+        "prompt_tokens": 4321, "output_tokens": 5, "request_id": "r0"}).json()
+    assert again["calibrated"] is False and again["observed"] == 3  # scored once
     moe = _sample(trained, "moe_congestion")
     r = client.post(PATHS["moe_congestion"], json={**moe, "layer": 0})
     assert r.status_code == 200

@@ -179,3 +179,80 @@ class SlidingWindow(OutputLengthModel):
 
     def _load_weights(self, path: Path, card: dict) -> None:
         self.recent = json.loads((path / "recent.json").read_text())
+
+
+class TfidfRidge(OutputLengthModel):
+    """TF-IDF + ridge over the prompt text, its length and the previous turn's output
+    (tfidf.py) on log1p(tokens): the text baseline. p50 is the ridge's prediction shifted by
+    the median training residual, p90 / p99 by those residual quantiles (then conformal, like
+    every model); the mean is exp(prediction + residual variance / 2) - 1. Evaluated beside
+    the text model, not served (the runtime reads table, forest and text models)."""
+
+    name = "tfidf_ridge"
+    table_capable = False
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.ridge = None
+        self.offsets = np.zeros(4)
+
+    def _inputs(self, df: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+        from servecast.predictors.output_length.conversation import memory_features
+        from servecast.predictors.output_length.tfidf import numeric
+
+        if "prompt_text" not in df.columns or df["prompt_text"].null_count():
+            from servecast.errors import InvalidInputError
+
+            raise InvalidInputError("the tfidf_ridge baseline needs prompt_text on every row")
+        prev = memory_features(df, np.zeros((df.height, 1)))[:, 0]  # the previous turn's
+        return df["prompt_text"].to_list(), numeric(df["prompt_tokens"].to_numpy(), prev)
+
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
+        from servecast.predictors.output_length.tfidf import TextRidge
+
+        texts, num = self._inputs(train)
+        ly = np.log1p(train["output_tokens"].to_numpy().astype(np.float64))
+        self.ridge = TextRidge().fit(texts, num, ly)
+        r = ly - self.ridge.predict(texts, num)
+        self.offsets = np.array([*np.quantile(r, LEVELS), np.log(np.mean(np.exp(r)))])
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        texts, num = self._inputs(df)
+        return np.expm1(self.ridge.predict(texts, num)[:, None] + self.offsets).clip(0)
+
+
+class PreviousTurn(OutputLengthModel):
+    """The previous turn's output of the same conversation as p50 (its p90 / p99 / mean scaled
+    by the training quantiles of output / previous output); first turns and requests without
+    a session get the global quantiles. Evaluated beside the text model, not served."""
+
+    name = "previous_turn"
+    table_capable = False
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.ratios = np.ones(4)
+        self.glob = np.zeros(4)
+
+    @staticmethod
+    def _previous(df: pl.DataFrame) -> np.ndarray:
+        from servecast.predictors.output_length.conversation import memory_features
+
+        return np.expm1(memory_features(df, np.zeros((df.height, 1)))[:, 0])  # NaN: none
+
+    def _fit(self, train: pl.DataFrame, valid: pl.DataFrame | None = None) -> None:
+        y = train["output_tokens"].to_numpy().astype(np.float64)
+        prev = self._previous(train)
+        has = np.isfinite(prev)
+        self.glob = np.array(_stats(y))
+        if has.any():
+            ratio = (1.0 + y[has]) / (1.0 + prev[has])
+            self.ratios = np.array([*np.quantile(ratio, LEVELS), float(np.mean(ratio))])
+            self.ratios[0] = 1.0  # p50 is the previous output itself
+
+    def _raw(self, df: pl.DataFrame) -> np.ndarray:
+        prev = self._previous(df)
+        out = np.tile(self.glob, (df.height, 1))
+        has = np.isfinite(prev)
+        out[has] = (1.0 + prev[has, None]) * self.ratios - 1.0
+        return out.clip(0)

@@ -115,7 +115,7 @@ class OutputLengthModel(Predictor):
         raw = self._raw(df)
         q = self.calibrator.apply(raw[:, :3])
         return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
-                             "mean": np.maximum(raw[:, 3], 0)})
+                             "mean": self.calibrator.mean(raw[:, 3])})
 
     def update(self, observed) -> OutputLengthModel:
         """Online calibration: add observed requests (with output_tokens) to the residual window.

@@ -7,7 +7,10 @@ their compiled trees (forest.py: a few numpy ops over all trees per call), the h
 by `LengthHistory`. Session context (turn, previous output, prompt growth) and the history
 come from `observe`, which the scheduler calls when a request completes; called in arrival
 order with each request's `arrival_s`, the estimates equal the model's `predict` on the same
-sequence. Imports numpy only on the single-call path; never DuckDB or Lightning.
+sequence. `observe` also scores the estimate served for that request (matched by
+`request_id`, else by session and prompt tokens) and updates the calibration online
+(calibration.py: conformal window, adaptive levels and the learned level). Imports numpy only
+on the single-call path; never DuckDB or Lightning.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from servecast.errors import InvalidInputError, ModelVersionError, UnknownNameError
 from servecast.predictors.base import check_keys, read_card, read_json
-from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.calibration import Calibrator, OnlineCalibration
 from servecast.predictors.output_length.forest import FILE as FOREST_FILE
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.output_length.history import HISTORY, LengthHistory
@@ -104,7 +107,8 @@ class Runtime:
         self.codes = {c: {v: i + 1 for i, v in enumerate(cats.get(c, []))}
                       for c in ("model", "log_type")}
         self.uses_context = any(c in self.columns for c in ("turn_b", "prev_out_b", "growth_b"))
-        self.calibrator = Calibrator.from_state(state["calibrator"])
+        self.online = OnlineCalibration(Calibrator.from_state(state["calibrator"]))
+        self.calibrator = self.online.calibrator
         self.history: LengthHistory | None = None
         self.forest: Forest | None = None
         if any(c in self.columns for c in HISTORY):
@@ -119,17 +123,20 @@ class Runtime:
             self.table = LengthTable.load(path)
             self.edges = self.table.edges.tolist()
         self.sessions = SessionTurns()
-        self._rows: dict[tuple, list[LengthEstimate]] = {}
+        self._rows: dict[tuple, list[tuple]] = {}  # raw estimates per prompt interval
         self._boosters = None
         self._encoder = None  # batch-path Encoder (output_length_batch)
 
     # -- single call -----------------------------------------------------------------------
     def output_length(self, prompt_tokens, model: str | None = None, log_type: str | None = None,
                       prompt_text: str | None = None, session_id: str | None = None,
-                      arrival_s: float | None = None) -> LengthEstimate:
+                      arrival_s: float | None = None, request_id: str | None = None
+                      ) -> LengthEstimate:
         """Estimate for one request (tokens). Session context and prompt-length history are
         what `observe` recorded; `arrival_s` (seconds, the clock `observe` was given) feeds
-        the time since the last request of the same prompt length (unknown without it)."""
+        the time since the last request of the same prompt length (unknown without it).
+        The raw estimate is kept for `observe` (under `request_id`, else session and prompt
+        tokens) to calibrate with."""
         x = check_tokens(prompt_tokens)
         try:
             m = self.codes["model"][model] if model is not None else 0
@@ -140,23 +147,32 @@ class Runtime:
         if session_id is not None and self.uses_context:
             ctx = self.sessions.context(session_id, x)
         if self.forest is not None:
-            return self._forest_estimate(x, (m, lg, *ctx), arrival_s)
-        row = self._rows.get((ctx, m, lg))
-        if row is None:
-            row = self._row(ctx, m, lg)
-        return row[bisect_left(self.edges, x)]
+            raw = self._forest_estimate(x, (m, lg, *ctx), arrival_s)
+        else:
+            row = self._rows.get((ctx, m, lg))
+            if row is None:
+                row = self._row(ctx, m, lg)
+            raw = row[bisect_left(self.edges, x)]
+        return LengthEstimate(*self.online.serve(self.online.key(request_id, session_id, x),
+                                                 *raw))
 
     def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
-                arrival_s: float | None = None) -> None:
+                arrival_s: float | None = None, request_id: str | None = None) -> bool:
         """Record a completed request (tokens; its arrival in seconds where known) so later
-        calls see it: the session's turn / previous output, the prompt-length history."""
+        calls see it: the session's turn / previous output, the prompt-length history, and
+        the calibration (when its estimate is pending). Returns whether it calibrated."""
+        calibrated = self.online.learn(self.online.key(request_id, session_id,
+                                                       check_tokens(prompt_tokens)),
+                                       output_tokens)
         if self.history is not None:
             self.history.observe(prompt_tokens, output_tokens, arrival_s)
         if session_id is not None:
             self.sessions.record(session_id, prompt_tokens, output_tokens)
+        return calibrated
 
-    def _forest_estimate(self, x: float, codes: tuple, arrival_s) -> LengthEstimate:
-        """Estimate from the compiled trees: row = prompt, codes, history codes (others 0)."""
+    def _forest_estimate(self, x: float, codes: tuple, arrival_s) -> list[float]:
+        """Raw (p50, p90, p99, mean) from the compiled trees: row = prompt, codes, history
+        codes (others 0)."""
         row = [0.0] * len(self.columns)
         row[0] = x
         for j, v in zip(self._code_cols, codes, strict=True):
@@ -164,8 +180,7 @@ class Runtime:
                 row[j] = v
         for j, v in zip(self._hist_cols, self.history.codes(x, arrival_s), strict=True):
             row[j] = v
-        r = self.forest.predict_row(row).tolist()
-        return LengthEstimate(*self.calibrator.apply_one(r[0], r[1], r[2]), max(r[3], 0.0))
+        return self.forest.predict_row(row).tolist()
 
     def _unknown(self, model, log_type) -> UnknownNameError:
         for col, v in (("model", model), ("log_type", log_type)):
@@ -175,13 +190,11 @@ class Runtime:
                 return UnknownNameError(f"unknown {col} {v!r}; this model knows: {known}")
         return UnknownNameError(f"unknown model/log_type {model!r}/{log_type!r}")
 
-    def _row(self, ctx: tuple, m: int, lg: int) -> list[LengthEstimate]:
-        """Calibrated estimates of every prompt interval for one (context, model, log type)."""
+    def _row(self, ctx: tuple, m: int, lg: int) -> list[tuple]:
+        """Raw estimates of every prompt interval for one (context, model, log type)."""
         c = self.table.context_of(ctx)
         raw = self.table.values[c, m, lg] if c is not None else self._raw_context(ctx, m, lg)
-        q = self.calibrator.apply(raw[:, :3].astype(np.float64))
-        mean = np.maximum(raw[:, 3].astype(np.float64), 0)
-        row = [LengthEstimate(*map(float, r)) for r in np.column_stack([q, mean])]
+        row = [tuple(map(float, r)) for r in raw.astype(np.float64)]
         self._rows[(ctx, m, lg)] = row
         return row
 
@@ -236,7 +249,7 @@ class Runtime:
         raw = self.forest.predict(X) if self.forest is not None else self._table_raw(X)
         q = self.calibrator.apply(raw[:, :3])
         return pl.DataFrame({"p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2],
-                             "mean": np.maximum(raw[:, 3], 0)})
+                             "mean": self.calibrator.mean(raw[:, 3])})
 
     def predict(self, frame) -> dict[str, np.ndarray]:
         """Columns p50, p90, p99, mean of `output_length_batch` (the Runtime protocol)."""
@@ -263,3 +276,20 @@ class Runtime:
         lg = (X[:, col["log_type"]].astype(np.intp) if "log_type" in col
               else np.zeros(len(X), np.intp))
         return self.table.lookup(rows, m, lg, X[:, 0]).astype(np.float64)
+
+
+def serve_replay(runtime, frame, observe: bool = True) -> np.ndarray:
+    """Estimates (n, 4: p50, p90, p99, mean tokens) a scheduler gets serving the rows of
+    `frame` in order with `runtime` (a Runtime, TextRuntime or Estimator): per row
+    `output_length(..., request_id=)`, then with `observe` its completion reported through
+    `observe` / `observe_output` (same request_id), which updates the online calibration."""
+    tell = getattr(runtime, "observe_output", None) or runtime.observe
+    out = np.zeros((frame.height, 4))
+    for i, r in enumerate(frame.iter_rows(named=True)):
+        rid = str(r.get("request_id", i))
+        sid = r.get("session_id")
+        out[i] = runtime.output_length(r["prompt_tokens"], prompt_text=r.get("prompt_text"),
+                                       session_id=sid, request_id=rid)
+        if observe:
+            tell(sid, r["prompt_tokens"], r["output_tokens"], request_id=rid)
+    return out

@@ -6,7 +6,9 @@ and saved with the model), reduced by PCA fitted on the training rows only (`n_c
 default 64); the metadata columns META (prompt tokens, session turn, previous-output and
 prompt-growth buckets); the outputs of the nearest training prompts and the request's wording
 (text_features.py); the outputs of the earlier turns of its conversation, weighted by prompt
-similarity (conversation.py). Heads: LightGBM quantile boosting at 0.5 / 0.9 / 0.99 on
+similarity (conversation.py); with `lexical` (default), the prediction of a TF-IDF + ridge
+regressor over the whole prompt and the previous turn's output (tfidf.py; out-of-fold by
+conversation on the training rows). Heads: LightGBM quantile boosting at 0.5 / 0.9 / 0.99 on
 log1p(tokens) (quantiles are invariant under the monotone transform; the log scale keeps leaf
 values stable on the heavy tail) and an L2 head for the mean on tokens. Non-crossing is
 enforced at prediction (cumulative max).
@@ -37,12 +39,14 @@ from servecast.predictors.output_length.embeddings import (
     save_tuned,
 )
 from servecast.predictors.output_length.text_features import NAMES, NeighbourIndex, wording
+from servecast.predictors.output_length.tfidf import FILE as RIDGE_FILE
+from servecast.predictors.output_length.tfidf import TextRidge, numeric, out_of_fold
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
 HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
 #: saved-weights format (1: the former MLP head; 2: without neighbours / wording; 3: without
-#: conversation memory)
-FORMAT = 4
+#: conversation memory; 4: without the lexical ridge feature)
+FORMAT = 5
 
 
 def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -57,11 +61,23 @@ def metadata(encoder, df: pl.DataFrame, E: np.ndarray) -> np.ndarray:
     return np.hstack([encoder.transform(df), memory_features(df, E)])
 
 
+def ridge_inputs(M: np.ndarray) -> np.ndarray:
+    """The ridge's numeric columns (tfidf.numeric) from a metadata block `M` (`metadata`)."""
+    return numeric(M[:, META.index("prompt_tokens")], M[:, len(META) + MEMORY.index(
+        "conv_prev_lout")])
+
+
 def design(E: np.ndarray, M: np.ndarray, texts: list[str], pca: tuple[np.ndarray, np.ndarray],
-           index: NeighbourIndex, groups: np.ndarray | None = None) -> np.ndarray:
+           index: NeighbourIndex, groups: np.ndarray | None = None,
+           ridge: TextRidge | None = None, lexical: np.ndarray | None = None) -> np.ndarray:
     """Head inputs: PCA scores, metadata and conversation memory `M`, neighbour features
-    (`groups`: leave-group-out on the training rows) and wording features of `texts`."""
-    return np.hstack([project(E, *pca), M, index.features(E, groups), wording(texts)])
+    (`groups`: leave-group-out on the training rows), wording features of `texts` and, with
+    a `ridge`, its prediction (`lexical`: given instead, the training rows' out-of-fold one)."""
+    parts = [project(E, *pca), M, index.features(E, groups), wording(texts)]
+    if ridge is not None:
+        parts.append((ridge.predict(texts, ridge_inputs(M)) if lexical is None
+                      else lexical)[:, None])
+    return np.hstack(parts)
 
 
 def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -71,9 +87,10 @@ def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.column_stack([q, out[:, 3].clip(0)])
 
 
-def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], NeighbourIndex]:
-    """Boosters, PCA (mean, components) and neighbour index of a saved text model; clear
-    error otherwise."""
+def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], NeighbourIndex,
+                                    TextRidge | None]:
+    """Boosters, PCA (mean, components), neighbour index and lexical ridge (None: trained
+    without) of a saved text model; clear error otherwise."""
     import lightgbm as lgb
 
     meta = read_json(path / "text.json") if (path / "text.json").is_file() else {}
@@ -85,7 +102,8 @@ def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], Neighbo
                 for i in range(len(HEADS))]
     with np.load(path / "pca.npz") as z:
         pca = (z["mean"], z["components"])
-    return boosters, pca, NeighbourIndex.load(path)
+    ridge = TextRidge.load(path) if (path / RIDGE_FILE).is_file() else None
+    return boosters, pca, NeighbourIndex.load(path), ridge
 
 
 def tuned_encoder(path: Path):
@@ -111,19 +129,20 @@ class TextModel(OutputLengthModel):
                  learning_rate: float = 0.05, num_leaves: int = 15,
                  min_child_samples: int = 20, feature_fraction: float = 0.5,
                  threads: int = 1, seed: int = 0, cache: str | None = None,
-                 finetune_epochs: int = 0, **kw):
+                 finetune_epochs: int = 0, lexical: bool = True, **kw):
         super().__init__(**kw)
         self.params = dict(n_components=n_components, n_estimators=n_estimators,
                            learning_rate=learning_rate, num_leaves=num_leaves,
                            min_child_samples=min_child_samples,
                            feature_fraction=feature_fraction, threads=threads, seed=seed,
-                           cache=cache, finetune_epochs=finetune_epochs)
+                           cache=cache, finetune_epochs=finetune_epochs, lexical=lexical)
         self.tuned = None  # the encoder fine-tuned by the last fit (finetune_epochs > 0)
         # prompt -> its tuned embedding, kept while `fit` runs (the refit reuses them)
         self._tuned_memo: dict[str, np.ndarray] | None = None
         self.boosters: list = []
         self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
         self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
+        self.ridge: TextRidge | None = None
 
 
     def fit(self, frame) -> TextModel:
@@ -187,8 +206,15 @@ class TextModel(OutputLengthModel):
             groups = np.where(groups == "", np.arange(len(groups)).astype(str), groups)
         else:
             groups = np.arange(len(y))
-        X = design(E, M, train["prompt_text"].to_list(), self.pca, self.index, groups)
-        names = [f"pc{i}" for i in range(k)] + META + MEMORY + NAMES
+        texts = train["prompt_text"].to_list()
+        self.ridge, lexical = None, None
+        if p["lexical"]:
+            num = ridge_inputs(M)
+            lexical = out_of_fold(texts, num, np.log1p(y), groups)
+            self.ridge = TextRidge().fit(texts, num, np.log1p(y))
+        X = design(E, M, texts, self.pca, self.index, groups, self.ridge, lexical)
+        names = ([f"pc{i}" for i in range(k)] + META + MEMORY + NAMES
+                 + (["tfidf_ridge"] if self.ridge is not None else []))
         self.boosters = []
         for objective, alpha in HEADS:
             params = {
@@ -205,7 +231,7 @@ class TextModel(OutputLengthModel):
 
     def _raw(self, df: pl.DataFrame) -> np.ndarray:
         E, M = self._parts(df)
-        X = design(E, M, df["prompt_text"].to_list(), self.pca, self.index)
+        X = design(E, M, df["prompt_text"].to_list(), self.pca, self.index, ridge=self.ridge)
         return head_outputs(self.boosters, X, self.params["threads"])
 
     def _save_weights(self, path: Path) -> None:
@@ -213,6 +239,8 @@ class TextModel(OutputLengthModel):
             b.save_model(str(path / f"text_head{i}.txt"))
         np.savez(path / "pca.npz", mean=self.pca[0], components=self.pca[1])
         self.index.save(path)
+        if self.ridge is not None:
+            self.ridge.save(path)
         if self.tuned is not None:
             save_tuned(self.tuned, path)
         (path / "text.json").write_text(json.dumps(
@@ -221,5 +249,5 @@ class TextModel(OutputLengthModel):
              "encoder": "fine-tuned" if self.tuned is not None else "pretrained"}))
 
     def _load_weights(self, path: Path, card: dict) -> None:
-        self.boosters, self.pca, self.index = load_heads(path)
+        self.boosters, self.pca, self.index, self.ridge = load_heads(path)
         self.tuned = tuned_encoder(path)

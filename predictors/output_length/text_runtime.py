@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from servecast.errors import InvalidInputError
-from servecast.predictors.output_length.calibration import Calibrator
+from servecast.predictors.output_length.calibration import Calibrator, OnlineCalibration
 from servecast.predictors.output_length.conversation import ConversationMemory
 from servecast.predictors.output_length.embeddings import embed
 from servecast.predictors.output_length.runtime import LengthEstimate, check_tokens, read_state
@@ -31,29 +31,36 @@ class TextRuntime:
         self.path, self.card = path, card
         state = read_state(path)
         self.encoder_state = state["encoder"]
-        self.calibrator = Calibrator.from_state(state["calibrator"])
-        self.boosters, self.pca, self.index = load_heads(path)
+        self.online = OnlineCalibration(Calibrator.from_state(state["calibrator"]))
+        self.calibrator = self.online.calibrator
+        self.boosters, self.pca, self.index, self.ridge = load_heads(path)
         self.model = text_encoder(path)
         self.sessions = SessionTurns()
         self.memory = ConversationMemory(RecentSessions())
         self.asked = RecentSessions()  # session -> embedding of its last estimate
 
     def observe(self, session_id: str | None, prompt_tokens: float, output_tokens: float,
-                arrival_s: float | None = None) -> None:
+                arrival_s: float | None = None, request_id: str | None = None) -> bool:
         """Record a completed request of a session: turn / previous output for the next, and
         for the conversation memory its output with the prompt of the session's last
-        `output_length` call (without one, the memory's similarity features skip this turn)."""
+        `output_length` call (without one, the memory's similarity features skip this turn);
+        and the calibration, when its estimate is pending (runtime.Runtime.observe). Returns
+        whether it calibrated."""
+        calibrated = self.online.learn(
+            self.online.key(request_id, session_id, check_tokens(prompt_tokens)), output_tokens)
         if session_id is not None:
             self.sessions.record(session_id, prompt_tokens, output_tokens)
             self.memory.add(session_id, self.asked.pop(session_id, None), output_tokens)
+        return calibrated
 
-    def _estimate(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
-        raw = head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index))
-        return np.column_stack([self.calibrator.apply(raw[:, :3]), raw[:, 3]])
+    def _raw(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
+        return head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index,
+                                                  ridge=self.ridge))
 
     def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
-                      session_id=None, arrival_s=None) -> LengthEstimate:
-        """Estimate (tokens) for one request; `prompt_text` is required."""
+                      session_id=None, arrival_s=None, request_id=None) -> LengthEstimate:
+        """Estimate (tokens) for one request; `prompt_text` is required. The raw estimate is
+        kept for `observe` (under `request_id`, else session and prompt tokens)."""
         x = check_tokens(prompt_tokens)
         if not isinstance(prompt_text, str):
             raise InvalidInputError("the text model needs prompt_text (a string); load a "
@@ -64,7 +71,9 @@ class TextRuntime:
             ctx = self.sessions.context(session_id, x)
             self.asked[session_id] = E[0]
         meta = np.array([[x, *ctx, *self.memory.features(session_id, E[0])]])
-        return LengthEstimate(*map(float, self._estimate(E, meta, [prompt_text])[0]))
+        raw = self._raw(E, meta, [prompt_text])[0].tolist()
+        return LengthEstimate(*self.online.serve(self.online.key(request_id, session_id, x),
+                                                 *raw))
 
     kind = "output_length"
 
@@ -85,5 +94,6 @@ class TextRuntime:
         texts = df["prompt_text"].to_list()
         E = embed(texts, model=self.model)
         meta = metadata(Encoder.from_state(self.encoder_state), df, E)
-        out = self._estimate(E, meta, texts)
+        raw = self._raw(E, meta, texts)
+        out = np.column_stack([self.calibrator.apply(raw[:, :3]), self.calibrator.mean(raw[:, 3])])
         return pl.DataFrame(out, schema=["p50", "p90", "p99", "mean"], orient="row")

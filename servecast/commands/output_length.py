@@ -24,21 +24,30 @@ def train_output_length(
     model: str = typer.Option(None, "--model",
                               help="metadata | text | global | segment | prompt_bins | "
                                    "sliding_window (default metadata, text with --text)"),
-    fast: bool = typer.Option(False, "--fast", help="fewer trees/epochs (demo settings; the "
-                              "text model keeps its encoder pretrained)"),
+    fast: bool = typer.Option(False, "--fast", help="demo settings: fewer trees; the text "
+                              "model on an 8,000-row sample"),
     max_rows: int = typer.Option(0, "--max-rows", help="subsample the trace (0 = all)"),
+    finetune_epochs: int = typer.Option(
+        0, "--finetune-epochs", min=0,
+        help="text model: first fine-tune the sentence encoder on the training rows for N "
+             "epochs (slow on a CPU; a GPU is used when present)"),
     db: Path = DbOption,
 ) -> None:
-    """Train an output-length predictor; print its held-out metrics next to the baselines."""
+    """Train an output-length predictor on any trace with prompt and output lengths; print its
+    held-out metrics next to the baselines. Warns (stderr; also in the model card) when the
+    model does not beat a baseline on the held-out split."""
     from servecast.predictors.output_length.train import summary
     from servecast.predictors.output_length.train import train_output_length as run
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
         result = run(store, trace, out, fast=fast, text=text, model=model,
-                     max_rows=max_rows or None)
+                     max_rows=max_rows or None,
+                     params={"finetune_epochs": finetune_epochs} if finetune_epochs else None)
     print_frame(summary(result), title=f"{trace}: {result['split']} (tokens)")
     console.print(f"saved {result['path']} (fit {result['seconds']:.1f} s)")
+    for w in result["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
 
 
 def estimate_output_length(

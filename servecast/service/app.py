@@ -1,7 +1,8 @@
 """HTTP estimate service: the `Estimator` behind FastAPI (`servecast serve --models DIR`).
 
     POST /v1/output-length    tokens: {p50, p90, p99, mean}
-    POST /v1/output-length/observe  record a completed request (session context): {recorded}
+    POST /v1/output-length/observe  report a completed request (session context, online
+                              calibration): {recorded, calibrated, scale, observed}
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
@@ -94,7 +95,7 @@ def _with_ignored(est: Estimator, r: OutputLengthRequest, out: dict) -> dict:
 def _length_one(est: Estimator, r: OutputLengthRequest) -> dict:
     return _with_ignored(est, r, _quantiles(est.output_length(
         r.prompt_tokens, model=r.model, log_type=r.log_type, prompt_text=r.prompt_text,
-        session_id=r.session_id)))
+        session_id=r.session_id, request_id=r.request_id)))
 
 
 def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[dict]:
@@ -112,8 +113,11 @@ def _length_many(est: Estimator, items: Sequence[OutputLengthRequest]) -> list[d
 
 
 def _observe_one(est: Estimator, r: CompletedRequest) -> dict:
-    est.observe_output(r.session_id, r.prompt_tokens, r.output_tokens, arrival_s=r.arrival_s)
-    return {"recorded": True}
+    calibrated = est.observe_output(r.session_id, r.prompt_tokens, r.output_tokens,
+                                    arrival_s=r.arrival_s, request_id=r.request_id)
+    state = est.output_calibration()
+    return {"recorded": True, "calibrated": calibrated, "scale": state["scale"],
+            "observed": state["observed"]}
 
 
 def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
@@ -221,8 +225,9 @@ ENDPOINTS = [
              "prompt_tokens", (0.0, 1e9)),
     Endpoint("output_length", "/v1/output-length/observe", CompletedRequest, Recorded,
              _observe_one, None,
-             "Record completed requests: later estimates of their sessions see them",
-             "output_tokens", (0.0, 1.0)),
+             "Record completed requests: later estimates of their sessions see them, and the "
+             "online calibration learns from the estimate served under their request_id",
+             "output_tokens", (0.0, 1e9)),  # flags, the learned scale, a count
     Endpoint("kernel_latency", "/v1/kernel-latency", KernelLatencyRequest, KernelLatencyEstimate,
              _kernel_one, None, "GPU kernel latency (ms) from op, shape and spec",
              "shape", (0.0, 1e8)),

@@ -55,6 +55,8 @@ class OutputLengthRequest(Body):
                                     description="prompt text (read by a text model only; "
                                     "others answer with `ignored: [\"prompt_text\"]`)")
     session_id: Name | None = Field(None, description="conversation id (session features)")
+    request_id: Name | None = Field(None, description="id under which the completion will be "
+                                    "reported to /v1/output-length/observe (calibration)")
 
 
 class CompletedRequest(Body):
@@ -68,12 +70,19 @@ class CompletedRequest(Body):
                                description="response length in tokens")
     arrival_s: Finite | None = Field(None, description="arrival time (s, the clock of the "
                                                        "estimates' arrival_s)")
+    request_id: Name | None = Field(None, description="the request_id of its estimate (else "
+                                    "matched by session_id and prompt_tokens)")
 
 
 class Recorded(BaseModel):
-    """The completion was recorded."""
+    """The completion was recorded; `calibrated`: its estimate was pending and the online
+    calibration learned from it; `scale`: the learned level now (multiplier of 1 + tokens);
+    `observed`: completions the calibration has learned from."""
 
     recorded: bool
+    calibrated: bool = False
+    scale: float = 1.0
+    observed: int = 0
 
 
 class OutputLengthEstimate(BaseModel):
