@@ -10,7 +10,7 @@ _MODULES = [
     "burstgpt", "azure_llm", "mooncake", "sharegpt", "length_stats",
     "alibaba_v2017", "alibaba_gpu_v2023", "alibaba_gpu_v2025", "philly", "helios",
     "azure_vm_noise", "neusight", "help_nasbench201", "vidur", "olmoe_routing",
-    "aiconfigurator", "serving_bench", "kernel_profile", "ntua_interference",
+    "aiconfigurator", "serving_bench", "kernel_profile", "ntua_interference", "mlperf",
 ]
 
 
