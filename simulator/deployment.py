@@ -1,0 +1,169 @@
+"""A serving deployment (model, GPU, TP, replicas, engine settings) compiled into what the
+engine needs: the KV capacity in blocks and the iteration time of a batch.
+
+The KV capacity comes from the step-time memory model (weights per GPU at the TP and dtype,
+KV bytes per token, `gpu_memory_utilization` of the GPU's memory); the iteration time from
+the step-time runtime for the actual batch (prefill chunks at their context offsets, decode
+sequences at their context lengths), divided by the engine family's efficiency factor:
+
+    duration_ms = step_ms(prefill, offsets, decode) / efficiency
+
+`efficiency` is the one engine-specific parameter (ENGINE_EFFICIENCY gives each family's
+default, 1.0 = the step-time model as is; capacity planning fits it on development rows).
+Without a saved step-time model the runtime is physics only (no learned residuals).
+Times in ms here; the engine converts to seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import exp, log
+from pathlib import Path
+
+import numpy as np
+
+from servecast import gpus
+from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.step_time.configs import load_config, shipped
+from servecast.predictors.step_time.runtime import Runtime
+
+#: engine families and their default efficiency (iteration time = step time / efficiency)
+ENGINE_EFFICIENCY = {"vllm": 1.0, "sglang": 1.0, "trtllm": 1.0}
+#: memory the timing engine assumes, so its KV check never refuses a batch whose shared
+#: prefix blocks the simulator counts once (timing does not depend on the memory size)
+_TIMING_MEM_GB = 1e9
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment: `replicas` copies of `model` (a shipped step-time config name or a
+    config.json path) on `tp` GPUs `gpu` (catalog name or spec file) each.
+
+    max_num_seqs: running requests per replica at most (vLLM's default 256)
+    max_num_batched_tokens: tokens scheduled per iteration at most (prefill + decode)
+    chunked_prefill: split long prompts over iterations and batch them with decodes (vLLM
+      V1); off: an iteration either prefills whole prompts or decodes (vLLM V0)
+    prefix_caching: reuse the KV of prompt blocks another request computed (by the trace's
+      Mooncake-style `prefix_hashes`, one hash per `hash_block_tokens` prompt tokens)
+    gpu_memory_utilization: share of GPU memory for weights + KV cache
+    block_size: tokens per KV block; efficiency: None = the engine family's default
+    """
+
+    model: str = "llama-3.1-8b"
+    gpu: str = "l40s"
+    tp: int = 1
+    replicas: int = 1
+    dtype: str = "bf16"
+    engine: str = "vllm"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+    gpu_memory_utilization: float = 0.9
+    block_size: int = 16
+    hash_block_tokens: int = 512
+    efficiency: float | None = None
+
+    def check(self) -> None:
+        """InvalidInputError / UnknownNameError naming the field and the fix."""
+        if self.engine not in ENGINE_EFFICIENCY:
+            raise UnknownNameError(f"unknown engine {self.engine!r}; known engines: "
+                                   f"{', '.join(ENGINE_EFFICIENCY)}")
+        for name in ("tp", "replicas", "max_num_seqs", "max_num_batched_tokens", "block_size",
+                     "hash_block_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise InvalidInputError(f"deployment {name}={v!r} must be a positive integer")
+        if self.hash_block_tokens % self.block_size:
+            raise InvalidInputError(
+                f"hash_block_tokens={self.hash_block_tokens} must be a multiple of "
+                f"block_size={self.block_size} (a prefix hash covers whole KV blocks)")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise InvalidInputError(f"gpu_memory_utilization={self.gpu_memory_utilization!r} "
+                                    "must be in (0, 1] (vLLM's default 0.9)")
+        if self.efficiency is not None and not self.efficiency > 0:
+            raise InvalidInputError(f"efficiency={self.efficiency!r} must be > 0 (1 = the "
+                                    "step-time model as is)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Compiled:
+    """A deployment compiled once: `kv_blocks` per replica, `memory` (the step-time memory
+    model's numbers) and `step_ms(prefill, offsets, decode)` / `decode_ms(batch, means)`."""
+
+    def __init__(self, dep: Deployment, runtime: Runtime | None = None):
+        dep.check()
+        rt = runtime or Runtime({}, [], {})
+        try:
+            cfg = load_config(dep.model)
+        except UnknownNameError:
+            raise UnknownNameError(f"unknown model {dep.model!r}; known models: "
+                                   f"{', '.join(shipped())} (or a Hugging Face config.json "
+                                   "path)") from None
+        spec = rt.specs.get(dep.gpu) or _spec(dep.gpu)
+        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=dep.gpu_memory_utilization)
+        timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
+        self.deployment, self.config = dep, cfg
+        self.memory = mem.memory()
+        self.kv_blocks = self.memory["kv_capacity_tokens"] // dep.block_size
+        if self.kv_blocks < 1:
+            raise InvalidInputError(
+                f"{cfg.name} on {dep.tp} x {dep.gpu}: {self.memory['kv_capacity_tokens']} KV "
+                f"tokens left after {self.memory['weights_gib']:.1f} GiB of weights per GPU, "
+                f"less than one {dep.block_size}-token block; raise --tp")
+        self.efficiency = dep.efficiency or ENGINE_EFFICIENCY[dep.engine]
+        self._engine = timing
+        self.decode_ms = _vector_decode(timing, self.efficiency) or self._decode_loop
+
+    def step_ms(self, prefill=(), offsets=None, decode=()) -> float:
+        """ms of one iteration (see the module docstring)."""
+        return self._engine.step_ms(prefill, offsets, decode) / self.efficiency
+
+    def _decode_loop(self, batch: int, means: np.ndarray) -> np.ndarray:
+        return np.array([self.step_ms((), None, [m] * batch) for m in means])
+
+
+def _spec(gpu) -> dict:
+    try:
+        return gpus.resolve_spec(gpu)
+    except UnknownNameError:
+        raise UnknownNameError(f"unknown GPU {gpu!r}; known GPUs: "
+                               f"{', '.join(gpus.catalog())} (or a spec file .json / .yaml)"
+                               ) from None
+
+
+def _vector_decode(eng, efficiency: float):
+    """`decode_ms(batch, means)`: the ms of decode-only iterations of `batch` sequences at
+    mean context lengths `means` (an array), vectorized from the engine's tables. Used only
+    when it reproduces `step_ms` on probe batches (else None: one call per iteration)."""
+    try:
+        lt, lin, lm = eng._lt, eng._lin, eng._lm
+        lb, lc, dec, over = eng._lb, eng._lc, eng._dec, eng.overhead_ms
+    except AttributeError:
+        return None
+
+    def decode_ms(batch: int, means: np.ndarray) -> np.ndarray:
+        x = log(batch)
+        base = exp(np.interp(x, lt, lin)) + exp(np.interp(x, lt, lm)) + over
+        i = min(max(int(np.searchsorted(lb, x)) - 1, 0), len(lb) - 2)
+        fx = min(max((x - lb[i]) / (lb[i + 1] - lb[i]), 0.0), 1.0)
+        y = np.log1p(np.asarray(means, dtype=np.float64))
+        j = np.clip(np.searchsorted(lc, y) - 1, 0, len(lc) - 2)
+        fy = np.clip((y - lc[j]) / (lc[j + 1] - lc[j]), 0.0, 1.0)
+        top = dec[i, j] * (1 - fy) + dec[i, j + 1] * fy
+        bot = dec[i + 1, j] * (1 - fy) + dec[i + 1, j + 1] * fy
+        return (base + np.exp(top * (1 - fx) + bot * fx)) / efficiency
+
+    for batch in (1, 3, 64, 700):
+        for mean in (0, 17, 1000, 40000):
+            want = eng.step_ms((), None, [mean] * batch) / efficiency
+            if abs(decode_ms(batch, np.array([mean]))[0] - want) > 1e-9 * want:
+                return None
+    return decode_ms
+
+
+def load_runtime(path: str | Path | None) -> Runtime | None:
+    """The step-time runtime of a saved `step_time` model folder (None: physics only)."""
+    return None if path is None else Runtime.load(path)
