@@ -115,7 +115,8 @@ class Capacity:
     slo: SLO
     replicas: int
     probes: list[dict] = field(default_factory=list)  # rate, seed, met, latency summary
-    saturation_rps: float = 0.0  # Offline throughput (req/s, all replicas), last seed
+    saturation_rps: float = 0.0  # Offline throughput (req/s, all replicas), median of seeds
+    saturation_per_seed: list[float] = field(default_factory=list)
 
 
 def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: int = 1):
@@ -172,10 +173,11 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     sample = sample or poisson_sample(replicas=replicas)
     probes: list[dict] = []
     per_seed: list[float] = []
-    sat = 0.0
+    sats: list[float] = []
     for seed in range(seeds):
         prompt, output, arrive = sample(seed)
         sat = saturation_rps(compiled, prompt, output) * replicas
+        sats.append(sat)
 
         def test(rate: float, seed=seed, prompt=prompt, output=output, arrive=arrive) -> bool:
             m = probe(compiled, arrive(rate), prompt, output)
@@ -203,7 +205,7 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
         per_seed.append(lo)
     return Capacity(rate=float(np.median(per_seed)), low=min(per_seed), high=max(per_seed),
                     per_seed=per_seed, slo=slo, replicas=replicas, probes=probes,
-                    saturation_rps=sat)
+                    saturation_rps=float(np.median(sats)), saturation_per_seed=sats)
 
 
 def load_curve(compiled: Compiled, sample=None, rates: list[float] | None = None,
@@ -221,15 +223,6 @@ def load_curve(compiled: Compiled, sample=None, rates: list[float] | None = None
         out.append({"rate": float(r), "load": r / sat,
                     **probe(compiled, arrive(r), prompt, output)})
     return out
-
-
-def knee(curve: list[dict], metric: str = "p99_ttft_ms", factor: float = 2.0) -> dict | None:
-    """The knee of a latency-vs-load curve: the first point whose `metric` exceeds `factor`
-    x its value at the lowest load (None when the curve never bends that far)."""
-    if not curve:
-        return None
-    base = curve[0][metric]
-    return next((p for p in curve if p[metric] > factor * base), None)
 
 
 # -- planning -------------------------------------------------------------------------------
