@@ -4,13 +4,13 @@ JSON) -> `mlperf_results`.
 
 Units: the CSV's nanoseconds become ms for TTFT / TPOT and their limits, seconds for the
 end-to-end latencies (`mean_latency_s`, `p99_latency_s`); `accelerator_memory` ('80 GB',
-'81559 MiB', 'N/A', 'Shared with host') becomes `accelerator_memory_gb` (GB = 10^9 bytes as
-MLPerf writes it; MiB x 2^20 / 10^9; NULL when not a size). `scenario` is stored as
-MLPerf names it ('Server', 'Offline', 'SingleStream', 'MultiStream') whatever its case in the
-file. Rows rejected: a missing submitter / system / benchmark / scenario, an unknown scenario,
-a node count below 1, an accelerator count neither >= 0 nor 'N/A' (a CPU-only
-system: stored NULL), a negative rate or latency, a Server row with no
-target QPS, an Offline row with neither samples/s nor tokens/s.
+'81559 MiB', 'N/A', 'Shared with host') becomes `accelerator_memory_gb`: the 'GB' sizes are
+the vendors' nominal (binary) sizes as written, MiB / 1024; NULL when not a size.
+`scenario` is stored as MLPerf names it ('Server', 'Offline', 'SingleStream',
+'MultiStream') whatever its case in the file. Rows rejected: a missing submitter / system /
+benchmark / scenario, an unknown scenario, a node count below 1, an accelerator count
+neither >= 0 nor 'N/A' (a CPU-only system: stored NULL), a negative rate or latency, a
+Server row with no target QPS, an Offline row with neither samples/s nor tokens/s.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _MEMORY_GB = """CASE
     WHEN regexp_matches(accelerator_memory, '^\\s*[0-9.]+\\s*GB\\s*$')
       THEN CAST(regexp_extract(accelerator_memory, '[0-9.]+') AS DOUBLE)
     WHEN regexp_matches(accelerator_memory, '^\\s*[0-9.]+\\s*MiB\\s*$')
-      THEN CAST(regexp_extract(accelerator_memory, '[0-9.]+') AS DOUBLE) * 1048576 / 1e9
+      THEN CAST(regexp_extract(accelerator_memory, '[0-9.]+') AS DOUBLE) / 1024
     END"""
 _COUNT = "try_cast(accelerators_per_node AS INTEGER)"
 _SCENARIO = "CASE lower(scenario) " + " ".join(

@@ -56,7 +56,7 @@ def test_scenarios_and_memory_normalized(store, data):
         "SELECT accelerator_memory_gb FROM mlperf_results WHERE system = ? AND benchmark = ? "
         "AND lower(scenario) = ?",
         [mib[0]["system"], mib[0]["benchmark"], mib[0]["scenario"].lower()]).fetchone()
-    assert gb == pytest.approx(float(mib[0]["accelerator_memory"].split()[0]) * 2**20 / 1e9)
+    assert gb == pytest.approx(float(mib[0]["accelerator_memory"].split()[0]) / 1024)
     (unknown,) = store.con.execute(
         "SELECT count(*) FROM mlperf_results WHERE accelerator_memory_gb IS NULL").fetchone()
     assert unknown == sum(1 for r in rows if r["accelerator_memory"] in ("N/A",
