@@ -159,10 +159,11 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     `trace_sample`). The bracket is [lowest x S, S], S the deployment's Offline throughput
     (all requests queued at once): at S or above the queue grows without bound, so S
     counts as failing. It is bisected until its width is under `rel_tol` x its upper end.
-    Early stopping: once a seed has an answer, the next seeds start from the bracket
-    median +- 10% when both ends check out, which takes 2 probes instead of the ~6 of a
-    full bisection. Raises SLOUnreachableError when the lowest rate fails, naming the
-    p99s reached there.
+    Early stopping: once a seed has an answer, the next seed first probes the answers'
+    median -+ rel_tol / 2; when the lower end holds and the upper fails, that bracket is
+    the answer after 2 probes instead of the ~7 of a full bisection (otherwise the
+    bisection goes on from what the two probes showed). Raises SLOUnreachableError when
+    the lowest rate fails, naming the p99s reached there.
     """
     if not (isinstance(seeds, int) and seeds >= 1 and isinstance(replicas, int)
             and replicas >= 1):
@@ -186,10 +187,18 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
             return ok
 
         lo, hi = lowest * sat, sat
-        guess = float(np.median(per_seed)) if per_seed else None
-        if guess and 1.1 * guess < sat and test(0.9 * guess) and not test(1.1 * guess):
-            lo, hi = 0.9 * guess, 1.1 * guess
-        elif not test(lo):
+        guess, lo_holds = (float(np.median(per_seed)) if per_seed else None), False
+        if guess and guess * (1 + rel_tol / 2) < sat:  # early stop (docstring)
+            a, b = guess * (1 - rel_tol / 2), guess * (1 + rel_tol / 2)
+            if test(a):
+                lo, lo_holds = a, True
+                if test(b):
+                    lo = b
+                else:
+                    hi = b
+            else:
+                hi = a
+        if not lo_holds and not test(lo):
             worst = probes[-1]
             raise SLOUnreachableError(
                 f"no rate meets {slo.text()}: at the lowest rate probed ({lo:.3g} req/s) "

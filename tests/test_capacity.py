@@ -69,6 +69,13 @@ def test_capacity_is_where_the_slo_breaks(small):
         above = [p["rate"] for p in mine if not p["met"] and p["rate"] > rate]
         # the next failing probe (or the Offline throughput) is within the tolerance
         assert min(above + [sat]) <= rate * 1.1
+    # early stopping: a seed whose answer is the first one's (the same requests here)
+    # takes 2 probes around it instead of a full bisection
+    same = search.poisson_sample("sharegpt", 150)
+    twice = search.capacity(small, SLO, lambda seed: same(0), seeds=2)
+    n0, n1 = (sum(p["seed"] == s for p in twice.probes) for s in (0, 1))
+    assert n0 >= 5 and n1 == 2 and twice.per_seed[1] == pytest.approx(twice.per_seed[0],
+                                                                         rel=0.02)
     # a tighter SLO gives a lower capacity on the same seeds
     tight = search.capacity(small, search.SLO(ttft_ms=300, tpot_ms=12),
                             search.poisson_sample("sharegpt", 150), seeds=2)

@@ -95,3 +95,39 @@ def _row(cells: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(cells)
     return buf.getvalue()
+
+
+def test_which_rows_can_be_modelled(store):
+    """The documented rules on the real v4.1 rows: every row either has a deployment or a
+    reason, and each rule decides some row."""
+    from servecast.simulator.mlperf import catalog_gpu, engine_family, model_row
+
+    assert catalog_gpu("NVIDIA H100-SXM-80GB", 80.0) == ("h100-sxm", "")
+    assert catalog_gpu("NVIDIA H200-SXM-141GB-CTS", 141.0) == ("h200-sxm", "")
+    assert catalog_gpu("AMD Instinct MI300X-NPS1-SPX-192GB-750W", 192.0) == ("mi300x", "")
+    assert catalog_gpu("NVIDIA L40S", 48.0) == ("l40s", "")
+    gpu, why = catalog_gpu("NVIDIA GH200 Grace Hopper Superchip 144GB", 144.0)
+    assert gpu is None and "differs from the catalog's gh200 (96 GB)" in why
+    assert catalog_gpu("NVIDIA GeForce RTX 4090", 23.6)[0] is None
+    assert engine_family("TensorRT 10.2.0, CUDA 12.4") == "trtllm"
+    assert engine_family("vLLM 0.4.3+rocm614, PyTorch 2.3.0, ROCm 6.1.0") == "vllm"
+    assert engine_family("PyTorch") is None
+    cur = store.con.execute("SELECT * FROM mlperf_results")
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    got = [(r, model_row(r)) for r in rows]
+    reasons = {m["reason"].split(":")[0].split(" (")[0] for _, m in got if m["reason"]}
+    assert {"Server row without TTFT / TPOT limits", "no accelerator",
+            "open division"} <= reasons
+    for r, m in got:
+        if m["reason"]:
+            continue
+        assert r["division"] == "closed" and r["scenario"] in ("Server", "Offline")
+        assert m["tp"] * m["replicas"] == m["accelerators"] == \
+            r["accelerators_per_node"] * r["nodes"]
+        assert m["tp"] <= r["accelerators_per_node"]
+        if r["scenario"] == "Server":
+            assert r["ttft_limit_ms"] and r["tpot_limit_ms"]
+    # GPT-J's Server rows carry no TTFT / TPOT limits: none is modelled
+    assert not [r for r, m in got if r["benchmark"].startswith("gptj")
+                and r["scenario"] == "Server" and not m["reason"]]
