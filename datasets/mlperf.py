@@ -49,7 +49,6 @@ _SCENARIO = "CASE lower(scenario) " + " ".join(
 class MLPerfResults(Adapter):
     name = "mlperf"
     table = "mlperf_results"
-    per_file_traces = True
     catalog = Catalog(
         format="CSV: " + ",".join(c[0] for c in COLUMNS) + " (latencies in ns)",
         url="https://github.com/mlcommons/inference_results_v4.1",
