@@ -147,6 +147,7 @@ def trace_sample(arrival_s, prompt, output, replicas: int = 1):
                                     f"{len(t)}-request trace to each; use fewer replicas")
         return p[mine], o[mine], lambda rate: t[mine] * (base / rate)
     sample.base_rate = base
+    sample.deterministic = replicas == 1  # one replica gets the whole trace: seeds agree
     return sample
 
 
@@ -156,9 +157,10 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
 
     `sample(seed) -> (prompt, output, arrive)`: the simulated replica's requests and
     `arrive(rate)` their arrival times (`poisson_sample`, default the ShareGPT workload;
-    `trace_sample`). The bracket is [lowest x S, S], S the deployment's Offline throughput
-    (all requests queued at once): at S or above the queue grows without bound, so S
-    counts as failing. It is bisected until its width is under `rel_tol` x its upper end.
+    `trace_sample`; one seed when the sample does not depend on it). The bracket is
+    [lowest x S, S], S the deployment's Offline throughput (all requests queued at once):
+    at S or above the queue grows without bound, so S counts as failing. It is bisected
+    until its width is under `rel_tol` x its upper end.
     Early stopping: once a seed has an answer, the next seed first probes the answers'
     median -+ rel_tol / 2; when the lower end holds and the upper fails, that bracket is
     the answer after 2 probes instead of the ~7 of a full bisection (otherwise the
@@ -172,6 +174,8 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     if not 0 < rel_tol < 1 or not 0 < lowest < 1:
         raise InvalidInputError("rel_tol and lowest must be in (0, 1)")
     sample = sample or poisson_sample(replicas=replicas)
+    if getattr(sample, "deterministic", False):
+        seeds = 1  # every seed would simulate the same requests at the same times
     probes: list[dict] = []
     per_seed: list[float] = []
     sats: list[float] = []
