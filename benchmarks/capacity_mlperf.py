@@ -31,9 +31,10 @@ import numpy as np
 
 from servecast.datasets.catalog import shared_path
 from servecast.simulator import search
+from servecast.simulator.benchmark_workloads import lengths
 from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
-from servecast.simulator.workloads import lengths, poisson_arrivals
+from servecast.simulator.workloads import poisson_arrivals
 from servecast.store import Store
 
 
@@ -83,8 +84,8 @@ class Predictor:
     def at_qps(self, m: dict, qps: float, eff: float) -> dict:
         _, c = self.compiled(m, eff)
         prompt, output = lengths(m["workload"], self.requests, seed=0)
-        return search.probe(c, poisson_arrivals(self.requests, qps / m["replicas"], 0),
-                            prompt, output)
+        arrive = poisson_arrivals(self.requests, qps / m["replicas"], np.random.default_rng(0))
+        return search.probe(c, arrive, prompt, output)
 
     def offline(self, m: dict, eff: float) -> tuple[float, float]:
         """(samples/s, output tokens/s) of the whole system, all requests queued at once."""

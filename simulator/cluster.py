@@ -1,9 +1,11 @@
 """Several replicas behind a router, and the batch simulation of a trace on them.
 
 Routers (ROUTERS): `round_robin`; `least_tokens` (the replica with the fewest outstanding
-tokens: prompt + output tokens of its unfinished requests); `prefix_affinity` (the replica
-whose prefix cache holds the longest prefix of the request's `prefix_hashes`, ties and
-misses to the fewest outstanding tokens).
+tokens: prompt + output tokens of its unfinished requests); `prefix_affinity` (among the
+replicas not overloaded, i.e. with at most twice the least outstanding tokens plus this
+request's, the one whose prefix cache holds the longest prefix of the request's
+`prefix_hashes`; ties and misses to the fewest outstanding tokens. Without the load bound a
+prefix every request shares, a system prompt, would send everything to one replica).
 
 `simulate_trace` replays requests in arrival order through the same step-wise `Engine` the
 emulator drives: the event loop routes each arrival at its time and otherwise runs the
@@ -39,7 +41,10 @@ class Router:
         if self.name == "round_robin":
             return engines[next(self._cycle)]
         if self.name == "prefix_affinity":
-            return min(engines, key=lambda e: (-e.cached_prefix_tokens(req), e.outstanding))
+            bound = 2 * min(e.outstanding for e in engines) + req.prompt_tokens \
+                + req.output_tokens
+            return min((e for e in engines if e.outstanding <= bound),
+                       key=lambda e: (-e.cached_prefix_tokens(req), e.outstanding))
         return min(engines, key=lambda e: e.outstanding)
 
 

@@ -14,8 +14,8 @@ the same engine from a trace.
 One iteration = named steps: `_schedule` (running requests first: one decode token each or
 their next prefill chunk, allocating KV blocks and preempting by recompute when blocks run
 out; then, if nothing was preempted, `_admit` waiting requests in policy order within
-`max_num_seqs`, the token budget `max_num_batched_tokens`, the free blocks minus a 1%
-watermark and, for `kv_p90`, the predicted-p90 KV reservation), `_time` (the step-time
+`max_num_seqs`, the token budget `max_num_batched_tokens`, the free blocks minus the
+`watermark` share and, for `kv_p90`, the predicted-p90 KV reservation), `_time` (the step-time
 runtime on the actual batch) and `_advance` (tokens, first tokens, prefix-cache
 registration, finishes). Without chunked prefill an iteration either prefills whole
 prompts (when any waiting request fits) or decodes (vLLM V0).
@@ -169,10 +169,12 @@ class Engine:
                 return chunks, [], []
         budget, chunks, decodes, preempted = self.max_tokens, [], [], []
         run, i = self.running, 0
+        bs = self.bs
         while i < len(run) and budget > 0:
             s = run[i]
             n = min(s.todo, budget) if s.todo else 1
-            if not self._alloc(s, s.computed + n):
+            # a decode token needs a new block only when the last one is full
+            if (s.todo or not s.computed % bs) and not self._alloc(s, s.computed + n):
                 preempted.append(self._preempt(i))
                 continue
             (chunks.append((s, n)) if s.todo else decodes.append(s))
@@ -205,7 +207,8 @@ class Engine:
             for h in hashes:
                 self._ref(h)
             s.shared, s.computed, s.todo = list(hashes), hit, todo
-            s.cached += hit
+            if not s.preemptions:
+                s.cached = hit
             self._alloc(s, hit + n)
             self.admissions += 1
             s.admitted = self.admissions
@@ -220,8 +223,8 @@ class Engine:
     # -- step 2: time ------------------------------------------------------------------------
     def _time(self, chunks: list, decodes: list) -> float:
         """Seconds of the iteration: the step-time runtime on the batch."""
-        return self.compiled.step_ms([n for _, n in chunks], [s.computed for s, _ in chunks],
-                                     [s.computed for s in decodes]) / 1000.0
+        return self.compiled.batch_ms([n for _, n in chunks], [s.computed for s, _ in chunks],
+                                      len(decodes), sum(s.computed for s in decodes)) / 1000.0
 
     # -- step 3: advance ---------------------------------------------------------------------
     def _advance(self, chunks: list, decodes: list, preempted: list, duration: float) -> Step:
@@ -245,10 +248,16 @@ class Engine:
             else:
                 gaps.append(end - s.last_s)
             self._emit(s, end, step)
-        for s in decodes:
+        tokens = step.token_ids
+        for s in decodes:  # `_emit` inlined: the hot loop
             s.computed += 1
+            s.gen += 1
             gaps.append(end - s.last_s)
-            self._emit(s, end, step)
+            s.last_s = end
+            tokens.append(s.req.request_id)
+            if s.gen >= s.req.output_tokens:
+                self._finish(s, end)
+                step.finished_ids.append(s.req.request_id)
         if gaps:
             self.itl.append((np.array(gaps), 1))
         if step.finished_ids:
@@ -284,16 +293,21 @@ class Engine:
             return 0
         batch = len(run)
         ctx = sum(s.computed for s in run)
-        dur = self.compiled.decode_ms(batch, (ctx + batch * np.arange(k)) / batch) / 1000.0
+        steps = np.arange(float(min(k, 32)))  # most stretches end at an arrival within 32
+        dur = self.compiled.decode_ms(batch, (ctx + batch * steps) / batch) / 1000.0
+        if len(steps) < k and self.now + dur.sum() < limit_s:
+            dur = self.compiled.decode_ms(batch, (ctx + batch * np.arange(float(k))) / batch)
+            dur /= 1000.0
         ends = self.now + np.cumsum(dur)
         k = min(k, 1 + int(np.searchsorted(ends[:-1], limit_s, side="left")))
         if k < 2:
             return 0
         bs, hb = self.bs, self.hb
-        need = sum(max(0, -(-(s.computed + k) // bs) - len(s.shared) * hb - s.own)
-                   for s in run)
-        if need > self.free + len(self.lru) * hb:
-            return 0
+        if batch * (k // bs + 1) > self.free:  # the bound does not hold: count exactly
+            need = sum(max(0, -(-(s.computed + k) // bs) - len(s.shared) * hb - s.own)
+                       for s in run)
+            if need > self.free + len(self.lru) * hb:
+                return 0
         end = float(ends[k - 1])
         first = float(ends[0])
         gaps = [first - s.last_s for s in run]
@@ -301,8 +315,10 @@ class Engine:
         self.itl.append((np.diff(ends[:k]), batch))
         finished = False
         for s in run:
-            self._alloc(s, s.computed + k)
-            s.computed += k
+            c = s.computed
+            if (c - 1) // bs != (c + k - 1) // bs:  # crosses into a new block
+                self._alloc(s, c + k)
+            s.computed = c + k
             s.gen += k
             s.last_s = end
             if s.gen >= s.req.output_tokens:

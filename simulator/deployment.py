@@ -17,7 +17,7 @@ Times in ms here; the engine converts to seconds.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from math import exp, log
+from math import exp, log, log1p
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,7 @@ class Compiled:
         self.efficiency = dep.efficiency or ENGINE_EFFICIENCY[dep.engine]
         self._engine = timing
         self.decode_ms = _vector_decode(timing, self.efficiency) or self._decode_loop
+        self.batch_ms = _scalar_step(timing, self.efficiency) or self._batch_loop
 
     def step_ms(self, prefill=(), offsets=None, decode=()) -> float:
         """ms of one iteration (see the module docstring)."""
@@ -123,6 +124,9 @@ class Compiled:
 
     def _decode_loop(self, batch: int, means: np.ndarray) -> np.ndarray:
         return np.array([self.step_ms((), None, [m] * batch) for m in means])
+
+    def _batch_loop(self, prefill: list, offsets: list, decodes: int, context: int) -> float:
+        return self.step_ms(prefill, offsets, [context / decodes] * decodes if decodes else ())
 
 
 def _spec(gpu) -> dict:
@@ -143,25 +147,63 @@ def _vector_decode(eng, efficiency: float):
         lb, lc, dec, over = eng._lb, eng._lc, eng._dec, eng.overhead_ms
     except AttributeError:
         return None
+    per_batch: dict = {}  # batch -> (ms of everything but decode attention, row, weight)
 
     def decode_ms(batch: int, means: np.ndarray) -> np.ndarray:
-        x = log(batch)
-        base = exp(np.interp(x, lt, lin)) + exp(np.interp(x, lt, lm)) + over
-        i = min(max(int(np.searchsorted(lb, x)) - 1, 0), len(lb) - 2)
-        fx = min(max((x - lb[i]) / (lb[i + 1] - lb[i]), 0.0), 1.0)
-        y = np.log1p(np.asarray(means, dtype=np.float64))
-        j = np.clip(np.searchsorted(lc, y) - 1, 0, len(lc) - 2)
-        fy = np.clip((y - lc[j]) / (lc[j + 1] - lc[j]), 0.0, 1.0)
-        top = dec[i, j] * (1 - fy) + dec[i, j + 1] * fy
-        bot = dec[i + 1, j] * (1 - fy) + dec[i + 1, j + 1] * fy
-        return (base + np.exp(top * (1 - fx) + bot * fx)) / efficiency
+        got = per_batch.get(batch)
+        if got is None:
+            x = log(batch)
+            i = min(max(int(np.searchsorted(lb, x)) - 1, 0), len(lb) - 2)
+            fx = min(max((x - lb[i]) / (lb[i + 1] - lb[i]), 0.0), 1.0)
+            base = exp(np.interp(x, lt, lin)) + exp(np.interp(x, lt, lm)) + over
+            got = per_batch[batch] = (base, dec[i] * (1 - fx) + dec[i + 1] * fx)
+        base, row = got
+        y = np.log1p(means)
+        j = np.searchsorted(lc, y) - 1
+        np.maximum(j, 0, out=j)
+        np.minimum(j, len(lc) - 2, out=j)
+        fy = (y - lc[j]) / (lc[j + 1] - lc[j])
+        np.maximum(fy, 0.0, out=fy)
+        np.minimum(fy, 1.0, out=fy)
+        return (base + np.exp(row[j] * (1 - fy) + row[j + 1] * fy)) / efficiency
 
     for batch in (1, 3, 64, 700):
         for mean in (0, 17, 1000, 40000):
             want = eng.step_ms((), None, [mean] * batch) / efficiency
-            if abs(decode_ms(batch, np.array([mean]))[0] - want) > 1e-9 * want:
+            if abs(decode_ms(batch, np.array([float(mean)]))[0] - want) > 1e-9 * want:
                 return None
     return decode_ms
+
+
+def _scalar_step(eng, efficiency: float):
+    """`batch_ms(prefill, offsets, decodes, context)`: `step_ms` of prefill chunks at their
+    offsets and `decodes` sequences holding `context` KV tokens in all, in pure Python from
+    the engine's tables (no arrays: the engine calls it every iteration). Used only when it
+    reproduces `step_ms` on probe batches (else None)."""
+    try:
+        from servecast.predictors.step_time.runtime import _bilinear, _interp
+
+        lt, lb, lc, lin, lm = eng._l
+        dec, pre, over = eng._dec_l, eng._pre_l, eng.overhead_ms
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+    def batch_ms(prefill: list, offsets: list, decodes: int, context: int) -> float:
+        t = exp(_interp(lt, lin, log(sum(prefill) + decodes)))
+        t += exp(_interp(lt, lm, log(len(prefill) + decodes)))
+        if decodes:
+            t += _bilinear(lb, lc, dec, log(decodes), log1p(context / decodes))
+        for m, o in zip(prefill, offsets, strict=True):
+            t += _bilinear(lt, lc, pre, log(m), log1p(o))
+        return (t + over) / efficiency
+
+    probes = [([], [], 1, 0), ([512], [0], 0, 0), ([300, 2048], [1024, 0], 40, 40 * 900),
+              ([64] * 12, list(range(0, 1200, 100)), 7, 7000), ([8192], [50000], 255, 10**6)]
+    for p, o, d, c in probes:
+        want = eng.step_ms(p, o, [c / d] * d if d else ()) / efficiency
+        if abs(batch_ms(p, o, d, c) - want) > 1e-9 * want:
+            return None
+    return batch_ms
 
 
 def load_runtime(path: str | Path | None) -> Runtime | None:

@@ -28,7 +28,7 @@ import re
 
 from servecast import gpus
 from servecast.errors import InvalidInputError
-from servecast.simulator.workloads import get as get_workload
+from servecast.simulator.benchmark_workloads import longest
 
 #: benchmark (accuracy suffix removed) -> (model config, named workload)
 BENCHMARKS = {"gptj": ("gpt-j-6b", "mlperf-gptj"),
@@ -82,8 +82,7 @@ def pick_tp(model: str, gpu: str, dtype: str, accelerators: int, per_node: int,
     """The deployment rule's TP, or None when the model fits at no allowed TP."""
     from servecast.predictors.step_time.runtime import Runtime
 
-    w = get_workload(workload)
-    longest = (w.input_max or 8192) + (w.output_max or 2048)
+    need = ROOM_REQUESTS * longest(workload)
     rt = Runtime({}, [], {})
     for tp in TPS:
         if tp > per_node or accelerators % tp:
@@ -92,7 +91,7 @@ def pick_tp(model: str, gpu: str, dtype: str, accelerators: int, per_node: int,
             mem = rt.engine(model, gpu, tp=tp, dtype=dtype).memory()
         except InvalidInputError:
             continue
-        if mem["kv_capacity_tokens"] >= ROOM_REQUESTS * longest:
+        if mem["kv_capacity_tokens"] >= need:
             return tp
     return None
 

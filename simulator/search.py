@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from servecast.errors import InvalidInputError
+from servecast.simulator.benchmark_workloads import lengths
 from servecast.simulator.cluster import simulate_trace
 from servecast.simulator.core import Request
 from servecast.simulator.deployment import Compiled, Deployment
-from servecast.simulator.workloads import lengths, poisson_arrivals
+from servecast.simulator.workloads import poisson_arrivals
 
 
 class SLOUnreachableError(InvalidInputError):
@@ -125,7 +126,8 @@ def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: i
     whole deployment gets `rate` req/s (random routing: rate / replicas each)."""
     def sample(seed: int):
         prompt, output = lengths(workload, requests, seed=seed)
-        return prompt, output, lambda rate: poisson_arrivals(requests, rate / replicas, seed)
+        return prompt, output, lambda rate: poisson_arrivals(
+            requests, rate / replicas, np.random.default_rng(seed))
     return sample
 
 

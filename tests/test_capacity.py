@@ -15,8 +15,10 @@ import pytest
 from servecast.analytics import interactive
 from servecast.analytics.capacity import curve_figure, curve_frame, knee, write_capacity_report
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.simulator import search, workloads
+from servecast.simulator import benchmark_workloads as workloads
+from servecast.simulator import search
 from servecast.simulator.deployment import Deployment
+from servecast.simulator.workloads import load_requests, poisson_arrivals
 
 SHAREGPT = "llm/length_stats/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 SMALL = Deployment(model="llama-3.1-8b", gpu="h100-sxm")
@@ -46,14 +48,20 @@ def test_workloads_follow_the_published_numbers(data):
     prompt = np.array([float(r[0]) for r in rows])
     p, o = workloads.lengths("sharegpt", 20000, seed=3)
     assert p.mean() == pytest.approx(prompt.mean(), rel=0.03)  # the file as recorded
+    assert workloads.longest("mlperf-llama2-70b") == 2048
     a, b = workloads.lengths("sharegpt", 50, seed=1), workloads.lengths("sharegpt", 50, seed=1)
     assert (a[0] == b[0]).all() and not (a[0] == workloads.lengths("sharegpt", 50, 2)[0]).all()
+    assert "mlperf-mixtral-8x7b" in workloads.names()
     with pytest.raises(UnknownNameError, match="known workloads: mlperf-gptj"):
         workloads.lengths("openorca", 10)
     with pytest.raises(InvalidInputError, match="positive integer"):
         workloads.lengths("sharegpt", 0)
-    gaps = np.diff(workloads.poisson_arrivals(20000, 5.0, seed=1))
+    gaps = np.diff(poisson_arrivals(20000, 5.0, np.random.default_rng(1)))
     assert gaps.mean() == pytest.approx(0.2, rel=0.03)
+    # `servecast simulate workload:NAME` draws the same registered workloads
+    reqs = load_requests("workload:mlperf-gptj", num_prompts=500, rate=4.0)
+    assert min(r.output_tokens for r in reqs) >= 30 and max(r.prompt_tokens for r in reqs) \
+        <= 1919
 
 
 def test_capacity_is_where_the_slo_breaks(small):

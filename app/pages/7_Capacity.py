@@ -13,7 +13,7 @@ from servecast.analytics.capacity import curve_frame, knee
 from servecast.app import common
 from servecast.errors import ServecastError
 from servecast.predictors.step_time.configs import shipped
-from servecast.simulator import search, workloads
+from servecast.simulator import benchmark_workloads, search
 from servecast.simulator.deployment import Deployment
 
 common.setup("Capacity")
@@ -23,7 +23,7 @@ gpu = side.selectbox("GPU", list(gpus.catalog()), index=list(gpus.catalog()).ind
                      key="cap_g")
 tp = side.selectbox("tensor parallelism", [1, 2, 4, 8], key="cap_tp")
 dtype = side.selectbox("dtype", ["bf16", "fp8"], key="cap_dt")
-workload = side.selectbox("workload", workloads.names(), key="cap_w")
+workload = side.selectbox("workload", benchmark_workloads.names(), key="cap_w")
 ttft = side.number_input("p99 TTFT limit (ms)", min_value=1.0, value=2000.0, key="cap_ttft")
 tpot = side.number_input("p99 TPOT limit (ms)", min_value=1.0, value=200.0, key="cap_tpot")
 requests = side.select_slider("requests per probe", [100, 200, 500, 1000], value=200,
