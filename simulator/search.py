@@ -244,17 +244,24 @@ def load_curve(compiled: Compiled, sample=None, rates: list[float] | None = None
 TPS = (1, 2, 4, 8)
 
 
-def plan(deployment: Deployment, gpus: list[str], slo: SLO, rate: float,
+def plan(deployment: Deployment, gpus: list[str], slo: SLO, rate: float | None = None,
          workload: str = "sharegpt", requests: int = 500, seeds: int = 2,
          tps: tuple[int, ...] = TPS, price_per_gpu_hour: dict[str, float] | None = None,
-         runtime=None) -> list[dict]:
+         runtime=None, trace: tuple | None = None) -> list[dict]:
     """For each GPU type and TP at which `deployment`'s model fits: the replicas needed to
-    serve a Poisson `rate` (req/s) of `workload` within `slo` = ceil(rate / one replica's
-    capacity, its lowest over seeds; random routing) and GPUs = replicas x TP; with
-    `price_per_gpu_hour` (GPU name -> price), the cost per hour. `best` marks each GPU
-    type's fewest GPUs (ties: the lower TP). A (GPU, TP) where the model does not fit or no
-    rate meets the SLO has no GPU count and says why in `reason`."""
-    if not rate > 0:
+    serve a Poisson `rate` (req/s) of `workload`, or a recorded `trace` ((arrival_s,
+    prompt, output); at `rate` when given, else at its own mean rate), within `slo`.
+
+    Replicas = ceil(rate / one replica's capacity on that load, its lowest over seeds);
+    random routing. For a trace that count is then refined by simulating one replica's
+    random share of the trace at its rate (`_enough_replicas`). GPUs = replicas x TP;
+    with `price_per_gpu_hour` (GPU name -> price), the cost per hour. `best` marks each
+    GPU type's fewest GPUs (ties: the lower TP). A (GPU, TP) where the model does not fit
+    or no rate meets the SLO has no GPU count and says why in `reason`."""
+    if trace is not None:
+        base = trace_sample(*trace)
+        rate = rate or base.base_rate
+    if rate is None or not rate > 0:
         raise InvalidInputError(f"rate={rate!r} req/s must be > 0")
     rows = []
     for gpu in gpus:
@@ -264,11 +271,14 @@ def plan(deployment: Deployment, gpus: list[str], slo: SLO, rate: float,
             rows.append(row)
             try:
                 compiled = compile_replica(replace(deployment, gpu=gpu, tp=tp), runtime)
-                cap = capacity(compiled, slo, poisson_sample(workload, requests), seeds)
+                load = base if trace is not None else poisson_sample(workload, requests)
+                cap = capacity(compiled, slo, load, seeds)
+                n = math.ceil(rate / cap.low)
+                if trace is not None:
+                    n = _enough_replicas(compiled, slo, trace, rate, n)
             except InvalidInputError as e:  # does not fit / no rate meets the SLO
                 row["reason"] = str(e)
                 continue
-            n = math.ceil(rate / cap.low)
             row.update(replicas=n, gpus=n * tp, replica_rps=cap.low)
             price = (price_per_gpu_hour or {}).get(gpu)
             if price is not None:
@@ -278,3 +288,27 @@ def plan(deployment: Deployment, gpus: list[str], slo: SLO, rate: float,
         if ok:
             min(ok, key=lambda r: (r["gpus"], r["tp"]))["best"] = True
     return rows
+
+
+def _enough_replicas(compiled: Compiled, slo: SLO, trace: tuple, rate: float, n: int) -> int:
+    """The fewest replicas R such that the simulated replica's random share of `trace` at
+    `rate` meets `slo` (seed 0): bisection on R in [1, n] when n replicas meet it (a
+    bursty trace spreads over replicas, so n from one replica's capacity can be too many),
+    else n + 1 .. n + 4; InvalidInputError when none of those does."""
+    def ok(r: int) -> bool:
+        if r > len(trace[0]) // 2:
+            return False  # fewer than 2 requests a replica: not simulated
+        prompt, output, arrive = trace_sample(*trace, replicas=r)(0)
+        return slo.met(probe(compiled, arrive(rate), prompt, output))
+
+    if not ok(n):
+        for r in range(n + 1, n + 5):
+            if ok(r):
+                return r
+        raise InvalidInputError(f"{n}-{n + 4} replicas do not serve the trace within "
+                                f"{slo.text()}")
+    lo, hi = 0, n  # hi meets the SLO; lo does not (0 replicas)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi

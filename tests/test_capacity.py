@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,8 @@ def test_plan_cli():
                   "--requests", "80", "--seeds", "1", "--price", "h100-sxm=2.5")
     assert r.returncode == 0, r.stderr
     assert "h100-sxm:" in r.stdout and "per hour" in r.stdout and "l4:" in r.stdout
+    r = servecast("plan", "--model", "llama-3.1-8b", "--gpu", "l4", "--ttft-ms", "1000")
+    assert r.returncode == 2 and "give the load: --rate" in r.stderr
     r = servecast("plan", "--model", "llama-3.1-8b", "--gpu", "l4", "--rate", "4",
                   "--ttft-ms", "1000", "--price", "h100-sxm=2.5")
     assert r.returncode == 2 and "not among the --gpu types" in r.stderr
@@ -202,6 +205,17 @@ def test_capacity_cli_on_a_trace_with_report(store_of, tmp_path, data):
     r = servecast("capacity", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--trace",
                   "nope", "--ttft-ms", "1000", "--db", db)
     assert r.returncode == 2 and "trace 'nope' has no LLM requests" in r.stderr
+    # plan the same trace at 8x its rate: one replica's capacity, then checked on its share
+    arrival = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in rows]
+    fast = 8 * (len(rows) - 1) / (max(arrival) - min(arrival))
+    r = servecast("plan", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--trace", "code",
+                  "--rate", fast, "--tps", "1", "--seeds", "1", "--ttft-ms", "1000",
+                  "--tpot-ms", "60", "--db", db)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("h100-sxm: "))
+    replicas = int(line.split("= ")[1].split(" replicas")[0])
+    per_replica = res["rate"] / 16  # what one of the 16 replicas sustained above
+    assert replicas >= 2 and 0.5 <= replicas / (fast / per_replica) <= 2
 
 
 @pytest.mark.slow

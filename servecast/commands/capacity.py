@@ -139,7 +139,10 @@ def _prices(items: list[str]) -> dict[str, float]:
 def plan(
     model: str = _MODEL,
     gpu: list[str] = typer.Option(..., "--gpu", help="GPU type to consider (repeat)"),
-    rate: float = typer.Option(..., "--rate", help="the load to serve (Poisson req/s)"),
+    rate: float | None = typer.Option(None, "--rate", help="the load to serve (req/s; "
+                                      "Poisson, or the trace re-timed to it)"),
+    trace: str | None = typer.Option(None, "--trace", help="an ingested LLM trace to serve "
+                                     "(at its own rate unless --rate)"),
     ttft_ms: float | None = _TTFT,
     tpot_ms: float | None = _TPOT,
     workload: str = _WORKLOAD,
@@ -151,9 +154,10 @@ def plan(
     engine: str = _ENGINE,
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
+    db: Path = DbOption,
 ) -> None:
-    """The fewest GPUs (replicas x TP) of each GPU type that serve `--rate` within the SLO,
-    and the cost per hour when `--price` is given."""
+    """The fewest GPUs (replicas x TP) of each GPU type that serve `--rate` of a workload, or
+    a trace, within the SLO, and the cost per hour when `--price` is given."""
     import polars as pl
 
     from servecast.simulator import search
@@ -167,13 +171,18 @@ def plan(
     if unknown:
         raise InvalidInputError(f"--price for {', '.join(sorted(unknown))}, not among the "
                                 f"--gpu types {', '.join(gpu)}")
+    if rate is None and trace is None:
+        raise InvalidInputError("give the load: --rate REQ_PER_S (a workload) or --trace T")
+    slo = search.SLO(ttft_ms, tpot_ms)
     rows = search.plan(_deployment(model, gpu[0], 1, dtype, engine, max_num_seqs, efficiency),
-                       gpu, search.SLO(ttft_ms, tpot_ms), rate, workload, requests, seeds,
-                       tp_list, prices)
+                       gpu, slo, rate, workload, requests, seeds, tp_list, prices,
+                       trace=_trace_requests(db, trace) if trace else None)
     df = pl.DataFrame(rows, schema_overrides={"cost_per_hour": pl.Float64,
                                               "replica_rps": pl.Float64})
     print_frame(df.select("gpu", "tp", "replicas", "gpus", "replica_rps", "cost_per_hour",
-                          "best", "reason"), title=f"{model}: {rate:g} req/s of {workload}")
+                          "best", "reason"),
+                title=f"{model}: {f'trace {trace}' if trace else workload}"
+                      f"{f' at {rate:g} req/s' if rate else ''} within {slo.text()}")
     best = df.filter(pl.col("best"))
     if not best.height:
         raise InvalidInputError(f"no GPU type and TP serves {model} within the SLO; see the "
