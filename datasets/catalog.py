@@ -37,13 +37,14 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
     ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
     ("ntua-interference", "vm/ntua_interference", "ntua_interference"),
+    ("mlperf", "serving/mlperf", "mlperf_v4_1"),
 ]
 
 
 #: shared folders no adapter reads yet; an issue that adds the adapter moves its folder from
 #: here into SHARED (the catalog test guards every other file of the shared folder)
 AWAITING_ADAPTERS: list[str] = [
-    "gpu/neusight_e2e", "serving/mlperf",
+    "gpu/neusight_e2e",
 ]
 
 
