@@ -60,20 +60,73 @@ def compile_replica(deployment: Deployment, runtime=None) -> Compiled:
 
 
 def run(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
-        output: np.ndarray) -> dict[str, np.ndarray]:
+        output: np.ndarray, slo: SLO | None = None) -> dict[str, np.ndarray]:
     """Per-request `ttft_s`, `e2e_s` and `tpot_s` (NaN for one-token outputs) of these
-    requests on one replica, plus `makespan_s`."""
+    requests on one replica, plus `makespan_s` and `stopped`.
+
+    With `slo`, the simulation stops as soon as its p99 TTFT or p99 TPOT is certain to
+    break the limit (`Breaks`); then `stopped` is True and every time is a lower bound of
+    the full run's (a request not yet routed counts 0, one not yet started its wait so far,
+    one not finished its TPOT so far), so every percentile is too and `slo.met` fails."""
     reqs = [Request(i, float(a), int(p), int(o))
             for i, (a, p, o) in enumerate(zip(arrivals, prompt, output, strict=True))]
-    sim = simulate_trace(reqs, compiled)
-    seqs = sim.cluster.engines[0].seqs
-    first = np.array([seqs[i].first_s for i in range(len(reqs))], float)
-    finish = np.array([seqs[i].finish_s for i in range(len(reqs))], float)
+    sim = simulate_trace(reqs, compiled, stop=Breaks(slo, output) if slo else None)
+    eng = sim.cluster.engines[0]
+    seqs, now = eng.seqs, eng.now
     arr, out = np.asarray(arrivals, float), np.asarray(output, float)
+    first, last, finish = (np.array([getattr(seqs[i], k) if i in seqs else None
+                                     for i in range(len(reqs))], float)
+                           for k in ("first_s", "last_s", "finish_s"))
+    if sim.stopped:  # lower bounds (docstring)
+        routed = np.array([i in seqs for i in range(len(reqs))])
+        first = np.where(routed, np.where(np.isnan(first), now, first), arr)
+        last = np.where(np.isnan(last), first, last)
+        finish = np.where(routed, np.where(np.isnan(finish), now, finish), arr)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out > 1, (finish - first) / (out - 1), np.nan)
+        tpot = np.where(out > 1, (last - first) / (out - 1), np.nan)
     return {"ttft_s": first - arr, "e2e_s": finish - arr, "tpot_s": tpot,
-            "makespan_s": float(finish.max() - arr.min())}
+            "makespan_s": float(np.nanmax(finish) - arr.min()), "stopped": sim.stopped}
+
+
+class Breaks:
+    """`simulate_trace`'s `stop` for one replica: True once the p99 TTFT or p99 TPOT of
+    the whole run is certain to exceed `slo`'s limit. np.percentile's p99 of N values is
+    at least the value of sorted index floor(0.99 (N - 1)), so it exceeds a limit once
+    N - that index values do. Counted: finished requests' TTFT / TPOT, and lower bounds of
+    the rest (a waiting request's TTFT >= its wait so far; a decoding request's TPOT >=
+    (last token - first token) / (output tokens - 1)). Finished requests are counted once."""
+
+    def __init__(self, slo: SLO, output: np.ndarray):
+        out = np.asarray(output)
+        self.slo, self.out = slo, out
+
+        def need(n: int) -> int:
+            return n - math.floor(0.99 * (n - 1)) if n else 1 << 62
+        self.need_ttft, self.need_tpot = need(len(out)), need(int((out > 1).sum()))
+        self.seen, self.open = 0, []
+        self.ttft_bad = self.tpot_bad = 0  # violations among finished requests
+
+    def __call__(self, cluster) -> bool:
+        eng = cluster.engines[0]
+        ids = list(eng.seqs)
+        self.open += [eng.seqs[i] for i in ids[self.seen:]]
+        self.seen = len(ids)
+        ttft_ms, tpot_ms, now = self.slo.ttft_ms, self.slo.tpot_ms, eng.now
+        ttft_bad, tpot_bad, still = self.ttft_bad, self.tpot_bad, []
+        for s in self.open:
+            a, f, o = s.req.arrival_s, s.first_s, s.req.output_tokens
+            t = ttft_ms is not None and ((now if f is None else f) - a) * 1e3 > ttft_ms
+            p = (tpot_ms is not None and f is not None and o > 1
+                 and (s.last_s - f) * 1e3 > tpot_ms * (o - 1))
+            ttft_bad += t
+            tpot_bad += p
+            if s.finish_s is None:
+                still.append(s)
+            else:
+                self.ttft_bad += t
+                self.tpot_bad += p
+        self.open = still
+        return ttft_bad >= self.need_ttft or tpot_bad >= self.need_tpot
 
 
 def metrics(result: dict, output: np.ndarray) -> dict[str, float]:
@@ -93,9 +146,11 @@ def metrics(result: dict, output: np.ndarray) -> dict[str, float]:
 
 
 def probe(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
-          output: np.ndarray) -> dict[str, float]:
-    """Simulate one replica on these requests; the latency summary."""
-    return metrics(run(compiled, arrivals, prompt, output), output)
+          output: np.ndarray, slo: SLO | None = None) -> dict[str, float]:
+    """Simulate one replica on these requests; the latency summary (with `slo`: stopped
+    once it certainly breaks it, `stopped` True and the latencies lower bounds, `run`)."""
+    result = run(compiled, arrivals, prompt, output, slo)
+    return {**metrics(result, output), "stopped": result["stopped"]}
 
 
 def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray) -> float:
@@ -161,7 +216,9 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     `trace_sample`; one seed when the sample does not depend on it). The bracket is
     [lowest x S, S], S the deployment's Offline throughput (all requests queued at once):
     at S or above the queue grows without bound, so S counts as failing. It is bisected
-    until its width is under `rel_tol` x its upper end.
+    until its width is under `rel_tol` x its upper end; the lowest rate is probed only
+    when a probe fails before any has held. A probe that certainly breaks the SLO stops
+    its simulation there (`run` with `slo`; `stopped` in its record).
     Early stopping: once a seed has an answer, the next seed first probes the answers'
     median -+ rel_tol / 2; when the lower end holds and the upper fails, that bracket is
     the answer after 2 probes instead of the ~7 of a full bisection (otherwise the
@@ -186,7 +243,7 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
         sats.append(sat)
 
         def test(rate: float, seed=seed, prompt=prompt, output=output, arrive=arrive) -> bool:
-            m = probe(compiled, arrive(rate), prompt, output)
+            m = probe(compiled, arrive(rate), prompt, output, slo)
             ok = slo.met(m)
             probes.append({"rate": rate, "seed": seed, "met": ok, **m})
             return ok
@@ -203,19 +260,21 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
                     hi = b
             else:
                 hi = a
-        if not lo_holds and not test(lo):
-            worst = probes[-1]
-            raise SLOUnreachableError(
-                f"no rate meets {slo.text()}: at the lowest rate probed ({lo:.3g} req/s) "
-                f"the best p99 TTFT is {worst['p99_ttft_ms']:.1f} ms and p99 TPOT "
-                f"{worst['p99_tpot_ms']:.1f} ms; relax the SLO, raise --tp or pick a "
-                "faster GPU")
         while (hi - lo) > rel_tol * hi:
             mid = 0.5 * (lo + hi)
             if test(mid):
-                lo = mid
-            else:
-                hi = mid
+                lo, lo_holds = mid, True
+                continue
+            hi = mid
+            if not lo_holds and not test(lo):  # the lowest rate, probed once it matters
+                worst = probes[-1]
+                more = " at least" if worst["stopped"] else ""
+                raise SLOUnreachableError(
+                    f"no rate meets {slo.text()}: at the lowest rate probed ({lo:.3g} "
+                    f"req/s) the p99 TTFT is{more} {worst['p99_ttft_ms']:.1f} ms and p99 "
+                    f"TPOT{more} {worst['p99_tpot_ms']:.1f} ms; relax the SLO, raise --tp "
+                    "or pick a faster GPU")
+            lo_holds = True
         per_seed.append(lo)
     return Capacity(rate=float(np.median(per_seed)), low=min(per_seed), high=max(per_seed),
                     per_seed=per_seed, slo=slo, replicas=replicas, probes=probes,
@@ -298,7 +357,7 @@ def _enough_replicas(compiled: Compiled, slo: SLO, trace: tuple, rate: float, n:
         if r > len(trace[0]) // 2:
             return False  # fewer than 2 requests a replica: not simulated
         prompt, output, arrive = trace_sample(*trace, replicas=r)(0)
-        return slo.met(probe(compiled, arrive(rate), prompt, output))
+        return slo.met(probe(compiled, arrive(rate), prompt, output, slo))
 
     if not ok(n):
         for r in range(n + 1, n + 5):

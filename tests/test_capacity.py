@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -91,14 +92,33 @@ def test_capacity_is_where_the_slo_breaks(small):
     assert tight.rate < cap.rate
 
 
+def test_a_probe_stops_once_its_p99_certainly_breaks(small):
+    prompt, output = workloads.lengths("sharegpt", 400, seed=4)
+    sat = search.saturation_rps(small, prompt, output)
+    for rate, breaks in ((0.3 * sat, False), (1.5 * sat, True)):
+        arrive = workloads.poisson_arrivals(400, rate, seed=4)
+        full = search.probe(small, arrive, prompt, output)
+        cut = search.probe(small, arrive, prompt, output, SLO)
+        assert SLO.met(full) is not breaks and cut["stopped"] is breaks
+        if not breaks:  # nothing to stop: the same run
+            assert cut == {**full, "stopped": False}
+            continue
+        # stopped: every latency a lower bound of the full run's, the SLO already broken
+        assert not SLO.met(cut) and cut["makespan_s"] < full["makespan_s"]
+        for k in ("p99_ttft_ms", "p99_tpot_ms", "mean_ttft_ms", "p50_tpot_ms"):
+            assert cut[k] <= full[k] + 1e-9
+        limit = {"p99_ttft_ms": SLO.ttft_ms, "p99_tpot_ms": SLO.tpot_ms}
+        assert any(cut[k] > v for k, v in limit.items())
+
+
 def test_an_slo_no_rate_meets_names_the_best_p99(small):
     with pytest.raises(search.SLOUnreachableError) as e:
         search.capacity(small, search.SLO(tpot_ms=1.0), search.poisson_sample("sharegpt", 60),
                         seeds=1)
     msg = str(e.value)
     assert "no rate meets p99 TPOT <= 1 ms" in msg and "lowest rate probed" in msg
-    tpot = float(msg.split("p99 TPOT ")[2].split(" ms")[0])
-    assert tpot > 1.0  # the best p99 reached, over the limit
+    tpot = float(re.search(r"and p99 TPOT(?: at least)? ([\d.]+) ms", msg).group(1))
+    assert tpot > 1.0  # the p99 reached (a lower bound when stopped), over the limit
     with pytest.raises(InvalidInputError, match="give an SLO"):
         search.SLO()
     with pytest.raises(InvalidInputError, match="ttft_ms=-5"):
@@ -106,7 +126,7 @@ def test_an_slo_no_rate_meets_names_the_best_p99(small):
     r = servecast("capacity", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tpot-ms", "1",
                   "--requests", "60", "--seeds", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "error: no rate meets p99 TPOT <= 1 ms" in r.stderr and "best p99 TTFT" in r.stderr
+    assert "error: no rate meets p99 TPOT <= 1 ms" in r.stderr and "p99 TTFT is" in r.stderr
 
 
 @pytest.mark.slow  # three CLI processes
