@@ -88,10 +88,13 @@ def run(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
             "makespan_s": float(np.nanmax(finish) - arr.min()), "stopped": sim.stopped}
 
 
+P99 = 0.99  # the 99th percentile as a fraction
+
+
 class Breaks:
     """`simulate_trace`'s `stop` for one replica: True once the p99 TTFT or p99 TPOT of
     the whole run is certain to exceed `slo`'s limit. np.percentile's p99 of N values is
-    at least the value of sorted index floor(0.99 (N - 1)), so it exceeds a limit once
+    at least the value at sorted index floor(P99 (N - 1)), so it exceeds a limit once
     N - that index values do. Counted: finished requests' TTFT / TPOT, and lower bounds of
     the rest (a waiting request's TTFT >= its wait so far; a decoding request's TPOT >=
     (last token - first token) / (output tokens - 1)). Finished requests are counted once."""
@@ -101,7 +104,7 @@ class Breaks:
         self.slo, self.out = slo, out
 
         def need(n: int) -> int:
-            return n - math.floor(0.99 * (n - 1)) if n else 1 << 62
+            return n - math.floor(P99 * (n - 1)) if n else 1 << 62
         self.need_ttft, self.need_tpot = need(len(out)), need(int((out > 1).sum()))
         self.seen, self.open = 0, []
         self.ttft_bad = self.tpot_bad = 0  # violations among finished requests
