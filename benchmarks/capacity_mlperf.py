@@ -64,11 +64,12 @@ class Predictor:
         self._compiled, self._cap, self._sat = {}, {}, {}
 
     def compiled(self, m: dict, eff: float):
-        key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["engine"], eff)
+        key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff)
         if key not in self._compiled:
             self._compiled[key] = search.compile_replica(Deployment(
                 model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"],
-                engine=m["engine"], max_num_seqs=MAX_SEQS, efficiency=eff))
+                engine=m["engine"], max_num_seqs=MAX_SEQS, efficiency=eff,
+                kv_cache_dtype=m["kv_cache_dtype"]))
         return key, self._compiled[key]
 
     def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:

@@ -15,7 +15,10 @@ Rules, in order (the first that fails is the row's `reason`):
 4. engine family from the framework string: TensorRT -> trtllm, vLLM -> vllm; others
    (PyTorch reference code) have no engine model;
 5. a Server row needs its TTFT and TPOT limits (GPT-J's Server rows carry none).
-The deployment: dtype fp8 where the GPU spec has an FP8 peak, else bf16; TP the smallest of
+The deployment: dtype fp8 where the GPU spec has an FP8 peak, else bf16, and with fp8 an
+fp8 KV cache (`kv_cache_dtype fp8`, which both engine families document and which Server
+submissions need: their measured decode concurrency, QPS x mean output x mean TPOT by
+Little's law, exceeds what a 2-byte KV cache holds; docs/results.md); TP the smallest of
 1, 2, 4, 8 (at most the accelerators per node, dividing the system's accelerators) at which
 the weights fit and the KV cache holds ROOM_REQUESTS requests of the workload's longest
 length; replicas = accelerators / TP (random routing). max_num_seqs = MAX_SEQS: submitters
@@ -125,5 +128,6 @@ def model_row(row: dict) -> dict:
     if tp is None:
         return {"reason": f"{model} fits no TP <= {per_node} of {accelerators} x {gpu}"}
     return {"model": model, "workload": workload, "gpu": gpu, "engine": engine,
-            "dtype": dtype, "tp": tp, "replicas": accelerators // tp,
+            "dtype": dtype, "kv_cache_dtype": "fp8" if dtype == "fp8" else "auto", "tp": tp,
+            "replicas": accelerators // tp,
             "accelerators": accelerators, "reason": ""}

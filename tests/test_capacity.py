@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -109,6 +110,19 @@ def test_a_probe_stops_once_its_p99_certainly_breaks(small):
             assert cut[k] <= full[k] + 1e-9
         limit = {"p99_ttft_ms": SLO.ttft_ms, "p99_tpot_ms": SLO.tpot_ms}
         assert any(cut[k] > v for k, v in limit.items())
+
+
+def test_an_fp8_kv_cache_holds_twice_the_tokens():
+    from servecast.simulator.deployment import Compiled
+
+    big = Deployment(model="llama-2-70b", gpu="h100-sxm", tp=2, dtype="fp8")
+    auto, fp8 = Compiled(big), Compiled(replace(big, kv_cache_dtype="fp8"))
+    assert fp8.kv_blocks == 2 * auto.kv_blocks
+    assert fp8.memory["kv_bytes_per_token"] == auto.memory["kv_bytes_per_token"] / 2
+    # the step time is the same: only the capacity changes
+    assert fp8.step_ms([512], [0], [900] * 64) == auto.step_ms([512], [0], [900] * 64)
+    with pytest.raises(InvalidInputError, match="kv_cache_dtype='int4': use one of auto, fp8"):
+        Compiled(replace(big, kv_cache_dtype="int4"))
 
 
 def test_an_slo_no_rate_meets_names_the_best_p99(small):

@@ -128,6 +128,8 @@ def test_which_rows_can_be_modelled(store):
         assert m["tp"] <= r["accelerators_per_node"]
         if r["scenario"] == "Server":
             assert r["ttft_limit_ms"] and r["tpot_limit_ms"]
+        # an fp8 deployment keeps its KV cache in fp8 too (the module's rule)
+        assert m["kv_cache_dtype"] == ("fp8" if m["dtype"] == "fp8" else "auto")
     # GPT-J's Server rows carry no TTFT / TPOT limits: none is modelled
     assert not [r for r, m in got if r["benchmark"].startswith("gptj")
                 and r["scenario"] == "Server" and not m["reason"]]
