@@ -152,6 +152,9 @@ def test_model_that_does_not_fit_and_unknown_names():
     r = servecast("capacity", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--ttft-ms",
                   "500", "--workload", "openorca")
     assert r.returncode == 2 and "unknown workload 'openorca'" in r.stderr
+    r = servecast("capacity", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--ttft-ms",
+                  "500", "--kv-cache-dtype", "int4")
+    assert r.returncode == 2 and "kv_cache_dtype='int4': use one of auto, fp8" in r.stderr
 
 
 def test_plan_sizes_each_gpu_type():

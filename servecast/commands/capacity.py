@@ -30,13 +30,17 @@ _ENGINE = typer.Option("vllm", "--engine", help="engine family: vllm, sglang, tr
 _MAX_SEQS = typer.Option(256, "--max-num-seqs", help="running requests per replica at most")
 _EFFICIENCY = typer.Option(None, "--efficiency",
                            help="engine-efficiency factor (default: the family's)")
+_KV_DTYPE = typer.Option("auto", "--kv-cache-dtype",
+                         help="auto (2-byte KV) or fp8 (twice the KV tokens)")
 
 
-def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, replicas=1):
+def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
+                replicas=1):
     from servecast.simulator.deployment import Deployment
 
     return Deployment(model=model, gpu=gpu, tp=tp, replicas=replicas, dtype=dtype,
-                      engine=engine, max_num_seqs=max_num_seqs, efficiency=efficiency)
+                      engine=engine, max_num_seqs=max_num_seqs, efficiency=efficiency,
+                      kv_cache_dtype=kv_cache_dtype)
 
 
 def _trace_requests(db: Path | None, trace: str):
@@ -73,6 +77,7 @@ def capacity(
     engine: str = _ENGINE,
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
+    kv_cache_dtype: str = _KV_DTYPE,
     report: Path | None = typer.Option(None, "--report", help="write the knee report (HTML)"),
     json_out: Path | None = typer.Option(None, "--json", help="write the result as JSON"),
     db: Path = DbOption,
@@ -84,7 +89,7 @@ def capacity(
 
     slo = search.SLO(ttft_ms, tpot_ms)
     compiled = search.compile_replica(_deployment(model, gpu, tp, dtype, engine,
-                                                  max_num_seqs, efficiency))
+                                                  max_num_seqs, efficiency, kv_cache_dtype))
     if trace:
         sample = search.trace_sample(*_trace_requests(db, trace), replicas=replicas)
         source = f"trace {trace}"
@@ -154,6 +159,7 @@ def plan(
     engine: str = _ENGINE,
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
+    kv_cache_dtype: str = _KV_DTYPE,
     db: Path = DbOption,
 ) -> None:
     """The fewest GPUs (replicas x TP) of each GPU type that serve `--rate` of a workload, or
@@ -174,7 +180,8 @@ def plan(
     if rate is None and trace is None:
         raise InvalidInputError("give the load: --rate REQ_PER_S (a workload) or --trace T")
     slo = search.SLO(ttft_ms, tpot_ms)
-    rows = search.plan(_deployment(model, gpu[0], 1, dtype, engine, max_num_seqs, efficiency),
+    rows = search.plan(_deployment(model, gpu[0], 1, dtype, engine, max_num_seqs, efficiency,
+                                   kv_cache_dtype),
                        gpu, slo, rate, workload, requests, seeds, tp_list, prices,
                        trace=_trace_requests(db, trace) if trace else None)
     df = pl.DataFrame(rows, schema_overrides={"cost_per_hour": pl.Float64,
