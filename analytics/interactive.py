@@ -442,3 +442,23 @@ def trajectory_figure(traj: pl.DataFrame, phases: pl.DataFrame | None) -> alt.Fa
     return alt.layer(*layers, data=df).facet(
         column=alt.Column("layer:N", title="layer")).properties(
         title="gamma_eff over training")
+
+
+def load_curve(curve: pl.DataFrame, ttft_ms: float | None = None,
+               tpot_ms: float | None = None) -> alt.HConcatChart:
+    """p99 TTFT and p99 TPOT (ms, log) vs offered rate (req/s) of a latency-vs-load curve
+    (`analytics.capacity.curve_frame`), the SLO limits as gray dashed rules: the static
+    `capacity.curve_figure` as two zoomable panels."""
+    panels = []
+    for metric, limit, label in (("p99_ttft_ms", ttft_ms, "p99 TTFT (ms)"),
+                                 ("p99_tpot_ms", tpot_ms, "p99 TPOT (ms)")):
+        df = curve.select("rate", "load", metric)
+        chart = lines(df, "rate", metric, title=f"{label} vs load", x_title="offered load "
+                      "(req/s)", y_title=label, y_log=True, zoom=f"zoom_{metric}")
+        if limit:
+            rule = alt.Chart(pl.DataFrame({"limit": [float(limit)]})).mark_rule(
+                color=REFERENCE, strokeDash=[6, 4]).encode(
+                y="limit:Q", tooltip=[alt.Tooltip("limit:Q", title="SLO limit (ms)")])
+            chart = chart + rule
+        panels.append(chart)
+    return alt.hconcat(*panels)

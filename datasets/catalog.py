@@ -38,14 +38,13 @@ SHARED: list[tuple[str, str, str | None]] = [
     ("splitwise-perf", "serving/splitwise", "splitwise_perf"),
     ("ntua-interference", "vm/ntua_interference", "ntua_interference"),
     ("neusight-e2e", "gpu/neusight_e2e", "neusight_e2e"),
+    ("mlperf", "serving/mlperf", "mlperf_v4_1"),
 ]
 
 
 #: shared folders no adapter reads yet; an issue that adds the adapter moves its folder from
 #: here into SHARED (the catalog test guards every other file of the shared folder)
-AWAITING_ADAPTERS: list[str] = [
-    "serving/mlperf",
-]
+AWAITING_ADAPTERS: list[str] = []
 
 
 def shared_path(rel: str, root: Path | None = None) -> Path:

@@ -17,7 +17,7 @@ from servecast.errors import ServecastError
 #: modules under servecast.commands that add commands to the app
 COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length", "moe",
                    "kernel_latency", "interference", "gpus",
-                   "step_time",
+                   "step_time", "capacity",
                    "simulate",
                    "emulate"]
 

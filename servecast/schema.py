@@ -83,6 +83,17 @@ TABLES: dict[str, str] = {
     "interference_samples": """
         trace VARCHAR NOT NULL, series VARCHAR NOT NULL, test_id VARCHAR NOT NULL,
         sample INTEGER NOT NULL, metric VARCHAR NOT NULL, value DOUBLE""",
+    # MLPerf Inference results, one row per submitter x system x benchmark x scenario:
+    # TTFT / TPOT and their p99 limits in ms, end-to-end latencies in s, memory in GB
+    "mlperf_results": """
+        trace VARCHAR NOT NULL, round VARCHAR, division VARCHAR, submitter VARCHAR NOT NULL,
+        system VARCHAR NOT NULL, benchmark VARCHAR NOT NULL, scenario VARCHAR NOT NULL,
+        valid VARCHAR, accelerator VARCHAR, accelerators_per_node INTEGER, nodes INTEGER,
+        accelerator_memory_gb DOUBLE, framework VARCHAR, samples_per_s DOUBLE,
+        tokens_per_s DOUBLE, target_qps DOUBLE, scheduled_qps DOUBLE, mean_latency_s DOUBLE,
+        p99_latency_s DOUBLE, mean_ttft_ms DOUBLE, p50_ttft_ms DOUBLE, p90_ttft_ms DOUBLE,
+        p99_ttft_ms DOUBLE, mean_tpot_ms DOUBLE, p50_tpot_ms DOUBLE, p90_tpot_ms DOUBLE,
+        p99_tpot_ms DOUBLE, ttft_limit_ms DOUBLE, tpot_limit_ms DOUBLE""",
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",

@@ -24,6 +24,7 @@ from servecast.simulator.core import Engine, Request, next_time
 from servecast.simulator.deployment import Compiled, Deployment
 
 ROUTERS = ("round_robin", "least_tokens", "prefix_affinity")
+STOP_EVERY = 250  # requests routed between `simulate_trace`'s `stop` checks
 
 
 class Router:
@@ -82,15 +83,19 @@ class SimRun:
     policy: str
     router: str
     requests: list
+    stopped: bool = False  # ended early by `stop`
 
 
 def simulate_trace(requests: Sequence[Request], deployment: Deployment | Compiled,
                    policy: str = "fcfs", router: str = "round_robin", runtime=None,
                    aging_tokens_per_s: float = 2.0,
-                   progress: Callable[[int], None] | None = None) -> SimRun:
+                   progress: Callable[[int], None] | None = None,
+                   stop: Callable[[Cluster], bool] | None = None) -> SimRun:
     """Serve `requests` (any order; replayed by arrival) on `deployment` and return the run
     (metrics: `servecast.simulator.metrics.summarize`). `runtime`: a step-time Runtime
-    (None: physics only); `progress(n)` is called with the requests routed so far."""
+    (None: physics only); `progress(n)` is called with the requests routed so far;
+    `stop(cluster)`, asked every STOP_EVERY requests routed and once all are, ends the run
+    early when it returns True (`SimRun.stopped`; unrouted requests have no times)."""
     compiled = deployment if isinstance(deployment, Compiled) else Compiled(deployment, runtime)
     if not len(requests):
         raise InvalidInputError("the trace has no requests to simulate")
@@ -107,6 +112,8 @@ def simulate_trace(requests: Sequence[Request], deployment: Deployment | Compile
             i += 1
             if progress and (i % 1000 == 0 or i == n):
                 progress(i)
+            if stop and (i % STOP_EVERY == 0 or i == n) and stop(cluster):
+                return SimRun(cluster, compiled, policy, router, reqs, stopped=True)
             continue
         if not e.decode_until(arrival):
             e.step()

@@ -32,6 +32,8 @@ ENGINE_EFFICIENCY = {"vllm": 1.0, "sglang": 1.0, "trtllm": 1.0}
 #: memory the timing engine assumes, so its KV check never refuses a batch whose shared
 #: prefix blocks the simulator counts once (timing does not depend on the memory size)
 _TIMING_MEM_GB = 1e9
+#: bytes per KV value by `kv_cache_dtype` (the step-time memory model counts 2)
+KV_BYTES = {"auto": 2, "fp8": 1}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Deployment:
       Mooncake-style `prefix_hashes`, one hash per `hash_block_tokens` prompt tokens)
     gpu_memory_utilization: share of GPU memory for weights + KV cache
     block_size: tokens per KV block; efficiency: None = the engine family's default
+    kv_cache_dtype: "auto" (the step-time memory model's 2-byte KV, vLLM's default) or
+      "fp8" (1 byte per value: twice the KV tokens in the same memory; vLLM / TensorRT-LLM
+      `kv_cache_dtype fp8`). Only the capacity changes: the step time still reads 2-byte KV.
     """
 
     model: str = "llama-3.1-8b"
@@ -63,6 +68,7 @@ class Deployment:
     block_size: int = 16
     hash_block_tokens: int = 512
     efficiency: float | None = None
+    kv_cache_dtype: str = "auto"
 
     def check(self) -> None:
         """InvalidInputError / UnknownNameError naming the field and the fix."""
@@ -81,6 +87,9 @@ class Deployment:
         if not 0 < self.gpu_memory_utilization <= 1:
             raise InvalidInputError(f"gpu_memory_utilization={self.gpu_memory_utilization!r} "
                                     "must be in (0, 1] (vLLM's default 0.9)")
+        if self.kv_cache_dtype not in KV_BYTES:
+            raise InvalidInputError(f"kv_cache_dtype={self.kv_cache_dtype!r}: use one of "
+                                    f"{', '.join(KV_BYTES)}")
         if self.efficiency is not None and not self.efficiency > 0:
             raise InvalidInputError(f"efficiency={self.efficiency!r} must be > 0 (1 = the "
                                     "step-time model as is)")
@@ -107,6 +116,10 @@ class Compiled:
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
         self.deployment, self.config = dep, cfg
         self.memory = mem.memory()
+        if KV_BYTES[dep.kv_cache_dtype] != 2:
+            ratio = 2 // KV_BYTES[dep.kv_cache_dtype]
+            self.memory["kv_capacity_tokens"] *= ratio
+            self.memory["kv_bytes_per_token"] /= ratio
         self.kv_blocks = self.memory["kv_capacity_tokens"] // dep.block_size
         if self.kv_blocks < 1:
             raise InvalidInputError(

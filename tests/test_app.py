@@ -464,8 +464,9 @@ def test_moe_page_shows_a_saved_run_trajectory(app_db, use_db, no_models):
 def test_every_page_is_tested():
     pages = sorted(p.name for p in (APP / "pages").glob("*.py"))
     assert pages == ["1_Traces.py", "2_Cluster.py", "3_VM_noise.py", "4_Output_length.py",
-                     "5_GPU_kernels.py", "6_MoE.py", "7_Latency.py"], \
-        "a new page needs its AppTest here (7_Latency: tests/test_analytics_latency.py)"
+                     "5_GPU_kernels.py", "6_MoE.py", "7_Latency.py", "8_Capacity.py"], \
+        "a new page needs its AppTest here (7_Latency: tests/test_analytics_latency.py, " \
+        "8_Capacity: tests/test_capacity.py)"
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,133 @@
+"""Which MLPerf Inference LLM rows (`mlperf_results`) the simulator can model, and how:
+documented rules only, nothing fitted and nothing system-specific by name, so the same
+protocol runs on other rounds and GPUs.
+
+Rules, in order (the first that fails is the row's `reason`):
+0. the closed division (the open division may change the model: quantization, pruning);
+1. benchmark: the name without its accuracy suffix (-99 / -99.9) is a known benchmark
+   (BENCHMARKS: its model config and named workload);
+2. scenario Server or Offline, at least one accelerator;
+3. GPU: the accelerator name, lower-cased, without the vendor words (NVIDIA, AMD, Instinct)
+   and without suffixes that are not part of a catalog name (memory size, NPS mode, power,
+   CTS), must name a catalog GPU (`servecast gpus`: family token, e.g. h100, plus the form
+   token sxm / pcie / nvl when present), and the row's memory must be within 5% of the
+   catalog's (a memory variant the catalog lacks, e.g. GH200 144 GB, is not modelled);
+4. engine family from the framework string: TensorRT -> trtllm, vLLM -> vllm; others
+   (PyTorch reference code) have no engine model;
+5. a Server row needs its TTFT and TPOT limits (GPT-J's Server rows carry none).
+The deployment: dtype fp8 where the GPU spec has an FP8 peak, else bf16, and with fp8 an
+fp8 KV cache (`kv_cache_dtype fp8`, which both engine families document and which Server
+submissions need: their measured decode concurrency, QPS x mean output x mean TPOT by
+Little's law, exceeds what a 2-byte KV cache holds; docs/results.md); TP the smallest of
+1, 2, 4, 8 (at most the accelerators per node, dividing the system's accelerators) at which
+the weights fit and the KV cache holds ROOM_REQUESTS requests of the workload's longest
+length; replicas = accelerators / TP (random routing). max_num_seqs = MAX_SEQS: submitters
+raise the batch until the latency limits bind, so KV memory and the token budget bound it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from servecast import gpus
+from servecast.errors import InvalidInputError
+from servecast.simulator.benchmark_workloads import longest
+
+#: benchmark (accuracy suffix removed) -> (model config, named workload)
+BENCHMARKS = {"gptj": ("gpt-j-6b", "mlperf-gptj"),
+              "llama2-70b": ("llama-2-70b", "mlperf-llama2-70b"),
+              "mixtral-8x7b": ("mixtral-8x7b", "mlperf-mixtral-8x7b")}
+VENDOR_WORDS = {"nvidia", "amd", "instinct", "geforce"}
+FORMS = ("sxm", "pcie", "nvl")
+MEMORY_TOLERANCE = 0.05
+ROOM_REQUESTS = 64
+MAX_SEQS = 2048
+TPS = (1, 2, 4, 8)
+
+
+def benchmark_key(benchmark: str) -> str:
+    """'llama2-70b-99.9' -> 'llama2-70b'."""
+    return re.sub(r"-99(\.9)?$", "", benchmark)
+
+
+def catalog_gpu(accelerator: str, memory_gb: float | None) -> tuple[str | None, str]:
+    """(catalog GPU, '') or (None, why not) for an MLPerf accelerator name (rule 3)."""
+    words = [w for w in re.split(r"[\s_\-]+", accelerator.lower()) if w]
+    words = [w for w in words if w not in VENDOR_WORDS]
+    if not words or words[0] in ("n/a",):
+        return None, "no accelerator"
+    family = words[0]
+    form = next((w for w in words[1:] if w in FORMS), None)
+    key = gpus.catalog_name(f"{family}-{form}" if form else family)
+    if key is None and form is None:
+        key = gpus.catalog_name(family)
+    if key is None:
+        return None, f"GPU {accelerator!r} is not in the catalog"
+    mem = gpus.catalog()[key]["values"]["Dev_Mem"][0]
+    if memory_gb is not None and abs(memory_gb - mem) > MEMORY_TOLERANCE * mem:
+        return None, (f"GPU {accelerator!r}: {memory_gb:g} GB differs from the catalog's "
+                      f"{key} ({mem:g} GB)")
+    return key, ""
+
+
+def engine_family(framework: str | None) -> str | None:
+    """Rule 4: 'TensorRT 10.2, CUDA 12.4' -> 'trtllm'; 'vLLM 0.5.2' -> 'vllm'; else None."""
+    text = (framework or "").lower()
+    if "tensorrt" in text:
+        return "trtllm"
+    if "vllm" in text:
+        return "vllm"
+    return None
+
+
+def pick_tp(model: str, gpu: str, dtype: str, accelerators: int, per_node: int,
+            workload: str) -> int | None:
+    """The deployment rule's TP, or None when the model fits at no allowed TP."""
+    from servecast.predictors.step_time.runtime import Runtime
+
+    need = ROOM_REQUESTS * longest(workload)
+    rt = Runtime({}, [], {})
+    for tp in TPS:
+        if tp > per_node or accelerators % tp:
+            continue
+        try:
+            mem = rt.engine(model, gpu, tp=tp, dtype=dtype).memory()
+        except InvalidInputError:
+            continue
+        if mem["kv_capacity_tokens"] >= need:
+            return tp
+    return None
+
+
+def model_row(row: dict) -> dict:
+    """The row's deployment under the rules: {model, workload, gpu, engine, dtype, tp,
+    replicas, accelerators} or {reason} when it cannot be modelled."""
+    if row.get("division") != "closed":
+        return {"reason": f"{row.get('division')} division (the model may differ)"}
+    key = benchmark_key(row["benchmark"])
+    if key not in BENCHMARKS:
+        return {"reason": f"benchmark {row['benchmark']!r} has no model config"}
+    if row["scenario"] not in ("Server", "Offline"):
+        return {"reason": f"scenario {row['scenario']} is not modelled (Server, Offline)"}
+    per_node = row.get("accelerators_per_node") or 0
+    accelerators = per_node * (row.get("nodes") or 1)
+    if accelerators < 1:
+        return {"reason": "no accelerator (a CPU-only system)"}
+    gpu, why = catalog_gpu(row.get("accelerator") or "", row.get("accelerator_memory_gb"))
+    if gpu is None:
+        return {"reason": why}
+    engine = engine_family(row.get("framework"))
+    if engine is None:
+        return {"reason": f"framework {row.get('framework')!r} has no engine model"}
+    if row["scenario"] == "Server" and not (row.get("ttft_limit_ms")
+                                            and row.get("tpot_limit_ms")):
+        return {"reason": "Server row without TTFT / TPOT limits"}
+    model, workload = BENCHMARKS[key]
+    dtype = "fp8" if "FP8FLOPs" in gpus.catalog()[gpu]["values"] else "bf16"
+    tp = pick_tp(model, gpu, dtype, accelerators, per_node, workload)
+    if tp is None:
+        return {"reason": f"{model} fits no TP <= {per_node} of {accelerators} x {gpu}"}
+    return {"model": model, "workload": workload, "gpu": gpu, "engine": engine,
+            "dtype": dtype, "kv_cache_dtype": "fp8" if dtype == "fp8" else "auto", "tp": tp,
+            "replicas": accelerators // tp,
+            "accelerators": accelerators, "reason": ""}

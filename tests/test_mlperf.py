@@ -1,0 +1,135 @@
+"""MLPerf Inference LLM results -> `mlperf_results`: the real v4.1 file against values read
+with the csv module (ns -> ms / s, scenario case), bad rows with their lines, a wrong header."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from servecast.errors import SchemaMismatchError
+from servecast.store import Store
+
+CSV = "serving/mlperf/inference_v4.1_llm.csv"
+
+
+@pytest.fixture(scope="module")
+def store(store_of):
+    return store_of(("mlperf", CSV, "v41"))
+
+
+def test_every_row_with_units(store, data):
+    rows = list(csv.DictReader(open(data / CSV)))
+    (n,) = store.con.execute("SELECT count(*) FROM mlperf_results").fetchone()
+    assert n == len(rows)
+    server = [r for r in rows if r["mean_tpot_ns"]]
+    r = server[len(server) // 2]
+    got = store.con.execute(
+        """SELECT scenario, mean_ttft_ms, p99_tpot_ms, tpot_limit_ms, mean_latency_s,
+                  accelerator_memory_gb, target_qps FROM mlperf_results
+           WHERE submitter = ? AND system = ? AND benchmark = ? AND lower(scenario) = ?""",
+        [r["submitter"], r["system"], r["benchmark"], r["scenario"].lower()]).fetchall()
+    assert len(got) == 1
+    scen, ttft, p99_tpot, limit, lat, mem, qps = got[0]
+    assert scen == r["scenario"].capitalize()
+    assert ttft == pytest.approx(float(r["mean_ttft_ns"]) / 1e6)
+    assert p99_tpot == pytest.approx(float(r["p99_tpot_ns"]) / 1e6)
+    assert limit == pytest.approx(float(r["tpot_limit_ns"]) / 1e6)
+    assert lat == pytest.approx(float(r["mean_latency_ns"]) / 1e9)
+    assert mem == pytest.approx(float(r["accelerator_memory"].split()[0]))
+    assert qps == pytest.approx(float(r["target_qps"]))
+
+
+def test_scenarios_and_memory_normalized(store, data):
+    rows = list(csv.DictReader(open(data / CSV)))
+    got = dict(store.con.execute(
+        "SELECT scenario, count(*) FROM mlperf_results GROUP BY 1").fetchall())
+    want: dict[str, int] = {}
+    for r in rows:
+        name = {"singlestream": "SingleStream"}.get(r["scenario"].lower(),
+                                                    r["scenario"].capitalize())
+        want[name] = want.get(name, 0) + 1
+    assert got == want
+    mib = [r for r in rows if r["accelerator_memory"].endswith("MiB")]
+    assert mib  # the file has one memory size in MiB: converted, not dropped
+    (gb,) = store.con.execute(
+        "SELECT accelerator_memory_gb FROM mlperf_results WHERE system = ? AND benchmark = ? "
+        "AND lower(scenario) = ?",
+        [mib[0]["system"], mib[0]["benchmark"], mib[0]["scenario"].lower()]).fetchone()
+    assert gb == pytest.approx(float(mib[0]["accelerator_memory"].split()[0]) / 1024)
+    (unknown,) = store.con.execute(
+        "SELECT count(*) FROM mlperf_results WHERE accelerator_memory_gb IS NULL").fetchone()
+    assert unknown == sum(1 for r in rows if r["accelerator_memory"] in ("N/A",
+                                                                         "Shared with host"))
+
+
+def test_bad_rows_and_header(tmp_path, data):
+    lines = (data / CSV).read_text().splitlines()
+    header, server = lines[0], next(ln for ln in lines if ",Server," in ln and "ns" not in ln)
+    f = tmp_path / "results.csv"
+    bad_scenario = server.replace(",Server,", ",Batch,")
+    negative = server.replace(",Server,", ",Server,").replace(",VALID,", ",VALID,", 1)
+    cells = next(csv.reader([negative]))
+    cells[header.split(",").index("mean_ttft_ns")] = "-5"
+    no_qps = next(csv.reader([server]))
+    no_qps[header.split(",").index("target_qps")] = ""
+    f.write_text("\n".join([header, server, bad_scenario, _row(cells), _row(no_qps)]) + "\n")
+    with Store(tmp_path / "s.duckdb") as s:
+        res = s.ingest("mlperf", [f])
+        assert (res.rows, res.rejected) == (1, 3)
+        got = s.con.execute("SELECT line, reason FROM rejected_rows ORDER BY line").fetchall()
+        assert [ln for ln, _ in got] == [3, 4, 5]
+        assert "unknown scenario" in got[0][1]
+        assert "negative rate or latency" in got[1][1]
+        assert "without a positive target_qps" in got[2][1]
+        wrong = tmp_path / "wrong.csv"
+        wrong.write_text("round,division,submitter\nv4.1,closed,x\n")
+        with pytest.raises(SchemaMismatchError, match="wrong.csv: line 1"):
+            s.ingest("mlperf", [wrong])
+        assert s.con.execute("SELECT count(*) FROM mlperf_results").fetchone() == (1,)
+
+
+def _row(cells: list[str]) -> str:
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
+def test_which_rows_can_be_modelled(store):
+    """The documented rules on the real v4.1 rows: every row either has a deployment or a
+    reason, and each rule decides some row."""
+    from servecast.simulator.mlperf import catalog_gpu, engine_family, model_row
+
+    assert catalog_gpu("NVIDIA H100-SXM-80GB", 80.0) == ("h100-sxm", "")
+    assert catalog_gpu("NVIDIA H200-SXM-141GB-CTS", 141.0) == ("h200-sxm", "")
+    assert catalog_gpu("AMD Instinct MI300X-NPS1-SPX-192GB-750W", 192.0) == ("mi300x", "")
+    assert catalog_gpu("NVIDIA L40S", 48.0) == ("l40s", "")
+    gpu, why = catalog_gpu("NVIDIA GH200 Grace Hopper Superchip 144GB", 144.0)
+    assert gpu is None and "differs from the catalog's gh200 (96 GB)" in why
+    assert catalog_gpu("NVIDIA GeForce RTX 4090", 23.6)[0] is None
+    assert engine_family("TensorRT 10.2.0, CUDA 12.4") == "trtllm"
+    assert engine_family("vLLM 0.4.3+rocm614, PyTorch 2.3.0, ROCm 6.1.0") == "vllm"
+    assert engine_family("PyTorch") is None
+    cur = store.con.execute("SELECT * FROM mlperf_results")
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    got = [(r, model_row(r)) for r in rows]
+    reasons = {m["reason"].split(":")[0].split(" (")[0] for _, m in got if m["reason"]}
+    assert {"Server row without TTFT / TPOT limits", "no accelerator",
+            "open division"} <= reasons
+    for r, m in got:
+        if m["reason"]:
+            continue
+        assert r["division"] == "closed" and r["scenario"] in ("Server", "Offline")
+        assert m["tp"] * m["replicas"] == m["accelerators"] == \
+            r["accelerators_per_node"] * r["nodes"]
+        assert m["tp"] <= r["accelerators_per_node"]
+        if r["scenario"] == "Server":
+            assert r["ttft_limit_ms"] and r["tpot_limit_ms"]
+        # an fp8 deployment keeps its KV cache in fp8 too (the module's rule)
+        assert m["kv_cache_dtype"] == ("fp8" if m["dtype"] == "fp8" else "auto")
+    # GPT-J's Server rows carry no TTFT / TPOT limits: none is modelled
+    assert not [r for r, m in got if r["benchmark"].startswith("gptj")
+                and r["scenario"] == "Server" and not m["reason"]]
