@@ -149,7 +149,9 @@ def test_datasets_lists_every_adapter():
         # issue 25: the user's own logs and benchmark results
         "user-log", "vllm-bench", "guidellm", "aiperf",
         # issue 23: NeuSight whole-model latencies
-        "neusight-e2e"}
+        "neusight-e2e",
+        # issue 24: MLPerf Inference results
+        "mlperf"}
 
 
 def test_download_offline_is_a_clear_error(tmp_path):
