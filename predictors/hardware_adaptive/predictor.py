@@ -111,7 +111,7 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
             HardwareConditionedNet,
             ref_stats,
         )
-        from servecast.predictors.training import make_trainer
+        from servecast.predictors.training import fit_module
 
         overlap = set(meta_train_devices) & set(meta_valid_devices)
         if overlap:
@@ -125,10 +125,8 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
                                      cfg["lr"], mixup=cfg["mixup"], epochs=cfg["epochs"])
         net.set_tasks(L, self.arch_x, self.ref_idx)
         steps = torch.arange(cfg["steps_per_epoch"]) + cfg["seed"] * 1_000_003
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(steps), batch_size=1, shuffle=True,
-            generator=torch.Generator().manual_seed(cfg["seed"]))
-        make_trainer(max_epochs=cfg["epochs"], seed=cfg["seed"], **self.trainer_kw).fit(net, loader)
+        fit_module(net, (steps,), epochs=cfg["epochs"], batch_size=1, seed=cfg["seed"],
+                   loader_seed=cfg["seed"], **self.trainer_kw)
         net.log_lat = None  # not part of the model
         self.net = net.cpu().eval()
         emb, _, _ = ref_stats(torch.as_tensor(L[:, self.ref_idx], dtype=torch.float32))

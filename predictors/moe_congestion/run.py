@@ -92,9 +92,8 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
     text: ShareGPT JSON(.gz) (default: the shared copy). Returns the run directory.
     """
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from servecast.predictors.training import make_trainer, seed_everything
+    from servecast.predictors.training import fit_module, seed_everything
 
     cfg = config or RunConfig()
     out = Path(out_dir)
@@ -109,15 +108,13 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
 
     seed_everything(cfg.seed)
     model = small_moe(cfg, vocab.size)
-    loader = DataLoader(TensorDataset(torch.from_numpy(tr)), batch_size=cfg.batch_size,
-                        shuffle=True, drop_last=True)
     every = max(1, cfg.steps // max(1, cfg.snapshots))
     snap = routing_snapshots(out / "checkpoints", torch.from_numpy(ev), docs,
                             cfg.context, cfg.batch_windows, every)
-    trainer = make_trainer(max_epochs=10_000, max_steps=cfg.steps, seed=cfg.seed,
-                           callbacks=[snap], progress=False)
     t1 = time.perf_counter()
-    trainer.fit(model, loader)
+    trainer = fit_module(model, (tr,), epochs=10_000, batch_size=cfg.batch_size,
+                         drop_last=True, max_steps=cfg.steps, seed=cfg.seed,
+                         callbacks=[snap], progress=False)
     t_train = time.perf_counter() - t1
     torch.save(model.state_dict(), out / "model.pt")
     meta = {"config": asdict(cfg), "vocab_coverage": vocab.coverage,
