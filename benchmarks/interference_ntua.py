@@ -23,6 +23,7 @@ import time
 import polars as pl
 
 from servecast.config import data_dir
+from servecast.predictors import metrics
 from servecast.predictors.interference import evaluate as ev
 from servecast.predictors.interference.colocation import colocation_task
 from servecast.predictors.interference.tasks import Task
@@ -89,8 +90,8 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
             j = tl.join(pred, on="window_id").join(
                 t.windows.select("window_id", "family"), on="window_id").with_columns(
                 half=pl.lit(half))
-            mae = 100 * (j["pred"] - j["perf"]).abs().mean()
-            log(f"{protocol} {name:18s} {m:9s} MAE {mae:6.2f} pp  n={j.height}  "
+            mae_pp = 100 * metrics.mae(j["pred"].to_numpy(), j["perf"].to_numpy())
+            log(f"{protocol} {name:18s} {m:9s} MAE {mae_pp:6.2f} pp  n={j.height}  "
                 f"{time.perf_counter() - t0:.0f} s")
             rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
                                        model=pl.lit(m)))

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.stats import spearmanr
 
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.frames import to_polars
 from servecast.predictors.base import SavedModel, read_torch_state
 from servecast.predictors.hardware_adaptive.nasbench201 import encode, flops_params
+from servecast.predictors.metrics import mape, spearman
 
 
 def _pivot(latencies: pl.DataFrame, devices: list[str], n_arch: int) -> np.ndarray:
@@ -226,9 +226,8 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
             true = np.exp(logl[test])
             for name, m in methods.items():
                 pred = m.predict(test)
-                rho = spearmanr(pred, true).statistic
-                rows.append({"device": d, "method": name, "spearman": float(rho),
-                             "mape": float(np.mean(np.abs(pred - true) / true) * 100)})
+                rows.append({"device": d, "method": name, "spearman": spearman(pred, true),
+                             "mape": mape(pred, true)})
         return pl.DataFrame(rows)
 
     @property
