@@ -26,6 +26,7 @@ from servecast.config import data_dir
 from servecast.predictors import metrics
 from servecast.predictors.interference import evaluate as ev
 from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.settings import PRESET
 from servecast.predictors.interference.tasks import Task
 from servecast.store import Store
 
@@ -124,7 +125,7 @@ def main() -> None:
     task = colocation_task(store, traces=[TRACE], counters=args.counters)
     print(f"{task.windows.height} windows, {task.windows['vm'].n_unique()} series, "
           f"left out {task.dropped}")
-    settings = ev.FAST if args.fast else ev.FULL
+    settings = PRESET.pick(args.fast)
     protocols = ["series", "mix"] if args.protocol == "both" else [args.protocol]
     pred = pl.concat([run(task, p, args.models.split(","), settings, args.max_steps)
                       for p in protocols])

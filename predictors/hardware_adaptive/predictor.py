@@ -25,6 +25,7 @@ import polars as pl
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.frames import to_polars
 from servecast.predictors.base import SavedModel, read_torch_state
+from servecast.predictors.hardware_adaptive.config import HelpSettings as _D
 from servecast.predictors.hardware_adaptive.nasbench201 import encode, flops_params
 from servecast.predictors.metrics import mape, spearman
 
@@ -87,9 +88,12 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
 
     kind = "nasbench201_latency"
 
-    def __init__(self, epochs: int = 30, steps_per_epoch: int = 100, hidden: int = 128,
-                 lr: float = 2e-3, mixup: float = 0.5, adapt_steps: int = 0,
-                 adapt_lr: float = 1e-3, seed: int = 0, **trainer_kw):
+    def __init__(self, epochs: int = _D.epochs, steps_per_epoch: int = _D.steps_per_epoch,
+                 hidden: int = _D.hidden, lr: float = _D.lr, mixup: float = _D.mixup,
+                 adapt_steps: int = _D.adapt_steps, adapt_lr: float = _D.adapt_lr,
+                 seed: int = _D.seed, **trainer_kw):
+        """Parameters: `config.HelpSettings` (its defaults are these); `trainer_kw` go to
+        `make_trainer`."""
         super().__init__()
         self.config = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, hidden=hidden, lr=lr,
                            mixup=mixup, adapt_steps=adapt_steps, adapt_lr=adapt_lr, seed=seed)

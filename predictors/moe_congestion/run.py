@@ -17,38 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from servecast.errors import DataFileError
-
-
-@dataclass
-class RunConfig:
-    """Small-MoE run settings. Sizes in tokens; `steps` optimizer steps of `batch_size`
-    windows of `context` tokens; `snapshots` checkpoints spread over training (plus step 0)."""
-
-    alpha: float = 0.0
-    steps: int = 300
-    snapshots: int = 6
-    n_experts: int = 8
-    top_k: int = 1
-    layers: int = 2
-    d: int = 64
-    d_ff: int = 128
-    heads: int = 4
-    context: int = 64
-    batch_size: int = 32
-    lr: float = 3e-3
-    vocab: int = 2048
-    train_conversations: int = 600
-    eval_conversations: int = 100
-    eval_windows: int = 128
-    batch_windows: int = 4  # eval windows per routing batch (256 tokens)
-    seed: int = 0
+from servecast.predictors.moe_congestion.config import RunConfig
 
 
 @lru_cache(maxsize=2)
