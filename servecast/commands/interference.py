@@ -7,8 +7,17 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, group, out_path, print_frame
+from servecast.commands.common import (
+    DbOption,
+    FastOption,
+    console,
+    given,
+    group,
+    out_path,
+    print_frame,
+)
 from servecast.errors import DataFileError, InvalidInputError
+from servecast.predictors.interference.settings import PRESET
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +90,7 @@ def _colocation_task(db: Path, test_series: str | None):
 
 
 def train_interference(
+    ctx: typer.Context,
     task: str = typer.Option("temporal", "--task",
                              help="temporal | fingerprint (Azure VM Noise in the store) | "
                                   "colocation (NTUA study in the store) | FILE "
@@ -94,8 +104,9 @@ def train_interference(
     test_series: str = typer.Option(None, "--test-series",
                                     help="colocation: held-out series, comma-separated "
                                          "(default: the last series; the one before validates)"),
-    fast: bool = typer.Option(False, "--fast", help="small model, few epochs (demo settings)"),
-    epochs: int = typer.Option(0, "--epochs", help="override the number of epochs"),
+    fast: bool = FastOption,
+    epochs: int = typer.Option(PRESET.full.epochs, "--epochs", min=1,
+                               help="epochs of the neural models"),
     db: Path = DbOption,
 ) -> None:
     """Train the interference predictor; prints test MAE per model and SKU, saves to --out."""
@@ -116,9 +127,7 @@ def train_interference(
     print_frame(t.summary(), title="windows per split")
     if model is None:
         model = ev.default_model(t.name)
-    settings = dict(ev.FAST if fast else ev.FULL)
-    if epochs:
-        settings["epochs"] = epochs
+    settings = PRESET.pick(fast, **given(ctx, epochs=epochs))
     models = ev.MODEL_ORDER if model == "all" else (model,)
     if model != "all" and model not in ev.MODEL_ORDER:
         raise InvalidInputError(f"--model {model!r}: one of {', '.join(ev.MODEL_ORDER)}, all")
