@@ -9,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.staging import file_counts, read_header, reject_invalid, stage_csv
-from servecast.errors import DataFileError
+from servecast.datasets.staging import (
+    file_counts,
+    read_header,
+    reject_invalid,
+    require_csv,
+    stage_csv,
+)
 
 RECORDING = [("t", "t", "DOUBLE"), ("metric", "metric", "VARCHAR"), ("value", "value", "DOUBLE")]
 WINDOWS = [("window_id", "window_id", "BIGINT"), *RECORDING]
@@ -31,10 +36,8 @@ class HostMetrics(Adapter):
     )
 
     def load(self, ctx, files: list[Path]):
-        for f in files:
-            if not f.name.endswith(".csv"):
-                raise DataFileError(f"{f}: host metrics are ingested from CSV; record them "
-                                    "with `servecast collect host-metrics --out FILE.csv`")
+        require_csv(files, "a host-metrics recording",
+                    "servecast collect host-metrics --out FILE.csv")
         windowed = [f for f in files if read_header(f)[:1] == ["window_id"]]
         plain = [f for f in files if f not in windowed]
         ctx.con.execute("DROP TABLE IF EXISTS _hm")

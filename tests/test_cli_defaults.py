@@ -45,28 +45,24 @@ def _sources():
         (kernel_latency.train_nasbench201_latency, "epochs", HELP.full.epochs),
         (interference.train_interference, "epochs", INTERFERENCE.full.epochs),
         (interference.train_interference, "trace", _param_default(temporal_task, "trace")),
-        (kernel_latency.train_kernel_latency, "epochs",
-         _param_default(train_kernel_model, "epochs")),
-        (kernel_latency.train_kernel_latency, "vidur",
-         _param_default(train_kernel_model, "vidur")),
-        (kernel_latency.train_kernel_latency, "neusight_trace",
-         _param_default(train_kernel_model, "neusight_trace")),
-        (kernel_latency.train_kernel_latency, "vidur_trace",
-         _param_default(train_kernel_model, "vidur_trace")),
-        (kernel_latency.profile_kernels, "repeats", _param_default(profile_kernels, "repeats")),
-        (kernel_latency.profile_kernels, "warmup", _param_default(profile_kernels, "warmup")),
-        (kernel_latency.profile_kernels, "device", _param_default(profile_kernels, "device")),
-        (interference.collect_host_metrics, "interval", _param_default(sample_host, "interval")),
-        (moe.trajectory, "quality", _param_default(trajectory, "quality")),
-        (moe.trajectory, "types", _param_default(trajectory, "n_types")),
-        (moe.trajectory, "bootstrap", _param_default(trajectory, "n_bootstrap")),
-        (moe.fit, "quality", _param_default(trajectory, "quality")),
-        (moe.fit, "types", _param_default(fit_from_run, "n_types")),
-        (analytics.synth, "window_s", _param_default(fit_workload, "window_s")),
-        (analytics.synth, "rate_scale", _param_default(synthesize, "rate_scale")),
-        (analytics.synth, "seed", _param_default(synthesize, "seed")),
     ]
-    return rows
+    #: (command, its parameter, the function it feeds, that function's parameter)
+    same_as = [
+        *[(kernel_latency.train_kernel_latency, p, train_kernel_model, p)
+          for p in ("epochs", "vidur", "neusight_trace", "vidur_trace")],
+        *[(kernel_latency.profile_kernels, p, profile_kernels, p)
+          for p in ("repeats", "warmup", "device")],
+        (interference.collect_host_metrics, "interval", sample_host, "interval"),
+        (moe.trajectory, "quality", trajectory, "quality"),
+        (moe.trajectory, "types", trajectory, "n_types"),
+        (moe.trajectory, "bootstrap", trajectory, "n_bootstrap"),
+        (moe.fit, "quality", trajectory, "quality"),
+        (moe.fit, "types", fit_from_run, "n_types"),
+        (analytics.synth, "window_s", fit_workload, "window_s"),
+        (analytics.synth, "rate_scale", synthesize, "rate_scale"),
+        (analytics.synth, "seed", synthesize, "seed"),
+    ]
+    return rows + [(c, name, _param_default(f, p)) for c, name, f, p in same_as]
 
 
 def test_cli_defaults_equal_the_settings_they_feed():
