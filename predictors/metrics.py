@@ -60,13 +60,13 @@ def error_scores(pred, true) -> dict[str, float]:
             "rmse": float(np.sqrt((err ** 2).mean())), "bias": float(err.mean())}
 
 
-def coverage(true, upper) -> float:
+def coverage(upper, true) -> float:
     """Share of rows whose truth is at or below the predicted quantile `upper`."""
     upper, true = _pair(upper, true)
     return float(np.mean(true <= upper))
 
 
-def pinball(true, q, alpha: float) -> float:
+def pinball(q, true, alpha: float) -> float:
     """Mean pinball (quantile) loss of the prediction `q` at level `alpha` (target's unit)."""
     q, true = _pair(q, true)
     d = true - q

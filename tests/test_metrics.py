@@ -35,9 +35,9 @@ def test_known_answers():
     s = metrics.error_scores(pred, true)
     assert s == {"n": 4, "mae": 17.5, "rmse": pytest.approx(math.sqrt(2700 / 4)),
                  "bias": 12.5}
-    assert metrics.coverage(true, upper=pred) == 0.75
+    assert metrics.coverage(pred, true) == 0.75
     # pinball at 0.9: under-predictions cost 0.9 per unit, over-predictions 0.1
-    assert metrics.pinball(true, q=pred, alpha=0.9) == pytest.approx((1 + 9 + 0 + 5) / 4)
+    assert metrics.pinball(pred, true, alpha=0.9) == pytest.approx((1 + 9 + 0 + 5) / 4)
     assert metrics.kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0
     assert metrics.kendall_tau([3, 2, 1], [1, 2, 3]) == -1.0
     assert metrics.kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0  # constant: no ranking
@@ -72,4 +72,4 @@ def test_same_numbers_as_the_copies_it_replaces(latencies):
     assert metrics.mdape(pred, true) == kernel_mdape(pred, true)
     assert metrics.ape_scores(pred, true) == operator_scores(pred, true)
     assert metrics.kendall_tau(pred, true) == length_tau(pred, true)
-    assert metrics.pinball(true, pred, 0.9) == length_pinball(true, pred, 0.9)
+    assert metrics.pinball(pred, true, 0.9) == length_pinball(true, pred, 0.9)
