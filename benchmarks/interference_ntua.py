@@ -6,10 +6,11 @@ family (baseline, cpu, l3, membw). Usage:
         [--models gbm,mean,temporal,dual] [--protocol series|mix|both] [--max-steps 40]
         [--nested] [--inner-k 3]
 
-`--nested` adds model `gbm-nested` (`colocation_gbm`): in every outer fold, the run-level GBM
-variant (feature set x target) with the lowest inner grouped-k-fold MAE over the fold's
-training series is refit on them and predicts the fold's test runs; its interval is the
-series-disjoint conformal one of `colocation_gbm.nested_predictions`. The variant chosen per
+`--nested` adds model `gbm-nested`, the shipped co-location default (`colocation_gbm.
+ColocationGBM`, 3 seeds) fitted in every outer fold on its training series: the run-level
+GBM variant (feature set x target) with the lowest inner grouped-k-fold MAE over those
+series is refit on them and predicts the fold's test runs; its interval is the model's
+series-disjoint conformal one. The variant chosen per
 fold and every variant's inner MAE are printed.
 
 Ingests ../shared/datasets/vm/ntua_interference into --db if the trace is missing.
@@ -109,11 +110,10 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
 
 def run_nested(task: Task, protocol: str, k: int = 3, log=print) -> pl.DataFrame:
     """`run`'s rows for model `gbm-nested` (nested selection in every fold of `protocol`)."""
-    feats = cg.run_features(task)
     rows = []
     for name, t in folds(task, protocol):
         t0 = time.perf_counter()
-        j, info = cg.nested_predictions(t, feats, k=k, coverage=COVERAGE)
+        j, info = cg.nested_predictions(t, k=k, coverage=COVERAGE)
         j = j.join(t.windows.select("window_id", "family"), on="window_id")
         inner = ", ".join(f"{c} {v:.2f}" for c, v in sorted(info["inner"].items(),
                                                             key=lambda kv: kv[1]))

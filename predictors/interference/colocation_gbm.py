@@ -1,14 +1,13 @@
-"""Run-level GBM for the co-location task (`colocation.colocation_task`) and the nested
-protocol that picks its variant on training series only.
+"""Run-level GBM for the co-location task (`colocation.colocation_task`), the nested
+protocol that picks its variant on training series only, and the saved model
+(`ColocationGBM`, the co-location default: `params["model"] == "gbm-baseline"`).
 
-Features of a run (`run_features`), from its counters (every metric but `rps` / `replicas`):
-- `stats`: per counter mean, std, min, max, q10, q90, last value and slope (per sample) over
-  the run, plus rps and replicas;
-- `base`: per counter the run's mean over the mean of its own series' `Baseline*` runs at the
-  same replicas and rate (NaN when the series has none there: LightGBM routes NaN; the
-  counters of baseline runs are inputs measured with the service alone, no label is used),
-  and the same difference;
-- `rate`: per counter the run's mean per request (mean / rps).
+Features: `colocation_runtime` (per-counter statistics, ratios to the service's own
+baseline counters at the same replicas and rate, counters per request). `with_references`
+adds those baseline counters to a task's windows: per counter, the mean over the same
+series' `Baseline*` runs at the same replicas and rate (counters measured with the service
+alone; no label is used). A series without its own baseline runs at that load gets no
+`base:*` metric, hence NaN ratio features, which LightGBM routes (documented handling).
 
 Targets (`TARGETS`): `perf` (the label itself) or `log`: y = -log(perf) = log(L / L0), the
 log latency ratio, mapped back with perf = exp(-max(y, 0)).
@@ -21,18 +20,31 @@ runs and predicts the outer test runs. Nothing of the outer test split is seen i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
+from servecast.predictors.base import SavedModel
+from servecast.predictors.interference.colocation_runtime import (
+    BASE,
+    FEATURE_SETS,
+    LOAD,
+    counters_of,
+    feature_names,
+    from_target,
+    to_target,
+    window_features,
+)
 from servecast.predictors.interference.tasks import Task
+from servecast.predictors.interference.windows import long_columns
 
-FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
-                "stats+base+rate": ("stats", "base", "rate")}
 TARGETS = ("perf", "log")
-LOAD = ("rps", "replicas")
+__all__ = ["CANDIDATES", "Candidate", "ColocationGBM", "from_target", "nested_predictions",
+           "run_features", "to_target", "with_references"]
 
 
 @dataclass(frozen=True)
@@ -53,41 +65,41 @@ class Candidate:
 CANDIDATES = tuple(Candidate(f, t) for f in FEATURE_SETS for t in TARGETS)
 
 
-def run_features(task: Task) -> pl.DataFrame:
-    """One row per window of `task`: window_id, then the feature columns of the module
-    docstring, prefixed `stats:`, `base:` and `rate:`. Raises InvalidInputError when a
-    window has no counter values."""
+def with_references(task: Task) -> pl.DataFrame:
+    """`task.metrics` plus, per window and counter c, the constant metric `base:c` (module
+    docstring). Raises InvalidInputError when a window has no counter values."""
     m = task.metrics.filter(~pl.col("metric").is_in(LOAD), pl.col("value").is_finite())
     empty = set(task.windows["window_id"]) - set(m["window_id"])
     if empty:
         raise InvalidInputError(f"{len(empty)} window(s) without counter values (first: "
                                 f"{sorted(empty)[0]}); drop runs without PCM samples")
-    g = m.sort("t").group_by("window_id", "metric")
-    tc = pl.col("t") - pl.col("t").mean()
-    s = g.agg(mean=pl.col("value").mean(), std=pl.col("value").std().fill_null(0.0),
-              min=pl.col("value").min(), max=pl.col("value").max(),
-              q10=pl.col("value").quantile(0.1), q90=pl.col("value").quantile(0.9),
-              last=pl.col("value").last(),
-              slope=((tc * pl.col("value")).sum() / (tc * tc).sum()).fill_nan(0.0))
-    w = task.windows.select("window_id", "vm", "family", "rps", "replicas")
-    s = s.join(w, on="window_id")
-    ref = (s.filter(pl.col("family") == "baseline")
-           .group_by("vm", "replicas", "rps", "metric").agg(ref=pl.col("mean").mean()))
-    s = s.join(ref, on=["vm", "replicas", "rps", "metric"], how="left").with_columns(
-        ratio=pl.col("mean") / pl.col("ref"), diff=pl.col("mean") - pl.col("ref"),
-        per_req=pl.col("mean") / pl.col("rps"))
-    stat_cols = ["mean", "std", "min", "max", "q10", "q90", "last", "slope"]
-    parts = {"stats": stat_cols, "base": ["ratio", "diff"], "rate": ["per_req"]}
-    wide = []
-    for kind, cols in parts.items():
-        p = s.pivot(on="metric", index="window_id", values=cols)
-        wide.append(p.rename({c: f"{kind}:{c}" for c in p.columns if c != "window_id"}))
-    out = task.windows.select("window_id", pl.col("rps").alias("stats:rps"),
-                              pl.col("replicas").str.extract(r"(\d+)\D*$").cast(pl.Float64)
-                              .alias("stats:replicas"))
-    for p in wide:
-        out = out.join(p, on="window_id", how="left")
-    return out
+    cols = long_columns(task.metrics)
+    counters = counters_of(cols)
+    ids, x = window_features(cols, counters)  # numpy: the same sums on every call
+    mean = dict(zip(ids, x[:, [feature_names(counters).index(f"stats:mean_{c}")
+                               for c in counters]], strict=True))
+    w = task.windows.select("window_id", "vm", "family", "rps", "replicas").sort("window_id")
+    key = w.select(pl.concat_str("vm", "replicas", pl.col("rps").cast(pl.Utf8),
+                                 separator="|"))["vm"].to_list()
+    groups: dict[str, list] = {}
+    for k, wid, fam in zip(key, w["window_id"], w["family"], strict=True):
+        if fam == "baseline" and wid in mean:
+            groups.setdefault(k, []).append(mean[wid])
+    ref = {k: np.nanmean(np.stack(v), axis=0) for k, v in groups.items()}
+    rows = [(wid, BASE + c, float(v)) for k, wid in zip(key, w["window_id"], strict=True)
+            if k in ref for c, v in zip(counters, ref[k], strict=True) if np.isfinite(v)]
+    base = pl.DataFrame(rows, schema=["window_id", "metric", "value"], orient="row")
+    base = base.select("window_id", t=pl.lit(0.0), metric="metric", value="value")
+    return pl.concat([task.metrics, base.cast(task.metrics.schema)])
+
+
+def run_features(task: Task, counters: list[str] | None = None) -> pl.DataFrame:
+    """One row per window of `task`: window_id, then `colocation_runtime.feature_names`."""
+    cols = long_columns(with_references(task))
+    counters = counters_of(cols) if counters is None else counters
+    ids, x = window_features(cols, counters)
+    return pl.DataFrame(x, schema=feature_names(counters), orient="row").insert_column(
+        0, pl.Series("window_id", ids))
 
 
 def columns_of(frame: pl.DataFrame, features: str) -> list[str]:
@@ -96,31 +108,24 @@ def columns_of(frame: pl.DataFrame, features: str) -> list[str]:
     return [c for c in frame.columns if c.split(":", 1)[0] in kinds]
 
 
-def to_target(perf: np.ndarray, target: str) -> np.ndarray:
-    return -np.log(np.clip(perf, 1e-6, 1.0)) if target == "log" else perf
-
-
-def from_target(y: np.ndarray, target: str) -> np.ndarray:
-    return np.exp(-np.maximum(y, 0.0)) if target == "log" else np.clip(y, 0.0, 1.0)
-
-
-def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate,
-                quantile: float | None = None) -> np.ndarray:
-    """Fit `cand` on (x, perf) and predict perf of x_new (mean over its seeds). With
-    `quantile` q the boosters fit the q-quantile of perf instead of the median (pinball
-    loss; on the log target, quantile 1 - q of y maps to quantile q of perf)."""
+def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate) -> list:
+    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target)
+    fitted on (x, perf) with `cand.rounds` rounds."""
     import lightgbm as lgb
 
-    y = to_target(perf, cand.target)
     params = dict(learning_rate=0.05, num_leaves=15, min_data_in_leaf=15,
                   bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.5,
                   objective="l1", verbose=-1, num_threads=1)
-    if quantile is not None:
-        params.update(objective="quantile",
-                      alpha=1 - quantile if cand.target == "log" else quantile)
-    preds = [lgb.train({**params, "seed": seed}, lgb.Dataset(x, y), cand.rounds).predict(x_new)
-             for seed in range(cand.seeds)]
-    return from_target(np.mean(preds, axis=0), cand.target)
+    y = to_target(perf, cand.target)
+    return [lgb.train({**params, "seed": seed}, lgb.Dataset(x, y), cand.rounds)
+            for seed in range(cand.seeds)]
+
+
+def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate
+                ) -> np.ndarray:
+    """Fit `cand` on (x, perf) and predict perf of x_new (mean over its seeds)."""
+    boosters = fit_boosters(x, perf, cand)
+    return from_target(np.mean([b.predict(x_new) for b in boosters], axis=0), cand.target)
 
 
 def series_folds(series: np.ndarray, k: int) -> list[np.ndarray]:
@@ -133,41 +138,106 @@ def series_folds(series: np.ndarray, k: int) -> list[np.ndarray]:
     return [np.isin(series, names[i::k]) for i in range(k)]
 
 
-def inner_errors(x: pl.DataFrame, perf: np.ndarray, series: np.ndarray, candidates,
-                 k: int = 3) -> dict[str, np.ndarray]:
-    """Out-of-fold |error| of perf (0-1) per training run of every candidate, by inner
-    grouped k-fold over `series` (training runs only)."""
-    out = {}
+def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9
+           ) -> tuple[Candidate, dict[str, float], float]:
+    """The inner protocol on training runs only (`train`: vm, perf and feature columns):
+    every candidate's out-of-fold |error| by grouped k-fold over the series `vm`. Returns
+    (the candidate with the lowest inner MAE, {name: inner MAE pp}, half-width): the
+    half-width is the `coverage` quantile of the winner's out-of-fold |error| (perf units),
+    a series-disjoint conformal interval pred +- half."""
+    perf, series = train["perf"].to_numpy(), train["vm"].to_numpy()
+    errs = {}
     for cand in candidates:
-        cols = columns_of(x, cand.features)
-        xa = x.select(cols).to_numpy()
+        xa = train.select(columns_of(train, cand.features)).to_numpy()
         err = np.empty(len(perf))
         for held in series_folds(series, k):
             err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand)
                                - perf[held])
-        out[cand.name] = err
-    return out
-
-
-def nested_predictions(task: Task, features: pl.DataFrame, candidates=CANDIDATES,
-                       k: int = 3, coverage: float = 0.9) -> tuple[pl.DataFrame, dict]:
-    """Nested selection on `task`'s split (train + val = outer training, test = outer test):
-    ([window_id, perf, pred, half], {"chosen": name, "inner": {name: MAE pp}}).
-
-    `half` is a series-disjoint conformal half-width (perf units): the `coverage` quantile
-    of the chosen candidate's inner out-of-fold |error| (every training run is scored by a
-    booster that never saw its series), so pred +- half targets `coverage` of held-out runs."""
-    w = task.windows.join(task.labels, on="window_id").join(features, on="window_id")
-    train, test = w.filter(pl.col("split") != "test"), w.filter(pl.col("split") == "test")
-    if test.is_empty() or train.is_empty():
-        raise InvalidInputError("nested selection needs training and test windows")
-    perf = train["perf"].to_numpy()
-    errs = inner_errors(train, perf, train["vm"].to_numpy(), candidates, k)
+        errs[cand.name] = err
     inner = {name: 100 * float(e.mean()) for name, e in errs.items()}
     best = min(candidates, key=lambda c: inner[c.name])
-    half = float(np.quantile(errs[best.name], coverage))
-    cols = columns_of(w, best.features)
-    pred = fit_predict(train.select(cols).to_numpy(), perf, test.select(cols).to_numpy(), best)
-    return (test.select("window_id", "perf").with_columns(pred=pl.Series(pred),
-                                                          half=pl.lit(half)),
-            {"chosen": best.name, "inner": inner})
+    return best, inner, float(np.quantile(errs[best.name], coverage))
+
+
+def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
+                       rounds: int = 300) -> tuple[pl.DataFrame, dict]:
+    """The shipped model under the nested protocol: `ColocationGBM` fitted on `task`'s
+    train + val windows (selection by inner series folds inside them), predicting its test
+    windows. Returns ([window_id, perf, pred, half], {"chosen": variant, "inner": {name:
+    MAE pp}}); `half` the model's conformal half-width (perf units)."""
+    test = task.windows.filter(pl.col("split") == "test").select("window_id")
+    if test.is_empty():
+        raise InvalidInputError("nested selection needs test windows")
+    m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds).fit(task)
+    metrics = with_references(task).join(test, on="window_id", how="semi")
+    pred = m.predict(metrics).select("window_id", pred="perf")
+    out = (test.join(task.labels, on="window_id").join(pred, on="window_id")
+           .with_columns(half=pl.lit(m.state["half"])).sort("window_id"))
+    return out, {"chosen": m.card["variant"], "inner": m.card["selection"]["inner_mae_pp"]}
+
+
+class ColocationGBM(SavedModel):
+    """The co-location default model: run-level GBM whose variant (`CANDIDATES`) is chosen by
+    `select` on the training series (train + val splits of the task), refit on all of them;
+    saved with `colocation.json` + `gbm_<seed>.txt` and read by
+    `colocation_runtime.ColocationRuntime` (the Estimator's interference runtime).
+    `seeds` boosters (different bagging) are averaged."""
+
+    kind = "interference"
+    MODEL = "gbm-baseline"
+
+    def __init__(self, model: str = MODEL, inner_k: int = 3, seeds: int = 3,
+                 coverage: float = 0.9, rounds: int = 300):
+        super().__init__()
+        self.inner_k, self.seeds, self.coverage, self.rounds = inner_k, seeds, coverage, rounds
+        self.state: dict | None = None
+        self.boosters: list = []
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.state is not None
+
+    def fit(self, task: Task) -> ColocationGBM:
+        """Select and fit on `task`'s train + val windows (its test split is not read)."""
+        feats = run_features(task)
+        w = (task.windows.filter(pl.col("split") != "test")
+             .join(task.labels, on="window_id").join(feats, on="window_id")
+             .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
+        cands = [Candidate(c.features, c.target, self.rounds) for c in CANDIDATES]
+        best, inner, half = select(w, cands, self.inner_k, self.coverage)
+        best = Candidate(best.features, best.target, self.rounds, self.seeds)
+        cols = columns_of(w, best.features)
+        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best)
+        counters = [c.split("_", 1)[1] for c in feats.columns if c.startswith("stats:mean_")]
+        self.state = {"counters": counters, "columns": cols, "target": best.target,
+                      "features": best.features, "seeds": self.seeds, "half": half}
+        self.card.update({"default_model": self.MODEL, "variant": best.name,
+                          "selection": {"protocol": f"inner grouped {self.inner_k}-fold by "
+                                        "series on the training series", "inner_mae_pp": inner},
+                          "interval": {"coverage": self.coverage, "half_width_pp": 100 * half,
+                                       "method": "conformal on the inner series folds"},
+                          "data": {"windows": w.height, "series": sorted(set(w["vm"]))}})
+        return self
+
+    def predict(self, metrics) -> pl.DataFrame:
+        """Long metrics (with `rps`, `replicas`, `base:*` per window: module docstring of
+        `colocation_runtime`) -> [window_id, perf, lo, hi]."""
+        self.check_fitted()
+        from servecast.predictors.interference.colocation_runtime import ColocationRuntime
+
+        rt = ColocationRuntime(self.get_params(), self.state, self.boosters)
+        return pl.DataFrame(rt.predict(metrics))
+
+    def _save(self, path: Path) -> None:
+        (path / "colocation.json").write_text(json.dumps(self.state, indent=2))
+        for i, b in enumerate(self.boosters):
+            b.save_model(str(path / f"gbm_{i}.txt"))
+
+    @classmethod
+    def _load(cls, path: Path, card: dict) -> ColocationGBM:
+        from servecast.predictors.interference.colocation_runtime import ColocationRuntime
+
+        rt = ColocationRuntime.load(path)
+        m = cls.from_params(path, card["params"])
+        m.state, m.boosters = rt.state, rt.boosters
+        return m
