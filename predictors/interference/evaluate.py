@@ -22,10 +22,11 @@ CLOUDFORMER_MAE_PP = 7.8
 
 
 #: the model `servecast train interference` fits when --model is not given, per task name:
-#: GBM on the co-location task (it won benchmarks/interference_ntua.py's leave-one-series-out
-#: comparison: docs/results.md#co-location-interference-ntua-study), the dual-branch
-#: transformer on the Azure tasks (docs/results.md#interference)
-DEFAULT_MODELS = {"colocation": "gbm"}
+#: on the co-location task the run-level GBM with baseline-ratio features
+#: (`colocation_gbm.ColocationGBM`, "gbm-baseline": it won the nested series protocol of
+#: benchmarks/interference_ntua.py --nested: docs/results.md#co-location-interference-ntua-study),
+#: the dual-branch transformer on the Azure tasks (docs/results.md#interference)
+DEFAULT_MODELS = {"colocation": "gbm-baseline"}
 
 
 def default_model(task_name: str) -> str:
