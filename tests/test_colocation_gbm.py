@@ -11,6 +11,11 @@ import pytest
 from servecast.errors import InvalidInputError
 from servecast.predictors.interference import colocation_gbm as cg
 from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.colocation_runtime import (
+    ColocationRuntime,
+    feature_names,
+    window_features,
+)
 from servecast.predictors.interference.tasks import Task
 from servecast.store import Store
 
@@ -89,3 +94,38 @@ def test_window_without_counters_is_refused(task):
                task.labels, task.windows, task.target_metric)
     with pytest.raises(InvalidInputError, match="without counter values"):
         cg.run_features(bad)
+
+
+@pytest.mark.slow
+def test_series_without_baselines_gets_nan_ratios(task):
+    """Documented handling: no own baseline runs at a load -> no base:* reference, NaN ratio
+    features (LightGBM routes NaN); the other series keep theirs."""
+    lone = "Fight_Club_V01"
+    keep = task.windows.filter(~((pl.col("vm") == lone) & (pl.col("family") == "baseline")))
+    t = Task(task.name, task.metrics.join(keep.select("window_id"), on="window_id",
+                                          how="semi"),
+             task.labels.join(keep.select("window_id"), on="window_id", how="semi"), keep,
+             task.target_metric)
+    f = cg.run_features(t).join(keep.select("window_id", "vm"), on="window_id")
+    ratio = f["base:ratio_sys:IPC"]
+    assert ratio.filter(f["vm"] == lone).is_nan().all()
+    assert not ratio.filter(f["vm"] != lone).is_nan().any()
+
+
+def test_runtime_refuses_foreign_counters(tmp_path):
+    """A saved model asked about metrics it never saw: a clear error, not NaN predictions."""
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(40), 5)
+    long = {"window_id": ids, "t": np.tile(np.arange(5.0), 40),
+            "metric": np.array(["sys:IPC"] * len(ids)), "value": rng.random(len(ids))}
+    _, x = window_features(long, ["sys:IPC"])
+    assert x.shape == (40, len(feature_names(["sys:IPC"])))
+    cols = [c for c in feature_names(["sys:IPC"]) if c.startswith("stats:")]
+    boosters = cg.fit_boosters(x[:, :len(cols)], rng.random(40), cg.Candidate("stats", "perf",
+                                                                               rounds=5))
+    rt = ColocationRuntime({"model": "gbm-baseline"}, {"counters": ["sys:IPC"],
+                           "columns": cols, "target": "perf", "seeds": 1, "half": 0.1},
+                           boosters)
+    assert rt.interference({"sys:IPC": [0.5, 0.6, 0.7], "rps": 100.0}) <= 1
+    with pytest.raises(InvalidInputError, match="none of the model's counters"):
+        rt.interference({"cpu_util": [0.5, 0.6]})
