@@ -222,7 +222,9 @@ def test_cli_trains_the_default_colocation_model(data, tmp_path):
     with Store(db, read_only=True) as store:
         t = colocation_task(store, test_series=["Memento_V03"])
     test = t.windows.filter(pl.col("split") == "test").select("window_id")
-    got = Estimator.load(out).interference_batch(
+    est = Estimator.load(out)
+    assert est.runtime("interference").family == "gbm-baseline"
+    got = est.interference_batch(
         with_references(t).join(test, on="window_id", how="semi"))
     j = got.join(t.labels, on="window_id")
     assert j.height == test.height and got["perf"].is_between(1e-3, 1).all()

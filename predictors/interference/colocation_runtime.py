@@ -109,6 +109,7 @@ class ColocationRuntime:
 
     def __init__(self, params: dict, state: dict, boosters: list):
         self.params, self.state, self.boosters = params, state, boosters
+        self.family = params["model"]  # "gbm-baseline", as Runtime.family names its model
         self.counters = list(state["counters"])
         names = feature_names(self.counters)
         self.columns = [names.index(c) for c in state["columns"]]
