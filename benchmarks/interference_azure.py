@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _stores import vm_store  # noqa: E402
 
 from servecast.predictors.interference import evaluate as ev  # noqa: E402
+from servecast.predictors.interference.settings import PRESET  # noqa: E402
 from servecast.predictors.interference.tasks import fingerprint_task, temporal_task  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     store = vm_store(args.db)
     names = ["temporal", "fingerprint"] if args.task == "both" else [args.task]
-    settings = ev.FAST if args.fast else ev.FULL
+    settings = PRESET.pick(args.fast)
     pl.Config.set_tbl_rows(60)
     for name in names:
         t0 = time.perf_counter()

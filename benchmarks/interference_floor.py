@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _stores import vm_store  # noqa: E402
 
 from servecast.predictors.interference import evaluate as ev  # noqa: E402
+from servecast.predictors.interference.settings import PRESET  # noqa: E402
 from servecast.predictors.interference.tasks import fingerprint_task, temporal_task  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def main() -> None:
         one = k.filter(pl.col("metrics") == 1)["share"].sum()
         print(f"\n== {task.name}: measured metrics per window step: {100 * one:.1f} % of "
               f"steps hold one (counts on >= 1 % of steps)\n{k.filter(pl.col('share') >= 0.01)}")
-    table = ev.compare(temporal, ("last", "moving_average"), ev.FAST, log=lambda _: None)
+    table = ev.compare(temporal, ("last", "moving_average"), PRESET.fast, log=lambda _: None)
     floor = ev.neighbour_floor(temporal)
     print(f"\n== temporal: labels read from neighbouring labels (test split)\n{floor}")
     for group in ["all", *sorted(set(floor["group"]) - {"all"})]:

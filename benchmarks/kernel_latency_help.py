@@ -2,7 +2,7 @@
 the 10 reference architectures, evaluate on the meta_valid devices (Spearman rho, MAPE)
 beside FLOPs proxy, per-device linear regression and no-adaptation.
 
-    .venv/bin/python benchmarks/kernel_latency_help.py [--db FILE] [--epochs 30]
+    .venv/bin/python benchmarks/kernel_latency_help.py [--db FILE] [--epochs N]
 
 Acceptance: mean Spearman >= 0.95 (HELP reports 0.932 on its meta-test devices, FLOPs 0.787).
 """
@@ -19,18 +19,20 @@ from kernel_latency_logo import open_store
 def main() -> None:
     import torch
 
+    from servecast.predictors.hardware_adaptive.config import PRESET
     from servecast.predictors.hardware_adaptive.train import train_help_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--db")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--adapt-steps", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=PRESET.full.epochs)
+    ap.add_argument("--adapt-steps", type=int, default=PRESET.full.adapt_steps)
     args = ap.parse_args()
     torch.set_num_threads(2)
     store = open_store(args.db, [("help-nasbench201", "gpu/help_nasbench201",
                                   "help_nasbench201")])
     t0 = time.perf_counter()
-    _, report = train_help_model(store, epochs=args.epochs, adapt_steps=args.adapt_steps)
+    _, report = train_help_model(store, PRESET.pick(False, epochs=args.epochs,
+                                                       adapt_steps=args.adapt_steps))
     wall = time.perf_counter() - t0
     pl.Config.set_tbl_rows(100)
     print(report.sort("device", "method"))

@@ -11,7 +11,7 @@ _MODULES = [
     "alibaba_v2017", "alibaba_gpu_v2023", "alibaba_gpu_v2025", "philly", "helios",
     "azure_vm_noise", "neusight", "help_nasbench201", "vidur", "olmoe_routing",
     "aiconfigurator", "serving_bench", "kernel_profile", "ntua_interference",
-    "user_log", "bench_results", "neusight_e2e", "mlperf",
+    "user_log", "bench_results", "neusight_e2e", "mlperf", "host_metrics",
 ]
 
 

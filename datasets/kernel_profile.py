@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.staging import file_counts, reject_invalid, stage_csv
-from servecast.errors import DataFileError
+from servecast.datasets.staging import file_counts, reject_invalid, require_csv, stage_csv
 from servecast.schema import columns
 
 #: the profile's columns, staged as typed (extra as text: checked, then cast to JSON)
@@ -31,10 +30,7 @@ class KernelProfile(Adapter):
     )
 
     def load(self, ctx, files: list[Path]):
-        for f in files:
-            if not f.name.endswith(".csv"):
-                raise DataFileError(f"{f}: a kernel profile is ingested from CSV; write it "
-                                    "with `servecast profile-kernels --out FILE.csv`")
+        require_csv(files, "a kernel profile", "servecast profile-kernels --out FILE.csv")
         stage_csv(ctx, files, COLUMNS, hint="a `servecast profile-kernels` CSV")
         reject_invalid(ctx, "_stage", [
             ("op IS NULL OR op = ''", "missing op"),

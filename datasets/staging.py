@@ -44,6 +44,15 @@ def check_header(path: Path, columns: list[Column], hint: str = "") -> None:
         raise SchemaMismatchError(str(path), expected, found, hint)
 
 
+def require_csv(files: list[Path], what: str, command: str) -> None:
+    """DataFileError naming the first of `files` that is not a .csv: `what` (a collector's
+    output) is ingested from the CSV that `command` writes."""
+    for f in files:
+        if not f.name.endswith(".csv"):
+            raise DataFileError(f"{f}: not a CSV; {what} is ingested from the CSV that "
+                                f"`{command}` writes")
+
+
 def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
               table: str = "_stage", hint: str = "", **read_options) -> None:
     """Read `files` with DuckDB's `read_csv` into temp table `table`: `select` over the typed

@@ -242,8 +242,9 @@ task.metrics.filter(pl.col("window_id") == first).sort("t")"""),
         ("md", "## Train on the train split, test MAE in percentage points of perf"),
         ("code", """\
 from servecast.predictors.interference import evaluate as ev
+from servecast.predictors.interference.settings import PRESET
 
-table = ev.compare(task, ("dual", "gbm", "mean"), ev.FAST, out=WORK / "runs")
+table = ev.compare(task, ("dual", "gbm", "mean"), PRESET.fast, out=WORK / "runs")
 table.select("model", "group", "n", "mae_pp", "bias_pp", "fit_s")"""),
         ("code", """\
 from servecast.analytics import prediction_plots as pp

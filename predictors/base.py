@@ -280,12 +280,28 @@ def read_card(path: Path, kind: str) -> dict:
     card = read_json(card_file, {"kind": str})
     if card["kind"] != kind:
         raise ModelVersionError(f"{card_file}: holds a {card['kind']!r} model, not {kind!r}")
-    if card.get("format") != MODEL_FORMAT:
+    return check_format(card, card_file)
+
+
+def check_format(card: dict, card_file: Path) -> dict:
+    """`card` when its `format` is the version this servecast reads; ModelVersionError
+    naming `card_file` when the key is missing, not a JSON integer (a damaged card) or
+    another version (an older or newer servecast saved it)."""
+    fmt = card.get("format")
+    if "format" not in card:
+        raise ModelVersionError(f"{card_file}: key 'format' (the model format version) "
+                                "missing; the card is damaged or was not written by "
+                                "servecast: retrain the model")
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        raise ModelVersionError(f"{card_file}: key 'format' is a JSON {_json_type(fmt)} "
+                                f"({json.dumps(fmt)}), expected an integer model format "
+                                "version; the card is damaged: retrain the model")
+    if fmt != MODEL_FORMAT:
         versions = card.get("versions")
         saved_by = versions.get("servecast", "?") if isinstance(versions, dict) else "?"
         raise ModelVersionError(
-            f"{card_file}: model format {card.get('format')} (servecast {saved_by}), this "
-            f"servecast reads format {MODEL_FORMAT}; retrain it with this version"
+            f"{card_file}: model format {fmt} (servecast {saved_by}), this servecast reads "
+            f"format {MODEL_FORMAT}; retrain it with this version"
         )
     return card
 

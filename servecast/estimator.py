@@ -38,18 +38,20 @@ class Estimator:
         """Find the predictors saved under `model_dir` (loaded lazily, on first call).
 
         Raises ModelVersionError naming the file for a missing dir, a dir without models or a
-        model card that is not a JSON object with a string `kind`."""
+        model card that is not a JSON object with a string `kind` and the integer `format`
+        this version reads (checked here, before any runtime loads)."""
         root = Path(model_dir)
         if not root.is_dir():
             raise ModelVersionError(f"{root}: no such models dir; train one with `servecast train`")
-        from servecast.predictors.base import read_json
+        from servecast.predictors.base import check_format, read_json
 
         parts: dict[str, Path] = {}
         for card in [root / "model_card.json", *sorted(root.glob("*/model_card.json"))]:
             if card.is_file():
-                kind = read_json(card, {"kind": str})["kind"]
-                if kind in KINDS:
-                    parts[kind] = card.parent
+                data = read_json(card, {"kind": str})
+                if data["kind"] in KINDS:
+                    check_format(data, card)
+                    parts[data["kind"]] = card.parent
         if not parts:
             raise ModelVersionError(
                 f"{root}: no servecast models inside (expected sub-folders {', '.join(KINDS)} "

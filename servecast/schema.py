@@ -97,6 +97,12 @@ TABLES: dict[str, str] = {
     "moe_expert_loads": """
         trace VARCHAR NOT NULL, model VARCHAR NOT NULL, checkpoint VARCHAR, assignment VARCHAR,
         domain VARCHAR, layer INTEGER NOT NULL, expert INTEGER NOT NULL, tokens BIGINT NOT NULL""",
+    # host metrics sampled here (`servecast collect host-metrics` / `collect interference`),
+    # long form: t in seconds since the sampling (or the window's run) started; window_id
+    # NULL for a plain recording
+    "host_metrics": """
+        trace VARCHAR NOT NULL, window_id BIGINT, t DOUBLE NOT NULL, metric VARCHAR NOT NULL,
+        value DOUBLE""",
 }
 
 #: nullable columns added after a table first shipped: `Store` adds them to older stores

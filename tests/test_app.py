@@ -318,11 +318,12 @@ def test_vm_noise_page(app_db, use_db, no_models):
 
 def test_vm_noise_page_shows_the_saved_interference_model(app_db, use_db, no_models,
                                                           shared_store):
-    from servecast.predictors.interference.evaluate import FAST, compare
+    from servecast.predictors.interference.evaluate import compare
+    from servecast.predictors.interference.settings import PRESET
     from servecast.predictors.interference.tasks import fingerprint_task
 
     task = fingerprint_task(shared_store, max_instances=300, until="2023-08-15")
-    table = compare(task, ("gbm",), FAST, out=no_models / "runs", log=lambda s: None)
+    table = compare(task, ("gbm",), PRESET.fast, out=no_models / "runs", log=lambda s: None)
     shutil.copytree(no_models / "runs" / "fingerprint" / "gbm",
                     no_models / "models" / "interference")
     use_db(app_db)

@@ -143,7 +143,7 @@ def test_datasets_lists_every_adapter():
         # issue 23
         "aiconfigurator", "llm-inference-bench", "splitwise-perf",
         # issue 22: collector formats
-        "kernel-profile",
+        "kernel-profile", "host-metrics",
         # issue 26
         "ntua-interference",
         # issue 25: the user's own logs and benchmark results

@@ -70,7 +70,8 @@ def test_temporal_task(vm_store):
 
 
 def test_fingerprint_task_and_reduced_training(vm_store):
-    from servecast.predictors.interference.evaluate import FAST, compare
+    from servecast.predictors.interference.evaluate import compare
+    from servecast.predictors.interference.settings import PRESET
 
     task = fingerprint_task(vm_store, max_instances=600, max_steps=8, until="2023-08-15")
     _check_splits(task)
@@ -92,7 +93,7 @@ def test_fingerprint_task_and_reduced_training(vm_store):
     assert age.height == task.labels.height
     assert age.select("window_id", "t").sort("window_id").equals(last.sort("window_id"))
     assert (age["value"] > 0).all() and age["value"].max() < 24
-    table = compare(task, ("dual", "mean"), dict(FAST, epochs=1), log=lambda s: None)
+    table = compare(task, ("dual", "mean"), PRESET.pick(True, epochs=1), log=lambda s: None)
     assert set(table["group"]) == {"all", "B8ms", "D8s_v5"}
     assert table["mae_pp"].is_finite().all()
 

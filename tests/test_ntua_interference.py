@@ -15,7 +15,9 @@ import polars as pl
 import pytest
 
 from servecast.errors import DataFileError, InvalidInputError
+from servecast.estimator import Estimator
 from servecast.predictors.interference.colocation import colocation_task, replicas_of
+from servecast.predictors.interference.colocation_gbm import CANDIDATES, with_references
 from servecast.store import Store
 
 SERIES = "vm/ntua_interference"
@@ -210,9 +212,30 @@ def test_cli_trains_the_default_colocation_model(data, tmp_path):
     r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     card = json.loads((out / "model_card.json").read_text())
-    assert card["params"]["model"] == "gbm" and card["default_model"] == "gbm"
+    assert card["params"]["model"] == "gbm-baseline" == card["default_model"]
+    assert card["variant"] in {c.name for c in CANDIDATES}
+    assert card["variant"] == min(card["selection"]["inner_mae_pp"],
+                                  key=card["selection"]["inner_mae_pp"].get)
     assert "test = Memento_V03, val = Memento_V02" in card["split"]["rule"]
-    assert "colocation: gbm" in r.stdout and "test MAE" in r.stdout
+    assert "colocation: gbm-baseline" in r.stdout and "test MAE" in r.stdout
+    # the Estimator serves it from the run's counters + the series' baseline counters
+    with Store(db, read_only=True) as store:
+        t = colocation_task(store, test_series=["Memento_V03"])
+    test = t.windows.filter(pl.col("split") == "test").select("window_id")
+    est = Estimator.load(out)
+    assert est.runtime("interference").family == "gbm-baseline"
+    got = est.interference_batch(
+        with_references(t).join(test, on="window_id", how="semi"))
+    j = got.join(t.labels, on="window_id")
+    assert j.height == test.height and got["perf"].is_between(1e-3, 1).all()
+    mae = 100 * (j["perf"] - j["perf_right"]).abs().mean()
+    assert mae == pytest.approx(card["test"]["all"]["mae_pp"])
+    assert (got["lo"] <= got["perf"]).all() and (got["perf"] <= got["hi"]).all()
+    # the previous default stays a first-class model
+    r = subprocess.run([*cli, "--model", "gbm", "--out", str(tmp_path / "gbm")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "gbm/model_card.json").read_text())["params"]["model"] == "gbm"
     # a store with too few series: exit 2 and a message, no traceback
     with Store(tmp_path / "one.duckdb") as store:
         store.ingest("ntua-interference", [data / SERIES / "Memento_V01"])

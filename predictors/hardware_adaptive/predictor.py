@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.stats import spearmanr
 
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.frames import to_polars
 from servecast.predictors.base import SavedModel, read_torch_state
+from servecast.predictors.hardware_adaptive.config import HelpSettings as _D
 from servecast.predictors.hardware_adaptive.nasbench201 import encode, flops_params
+from servecast.predictors.metrics import mape, spearman
 
 
 def _pivot(latencies: pl.DataFrame, devices: list[str], n_arch: int) -> np.ndarray:
@@ -87,9 +88,12 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
 
     kind = "nasbench201_latency"
 
-    def __init__(self, epochs: int = 30, steps_per_epoch: int = 100, hidden: int = 128,
-                 lr: float = 2e-3, mixup: float = 0.5, adapt_steps: int = 0,
-                 adapt_lr: float = 1e-3, seed: int = 0, **trainer_kw):
+    def __init__(self, epochs: int = _D.epochs, steps_per_epoch: int = _D.steps_per_epoch,
+                 hidden: int = _D.hidden, lr: float = _D.lr, mixup: float = _D.mixup,
+                 adapt_steps: int = _D.adapt_steps, adapt_lr: float = _D.adapt_lr,
+                 seed: int = _D.seed, **trainer_kw):
+        """Parameters: `config.HelpSettings` (its defaults are these); `trainer_kw` go to
+        `make_trainer`."""
         super().__init__()
         self.config = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, hidden=hidden, lr=lr,
                            mixup=mixup, adapt_steps=adapt_steps, adapt_lr=adapt_lr, seed=seed)
@@ -111,7 +115,7 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
             HardwareConditionedNet,
             ref_stats,
         )
-        from servecast.predictors.training import make_trainer
+        from servecast.predictors.training import fit_module
 
         overlap = set(meta_train_devices) & set(meta_valid_devices)
         if overlap:
@@ -125,10 +129,8 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
                                      cfg["lr"], mixup=cfg["mixup"], epochs=cfg["epochs"])
         net.set_tasks(L, self.arch_x, self.ref_idx)
         steps = torch.arange(cfg["steps_per_epoch"]) + cfg["seed"] * 1_000_003
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(steps), batch_size=1, shuffle=True,
-            generator=torch.Generator().manual_seed(cfg["seed"]))
-        make_trainer(max_epochs=cfg["epochs"], seed=cfg["seed"], **self.trainer_kw).fit(net, loader)
+        fit_module(net, (steps,), epochs=cfg["epochs"], batch_size=1, seed=cfg["seed"],
+                   loader_seed=cfg["seed"], **self.trainer_kw)
         net.log_lat = None  # not part of the model
         self.net = net.cpu().eval()
         emb, _, _ = ref_stats(torch.as_tensor(L[:, self.ref_idx], dtype=torch.float32))
@@ -228,9 +230,8 @@ class HardwareAdaptiveLatencyPredictor(SavedModel):
             true = np.exp(logl[test])
             for name, m in methods.items():
                 pred = m.predict(test)
-                rho = spearmanr(pred, true).statistic
-                rows.append({"device": d, "method": name, "spearman": float(rho),
-                             "mape": float(np.mean(np.abs(pred - true) / true) * 100)})
+                rows.append({"device": d, "method": name, "spearman": spearman(pred, true),
+                             "mape": mape(pred, true)})
         return pl.DataFrame(rows)
 
     @property

@@ -1,8 +1,9 @@
 """Train and compare the interference models on a task: the benchmark, the CLI and the demo
-all call `compare`. Settings: `FULL` (the benchmark) and `FAST` (demo and tests)."""
+all call `compare`. Settings: `settings.PRESET` (full: the benchmark; fast: demo and tests)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,14 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from servecast.predictors.interference.predictor import InterferencePredictor
+from servecast.predictors.interference.settings import PRESET, TrainSettings
 from servecast.predictors.interference.tasks import Task
 
 MODEL_ORDER = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
-# FULL is sized for <= 15 min of training (wall) of the dual model per task on the shared 2-core
-# machine: a 3-seed ensemble (n_seeds) of 8 epochs each. GBM: up to 2000 trees, early-stopped
-# on val (600 did not converge at 12 steps). Timings and scores: docs/results.md#interference.
-FULL = dict(epochs=8, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=2000, n_seeds=3)
-FAST = dict(epochs=6, d_model=32, layers=1, batch_size=256, lr=5e-3, gbm_trees=100)
 # `refit=True` (pick epochs / trees on val, retrain on train + val with val x recent_weight)
 # was measured and left off (it did not help consistently: docs/results.md#interference).
 #: CloudFormer (2025) reports 7.8 % MAE of normalized performance on its own data
@@ -25,10 +22,11 @@ CLOUDFORMER_MAE_PP = 7.8
 
 
 #: the model `servecast train interference` fits when --model is not given, per task name:
-#: GBM on the co-location task (it won benchmarks/interference_ntua.py's leave-one-series-out
-#: comparison: docs/results.md#co-location-interference-ntua-study), the dual-branch
-#: transformer on the Azure tasks (docs/results.md#interference)
-DEFAULT_MODELS = {"colocation": "gbm"}
+#: on the co-location task the run-level GBM with baseline-ratio features
+#: (`colocation_gbm.ColocationGBM`, "gbm-baseline": it won the nested series protocol of
+#: benchmarks/interference_ntua.py --nested: docs/results.md#co-location-interference-ntua-study),
+#: the dual-branch transformer on the Azure tasks (docs/results.md#interference)
+DEFAULT_MODELS = {"colocation": "gbm-baseline"}
 
 
 def default_model(task_name: str) -> str:
@@ -36,10 +34,11 @@ def default_model(task_name: str) -> str:
     return DEFAULT_MODELS.get(task_name, "dual")
 
 
-def train_model(task: Task, model: str, settings: dict | None = None,
+def train_model(task: Task, model: str, settings: TrainSettings | dict | None = None,
                 max_steps: int | None = None, **kw) -> InterferencePredictor:
-    """Fit `model` on the task's train split (validated on its val split)."""
-    cfg = dict(FULL if settings is None else settings)
+    """Fit `model` on the task's train split (validated on its val split) with `settings`
+    (default: the full preset; a dict may add other `InterferencePredictor` parameters)."""
+    cfg = as_dict(settings)
     cfg.update(kw)
     if max_steps is None:
         max_steps = int(task.metrics.group_by("window_id").agg(pl.col("t").n_unique())["t"]
@@ -58,6 +57,13 @@ def train_model(task: Task, model: str, settings: dict | None = None,
     return p
 
 
+def as_dict(settings: TrainSettings | dict | None) -> dict:
+    """Settings as `InterferencePredictor` keyword arguments (None: the full preset)."""
+    if settings is None:
+        settings = PRESET.full
+    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+
+
 def _split_rule(task: Task) -> str:
     if task.name == "temporal":
         return ("per SKU: test = held-out long-lived VM after the time cutoff; train/val = "
@@ -72,7 +78,7 @@ def _split_rule(task: Task) -> str:
     return "labels order: the last val_frac windows validate"
 
 
-def compare(task: Task, models=MODEL_ORDER, settings: dict | None = None,
+def compare(task: Task, models=MODEL_ORDER, settings: TrainSettings | dict | None = None,
             out: str | Path | None = None, log: Callable[[str], None] = print) -> pl.DataFrame:
     """Train every model on `task`, evaluate on its test split. Returns one row per model x
     group (`all` and each SKU): model, group, n, mae_pp, rmse_pp, bias_pp, fit_s (wall),

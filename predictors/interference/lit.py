@@ -1,4 +1,4 @@
-"""Lightning training of `InterferenceNet` via the shared `make_trainer` (CPU or GPU alike)."""
+"""Lightning training of `InterferenceNet` via the shared `fit_module` (CPU or GPU alike)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import copy
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from servecast.predictors.interference.net import InterferenceNet
-from servecast.predictors.training import make_trainer
+from servecast.predictors.training import fit_module
 
 
 class InterferenceModule(pl.LightningModule):
@@ -78,12 +77,6 @@ class KeepBest(pl.Callback):
             self.state = copy.deepcopy(module.net.state_dict())
 
 
-def _loader(values, mask, y, batch: int, shuffle: bool) -> DataLoader:
-    ds = TensorDataset(torch.from_numpy(values), torch.from_numpy(mask),
-                       torch.from_numpy(y.astype(np.float32)))
-    return DataLoader(ds, batch_size=batch, shuffle=shuffle)
-
-
 def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch: int,
               seed: int = 0, anchor: tuple[int, float, float] | None = None,
               stop_epoch: int | None = None, **trainer_kw) -> tuple[InterferenceNet, dict]:
@@ -99,25 +92,35 @@ def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch
     Returns the trained net (CPU, eval mode) and a log {epochs, best_epoch, val_mae}.
     """
     keep = KeepBest()
-    trainer = make_trainer(max_epochs=min(epochs, stop_epoch or epochs), seed=seed,
-                           callbacks=[keep], gradient_clip_val=1.0, num_sanity_val_steps=0,
-                           **trainer_kw)
-    module = InterferenceModule(epochs=epochs, **hparams)
-    if module.net.skip:
-        y = np.asarray(train[2], dtype=np.float64)
-        center = float(np.median(y))
-        scale = max(float(np.mean(np.abs(y - center))), 1e-4)
-        module.net.set_target(center, scale)
-        if anchor is not None:
-            k, c_m, s_m = anchor
-            with torch.no_grad():  # z_last * s_m + c_m = last value -> (last - center) / scale
-                module.net.wide.weight[0, k] = s_m / scale
-                module.net.wide.bias[0] = (c_m - center) / scale
-    trainer.fit(module, _loader(*train, batch, True),
-                _loader(*val, 4 * batch, False) if val is not None else None)
+
+    def build() -> InterferenceModule:
+        module = InterferenceModule(epochs=epochs, **hparams)
+        if module.net.skip:
+            y = np.asarray(train[2], dtype=np.float64)
+            center = float(np.median(y))
+            scale = max(float(np.mean(np.abs(y - center))), 1e-4)
+            module.net.set_target(center, scale)
+            if anchor is not None:
+                k, c_m, s_m = anchor
+                with torch.no_grad():  # z_last * s_m + c_m = last value -> (last - center) / scale
+                    module.net.wide.weight[0, k] = s_m / scale
+                    module.net.wide.bias[0] = (c_m - center) / scale
+        return module
+
+    trainer = fit_module(build, _f32_target(train), None if val is None else _f32_target(val),
+                         epochs=min(epochs, stop_epoch or epochs), batch_size=batch,
+                         val_batch_size=4 * batch, seed=seed, callbacks=[keep],
+                         gradient_clip_val=1.0, num_sanity_val_steps=0, **trainer_kw)
+    module = trainer.lightning_module
     if keep.state is not None:
         module.net.load_state_dict(keep.state)
     net = module.net.cpu().eval()
     return net, {"epochs": epochs, "best_epoch": keep.epoch,
                  "val_mae": keep.best if keep.state is not None else None,
                  "device": str(trainer.strategy.root_device)}
+
+
+def _f32_target(arrays: tuple) -> tuple:
+    """(values, mask, y) with y as float32, the dtype the loss compares against."""
+    values, mask, y = arrays
+    return values, mask, np.asarray(y, dtype=np.float32)

@@ -42,6 +42,7 @@ from servecast.predictors.interference.frames import (
     tensorize,
 )
 from servecast.predictors.interference.runtime import NEURAL, PERF_MIN, load_net
+from servecast.predictors.metrics import error_scores
 
 MODELS = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
 
@@ -262,10 +263,5 @@ class InterferencePredictor(Predictor):
 
 def scores(joined: pl.DataFrame) -> dict:
     """MAE/RMSE/bias of `pred` against `perf` in a joined frame."""
-    err = joined["pred"].to_numpy() - joined["perf"].to_numpy()
-    if err.size == 0:
-        return {"n": 0, "mae": float("nan"), "mae_pp": float("nan"), "rmse": float("nan"),
-                "bias": float("nan")}
-    mae = float(np.abs(err).mean())
-    return {"n": int(err.size), "mae": mae, "mae_pp": 100 * mae,
-            "rmse": float(np.sqrt((err ** 2).mean())), "bias": float(err.mean())}
+    out = error_scores(joined["pred"].to_numpy(), joined["perf"].to_numpy())
+    return {**out, "mae_pp": 100 * out["mae"]}

@@ -49,9 +49,15 @@ class Runtime:
         self.net, self.booster = net, booster
 
     @classmethod
-    def load(cls, path: str | Path) -> Runtime:
+    def load(cls, path: str | Path):
+        """The runtime of the model saved in `path`: this class, or
+        `colocation_runtime.ColocationRuntime` for the co-location default (gbm-baseline)."""
         path = Path(path)
         params = read_card(path, "interference")["params"]
+        if params.get("model") == "gbm-baseline":
+            from servecast.predictors.interference.colocation_runtime import ColocationRuntime
+
+            return ColocationRuntime.load(path)
         state_file = path / "interference.json"
         if not state_file.is_file():
             raise ModelVersionError(f"{path}: interference.json missing; re-save the model")

@@ -17,38 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from servecast.errors import DataFileError
-
-
-@dataclass
-class RunConfig:
-    """Small-MoE run settings. Sizes in tokens; `steps` optimizer steps of `batch_size`
-    windows of `context` tokens; `snapshots` checkpoints spread over training (plus step 0)."""
-
-    alpha: float = 0.0
-    steps: int = 300
-    snapshots: int = 6
-    n_experts: int = 8
-    top_k: int = 1
-    layers: int = 2
-    d: int = 64
-    d_ff: int = 128
-    heads: int = 4
-    context: int = 64
-    batch_size: int = 32
-    lr: float = 3e-3
-    vocab: int = 2048
-    train_conversations: int = 600
-    eval_conversations: int = 100
-    eval_windows: int = 128
-    batch_windows: int = 4  # eval windows per routing batch (256 tokens)
-    seed: int = 0
+from servecast.predictors.moe_congestion.config import RunConfig
 
 
 @lru_cache(maxsize=2)
@@ -92,9 +68,8 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
     text: ShareGPT JSON(.gz) (default: the shared copy). Returns the run directory.
     """
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from servecast.predictors.training import make_trainer, seed_everything
+    from servecast.predictors.training import fit_module, seed_everything
 
     cfg = config or RunConfig()
     out = Path(out_dir)
@@ -109,15 +84,13 @@ def train_small_moe(out_dir: str | Path, config: RunConfig | None = None,
 
     seed_everything(cfg.seed)
     model = small_moe(cfg, vocab.size)
-    loader = DataLoader(TensorDataset(torch.from_numpy(tr)), batch_size=cfg.batch_size,
-                        shuffle=True, drop_last=True)
     every = max(1, cfg.steps // max(1, cfg.snapshots))
     snap = routing_snapshots(out / "checkpoints", torch.from_numpy(ev), docs,
                             cfg.context, cfg.batch_windows, every)
-    trainer = make_trainer(max_epochs=10_000, max_steps=cfg.steps, seed=cfg.seed,
-                           callbacks=[snap], progress=False)
     t1 = time.perf_counter()
-    trainer.fit(model, loader)
+    trainer = fit_module(model, (tr,), epochs=10_000, batch_size=cfg.batch_size,
+                         drop_last=True, max_steps=cfg.steps, seed=cfg.seed,
+                         callbacks=[snap], progress=False)
     t_train = time.perf_counter() - t1
     torch.save(model.state_dict(), out / "model.pt")
     meta = {"config": asdict(cfg), "vocab_coverage": vocab.coverage,

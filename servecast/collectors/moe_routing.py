@@ -109,6 +109,23 @@ class RoutingRecorder:
                                       "tokens": counts.astype(np.int64)}))
         return pl.concat(rows)
 
+    def write_loads(self, path, model: str, domain: str = "", assignment: str = "topk"):
+        """Write `loads()` as the CSV `servecast ingest olmoe-routing FILE` stores in
+        `moe_expert_loads` (model, assignment, domain, layer, expert, tokens; layer = the
+        router's index in `layers`, in model order). Returns the path."""
+        from pathlib import Path
+
+        if not model:
+            raise InvalidInputError("write_loads needs a model name (the `model` column)")
+        index = {name: i for i, name in enumerate(self.layers)}
+        df = self.loads().select(
+            model=pl.lit(model), assignment=pl.lit(assignment), domain=pl.lit(domain),
+            layer=pl.col("layer").replace_strict(index, return_dtype=pl.Int32),
+            expert=pl.col("expert"), tokens=pl.col("tokens"))
+        path = Path(path)
+        df.write_csv(path)
+        return path
+
     def _name(self, layer: str | int) -> str:
         if isinstance(layer, int):
             return self.layers[layer]

@@ -62,3 +62,15 @@ def group(app: typer.Typer, name: str) -> typer.Typer:
     sub = typer.Typer(help=GROUPS[name], no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
     app.add_typer(sub, name=name)
     return sub
+
+
+FastOption = typer.Option(False, "--fast", help="the fast preset (demo settings): options "
+                          "not given take its values instead of the full preset's")
+
+
+def given(ctx: typer.Context, **values):
+    """The subset of `values` (option name -> value) set on the command line, not left at
+    their default: what overrides a preset (`Preset.pick(fast, **given(ctx, ...))`)."""
+    # by name: typer may vendor its own click, whose ParameterSource is another enum
+    sources = {k: getattr(ctx.get_parameter_source(k), "name", "DEFAULT") for k in values}
+    return {k: v for k, v in values.items() if sources[k] not in ("DEFAULT", "DEFAULT_MAP")}

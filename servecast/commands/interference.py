@@ -7,8 +7,17 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, group, out_path, print_frame
+from servecast.commands.common import (
+    DbOption,
+    FastOption,
+    console,
+    given,
+    group,
+    out_path,
+    print_frame,
+)
 from servecast.errors import DataFileError, InvalidInputError
+from servecast.predictors.interference.settings import PRESET
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +90,7 @@ def _colocation_task(db: Path, test_series: str | None):
 
 
 def train_interference(
+    ctx: typer.Context,
     task: str = typer.Option("temporal", "--task",
                              help="temporal | fingerprint (Azure VM Noise in the store) | "
                                   "colocation (NTUA study in the store) | FILE "
@@ -88,14 +98,16 @@ def train_interference(
     out: Path = typer.Option(Path("models/interference"), "--out", help="model dir to write"),
     model: str = typer.Option(None, "--model",
                               help="dual | temporal | gbm | last | moving_average | mean | all "
-                                   "(default: gbm for colocation, dual otherwise)"),
+                                   "| gbm-baseline (colocation only; default there: "
+                                   "gbm-baseline, else dual)"),
     trace: str = typer.Option("azure_vm_noise", "--trace", help="vm_measurements trace"),
     labels: Path = typer.Option(None, "--labels", help="labels file for --task FILE"),
     test_series: str = typer.Option(None, "--test-series",
                                     help="colocation: held-out series, comma-separated "
                                          "(default: the last series; the one before validates)"),
-    fast: bool = typer.Option(False, "--fast", help="small model, few epochs (demo settings)"),
-    epochs: int = typer.Option(0, "--epochs", help="override the number of epochs"),
+    fast: bool = FastOption,
+    epochs: int = typer.Option(PRESET.full.epochs, "--epochs", min=1,
+                               help="epochs of the neural models"),
     db: Path = DbOption,
 ) -> None:
     """Train the interference predictor; prints test MAE per model and SKU, saves to --out."""
@@ -116,9 +128,13 @@ def train_interference(
     print_frame(t.summary(), title="windows per split")
     if model is None:
         model = ev.default_model(t.name)
-    settings = dict(ev.FAST if fast else ev.FULL)
-    if epochs:
-        settings["epochs"] = epochs
+    if model == "gbm-baseline":
+        if t.name != "colocation":
+            raise InvalidInputError("--model gbm-baseline needs --task colocation (it reads "
+                                    "the series' baseline runs)")
+        _train_colocation_gbm(t, out, fast)
+        return
+    settings = PRESET.pick(fast, **given(ctx, epochs=epochs))
     models = ev.MODEL_ORDER if model == "all" else (model,)
     if model != "all" and model not in ev.MODEL_ORDER:
         raise InvalidInputError(f"--model {model!r}: one of {', '.join(ev.MODEL_ORDER)}, all")
@@ -132,6 +148,38 @@ def train_interference(
         for f in src.iterdir():
             shutil.copy2(f, out / f.name)
         shutil.rmtree(out / t.name)
+    console.print(f"[green]saved[/] {out}")
+
+
+def _train_colocation_gbm(t, out: Path, fast: bool) -> None:
+    """Fit the co-location default (`colocation_gbm.ColocationGBM`: variant chosen by inner
+    series folds on the train + val series; --fast: 1 seed, 100 rounds), score it on the
+    test series per family and save it under `out`."""
+    import polars as pl
+
+    from servecast.predictors import metrics as pm
+    from servecast.predictors.interference import evaluate as ev
+    from servecast.predictors.interference.colocation_gbm import ColocationGBM, with_references
+
+    m = (ColocationGBM(seeds=1, rounds=100) if fast else ColocationGBM()).fit(t)
+    test = t.windows.filter(pl.col("split") == "test").select("window_id", "family")
+    pred = m.predict(with_references(t).join(test, on="window_id", how="semi")).rename(
+        {"perf": "pred"})
+    j = test.join(t.labels, on="window_id").join(pred, on="window_id")
+    fams = {f["family"][0]: f for f in j.partition_by("family")}
+    rows = [("all", j), *sorted(fams.items(), key=lambda kv: kv[0])]
+    table = pl.DataFrame([{"group": g, "n": f.height,
+                           "mae_pp": 100 * pm.mae(f["perf"].to_numpy(), f["pred"].to_numpy()),
+                           "covered": float(((f["perf"] >= f["lo"]) & (f["perf"] <= f["hi"]))
+                                            .mean())} for g, f in rows])
+    m.card["split"] = {"rule": ev._split_rule(t)}
+    m.card["test"] = {r["group"]: {"n": r["n"], "mae_pp": r["mae_pp"], "covered": r["covered"]}
+                      for r in table.iter_rows(named=True)}
+    m.save(out)
+    console.print(f"colocation: gbm-baseline (variant {m.card['variant']}, chosen by inner "
+                  f"series folds) test MAE {table['mae_pp'][0]:.2f} pp")
+    print_frame(table, title="test MAE (percentage points of perf) and share of test runs "
+                f"inside the {100 * m.coverage:.0f} % interval")
     console.print(f"[green]saved[/] {out}")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, group, print_frame
+from servecast.commands.common import DbOption, FastOption, console, given, group, print_frame
+from servecast.predictors.hardware_adaptive.config import PRESET as HELP_PRESET
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +44,12 @@ def train_kernel_latency(
 
 
 def train_nasbench201_latency(
+    ctx: typer.Context,
     db: Path = DbOption,
     out: Path = typer.Option(Path("models/nasbench201_latency"), "--out"),
-    epochs: int = typer.Option(30, "--epochs", min=1),
+    epochs: int = typer.Option(HELP_PRESET.full.epochs, "--epochs", min=1),
     trace: str = typer.Option("help_nasbench201", "--trace"),
+    fast: bool = FastOption,
 ) -> None:
     """Meta-train the HELP-style adapter on split.json's meta_train devices; report the
     meta_valid devices (Spearman rho, MAPE) next to the baselines."""
@@ -56,7 +59,8 @@ def train_nasbench201_latency(
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
-        model, report = train_help_model(store, epochs=epochs, trace=trace)
+        settings = HELP_PRESET.pick(fast, **given(ctx, epochs=epochs))
+        model, report = train_help_model(store, settings, trace=trace)
     model.save(out)
     print_frame(report.group_by("method", maintain_order=True)
                 .agg(pl.col("spearman").mean(), pl.col("mape").mean()),

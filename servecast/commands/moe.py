@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import HELP_MARKUP, DbOption, console, out_path, print_frame
+from servecast.commands.common import (
+    HELP_MARKUP,
+    DbOption,
+    FastOption,
+    console,
+    given,
+    out_path,
+    print_frame,
+)
+from servecast.predictors.moe_congestion.config import PRESET
+
+_FULL = PRESET.full
 
 
 def register(app: typer.Typer) -> None:
@@ -57,21 +68,25 @@ def analyze(
 
 
 def train_small(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="RUN_DIR to write"),
-    alpha: float = typer.Option(0.01, "--alpha", help="auxiliary load-balancing coefficient"),
-    steps: int = typer.Option(300, "--steps", help="optimizer steps"),
-    experts: int = typer.Option(8, "--experts", help="experts per layer"),
-    top_k: int = typer.Option(1, "--top-k", help="experts per token"),
-    layers: int = typer.Option(2, "--layers", help="transformer blocks"),
-    snapshots: int = typer.Option(6, "--snapshots", help="routing snapshots over training"),
+    alpha: float = typer.Option(_FULL.alpha, "--alpha",
+                                help="auxiliary load-balancing coefficient"),
+    steps: int = typer.Option(_FULL.steps, "--steps", help="optimizer steps"),
+    n_experts: int = typer.Option(_FULL.n_experts, "--experts", help="experts per layer"),
+    top_k: int = typer.Option(_FULL.top_k, "--top-k", help="experts per token"),
+    layers: int = typer.Option(_FULL.layers, "--layers", help="transformer blocks"),
+    snapshots: int = typer.Option(_FULL.snapshots, "--snapshots",
+                                  help="routing snapshots over training"),
     text: Path = typer.Option(None, "--text", help="ShareGPT JSON(.gz) (default: shared copy)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(_FULL.seed, "--seed"),
+    fast: bool = FastOption,
 ) -> None:
     """Train a small MoE LM on ShareGPT text, saving routing statistics at checkpoints."""
-    from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
+    from servecast.predictors.moe_congestion.run import train_small_moe
 
-    cfg = RunConfig(alpha=alpha, steps=steps, n_experts=experts, top_k=top_k, layers=layers,
-                    snapshots=snapshots, seed=seed)
+    cfg = PRESET.pick(fast, **given(ctx, alpha=alpha, steps=steps, n_experts=n_experts,
+                                    top_k=top_k, layers=layers, snapshots=snapshots, seed=seed))
     run = train_small_moe(out, cfg, text=text, log=console.print)
     console.print(f"run written to {run}; next: `servecast moe trajectory {run}`")
 

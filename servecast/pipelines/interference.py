@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from servecast.predictors.interference import evaluate as ev
+from servecast.predictors.interference.settings import PRESET
 from servecast.predictors.interference.tasks import fingerprint_task, temporal_task
 
 
@@ -21,7 +22,7 @@ def run_interference_demo(store, out: str | Path, trace: str = "azure_vm_noise",
              fingerprint_task(store, trace, max_instances=2000, until="2023-12-01")]
     tables = []
     for task in tasks:
-        t = ev.compare(task, ("dual", "gbm", "last", "mean"), ev.FAST,
+        t = ev.compare(task, ("dual", "gbm", "last", "mean"), PRESET.fast,
                        out=Path(out) / "interference", log=log)
         tables.append(t.with_columns(pl.lit(task.name).alias("task")))
     return pl.concat(tables)

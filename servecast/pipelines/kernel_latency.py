@@ -9,14 +9,14 @@ import polars as pl
 
 
 def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = print,
-                        epochs: int = 3, max_rows: int = 60_000,
-                        help_epochs: int = 6) -> pl.DataFrame:
+                        epochs: int = 3, max_rows: int = 60_000) -> pl.DataFrame:
     """Train both models with fast settings on the store's `neusight`, `vidur_mlp` and
     `help_nasbench201` traces, save them under `out/kernel_latency` and
     `out/nasbench201_latency`, estimate bmm 8x1024^3 on every known spec sheet.
     Returns rows [what, value] for the summary."""
     import numpy as np
 
+    from servecast.predictors.hardware_adaptive.config import PRESET
     from servecast.predictors.hardware_adaptive.train import train_help_model
     from servecast.predictors.kernel_latency import data
     from servecast.predictors.kernel_latency.runtime import Runtime
@@ -33,7 +33,7 @@ def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = pri
     for name, spec in sorted(data.device_specs(store).items()):
         ms = rt.kernel_latency("bmm", [8, 1024, 1024, 1024], spec)
         rows.append({"what": f"bmm 8x1024^3 on {name} (ms)", "value": ms})
-    helper, hreport = train_help_model(store, epochs=help_epochs, steps_per_epoch=60)
+    helper, hreport = train_help_model(store, PRESET.fast)
     helper.save(out / "nasbench201_latency")
     means = hreport.group_by("method", maintain_order=True).agg(pl.col("spearman").mean())
     rows += [{"what": f"NAS-Bench-201 meta_valid Spearman, {m}", "value": float(s)}

@@ -10,19 +10,21 @@ import polars as pl
 
 from servecast.analytics.moe import imbalance, shares
 from servecast.analytics.moe_plots import imbalance_plot, trajectory_plot
+from servecast.predictors.moe_congestion.config import PRESET
 from servecast.predictors.moe_congestion.domains import domain_transfer, transfer_summary
 from servecast.predictors.moe_congestion.game import CongestionGame
-from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
+from servecast.predictors.moe_congestion.run import train_small_moe
 from servecast.predictors.moe_congestion.trajectory import phases, trajectory
 
 
 def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/moe",
-             log=print, steps: int = 60, n_bootstrap: int = 5) -> dict[str, pl.DataFrame]:
+             log=print, steps: int | None = None, n_bootstrap: int = 5
+             ) -> dict[str, pl.DataFrame]:
     """Fast demo: imbalance + leave-one-domain-out on `trace` (if in `store`), a tiny small-MoE
-    run (`steps` steps; CPU time: docs/results.md#demo) with its gamma_eff trajectory (point
-    estimates), and a saved model (bootstrap CIs from `n_bootstrap` refits) under
-    OUT/models/moe_congestion. Returns the result frames (imbalance, transfer if the trace is
-    in the store; trajectory, phases, params)."""
+    run (the fast preset, `steps` steps if given; CPU time: docs/results.md#demo) with its
+    gamma_eff trajectory (point estimates), and a saved model (bootstrap CIs from
+    `n_bootstrap` refits) under OUT/models/moe_congestion. Returns the result frames
+    (imbalance, transfer if the trace is in the store; trajectory, phases, params)."""
     out = Path(out)
     res: dict[str, pl.DataFrame] = {}
     if store is not None and trace in store.traces()["trace"].to_list():
@@ -30,10 +32,7 @@ def moe_demo(store=None, trace: str = "olmoe_routing", out: str | Path = "out/mo
         res["transfer"] = transfer_summary(domain_transfer(shares(store, trace)))
         imbalance_plot(res["imbalance"], out / "imbalance.png")
         log(f"moe: imbalance of {trace}: {res['imbalance'].height} (model, domain, layer) rows")
-    run = train_small_moe(out / "run", RunConfig(alpha=0.01, steps=steps, snapshots=2,
-                                                 eval_windows=48, batch_windows=2,
-                                                 train_conversations=120,
-                                                 eval_conversations=30), log=log)
+    run = train_small_moe(out / "run", PRESET.pick(True, steps=steps), log=log)
     res["trajectory"] = trajectory(run, n_bootstrap=0)
     res["phases"] = phases(res["trajectory"])
     trajectory_plot(res["trajectory"], res["phases"], out / "trajectory.png")

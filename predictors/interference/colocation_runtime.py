@@ -1,0 +1,155 @@
+"""Run-level co-location GBM at prediction time (numpy + lightgbm; no polars, no DuckDB): the
+window features both training (`colocation_gbm`) and the Estimator compute, and the runtime
+that loads what `colocation_gbm.ColocationGBM.save` wrote.
+
+A window is one run of the service: long rows [window_id, t, metric, value] of its counters
+(t = sample index), plus constant metrics `rps` (requests/s), `replicas` and, per counter c,
+`base:c` = the mean of c over the service's runs alone (no co-runner) at the same replicas
+and rate. A window without `base:c` gets NaN ratio features (LightGBM routes NaN); one
+without `rps` gets NaN per-request features.
+
+Features (kind prefix `stats:`, `base:`, `rate:`), per counter c:
+- stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
+  (per sample) of c over the run; plus `stats:rps`, `stats:replicas`;
+- base: ratio mean / base:c and difference mean - base:c;
+- rate: mean / rps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from servecast.errors import InvalidInputError, ModelVersionError
+from servecast.predictors.base import read_card
+from servecast.predictors.interference.windows import long_columns, window_columns
+
+LOAD = ("rps", "replicas")
+BASE = "base:"
+STATS = ("mean", "std", "min", "max", "q10", "q90", "last", "slope")
+FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
+                "stats+base+rate": ("stats", "base", "rate")}
+PERF_MIN = 1e-3
+
+
+def counters_of(cols: dict[str, np.ndarray]) -> list[str]:
+    """The counter names of long columns (every metric but rps, replicas and base:*)."""
+    return sorted({m for m in set(cols["metric"].tolist())
+                   if m not in LOAD and not m.startswith(BASE)})
+
+
+def feature_names(counters: list[str]) -> list[str]:
+    """Column names of `window_features` for `counters`, in order."""
+    return (["stats:rps", "stats:replicas"]
+            + [f"stats:{s}_{c}" for c in counters for s in STATS]
+            + [f"base:{s}_{c}" for c in counters for s in ("ratio", "diff")]
+            + [f"rate:{c}" for c in counters])
+
+
+def window_features(cols: dict[str, np.ndarray], counters: list[str]
+                    ) -> tuple[list, np.ndarray]:
+    """(window ids in order of first appearance, features (windows x feature_names))."""
+    wid = cols["window_id"]
+    ids, first, inv = np.unique(wid, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    w = rank[inv]
+    ids = ids[order].tolist()
+    ok = np.isfinite(cols["value"])
+    const = {}
+    for name in [*LOAD, *(BASE + c for c in counters)]:
+        v = np.full(len(ids), np.nan)
+        sel = ok & (cols["metric"] == name)
+        v[w[sel]] = cols["value"][sel]
+        const[name] = v
+    stats = np.full((len(ids), len(counters), len(STATS)), np.nan)
+    for j, c in enumerate(counters):
+        sel = ok & (cols["metric"] == c)
+        ws, ts, vs = w[sel], cols["t"][sel], cols["value"][sel]
+        srt = np.lexsort((ts, ws))
+        ws, ts, vs = ws[srt], ts[srt], vs[srt]
+        cuts = np.flatnonzero(np.diff(ws)) + 1
+        for k, t, v in zip(np.split(ws, cuts), np.split(ts, cuts), np.split(vs, cuts),
+                           strict=True):
+            if not len(k):
+                continue
+            tc = t - t.mean()
+            den = float((tc * tc).sum())
+            stats[k[0], j] = (v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0, v.min(),
+                              v.max(), np.quantile(v, 0.1), np.quantile(v, 0.9), v[-1],
+                              float((tc * v).sum()) / den if den > 0 else 0.0)
+    mean = stats[:, :, 0]
+    base = np.column_stack([const[BASE + c] for c in counters]) if counters else mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = mean / base
+        per_req = mean / const["rps"][:, None]
+    diff = mean - base
+    x = np.column_stack([const["rps"], const["replicas"], stats.reshape(len(ids), -1),
+                         np.stack([ratio, diff], axis=2).reshape(len(ids), -1), per_req])
+    return ids, np.where(np.isfinite(x), x, np.nan)
+
+
+def to_target(perf: np.ndarray, target: str) -> np.ndarray:
+    """perf as the boosters' target: itself, or y = -log(perf) = log(L / L0) for `log`."""
+    return -np.log(np.clip(perf, 1e-6, 1.0)) if target == "log" else perf
+
+
+def from_target(y: np.ndarray, target: str) -> np.ndarray:
+    """Inverse of `to_target`, clipped to perf in [0, 1]."""
+    return np.exp(-np.maximum(y, 0.0)) if target == "log" else np.clip(y, 0.0, 1.0)
+
+
+class ColocationRuntime:
+    """Loaded run-level GBM (`params["model"] == "gbm-baseline"`); perf in (0, 1]."""
+
+    kind = "interference"
+
+    def __init__(self, params: dict, state: dict, boosters: list):
+        self.params, self.state, self.boosters = params, state, boosters
+        self.family = params["model"]  # "gbm-baseline", as Runtime.family names its model
+        self.counters = list(state["counters"])
+        names = feature_names(self.counters)
+        self.columns = [names.index(c) for c in state["columns"]]
+        self.half = float(state["half"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> ColocationRuntime:
+        import lightgbm as lgb
+
+        path = Path(path)
+        params = read_card(path, "interference")["params"]
+        state_file = path / "colocation.json"
+        if not state_file.is_file():
+            raise ModelVersionError(f"{path}: colocation.json missing; re-save the model")
+        state = json.loads(state_file.read_text())
+        files = [path / f"gbm_{i}.txt" for i in range(int(state["seeds"]))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelVersionError(f"{path}: {', '.join(missing)} missing; re-save the model")
+        return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files])
+
+    def interference(self, metrics_window) -> float:
+        """Predicted perf of one run: a mapping metric -> values or a long frame."""
+        return float(self._perf(window_columns(metrics_window))[1][0])
+
+    def predict(self, metrics) -> dict[str, np.ndarray]:
+        """Long frame [window_id, t, metric, value] -> {window_id, perf, lo, hi}; lo / hi:
+        the series-disjoint conformal interval of the card (`half`)."""
+        ids, perf = self._perf(long_columns(metrics))
+        return {"window_id": np.asarray(ids), "perf": perf,
+                "lo": np.clip(perf - self.half, 0.0, 1.0), "hi": np.clip(perf + self.half,
+                                                                         0.0, 1.0)}
+
+    def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
+        have = set(cols["metric"].tolist())
+        if not have & set(self.counters):
+            raise InvalidInputError(
+                f"metrics: none of the model's counters ({', '.join(self.counters[:4])}, ...)"
+                f"; got {', '.join(sorted(have)[:6])}")
+        ids, x = window_features(cols, self.counters)
+        x = x[:, self.columns]
+        y = np.mean([b.predict(x) for b in self.boosters], axis=0)
+        return ids, np.clip(from_target(y, self.state["target"]), PERF_MIN, 1.0)

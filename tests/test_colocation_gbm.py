@@ -1,0 +1,131 @@
+"""Run-level GBM and nested selection on real NTUA series (Memento_V01/V02, Fight_Club_V01):
+features against the counters they summarise, no leakage from the outer test split into
+selection, and the conformal half-width."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import InvalidInputError
+from servecast.predictors.interference import colocation_gbm as cg
+from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.colocation_runtime import (
+    ColocationRuntime,
+    feature_names,
+    window_features,
+)
+from servecast.predictors.interference.tasks import Task
+from servecast.store import Store
+
+SERIES = ("Memento_V01", "Memento_V02", "Fight_Club_V01")
+TEST = "Memento_V02"
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, data):
+    store = Store(tmp_path_factory.mktemp("ntua_gbm") / "s.duckdb")
+    store.ingest("ntua-interference", [data / "vm/ntua_interference" / s for s in SERIES])
+    yield colocation_task(store, test_series=[TEST])
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def feats(task):
+    return cg.run_features(task)
+
+
+@pytest.mark.slow  # ingests three real series
+def test_features_summarise_the_counters(task, feats):
+    assert feats.height == task.windows.height
+    run = task.windows.filter(pl.col("family") == "membw").row(0, named=True)
+    vals = (task.metrics.filter(pl.col("window_id") == run["window_id"],
+                                pl.col("metric") == "sys:READ").sort("t")["value"].to_numpy())
+    row = feats.filter(pl.col("window_id") == run["window_id"]).row(0, named=True)
+    assert row["stats:mean_sys:READ"] == pytest.approx(vals.mean())
+    assert row["stats:last_sys:READ"] == pytest.approx(vals[-1])
+    assert row["rate:sys:READ"] == pytest.approx(vals.mean() / run["rps"])
+    # the reference: mean READ of the same series' baseline runs at the same load
+    base = task.windows.filter(pl.col("family") == "baseline", pl.col("vm") == run["vm"],
+                               pl.col("replicas") == run["replicas"],
+                               pl.col("rps") == run["rps"])["window_id"]
+    ref = (task.metrics.filter(pl.col("window_id").is_in(base.implode()),
+                               pl.col("metric") == "sys:READ")
+           .group_by("window_id").agg(pl.col("value").mean())["value"].mean())
+    assert row["base:ratio_sys:READ"] == pytest.approx(vals.mean() / ref)
+    assert not any(c.startswith("base:") for c in cg.columns_of(feats, "stats"))
+    assert "stats:rps" in cg.columns_of(feats, "stats+base+rate")
+
+
+@pytest.mark.slow
+def test_nested_selection_never_sees_the_test_split(task):
+    pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60)
+    assert set(info["inner"]) == {c.name for c in cg.CANDIDATES}
+    assert info["chosen"] == min(info["inner"], key=info["inner"].get)
+    assert pred.height == task.windows.filter(pl.col("vm") == TEST).height
+    assert pred["pred"].is_between(0, 1).all() and pred["half"][0] > 0
+    # scrambled labels of the test series change nothing in selection or the interval
+    scrambled = task.labels.with_columns(
+        perf=pl.when(task.windows["vm"] == TEST).then(1.0 - pl.col("perf"))
+        .otherwise(pl.col("perf")))
+    t2 = Task(task.name, task.metrics, scrambled, task.windows, task.target_metric)
+    pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60)
+    assert info2 == info
+    assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"][0] == pred["half"][0]
+
+
+def test_series_folds_and_targets():
+    s = np.array(["a", "b", "c", "a", "d", "b"])
+    folds = cg.series_folds(s, 3)
+    assert np.all(sum(f.astype(int) for f in folds) == 1)  # every run held out once
+    for f in folds:
+        assert not set(s[f]) & set(s[~f])  # no series on both sides
+    with pytest.raises(InvalidInputError, match=">= 2 training series"):
+        cg.series_folds(np.array(["a", "a"]), 3)
+    perf = np.array([1.0, 0.5, 0.1])
+    assert np.allclose(cg.from_target(cg.to_target(perf, "log"), "log"), perf)
+    assert cg.to_target(perf, "log")[0] == 0 and cg.from_target(np.array([1.4]), "perf") == 1
+
+
+@pytest.mark.slow
+def test_window_without_counters_is_refused(task):
+    bad = Task(task.name, task.metrics.filter(~pl.col("metric").str.starts_with("sys:")),
+               task.labels, task.windows, task.target_metric)
+    with pytest.raises(InvalidInputError, match="without counter values"):
+        cg.run_features(bad)
+
+
+@pytest.mark.slow
+def test_series_without_baselines_gets_nan_ratios(task):
+    """Documented handling: no own baseline runs at a load -> no base:* reference, NaN ratio
+    features (LightGBM routes NaN); the other series keep theirs."""
+    lone = "Fight_Club_V01"
+    keep = task.windows.filter(~((pl.col("vm") == lone) & (pl.col("family") == "baseline")))
+    t = Task(task.name, task.metrics.join(keep.select("window_id"), on="window_id",
+                                          how="semi"),
+             task.labels.join(keep.select("window_id"), on="window_id", how="semi"), keep,
+             task.target_metric)
+    f = cg.run_features(t).join(keep.select("window_id", "vm"), on="window_id")
+    ratio = f["base:ratio_sys:IPC"]
+    assert ratio.filter(f["vm"] == lone).is_nan().all()
+    assert not ratio.filter(f["vm"] != lone).is_nan().any()
+
+
+def test_runtime_refuses_foreign_counters(tmp_path):
+    """A saved model asked about metrics it never saw: a clear error, not NaN predictions."""
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(40), 5)
+    long = {"window_id": ids, "t": np.tile(np.arange(5.0), 40),
+            "metric": np.array(["sys:IPC"] * len(ids)), "value": rng.random(len(ids))}
+    _, x = window_features(long, ["sys:IPC"])
+    assert x.shape == (40, len(feature_names(["sys:IPC"])))
+    cols = [c for c in feature_names(["sys:IPC"]) if c.startswith("stats:")]
+    boosters = cg.fit_boosters(x[:, :len(cols)], rng.random(40), cg.Candidate("stats", "perf",
+                                                                               rounds=5))
+    rt = ColocationRuntime({"model": "gbm-baseline"}, {"counters": ["sys:IPC"],
+                           "columns": cols, "target": "perf", "seeds": 1, "half": 0.1},
+                           boosters)
+    assert rt.interference({"sys:IPC": [0.5, 0.6, 0.7], "rps": 100.0}) <= 1
+    with pytest.raises(InvalidInputError, match="none of the model's counters"):
+        rt.interference({"cpu_util": [0.5, 0.6]})
