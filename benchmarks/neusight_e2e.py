@@ -20,15 +20,11 @@ temporary store.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-sys.path.insert(0, str(Path(__file__).parent))
-from kernel_latency_logo import open_store  # noqa: E402
+from kernel_latency_logo import model_args, open_store
 
 #: vendor data-sheet specs (NeuSight keys) of the AMD GPUs NeuSight traced: MI100 (120 CUs,
 #: 1502 MHz, 23.1 TFLOP/s FP32 vector, 1228.8 GB/s, 32 GB, 8 MB L2); MI210 and one MI250 GCD
@@ -92,6 +88,10 @@ def held_out(store, model, roofline, devices: dict, train: list[str]) -> pl.Data
     t = t.filter(pl.col("op").is_in(["bmm", "linear"]), ~pl.col("device").is_in(train),
                  pl.col("device").is_in(list(devices)))
     y = t["latency_ms"].to_numpy()
+    if t.is_empty():  # no GPU outside `train` has traces and a spec sheet
+        return t.with_columns(model_ape=pl.lit(None, pl.Float64),
+                              roofline_ape=pl.lit(None, pl.Float64),
+                              log2_ratio=pl.lit(None, pl.Float64))
     pred = model.predict(t)["latency_ms"].to_numpy()
     return t.with_columns(model_ape=ape(pred, y), roofline_ape=ape(roofline(t, devices), y),
                           log2_ratio=np.log2(pred / y))
@@ -104,13 +104,8 @@ def main() -> None:
     from servecast.predictors.kernel_latency.opgraph import device_name
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--db")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--max-rows", type=int, default=150_000)
-    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
+    ap = model_args(argparse.ArgumentParser())
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight"),
