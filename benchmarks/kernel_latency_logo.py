@@ -31,6 +31,16 @@ def open_store(db: str | None, adapters: list[tuple[str, str, str]]):
     return store
 
 
+def model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the store and kernel-model training flags the kernel benchmarks share."""
+    ap.add_argument("--db")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--max-rows", type=int, default=150_000)
+    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
+    ap.add_argument("--threads", type=int, default=1)
+    return ap
+
+
 def main() -> None:
     import torch
 
@@ -38,17 +48,12 @@ def main() -> None:
     from servecast.predictors.kernel_latency.evaluation import leave_one_gpu_out, logo_table
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--db")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--max-rows", type=int, default=150_000)
+    ap = model_args(argparse.ArgumentParser())
     ap.add_argument("--spec-features", action="store_true")
-    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
     ap.add_argument("--views", default="spec,shape",
                     help="member feature views (KernelLatencyPredictor): spec, shape or both")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight")])

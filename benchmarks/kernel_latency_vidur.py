@@ -17,7 +17,7 @@ import argparse
 import time
 
 import polars as pl
-from kernel_latency_logo import open_store
+from kernel_latency_logo import model_args, open_store
 
 
 def main() -> None:
@@ -28,13 +28,7 @@ def main() -> None:
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
     from servecast.predictors.kernel_latency.train import kernel_training_data
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--db")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--max-rows", type=int, default=150_000)
-    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = model_args(argparse.ArgumentParser()).parse_args()
     torch.set_num_threads(args.threads)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight"),
                                  ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp")])
