@@ -12,7 +12,6 @@ models trained from a page live in Streamlit's resource cache (and a temporary f
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import threading
@@ -30,6 +29,7 @@ from servecast.analytics.source import quote
 from servecast.config import db_path
 from servecast.errors import ServecastError, StoreLockedError
 from servecast.numbers import fmt
+from servecast.registry import resolve
 from servecast.store import Store
 
 #: most rows of a table sent to the browser
@@ -247,7 +247,7 @@ def clicked(label: str, key: str, token: Hashable, **kwargs: Any) -> bool:
 
 def _function(name: str):
     module, fn = name.rsplit(".", 1)
-    return getattr(importlib.import_module(f"servecast.analytics.{module}"), fn)
+    return resolve("servecast.analytics", f"{module}:{fn}")
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from servecast.datasets.base import Adapter
 from servecast.errors import UnknownNameError
+from servecast.registry import modules
 
 #: one module per source format (each defines one or more Adapter subclasses)
 _MODULES = [
@@ -17,11 +18,8 @@ _MODULES = [
 
 def adapters() -> dict[str, Adapter]:
     """Every registered adapter by name."""
-    import importlib
-
     found: dict[str, Adapter] = {}
-    for mod in _MODULES:
-        module = importlib.import_module(f"servecast.datasets.{mod}")
+    for module in modules("servecast.datasets", _MODULES):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, Adapter) and obj is not Adapter \
                     and obj.__module__ == module.__name__ and not obj.__name__.startswith("_"):

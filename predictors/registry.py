@@ -16,13 +16,13 @@ kind-specific single-call methods the Estimator exposes.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from servecast.errors import UnknownNameError
+from servecast.registry import resolve
 
 
 @runtime_checkable
@@ -76,8 +76,7 @@ class Kind:
 
 
 def _resolve(ref: str):
-    module, attr = ref.split(":")
-    return getattr(importlib.import_module(f"servecast.predictors.{module}"), attr)
+    return resolve("servecast.predictors", ref)
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (

@@ -6,13 +6,13 @@ User errors print one message and exit 2, never a traceback.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
 from servecast.commands.common import HELP_MARKUP
 from servecast.errors import ServecastError
+from servecast.registry import modules
 
 #: modules under servecast.commands that add commands to the app
 COMMAND_MODULES = ["store", "demo", "serve", "dashboard", "analytics", "output_length", "moe",
@@ -30,8 +30,8 @@ app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,
 )
 
-for _mod in COMMAND_MODULES:
-    importlib.import_module(f"servecast.commands.{_mod}").register(app)
+for _module in modules("servecast.commands", COMMAND_MODULES):
+    _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

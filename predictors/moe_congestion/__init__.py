@@ -9,15 +9,14 @@ Everything loads lazily (the runtime, runtime.py, imports numpy and scipy only);
 SmallMoELM`.
 """
 
-_LAZY = {"CongestionGame": "game", "explicit_gamma": "decomposition"}
+from servecast.registry import resolve
+
+_LAZY = {"CongestionGame": "game:CongestionGame", "explicit_gamma": "decomposition:explicit_gamma"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"servecast.predictors.moe_congestion.{_LAZY[name]}")
-        return getattr(module, name)
+        return resolve("servecast.predictors.moe_congestion", _LAZY[name])
     raise AttributeError(name)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.errors import ModelVersionError, UnknownNameError
+from servecast.registry import resolve
 
 #: registry name -> "module:Class" (imported on demand)
 MODELS = {
@@ -41,15 +42,12 @@ def __getattr__(name: str):
 
 def model_class(name: str, path: Path | None = None):
     """The class registered as `name` (UnknownNameError / ModelVersionError for a saved dir)."""
-    import importlib
-
     if name not in MODELS:
         msg = f"unknown output-length model {name!r}; known: {', '.join(MODELS)}"
         if path is not None:
             raise ModelVersionError(f"{path}: {msg}; retrain it with this servecast version")
         raise UnknownNameError(msg)
-    module, cls = MODELS[name].split(":")
-    return getattr(importlib.import_module(f"servecast.predictors.output_length.{module}"), cls)
+    return resolve("servecast.predictors.output_length", MODELS[name])
 
 
 def create(name: str = "metadata", **params):
