@@ -15,8 +15,9 @@ from servecast.app import common
 from servecast.errors import ServecastError
 from servecast.predictors.kernel_latency.data import device_specs, spec_json
 from servecast.predictors.kernel_latency.ops import OP_NAMES, shape_columns
-from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, mdape
+from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 from servecast.predictors.kernel_latency.specs import SPEC_KEYS, TENSOR_KEY
+from servecast.predictors.metrics import mdape
 
 #: shape defaults for the estimate form (a 4k-wide LLM layer, batch 8)
 SHAPE_DEFAULTS = {"B": 8, "M": 1024, "N": 4096, "K": 4096, "H": 4096, "in_channels": 64,

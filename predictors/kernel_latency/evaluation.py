@@ -12,8 +12,9 @@ import polars as pl
 from servecast.predictors.kernel_latency.frames import kernel_rows
 from servecast.predictors.kernel_latency.ops import SHAPE_COLUMNS
 from servecast.predictors.kernel_latency.physics import features
-from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, mdape
+from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 from servecast.predictors.kernel_latency.specs import SPEC_KEYS
+from servecast.predictors.metrics import mdape
 
 
 def gpu_groups(devices: Mapping[str, Mapping], names) -> np.ndarray:

@@ -50,14 +50,15 @@ class ResidualMLP(pl.LightningModule):
 
 def fit_mlp(X: np.ndarray, y: np.ndarray, *, hidden: int, layers: int, epochs: int,
             batch_size: int, lr: float, seed: int, **trainer_kw) -> list[np.ndarray]:
-    """Train ResidualMLP on standardized X, target y; returns its numpy weights."""
-    from servecast.predictors.training import make_trainer
+    """Train ResidualMLP on standardized X, target y; returns its numpy weights. Batches are
+    fixed slices of one permutation seeded by `seed`, their order shuffled every epoch."""
+    from servecast.predictors.training import fit_module
 
-    trainer = make_trainer(max_epochs=epochs, seed=seed, **trainer_kw)
-    model = ResidualMLP(X.shape[1], hidden, layers, lr, epochs=epochs)
-    loader = batch_loader(X, y, batch_size, seed)
-    trainer.fit(model, loader)
-    return model.numpy_weights()
+    trainer = fit_module(lambda: ResidualMLP(X.shape[1], hidden, layers, lr, epochs=epochs),
+                         (np.asarray(X, np.float32), np.asarray(y, np.float32)),
+                         epochs=epochs, batch_size=batch_size, seed=seed, loader_seed=seed,
+                         whole_batches=True, **trainer_kw)
+    return trainer.lightning_module.numpy_weights()
 
 
 def widen_input(weights: list[np.ndarray], cols: np.ndarray, n_in: int) -> list[np.ndarray]:
@@ -93,27 +94,3 @@ def merge_mlps(members: list[list[np.ndarray]]) -> list[np.ndarray]:
             b = np.concatenate(bs)
         out += [w.astype(np.float32), b.astype(np.float32)]
     return out
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Whole mini-batches (slices of one seeded permutation): no per-row collate cost."""
-
-    def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-        perm = np.random.default_rng(seed).permutation(len(y))
-        self.X = torch.as_tensor(X[perm], dtype=torch.float32)
-        self.y = torch.as_tensor(y[perm], dtype=torch.float32)
-        self.bs = batch_size
-
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.bs)
-
-    def __getitem__(self, i: int):
-        s = slice(i * self.bs, (i + 1) * self.bs)
-        return self.X[s], self.y[s]
-
-
-def batch_loader(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """A DataLoader of shuffled whole batches."""
-    return torch.utils.data.DataLoader(_Batches(X, y, batch_size, seed), batch_size=None,
-                                       shuffle=True,
-                                       generator=torch.Generator().manual_seed(seed))

@@ -25,6 +25,7 @@ from servecast.predictors.kernel_latency.runtime import (
     member_count,
     spec_feature_slice,
 )
+from servecast.predictors.metrics import mdape
 
 #: feature views of the ensemble members (see `KernelLatencyPredictor`)
 VIEWS = ("spec", "shape")
@@ -39,11 +40,6 @@ def view_columns(view: str, n_features: int) -> np.ndarray:
     shape_dense = [i for i, c in enumerate(DENSE_COLUMNS) if c not in DEVICE_COLUMNS]
     onehots = cols[n_features - len(OP_NAMES) - len(FAMILIES):]
     return np.concatenate([shape_dense, onehots]).astype(int)
-
-
-def mdape(pred: np.ndarray, true: np.ndarray) -> float:
-    """Median absolute percentage error (%)."""
-    return float(np.median(np.abs(pred - true) / true) * 100)
 
 
 class KernelLatencyPredictor(Predictor):
