@@ -17,6 +17,7 @@ from servecast.commands import analytics, interference, kernel_latency, moe
 from servecast.predictors.hardware_adaptive.config import PRESET as HELP
 from servecast.predictors.hardware_adaptive.config import HelpSettings
 from servecast.predictors.interference.settings import PRESET as INTERFERENCE
+from servecast.predictors.kernel_latency.config import PRESET as KERNEL
 from servecast.predictors.moe_congestion.config import PRESET as MOE
 from servecast.predictors.presets import Preset, default
 
@@ -43,13 +44,15 @@ def _sources():
             for f in ("alpha", "steps", "n_experts", "top_k", "layers", "snapshots", "seed")]
     rows += [
         (kernel_latency.train_nasbench201_latency, "epochs", HELP.full.epochs),
+        (kernel_latency.train_kernel_latency, "epochs", KERNEL.full.epochs),
+        (kernel_latency.train_kernel_latency, "ensemble", KERNEL.full.ensemble),
         (interference.train_interference, "epochs", INTERFERENCE.full.epochs),
         (interference.train_interference, "trace", _param_default(temporal_task, "trace")),
     ]
     #: (command, its parameter, the function it feeds, that function's parameter)
     same_as = [
         *[(kernel_latency.train_kernel_latency, p, train_kernel_model, p)
-          for p in ("epochs", "vidur", "neusight_trace", "vidur_trace")],
+          for p in ("vidur", "neusight_trace", "vidur_trace")],
         *[(kernel_latency.profile_kernels, p, profile_kernels, p)
           for p in ("repeats", "warmup", "device")],
         (interference.collect_host_metrics, "interval", sample_host, "interval"),
@@ -93,6 +96,13 @@ def test_help_predictor_defaults_are_the_settings_defaults():
         assert (_param_default(HardwareAdaptiveLatencyPredictor, name)
                 == default(HelpSettings, name)), name
     assert HardwareAdaptiveLatencyPredictor().config == HELP.full.__dict__
+
+
+def test_kernel_predictor_defaults_are_the_full_preset():
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    for name, value in KERNEL.full.__dict__.items():
+        assert _param_default(KernelLatencyPredictor, name) == value, name
 
 
 def test_preset_pick_and_errors():

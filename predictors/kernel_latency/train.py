@@ -7,6 +7,7 @@ from collections.abc import Callable
 import polars as pl
 
 from servecast.predictors.kernel_latency import data
+from servecast.predictors.kernel_latency.config import PRESET, KernelSettings
 from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
 
@@ -27,17 +28,19 @@ def kernel_training_data(store, vidur: bool = True, neusight_trace: str = "neusi
     return frame, devices
 
 
-def train_kernel_model(store, epochs: int = 20, max_rows: int | None = None,
+def train_kernel_model(store, settings: KernelSettings = PRESET.full,
                        vidur: bool = True, neusight_trace: str = "neusight",
                        vidur_trace: str = "vidur_mlp",
                        log: Callable[[str], None] | None = None, **kw
                        ) -> tuple[KernelLatencyPredictor, pl.DataFrame]:
-    """Fit the kernel-latency model on the store's traces; returns (model, in-sample
+    """Fit the kernel-latency model on the store's traces with `settings` (a preset of
+    `config.PRESET`; `kw` goes to `KernelLatencyPredictor`); returns (model, in-sample
     per-op MdAPE frame [op, rows, mdape, roofline_mdape])."""
     frame, devices = kernel_training_data(store, vidur, neusight_trace, vidur_trace)
     if log:
         log(f"training on {frame.height:,} kernels of {frame['device'].n_unique()} devices")
-    model = KernelLatencyPredictor(devices, epochs=epochs, max_rows=max_rows, **kw).fit(frame)
+    model = KernelLatencyPredictor(devices, epochs=settings.epochs, max_rows=settings.max_rows,
+                                   ensemble=settings.ensemble, **kw).fit(frame)
     ev = model.evaluate(frame)
     model.card["metrics"] = {"in_sample": ev}
     report = pl.DataFrame([{"op": "all", "rows": ev["rows"], "mdape": ev["mdape"],

@@ -9,6 +9,7 @@ import typer
 
 from servecast.commands.common import DbOption, FastOption, console, given, group, print_frame
 from servecast.predictors.hardware_adaptive.config import PRESET as HELP_PRESET
+from servecast.predictors.kernel_latency.config import PRESET as KERNEL_PRESET
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +22,14 @@ def register(app: typer.Typer) -> None:
 
 
 def train_kernel_latency(
+    ctx: typer.Context,
     db: Path = DbOption,
     out: Path = typer.Option(Path("models/kernel_latency"), "--out", help="model folder"),
-    epochs: int = typer.Option(20, "--epochs", min=1),
+    epochs: int = typer.Option(KERNEL_PRESET.full.epochs, "--epochs", min=1),
     max_rows: int = typer.Option(0, "--max-rows", help="subsample training rows (0 = all)"),
+    ensemble: int = typer.Option(KERNEL_PRESET.full.ensemble, "--ensemble", min=1,
+                                 help="MLP members per feature view"),
+    fast: bool = FastOption,
     vidur: bool = typer.Option(True, "--vidur/--no-vidur", help="also fit Vidur's operators"),
     neusight_trace: str = typer.Option("neusight", "--neusight-trace"),
     vidur_trace: str = typer.Option("vidur_mlp", "--vidur-trace"),
@@ -34,8 +39,10 @@ def train_kernel_latency(
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
-        model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows or None,
-                                           vidur=vidur, neusight_trace=neusight_trace,
+        settings = KERNEL_PRESET.pick(fast, **given(ctx, epochs=epochs, ensemble=ensemble,
+                                                    max_rows=max_rows or None))
+        model, report = train_kernel_model(store, settings, vidur=vidur,
+                                           neusight_trace=neusight_trace,
                                            vidur_trace=vidur_trace, log=console.print)
     model.save(out)
     print_frame(report, title="in-sample MdAPE (%) per op (leave-one-GPU-out: "

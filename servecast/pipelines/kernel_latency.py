@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 
 
-def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = print,
-                        epochs: int = 3, max_rows: int = 60_000) -> pl.DataFrame:
-    """Train both models with fast settings on the store's `neusight`, `vidur_mlp` and
+def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = print
+                        ) -> pl.DataFrame:
+    """Train both models with their fast presets on the store's `neusight`, `vidur_mlp` and
     `help_nasbench201` traces, save them under `out/kernel_latency` and
     `out/nasbench201_latency`, estimate bmm 8x1024^3 on every known spec sheet.
     Returns rows [what, value] for the summary."""
@@ -19,13 +19,12 @@ def demo_kernel_latency(store, out: str | Path, log: Callable[[str], None] = pri
     from servecast.predictors.hardware_adaptive.config import PRESET
     from servecast.predictors.hardware_adaptive.train import train_help_model
     from servecast.predictors.kernel_latency import data
+    from servecast.predictors.kernel_latency.config import PRESET as KERNEL_PRESET
     from servecast.predictors.kernel_latency.runtime import Runtime
     from servecast.predictors.kernel_latency.train import train_kernel_model
 
     out = Path(out)
-    # one member per view keeps the demo quick (the benchmarks train the default three)
-    model, report = train_kernel_model(store, epochs=epochs, max_rows=max_rows, log=log,
-                                       ensemble=1)
+    model, report = train_kernel_model(store, KERNEL_PRESET.fast, log=log)
     path = model.save(out / "kernel_latency")
     rows = [{"what": f"kernel MdAPE in-sample {r['op']} (%)", "value": r["mdape"]}
             for r in report.filter(pl.col("op").is_in(["all", "bmm", "linear"])).to_dicts()]
