@@ -113,7 +113,7 @@ def jitter_spread(test: pl.DataFrame, p50, res: pl.DataFrame, sigma: float = 0.0
     in the queue (one replay is one draw of a chaotic queue)."""
     import numpy as np
 
-    from servecast.predictors.output_length.metrics import kendall_tau
+    from servecast.predictors.metrics import kendall_tau
     from servecast.simulator import simulate
 
     prompt, out, arr, cfg = replay(test)
