@@ -81,7 +81,7 @@ def test_train_warns_and_records_when_a_baseline_wins(store, tmp_path):
     """`servecast train output-length --model global` on a real trace: the prompt-bin
     baseline ranks outputs better than a global median, so the CLI warns on stderr (exit 0,
     the model saved) and the model card records the warning; the metadata model beats every
-    baseline and is saved without one."""
+    baseline and is saved without one. `--fast` and `--trees` reach the saved model."""
     import json
     import subprocess
     import sys
@@ -106,6 +106,13 @@ def test_train_warns_and_records_when_a_baseline_wins(store, tmp_path):
 
     fast = PRESET.fast.params("metadata")
     assert {k: card["params"][k] for k in fast} == fast != PRESET.full.params("metadata")
+    # an option given on the command line wins over the preset; the rest stay fast
+    given = subprocess.run([*cmd, "--trees", "40", "--out", str(tmp_path / "t")],
+                           capture_output=True, text=True)
+    assert given.returncode == 0, given.stderr
+    card = json.loads((tmp_path / "t" / "model_card.json").read_text())
+    assert card["params"]["n_estimators"] == 40
+    assert card["params"]["learning_rate"] == PRESET.fast.learning_rate
 
 
 def test_losses_names_each_baseline_and_metric():
