@@ -71,8 +71,9 @@ def pick_view(frame: pl.DataFrame, trees: int) -> str:
 
 
 def main() -> None:
+    from servecast.predictors.metrics import ape_scores
     from servecast.predictors.operator_latency.data import operator_frame
-    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel, scores
+    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db")
@@ -94,8 +95,8 @@ def main() -> None:
         for (op, dt), part in out.group_by(["op", "dtype"], maintain_order=True):
             true = part["latency_ms"].to_numpy()
             cov = part.filter(pl.col("nearest_ms").is_not_null())
-            m, r = scores(part["latency_ms_pred"], true), scores(part["roofline_ms"], true)
-            n = scores(cov["nearest_ms"], cov["latency_ms"]) if cov.height else \
+            m, r = ape_scores(part["latency_ms_pred"], true), ape_scores(part["roofline_ms"], true)
+            n = ape_scores(cov["nearest_ms"], cov["latency_ms"]) if cov.height else \
                 {"mdape": float("nan"), "p90": float("nan")}
             rows.append({"held_out": held, "op": op, "dtype": dt, "rows": part.height,
                          "view": view, "model": m["mdape"], "model_p90": m["p90"],

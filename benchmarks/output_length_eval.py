@@ -26,7 +26,8 @@ from servecast.predictors.output_length.core import online_evaluate  # noqa: E40
 from servecast.predictors.output_length.features import ALL  # noqa: E402
 from servecast.predictors.output_length.history import HISTORY  # noqa: E402
 from servecast.predictors.output_length.metrics import split  # noqa: E402
-from servecast.predictors.output_length.train import SETTINGS, load_requests  # noqa: E402
+from servecast.predictors.output_length.settings import PRESET  # noqa: E402
+from servecast.predictors.output_length.train import load_requests  # noqa: E402
 
 KEYS = ["mae_p50", "kendall_tau", "coverage_p90", "pinball_p50", "pinball_p90", "pinball_p99"]
 
@@ -113,7 +114,7 @@ def jitter_spread(test: pl.DataFrame, p50, res: pl.DataFrame, sigma: float = 0.0
     in the queue (one replay is one draw of a chaotic queue)."""
     import numpy as np
 
-    from servecast.predictors.output_length.metrics import kendall_tau
+    from servecast.predictors.metrics import kendall_tau
     from servecast.simulator import simulate
 
     prompt, out, arr, cfg = replay(test)
@@ -144,7 +145,7 @@ def main() -> None:
     pl.Config.set_tbl_width_chars(220)
     pl.Config.set_fmt_str_lengths(40)
     store = llm_store()
-    meta = SETTINGS["metadata"][args.fast]
+    meta = PRESET.pick(args.fast).params("metadata")
     traces = args.traces.split(",")
     base = {"global": ("global", {}, False), "segment median": ("segment", {}, False),
             "prompt-bin median": ("prompt_bins", {}, False),
@@ -197,7 +198,7 @@ def main() -> None:
             "prompt-length-only GBM": ("metadata", {**meta, "columns": ["prompt_tokens"]},
                                        False),
             "metadata GBM (session)": ("metadata", meta, False),
-            "text model": ("text", SETTINGS["text"][args.fast], False)})
+            "text model": ("text", PRESET.pick(args.fast).params("text"), False)})
         print(res)
         mae = dict(zip(res["model"], res["mae_p50"], strict=True))
         print(f"text model MAE vs prompt-length-only: "

@@ -24,7 +24,8 @@ from _stores import llm_store  # noqa: E402
 from servecast.estimator import Estimator  # noqa: E402
 from servecast.predictors.output_length import create  # noqa: E402
 from servecast.predictors.output_length.runtime import serve_replay  # noqa: E402
-from servecast.predictors.output_length.train import SETTINGS, load_requests  # noqa: E402
+from servecast.predictors.output_length.settings import PRESET  # noqa: E402
+from servecast.predictors.output_length.train import load_requests  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
           f"{np.median(train['output_tokens'].to_numpy()):.0f}); serve {args.serve} "
           f"({other.height} rows, median output {np.median(y):.0f})")
     with tempfile.TemporaryDirectory() as d:
-        path = create("metadata", **SETTINGS["metadata"][False]).fit(train).save(
+        path = create("metadata", **PRESET.full.params("metadata")).fit(train).save(
             Path(d) / "output_length")
         static = serve_replay(Estimator.load(path), other, observe=False)
         est = Estimator.load(path)

@@ -25,7 +25,8 @@ from _stores import llm_store  # noqa: E402
 
 from servecast.predictors.output_length import baselines, create  # noqa: E402
 from servecast.predictors.output_length.metrics import split  # noqa: E402
-from servecast.predictors.output_length.train import SETTINGS, load_requests  # noqa: E402
+from servecast.predictors.output_length.settings import PRESET  # noqa: E402
+from servecast.predictors.output_length.train import load_requests  # noqa: E402
 
 KEYS = ["mae_p50", "kendall_tau", "coverage_p90"]
 
@@ -50,9 +51,9 @@ def main() -> None:
               "TF-IDF + ridge": baselines.TfidfRidge}
     if not (args.skip_ablation or args.baselines_only):
         models["text model without lexical"] = lambda: create(
-            "text", **{**SETTINGS["text"][False], "lexical": False})
+            "text", **{**PRESET.full.params("text"), "lexical": False})
     if not args.baselines_only:
-        models["text model (default)"] = lambda: create("text", **SETTINGS["text"][False])
+        models["text model (default)"] = lambda: create("text", **PRESET.full.params("text"))
     rows = []
     for name, make in models.items():
         t0 = time.perf_counter()

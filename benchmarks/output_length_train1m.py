@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from servecast.predictors.output_length import create
-from servecast.predictors.output_length.train import SETTINGS
+from servecast.predictors.output_length.settings import PRESET
 
 
 def synthetic(n: int, seed: int = 0) -> pl.DataFrame:
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     df = synthetic(args.rows)
     t0, c0 = time.perf_counter(), time.process_time()
-    model = create("metadata", **SETTINGS["metadata"][False]).fit(df)
+    model = create("metadata", **PRESET.full.params("metadata")).fit(df)
     fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     print(f"fit on {args.rows:,} rows: {fit_s:.1f} s wall, {cpu_s:.1f} s CPU (budget 120 s; "
           f"wall > CPU means the machine was shared); features {model.encoder.columns}")

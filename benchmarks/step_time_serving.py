@@ -43,7 +43,7 @@ def nearest(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def report(rows: pl.DataFrame, overheads: dict) -> list[dict]:
-    from servecast.predictors.operator_latency.predictor import scores
+    from servecast.predictors.metrics import ape_scores
 
     out = []
     for (source, kind, gpu), part in rows.group_by(["source", "kind", "gpu"],
@@ -55,8 +55,8 @@ def report(rows: pl.DataFrame, overheads: dict) -> list[dict]:
                "bias_out": float(np.median(part["model_out"] / part["measured_ms"]))}
         for col in ("model_in", "model_out", "model_cal", "physics", "nearest"):
             s = part.filter(pl.col(col).is_not_null() & pl.col(col).is_not_nan())
-            sc = scores(s[col], s["measured_ms"]) if s.height else {"mdape": np.nan,
-                                                                     "p90": np.nan}
+            sc = ape_scores(s[col], s["measured_ms"]) if s.height else {"mdape": np.nan,
+                                                                         "p90": np.nan}
             row[col] = sc["mdape"]
             row[col + "_p90"] = sc["p90"]
         out.append(row)

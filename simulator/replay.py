@@ -14,7 +14,8 @@ from servecast.frames import to_polars
 from servecast.predictors.output_length import create
 from servecast.predictors.output_length.core import completed
 from servecast.predictors.output_length.metrics import split
-from servecast.predictors.output_length.train import SETTINGS, load_requests
+from servecast.predictors.output_length.settings import PRESET
+from servecast.predictors.output_length.train import load_requests
 from servecast.simulator.engine import ServingConfig, capacity, scale_arrivals, simulate
 from servecast.simulator.policies import POLICIES, policy_inputs
 
@@ -201,7 +202,7 @@ def heldout(store, trace: str, models=None, max_rows: int | None = None,
     if models is not None:
         pred = Estimator.load(models).output_length_batch(test)
     else:
-        pred = create("metadata", **SETTINGS["metadata"][fast]).fit(train).predict(test)
+        pred = create("metadata", **PRESET.pick(fast).params("metadata")).fit(train).predict(test)
     return test, pred["p50"].to_numpy(), pred["p90"].to_numpy()
 
 

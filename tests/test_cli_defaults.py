@@ -13,12 +13,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from servecast.commands import analytics, interference, kernel_latency, moe
+from servecast.commands import analytics, interference, kernel_latency, moe, output_length
 from servecast.predictors.hardware_adaptive.config import PRESET as HELP
 from servecast.predictors.hardware_adaptive.config import HelpSettings
 from servecast.predictors.interference.settings import PRESET as INTERFERENCE
 from servecast.predictors.kernel_latency.config import PRESET as KERNEL
 from servecast.predictors.moe_congestion.config import PRESET as MOE
+from servecast.predictors.output_length.settings import PRESET as OUTPUT_LENGTH
 from servecast.predictors.presets import Preset, default
 
 
@@ -48,6 +49,8 @@ def _sources():
         (kernel_latency.train_kernel_latency, "ensemble", KERNEL.full.ensemble),
         (interference.train_interference, "epochs", INTERFERENCE.full.epochs),
         (interference.train_interference, "trace", _param_default(temporal_task, "trace")),
+        *[(output_length.train_output_length, f, getattr(OUTPUT_LENGTH.full, f))
+          for f in ("n_estimators", "finetune_epochs")],
     ]
     #: (command, its parameter, the function it feeds, that function's parameter)
     same_as = [
@@ -79,7 +82,8 @@ def test_presets_and_commands_import_without_numpy():
     code = ("import sys; import servecast.cli, servecast.predictors.presets, "
             "servecast.predictors.moe_congestion.config, "
             "servecast.predictors.interference.settings, "
-            "servecast.predictors.hardware_adaptive.config; "
+            "servecast.predictors.hardware_adaptive.config, "
+            "servecast.predictors.output_length.settings; "
             "print(sorted(m for m in ('numpy', 'polars', 'torch', 'duckdb') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

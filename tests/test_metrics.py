@@ -59,15 +59,3 @@ def test_agrees_with_scipy_on_real_latencies(latencies):
     sub = metrics.kendall_tau(pred, true, max_n=5_000)
     assert sub == metrics.kendall_tau(pred, true, max_n=5_000)
     assert sub == pytest.approx(kendalltau(pred, true).statistic, abs=0.02)
-
-
-def test_same_numbers_as_the_copies_it_replaces(latencies):
-    """The copies other branches own (to migrate after the merge) give identical results."""
-    from servecast.predictors.operator_latency.predictor import scores as operator_scores
-    from servecast.predictors.output_length.metrics import kendall_tau as length_tau
-    from servecast.predictors.output_length.metrics import pinball as length_pinball
-
-    pred, true = latencies
-    assert metrics.ape_scores(pred, true) == operator_scores(pred, true)
-    assert metrics.kendall_tau(pred, true) == length_tau(pred, true)
-    assert metrics.pinball(pred, true, 0.9) == length_pinball(true, pred, 0.9)

@@ -29,9 +29,10 @@ def store(store_of):
 @pytest.fixture(scope="module")
 def served(store, tmp_path_factory):
     from servecast.predictors.output_length import create
-    from servecast.predictors.output_length.train import SETTINGS, load_requests
+    from servecast.predictors.output_length.settings import PRESET
+    from servecast.predictors.output_length.train import load_requests
 
-    path = create("metadata", **SETTINGS["metadata"][True]).fit(
+    path = create("metadata", **PRESET.fast.params("metadata")).fit(
         load_requests(store, "conv")).save(tmp_path_factory.mktemp("m") / "output_length")
     other = load_requests(store, "mooncake").sort("arrival_s").head(N)
     return path, other
@@ -80,7 +81,7 @@ def test_train_warns_and_records_when_a_baseline_wins(store, tmp_path):
     """`servecast train output-length --model global` on a real trace: the prompt-bin
     baseline ranks outputs better than a global median, so the CLI warns on stderr (exit 0,
     the model saved) and the model card records the warning; the metadata model beats every
-    baseline and is saved without one."""
+    baseline and is saved without one. `--fast` and `--trees` reach the saved model."""
     import json
     import subprocess
     import sys
@@ -100,6 +101,18 @@ def test_train_warns_and_records_when_a_baseline_wins(store, tmp_path):
     assert win.returncode == 0 and "warning" not in win.stderr, win.stderr
     card = json.loads((tmp_path / "m" / "model_card.json").read_text())
     assert card["beats_baselines"] is True and card["warnings"] == []
+    # --fast: the fast preset's GBM settings reach the saved model
+    from servecast.predictors.output_length.settings import PRESET
+
+    fast = PRESET.fast.params("metadata")
+    assert {k: card["params"][k] for k in fast} == fast != PRESET.full.params("metadata")
+    # an option given on the command line wins over the preset; the rest stay fast
+    given = subprocess.run([*cmd, "--trees", "40", "--out", str(tmp_path / "t")],
+                           capture_output=True, text=True)
+    assert given.returncode == 0, given.stderr
+    card = json.loads((tmp_path / "t" / "model_card.json").read_text())
+    assert card["params"]["n_estimators"] == 40
+    assert card["params"]["learning_rate"] == PRESET.fast.learning_rate
 
 
 def test_losses_names_each_baseline_and_metric():

@@ -18,6 +18,7 @@ import polars as pl
 from servecast import gpus
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
+from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.operator_latency.runtime import Runtime, forest_key, load_parts, save
 
@@ -27,18 +28,6 @@ from servecast.predictors.operator_latency.runtime import Runtime, forest_key, l
 VIEWS = {"relative": [*range(8), 14], "spec": list(range(physics.N_FEATURES))}
 #: training rows per op drawn for the residual (more add fit time, not accuracy)
 MAX_ROWS = 40_000
-
-
-def ape(pred, true) -> np.ndarray:
-    """Absolute percentage errors (%)."""
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    return np.abs(pred - true) / true * 100.0
-
-
-def scores(pred, true) -> dict[str, float]:
-    """MdAPE and p90 APE (%) and the row count."""
-    e = ape(pred, true)
-    return {"mdape": float(np.median(e)), "p90": float(np.percentile(e, 90)), "rows": len(e)}
 
 
 class OperatorLatencyModel(Predictor):
@@ -126,8 +115,8 @@ class OperatorLatencyModel(Predictor):
         res = {}
         for (op, dt), part in out.group_by(["op", "dtype"], maintain_order=True):
             true = part["latency_ms"].to_numpy()
-            res[f"{op}/{dt}"] = {"model": scores(part["latency_ms_pred"], true),
-                                 "roofline": scores(part["roofline_ms"], true)}
+            res[f"{op}/{dt}"] = {"model": ape_scores(part["latency_ms_pred"], true),
+                                 "roofline": ape_scores(part["roofline_ms"], true)}
         return res
 
     def _save(self, path: Path) -> None:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
-from servecast.predictors.training import make_trainer
+from servecast.predictors.training import fit_module
 
 
 def mean_pool(transformer, batch: dict) -> torch.Tensor:
@@ -89,12 +88,13 @@ def finetune(st, texts: list[str], prompt_tokens: np.ndarray, output_tokens: np.
         b["y"] = torch.tensor(y[rows], dtype=torch.float32)
         return {k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "prompt", "y")}
 
-    loader = DataLoader(list(range(len(texts))), batch_size=batch_size, shuffle=True,
-                        drop_last=len(texts) > batch_size, collate_fn=collate)
+    drop_last = len(texts) > batch_size
+    batches = len(texts) // batch_size if drop_last else -(-len(texts) // batch_size)
     module = PromptLengthTuner(transformer, transformer.config.hidden_size,
-                               float(np.median(y)), steps=epochs * len(loader))
+                               float(np.median(y)), steps=epochs * batches)
     transformer.train()
-    make_trainer(max_epochs=epochs, seed=seed).fit(module, loader)
+    fit_module(module, (texts,), epochs=epochs, batch_size=batch_size, seed=seed,
+               drop_last=drop_last, collate=collate)
     st.eval()
     with torch.no_grad():
         for t in transformer.state_dict().values():

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from servecast.predictors.metrics import pinball
 from servecast.predictors.output_length.core import OutputLengthModel
 from servecast.predictors.output_length.features import ALL, CATEGORIES, CONTEXT
 from servecast.predictors.output_length.forest import Forest
 from servecast.predictors.output_length.history import LengthHistory
-from servecast.predictors.output_length.metrics import pinball
 from servecast.predictors.output_length.runtime import from_heads
 from servecast.predictors.output_length.table import LengthTable
 
@@ -130,7 +130,7 @@ class MetadataModel(OutputLengthModel):
         q = booster.predict(X, num_threads=self.params["threads"])
         if alpha == 0.5 and self.params["log_target"]:
             q = np.expm1(q)
-        return pinball(y, q, alpha) if alpha else float(np.mean((y - q) ** 2))
+        return pinball(q, y, alpha) if alpha else float(np.mean((y - q) ** 2))
 
     def _raw_X(self, X: np.ndarray) -> np.ndarray:
         out = np.column_stack([b.predict(X, num_threads=self.params["threads"])

@@ -1,4 +1,5 @@
-"""Evaluation protocol of output-length models: splits and metrics (tokens)."""
+"""Evaluation protocol of output-length models: splits and the per-frame scores (tokens),
+computed with the shared `predictors.metrics`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import hashlib
 
 import numpy as np
 import polars as pl
+
+from servecast.predictors import metrics
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
@@ -36,35 +39,17 @@ def _unit(s: str) -> float:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big") / 2**64
 
 
-def pinball(y: np.ndarray, q: np.ndarray, alpha: float) -> float:
-    """Mean pinball (quantile) loss of prediction `q` at level `alpha`, in tokens."""
-    d = y - q
-    return float(np.mean(np.maximum(alpha * d, (alpha - 1) * d)))
-
-
-def kendall_tau(pred: np.ndarray, y: np.ndarray, max_n: int = 50_000, seed: int = 0) -> float:
-    """Kendall tau-b between predictions and truth (random subsample above `max_n` rows)."""
-    from scipy.stats import kendalltau
-
-    if len(y) > max_n:
-        idx = np.random.default_rng(seed).choice(len(y), max_n, replace=False)
-        pred, y = pred[idx], y[idx]
-    if len(y) < 2 or np.all(pred == pred[0]) or np.all(y == y[0]):
-        return 0.0
-    return float(kendalltau(pred, y).statistic)
-
-
 def scores(y: np.ndarray, pred: pl.DataFrame) -> dict[str, float]:
     """MAE of p50, Kendall tau of p50, coverage of p50/p90/p99, pinball losses, MAE of mean."""
     y = np.asarray(y, dtype=np.float64)
     p50 = pred["p50"].to_numpy()
-    out = {"n": int(len(y)), "mae_p50": float(np.mean(np.abs(y - p50))),
-           "kendall_tau": kendall_tau(p50, y),
-           "mae_mean": float(np.mean(np.abs(y - pred["mean"].to_numpy())))}
+    out = {"n": int(len(y)), "mae_p50": metrics.mae(p50, y),
+           "kendall_tau": metrics.kendall_tau(p50, y),
+           "mae_mean": metrics.mae(pred["mean"].to_numpy(), y)}
     for name, a in QUANTILES.items():
         q = pred[name].to_numpy()
-        out[f"coverage_{name}"] = float(np.mean(y <= q))
-        out[f"pinball_{name}"] = pinball(y, q, a)
+        out[f"coverage_{name}"] = metrics.coverage(q, y)
+        out[f"pinball_{name}"] = metrics.pinball(q, y, a)
     return out
 
 

@@ -11,24 +11,11 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.output_length import create
 from servecast.predictors.output_length.core import OutputLengthModel, online_evaluate
 from servecast.predictors.output_length.metrics import split
+from servecast.predictors.output_length.settings import PRESET, TrainSettings
 
-#: Settings: `fast` for demos and tests, full for reported numbers. Metadata, full: 15 leaves
-#: of >= 50 rows (better than 31 leaves / 20 rows on Azure conversation: docs/results.md).
-#: Text, both: the pretrained encoder (embeddings cached on disk) and the lexical TF-IDF +
-#: ridge feature; full uses every training row, fast samples TEXT_ROWS_FAST rows. Fine-tuning
-#: the encoder (`finetune_epochs`, finetune.py) is opt-in: it costs far more than the rest of
-#: the fit on a CPU (docs/results.md)
-SETTINGS = {
-    "metadata": {True: {"n_estimators": 80, "learning_rate": 0.1},
-                 False: {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15,
-                         "min_child_samples": 50}},
-    "text": {True: {}, False: {}},
-}
 BASELINES = ("global", "segment", "prompt_bins")
 #: the text model's extra baselines (baselines.py; evaluated, not served)
 TEXT_BASELINES = {"previous_turn": "PreviousTurn", "tfidf_ridge": "TfidfRidge"}
-TEXT_ROWS_FAST = 8000  # rows the fast text path samples (embedding them is the cost;
-#                         seconds when cached: docs/results.md)
 
 
 def load_requests(store, trace: str, text: bool = False) -> pl.DataFrame:
@@ -44,10 +31,12 @@ def load_requests(store, trace: str, text: bool = False) -> pl.DataFrame:
 def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = True,
                         text: bool = False, model: str | None = None,
                         max_rows: int | None = None, seed: int = 0,
-                        params: dict | None = None) -> dict:
+                        params: dict | None = None,
+                        settings: TrainSettings | None = None) -> dict:
     """Fit `model` (default metadata, or text with `text`) on the training split of `trace`,
-    evaluate it and the baselines on the held-out split, save it to `out_dir`. `params`
-    override the settings (e.g. finetune_epochs for the text model).
+    evaluate it and the baselines on the held-out split, save it to `out_dir`. `settings`
+    default to the fast or full preset (`settings.PRESET`); `params` override the model's
+    constructor parameters they set.
 
     The model card records `baselines` (headline metrics), `warnings` and `beats_baselines`:
     a model that loses to a baseline on the held-out split (higher MAE of p50, or lower Kendall
@@ -57,13 +46,14 @@ def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = Tru
     "seconds", "path", "test"} (`test`: the held-out request rows).
     """
     name = model or ("text" if text else "metadata")
+    settings = settings or PRESET.pick(fast)
     df = load_requests(store, trace, text=name == "text")
-    if max_rows is None and fast and name == "text":
-        max_rows = TEXT_ROWS_FAST
+    if max_rows is None and name == "text":
+        max_rows = settings.text_rows or None
     if max_rows and df.height > max_rows:
         df = df.sample(max_rows, seed=seed).sort("request_id")
     train, test, how = split(df, seed=seed)
-    params = {**SETTINGS.get(name, {}).get(fast, {}), **(params or {})}
+    params = {**settings.params(name), **(params or {})}
     t0 = time.perf_counter()
     predictor: OutputLengthModel = create(name, **params).fit(train)
     seconds = time.perf_counter() - t0
@@ -71,7 +61,7 @@ def train_output_length(store, trace: str, out_dir: str | Path, fast: bool = Tru
     baselines = {b: create(b).fit(train).evaluate(test) for b in BASELINES}
     if name == "text":  # the obvious comparison: same split, prompt length only
         baselines["prompt_length_only"] = create(
-            "metadata", columns=["prompt_tokens"], **SETTINGS["metadata"][fast]
+            "metadata", columns=["prompt_tokens"], **settings.params("metadata")
         ).fit(train).evaluate(test)
         from servecast.predictors.output_length import baselines as extra
 

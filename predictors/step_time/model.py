@@ -20,7 +20,8 @@ import polars as pl
 
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
-from servecast.predictors.operator_latency.predictor import OperatorLatencyModel, scores
+from servecast.predictors.metrics import ape_scores
+from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 from servecast.predictors.operator_latency.runtime import load_parts
 
 
@@ -87,7 +88,7 @@ class StepTimeModel(Predictor):
         if "measured_ms" not in frame.columns:
             raise InvalidInputError("evaluate needs a measured_ms column")
         out = self.predict(frame)
-        return scores(out["step_ms"], out["measured_ms"])
+        return ape_scores(out["step_ms"], out["measured_ms"])
 
     def _save(self, path: Path) -> None:
         self.ops._save(path)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, group, print_frame
+from servecast.commands.common import DbOption, FastOption, console, given, group, print_frame
+from servecast.predictors.output_length.settings import PRESET
 
 
 def register(app: typer.Typer) -> None:
@@ -18,17 +19,20 @@ def register(app: typer.Typer) -> None:
 
 
 def train_output_length(
+    ctx: typer.Context,
     trace: str = typer.Argument(..., help="an llm_requests trace in the store"),
     out: Path = typer.Option(..., "--out", help="model dir to write"),
     text: bool = typer.Option(False, "--text", help="text model (needs prompt_text)"),
     model: str = typer.Option(None, "--model",
                               help="metadata | text | global | segment | prompt_bins | "
                                    "sliding_window (default metadata, text with --text)"),
-    fast: bool = typer.Option(False, "--fast", help="demo settings: fewer trees; the text "
-                              "model on an 8,000-row sample"),
-    max_rows: int = typer.Option(0, "--max-rows", help="subsample the trace (0 = all)"),
+    fast: bool = FastOption,
+    max_rows: int = typer.Option(0, "--max-rows", help="subsample the trace (0 = all; the "
+                                 "fast preset samples the text model's rows)"),
+    n_estimators: int = typer.Option(PRESET.full.n_estimators, "--trees", min=1,
+                                     help="metadata model: LightGBM trees per head"),
     finetune_epochs: int = typer.Option(
-        0, "--finetune-epochs", min=0,
+        PRESET.full.finetune_epochs, "--finetune-epochs", min=0,
         help="text model: first fine-tune the sentence encoder on the training rows for N "
              "epochs (slow on a CPU; a GPU is used when present)"),
     db: Path = DbOption,
@@ -41,9 +45,10 @@ def train_output_length(
     from servecast.store import Store
 
     with Store(db, read_only=True) as store:
+        settings = PRESET.pick(fast, **given(ctx, finetune_epochs=finetune_epochs,
+                                             n_estimators=n_estimators))
         result = run(store, trace, out, fast=fast, text=text, model=model,
-                     max_rows=max_rows or None,
-                     params={"finetune_epochs": finetune_epochs} if finetune_epochs else None)
+                     max_rows=max_rows or None, settings=settings)
     print_frame(summary(result), title=f"{trace}: {result['split']} (tokens)")
     console.print(f"saved {result['path']} (fit {result['seconds']:.1f} s)")
     for w in result["warnings"]:
