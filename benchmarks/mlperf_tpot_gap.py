@@ -15,21 +15,44 @@ the first's, but their attention then reads too little context, so this bounds t
 throughput from above) and with N full copies (prompt computed and held N times: a bound
 from below), beside the measured.
 
+With `--kernels`, instead, the step-time model's per-layer operator times (physics only, as
+the MLPerf protocol runs it) beside NVIDIA aiconfigurator's measured vLLM tables
+(`gpu/aiconfigurator/vllm/<gpu>/*/` of the shared datasets) for Llama-2-70B fp8 decode
+batches on H100-SXM (TP 2) and B200 (TP 1): the four GEMMs at m = batch (the nearest
+measured (n, k) scaled by n x k when the exact one is missing), decode attention of `batch`
+sequences at CONTEXT tokens (or the longest measured at that batch; bf16 KV, which the
+step time reads) and the two all-reduces of
+batch x hidden bf16 values (`message_size` read as elements; graph-captured kernel). Times
+in ms per layer; ratio = measured / step-time.
+
+With `--prompt-scale S [S ...]`, instead, the input-length sensitivity on the development
+Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the efficiency
+that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
+and the mean TPOT at 0.97 x the submitted QPS beside the measured.
+
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
-        [--kv-cache-dtype auto] [--requests 800] [--beams 4]
+        [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
+         --prompt-scale 1 0.5 0.3]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from capacity_mlperf import load_rows, split
 
+from servecast.datasets.catalog import shared_path
 from servecast.simulator import search
 from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
 from servecast.simulator.workloads import lengths, poisson_arrivals
+
+CONTEXT = 1024  # decode context of the `--kernels` attention rows, tokens
+#: `--kernels` setups: (catalog GPU, aiconfigurator folder, TP)
+KERNEL_GPUS = (("h100-sxm", "h100_sxm", 2), ("b200", "b200_sxm", 1))
 
 
 def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
@@ -76,18 +99,115 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
             f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got) + " |", flush=True)
 
 
+def _ms(x) -> float:
+    return float(np.ravel(x)[0])
+
+
+def _measured_gemm(g: pd.DataFrame, m: int, n: int, k: int) -> float:
+    """ms of an (m, n, k) GEMM from the measured table (log-interpolated in m; the nearest
+    (n, k) scaled by n x k when the exact shape is missing)."""
+    d = np.abs(np.log(g["n"] / n)) + np.abs(np.log(g["k"] / k))
+    s = g[d == d.min()].sort_values("m")
+    scale = n * k / float(s["n"].iloc[0] * s["k"].iloc[0])
+    return float(np.interp(np.log(m), np.log(s["m"]), s["latency"])) * scale
+
+
+def kernels_table(batches: tuple[int, ...] = (64, 256, 1024)) -> None:
+    """The `--kernels` table (module doc)."""
+    from servecast import gpus
+    from servecast.predictors.step_time.configs import load_config
+    from servecast.predictors.step_time.runtime import Runtime
+
+    cfg, rt = load_config("llama-2-70b"), Runtime({}, [], {})
+    print("| GPU | TP | batch | context | GEMMs measured / step-time (ratio) | decode "
+          "attention measured / step-time (ratio) | 2 all-reduces measured / step-time "
+          "(ratio) |")
+    print("|---|---|---|---|---|---|---|")
+    for gpu, folder, tp in KERNEL_GPUS:
+        spec = gpus.resolve_spec(gpu)
+        root = next(Path(shared_path(f"gpu/aiconfigurator/vllm/{folder}")).iterdir())
+        g = pd.read_parquet(root / "gemm_perf.parquet")
+        g = g[g["gemm_dtype"] == "fp8"]
+        att = pd.read_parquet(root / "generation_attention_perf.parquet")
+        ar = pd.read_parquet(root / "custom_allreduce_perf.parquet")
+        h, kvh, hid, hd = cfg.heads // tp, cfg.kv_heads // tp, cfg.hidden, cfg.head_dim
+        inter = cfg.intermediate // tp
+        shapes = [((h + 2 * kvh) * hd, hid), (hid, h * hd), (2 * inter, hid), (hid, inter)]
+        for b in batches:
+            meas_g = sum(_measured_gemm(g, b, n, k) for n, k in shapes)
+            phys_g = sum(_ms(rt.op_ms("gemm", spec, dtype="fp8", M=float(b), N=float(n),
+                                      K=float(k))) for n, k in shapes)
+            a = att[(att["batch_size"] == b) & (att["num_heads"] == h)
+                    & (att["num_key_value_heads"] == kvh) & (att["head_dim"] == hd)
+                    & (att["kv_cache_dtype"] == "bfloat16")]
+            a = a.assign(ctx=a["isl"] + a["step"]).groupby("ctx")["latency"].mean()
+            ctx = min(CONTEXT, int(a.index.max()))  # large batches: measured to short ctx
+            meas_a = float(np.interp(ctx, a.index, a.values))
+            phys_a = _ms(rt.op_ms("attn_decode", spec, B=float(b), M=1, N=float(ctx),
+                                  H=h, kv_heads=kvh, head_dim=hd))
+            cells = [(meas_g, phys_g), (meas_a, phys_a)]
+            if tp > 1:
+                r = ar[(ar["num_gpus"] == tp) & (ar["backend"] == "vllm_graph")
+                       & (ar["allreduce_dtype"] == "bfloat16")].sort_values("message_size")
+                meas_r = 2 * float(np.interp(np.log(b * hid), np.log(r["message_size"]),
+                                             r["latency"]))
+                phys_r = 2 * _ms(rt.op_ms("allreduce", spec, N=float(b * hid), tp=tp))
+                cells.append((meas_r, phys_r))
+            print(f"| {gpu} | {tp} | {b} | {ctx} | " + " | ".join(
+                f"{x:.3f} / {y:.3f} ({x / y:.2f})" for x, y in cells)
+                + (" |" if tp > 1 else " | - |"), flush=True)
+
+
+def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
+    """The `--prompt-scale` table (module doc)."""
+    print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
+          "for Offline = submitted | sim mean TPOT at 0.97 x submitted | measured TPOT |")
+    print("|---|---|---|---|---|---|---|")
+    seen = set()
+    for r in rows:
+        m = model_row(r)
+        if r["scenario"] != "Server" or m["reason"] or r["split"] != "dev" \
+                or (m["model"], m["gpu"]) in seen or not m["workload"].startswith(
+                    ("mlperf-llama2", "mlperf-mixtral")):
+            continue
+        seen.add((m["model"], m["gpu"]))
+        prompt0, output = lengths(m["workload"], max(n, 2000), seed=0)
+        q = r["target_qps"] / m["replicas"]
+        dep = {"model": m["model"], "gpu": m["gpu"], "tp": m["tp"], "dtype": m["dtype"],
+               "engine": m["engine"], "max_num_seqs": MAX_SEQS,
+               "kv_cache_dtype": m["kv_cache_dtype"]}
+        for sc in scales:
+            prompt = np.maximum(np.round(prompt0 * sc), 1).astype(np.int64)
+            sat = search.saturation_rps(search.compile_replica(Deployment(
+                **dep, efficiency=1.0)), prompt, output)
+            c = search.compile_replica(Deployment(**dep, efficiency=q / sat))
+            got = search.probe(c, poisson_arrivals(n, 0.97 * q, 0), prompt[:n], output[:n])
+            print(f"| {m['model']} | {m['gpu']} | {prompt.mean():.0f} | {sat:.2f} | "
+                  f"{q / sat:.3f} | {got['mean_tpot_ms']:.0f} | {r['mean_tpot_ms']:.0f} |",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--efficiency", nargs="+", required=True, metavar="FAMILY=F")
     ap.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default=None)
     ap.add_argument("--requests", type=int, default=800)
     ap.add_argument("--beams", type=int, default=0, help="the GPT-J Offline beams table")
+    ap.add_argument("--kernels", action="store_true", help="step time vs measured kernels")
+    ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
+                    help="the input-length sensitivity table")
     args = ap.parse_args()
+    if args.kernels:
+        kernels_table()
+        return
     eff = {k: float(v) for k, _, v in (e.partition("=") for e in args.efficiency)}
     rows = load_rows()
     split(rows)
     if args.beams:
         beams_table(rows, eff, args.beams, args.requests)
+        return
+    if args.prompt_scale:
+        prompt_scale_table(rows, args.prompt_scale, args.requests)
         return
     seen = set()
     print("| model | GPU | engine | TP x replicas | QPS / replica | measured TPOT / C | "
