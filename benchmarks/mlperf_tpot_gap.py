@@ -25,6 +25,12 @@ step time reads) and the two all-reduces of
 batch x hidden bf16 values (`message_size` read as elements; graph-captured kernel). Times
 in ms per layer; ratio = measured / step-time.
 
+With `--steps`, instead, how the simulated replica runs at the submitted QPS of the same
+rows: per iteration (steps started after the first 10 s, before the last arrival) the mean
+running and waiting requests, prefill tokens, the share of iterations that carry a prefill
+chunk and the mean / p90 iteration ms; and the Offline requests/s with the KV cache as
+compiled and 4x as large (does KV capacity bind?).
+
 With `--prompt-scale S [S ...]`, instead, the input-length sensitivity on the development
 Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the efficiency
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
@@ -32,7 +38,7 @@ and the mean TPOT at 0.97 x the submitted QPS beside the measured.
 
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --prompt-scale 1 0.5 0.3]
+         --steps | --prompt-scale 1 0.5 0.3]
 """
 
 from __future__ import annotations
@@ -158,6 +164,51 @@ def kernels_table(batches: tuple[int, ...] = (64, 256, 1024)) -> None:
                 + (" |" if tp > 1 else " | - |"), flush=True)
 
 
+def _dev_server_rows(rows: list[dict]):
+    """One development Server row per model x GPU with its `model_row`."""
+    seen = set()
+    for r in rows:
+        m = model_row(r)
+        if r["scenario"] != "Server" or m["reason"] or r["split"] != "dev" \
+                or (m["model"], m["gpu"]) in seen:
+            continue
+        seen.add((m["model"], m["gpu"]))
+        yield r, m
+
+
+def steps_table(rows: list[dict], eff: dict, n: int) -> None:
+    """The `--steps` table (module doc)."""
+    from servecast.simulator.core import Engine, Request
+
+    print("| model | GPU | running | waiting | prefill tokens / iteration | iterations with "
+          "prefill | iteration ms mean / p90 | Offline req/s, KV x1 / x4 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r, m in _dev_server_rows(rows):
+        c = search.compile_replica(Deployment(
+            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
+            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
+            kv_cache_dtype=m["kv_cache_dtype"]))
+        prompt, output = lengths(m["workload"], n, seed=0)
+        arr = poisson_arrivals(n, r["target_qps"] / m["replicas"], 0)
+        eng, i, st = Engine(c), 0, []
+        while i < n or not eng.idle:
+            while i < n and (arr[i] <= eng.now or eng.idle):
+                eng.add(Request(i, float(arr[i]), int(prompt[i]), int(output[i])))
+                i += 1
+            s = eng.step()
+            if s is not None and 10.0 < s.start_s < arr[-1]:
+                st.append((len(eng.running), len(eng.waiting), s.prefill_tokens,
+                           s.duration_s * 1e3))
+        a = np.array(st)
+        sat = [search.saturation_rps(c, prompt, output)]
+        c.kv_blocks *= 4
+        sat.append(search.saturation_rps(c, prompt, output))
+        print(f"| {m['model']} | {m['gpu']} | {a[:, 0].mean():.0f} | {a[:, 1].mean():.1f} | "
+              f"{a[:, 2].mean():.0f} | {100 * (a[:, 2] > 0).mean():.0f}% | "
+              f"{a[:, 3].mean():.1f} / {np.percentile(a[:, 3], 90):.1f} | "
+              f"{sat[0]:.2f} / {sat[1]:.2f} |", flush=True)
+
+
 def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
     """The `--prompt-scale` table (module doc)."""
     print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
@@ -194,6 +245,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=800)
     ap.add_argument("--beams", type=int, default=0, help="the GPT-J Offline beams table")
     ap.add_argument("--kernels", action="store_true", help="step time vs measured kernels")
+    ap.add_argument("--steps", action="store_true", help="iterations at the submitted QPS")
     ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
                     help="the input-length sensitivity table")
     args = ap.parse_args()
@@ -205,6 +257,9 @@ def main() -> None:
     split(rows)
     if args.beams:
         beams_table(rows, eff, args.beams, args.requests)
+        return
+    if args.steps:
+        steps_table(rows, eff, args.requests)
         return
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
