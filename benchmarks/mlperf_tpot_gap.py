@@ -26,19 +26,19 @@ batch x hidden bf16 values (`message_size` read as elements; graph-captured kern
 in ms per layer; ratio = measured / step-time.
 
 With `--steps`, instead, how the simulated replica runs at the submitted QPS of the same
-rows: per iteration (steps started after the first 10 s, before the last arrival) the mean
+rows: over the iterations that start after WARMUP_S and before the last arrival, the mean
 running and waiting requests, prefill tokens, the share of iterations that carry a prefill
-chunk and the mean / p90 iteration ms; and the Offline requests/s with the KV cache as
-compiled and 4x as large (does KV capacity bind?).
+chunk and the mean and 90th-percentile iteration time; and the Offline requests/s with the
+KV cache as compiled and KV_TIMES as large (does KV capacity bind?).
 
 With `--prompt-scale S [S ...]`, instead, the input-length sensitivity on the development
 Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the efficiency
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
-and the mean TPOT at 0.97 x the submitted QPS beside the measured.
+and the mean TPOT at NEAR x the submitted QPS beside the measured.
 
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --steps | --prompt-scale 1 0.5 0.3]
+         --steps | --prompt-scale S [S ...]]
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ from servecast.simulator.workloads import lengths, poisson_arrivals
 CONTEXT = 1024  # decode context of the `--kernels` attention rows, tokens
 #: `--kernels` setups: (catalog GPU, aiconfigurator folder, TP)
 KERNEL_GPUS = (("h100-sxm", "h100_sxm", 2), ("b200", "b200_sxm", 1))
+WARMUP_S = 10.0  # `--steps`: iterations before this are the warm-up, s
+KV_TIMES = 4  # `--steps`: the larger KV cache, x the compiled one
+NEAR = 0.97  # `--prompt-scale`: the load, x the submitted QPS
 
 
 def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
@@ -181,7 +184,7 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
     from servecast.simulator.core import Engine, Request
 
     print("| model | GPU | running | waiting | prefill tokens / iteration | iterations with "
-          "prefill | iteration ms mean / p90 | Offline req/s, KV x1 / x4 |")
+          f"prefill | iteration ms mean / p90 | Offline req/s, KV x1 / x{KV_TIMES} |")
     print("|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
         c = search.compile_replica(Deployment(
@@ -196,12 +199,12 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
                 eng.add(Request(i, float(arr[i]), int(prompt[i]), int(output[i])))
                 i += 1
             s = eng.step()
-            if s is not None and 10.0 < s.start_s < arr[-1]:
+            if s is not None and WARMUP_S < s.start_s < arr[-1]:
                 st.append((len(eng.running), len(eng.waiting), s.prefill_tokens,
                            s.duration_s * 1e3))
         a = np.array(st)
         sat = [search.saturation_rps(c, prompt, output)]
-        c.kv_blocks *= 4
+        c.kv_blocks *= KV_TIMES
         sat.append(search.saturation_rps(c, prompt, output))
         print(f"| {m['model']} | {m['gpu']} | {a[:, 0].mean():.0f} | {a[:, 1].mean():.1f} | "
               f"{a[:, 2].mean():.0f} | {100 * (a[:, 2] > 0).mean():.0f}% | "
@@ -212,7 +215,7 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
 def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
     """The `--prompt-scale` table (module doc)."""
     print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
-          "for Offline = submitted | sim mean TPOT at 0.97 x submitted | measured TPOT |")
+          f"for Offline = submitted | sim mean TPOT at {NEAR} x submitted | measured TPOT |")
     print("|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
@@ -232,7 +235,7 @@ def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
             sat = search.saturation_rps(search.compile_replica(Deployment(
                 **dep, efficiency=1.0)), prompt, output)
             c = search.compile_replica(Deployment(**dep, efficiency=q / sat))
-            got = search.probe(c, poisson_arrivals(n, 0.97 * q, 0), prompt[:n], output[:n])
+            got = search.probe(c, poisson_arrivals(n, NEAR * q, 0), prompt[:n], output[:n])
             print(f"| {m['model']} | {m['gpu']} | {prompt.mean():.0f} | {sat:.2f} | "
                   f"{q / sat:.3f} | {got['mean_tpot_ms']:.0f} | {r['mean_tpot_ms']:.0f} |",
                   flush=True)
