@@ -217,14 +217,9 @@ def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
     print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
           f"for Offline = submitted | sim mean TPOT at {NEAR} x submitted | measured TPOT |")
     print("|---|---|---|---|---|---|---|")
-    seen = set()
-    for r in rows:
-        m = model_row(r)
-        if r["scenario"] != "Server" or m["reason"] or r["split"] != "dev" \
-                or (m["model"], m["gpu"]) in seen or not m["workload"].startswith(
-                    ("mlperf-llama2", "mlperf-mixtral")):
+    for r, m in _dev_server_rows(rows):
+        if not m["workload"].startswith(("mlperf-llama2", "mlperf-mixtral")):
             continue
-        seen.add((m["model"], m["gpu"]))
         prompt0, output = lengths(m["workload"], max(n, 2000), seed=0)
         q = r["target_qps"] / m["replicas"]
         dep = {"model": m["model"], "gpu": m["gpu"], "tp": m["tp"], "dtype": m["dtype"],
@@ -267,16 +262,10 @@ def main() -> None:
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
         return
-    seen = set()
     print("| model | GPU | engine | TP x replicas | QPS / replica | measured TPOT / C | "
           "simulated TPOT / C | sim step at measured C | KV holds (requests) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        m = model_row(r)
-        if r["scenario"] != "Server" or m["reason"] or r["split"] != "dev" \
-                or (m["model"], m["gpu"]) in seen:
-            continue
-        seen.add((m["model"], m["gpu"]))
+    for r, m in _dev_server_rows(rows):
         g = row_gap(r, m, eff.get(m["engine"], 1.0), args.kv_cache_dtype, args.requests)
         print(f"| {m['model']} | {m['gpu']} | {m['engine']} | {m['tp']} x {m['replicas']} | "
               f"{g['qps_per_replica']:.2f} | {g['measured_tpot']:.0f} / "
