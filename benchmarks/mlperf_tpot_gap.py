@@ -31,6 +31,10 @@ running and waiting requests, prefill tokens, the share of iterations that carry
 chunk and the mean and 90th-percentile iteration time; and the Offline requests/s with the
 KV cache as compiled and KV_TIMES as large (does KV capacity bind?).
 
+With `--offline-n N [N ...]`, instead, the simulated Offline requests/s per replica of the
+same rows computed on N requests each (the capacity search's upper bound, which it counts
+as failing, is this number at its probe size), beside the submitted QPS per replica.
+
 With `--prompt-scale S [S ...]`, instead, the input-length sensitivity on the development
 Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the efficiency
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
@@ -38,7 +42,7 @@ and the mean TPOT at NEAR x the submitted QPS beside the measured.
 
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --steps | --prompt-scale S [S ...]]
+         --steps | --offline-n N [N ...] | --prompt-scale S [S ...]]
 """
 
 from __future__ import annotations
@@ -212,6 +216,21 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
               f"{sat[0]:.2f} / {sat[1]:.2f} |", flush=True)
 
 
+def offline_n_table(rows: list[dict], eff: dict, sizes: list[int]) -> None:
+    """The `--offline-n` table (module doc)."""
+    print("| model | GPU | submitted QPS / replica | " + " | ".join(
+        f"Offline req/s, {k} requests" for k in sizes) + " |")
+    print("|---|---|---|" + "---|" * len(sizes))
+    for r, m in _dev_server_rows(rows):
+        c = search.compile_replica(Deployment(
+            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
+            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
+            kv_cache_dtype=m["kv_cache_dtype"]))
+        got = [search.saturation_rps(c, *lengths(m["workload"], k, seed=0)) for k in sizes]
+        print(f"| {m['model']} | {m['gpu']} | {r['target_qps'] / m['replicas']:.2f} | "
+              + " | ".join(f"{g:.2f}" for g in got) + " |", flush=True)
+
+
 def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
     """The `--prompt-scale` table (module doc)."""
     print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
@@ -244,6 +263,8 @@ def main() -> None:
     ap.add_argument("--beams", type=int, default=0, help="the GPT-J Offline beams table")
     ap.add_argument("--kernels", action="store_true", help="step time vs measured kernels")
     ap.add_argument("--steps", action="store_true", help="iterations at the submitted QPS")
+    ap.add_argument("--offline-n", type=int, nargs="+", metavar="N",
+                    help="Offline throughput vs the requests it is computed on")
     ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
                     help="the input-length sensitivity table")
     args = ap.parse_args()
@@ -258,6 +279,9 @@ def main() -> None:
         return
     if args.steps:
         steps_table(rows, eff, args.requests)
+        return
+    if args.offline_n:
+        offline_n_table(rows, eff, args.offline_n)
         return
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
