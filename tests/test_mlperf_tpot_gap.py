@@ -1,0 +1,68 @@
+"""benchmarks/mlperf_tpot_gap.py's kernel check on the real aiconfigurator tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def gap():
+    """benchmarks/mlperf_tpot_gap.py as a module (its folder on sys.path for its sibling)."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("mlperf_tpot_gap",
+                                                      folder / "mlperf_tpot_gap.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(folder))
+    return mod
+
+
+@pytest.fixture(scope="module")
+def h100_fp8(data):
+    root = next((data / "gpu/aiconfigurator/vllm/h100_sxm").iterdir())
+    g = pd.read_parquet(root / "gemm_perf.parquet")
+    return g[g["gemm_dtype"] == "fp8"]
+
+
+def test_measured_gemm_reads_interpolates_and_scales_the_table(gap, h100_fp8):
+    g = h100_fp8
+    row = g.iloc[len(g) // 2]
+    m, n, k = int(row["m"]), int(row["n"]), int(row["k"])
+    same = g[(g["n"] == n) & (g["k"] == k)].sort_values("m")
+    assert gap._measured_gemm(g, m, n, k) == pytest.approx(
+        float(same.loc[same["m"] == m, "latency"].iloc[0]))
+    # between two measured m: between their latencies
+    lo, hi = same.iloc[2], same.iloc[3]
+    mid = int(np.sqrt(lo["m"] * hi["m"]))
+    got = gap._measured_gemm(g, mid, n, k)
+    assert min(lo["latency"], hi["latency"]) <= got <= max(lo["latency"], hi["latency"])
+    # a shape the table lacks: the nearest one scaled by n x k (twice the n: twice the time)
+    assert not ((g["n"] == 2 * n + 1) & (g["k"] == k)).any()
+    assert gap._measured_gemm(g, m, 2 * n + 1, k) > gap._measured_gemm(g, m, n, k)
+
+
+def test_kernels_table_prints_both_gpus_with_consistent_ratios(gap, capsys):
+    gap.kernels_table(batches=(64, 256))
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| h100")
+             or x.startswith("| b200")]
+    assert [x.split("|")[1].strip() for x in lines] == ["h100-sxm"] * 2 + ["b200"] * 2
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for cell in cells[4:]:
+            if cell == "-":  # TP 1: no all-reduce
+                continue
+            pair, ratio = cell.split(" (")
+            measured, model = (float(v) for v in pair.split(" / "))
+            assert measured > 0 and model > 0
+            # the ms are printed to 3 decimals, the ratio from the unrounded ms
+            assert float(ratio.rstrip(")")) == pytest.approx(measured / model, rel=0.06)
+    assert lines[2].split("|")[-2].strip() == "-" and "/" in lines[0].split("|")[-2]
