@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from _tools.tools_env import tools_env
 from scipy import stats
 
 from servecast.analytics import exports, synth
@@ -82,7 +83,7 @@ def prompts_match(got: dict) -> bool:
 
 def run_loader(tools_python, tool: str, *args) -> dict:
     r = subprocess.run([str(tools_python), str(LOADERS), tool, *map(str, args)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=tools_env())
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -117,6 +118,19 @@ def test_mooncake_export_of_a_trace_without_blocks(store, data, tmp_path):
     assert again["prompt_tokens"].to_list() == src["ContextTokens"].tolist()
     assert again["output_tokens"].to_list() == src["GeneratedTokens"].tolist()
     assert np.abs(again["arrival_s"].to_numpy() - (t - t.min())).max() <= 0.000501
+
+
+def test_aiperf_loads_after_the_encoder_set_hub_offline(store, tools_python, tokenizer_dir,
+                                                       tmp_path, monkeypatch):
+    """Loading servecast's sentence encoder sets HF_HUB_OFFLINE in this process; the tools
+    still load a local tokenizer directory (AIPerf 0.13.0 offline looks it up as a repo id:
+    the tools run without the Hub switches)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    conv, _ = exports.export_trace(head(store, "conv", 20), None, "mooncake",
+                                   tmp_path / "conv.jsonl")
+    got = run_loader(tools_python, "aiperf", tokenizer_dir, conv)
+    assert len(got["sessions"]) == 20 and prompts_match(got)
 
 
 def test_aiperf_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path):

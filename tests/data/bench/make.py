@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _tools.localserver import background, free_port  # noqa: E402
 from _tools.openai_stub import TOKENIZER  # noqa: E402
+from _tools.tools_env import tools_env  # noqa: E402
 
 TOOLS = ROOT / ".venv-tools" / "bin"
 MODEL = "stub-model"
@@ -41,7 +42,7 @@ def guidellm(url: str, out: Path) -> None:
             path = Path(tmp) / f"{i}.json"
             subprocess.run([TOOLS / "guidellm", "run", "--profile", profile, *common,
                             "--output", f"kind=json,path={path}"],
-                           check=True, cwd=tmp, timeout=300)
+                           check=True, cwd=tmp, timeout=300, env=tools_env())
         # one file with both runs' benchmarks (GuideLLM writes one report per run)
         import json
 
@@ -57,7 +58,7 @@ def aiperf(url: str, out: Path) -> None:
                         "--request-count", "10", "--concurrency", "2", "--isl", "40",
                         "--isl-stddev", "8", "--osl", "10", "--random-seed", "25",
                         "--ui", "none", "--artifact-dir", tmp, "--export-level", "records"],
-                       check=True, cwd=tmp, timeout=300)
+                       check=True, cwd=tmp, timeout=300, env=tools_env())
         [found] = Path(tmp).rglob("profile_export.jsonl")
         shutil.copy(found, out)
 
