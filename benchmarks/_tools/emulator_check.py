@@ -64,7 +64,7 @@ def run_check(tools_python: Path, out: Path, check: Check = Check(),
               "--no-gpu-telemetry", "--no-server-metrics"]
     with background(cmd, f"http://127.0.0.1:{port}/v1/models"):
         r = subprocess.run(aiperf, capture_output=True, text=True, timeout=timeout_s,
-                           cwd=out, env=tools_env(HF_HUB_DISABLE_TELEMETRY="1"))
+                           cwd=out, env=tools_env(out, HF_HUB_DISABLE_TELEMETRY="1"))
         if r.returncode:
             raise ServecastError(f"aiperf exited {r.returncode}:\n{r.stdout[-3000:]}"
                                  f"{r.stderr[-3000:]}")

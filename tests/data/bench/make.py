@@ -42,7 +42,7 @@ def guidellm(url: str, out: Path) -> None:
             path = Path(tmp) / f"{i}.json"
             subprocess.run([TOOLS / "guidellm", "run", "--profile", profile, *common,
                             "--output", f"kind=json,path={path}"],
-                           check=True, cwd=tmp, timeout=300, env=tools_env())
+                           check=True, cwd=tmp, timeout=300, env=tools_env(tmp))
         # one file with both runs' benchmarks (GuideLLM writes one report per run)
         import json
 
@@ -58,7 +58,7 @@ def aiperf(url: str, out: Path) -> None:
                         "--request-count", "10", "--concurrency", "2", "--isl", "40",
                         "--isl-stddev", "8", "--osl", "10", "--random-seed", "25",
                         "--ui", "none", "--artifact-dir", tmp, "--export-level", "records"],
-                       check=True, cwd=tmp, timeout=300, env=tools_env())
+                       check=True, cwd=tmp, timeout=300, env=tools_env(tmp))
         [found] = Path(tmp).rglob("profile_export.jsonl")
         shutil.copy(found, out)
 
