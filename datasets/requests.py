@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from servecast.datasets.staging import file_counts, reject_invalid
+from servecast.schema import part_for
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
 MAX_TOKENS = 2**31 - 1
@@ -103,9 +104,11 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     values = names if origin is None else ", ".join(
         _rebased(c, origin) + " AS arrival_s" if c == "arrival_s" else c for c in cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
+    part = part_for("llm_requests", ["trace", "request_id", "failed", *cols])
     ctx.con.execute(
-        f"""INSERT INTO llm_requests (trace, request_id, failed, {names})
+        f"""INSERT INTO {part} (trace, request_id, failed, {names})
             SELECT ?, {first} + rowid, {failed}, {values} FROM {stage}""",
         [ctx.trace],
     )
     return counts
+

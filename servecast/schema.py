@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: version of the table layout, recorded in `meta`; `Store` upgrades an older store in place
 #: (MIGRATIONS) and refuses a newer one
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES: dict[str, str] = {
     "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
@@ -122,9 +122,18 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
         ("llm_requests", "error", "VARCHAR")],
 }
 
-#: tables whose rows belong to a trace and are counted in the manifest
-DATA_TABLES = [t for t in TABLES if t not in ("meta", "traces", "rejected_rows")]
-
+#: canonical tables stored in two physical parts and read through a view of their name:
+#: table -> (the part with every column, the narrow part, the narrow part's columns). A
+#: source that fills only the narrow columns (Azure's timestamp and two token counts) is
+#: written to the narrow part: DuckDB spends as much CPU writing the 13 all-NULL columns of
+#: the full layout as writing the rest. Readers see one table with every column (the view:
+#: NULL where the narrow part has no such column); adapters insert through
+#: `requests.insert_requests`, which picks the part.
+SPLIT_TABLES: dict[str, tuple[str, str, list[str]]] = {
+    "llm_requests": ("llm_requests_full", "llm_requests_core",
+                     ["trace", "request_id", "arrival_s", "prompt_tokens", "output_tokens",
+                      "failed"]),
+}
 
 def columns(table: str) -> list[tuple[str, str]]:
     """(name, DuckDB type) of each column of canonical `table`, in table order."""
@@ -133,3 +142,56 @@ def columns(table: str) -> list[tuple[str, str]]:
         name, typ = col.split()[:2]
         out.append((name, typ))
     return out
+
+
+def spec(table: str, keep: list[str]) -> str:
+    """Column definitions of canonical `table` restricted to `keep` (constraints kept)."""
+    defs = [" ".join(c.split()) for c in TABLES[table].replace("\n", " ").split(",")]
+    return ", ".join(d for d in defs if d.split()[0] in keep)
+
+
+def physical_tables() -> dict[str, str]:
+    """Name -> column definitions of every table the store holds: TABLES, with each split
+    table replaced by its two parts."""
+    out: dict[str, str] = {}
+    for name, cols in TABLES.items():
+        if name in SPLIT_TABLES:
+            full, core, keep = SPLIT_TABLES[name]
+            out[full], out[core] = cols, spec(name, keep)
+        else:
+            out[name] = cols
+    return out
+
+
+def view_sql(table: str) -> str:
+    """CREATE VIEW statement of split `table`: its parts' rows with every canonical column,
+    in table order (NULL of the column's type where the narrow part lacks it)."""
+    full, core, keep = SPLIT_TABLES[table]
+    cols = columns(table)
+    names = ", ".join(n for n, _ in cols)
+    narrow = ", ".join(n if n in keep else f"NULL::{t} AS {n}" for n, t in cols)
+    return (f"CREATE VIEW {table} AS SELECT {names} FROM {full} "
+            f"UNION ALL SELECT {narrow} FROM {core}")
+
+
+def part_for(table: str, cols: list[str]) -> str:
+    """The physical table an insert of `cols` into canonical `table` goes to: the narrow
+    part of a split table when it has every one of `cols`, else the full one."""
+    if table not in SPLIT_TABLES:
+        return table
+    full, core, keep = SPLIT_TABLES[table]
+    return core if set(cols) <= set(keep) else full
+
+
+#: schema version -> SQL run after that version's MIGRATIONS columns, in the same transaction
+#: (version 3: the `llm_requests` table becomes the full part, renamed with every row and
+#: value in place, and `llm_requests` the view over it and a new, empty narrow part)
+MIGRATION_STATEMENTS: dict[int, list[str]] = {
+    3: ["ALTER TABLE llm_requests RENAME TO llm_requests_full",
+        f"CREATE TABLE llm_requests_core ({physical_tables()['llm_requests_core']})",
+        view_sql("llm_requests")],
+}
+
+#: physical tables whose rows belong to a trace (`traces remove` deletes from each)
+DATA_TABLES = [t for t in physical_tables() if t not in ("meta", "traces", "rejected_rows")]
+

@@ -29,7 +29,17 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import ADDED_COLUMNS, DATA_TABLES, MIGRATIONS, SCHEMA_VERSION, TABLES
+from servecast.schema import (
+    ADDED_COLUMNS,
+    DATA_TABLES,
+    MIGRATION_STATEMENTS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SPLIT_TABLES,
+    TABLES,
+    physical_tables,
+    view_sql,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -184,28 +194,36 @@ class Store:
                 f"{shown}); it was left untouched. Pass --db with a new file for the store")
 
     def _create_schema(self) -> None:
-        for name, cols in TABLES.items():
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS meta ({TABLES['meta']})")
+        self._migrate()  # an older store first: its tables are renamed / extended in place
+        for name, cols in physical_tables().items():
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
         for name, cols in ADDED_COLUMNS.items():
             for col, typ in cols:
                 self.con.execute(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {col} {typ}")
+        for name in SPLIT_TABLES:
+            self.con.execute(view_sql(name).replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS"))
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
-        self._migrate()
 
     def _migrate(self) -> None:
         """Upgrade a store of an older schema version in place, in one transaction: add the
         columns of each later version (MIGRATIONS; existing rows get NULL there, nothing else
-        changes) and record the new version. Idempotent: a current store is left alone."""
-        (version,) = self.con.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
-        if int(version) >= SCHEMA_VERSION:
+        changes), run its MIGRATION_STATEMENTS (version 3: `llm_requests` becomes a view over
+        the renamed table and a new narrow one) and record the new version. Idempotent: a
+        current store (or a new, empty one) is left alone."""
+        rows = self.con.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        if not rows or int(rows[0][0]) >= SCHEMA_VERSION:
             return
+        version = rows[0][0]
         with self.transaction() as con:
             for v in range(int(version) + 1, SCHEMA_VERSION + 1):
                 for table, col, typ in MIGRATIONS.get(v, ()):
                     con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+                for statement in MIGRATION_STATEMENTS.get(v, ()):
+                    con.execute(statement)
             con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                         [str(SCHEMA_VERSION)])
 
@@ -347,7 +365,7 @@ class Store:
         removed = 0
         with self.transaction() as con:
             for table in DATA_TABLES:
-                if "trace VARCHAR" in TABLES[table]:
+                if "trace VARCHAR" in physical_tables()[table]:
                     (n,) = con.execute(f"SELECT count(*) FROM {table} WHERE trace = ?",
                                        [trace]).fetchall()[0]
                     con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
