@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
-from servecast.datasets.staging import file_counts, reject_invalid
+import duckdb
+
+from servecast.datasets.base import Restage
+from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
 from servecast.schema import part_for
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
@@ -112,3 +116,61 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     )
     return counts
 
+
+def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
+                      failed: str = "output_tokens = 0") -> tuple[int, int]:
+    """Load a CSV file in one pass, straight from DuckDB's reader into `llm_requests`, for
+    the common case of a file without a bad row; returns (rows stored, 0 rejected).
+
+    `columns` type the file's columns for the reader (a value it cannot parse fails the
+    pass), `select` maps them to canonical columns, arrivals rebased as `insert_requests`
+    does after `rebase_arrivals` (origin: the first row's arrival). The rows that pass
+    every check of `insert_requests` (`checks` and the token / time / latency checks) are
+    stored, numbered in file order. Raises Restage (the store reruns the ingest with the
+    file read through the stage, which names each bad row and its reason) unless every
+    record the scan counted was stored: a value the reader cannot parse, a row failing a
+    check, a blank line, an arrival before the first row's.
+    """
+    con = ctx.con
+    check_header(path, columns)
+    reader = csv_reader(columns)
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT {select} FROM {reader}",
+                                      [str(path)]).fetchall()]
+    try:
+        origin = con.execute(f"SELECT arrival_s FROM (SELECT {select} FROM {reader}) LIMIT 1",
+                             [str(path)]).fetchall()
+    except duckdb.Error:
+        raise Restage(path) from None
+    if "arrival_s" not in cols or not origin or not math.isfinite(origin[0][0] or math.nan):
+        raise Restage(path)
+    t0 = origin[0][0]
+    every = [*checks, *TOKEN_CHECKS, *TIME_CHECKS, *latency_checks(cols)]
+    timed = [c for c, _ in every if re.search(r"\barrival_s\b", c)]  # on rebased values
+    untimed = [c for c, _ in every if not re.search(r"\barrival_s\b", c)]
+    names = ", ".join(cols)
+    first = ctx.next_request_id()
+    # the checks of the arrival sit above the numbering window, the others below it: a
+    # filter DuckDB pushes into the reader's projection would parse the timestamp again
+    # (a check that is NULL fails the row here, where the stage lets it pass: stricter, so
+    # at worst the file is read again through the stage; plain ORs cost DuckDB less than
+    # checks wrapped in coalesce)
+    try:
+        (stored,) = con.execute(
+            f"""INSERT INTO {part_for("llm_requests", ["trace", "request_id", "failed", *cols])}
+                    (trace, request_id, failed, {names})
+                SELECT ?, {first} + _n, {failed}, {names} FROM (
+                    SELECT row_number() OVER () - 1 AS _n,
+                           * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
+                    FROM (SELECT {select} FROM {reader}) WHERE NOT ({_any(untimed)}))
+                WHERE NOT ({_any(timed)})""",
+            [ctx.trace, str(path)]).fetchall()[0]
+    except duckdb.Error:
+        raise Restage(path) from None
+    if stored != ctx.records(path):
+        raise Restage(path)
+    return stored, 0
+
+
+def _any(conditions: list[str]) -> str:
+    """SQL true where any of `conditions` is true, NULL where none is but one is NULL."""
+    return " OR ".join(f"({c})" for c in conditions) or "false"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
-from servecast.datasets.base import Adapter
+from servecast.datasets.base import Adapter, Restage
 from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
@@ -284,10 +284,13 @@ class Store:
             scans = {f: pool.submit(scan_file, f) for f in files}
             duplicates: set[Path] = set()
             substitutes: dict[Path, Path] = {}
+            staged: set[Path] = set()  # files a one-pass load found not clean (Restage)
             while True:
                 try:
                     return self._load(adapter, groups, scans, duplicates, substitutes,
-                                      strict, progress)
+                                      staged, strict, progress)
+                except Restage as r:
+                    staged |= r.files
                 except _Retry as r:
                     duplicates |= r.duplicates
                     for f in r.long:
@@ -309,10 +312,11 @@ class Store:
             self.con.execute(f"SET memory_limit = '{old}'")
 
     def _load(self, adapter, groups: dict[str, list[Path]], scans: dict[Path, Future],
-              duplicates: set[Path], substitutes: dict[Path, Path], strict: bool,
-              progress) -> IngestResult:
+              duplicates: set[Path], substitutes: dict[Path, Path], staged: set[Path],
+              strict: bool, progress) -> IngestResult:
         """One attempt of `ingest` in one transaction; raises _Retry (rolled back) if a
-        loaded file turns out to be in the manifest already or to hold over-long lines."""
+        loaded file turns out to be in the manifest already or to hold over-long lines, and
+        the adapter raises Restage if a file needs the staged read (`staged` next time)."""
         result = IngestResult(source=adapter.name)
         known = dict(
             self.con.execute("SELECT sha256, trace FROM traces WHERE source = ?", [adapter.name])
@@ -332,7 +336,8 @@ class Store:
                 if not todo:
                     continue
                 ctx = LoadContext(con, name, adapter.name, substitutes,
-                                  {f: _scanned(scans[f]).long_lines for f in substitutes})
+                                  {f: _scanned(scans[f]).long_lines for f in substitutes},
+                                  staged, lambda f: _scanned(scans[f]).records)
                 counts = adapter.load(ctx, todo)
                 # identical files inside one group are all loaded: in path-keyed layouts (hive
                 # partitions, per-device folders) the same bytes carry different keys
@@ -505,8 +510,15 @@ class LoadContext:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, trace: str, source: str,
                  substitutes: dict[Path, Path] | None = None,
-                 long_lines: dict[Path, list[tuple[int, int, str]]] | None = None):
+                 long_lines: dict[Path, list[tuple[int, int, str]]] | None = None,
+                 staged: set[Path] | None = None,
+                 records: Callable[[Path], int | None] | None = None):
         self.con, self.trace, self.source = con, trace, source
+        #: files to read through the stage: an earlier one-pass attempt raised Restage
+        self.staged = staged if staged is not None else set()
+        #: file -> the records the scan counts in it (blank lines included; waits for the
+        #: scan; None: not counted)
+        self.records = records or (lambda f: None)
         #: source file -> the copy to read instead (its over-long lines left out)
         self.substitutes = substitutes or {}
         #: source file -> (line, bytes, first characters) of the lines left out
@@ -519,6 +531,11 @@ class LoadContext:
         self.row_numbered: set[str] = set()
         #: stage table -> the arrival time (s) its `arrival_s` counts from once inserted
         self.origins: dict[str, float] = {}
+
+    def one_pass(self, path: Path) -> bool:
+        """Whether `path` may be loaded in one pass (see `requests.insert_csv_direct`): not
+        found unclean by an earlier attempt, and read as it is (no copy without long lines)."""
+        return path not in self.staged and path not in self.substitutes
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""
