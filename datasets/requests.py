@@ -10,7 +10,7 @@ import duckdb
 
 from servecast.datasets.base import Restage
 from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
-from servecast.schema import part_for
+from servecast.schema import part_for, trace_ids
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
 MAX_TOKENS = 2**31 - 1
@@ -108,13 +108,29 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     values = names if origin is None else ", ".join(
         _rebased(c, origin) + " AS arrival_s" if c == "arrival_s" else c for c in cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
-    part = part_for("llm_requests", ["trace", "request_id", "failed", *cols])
+    part, key, trace = _part(ctx, cols)
     ctx.con.execute(
-        f"""INSERT INTO {part} (trace, request_id, failed, {names})
+        f"""INSERT INTO {part} ({key}, request_id, failed, {names})
             SELECT ?, {first} + rowid, {failed}, {values} FROM {stage}""",
-        [ctx.trace],
+        [trace],
     )
     return counts
+
+
+def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
+    """Where the rows of canonical `cols` of this trace go: (physical table, its trace
+    column, the trace's value there: its name, or in a narrow part its id, numbered on
+    from the ids taken when the trace is new)."""
+    part = part_for("llm_requests", ["trace", "request_id", "failed", *cols])
+    ids = trace_ids(part)
+    if ids is None:
+        return part, "trace", ctx.trace
+    ctx.con.execute(
+        f"""INSERT INTO {ids} SELECT * FROM (SELECT coalesce(max(trace_id) + 1, 0), ? FROM {ids})
+            WHERE NOT EXISTS (SELECT 1 FROM {ids} WHERE trace = ?)""", [ctx.trace, ctx.trace])
+    (n,) = ctx.con.execute(f"SELECT trace_id FROM {ids} WHERE trace = ?",
+                           [ctx.trace]).fetchall()[0]
+    return part, "trace_id", n
 
 
 def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
@@ -154,16 +170,16 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     # (a check that is NULL fails the row here, where the stage lets it pass: stricter, so
     # at worst the file is read again through the stage; plain ORs cost DuckDB less than
     # checks wrapped in coalesce)
+    part, key, trace = _part(ctx, cols)
     try:
         (stored,) = con.execute(
-            f"""INSERT INTO {part_for("llm_requests", ["trace", "request_id", "failed", *cols])}
-                    (trace, request_id, failed, {names})
+            f"""INSERT INTO {part} ({key}, request_id, failed, {names})
                 SELECT ?, {first} + _n, {failed}, {names} FROM (
                     SELECT row_number() OVER () - 1 AS _n,
                            * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
                     FROM (SELECT {select} FROM {reader}) WHERE NOT ({_any(untimed)}))
                 WHERE NOT ({_any(timed)})""",
-            [ctx.trace, str(path)]).fetchall()[0]
+            [trace, str(path)]).fetchall()[0]
     except duckdb.Error:
         raise Restage(path) from None
     if stored != ctx.records(path):

@@ -122,15 +122,18 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
         ("llm_requests", "error", "VARCHAR")],
 }
 
-#: canonical tables stored in two physical parts and read through a view of their name:
-#: table -> (the part with every column, the narrow part, the narrow part's columns). A
-#: source that fills only the narrow columns (Azure's timestamp and two token counts) is
-#: written to the narrow part: DuckDB spends as much CPU writing the 13 all-NULL columns of
-#: the full layout as writing the rest. Readers see one table with every column (the view:
-#: NULL where the narrow part has no such column); adapters insert through
-#: `requests.insert_requests`, which picks the part.
-SPLIT_TABLES: dict[str, tuple[str, str, list[str]]] = {
-    "llm_requests": ("llm_requests_full", "llm_requests_core",
+#: canonical tables stored in physical parts and read through a view of their name:
+#: table -> (the part with every column, the narrow part, the narrow part's table of trace
+#: ids, the canonical columns the narrow part holds). A source that fills only the narrow
+#: columns (Azure's timestamp and two token counts) is written to the narrow part: DuckDB
+#: spends as much CPU writing the 13 all-NULL columns of the full layout as writing the
+#: rest. The narrow part keeps its trace as an INTEGER `trace_id` (the ids table maps it to
+#: the name): a constant string on every row costs DuckDB a write, a constant number next
+#: to nothing. Readers see one table with every column (the view: NULL where the narrow
+#: part has no such column); adapters insert through `requests.insert_requests`, which
+#: picks the part.
+SPLIT_TABLES: dict[str, tuple[str, str, str, list[str]]] = {
+    "llm_requests": ("llm_requests_full", "llm_requests_core", "llm_requests_core_traces",
                      ["trace", "request_id", "arrival_s", "prompt_tokens", "output_tokens",
                       "failed"]),
 }
@@ -152,12 +155,15 @@ def spec(table: str, keep: list[str]) -> str:
 
 def physical_tables() -> dict[str, str]:
     """Name -> column definitions of every table the store holds: TABLES, with each split
-    table replaced by its two parts."""
+    table replaced by its parts."""
     out: dict[str, str] = {}
     for name, cols in TABLES.items():
         if name in SPLIT_TABLES:
-            full, core, keep = SPLIT_TABLES[name]
-            out[full], out[core] = cols, spec(name, keep)
+            full, core, ids, keep = SPLIT_TABLES[name]
+            out[full] = cols
+            out[core] = "trace_id INTEGER NOT NULL, " + spec(name, [c for c in keep
+                                                                    if c != "trace"])
+            out[ids] = "trace_id INTEGER NOT NULL, trace VARCHAR NOT NULL"
         else:
             out[name] = cols
     return out
@@ -166,12 +172,12 @@ def physical_tables() -> dict[str, str]:
 def view_sql(table: str) -> str:
     """CREATE VIEW statement of split `table`: its parts' rows with every canonical column,
     in table order (NULL of the column's type where the narrow part lacks it)."""
-    full, core, keep = SPLIT_TABLES[table]
+    full, core, ids, keep = SPLIT_TABLES[table]
     cols = columns(table)
     names = ", ".join(n for n, _ in cols)
     narrow = ", ".join(n if n in keep else f"NULL::{t} AS {n}" for n, t in cols)
     return (f"CREATE VIEW {table} AS SELECT {names} FROM {full} "
-            f"UNION ALL SELECT {narrow} FROM {core}")
+            f"UNION ALL SELECT {narrow} FROM {core} JOIN {ids} USING (trace_id)")
 
 
 def part_for(table: str, cols: list[str]) -> str:
@@ -179,19 +185,37 @@ def part_for(table: str, cols: list[str]) -> str:
     part of a split table when it has every one of `cols`, else the full one."""
     if table not in SPLIT_TABLES:
         return table
-    full, core, keep = SPLIT_TABLES[table]
+    full, core, _, keep = SPLIT_TABLES[table]
     return core if set(cols) <= set(keep) else full
+
+
+def trace_ids(part: str) -> str | None:
+    """The table of trace ids of narrow part `part` (None for any other table)."""
+    return next((ids for _, core, ids, _ in SPLIT_TABLES.values() if core == part), None)
+
+
+def of_trace(table: str) -> str | None:
+    """SQL condition selecting the rows of trace `?` in physical `table` (None: the table
+    has no trace column)."""
+    ids = trace_ids(table)
+    if ids:
+        return f"trace_id IN (SELECT trace_id FROM {ids} WHERE trace = ?)"
+    return "trace = ?" if "trace VARCHAR" in physical_tables()[table] else None
 
 
 #: schema version -> SQL run after that version's MIGRATIONS columns, in the same transaction
 #: (version 3: the `llm_requests` table becomes the full part, renamed with every row and
-#: value in place, and `llm_requests` the view over it and a new, empty narrow part)
+#: value in place, and `llm_requests` the view over it and a new, empty narrow part with
+#: its table of trace ids)
 MIGRATION_STATEMENTS: dict[int, list[str]] = {
     3: ["ALTER TABLE llm_requests RENAME TO llm_requests_full",
-        f"CREATE TABLE llm_requests_core ({physical_tables()['llm_requests_core']})",
+        *(f"CREATE TABLE {t} ({physical_tables()[t]})" for t in SPLIT_TABLES["llm_requests"][1:3]),
         view_sql("llm_requests")],
 }
 
-#: physical tables whose rows belong to a trace (`traces remove` deletes from each)
-DATA_TABLES = [t for t in physical_tables() if t not in ("meta", "traces", "rejected_rows")]
+#: physical tables holding a trace's data rows (`traces remove` deletes from each, then the
+#: trace's ids in TRACE_ID_TABLES)
+TRACE_ID_TABLES = [ids for _, _, ids, _ in SPLIT_TABLES.values()]
+DATA_TABLES = [t for t in physical_tables()
+               if t not in ("meta", "traces", "rejected_rows", *TRACE_ID_TABLES)]
 

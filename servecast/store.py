@@ -37,6 +37,8 @@ from servecast.schema import (
     SCHEMA_VERSION,
     SPLIT_TABLES,
     TABLES,
+    TRACE_ID_TABLES,
+    of_trace,
     physical_tables,
     view_sql,
 )
@@ -370,11 +372,12 @@ class Store:
         removed = 0
         with self.transaction() as con:
             for table in DATA_TABLES:
-                if "trace VARCHAR" in physical_tables()[table]:
-                    (n,) = con.execute(f"SELECT count(*) FROM {table} WHERE trace = ?",
+                if where := of_trace(table):
+                    (n,) = con.execute(f"DELETE FROM {table} WHERE {where}",
                                        [trace]).fetchall()[0]
-                    con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
                     removed += n
+            for table in TRACE_ID_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
             con.execute("DELETE FROM rejected_rows WHERE trace = ?", [trace])
             con.execute("DELETE FROM traces WHERE trace = ?", [trace])
         return removed

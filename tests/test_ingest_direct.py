@@ -15,7 +15,7 @@ from servecast.datasets.catalog import shared_path
 from servecast.schema import SPLIT_TABLES
 from servecast.store import LoadContext, Store
 
-FULL, CORE, _ = SPLIT_TABLES["llm_requests"]
+_, CORE, IDS, _ = SPLIT_TABLES["llm_requests"]
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 ROWS = ["2024-05-10 00:00:00.500000+00:00,120,30", "2024-05-10 00:00:01.250000+00:00,80,0",
         "2024-05-10 00:00:02+00:00,4000,200", "2024-05-10 00:00:03.125+00:00,10,5"]
@@ -92,3 +92,19 @@ def test_one_pass_reingest_is_skipped_and_rerun_counts_match(tmp_path, data):
     assert [r.rows for r in first.files] == [8819, 8819]
     assert n == [(2 * 8819, 2 * 8819 - 1)]
     assert again.skipped and again.rows == 0
+
+
+def test_narrow_traces_keep_their_ids_and_are_removed_whole(tmp_path, data):
+    code = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data)
+    conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("azure-llm", [code, conv])
+        ids = store.con.execute(f"SELECT trace_id, trace FROM {IDS} ORDER BY 1").fetchall()
+        assert ids == [(0, "AzureLLMInferenceTrace_code"), (1, "AzureLLMInferenceTrace_conv")]
+        assert store.remove_trace("AzureLLMInferenceTrace_code") == 8819
+        left = store.con.execute(
+            f"SELECT trace_id, count(*) FROM {CORE} GROUP BY 1").fetchall()
+        assert left == [(1, 19366)]
+        assert store.con.execute(f"SELECT trace FROM {IDS}").fetchall() == [
+            ("AzureLLMInferenceTrace_conv",)]
+        assert store.requests("AzureLLMInferenceTrace_conv").count("*").fetchall() == [(19366,)]

@@ -25,7 +25,7 @@ V1_LLM_REQUESTS = [
 LATENCY = ["ttft_s", "tpot_s", "queue_s", "status", "error"]
 #: `llm_requests` of schema version 2: one table, the latency columns appended
 LAYOUTS = {1: V1_LLM_REQUESTS, 2: V1_LLM_REQUESTS + LATENCY}
-PARTS = SPLIT_TABLES["llm_requests"][:2]
+PARTS = SPLIT_TABLES["llm_requests"][:3]  # full, narrow, the narrow part's trace ids
 
 
 def _old_store(path, data, version: int) -> None:
@@ -91,14 +91,15 @@ def test_old_store_upgrades_in_place_and_keeps_every_row(tmp_path, data, version
         # the old table became the full part, rows in place; the narrow part starts empty
         parts = [store.con.execute(f"SELECT count(*) FROM {p}").fetchall()[0][0]
                  for p in PARTS]
-        assert parts == [8819 + 12031 + 54, 0]
+        assert parts == [8819 + 12031 + 54, 0, 0]
     assert _version(db) == str(SCHEMA_VERSION) == "3"
     assert _snapshot(db) == before  # every row and value survived
     with Store(db) as store:  # idempotent: opening again changes nothing
         store.ingest("azure-llm", shared_path(
             "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data), trace="conv")
         # a source of the narrow columns only lands in the narrow part
-        core = store.con.execute(f"SELECT DISTINCT trace FROM {PARTS[1]}").fetchall()
+        core = store.con.execute(
+            f"SELECT DISTINCT trace FROM {PARTS[1]} JOIN {PARTS[2]} USING (trace_id)").fetchall()
         assert core == [("conv",)]
         assert store.remove_trace("code") == 8819  # removed from the part it lives in
     after = _snapshot(db)
