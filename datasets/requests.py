@@ -133,6 +133,12 @@ def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
     return part, "trace_id", n
 
 
+#: token checks `llm_requests` enforces itself on insert: a NULL count breaks the NOT NULL
+#: constraint, a non-finite or too large one the cast to INTEGER; either fails the one-pass
+#: insert, which restages the file (the stage then rejects the row with its reason)
+ENFORCED = {c for c, _ in TOKEN_CHECKS if c.endswith(" IS NULL") or INF in c}
+
+
 def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
                       failed: str = "output_tokens = 0") -> tuple[int, int]:
     """Load a CSV file in one pass, straight from DuckDB's reader into `llm_requests`, for
@@ -141,11 +147,12 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     `columns` type the file's columns for the reader (a value it cannot parse fails the
     pass), `select` maps them to canonical columns, arrivals rebased as `insert_requests`
     does after `rebase_arrivals` (origin: the first row's arrival). The rows that pass
-    every check of `insert_requests` (`checks` and the token / time / latency checks) are
-    stored, numbered in file order. Raises Restage (the store reruns the ingest with the
-    file read through the stage, which names each bad row and its reason) unless every
-    record the scan counted was stored: a value the reader cannot parse, a row failing a
-    check, a blank line, an arrival before the first row's.
+    every check of `insert_requests` (`checks` and the token / time / latency checks, those
+    in ENFORCED by the table itself) are stored, numbered in file order. Raises Restage
+    (the store reruns the ingest with the file read through the stage, which names each
+    bad row and its reason) unless every record the scan counted was stored: a value the
+    reader cannot parse, a row failing a check, a blank line, an arrival before the first
+    row's.
     """
     con = ctx.con
     check_header(path, columns)
@@ -160,7 +167,8 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     if "arrival_s" not in cols or not origin or not math.isfinite(origin[0][0] or math.nan):
         raise Restage(path)
     t0 = origin[0][0]
-    every = [*checks, *TOKEN_CHECKS, *TIME_CHECKS, *latency_checks(cols)]
+    tokens = [c for c in TOKEN_CHECKS if c[0] not in ENFORCED]
+    every = [*checks, *tokens, *TIME_CHECKS, *latency_checks(cols)]
     timed = [c for c, _ in every if re.search(r"\barrival_s\b", c)]  # on rebased values
     untimed = [c for c, _ in every if not re.search(r"\barrival_s\b", c)]
     names = ", ".join(cols)

@@ -61,6 +61,15 @@ def test_one_pass_stores_what_the_stage_stores(tmp_path, data, name):
     (ROWS[:2] + ["2024-05-10 00:00:01.500000+00:00,-4,3"] + ROWS[2:],
      [(4, "negative prompt token count")]),
     (ROWS[:3] + ["yesterday,12,3"] + ROWS[3:], [(5, "TIMESTAMP is not a date-time")]),
+    # the checks the table enforces itself (NOT NULL, the cast to INTEGER) fail the pass
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,,3"] + ROWS[1:],
+     [(3, "missing prompt token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,12,nan"] + ROWS[1:],
+     [(3, "non-finite output token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,inf,3"] + ROWS[1:],
+     [(3, "non-finite prompt token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,3e9,3"] + ROWS[1:],
+     [(3, "prompt token count above 2,147,483,647")]),
     (ROWS[:3] + ["2024-05-10 00:00:02.500000+00:00,12,3,99"] + ROWS[3:],
      [(5, "TOO MANY COLUMNS")]),
     # the first row is not the earliest: the origin is the earliest arrival, as staged
