@@ -6,13 +6,19 @@ generated lengths) by DuckDB's COPY from `range(N)`: streamed, never held in mem
 times each run in its own process, with its peak RSS from `os.wait4` (the CSV is written by
 a child process too: a forked child's peak RSS starts at its parent's):
 
-- servecast: `servecast ingest azure-llm FILE --db X` (sha256 + record count, typed read,
-  timestamp parse, row checks, manifest, one transaction);
+- servecast: `servecast ingest azure-llm FILE --db X` (sha256 + record count in a thread,
+  one pass from the typed reader with the timestamp parse and the row checks into the
+  narrow part of `llm_requests`, manifest, one transaction);
 - bare:      `CREATE TABLE t AS SELECT * FROM read_csv(FILE)` into a DuckDB file.
+
+With `--breakdown`, also the steps on their own, each in its own process: the scan
+(`scan_file`: sha256 + record count), the typed read with the timestamp parse and nothing
+stored, and `Store.ingest` without the CLI around it.
 
 Targets: servecast / bare <= 1.5 and servecast peak RSS <= 2 GB.
 
     .venv/bin/python benchmarks/ingest_44m.py [--rows 44000000] [--repeats 1] [--keep DIR]
+        [--breakdown]
 """
 
 from __future__ import annotations
@@ -56,6 +62,20 @@ def write_trace(path: Path, rows: int, seed: float = 0.25) -> None:
     con.close()
 
 
+#: the steps of `--breakdown`: name -> Python run in a child with argv [FILE, DB]
+STEPS = {
+    "scan": "import sys; from pathlib import Path; from servecast.datasets.scan import "
+            "scan_file; scan_file(Path(sys.argv[1]))",
+    "read": "import sys, duckdb; from servecast.datasets.azure_llm import DIRECT; "
+            "from servecast.datasets.staging import csv_reader; con = duckdb.connect(); "
+            "con.execute(\"SET TimeZone = 'UTC'\"); con.execute('SELECT max(epoch(ts)), "
+            "max(context_tokens), max(generated_tokens) FROM ' + csv_reader(DIRECT), "
+            "[sys.argv[1]]).fetchall()",
+    "Store.ingest": "import sys; from servecast.store import Store; "
+                    "Store(sys.argv[2]).ingest('azure-llm', sys.argv[1])",
+}
+
+
 def check_store(db: Path, rows: int) -> None:
     """The servecast store holds every row, none rejected, arrivals spanning the week."""
     con = duckdb.connect(str(db), read_only=True)
@@ -74,6 +94,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=44_000_000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the CSV in")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the scan, the typed read and Store.ingest on their own")
     ap.add_argument("--write", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.write:
@@ -93,17 +115,19 @@ def main() -> None:
             print(f"wrote {csv} ({csv.stat().st_size / 1e9:.2f} GB, {args.rows:,} rows) in "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
         runs: dict[str, list[tuple[float, float, float]]] = {}
+        names = ["bare", "servecast", *(STEPS if args.breakdown else ())]
         for rep in range(args.repeats):
-            for name in ("bare", "servecast"):
+            for name in names:
                 db = Path(tmp) / f"{name}-{rep}.duckdb"
                 cmd = ([py, "-c", BARE, str(csv), str(db)] if name == "bare" else
-                       [*servecast, "ingest", "azure-llm", str(csv), "--db", str(db)])
+                       [*servecast, "ingest", "azure-llm", str(csv), "--db", str(db)]
+                       if name == "servecast" else [py, "-c", STEPS[name], str(csv), str(db)])
                 wall, cpu, peak = run_measured(cmd)
                 if name == "servecast" and rep == 0:
                     check_store(db, args.rows)
-                db.unlink()
+                db.unlink(missing_ok=True)
                 runs.setdefault(name, []).append((wall, cpu, peak))
-                print(f"  run {rep + 1} {name:<9} {wall:7.1f} s wall {cpu:7.1f} s CPU  peak "
+                print(f"  run {rep + 1} {name:<12} {wall:7.1f} s wall {cpu:7.1f} s CPU  peak "
                       f"RSS {peak:6.0f} MB", flush=True)
 
     med = {k: statistics.median(w for w, _, _ in v) for k, v in runs.items()}
@@ -112,7 +136,7 @@ def main() -> None:
     print(f"\n{args.rows:,} rows, median of {args.repeats} run(s) ({os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f})")
     for k in med:
-        print(f"{k:<10} {med[k]:8.1f} s wall {cpu[k]:8.1f} s CPU {peak[k]:8.0f} MB peak RSS")
+        print(f"{k:<12} {med[k]:8.1f} s wall {cpu[k]:8.1f} s CPU {peak[k]:8.0f} MB peak RSS")
     ratio = med["servecast"] / med["bare"]
     print(f"servecast / bare DuckDB = {ratio:.2f}x wall, "
           f"{cpu['servecast'] / cpu['bare']:.2f}x CPU (target <= 1.5)  "

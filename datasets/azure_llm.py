@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.requests import insert_requests, rebase_arrivals
+from servecast.datasets.requests import insert_csv_direct, insert_requests, rebase_arrivals
 from servecast.datasets.staging import stage_csv
 
 COLUMNS = [
@@ -17,6 +17,14 @@ COLUMNS = [
     ("ContextTokens", "context_tokens", "DOUBLE"),  # DOUBLE: fractions rejected, not rounded
     ("GeneratedTokens", "generated_tokens", "DOUBLE"),
 ]
+
+#: the one-pass read (`insert_csv_direct`): the reader parses the timestamps itself (a
+#: string it cannot parse sends the file through the stage, which rejects that row)
+DIRECT = [("TIMESTAMP", "ts", "TIMESTAMPTZ"), *COLUMNS[1:]]
+SELECT = "context_tokens AS prompt_tokens, generated_tokens AS output_tokens"
+
+#: the stage's checks beyond the token / time checks every request trace gets
+CHECKS = [("arrival_s IS NULL", "TIMESTAMP is not a date-time")]
 
 
 class AzureLLM(Adapter):
@@ -35,11 +43,12 @@ class AzureLLM(Adapter):
     def load(self, ctx, files: list[Path]):
         counts = {}
         for f in files:  # each file has its own time origin
+            if ctx.one_pass(f):
+                counts[f] = insert_csv_direct(ctx, f, DIRECT,
+                                              f"epoch(ts) AS arrival_s, {SELECT}", CHECKS)
+                continue
             stage_csv(ctx, [f], COLUMNS,
-                      "epoch(try_cast(ts AS TIMESTAMPTZ)) AS arrival_s, "
-                      "context_tokens AS prompt_tokens, generated_tokens AS output_tokens")
+                      f"epoch(try_cast(ts AS TIMESTAMPTZ)) AS arrival_s, {SELECT}")
             rebase_arrivals(ctx, "_stage")
-            counts |= insert_requests(ctx, "_stage", [f], checks=[
-                ("arrival_s IS NULL", "TIMESTAMP is not a date-time"),
-            ])
+            counts |= insert_requests(ctx, "_stage", [f], checks=CHECKS)
         return counts

@@ -12,6 +12,16 @@ from servecast.errors import DataFileError
 Counts = dict[Path, tuple[int, int]]  # file -> (accepted rows, rejected rows)
 
 
+class Restage(Exception):
+    """Raised by an adapter's one-pass load of `files` when a file is not clean (a row the
+    one pass would not store as it is): the store rolls the ingest back and reruns it with
+    those files read through the stage, which finds each bad row and its reason."""
+
+    def __init__(self, *files: Path):
+        super().__init__(", ".join(map(str, files)))
+        self.files = set(files)
+
+
 def stem(path: Path) -> str:
     """File name without `.gz`/`.csv`/`.json`/`.jsonl`/`.parquet` suffixes."""
     name = path.name

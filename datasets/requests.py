@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
-from servecast.datasets.staging import file_counts, reject_invalid
+import duckdb
+
+from servecast.datasets.base import Restage
+from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
+from servecast.schema import part_for, trace_ids
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
 MAX_TOKENS = 2**31 - 1
@@ -103,9 +108,93 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     values = names if origin is None else ", ".join(
         _rebased(c, origin) + " AS arrival_s" if c == "arrival_s" else c for c in cols)
     first = ctx.next_request_id() - min(ctx.row_base[stage].values(), default=0)
+    part, key, trace = _part(ctx, cols)
     ctx.con.execute(
-        f"""INSERT INTO llm_requests (trace, request_id, failed, {names})
+        f"""INSERT INTO {part} ({key}, request_id, failed, {names})
             SELECT ?, {first} + rowid, {failed}, {values} FROM {stage}""",
-        [ctx.trace],
+        [trace],
     )
     return counts
+
+
+def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
+    """Where the rows of canonical `cols` of this trace go: (physical table, its trace
+    column, the trace's value there: its name, or in a narrow part its id, numbered on
+    from the ids taken when the trace is new)."""
+    part = part_for("llm_requests", ["trace", "request_id", "failed", *cols])
+    ids = trace_ids(part)
+    if ids is None:
+        return part, "trace", ctx.trace
+    ctx.con.execute(
+        f"""INSERT INTO {ids} SELECT * FROM (SELECT coalesce(max(trace_id) + 1, 0), ? FROM {ids})
+            WHERE NOT EXISTS (SELECT 1 FROM {ids} WHERE trace = ?)""", [ctx.trace, ctx.trace])
+    (n,) = ctx.con.execute(f"SELECT trace_id FROM {ids} WHERE trace = ?",
+                           [ctx.trace]).fetchall()[0]
+    return part, "trace_id", n
+
+
+#: token checks `llm_requests` enforces itself on insert: a NULL count breaks the NOT NULL
+#: constraint, a non-finite or too large one the cast to INTEGER; either fails the one-pass
+#: insert, which restages the file (the stage then rejects the row with its reason)
+ENFORCED = {c for c, _ in TOKEN_CHECKS if c.endswith(" IS NULL") or INF in c}
+
+
+def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
+                      failed: str = "output_tokens = 0") -> tuple[int, int]:
+    """Load a CSV file in one pass, straight from DuckDB's reader into `llm_requests`, for
+    the common case of a file without a bad row; returns (rows stored, 0 rejected).
+
+    `columns` type the file's columns for the reader (a value it cannot parse fails the
+    pass), `select` maps them to canonical columns, arrivals rebased as `insert_requests`
+    does after `rebase_arrivals` (origin: the first row's arrival). The rows that pass
+    every check of `insert_requests` (`checks` and the token / time / latency checks, those
+    in ENFORCED by the table itself) are stored, numbered in file order. Raises Restage
+    (the store reruns the ingest with the file read through the stage, which names each
+    bad row and its reason) unless every record the scan counted was stored: a value the
+    reader cannot parse, a row failing a check, a blank line, an arrival before the first
+    row's.
+    """
+    con = ctx.con
+    check_header(path, columns)
+    reader = csv_reader(columns)
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT {select} FROM {reader}",
+                                      [str(path)]).fetchall()]
+    try:
+        origin = con.execute(f"SELECT arrival_s FROM (SELECT {select} FROM {reader}) LIMIT 1",
+                             [str(path)]).fetchall()
+    except duckdb.Error:
+        raise Restage(path) from None
+    if "arrival_s" not in cols or not origin or not math.isfinite(origin[0][0] or math.nan):
+        raise Restage(path)
+    t0 = origin[0][0]
+    tokens = [c for c in TOKEN_CHECKS if c[0] not in ENFORCED]
+    every = [*checks, *tokens, *TIME_CHECKS, *latency_checks(cols)]
+    timed = [c for c, _ in every if re.search(r"\barrival_s\b", c)]  # on rebased values
+    untimed = [c for c, _ in every if not re.search(r"\barrival_s\b", c)]
+    names = ", ".join(cols)
+    first = ctx.next_request_id()
+    # the checks of the arrival sit above the numbering window, the others below it: a
+    # filter DuckDB pushes into the reader's projection would parse the timestamp again
+    # (a check that is NULL fails the row here, where the stage lets it pass: stricter, so
+    # at worst the file is read again through the stage; plain ORs cost DuckDB less than
+    # checks wrapped in coalesce)
+    part, key, trace = _part(ctx, cols)
+    try:
+        (stored,) = con.execute(
+            f"""INSERT INTO {part} ({key}, request_id, failed, {names})
+                SELECT ?, {first} + _n, {failed}, {names} FROM (
+                    SELECT row_number() OVER () - 1 AS _n,
+                           * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
+                    FROM (SELECT {select} FROM {reader}) WHERE NOT ({_any(untimed)}))
+                WHERE NOT ({_any(timed)})""",
+            [trace, str(path)]).fetchall()[0]
+    except duckdb.Error:
+        raise Restage(path) from None
+    if stored != ctx.records(path):
+        raise Restage(path)
+    return stored, 0
+
+
+def _any(conditions: list[str]) -> str:
+    """SQL true where any of `conditions` is true, NULL where none is but one is NULL."""
+    return " OR ".join(f"({c})" for c in conditions) or "false"

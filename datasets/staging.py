@@ -64,17 +64,14 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
     """
     for f in files:
         check_header(f, columns, hint)
-    spec = "{" + ", ".join(f"'{name}': '{typ}'" for _, name, typ in columns) + "}"
-    opts = "".join(f", {k}={v!r}" for k, v in read_options.items())
     # the file name as an ENUM: one small code per row instead of a copy of the path
     as_enum = f"filename::{enum_of(files)} AS filename"
     select = f"* REPLACE ({as_enum})" if select == "*" else f"{select}, {as_enum}"
     con = ctx.con
     con.execute("DROP TABLE IF EXISTS _rej; DROP TABLE IF EXISTS _rej_scan")
-    source = _source(ctx, files, f"""read_csv(?,
-                header=true, auto_detect=false, delim=',', quote='"', escape='"', columns={spec},
-                store_rejects=true, rejects_table='_rej', rejects_scan='_rej_scan',
-                filename=true{opts})""")
+    source = _source(ctx, files, csv_reader(
+        columns, store_rejects=True, rejects_table="_rej", rejects_scan="_rej_scan",
+        filename=True, **read_options))
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM {source}",
                     [[str(ctx.readable(f)) for f in files]])
@@ -95,6 +92,16 @@ def stage_csv(ctx, files: list[Path], columns: list[Column], select: str = "*",
         [ctx.trace],
     )
     reject_long_lines(ctx, files)
+
+
+def csv_reader(columns: list[Column], **options) -> str:
+    """DuckDB `read_csv(?, ...)` of the files bound to `?`: header line, comma, double
+    quotes, `columns` typed as given (no detection), plus `options` (Python values)."""
+    spec = "{" + ", ".join(f"'{name}': '{typ}'" for _, name, typ in columns) + "}"
+    opts = "".join(f", {k}={str(v).lower() if isinstance(v, bool) else repr(v)}"
+                   for k, v in options.items())
+    return f"""read_csv(?, header=true, auto_detect=false, delim=',', quote='"', escape='"',
+                columns={spec}{opts})"""
 
 
 def reject_long_lines(ctx, files: list[Path]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: version of the table layout, recorded in `meta`; `Store` upgrades an older store in place
 #: (MIGRATIONS) and refuses a newer one
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES: dict[str, str] = {
     "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
@@ -122,9 +122,21 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
         ("llm_requests", "error", "VARCHAR")],
 }
 
-#: tables whose rows belong to a trace and are counted in the manifest
-DATA_TABLES = [t for t in TABLES if t not in ("meta", "traces", "rejected_rows")]
-
+#: canonical tables stored in physical parts and read through a view of their name:
+#: table -> (the part with every column, the narrow part, the narrow part's table of trace
+#: ids, the canonical columns the narrow part holds). A source that fills only the narrow
+#: columns (Azure's timestamp and two token counts) is written to the narrow part: DuckDB
+#: spends as much CPU writing the 13 all-NULL columns of the full layout as writing the
+#: rest. The narrow part keeps its trace as an INTEGER `trace_id` (the ids table maps it to
+#: the name): a constant string on every row costs DuckDB a write, a constant number next
+#: to nothing. Readers see one table with every column (the view: NULL where the narrow
+#: part has no such column); adapters insert through `requests.insert_requests`, which
+#: picks the part.
+SPLIT_TABLES: dict[str, tuple[str, str, str, list[str]]] = {
+    "llm_requests": ("llm_requests_full", "llm_requests_core", "llm_requests_core_traces",
+                     ["trace", "request_id", "arrival_s", "prompt_tokens", "output_tokens",
+                      "failed"]),
+}
 
 def columns(table: str) -> list[tuple[str, str]]:
     """(name, DuckDB type) of each column of canonical `table`, in table order."""
@@ -133,3 +145,77 @@ def columns(table: str) -> list[tuple[str, str]]:
         name, typ = col.split()[:2]
         out.append((name, typ))
     return out
+
+
+def spec(table: str, keep: list[str]) -> str:
+    """Column definitions of canonical `table` restricted to `keep` (constraints kept)."""
+    defs = [" ".join(c.split()) for c in TABLES[table].replace("\n", " ").split(",")]
+    return ", ".join(d for d in defs if d.split()[0] in keep)
+
+
+def physical_tables() -> dict[str, str]:
+    """Name -> column definitions of every table the store holds: TABLES, with each split
+    table replaced by its parts."""
+    out: dict[str, str] = {}
+    for name, cols in TABLES.items():
+        if name in SPLIT_TABLES:
+            full, core, ids, keep = SPLIT_TABLES[name]
+            out[full] = cols
+            out[core] = "trace_id INTEGER NOT NULL, " + spec(name, [c for c in keep
+                                                                    if c != "trace"])
+            out[ids] = "trace_id INTEGER NOT NULL, trace VARCHAR NOT NULL"
+        else:
+            out[name] = cols
+    return out
+
+
+def view_sql(table: str) -> str:
+    """CREATE VIEW statement of split `table`: its parts' rows with every canonical column,
+    in table order (NULL of the column's type where the narrow part lacks it)."""
+    full, core, ids, keep = SPLIT_TABLES[table]
+    cols = columns(table)
+    names = ", ".join(n for n, _ in cols)
+    narrow = ", ".join(n if n in keep else f"NULL::{t} AS {n}" for n, t in cols)
+    return (f"CREATE VIEW {table} AS SELECT {names} FROM {full} "
+            f"UNION ALL SELECT {narrow} FROM {core} JOIN {ids} USING (trace_id)")
+
+
+def part_for(table: str, cols: list[str]) -> str:
+    """The physical table an insert of `cols` into canonical `table` goes to: the narrow
+    part of a split table when it has every one of `cols`, else the full one."""
+    if table not in SPLIT_TABLES:
+        return table
+    full, core, _, keep = SPLIT_TABLES[table]
+    return core if set(cols) <= set(keep) else full
+
+
+def trace_ids(part: str) -> str | None:
+    """The table of trace ids of narrow part `part` (None for any other table)."""
+    return next((ids for _, core, ids, _ in SPLIT_TABLES.values() if core == part), None)
+
+
+def of_trace(table: str) -> str | None:
+    """SQL condition selecting the rows of trace `?` in physical `table` (None: the table
+    has no trace column)."""
+    ids = trace_ids(table)
+    if ids:
+        return f"trace_id IN (SELECT trace_id FROM {ids} WHERE trace = ?)"
+    return "trace = ?" if "trace VARCHAR" in physical_tables()[table] else None
+
+
+#: schema version -> SQL run after that version's MIGRATIONS columns, in the same transaction
+#: (version 3: the `llm_requests` table becomes the full part, renamed with every row and
+#: value in place, and `llm_requests` the view over it and a new, empty narrow part with
+#: its table of trace ids)
+MIGRATION_STATEMENTS: dict[int, list[str]] = {
+    3: ["ALTER TABLE llm_requests RENAME TO llm_requests_full",
+        *(f"CREATE TABLE {t} ({physical_tables()[t]})" for t in SPLIT_TABLES["llm_requests"][1:3]),
+        view_sql("llm_requests")],
+}
+
+#: physical tables holding a trace's data rows (`traces remove` deletes from each, then the
+#: trace's ids in TRACE_ID_TABLES)
+TRACE_ID_TABLES = [ids for _, _, ids, _ in SPLIT_TABLES.values()]
+DATA_TABLES = [t for t in physical_tables()
+               if t not in ("meta", "traces", "rejected_rows", *TRACE_ID_TABLES)]
+

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from servecast.config import db_path
-from servecast.datasets.base import Adapter
+from servecast.datasets.base import Adapter, Restage
 from servecast.datasets.scan import FileScan, exact_records, scan_file, without_lines
 from servecast.errors import (
     DataFileError,
@@ -29,7 +29,19 @@ from servecast.errors import (
     StoreLockedError,
     UnknownNameError,
 )
-from servecast.schema import ADDED_COLUMNS, DATA_TABLES, MIGRATIONS, SCHEMA_VERSION, TABLES
+from servecast.schema import (
+    ADDED_COLUMNS,
+    DATA_TABLES,
+    MIGRATION_STATEMENTS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SPLIT_TABLES,
+    TABLES,
+    TRACE_ID_TABLES,
+    of_trace,
+    physical_tables,
+    view_sql,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -184,28 +196,36 @@ class Store:
                 f"{shown}); it was left untouched. Pass --db with a new file for the store")
 
     def _create_schema(self) -> None:
-        for name, cols in TABLES.items():
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS meta ({TABLES['meta']})")
+        self._migrate()  # an older store first: its tables are renamed / extended in place
+        for name, cols in physical_tables().items():
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
         for name, cols in ADDED_COLUMNS.items():
             for col, typ in cols:
                 self.con.execute(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {col} {typ}")
+        for name in SPLIT_TABLES:
+            self.con.execute(view_sql(name).replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS"))
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
-        self._migrate()
 
     def _migrate(self) -> None:
         """Upgrade a store of an older schema version in place, in one transaction: add the
         columns of each later version (MIGRATIONS; existing rows get NULL there, nothing else
-        changes) and record the new version. Idempotent: a current store is left alone."""
-        (version,) = self.con.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
-        if int(version) >= SCHEMA_VERSION:
+        changes), run its MIGRATION_STATEMENTS (version 3: `llm_requests` becomes a view over
+        the renamed table and a new narrow one) and record the new version. Idempotent: a
+        current store (or a new, empty one) is left alone."""
+        rows = self.con.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        if not rows or int(rows[0][0]) >= SCHEMA_VERSION:
             return
+        version = rows[0][0]
         with self.transaction() as con:
             for v in range(int(version) + 1, SCHEMA_VERSION + 1):
                 for table, col, typ in MIGRATIONS.get(v, ()):
                     con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+                for statement in MIGRATION_STATEMENTS.get(v, ()):
+                    con.execute(statement)
             con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                         [str(SCHEMA_VERSION)])
 
@@ -266,10 +286,13 @@ class Store:
             scans = {f: pool.submit(scan_file, f) for f in files}
             duplicates: set[Path] = set()
             substitutes: dict[Path, Path] = {}
+            staged: set[Path] = set()  # files a one-pass load found not clean (Restage)
             while True:
                 try:
                     return self._load(adapter, groups, scans, duplicates, substitutes,
-                                      strict, progress)
+                                      staged, strict, progress)
+                except Restage as r:
+                    staged |= r.files
                 except _Retry as r:
                     duplicates |= r.duplicates
                     for f in r.long:
@@ -291,10 +314,11 @@ class Store:
             self.con.execute(f"SET memory_limit = '{old}'")
 
     def _load(self, adapter, groups: dict[str, list[Path]], scans: dict[Path, Future],
-              duplicates: set[Path], substitutes: dict[Path, Path], strict: bool,
-              progress) -> IngestResult:
+              duplicates: set[Path], substitutes: dict[Path, Path], staged: set[Path],
+              strict: bool, progress) -> IngestResult:
         """One attempt of `ingest` in one transaction; raises _Retry (rolled back) if a
-        loaded file turns out to be in the manifest already or to hold over-long lines."""
+        loaded file turns out to be in the manifest already or to hold over-long lines, and
+        the adapter raises Restage if a file needs the staged read (`staged` next time)."""
         result = IngestResult(source=adapter.name)
         known = dict(
             self.con.execute("SELECT sha256, trace FROM traces WHERE source = ?", [adapter.name])
@@ -314,7 +338,8 @@ class Store:
                 if not todo:
                     continue
                 ctx = LoadContext(con, name, adapter.name, substitutes,
-                                  {f: _scanned(scans[f]).long_lines for f in substitutes})
+                                  {f: _scanned(scans[f]).long_lines for f in substitutes},
+                                  staged, lambda f: _scanned(scans[f]).records)
                 counts = adapter.load(ctx, todo)
                 # identical files inside one group are all loaded: in path-keyed layouts (hive
                 # partitions, per-device folders) the same bytes carry different keys
@@ -347,11 +372,12 @@ class Store:
         removed = 0
         with self.transaction() as con:
             for table in DATA_TABLES:
-                if "trace VARCHAR" in TABLES[table]:
-                    (n,) = con.execute(f"SELECT count(*) FROM {table} WHERE trace = ?",
+                if where := of_trace(table):
+                    (n,) = con.execute(f"DELETE FROM {table} WHERE {where}",
                                        [trace]).fetchall()[0]
-                    con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
                     removed += n
+            for table in TRACE_ID_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
             con.execute("DELETE FROM rejected_rows WHERE trace = ?", [trace])
             con.execute("DELETE FROM traces WHERE trace = ?", [trace])
         return removed
@@ -487,8 +513,15 @@ class LoadContext:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, trace: str, source: str,
                  substitutes: dict[Path, Path] | None = None,
-                 long_lines: dict[Path, list[tuple[int, int, str]]] | None = None):
+                 long_lines: dict[Path, list[tuple[int, int, str]]] | None = None,
+                 staged: set[Path] | None = None,
+                 records: Callable[[Path], int | None] | None = None):
         self.con, self.trace, self.source = con, trace, source
+        #: files to read through the stage: an earlier one-pass attempt raised Restage
+        self.staged = staged if staged is not None else set()
+        #: file -> the records the scan counts in it (blank lines included; waits for the
+        #: scan; None: not counted)
+        self.records = records or (lambda f: None)
         #: source file -> the copy to read instead (its over-long lines left out)
         self.substitutes = substitutes or {}
         #: source file -> (line, bytes, first characters) of the lines left out
@@ -501,6 +534,11 @@ class LoadContext:
         self.row_numbered: set[str] = set()
         #: stage table -> the arrival time (s) its `arrival_s` counts from once inserted
         self.origins: dict[str, float] = {}
+
+    def one_pass(self, path: Path) -> bool:
+        """Whether `path` may be loaded in one pass (see `requests.insert_csv_direct`): not
+        found unclean by an earlier attempt, and read as it is (no copy without long lines)."""
+        return path not in self.staged and path not in self.substitutes
 
     def readable(self, path: Path) -> Path:
         """The file the reader should open for source file `path`."""

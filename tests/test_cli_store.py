@@ -342,8 +342,10 @@ def test_full_disk_is_a_clear_error_and_the_store_survives(tmp_path, data):
         pytest.skip("cannot mount a tmpfs here")
     try:
         db = disk / "s.duckdb"
-        conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
-        user_error(servecast("ingest", "azure-llm", conv, "--db", db),
+        # Mooncake's traces (prefix hashes: the full part of llm_requests) outgrow the disk;
+        # Azure's conversation trace fits in the narrow part since schema version 3
+        mooncake = shared_path("llm/mooncake", data)
+        user_error(servecast("ingest", "mooncake", mooncake, "--db", db),
                    str(db), "disk is full", "--db")
         assert servecast("traces", "--db", db).returncode == 0
     finally:

@@ -1,5 +1,7 @@
 """Schema migration: a store written with schema version 1 (no latency columns in
-`llm_requests`) is upgraded in place on open, every row and value kept, idempotently."""
+`llm_requests`) or 2 (`llm_requests` one wide table) is upgraded in place on open, every row
+and value kept, idempotently; version 3 reads `llm_requests` through a view over its full
+and narrow parts."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 from servecast.datasets.catalog import shared_path
 from servecast.errors import ServecastError
-from servecast.schema import MIGRATIONS, SCHEMA_VERSION, columns
+from servecast.schema import SCHEMA_VERSION, SPLIT_TABLES, columns, spec
 from servecast.store import Store
 
 #: `llm_requests` as schema version 1 shipped it (frozen: the layout old stores have)
@@ -21,31 +23,43 @@ V1_LLM_REQUESTS = [
     "response_text",
 ]
 LATENCY = ["ttft_s", "tpot_s", "queue_s", "status", "error"]
+#: `llm_requests` of schema version 2: one table, the latency columns appended
+LAYOUTS = {1: V1_LLM_REQUESTS, 2: V1_LLM_REQUESTS + LATENCY}
+PARTS = SPLIT_TABLES["llm_requests"][:3]  # full, narrow, the narrow part's trace ids
 
 
-def _v1_store(path, data) -> None:
-    """A version-1 store holding real traces: ingested with this servecast, then taken back
-    to the version-1 layout (the added columns dropped, version 1 recorded)."""
+def _old_store(path, data, version: int) -> None:
+    """A store of schema `version` holding real traces: ingested with this servecast, then
+    taken back to that version's layout (`llm_requests` one table of its columns, filled
+    from the view; the parts and the view dropped; the version recorded)."""
     with Store(path) as store:
         store.ingest("azure-llm", shared_path(
             "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data), trace="code")
         store.ingest("mooncake", shared_path("llm/mooncake", data), trace="mooncake")
         store.ingest("burstgpt", shared_path("llm/burstgpt", data), trace="burst")
+    cols = LAYOUTS[version]
     con = duckdb.connect(str(path))
-    for _, col, _ in MIGRATIONS[2]:
-        con.execute(f"ALTER TABLE llm_requests DROP COLUMN {col}")
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    cols = [r[0] for r in con.execute("DESCRIBE llm_requests").fetchall()]
+    con.execute(f"CREATE TABLE _old ({spec('llm_requests', cols)})")
+    con.execute(f"INSERT INTO _old SELECT {', '.join(cols)} FROM llm_requests")
+    con.execute("DROP VIEW llm_requests")
+    for part in PARTS:
+        con.execute(f"DROP TABLE {part}")
+    con.execute("ALTER TABLE _old RENAME TO llm_requests")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+    described = [r[0] for r in con.execute("DESCRIBE llm_requests").fetchall()]
     con.close()
-    assert cols == V1_LLM_REQUESTS
+    assert described == cols
 
 
 def _snapshot(path) -> dict:
-    """Every row of every table but `meta` (sorted; `llm_requests` in its version-1 columns)."""
+    """Every row of every table but `meta` (sorted; `llm_requests`, a table or the view over
+    its parts, in its version-1 columns)."""
     con = duckdb.connect(str(path), read_only=True)
     out = {}
-    for (table,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE table_name <> 'meta'").fetchall():
+    tables = [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE table_name <> 'meta'").fetchall()
+        if t not in PARTS]
+    for table in sorted({*tables, "llm_requests"}):
         cols = V1_LLM_REQUESTS if table == "llm_requests" else ["*"]
         out[table] = sorted(map(repr, con.execute(
             f"SELECT {', '.join(cols)} FROM {table}").fetchall()))
@@ -60,10 +74,10 @@ def _version(path) -> str:
     return v
 
 
-@pytest.mark.parametrize("read_only", [False, True])
-def test_v1_store_upgrades_in_place_and_keeps_every_row(tmp_path, data, read_only):
-    db = tmp_path / "v1.duckdb"
-    _v1_store(db, data)
+@pytest.mark.parametrize(("version", "read_only"), [(1, False), (1, True), (2, False)])
+def test_old_store_upgrades_in_place_and_keeps_every_row(tmp_path, data, version, read_only):
+    db = tmp_path / "old.duckdb"
+    _old_store(db, data, version)
     before = _snapshot(db)
     assert len(before["llm_requests"]) == 8819 + 12031 + 54
     with Store(db, read_only=read_only) as store:  # opening upgrades it
@@ -74,24 +88,34 @@ def test_v1_store_upgrades_in_place_and_keeps_every_row(tmp_path, data, read_onl
         ).fetchall()[0]
         assert nulls == (0,) * len(LATENCY)  # old rows: NULL latency columns
         assert store.requests("code").count("*").fetchall()[0][0] == 8819
-    assert _version(db) == str(SCHEMA_VERSION) == "2"
+        # the old table became the full part, rows in place; the narrow part starts empty
+        parts = [store.con.execute(f"SELECT count(*) FROM {p}").fetchall()[0][0]
+                 for p in PARTS]
+        assert parts == [8819 + 12031 + 54, 0, 0]
+    assert _version(db) == str(SCHEMA_VERSION) == "3"
     assert _snapshot(db) == before  # every row and value survived
     with Store(db) as store:  # idempotent: opening again changes nothing
         store.ingest("azure-llm", shared_path(
             "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data), trace="conv")
+        # a source of the narrow columns only lands in the narrow part
+        core = store.con.execute(
+            f"SELECT DISTINCT trace FROM {PARTS[1]} JOIN {PARTS[2]} USING (trace_id)").fetchall()
+        assert core == [("conv",)]
+        assert store.remove_trace("code") == 8819  # removed from the part it lives in
     after = _snapshot(db)
-    assert len(after["llm_requests"]) == len(before["llm_requests"]) + 19366
-    assert set(before["llm_requests"]) <= set(after["llm_requests"])
+    assert len(after["llm_requests"]) == len(before["llm_requests"]) + 19366 - 8819
+    assert set(after["llm_requests"]) - set(before["llm_requests"]) == {
+        r for r in after["llm_requests"] if r.startswith("('conv'")}
 
 
 def test_cli_reads_an_upgraded_v1_store(tmp_path, data):
     db = tmp_path / "v1.duckdb"
-    _v1_store(db, data)
+    _old_store(db, data, 1)
     proc = subprocess.run([sys.executable, "-m", "servecast.cli", "traces", "--db", str(db)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "mooncake" in proc.stdout and "12031" in proc.stdout.replace(",", "")
-    assert _version(db) == "2"
+    assert _version(db) == "3"
 
 
 def test_newer_store_is_refused_untouched(tmp_path):

@@ -1,0 +1,119 @@
+"""One-pass ingest of Azure LLM traces (`requests.insert_csv_direct`): a clean file goes
+straight from DuckDB's reader into the narrow part of `llm_requests`, with exactly the
+values the staged read stores; any file it would not store whole (a bad row, a blank
+line, an arrival before the first row's) is read through the stage instead, every row
+accounted for and each bad one rejected with its line and reason."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from servecast.datasets import get_adapter
+from servecast.datasets.catalog import shared_path
+from servecast.schema import SPLIT_TABLES
+from servecast.store import LoadContext, Store
+
+_, CORE, IDS, _ = SPLIT_TABLES["llm_requests"]
+HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+ROWS = ["2024-05-10 00:00:00.500000+00:00,120,30", "2024-05-10 00:00:01.250000+00:00,80,0",
+        "2024-05-10 00:00:02+00:00,4000,200", "2024-05-10 00:00:03.125+00:00,10,5"]
+
+
+def _staged(store: Store) -> bool:
+    """Whether the last ingest on this connection read a file through the stage."""
+    return store.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_stage'").fetchall()[0][0] > 0
+
+
+def _rows(store: Store, trace: str) -> list[tuple]:
+    return store.con.execute(
+        "SELECT * FROM llm_requests WHERE trace = ? ORDER BY request_id", [trace]).fetchall()
+
+
+@pytest.mark.parametrize("name", ["AzureLLMInferenceTrace_code.csv",
+                                  "AzureLLMInferenceTrace_conv.csv"])
+def test_one_pass_stores_what_the_stage_stores(tmp_path, data, name):
+    f = shared_path(f"llm/azure_llm_2023/{name}", data)
+    with Store(tmp_path / "one.duckdb") as store:
+        result = store.ingest("azure-llm", f, trace="t")
+        assert not _staged(store)  # the clean file took the one pass
+        one = _rows(store, "t")
+        assert store.con.execute(f"SELECT count(*) FROM {CORE}").fetchall()[0][0] == len(one)
+    with Store(tmp_path / "staged.duckdb") as store, store.transaction() as con:
+        ctx = LoadContext(con, "t", "azure-llm", staged={f})
+        counts = get_adapter("azure-llm").load(ctx, [f])
+        assert _staged(store)
+        staged = _rows(store, "t")
+    assert counts == {f: (result.rows, 0)}
+    assert result.rows == len(one) == len(staged) > 8000
+    assert one == staged  # every value, bit for bit
+    assert [r[1] for r in one] == list(range(len(one)))  # file order
+    assert min(r[2] for r in one) == one[0][2] == 0.0
+
+
+@pytest.mark.parametrize(("lines", "rejected"), [
+    # a blank line: no row, no rejection (the reader skips it), numbering as the stage's
+    (ROWS[:2] + [""] + ROWS[2:], []),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,12.5,3"] + ROWS[1:],
+     [(3, "fractional prompt token count")]),
+    (ROWS[:2] + ["2024-05-10 00:00:01.500000+00:00,-4,3"] + ROWS[2:],
+     [(4, "negative prompt token count")]),
+    (ROWS[:3] + ["yesterday,12,3"] + ROWS[3:], [(5, "TIMESTAMP is not a date-time")]),
+    # the checks the table enforces itself (NOT NULL, the cast to INTEGER) fail the pass
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,,3"] + ROWS[1:],
+     [(3, "missing prompt token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,12,nan"] + ROWS[1:],
+     [(3, "non-finite output token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,inf,3"] + ROWS[1:],
+     [(3, "non-finite prompt token count")]),
+    (ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,3e9,3"] + ROWS[1:],
+     [(3, "prompt token count above 2,147,483,647")]),
+    (ROWS[:3] + ["2024-05-10 00:00:02.500000+00:00,12,3,99"] + ROWS[3:],
+     [(5, "TOO MANY COLUMNS")]),
+    # the first row is not the earliest: the origin is the earliest arrival, as staged
+    (ROWS[1:2] + ROWS[:1] + ROWS[2:], []),
+])
+def test_a_file_that_is_not_clean_is_read_through_the_stage(tmp_path, lines, rejected):
+    csv = tmp_path / "AzureLLMInferenceTrace_x.csv"
+    csv.write_text(HEADER + "\n".join(lines) + "\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("azure-llm", csv)
+        assert _staged(store)
+        got = store.con.execute("SELECT line, reason FROM rejected_rows").fetchall()
+        rows = _rows(store, "AzureLLMInferenceTrace_x")
+    assert (result.rows, result.rejected) == (4, len(rejected))
+    assert [(line, reason.split(":")[0].split(";")[0]) for line, reason in got] == rejected
+    assert min(r[2] for r in rows) == 0.0
+    assert sorted(r[7] for r in rows) == [10, 80, 120, 4000]  # prompt_tokens
+
+
+def test_one_pass_reingest_is_skipped_and_rerun_counts_match(tmp_path, data):
+    f = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data)
+    copy = tmp_path / "AzureLLMInferenceTrace_code2.csv"
+    shutil.copy(f, copy)
+    with Store(tmp_path / "s.duckdb") as store:
+        first = store.ingest("azure-llm", [f, copy], trace="both")
+        again = store.ingest("azure-llm", f)
+        n = store.con.execute("SELECT count(*), max(request_id) FROM llm_requests").fetchall()
+    # identical files inside one group are both loaded, numbered on from the first
+    assert [r.rows for r in first.files] == [8819, 8819]
+    assert n == [(2 * 8819, 2 * 8819 - 1)]
+    assert again.skipped and again.rows == 0
+
+
+def test_narrow_traces_keep_their_ids_and_are_removed_whole(tmp_path, data):
+    code = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data)
+    conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("azure-llm", [code, conv])
+        ids = store.con.execute(f"SELECT trace_id, trace FROM {IDS} ORDER BY 1").fetchall()
+        assert ids == [(0, "AzureLLMInferenceTrace_code"), (1, "AzureLLMInferenceTrace_conv")]
+        assert store.remove_trace("AzureLLMInferenceTrace_code") == 8819
+        left = store.con.execute(
+            f"SELECT trace_id, count(*) FROM {CORE} GROUP BY 1").fetchall()
+        assert left == [(1, 19366)]
+        assert store.con.execute(f"SELECT trace FROM {IDS}").fetchall() == [
+            ("AzureLLMInferenceTrace_conv",)]
+        assert store.requests("AzureLLMInferenceTrace_conv").count("*").fetchall() == [(19366,)]
