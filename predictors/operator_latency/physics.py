@@ -54,7 +54,8 @@ SOFTMAX_OPS = 8.0
 #: decode: KV tokens per split-KV block; the number of splits fills the SMs (up to
 #: `MAX_SPLITS`, at least one block each) while sequences x KV heads leave SMs idle
 DECODE_BLOCK, MAX_SPLITS = 256.0, 16.0
-#: cycles of the pass that merges the KV splits' partial outputs (when there are splits)
+#: cycles of the pass that merges the KV splits' partial outputs (when there are splits;
+#: 0 = folded into the launch floor, as inner validation chose)
 COMBINE_CYCLES = 0.0
 #: bandwidth one SM can draw, in units of its even share (Mem_Bw / Num_Sm)
 SM_BW_SHARE = 16.0
