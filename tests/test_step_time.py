@@ -79,6 +79,43 @@ def test_floors_follow_the_clock_and_decode_blocks_cost_cycles():
     assert wide[0] < 0.6 * t[0]
 
 
+def test_attention_tiles_pack_gqa_split_kv_and_walk_the_causal_diagonal():
+    # a 16-token chunk of 32 query heads over 8 KV heads: one packed tile per KV head
+    short = physics.attn_tiles("attn_prefill", H100, M=16, N=0, B=1, H=32, kv_heads=8)
+    assert short["ctas"] == 8 and short["rows"] == 16 * 4
+    # 16k tokens of one head: 128 query tiles walk 1 + 2 + ... + 128 KV blocks of 128
+    long = physics.attn_tiles("attn_prefill", H100, M=16384, N=0, B=1, H=1, kv_heads=1)
+    assert long["ctas"] == 128 and long["walk"] == 128 * 129 / 2 and long["longest"] == 128
+    # the last tile's walk bounds the time: twice the SMs do not halve it
+    shape = {"M": np.array([16384]), "N": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 128}
+    t = physics.features("attn_prefill", H100, **shape)[0][0]
+    wide = physics.features("attn_prefill", {**H100, "Num_Sm": 2 * H100["Num_Sm"]}, **shape)
+    assert wide[0][0] > 0.9 * t
+    # decode: one long sequence is split over the SMs, a big batch is not split
+    one = physics.attn_tiles("attn_decode", H100, M=1, N=65535, B=1, H=8, kv_heads=1)
+    assert one["ctas"] == min(H100["Num_Sm"], physics.MAX_SPLITS)
+    many = physics.attn_tiles("attn_decode", H100, M=1, N=65535, B=256, H=64, kv_heads=8)
+    assert many["ctas"] == 256 * 8 and many["tokens"] == 65536
+
+
+def test_softmax_runs_at_the_fp32_rate():
+    """Halving the non-tensor FP32 rate slows a long head_dim-64 prefill (more scores per
+    matmul FLOP) more than a head_dim-256 one; a spec without it is refused by name."""
+    from servecast.predictors.operator_latency.runtime import Runtime
+
+    slow = {**H100, "SingleFLOPs": H100["SingleFLOPs"] / 2}
+    ratio = []
+    for hd in (64, 256):
+        shape = {"M": np.array([8192]), "N": 0, "B": 4, "H": 32, "kv_heads": 8,
+                 "head_dim": hd}
+        ratio.append(physics.features("attn_prefill", slow, **shape)[0][0]
+                     / physics.features("attn_prefill", H100, **shape)[0][0])
+    assert ratio[0] > ratio[1] > 1.0
+    spec = {k: v for k, v in H100.items() if k != "SingleFLOPs"}
+    with pytest.raises(InvalidInputError, match="missing SingleFLOPs, needed for bf16 attn"):
+        Runtime({}, []).operator_latency("attn_prefill", spec, M=16, H=8, kv_heads=8)
+
+
 def test_a_spec_without_a_clock_is_refused_naming_the_key():
     from servecast.predictors.operator_latency.runtime import Runtime
 

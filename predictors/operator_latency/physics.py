@@ -8,9 +8,11 @@ Ops and their shape arguments (arrays broadcast together):
 - `attn_decode`: B sequences with one new token over N + M cached tokens each.
 - `allreduce`: N elements of bf16 across tp GPUs (ring).
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (128 x 128 output tiles
-for GEMMs, 64 x 128 for at most 64 tokens, split-K for bf16 GEMMs with fewer tiles than SMs;
-128-query tiles per head for prefill), a launch floor per op and the interconnect; the
-`roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
+for GEMMs, 64 x 128 for at most 64 tokens, split-K for bf16 GEMMs with fewer tiles than SMs),
+FlashAttention-style tiling for attention (`attention`: causal query tiles x KV blocks with
+the softmax at the FP32 non-tensor rate; split-KV decode), a launch floor per op and the
+interconnect; the `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as
+in `servecast.gpus`.
 Nothing depends on a GPU's name.
 """
 
@@ -36,14 +38,35 @@ FLOOR_CYCLES = {"gemm": 4000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 5000.0
+#: FlashAttention tiling: query rows per thread block (`ATTN_TILE_M_SMALL` when the
+#: GQA-packed query rows of a (sequence, KV head) fit it) x KV columns per block
+ATTN_TILE_M, ATTN_TILE_M_SMALL, ATTN_TILE_N = 128.0, 64.0, 128.0
+#: fixed cycles per prefill thread block: loading its query tile, filling the KV pipeline
+#: and writing the output back, whatever the number of KV blocks it walks
+PREFILL_CTA_CYCLES = 5000.0
+#: query-tile and output bytes a prefill block moves outside its KV pipeline, per query
+#: row and head-dim element, at the block's share of the bandwidth (Mem_Bw / Num_Sm)
+QO_BYTES = 2.0
+#: non-tensor FP32 operations per attention score (scale, running max, exp, row sum,
+#: rescale, convert), run at the spec's FP32 non-tensor rate (`SingleFLOPs`) beside the
+#: tensor-core matmuls of the same block
+SOFTMAX_OPS = 8.0
+#: decode: KV tokens per split-KV block; the number of splits fills the SMs (up to
+#: `MAX_SPLITS`, at least one block each) while sequences x KV heads leave SMs idle
+DECODE_BLOCK, MAX_SPLITS = 256.0, 16.0
+#: cycles of the pass that merges the KV splits' partial outputs (when there are splits;
+#: 0 = folded into the launch floor, as inner validation chose)
+COMBINE_CYCLES = 0.0
+#: bandwidth one SM can draw, in units of its even share (Mem_Bw / Num_Sm)
+SM_BW_SHARE = 16.0
 #: floor of the interconnect ops (ms; not clock-bound)
 FLOOR_MS = {"allreduce": 0.004}
 LAUNCH_MS = FLOOR_MS["allreduce"]  # the floor of a plain memory-bound pass
 LINK_LATENCY_MS = 0.008  # per ring step of an all-reduce (one value for every GPU)
 #: spec keys each op needs
 NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache", "Freq"],
-         "attn_prefill": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq"],
-         "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq"],
+         "attn_prefill": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq", "SingleFLOPs"],
+         "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq", "SingleFLOPs"],
          "allreduce": ["Interconnect_Bw", "Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"]}
 #: feature columns: 0-7 device-relative, 8-13 absolute (FLOPs, bytes, the GPU's specs),
 #: 14 the op's secondary cost over the physics time (`secondary`)
@@ -60,14 +83,89 @@ def floor_ms(op: str, spec: dict) -> float:
 def secondary(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0,
               K=0, B=1, H=1, kv_heads=1, head_dim=128, tp=1) -> np.ndarray:
     """A cost the roofline leaves out (ms): for decode attention the fixed cycles of its
-    thread blocks spread over the SMs (`CTA_CYCLES` at the boost clock); zero for the other
-    ops."""
+    thread blocks spread over the SMs (`CTA_CYCLES` at the boost clock); for prefill
+    attention the softmax's non-tensor work over the SMs (`SOFTMAX_OPS` per computed score
+    at `SingleFLOPs`); zero for the other ops."""
     M, N, B = _f(M), _f(N), _f(B)
-    if op == "attn_decode":
-        _fl, _b, tiles, _p, _bw = work(op, spec, dtype, kv_dtype, M, N, K, B, H, kv_heads,
-                                       head_dim, tp)
-        return tiles / spec["Num_Sm"] * CTA_CYCLES / (spec["Freq"] * 1e3)
+    if op in ("attn_prefill", "attn_decode"):
+        return attention(op, spec, kv_dtype, M, N, B, H, kv_heads, head_dim)["t_side"]
     return np.zeros(np.broadcast(M, N, B).shape)
+
+
+def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, kv_heads=1,
+              head_dim=128) -> dict[str, np.ndarray]:
+    """FlashAttention-style kernel time of `op` (attn_prefill | attn_decode) on `spec`.
+
+    Returns arrays: `ctas` (thread blocks), `t_comp` (ms: the SMs' makespan), `t_mem` (ms:
+    the KV, query and output bytes at the bandwidth, and for decode the bytes of the
+    biggest block at the bandwidth one SM draws), `t_side` (ms, see `secondary`) and `busy`
+    (SM time used / SM time spent, 0-1).
+
+    Prefill: a thread block per query tile (`ATTN_TILE_M` rows, `ATTN_TILE_M_SMALL` for
+    short chunks; the query heads sharing a KV head packed into one tile when they fit it)
+    walks the KV blocks up to its last row (causal), each block a tensor-core matmul pair
+    plus the softmax at the non-tensor FP32 rate; the makespan is the larger of the total
+    work over the SMs and the longest block's walk, plus `PREFILL_CTA_CYCLES` per block.
+    Decode: one thread block per (sequence, KV head, KV split) with the query heads of the
+    KV head packed; the splits fill the SMs while sequences x KV heads leave them idle.
+    """
+    M, N, B, H = _f(M), _f(N), _f(B), _f(H)
+    kvh, hd, kvb = _f(kv_heads), _f(head_dim), BYTES[kv_dtype]
+    g = attn_tiles(op, spec, M, N, B, H, kvh)
+    sms, clock, bw = spec["Num_Sm"], spec["Freq"] * 1e6, spec["Mem_Bw"] * 1e9
+    sm_mma = spec["TensorFLOPs"] * 1e9 / sms  # FLOP/s of one SM
+    sm_fp32 = spec["SingleFLOPs"] * 1e9 / sms
+    if op == "attn_prefill":
+        tm, tn = g["tile_m"], g["tile_n"]
+        t_mma, t_soft = 4.0 * tm * tn * hd / sm_mma, SOFTMAX_OPS * tm * tn / sm_fp32
+        # each block loads its query tile and writes its output outside the KV pipeline:
+        # at an even share of the bandwidth when all SMs do, at most SM_BW_SHARE x that
+        qo = QO_BYTES * g["rows"] * hd * 2.0 / (bw / sms)
+        pro = PREFILL_CTA_CYCLES / clock
+        total = g["ctas"] * (pro + qo) + g["walk"] * (t_mma + t_soft)
+        span = np.maximum(total / sms, pro + qo / SM_BW_SHARE + g["longest"] * (t_mma + t_soft))
+        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
+        return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": nbytes / bw * 1e3,
+                "t_side": g["walk"] * t_soft / sms * 1e3, "busy": total / (sms * span)}
+    ctx, ctas, tokens = N + M, g["ctas"], g["tokens"]
+    nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+    t_mem = np.maximum(nbytes / bw, tokens * 2.0 * hd * kvb / (SM_BW_SHARE * bw / sms))
+    t_mem += np.where(g["splits"] > 1.0, COMBINE_CYCLES / clock, 0.0)  # merging the splits
+    per = tokens * np.maximum(1.0, H / kvh) * (4.0 * hd / sm_mma + SOFTMAX_OPS / sm_fp32)
+    span = np.maximum(ctas * per / sms, per)
+    return {"ctas": ctas, "t_comp": span * 1e3, "t_mem": t_mem * 1e3,
+            "t_side": ctas / sms * CTA_CYCLES / clock * 1e3,
+            "busy": np.clip(ctas * per / (sms * span), 0.0, 1.0)}
+
+
+def attn_tiles(op: str, spec: dict, M, N, B, H, kv_heads) -> dict[str, np.ndarray]:
+    """Thread-block geometry of an attention kernel (see `attention`). Prefill: `ctas`,
+    `tile_m` x `tile_n`, `walk` (KV blocks all thread blocks walk), `longest` (those of
+    the last query tile) and `rows` (query rows per block); decode: `ctas`, `splits` (per
+    sequence and KV head) and `tokens` (KV tokens of the biggest block)."""
+    M, N, B, H, kvh = _f(M), _f(N), _f(B), _f(H), _f(kv_heads)
+    group = np.maximum(1.0, H / kvh)
+    if op == "attn_prefill":
+        pack = M * group <= ATTN_TILE_M  # GQA: the query heads of a KV head share a tile
+        rows = np.where(pack, M * group, M)
+        tm = np.where(rows <= ATTN_TILE_M_SMALL, ATTN_TILE_M_SMALL, ATTN_TILE_M)
+        tn = np.minimum(ATTN_TILE_N, tm)
+        tiles = np.ceil(rows / tm)
+        last = np.ceil((N + M) / tn)
+        units = B * np.where(pack, kvh, H)  # (sequence, head) columns of query tiles
+        # causal: tile i < tiles - 1 walks the prefix and (i + 1) * tm new tokens
+        walk = (tiles - 1.0) * (np.ceil(N / tn) + tm / tn * tiles / 2.0) + last
+        return {"ctas": units * tiles, "tile_m": tm, "tile_n": tn, "walk": units * walk,
+                "longest": last, "rows": rows / tiles}
+    if op == "attn_decode":
+        ctx = N + M
+        blocks = np.ceil(ctx / DECODE_BLOCK)
+        base = B * kvh
+        splits = np.where(base >= spec["Num_Sm"], 1.0, np.clip(
+            np.ceil(spec["Num_Sm"] / base), 1.0, np.minimum(blocks, MAX_SPLITS)))
+        return {"ctas": base * splits, "splits": splits,
+                "tokens": np.minimum(ctx, np.ceil(blocks / splits) * DECODE_BLOCK)}
+    raise ValueError(op)
 
 
 def _f(x) -> np.ndarray:
@@ -98,13 +196,13 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
         # causal: QK^T and PV over half the square, plus the whole cached prefix
         flops = 2.0 * B * H * hd * M * (M + 1.0 + 2.0 * N)
         nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
-        tiles = B * H * np.ceil(M / TILE)
+        tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]
         return flops, nbytes, tiles, peak, bw
     if op == "attn_decode":
         ctx = N + M
         flops = 4.0 * B * H * hd * ctx
         nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
-        tiles = B * kvh * np.maximum(1.0, np.ceil(ctx / 1024.0))  # split-KV blocks
+        tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]  # (sequence, KV head, split)
         return flops, nbytes, tiles, peak, bw
     if op == "allreduce":
         nbytes = N * 2.0
@@ -140,6 +238,13 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         t = t_comp + t_mem + FLOOR_MS[op]
         util = np.ones_like(t)
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
+    elif op in ("attn_prefill", "attn_decode"):
+        a = attention(op, spec, shape.get("kv_dtype", "bf16"),
+                      **{k: shape[k] for k in ("M", "N", "B", "H", "kv_heads", "head_dim")
+                         if k in shape})
+        t_comp, t_mem, util = a["t_comp"], a["t_mem"], np.clip(a["busy"], 1e-6, 1.0)
+        t = np.maximum(np.maximum(t_comp, t_mem), a["t_side"]) + floor_ms(op, spec)
+        ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     else:
         t_comp = flops / peak * 1e3 / util
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3

@@ -148,7 +148,7 @@ class EngineStep:
             raise InvalidInputError(
                 f"{cfg.name}: tensor parallelism {tp} neither divides nor is a multiple of its "
                 f"{cfg.kv_heads} KV heads")
-        gpus.require(spec, ["Dev_Mem", "Mem_Bw", "Num_Sm", "L2Cache", "TensorFLOPs"]
+        gpus.require(spec, ["Dev_Mem", "Mem_Bw", "Num_Sm", "L2Cache", "TensorFLOPs", "SingleFLOPs"]
                      + ([gpus.dtype_flops_key(dtype)] if dtype != "bf16" else [])
                      + (["Interconnect_Bw"] if tp > 1 else []), f"{dtype} step time at TP {tp}")
         if not 0 < mem_util <= 1:

@@ -1,0 +1,95 @@
+"""Inner leave-one-GPU-out over attention rows only: the fast loop that selects attention
+physics without looking at a held-out GPU.
+
+For each outer fold (one of aiconfigurator's four GPUs held out and NOT read), every one of
+the three training GPUs is left out in turn: the operator model is fitted on the other two
+and scored on it. Prints the inner MdAPE (%) per outer fold, op and inner GPU, and the
+median over the inner GPUs per fold and op: the number to select physics constants by.
+
+    .venv/bin/python benchmarks/attention_inner_logo.py [--db FILE] [--rows 3000]
+        [--trees 60] [--set NAME=VALUE ...]
+
+`--rows`: rows drawn per (GPU, op) (seeded); `--set` overrides a constant of
+`servecast.predictors.operator_latency.physics` for this run (e.g. `--set SOFTMAX_OPS=4`),
+so candidate values are compared by the same command. Without --db it ingests
+../shared/datasets/gpu/aiconfigurator into a temporary store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_latency_logo import open_store  # noqa: E402
+
+OPS = ["attn_prefill", "attn_decode"]
+
+
+def override(pairs: list[str]) -> dict[str, float]:
+    """Apply NAME=VALUE overrides to the physics module (exit 2 on an unknown name)."""
+    from servecast.predictors.operator_latency import physics
+
+    done = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not hasattr(physics, name) or not isinstance(getattr(physics, name), float):
+            sys.exit(f"--set {pair}: physics has no float constant {name!r}")
+        try:
+            done[name] = float(value)
+        except ValueError:
+            sys.exit(f"--set {pair}: {value!r} is not a number")
+        setattr(physics, name, done[name])
+    return done
+
+
+def inner_scores(frame: pl.DataFrame, trees: int) -> pl.DataFrame:
+    """(outer, inner, op, mdape) for every outer fold and inner GPU of `frame`."""
+    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
+
+    rows = []
+    devices = sorted(set(frame["device"].to_list()))
+    for outer in devices:
+        train = frame.filter(pl.col("device") != outer)
+        for inner in sorted(set(devices) - {outer}):
+            fit = train.filter(pl.col("device") != inner)
+            model = OperatorLatencyModel(view="relative", trees=trees).fit(fit)
+            for key, res in model.evaluate(train.filter(pl.col("device") == inner)).items():
+                rows.append({"outer": outer, "inner": inner, "op": key.split("/")[0],
+                             "mdape": res["model"]["mdape"]})
+    return pl.DataFrame(rows)
+
+
+def main() -> None:
+    from servecast.predictors.operator_latency.data import operator_frame
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db")
+    ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--trees", type=int, default=60)
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    args = ap.parse_args()
+    print("overrides:", override(args.set) or "none")
+    store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
+    frame = operator_frame(store).filter(pl.col("op").is_in(OPS))
+    frame = pl.concat([part.sample(min(args.rows, part.height), seed=0)
+                       for _k, part in frame.group_by(["device", "op"], maintain_order=True)])
+    t0 = time.time()
+    scores = inner_scores(frame, args.trees)
+    with pl.Config(tbl_rows=100, float_precision=1):
+        print(scores.pivot("inner", index=["op", "outer"], values="mdape").sort("op", "outer"))
+        fold = scores.group_by("op", "outer").agg(pl.col("mdape").median()).sort("op", "outer")
+        print(fold.pivot("outer", index="op", values="mdape"))
+    per_op = {op: float(np.mean(fold.filter(pl.col("op") == op)["mdape"].to_numpy())) for op in OPS}
+    print("mean over folds of the inner median MdAPE:",
+          " ".join(f"{op} {v:.2f}" for op, v in per_op.items()))
+    print(f"{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
