@@ -7,6 +7,7 @@ on the rest of them, score that one). Choose physics by the inner scores only: t
 see the held-out GPU. Use `benchmarks/operator_latency_logo.py` for the reported figures.
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
+        [--seed 1]
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def main() -> None:
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--trees", type=int, default=80)
+    ap.add_argument("--seed", type=int, default=1, help="subsample seed")
     args = ap.parse_args()
     store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
-    frame = subsample(operator_frame(store), args.rows)
+    frame = subsample(operator_frame(store), args.rows, args.seed)
     t0 = time.time()
     rows = []
     for (dtype,), part in frame.group_by("dtype", maintain_order=True):
