@@ -9,7 +9,8 @@ Ops and their shape arguments (arrays broadcast together):
 - `allreduce`: N elements of bf16 across tp GPUs (ring).
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
 `GEMM_TILES` output tiles, wave- and edge-padded, split-K for bf16 GEMMs with fewer tiles than
-SMs, and fp8's activation-quantization pass; 128-query tiles per head for prefill), a launch
+SMs, fp8's activation-quantization pass and its weights within `L2_WEIGHT_FRACTION` of the L2
+read at L2 bandwidth; 128-query tiles per head for prefill), a launch
 floor per op and the interconnect; the
 `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
 Nothing depends on a GPU's name.
