@@ -7,12 +7,13 @@ Ops and their shape arguments (arrays broadcast together):
   `kv_dtype` (bf16 | fp8).
 - `attn_decode`: B sequences with one new token over N + M cached tokens each.
 - `allreduce`: N elements of bf16 across tp GPUs (ring).
-Times in ms. `physics` adds tensor-core tile quantization over the SMs (128 x 128 output tiles
-for GEMMs, 64 x 128 for at most 64 tokens, split-K for bf16 GEMMs with fewer tiles than SMs),
-FlashAttention-style tiling for attention (`attention`: causal query tiles x KV blocks with
-the softmax at the FP32 non-tensor rate; split-KV decode), a launch floor per op and the
-interconnect; the `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as
-in `servecast.gpus`.
+Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
+`GEMM_TILES` output tiles, wave- and edge-padded, split-K for bf16 GEMMs with fewer tiles than
+SMs, fp8's activation-quantization pass and its weights within `L2_WEIGHT_FRACTION` of the L2
+read at L2 bandwidth), FlashAttention-style tiling for attention (`attention`: causal query
+tiles x KV blocks with the softmax at the FP32 non-tensor rate; split-KV decode), a launch
+floor per op and the interconnect; the `roofline` is max(FLOPs / peak, bytes / bandwidth)
+alone. Spec units as in `servecast.gpus`.
 Nothing depends on a GPU's name.
 """
 
@@ -29,12 +30,23 @@ PEAK_KEY = {"bf16": "TensorFLOPs", "bfloat16": "TensorFLOPs", "fp16": "TensorFLO
 TILE = 128.0
 #: K elements per split-K slice at least (GEMMs with fewer output tiles than SMs split K)
 SPLIT_K_MIN = 1024.0
-#: rows of the small GEMM tile used for skinny M (at most this many tokens)
-TILE_M_MIN = 64.0
-#: kernel launch + tail floor per op in SM clock cycles (one value for every GPU, read off
-#: the fastest kernels of each op in the aiconfigurator tables: docs/results.md, step-time
-#: section); divided by the GPU's boost clock
-FLOOR_CYCLES = {"gemm": 4000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
+#: (rows, columns) of the GEMM output tiles a library picks among (CUTLASS / cuBLAS
+#: heuristics); the physics takes the fastest after wave quantization and edge padding
+GEMM_TILES = ((64.0, 64.0), (64.0, 128.0), (128.0, 128.0), (128.0, 256.0))
+#: kernel launch + tail floor per op in SM clock cycles (one value for every GPU), divided
+#: by the GPU's boost clock; GEMMs per dtype (`gemm_floor_ms`). Chosen by leave-one-GPU-out
+#: inside the training GPUs (docs/results.md, step-time and GEMM sections)
+FLOOR_CYCLES = {"gemm": 10000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
+GEMM_FLOOR_CYCLES = {"fp8": 4000.0}
+#: elements per SM clock cycle of the per-tensor fp8 quantization of a GEMM's M x K
+#: activations (vLLM's dynamic scale: a max reduction and a cast before the fp8 GEMM)
+QUANT_ELEMS_PER_CYCLE = 4.0
+#: fp8 GEMMs read the weights that fit in this fraction of the L2 at the L2's bandwidth,
+#: `L2_BYTES_PER_SM_CYCLE` per SM cycle at the boost clock (aiconfigurator repeats each
+#: GEMM on the same weights); bf16 keeps bytes over DRAM bandwidth (inner leave-one-GPU-out
+#: chose this per dtype)
+L2_WEIGHT_FRACTION = {"fp8": 0.125}
+L2_BYTES_PER_SM_CYCLE = 64.0
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 5000.0
@@ -78,6 +90,57 @@ def floor_ms(op: str, spec: dict) -> float:
     if op in FLOOR_MS:
         return FLOOR_MS[op]
     return FLOOR_CYCLES[op] / (spec["Freq"] * 1e3)
+
+
+def gemm_floor_ms(spec: dict, dtype: str) -> float:
+    """Launch + tail floor of a GEMM of `dtype` (ms), as `floor_ms`."""
+    return GEMM_FLOOR_CYCLES.get(dtype, FLOOR_CYCLES["gemm"]) / (spec["Freq"] * 1e3)
+
+
+def gemm_tiling(spec: dict, dtype: str, M, N, K) -> tuple[np.ndarray, np.ndarray]:
+    """(thread blocks, edge padding) of the fastest `GEMM_TILES` tile for each GEMM: its
+    compute time is padded FLOPs / peak over the SMs' wave efficiency. Thread blocks = output
+    tiles x split-K slices (bf16 GEMMs with fewer tiles than SMs split K into slices of at
+    least `SPLIT_K_MIN`; vLLM's per-tensor fp8 GEMMs, CUTLASS scaled_mm, do not); padding =
+    padded over true output elements (>= 1)."""
+    sms = spec["Num_Sm"]
+    best = None
+    for tm, tn in GEMM_TILES:
+        rows, cols = np.ceil(M / tm), np.ceil(N / tn)
+        tiles = rows * cols
+        split = np.clip(np.floor(sms / tiles), 1.0, np.maximum(1.0, np.floor(K / SPLIT_K_MIN)))
+        if dtype == "fp8":
+            split = np.ones_like(split)
+        blocks = tiles * split
+        waves = np.maximum(1.0, np.ceil(blocks / sms))
+        pad = rows * tm * cols * tn / np.maximum(M * N, 1.0)
+        cost = pad * waves * sms / blocks  # compute time over the unquantized FLOP time
+        if best is None:
+            best = (cost, blocks, pad)
+        else:
+            win = cost < best[0]
+            best = tuple(np.where(win, a, b) for a, b in zip((cost, blocks, pad), best,
+                                                             strict=True))
+    return best[1], best[2]
+
+
+def gemm_mem_ms(spec: dict, dtype: str, M, N, K) -> np.ndarray:
+    """Memory time of a GEMM (ms): its bytes over the DRAM bandwidth, but for dtypes in
+    `L2_WEIGHT_FRACTION` the weights up to that fraction of the L2 come from the L2."""
+    M, N, K = _f(M), _f(N), _f(K)
+    nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
+    frac = L2_WEIGHT_FRACTION.get(dtype, 0.0)
+    hit = np.minimum(K * N * BYTES[dtype], frac * spec["L2Cache"] * 1e6)
+    l2_bw = L2_BYTES_PER_SM_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    return (hit / l2_bw + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
+
+
+def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
+    """Time of the fp8 activation-quantization pass (ms; zero for other dtypes):
+    M x K elements at `QUANT_ELEMS_PER_CYCLE` per SM cycle at the boost clock."""
+    if dtype != "fp8":
+        return np.zeros(np.broadcast(_f(M), _f(K)).shape)
+    return _f(M) * _f(K) / (QUANT_ELEMS_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e3)
 
 
 def secondary(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0,
@@ -182,14 +245,8 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
         peak = spec[PEAK_KEY[dtype]] * 1e9
         flops = 2.0 * M * N * K
         nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
-        # 64-row tiles for skinny M; split K while the output tiles leave SMs idle
-        tile_m = np.where(M <= TILE_M_MIN, TILE_M_MIN, TILE)
-        tiles = np.ceil(M / tile_m) * np.ceil(N / TILE)
-        split = np.clip(np.floor(spec["Num_Sm"] / tiles), 1.0,
-                        np.maximum(1.0, np.floor(K / SPLIT_K_MIN)))
-        if dtype == "fp8":  # vLLM's per-tensor fp8 GEMMs (CUTLASS scaled_mm) do not split K
-            split = np.ones_like(split)
-        return flops, nbytes, tiles * split, peak, bw
+        blocks, _pad = gemm_tiling(spec, dtype, M, N, K)
+        return flops, nbytes, blocks, peak, bw
     peak = spec["TensorFLOPs"] * 1e9
     kvb = BYTES[kv_dtype]
     if op == "attn_prefill":
@@ -238,18 +295,22 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         t = t_comp + t_mem + FLOOR_MS[op]
         util = np.ones_like(t)
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
+    elif op == "gemm":
+        dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
+        N = shape.get("N", 0)
+        t_comp = flops / peak * 1e3 / util * gemm_tiling(spec, dtype, M, N, K)[1]
+        t_mem = gemm_mem_ms(spec, dtype, M, N, K)
+        t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
+                                                                                   dtype)
     elif op in ("attn_prefill", "attn_decode"):
         a = attention(op, spec, shape.get("kv_dtype", "bf16"),
                       **{k: shape[k] for k in ("M", "N", "B", "H", "kv_heads", "head_dim")
                          if k in shape})
         t_comp, t_mem, util = a["t_comp"], a["t_mem"], np.clip(a["busy"], 1e-6, 1.0)
         t = np.maximum(np.maximum(t_comp, t_mem), a["t_side"]) + floor_ms(op, spec)
-        ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     else:
-        t_comp = flops / peak * 1e3 / util
-        t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3
-        t_side = secondary(op, spec, **shape) if op == "attn_decode" else 0.0
-        t = np.maximum(np.maximum(t_comp, t_mem), t_side) + floor_ms(op, spec)
+        raise ValueError(op)
+    if op != "allreduce":
         ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     tiny = 1e-9
     side = secondary(op, spec, **shape) * np.ones_like(t)
