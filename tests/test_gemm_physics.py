@@ -69,19 +69,3 @@ def test_the_quantization_pass_tracks_h100s_measured_fp8_gemms(tmp_path, data):
         return q75 - q25
 
     assert iqr(t) < 0.6 * iqr(without)
-
-
-def test_fp8_weights_within_the_l2_share_come_from_the_l2():
-    spec = gpus.catalog_spec("l40s")
-    share = physics.L2_WEIGHT_FRACTION["fp8"] * spec["L2Cache"] * 1e6
-    dram = spec["Mem_Bw"] * 1e9
-    M, N = np.array([1.0, 1.0]), np.array([4096.0, 65536.0])
-    K = np.array([share / 4096.0 / 2, 4 * share / 65536.0])  # half the share; 4x the share
-    fp8 = physics.gemm_mem_ms(spec, "fp8", M, N, K)
-    weights = K * N
-    assert fp8[0] < 0.5 * weights[0] / dram * 1e3  # L2 bandwidth is above the DRAM's
-    # beyond the share only the share is cheaper: three quarters still come from DRAM
-    assert fp8[1] > 0.75 * weights[1] / dram * 1e3
-    bf16 = physics.gemm_mem_ms(spec, "bf16", M, N, K)
-    nbytes = (M * K + K * N) * 2.0 + M * N * 2.0
-    assert bf16 == pytest.approx(nbytes / dram * 1e3)

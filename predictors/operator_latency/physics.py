@@ -9,11 +9,10 @@ Ops and their shape arguments (arrays broadcast together):
 - `allreduce`: N elements of bf16 across tp GPUs (ring).
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
 `GEMM_TILES` output tiles, wave- and edge-padded, split-K for bf16 GEMMs with fewer tiles than
-SMs, fp8's activation-quantization pass and its weights within `L2_WEIGHT_FRACTION` of the L2
-read at L2 bandwidth), FlashAttention-style tiling for attention (`attention`: causal query
-tiles x KV blocks with the softmax at the FP32 non-tensor rate; split-KV decode), a launch
-floor per op and the interconnect; the `roofline` is max(FLOPs / peak, bytes / bandwidth)
-alone. Spec units as in `servecast.gpus`.
+SMs, fp8's activation-quantization pass; weights stream from DRAM), FlashAttention-style
+tiling for attention (`attention`: causal query tiles x KV blocks with the softmax at the
+FP32 non-tensor rate; split-KV decode), a launch floor per op and the interconnect; the
+`roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
 Nothing depends on a GPU's name.
 """
 
@@ -41,12 +40,6 @@ GEMM_FLOOR_CYCLES = {"fp8": 4000.0}
 #: elements per SM clock cycle of the per-tensor fp8 quantization of a GEMM's M x K
 #: activations (vLLM's dynamic scale: a max reduction and a cast before the fp8 GEMM)
 QUANT_ELEMS_PER_CYCLE = 4.0
-#: fp8 GEMMs read the weights that fit in this fraction of the L2 at the L2's bandwidth,
-#: `L2_BYTES_PER_SM_CYCLE` per SM cycle at the boost clock (aiconfigurator repeats each
-#: GEMM on the same weights); bf16 keeps bytes over DRAM bandwidth (inner leave-one-GPU-out
-#: chose this per dtype)
-L2_WEIGHT_FRACTION = {"fp8": 0.125}
-L2_BYTES_PER_SM_CYCLE = 64.0
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 5000.0
@@ -122,17 +115,6 @@ def gemm_tiling(spec: dict, dtype: str, M, N, K) -> tuple[np.ndarray, np.ndarray
             best = tuple(np.where(win, a, b) for a, b in zip((cost, blocks, pad), best,
                                                              strict=True))
     return best[1], best[2]
-
-
-def gemm_mem_ms(spec: dict, dtype: str, M, N, K) -> np.ndarray:
-    """Memory time of a GEMM (ms): its bytes over the DRAM bandwidth, but for dtypes in
-    `L2_WEIGHT_FRACTION` the weights up to that fraction of the L2 come from the L2."""
-    M, N, K = _f(M), _f(N), _f(K)
-    nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
-    frac = L2_WEIGHT_FRACTION.get(dtype, 0.0)
-    hit = np.minimum(K * N * BYTES[dtype], frac * spec["L2Cache"] * 1e6)
-    l2_bw = L2_BYTES_PER_SM_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
-    return (hit / l2_bw + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
@@ -299,7 +281,7 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
         N = shape.get("N", 0)
         t_comp = flops / peak * 1e3 / util * gemm_tiling(spec, dtype, M, N, K)[1]
-        t_mem = gemm_mem_ms(spec, dtype, M, N, K)
+        t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
     elif op in ("attn_prefill", "attn_decode"):
