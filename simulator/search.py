@@ -60,15 +60,16 @@ def compile_replica(deployment: Deployment, runtime=None) -> Compiled:
 
 
 def run(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
-        output: np.ndarray, slo: SLO | None = None) -> dict[str, np.ndarray]:
+        output: np.ndarray, slo: SLO | None = None, beams: int = 1) -> dict[str, np.ndarray]:
     """Per-request `ttft_s`, `e2e_s` and `tpot_s` (NaN for one-token outputs) of these
-    requests on one replica, plus `makespan_s` and `stopped`.
+    requests on one replica, plus `makespan_s` and `stopped`. `beams`: sequences of a beam
+    search per request (`Request.beams`).
 
     With `slo`, the simulation stops as soon as its p99 TTFT or p99 TPOT is certain to
     break the limit (`Breaks`); then `stopped` is True and every time is a lower bound of
     the full run's (a request not yet routed counts 0, one not yet started its wait so far,
     one not finished its TPOT so far), so every percentile is too and `slo.met` fails."""
-    reqs = [Request(i, float(a), int(p), int(o))
+    reqs = [Request(i, float(a), int(p), int(o), beams=beams)
             for i, (a, p, o) in enumerate(zip(arrivals, prompt, output, strict=True))]
     sim = simulate_trace(reqs, compiled, stop=Breaks(slo, output) if slo else None)
     eng = sim.cluster.engines[0]
@@ -164,18 +165,20 @@ def probe_at(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
     return probe(compiled, arrivals, prompt[:n], output[:n], slo)
 
 
-def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray) -> float:
+def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
+                   beams: int = 1) -> float:
     """Requests/s one replica completes when every request is queued at t = 0 (MLPerf's
     Offline scenario: requests / time to the last completion, the drain included)."""
-    return len(prompt) / run(compiled, np.zeros(len(prompt)), prompt, output)["makespan_s"]
+    return len(prompt) / run(compiled, np.zeros(len(prompt)), prompt, output,
+                             beams=beams)["makespan_s"]
 
 
 #: completed shares between which `offline_rates` counts the steady completion rate
 STEADY = (0.2, 0.8)
 
 
-def offline_rates(compiled: Compiled, prompt: np.ndarray, output: np.ndarray
-                  ) -> tuple[float, float]:
+def offline_rates(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
+                  beams: int = 1) -> tuple[float, float]:
     """(Offline, steady) requests/s of one replica with every request queued at t = 0.
     Offline: requests / time to the last completion (`saturation_rps`). Steady: the
     completion rate between the STEADY shares of completions, i.e. without the first wave
@@ -183,7 +186,7 @@ def offline_rates(compiled: Compiled, prompt: np.ndarray, output: np.ndarray
     run in a small batch). The steady rate is the rate a saturated replica sustains; it is
     meaningful when the requests far outnumber what the KV cache holds at once (with a
     few hundred requests it overstates it: they all finish in the first wave)."""
-    e2e = np.sort(run(compiled, np.zeros(len(prompt)), prompt, output)["e2e_s"])
+    e2e = np.sort(run(compiled, np.zeros(len(prompt)), prompt, output, beams=beams)["e2e_s"])
     n = len(e2e)
     a, b = (min(int(f * n), n - 1) for f in STEADY)
     steady = (b - a) / (e2e[b] - e2e[a]) if e2e[b] > e2e[a] else n / e2e[-1]
