@@ -12,8 +12,9 @@ With `--beams N`, instead, the GPT-J Offline rows (one per GPU): MLPerf's GPT-J 
 beams per sample (`num_beams`); the simulated samples/s with one sequence per sample, with N
 sequences whose prompt is shared (beams 2..N as 1-token prompts: their KV and prefill are
 the first's, but their attention then reads too little context, so this bounds the
-throughput from above) and with N full copies (prompt computed and held N times: a bound
-from below), beside the measured.
+throughput from above), with N full copies (prompt computed and held N times: a bound
+from below) and as the engine runs beam search (`Request.beams`: the prompt's KV shared,
+N decode sequences each reading the whole context), beside the measured.
 
 With `--kernels`, instead, the step-time model's per-layer operator times (physics only, as
 the MLPerf protocol runs it) beside NVIDIA aiconfigurator's measured vLLM tables
@@ -100,8 +101,8 @@ def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
 def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
     """The `--beams` table (module doc): samples/s and error vs the measured."""
     print("| GPU | engine x replicas | measured samples/s | 1 sequence | "
-          f"{beams} beams, prompt shared | {beams} full copies |")
-    print("|---|---|---|---|---|---|")
+          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) |")
+    print("|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
         m = model_row(r)
@@ -117,6 +118,7 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
         shared = np.concatenate([prompt, np.ones((beams - 1) * n, np.int64)])
         got = [n / search.run(c, np.zeros(len(p)), p, np.tile(output, len(p) // n))[
             "makespan_s"] * m["replicas"] for p in (prompt, shared, np.tile(prompt, beams))]
+        got.append(search.saturation_rps(c, prompt, output, beams) * m["replicas"])
         meas = r["samples_per_s"]
         print(f"| {m['gpu']} | {m['engine']} x {m['replicas']} | {meas:.1f} | " + " | ".join(
             f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got) + " |", flush=True)

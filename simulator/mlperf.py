@@ -32,7 +32,9 @@ the steady state a submission is measured in (queue and batch near saturation gr
 minutes; a run of a few hundred requests ends before they do):
 - Offline (`offline_run`): a replica's share of at least `OFFLINE_MIN_QUERIES` samples,
   raised until the run lasts MIN_DURATION_S; the throughput is samples / the time to the
-  last completion (the drain included), as LoadGen reports it;
+  last completion (the drain included), as LoadGen reports it; a benchmark that decodes
+  with beam search (BEAMS) runs its beams as sequences sharing the prompt's KV
+  (`simulator.core`);
 - Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
   least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
   (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;
@@ -67,6 +69,8 @@ MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms 
 SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
 #: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
 OFFLINE_MIN_QUERIES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
+#: beam-search width per benchmark (language/gpt-j/backend.py: `num_beams` 4; others 1)
+BEAMS = {"gptj": 4}
 
 
 def benchmark_key(benchmark: str) -> str:
@@ -164,11 +168,11 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
     until the run lasts `min_duration_s`. {requests, duration_s, offline_rps (requests /
     time to the last completion), steady_rps (`search.offline_rates`),
     output_tokens_per_s}."""
-    n = max(math.ceil(OFFLINE_MIN_QUERIES[benchmark_key(benchmark)] / replicas),
-            SERVER_MIN_QUERIES)
+    key = benchmark_key(benchmark)
+    n = max(math.ceil(OFFLINE_MIN_QUERIES[key] / replicas), SERVER_MIN_QUERIES)
     while True:
         prompt, output = lengths(workload, n, seed=seed)
-        offline, steady = search.offline_rates(compiled, prompt, output)
+        offline, steady = search.offline_rates(compiled, prompt, output, BEAMS.get(key, 1))
         duration = n / offline
         if duration >= min_duration_s:
             return {"requests": n, "duration_s": duration, "offline_rps": offline,
