@@ -147,6 +147,7 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
             r |= {f"pred_{k}": at[k] for k in ("mean_ttft_ms", "p99_ttft_ms",
                                                "mean_tpot_ms", "p99_tpot_ms")}
             r["err_tpot"] = r["pred_mean_tpot_ms"] / r["mean_tpot_ms"] - 1
+            _progress(r, f"QPS {_pct(r['err_qps'])}, mean TPOT {_pct(r['err_tpot'])}")
         else:
             rps, tps = pred.offline(m, e)
             measured, r["unit"] = ((r["tokens_per_s"], "tokens/s") if r["tokens_per_s"]
@@ -154,6 +155,14 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
             r["pred_offline"] = tps if r["unit"] == "tokens/s" else rps
             r["measured_offline"] = measured
             r["err_offline"] = r["pred_offline"] / measured - 1
+            if not fit:
+                _progress(r, f"Offline {_pct(r['err_offline'])}")
+
+
+def _progress(r: dict, text: str) -> None:
+    """One row's errors on stderr as they come (a full run takes a while)."""
+    print(f"{r['split']} {r['benchmark']} {r['m']['gpu']} x {r['m']['accelerators']} "
+          f"{r['submitter']}: {text}", file=sys.stderr, flush=True)
 
 
 def fit_efficiency(rows: list[dict]) -> dict[str, float]:
