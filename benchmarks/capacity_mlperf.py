@@ -66,9 +66,9 @@ class Predictor:
     the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
-                 protocol: str = "mlperf"):
+                 protocol: str = "mlperf", beams: int | None = None):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
-        self.protocol = protocol
+        self.protocol, self.beams = protocol, beams
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
 
     def compiled(self, m: dict, eff: float):
@@ -111,7 +111,8 @@ class Predictor:
         key += (replicas,)
         if key not in self._sat:
             if self.protocol == "mlperf":
-                self._sat[key] = mlperf.offline_run(c, m["workload"], m["benchmark"], replicas)
+                self._sat[key] = mlperf.offline_run(c, m["workload"], m["benchmark"], replicas,
+                                                    beams=self.beams)
             else:
                 prompt, output = lengths(m["workload"], self.offline_n, seed=0)
                 rps = search.saturation_rps(c, prompt, output)
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--protocol", choices=("mlperf", "short"), default="mlperf",
                     help="run lengths: MLPerf's (600 s, min_query_count) or --requests / "
                     "--offline-requests (Predictor)")
+    ap.add_argument("--beams", type=int, default=None,
+                    help="sequences per sample in every benchmark (default: MLPerf's, "
+                    "GPT-J 4 beams; 1 = one sequence per sample)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -242,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     split(rows)
     for r in rows:
         r["m"] = model_row(r)
-    pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol)
+    pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
+                     args.beams)
     predict(rows, pred, {}, fit=True)
     eff = fit_efficiency(rows)
     predict(rows, pred, eff)

@@ -162,17 +162,19 @@ def model_row(row: dict) -> dict:
 
 
 def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int,
-                seed: int = 0, min_duration_s: float = MIN_DURATION_S) -> dict:
+                seed: int = 0, min_duration_s: float = MIN_DURATION_S,
+                beams: int | None = None) -> dict:
     """One replica's Offline run under MLPerf's run-length rules (module doc): its share
     (1 / `replicas`, random routing) of OFFLINE_MIN_QUERIES[benchmark] samples, raised
-    until the run lasts `min_duration_s`. {requests, duration_s, offline_rps (requests /
-    time to the last completion), steady_rps (`search.offline_rates`),
-    output_tokens_per_s}."""
+    until the run lasts `min_duration_s`, each sample a beam search of BEAMS[benchmark]
+    sequences (`beams` overrides it). {requests, duration_s, offline_rps (requests / time
+    to the last completion), steady_rps (`search.offline_rates`), output_tokens_per_s}."""
     key = benchmark_key(benchmark)
     n = max(math.ceil(OFFLINE_MIN_QUERIES[key] / replicas), SERVER_MIN_QUERIES)
+    beams = BEAMS.get(key, 1) if beams is None else beams
     while True:
         prompt, output = lengths(workload, n, seed=seed)
-        offline, steady = search.offline_rates(compiled, prompt, output, BEAMS.get(key, 1))
+        offline, steady = search.offline_rates(compiled, prompt, output, beams)
         duration = n / offline
         if duration >= min_duration_s:
             return {"requests": n, "duration_s": duration, "offline_rps": offline,
