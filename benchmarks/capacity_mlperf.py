@@ -14,8 +14,14 @@ their Server max QPS and Offline throughput; rows of a family with no developmen
 factor 1. Split by submitter: submitters sorted by name, even positions development, odd
 held out (whole submitters, so no system is on both sides).
 
-    .venv/bin/python benchmarks/capacity_mlperf.py [--requests 800] [--seeds 2]
-        [--offline-requests 2000] [--out results.json]
+Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
+rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
+runs of min_query_count raised to 600 s, GPT-J with its 4 beams unless `--beams` says
+otherwise); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
+run (the earlier protocol).
+
+    .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
+        [--requests 800] [--offline-requests 2000] [--beams B] [--out results.json]
 """
 
 from __future__ import annotations
