@@ -68,6 +68,7 @@ def test_kernels_table_prints_both_gpus_with_consistent_ratios(gap, capsys):
     assert lines[2].split("|")[-2].strip() == "-" and "/" in lines[0].split("|")[-2]
 
 
+@pytest.mark.slow  # ingests the v4.1 CSV and compiles seven deployments
 def test_kv_context_table_on_the_real_rows(gap, capsys):
     """Little's law on the real development Server rows: the KV tokens held against the
     capacity, and the largest prompt mean that fits, consistent with each other."""
