@@ -16,12 +16,12 @@ held out (whole submitters, so no system is on both sides).
 
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
 rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
-runs of min_query_count raised to 600 s, GPT-J with its 4 beams unless `--beams` says
-otherwise); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
+runs of min_query_count raised to 600 s; one sequence per sample, or with `--beams mlperf`
+GPT-J's 4 beams); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
 run (the earlier protocol).
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
-        [--requests 800] [--offline-requests 2000] [--beams B] [--out results.json]
+        [--requests 800] [--offline-requests 2000] [--beams one|mlperf] [--out FILE]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Predictor:
     the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
-                 protocol: str = "mlperf", beams: int | None = None):
+                 protocol: str = "mlperf", beams: int | None = 1):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.protocol, self.beams = protocol, beams
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
@@ -242,9 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--protocol", choices=("mlperf", "short"), default="mlperf",
                     help="run lengths: MLPerf's (600 s, min_query_count) or --requests / "
                     "--offline-requests (Predictor)")
-    ap.add_argument("--beams", type=int, default=None,
-                    help="sequences per sample in every benchmark (default: MLPerf's, "
-                    "GPT-J 4 beams; 1 = one sequence per sample)")
+    ap.add_argument("--beams", choices=("one", "mlperf"), default="one",
+                    help="sequences per sample: one, or MLPerf's beam widths (GPT-J 4)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         r["m"] = model_row(r)
     pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
-                     args.beams)
+                     1 if args.beams == "one" else None)
     predict(rows, pred, {}, fit=True)
     eff = fit_efficiency(rows)
     predict(rows, pred, eff)
