@@ -14,8 +14,14 @@ their Server max QPS and Offline throughput; rows of a family with no developmen
 factor 1. Split by submitter: submitters sorted by name, even positions development, odd
 held out (whole submitters, so no system is on both sides).
 
-    .venv/bin/python benchmarks/capacity_mlperf.py [--requests 800] [--seeds 2]
-        [--offline-requests 2000] [--out results.json]
+Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
+rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
+runs of min_query_count raised to 600 s; one sequence per sample, or with `--beams mlperf`
+GPT-J's 4 beams); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
+run (the earlier protocol).
+
+    .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
+        [--requests 800] [--offline-requests 2000] [--beams one|mlperf] [--out FILE]
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from servecast.datasets.catalog import shared_path
-from servecast.simulator import search
+from servecast.simulator import mlperf, search
 from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
 from servecast.simulator.workloads import lengths, poisson_arrivals
@@ -57,11 +63,19 @@ def split(rows: list[dict]) -> None:
 
 
 class Predictor:
-    """Predictions per (deployment, efficiency), computed once per replica setup."""
+    """Predictions per (deployment, efficiency), computed once per replica setup.
 
-    def __init__(self, requests: int, seeds: int, offline_requests: int):
+    `protocol` "mlperf": every run as long as MLPerf's rules make a submitted one
+    (`servecast.simulator.mlperf`: Offline runs of the benchmark's min_query_count raised to
+    600 s, Server probes of 600 s of arrivals, the search bounded by the Offline run's
+    steady rate). "short": `requests` per Server probe, `offline_requests` per Offline run,
+    the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
+
+    def __init__(self, requests: int, seeds: int, offline_requests: int,
+                 protocol: str = "mlperf", beams: int | None = 1):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
-        self._compiled, self._cap, self._sat = {}, {}, {}
+        self.protocol, self.beams = protocol, beams
+        self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
 
     def compiled(self, m: dict, eff: float):
         key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff)
@@ -77,32 +91,54 @@ class Predictor:
         key, c = self.compiled(m, eff)
         k = (key, slo)
         if k not in self._cap:
-            sample = search.poisson_sample(m["workload"], self.requests)
-            self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds).rate
+            if self.protocol == "mlperf":
+                upper = self._offline(m, eff, 1)["steady_rps"]  # per replica
+                sample, bound = mlperf.server_sample(m["workload"], upper), {"upper_rps": upper}
+            else:
+                sample, bound = search.poisson_sample(m["workload"], self.requests), {}
+            self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound).rate
         return self._cap[k] * m["replicas"]
 
     def at_qps(self, m: dict, qps: float, eff: float) -> dict:
-        _, c = self.compiled(m, eff)
+        key, c = self.compiled(m, eff)
+        if self.protocol == "mlperf":
+            k = (key, qps / m["replicas"])
+            if k not in self._at:
+                self._at[k] = mlperf.server_run(c, m["workload"], qps, m["replicas"])
+            return self._at[k]
         prompt, output = lengths(m["workload"], self.requests, seed=0)
         arrive = poisson_arrivals(self.requests, qps / m["replicas"], 0)
         return search.probe(c, arrive, prompt, output)
 
+    def _offline(self, m: dict, eff: float, replicas: int) -> dict:
+        """One of `replicas` replicas' Offline run (cached): offline_rps, steady_rps,
+        output_tokens_per_s."""
+        key, c = self.compiled(m, eff)
+        key += (replicas,)
+        if key not in self._sat:
+            if self.protocol == "mlperf":
+                self._sat[key] = mlperf.offline_run(c, m["workload"], m["benchmark"], replicas,
+                                                    beams=self.beams)
+            else:
+                prompt, output = lengths(m["workload"], self.offline_n, seed=0)
+                rps = search.saturation_rps(c, prompt, output)
+                self._sat[key] = {"offline_rps": rps, "steady_rps": rps,
+                                  "output_tokens_per_s": rps * float(output.mean())}
+        return self._sat[key]
+
     def offline(self, m: dict, eff: float) -> tuple[float, float]:
         """(samples/s, output tokens/s) of the whole system, all requests queued at once."""
-        key, c = self.compiled(m, eff)
-        if key not in self._sat:
-            prompt, output = lengths(m["workload"], self.offline_n, seed=0)
-            rps = search.saturation_rps(c, prompt, output)
-            self._sat[key] = (rps, rps * float(output.mean()))
-        rps, tps = self._sat[key]
-        return rps * m["replicas"], tps * m["replicas"]
+        got = self._offline(m, eff, m["replicas"])
+        return got["offline_rps"] * m["replicas"], got["output_tokens_per_s"] * m["replicas"]
 
 
-def predict(rows: list[dict], pred: Predictor, eff: dict[str, float]) -> None:
-    """Fill each modelled row's predictions at its family's efficiency."""
+def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
+            fit: bool = False) -> None:
+    """Fill each modelled row's predictions at its family's efficiency (`fit`: only what
+    the efficiency fit reads, the development rows' max QPS and Offline throughput)."""
     for r in rows:
         m = r["m"]
-        if m["reason"]:
+        if m["reason"] or (fit and r["split"] != "dev"):
             continue
         e = eff.get(m["engine"], 1.0)
         if r["scenario"] == "Server":
@@ -111,11 +147,14 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float]) -> None:
                 r["pred_qps"] = pred.max_qps(m, slo, e)
             except search.SLOUnreachableError:
                 r["pred_qps"] = 0.0
+            r["err_qps"] = r["pred_qps"] / r["target_qps"] - 1
+            if fit:
+                continue
             at = pred.at_qps(m, r["target_qps"], e)
             r |= {f"pred_{k}": at[k] for k in ("mean_ttft_ms", "p99_ttft_ms",
                                                "mean_tpot_ms", "p99_tpot_ms")}
-            r["err_qps"] = r["pred_qps"] / r["target_qps"] - 1
             r["err_tpot"] = r["pred_mean_tpot_ms"] / r["mean_tpot_ms"] - 1
+            _progress(r, f"QPS {_pct(r['err_qps'])}, mean TPOT {_pct(r['err_tpot'])}")
         else:
             rps, tps = pred.offline(m, e)
             measured, r["unit"] = ((r["tokens_per_s"], "tokens/s") if r["tokens_per_s"]
@@ -123,6 +162,14 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float]) -> None:
             r["pred_offline"] = tps if r["unit"] == "tokens/s" else rps
             r["measured_offline"] = measured
             r["err_offline"] = r["pred_offline"] / measured - 1
+            if not fit:
+                _progress(r, f"Offline {_pct(r['err_offline'])}")
+
+
+def _progress(r: dict, text: str) -> None:
+    """One row's errors on stderr as they come (a full run takes a while)."""
+    print(f"{r['split']} {r['benchmark']} {r['m']['gpu']} x {r['m']['accelerators']} "
+          f"{r['submitter']}: {text}", file=sys.stderr, flush=True)
 
 
 def fit_efficiency(rows: list[dict]) -> dict[str, float]:
@@ -192,6 +239,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--requests", type=int, default=800, help="requests per Server probe")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--offline-requests", type=int, default=2000)
+    ap.add_argument("--protocol", choices=("mlperf", "short"), default="mlperf",
+                    help="run lengths: MLPerf's (600 s, min_query_count) or --requests / "
+                    "--offline-requests (Predictor)")
+    ap.add_argument("--beams", choices=("one", "mlperf"), default="one",
+                    help="sequences per sample: one, or MLPerf's beam widths (GPT-J 4)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -199,8 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
     split(rows)
     for r in rows:
         r["m"] = model_row(r)
-    pred = Predictor(args.requests, args.seeds, args.offline_requests)
-    predict(rows, pred, {})
+    pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
+                     1 if args.beams == "one" else None)
+    predict(rows, pred, {}, fit=True)
     eff = fit_efficiency(rows)
     predict(rows, pred, eff)
     seconds = time.perf_counter() - t0

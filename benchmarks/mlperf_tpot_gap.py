@@ -12,8 +12,9 @@ With `--beams N`, instead, the GPT-J Offline rows (one per GPU): MLPerf's GPT-J 
 beams per sample (`num_beams`); the simulated samples/s with one sequence per sample, with N
 sequences whose prompt is shared (beams 2..N as 1-token prompts: their KV and prefill are
 the first's, but their attention then reads too little context, so this bounds the
-throughput from above) and with N full copies (prompt computed and held N times: a bound
-from below), beside the measured.
+throughput from above), with N full copies (prompt computed and held N times: a bound
+from below) and as the engine runs beam search (`Request.beams`: the prompt's KV shared,
+N decode sequences each reading the whole context), beside the measured.
 
 With `--kernels`, instead, the step-time model's per-layer operator times (physics only, as
 the MLPerf protocol runs it) beside NVIDIA aiconfigurator's measured vLLM tables
@@ -35,6 +36,16 @@ With `--offline-n N [N ...]`, instead, the simulated Offline requests/s per repl
 same rows computed on N requests each (the capacity search's upper bound, which it counts
 as failing, is this number at its probe size), beside the submitted QPS per replica.
 
+With `--kv-context`, instead, whether the measured operating point of the same rows fits
+the KV cache with the workload's lengths: by Little's law the KV tokens a replica holds for
+its decoding requests are QPS / replica x mean TPOT x E[output x prompt + output (output +
+1) / 2] (each request holds its prompt and the tokens generated so far for output x TPOT
+seconds; waiting and prefilling requests not counted, so it is a lower bound), beside the
+KV capacity of the deployment's replica (`servecast.simulator.mlperf` rules). A ratio
+above 1 means the submission could not have run at its measured TPOT with these lengths;
+"prompt mean at most" is the largest mean prompt (the workload's prompts scaled) for which
+it fits.
+
 With `--prompt-scale S [S ...]`, instead, the input-length sensitivity on the development
 Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the efficiency
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
@@ -42,7 +53,7 @@ and the mean TPOT at NEAR x the submitted QPS beside the measured.
 
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --steps | --offline-n N [N ...] | --prompt-scale S [S ...]]
+         --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...]]
 """
 
 from __future__ import annotations
@@ -90,8 +101,8 @@ def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
 def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
     """The `--beams` table (module doc): samples/s and error vs the measured."""
     print("| GPU | engine x replicas | measured samples/s | 1 sequence | "
-          f"{beams} beams, prompt shared | {beams} full copies |")
-    print("|---|---|---|---|---|---|")
+          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) |")
+    print("|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
         m = model_row(r)
@@ -107,6 +118,7 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
         shared = np.concatenate([prompt, np.ones((beams - 1) * n, np.int64)])
         got = [n / search.run(c, np.zeros(len(p)), p, np.tile(output, len(p) // n))[
             "makespan_s"] * m["replicas"] for p in (prompt, shared, np.tile(prompt, beams))]
+        got.append(search.saturation_rps(c, prompt, output, beams) * m["replicas"])
         meas = r["samples_per_s"]
         print(f"| {m['gpu']} | {m['engine']} x {m['replicas']} | {meas:.1f} | " + " | ".join(
             f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got) + " |", flush=True)
@@ -231,6 +243,25 @@ def offline_n_table(rows: list[dict], eff: dict, sizes: list[int]) -> None:
               + " | ".join(f"{g:.2f}" for g in got) + " |", flush=True)
 
 
+def kv_context_table(rows: list[dict], n: int) -> None:
+    """The `--kv-context` table (module doc)."""
+    print("| model | GPU | TP | QPS / replica | mean TPOT ms | KV tokens held (Little) | KV "
+          "capacity, tokens | held / capacity | workload prompt mean | prompt mean at most |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r, m in _dev_server_rows(rows):
+        c = search.compile_replica(Deployment(
+            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
+            max_num_seqs=MAX_SEQS, kv_cache_dtype=m["kv_cache_dtype"]))
+        prompt, output = (x.astype(float) for x in lengths(m["workload"], n, seed=0))
+        rate = r["target_qps"] / m["replicas"] * r["mean_tpot_ms"] / 1e3  # requests x s / s
+        own, gen = float((output * prompt).mean()), float((output * (output + 1) / 2).mean())
+        held, cap = rate * (own + gen), c.kv_blocks * c.deployment.block_size
+        most = max(cap / rate - gen, 0.0) / own * prompt.mean()
+        print(f"| {m['model']} | {m['gpu']} | {m['tp']} | {r['target_qps'] / m['replicas']:.2f} "
+              f"| {r['mean_tpot_ms']:.0f} | {held:,.0f} | {cap:,.0f} | {held / cap:.2f} | "
+              f"{prompt.mean():.0f} | {most:.0f} |", flush=True)
+
+
 def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
     """The `--prompt-scale` table (module doc)."""
     print("| model | GPU | prompt mean | Offline req/s per replica (factor 1) | efficiency "
@@ -265,6 +296,8 @@ def main() -> None:
     ap.add_argument("--steps", action="store_true", help="iterations at the submitted QPS")
     ap.add_argument("--offline-n", type=int, nargs="+", metavar="N",
                     help="Offline throughput vs the requests it is computed on")
+    ap.add_argument("--kv-context", action="store_true",
+                    help="does the measured operating point fit the KV cache?")
     ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
                     help="the input-length sensitivity table")
     args = ap.parse_args()
@@ -282,6 +315,9 @@ def main() -> None:
         return
     if args.offline_n:
         offline_n_table(rows, eff, args.offline_n)
+        return
+    if args.kv_context:
+        kv_context_table(rows, max(args.requests, 20000))
         return
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)

@@ -27,6 +27,12 @@ request's hashed blocks stay cached until evicted, least recently released first
 preempted request frees all its blocks and later prefills its prompt and the tokens it had
 generated again (recompute); the victim is the running request of the lowest priority
 (largest policy key), ties the most recently admitted.
+
+Beam search (`Request.beams` = B > 1, e.g. MLPerf's GPT-J with 4 beams): the prompt is
+prefilled once and its KV blocks are shared; every decode iteration then runs B sequences
+(B tokens of the budget, B decodes of the step time, each reading the prompt and its own
+tokens) and each beam holds its own generated tokens' KV. The request's tokens are
+counted once (`output_tokens` is the length of the returned beam).
 Times in seconds, lengths in tokens.
 """
 
@@ -56,6 +62,7 @@ class Request:
     prefix_hashes: tuple = ()
     p50: float = float("nan")
     p90: float = float("nan")
+    beams: int = 1
 
 
 @dataclass
@@ -77,7 +84,8 @@ class _Seq:
     """A request's state in the engine."""
 
     __slots__ = ("req", "key", "order", "admitted", "computed", "todo", "gen", "own", "shared",
-                 "first_s", "last_s", "finish_s", "preemptions", "cached", "reserve", "held")
+                 "first_s", "last_s", "finish_s", "preemptions", "cached", "reserve", "held",
+                 "beams")
 
     def __init__(self, req: Request, key: float, order: int, reserve: int):
         self.req, self.key, self.order, self.reserve = req, key, order, reserve
@@ -90,6 +98,7 @@ class _Seq:
         self.first_s = self.last_s = self.finish_s = None
         self.preemptions = self.cached = 0
         self.held = False                # counted in the engine's KV reservation
+        self.beams = req.beams           # sequences decoded per iteration
 
 
 class Engine:
@@ -121,6 +130,7 @@ class Engine:
         self.steps = self.preemptions = self.prefilled = self.admissions = 0
         self.busy_s = 0.0
         self.itl: list = []               # (gaps, weight) of every inter-token gap
+        self.beams = False                # a request with beams > 1 was added
 
     # -- public ------------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -128,19 +138,23 @@ class Engine:
         an idle engine starts its next step at the arrival)."""
         if req.request_id in self.seqs:
             raise InvalidInputError(f"request {req.request_id!r} was already added")
-        p, o = int(req.prompt_tokens), int(req.output_tokens)
+        p, o, b = int(req.prompt_tokens), int(req.output_tokens), req.beams
         if p < 1 or o < 1:
             raise InvalidInputError(f"request {req.request_id!r}: prompt_tokens={p} and "
                                     f"output_tokens={o} must both be >= 1")
-        if -(-(p + o) // self.bs) > self.total - self.keep:
+        if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
+            raise InvalidInputError(f"request {req.request_id!r}: beams={b!r} must be a "
+                                    "positive integer")
+        if -(-(p + b * o) // self.bs) > self.total - self.keep:
             raise InvalidInputError(
-                f"request {req.request_id!r} needs {p + o:,} KV tokens, more than the "
+                f"request {req.request_id!r} needs {p + b * o:,} KV tokens, more than the "
                 f"{(self.total - self.keep) * self.bs:,} one replica holds; raise --tp or use "
                 "a GPU with more memory")
         seq = _Seq(req, priority_key(self.policy, req, self.aging), len(self.seqs),
                    -(-reservation(self.policy, req) // self.bs))
         if self.idle:
             self.now = max(self.now, req.arrival_s)
+        self.beams = self.beams or b > 1
         self.seqs[req.request_id] = seq
         self.outstanding += p + o
         heapq.heappush(self.waiting, (seq.key, seq.order, seq))
@@ -169,12 +183,17 @@ class Engine:
                 return chunks, [], []
         budget, chunks, decodes, preempted = self.max_tokens, [], [], []
         run, i = self.running, 0
-        bs = self.bs
+        bs, beams = self.bs, self.beams
         while i < len(run) and budget > 0:
             s = run[i]
             n = min(s.todo, budget) if s.todo else 1
+            if beams and s.beams > 1 and not s.todo:  # the other beams' tokens (module doc)
+                n = s.beams
+                if not self._alloc(s, s.computed + 1 + (n - 1) * (s.gen + 1)):
+                    preempted.append(self._preempt(i))
+                    continue
             # a decode token needs a new block only when the last one is full
-            if (s.todo or not s.computed % bs) and not self._alloc(s, s.computed + n):
+            elif (s.todo or not s.computed % bs) and not self._alloc(s, s.computed + n):
                 preempted.append(self._preempt(i))
                 continue
             (chunks.append((s, n)) if s.todo else decodes.append(s))
@@ -223,8 +242,12 @@ class Engine:
     # -- step 2: time ------------------------------------------------------------------------
     def _time(self, chunks: list, decodes: list) -> float:
         """Seconds of the iteration: the step-time runtime on the batch."""
+        if self.beams:  # each beam a decode sequence (module doc)
+            nd, ctx = sum(s.beams for s in decodes), sum(s.computed * s.beams for s in decodes)
+        else:
+            nd, ctx = len(decodes), sum(s.computed for s in decodes)
         return self.compiled.batch_ms([n for _, n in chunks], [s.computed for s, _ in chunks],
-                                      len(decodes), sum(s.computed for s in decodes)) / 1000.0
+                                      nd, ctx) / 1000.0
 
     # -- step 3: advance ---------------------------------------------------------------------
     def _advance(self, chunks: list, decodes: list, preempted: list, duration: float) -> Step:
@@ -286,7 +309,7 @@ class Engine:
         in one go, stopping at the first finish; exactly what as many `step()` calls would
         do. Returns the iterations run (0: not applicable, call `step()`)."""
         run = self.running
-        if self.waiting or not run or any(s.todo for s in run):
+        if self.waiting or not run or self.beams or any(s.todo for s in run):
             return 0
         k = min(s.req.output_tokens - s.gen for s in run)
         if k < 2:

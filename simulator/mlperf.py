@@ -23,15 +23,39 @@ Little's law, exceeds what a 2-byte KV cache holds; docs/results.md); TP the sma
 the weights fit and the KV cache holds ROOM_REQUESTS requests of the workload's longest
 length; replicas = accelerators / TP (random routing). max_num_seqs = MAX_SEQS: submitters
 raise the batch until the latency limits bind, so KV memory and the token budget bound it.
+
+The run length (MLPerf's LoadGen rules, mlcommons/inference `loadgen/mlperf.conf`:
+`*.Server.min_duration = 600000`, `*.Offline.min_duration = 600000` ms,
+`<benchmark>.Offline.min_query_count`; `loadgen/test_settings.h`: `min_query_count = 100`
+by default). Every simulated run lasts what a submitted one must, so the replica reaches
+the steady state a submission is measured in (queue and batch near saturation grow over
+minutes; a run of a few hundred requests ends before they do):
+- Offline (`offline_run`): a replica's share of at least `OFFLINE_MIN_QUERIES` samples,
+  raised until the run lasts MIN_DURATION_S; the throughput is samples / the time to the
+  last completion (the drain included), as LoadGen reports it; one sequence per sample:
+  BEAMS says which benchmarks decode with beam search (GPT-J), and `offline_run(beams=)`
+  runs them so (`simulator.core`: the prompt's KV shared, each beam reading it), but with
+  that beam model and one efficiency factor per family the development rows fit worse
+  (docs/results.md, "MLPerf run lengths"), so the protocol leaves it off;
+- Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
+  least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
+  (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;
+- the capacity search's upper bound is the steady completion rate of the Offline run
+  (`search.offline_rates`: without its first wave and its drain), not the Offline
+  throughput of the probe's own requests.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from servecast import gpus
 from servecast.errors import InvalidInputError
+from servecast.simulator import search
 from servecast.simulator.benchmark_workloads import longest
+from servecast.simulator.deployment import Compiled
+from servecast.simulator.workloads import lengths
 
 #: benchmark (accuracy suffix removed) -> (model config, named workload)
 BENCHMARKS = {"gptj": ("gpt-j-6b", "mlperf-gptj"),
@@ -43,6 +67,13 @@ MEMORY_TOLERANCE = 0.05
 ROOM_REQUESTS = 64
 MAX_SEQS = 2048
 TPS = (1, 2, 4, 8)
+MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms / 1000)
+SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
+#: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
+OFFLINE_MIN_QUERIES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
+#: beam-search width per benchmark (language/gpt-j/backend.py: `num_beams` 4; others 1);
+#: `offline_run` uses it only when asked (module doc)
+BEAMS = {"gptj": 4}
 
 
 def benchmark_key(benchmark: str) -> str:
@@ -129,5 +160,47 @@ def model_row(row: dict) -> dict:
         return {"reason": f"{model} fits no TP <= {per_node} of {accelerators} x {gpu}"}
     return {"model": model, "workload": workload, "gpu": gpu, "engine": engine,
             "dtype": dtype, "kv_cache_dtype": "fp8" if dtype == "fp8" else "auto", "tp": tp,
-            "replicas": accelerators // tp,
+            "replicas": accelerators // tp, "benchmark": key,
             "accelerators": accelerators, "reason": ""}
+
+
+def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int,
+                seed: int = 0, min_duration_s: float = MIN_DURATION_S,
+                beams: int | None = 1) -> dict:
+    """One replica's Offline run under MLPerf's run-length rules (module doc): its share
+    (1 / `replicas`, random routing) of OFFLINE_MIN_QUERIES[benchmark] samples, raised
+    until the run lasts `min_duration_s`, each sample `beams` sequences of a beam search
+    (1 by default; None: BEAMS[benchmark], MLPerf's width). {requests, duration_s,
+    offline_rps (requests / time to the last completion), steady_rps
+    (`search.offline_rates`), output_tokens_per_s}."""
+    key = benchmark_key(benchmark)
+    n = max(math.ceil(OFFLINE_MIN_QUERIES[key] / replicas), SERVER_MIN_QUERIES)
+    beams = BEAMS.get(key, 1) if beams is None else beams
+    while True:
+        prompt, output = lengths(workload, n, seed=seed)
+        offline, steady = search.offline_rates(compiled, prompt, output, beams)
+        duration = n / offline
+        if duration >= min_duration_s:
+            return {"requests": n, "duration_s": duration, "offline_rps": offline,
+                    "steady_rps": steady,
+                    "output_tokens_per_s": float(output.sum()) / duration}
+        n = math.ceil(n * min_duration_s / duration * 1.02)
+
+
+def server_sample(workload: str, max_rps: float, replicas: int = 1,
+                  duration_s: float = MIN_DURATION_S):
+    """`search.capacity`'s sample of a Server run under MLPerf's run-length rules (module
+    doc): Poisson arrivals over `duration_s`, at least SERVER_MIN_QUERIES; the pool covers
+    any rate up to `max_rps` (req/s over `replicas` replicas)."""
+    pool = math.ceil(max_rps / replicas * duration_s * 1.1) + SERVER_MIN_QUERIES
+    return search.poisson_sample(workload, pool, replicas, duration_s=duration_s,
+                                 min_requests=SERVER_MIN_QUERIES)
+
+
+def server_run(compiled: Compiled, workload: str, rps: float, replicas: int = 1,
+               seed: int = 0, duration_s: float = MIN_DURATION_S) -> dict:
+    """The latency summary (`search.probe`) of one replica of a Server run at `rps` (req/s
+    over `replicas` replicas) under MLPerf's run-length rules."""
+    prompt, output, arrive = server_sample(workload, rps, replicas, duration_s)(seed)
+    return search.probe_at(compiled, prompt, output, arrive(rps))
+

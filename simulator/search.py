@@ -60,15 +60,16 @@ def compile_replica(deployment: Deployment, runtime=None) -> Compiled:
 
 
 def run(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
-        output: np.ndarray, slo: SLO | None = None) -> dict[str, np.ndarray]:
+        output: np.ndarray, slo: SLO | None = None, beams: int = 1) -> dict[str, np.ndarray]:
     """Per-request `ttft_s`, `e2e_s` and `tpot_s` (NaN for one-token outputs) of these
-    requests on one replica, plus `makespan_s` and `stopped`.
+    requests on one replica, plus `makespan_s` and `stopped`. `beams`: sequences of a beam
+    search per request (`Request.beams`).
 
     With `slo`, the simulation stops as soon as its p99 TTFT or p99 TPOT is certain to
     break the limit (`Breaks`); then `stopped` is True and every time is a lower bound of
     the full run's (a request not yet routed counts 0, one not yet started its wait so far,
     one not finished its TPOT so far), so every percentile is too and `slo.met` fails."""
-    reqs = [Request(i, float(a), int(p), int(o))
+    reqs = [Request(i, float(a), int(p), int(o), beams=beams)
             for i, (a, p, o) in enumerate(zip(arrivals, prompt, output, strict=True))]
     sim = simulate_trace(reqs, compiled, stop=Breaks(slo, output) if slo else None)
     eng = sim.cluster.engines[0]
@@ -156,10 +157,40 @@ def probe(compiled: Compiled, arrivals: np.ndarray, prompt: np.ndarray,
     return {**metrics(result, output), "stopped": result["stopped"]}
 
 
-def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray) -> float:
+def probe_at(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
+             arrivals: np.ndarray, slo: SLO | None = None) -> dict[str, float]:
+    """`probe` of the first len(`arrivals`) requests (a sample's `arrive(rate)` may keep
+    only a window of them: `poisson_sample`'s `duration_s`)."""
+    n = len(arrivals)
+    return probe(compiled, arrivals, prompt[:n], output[:n], slo)
+
+
+def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
+                   beams: int = 1) -> float:
     """Requests/s one replica completes when every request is queued at t = 0 (MLPerf's
-    Offline scenario)."""
-    return len(prompt) / run(compiled, np.zeros(len(prompt)), prompt, output)["makespan_s"]
+    Offline scenario: requests / time to the last completion, the drain included)."""
+    return len(prompt) / run(compiled, np.zeros(len(prompt)), prompt, output,
+                             beams=beams)["makespan_s"]
+
+
+#: completed shares between which `offline_rates` counts the steady completion rate
+STEADY = (0.2, 0.8)
+
+
+def offline_rates(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
+                  beams: int = 1) -> tuple[float, float]:
+    """(Offline, steady) requests/s of one replica with every request queued at t = 0.
+    Offline: requests / time to the last completion (`saturation_rps`). Steady: the
+    completion rate between the STEADY shares of completions, i.e. without the first wave
+    (the requests admitted at t = 0 finish together) and the drain (the last long outputs
+    run in a small batch). The steady rate is the rate a saturated replica sustains; it is
+    meaningful when the requests far outnumber what the KV cache holds at once (with a
+    few hundred requests it overstates it: they all finish in the first wave)."""
+    e2e = np.sort(run(compiled, np.zeros(len(prompt)), prompt, output, beams=beams)["e2e_s"])
+    n = len(e2e)
+    a, b = (min(int(f * n), n - 1) for f in STEADY)
+    steady = (b - a) / (e2e[b] - e2e[a]) if e2e[b] > e2e[a] else n / e2e[-1]
+    return float(n / e2e[-1]), float(steady)
 
 
 @dataclass
@@ -177,14 +208,30 @@ class Capacity:
     saturation_per_seed: list[float] = field(default_factory=list)
 
 
-def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: int = 1):
+def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: int = 1,
+                   duration_s: float | None = None, min_requests: int = 100):
     """`sample(seed) -> (prompt, output, arrive)` of `capacity`: `requests` lengths of
     `workload` for the one replica simulated; `arrive(rate)` its Poisson arrivals when the
-    whole deployment gets `rate` req/s (random routing: rate / replicas each)."""
+    whole deployment gets `rate` req/s (random routing: rate / replicas each).
+
+    With `duration_s` (MLPerf's Server rule: a run lasts at least `min_duration` and
+    `min_query_count` queries), `arrive(rate)` keeps only the arrivals of the first
+    `duration_s` seconds, at least `min_requests` of them: a probe at a higher rate runs
+    more requests, each probe the same length of time. The `requests` drawn are the pool;
+    a rate whose `duration_s` needs more gets the whole pool (size it for the highest rate
+    probed: the upper end of `capacity`'s bracket x `duration_s`)."""
+    if duration_s is not None and not duration_s > 0:
+        raise InvalidInputError(f"duration_s={duration_s!r} must be > 0 s")
+
     def sample(seed: int):
         prompt, output = lengths(workload, requests, seed=seed)
-        return prompt, output, lambda rate: poisson_arrivals(
-            requests, rate / replicas, seed)
+
+        def arrive(rate: float) -> np.ndarray:
+            arr = poisson_arrivals(requests, rate / replicas, seed)
+            if duration_s is None:
+                return arr
+            return arr[:max(int(np.searchsorted(arr, duration_s)), min_requests)]
+        return prompt, output, arrive
     return sample
 
 
@@ -211,14 +258,17 @@ def trace_sample(arrival_s, prompt, output, replicas: int = 1):
 
 
 def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas: int = 1,
-             rel_tol: float = 0.02, lowest: float = 0.02) -> Capacity:
+             rel_tol: float = 0.02, lowest: float = 0.02,
+             upper_rps: float | None = None) -> Capacity:
     """The highest rate (req/s over `replicas` replicas) meeting `slo`, per seed.
 
     `sample(seed) -> (prompt, output, arrive)`: the simulated replica's requests and
     `arrive(rate)` their arrival times (`poisson_sample`, default the ShareGPT workload;
-    `trace_sample`; one seed when the sample does not depend on it). The bracket is
-    [lowest x S, S], S the deployment's Offline throughput (all requests queued at once):
-    at S or above the queue grows without bound, so S counts as failing. It is bisected
+    `trace_sample`; one seed when the sample does not depend on it; a probe simulates the
+    first len(arrive(rate)) requests). The bracket is [lowest x S, S], S the deployment's
+    Offline throughput (`upper_rps` per replica when given, e.g. `offline_rates`' steady
+    rate of a long run; else that of each seed's requests all queued at once): at S or
+    above the queue grows without bound, so S counts as failing. It is bisected
     until its width is under `rel_tol` x its upper end; the lowest rate is probed only
     when a probe fails before any has held. A probe that certainly breaks the SLO stops
     its simulation there (`run` with `slo`; `stopped` in its record).
@@ -242,11 +292,11 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     sats: list[float] = []
     for seed in range(seeds):
         prompt, output, arrive = sample(seed)
-        sat = saturation_rps(compiled, prompt, output) * replicas
+        sat = (upper_rps or saturation_rps(compiled, prompt, output)) * replicas
         sats.append(sat)
 
         def test(rate: float, seed=seed, prompt=prompt, output=output, arrive=arrive) -> bool:
-            m = probe(compiled, arrive(rate), prompt, output, slo)
+            m = probe_at(compiled, prompt, output, arrive(rate), slo)
             ok = slo.met(m)
             probes.append({"rate": rate, "seed": seed, "met": ok, **m})
             return ok
@@ -297,7 +347,7 @@ def load_curve(compiled: Compiled, sample=None, rates: list[float] | None = None
         if not r > 0:
             raise InvalidInputError(f"rate {r!r} must be > 0")
         out.append({"rate": float(r), "load": r / sat,
-                    **probe(compiled, arrive(r), prompt, output)})
+                    **probe_at(compiled, prompt, output, arrive(r))})
     return out
 
 

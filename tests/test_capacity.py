@@ -112,6 +112,38 @@ def test_a_probe_stops_once_its_p99_certainly_breaks(small):
         assert any(cut[k] > v for k, v in limit.items())
 
 
+def test_a_duration_probe_runs_what_arrives_in_its_window():
+    sample = search.poisson_sample("sharegpt", 3000, replicas=2, duration_s=60.0,
+                                   min_requests=50)
+    prompt, output, arrive = sample(0)
+    assert len(prompt) == len(output) == 3000  # the pool
+    for rate in (4.0, 20.0):  # req/s over 2 replicas: rate / 2 each
+        a, every = arrive(rate), poisson_arrivals(3000, rate / 2, 0)
+        assert (a == every[:len(a)]).all() and a[-1] <= 60.0 < every[len(a)]
+        assert len(a) == pytest.approx(rate / 2 * 60, rel=0.2)
+    assert len(arrive(0.1)) == 50  # ~3 arrive in 60 s: at least min_requests
+    assert len(arrive(1000.0)) == 3000  # the pool runs out first: all of it
+    with pytest.raises(InvalidInputError, match="duration_s=0 must be > 0 s"):
+        search.poisson_sample("sharegpt", 10, duration_s=0)
+
+
+def test_capacity_bounded_by_the_steady_rate_with_duration_probes(small):
+    prompt, output = workloads.lengths("sharegpt", 1500, seed=0)
+    offline, steady = search.offline_rates(small, prompt, output)
+    assert offline == pytest.approx(search.saturation_rps(small, prompt, output))
+    # 1500 requests, batches of 256: the first wave and the drain weigh little
+    assert steady == pytest.approx(offline, rel=0.1)
+    sample = search.poisson_sample("sharegpt", int(steady * 20 * 1.1) + 100, duration_s=20.0)
+    cap = search.capacity(small, SLO, sample, seeds=1, upper_rps=steady)
+    assert cap.saturation_rps == steady and cap.rate < steady
+    arrive = sample(0)[2]
+    for p in cap.probes:  # each probe simulated what arrives within 20 s at its rate
+        assert p["requests"] == len(arrive(p["rate"]))
+    assert len({p["requests"] for p in cap.probes}) == len(cap.probes)  # more at higher rates
+    held = [p for p in cap.probes if p["rate"] == cap.rate][0]
+    assert held["met"] and held["p99_tpot_ms"] <= SLO.tpot_ms
+
+
 def test_an_fp8_kv_cache_holds_twice_the_tokens():
     from servecast.simulator.deployment import Compiled
 

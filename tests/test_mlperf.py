@@ -133,3 +133,28 @@ def test_which_rows_can_be_modelled(store):
     # GPT-J's Server rows carry no TTFT / TPOT limits: none is modelled
     assert not [r for r, m in got if r["benchmark"].startswith("gptj")
                 and r["scenario"] == "Server" and not m["reason"]]
+
+
+def test_runs_last_what_mlperf_requires():
+    """Offline: the replica's share of min_query_count, raised until the run lasts the
+    minimum duration; Server: the arrivals of the duration at the rate."""
+    import math
+
+    from servecast.simulator import search
+    from servecast.simulator.deployment import Deployment
+    from servecast.simulator.mlperf import OFFLINE_MIN_QUERIES, offline_run, server_run
+
+    c = search.compile_replica(Deployment(model="gpt-j-6b", gpu="h100-sxm", dtype="fp8",
+                                          max_num_seqs=512))
+    share = math.ceil(OFFLINE_MIN_QUERIES["gptj"] / 64)
+    short = offline_run(c, "mlperf-gptj", "gptj-99", replicas=64, min_duration_s=1.0)
+    assert short["requests"] == share and short["duration_s"] >= 1.0  # the count binds
+    long = offline_run(c, "mlperf-gptj", "gptj-99.9", replicas=64,
+                       min_duration_s=2 * short["duration_s"])
+    assert long["requests"] > share and long["duration_s"] >= 2 * short["duration_s"]
+    assert long["offline_rps"] == pytest.approx(long["requests"] / long["duration_s"])
+    assert long["output_tokens_per_s"] > 30 * long["offline_rps"]  # >= 30 tokens each
+    rate = 0.5 * long["offline_rps"]
+    got = server_run(c, "mlperf-gptj", 2 * rate, replicas=2, duration_s=40.0)
+    assert got["requests"] == pytest.approx(40.0 * rate, rel=0.25)
+    assert 0 < got["mean_tpot_ms"] <= got["p99_tpot_ms"]

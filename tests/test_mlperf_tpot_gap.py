@@ -66,3 +66,25 @@ def test_kernels_table_prints_both_gpus_with_consistent_ratios(gap, capsys):
             # the ms are printed to 3 decimals, the ratio from the unrounded ms
             assert float(ratio.rstrip(")")) == pytest.approx(measured / model, rel=0.06)
     assert lines[2].split("|")[-2].strip() == "-" and "/" in lines[0].split("|")[-2]
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and compiles seven deployments
+def test_kv_context_table_on_the_real_rows(gap, capsys):
+    """Little's law on the real development Server rows: the KV tokens held against the
+    capacity, and the largest prompt mean that fits, consistent with each other."""
+    from capacity_mlperf import load_rows, split
+
+    rows = load_rows()
+    split(rows)
+    gap.kv_context_table(rows, 5000)
+    lines = [x for x in capsys.readouterr().out.splitlines()
+             if x.startswith("| llama") or x.startswith("| mixtral")]
+    assert len(lines) >= 5
+    for line in lines:
+        c = [x.strip() for x in line.strip("|").split("|")]
+        held, cap, ratio = float(c[5].replace(",", "")), float(c[6].replace(",", "")), \
+            float(c[7])
+        mean, most = float(c[8]), float(c[9])
+        assert ratio == pytest.approx(held / cap, abs=0.006)
+        # over capacity exactly when the workload's prompts are longer than what fits
+        assert (ratio > 1) == (most < mean)

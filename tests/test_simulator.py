@@ -56,6 +56,43 @@ def test_one_request_ttft_and_tpot_by_hand(l40s):
     assert row["e2el_ms"] == pytest.approx((prefill + sum(decodes)) * 1000, rel=1e-9)
 
 
+def test_beam_search_by_hand(l40s):
+    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration at the
+    growing context; KV holds the prompt once and each beam's own tokens."""
+    eng = Engine(l40s)
+    eng.add(Request(3, 0.0, prompt_tokens=1000, output_tokens=4, beams=4))
+    steps = []
+    while (s := eng.step()) is not None:
+        steps.append(s)
+    prefill = l40s.step_ms([1000], [0], []) / 1000
+    decodes = [l40s.step_ms([], [], [c] * 4) / 1000 for c in (1000, 1001, 1002)]
+    assert [s.duration_s for s in steps] == pytest.approx([prefill, *decodes], rel=1e-12)
+    assert [s.token_ids for s in steps] == [[3]] * 4  # one returned sequence: 4 tokens
+    assert eng.free == eng.total  # every block back, the beams' too
+    # the KV a beam request needs: its prompt once, not 4 times
+    small = Compiled(Deployment(gpu="l4", gpu_memory_utilization=0.72))
+    room = small.kv_blocks * 16
+    p = room // 2
+    fits = Engine(small)
+    fits.add(Request(0, 0.0, p, 100, beams=4))  # p + 400 tokens < room < 4 (p + 100)
+    while fits.step() is not None:
+        pass
+    assert fits.seqs[0].finish_s is not None and fits.preemptions == 0
+    with pytest.raises(InvalidInputError, match="needs .* KV tokens"):
+        Engine(small).add(Request(1, 0.0, p, room // 4, beams=4))
+    with pytest.raises(InvalidInputError, match="beams=0 must be a positive integer"):
+        Engine(small).add(Request(1, 0.0, 10, 10, beams=0))
+    # a batch of beam requests completes fewer per second than single sequences, more than
+    # 4 full copies of each
+    reqs = [Request(i, 0.0, 800, 60) for i in range(64)]
+    one, four = (simulate_trace([Request(r.request_id, 0.0, 800, 60, beams=b) for r in reqs],
+                                l40s) for b in (1, 4))
+    copies = simulate_trace([Request(i, 0.0, 800, 60) for i in range(4 * 64)], l40s)
+    t = [max(s.finish_s for s in r.cluster.engines[0].seqs.values())
+         for r in (one, four, copies)]
+    assert t[0] < t[1] < t[2]
+
+
 def test_chunked_prefill_splits_a_long_prompt_at_its_offsets():
     dep = Compiled(Deployment(max_num_batched_tokens=512))
     run = simulate_trace([Request(0, 0.0, 1200, 2)], dep)
