@@ -20,6 +20,7 @@ runs and predicts the outer test runs. Nothing of the outer test split is seen i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import SavedModel
 from servecast.predictors.interference.colocation_runtime import (
     BASE,
+    CORUNNERS,
     FEATURE_SETS,
     LOAD,
     counters_of,
@@ -50,25 +52,33 @@ __all__ = ["CANDIDATES", "Candidate", "ColocationGBM", "from_target", "nested_pr
 @dataclass(frozen=True)
 class Candidate:
     """One variant: feature set (key of FEATURE_SETS), target (of TARGETS), boosting
-    rounds and seeds averaged (an ensemble of `seeds` boosters with different bagging)."""
+    rounds, seeds averaged (an ensemble of `seeds` boosters with different bagging) and
+    `monotone`: perf non-increasing in every co-runner pod count (`co:*`; LightGBM allows
+    monotone constraints with the Huber loss, not L1, so such a variant boosts Huber)."""
 
     features: str = "stats+base"
     target: str = "log"
     rounds: int = 300
     seeds: int = 1
+    monotone: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.features}/{self.target}" + (f"/x{self.seeds}" if self.seeds > 1 else "")
+        return (f"{self.features}/{self.target}" + ("/mono" if self.monotone else "")
+                + (f"/x{self.seeds}" if self.seeds > 1 else ""))
 
 
-CANDIDATES = tuple(Candidate(f, t) for f in FEATURE_SETS for t in TARGETS)
+#: the variants the inner protocol chooses from; the set itself was narrowed on inner-fold
+#: MAE only (docs/results.md#co-location-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
+CANDIDATES = (Candidate("stats+base"), Candidate("stats+base+rate"),
+              Candidate("stats+base+co"), Candidate("stats+base+rate+co"),
+              Candidate("stats+base+co", monotone=True))
 
 
 def with_references(task: Task) -> pl.DataFrame:
     """`task.metrics` plus, per window and counter c, the constant metric `base:c` (module
     docstring). Raises InvalidInputError when a window has no counter values."""
-    m = task.metrics.filter(~pl.col("metric").is_in(LOAD), pl.col("value").is_finite())
+    m = task.metrics.filter(~pl.col("metric").is_in(LOAD + CORUNNERS), pl.col("value").is_finite())
     empty = set(task.windows["window_id"]) - set(m["window_id"])
     if empty:
         raise InvalidInputError(f"{len(empty)} window(s) without counter values (first: "
@@ -108,23 +118,30 @@ def columns_of(frame: pl.DataFrame, features: str) -> list[str]:
     return [c for c in frame.columns if c.split(":", 1)[0] in kinds]
 
 
-def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate) -> list:
-    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target)
+def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate,
+                 columns: list[str] | None = None) -> list:
+    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target;
+    Huber with delta 0.1 and the co-runner constraints of `columns` when `cand.monotone`)
     fitted on (x, perf) with `cand.rounds` rounds."""
     import lightgbm as lgb
 
     params = dict(learning_rate=0.05, num_leaves=15, min_data_in_leaf=15,
                   bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.5,
                   objective="l1", verbose=-1, num_threads=1)
+    if cand.monotone:  # the target grows (log) or perf falls with more co-runner pods
+        sign = 1 if cand.target == "log" else -1
+        params.update(objective="huber", alpha=0.1, monotone_constraints=[
+            sign if c in CORUNNERS else 0 for c in columns or []])
     y = to_target(perf, cand.target)
     return [lgb.train({**params, "seed": seed}, lgb.Dataset(x, y), cand.rounds)
             for seed in range(cand.seeds)]
 
 
-def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate
-                ) -> np.ndarray:
-    """Fit `cand` on (x, perf) and predict perf of x_new (mean over its seeds)."""
-    boosters = fit_boosters(x, perf, cand)
+def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate,
+                columns: list[str] | None = None) -> np.ndarray:
+    """Fit `cand` on (x, perf) (feature names `columns`) and predict perf of x_new (mean
+    over its seeds)."""
+    boosters = fit_boosters(x, perf, cand, columns)
     return from_target(np.mean([b.predict(x_new) for b in boosters], axis=0), cand.target)
 
 
@@ -148,10 +165,11 @@ def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: flo
     perf, series = train["perf"].to_numpy(), train["vm"].to_numpy()
     errs = {}
     for cand in candidates:
-        xa = train.select(columns_of(train, cand.features)).to_numpy()
+        cols = columns_of(train, cand.features)
+        xa = train.select(cols).to_numpy()
         err = np.empty(len(perf))
         for held in series_folds(series, k):
-            err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand)
+            err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
                                - perf[held])
         errs[cand.name] = err
     inner = {name: 100 * float(e.mean()) for name, e in errs.items()}
@@ -203,15 +221,16 @@ class ColocationGBM(SavedModel):
         w = (task.windows.filter(pl.col("split") != "test")
              .join(task.labels, on="window_id").join(feats, on="window_id")
              .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
-        cands = [Candidate(c.features, c.target, self.rounds) for c in CANDIDATES]
-        best, inner, half = select(w, cands, self.inner_k, self.coverage)
-        best = Candidate(best.features, best.target, self.rounds, self.seeds)
+        cands = [dataclasses.replace(c, rounds=self.rounds) for c in CANDIDATES]
+        chosen, inner, half = select(w, cands, self.inner_k, self.coverage)
+        best = dataclasses.replace(chosen, seeds=self.seeds)
         cols = columns_of(w, best.features)
-        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best)
+        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best,
+                                     cols)
         counters = [c.split("_", 1)[1] for c in feats.columns if c.startswith("stats:mean_")]
         self.state = {"counters": counters, "columns": cols, "target": best.target,
                       "features": best.features, "seeds": self.seeds, "half": half}
-        self.card.update({"default_model": self.MODEL, "variant": best.name,
+        self.card.update({"default_model": self.MODEL, "variant": chosen.name,
                           "selection": {"protocol": f"inner grouped {self.inner_k}-fold by "
                                         "series on the training series", "inner_mae_pp": inner},
                           "interval": {"coverage": self.coverage, "half_width_pp": 100 * half,
