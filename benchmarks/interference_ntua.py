@@ -17,7 +17,7 @@ same held-out runs (its interval half-width: the mean of the two).
 
 `--nested` adds model `gbm-nested`, the shipped co-location default (`colocation_gbm.
 ColocationGBM`, 3 seeds) fitted in every outer fold on its training series: the run-level
-GBM variant (feature set x target) with the lowest inner grouped-k-fold MAE over those
+GBM variant (`colocation_gbm.CANDIDATES`) with the lowest inner grouped-k-fold MAE over those
 series is refit on them and predicts the fold's test runs; its interval is the model's
 series-disjoint conformal one. The variant chosen per
 fold and every variant's inner MAE are printed.

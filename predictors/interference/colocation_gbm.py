@@ -10,7 +10,9 @@ alone; no label is used). A series without its own baseline runs at that load ge
 `base:*` metric, hence NaN ratio features, which LightGBM routes (documented handling).
 
 Targets (`TARGETS`): `perf` (the label itself) or `log`: y = -log(perf) = log(L / L0), the
-log latency ratio, mapped back with perf = exp(-max(y, 0)).
+log latency ratio, mapped back with perf = exp(-max(y, 0)). Feature sets with `co` add the
+co-runner pods (`colocation_runtime.CORUNNERS`); a `monotone` candidate constrains perf to
+fall (never rise) as any of them grows.
 
 `nested_predictions`: for each outer fold (test = held-out windows), every candidate of
 `CANDIDATES` is scored by inner grouped k-fold over the outer training series (no series in
@@ -69,7 +71,7 @@ class Candidate:
 
 
 #: the variants the inner protocol chooses from; the set itself was narrowed on inner-fold
-#: MAE only (docs/results.md#co-location-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
+#: MAE only (docs/results.md#co-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
 CANDIDATES = (Candidate("stats+base"), Candidate("stats+base+rate"),
               Candidate("stats+base+co"), Candidate("stats+base+rate+co"),
               Candidate("stats+base+co", monotone=True))
