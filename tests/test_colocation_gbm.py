@@ -106,6 +106,17 @@ def test_series_folds_and_targets():
         assert not set(s[f]) & set(s[~f])  # no series on both sides
     with pytest.raises(InvalidInputError, match=">= 2 training series"):
         cg.series_folds(np.array(["a", "a"]), 3)
+    fam = np.array(["baseline", "cpu", "cpu", "l3", "l3", "membw", "cpu", "cpu"])
+    inter = np.array(["Baseline0", "1_iBench_CPU_pod", "2_iBench_CPU_pods",
+                      "1_stress-ng_l3_pod", "3_stress-ng_l3_pods", "2_iBench_memBW_pods",
+                      "3_iBench_CPU_pods", "4_iBench_CPU_pods"])
+    sf = cg.setting_folds(fam, inter, 3)
+    assert len(sf) == 3 and not any(f[0] for f in sf)  # baselines always train
+    assert np.all(sum(f.astype(int) for f in sf)[1:] == 1)
+    for f in sf:  # a setting is never on both sides; cpu keeps some pod counts in training
+        assert not set(inter[f]) & set(inter[~f])
+        assert set(inter[~f & (fam == "cpu")])
+    assert cg.setting_folds(fam[:2], inter[:2], 3) == []
     perf = np.array([1.0, 0.5, 0.1])
     assert np.allclose(cg.from_target(cg.to_target(perf, "log"), "log"), perf)
     assert cg.to_target(perf, "log")[0] == 0 and cg.from_target(np.array([1.4]), "perf") == 1

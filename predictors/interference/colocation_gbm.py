@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,6 @@ class Candidate:
 #: the variants the inner protocol chooses from; the set itself was narrowed on inner-fold
 #: MAE only (docs/results.md#co-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
 CANDIDATES = (Candidate("stats+base"), Candidate("stats+base+rate"),
-              Candidate("stats+base+co"), Candidate("stats+base+rate+co"),
               Candidate("stats+base+co", monotone=True))
 
 
@@ -157,26 +157,60 @@ def series_folds(series: np.ndarray, k: int) -> list[np.ndarray]:
     return [np.isin(series, names[i::k]) for i in range(k)]
 
 
-def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9
-           ) -> tuple[Candidate, dict[str, float], float]:
-    """The inner protocol on training runs only (`train`: vm, perf and feature columns):
-    every candidate's out-of-fold |error| by grouped k-fold over the series `vm`. Returns
-    (the candidate with the lowest inner MAE, {name: inner MAE pp}, half-width): the
-    half-width is the `coverage` quantile of the winner's out-of-fold |error| (perf units),
-    a series-disjoint conformal interval pred +- half."""
+def setting_folds(family: np.ndarray, interference: np.ndarray, k: int) -> list[np.ndarray]:
+    """Co-runner settings held out k ways, as the benchmark's unseen-settings folds do:
+    boolean masks of the held-out rows; a run of family f (index j among the sorted
+    non-baseline families) with n pods (the `<n>_` of its interference name, else 0) goes
+    to fold (n + j) mod k, so each fold holds some pod counts of every family out while the
+    family's others train. Baseline runs are never held out. [] with fewer than two
+    settings."""
+    fams = sorted(set(family.tolist()) - {"baseline"})
+    pods = np.array([int(m.group(1)) if (m := re.match(r"(\d+)_", str(i))) else 0
+                     for i in interference])
+    fold = np.array([-1 if f == "baseline" else (n + fams.index(f)) % k
+                     for f, n in zip(family.tolist(), pods.tolist(), strict=True)])
+    held = [fold == i for i in range(k)]
+    settings = {(f, n) for f, n in zip(family.tolist(), pods.tolist(), strict=True)
+                if f != "baseline"}
+    return [h for h in held if h.any()] if len(settings) >= 2 else []
+
+
+#: inner protocols: `series` = grouped k-fold by series; `series+settings` also holds
+#: co-runner settings out (`setting_folds`) and scores a candidate by the mean of the two
+INNER = ("series", "series+settings")
+
+
+def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9,
+           inner: str = "series+settings") -> tuple[Candidate, dict[str, float], float]:
+    """The inner protocol on training runs only (`train`: vm, perf, feature columns and for
+    `series+settings` family and interference): every candidate's out-of-fold |error| by
+    grouped k-fold over the series `vm` and, with `series+settings`, by `setting_folds`
+    (both MAEs averaged: the model is scored on unseen series and on unseen co-runner
+    settings). Returns (the candidate with the lowest inner MAE, {name: inner MAE pp},
+    half-width): the half-width is the `coverage` quantile of the winner's out-of-fold
+    |errors| of every inner fold (perf units), a conformal interval pred +- half."""
+    if inner not in INNER:
+        raise InvalidInputError(f"inner={inner!r}: choose one of {', '.join(INNER)}")
     perf, series = train["perf"].to_numpy(), train["vm"].to_numpy()
-    errs = {}
+    splits = [series_folds(series, k)]
+    if inner == "series+settings":
+        splits.append(setting_folds(train["family"].to_numpy(),
+                                    train["interference"].to_numpy(), k))
+    errs, scores = {}, {}
     for cand in candidates:
         cols = columns_of(train, cand.features)
         xa = train.select(cols).to_numpy()
-        err = np.empty(len(perf))
-        for held in series_folds(series, k):
-            err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
-                               - perf[held])
-        errs[cand.name] = err
-    inner = {name: 100 * float(e.mean()) for name, e in errs.items()}
-    best = min(candidates, key=lambda c: inner[c.name])
-    return best, inner, float(np.quantile(errs[best.name], coverage))
+        parts = []
+        for folds in filter(None, splits):
+            err = np.full(len(perf), np.nan)
+            for held in folds:
+                err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
+                                   - perf[held])
+            parts.append(err[np.isfinite(err)])
+        errs[cand.name] = np.concatenate(parts)
+        scores[cand.name] = 100 * float(np.mean([e.mean() for e in parts]))
+    best = min(candidates, key=lambda c: scores[c.name])
+    return best, scores, float(np.quantile(errs[best.name], coverage))
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
@@ -207,9 +241,10 @@ class ColocationGBM(SavedModel):
     MODEL = "gbm-baseline"
 
     def __init__(self, model: str = MODEL, inner_k: int = 3, seeds: int = 3,
-                 coverage: float = 0.9, rounds: int = 300):
+                 coverage: float = 0.9, rounds: int = 300, inner: str = "series+settings"):
         super().__init__()
         self.inner_k, self.seeds, self.coverage, self.rounds = inner_k, seeds, coverage, rounds
+        self.inner = inner
         self.state: dict | None = None
         self.boosters: list = []
 
@@ -224,7 +259,7 @@ class ColocationGBM(SavedModel):
              .join(task.labels, on="window_id").join(feats, on="window_id")
              .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
         cands = [dataclasses.replace(c, rounds=self.rounds) for c in CANDIDATES]
-        chosen, inner, half = select(w, cands, self.inner_k, self.coverage)
+        chosen, inner, half = select(w, cands, self.inner_k, self.coverage, self.inner)
         best = dataclasses.replace(chosen, seeds=self.seeds)
         cols = columns_of(w, best.features)
         self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best,
@@ -233,10 +268,11 @@ class ColocationGBM(SavedModel):
         self.state = {"counters": counters, "columns": cols, "target": best.target,
                       "features": best.features, "seeds": self.seeds, "half": half}
         self.card.update({"default_model": self.MODEL, "variant": chosen.name,
-                          "selection": {"protocol": f"inner grouped {self.inner_k}-fold by "
-                                        "series on the training series", "inner_mae_pp": inner},
+                          "selection": {"protocol": f"inner {self.inner} grouped "
+                                        f"{self.inner_k}-fold on the training series",
+                                        "inner_mae_pp": inner},
                           "interval": {"coverage": self.coverage, "half_width_pp": 100 * half,
-                                       "method": "conformal on the inner series folds"},
+                                       "method": "conformal on the inner folds"},
                           "data": {"windows": w.height, "series": sorted(set(w["vm"]))}})
         return self
 
