@@ -211,7 +211,9 @@ def main() -> None:
     if args.save:
         pred.write_parquet(args.save)
     pl.Config.set_tbl_rows(40)
-    pl.Config.set_tbl_cols(12)
+    pl.Config.set_tbl_cols(16)
+    pl.Config.set_tbl_width_chars(220)
+    pl.Config.set_float_precision(2)
     print(summary(pred))
     print(per_fold(pred))
 
