@@ -3,12 +3,21 @@ folds, MAE (pp of perf) of every model pooled over the held-out windows, overall
 family (baseline, cpu, l3, membw). Usage:
 
     .venv/bin/python benchmarks/interference_ntua.py [--db ntua.duckdb] [--fast]
-        [--models gbm,mean,temporal,dual] [--protocol series|mix|both] [--max-steps 40]
-        [--nested] [--inner-k 3]
+        [--models gbm,mean,temporal,dual,across] [--protocol series|mix|both]
+        [--max-steps 40] [--train-steps 0] [--nested] [--inner-k 3]
+
+`--folds A,B` runs only the named folds of each protocol (e.g. to split a run over
+processes and `--join` their `--save` files). `--train-steps N` gives the networks a
+budget of N optimizer steps instead of epochs (`InterferencePredictor.epochs_for`) of
+`--batch-size` rows. `--save FILE` writes every
+per-window prediction (parquet); `--join FILE` (repeatable) adds such a file's rows (same
+folds) to this run's. Whenever the predictions hold `gbm-nested` and a network NET (run
+here or joined), model `gbm-nested+NET` is the mean of the two models' predictions on the
+same held-out runs (its interval half-width: the mean of the two).
 
 `--nested` adds model `gbm-nested`, the shipped co-location default (`colocation_gbm.
 ColocationGBM`, 3 seeds) fitted in every outer fold on its training series: the run-level
-GBM variant (feature set x target) with the lowest inner grouped-k-fold MAE over those
+GBM variant (`colocation_gbm.CANDIDATES`) with the lowest inner grouped-k-fold MAE over those
 series is refit on them and predicts the fold's test runs; its interval is the model's
 series-disjoint conformal one. The variant chosen per
 fold and every variant's inner MAE are printed.
@@ -26,6 +35,7 @@ No run is ever in two splits of one fold.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import polars as pl
@@ -35,6 +45,7 @@ from servecast.predictors import metrics
 from servecast.predictors.interference import colocation_gbm as cg
 from servecast.predictors.interference import evaluate as ev
 from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.runtime import NEURAL
 from servecast.predictors.interference.settings import PRESET
 from servecast.predictors.interference.tasks import Task
 from servecast.store import Store
@@ -52,8 +63,9 @@ def ntua_store(db: str) -> Store:
     return store
 
 
-def folds(task: Task, protocol: str) -> list[tuple[str, Task]]:
-    """(name, task re-split) per fold of `protocol` ('series' or 'mix')."""
+def folds(task: Task, protocol: str, only=None) -> list[tuple[str, Task]]:
+    """(name, task re-split) per fold of `protocol` ('series' or 'mix'); with `only` (fold
+    names), just those."""
     w = task.windows
     series = sorted(set(w["vm"]))
     out = []
@@ -75,7 +87,7 @@ def folds(task: Task, protocol: str) -> list[tuple[str, Task]]:
             t = Task(task.name, task.metrics, task.labels,
                      w.with_columns(split=split).drop("pods"), task.target_metric)
             out.append((" ".join(f"{f}{n}" for f, n in held), t))
-    return out
+    return [(name, t) for name, t in out if only is None or name in only]
 
 
 def _resplit(task: Task, split: pl.Expr) -> Task:
@@ -84,11 +96,11 @@ def _resplit(task: Task, split: pl.Expr) -> Task:
 
 
 def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps: int,
-        log=print) -> pl.DataFrame:
+        log=print, only=None) -> pl.DataFrame:
     """Per-window predictions of every model in every fold of `protocol`:
     [protocol, fold, model, window_id, family, perf, pred]."""
     rows = []
-    for name, t in folds(task, protocol):
+    for name, t in folds(task, protocol, only):
         tm, tl = t.part("test")
         for m in models:
             t0 = time.perf_counter()
@@ -108,10 +120,10 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
     return pl.concat(rows)
 
 
-def run_nested(task: Task, protocol: str, k: int = 3, log=print) -> pl.DataFrame:
+def run_nested(task: Task, protocol: str, k: int = 3, log=print, only=None) -> pl.DataFrame:
     """`run`'s rows for model `gbm-nested` (nested selection in every fold of `protocol`)."""
     rows = []
-    for name, t in folds(task, protocol):
+    for name, t in folds(task, protocol, only):
         t0 = time.perf_counter()
         j, info = cg.nested_predictions(t, k=k, coverage=COVERAGE)
         j = j.join(t.windows.select("window_id", "family"), on="window_id")
@@ -139,6 +151,29 @@ def summary(pred: pl.DataFrame) -> pl.DataFrame:
     return overall.join(fam, on=["protocol", "model"]).sort("protocol", "all")
 
 
+def per_fold(pred: pl.DataFrame) -> pl.DataFrame:
+    """MAE (pp) per protocol x fold (the held-out series or settings), one column per
+    model."""
+    err = pred.with_columns(ae=100 * (pl.col("pred") - pl.col("perf")).abs())
+    return (err.group_by("protocol", "fold", "model").agg(pl.col("ae").mean())
+            .pivot(on="model", index=["protocol", "fold"], values="ae").sort("protocol", "fold"))
+
+
+def ensembles(pred: pl.DataFrame, nets: list[str], base: str = "gbm-nested") -> pl.DataFrame:
+    """Rows of model `base+NET` for every network NET in `nets` that `pred` holds: the mean
+    of the two models' pred and half on the same (protocol, fold, window)."""
+    key = ["protocol", "fold", "window_id"]
+    g = pred.filter(pl.col("model") == base).select(*key, "family", "perf", gp="pred", gh="half")
+    out = []
+    for net in nets:
+        n = pred.filter(pl.col("model") == net).select(*key, np="pred", nh="half")
+        if n.height:
+            out.append(g.join(n, on=key).select(
+                *key, "family", "perf", pred=(pl.col("gp") + pl.col("np")) / 2,
+                half=(pl.col("gh") + pl.col("nh")) / 2, model=pl.lit(f"{base}+{net}")))
+    return pl.concat(out) if out else pred.clear()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default="ntua.duckdb")
@@ -146,6 +181,11 @@ def main() -> None:
     ap.add_argument("--models", default="gbm,mean,temporal,dual")
     ap.add_argument("--protocol", default="both", choices=["series", "mix", "both"])
     ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--train-steps", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=0, help="0: the preset's")
+    ap.add_argument("--save", default=None)
+    ap.add_argument("--join", action="append", default=[])
+    ap.add_argument("--folds", default=None, help="comma-separated fold names (default: all)")
     ap.add_argument("--counters", default="system", choices=["system", "all"])
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--inner-k", type=int, default=3)
@@ -155,15 +195,27 @@ def main() -> None:
     print(f"{task.windows.height} windows, {task.windows['vm'].n_unique()} series, "
           f"left out {task.dropped}")
     settings = PRESET.pick(args.fast)
+    settings = dataclasses.replace(settings, train_steps=args.train_steps,
+                                   batch_size=args.batch_size or settings.batch_size)
     protocols = ["series", "mix"] if args.protocol == "both" else [args.protocol]
     models = [m for m in args.models.split(",") if m]
-    parts = [run(task, p, models, settings, args.max_steps) for p in protocols if models]
+    only = None if args.folds is None else set(args.folds.split(","))
+    parts = [run(task, p, models, settings, args.max_steps, only=only)
+             for p in protocols if models]
     if args.nested:
-        parts += [run_nested(task, p, args.inner_k) for p in protocols]
+        parts += [run_nested(task, p, args.inner_k, only=only) for p in protocols]
+    parts += [pl.read_parquet(f) for f in args.join]
     pred = pl.concat(parts, how="diagonal_relaxed")
+    nets = [m for m in NEURAL if m in set(pred["model"])]
+    pred = pl.concat([pred, ensembles(pred, nets)], how="diagonal_relaxed")
+    if args.save:
+        pred.write_parquet(args.save)
     pl.Config.set_tbl_rows(40)
-    pl.Config.set_tbl_cols(12)
+    pl.Config.set_tbl_cols(16)
+    pl.Config.set_tbl_width_chars(220)
+    pl.Config.set_float_precision(2)
     print(summary(pred))
+    print(per_fold(pred))
 
 
 if __name__ == "__main__":

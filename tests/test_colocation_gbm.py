@@ -75,6 +75,29 @@ def test_nested_selection_never_sees_the_test_split(task):
     assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"][0] == pred["half"][0]
 
 
+@pytest.mark.slow
+def test_corunner_pods_are_features_and_perf_is_monotone_in_them(task, feats):
+    """co:<family> = pods of that co-runner family (the Interference_Name's count), 0 for
+    the others and for baseline runs; the monotone candidate never predicts a faster
+    service with more co-runner pods."""
+    w = task.windows.join(task.labels, on="window_id").join(feats, on="window_id")
+    pods = w["interference"].str.extract(r"^(\d+)_").cast(pl.Float64).fill_null(0.0)
+    for fam in ("cpu", "l3", "membw"):
+        want = pl.when(w["family"] == fam).then(pods).otherwise(0.0)
+        assert w.select(want.alias("want"))["want"].to_list() == w[f"co:{fam}"].to_list()
+    assert (w.filter(pl.col("family") == "cpu")["co:cpu"] > 0).all()
+    assert set(cg.columns_of(feats, "stats+base+co")) - set(cg.columns_of(feats, "stats+base")) \
+        == {"co:cpu", "co:l3", "co:membw"}
+    cols = cg.columns_of(feats, "stats+base+co")
+    train = w.filter(pl.col("split") != "test")
+    cand = cg.Candidate("stats+base+co", rounds=60, monotone=True)
+    (b,) = cg.fit_boosters(train.select(cols).to_numpy(), train["perf"].to_numpy(), cand, cols)
+    x = np.repeat(w.filter(pl.col("family") == "l3").select(cols).to_numpy()[:20], 5, axis=0)
+    x[:, cols.index("co:l3")] = np.tile(np.arange(5.0), 20)
+    perf = cg.from_target(b.predict(x), "log").reshape(20, 5)
+    assert (np.diff(perf, axis=1) <= 1e-12).all()
+
+
 def test_series_folds_and_targets():
     s = np.array(["a", "b", "c", "a", "d", "b"])
     folds = cg.series_folds(s, 3)
@@ -83,6 +106,17 @@ def test_series_folds_and_targets():
         assert not set(s[f]) & set(s[~f])  # no series on both sides
     with pytest.raises(InvalidInputError, match=">= 2 training series"):
         cg.series_folds(np.array(["a", "a"]), 3)
+    fam = np.array(["baseline", "cpu", "cpu", "l3", "l3", "membw", "cpu", "cpu"])
+    inter = np.array(["Baseline0", "1_iBench_CPU_pod", "2_iBench_CPU_pods",
+                      "1_stress-ng_l3_pod", "3_stress-ng_l3_pods", "2_iBench_memBW_pods",
+                      "3_iBench_CPU_pods", "4_iBench_CPU_pods"])
+    sf = cg.setting_folds(fam, inter, 3)
+    assert len(sf) == 3 and not any(f[0] for f in sf)  # baselines always train
+    assert np.all(sum(f.astype(int) for f in sf)[1:] == 1)
+    for f in sf:  # a setting is never on both sides; cpu keeps some pod counts in training
+        assert not set(inter[f]) & set(inter[~f])
+        assert set(inter[~f & (fam == "cpu")])
+    assert cg.setting_folds(fam[:2], inter[:2], 3) == []
     perf = np.array([1.0, 0.5, 0.1])
     assert np.allclose(cg.from_target(cg.to_target(perf, "log"), "log"), perf)
     assert cg.to_target(perf, "log")[0] == 0 and cg.from_target(np.array([1.4]), "perf") == 1
@@ -129,3 +163,9 @@ def test_runtime_refuses_foreign_counters(tmp_path):
     assert rt.interference({"sys:IPC": [0.5, 0.6, 0.7], "rps": 100.0}) <= 1
     with pytest.raises(InvalidInputError, match="none of the model's counters"):
         rt.interference({"cpu_util": [0.5, 0.6]})
+    # a model with co-runner features refuses a run that does not say its co-runners
+    co = ColocationRuntime({"model": "gbm-baseline"}, {"counters": ["sys:IPC"],
+                           "columns": ["stats:rps", "co:cpu"], "target": "log", "seeds": 1,
+                           "half": 0.1}, boosters)
+    with pytest.raises(InvalidInputError, match="co-runner pods co:cpu, co:l3, co:membw"):
+        co.interference({"sys:IPC": [0.5, 0.6], "rps": 100.0})

@@ -176,3 +176,23 @@ def test_seed_ensemble_averages_members_and_roundtrips(tmp_path, data):
                                p.predict(tm)["perf"], rtol=1e-5)
     with pytest.raises(InvalidInputError, match="n_seeds"):
         InterferencePredictor("dual", n_seeds=0)
+
+
+@pytest.mark.slow  # trains a network for 120 optimizer steps (> 5 s on the shared CPU)
+def test_across_metrics_model_with_a_step_budget(tmp_path, data):
+    """Attention across the metrics of each step, trained for a budget of optimizer steps
+    (not epochs): learns the synthetic answer and round-trips through the runtime."""
+    (m, lab), (tm, tl) = data
+    p = InterferencePredictor("across", max_steps=10, d_model=16, heads=2, layers=1,
+                              batch_size=64, lr=3e-3, train_steps=120, val_frac=0)
+    assert p.epochs_for(len(lab)) == 15  # 500 windows: 8 batches of 64 per epoch, 120 steps
+    assert p.epochs_for(40) == 120  # one batch per epoch: the budget stays 120 steps
+    p.fit(m, lab)
+    assert p.card["training"]["optimizer_steps"] == 15 * 8
+    const = InterferencePredictor("mean").fit(m, lab).evaluate(tm, tl)
+    assert p.evaluate(tm, tl)["mae"] < 0.6 * const["mae"]
+    p.save(tmp_path / "m")
+    np.testing.assert_allclose(Runtime.load(tmp_path / "m").predict(tm)["perf"],
+                               p.predict(tm)["perf"].to_numpy(), rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="train_steps must be >= 0"):
+        InterferencePredictor("across", train_steps=-1)

@@ -4,7 +4,10 @@
 Window: the run's PCM counters, t = sample index (5 s apart), metric = counter name
 (`sys:*` only with `counters="system"`, per-core `coreN:*` too with `"all"`), plus the known
 load as constant metrics at every step: `rps` (given requests/s) and `replicas` (the number
-in the Test_ID, `<N>replicas`). Runs without counters (`samples = 0`) are left out.
+in the Test_ID, `<N>replicas`), and with `corunners=True` (default) the co-runner placement
+a scheduler knows: `co:cpu`, `co:l3`, `co:membw` = pods of that co-runner family beside the
+service (0 for the others and for baseline runs; absent for a `mix` run, whose make-up the
+study's Interference_ID does not tell). Runs without counters (`samples = 0`) are left out.
 
 Label: perf = min(1, L0 / L), L = the run's latency (`latency`: avg, p50, p90, p95 or p99),
 L0 = "no interference" latency = the median latency of the `Baseline*` runs (family
@@ -32,6 +35,7 @@ from servecast.predictors.interference.tasks import Task
 
 LATENCIES = ("avg", "p50", "p90", "p95", "p99")
 FAMILY_ORDER = ("baseline", "cpu", "l3", "membw", "mix")
+CORUNNER_FAMILIES = ("cpu", "l3", "membw")  # -> constant metrics co:<family> (pods)
 
 
 def replicas_of(test_id: str, replicas: str) -> float:
@@ -78,7 +82,7 @@ def colocation_runs(store, traces: list[str] | None = None, latency: str = "avg"
 
 def colocation_task(store, traces: list[str] | None = None, latency: str = "avg",
                     counters: str = "system", test_series=(), val_series=(), test_mixes=(),
-                    pooled_baselines: bool = True) -> Task:
+                    pooled_baselines: bool = True, corunners: bool = True) -> Task:
     """The co-location task (windows, labels, split) of the module docstring."""
     if counters not in ("system", "all"):
         raise InvalidInputError(f"counters={counters!r}: choose 'system' or 'all'")
@@ -112,10 +116,17 @@ def colocation_task(store, traces: list[str] | None = None, latency: str = "avg"
         [traces] if traces is not None else None)
     samples = samples.join(windows.select("window_id"), on="window_id", how="semi")
     steps = samples.select("window_id", "t").unique()
-    load = steps.join(windows.select("window_id", "rps", "replicas_n"), on="window_id")
+    load = steps.join(windows.select("window_id", "rps", "replicas_n", "family", "pods"),
+                      on="window_id")
     extra = pl.concat([
         load.select("window_id", "t", metric=pl.lit("rps"), value=pl.col("rps")),
-        load.select("window_id", "t", metric=pl.lit("replicas"), value=pl.col("replicas_n"))])
+        load.select("window_id", "t", metric=pl.lit("replicas"), value=pl.col("replicas_n")),
+        *([] if not corunners else [
+            load.filter(pl.col("family") != "mix").select(
+                "window_id", "t", metric=pl.lit(f"co:{fam}"),
+                value=pl.when(pl.col("family") == fam).then(pl.col("pods")).otherwise(0)
+                .cast(pl.Float64))
+            for fam in CORUNNER_FAMILIES])])
     metrics = pl.concat([samples, extra.cast(samples.schema)])
     task = Task(name="colocation", metrics=metrics,
                 labels=windows.select("window_id", "perf"),

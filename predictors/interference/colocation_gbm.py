@@ -10,7 +10,9 @@ alone; no label is used). A series without its own baseline runs at that load ge
 `base:*` metric, hence NaN ratio features, which LightGBM routes (documented handling).
 
 Targets (`TARGETS`): `perf` (the label itself) or `log`: y = -log(perf) = log(L / L0), the
-log latency ratio, mapped back with perf = exp(-max(y, 0)).
+log latency ratio, mapped back with perf = exp(-max(y, 0)). Feature sets with `co` add the
+co-runner pods (`colocation_runtime.CORUNNERS`); a `monotone` candidate constrains perf to
+fall (never rise) as any of them grows.
 
 `nested_predictions`: for each outer fold (test = held-out windows), every candidate of
 `CANDIDATES` is scored by inner grouped k-fold over the outer training series (no series in
@@ -20,7 +22,9 @@ runs and predicts the outer test runs. Nothing of the outer test split is seen i
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import SavedModel
 from servecast.predictors.interference.colocation_runtime import (
     BASE,
+    CORUNNERS,
     FEATURE_SETS,
     LOAD,
     counters_of,
@@ -50,25 +55,32 @@ __all__ = ["CANDIDATES", "Candidate", "ColocationGBM", "from_target", "nested_pr
 @dataclass(frozen=True)
 class Candidate:
     """One variant: feature set (key of FEATURE_SETS), target (of TARGETS), boosting
-    rounds and seeds averaged (an ensemble of `seeds` boosters with different bagging)."""
+    rounds, seeds averaged (an ensemble of `seeds` boosters with different bagging) and
+    `monotone`: perf non-increasing in every co-runner pod count (`co:*`; LightGBM allows
+    monotone constraints with the Huber loss, not L1, so such a variant boosts Huber)."""
 
     features: str = "stats+base"
     target: str = "log"
     rounds: int = 300
     seeds: int = 1
+    monotone: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.features}/{self.target}" + (f"/x{self.seeds}" if self.seeds > 1 else "")
+        return (f"{self.features}/{self.target}" + ("/mono" if self.monotone else "")
+                + (f"/x{self.seeds}" if self.seeds > 1 else ""))
 
 
-CANDIDATES = tuple(Candidate(f, t) for f in FEATURE_SETS for t in TARGETS)
+#: the variants the inner protocol chooses from; the set itself was narrowed on inner-fold
+#: MAE only (docs/results.md#co-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
+CANDIDATES = (Candidate("stats+base"), Candidate("stats+base+rate"),
+              Candidate("stats+base+co", monotone=True))
 
 
 def with_references(task: Task) -> pl.DataFrame:
     """`task.metrics` plus, per window and counter c, the constant metric `base:c` (module
     docstring). Raises InvalidInputError when a window has no counter values."""
-    m = task.metrics.filter(~pl.col("metric").is_in(LOAD), pl.col("value").is_finite())
+    m = task.metrics.filter(~pl.col("metric").is_in(LOAD + CORUNNERS), pl.col("value").is_finite())
     empty = set(task.windows["window_id"]) - set(m["window_id"])
     if empty:
         raise InvalidInputError(f"{len(empty)} window(s) without counter values (first: "
@@ -108,23 +120,30 @@ def columns_of(frame: pl.DataFrame, features: str) -> list[str]:
     return [c for c in frame.columns if c.split(":", 1)[0] in kinds]
 
 
-def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate) -> list:
-    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target)
+def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate,
+                 columns: list[str] | None = None) -> list:
+    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target;
+    Huber with delta 0.1 and the co-runner constraints of `columns` when `cand.monotone`)
     fitted on (x, perf) with `cand.rounds` rounds."""
     import lightgbm as lgb
 
     params = dict(learning_rate=0.05, num_leaves=15, min_data_in_leaf=15,
                   bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.5,
                   objective="l1", verbose=-1, num_threads=1)
+    if cand.monotone:  # the target grows (log) or perf falls with more co-runner pods
+        sign = 1 if cand.target == "log" else -1
+        params.update(objective="huber", alpha=0.1, monotone_constraints=[
+            sign if c in CORUNNERS else 0 for c in columns or []])
     y = to_target(perf, cand.target)
     return [lgb.train({**params, "seed": seed}, lgb.Dataset(x, y), cand.rounds)
             for seed in range(cand.seeds)]
 
 
-def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate
-                ) -> np.ndarray:
-    """Fit `cand` on (x, perf) and predict perf of x_new (mean over its seeds)."""
-    boosters = fit_boosters(x, perf, cand)
+def fit_predict(x: np.ndarray, perf: np.ndarray, x_new: np.ndarray, cand: Candidate,
+                columns: list[str] | None = None) -> np.ndarray:
+    """Fit `cand` on (x, perf) (feature names `columns`) and predict perf of x_new (mean
+    over its seeds)."""
+    boosters = fit_boosters(x, perf, cand, columns)
     return from_target(np.mean([b.predict(x_new) for b in boosters], axis=0), cand.target)
 
 
@@ -138,25 +157,60 @@ def series_folds(series: np.ndarray, k: int) -> list[np.ndarray]:
     return [np.isin(series, names[i::k]) for i in range(k)]
 
 
-def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9
-           ) -> tuple[Candidate, dict[str, float], float]:
-    """The inner protocol on training runs only (`train`: vm, perf and feature columns):
-    every candidate's out-of-fold |error| by grouped k-fold over the series `vm`. Returns
-    (the candidate with the lowest inner MAE, {name: inner MAE pp}, half-width): the
-    half-width is the `coverage` quantile of the winner's out-of-fold |error| (perf units),
-    a series-disjoint conformal interval pred +- half."""
+def setting_folds(family: np.ndarray, interference: np.ndarray, k: int) -> list[np.ndarray]:
+    """Co-runner settings held out k ways, as the benchmark's unseen-settings folds do:
+    boolean masks of the held-out rows; a run of family f (index j among the sorted
+    non-baseline families) with n pods (the `<n>_` of its interference name, else 0) goes
+    to fold (n + j) mod k, so each fold holds some pod counts of every family out while the
+    family's others train. Baseline runs are never held out. [] with fewer than two
+    settings."""
+    fams = sorted(set(family.tolist()) - {"baseline"})
+    pods = np.array([int(m.group(1)) if (m := re.match(r"(\d+)_", str(i))) else 0
+                     for i in interference])
+    fold = np.array([-1 if f == "baseline" else (n + fams.index(f)) % k
+                     for f, n in zip(family.tolist(), pods.tolist(), strict=True)])
+    held = [fold == i for i in range(k)]
+    settings = {(f, n) for f, n in zip(family.tolist(), pods.tolist(), strict=True)
+                if f != "baseline"}
+    return [h for h in held if h.any()] if len(settings) >= 2 else []
+
+
+#: inner protocols: `series` = grouped k-fold by series; `series+settings` also holds
+#: co-runner settings out (`setting_folds`) and scores a candidate by the mean of the two
+INNER = ("series", "series+settings")
+
+
+def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9,
+           inner: str = "series+settings") -> tuple[Candidate, dict[str, float], float]:
+    """The inner protocol on training runs only (`train`: vm, perf, feature columns and for
+    `series+settings` family and interference): every candidate's out-of-fold |error| by
+    grouped k-fold over the series `vm` and, with `series+settings`, by `setting_folds`
+    (both MAEs averaged: the model is scored on unseen series and on unseen co-runner
+    settings). Returns (the candidate with the lowest inner MAE, {name: inner MAE pp},
+    half-width): the half-width is the `coverage` quantile of the winner's out-of-fold
+    |errors| of every inner fold (perf units), a conformal interval pred +- half."""
+    if inner not in INNER:
+        raise InvalidInputError(f"inner={inner!r}: choose one of {', '.join(INNER)}")
     perf, series = train["perf"].to_numpy(), train["vm"].to_numpy()
-    errs = {}
+    splits = [series_folds(series, k)]
+    if inner == "series+settings":
+        splits.append(setting_folds(train["family"].to_numpy(),
+                                    train["interference"].to_numpy(), k))
+    errs, scores = {}, {}
     for cand in candidates:
-        xa = train.select(columns_of(train, cand.features)).to_numpy()
-        err = np.empty(len(perf))
-        for held in series_folds(series, k):
-            err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand)
-                               - perf[held])
-        errs[cand.name] = err
-    inner = {name: 100 * float(e.mean()) for name, e in errs.items()}
-    best = min(candidates, key=lambda c: inner[c.name])
-    return best, inner, float(np.quantile(errs[best.name], coverage))
+        cols = columns_of(train, cand.features)
+        xa = train.select(cols).to_numpy()
+        parts = []
+        for folds in filter(None, splits):
+            err = np.full(len(perf), np.nan)
+            for held in folds:
+                err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
+                                   - perf[held])
+            parts.append(err[np.isfinite(err)])
+        errs[cand.name] = np.concatenate(parts)
+        scores[cand.name] = 100 * float(np.mean([e.mean() for e in parts]))
+    best = min(candidates, key=lambda c: scores[c.name])
+    return best, scores, float(np.quantile(errs[best.name], coverage))
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
@@ -187,9 +241,10 @@ class ColocationGBM(SavedModel):
     MODEL = "gbm-baseline"
 
     def __init__(self, model: str = MODEL, inner_k: int = 3, seeds: int = 3,
-                 coverage: float = 0.9, rounds: int = 300):
+                 coverage: float = 0.9, rounds: int = 300, inner: str = "series+settings"):
         super().__init__()
         self.inner_k, self.seeds, self.coverage, self.rounds = inner_k, seeds, coverage, rounds
+        self.inner = inner
         self.state: dict | None = None
         self.boosters: list = []
 
@@ -203,19 +258,21 @@ class ColocationGBM(SavedModel):
         w = (task.windows.filter(pl.col("split") != "test")
              .join(task.labels, on="window_id").join(feats, on="window_id")
              .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
-        cands = [Candidate(c.features, c.target, self.rounds) for c in CANDIDATES]
-        best, inner, half = select(w, cands, self.inner_k, self.coverage)
-        best = Candidate(best.features, best.target, self.rounds, self.seeds)
+        cands = [dataclasses.replace(c, rounds=self.rounds) for c in CANDIDATES]
+        chosen, inner, half = select(w, cands, self.inner_k, self.coverage, self.inner)
+        best = dataclasses.replace(chosen, seeds=self.seeds)
         cols = columns_of(w, best.features)
-        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best)
+        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best,
+                                     cols)
         counters = [c.split("_", 1)[1] for c in feats.columns if c.startswith("stats:mean_")]
         self.state = {"counters": counters, "columns": cols, "target": best.target,
                       "features": best.features, "seeds": self.seeds, "half": half}
-        self.card.update({"default_model": self.MODEL, "variant": best.name,
-                          "selection": {"protocol": f"inner grouped {self.inner_k}-fold by "
-                                        "series on the training series", "inner_mae_pp": inner},
+        self.card.update({"default_model": self.MODEL, "variant": chosen.name,
+                          "selection": {"protocol": f"inner {self.inner} grouped "
+                                        f"{self.inner_k}-fold on the training series",
+                                        "inner_mae_pp": inner},
                           "interval": {"coverage": self.coverage, "half_width_pp": 100 * half,
-                                       "method": "conformal on the inner series folds"},
+                                       "method": "conformal on the inner folds"},
                           "data": {"windows": w.height, "series": sorted(set(w["vm"]))}})
         return self
 

@@ -3,16 +3,20 @@ window features both training (`colocation_gbm`) and the Estimator compute, and 
 that loads what `colocation_gbm.ColocationGBM.save` wrote.
 
 A window is one run of the service: long rows [window_id, t, metric, value] of its counters
-(t = sample index), plus constant metrics `rps` (requests/s), `replicas` and, per counter c,
+(t = sample index), plus constant metrics `rps` (requests/s), `replicas`, the co-runner pods
+`co:cpu`, `co:l3`, `co:membw` (`CORUNNERS`: pods of each co-runner family placed beside
+the service, 0 for none; what a scheduler placing the pod knows) and, per counter c,
 `base:c` = the mean of c over the service's runs alone (no co-runner) at the same replicas
 and rate. A window without `base:c` gets NaN ratio features (LightGBM routes NaN); one
-without `rps` gets NaN per-request features.
+without `rps` gets NaN per-request features; one without `co:*` (a mix of unknown make-up)
+gets NaN co-runner features.
 
-Features (kind prefix `stats:`, `base:`, `rate:`), per counter c:
+Features (kind prefix `stats:`, `base:`, `rate:`, `co:`), per counter c:
 - stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
   (per sample) of c over the run; plus `stats:rps`, `stats:replicas`;
 - base: ratio mean / base:c and difference mean - base:c;
-- rate: mean / rps.
+- rate: mean / rps;
+- co: the three co-runner pod counts (not per counter).
 """
 
 from __future__ import annotations
@@ -27,17 +31,21 @@ from servecast.predictors.base import read_card
 from servecast.predictors.interference.windows import long_columns, window_columns
 
 LOAD = ("rps", "replicas")
+CORUNNERS = ("co:cpu", "co:l3", "co:membw")
 BASE = "base:"
 STATS = ("mean", "std", "min", "max", "q10", "q90", "last", "slope")
 FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
-                "stats+base+rate": ("stats", "base", "rate")}
+                "stats+base+rate": ("stats", "base", "rate"),
+                "stats+base+co": ("stats", "base", "co"),
+                "stats+base+rate+co": ("stats", "base", "rate", "co")}
 PERF_MIN = 1e-3
 
 
 def counters_of(cols: dict[str, np.ndarray]) -> list[str]:
-    """The counter names of long columns (every metric but rps, replicas and base:*)."""
+    """The counter names of long columns (every metric but rps, replicas, co:* and
+    base:*)."""
     return sorted({m for m in set(cols["metric"].tolist())
-                   if m not in LOAD and not m.startswith(BASE)})
+                   if m not in LOAD + CORUNNERS and not m.startswith(BASE)})
 
 
 def feature_names(counters: list[str]) -> list[str]:
@@ -45,7 +53,7 @@ def feature_names(counters: list[str]) -> list[str]:
     return (["stats:rps", "stats:replicas"]
             + [f"stats:{s}_{c}" for c in counters for s in STATS]
             + [f"base:{s}_{c}" for c in counters for s in ("ratio", "diff")]
-            + [f"rate:{c}" for c in counters])
+            + [f"rate:{c}" for c in counters] + list(CORUNNERS))
 
 
 def window_features(cols: dict[str, np.ndarray], counters: list[str]
@@ -60,7 +68,7 @@ def window_features(cols: dict[str, np.ndarray], counters: list[str]
     ids = ids[order].tolist()
     ok = np.isfinite(cols["value"])
     const = {}
-    for name in [*LOAD, *(BASE + c for c in counters)]:
+    for name in [*LOAD, *CORUNNERS, *(BASE + c for c in counters)]:
         v = np.full(len(ids), np.nan)
         sel = ok & (cols["metric"] == name)
         v[w[sel]] = cols["value"][sel]
@@ -88,7 +96,8 @@ def window_features(cols: dict[str, np.ndarray], counters: list[str]
         per_req = mean / const["rps"][:, None]
     diff = mean - base
     x = np.column_stack([const["rps"], const["replicas"], stats.reshape(len(ids), -1),
-                         np.stack([ratio, diff], axis=2).reshape(len(ids), -1), per_req])
+                         np.stack([ratio, diff], axis=2).reshape(len(ids), -1), per_req,
+                         *(const[c] for c in CORUNNERS)])
     return ids, np.where(np.isfinite(x), x, np.nan)
 
 
@@ -149,6 +158,11 @@ class ColocationRuntime:
             raise InvalidInputError(
                 f"metrics: none of the model's counters ({', '.join(self.counters[:4])}, ...)"
                 f"; got {', '.join(sorted(have)[:6])}")
+        if set(CORUNNERS) & set(self.state["columns"]) and not have & set(CORUNNERS):
+            raise InvalidInputError(
+                "metrics: this model's features need the co-runner pods "
+                f"{', '.join(CORUNNERS)} per run (0 for a family not placed beside the "
+                "service); got none")
         ids, x = window_features(cols, self.counters)
         x = x[:, self.columns]
         y = np.mean([b.predict(x) for b in self.boosters], axis=0)

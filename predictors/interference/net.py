@@ -11,6 +11,11 @@ Input: values [B, T, M] (robust z-scores, 0 where masked) and mask [B, T, M].
   the window are padding), masked mean pool;
 - fusion MLP -> perf.
 
+`branches="across"` replaces the metric branch by attention across metrics AT EACH STEP
+(concurrent counters: one token per (step, metric) = [value, mask] -> d plus a learned
+metric embedding, an encoder across the metrics observed at that step, masked mean -> the
+step's token), followed by the temporal encoder over those step tokens.
+
 `skip=True` (the default of new models) adds a wide-and-deep skip path and a target
 normalization, so that the network can represent persistence exactly and the attention
 branches learn the residual on top of it:
@@ -35,6 +40,7 @@ from torch import nn
 
 N_STATS = 3  # per metric: last observed z, masked mean z, observed fraction
 N_GLOBAL = 2  # per window: mean z over all observed cells, mean of the last observed z
+BRANCHES = ("dual", "temporal", "across")
 
 
 def _encoder(d: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
@@ -74,8 +80,8 @@ class InterferenceNet(nn.Module):
                  layers: int = 2, dropout: float = 0.1, branches: str = "dual",
                  skip: bool = False):
         super().__init__()
-        if branches not in ("dual", "temporal"):
-            raise ValueError(f"branches must be 'dual' or 'temporal', not {branches!r}")
+        if branches not in BRANCHES:
+            raise ValueError(f"branches must be one of {BRANCHES}, not {branches!r}")
         self.branches, self.skip = branches, bool(skip)
         self.step_in = nn.Linear(2 * n_metrics, d_model)
         self.pos = nn.Parameter(torch.zeros(1, max_steps, d_model))
@@ -86,6 +92,10 @@ class InterferenceNet(nn.Module):
             self.metric_emb = nn.Parameter(torch.zeros(1, n_metrics, d_model))
             self.across = _encoder(d_model, heads, layers, dropout)
             width += d_model
+        if branches == "across":
+            self.cell_in = nn.Linear(2, d_model)
+            self.metric_emb = nn.Parameter(torch.zeros(1, 1, n_metrics, d_model))
+            self.across = _encoder(d_model, heads, layers, dropout)
         if self.skip:
             n_stats = N_STATS * n_metrics + N_GLOBAL
             self.wide = nn.Linear(n_stats, 1)
@@ -96,7 +106,7 @@ class InterferenceNet(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d_model), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(d_model, 1))
         nn.init.normal_(self.pos, std=0.02)
-        if branches == "dual":
+        if branches in ("dual", "across"):
             nn.init.normal_(self.metric_emb, std=0.02)
         if self.skip:
             nn.init.zeros_(self.head[-1].weight)
@@ -113,7 +123,10 @@ class InterferenceNet(nn.Module):
         """The normalized output (skip models): (perf - y_center) / y_scale, shape [B]."""
         m = mask.to(values.dtype)
         steps_seen = mask.any(-1)  # [B, T]
-        tok = self.step_in(torch.cat([values * m, m], -1)) + self.pos
+        if self.branches == "across":
+            tok = self._steps_across(values * m, mask) + self.pos
+        else:
+            tok = self.step_in(torch.cat([values * m, m], -1)) + self.pos
         h = self.temporal(tok, src_key_padding_mask=~steps_seen)
         feats = [_masked_mean(h, steps_seen), h[:, -1]]
         if self.branches == "dual":
@@ -127,6 +140,15 @@ class InterferenceNet(nn.Module):
         stats = window_stats(values, mask)
         feats.append(self.stats_in(stats))
         return (self.wide(stats) + self.head(torch.cat(feats, -1))).squeeze(-1)
+
+    def _steps_across(self, vm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, M] masked values -> [B, T, d]: attention across the metrics of each step
+        (a step with no observation keeps its cells unmasked; the temporal encoder pads it)."""
+        b, t, n = vm.shape
+        cells = self.cell_in(torch.stack([vm, mask.to(vm.dtype)], -1)) + self.metric_emb
+        keep = mask | ~mask.any(-1, keepdim=True)
+        g = self.across(cells.reshape(b * t, n, -1), src_key_padding_mask=~keep.reshape(b * t, n))
+        return _masked_mean(g, keep.reshape(b * t, n)).reshape(b, t, -1)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """perf, shape [B] (in (0, 1) without skip; unbounded with skip: callers clip)."""

@@ -18,6 +18,7 @@ epoch / tree count, in `fit`) and `group` (per-group scores, in `evaluate`). Mod
   `n_seeds > 1` trains that many copies from seeds seed, seed + 1, ... (each keeping its
   best validation epoch) and predicts their mean perf (a seed ensemble of the same model);
 - `temporal`: the same network with the temporal branch only;
+- `across`: attention across the metrics at each step, then the temporal branch (net.py);
 - `gbm`: LightGBM on per-metric window statistics;
 - `last` / `moving_average`: the last value / mean of the last `ma_k` values of the
   `target_metric` (a metric carrying past perf), else the training mean of perf;
@@ -44,7 +45,7 @@ from servecast.predictors.interference.frames import (
 from servecast.predictors.interference.runtime import NEURAL, PERF_MIN, load_net
 from servecast.predictors.metrics import error_scores
 
-MODELS = ("dual", "temporal", "gbm", "last", "moving_average", "mean")
+MODELS = ("dual", "temporal", "across", "gbm", "last", "moving_average", "mean")
 
 
 class InterferencePredictor(Predictor):
@@ -59,13 +60,15 @@ class InterferencePredictor(Predictor):
                  weight_decay: float = 1e-2, wide_l1: float = 1e-3, metric_dropout: float = 0.0,
                  val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
                  refit: bool = False, recent_weight: float = 1.0, n_seeds: int = 1,
-                 trainer_kw: dict | None = None):
+                 train_steps: int = 0, trainer_kw: dict | None = None):
         super().__init__()
         if model not in MODELS:
             raise UnknownNameError(f"unknown interference model {model!r}; one of "
                                    f"{', '.join(MODELS)}")
         if max_steps < 1:
             raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
+        if int(train_steps) < 0:
+            raise InvalidInputError(f"train_steps must be >= 0 (0: use epochs), got {train_steps}")
         if int(n_seeds) < 1:
             raise InvalidInputError(f"n_seeds must be >= 1, got {n_seeds}")
         self.model, self.max_steps, self.target_metric = model, int(max_steps), target_metric
@@ -75,7 +78,7 @@ class InterferencePredictor(Predictor):
         self.epochs, self.batch_size, self.val_frac = epochs, batch_size, val_frac
         self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
         self.refit, self.recent_weight = bool(refit), float(recent_weight)
-        self.n_seeds = int(n_seeds)
+        self.n_seeds, self.train_steps = int(n_seeds), int(train_steps)
         self.trainer_kw = trainer_kw or {}
         self.norm: Normalizer | None = None
         self.net = None
@@ -132,20 +135,21 @@ class InterferencePredictor(Predictor):
             if self.hp["skip"] and self.target_metric in self.norm.metrics:
                 k = self.norm.metrics.index(self.target_metric)
                 anchor = (k, float(self.norm.center[k]), float(self.norm.scale[k]))
+            epochs = self.epochs_for(len(tr[2]))
             nets, logs = [], []
             for i in range(self.n_seeds):  # n_seeds > 1: a seed ensemble of the same network
                 seed = self.seed + i
-                net, lg = train_net(tr, va, hp, self.epochs, self.batch_size, seed,
+                net, lg = train_net(tr, va, hp, epochs, self.batch_size, seed,
                                     anchor=anchor, **self.trainer_kw)
                 if refit and lg.get("best_epoch", -1) >= 0:
                     # validation picked the epoch count; retrain on train + val (the data
                     # closest to the test period) for that many epochs of the same schedule
                     stop = lg["best_epoch"] + 1
-                    net, _ = train_net(full, None, hp, self.epochs, self.batch_size, seed,
+                    net, _ = train_net(full, None, hp, epochs, self.batch_size, seed,
                                        anchor=anchor, stop_epoch=stop, **self.trainer_kw)
                     lg = dict(lg, refit_epochs=stop)
                 nets.append(net)
-                logs.append(lg)
+                logs.append(dict(lg, optimizer_steps=epochs * -(-len(tr[2]) // self.batch_size)))
             if self.n_seeds == 1:
                 self.net, log = nets[0], logs[0]
             else:
@@ -172,6 +176,15 @@ class InterferencePredictor(Predictor):
             "training": log,
         })
         return self
+
+    def epochs_for(self, n_train: int) -> int:
+        """Epochs of the networks' schedule: `epochs`, or with a `train_steps` budget (> 0)
+        the fewest whole epochs of `batch_size` rows over `n_train` windows that make at
+        least `train_steps` optimizer steps (the budget does not shrink with fewer windows)."""
+        if self.train_steps <= 0:
+            return self.epochs
+        per_epoch = max(1, -(-n_train // self.batch_size))
+        return max(1, -(-self.train_steps // per_epoch))
 
     # -- predict -----------------------------------------------------------------------------
     @property

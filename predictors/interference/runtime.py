@@ -28,7 +28,7 @@ from servecast.predictors.interference.windows import (
     window_stats,
 )
 
-NEURAL = ("dual", "temporal")
+NEURAL = ("dual", "temporal", "across")
 PERF_MIN = 1e-3  # predictions are clipped to [PERF_MIN, 1]
 
 

@@ -13,7 +13,8 @@ class TrainSettings:
     """What `evaluate.compare` / `train_model` pass to `InterferencePredictor` besides the
     model name: epochs and mini-batch rows of the neural models, their width (`d_model`),
     depth (`layers`) and learning rate, the GBM's tree budget (early-stopped on val) and the
-    size of the neural seed ensemble (`n_seeds`)."""
+    size of the neural seed ensemble (`n_seeds`); `train_steps` > 0 sets the networks'
+    budget in optimizer steps instead of epochs (`InterferencePredictor.epochs_for`)."""
 
     epochs: int = 8
     d_model: int = 32
@@ -22,6 +23,7 @@ class TrainSettings:
     lr: float = 5e-3
     gbm_trees: int = 2000
     n_seeds: int = 3
+    train_steps: int = 0
 
 
 #: full: sized for <= 15 min of training (wall) of the dual model per task on the shared
