@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from servecast.errors import InvalidInputError
+from servecast.errors import InvalidInputError, ModelVersionError
 from servecast.predictors.interference import colocation_gbm as cg
 from servecast.predictors.interference.colocation import colocation_task
 from servecast.predictors.interference.colocation_runtime import (
@@ -169,3 +169,35 @@ def test_runtime_refuses_foreign_counters(tmp_path):
                            "half": 0.1}, boosters)
     with pytest.raises(InvalidInputError, match="co-runner pods co:cpu, co:l3, co:membw"):
         co.interference({"sys:IPC": [0.5, 0.6], "rps": 100.0})
+
+
+def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
+    """A model whose variant reads the co-runner pods serves a run that does not say them (a
+    mix of unknown make-up) with its fallback variant, saved and loaded with it."""
+    rng = np.random.default_rng(1)
+    main_cols, alt_cols = ["stats:rps", "stats:mean_sys:IPC", "co:cpu"], ["stats:rps",
+                                                                          "stats:mean_sys:IPC"]
+    x = rng.random((60, 3))
+    main = cg.fit_boosters(x, rng.random(60), cg.Candidate("stats+base+co", "perf", rounds=5))
+    alt = cg.fit_boosters(x[:, :2], 1 - x[:, 1] / 2, cg.Candidate("stats+base", "perf",
+                                                                    rounds=20))
+    m = cg.ColocationGBM(seeds=1)
+    m.state = {"counters": ["sys:IPC"], "columns": main_cols, "target": "perf", "seeds": 1,
+               "features": "stats+base+co", "half": 0.1,
+               "fallback": {"columns": alt_cols, "target": "perf", "features": "stats+base",
+                            "variant": "stats+base/perf"}}
+    m.boosters, m.fallback_boosters = main, alt
+    m.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").glob("*.txt")) == ["fallback_0.txt",
+                                                                      "gbm_0.txt"]
+    rt = ColocationRuntime.load(tmp_path / "m")
+    window = {"sys:IPC": [0.2, 0.4, 0.6], "rps": 100.0}
+    xa = np.array([[100.0, 0.4]])
+    assert rt.interference(window) == pytest.approx(
+        float(np.clip(alt[0].predict(xa)[0], 1e-3, 1.0)))
+    placed = rt.interference({**window, "co:cpu": 2.0, "co:l3": 0.0, "co:membw": 0.0})
+    assert placed == pytest.approx(float(np.clip(
+        main[0].predict(np.array([[100.0, 0.4, 2.0]]))[0], 1e-3, 1.0)))
+    (tmp_path / "m" / "fallback_0.txt").unlink()
+    with pytest.raises(ModelVersionError, match="fallback_0.txt missing"):
+        ColocationRuntime.load(tmp_path / "m")

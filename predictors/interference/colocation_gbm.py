@@ -42,6 +42,7 @@ from servecast.predictors.interference.colocation_runtime import (
     feature_names,
     from_target,
     to_target,
+    uses_corunners,
     window_features,
 )
 from servecast.predictors.interference.tasks import Task
@@ -247,6 +248,7 @@ class ColocationGBM(SavedModel):
         self.inner = inner
         self.state: dict | None = None
         self.boosters: list = []
+        self.fallback_boosters: list = []
 
     @property
     def is_fitted(self) -> bool:
@@ -267,7 +269,20 @@ class ColocationGBM(SavedModel):
         counters = [c.split("_", 1)[1] for c in feats.columns if c.startswith("stats:mean_")]
         self.state = {"counters": counters, "columns": cols, "target": best.target,
                       "features": best.features, "seeds": self.seeds, "half": half}
+        self.fallback_boosters = []
+        if uses_corunners(best.features):
+            # a run whose co-runners are unknown (a mix) gets the best variant without them
+            alt = min((c for c in cands if not uses_corunners(c.features)),
+                      key=lambda c: inner[c.name], default=None)
+            if alt is not None:
+                alt = dataclasses.replace(alt, seeds=self.seeds)
+                alt_cols = columns_of(w, alt.features)
+                self.fallback_boosters = fit_boosters(w.select(alt_cols).to_numpy(),
+                                                      w["perf"].to_numpy(), alt, alt_cols)
+                self.state["fallback"] = {"columns": alt_cols, "target": alt.target,
+                                          "features": alt.features, "variant": alt.name}
         self.card.update({"default_model": self.MODEL, "variant": chosen.name,
+                          "fallback_variant": self.state.get("fallback", {}).get("variant"),
                           "selection": {"protocol": f"inner {self.inner} grouped "
                                         f"{self.inner_k}-fold on the training series",
                                         "inner_mae_pp": inner},
@@ -282,13 +297,16 @@ class ColocationGBM(SavedModel):
         self.check_fitted()
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
-        rt = ColocationRuntime(self.get_params(), self.state, self.boosters)
+        rt = ColocationRuntime(self.get_params(), self.state, self.boosters,
+                               self.fallback_boosters)
         return pl.DataFrame(rt.predict(metrics))
 
     def _save(self, path: Path) -> None:
         (path / "colocation.json").write_text(json.dumps(self.state, indent=2))
         for i, b in enumerate(self.boosters):
             b.save_model(str(path / f"gbm_{i}.txt"))
+        for i, b in enumerate(self.fallback_boosters):
+            b.save_model(str(path / f"fallback_{i}.txt"))
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> ColocationGBM:
@@ -296,5 +314,5 @@ class ColocationGBM(SavedModel):
 
         rt = ColocationRuntime.load(path)
         m = cls.from_params(path, card["params"])
-        m.state, m.boosters = rt.state, rt.boosters
+        m.state, m.boosters, m.fallback_boosters = rt.state, rt.boosters, rt.fallback
         return m

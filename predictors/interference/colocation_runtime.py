@@ -8,8 +8,9 @@ A window is one run of the service: long rows [window_id, t, metric, value] of i
 the service, 0 for none; what a scheduler placing the pod knows) and, per counter c,
 `base:c` = the mean of c over the service's runs alone (no co-runner) at the same replicas
 and rate. A window without `base:c` gets NaN ratio features (LightGBM routes NaN); one
-without `rps` gets NaN per-request features; one without `co:*` (a mix of unknown make-up)
-gets NaN co-runner features.
+without `rps` gets NaN per-request features. A model whose variant uses the co-runner pods
+carries a fallback variant without them (`state["fallback"]`, `fallback_<i>.txt`): a run
+without `co:*` (a mix of unknown make-up) is predicted by it.
 
 Features (kind prefix `stats:`, `base:`, `rate:`, `co:`), per counter c:
 - stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
@@ -39,6 +40,11 @@ FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
                 "stats+base+co": ("stats", "base", "co"),
                 "stats+base+rate+co": ("stats", "base", "rate", "co")}
 PERF_MIN = 1e-3
+
+
+def uses_corunners(features: str) -> bool:
+    """Whether feature set `features` (a key of FEATURE_SETS) reads the co-runner pods."""
+    return "co" in FEATURE_SETS[features]
 
 
 def counters_of(cols: dict[str, np.ndarray]) -> list[str]:
@@ -116,12 +122,16 @@ class ColocationRuntime:
 
     kind = "interference"
 
-    def __init__(self, params: dict, state: dict, boosters: list):
+    def __init__(self, params: dict, state: dict, boosters: list, fallback: list | None = None):
         self.params, self.state, self.boosters = params, state, boosters
+        self.fallback = list(fallback or [])
         self.family = params["model"]  # "gbm-baseline", as Runtime.family names its model
         self.counters = list(state["counters"])
         names = feature_names(self.counters)
         self.columns = [names.index(c) for c in state["columns"]]
+        self.co_columns = [i for i, c in enumerate(state["columns"]) if c in CORUNNERS]
+        alt = state.get("fallback")
+        self.fallback_columns = [names.index(c) for c in alt["columns"]] if alt else []
         self.half = float(state["half"])
 
     @classmethod
@@ -134,11 +144,14 @@ class ColocationRuntime:
         if not state_file.is_file():
             raise ModelVersionError(f"{path}: colocation.json missing; re-save the model")
         state = json.loads(state_file.read_text())
-        files = [path / f"gbm_{i}.txt" for i in range(int(state["seeds"]))]
-        missing = [f.name for f in files if not f.is_file()]
+        seeds = range(int(state["seeds"]))
+        files = [path / f"gbm_{i}.txt" for i in seeds]
+        alt = [path / f"fallback_{i}.txt" for i in seeds] if "fallback" in state else []
+        missing = [f.name for f in files + alt if not f.is_file()]
         if missing:
             raise ModelVersionError(f"{path}: {', '.join(missing)} missing; re-save the model")
-        return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files])
+        return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files],
+                   [lgb.Booster(model_file=str(f)) for f in alt])
 
     def interference(self, metrics_window) -> float:
         """Predicted perf of one run: a mapping metric -> values or a long frame."""
@@ -158,12 +171,21 @@ class ColocationRuntime:
             raise InvalidInputError(
                 f"metrics: none of the model's counters ({', '.join(self.counters[:4])}, ...)"
                 f"; got {', '.join(sorted(have)[:6])}")
-        if set(CORUNNERS) & set(self.state["columns"]) and not have & set(CORUNNERS):
+        if self.co_columns and not self.fallback and not have & set(CORUNNERS):
             raise InvalidInputError(
                 "metrics: this model's features need the co-runner pods "
                 f"{', '.join(CORUNNERS)} per run (0 for a family not placed beside the "
                 "service); got none")
-        ids, x = window_features(cols, self.counters)
-        x = x[:, self.columns]
-        y = np.mean([b.predict(x) for b in self.boosters], axis=0)
-        return ids, np.clip(from_target(y, self.state["target"]), PERF_MIN, 1.0)
+        ids, full = window_features(cols, self.counters)
+        x = full[:, self.columns]
+        perf = self._predict(self.boosters, x, self.state["target"])
+        unknown = np.isnan(x[:, self.co_columns]).any(axis=1) if self.co_columns else []
+        if self.fallback and np.any(unknown):  # co-runners not given: the fallback variant
+            alt = full[unknown][:, self.fallback_columns]
+            perf[unknown] = self._predict(self.fallback, alt, self.state["fallback"]["target"])
+        return ids, perf
+
+    @staticmethod
+    def _predict(boosters: list, x: np.ndarray, target: str) -> np.ndarray:
+        y = np.mean([b.predict(x) for b in boosters], axis=0)
+        return np.clip(from_target(y, target), PERF_MIN, 1.0)
