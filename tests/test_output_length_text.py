@@ -168,7 +168,7 @@ def test_neighbour_features_leave_the_own_conversation_out(sharegpt, cache):
     from pathlib import Path
 
     from servecast.predictors.output_length.embeddings import embed
-    from servecast.predictors.output_length.text_features import KS, NeighbourIndex
+    from servecast.predictors.output_length.text_features import KS, NEIGHBOUR, NeighbourIndex
 
     df = sharegpt[:120]
     E = embed(df["prompt_text"].to_list(), cache=Path(cache))
@@ -177,14 +177,45 @@ def test_neighbour_features_leave_the_own_conversation_out(sharegpt, cache):
     index = NeighbourIndex(E, ly)
     own = index.features(E, groups)
     free = index.features(E)
-    k = KS[0]
+    k, top1 = KS[0], NEIGHBOUR.index("nn_top1")
     for i in (0, 57, 119):
         sim = E @ E[i]
         other = np.flatnonzero(groups != groups[i])
         near = other[np.argsort(-sim[other], kind="stable")[:k]]
         assert own[i, 0] == pytest.approx(np.median(ly[near]), rel=1e-6)
-        assert own[i, -2] == pytest.approx(sim[near[0]], rel=1e-5)
-        assert free[i, -2] == pytest.approx(1.0, abs=1e-5)  # itself, in the unrestricted index
+        assert own[i, top1] == pytest.approx(sim[near[0]], rel=1e-5)
+        assert free[i, top1] == pytest.approx(1.0, abs=1e-5)  # itself, in the unrestricted index
+
+
+def test_lexical_neighbours_compare_tfidf_rows_and_survive_a_save(sharegpt, tmp_path):
+    """LexicalIndex: the nearest training prompts by TF-IDF cosine (brute force), the own
+    conversation left out on training rows, the similarity-weighted mean between the nearest
+    outputs' extremes; the same features after save / load."""
+    from servecast.predictors.output_length.text_features import NEIGHBOUR, LexicalIndex
+    from servecast.predictors.output_length.tfidf import TextRidge, numeric
+
+    df = sharegpt[:150]
+    texts = df["prompt_text"].to_list()
+    ly = np.log1p(df["output_tokens"].to_numpy().astype(float))
+    ridge = TextRidge().fit(texts, numeric(df["prompt_tokens"].to_numpy(),
+                                           np.full(df.height, np.nan)), ly)
+    T = ridge.tfidf(texts)
+    groups = df["session_id"].to_numpy()
+    index = LexicalIndex(T, ly)
+    own = index.features(T, groups)
+    col = {n: i for i, n in enumerate(NEIGHBOUR)}
+    for i in (0, 70, 149):
+        sim = (T @ T[i].T).toarray().ravel()
+        other = np.flatnonzero(groups != groups[i])
+        near = other[np.argsort(-sim[other], kind="stable")]
+        assert own[i, col["nn_top1"]] == pytest.approx(sim[near[0]], rel=1e-5)
+        assert own[i, col["nn10_median"]] == pytest.approx(np.median(ly[near[:10]]), rel=1e-6)
+        lo, hi = ly[near[:50]].min(), ly[near[:50]].max()
+        assert lo - 1e-9 <= own[i, col["nn_soft"]] <= hi + 1e-9
+    index.save(tmp_path)
+    again = LexicalIndex.load(tmp_path).features(ridge.tfidf(texts[:5]))
+    np.testing.assert_allclose(again, index.features(T[:5]))
+    assert again[:, col["nn_top1"]] == pytest.approx(1.0, abs=1e-5)  # itself, unrestricted
 
 
 def test_wording_reads_the_amount_asked_for_and_keywords():
@@ -217,8 +248,10 @@ def test_pairwise_rank_loss_known_answer():
 
 def test_text_baselines_and_lexical_feature(sharegpt, cache):
     """TF-IDF + ridge and previous-turn baselines on real prompts; the text model without its
-    lexical feature has one input fewer and saves no ridge."""
+    lexical family has fewer inputs (the ridge's prediction, the lexical neighbours) and saves
+    neither."""
     from servecast.predictors.output_length.baselines import PreviousTurn, TfidfRidge
+    from servecast.predictors.output_length.text_features import NEIGHBOUR
 
     train, test, _ = split(sharegpt)
     ridge = TfidfRidge().fit(train)
@@ -235,8 +268,10 @@ def test_text_baselines_and_lexical_feature(sharegpt, cache):
         ridge.predict(test.drop("prompt_text"))
     plain = create("text", lexical=False, n_estimators=20, cache=cache).fit(train)
     full = create("text", n_estimators=20, cache=cache).fit(train)
-    assert plain.ridge is None and full.ridge is not None
-    assert full.boosters[0].num_feature() == plain.boosters[0].num_feature() + 1
+    assert plain.ridge is None and plain.lexicon is None
+    assert full.ridge is not None and full.lexicon is not None
+    assert (full.boosters[0].num_feature()
+            == plain.boosters[0].num_feature() + 1 + len(NEIGHBOUR))
 
 
 def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, monkeypatch):

@@ -8,10 +8,12 @@ prompt-growth buckets); the outputs of the nearest training prompts and the requ
 (text_features.py); the outputs of the earlier turns of its conversation, weighted by prompt
 similarity (conversation.py); with `lexical` (default), the prediction of a TF-IDF + ridge
 regressor over the whole prompt and the previous turn's output (tfidf.py; out-of-fold by
-conversation on the training rows). Heads: LightGBM quantile boosting at 0.5 / 0.9 / 0.99 on
+conversation on the training rows) and the outputs of the training prompts nearest in TF-IDF
+space (text_features.LexicalIndex). Heads: LightGBM quantile boosting at 0.5 / 0.9 / 0.99 on
 log1p(tokens) (quantiles are invariant under the monotone transform; the log scale keeps leaf
-values stable on the heavy tail) and an L2 head for the mean on tokens. Non-crossing is
-enforced at prediction (cumulative max).
+values stable on the heavy tail) and an L2 head for the mean on tokens; the median is the mean
+of `bag` (default 3) seeded median heads on the log scale (the ranking a scheduler orders by
+varies less between seeds). Non-crossing is enforced at prediction (cumulative max).
 
 Gradient boosting replaced an earlier Lightning MLP head: on ShareGPT (seeded split by
 conversation, several seeds) it scores a higher Kendall tau and lower MAE at every training
@@ -39,15 +41,24 @@ from servecast.predictors.output_length.embeddings import (
     load_encoder,
     save_tuned,
 )
-from servecast.predictors.output_length.text_features import NAMES, NeighbourIndex, wording
+from servecast.predictors.output_length.text_features import (
+    LEXICAL_FILE,
+    NAMES,
+    NEIGHBOUR,
+    LexicalIndex,
+    NeighbourIndex,
+    wording,
+)
 from servecast.predictors.output_length.tfidf import FILE as RIDGE_FILE
 from servecast.predictors.output_length.tfidf import TextRidge, numeric, out_of_fold
 
 META = ["prompt_tokens", "turn_b", "prev_out_b", "growth_b"]
-HEADS = [("quantile", 0.5), ("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
+#: after the `bag` median heads (quantile 0.5, seeds seed .. seed + bag - 1)
+HEADS = [("quantile", 0.9), ("quantile", 0.99), ("regression", None)]
 #: saved-weights format (1: the former MLP head; 2: without neighbours / wording; 3: without
-#: conversation memory; 4: without the lexical ridge feature)
-FORMAT = 5
+#: conversation memory; 4: without the lexical ridge feature; 5: one median head, without the
+#: lexical neighbours and the wider neighbour summaries)
+FORMAT = 6
 
 
 def project(E: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -70,28 +81,35 @@ def ridge_inputs(M: np.ndarray) -> np.ndarray:
 
 def design(E: np.ndarray, M: np.ndarray, texts: list[str], pca: tuple[np.ndarray, np.ndarray],
            index: NeighbourIndex, groups: np.ndarray | None = None,
-           ridge: TextRidge | None = None, lexical: np.ndarray | None = None) -> np.ndarray:
+           ridge: TextRidge | None = None, lexical: np.ndarray | None = None,
+           lexicon: LexicalIndex | None = None) -> np.ndarray:
     """Head inputs: PCA scores, metadata and conversation memory `M`, neighbour features
     (`groups`: leave-group-out on the training rows), wording features of `texts` and, with
-    a `ridge`, its prediction (`lexical`: given instead, the training rows' out-of-fold one)."""
+    a `ridge`, its prediction (`lexical`: given instead, the training rows' out-of-fold one)
+    and the neighbour features of the TF-IDF rows in `lexicon`."""
     parts = [project(E, *pca), M, index.features(E, groups), wording(texts)]
     if ridge is not None:
         parts.append((ridge.predict(texts, ridge_inputs(M)) if lexical is None
                       else lexical)[:, None])
+        if lexicon is not None:
+            parts.append(lexicon.features(ridge.tfidf(texts), groups))
     return np.hstack(parts)
 
 
 def head_outputs(boosters: list, X: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Raw (n, 4) tokens (p50, p90, p99 non-decreasing; mean) from the four heads."""
+    """Raw (n, 4) tokens (p50, p90, p99 non-decreasing; mean) from the heads: the median
+    heads (all but the last len(HEADS)) averaged on log1p(tokens), then HEADS."""
     out = np.column_stack([b.predict(X, num_threads=threads) for b in boosters])
-    q = np.maximum.accumulate(np.expm1(out[:, :3]).clip(0), axis=1)
-    return np.column_stack([q, out[:, 3].clip(0)])
+    bag = out.shape[1] - len(HEADS)
+    logq = np.column_stack([out[:, :bag].mean(axis=1), out[:, bag:bag + 2]])
+    q = np.maximum.accumulate(np.expm1(logq).clip(0), axis=1)
+    return np.column_stack([q, out[:, -1].clip(0)])
 
 
 def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], NeighbourIndex,
-                                    TextRidge | None]:
-    """Boosters, PCA (mean, components), neighbour index and lexical ridge (None: trained
-    without) of a saved text model; clear error otherwise."""
+                                    TextRidge | None, LexicalIndex | None]:
+    """Boosters, PCA (mean, components), neighbour index, lexical ridge and lexical
+    neighbours (None: trained without) of a saved text model; clear error otherwise."""
     import lightgbm as lgb
 
     meta = read_json(path / "text.json") if (path / "text.json").is_file() else {}
@@ -100,11 +118,12 @@ def load_heads(path: Path) -> tuple[list, tuple[np.ndarray, np.ndarray], Neighbo
             f"{path}: text model saved by another servecast version (weights format "
             f"{meta.get('format', 1)}, this version reads {FORMAT}); retrain it")
     boosters = [lgb.Booster(model_file=str(path / f"text_head{i}.txt"))
-                for i in range(len(HEADS))]
+                for i in range(meta["heads"])]
     with np.load(path / "pca.npz") as z:
         pca = (z["mean"], z["components"])
     ridge = TextRidge.load(path) if (path / RIDGE_FILE).is_file() else None
-    return boosters, pca, NeighbourIndex.load(path), ridge
+    lexicon = LexicalIndex.load(path) if (path / LEXICAL_FILE).is_file() else None
+    return boosters, pca, NeighbourIndex.load(path), ridge, lexicon
 
 
 def tuned_encoder(path: Path):
@@ -130,13 +149,14 @@ class TextModel(OutputLengthModel):
                  learning_rate: float = 0.03, num_leaves: int = 31,
                  min_child_samples: int = 50, feature_fraction: float = 0.5,
                  threads: int = 1, seed: int = 0, cache: str | None = None,
-                 finetune_epochs: int = 0, lexical: bool = True, **kw):
+                 finetune_epochs: int = 0, lexical: bool = True, bag: int = 3, **kw):
         super().__init__(**kw)
         self.params = dict(n_components=n_components, n_estimators=n_estimators,
                            learning_rate=learning_rate, num_leaves=num_leaves,
                            min_child_samples=min_child_samples,
                            feature_fraction=feature_fraction, threads=threads, seed=seed,
-                           cache=cache, finetune_epochs=finetune_epochs, lexical=lexical)
+                           cache=cache, finetune_epochs=finetune_epochs, lexical=lexical,
+                           bag=bag)
         self.tuned = None  # the encoder fine-tuned by the last fit (finetune_epochs > 0)
         # prompt -> its tuned embedding, kept while `fit` runs (the refit reuses them)
         self._tuned_memo: dict[str, np.ndarray] | None = None
@@ -144,7 +164,7 @@ class TextModel(OutputLengthModel):
         self.pca = (np.zeros(DIM), np.zeros((0, DIM)))  # (mean, components)
         self.index = NeighbourIndex(np.zeros((0, DIM)), np.zeros(0))
         self.ridge: TextRidge | None = None
-
+        self.lexicon: LexicalIndex | None = None
 
     def fit(self, frame) -> TextModel:
         """Fit; with `finetune_epochs` > 0 the encoder is tuned once per call (the refit on all
@@ -208,22 +228,25 @@ class TextModel(OutputLengthModel):
         else:
             groups = np.arange(len(y))
         texts = train["prompt_text"].to_list()
-        self.ridge, lexical = None, None
+        self.ridge, self.lexicon, lexical = None, None, None
         if p["lexical"]:
             num = ridge_inputs(M)
             lexical = out_of_fold(texts, num, np.log1p(y), groups)
             self.ridge = TextRidge().fit(texts, num, np.log1p(y))
-        X = design(E, M, texts, self.pca, self.index, groups, self.ridge, lexical)
+            self.lexicon = LexicalIndex(self.ridge.tfidf(texts), np.log1p(y))
+        X = design(E, M, texts, self.pca, self.index, groups, self.ridge, lexical, self.lexicon)
         names = ([f"pc{i}" for i in range(k)] + META + MEMORY + NAMES
-                 + (["tfidf_ridge"] if self.ridge is not None else []))
+                 + (["tfidf_ridge"] + [f"lex_{n}" for n in NEIGHBOUR]
+                    if self.ridge is not None else []))
         self.boosters = []
-        for objective, alpha in HEADS:
+        heads = [("quantile", 0.5, p["seed"] + i) for i in range(max(1, p["bag"]))]
+        for objective, alpha, seed in heads + [(o, a, p["seed"]) for o, a in HEADS]:
             params = {
                 "objective": objective, "learning_rate": p["learning_rate"],
                 "num_leaves": p["num_leaves"], "min_data_in_leaf": p["min_child_samples"],
                 "feature_fraction": p["feature_fraction"], "bagging_fraction": 0.8,
                 "bagging_freq": 1, "lambda_l2": 1.0, "num_threads": p["threads"],
-                "seed": p["seed"], "deterministic": True, "verbose": -1,
+                "seed": seed, "deterministic": True, "verbose": -1,
                 **({"alpha": alpha} if alpha else {}),
             }
             target = np.log1p(y) if alpha else y
@@ -232,7 +255,8 @@ class TextModel(OutputLengthModel):
 
     def _raw(self, df: pl.DataFrame) -> np.ndarray:
         E, M = self._parts(df)
-        X = design(E, M, df["prompt_text"].to_list(), self.pca, self.index, ridge=self.ridge)
+        X = design(E, M, df["prompt_text"].to_list(), self.pca, self.index, ridge=self.ridge,
+                   lexicon=self.lexicon)
         return head_outputs(self.boosters, X, self.params["threads"])
 
     def _save_weights(self, path: Path) -> None:
@@ -242,13 +266,15 @@ class TextModel(OutputLengthModel):
         self.index.save(path)
         if self.ridge is not None:
             self.ridge.save(path)
+        if self.lexicon is not None:
+            self.lexicon.save(path)
         if self.tuned is not None:
             save_tuned(self.tuned, path)
         (path / "text.json").write_text(json.dumps(
-            {"format": FORMAT, "embedding_dim": DIM, "meta": META, "memory": MEMORY,
-             "n_components": int(len(self.pca[1])),
+            {"format": FORMAT, "heads": len(self.boosters), "embedding_dim": DIM,
+             "meta": META, "memory": MEMORY, "n_components": int(len(self.pca[1])),
              "encoder": "fine-tuned" if self.tuned is not None else "pretrained"}))
 
     def _load_weights(self, path: Path, card: dict) -> None:
-        self.boosters, self.pca, self.index, self.ridge = load_heads(path)
+        self.boosters, self.pca, self.index, self.ridge, self.lexicon = load_heads(path)
         self.tuned = tuned_encoder(path)

@@ -33,7 +33,7 @@ class TextRuntime:
         self.encoder_state = state["encoder"]
         self.online = OnlineCalibration(Calibrator.from_state(state["calibrator"]))
         self.calibrator = self.online.calibrator
-        self.boosters, self.pca, self.index, self.ridge = load_heads(path)
+        self.boosters, self.pca, self.index, self.ridge, self.lexicon = load_heads(path)
         self.model = text_encoder(path)
         self.sessions = SessionTurns()
         self.memory = ConversationMemory(RecentSessions())
@@ -55,7 +55,7 @@ class TextRuntime:
 
     def _raw(self, E: np.ndarray, meta: np.ndarray, texts: list[str]) -> np.ndarray:
         return head_outputs(self.boosters, design(E, meta, texts, self.pca, self.index,
-                                                  ridge=self.ridge))
+                                                  ridge=self.ridge, lexicon=self.lexicon))
 
     def output_length(self, prompt_tokens, model=None, log_type=None, prompt_text=None,
                       session_id=None, arrival_s=None, request_id=None) -> LengthEstimate:

@@ -50,12 +50,22 @@ class TextRidge:
         X.data = 1.0 + np.log(X.data)  # sublinear tf
         return X
 
-    def _design(self, counts, num: np.ndarray):
-        import scipy.sparse as sp
+    def _tfidf(self, counts):
         from sklearn.preprocessing import normalize
 
-        X = normalize(counts.multiply(self.idf).tocsr())
-        return sp.hstack([X, sp.csr_matrix((num - self.scale[0]) / self.scale[1])]).tocsr()
+        return normalize(counts.multiply(self.idf).tocsr()).astype(np.float32)
+
+    def tfidf(self, texts: list[str]):
+        """L2-normalized TF-IDF rows (sparse CSR, n x N_FEATURES) of prompts `texts` by the
+        fitted IDF: what the ridge reads, and what the text model's lexical neighbours
+        compare."""
+        return self._tfidf(self._counts(texts))
+
+    def _design(self, counts, num: np.ndarray):
+        import scipy.sparse as sp
+
+        return sp.hstack([self._tfidf(counts),
+                          sp.csr_matrix((num - self.scale[0]) / self.scale[1])]).tocsr()
 
     def fit(self, texts: list[str], num: np.ndarray, ly: np.ndarray) -> TextRidge:
         """Fit on prompts `texts`, numeric columns `num` (see `numeric`), targets `ly`
