@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean browser tools
+.PHONY: install demo test test-par test-fast lint bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: install
 
 test: install browser tools
 	$(BIN)/python -m pytest -q
+
+# The same suite on two workers, each test file on one worker (its module fixtures built
+# once): for a 2-core machine nothing else uses.
+test-par: install browser tools
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The fast suite (tests marked slow left out), for the edit-test loop.
 test-fast: install

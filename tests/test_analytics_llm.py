@@ -77,6 +77,7 @@ def _kde_peaks(values: np.ndarray) -> list[float]:
     return sorted(float(np.exp(grid[i])) for i in top)
 
 
+@pytest.mark.slow  # mixture fits and a KDE on the full Azure trace
 def test_conversation_output_is_bimodal_with_independent_modes(store, data):
     out = raw_azure(data, "conv")["GeneratedTokens"].to_numpy()
     res = lengths.bimodality(store, "azure_conv", field="output_tokens")

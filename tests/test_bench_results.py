@@ -164,6 +164,7 @@ def test_vllm_bench_detailed_result(tmp_path, detailed_times):
         assert got["tpot_s"] == pytest.approx(src["itls"][i][0])
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_vllm_bench_bad_files(tmp_path):
     db = tmp_path / "s.duckdb"
     plain = {k: v for k, v in vllm_result().items() if k not in ("ttfts", "itls")}

@@ -172,6 +172,7 @@ def test_download_without_single_file_points_to_the_url():
     user_error(servecast("datasets", "download", "azure-vm-noise"), c.url)
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_unknown_names_exit_2(cli_db, tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("a\n1\n")
@@ -184,6 +185,7 @@ def test_unknown_names_exit_2(cli_db, tmp_path):
     user_error(servecast("ingest", "burstgpt"), "Missing argument")
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_store_and_query_errors_exit_2(cli_db, tmp_path):
     missing_db = tmp_path / "none.duckdb"
     user_error(servecast("traces", "--db", missing_db), str(missing_db), "no store here")
@@ -216,6 +218,7 @@ def burst_file(path: Path, data: Path, edit=None) -> Path:
     return path
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_int32_token_count_is_a_rejected_row_not_a_traceback(tmp_path, data):
     def huge_first(line, seen=[]):  # noqa: B006 - one mutation on the first line only
         if not seen:
@@ -232,6 +235,7 @@ def test_int32_token_count_is_a_rejected_row_not_a_traceback(tmp_path, data):
     assert "ingested 53 rows into big (1 rejected" in out.stdout
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_non_finite_negative_and_fractional_values_are_rejected(tmp_path, data):
     def spoil(line):
         t, m, req, out, tot, log = line.split(",")
@@ -263,6 +267,7 @@ def test_file_with_every_row_rejected_is_refused_and_not_recorded(tmp_path, data
     assert manifest(db) == (0, 0, 0)
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_traces_remove_deletes_everything_of_a_trace(tmp_path, data):
     db = tmp_path / "s.duckdb"
     f = burst_file(tmp_path / "b.csv", data, lambda line: [line, "x," + line.split(",", 1)[1]])
@@ -309,6 +314,7 @@ def test_sql_refuses_statements_that_write(cli_db, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_foreign_duckdb_file_is_refused_untouched(tmp_path):
     import duckdb
 
@@ -334,6 +340,7 @@ def test_truncated_store_is_a_clear_error(cli_db, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.slow  # CLI subprocesses
 def test_full_disk_is_a_clear_error_and_the_store_survives(tmp_path, data):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -352,6 +359,7 @@ def test_full_disk_is_a_clear_error_and_the_store_survives(tmp_path, data):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_reingesting_a_folder_prints_one_line(tmp_path, data):
     """Issue 21 case 12: 388 "already ingested" lines for the VM folder; here 3 real files."""
     src = shared_path("vm/azure_vm_noise", data)

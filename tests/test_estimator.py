@@ -271,6 +271,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_warns_when_prompt_text_is_ignored(models_dir):
     """A prompt text given to a model that reads none is said to be ignored (stderr), the
     estimate still printed; without --prompt-text nothing is said."""

@@ -88,6 +88,51 @@ def run_loader(tools_python, tool: str, *args) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def exported(store, tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    """name -> (path, rows) of every export the replay tools' loaders read below."""
+    d = tmp_path_factory.mktemp("exports")
+    return {name: exports.export_trace(src, trace, fmt, d / f"{name}.jsonl")
+            for name, src, trace, fmt in (
+                ("conv20", head(store, "conv", 20), None, "mooncake"),
+                ("conv300", head(store, "conv", 300), None, "mooncake"),
+                ("sessions", store, "sessions", "mooncake"),
+                ("sg", store, "sg", "mooncake"),
+                ("conv60", head(store, "conv", 60), None, "mooncake"),
+                ("mc6", head(store, "mooncake", 6), None, "mooncake"),
+                ("vllm200", head(store, "conv", 200), None, "vllm-custom"))}
+
+
+#: job name -> (loader, export, extra arguments)
+JOBS = {"aiperf_conv20": ("aiperf", "conv20"), "aiperf_conv300": ("aiperf", "conv300"),
+        "aiperf_sessions": ("aiperf", "sessions"), "aiperf_sg": ("aiperf", "sg"),
+        "guidellm_conv60": ("guidellm", "conv60"), "guidellm_mc6": ("guidellm", "mc6"),
+        "guidellm_sessions": ("guidellm", "sessions", "session_id"),
+        "columns_vllm200": ("guidellm-columns", "vllm200")}
+
+
+@pytest.fixture(scope="module")
+def loaded(exported, tools_python, tokenizer_dir, tmp_path_factory) -> dict[str, dict]:
+    """job name -> what the pinned tool's loader read (`tools_loaders.py batch`: one
+    `.venv-tools` process for every job, the tools' imports paid once). It runs with the Hub
+    offline switches set here, as servecast's sentence encoder leaves them."""
+    jobs = {name: [tool, tokenizer_dir, str(exported[src][0]), *extra]
+            for name, (tool, src, *extra) in JOBS.items()}
+    path = tmp_path_factory.mktemp("jobs") / "jobs.json"
+    path.write_text(json.dumps(jobs))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        return run_loader(tools_python, "batch", path)
+
+
+def read(loaded: dict, job: str) -> dict:
+    """One job's result; a loader that raised fails the test that reads it."""
+    got = loaded[job]
+    assert "error" not in got, got.get("error")
+    return got
+
+
 def test_mooncake_export_reproduces_the_mooncake_source(store, data, tmp_path):
     path, n = exports.export_trace(store, "mooncake", "mooncake", tmp_path / "mc.jsonl")
     src = lines(data / "llm/mooncake/conversation_trace.jsonl")
@@ -120,39 +165,31 @@ def test_mooncake_export_of_a_trace_without_blocks(store, data, tmp_path):
     assert np.abs(again["arrival_s"].to_numpy() - (t - t.min())).max() <= 0.000501
 
 
-def test_aiperf_loads_after_the_encoder_set_hub_offline(store, tools_python, tokenizer_dir,
-                                                       tmp_path, monkeypatch):
+def test_aiperf_loads_after_the_encoder_set_hub_offline(loaded):
     """Loading servecast's sentence encoder sets HF_HUB_OFFLINE in this process; the tools
     still load a local tokenizer directory (AIPerf 0.13.0 offline looks it up as a repo id:
-    the tools run without the Hub switches)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    conv, _ = exports.export_trace(head(store, "conv", 20), None, "mooncake",
-                                   tmp_path / "conv.jsonl")
-    got = run_loader(tools_python, "aiperf", tokenizer_dir, conv)
+    the tools run without the Hub switches). `loaded` runs with the switches set."""
+    got = read(loaded, "aiperf_conv20")
     assert len(got["sessions"]) == 20 and prompts_match(got)
 
 
-def test_aiperf_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path):
-    conv, _ = exports.export_trace(head(store, "conv", 300), None, "mooncake",
-                                   tmp_path / "conv.jsonl")
-    sess, _ = exports.export_trace(store, "sessions", "mooncake", tmp_path / "s.jsonl")
-    sg, n_sg = exports.export_trace(store, "sg", "mooncake", tmp_path / "sg.jsonl")
+def test_aiperf_loads_the_exports(store, exported, loaded):
+    conv, n_sg = exported["conv300"][0], exported["sg"][1]
     # one session per request, the file's timestamps, every line validated
-    got = run_loader(tools_python, "aiperf", tokenizer_dir, conv)
+    got = read(loaded, "aiperf_conv300")
     rows = lines(conv)
     assert len(got["sessions"]) == 300
     assert sorted(v[0][:3] for v in got["sessions"].values()) == sorted(
         [r["timestamp"], r["input_length"], r["output_length"]] for r in rows)
     assert prompts_match(got)  # prompts built from the hash ids have the stated length
     # BurstGPT v3 sessions stay sessions, turns in order; the failed request asks for 1 token
-    got = run_loader(tools_python, "aiperf", tokenizer_dir, sess)
+    got = read(loaded, "aiperf_sessions")
     src = pd.read_csv(SESSIONS)
     assert {k: [t[0] for t in v] for k, v in got["sessions"].items()} == {
         sid: (g["Timestamp"] * 1000).tolist() for sid, g in src.groupby("Session ID")}
     assert [t["max_tokens"] for t in got["turns"] if t["session"] == "s2"] == [1, 20]
     # ShareGPT: no timestamps (AIPerf's multi-turn form), conversations in turn order
-    got = run_loader(tools_python, "aiperf", tokenizer_dir, sg)
+    got = read(loaded, "aiperf_sg")
     want = store.sql("""SELECT session_id, list(prompt_tokens ORDER BY turn) AS p
                         FROM llm_requests WHERE trace = 'sg' GROUP BY 1""")
     assert sum(len(v) for v in got["sessions"].values()) == n_sg
@@ -161,16 +198,11 @@ def test_aiperf_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path):
     assert prompts_match(got)
 
 
-def test_guidellm_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path):
-    conv, _ = exports.export_trace(head(store, "conv", 60), None, "mooncake",
-                                   tmp_path / "conv.jsonl")
-    mc, _ = exports.export_trace(head(store, "mooncake", 6), None, "mooncake",
-                                 tmp_path / "mc.jsonl")
-    sess, _ = exports.export_trace(store, "sessions", "mooncake", tmp_path / "s.jsonl")
-    for path, column in ((conv, None), (mc, None), (sess, "session_id")):
-        got = run_loader(tools_python, "guidellm", tokenizer_dir, path,
-                         *([column] if column else []))["turns"]
-        rows = lines(path)
+def test_guidellm_loads_the_exports(exported, loaded):
+    for src, job in (("conv60", "guidellm_conv60"), ("mc6", "guidellm_mc6"),
+                     ("sessions", "guidellm_sessions")):  # the last by its session_id column
+        got = read(loaded, job)["turns"]
+        rows = lines(exported[src][0])
         assert len(got) == len(rows)  # every row passed GuideLLM's checks (block count)
         assert sorted(t["relative_timestamp"] for t in got) == sorted(
             r["timestamp"] - rows[0]["timestamp"] for r in rows)
@@ -183,9 +215,8 @@ def test_guidellm_loads_the_exports(store, tools_python, tokenizer_dir, tmp_path
             assert near(t["prompt_tokens"], r["input_length"])
 
 
-def test_vllm_custom_dataset(store, tools_python, tokenizer_dir, tmp_path):
-    conv, n = exports.export_trace(head(store, "conv", 200), None, "vllm-custom",
-                                   tmp_path / "conv.jsonl")
+def test_vllm_custom_dataset(store, exported, loaded, tmp_path):
+    conv, n = exported["vllm200"]
     # read as vLLM's CustomDataset does: pandas JSON lines, a 'prompt' column, integer
     # 'output_tokens' (used with --custom-output-len -1)
     got = pd.read_json(conv, lines=True)
@@ -195,7 +226,7 @@ def test_vllm_custom_dataset(store, tools_python, tokenizer_dir, tmp_path):
     assert count_tokens(got["prompt"].tolist()) == want["prompt_tokens"].to_list()
     assert got["prompt"].nunique() == 200
     # GuideLLM reads the same file with a column mapping (prompt, output_tokens)
-    gl = run_loader(tools_python, "guidellm-columns", tokenizer_dir, conv)
+    gl = read(loaded, "columns_vllm200")
     assert (gl["rows"], gl["text_column"], gl["output_column"]) == (200, "prompt",
                                                                      "output_tokens")
     assert gl["output_tokens"] == want["output_tokens"].to_list()

@@ -55,6 +55,7 @@ def test_shared_olmoe_mixtral_counts(olmoe_store):
     assert (sums["share"] - 1).abs().max() < 1e-9
 
 
+@pytest.mark.slow  # leave-one-out fits per domain
 def test_domain_transfer_on_shared_counts(olmoe_store):
     t = domain_transfer(shares(olmoe_store, "olmoe_routing"))
     assert t.height == 2 * 3 * 5 + 3 * 5 + 3 * 6  # mistral 2x3 layers x5, olmoe top1/topk
@@ -64,6 +65,7 @@ def test_domain_transfer_on_shared_counts(olmoe_store):
     assert (summ["ratio_vs_best_baseline"] < 1.15).all()
 
 
+@pytest.mark.slow  # the analyze CLI on the OLMoE store
 def test_cli_analyze(olmoe_store, tmp_path):
     from servecast.cli import main
 

@@ -39,6 +39,7 @@ def test_recovers_planted_gamma_within_10_percent(gamma):
     assert abs(fit.beta - 2.0) / 2.0 < 0.10
 
 
+@pytest.mark.slow  # bootstrap refits
 def test_softmax_baseline_and_bootstrap_ci():
     d = planted_batches(1.5, 10.0, n_batches=40, n_types=3, tokens=2048, seed=4)
     game = CongestionGame(n_bootstrap=8).fit_arrays(d.loads, d.quality, d.weights)
@@ -186,6 +187,7 @@ def test_router_quality_types_and_protocol_stats():
     assert 0 < st["noise_floor_l1"] < 0.2
 
 
+@pytest.mark.slow  # bootstrap refits on every batch
 def test_gamma_on_all_batches_uses_every_batch():
     from servecast.predictors.moe_congestion.analysis import compare, gamma_all_batches
 

@@ -128,6 +128,7 @@ def test_orphan_counter_file_and_missing_run_table(data, tmp_path):
         store.ingest("ntua-interference", [root])
 
 
+@pytest.mark.slow  # a real NTUA run ingested
 def test_run_without_counter_files_kept_and_left_out_of_the_task(data, tmp_path):
     root = _copy(data, tmp_path, "Memento_V01")
     tid = "1replicas_scenario12_100rps"

@@ -132,6 +132,7 @@ def test_comment_blocks_are_read_as_one_text(tmp_path):
     assert doc == "Doc." and line == 2 and is_measurement(comment)
 
 
+@pytest.mark.slow  # parses every source file
 def test_no_measured_results_in_docstrings_or_comments():
     found = measured_sentences()
     assert not found, ("measured numbers belong in docs/results.md (with their command, "

@@ -155,6 +155,7 @@ def test_relative_seconds_must_be_declared(tmp_path):
 
 
 # -- bad input ------------------------------------------------------------------------------
+@pytest.mark.slow  # CLI subprocesses
 def test_mapping_a_missing_column_names_the_columns_there(tmp_path):
     db = tmp_path / "s.duckdb"
     proc = servecast("ingest", "user-log", CSV, *CSV_MAP, "--map", "ttft=ttft_ms",
@@ -168,6 +169,7 @@ def test_mapping_a_missing_column_names_the_columns_there(tmp_path):
     assert not db.exists() or stored(db, "gateway") == []
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_mapping_errors_exit_2(tmp_path):
     db = tmp_path / "s.duckdb"
     user_error(servecast("ingest", "user-log", CSV, "--map", "prompt_tokens=prompt_tokens",
@@ -201,6 +203,7 @@ def test_unparseable_and_mixed_timestamps_are_rejected_rows(tmp_path):
     assert "is not a number" in rej[2][1]
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_latency_in_the_wrong_unit(tmp_path):
     db = tmp_path / "s.duckdb"
     # milliseconds declared as seconds: refused whole, nothing ingested

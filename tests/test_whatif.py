@@ -69,6 +69,7 @@ def test_aging_bounds_the_wait_of_a_long_request():
     assert aged["jct_s"][0] < 0.6 * sjf["jct_s"][0]
 
 
+@pytest.mark.slow  # the Azure conversation trace
 def test_whatif_on_azure_conversation(data):
     import tempfile
     from pathlib import Path
@@ -144,6 +145,7 @@ def test_restated_share_over_loads_and_seeds(azure_conv):
     assert s["sjf_oracle"]["mean_share"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # the Azure conversation trace
 def test_no_queue_gives_no_share_and_says_why(azure_conv):
     from servecast.simulator import heldout, no_gain_reason, sjf_gain, whatif_share
 

@@ -4,6 +4,11 @@ exported files with the tools' own dataset loaders and print what they read, as 
     python tools_loaders.py aiperf TOKENIZER_DIR FILE
     python tools_loaders.py guidellm TOKENIZER_DIR FILE [CONVERSATION_ID_COLUMN]
     python tools_loaders.py guidellm-columns TOKENIZER_DIR FILE
+    python tools_loaders.py batch JOBS_JSON
+
+batch: several of the above in one process (the tools' imports paid once); JOBS_JSON maps a
+name to [tool, args...]; prints {name: result}, or {name: {"error": traceback}} for a job
+that raised (the other jobs still run).
 
 aiperf: `MooncakeTraceDatasetLoader.load_dataset` parses and validates every line (the
 pydantic `MooncakeTrace` model) and groups sessions; `convert_to_conversations` then builds
@@ -28,6 +33,7 @@ def aiperf(tokenizer_dir: str, path: str) -> dict:
     from aiperf.dataset.generator.prompt import PromptGenerator
     from aiperf.dataset.loader.mooncake_trace import MooncakeTraceDatasetLoader
 
+    random_generator.reset()  # each job starts from seed 0, as in a process of its own
     random_generator.init(0)
     tok = Tokenizer.from_pretrained(tokenizer_dir, resolve_alias=False)
     loader = MooncakeTraceDatasetLoader(
@@ -93,7 +99,21 @@ def guidellm_columns(tokenizer_dir: str, path: str) -> dict:
             "prompt_chars": [len(x) for x in ds[text]]}
 
 
+LOADERS = {"aiperf": aiperf, "guidellm": guidellm, "guidellm-columns": guidellm_columns}
+
+
+def batch(jobs_json: str) -> dict:
+    import traceback
+
+    out = {}
+    for name, (tool, *args) in json.loads(open(jobs_json).read()).items():
+        try:
+            out[name] = LOADERS[tool](*args)
+        except Exception:  # reported per job: the test that reads it fails, not all of them
+            out[name] = {"error": traceback.format_exc()}
+    return out
+
+
 if __name__ == "__main__":
     tool, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"aiperf": aiperf, "guidellm": guidellm,
-                      "guidellm-columns": guidellm_columns}[tool](*args)))
+    print(json.dumps({**LOADERS, "batch": batch}[tool](*args)))
