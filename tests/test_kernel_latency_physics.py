@@ -53,6 +53,46 @@ def test_fp16_gemms_run_at_the_tensor_core_peak_given_or_16x_fp32():
                                           a40_like[:1])[1][0])
 
 
+def test_power_limit_lowers_only_the_fp32_peak_of_boards_under_budget():
+    """sustained = SingleFLOPs x min(1, c x TDP / SingleFLOPs) ** e; no TDP: no limit; the
+    roofline baseline keeps the data-sheet peak."""
+    from servecast.predictors.kernel_latency.physics import (
+        POWER_EXPONENT,
+        POWER_GFLOPS_PER_W,
+        baseline_ms,
+        sustained_fp32,
+    )
+
+    low = 0.25 * SPEC["SingleFLOPs"] / POWER_GFLOPS_PER_W  # budget: a quarter of the peak
+    assert sustained_fp32(10000.0, low) == pytest.approx(10000 * 0.25 ** POWER_EXPONENT)
+    assert sustained_fp32(10000.0, 100 * low) == sustained_fp32(10000.0, np.inf) == 10000
+    ops = np.array(["bmm", "bmm", "vidur.mlp_up_proj"], dtype=object)
+    shape = {"B": np.ones(3)} | {c: np.full(3, 4096.0) for c in "MNK"}
+    w = kernel_work(ops, shape)
+    rows = spec_matrix({"free": SPEC, "capped": SPEC | {"TDP": low}},
+                       ["free", "capped", "capped"])
+    t_comp, _ = roofline_ms(w, rows)
+    assert t_comp[1] / t_comp[0] == pytest.approx(0.25 ** -POWER_EXPONENT)
+    assert t_comp[2] == pytest.approx(w["flops"][2] / (16 * 10e12) * 1e3)  # tensor cores
+    plain = baseline_ms(w, rows)
+    assert plain[0] == plain[1] < features(ops, shape, rows)[1][1]
+
+
+def test_board_power_comes_from_the_spec_the_catalog_or_no_limit():
+    from servecast.predictors.kernel_latency.specs import DATASHEET_TDP
+
+    assert check_spec(SPEC)["TDP"] == np.inf  # unknown device: the documented default
+    assert check_spec(SPEC | {"Device": "NVIDIA L4"})["TDP"] == 72  # catalog, by alias
+    assert check_spec(SPEC | {"Device": "Tesla T4"})["TDP"] == DATASHEET_TDP["Tesla T4"][0]
+    assert check_spec(SPEC | {"Device": "NVIDIA L4", "TDP": 60})["TDP"] == 60  # spec wins
+    # a frame's device name finds its data sheet too (NeuSight JSONs carry no TDP)
+    rows = spec_matrix({"NVIDIA H100 80GB HBM3": SPEC, "mine": SPEC},
+                       ["NVIDIA H100 80GB HBM3", "mine"])
+    assert rows[:, -1].tolist() == [700.0, np.inf]
+    with pytest.raises(InvalidInputError, match="TDP=0 must be a positive"):
+        check_spec(SPEC | {"TDP": 0})
+
+
 def test_conv_is_an_implicit_gemm_and_elementwise_counts_tensors():
     shape = {"B": np.array([2.0]), "in_channels": np.array([8.0]),
              "out_channels": np.array([16.0]), "kernel_size": np.array([3.0]),
@@ -85,7 +125,8 @@ def test_scalar_features_match_the_vectorized_ones_for_every_op():
 
     rng = np.random.default_rng(0)
     specs = [SPEC, SPEC | {"Num_Sm": 7, "L2Cache": 0.5, "Mem_Bw": 50},
-             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}, SPEC | {"TensorFLOPs": 40000}]
+             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}, SPEC | {"TensorFLOPs": 40000},
+             SPEC | {"TDP": 40}]
     for op, (_, cols, _, _) in OPS.items():
         for spec in specs:
             for _ in range(6):

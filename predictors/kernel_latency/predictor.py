@@ -18,7 +18,13 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.kernel_latency.frames import kernel_rows
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
-from servecast.predictors.kernel_latency.physics import DENSE_COLUMNS, DEVICE_COLUMNS, features
+from servecast.predictors.kernel_latency.physics import (
+    DENSE_COLUMNS,
+    DEVICE_COLUMNS,
+    baseline_ms,
+    features,
+    kernel_work,
+)
 from servecast.predictors.kernel_latency.runtime import (
     MergedMLP,
     clean_std,
@@ -162,9 +168,10 @@ class KernelLatencyPredictor(Predictor):
 
     @staticmethod
     def predict_roofline(frame, devices: Mapping[str, Mapping]) -> np.ndarray:
-        """The physics-only baseline (ms): max(FLOPs/peak, bytes/bandwidth) + launch floor."""
+        """The physics-only baseline (ms): max(FLOPs/peak, bytes/bandwidth) + launch floor, at
+        the data-sheet peaks (no power limit)."""
         rows = kernel_rows(frame, devices)
-        return features(rows.ops, rows.shape, rows.spec)[1]
+        return baseline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
 
     def evaluate(self, frame, target=None) -> dict:
         """MdAPE (%) overall and per op, with the roofline baseline's beside it."""
