@@ -283,6 +283,23 @@ def test_member_blocks_run_the_merged_ensemble_exactly():
                                    mlp_forward(merged, X), rtol=1e-5)
     assert member_blocks(merged, 2) is None  # not block-diagonal over 2 members
     assert member_blocks(merged, 5) is None  # width 12 does not split in 5
+    # weighted members: the merged MLP is the weighted mean of the members' outputs
+    members = [[rng.normal(size=s) for s in shapes] for _ in range(3)]
+    wts = [0.6, 0.2, 0.2]
+    weighted = merge_mlps(members, wts)
+    np.testing.assert_allclose(
+        blocks_forward(X @ weighted[0] + weighted[1], member_blocks(weighted, 3)),
+        sum(c * mlp_forward(m, X) for c, m in zip(wts, members, strict=True)), rtol=1e-5)
+
+
+def test_view_weights_split_the_average_between_views():
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, view_weights
+
+    assert view_weights(["spec", "spec", "shape", "shape"], 0.75) == [
+        0.125, 0.125, 0.375, 0.375]
+    assert view_weights(["spec", "spec"], 0.75) == [0.5, 0.5]  # one view: plain mean
+    with pytest.raises(InvalidInputError, match=r"shape_weight=1.5.*\[0, 1\]"):
+        KernelLatencyPredictor(shape_weight=1.5)
 
 
 def test_leave_one_gpu_out_holds_out_every_board_of_a_chip():
