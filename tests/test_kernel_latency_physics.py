@@ -340,3 +340,35 @@ def test_device_specs_from_the_store_keep_an_optional_tensor_peak(tmp_path):
         specs = device_specs(store)
     assert specs["L4x"]["TensorFLOPs"] == 121000
     assert "TensorFLOPs" not in specs["Px"] and check_spec(specs["Px"])["TensorFLOPs"] == 16e4
+
+
+@pytest.mark.slow
+def test_nested_selection_finds_the_power_limit_the_data_follows():
+    """Latencies made at the power-limited roofline (c = 60) of boards with different TDPs:
+    for every held-out chip the inner leave-one-out picks c = 60 over no limit, and the table
+    holds every setting once per chip and op."""
+    from servecast.predictors.kernel_latency import physics
+    from servecast.predictors.kernel_latency.evaluation import nested_selection
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {"a": SPEC | {"TDP": 300}, "b": SPEC | {"Num_Sm": 60, "TDP": 30},
+               "c": SPEC | {"Num_Sm": 30, "TDP": 60}}
+    rng = np.random.default_rng(0)
+    n = 900
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
+                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
+    rows = kernel_rows(frame, devices)
+    shipped = physics.POWER_GFLOPS_PER_W
+    with physics.power_budget(60):
+        roof = features(rows.ops, rows.shape, rows.spec)[1]
+    frame = frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+    res = nested_selection(
+        frame, devices, lambda d, view: KernelLatencyPredictor(
+            d, epochs=2, ensemble=1, batch_size=128, views=(view,)),
+        powers=[np.inf, 60], weights=[0.0, 1.0], ops=["bmm"])
+    assert res.height == 3 * 2 * 2
+    chosen = res.filter(pl.col("chosen"))
+    assert sorted(chosen["held_out"]) == ["a", "b", "c"]
+    assert chosen["power"].to_list() == [60.0] * 3
+    assert physics.POWER_GFLOPS_PER_W == shipped  # the budget is restored after the block

@@ -12,6 +12,8 @@ GEMMs reach a smaller fraction of SingleFLOPs than a 250 W card's.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -109,6 +111,18 @@ def kernel_work(ops: np.ndarray, shape: dict) -> dict[str, np.ndarray]:
     return {"flops": flops, "bytes": nbytes, "gb": gb, "gm": gm, "gn": gn, "gk": gk,
             "elems": elems, "rows": np.where(rows, B, gb * gm), "half": half,
             "is_gemm": ~rows, "B": B, "H": H}
+
+
+@contextmanager
+def power_budget(gflops_per_w: float) -> Iterator[None]:
+    """Within the block, `sustained_fp32` uses `gflops_per_w` instead of POWER_GFLOPS_PER_W
+    (inf: no power limit); for evaluation protocols that choose the constant."""
+    global POWER_GFLOPS_PER_W
+    saved, POWER_GFLOPS_PER_W = POWER_GFLOPS_PER_W, float(gflops_per_w)
+    try:
+        yield
+    finally:
+        POWER_GFLOPS_PER_W = saved
 
 
 def sustained_fp32(single_flops, tdp):
