@@ -2,8 +2,8 @@
 its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
 
     .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
-        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight 0.5]
-        [--power-gflops-per-w 80] [--hidden 64] [--threads 1]
+        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight 0.25]
+        [--power-gflops-per-w 60] [--hidden 64] [--threads 1]
 
 `--power-gflops-per-w inf` runs fp32 work at SingleFLOPs (no power limit: the model before
 `physics.sustained_fp32`); other values replace `physics.POWER_GFLOPS_PER_W` for this run.
@@ -37,14 +37,18 @@ def open_store(db: str | None, adapters: list[tuple[str, str, str]]):
 
 def model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the store and kernel-model training flags the kernel benchmarks share."""
+    import inspect
+
     from servecast.predictors.kernel_latency import physics
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
     ap.add_argument("--db")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-rows", type=int, default=150_000)
     ap.add_argument("--ensemble", type=int, default=3, help="members per view")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--shape-weight", type=float, default=0.5,
+    weight = inspect.signature(KernelLatencyPredictor).parameters["shape_weight"].default
+    ap.add_argument("--shape-weight", type=float, default=weight,
                     help="the shape view's share of the ensemble average")
     ap.add_argument("--power-gflops-per-w", type=float, default=physics.POWER_GFLOPS_PER_W,
                     help="sustained fp32 GFLOP/s per W of TDP (inf: no power limit)")

@@ -55,7 +55,8 @@ def main() -> None:
     pl.Config.set_tbl_rows(200)
     pl.Config.set_float_precision(1)
     pl.Config.set_tbl_width_chars(160)
-    res = res.with_columns(pl.col("held_out").str.slice(0, 24))
+    res = res.with_columns(pl.col("held_out").str.slice(0, 24),
+                           pl.col("shape_weight").round(2).cast(pl.Utf8))
     chosen = res.filter(pl.col("chosen"))
     print("nested: settings chosen inside the other four GPUs, MdAPE % of the held-out GPU:")
     print(chosen.pivot(on="op", index=["held_out", "power", "shape_weight", "inner"],
@@ -70,7 +71,7 @@ def main() -> None:
     print(plain)
     best = plain.row(int(np.argmin(plain["mean"].to_numpy())), named=True)
     print(f"best setting on the five GPUs: power {best['power']:g}, shape weight "
-          f"{best['shape_weight']:g} ({best['mean']:.1f}); {wall:.0f} s")
+          f"{best['shape_weight']} ({best['mean']:.1f}); {wall:.0f} s")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ FEATURE_SET = 3
 #: fp32 GFLOP/s a board sustains per watt of its TDP, and the exponent of the power budget
 #: in the clock it allows (see `sustained_fp32`); picked by leave-one-GPU-out over NeuSight's
 #: five training GPUs (docs/results.md), not fitted per GPU
-POWER_GFLOPS_PER_W = 80.0
+POWER_GFLOPS_PER_W = 60.0
 POWER_EXPONENT = 0.5
 #: cap on log2(roofline / launch floor) as a feature (see `features`)
 REL_CAP = 3.0

@@ -93,7 +93,7 @@ class KernelLatencyPredictor(Predictor):
                  hidden: int = 64, layers: int = 3,
                  batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
                  use_spec_features: bool = False, seed: int = 0, ensemble: int = 3,
-                 views: tuple[str, ...] = ("spec", "shape"), shape_weight: float = 0.5,
+                 views: tuple[str, ...] = ("spec", "shape"), shape_weight: float = 0.25,
                  **trainer_kw):
         super().__init__()
         self.devices = {str(k): dict(v) for k, v in (devices or {}).items()}
