@@ -58,7 +58,9 @@ def leave_one_gpu_out(frame: pl.DataFrame, devices: Mapping[str, Mapping],
         res = _summary(held, part["op"].to_numpy(), pred, roof, part["latency_ms"].to_numpy())
         if log:
             log(f"held out {held}: MdAPE {res[0]['mdape']:.1f}% (roofline "
-                f"{res[0]['roofline_mdape']:.1f}%)")
+                f"{res[0]['roofline_mdape']:.1f}%); " + ", ".join(
+                    f"{r['op']} {r['mdape']:.1f} ({r['roofline_mdape']:.1f})"
+                    for r in res if r["op"] in ("bmm", "linear")))
         rows += res
     return pl.DataFrame(rows)
 
