@@ -2,8 +2,8 @@
 its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
 
     .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
-        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight 0.25]
-        [--power-gflops-per-w 60] [--hidden 64] [--threads 1]
+        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight W]
+        [--power-gflops-per-w C] [--hidden 64] [--threads 1]
 
 `--power-gflops-per-w inf` runs fp32 work at SingleFLOPs (no power limit: the model before
 `physics.sustained_fp32`); other values replace `physics.POWER_GFLOPS_PER_W` for this run.

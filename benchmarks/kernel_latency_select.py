@@ -6,7 +6,7 @@ MdAPE (%) per GPU and op, and the plain leave-one-out table of every setting (th
 the shipped defaults from: all five GPUs are validation data for the GPUs never measured).
 
     .venv/bin/python benchmarks/kernel_latency_select.py --db STORE [--powers inf,40,60,80]
-        [--weights 0,0.25,0.5,0.75,1] [--ops bmm,linear] [--epochs 8] [--max-rows 40000]
+        [--weights W1,W2,...] [--ops bmm,linear] [--epochs 8] [--max-rows 40000]
         [--ensemble 1] [--threads 1]
 
 Small members by default (one per view, 40,000 rows, 8 epochs) and only the `--ops` rows
