@@ -2,7 +2,11 @@
 its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
 
     .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
-        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--hidden 64] [--threads 1]
+        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight W]
+        [--power-gflops-per-w C] [--hidden 64] [--threads 1]
+
+`--power-gflops-per-w inf` runs fp32 work at SingleFLOPs (no power limit: the model before
+`physics.sustained_fp32`); other values replace `physics.POWER_GFLOPS_PER_W` for this run.
 
 Without --db it ingests ../shared/datasets/gpu/neusight into a temporary store.
 Acceptance: MdAPE <= 10% for bmm and linear, <= 15% over all ops.
@@ -33,12 +37,29 @@ def open_store(db: str | None, adapters: list[tuple[str, str, str]]):
 
 def model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the store and kernel-model training flags the kernel benchmarks share."""
+    import inspect
+
+    from servecast.predictors.kernel_latency import physics
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
     ap.add_argument("--db")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-rows", type=int, default=150_000)
     ap.add_argument("--ensemble", type=int, default=3, help="members per view")
     ap.add_argument("--threads", type=int, default=1)
+    weight = inspect.signature(KernelLatencyPredictor).parameters["shape_weight"].default
+    ap.add_argument("--shape-weight", type=float, default=weight,
+                    help="the shape view's share of the ensemble average")
+    ap.add_argument("--power-gflops-per-w", type=float, default=physics.POWER_GFLOPS_PER_W,
+                    help="sustained fp32 GFLOP/s per W of TDP (inf: no power limit)")
     return ap
+
+
+def apply_physics(args: argparse.Namespace) -> None:
+    """Set this run's power constant (`--power-gflops-per-w`) in `physics`."""
+    from servecast.predictors.kernel_latency import physics
+
+    physics.POWER_GFLOPS_PER_W = args.power_gflops_per_w
 
 
 def main() -> None:
@@ -56,12 +77,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    apply_physics(args)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight")])
     frame, devices = data.neusight_frame(store), data.device_specs(store)
     t0 = time.perf_counter()
     res = leave_one_gpu_out(frame, devices, lambda devices: KernelLatencyPredictor(
         devices, epochs=args.epochs, max_rows=args.max_rows, batch_size=2048, hidden=args.hidden,
         ensemble=args.ensemble, views=tuple(args.views.split(",")), seed=args.seed,
+        shape_weight=args.shape_weight,
         use_spec_features=args.spec_features),
         log=print)
     wall = time.perf_counter() - t0

@@ -17,7 +17,7 @@ import argparse
 import time
 
 import polars as pl
-from kernel_latency_logo import model_args, open_store
+from kernel_latency_logo import apply_physics, model_args, open_store
 
 
 def main() -> None:
@@ -30,13 +30,14 @@ def main() -> None:
 
     args = model_args(argparse.ArgumentParser()).parse_args()
     torch.set_num_threads(args.threads)
+    apply_physics(args)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight"),
                                  ("vidur-mlp", "gpu/vidur_profiling", "vidur_mlp")])
     frame, devices = kernel_training_data(store, vidur=True)
     t0 = time.perf_counter()
     res = leave_one_gpu_out(frame, devices, lambda devices: KernelLatencyPredictor(
         devices, epochs=args.epochs, max_rows=args.max_rows, batch_size=2048,
-        ensemble=args.ensemble),
+        ensemble=args.ensemble, shape_weight=args.shape_weight),
         log=print, hold_out=sorted(VIDUR_SPECS))
     wall = time.perf_counter() - t0
     pl.Config.set_tbl_rows(200)

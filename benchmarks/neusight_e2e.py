@@ -11,7 +11,8 @@ GPUs it also ran whole models on: P4, T4, P100, V100, A100-PCIE-40GB).
    GPU, pooled, beside roofline-only.
 
     .venv/bin/python benchmarks/neusight_e2e.py [--db FILE] [--epochs 20] [--ensemble 3]
-        [--max-rows 150000] [--seed 0] [--threads 1]
+        [--max-rows 150000] [--seed 0] [--threads 1] [--shape-weight W]
+        [--power-gflops-per-w C]
 
 Without --db it ingests ../shared/datasets/gpu/neusight and gpu/neusight_e2e into a
 temporary store.
@@ -24,19 +25,20 @@ import time
 
 import numpy as np
 import polars as pl
-from kernel_latency_logo import model_args, open_store
+from kernel_latency_logo import apply_physics, model_args, open_store
 
 #: vendor data-sheet specs (NeuSight keys) of the AMD GPUs NeuSight traced: MI100 (120 CUs,
 #: 1502 MHz, 23.1 TFLOP/s FP32 vector, 1228.8 GB/s, 32 GB, 8 MB L2); MI210 and one MI250 GCD
 #: (PyTorch sees each of the MI250's two dies as a device: 104 CUs, 1700 MHz, 22.6 TFLOP/s
-#: FP32 vector, 1638.4 GB/s, 64 GB, 8 MB L2). A CU has 64 stream processors.
+#: FP32 vector, 1638.4 GB/s, 64 GB, 8 MB L2). A CU has 64 stream processors. TDP: MI100 and
+#: MI210 300 W, MI250 500 W (250 W per die).
 AMD_SPECS: dict[str, dict] = {
     "AMD Instinct MI100": {"Dev_Mem": 32, "Mem_Bw": 1228.8, "Num_Sm": 120, "Core_Per_SM": 64,
-                           "Freq": 1502, "SingleFLOPs": 23100, "L2Cache": 8},
+                           "Freq": 1502, "SingleFLOPs": 23100, "L2Cache": 8, "TDP": 300},
     "AMD Instinct MI210": {"Dev_Mem": 64, "Mem_Bw": 1638.4, "Num_Sm": 104, "Core_Per_SM": 64,
-                           "Freq": 1700, "SingleFLOPs": 22600, "L2Cache": 8},
+                           "Freq": 1700, "SingleFLOPs": 22600, "L2Cache": 8, "TDP": 300},
     "AMD Instinct MI250": {"Dev_Mem": 64, "Mem_Bw": 1638.4, "Num_Sm": 104, "Core_Per_SM": 64,
-                           "Freq": 1700, "SingleFLOPs": 22600, "L2Cache": 8},
+                           "Freq": 1700, "SingleFLOPs": 22600, "L2Cache": 8, "TDP": 250},
 }
 #: the same GPUs' data-sheet FP32 *matrix* peak (GFLOP/s; MI250: one die's half of 90.5
 #: TFLOP/s): rocBLAS runs FP32 GEMMs on the matrix cores, so this is the GEMM ceiling the
@@ -108,6 +110,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    apply_physics(args)
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight"),
                                  ("neusight-e2e", "gpu/neusight_e2e", "neusight_e2e")])
     traced = store.sql("SELECT DISTINCT device FROM kernel_latencies "
@@ -119,7 +122,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = KernelLatencyPredictor(devices, epochs=args.epochs, max_rows=args.max_rows,
                                    batch_size=2048, ensemble=args.ensemble,
-                                   seed=args.seed).fit(frame)
+                                   shape_weight=args.shape_weight, seed=args.seed).fit(frame)
     fit_s = time.perf_counter() - t0
     roofline = KernelLatencyPredictor.predict_roofline
     print(f"fit on {len(frame):,} kernels of {', '.join(train)} in {fit_s:.0f} s")

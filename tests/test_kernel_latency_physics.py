@@ -53,6 +53,46 @@ def test_fp16_gemms_run_at_the_tensor_core_peak_given_or_16x_fp32():
                                           a40_like[:1])[1][0])
 
 
+def test_power_limit_lowers_only_the_fp32_peak_of_boards_under_budget():
+    """sustained = SingleFLOPs x min(1, c x TDP / SingleFLOPs) ** e; no TDP: no limit; the
+    roofline baseline keeps the data-sheet peak."""
+    from servecast.predictors.kernel_latency.physics import (
+        POWER_EXPONENT,
+        POWER_GFLOPS_PER_W,
+        baseline_ms,
+        sustained_fp32,
+    )
+
+    low = 0.25 * SPEC["SingleFLOPs"] / POWER_GFLOPS_PER_W  # budget: a quarter of the peak
+    assert sustained_fp32(10000.0, low) == pytest.approx(10000 * 0.25 ** POWER_EXPONENT)
+    assert sustained_fp32(10000.0, 100 * low) == sustained_fp32(10000.0, np.inf) == 10000
+    ops = np.array(["bmm", "bmm", "vidur.mlp_up_proj"], dtype=object)
+    shape = {"B": np.ones(3)} | {c: np.full(3, 4096.0) for c in "MNK"}
+    w = kernel_work(ops, shape)
+    rows = spec_matrix({"free": SPEC, "capped": SPEC | {"TDP": low}},
+                       ["free", "capped", "capped"])
+    t_comp, _ = roofline_ms(w, rows)
+    assert t_comp[1] / t_comp[0] == pytest.approx(0.25 ** -POWER_EXPONENT)
+    assert t_comp[2] == pytest.approx(w["flops"][2] / (16 * 10e12) * 1e3)  # tensor cores
+    plain = baseline_ms(w, rows)
+    assert plain[0] == plain[1] < features(ops, shape, rows)[1][1]
+
+
+def test_board_power_comes_from_the_spec_the_catalog_or_no_limit():
+    from servecast.predictors.kernel_latency.specs import DATASHEET_TDP
+
+    assert check_spec(SPEC)["TDP"] == np.inf  # unknown device: the documented default
+    assert check_spec(SPEC | {"Device": "NVIDIA L4"})["TDP"] == 72  # catalog, by alias
+    assert check_spec(SPEC | {"Device": "Tesla T4"})["TDP"] == DATASHEET_TDP["Tesla T4"][0]
+    assert check_spec(SPEC | {"Device": "NVIDIA L4", "TDP": 60})["TDP"] == 60  # spec wins
+    # a frame's device name finds its data sheet too (NeuSight JSONs carry no TDP)
+    rows = spec_matrix({"NVIDIA H100 80GB HBM3": SPEC, "mine": SPEC},
+                       ["NVIDIA H100 80GB HBM3", "mine"])
+    assert rows[:, -1].tolist() == [700.0, np.inf]
+    with pytest.raises(InvalidInputError, match="TDP=0 must be a positive"):
+        check_spec(SPEC | {"TDP": 0})
+
+
 def test_conv_is_an_implicit_gemm_and_elementwise_counts_tensors():
     shape = {"B": np.array([2.0]), "in_channels": np.array([8.0]),
              "out_channels": np.array([16.0]), "kernel_size": np.array([3.0]),
@@ -85,7 +125,8 @@ def test_scalar_features_match_the_vectorized_ones_for_every_op():
 
     rng = np.random.default_rng(0)
     specs = [SPEC, SPEC | {"Num_Sm": 7, "L2Cache": 0.5, "Mem_Bw": 50},
-             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}, SPEC | {"TensorFLOPs": 40000}]
+             SPEC | {"SingleFLOPs": 90000, "Num_Sm": 132}, SPEC | {"TensorFLOPs": 40000},
+             SPEC | {"TDP": 40}]
     for op, (_, cols, _, _) in OPS.items():
         for spec in specs:
             for _ in range(6):
@@ -242,6 +283,23 @@ def test_member_blocks_run_the_merged_ensemble_exactly():
                                    mlp_forward(merged, X), rtol=1e-5)
     assert member_blocks(merged, 2) is None  # not block-diagonal over 2 members
     assert member_blocks(merged, 5) is None  # width 12 does not split in 5
+    # weighted members: the merged MLP is the weighted mean of the members' outputs
+    members = [[rng.normal(size=s) for s in shapes] for _ in range(3)]
+    wts = [0.6, 0.2, 0.2]
+    weighted = merge_mlps(members, wts)
+    np.testing.assert_allclose(
+        blocks_forward(X @ weighted[0] + weighted[1], member_blocks(weighted, 3)),
+        sum(c * mlp_forward(m, X) for c, m in zip(wts, members, strict=True)), rtol=1e-5)
+
+
+def test_view_weights_split_the_average_between_views():
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, view_weights
+
+    assert view_weights(["spec", "spec", "shape", "shape"], 0.75) == [
+        0.125, 0.125, 0.375, 0.375]
+    assert view_weights(["spec", "spec"], 0.75) == [0.5, 0.5]  # one view: plain mean
+    with pytest.raises(InvalidInputError, match=r"shape_weight=1.5.*\[0, 1\]"):
+        KernelLatencyPredictor(shape_weight=1.5)
 
 
 def test_leave_one_gpu_out_holds_out_every_board_of_a_chip():
@@ -282,3 +340,35 @@ def test_device_specs_from_the_store_keep_an_optional_tensor_peak(tmp_path):
         specs = device_specs(store)
     assert specs["L4x"]["TensorFLOPs"] == 121000
     assert "TensorFLOPs" not in specs["Px"] and check_spec(specs["Px"])["TensorFLOPs"] == 16e4
+
+
+@pytest.mark.slow
+def test_nested_selection_finds_the_power_limit_the_data_follows():
+    """Latencies made at the power-limited roofline (c = 60) of boards with different TDPs:
+    for every held-out chip the inner leave-one-out picks c = 60 over no limit, and the table
+    holds every setting once per chip and op."""
+    from servecast.predictors.kernel_latency import physics
+    from servecast.predictors.kernel_latency.evaluation import nested_selection
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {"a": SPEC | {"TDP": 300}, "b": SPEC | {"Num_Sm": 60, "TDP": 30},
+               "c": SPEC | {"Num_Sm": 30, "TDP": 60}}
+    rng = np.random.default_rng(0)
+    n = 900
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
+                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
+    rows = kernel_rows(frame, devices)
+    shipped = physics.POWER_GFLOPS_PER_W
+    with physics.power_budget(60):
+        roof = features(rows.ops, rows.shape, rows.spec)[1]
+    frame = frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+    res = nested_selection(
+        frame, devices, lambda d, view: KernelLatencyPredictor(
+            d, epochs=2, ensemble=1, batch_size=128, views=(view,)),
+        powers=[np.inf, 60], weights=[0.0, 1.0], ops=["bmm"])
+    assert res.height == 3 * 2 * 2
+    chosen = res.filter(pl.col("chosen"))
+    assert sorted(chosen["held_out"]) == ["a", "b", "c"]
+    assert chosen["power"].to_list() == [60.0] * 3
+    assert physics.POWER_GFLOPS_PER_W == shipped  # the budget is restored after the block

@@ -9,18 +9,19 @@ import polars as pl
 
 from servecast.errors import UnknownNameError
 from servecast.predictors.kernel_latency.ops import SHAPE_COLUMNS
-from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS, TENSOR_KEY
+from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS
 
-#: public spec sheets (NeuSight keys + the dense fp16 tensor-core peak, GFLOP/s) of the GPUs
+#: public spec sheets (NeuSight keys + the dense fp16 tensor-core peak, GFLOP/s, and the board
+#: power, W) of the GPUs
 #: Vidur profiled: a100 = A100-SXM4-80GB, h100 = H100-SXM5-80GB, a40 = A40 (vendor data
 #: sheets; Vidur's operators run in fp16)
 VIDUR_SPECS: dict[str, dict] = {
     "a100": {"Dev_Mem": 80, "Mem_Bw": 2039, "Num_Sm": 108, "Core_Per_SM": 64, "Freq": 1410,
-             "SingleFLOPs": 19492, "L2Cache": 40, "TensorFLOPs": 312000},
+             "SingleFLOPs": 19492, "L2Cache": 40, "TensorFLOPs": 312000, "TDP": 400},
     "h100": {"Dev_Mem": 80, "Mem_Bw": 3350, "Num_Sm": 132, "Core_Per_SM": 128, "Freq": 1980,
-             "SingleFLOPs": 66908, "L2Cache": 50, "TensorFLOPs": 989400},
+             "SingleFLOPs": 66908, "L2Cache": 50, "TensorFLOPs": 989400, "TDP": 700},
     "a40": {"Dev_Mem": 48, "Mem_Bw": 696, "Num_Sm": 84, "Core_Per_SM": 128, "Freq": 1740,
-            "SingleFLOPs": 37420, "L2Cache": 6, "TensorFLOPs": 149700},
+            "SingleFLOPs": 37420, "L2Cache": 6, "TensorFLOPs": 149700, "TDP": 300},
 }
 
 
@@ -33,12 +34,13 @@ def _need_trace(store, trace: str, adapter: str, rel: str) -> None:
 
 
 def device_specs(store) -> dict[str, dict]:
-    """Device name -> spec dict (SPEC_KEYS, plus TensorFLOPs where the device-config JSON
-    had it) from the store's `devices` table; only devices with every SPEC_KEY (spec sheets
+    """Device name -> spec dict (SPEC_KEYS, plus TensorFLOPs / TDP where the device-config
+    JSON had them) from the store's `devices` table; only devices with every SPEC_KEY (spec sheets
     without them, such as aiconfigurator's system YAMLs, serve other models)."""
     complete = " AND ".join(f"{k} IS NOT NULL" for k in SPEC_KEYS)
-    df = store.sql(f"SELECT device, {', '.join(SPEC_KEYS)}, "
-                   f"TRY_CAST(spec->>'{TENSOR_KEY}' AS DOUBLE) AS {TENSOR_KEY} FROM devices "
+    optional = ", ".join(f"TRY_CAST(spec->>'{k}' AS DOUBLE) AS {k}"
+                         for k in SPEC_COLUMNS[len(SPEC_KEYS):])
+    df = store.sql(f"SELECT device, {', '.join(SPEC_KEYS)}, {optional} FROM devices "
                    f"WHERE {complete}")
     return {r["device"]: {k: r[k] for k in SPEC_COLUMNS if r[k] is not None}
             for r in df.iter_rows(named=True)}

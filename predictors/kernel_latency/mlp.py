@@ -69,14 +69,17 @@ def widen_input(weights: list[np.ndarray], cols: np.ndarray, n_in: int) -> list[
     return [w0, *weights[1:]]
 
 
-def merge_mlps(members: list[list[np.ndarray]]) -> list[np.ndarray]:
+def merge_mlps(members: list[list[np.ndarray]],
+               weights: list[float] | None = None) -> list[np.ndarray]:
     """One MLP computing the mean output of `members` (same architecture, numpy weights
-    [W0, b0, ...]): first layers side by side, hidden layers block-diagonal, last layer
-    stacked / n. SiLU is element-wise, so this is exact; a forward pass of the ensemble
-    costs the same number of numpy calls as one member (the scalar runtime's budget)."""
+    [W0, b0, ...]), or their average with `weights` (summing to 1): first layers side by
+    side, hidden layers block-diagonal, last layer stacked and scaled by each member's
+    weight. SiLU is element-wise, so this is exact; a forward pass of the ensemble costs the
+    same number of numpy calls as one member (the scalar runtime's budget)."""
     if len(members) == 1:
         return members[0]
     n, out = len(members), []
+    wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
     n_layers = len(members[0]) // 2
     for i in range(n_layers):
         ws = [m[2 * i].astype(np.float64) for m in members]
@@ -84,7 +87,8 @@ def merge_mlps(members: list[list[np.ndarray]]) -> list[np.ndarray]:
         if i == 0:
             w, b = np.hstack(ws), np.concatenate(bs)
         elif i == n_layers - 1:
-            w, b = np.vstack(ws) / n, np.mean(bs, axis=0)
+            w = np.vstack([x * c for x, c in zip(ws, wts, strict=True)])
+            b = np.sum([x * c for x, c in zip(bs, wts, strict=True)], axis=0)
         else:
             w = np.zeros((sum(x.shape[0] for x in ws), sum(x.shape[1] for x in ws)))
             r = c = 0

@@ -2,23 +2,40 @@
 
 FLOPs and minimum DRAM bytes per kernel, roofline times (ms), wave quantization of output
 tiles (or element blocks) over the SMs, working set vs L2. `features` turns them into the
-input of the residual learner; `roofline_ms` is the physics-only baseline.
+input of the residual learner; `baseline_ms` is the physics-only baseline (data-sheet peaks).
+
+The learner's roofline runs fp32 work at the power-limited sustained peak
+(`sustained_fp32`): a 70-75 W card cannot hold its boost clock on every lane, so its big
+GEMMs reach a smaller fraction of SingleFLOPs than a 250 W card's.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES, OPS
-from servecast.predictors.kernel_latency.specs import SPEC_COLUMNS, SPEC_KEYS, TENSOR_KEY
+from servecast.predictors.kernel_latency.specs import (
+    POWER_KEY,
+    SPEC_COLUMNS,
+    SPEC_KEYS,
+    TENSOR_KEY,
+)
 
 #: fixed launch + sync floor added to the roofline time (ms): kernels never run faster
 LAUNCH_FLOOR_MS = 0.02
 #: layout of the feature matrix; saved with a model, checked on load (2: saturating
-#: device-relative time / L2 features instead of absolute log times)
-FEATURE_SET = 2
+#: device-relative time / L2 features instead of absolute log times; 3: fp32 work at the
+#: power-limited sustained peak)
+FEATURE_SET = 3
+#: fp32 GFLOP/s a board sustains per watt of its TDP, and the exponent of the power budget
+#: in the clock it allows (see `sustained_fp32`); picked by leave-one-GPU-out over NeuSight's
+#: five training GPUs (docs/results.md), not fitted per GPU
+POWER_GFLOPS_PER_W = 60.0
+POWER_EXPONENT = 0.5
 #: cap on log2(roofline / launch floor) as a feature (see `features`)
 REL_CAP = 3.0
 #: GEMM output tiles (rows x cols) whose wave quantization becomes a feature
@@ -96,19 +113,46 @@ def kernel_work(ops: np.ndarray, shape: dict) -> dict[str, np.ndarray]:
             "is_gemm": ~rows, "B": B, "H": H}
 
 
-def roofline_ms(work: dict, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(compute time, memory time) in ms at the spec's peak FLOP/s (fp32; the tensor-core
-    peak for fp16 GEMMs) and DRAM bandwidth."""
-    peak = 1e9 * np.where(work["half"] & work["is_gemm"], spec[:, _S[TENSOR_KEY]],
-                          spec[:, _S["SingleFLOPs"]])
+@contextmanager
+def power_budget(gflops_per_w: float) -> Iterator[None]:
+    """Within the block, `sustained_fp32` uses `gflops_per_w` instead of POWER_GFLOPS_PER_W
+    (inf: no power limit); for evaluation protocols that choose the constant."""
+    global POWER_GFLOPS_PER_W
+    saved, POWER_GFLOPS_PER_W = POWER_GFLOPS_PER_W, float(gflops_per_w)
+    try:
+        yield
+    finally:
+        POWER_GFLOPS_PER_W = saved
+
+
+def sustained_fp32(single_flops, tdp):
+    """Sustained fp32 peak (GFLOP/s) of a board with data-sheet peak `single_flops` (GFLOP/s)
+    and board power `tdp` (W; inf = no limit): SingleFLOPs x min(1, (POWER_GFLOPS_PER_W x TDP
+    / SingleFLOPs) ** POWER_EXPONENT). Below the budget the clock, hence the peak, drops with
+    about the square root of the power ratio (dynamic power grows faster than linearly with
+    the clock, as the voltage rises with it). Works on floats and numpy arrays."""
+    ratio = POWER_GFLOPS_PER_W * tdp / single_flops
+    return single_flops * np.minimum(1.0, ratio) ** POWER_EXPONENT
+
+
+def roofline_ms(work: dict, spec: np.ndarray, power: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(compute time, memory time) in ms at the spec's peak FLOP/s (fp32: the power-limited
+    `sustained_fp32`, or SingleFLOPs when not `power`; the tensor-core peak for fp16 GEMMs)
+    and DRAM bandwidth."""
+    fp32 = spec[:, _S["SingleFLOPs"]]
+    if power:
+        fp32 = sustained_fp32(fp32, spec[:, _S[POWER_KEY]])
+    peak = 1e9 * np.where(work["half"] & work["is_gemm"], spec[:, _S[TENSOR_KEY]], fp32)
     t_comp = work["flops"] / peak * 1e3
     t_mem = work["bytes"] / (spec[:, _S["Mem_Bw"]] * 1e9) * 1e3
     return t_comp, t_mem
 
 
 def baseline_ms(work: dict, spec: np.ndarray) -> np.ndarray:
-    """Roofline-only latency (ms): max(compute, memory) + LAUNCH_FLOOR_MS."""
-    t_comp, t_mem = roofline_ms(work, spec)
+    """Roofline-only latency (ms) at the data-sheet peaks: max(compute, memory) +
+    LAUNCH_FLOOR_MS."""
+    t_comp, t_mem = roofline_ms(work, spec, power=False)
     return np.maximum(t_comp, t_mem) + LAUNCH_FLOOR_MS
 
 
@@ -217,7 +261,8 @@ def features_one(op: str, dims: dict, spec: tuple) -> tuple[list[float], float]:
         elems, flops, rows = gb * gm * gn, 2.0 * gb * gm * gn * gk, gb * gm
     else:
         elems, flops, rows = B * H, fpe * B * H, B
-    peak = spec[_S[TENSOR_KEY] if half and is_gemm else _S["SingleFLOPs"]] * 1e9
+    peak = 1e9 * (spec[_S[TENSOR_KEY]] if half and is_gemm
+                  else sustained_fp32(spec[_S["SingleFLOPs"]], spec[_S[POWER_KEY]]))
     t_comp = flops / peak * 1e3
     t_mem = nbytes / (spec[_S["Mem_Bw"]] * 1e9) * 1e3
     base = max(t_comp, t_mem) + LAUNCH_FLOOR_MS

@@ -18,7 +18,13 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.kernel_latency.frames import kernel_rows
 from servecast.predictors.kernel_latency.ops import FAMILIES, OP_NAMES
-from servecast.predictors.kernel_latency.physics import DENSE_COLUMNS, DEVICE_COLUMNS, features
+from servecast.predictors.kernel_latency.physics import (
+    DENSE_COLUMNS,
+    DEVICE_COLUMNS,
+    baseline_ms,
+    features,
+    kernel_work,
+)
 from servecast.predictors.kernel_latency.runtime import (
     MergedMLP,
     clean_std,
@@ -42,6 +48,16 @@ def view_columns(view: str, n_features: int) -> np.ndarray:
     return np.concatenate([shape_dense, onehots]).astype(int)
 
 
+def view_weights(member_views: list[str], shape_weight: float) -> list[float]:
+    """Each member's weight in the ensemble average: the shape view's members share
+    `shape_weight`, the spec view's the rest; with one view only, all members weigh alike."""
+    n = {v: member_views.count(v) for v in set(member_views)}
+    if len(n) == 1:
+        return [1.0 / len(member_views)] * len(member_views)
+    share = {"shape": shape_weight, "spec": 1.0 - shape_weight}
+    return [share[v] / n[v] for v in member_views]
+
+
 class KernelLatencyPredictor(Predictor):
     """Cross-device kernel latency: `fit(frame)`, `predict(frame)` -> frame[latency_ms] (ms).
 
@@ -62,9 +78,11 @@ class KernelLatencyPredictor(Predictor):
                roofline alone, so the GPU inherits the training GPUs' average efficiency
                profile (what their measurements of the same shapes transfer, see
                `evaluation.transfer_bounds`).
-    All members are averaged in log space. A held-out GPU is an extrapolation in device
-    space: single MLPs disagree a lot from seed to seed and the two views err in different
-    directions (their average scores best over all ops: docs/results.md). The members are
+    All members are averaged in log space, the shape view's with total weight
+    `shape_weight` and the spec view's with the rest (equal weights within a view; views
+    alone: plain mean). A held-out GPU is an extrapolation in device space: single MLPs
+    disagree a lot from seed to seed and the two views err in different directions (their
+    average scores best over all ops: docs/results.md). The members are
     merged into one MLP (block-diagonal; a shape member reads zeros from the device columns),
     so the runtime is the same for any views and members.
     """
@@ -75,16 +93,21 @@ class KernelLatencyPredictor(Predictor):
                  hidden: int = 64, layers: int = 3,
                  batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
                  use_spec_features: bool = False, seed: int = 0, ensemble: int = 3,
-                 views: tuple[str, ...] = ("spec", "shape"), **trainer_kw):
+                 views: tuple[str, ...] = ("spec", "shape"), shape_weight: float = 0.25,
+                 **trainer_kw):
         super().__init__()
         self.devices = {str(k): dict(v) for k, v in (devices or {}).items()}
         self.config = dict(epochs=epochs, hidden=hidden, layers=layers, batch_size=batch_size,
                            lr=lr, max_rows=max_rows, use_spec_features=use_spec_features,
-                           seed=seed, ensemble=ensemble, views=list(views))
+                           seed=seed, ensemble=ensemble, views=list(views),
+                           shape_weight=shape_weight)
         bad = [v for v in views if v not in VIEWS] or ([] if views else ["(none)"])
         if bad:
             raise InvalidInputError(f"unknown view(s) {', '.join(map(str, bad))}; "
                                     f"choose from {', '.join(VIEWS)}")
+        if not 0.0 <= shape_weight <= 1.0:
+            raise InvalidInputError(f"shape_weight={shape_weight!r}: give a weight in [0, 1] "
+                                    "(the shape view's share of the ensemble average)")
         self.trainer_kw = trainer_kw
         self.weights: list[np.ndarray] | None = None
         self.mean: np.ndarray | None = None
@@ -125,7 +148,7 @@ class KernelLatencyPredictor(Predictor):
         Xs = ((X - self.mean) / self.std).astype(np.float32)
         from servecast.predictors.kernel_latency.mlp import fit_mlp, merge_mlps, widen_input
 
-        members = []
+        members, member_views = [], []
         n_members = max(int(cfg.get("ensemble", 1)), 1)
         # each member its own random rows: max_rows of them, or 1/n of the data when unset
         # (the ensemble then costs about what one member on all rows did)
@@ -141,7 +164,8 @@ class KernelLatencyPredictor(Predictor):
                             batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
                             **self.trainer_kw)
                 members.append(widen_input(w, cols, X.shape[1]))
-        self.weights = merge_mlps(members)
+                member_views.append(view)
+        self.weights = merge_mlps(members, view_weights(member_views, cfg["shape_weight"]))
         self.card = {
             "data": {"rows": int(len(rows.ops)), "ops": sorted(set(rows.ops)),
                      "devices": sorted(set(rows.devices.tolist()))},
@@ -162,9 +186,10 @@ class KernelLatencyPredictor(Predictor):
 
     @staticmethod
     def predict_roofline(frame, devices: Mapping[str, Mapping]) -> np.ndarray:
-        """The physics-only baseline (ms): max(FLOPs/peak, bytes/bandwidth) + launch floor."""
+        """The physics-only baseline (ms): max(FLOPs/peak, bytes/bandwidth) + launch floor, at
+        the data-sheet peaks (no power limit)."""
         rows = kernel_rows(frame, devices)
-        return features(rows.ops, rows.shape, rows.spec)[1]
+        return baseline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
 
     def evaluate(self, frame, target=None) -> dict:
         """MdAPE (%) overall and per op, with the roofline baseline's beside it."""

@@ -190,7 +190,7 @@ class Runtime:
 
     def _spec_entry(self, device_spec: Mapping) -> tuple:
         try:
-            key = tuple(device_spec.get(k) for k in SPEC_COLUMNS)
+            key = tuple(device_spec.get(k) for k in ["Device", *SPEC_COLUMNS])
             hit = self._specs.get(key)
         except (AttributeError, TypeError):  # not a mapping / unhashable values
             key, hit = None, None
@@ -232,14 +232,15 @@ class Runtime:
 
     def roofline(self, op: str, shape: Sequence[float] | Mapping[str, float],
                  device_spec: Mapping) -> float:
-        """The physics-only (roofline + launch floor) latency in ms, for comparison."""
-        from servecast.predictors.kernel_latency.physics import features
+        """The physics-only (roofline at the data-sheet peaks + launch floor) latency in ms,
+        for comparison."""
+        from servecast.predictors.kernel_latency.physics import baseline_ms, kernel_work
 
         name = canonical_op(op)
         dims = shape_dict(name, shape)
         cols = {c: np.array([dims[c]]) for c in OPS[name][1]}
-        return float(features(np.array([name], dtype=object), cols,
-                              self._spec_row(device_spec))[1][0])
+        work = kernel_work(np.array([name], dtype=object), cols)
+        return float(baseline_ms(work, self._spec_row(device_spec))[0])
 
     def predict(self, frame) -> dict[str, np.ndarray]:
         """{"latency_ms": ms per row} of frame[op, device, shape columns], devices from the
