@@ -74,7 +74,7 @@ NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache", "Freq"],
          "attn_decode": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq", "SingleFLOPs"],
          "allreduce": ["Interconnect_Bw", "Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache"]}
 #: feature columns: 0-7 device-relative, 8-13 absolute (FLOPs, bytes, the GPU's specs),
-#: 14 the op's secondary cost over the physics time (`secondary`)
+#: 14 the op's side cost over the physics time (attention's `t_side`; 0 for other ops)
 N_FEATURES = 15
 
 
@@ -125,25 +125,16 @@ def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
     return _f(M) * _f(K) / (QUANT_ELEMS_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e3)
 
 
-def secondary(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, N=0,
-              K=0, B=1, H=1, kv_heads=1, head_dim=128, tp=1) -> np.ndarray:
-    """A cost the roofline leaves out (ms): for decode attention the fixed cycles of its
-    thread blocks spread over the SMs (`CTA_CYCLES` at the boost clock); for prefill
-    attention the softmax's non-tensor work over the SMs (`SOFTMAX_OPS` per computed score
-    at `SingleFLOPs`); zero for the other ops."""
-    M, N, B = _f(M), _f(N), _f(B)
-    if op in ("attn_prefill", "attn_decode"):
-        return attention(op, spec, kv_dtype, M, N, B, H, kv_heads, head_dim)["t_side"]
-    return np.zeros(np.broadcast(M, N, B).shape)
-
-
 def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, kv_heads=1,
               head_dim=128) -> dict[str, np.ndarray]:
     """FlashAttention-style kernel time of `op` (attn_prefill | attn_decode) on `spec`.
 
     Returns arrays: `ctas` (thread blocks), `t_comp` (ms: the SMs' makespan), `t_mem` (ms:
     the KV, query and output bytes at the bandwidth, and for decode the bytes of the
-    biggest block at the bandwidth one SM draws), `t_side` (ms, see `secondary`) and `busy`
+    biggest block at the bandwidth one SM draws), `t_side` (ms: a cost the roofline leaves
+    out, for decode the fixed cycles of its thread blocks over the SMs (`CTA_CYCLES`), for
+    prefill the softmax's non-tensor work over the SMs (`SOFTMAX_OPS` per score at
+    `SingleFLOPs`)) and `busy`
     (SM time used / SM time spent, 0-1).
 
     Prefill: a thread block per query tile (`ATTN_TILE_M` rows, `ATTN_TILE_M_SMALL` for
@@ -277,6 +268,7 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         t = t_comp + t_mem + FLOOR_MS[op]
         util = np.ones_like(t)
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
+        side = np.zeros_like(t)
     elif op == "gemm":
         dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
         N = shape.get("N", 0)
@@ -284,18 +276,19 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
+        side = np.zeros_like(t)
     elif op in ("attn_prefill", "attn_decode"):
         a = attention(op, spec, shape.get("kv_dtype", "bf16"),
                       **{k: shape[k] for k in ("M", "N", "B", "H", "kv_heads", "head_dim")
                          if k in shape})
         t_comp, t_mem, util = a["t_comp"], a["t_mem"], np.clip(a["busy"], 1e-6, 1.0)
-        t = np.maximum(np.maximum(t_comp, t_mem), a["t_side"]) + floor_ms(op, spec)
+        side = a["t_side"] * np.ones_like(t_comp)
+        t = np.maximum(np.maximum(t_comp, t_mem), side) + floor_ms(op, spec)
     else:
         raise ValueError(op)
     if op != "allreduce":
         ridge = np.log((flops + 1.0) / nbytes) - np.log(peak / (spec["Mem_Bw"] * 1e9))
     tiny = 1e-9
-    side = secondary(op, spec, **shape) * np.ones_like(t)
     X = np.column_stack([
         np.log(t), np.log(t_comp + tiny), np.log(t_mem + tiny), ridge, util, np.log(waves),
         np.log(tiles + 1.0) - np.log(sms), np.log(nbytes / (spec["L2Cache"] * 1e6)),
