@@ -179,10 +179,12 @@ class ColocationRuntime:
         ids, full = window_features(cols, self.counters)
         x = full[:, self.columns]
         perf = self._predict(self.boosters, x, self.state["target"])
-        unknown = np.isnan(x[:, self.co_columns]).any(axis=1) if self.co_columns else []
-        if self.fallback and np.any(unknown):  # co-runners not given: the fallback variant
-            alt = full[unknown][:, self.fallback_columns]
-            perf[unknown] = self._predict(self.fallback, alt, self.state["fallback"]["target"])
+        if self.fallback:  # runs whose co-runners are not given: the fallback variant
+            unknown = np.isnan(x[:, self.co_columns]).any(axis=1)
+            if unknown.any():
+                alt = full[unknown][:, self.fallback_columns]
+                perf[unknown] = self._predict(self.fallback, alt,
+                                              self.state["fallback"]["target"])
         return ids, perf
 
     @staticmethod
