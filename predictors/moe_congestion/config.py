@@ -13,7 +13,7 @@ class RunConfig:
     """Small-MoE run settings. Sizes in tokens; `steps` optimizer steps of `batch_size`
     windows of `context` tokens; `snapshots` checkpoints spread over training (plus step 0)."""
 
-    alpha: float = 0.0
+    alpha: float = 0.01  # Switch aux-loss coefficient (0 = no balancing loss)
     steps: int = 300
     snapshots: int = 6
     n_experts: int = 8
@@ -36,6 +36,6 @@ class RunConfig:
 #: full: `servecast moe train-small`'s defaults; fast: the demo's tiny run (60 steps, two
 #: snapshots, fewer conversations and eval windows; its CPU time: docs/results.md#demo)
 PRESET = Preset(
-    fast=RunConfig(alpha=0.01, steps=60, snapshots=2, eval_windows=48, batch_windows=2,
+    fast=RunConfig(steps=60, snapshots=2, eval_windows=48, batch_windows=2,
                    train_conversations=120, eval_conversations=30),
-    full=RunConfig(alpha=0.01))
+    full=RunConfig())
