@@ -90,10 +90,10 @@ def finetune(st, texts: list[str], prompt_tokens: np.ndarray, output_tokens: np.
 
     drop_last = len(texts) > batch_size
     batches = len(texts) // batch_size if drop_last else -(-len(texts) // batch_size)
-    module = PromptLengthTuner(transformer, transformer.config.hidden_size,
-                               float(np.median(y)), steps=epochs * batches)
     transformer.train()
-    fit_module(module, (texts,), epochs=epochs, batch_size=batch_size, seed=seed,
+    fit_module(lambda: PromptLengthTuner(transformer, transformer.config.hidden_size,
+                                         float(np.median(y)), steps=epochs * batches),
+               (texts,), epochs=epochs, batch_size=batch_size, seed=seed,
                drop_last=drop_last, collate=collate)
     st.eval()
     with torch.no_grad():
