@@ -6,9 +6,10 @@ generated lengths) by DuckDB's COPY from `range(N)`: streamed, never held in mem
 times each run in its own process, with its peak RSS from `os.wait4` (the CSV is written by
 a child process too: a forked child's peak RSS starts at its parent's):
 
-- servecast: `servecast ingest azure-llm FILE --db X` (sha256 + record count in a thread,
-  one pass from the typed reader with the timestamp parse and the row checks into the
-  narrow part of `llm_requests`, manifest, one transaction);
+- servecast: `servecast ingest azure-llm FILE --db X` (sha256 + record count in a thread;
+  one pass of the typed reader with the timestamp parse and the row checks into a temp
+  table, then into the narrow part of `llm_requests` numbered from its row ids, both
+  statements on every thread; manifest; one transaction);
 - bare:      `CREATE TABLE t AS SELECT * FROM read_csv(FILE)` into a DuckDB file.
 
 With `--breakdown`, also the steps on their own, each in its own process: the scan

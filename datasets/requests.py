@@ -10,6 +10,7 @@ import duckdb
 
 from servecast.datasets.base import Restage
 from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
+from servecast.schema import columns as columns_of
 from servecast.schema import part_for, trace_ids
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
@@ -139,10 +140,14 @@ def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
 ENFORCED = {c for c, _ in TOKEN_CHECKS if c.endswith(" IS NULL") or INF in c}
 
 
+#: the temp table `insert_csv_direct` reads a file into, in file order, before numbering
+DIRECT_STAGE = "_direct"
+
+
 def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
                       failed: str = "output_tokens = 0") -> tuple[int, int]:
-    """Load a CSV file in one pass, straight from DuckDB's reader into `llm_requests`, for
-    the common case of a file without a bad row; returns (rows stored, 0 rejected).
+    """Load a CSV file in one pass of the reader into `llm_requests`, for the common case
+    of a file without a bad row; returns (rows stored, 0 rejected).
 
     `columns` type the file's columns for the reader (a value it cannot parse fails the
     pass), `select` maps them to canonical columns, arrivals rebased as `insert_requests`
@@ -153,6 +158,12 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     bad row and its reason) unless every record the scan counted was stored: a value the
     reader cannot parse, a row failing a check, a blank line, an arrival before the first
     row's.
+
+    Two parallel statements: the reader's rows, checked and typed, into the temp table
+    DIRECT_STAGE (DuckDB keeps file order: preserve_insertion_order), then into the part
+    with request ids from the temp table's row ids. A window (`row_number() OVER ()`)
+    would number them in the reader's statement, but it runs that whole statement on one
+    thread.
     """
     con = ctx.con
     check_header(path, columns)
@@ -172,26 +183,31 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     timed = [c for c, _ in every if re.search(r"\barrival_s\b", c)]  # on rebased values
     untimed = [c for c, _ in every if not re.search(r"\barrival_s\b", c)]
     names = ", ".join(cols)
-    first = ctx.next_request_id()
-    # the checks of the arrival sit above the numbering window, the others below it: a
-    # filter DuckDB pushes into the reader's projection would parse the timestamp again
-    # (a check that is NULL fails the row here, where the stage lets it pass: stricter, so
-    # at worst the file is read again through the stage; plain ORs cost DuckDB less than
-    # checks wrapped in coalesce)
-    part, key, trace = _part(ctx, cols)
+    types = dict(columns_of("llm_requests"))
+    typed = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in cols)
+    # a check that is NULL fails the row here, where the stage lets it pass: stricter, so
+    # at worst the file is read again through the stage (plain ORs cost DuckDB less than
+    # checks wrapped in coalesce); so does a value the cast to the stored type refuses
+    # (ENFORCED) and row ids with a gap (not seen: a new table's are consecutive)
     try:
-        (stored,) = con.execute(
-            f"""INSERT INTO {part} ({key}, request_id, failed, {names})
-                SELECT ?, {first} + _n, {failed}, {names} FROM (
-                    SELECT row_number() OVER () - 1 AS _n,
-                           * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {DIRECT_STAGE} AS SELECT {typed} FROM (
+                    SELECT * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
                     FROM (SELECT {select} FROM {reader}) WHERE NOT ({_any(untimed)}))
-                WHERE NOT ({_any(timed)})""",
-            [trace, str(path)]).fetchall()[0]
-    except duckdb.Error:
+                WHERE NOT ({_any(timed)})""", [str(path)])
+        first_row, last_row, stored = con.execute(
+            f"SELECT min(rowid), max(rowid), count(*) FROM {DIRECT_STAGE}").fetchall()[0]
+        if stored != ctx.records(path) or stored and last_row - first_row + 1 != stored:
+            raise Restage(path)
+        first = ctx.next_request_id()
+        part, key, trace = _part(ctx, cols)
+        con.execute(
+            f"""INSERT INTO {part} ({key}, request_id, failed, {names})
+                SELECT ?, {first} + (rowid - {first_row or 0}), {failed}, {names}
+                FROM {DIRECT_STAGE}""", [trace])
+    except duckdb.Error:  # the rollback drops the temp table
         raise Restage(path) from None
-    if stored != ctx.records(path):
-        raise Restage(path)
+    con.execute(f"DROP TABLE {DIRECT_STAGE}")
     return stored, 0
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import shutil
 
+import duckdb
 import pytest
 
 from servecast.datasets import get_adapter
 from servecast.datasets.catalog import shared_path
+from servecast.datasets.requests import DIRECT_STAGE
 from servecast.schema import SPLIT_TABLES
 from servecast.store import LoadContext, Store
 
@@ -117,3 +119,39 @@ def test_narrow_traces_keep_their_ids_and_are_removed_whole(tmp_path, data):
         assert store.con.execute(f"SELECT trace FROM {IDS}").fetchall() == [
             ("AzureLLMInferenceTrace_conv",)]
         assert store.requests("AzureLLMInferenceTrace_conv").count("*").fetchall() == [(19366,)]
+
+
+@pytest.mark.slow
+def test_one_pass_numbers_a_file_read_in_parallel_in_file_order(tmp_path):
+    """A file of many reader buffers (2M rows, 80 MB), read on several threads: every
+    request id is the row's place in the file (row i: i + 1 prompt tokens, arrival i ms)."""
+    n = 2_000_000
+    csv = tmp_path / "AzureLLMInferenceTrace_big.csv"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT strftime(TIMESTAMPTZ '2024-05-10 00:00:00+00'
+                                          + to_microseconds(i * 1000),
+                                          '%Y-%m-%d %H:%M:%S.%f+00:00') AS TIMESTAMP,
+                                 i + 1 AS ContextTokens, (i * 7919) % 500 AS GeneratedTokens
+                          FROM range({n}) r(i)) TO '{csv}' (HEADER)""")
+    con.close()
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest("azure-llm", _small_file(tmp_path), trace="small")  # another trace first
+        result = store.ingest("azure-llm", csv)
+        assert not _staged(store)
+        assert not store.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                                     [DIRECT_STAGE]).fetchall()[0][0]
+        got = store.con.execute(
+            """SELECT count(*), count(DISTINCT request_id), min(request_id), max(request_id),
+                      count(*) FILTER (WHERE prompt_tokens <> request_id + 1
+                                       OR abs(arrival_s - request_id / 1000) > 1e-6
+                                       OR failed <> (output_tokens = 0))
+               FROM llm_requests WHERE trace = 'AzureLLMInferenceTrace_big'""").fetchall()
+    assert (result.rows, result.rejected) == (n, 0)
+    assert got == [(n, n, 0, n - 1, 0)]
+
+
+def _small_file(folder):
+    """A small clean Azure file in `folder`."""
+    f = folder / "AzureLLMInferenceTrace_small.csv"
+    f.write_text(HEADER + "\n".join(ROWS) + "\n")
+    return f
