@@ -6,7 +6,8 @@
   `queue_times`, `generated_texts`, and `server_queue_times` / `server_ttfts` when the
   server reports them; seconds, where the summary keys `*_ms` are milliseconds). Each run
   is a `log_type`: its `--label`, else `request_rate=R max_concurrency=C`; the generated
-  text lands in `response_text`.
+  text lands in `response_text`. SGLang's `bench_serving --output-details` writes the same
+  lists (no latencies or start times; `--tag` for the label) and reads the same way.
 - `guidellm`: GuideLLM's `benchmarks.json` (0.8.x report: `benchmarks[].requests.
   {successful, errored, incomplete}[]`, one trace of every benchmark in the file, the
   strategy as `log_type`; times in s, TTFT / ITL in ms).
@@ -87,7 +88,8 @@ class VLLMBench(_BenchResults):
     catalog = Catalog(
         format="JSON of `vllm bench serve --save-result --save-detailed` (one result, or "
         "one a line with --append-result): input_lens, output_lens, ttfts, itls, errors"
-        "[, latencies, start_times, generated_texts, server_queue_times] (s)",
+        "[, latencies, start_times, generated_texts, server_queue_times] (s); also "
+        "SGLang's bench_serving --output-details",
         url="https://docs.vllm.ai/en/latest/cli/bench/serve.html",
         license="Apache-2.0 (vLLM); the results are yours",
         citation="Kwon et al., Efficient Memory Management for Large Language Model Serving "
@@ -127,8 +129,9 @@ class VLLMBench(_BenchResults):
         def lst(key: str, typ: str = "DOUBLE[]") -> str:
             return f"unnest(TRY_CAST(json_extract(d, '$.{key}') AS {typ}))"
 
-        run_name = ("coalesce(d->>'$.label', 'request_rate=' || (d->>'$.request_rate') || "
-                    "coalesce(' max_concurrency=' || (d->>'$.max_concurrency'), ''))")
+        run_name = ("coalesce(d->>'$.label', d->>'$.tag', 'request_rate=' || "
+                    "(d->>'$.request_rate') || coalesce(' max_concurrency=' || "
+                    "(d->>'$.max_concurrency'), ''))")
         unpacked = f"""SELECT {lst('input_lens')} AS prompt_tokens,
                    {lst('output_lens')} AS output_tokens, {lst('ttfts')} AS ttft_s,
                    {lst('itls', 'DOUBLE[][]')} AS itl, {lst('errors', 'VARCHAR[]')} AS error,

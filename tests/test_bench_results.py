@@ -2,7 +2,8 @@
 (tests/data/bench/make.py): GuideLLM 0.8.1 `benchmarks.json` and AIPerf 0.13.0
 `profile_export.jsonl` against the loopback stub (every 5th request failing), and vLLM
 0.33.0's `vllm bench serve --save-detailed --append-result` result (two runs) against
-`servecast emulate`, whose own log of the same requests is committed beside it. Every
+`servecast emulate`, whose own log of the same requests is committed beside it, and SGLang
+0.5.23's `bench_serving --output-details` (same lists) against the emulator too. Every
 request is accounted for and its latencies land in seconds."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ GUIDELLM = BENCH / "guidellm_benchmarks.json"
 AIPERF = BENCH / "aiperf_profile_export.jsonl"
 VLLM = BENCH / "vllm_bench_result.json"
 VLLM_EMULATOR = BENCH / "vllm_bench_emulator.jsonl"
+SGLANG = BENCH / "sglang_bench_serving.json"
+SGLANG_EMULATOR = BENCH / "sglang_bench_emulator.jsonl"
 UNIT_S = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
@@ -147,10 +150,10 @@ def check_vllm(rows: list[dict], path: Path = VLLM) -> None:
     at = 0
     for d in docs:
         got_run, at = rows[at: at + len(d["input_lens"])], at + len(d["input_lens"])
-        run = d.get("label") or (f"request_rate={d['request_rate']}"
-                                 f" max_concurrency={d['max_concurrency']}")
+        run = d.get("label") or d.get("tag") or (f"request_rate={d['request_rate']}"
+                                                 f" max_concurrency={d['max_concurrency']}")
         for i, got in enumerate(got_run):
-            assert got["log_type"] == run and got["model"] == d["model_id"]
+            assert got["log_type"] == run and got["model"] == d.get("model_id")
             assert got["prompt_tokens"] == d["input_lens"][i]
             assert got["output_tokens"] == d["output_lens"][i]
             assert got["failed"] == bool(d["errors"][i])
@@ -169,7 +172,7 @@ def check_vllm(rows: list[dict], path: Path = VLLM) -> None:
             assert got["queue_s"] == (d["server_queue_times"][i]
                                       if "server_queue_times" in d else None)
         ok = [r for r in got_run if not r["failed"]]
-        assert (len(ok), len(got_run) - len(ok)) == (d["completed"], d["failed"])
+        assert (len(ok), len(got_run) - len(ok)) == (d["completed"], d.get("failed", 0))
         assert sum(r["prompt_tokens"] for r in ok) == d["total_input_tokens"]
         assert sum(r["output_tokens"] for r in ok) == d["total_output_tokens"]
         ttft = [r["ttft_s"] * 1e3 for r in ok]
@@ -185,15 +188,21 @@ def check_vllm(rows: list[dict], path: Path = VLLM) -> None:
                                           if not e and len(g)])
 
 
-def check_emulator(rows: list[dict], log: Path = VLLM_EMULATOR) -> None:
-    """Each request the emulator served is one successful row with the same prompt and
-    output tokens (matched by tokens, then arrival), seen by the client no earlier than the
-    emulator's simulated TTFT and end-to-end latency; the failed rows never reached it."""
-    served = [json.loads(line) for line in log.read_text().splitlines()]
+def check_emulator(rows: list[dict], log: Path = VLLM_EMULATOR, warmups: int = 0) -> None:
+    """Each request the emulator served (after the client's first `warmups`) is one
+    successful row with the same prompt and output tokens (matched by tokens, then
+    arrival), seen by the client no earlier than the emulator's simulated TTFT and
+    end-to-end latency; the failed rows never reached it."""
+    served = sorted((json.loads(line) for line in log.read_text().splitlines()),
+                    key=lambda s: s["arrival_s"])[warmups:]
     ok = [r for r in rows if not r["failed"]]
     assert len(ok) == len(served)
-    t_client = min(r["arrival_s"] for r in ok)
-    t_server = min(s["arrival_s"] for s in served)
+    if ok[0]["arrival_s"] is None:  # no client start times (SGLang): match by tokens only
+        t_client, t_server = 0.0, 0.0
+        ok = [r | {"arrival_s": 0.0} for r in ok]
+    else:
+        t_client = min(r["arrival_s"] for r in ok)
+        t_server = min(s["arrival_s"] for s in served)
     for r in ok:
         same = [s for s in served if (s["prompt_tokens"], s["output_tokens"]) ==
                 (r["prompt_tokens"], r["output_tokens"])]
@@ -217,6 +226,19 @@ def test_vllm_bench_result_through_the_cli(tmp_path):
                                              ["request_rate=inf max_concurrency=8"] * 20)
     assert sum(r["failed"] for r in rows) == 4
     assert {r["error"] for r in rows if r["failed"]} == {"Bad Request"}
+
+
+def test_sglang_bench_serving_reads_as_vllm_bench(tmp_path):
+    """SGLang's bench_serving writes vLLM's per-request lists (without latencies or start
+    times): the vllm-bench reader takes it, every request there, and the emulator served
+    each of them."""
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("vllm-bench", SGLANG)
+        rows = store.sql("SELECT * FROM llm_requests ORDER BY request_id").to_dicts()
+    assert (result.rows, result.rejected) == (20, 0)
+    check_vllm(rows, SGLANG)
+    check_emulator(rows, SGLANG_EMULATOR, warmups=1)
+    assert {r["log_type"] for r in rows} == {"request_rate=4.0 max_concurrency=4"}
 
 
 def without(doc: dict, *keys: str) -> dict:

@@ -20,10 +20,20 @@ benchmark client against `servecast emulate` (llama-3.1-8b on one L40S) on loopb
   Face folder, the emulator's own count, so no Hub access.
 - vllm_bench_emulator.jsonl: the emulator's `--log` of the same requests (server side).
 
-Run: .venv/bin/python tests/data/bench/make.py [OUT_DIR] [--vllm VLLM [--vllm-only]] (two minutes
-on two shared cores, a minute more with --vllm; the files are committed;
+and, with `--sglang PYTHON` (a Python outside the project with SGLang 0.5.23's client),
+SGLang's benchmark client against a fresh emulator, its log beside it:
+
+- sglang_bench_serving.json: `python -m sglang.benchmark.serving --backend sglang-oai-chat
+  --dataset-name sharegpt --output-details` (one result line), `VLLM_PROMPTS` requests of
+  the first 60 ShareGPT conversations at 4/s, concurrency 4 (SGLang sends one warm-up
+  request first: the log has one more line).
+- sglang_bench_emulator.jsonl: the emulator's log of that run.
+
+Run: .venv/bin/python tests/data/bench/make.py [OUT_DIR] [--vllm VLLM] [--sglang PYTHON]
+[--emulator-only] (two minutes on two shared cores, three more with each of --vllm and
+--sglang; --emulator-only skips GuideLLM and AIPerf); the files are committed;
 tests/test_bench_results.py reruns GuideLLM and AIPerf, marked slow, and vLLM when
-$SERVECAST_VLLM names the command).
+$SERVECAST_VLLM names the command.
 """
 
 from __future__ import annotations
@@ -126,42 +136,80 @@ def sharegpt_prompts(out: Path) -> Path:
     return out
 
 
-def vllm(vllm_bin: Path, out: Path, emulator_log: Path) -> None:
-    """`vllm bench serve` (see the module docstring) against a fresh emulator; writes the
-    result file to `out` and the emulator's log to `emulator_log`."""
+def against_emulator(run, out: Path, emulator_log: Path) -> None:
+    """Start `servecast emulate` (`VLLM_MODEL` on one `VLLM_GPU`) on a free loopback port,
+    call `run(url, tmp, tokenizer)` (`tmp` a scratch folder, `tokenizer` the cl100k_base
+    folder), which runs a client there and returns the file it wrote; copy that file to
+    `out` and the emulator's log to `emulator_log`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokenizer = cl100k_tokenizer(tmp / "cl100k_base")
-        prompts = sharegpt_prompts(tmp / "prompts.jsonl")
         cmd = [str(Path(sys.executable).parent / "servecast"), "emulate", "--model",
                VLLM_MODEL, "--gpu", VLLM_GPU, "--port", str(port), "--log",
                str(tmp / "emulator.jsonl")]
         with background(cmd, f"{url}/healthz"):
-            for rate, concurrency in VLLM_RUNS:
-                subprocess.run([str(vllm_bin), "bench", "serve", "--backend", "openai-chat",
-                                "--base-url", url, "--endpoint", "/v1/chat/completions",
-                                "--model", VLLM_MODEL, "--tokenizer", str(tokenizer),
-                                "--dataset-name", "custom", "--dataset-path", str(prompts),
-                                "--custom-output-len", "-1", "--skip-chat-template",
-                                "--disable-shuffle", "--num-prompts", str(VLLM_PROMPTS),
-                                "--request-rate", rate, "--max-concurrency", concurrency,
-                                "--seed", "25", "--disable-tqdm", "--save-result",
-                                "--save-detailed", "--append-result", "--result-dir",
-                                str(tmp), "--result-filename", "result.json"],
-                               check=True, cwd=tmp, timeout=300,
-                               env=tools_env(tmp, HF_HUB_OFFLINE="1"))
-        shutil.copy(tmp / "result.json", out)
+            written = run(url, tmp, tokenizer)
+        shutil.copy(written, out)
         shutil.copy(tmp / "emulator.jsonl", emulator_log)
 
 
-def main(out: Path = HERE, vllm_bin: Path | None = None, stub_tools: bool = True) -> None:
+def client(cmd: list[str], tmp: Path) -> None:
+    subprocess.run(cmd, check=True, cwd=tmp, timeout=300,
+                   env=tools_env(tmp, HF_HUB_OFFLINE="1"))
+
+
+def vllm(vllm_bin: Path, out: Path, emulator_log: Path) -> None:
+    """`vllm bench serve` (see the module docstring) against a fresh emulator."""
+    def run(url: str, tmp: Path, tokenizer: Path) -> Path:
+        prompts = sharegpt_prompts(tmp / "prompts.jsonl")
+        for rate, concurrency in VLLM_RUNS:
+            client([str(vllm_bin), "bench", "serve", "--backend", "openai-chat",
+                    "--base-url", url, "--endpoint", "/v1/chat/completions",
+                    "--model", VLLM_MODEL, "--tokenizer", str(tokenizer),
+                    "--dataset-name", "custom", "--dataset-path", str(prompts),
+                    "--custom-output-len", "-1", "--skip-chat-template",
+                    "--disable-shuffle", "--num-prompts", str(VLLM_PROMPTS),
+                    "--request-rate", rate, "--max-concurrency", concurrency,
+                    "--seed", "25", "--disable-tqdm", "--save-result",
+                    "--save-detailed", "--append-result", "--result-dir",
+                    str(tmp), "--result-filename", "result.json"], tmp)
+        return tmp / "result.json"
+
+    against_emulator(run, out, emulator_log)
+
+
+def sglang(python: Path, out: Path, emulator_log: Path) -> None:
+    """`python -m sglang.benchmark.serving --output-details` (see the module docstring)
+    against a fresh emulator."""
+    def run(url: str, tmp: Path, tokenizer: Path) -> Path:
+        from servecast.config import data_dir
+
+        with gzip.open(data_dir() / "llm" / "sharegpt" / "ShareGPT_V3_part1.json.gz") as f:
+            (tmp / "sharegpt.json").write_text(json.dumps(json.load(f)[:60]))
+        client([str(python), "-m", "sglang.benchmark.serving", "--backend",
+                "sglang-oai-chat", "--base-url", url, "--model", VLLM_MODEL,
+                "--tokenizer", str(tokenizer), "--dataset-name", "sharegpt",
+                "--dataset-path", str(tmp / "sharegpt.json"), "--num-prompts",
+                str(VLLM_PROMPTS), "--request-rate", "4", "--max-concurrency", "4",
+                "--seed", "25", "--disable-tqdm", "--output-details", "--output-file",
+                str(tmp / "result.json")], tmp)
+        return tmp / "result.json"
+
+    against_emulator(run, out, emulator_log)
+
+
+def main(out: Path = HERE, vllm_bin: Path | None = None, stub_tools: bool = True,
+         sglang_python: Path | None = None) -> None:
     """Write the GuideLLM and AIPerf fixtures (unless not `stub_tools`) into folder `out`
-    (default: next to this script), and the vLLM bench ones when `vllm_bin` names the
-    `vllm` command."""
+    (default: next to this script), the vLLM bench ones when `vllm_bin` names the `vllm`
+    command, the SGLang ones when `sglang_python` is a Python with SGLang."""
     if vllm_bin is not None:
         vllm(vllm_bin, out / "vllm_bench_result.json", out / "vllm_bench_emulator.jsonl")
+    if sglang_python is not None:
+        sglang(sglang_python, out / "sglang_bench_serving.json",
+               out / "sglang_bench_emulator.jsonl")
     if not stub_tools:
         return
     port = free_port()
@@ -177,6 +225,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", nargs="?", type=Path, default=HERE)
     p.add_argument("--vllm", type=Path, help="the `vllm` command of a venv with vLLM 0.33.0")
-    p.add_argument("--vllm-only", action="store_true", help="skip GuideLLM and AIPerf")
+    p.add_argument("--sglang", type=Path, help="a Python with SGLang 0.5.23's client")
+    p.add_argument("--emulator-only", action="store_true", help="skip GuideLLM and AIPerf")
     a = p.parse_args()
-    main(a.out, a.vllm, stub_tools=not a.vllm_only)
+    main(a.out, a.vllm, stub_tools=not a.emulator_only, sglang_python=a.sglang)
