@@ -1,8 +1,13 @@
 """Per-request results of the serving benchmarks users run, as `llm_requests` with latencies:
 
 - `vllm-bench`: the result JSON of `vllm bench serve --save-result --save-detailed` (one
-  document; parallel lists `input_lens`, `output_lens`, `ttfts`, `itls`, `errors` and, in
-  newer vLLM, `latencies`, `start_times`, `queue_times`; seconds).
+  document, or one per run with `--append-result`; parallel lists `input_lens`,
+  `output_lens`, `ttfts`, `itls`, `errors` and, in newer vLLM, `latencies`, `start_times`,
+  `queue_times`, `generated_texts`, and `server_queue_times` / `server_ttfts` when the
+  server reports them; seconds, where the summary keys `*_ms` are milliseconds). Each run
+  is a `log_type`: its `--label`, else `request_rate=R max_concurrency=C`; the generated
+  text lands in `response_text`. SGLang's `bench_serving --output-details` writes the same
+  lists (no latencies or start times; `--tag` for the label) and reads the same way.
 - `guidellm`: GuideLLM's `benchmarks.json` (0.8.x report: `benchmarks[].requests.
   {successful, errored, incomplete}[]`, one trace of every benchmark in the file, the
   strategy as `log_type`; times in s, TTFT / ITL in ms).
@@ -10,12 +15,14 @@
   ns timestamps and `metrics.<name>.{value, unit}`).
 
 Latencies land in seconds: elapsed_s end to end, ttft_s, tpot_s the mean gap between output
-tokens after the first; queue_s stays NULL (the tools only see the client side, and vLLM's
-`queue_times` is the wait for a client concurrency slot, before the request is sent);
-`failed` is a request the tool recorded as errored or cancelled (vLLM's zero latencies of
-a failed request are left NULL). `arrival_s` is seconds
-since the file's first request start. In the JSON documents a rejected row's line is the
-request's position in the file (1-based).
+tokens after the first; queue_s is the server's queueing time where vLLM has it
+(`server_queue_times`), else NULL (vLLM's `queue_times` is the wait for a client
+concurrency slot before the request is sent, and `server_ttfts` is not kept: ttft_s is the
+client's); `failed` is a request the tool recorded as errored or cancelled (vLLM's zero
+latencies of a failed request are left NULL). `arrival_s` is seconds since the file's first
+request start (when it was sent; vLLM's `start_times` are the client machine's monotonic
+clock, so runs appended on one machine keep their spacing). In the JSON documents a
+rejected row's line is the request's position in the file (1-based).
 """
 
 from __future__ import annotations
@@ -79,48 +86,61 @@ class VLLMBench(_BenchResults):
     name = "vllm-bench"
     patterns = ("*.json",)
     catalog = Catalog(
-        format="JSON of `vllm bench serve --save-result --save-detailed`: input_lens, "
-        "output_lens, ttfts, itls, errors[, latencies, start_times, queue_times] (s)",
+        format="JSON of `vllm bench serve --save-result --save-detailed` (one result, or "
+        "one a line with --append-result): input_lens, output_lens, ttfts, itls, errors"
+        "[, latencies, start_times, generated_texts, server_queue_times] (s); also "
+        "SGLang's bench_serving --output-details",
         url="https://docs.vllm.ai/en/latest/cli/bench/serve.html",
         license="Apache-2.0 (vLLM); the results are yours",
         citation="Kwon et al., Efficient Memory Management for Large Language Model Serving "
         "with PagedAttention (vLLM), SOSP 2023",
     )
-    def stage(self, ctx, f: Path) -> None:
-        def lst(key: str, typ: str = "DOUBLE[]") -> str:
-            if key not in present:
-                return f"NULL::{typ}"
-            return f"TRY_CAST(json_extract(d, '$.{key}') AS {typ})"
+    #: per-request lists every detailed result has, and those newer vLLM adds
+    lists = ["input_lens", "output_lens", "ttfts", "itls", "errors"]
+    optional = ["latencies", "start_times", "queue_times", "generated_texts",
+                "server_queue_times", "server_ttfts"]
 
-        keys = ["input_lens", "output_lens", "ttfts", "itls", "errors"]
-        optional = ["latencies", "start_times"]
+    def stage(self, ctx, f: Path) -> None:
+        runs = f"(SELECT row_number() OVER () AS run, d FROM {_document(f)})"
+        keys = self.lists + self.optional
         try:
-            (present,) = ctx.con.execute(
-                f"SELECT json_keys(d) FROM {_document(f)}").fetchall()[0]
+            found = ctx.con.execute(
+                "SELECT run, json_keys(d), " + ", ".join(
+                    f"json_array_length(d, '$.{k}')" for k in keys) + f" FROM {runs} "
+                "ORDER BY run").fetchall()
         except duckdb.Error as e:
             raise DataFileError(f"{f}: not a JSON document ({str(e).splitlines()[0]})") \
                 from None
-        missing = [k for k in keys if k not in present]
-        if missing:
-            raise DataFileError(
-                f"{f}: no per-request lists {', '.join(missing)}: not a vLLM bench result "
-                "saved with --save-detailed (run `vllm bench serve --save-result "
-                "--save-detailed`)")
-        lists = [k for k in keys + optional if k in present]
-        sizes = ctx.con.execute("SELECT " + ", ".join(
-            f"json_array_length(d, '$.{k}')" for k in lists) + f" FROM {_document(f)}"
-        ).fetchall()[0]
-        if len(set(sizes)) > 1:
-            shown = ", ".join(f"{k} {n}" for k, n in zip(lists, sizes, strict=True))
-            raise DataFileError(f"{f}: the per-request lists differ in length ({shown}); the "
-                                "file was cut or edited: save the result again")
-        unpacked = f"""SELECT unnest({lst('input_lens')}) AS prompt_tokens,
-                   unnest({lst('output_lens')}) AS output_tokens,
-                   unnest({lst('ttfts')}) AS ttft_s, unnest({lst('itls', 'DOUBLE[][]')}) AS itl,
-                   unnest({lst('errors', 'VARCHAR[]')}) AS error,
-                   unnest({lst('latencies')}) AS latency,
-                   unnest({lst('start_times')}) AS arrival_s, d->>'$.model_id' AS model
-            FROM {_document(f)}"""
+        for run, present, *sizes in found:
+            where = f"{f}: result {run} of {len(found)}" if len(found) > 1 else f"{f}"
+            missing = [k for k in self.lists if k not in (present or [])]
+            if missing:
+                raise DataFileError(
+                    f"{where}: no per-request lists {', '.join(missing)}: not a vLLM bench "
+                    "result saved with --save-detailed (run `vllm bench serve "
+                    "--save-result --save-detailed`)")
+            given = [(k, n) for k, n in zip(keys, sizes, strict=True) if n is not None]
+            if len({n for _, n in given}) > 1:
+                shown = ", ".join(f"{k} {n}" for k, n in given)
+                raise DataFileError(f"{where}: the per-request lists differ in length "
+                                    f"({shown}); the file was cut or edited: save the result "
+                                    "again")
+
+        def lst(key: str, typ: str = "DOUBLE[]") -> str:
+            return f"unnest(TRY_CAST(json_extract(d, '$.{key}') AS {typ}))"
+
+        run_name = ("coalesce(d->>'$.label', d->>'$.tag', 'request_rate=' || "
+                    "(d->>'$.request_rate') || coalesce(' max_concurrency=' || "
+                    "(d->>'$.max_concurrency'), ''))")
+        unpacked = f"""SELECT {lst('input_lens')} AS prompt_tokens,
+                   {lst('output_lens')} AS output_tokens, {lst('ttfts')} AS ttft_s,
+                   {lst('itls', 'DOUBLE[][]')} AS itl, {lst('errors', 'VARCHAR[]')} AS error,
+                   {lst('latencies')} AS latency, {lst('start_times')} AS arrival_s,
+                   {lst('server_queue_times')} AS queue_s,
+                   {lst('generated_texts', 'VARCHAR[]')} AS response_text,
+                   unnest(range(json_array_length(d, '$.input_lens')::BIGINT)) AS i,
+                   d->>'$.model_id' AS model, {run_name} AS log_type, run
+            FROM {runs} ORDER BY run, i"""
         stage_document(ctx, f, f"""
             SELECT prompt_tokens, output_tokens, arrival_s,
                    CASE WHEN NOT _failed THEN ttft_s END AS ttft_s,
@@ -130,9 +150,11 @@ class VLLMBench(_BenchResults):
                         WHEN latency IS NOT NULL AND output_tokens > 1
                         THEN (latency - ttft_s) / (output_tokens - 1)
                         ELSE list_avg(itl) END AS tpot_s,
-                   model, nullif(error, '') AS error, _failed
-            FROM (SELECT *, coalesce(error, '') <> '' AS _failed FROM ({unpacked}))""",
-                       "a vLLM bench result")
+                   CASE WHEN NOT _failed THEN queue_s END AS queue_s,
+                   nullif(response_text, '') AS response_text, model, log_type,
+                   nullif(error, '') AS error, _failed
+            FROM (SELECT *, coalesce(error, '') <> '' AS _failed FROM ({unpacked}))
+            ORDER BY run, i""", "a vLLM bench result")
 
 
 class GuideLLM(_BenchResults):

@@ -1,12 +1,17 @@
-"""Readers of benchmark per-request results: GuideLLM 0.8.1 `benchmarks.json` and AIPerf
-0.13.0 `profile_export.jsonl` written by the real tools (tests/data/bench/make.py ran them
-against the loopback stub, every 5th request failing), and vLLM bench's `--save-detailed`
-result JSON. Every request is accounted for and its latencies land in seconds."""
+"""Readers of benchmark per-request results, on files the real tools wrote
+(tests/data/bench/make.py): GuideLLM 0.8.1 `benchmarks.json` and AIPerf 0.13.0
+`profile_export.jsonl` against the loopback stub (every 5th request failing), and vLLM
+0.33.0's `vllm bench serve --save-detailed --append-result` result (two runs) against
+`servecast emulate`, whose own log of the same requests is committed beside it, and SGLang
+0.5.23's `bench_serving --output-details` (same lists) against the emulator too. Every
+request is accounted for and its latencies land in seconds."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,10 @@ from tests.test_cli_store import servecast, user_error
 BENCH = Path(__file__).parent / "data" / "bench"
 GUIDELLM = BENCH / "guidellm_benchmarks.json"
 AIPERF = BENCH / "aiperf_profile_export.jsonl"
+VLLM = BENCH / "vllm_bench_result.json"
+VLLM_EMULATOR = BENCH / "vllm_bench_emulator.jsonl"
+SGLANG = BENCH / "sglang_bench_serving.json"
+SGLANG_EMULATOR = BENCH / "sglang_bench_emulator.jsonl"
 UNIT_S = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
@@ -114,69 +123,167 @@ def test_aiperf_bad_lines_are_rejected_with_their_line(tmp_path):
     assert rej[1][0] == 4 and "not valid JSON" in rej[1][1]
 
 
-def vllm_result(n: int = 5, detailed_times: bool = True) -> dict:
-    """A result in the layout `vllm bench serve --save-result --save-detailed` writes
-    (vllm/benchmarks/serve.py, Apache-2.0: setup keys, then the benchmark's result dict);
-    one request failed, as vLLM records it (empty lists, an error string)."""
-    ttfts = [0.05 + 0.01 * i for i in range(n)]
-    output_lens = [8 + 3 * i for i in range(n)]
-    itls = [[0.004 + 0.0005 * i] * (k - 1) for i, k in enumerate(output_lens)]
-    errors = [""] * n
-    ttfts[2], output_lens[2], itls[2] = 0.0, 0, []
-    errors[2] = "Traceback: aiohttp.ClientResponseError: 500, message='Internal Server Error'"
-    out = {"date": "20251204-101500", "endpoint_type": "openai-chat", "backend": "openai-chat",
-           "label": None, "model_id": "meta-llama/Llama-3.1-8B-Instruct",
-           "tokenizer_id": "meta-llama/Llama-3.1-8B-Instruct", "num_prompts": n,
-           "request_rate": 4.0, "burstiness": 1.0, "max_concurrency": 2, "duration": 3.2,
-           "completed": n - 1, "failed": 1, "input_lens": [100 + 20 * i for i in range(n)],
-           "output_lens": output_lens, "ttfts": ttfts, "itls": itls,
-           "generated_texts": ["ok"] * n, "errors": errors}
-    if detailed_times:
-        out |= {"latencies": [t + sum(g) for t, g in zip(ttfts, itls, strict=True)],
-                "start_times": [1000.0 + 0.25 * i for i in range(n)],
-                "queue_times": [0.0, 0.0, 0.1, 0.12, 0.0]}
-        out["latencies"][2] = 0.0
-    return out
+def vllm_results(path: Path = VLLM) -> list[dict]:
+    """The results of a vLLM bench file: one JSON object, or several appended
+    (`--append-result` writes each after a newline)."""
+    text, docs, decoder = path.read_text(), [], json.JSONDecoder()
+    i = 0
+    while i < len(text):
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return docs
 
 
-@pytest.mark.parametrize("detailed_times", [True, False])
-def test_vllm_bench_detailed_result(tmp_path, detailed_times):
-    src = vllm_result(detailed_times=detailed_times)
-    f = tmp_path / "vllm-result.json"
-    f.write_text(json.dumps(src, indent=4))
+def write_results(path: Path, docs: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(d) for d in docs))
+    return path
+
+
+def check_vllm(rows: list[dict], path: Path = VLLM) -> None:
+    """`rows` (one trace, in order) hold every request of every result in `path`, with its
+    latencies in seconds: the means and medians of vLLM's own summary (ms) agree."""
+    docs = vllm_results(path)
+    assert len(rows) == sum(len(d["input_lens"]) for d in docs)
+    t0 = min(t for d in docs for t in d.get("start_times") or [0.0])
+    at = 0
+    for d in docs:
+        got_run, at = rows[at: at + len(d["input_lens"])], at + len(d["input_lens"])
+        run = d.get("label") or d.get("tag") or (f"request_rate={d['request_rate']}"
+                                                 f" max_concurrency={d['max_concurrency']}")
+        for i, got in enumerate(got_run):
+            assert got["log_type"] == run and got["model"] == d.get("model_id")
+            assert got["prompt_tokens"] == d["input_lens"][i]
+            assert got["output_tokens"] == d["output_lens"][i]
+            assert got["failed"] == bool(d["errors"][i])
+            assert got["error"] == (d["errors"][i] or None)
+            if "start_times" in d:
+                assert got["arrival_s"] == pytest.approx(d["start_times"][i] - t0, abs=1e-9)
+            if got["failed"]:  # vLLM's zero latencies of a failed request are no measurements
+                assert got["ttft_s"] is got["elapsed_s"] is got["tpot_s"] is None
+                assert got["queue_s"] is got["response_text"] is None
+                continue
+            assert got["ttft_s"] == pytest.approx(d["ttfts"][i])
+            assert got["elapsed_s"] == pytest.approx(d["latencies"][i] if "latencies" in d
+                                                     else d["ttfts"][i] + sum(d["itls"][i]))
+            assert 0 < got["ttft_s"] < got["elapsed_s"]
+            assert got["response_text"] == d.get("generated_texts", [None] * (i + 1))[i]
+            assert got["queue_s"] == (d["server_queue_times"][i]
+                                      if "server_queue_times" in d else None)
+        ok = [r for r in got_run if not r["failed"]]
+        assert (len(ok), len(got_run) - len(ok)) == (d["completed"], d.get("failed", 0))
+        assert sum(r["prompt_tokens"] for r in ok) == d["total_input_tokens"]
+        assert sum(r["output_tokens"] for r in ok) == d["total_output_tokens"]
+        ttft = [r["ttft_s"] * 1e3 for r in ok]
+        tpot = [r["tpot_s"] * 1e3 for r in ok if r["output_tokens"] > 1]
+        assert statistics.mean(ttft) == pytest.approx(d["mean_ttft_ms"])
+        assert statistics.median(ttft) == pytest.approx(d["median_ttft_ms"])
+        if "latencies" in d:  # vLLM's TPOT: (latency - TTFT) / (output tokens - 1)
+            assert statistics.mean(tpot) == pytest.approx(d["mean_tpot_ms"])
+            assert statistics.median(tpot) == pytest.approx(d["median_tpot_ms"])
+        else:  # without latencies, the mean of the request's own inter-token gaps
+            assert tpot == pytest.approx([statistics.mean(g) * 1e3 for g, e in
+                                          zip(d["itls"], d["errors"], strict=True)
+                                          if not e and len(g)])
+
+
+def check_emulator(rows: list[dict], log: Path = VLLM_EMULATOR, warmups: int = 0) -> None:
+    """Each request the emulator served (after the client's first `warmups`) is one
+    successful row with the same prompt and output tokens (matched by tokens, then
+    arrival), seen by the client no earlier than the emulator's simulated TTFT and
+    end-to-end latency; the failed rows never reached it."""
+    served = sorted((json.loads(line) for line in log.read_text().splitlines()),
+                    key=lambda s: s["arrival_s"])[warmups:]
+    ok = [r for r in rows if not r["failed"]]
+    assert len(ok) == len(served)
+    if ok[0]["arrival_s"] is None:  # no client start times (SGLang): match by tokens only
+        t_client, t_server = 0.0, 0.0
+        ok = [r | {"arrival_s": 0.0} for r in ok]
+    else:
+        t_client = min(r["arrival_s"] for r in ok)
+        t_server = min(s["arrival_s"] for s in served)
+    for r in ok:
+        same = [s for s in served if (s["prompt_tokens"], s["output_tokens"]) ==
+                (r["prompt_tokens"], r["output_tokens"])]
+        s = min(same, key=lambda s: abs(s["arrival_s"] - t_server - r["arrival_s"] + t_client))
+        served.remove(s)
+        assert r["ttft_s"] >= s["ttft_ms"] / 1e3 and r["elapsed_s"] >= s["e2el_ms"] / 1e3
+    assert not served
+
+
+def test_vllm_bench_result_through_the_cli(tmp_path):
+    """The file vLLM 0.33.0 wrote: two appended runs, 2 of 20 requests rejected (HTTP 400)
+    in each, every row there with vLLM's own numbers and the emulator's record."""
     db = tmp_path / "s.duckdb"
-    proc = servecast("ingest", "vllm-bench", f, "--db", db)
+    proc = servecast("ingest", "vllm-bench", VLLM, "--db", db)
     assert proc.returncode == 0, proc.stderr
-    assert "ingested 5 rows into vllm-result (0 rejected)" in proc.stdout
+    assert "ingested 40 rows into vllm_bench_result (0 rejected)" in proc.stdout
     rows = stored(db)
-    for i, got in enumerate(rows):
-        assert got["prompt_tokens"] == src["input_lens"][i]
-        assert got["output_tokens"] == src["output_lens"][i]
-        assert got["failed"] == (i == 2) and got["model"] == src["model_id"]
-        assert got["error"] == (src["errors"][i] or None)
-        assert got["queue_s"] is None  # vLLM's queue_times is client-side
-        assert got["arrival_s"] == (pytest.approx(0.25 * i) if detailed_times else None)
-        if i == 2:  # the failed request: vLLM's zero latencies are not measurements
-            assert got["ttft_s"] is got["elapsed_s"] is got["tpot_s"] is None
-            continue
-        assert got["ttft_s"] == pytest.approx(src["ttfts"][i])
-        assert got["elapsed_s"] == pytest.approx(src["ttfts"][i] + sum(src["itls"][i]))
-        assert got["tpot_s"] == pytest.approx(src["itls"][i][0])
+    check_vllm(rows)
+    check_emulator(rows)
+    assert [r["log_type"] for r in rows] == (["request_rate=4.0 max_concurrency=4"] * 20 +
+                                             ["request_rate=inf max_concurrency=8"] * 20)
+    assert sum(r["failed"] for r in rows) == 4
+    assert {r["error"] for r in rows if r["failed"]} == {"Bad Request"}
+
+
+def test_sglang_bench_serving_reads_as_vllm_bench(tmp_path):
+    """SGLang's bench_serving writes vLLM's per-request lists (without latencies or start
+    times): the vllm-bench reader takes it, every request there, and the emulator served
+    each of them."""
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("vllm-bench", SGLANG)
+        rows = store.sql("SELECT * FROM llm_requests ORDER BY request_id").to_dicts()
+    assert (result.rows, result.rejected) == (20, 0)
+    check_vllm(rows, SGLANG)
+    check_emulator(rows, SGLANG_EMULATOR, warmups=1)
+    assert {r["log_type"] for r in rows} == {"request_rate=4.0 max_concurrency=4"}
+
+
+def without(doc: dict, *keys: str) -> dict:
+    return {k: v for k, v in doc.items() if k not in keys}
+
+
+#: the real file's first result, alone (saved without --append-result), as it would be
+#: with --label, as older vLLM wrote it (no latencies, start times, queue times or texts),
+#: and with the server-side lists vLLM adds when the server reports them per request
+VARIANTS = {
+    "one": lambda d: d,
+    "label": lambda d: d | {"label": "sweep-a"},
+    "older": lambda d: without(d, "latencies", "start_times", "queue_times",
+                               "generated_texts"),
+    "server": lambda d: d | {"server_queue_times": [t / 4 for t in d["ttfts"]],
+                             "server_ttfts": [t / 2 for t in d["ttfts"]]},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_vllm_bench_result_layouts(tmp_path, variant):
+    f = write_results(tmp_path / "vllm-result.json", [VARIANTS[variant](vllm_results()[0])])
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("vllm-bench", f)
+        rows = store.sql("SELECT * FROM llm_requests ORDER BY request_id").to_dicts()
+    assert (result.rows, result.rejected) == (20, 0)
+    check_vllm(rows, f)
+    if variant == "older":
+        assert {r["arrival_s"] for r in rows} == {None}
 
 
 @pytest.mark.slow  # CLI subprocesses
 def test_vllm_bench_bad_files(tmp_path):
     db = tmp_path / "s.duckdb"
-    plain = {k: v for k, v in vllm_result().items() if k not in ("ttfts", "itls")}
-    f = tmp_path / "summary.json"
-    f.write_text(json.dumps(plain))  # saved without --save-detailed
+    first, second = vllm_results()
+    # what vLLM keeps without --save-detailed
+    summary = without(first, "input_lens", "output_lens", "start_times", "ttfts", "itls",
+                      "generated_texts", "errors")
+    f = write_results(tmp_path / "summary.json", [summary])
     user_error(servecast("ingest", "vllm-bench", f, "--db", db), "no per-request lists",
-               "ttfts, itls", "--save-detailed")
-    cut = vllm_result()
-    cut["ttfts"] = cut["ttfts"][:3]
-    f.write_text(json.dumps(cut))
-    user_error(servecast("ingest", "vllm-bench", f, "--db", db), "differ in length",
-               "ttfts 3", "input_lens 5")
+               "input_lens, output_lens, ttfts, itls, errors", "--save-detailed")
+    cut = second | {"ttfts": second["ttfts"][:3]}
+    f = write_results(tmp_path / "cut.json", [first, cut])
+    user_error(servecast("ingest", "vllm-bench", f, "--db", db), "result 2 of 2",
+               "differ in length", "ttfts 3", "input_lens 20")
     user_error(servecast("ingest", "guidellm", f, "--db", db), "not a GuideLLM")
     with pytest.raises(DataFileError):
         with Store(db) as store:
@@ -203,3 +310,21 @@ def test_fixtures_regenerate_with_the_real_tools(tmp_path, tools_python):
                  tmp_path / "aiperf_profile_export.jsonl")
     check_guidellm([r for r in rows if r["trace"] == "guidellm_benchmarks"],
                    tmp_path / "guidellm_benchmarks.json")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SERVECAST_VLLM"), reason="set SERVECAST_VLLM to the "
+                    "`vllm` command of a venv with vLLM 0.33.0 (not a project dependency)")
+def test_vllm_fixture_regenerates_with_vllm(tmp_path):
+    """Run `vllm bench serve` again against the emulator (make.py --vllm) and ingest what
+    it writes: the reader follows vLLM, not the committed copy."""
+    spec = importlib.util.spec_from_file_location("bench_make", BENCH / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    make.main(tmp_path, Path(os.environ["SERVECAST_VLLM"]), stub_tools=False)
+    with Store(tmp_path / "s.duckdb") as store:
+        assert store.ingest("vllm-bench", tmp_path / "vllm_bench_result.json").rejected == 0
+        rows = store.sql("SELECT * FROM llm_requests ORDER BY request_id").to_dicts()
+    check_vllm(rows, tmp_path / "vllm_bench_result.json")
+    check_emulator(rows, tmp_path / "vllm_bench_emulator.jsonl")
+    assert 0 < sum(r["failed"] for r in rows) < len(rows)
