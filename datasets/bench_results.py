@@ -85,6 +85,7 @@ class _BenchResults(Adapter):
 class VLLMBench(_BenchResults):
     name = "vllm-bench"
     patterns = ("*.json",)
+    line_records = False  # SGLang names its file .jsonl: one result (many requests) a line
     catalog = Catalog(
         format="JSON of `vllm bench serve --save-result --save-detailed` (one result, or "
         "one a line with --append-result): input_lens, output_lens, ttfts, itls, errors"

@@ -350,7 +350,8 @@ class Store:
                 now = datetime.now()
                 for f in todo:
                     rows, rej = counts.get(f, (0, 0))
-                    _account(f, _scanned(scans[f]), rows, rej)
+                    if adapter.line_records:
+                        _account(f, _scanned(scans[f]), rows, rej)
                     if rej and (strict or not rows):
                         raise _refusal(con, name, f, rows, rej, adapter.name)
                     digest = _digest(scans[f])

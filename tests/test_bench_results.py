@@ -241,6 +241,17 @@ def test_sglang_bench_serving_reads_as_vllm_bench(tmp_path):
     assert {r["log_type"] for r in rows} == {"request_rate=4.0 max_concurrency=4"}
 
 
+def test_bench_result_saved_as_jsonl_is_one_document(tmp_path):
+    """SGLang's default file name is `*.jsonl`: the file is still one result a line, many
+    requests each, so the store takes the reader's count, not the file's line count."""
+    named = tmp_path / "sglang_result.jsonl"
+    named.write_bytes(SGLANG.read_bytes())
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("vllm-bench", named)
+        stored = store.sql("SELECT count(*) AS n FROM llm_requests")["n"][0]
+    assert (result.rows, result.rejected, stored) == (20, 0, 20)
+
+
 def without(doc: dict, *keys: str) -> dict:
     return {k: v for k, v in doc.items() if k not in keys}
 
