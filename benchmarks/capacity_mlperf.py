@@ -21,7 +21,8 @@ GPT-J's 4 beams); "short" runs `--requests` per Server probe and `--offline-requ
 run (the earlier protocol).
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
-        [--requests 800] [--offline-requests 2000] [--beams one|mlperf] [--out FILE]
+        [--requests 800] [--offline-requests 2000] [--beams one|mlperf] [--rows all|dev]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -133,12 +134,13 @@ class Predictor:
 
 
 def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
-            fit: bool = False) -> None:
+            fit: bool = False, dev_only: bool = False) -> None:
     """Fill each modelled row's predictions at its family's efficiency (`fit`: only what
-    the efficiency fit reads, the development rows' max QPS and Offline throughput)."""
+    the efficiency fit reads, the development rows' max QPS and Offline throughput;
+    `dev_only`: the development rows only, the held-out ones left unpredicted)."""
     for r in rows:
         m = r["m"]
-        if m["reason"] or (fit and r["split"] != "dev"):
+        if m["reason"] or ((fit or dev_only) and r["split"] != "dev"):
             continue
         e = eff.get(m["engine"], 1.0)
         if r["scenario"] == "Server":
@@ -193,7 +195,7 @@ def tables(rows: list[dict]) -> str:
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if not r["m"]["reason"]:
+        if not r["m"]["reason"] and ("pred_qps" in r or "pred_offline" in r):
             groups.setdefault((r["benchmark"], r["m"]["gpu"], r["scenario"]), []).append(r)
     for (bench, gpu, scen), rs in sorted(groups.items()):
         out.append(f"\n#### {bench} on {gpu}, {scen}\n")
@@ -244,6 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "--offline-requests (Predictor)")
     ap.add_argument("--beams", choices=("one", "mlperf"), default="one",
                     help="sequences per sample: one, or MLPerf's beam widths (GPT-J 4)")
+    ap.add_argument("--rows", choices=("all", "dev"), default="all",
+                    help="predict every modelled row, or the development rows only (to "
+                    "explore a change without looking at the held-out rows)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
                      1 if args.beams == "one" else None)
     predict(rows, pred, {}, fit=True)
     eff = fit_efficiency(rows)
-    predict(rows, pred, eff)
+    predict(rows, pred, eff, dev_only=args.rows == "dev")
     seconds = time.perf_counter() - t0
     modelled = [r for r in rows if not r["m"]["reason"]]
     print(f"MLPerf v4.1 LLM rows: {len(rows)}, modelled {len(modelled)} "
