@@ -57,15 +57,18 @@ def test_one_request_ttft_and_tpot_by_hand(l40s):
 
 
 def test_beam_search_by_hand(l40s):
-    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration at the
-    growing context; KV holds the prompt once and each beam's own tokens."""
+    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration whose
+    attention reads the prompt once and each beam's own tokens; KV holds the prompt once
+    and each beam's own tokens."""
     eng = Engine(l40s)
     eng.add(Request(3, 0.0, prompt_tokens=1000, output_tokens=4, beams=4))
     steps = []
     while (s := eng.step()) is not None:
         steps.append(s)
     prefill = l40s.step_ms([1000], [0], []) / 1000
-    decodes = [l40s.step_ms([], [], [c] * 4) / 1000 for c in (1000, 1001, 1002)]
+    # after g tokens: 1000 prompt tokens read once + 4 x g own tokens, over 4 sequences
+    decodes = [l40s.step_ms([], [], [(1000 + 4 * g) / 4] * 4) / 1000 for g in (0, 1, 2)]
+    assert decodes[0] < l40s.step_ms([], [], [1000] * 4) / 1000  # not 4 prompt reads
     assert [s.duration_s for s in steps] == pytest.approx([prefill, *decodes], rel=1e-12)
     assert [s.token_ids for s in steps] == [[3]] * 4  # one returned sequence: 4 tokens
     assert eng.free == eng.total  # every block back, the beams' too
