@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from servecast import gpus
 from servecast.cli import main
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.simulator import Compiled, Deployment, Engine, Request, metrics, simulate_trace
@@ -254,6 +255,21 @@ def test_bad_goodput(bad):
 
 
 # -- bad input ----------------------------------------------------------------------------
+def test_trtllm_kv_cache_takes_its_share_of_the_memory_left_after_the_weights(l40s):
+    """vLLM: KV = 0.9 x memory - weights; TensorRT-LLM: KV = 0.9 x (memory - weights)."""
+    trt = Compiled(Deployment(model="llama-3.1-8b", gpu="l40s", engine="trtllm"))
+    mem, weights = gpus.resolve_spec("l40s")["Dev_Mem"], l40s.memory["weights_gib"]
+    per = l40s.memory["kv_bytes_per_token"]
+    assert trt.memory["weights_gib"] == weights and trt.memory["kv_bytes_per_token"] == per
+    assert l40s.memory["kv_capacity_tokens"] == pytest.approx(
+        (0.9 * mem - weights) * 2**30 / per, abs=1)
+    assert trt.memory["kv_capacity_tokens"] == pytest.approx(
+        0.9 * (mem - weights) * 2**30 / per, abs=1)
+    assert trt.kv_blocks > l40s.kv_blocks
+    # the step time is the same: only the memory rule differs
+    assert trt.step_ms([512], [0], [900] * 8) == l40s.step_ms([512], [0], [900] * 8)
+
+
 def test_model_too_large_for_the_gpu_at_that_tp():
     with pytest.raises(InvalidInputError, match=r"llama-2-70b .*GiB.* TP 1.*raise TP"):
         Compiled(Deployment(model="llama-2-70b", gpu="l40s", tp=1))
