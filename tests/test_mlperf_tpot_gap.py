@@ -119,3 +119,8 @@ def test_capacity_mlperf_given_factors_and_one_split(gap):
     assert held["submitter"] in text and dev["submitter"] not in text
     med = medians(picked)
     assert med["dev"]["offline"] == (None, 0) and med["held-out"]["offline"][1] == 1
+    # --beams mlperf under --protocol short too: GPT-J's 4 beams, fewer samples/s
+    one = held["pred_offline"]
+    predict([held], Predictor(100, 1, 200, protocol="short", beams=None), {"trtllm": 1.0},
+            only="held-out")
+    assert 0 < held["pred_offline"] < one
