@@ -21,7 +21,8 @@ GPT-J's 4 beams); "short" runs `--requests` per Server probe and `--offline-requ
 run (the earlier protocol).
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
-        [--requests 800] [--offline-requests 2000] [--beams one|mlperf] [--out FILE]
+        [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
+        [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ class Predictor:
                                                     beams=self.beams)
             else:
                 prompt, output = lengths(m["workload"], self.offline_n, seed=0)
-                rps = search.saturation_rps(c, prompt, output)
+                beams = (mlperf.BEAMS.get(m["benchmark"], 1) if self.beams is None
+                         else self.beams)
+                rps = search.saturation_rps(c, prompt, output, beams)
                 self._sat[key] = {"offline_rps": rps, "steady_rps": rps,
                                   "output_tokens_per_s": rps * float(output.mean())}
         return self._sat[key]
@@ -133,12 +136,14 @@ class Predictor:
 
 
 def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
-            fit: bool = False) -> None:
+            fit: bool = False, only: str = "all") -> None:
     """Fill each modelled row's predictions at its family's efficiency (`fit`: only what
-    the efficiency fit reads, the development rows' max QPS and Offline throughput)."""
+    the efficiency fit reads, the development rows' max QPS and Offline throughput;
+    `only` "dev" / "held-out": that split's rows only, the others left unpredicted)."""
+    only = "dev" if fit else only
     for r in rows:
         m = r["m"]
-        if m["reason"] or (fit and r["split"] != "dev"):
+        if m["reason"] or only not in ("all", r["split"]):
             continue
         e = eff.get(m["engine"], 1.0)
         if r["scenario"] == "Server":
@@ -184,6 +189,21 @@ def fit_efficiency(rows: list[dict]) -> dict[str, float]:
     return {fam: float(np.median(v)) for fam, v in ratios.items()}
 
 
+def families(pairs: list[str]) -> dict[str, float]:
+    """['trtllm=1.2', 'vllm=0.9'] -> {'trtllm': 1.2, 'vllm': 0.9}; SystemExit(2) naming a
+    malformed pair."""
+    out = {}
+    for p in pairs:
+        fam, _, val = p.partition("=")
+        try:
+            out[fam] = float(val)
+        except ValueError:
+            raise SystemExit(f"--efficiency {p!r}: write FAMILY=FACTOR, e.g. trtllm=1.3") from None
+        if not fam or not out[fam] > 0:
+            raise SystemExit(f"--efficiency {p!r}: write FAMILY=FACTOR with a factor > 0")
+    return out
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:+.0f}%"
 
@@ -193,7 +213,7 @@ def tables(rows: list[dict]) -> str:
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if not r["m"]["reason"]:
+        if not r["m"]["reason"] and ("pred_qps" in r or "pred_offline" in r):
             groups.setdefault((r["benchmark"], r["m"]["gpu"], r["scenario"]), []).append(r)
     for (bench, gpu, scen), rs in sorted(groups.items()):
         out.append(f"\n#### {bench} on {gpu}, {scen}\n")
@@ -244,6 +264,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "--offline-requests (Predictor)")
     ap.add_argument("--beams", choices=("one", "mlperf"), default="one",
                     help="sequences per sample: one, or MLPerf's beam widths (GPT-J 4)")
+    ap.add_argument("--rows", choices=("all", "dev", "held-out"), default="all",
+                    help="predict every modelled row, or one split's only (dev: explore a "
+                    "change without looking at the held-out rows)")
+    ap.add_argument("--efficiency", nargs="+", metavar="FAMILY=F",
+                    help="use these factors instead of fitting them (e.g. those a --rows "
+                    "dev run fitted, to predict the held-out rows once)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -253,15 +279,19 @@ def main(argv: list[str] | None = None) -> dict:
         r["m"] = model_row(r)
     pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
                      1 if args.beams == "one" else None)
-    predict(rows, pred, {}, fit=True)
-    eff = fit_efficiency(rows)
-    predict(rows, pred, eff)
+    if args.efficiency:
+        eff = families(args.efficiency)
+    else:
+        predict(rows, pred, {}, fit=True)
+        eff = fit_efficiency(rows)
+    predict(rows, pred, eff, only=args.rows)
     seconds = time.perf_counter() - t0
     modelled = [r for r in rows if not r["m"]["reason"]]
     print(f"MLPerf v4.1 LLM rows: {len(rows)}, modelled {len(modelled)} "
           f"({sum(r['split'] == 'dev' for r in modelled)} development, "
           f"{sum(r['split'] == 'held-out' for r in modelled)} held out); {seconds:.0f} s")
-    print("engine efficiency (fitted on development rows):",
+    print("engine efficiency (given)" if args.efficiency else
+          "engine efficiency (fitted on development rows):",
           ", ".join(f"{k} {v:.3f}" for k, v in sorted(eff.items())) or "none")
     print(tables(rows))
     print("\n#### Median |error| (%), rows\n")

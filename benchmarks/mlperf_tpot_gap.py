@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from capacity_mlperf import load_rows, split
+from capacity_mlperf import families, load_rows, split
 
 from servecast.datasets.catalog import shared_path
 from servecast.simulator import search
@@ -304,7 +304,7 @@ def main() -> None:
     if args.kernels:
         kernels_table()
         return
-    eff = {k: float(v) for k, _, v in (e.partition("=") for e in args.efficiency)}
+    eff = families(args.efficiency)
     rows = load_rows()
     split(rows)
     if args.beams:

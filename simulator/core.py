@@ -30,9 +30,11 @@ generated again (recompute); the victim is the running request of the lowest pri
 
 Beam search (`Request.beams` = B > 1, e.g. MLPerf's GPT-J with 4 beams): the prompt is
 prefilled once and its KV blocks are shared; every decode iteration then runs B sequences
-(B tokens of the budget, B decodes of the step time, each reading the prompt and its own
-tokens) and each beam holds its own generated tokens' KV. The request's tokens are
-counted once (`output_tokens` is the length of the returned beam).
+(B tokens of the budget, B decodes of the step time) and each beam holds its own generated
+tokens' KV. Attention reads the shared prompt's KV once per request and each beam's own
+tokens (P + B x g KV tokens for a P-token prompt after g steps, as a kernel that loads a
+shared prefix once for all the queries on it does), not P + g per beam. The request's
+tokens are counted once (`output_tokens` is the length of the returned beam).
 Times in seconds, lengths in tokens.
 """
 
@@ -242,8 +244,10 @@ class Engine:
     # -- step 2: time ------------------------------------------------------------------------
     def _time(self, chunks: list, decodes: list) -> float:
         """Seconds of the iteration: the step-time runtime on the batch."""
-        if self.beams:  # each beam a decode sequence (module doc)
-            nd, ctx = sum(s.beams for s in decodes), sum(s.computed * s.beams for s in decodes)
+        if self.beams:  # each beam a decode sequence, the prompt read once (module doc)
+            nd = sum(s.beams for s in decodes)
+            ctx = sum(s.computed + (s.beams - 1) * (s.computed - s.req.prompt_tokens)
+                      for s in decodes)
         else:
             nd, ctx = len(decodes), sum(s.computed for s in decodes)
         return self.compiled.batch_ms([n for _, n in chunks], [s.computed for s, _ in chunks],

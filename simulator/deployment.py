@@ -34,6 +34,11 @@ ENGINE_EFFICIENCY = {"vllm": 1.0, "sglang": 1.0, "trtllm": 1.0}
 _TIMING_MEM_GB = 1e9
 #: bytes per KV value by `kv_cache_dtype` (the step-time memory model counts 2)
 KV_BYTES = {"auto": 2, "fp8": 1}
+#: engine families whose KV cache takes `gpu_memory_utilization` of the memory LEFT after the
+#: weights, not of the whole memory: TensorRT-LLM's `kv_cache_free_gpu_mem_fraction` ("the
+#: maximum fraction of GPU memory (after loading the model) that will be used for the KV
+#: cache", default 0.90; docs/source/performance/perf-best-practices.md)
+KV_OF_FREE_MEMORY = frozenset({"trtllm"})
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class Deployment:
       V1); off: an iteration either prefills whole prompts or decodes (vLLM V0)
     prefix_caching: reuse the KV of prompt blocks another request computed (by the trace's
       Mooncake-style `prefix_hashes`, one hash per `hash_block_tokens` prompt tokens)
-    gpu_memory_utilization: share of GPU memory for weights + KV cache
+    gpu_memory_utilization: share of GPU memory for weights + KV cache (vLLM, SGLang); for
+      the families of KV_OF_FREE_MEMORY (trtllm) the share of the memory left after the
+      weights that the KV cache takes (TensorRT-LLM's kv_cache_free_gpu_mem_fraction)
     block_size: tokens per KV block; efficiency: None = the engine family's default
     kv_cache_dtype: "auto" (the step-time memory model's 2-byte KV, vLLM's default) or
       "fp8" (1 byte per value: twice the KV tokens in the same memory; vLLM / TensorRT-LLM
@@ -112,7 +119,7 @@ class Compiled:
                                    f"{', '.join(shipped())} (or a Hugging Face config.json "
                                    "path)") from None
         spec = rt.specs.get(dep.gpu) or _spec(dep.gpu)
-        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=dep.gpu_memory_utilization)
+        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=_mem_util(rt, cfg, spec, dep))
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
         self.deployment, self.config = dep, cfg
         self.memory = mem.memory()
@@ -140,6 +147,17 @@ class Compiled:
 
     def _batch_loop(self, prefill: list, offsets: list, decodes: int, context: int) -> float:
         return self.step_ms(prefill, offsets, [context / decodes] * decodes if decodes else ())
+
+
+def _mem_util(rt: Runtime, cfg, spec: dict, dep: Deployment) -> float:
+    """The share of the whole GPU memory for weights + KV cache under the engine family's
+    rule (Deployment doc): `gpu_memory_utilization` itself, or for KV_OF_FREE_MEMORY the
+    weights plus that share of the rest, (u (M - W) + W) / M."""
+    u = dep.gpu_memory_utilization
+    if dep.engine not in KV_OF_FREE_MEMORY:
+        return u
+    weights = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=1.0).memory()["weights_gib"]
+    return (u * (spec["Dev_Mem"] - weights) + weights) / spec["Dev_Mem"]
 
 
 def _spec(gpu) -> dict:

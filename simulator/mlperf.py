@@ -23,6 +23,8 @@ Little's law, exceeds what a 2-byte KV cache holds; docs/results.md); TP the sma
 the weights fit and the KV cache holds ROOM_REQUESTS requests of the workload's longest
 length; replicas = accelerators / TP (random routing). max_num_seqs = MAX_SEQS: submitters
 raise the batch until the latency limits bind, so KV memory and the token budget bound it.
+The engine family sizes the KV cache (`deployment.KV_OF_FREE_MEMORY`: TensorRT-LLM's share
+of the memory left after the weights, vLLM's share of the whole memory).
 
 The run length (MLPerf's LoadGen rules, mlcommons/inference `loadgen/mlperf.conf`:
 `*.Server.min_duration = 600000`, `*.Offline.min_duration = 600000` ms,
@@ -34,9 +36,10 @@ minutes; a run of a few hundred requests ends before they do):
   raised until the run lasts MIN_DURATION_S; the throughput is samples / the time to the
   last completion (the drain included), as LoadGen reports it; one sequence per sample:
   BEAMS says which benchmarks decode with beam search (GPT-J), and `offline_run(beams=)`
-  runs them so (`simulator.core`: the prompt's KV shared, each beam reading it), but with
-  that beam model and one efficiency factor per family the development rows fit worse
-  (docs/results.md, "MLPerf run lengths"), so the protocol leaves it off;
+  runs them so (`simulator.core`: the prompt's KV shared and read once per step), but
+  with one efficiency factor per family the development rows' median errors fit worse
+  with the beams than without (docs/results.md, "MLPerf run lengths" and "MLPerf input
+  lengths, TensorRT-LLM's KV sizing and GPT-J's beams"), so the protocol leaves it off;
 - Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
   least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
   (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;

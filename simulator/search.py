@@ -168,9 +168,9 @@ def probe_at(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
 def saturation_rps(compiled: Compiled, prompt: np.ndarray, output: np.ndarray,
                    beams: int = 1) -> float:
     """Requests/s one replica completes when every request is queued at t = 0 (MLPerf's
-    Offline scenario: requests / time to the last completion, the drain included)."""
-    return len(prompt) / run(compiled, np.zeros(len(prompt)), prompt, output,
-                             beams=beams)["makespan_s"]
+    Offline scenario: requests / time to the last completion, the drain included): the
+    first value of `offline_rates`."""
+    return offline_rates(compiled, prompt, output, beams)[0]
 
 
 #: completed shares between which `offline_rates` counts the steady completion rate

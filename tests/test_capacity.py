@@ -130,7 +130,10 @@ def test_a_duration_probe_runs_what_arrives_in_its_window():
 def test_capacity_bounded_by_the_steady_rate_with_duration_probes(small):
     prompt, output = workloads.lengths("sharegpt", 1500, seed=0)
     offline, steady = search.offline_rates(small, prompt, output)
-    assert offline == pytest.approx(search.saturation_rps(small, prompt, output))
+    # Offline: the requests over the replay's time to the last completion, both ways
+    makespan = search.run(small, np.zeros(1500), prompt, output)["makespan_s"]
+    assert offline == pytest.approx(1500 / makespan)
+    assert search.saturation_rps(small, prompt, output) == offline
     # 1500 requests, batches of 256: the first wave and the drain weigh little
     assert steady == pytest.approx(offline, rel=0.1)
     sample = search.poisson_sample("sharegpt", int(steady * 20 * 1.1) + 100, duration_s=20.0)

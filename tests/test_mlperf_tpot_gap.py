@@ -88,3 +88,39 @@ def test_kv_context_table_on_the_real_rows(gap, capsys):
         assert ratio == pytest.approx(held / cap, abs=0.006)
         # over capacity exactly when the workload's prompts are longer than what fits
         assert (ratio > 1) == (most < mean)
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and simulates one Offline run
+def test_capacity_mlperf_given_factors_and_one_split(gap):
+    """`capacity_mlperf.py --efficiency ... --rows held-out`: the factors parsed (a bad pair
+    named), and only that split's rows predicted, tabled and counted in the medians."""
+    from capacity_mlperf import Predictor, families, load_rows, medians, predict, split, tables
+
+    from servecast.simulator.mlperf import model_row
+
+    assert families(["trtllm=1.25", "vllm=0.8"]) == {"trtllm": 1.25, "vllm": 0.8}
+    for bad in ("trtllm", "trtllm=fast", "=1.2", "vllm=0"):
+        with pytest.raises(SystemExit, match=f"--efficiency '{bad}'"):
+            families([bad])
+    rows = load_rows()
+    split(rows)
+    for r in rows:
+        r["m"] = model_row(r)
+    offline = [r for r in rows if r["benchmark"] == "gptj-99" and r["scenario"] == "Offline"
+               and not r["m"]["reason"] and r["m"]["gpu"] == "l40s"]
+    picked = [next(r for r in offline if r["split"] == s) for s in ("dev", "held-out")]
+    pred = Predictor(100, 1, 200, protocol="short")
+    predict(picked, pred, {"trtllm": 1.0}, only="held-out")
+    dev, held = picked
+    assert "pred_offline" not in dev and held["pred_offline"] > 0
+    assert held["err_offline"] == pytest.approx(held["pred_offline"] /
+                                                held["measured_offline"] - 1)
+    text = tables(picked)
+    assert held["submitter"] in text and dev["submitter"] not in text
+    med = medians(picked)
+    assert med["dev"]["offline"] == (None, 0) and med["held-out"]["offline"][1] == 1
+    # --beams mlperf under --protocol short too: GPT-J's 4 beams, fewer samples/s
+    one = held["pred_offline"]
+    predict([held], Predictor(100, 1, 200, protocol="short", beams=None), {"trtllm": 1.0},
+            only="held-out")
+    assert 0 < held["pred_offline"] < one

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from servecast import gpus
 from servecast.cli import main
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.simulator import Compiled, Deployment, Engine, Request, metrics, simulate_trace
@@ -57,15 +58,18 @@ def test_one_request_ttft_and_tpot_by_hand(l40s):
 
 
 def test_beam_search_by_hand(l40s):
-    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration at the
-    growing context; KV holds the prompt once and each beam's own tokens."""
+    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration whose
+    attention reads the prompt once and each beam's own tokens; KV holds the prompt once
+    and each beam's own tokens."""
     eng = Engine(l40s)
     eng.add(Request(3, 0.0, prompt_tokens=1000, output_tokens=4, beams=4))
     steps = []
     while (s := eng.step()) is not None:
         steps.append(s)
     prefill = l40s.step_ms([1000], [0], []) / 1000
-    decodes = [l40s.step_ms([], [], [c] * 4) / 1000 for c in (1000, 1001, 1002)]
+    # after g tokens: 1000 prompt tokens read once + 4 x g own tokens, over 4 sequences
+    decodes = [l40s.step_ms([], [], [(1000 + 4 * g) / 4] * 4) / 1000 for g in (0, 1, 2)]
+    assert decodes[0] < l40s.step_ms([], [], [1000] * 4) / 1000  # not 4 prompt reads
     assert [s.duration_s for s in steps] == pytest.approx([prefill, *decodes], rel=1e-12)
     assert [s.token_ids for s in steps] == [[3]] * 4  # one returned sequence: 4 tokens
     assert eng.free == eng.total  # every block back, the beams' too
@@ -251,6 +255,21 @@ def test_bad_goodput(bad):
 
 
 # -- bad input ----------------------------------------------------------------------------
+def test_trtllm_kv_cache_takes_its_share_of_the_memory_left_after_the_weights(l40s):
+    """vLLM: KV = 0.9 x memory - weights; TensorRT-LLM: KV = 0.9 x (memory - weights)."""
+    trt = Compiled(Deployment(model="llama-3.1-8b", gpu="l40s", engine="trtllm"))
+    mem, weights = gpus.resolve_spec("l40s")["Dev_Mem"], l40s.memory["weights_gib"]
+    per = l40s.memory["kv_bytes_per_token"]
+    assert trt.memory["weights_gib"] == weights and trt.memory["kv_bytes_per_token"] == per
+    assert l40s.memory["kv_capacity_tokens"] == pytest.approx(
+        (0.9 * mem - weights) * 2**30 / per, abs=1)
+    assert trt.memory["kv_capacity_tokens"] == pytest.approx(
+        0.9 * (mem - weights) * 2**30 / per, abs=1)
+    assert trt.kv_blocks > l40s.kv_blocks
+    # the step time is the same: only the memory rule differs
+    assert trt.step_ms([512], [0], [900] * 8) == l40s.step_ms([512], [0], [900] * 8)
+
+
 def test_model_too_large_for_the_gpu_at_that_tp():
     with pytest.raises(InvalidInputError, match=r"llama-2-70b .*GiB.* TP 1.*raise TP"):
         Compiled(Deployment(model="llama-2-70b", gpu="l40s", tp=1))
