@@ -16,11 +16,12 @@ here or joined), model `gbm-nested+NET` is the mean of the two models' predictio
 same held-out runs (its interval half-width: the mean of the two).
 
 `--nested` adds model `gbm-nested`, the shipped co-location default (`colocation_gbm.
-ColocationGBM`, 3 seeds) fitted in every outer fold on its training series: the run-level
-GBM variant (`colocation_gbm.CANDIDATES`) with the lowest inner grouped-k-fold MAE over those
-series is refit on them and predicts the fold's test runs; its interval is the model's
-series-disjoint conformal one. The variant chosen per
-fold and every variant's inner MAE are printed.
+ColocationGBM`, 3 seeds) fitted in every outer fold on its training runs: the run-level
+GBM variants (`colocation_gbm.CANDIDATES`) chosen by the inner folds of those runs (series
+folds for co-runner settings seen in training, setting folds for unseen ones) are refit on
+them and predict the fold's test runs; each run's interval is the conformal one of the
+variant that predicted it. The variants chosen per fold, every variant's inner MAE and
+the fold's wall and CPU seconds are printed.
 
 Ingests ../shared/datasets/vm/ntua_interference into --db if the trace is missing.
 
@@ -124,15 +125,16 @@ def run_nested(task: Task, protocol: str, k: int = 3, log=print, only=None) -> p
     """`run`'s rows for model `gbm-nested` (nested selection in every fold of `protocol`)."""
     rows = []
     for name, t in folds(task, protocol, only):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         j, info = cg.nested_predictions(t, k=k, coverage=COVERAGE)
         j = j.join(t.windows.select("window_id", "family"), on="window_id")
-        inner = ", ".join(f"{c} {v:.2f}" for c, v in sorted(info["inner"].items(),
-                                                            key=lambda kv: kv[1]))
+        inner = "; ".join(f"{p}: " + ", ".join(f"{c} {v:.2f}" for c, v in sorted(
+            s.items(), key=lambda kv: kv[1])) for p, s in info["inner"].items())
         log(f"{protocol} {name:18s} gbm-nested MAE "
             f"{100 * metrics.mae(j['pred'].to_numpy(), j['perf'].to_numpy()):6.2f} pp  "
-            f"n={j.height}  chose {info['chosen']} (inner: {inner})  "
-            f"{time.perf_counter() - t0:.0f} s")
+            f"n={j.height}  chose {info['chosen']}, unseen settings {info['unseen']} "
+            f"(inner: {inner})  {time.perf_counter() - t0:.0f} s wall, "
+            f"{time.process_time() - c0:.0f} s CPU")
         rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
                                    model=pl.lit("gbm-nested")))
     return pl.concat(rows)

@@ -61,10 +61,15 @@ def test_features_summarise_the_counters(task, feats):
 @pytest.mark.slow
 def test_nested_selection_never_sees_the_test_split(task):
     pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60)
-    assert set(info["inner"]) == {c.name for c in cg.CANDIDATES}
-    assert info["chosen"] == min(info["inner"], key=info["inner"].get)
+    names = {c.name for c in cg.CANDIDATES}
+    assert set(info["inner"]) == {"series", "settings"}
+    assert set(info["inner"]["series"]) == set(info["inner"]["settings"]) == names
+    series, settings = info["inner"]["series"], info["inner"]["settings"]
+    assert info["chosen"] == min(series, key=series.get)
+    free = [c.name for c in cg.CANDIDATES if "co" not in c.features.split("+")]
+    assert info["unseen"] == min(free, key=settings.get)
     assert pred.height == task.windows.filter(pl.col("vm") == TEST).height
-    assert pred["pred"].is_between(0, 1).all() and pred["half"][0] > 0
+    assert pred["pred"].is_between(0, 1).all() and (pred["half"] > 0).all()
     # scrambled labels of the test series change nothing in selection or the interval
     scrambled = task.labels.with_columns(
         perf=pl.when(task.windows["vm"] == TEST).then(1.0 - pl.col("perf"))
@@ -72,7 +77,7 @@ def test_nested_selection_never_sees_the_test_split(task):
     t2 = Task(task.name, task.metrics, scrambled, task.windows, task.target_metric)
     pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60)
     assert info2 == info
-    assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"][0] == pred["half"][0]
+    assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"].equals(pred["half"])
 
 
 @pytest.mark.slow
@@ -110,13 +115,21 @@ def test_series_folds_and_targets():
     inter = np.array(["Baseline0", "1_iBench_CPU_pod", "2_iBench_CPU_pods",
                       "1_stress-ng_l3_pod", "3_stress-ng_l3_pods", "2_iBench_memBW_pods",
                       "3_iBench_CPU_pods", "4_iBench_CPU_pods"])
-    sf = cg.setting_folds(fam, inter, 3)
-    assert len(sf) == 3 and not any(f[0] for f in sf)  # baselines always train
-    assert np.all(sum(f.astype(int) for f in sf)[1:] == 1)
-    for f in sf:  # a setting is never on both sides; cpu keeps some pod counts in training
-        assert not set(inter[f]) & set(inter[~f])
-        assert set(inter[~f & (fam == "cpu")])
-    assert cg.setting_folds(fam[:2], inter[:2], 3) == []
+    sf = cg.setting_folds(fam, inter)
+    assert len(sf) == 4 and not any(f[0] for f in sf)  # cpu has 4 pod counts; baselines train
+    held = sum(f.astype(int) for f in sf)
+    assert list(held) == [0, 1, 1, 1, 1, 0, 1, 1]  # membw has one pod count: never held out
+    for f in sf:  # at most one pod count per family out, the family's others train
+        for g in ("cpu", "l3"):
+            assert len(set(inter[f & (fam == g)])) <= 1 and set(inter[~f & (fam == g)])
+    assert cg.setting_folds(fam[:2], inter[:2]) == []
+    # mirrors the outer unseen-settings folds: with pods 1-4 of cpu, l3, membw, fold i holds
+    # cpu i+1, l3 i+2, membw i+3 (mod 4) out
+    fam4 = np.repeat(["cpu", "l3", "membw"], 4)
+    inter4 = np.array([f"{n}_x" for n in range(1, 5)] * 3)
+    for i, f in enumerate(cg.setting_folds(fam4, inter4)):
+        assert sorted(inter4[f].tolist()) == sorted(
+            f"{(i + j) % 4 + 1}_x" for j in range(3)) and list(fam4[f]) == ["cpu", "l3", "membw"]
     perf = np.array([1.0, 0.5, 0.1])
     assert np.allclose(cg.from_target(cg.to_target(perf, "log"), "log"), perf)
     assert cg.to_target(perf, "log")[0] == 0 and cg.from_target(np.array([1.4]), "perf") == 1
@@ -173,7 +186,8 @@ def test_runtime_refuses_foreign_counters(tmp_path):
 
 def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
     """A model whose variant reads the co-runner pods serves a run that does not say them (a
-    mix of unknown make-up) with its fallback variant, saved and loaded with it."""
+    mix of unknown make-up) or whose setting no training run had with its fallback variant
+    and the fallback's interval, saved and loaded with it."""
     rng = np.random.default_rng(1)
     main_cols, alt_cols = ["stats:rps", "stats:mean_sys:IPC", "co:cpu"], ["stats:rps",
                                                                           "stats:mean_sys:IPC"]
@@ -184,8 +198,9 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
     m = cg.ColocationGBM(seeds=1)
     m.state = {"counters": ["sys:IPC"], "columns": main_cols, "target": "perf", "seeds": 1,
                "features": "stats+base+co", "half": 0.1,
+               "seen": [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]],
                "fallback": {"columns": alt_cols, "target": "perf", "features": "stats+base",
-                            "variant": "stats+base/perf"}}
+                            "variant": "stats+base/perf", "half": 0.25}}
     m.boosters, m.fallback_boosters = main, alt
     m.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").glob("*.txt")) == ["fallback_0.txt",
@@ -198,6 +213,18 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
     placed = rt.interference({**window, "co:cpu": 2.0, "co:l3": 0.0, "co:membw": 0.0})
     assert placed == pytest.approx(float(np.clip(
         main[0].predict(np.array([[100.0, 0.4, 2.0]]))[0], 1e-3, 1.0)))
+    # 3 cpu pods: a setting no training run had -> the fallback variant and its interval
+    unseen = rt.interference({**window, "co:cpu": 3.0, "co:l3": 0.0, "co:membw": 0.0})
+    assert unseen == pytest.approx(rt.interference(window))
+    long = pl.DataFrame([{"window_id": w, "t": float(t), "metric": m, "value": v}
+                         for w, cpu in (("seen", 2.0), ("unseen", 3.0))
+                         for t, ipc in enumerate([0.2, 0.4, 0.6])
+                         for m, v in (("sys:IPC", ipc), ("rps", 100.0), ("co:cpu", cpu),
+                                      ("co:l3", 0.0), ("co:membw", 0.0))])
+    assert list(rt.halves(long)) == [0.1, 0.25]
+    got = rt.predict(long)
+    assert got["hi"][1] - got["lo"][1] == pytest.approx(min(got["perf"][1] + 0.25, 1)
+                                                         - max(got["perf"][1] - 0.25, 0))
     (tmp_path / "m" / "fallback_0.txt").unlink()
     with pytest.raises(ModelVersionError, match="fallback_0.txt missing"):
         ColocationRuntime.load(tmp_path / "m")

@@ -217,6 +217,8 @@ def test_cli_trains_the_default_colocation_model(data, tmp_path):
     assert card["variant"] in {c.name for c in CANDIDATES}
     assert card["variant"] == min(card["selection"]["inner_mae_pp"],
                                   key=card["selection"]["inner_mae_pp"].get)
+    unseen = card["selection"]["inner_unseen_mae_pp"]  # setting folds, no co-runner features
+    assert card["unseen_variant"] == min((n for n in unseen if "+co" not in n), key=unseen.get)
     assert "test = Memento_V03, val = Memento_V02" in card["split"]["rule"]
     assert "colocation: gbm-baseline" in r.stdout and "test MAE" in r.stdout
     # the Estimator serves it from the run's counters + the series' baseline counters

@@ -12,12 +12,20 @@ alone; no label is used). A series without its own baseline runs at that load ge
 Targets (`TARGETS`): `perf` (the label itself) or `log`: y = -log(perf) = log(L / L0), the
 log latency ratio, mapped back with perf = exp(-max(y, 0)). Feature sets with `co` add the
 co-runner pods (`colocation_runtime.CORUNNERS`); a `monotone` candidate constrains perf to
-fall (never rise) as any of them grows.
+fall (never rise) as any of them grows. Loss (`LOSSES`): L1 (the conditional median) or
+Huber (delta `HUBER_DELTA` in target units: squared near the fit, so closer to a mean).
+
+Two regimes, two variants (`select`): a run whose co-runner setting (pods of each family)
+occurs in the training runs is predicted by the variant with the lowest inner MAE over
+series folds (an unseen series, seen settings); a run of a setting the training runs lack,
+or whose co-runners are not given, by the variant without co-runner features with the
+lowest inner MAE over setting folds (`setting_folds`, built like the benchmark's outer
+unseen-settings folds). Each regime's interval comes from its own inner errors.
 
 `nested_predictions`: for each outer fold (test = held-out windows), every candidate of
-`CANDIDATES` is scored by inner grouped k-fold over the outer training series (no series in
-two inner splits); the candidate with the lowest inner MAE is refit on all outer training
-runs and predicts the outer test runs. Nothing of the outer test split is seen in selection.
+`CANDIDATES` is scored by the inner folds of the outer training runs only; the chosen
+variants are refit on all outer training runs and predict the outer test runs. Nothing of
+the outer test split is seen in selection.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from servecast.predictors.interference.tasks import Task
 from servecast.predictors.interference.windows import long_columns
 
 TARGETS = ("perf", "log")
+LOSSES = ("l1", "huber")
+HUBER_DELTA = 0.1
 __all__ = ["CANDIDATES", "Candidate", "ColocationGBM", "from_target", "nested_predictions",
            "run_features", "to_target", "with_references"]
 
@@ -56,26 +66,31 @@ __all__ = ["CANDIDATES", "Candidate", "ColocationGBM", "from_target", "nested_pr
 @dataclass(frozen=True)
 class Candidate:
     """One variant: feature set (key of FEATURE_SETS), target (of TARGETS), boosting
-    rounds, seeds averaged (an ensemble of `seeds` boosters with different bagging) and
-    `monotone`: perf non-increasing in every co-runner pod count (`co:*`; LightGBM allows
-    monotone constraints with the Huber loss, not L1, so such a variant boosts Huber)."""
+    rounds, seeds averaged (an ensemble of `seeds` boosters with different bagging), loss
+    (of LOSSES) and `monotone`: perf non-increasing in every co-runner pod count (`co:*`;
+    LightGBM allows monotone constraints with the Huber loss, not L1, so such a variant
+    boosts Huber whatever `loss` says)."""
 
     features: str = "stats+base"
     target: str = "log"
     rounds: int = 300
     seeds: int = 1
     monotone: bool = False
+    loss: str = "l1"
 
     @property
     def name(self) -> str:
         return (f"{self.features}/{self.target}" + ("/mono" if self.monotone else "")
+                + ("/huber" if self.loss == "huber" and not self.monotone else "")
                 + (f"/x{self.seeds}" if self.seeds > 1 else ""))
 
 
 #: the variants the inner protocol chooses from; the set itself was narrowed on inner-fold
-#: MAE only (docs/results.md#co-runner-aware-gbm-and-the-networks-issue-26-h-ntua3)
+#: MAE only (docs/results.md#co-runner-aware-gbm-and-the-networks-issue-26-h-ntua3 and
+#: the issue-26 h-ntua4 section)
 CANDIDATES = (Candidate("stats+base"), Candidate("stats+base+rate"),
-              Candidate("stats+base+co", monotone=True))
+              Candidate("stats+base+co", monotone=True),
+              Candidate("stats+base", loss="huber"), Candidate("stats+base+rate", loss="huber"))
 
 
 def with_references(task: Task) -> pl.DataFrame:
@@ -123,17 +138,21 @@ def columns_of(frame: pl.DataFrame, features: str) -> list[str]:
 
 def fit_boosters(x: np.ndarray, perf: np.ndarray, cand: Candidate,
                  columns: list[str] | None = None) -> list:
-    """`cand.seeds` LightGBM boosters (L1 loss, i.e. the conditional median of the target;
-    Huber with delta 0.1 and the co-runner constraints of `columns` when `cand.monotone`)
-    fitted on (x, perf) with `cand.rounds` rounds."""
+    """`cand.seeds` LightGBM boosters (`cand.loss`: L1, i.e. the conditional median of the
+    target, or Huber with delta HUBER_DELTA; Huber and the co-runner constraints of
+    `columns` when `cand.monotone`) fitted on (x, perf) with `cand.rounds` rounds."""
+    if cand.loss not in LOSSES:
+        raise InvalidInputError(f"loss={cand.loss!r}: choose one of {', '.join(LOSSES)}")
     import lightgbm as lgb
 
     params = dict(learning_rate=0.05, num_leaves=15, min_data_in_leaf=15,
                   bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.5,
                   objective="l1", verbose=-1, num_threads=1)
+    if cand.loss == "huber" or cand.monotone:
+        params.update(objective="huber", alpha=HUBER_DELTA)
     if cand.monotone:  # the target grows (log) or perf falls with more co-runner pods
         sign = 1 if cand.target == "log" else -1
-        params.update(objective="huber", alpha=0.1, monotone_constraints=[
+        params.update(monotone_constraints=[
             sign if c in CORUNNERS else 0 for c in columns or []])
     y = to_target(perf, cand.target)
     return [lgb.train({**params, "seed": seed}, lgb.Dataset(x, y), cand.rounds)
@@ -158,77 +177,116 @@ def series_folds(series: np.ndarray, k: int) -> list[np.ndarray]:
     return [np.isin(series, names[i::k]) for i in range(k)]
 
 
-def setting_folds(family: np.ndarray, interference: np.ndarray, k: int) -> list[np.ndarray]:
-    """Co-runner settings held out k ways, as the benchmark's unseen-settings folds do:
-    boolean masks of the held-out rows; a run of family f (index j among the sorted
-    non-baseline families) with n pods (the `<n>_` of its interference name, else 0) goes
-    to fold (n + j) mod k, so each fold holds some pod counts of every family out while the
-    family's others train. Baseline runs are never held out. [] with fewer than two
-    settings."""
-    fams = sorted(set(family.tolist()) - {"baseline"})
-    pods = np.array([int(m.group(1)) if (m := re.match(r"(\d+)_", str(i))) else 0
+def pods_of(interference: np.ndarray) -> np.ndarray:
+    """Co-runner pod count of each interference name (the `<n>_` prefix), else 0."""
+    return np.array([int(m.group(1)) if (m := re.match(r"(\d+)_", str(i))) else 0
                      for i in interference])
-    fold = np.array([-1 if f == "baseline" else (n + fams.index(f)) % k
-                     for f, n in zip(family.tolist(), pods.tolist(), strict=True)])
-    held = [fold == i for i in range(k)]
-    settings = {(f, n) for f, n in zip(family.tolist(), pods.tolist(), strict=True)
-                if f != "baseline"}
-    return [h for h in held if h.any()] if len(settings) >= 2 else []
 
 
-#: inner protocols: `series` = grouped k-fold by series; `series+settings` also holds
-#: co-runner settings out (`setting_folds`) and scores a candidate by the mean of the two
+def setting_folds(family: np.ndarray, interference: np.ndarray) -> list[np.ndarray]:
+    """Co-runner settings held out the way the benchmark's outer unseen-settings folds are
+    built, inside the training runs: boolean masks of the held-out rows. For each
+    non-baseline family (index j among the sorted families) the m pod counts present in
+    training are sorted; with k = the largest m folds, fold i holds out the one of rank
+    (i + j) mod k (none when that rank is >= m), so a fold holds at most one pod count of
+    every family out while the family's others train, and every setting is held out once
+    (the outer folds' rotation when every family has k pod counts). A family with a single
+    pod count is never held out, nor are baseline runs. [] when no family has two pod
+    counts (nothing could train for a held-out setting)."""
+    fams = sorted(set(family.tolist()) - {"baseline"})
+    pods = pods_of(interference)
+    ranks = {f: sorted(set(pods[family == f].tolist())) for f in fams}
+    k = max((len(r) for r in ranks.values()), default=0)
+    if k < 2:
+        return []
+    held = []
+    for i in range(k):
+        mask = np.zeros(len(family), bool)
+        for j, f in enumerate(fams):
+            r, rank = ranks[f], (i + j) % k
+            if len(r) > 1 and rank < len(r):
+                mask |= (family == f) & (pods == r[rank])
+        held.append(mask)
+    return [h for h in held if h.any()]
+
+
+#: inner protocols: `series` = grouped k-fold by series only (one variant for every run);
+#: `series+settings` also scores the candidates on `setting_folds` for unseen settings
 INNER = ("series", "series+settings")
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What `select` chose: `seen` predicts runs of co-runner settings present in training
+    (lowest inner MAE over series folds), `unseen` runs of other or unknown settings (the
+    candidate without co-runner features with the lowest inner MAE over setting folds;
+    over series folds when there are none); `scores` = {protocol: {name: inner MAE pp}};
+    `half_seen` / `half_unseen` the conformal half-widths (perf units) from the chosen
+    variant's out-of-fold |errors| of that protocol."""
+
+    seen: Candidate
+    unseen: Candidate
+    scores: dict[str, dict[str, float]]
+    half_seen: float
+    half_unseen: float
+
+
 def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9,
-           inner: str = "series+settings") -> tuple[Candidate, dict[str, float], float]:
+           inner: str = "series+settings") -> Selection:
     """The inner protocol on training runs only (`train`: vm, perf, feature columns and for
     `series+settings` family and interference): every candidate's out-of-fold |error| by
     grouped k-fold over the series `vm` and, with `series+settings`, by `setting_folds`
-    (both MAEs averaged: the model is scored on unseen series and on unseen co-runner
-    settings). Returns (the candidate with the lowest inner MAE, {name: inner MAE pp},
-    half-width): the half-width is the `coverage` quantile of the winner's out-of-fold
-    |errors| of every inner fold (perf units), a conformal interval pred +- half."""
+    (skipped when the runs have fewer than two settings of a family). Returns the
+    `Selection`; its half-widths are the `coverage` quantile of the chosen variant's
+    out-of-fold |errors| (conformal intervals pred +- half)."""
     if inner not in INNER:
         raise InvalidInputError(f"inner={inner!r}: choose one of {', '.join(INNER)}")
     perf, series = train["perf"].to_numpy(), train["vm"].to_numpy()
-    splits = [series_folds(series, k)]
+    splits = {"series": series_folds(series, k)}
     if inner == "series+settings":
-        splits.append(setting_folds(train["family"].to_numpy(),
-                                    train["interference"].to_numpy(), k))
-    errs, scores = {}, {}
+        splits["settings"] = setting_folds(train["family"].to_numpy(),
+                                           train["interference"].to_numpy())
+    splits = {p: f for p, f in splits.items() if f}
+    errs: dict[str, dict[str, np.ndarray]] = {p: {} for p in splits}
     for cand in candidates:
         cols = columns_of(train, cand.features)
         xa = train.select(cols).to_numpy()
-        parts = []
-        for folds in filter(None, splits):
+        for proto, folds in splits.items():
             err = np.full(len(perf), np.nan)
             for held in folds:
                 err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
                                    - perf[held])
-            parts.append(err[np.isfinite(err)])
-        errs[cand.name] = np.concatenate(parts)
-        scores[cand.name] = 100 * float(np.mean([e.mean() for e in parts]))
-    best = min(candidates, key=lambda c: scores[c.name])
-    return best, scores, float(np.quantile(errs[best.name], coverage))
+            errs[proto][cand.name] = err[np.isfinite(err)]
+    scores = {p: {n: 100 * float(e.mean()) for n, e in v.items()} for p, v in errs.items()}
+    seen = min(candidates, key=lambda c: scores["series"][c.name])
+    proto = "settings" if "settings" in scores else "series"
+    free = [c for c in candidates if not uses_corunners(c.features)] or list(candidates)
+    unseen = min(free, key=lambda c: scores[proto][c.name])
+    return Selection(seen, unseen, scores,
+                     float(np.quantile(errs["series"][seen.name], coverage)),
+                     float(np.quantile(errs[proto][unseen.name], coverage)))
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
                        rounds: int = 300) -> tuple[pl.DataFrame, dict]:
     """The shipped model under the nested protocol: `ColocationGBM` fitted on `task`'s
-    train + val windows (selection by inner series folds inside them), predicting its test
-    windows. Returns ([window_id, perf, pred, half], {"chosen": variant, "inner": {name:
-    MAE pp}}); `half` the model's conformal half-width (perf units)."""
+    train + val windows (selection by inner folds inside them), predicting its test
+    windows. Returns ([window_id, perf, pred, half], {"chosen": variant for seen settings,
+    "unseen": variant for unseen ones, "inner": {protocol: {name: MAE pp}}}); `half` the
+    conformal half-width (perf units) of the variant that predicted the window."""
     test = task.windows.filter(pl.col("split") == "test").select("window_id")
     if test.is_empty():
         raise InvalidInputError("nested selection needs test windows")
     m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds).fit(task)
     metrics = with_references(task).join(test, on="window_id", how="semi")
-    pred = m.predict(metrics).select("window_id", pred="perf")
-    out = (test.join(task.labels, on="window_id").join(pred, on="window_id")
-           .with_columns(half=pl.lit(m.state["half"])).sort("window_id"))
-    return out, {"chosen": m.card["variant"], "inner": m.card["selection"]["inner_mae_pp"]}
+    pred = m.predict(metrics).select("window_id", pred="perf").with_columns(
+        half=pl.Series(m.runtime().halves(metrics)))
+    out = test.join(task.labels, on="window_id").join(pred, on="window_id").sort("window_id")
+    sel = m.card["selection"]
+    return out, {"chosen": m.card["variant"], "unseen": m.card["unseen_variant"],
+                 "inner": {"series": sel["inner_mae_pp"],
+                           **({"settings": sel["inner_unseen_mae_pp"]}
+                              if sel["inner_unseen_mae_pp"] else {})}}
 
 
 class ColocationGBM(SavedModel):
@@ -261,45 +319,58 @@ class ColocationGBM(SavedModel):
              .join(task.labels, on="window_id").join(feats, on="window_id")
              .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
         cands = [dataclasses.replace(c, rounds=self.rounds) for c in CANDIDATES]
-        chosen, inner, half = select(w, cands, self.inner_k, self.coverage, self.inner)
-        best = dataclasses.replace(chosen, seeds=self.seeds)
-        cols = columns_of(w, best.features)
-        self.boosters = fit_boosters(w.select(cols).to_numpy(), w["perf"].to_numpy(), best,
-                                     cols)
+        sel = select(w, cands, self.inner_k, self.coverage, self.inner)
+        perf = w["perf"].to_numpy()
+
+        def refit(cand: Candidate) -> tuple[list, list[str]]:
+            cand = dataclasses.replace(cand, seeds=self.seeds)
+            cols = columns_of(w, cand.features)
+            return fit_boosters(w.select(cols).to_numpy(), perf, cand, cols), cols
+
+        self.boosters, cols = refit(sel.seen)
         counters = [c.split("_", 1)[1] for c in feats.columns if c.startswith("stats:mean_")]
-        self.state = {"counters": counters, "columns": cols, "target": best.target,
-                      "features": best.features, "seeds": self.seeds, "half": half}
+        self.state = {"counters": counters, "columns": cols, "target": sel.seen.target,
+                      "features": sel.seen.features, "seeds": self.seeds,
+                      "half": sel.half_seen}
         self.fallback_boosters = []
-        if uses_corunners(best.features):
-            # a run whose co-runners are unknown (a mix) gets the best variant without them
-            alt = min((c for c in cands if not uses_corunners(c.features)),
-                      key=lambda c: inner[c.name], default=None)
-            if alt is not None:
-                alt = dataclasses.replace(alt, seeds=self.seeds)
-                alt_cols = columns_of(w, alt.features)
-                self.fallback_boosters = fit_boosters(w.select(alt_cols).to_numpy(),
-                                                      w["perf"].to_numpy(), alt, alt_cols)
-                self.state["fallback"] = {"columns": alt_cols, "target": alt.target,
-                                          "features": alt.features, "variant": alt.name}
-        self.card.update({"default_model": self.MODEL, "variant": chosen.name,
+        if sel.unseen != sel.seen:  # unseen or unknown co-runner settings: the other variant
+            self.fallback_boosters, alt_cols = refit(sel.unseen)
+            co = w.select(CORUNNERS).to_numpy()
+            self.state["seen"] = sorted({tuple(r) for r in co[~np.isnan(co).any(axis=1)]
+                                         .tolist()})
+            self.state["fallback"] = {"columns": alt_cols, "target": sel.unseen.target,
+                                      "features": sel.unseen.features,
+                                      "variant": sel.unseen.name, "half": sel.half_unseen}
+        unseen = sel.scores.get("settings", {})
+        self.card.update({"default_model": self.MODEL, "variant": sel.seen.name,
+                          "unseen_variant": sel.unseen.name,
                           "fallback_variant": self.state.get("fallback", {}).get("variant"),
-                          "selection": {"protocol": f"inner {self.inner} grouped "
-                                        f"{self.inner_k}-fold on the training series",
-                                        "inner_mae_pp": inner},
-                          "interval": {"coverage": self.coverage, "half_width_pp": 100 * half,
+                          "selection": {"protocol": f"inner {self.inner}: grouped "
+                                        f"{self.inner_k}-fold on the training series picks "
+                                        "the variant for seen co-runner settings, setting "
+                                        "folds the one (without co-runner features) for "
+                                        "unseen or unknown settings",
+                                        "inner_mae_pp": sel.scores["series"],
+                                        "inner_unseen_mae_pp": unseen},
+                          "interval": {"coverage": self.coverage,
+                                       "half_width_pp": 100 * sel.half_seen,
+                                       "half_width_unseen_pp": 100 * sel.half_unseen,
                                        "method": "conformal on the inner folds"},
                           "data": {"windows": w.height, "series": sorted(set(w["vm"]))}})
         return self
 
-    def predict(self, metrics) -> pl.DataFrame:
-        """Long metrics (with `rps`, `replicas`, `base:*` per window: module docstring of
-        `colocation_runtime`) -> [window_id, perf, lo, hi]."""
+    def runtime(self):
+        """The fitted model as a `colocation_runtime.ColocationRuntime`."""
         self.check_fitted()
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
-        rt = ColocationRuntime(self.get_params(), self.state, self.boosters,
-                               self.fallback_boosters)
-        return pl.DataFrame(rt.predict(metrics))
+        return ColocationRuntime(self.get_params(), self.state, self.boosters,
+                                 self.fallback_boosters)
+
+    def predict(self, metrics) -> pl.DataFrame:
+        """Long metrics (with `rps`, `replicas`, `co:*`, `base:*` per window: module
+        docstring of `colocation_runtime`) -> [window_id, perf, lo, hi]."""
+        return pl.DataFrame(self.runtime().predict(metrics))
 
     def _save(self, path: Path) -> None:
         (path / "colocation.json").write_text(json.dumps(self.state, indent=2))

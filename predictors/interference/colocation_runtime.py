@@ -8,9 +8,11 @@ A window is one run of the service: long rows [window_id, t, metric, value] of i
 the service, 0 for none; what a scheduler placing the pod knows) and, per counter c,
 `base:c` = the mean of c over the service's runs alone (no co-runner) at the same replicas
 and rate. A window without `base:c` gets NaN ratio features (LightGBM routes NaN); one
-without `rps` gets NaN per-request features. A model whose variant uses the co-runner pods
-carries a fallback variant without them (`state["fallback"]`, `fallback_<i>.txt`): a run
-without `co:*` (a mix of unknown make-up) is predicted by it.
+without `rps` gets NaN per-request features. A model may carry a second variant without
+co-runner features (`state["fallback"]`, `fallback_<i>.txt`, chosen for unseen co-runner
+settings): a run without `co:*` (a mix of unknown make-up) or whose (co:cpu, co:l3,
+co:membw) is not among the training runs' settings (`state["seen"]`) is predicted by it,
+with its own interval half-width (`state["fallback"]["half"]`).
 
 Features (kind prefix `stats:`, `base:`, `rate:`, `co:`), per counter c:
 - stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
@@ -133,6 +135,8 @@ class ColocationRuntime:
         alt = state.get("fallback")
         self.fallback_columns = [names.index(c) for c in alt["columns"]] if alt else []
         self.half = float(state["half"])
+        self.half_unseen = float(alt.get("half", self.half)) if alt else self.half
+        self.seen = {tuple(s) for s in state["seen"]} if "seen" in state else None
 
     @classmethod
     def load(cls, path: str | Path) -> ColocationRuntime:
@@ -159,13 +163,20 @@ class ColocationRuntime:
 
     def predict(self, metrics) -> dict[str, np.ndarray]:
         """Long frame [window_id, t, metric, value] -> {window_id, perf, lo, hi}; lo / hi:
-        the series-disjoint conformal interval of the card (`half`)."""
-        ids, perf = self._perf(long_columns(metrics))
+        the conformal interval of the variant that predicted the run (`half`, or the
+        fallback's half for a run of an unseen or unknown setting)."""
+        ids, perf, alt = self._perf(long_columns(metrics))
+        half = np.where(alt, self.half_unseen, self.half)
         return {"window_id": np.asarray(ids), "perf": perf,
-                "lo": np.clip(perf - self.half, 0.0, 1.0), "hi": np.clip(perf + self.half,
-                                                                         0.0, 1.0)}
+                "lo": np.clip(perf - half, 0.0, 1.0), "hi": np.clip(perf + half, 0.0, 1.0)}
 
-    def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
+    def halves(self, metrics) -> np.ndarray:
+        """The interval half-width (perf units) of each window of `metrics`, in `predict`'s
+        order."""
+        return np.where(self._perf(long_columns(metrics))[2], self.half_unseen, self.half)
+
+    def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray, np.ndarray]:
+        """(window ids, perf, whether the fallback variant predicted the window)."""
         have = set(cols["metric"].tolist())
         if not have & set(self.counters):
             raise InvalidInputError(
@@ -179,13 +190,17 @@ class ColocationRuntime:
         ids, full = window_features(cols, self.counters)
         x = full[:, self.columns]
         perf = self._predict(self.boosters, x, self.state["target"])
-        if self.fallback:  # runs whose co-runners are not given: the fallback variant
-            unknown = np.isnan(x[:, self.co_columns]).any(axis=1)
+        unknown = np.zeros(len(ids), bool)
+        if self.fallback:  # runs of unknown or unseen co-runner settings: the fallback
+            co = full[:, -len(CORUNNERS):]  # feature_names ends with CORUNNERS
+            unknown = np.isnan(co).any(axis=1)
+            if self.seen is not None:
+                unknown |= np.array([tuple(r) not in self.seen for r in co.tolist()])
             if unknown.any():
                 alt = full[unknown][:, self.fallback_columns]
                 perf[unknown] = self._predict(self.fallback, alt,
                                               self.state["fallback"]["target"])
-        return ids, perf
+        return ids, perf, unknown
 
     @staticmethod
     def _predict(boosters: list, x: np.ndarray, target: str) -> np.ndarray:

@@ -152,8 +152,8 @@ def train_interference(
 
 
 def _train_colocation_gbm(t, out: Path, fast: bool) -> None:
-    """Fit the co-location default (`colocation_gbm.ColocationGBM`: variant chosen by inner
-    series folds on the train + val series; --fast: 1 seed, 100 rounds), score it on the
+    """Fit the co-location default (`colocation_gbm.ColocationGBM`: variants chosen by inner
+    series and setting folds on the train + val series; --fast: 1 seed, 100 rounds), score it on the
     test series per family and save it under `out`."""
     import polars as pl
 
@@ -177,7 +177,8 @@ def _train_colocation_gbm(t, out: Path, fast: bool) -> None:
                       for r in table.iter_rows(named=True)}
     m.save(out)
     console.print(f"colocation: gbm-baseline (variant {m.card['variant']}, chosen by inner "
-                  f"series folds) test MAE {table['mae_pp'][0]:.2f} pp")
+                  f"series folds; unseen co-runner settings: {m.card['unseen_variant']}, "
+                  f"chosen by inner setting folds) test MAE {table['mae_pp'][0]:.2f} pp")
     print_frame(table, title="test MAE (percentage points of perf) and share of test runs "
                 f"inside the {100 * m.coverage:.0f} % interval")
     console.print(f"[green]saved[/] {out}")
