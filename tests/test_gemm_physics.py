@@ -1,5 +1,6 @@
-"""GEMM physics of the operator model: the fastest of several output tiles and fp8's
-activation-quantization pass, on catalog spec sheets and on H100's measured vLLM tables."""
+"""GEMM physics of the operator model: the fastest of several output tiles, their operand
+traffic at the bandwidth and fp8's activation-quantization pass, on catalog spec sheets and
+on the measured vLLM tables of H100, A100 and L40S."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ GPUS = ("a100-sxm", "h100-sxm", "l40s", "b200", "l4", "mi300x")
 
 
 def _fixed_tile_ms(spec, M, N, K):
-    """Compute time of one 128 x 128 tile per thread block, no split-K (the old rule)."""
+    """Tile time of one 128 x 128 tile per thread block, no split-K (the old rule), with the
+    same share of its operand traffic at the bandwidth."""
     blocks = np.ceil(M / 128.0) * np.ceil(N / 128.0)
     waves = np.ceil(blocks / spec["Num_Sm"])
-    return waves * 2.0 * 128.0 * 128.0 * K / (spec["TensorFLOPs"] * 1e9 / spec["Num_Sm"]) * 1e3
+    comp = waves * 2.0 * 128.0 * 128.0 * K / (spec["TensorFLOPs"] * 1e9 / spec["Num_Sm"])
+    traffic = physics.TILE_TRAFFIC * blocks * 256.0 * K * 2.0 / (spec["Mem_Bw"] * 1e9)
+    return (comp + traffic) * 1e3
 
 
 @pytest.mark.parametrize("gpu", GPUS)
@@ -28,8 +32,11 @@ def test_the_fastest_tile_is_between_the_roofline_and_one_fixed_tile(gpu):
     M, N, K = (a.ravel().astype(float) for a in np.meshgrid(
         [1, 16, 100, 257, 1024, 4097, 16384], [64, 192, 1024, 4096, 14336], [128, 4096, 8192]))
     t, X = physics.features("gemm", spec, dtype="bf16", M=M, N=N, K=K)
-    t_comp = np.exp(X[:, 1]) - 1e-9  # the feature is log(t_comp + 1e-9 ms)
-    assert np.all(t_comp <= _fixed_tile_ms(spec, M, N, K) * (1 + 1e-9))
+    tile = physics.gemm_tile_ms(spec, "bf16", M, N, K)
+    # the feature is log(t_tile + 1e-9 ms): compute plus the tiles' operand traffic
+    assert np.exp(X[:, 1]) - 1e-9 == pytest.approx(tile["t_tile"])
+    assert tile["t_tile"] == pytest.approx(tile["t_comp"] + tile["t_traffic"])
+    assert np.all(tile["t_tile"] <= _fixed_tile_ms(spec, M, N, K) * (1 + 1e-9))
     assert np.all(t >= physics.roofline("gemm", spec, dtype="bf16", M=M, N=N, K=K))
     # a narrow output (N = 64) fits a 64-wide tile exactly: no padded columns
     blocks, pad = physics.gemm_tiling(spec, "bf16", np.array([4096.0]), np.array([64.0]),
@@ -69,3 +76,54 @@ def test_the_quantization_pass_tracks_h100s_measured_fp8_gemms(tmp_path, data):
         return q75 - q25
 
     assert iqr(t) < 0.6 * iqr(without)
+
+
+def test_tile_traffic_grows_with_the_ridge_point_and_picks_the_widest_tile():
+    """A large GEMM's operand traffic costs TILE_TRAFFIC x (rows + columns) x K bytes per
+    output tile over the bandwidth: halving the bandwidth doubles it, the compute part stays,
+    and the big 128 x 256 tile (the least traffic per FLOP) is the one chosen."""
+    shape = {"M": np.array([8192.0]), "N": np.array([8192.0]), "K": np.array([8192.0])}
+    spec = gpus.catalog_spec("h100-sxm")
+    tile = physics.gemm_tile_ms(spec, "bf16", **shape)
+    assert tile["blocks"][0] == (8192 / 128) * (8192 / 256)
+    bytes_read = tile["blocks"][0] * (128 + 256) * 8192 * 2.0
+    assert tile["t_traffic"][0] == pytest.approx(
+        physics.TILE_TRAFFIC * bytes_read / (spec["Mem_Bw"] * 1e9) * 1e3)
+    slow = physics.gemm_tile_ms({**spec, "Mem_Bw": spec["Mem_Bw"] / 2}, "bf16", **shape)
+    assert slow["t_traffic"][0] == pytest.approx(2 * tile["t_traffic"][0])
+    assert slow["t_comp"][0] == pytest.approx(tile["t_comp"][0])
+    # the traffic over the FLOP time at the peak orders GPUs by their ridge point
+    share, ridge = {}, {}
+    for g in GPUS[:4]:
+        s = gpus.catalog_spec(g)
+        flop_ms = 2.0 * 8192.0**3 / (s["TensorFLOPs"] * 1e9) * 1e3
+        share[g] = physics.gemm_tile_ms(s, "bf16", **shape)["t_traffic"][0] / flop_ms
+        ridge[g] = s["TensorFLOPs"] / s["Mem_Bw"]
+    assert sorted(share, key=share.get) == sorted(ridge, key=ridge.get)
+
+
+@pytest.mark.slow  # ingests two GPUs' aiconfigurator tables
+def test_tile_traffic_closes_the_gap_between_gpus_on_large_gemms(tmp_path, data, monkeypatch):
+    """Large bf16 GEMMs (M, N, K >= 4096) run further above their FLOP time on the L40S
+    (high ridge point) than on the A100 (low): measured / physics of the two GPUs moves
+    closer with the tiles' operand traffic than without it."""
+    with Store(tmp_path / "two.duckdb") as store:
+        store.ingest("aiconfigurator", [data / f"gpu/aiconfigurator/vllm/{g}"
+                                        for g in ("a100_sxm", "l40s")], trace="aiconfigurator")
+        frame = operator_frame(store)
+    rows = frame.filter((pl.col("op") == "gemm") & (pl.col("dtype") == "bf16")
+                        & (pl.col("M") >= 4096) & (pl.col("N") >= 4096) & (pl.col("K") >= 4096))
+
+    def gap():
+        med = {}
+        for (dev,), part in rows.group_by("device"):
+            shape = {c: part[c].to_numpy().astype(float) for c in ("M", "N", "K")}
+            t, _X = physics.features("gemm", gpus.resolve_spec(dev), dtype="bf16", **shape)
+            med[dev] = np.median(np.log(part["latency_ms"].to_numpy() / t))
+        assert len(med) == 2 and min(len(p) for p in rows.partition_by("device")) > 100
+        return med["l40s"] - med["a100_sxm"]
+
+    with_traffic = gap()
+    monkeypatch.setattr(physics, "TILE_TRAFFIC", 0.0)
+    without = gap()
+    assert without > 0.0 and 0.0 < with_traffic < 0.8 * without

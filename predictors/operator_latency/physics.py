@@ -8,8 +8,9 @@ Ops and their shape arguments (arrays broadcast together):
 - `attn_decode`: B sequences with one new token over N + M cached tokens each.
 - `allreduce`: N elements of bf16 across tp GPUs (ring).
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
-`GEMM_TILES` output tiles, wave- and edge-padded, split-K for bf16 GEMMs with fewer tiles than
-SMs, fp8's activation-quantization pass; weights stream from DRAM), FlashAttention-style
+`GEMM_TILES` output tiles, wave- and edge-padded, plus a share of the tiles' operand traffic
+at the bandwidth, split-K for bf16 GEMMs with fewer tiles than SMs, fp8's
+activation-quantization pass; weights stream from DRAM), FlashAttention-style
 tiling for attention (`attention`: causal query tiles x KV blocks with the softmax at the
 FP32 non-tensor rate; split-KV decode), a launch floor per op and the interconnect; the
 `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
@@ -37,6 +38,12 @@ GEMM_TILES = ((64.0, 64.0), (64.0, 128.0), (128.0, 128.0), (128.0, 256.0))
 #: inside the training GPUs (docs/results.md, step-time and GEMM sections)
 FLOOR_CYCLES = {"gemm": 10000.0, "attn_prefill": 16000.0, "attn_decode": 16000.0}
 GEMM_FLOOR_CYCLES = {"fp8": 4000.0}
+#: DRAM bytes per byte of the operand tiles the GEMM's thread blocks read (one value for
+#: every GPU, chosen by leave-one-GPU-out inside the training GPUs): an output tile of
+#: rows x columns reads (rows + columns) x K operand elements, most served by the L2, so a
+#: tiled GEMM adds this share of that traffic over the bandwidth to its compute time; a GPU
+#: whose ridge point (peak / bandwidth) is high feels it even on compute-bound shapes
+TILE_TRAFFIC = 0.03
 #: elements per SM clock cycle of the per-tensor fp8 quantization of a GEMM's M x K
 #: activations (vLLM's dynamic scale: a max reduction and a cast before the fp8 GEMM)
 QUANT_ELEMS_PER_CYCLE = 4.0
@@ -91,12 +98,24 @@ def gemm_floor_ms(spec: dict, dtype: str) -> float:
 
 
 def gemm_tiling(spec: dict, dtype: str, M, N, K) -> tuple[np.ndarray, np.ndarray]:
-    """(thread blocks, edge padding) of the fastest `GEMM_TILES` tile for each GEMM: its
-    compute time is padded FLOPs / peak over the SMs' wave efficiency. Thread blocks = output
-    tiles x split-K slices (bf16 GEMMs with fewer tiles than SMs split K into slices of at
-    least `SPLIT_K_MIN`; vLLM's per-tensor fp8 GEMMs, CUTLASS scaled_mm, do not); padding =
-    padded over true output elements (>= 1)."""
-    sms = spec["Num_Sm"]
+    """(thread blocks, edge padding) of each GEMM's fastest `GEMM_TILES` tile (see
+    `gemm_tile_ms`)."""
+    t = gemm_tile_ms(spec, dtype, M, N, K)
+    return t["blocks"], t["pad"]
+
+
+def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
+    """Tile time of each GEMM (ms) on its fastest `GEMM_TILES` tile: `t_tile` = `t_comp`
+    (padded FLOPs at the peak over the SMs' wave efficiency) + `t_traffic` (`TILE_TRAFFIC`
+    x the tiles' operand bytes over the bandwidth), with that tile's `blocks` (output tiles
+    x split-K slices: bf16 GEMMs with fewer tiles than SMs split K into slices of at least
+    `SPLIT_K_MIN`; vLLM's per-tensor fp8 GEMMs, CUTLASS scaled_mm, do not) and `pad`
+    (padded over true output elements, >= 1)."""
+    sms, peak = spec["Num_Sm"], spec[PEAK_KEY[dtype]] * 1e9
+    M, N, K = _f(M), _f(N), _f(K)
+    t_flop = 2.0 * M * N * K / peak * 1e3
+    # operand bytes per FLOP x the traffic share, in units of the unquantized FLOP time
+    per_flop = TILE_TRAFFIC * BYTES[dtype] / (spec["Mem_Bw"] * 1e9) * peak
     best = None
     for tm, tn in GEMM_TILES:
         rows, cols = np.ceil(M / tm), np.ceil(N / tn)
@@ -107,14 +126,18 @@ def gemm_tiling(spec: dict, dtype: str, M, N, K) -> tuple[np.ndarray, np.ndarray
         blocks = tiles * split
         waves = np.maximum(1.0, np.ceil(blocks / sms))
         pad = rows * tm * cols * tn / np.maximum(M * N, 1.0)
-        cost = pad * waves * sms / blocks  # compute time over the unquantized FLOP time
+        comp = pad * waves * sms / blocks  # compute time over the unquantized FLOP time
+        traffic = per_flop * tiles * (tm + tn) / (2.0 * np.maximum(M * N, 1.0))
+        cand = {"cost": comp + traffic, "comp": comp, "traffic": traffic, "blocks": blocks,
+                "pad": pad}
         if best is None:
-            best = (cost, blocks, pad)
+            best = cand
         else:
-            win = cost < best[0]
-            best = tuple(np.where(win, a, b) for a, b in zip((cost, blocks, pad), best,
-                                                             strict=True))
-    return best[1], best[2]
+            win = cand["cost"] < best["cost"]
+            best = {k: np.where(win, cand[k], best[k]) for k in best}
+    return {"t_tile": best["cost"] * t_flop, "t_comp": best["comp"] * t_flop,
+            "t_traffic": best["traffic"] * t_flop, "blocks": best["blocks"], "pad": best["pad"]}
+    return best
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
@@ -272,7 +295,7 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     elif op == "gemm":
         dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
         N = shape.get("N", 0)
-        t_comp = flops / peak * 1e3 / util * gemm_tiling(spec, dtype, M, N, K)[1]
+        t_comp = gemm_tile_ms(spec, dtype, M, N, K)["t_tile"]
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
