@@ -372,3 +372,38 @@ def test_nested_selection_finds_the_power_limit_the_data_follows():
     assert sorted(chosen["held_out"]) == ["a", "b", "c"]
     assert chosen["power"].to_list() == [60.0] * 3
     assert physics.POWER_GFLOPS_PER_W == shipped  # the budget is restored after the block
+
+
+@pytest.mark.slow
+def test_nested_selection_chooses_the_training_length_inside_the_other_chips():
+    """Latencies at 1.5 x the roofline: one epoch of a few steps cannot learn the offset,
+    eight can, so every held-out chip gets the longer fit, chosen by its inner score; every
+    (power, length, weight) setting is scored once per chip and op."""
+    from servecast.predictors.kernel_latency.evaluation import nested_selection
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {"a": SPEC, "b": SPEC | {"Num_Sm": 60}, "c": SPEC | {"Num_Sm": 30}}
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
+                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
+    rows = kernel_rows(frame, devices)
+    frame = frame.with_columns(
+        latency_ms=features(rows.ops, rows.shape, rows.spec)[1] * 1.5 * rng.lognormal(0, 0.02, n))
+    asked = []
+
+    def make(d, view, epochs):
+        asked.append(epochs)
+        return KernelLatencyPredictor(d, epochs=epochs, ensemble=1, batch_size=128, lr=1e-3,
+                                      views=(view,))
+
+    res = nested_selection(frame, devices, make, powers=[60], weights=[0.0, 1.0], ops=["bmm"],
+                           epochs=[1, 8])
+    assert sorted(set(asked)) == [1, 8]
+    assert res.height == 3 * 2 * 2
+    chosen = res.filter(pl.col("chosen"))
+    assert chosen["epochs"].to_list() == [8, 8, 8]
+    for g in "abc":  # the chosen setting is the one with the lowest inner score
+        mine = res.filter(pl.col("held_out") == g)
+        assert mine.filter(pl.col("chosen"))["inner"].item() == mine["inner"].min()
