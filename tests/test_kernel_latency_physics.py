@@ -407,3 +407,28 @@ def test_nested_selection_chooses_the_training_length_inside_the_other_chips():
     for g in "abc":  # the chosen setting is the one with the lowest inner score
         mine = res.filter(pl.col("held_out") == g)
         assert mine.filter(pl.col("chosen"))["inner"].item() == mine["inner"].min()
+
+
+def test_efficiency_bands_give_each_chip_its_fraction_of_the_roofline():
+    """Latency = roofline / 0.5 on one chip and / 0.8 on another: every band of each chip
+    reports that fraction, and the bands split the rows by measured latency."""
+    from servecast.predictors.kernel_latency.evaluation import LATENCY_BANDS, efficiency_bands
+
+    devices = {"slow": SPEC, "fast": SPEC | {"Num_Sm": 50}}
+    sizes = [64, 256, 1024, 2048, 4096]
+    frame = pl.DataFrame([{"op": op, "device": d, "B": 1, "M": m, "N": m, "K": m}
+                          for d in devices for op in ("bmm", "linear") for m in sizes])
+    rows = kernel_rows(frame, devices)
+    t_comp, t_mem = roofline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
+    frac = np.where(frame["device"] == "slow", 0.5, 0.8)
+    frame = frame.with_columns(latency_ms=np.maximum(t_comp, t_mem) / frac)
+    res = efficiency_bands(frame, devices)
+    assert set(res["held_out"]) == {"slow", "fast"}
+    for r in res.to_dicts():
+        assert r["efficiency"] == pytest.approx(0.5 if r["held_out"] == "slow" else 0.8)
+    assert res["rows"].sum() == frame.height
+    lat = frame.filter((pl.col("device") == "slow") & (pl.col("op") == "bmm"))["latency_ms"]
+    low = int((lat < LATENCY_BANDS[1]).sum())
+    got = res.filter((pl.col("held_out") == "slow") & (pl.col("op") == "bmm")
+                     & (pl.col("band") == f"0-{LATENCY_BANDS[1]:g} ms"))
+    assert (got["rows"].item() if got.height else 0) == low

@@ -199,3 +199,35 @@ def transfer_bounds(frame: pl.DataFrame, devices: Mapping[str, Mapping]) -> pl.D
                         "shape_mean_scaled": err(mean + np.median(y - mean) - y),
                         "best_chip_scaled": best})
     return pl.DataFrame(out)
+
+
+#: measured-latency bands (ms, lower edges) of `efficiency_bands`
+LATENCY_BANDS = (0.0, 0.1, 1.0, 10.0)
+
+
+def efficiency_bands(frame: pl.DataFrame, devices: Mapping[str, Mapping],
+                     ops: Sequence[str] = ("bmm", "linear")) -> pl.DataFrame:
+    """Where a GPU's own behaviour sits: per GPU chip, op and band of measured latency
+    (`LATENCY_BANDS`), the median fraction of the learner's roofline the kernels reach,
+    roofline time (power-limited fp32 peak, no launch floor) / measured latency. A spec-only
+    model cannot follow a chip whose fraction in a band differs from the other chips'.
+    Returns rows [held_out, op, band ("lo-hi ms"), rows, efficiency]."""
+    from servecast.predictors.kernel_latency.physics import kernel_work, roofline_ms
+
+    part = frame.filter(pl.col("op").is_in(list(ops)))
+    rows = kernel_rows(part, devices, need_latency=True)
+    t_comp, t_mem = roofline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
+    eff = np.maximum(t_comp, t_mem) / rows.latency_ms
+    chip = gpu_groups(devices, rows.devices)
+    band = np.searchsorted(LATENCY_BANDS, rows.latency_ms, side="right") - 1
+    edges = [*LATENCY_BANDS[1:], np.inf]
+    out = []
+    for g in sorted(set(chip)):
+        names = ", ".join(sorted(set(rows.devices[chip == g])))
+        for op in ops:
+            for b, (lo, hi) in enumerate(zip(LATENCY_BANDS, edges, strict=True)):
+                m = (chip == g) & (rows.ops == op) & (band == b)
+                if m.any():
+                    out.append({"held_out": names, "op": op, "band": f"{lo:g}-{hi:g} ms",
+                                "rows": int(m.sum()), "efficiency": float(np.median(eff[m]))})
+    return pl.DataFrame(out)
