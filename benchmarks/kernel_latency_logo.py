@@ -1,8 +1,8 @@
 """Leave-one-GPU-out on NeuSight's five training GPUs: fit on four, predict the fifth from
 its spec sheet. Prints MdAPE (%) per held-out GPU and op, model vs roofline-only.
 
-    .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 8]
-        [--max-rows 86000] [--ensemble 3] [--views spec,shape] [--shape-weight W]
+    .venv/bin/python benchmarks/kernel_latency_logo.py [--db FILE] [--epochs 20]
+        [--max-rows 150000] [--ensemble 3] [--views spec,shape] [--shape-weight W]
         [--power-gflops-per-w C] [--hidden 64] [--threads 1]
 
 `--power-gflops-per-w inf` runs fp32 work at SingleFLOPs (no power limit: the model before
@@ -40,14 +40,12 @@ def model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     import inspect
 
     from servecast.predictors.kernel_latency import physics
-    from servecast.predictors.kernel_latency.config import PRESET
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
-    full = PRESET.full  # the shipped model's training, unless a flag says otherwise
     ap.add_argument("--db")
-    ap.add_argument("--epochs", type=int, default=full.epochs)
-    ap.add_argument("--max-rows", type=int, default=full.max_rows)
-    ap.add_argument("--ensemble", type=int, default=full.ensemble, help="members per view")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--max-rows", type=int, default=150_000)
+    ap.add_argument("--ensemble", type=int, default=3, help="members per view")
     ap.add_argument("--threads", type=int, default=1)
     weight = inspect.signature(KernelLatencyPredictor).parameters["shape_weight"].default
     ap.add_argument("--shape-weight", type=float, default=weight,

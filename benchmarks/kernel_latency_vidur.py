@@ -4,8 +4,8 @@ operators; holding out the A100 also removes NeuSight's A100 boards, the same ch
 the held-out GPU's operators (per model, token count and tensor parallelism) from its spec.
 Prints MdAPE (%) per operator, model vs roofline-only.
 
-    .venv/bin/python benchmarks/kernel_latency_vidur.py [--db FILE] [--epochs 8]
-        [--max-rows 86000] [--ensemble 3] [--threads 1]
+    .venv/bin/python benchmarks/kernel_latency_vidur.py [--db FILE] [--epochs 20]
+        [--max-rows 150000] [--ensemble 3] [--threads 1]
 
 Without --db it ingests ../shared/datasets/gpu/{neusight,vidur_profiling} into a temporary
 store. What a Vidur user asks before profiling a new GPU for hours.

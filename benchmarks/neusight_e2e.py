@@ -10,8 +10,8 @@ GPUs it also ran whole models on: P4, T4, P100, V100, A100-PCIE-40GB).
    (`opgraph.traced_kernels`), predicted from their spec sheets (AMD_SPECS); MdAPE per op and
    GPU, pooled, beside roofline-only.
 
-    .venv/bin/python benchmarks/neusight_e2e.py [--db FILE] [--epochs 8] [--ensemble 3]
-        [--max-rows 86000] [--seed 0] [--threads 1] [--shape-weight W]
+    .venv/bin/python benchmarks/neusight_e2e.py [--db FILE] [--epochs 20] [--ensemble 3]
+        [--max-rows 150000] [--seed 0] [--threads 1] [--shape-weight W]
         [--power-gflops-per-w C]
 
 Without --db it ingests ../shared/datasets/gpu/neusight and gpu/neusight_e2e into a

@@ -47,7 +47,6 @@ def _sources():
         (kernel_latency.train_nasbench201_latency, "epochs", HELP.full.epochs),
         (kernel_latency.train_kernel_latency, "epochs", KERNEL.full.epochs),
         (kernel_latency.train_kernel_latency, "ensemble", KERNEL.full.ensemble),
-        (kernel_latency.train_kernel_latency, "max_rows", KERNEL.full.max_rows),
         (interference.train_interference, "epochs", INTERFERENCE.full.epochs),
         (interference.train_interference, "trace", _param_default(temporal_task, "trace")),
         *[(output_length.train_output_length, f, getattr(OUTPUT_LENGTH.full, f))

@@ -10,17 +10,11 @@ from servecast.predictors.presets import Preset
 
 @dataclass(frozen=True)
 class KernelSettings:
-    """`train_kernel_model`'s settings: epochs of the residual MLPs, the rows each member
-    draws (None = 1/ensemble of the kernels) and the members per feature view.
+    """`train_kernel_model`'s settings: epochs of the residual MLPs, a row subsample
+    (None = every kernel) and the members per feature view of the ensemble."""
 
-    The full preset keeps each member's fit short (8 epochs of 86,000 rows in batches of
-    2048, about 340 optimizer steps): a GPU never measured is an extrapolation in device
-    space, and longer fits of the same training GPUs follow their own quirks further
-    (leave-one-GPU-out in docs/results.md). 86,000 rows of NeuSight's mix hold about 40,000
-    GEMM kernels, the size the training length was chosen at."""
-
-    epochs: int = 8
-    max_rows: int | None = 86_000
+    epochs: int = 20
+    max_rows: int | None = None
     ensemble: int = 3
 
 

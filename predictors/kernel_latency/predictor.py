@@ -68,8 +68,7 @@ class KernelLatencyPredictor(Predictor):
     `use_spec_features` feeds the raw (log) spec numbers to the MLP besides the roofline
     terms; off by default, so the learner sees devices only through physics and cannot
     memorise the few training GPUs. `max_rows` subsamples the training rows per ensemble
-    member (seeded; None: each member draws 1/`ensemble` of the rows). The defaults (8
-    epochs of 86,000 rows, batches of 2048) are the full preset's, see `config`.
+    member (seeded; unset: each member draws 1/`ensemble` of the rows).
 
     `views` are two hypotheses of how a GPU never measured behaves, each learned by `ensemble`
     members (seeds seed..seed+n-1, each on its own `max_rows` subsample):
@@ -90,9 +89,9 @@ class KernelLatencyPredictor(Predictor):
 
     kind = "kernel_latency"
 
-    def __init__(self, devices: Mapping[str, Mapping] | None = None, epochs: int = 8,
+    def __init__(self, devices: Mapping[str, Mapping] | None = None, epochs: int = 20,
                  hidden: int = 64, layers: int = 3,
-                 batch_size: int = 2048, lr: float = 3e-3, max_rows: int | None = 86_000,
+                 batch_size: int = 1024, lr: float = 3e-3, max_rows: int | None = None,
                  use_spec_features: bool = False, seed: int = 0, ensemble: int = 3,
                  views: tuple[str, ...] = ("spec", "shape"), shape_weight: float = 0.25,
                  **trainer_kw):

@@ -26,8 +26,7 @@ def train_kernel_latency(
     db: Path = DbOption,
     out: Path = typer.Option(Path("models/kernel_latency"), "--out", help="model folder"),
     epochs: int = typer.Option(KERNEL_PRESET.full.epochs, "--epochs", min=1),
-    max_rows: int = typer.Option(KERNEL_PRESET.full.max_rows, "--max-rows", min=1,
-                                 help="training rows each ensemble member draws"),
+    max_rows: int = typer.Option(0, "--max-rows", help="subsample training rows (0 = all)"),
     ensemble: int = typer.Option(KERNEL_PRESET.full.ensemble, "--ensemble", min=1,
                                  help="MLP members per feature view"),
     fast: bool = FastOption,
@@ -41,7 +40,7 @@ def train_kernel_latency(
 
     with Store(db, read_only=True) as store:
         settings = KERNEL_PRESET.pick(fast, **given(ctx, epochs=epochs, ensemble=ensemble,
-                                                    max_rows=max_rows))
+                                                    max_rows=max_rows or None))
         model, report = train_kernel_model(store, settings, vidur=vidur,
                                            neusight_trace=neusight_trace,
                                            vidur_trace=vidur_trace, log=console.print)
