@@ -342,6 +342,18 @@ def test_device_specs_from_the_store_keep_an_optional_tensor_peak(tmp_path):
     assert "TensorFLOPs" not in specs["Px"] and check_spec(specs["Px"])["TensorFLOPs"] == 16e4
 
 
+def _bmm_at_roofline(devices: dict, n: int) -> pl.DataFrame:
+    """n random large bmm kernels on `devices` at 1.5 x the learner's roofline (at the power
+    constant in force) with 2% noise."""
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
+                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
+    rows = kernel_rows(frame, devices)
+    roof = features(rows.ops, rows.shape, rows.spec)[1]
+    return frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+
+
 @pytest.mark.slow
 def test_nested_selection_finds_the_power_limit_the_data_follows():
     """Latencies made at the power-limited roofline (c = 60) of boards with different TDPs:
@@ -353,16 +365,9 @@ def test_nested_selection_finds_the_power_limit_the_data_follows():
 
     devices = {"a": SPEC | {"TDP": 300}, "b": SPEC | {"Num_Sm": 60, "TDP": 30},
                "c": SPEC | {"Num_Sm": 30, "TDP": 60}}
-    rng = np.random.default_rng(0)
-    n = 900
-    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
-                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
-                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
-    rows = kernel_rows(frame, devices)
     shipped = physics.POWER_GFLOPS_PER_W
     with physics.power_budget(60):
-        roof = features(rows.ops, rows.shape, rows.spec)[1]
-    frame = frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+        frame = _bmm_at_roofline(devices, 900)
     res = nested_selection(
         frame, devices, lambda d, view: KernelLatencyPredictor(
             d, epochs=2, ensemble=1, batch_size=128, views=(view,)),
@@ -383,14 +388,7 @@ def test_nested_selection_chooses_the_training_length_inside_the_other_chips():
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 
     devices = {"a": SPEC, "b": SPEC | {"Num_Sm": 60}, "c": SPEC | {"Num_Sm": 30}}
-    rng = np.random.default_rng(0)
-    n = 600
-    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
-                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
-                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
-    rows = kernel_rows(frame, devices)
-    frame = frame.with_columns(
-        latency_ms=features(rows.ops, rows.shape, rows.spec)[1] * 1.5 * rng.lognormal(0, 0.02, n))
+    frame = _bmm_at_roofline(devices, 600)
     asked = []
 
     def make(d, view, epochs):
