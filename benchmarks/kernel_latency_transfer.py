@@ -7,6 +7,10 @@ measurements of the very same shapes (see `evaluation.transfer_bounds`), next to
 Reference for `kernel_latency_logo.py`: a spec-only model predicts shapes it has seen on the
 other GPUs, so it should not expect to beat `shape_mean`; the `_scaled` columns even fit one
 constant on the held-out GPU itself.
+
+It also prints, per GPU, op and band of measured latency, the median fraction of the
+learner's roofline the bmm / linear kernels reach (`evaluation.efficiency_bands`): where
+one GPU's fraction differs from the other four's, no spec-only model can follow it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from kernel_latency_logo import open_store
 
 def main() -> None:
     from servecast.predictors.kernel_latency import data
-    from servecast.predictors.kernel_latency.evaluation import transfer_bounds
+    from servecast.predictors.kernel_latency.evaluation import efficiency_bands, transfer_bounds
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--db")
     args = ap.parse_args()
     store = open_store(args.db, [("neusight", "gpu/neusight", "neusight")])
-    res = transfer_bounds(data.neusight_frame(store), data.device_specs(store))
+    frame, devices = data.neusight_frame(store), data.device_specs(store)
+    res = transfer_bounds(frame, devices)
     pl.Config.set_tbl_rows(200)
     pl.Config.set_float_precision(1)
     pl.Config.set_tbl_width_chars(140)
@@ -35,6 +40,10 @@ def main() -> None:
     print("mean over held-out GPUs (MdAPE %):")
     print(res.group_by("op").agg(pl.col("shape_mean", "shape_mean_scaled", "best_chip_scaled")
                                  .mean()).sort("op"))
+    pl.Config.set_float_precision(2)
+    eff = efficiency_bands(frame, devices).with_columns(pl.col("held_out").str.slice(0, 12))
+    print("median fraction of the power-limited roofline reached, per latency band:")
+    print(eff.pivot(on="held_out", index=["op", "band"], values="efficiency"))
 
 
 if __name__ == "__main__":

@@ -342,6 +342,18 @@ def test_device_specs_from_the_store_keep_an_optional_tensor_peak(tmp_path):
     assert "TensorFLOPs" not in specs["Px"] and check_spec(specs["Px"])["TensorFLOPs"] == 16e4
 
 
+def _bmm_at_roofline(devices: dict, n: int) -> pl.DataFrame:
+    """n random large bmm kernels on `devices` at 1.5 x the learner's roofline (at the power
+    constant in force) with 2% noise."""
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
+                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
+                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
+    rows = kernel_rows(frame, devices)
+    roof = features(rows.ops, rows.shape, rows.spec)[1]
+    return frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+
+
 @pytest.mark.slow
 def test_nested_selection_finds_the_power_limit_the_data_follows():
     """Latencies made at the power-limited roofline (c = 60) of boards with different TDPs:
@@ -353,16 +365,9 @@ def test_nested_selection_finds_the_power_limit_the_data_follows():
 
     devices = {"a": SPEC | {"TDP": 300}, "b": SPEC | {"Num_Sm": 60, "TDP": 30},
                "c": SPEC | {"Num_Sm": 30, "TDP": 60}}
-    rng = np.random.default_rng(0)
-    n = 900
-    frame = pl.DataFrame({"op": "bmm", "device": rng.choice(list(devices), n),
-                          "B": rng.integers(1, 8, n), "M": rng.integers(256, 2048, n),
-                          "N": rng.integers(256, 2048, n), "K": rng.integers(256, 2048, n)})
-    rows = kernel_rows(frame, devices)
     shipped = physics.POWER_GFLOPS_PER_W
     with physics.power_budget(60):
-        roof = features(rows.ops, rows.shape, rows.spec)[1]
-    frame = frame.with_columns(latency_ms=roof * 1.5 * rng.lognormal(0, 0.02, n))
+        frame = _bmm_at_roofline(devices, 900)
     res = nested_selection(
         frame, devices, lambda d, view: KernelLatencyPredictor(
             d, epochs=2, ensemble=1, batch_size=128, views=(view,)),
@@ -372,3 +377,56 @@ def test_nested_selection_finds_the_power_limit_the_data_follows():
     assert sorted(chosen["held_out"]) == ["a", "b", "c"]
     assert chosen["power"].to_list() == [60.0] * 3
     assert physics.POWER_GFLOPS_PER_W == shipped  # the budget is restored after the block
+
+
+@pytest.mark.slow
+def test_nested_selection_chooses_the_training_length_inside_the_other_chips():
+    """Latencies at 1.5 x the roofline: one epoch of a few steps cannot learn the offset,
+    eight can, so every held-out chip gets the longer fit, chosen by its inner score; every
+    (power, length, weight) setting is scored once per chip and op."""
+    from servecast.predictors.kernel_latency.evaluation import nested_selection
+    from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
+
+    devices = {"a": SPEC, "b": SPEC | {"Num_Sm": 60}, "c": SPEC | {"Num_Sm": 30}}
+    frame = _bmm_at_roofline(devices, 600)
+    asked = []
+
+    def make(d, view, epochs):
+        asked.append(epochs)
+        return KernelLatencyPredictor(d, epochs=epochs, ensemble=1, batch_size=128, lr=1e-3,
+                                      views=(view,))
+
+    res = nested_selection(frame, devices, make, powers=[60], weights=[0.0, 1.0], ops=["bmm"],
+                           epochs=[1, 8])
+    assert sorted(set(asked)) == [1, 8]
+    assert res.height == 3 * 2 * 2
+    chosen = res.filter(pl.col("chosen"))
+    assert chosen["epochs"].to_list() == [8, 8, 8]
+    for g in "abc":  # the chosen setting is the one with the lowest inner score
+        mine = res.filter(pl.col("held_out") == g)
+        assert mine.filter(pl.col("chosen"))["inner"].item() == mine["inner"].min()
+
+
+def test_efficiency_bands_give_each_chip_its_fraction_of_the_roofline():
+    """Latency = roofline / 0.5 on one chip and / 0.8 on another: every band of each chip
+    reports that fraction, and the bands split the rows by measured latency."""
+    from servecast.predictors.kernel_latency.evaluation import LATENCY_BANDS, efficiency_bands
+
+    devices = {"slow": SPEC, "fast": SPEC | {"Num_Sm": 50}}
+    sizes = [64, 256, 1024, 2048, 4096]
+    frame = pl.DataFrame([{"op": op, "device": d, "B": 1, "M": m, "N": m, "K": m}
+                          for d in devices for op in ("bmm", "linear") for m in sizes])
+    rows = kernel_rows(frame, devices)
+    t_comp, t_mem = roofline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
+    frac = np.where(frame["device"] == "slow", 0.5, 0.8)
+    frame = frame.with_columns(latency_ms=np.maximum(t_comp, t_mem) / frac)
+    res = efficiency_bands(frame, devices)
+    assert set(res["held_out"]) == {"slow", "fast"}
+    for r in res.to_dicts():
+        assert r["efficiency"] == pytest.approx(0.5 if r["held_out"] == "slow" else 0.8)
+    assert res["rows"].sum() == frame.height
+    lat = frame.filter((pl.col("device") == "slow") & (pl.col("op") == "bmm"))["latency_ms"]
+    low = int((lat < LATENCY_BANDS[1]).sum())
+    got = res.filter((pl.col("held_out") == "slow") & (pl.col("op") == "bmm")
+                     & (pl.col("band") == f"0-{LATENCY_BANDS[1]:g} ms"))
+    assert (got["rows"].item() if got.height else 0) == low

@@ -66,21 +66,24 @@ def leave_one_gpu_out(frame: pl.DataFrame, devices: Mapping[str, Mapping],
 
 
 def nested_selection(frame: pl.DataFrame, devices: Mapping[str, Mapping],
-                     make: Callable[[Mapping[str, Mapping], str], KernelLatencyPredictor],
+                     make: Callable[..., KernelLatencyPredictor],
                      powers: Sequence[float], weights: Sequence[float],
                      ops: Sequence[str] = ("bmm", "linear"),
-                     log: Callable[[str], None] | None = None) -> pl.DataFrame:
+                     log: Callable[[str], None] | None = None,
+                     epochs: Sequence[int] | None = None) -> pl.DataFrame:
     """Leave one GPU chip out with the settings chosen inside the other chips: for each
-    held-out chip g, every power constant c (`physics.power_budget`) and shape-view weight w
-    is scored by an inner leave-one-chip-out over the chips but g (score: the mean over the
-    inner held-out chips and `ops` of the MdAPE, %); g is then predicted with the best (c, w).
-    `make(devices, view)` builds a one-view predictor; the views are fit apart and mixed in
-    log space (what `shape_weight` does inside one model), so each (c, training set) costs
-    two fits, shared by both chips it leaves out.
+    held-out chip g, every power constant c (`physics.power_budget`), training length e
+    (`epochs`; None: `make`'s own) and shape-view weight w is scored by an inner
+    leave-one-chip-out over the chips but g (score: the mean over the inner held-out chips
+    and `ops` of the MdAPE, %); g is then predicted with the best (c, e, w).
+    `make(devices, view)` (or `make(devices, view, epochs=e)` when `epochs` is given) builds
+    a one-view predictor; the views are fit apart and mixed in log space (what
+    `shape_weight` does inside one model), so each (c, e, training set) costs two fits,
+    shared by both chips it leaves out.
 
-    Returns rows [held_out, power, shape_weight, inner (inner score, NaN for a setting
-    not scored inside), chosen (bool), op, mdape (of g itself)] for every setting, so the
-    plain leave-one-out table of each setting is there too.
+    Returns rows [held_out, power, epochs (0 when not chosen), shape_weight, inner (inner
+    score), chosen (bool), op, mdape (of g itself)] for every setting, so the plain
+    leave-one-out table of each setting is there too.
     """
     from itertools import combinations
 
@@ -90,41 +93,48 @@ def nested_selection(frame: pl.DataFrame, devices: Mapping[str, Mapping],
     groups = gpu_groups(devices, names)
     chips = sorted(set(groups))
     true, op_col = frame["latency_ms"].to_numpy(), frame["op"].to_numpy()
+    lengths = [None] if epochs is None else list(epochs)
     logp: dict[tuple, dict[str, np.ndarray]] = {}
     for c in powers:
         with power_budget(c):
-            for out in [(g,) for g in chips] + list(combinations(chips, 2)):
-                test = np.isin(groups, out)
-                part = frame.filter(pl.Series(test))
-                logp[c, out] = {}
-                for view in ("shape", "spec"):
-                    model = make(devices, view).fit(frame.filter(pl.Series(~test)))
-                    p = np.full(len(true), np.nan)
-                    p[test] = np.log(model.predict(part)["latency_ms"].to_numpy())
-                    logp[c, out][view] = p
-                if log:
-                    log(f"power {c:g}: fit without {' + '.join(out)}")
+            for n in lengths:
+                kw = {} if n is None else {"epochs": n}
+                for out in [(g,) for g in chips] + list(combinations(chips, 2)):
+                    test = np.isin(groups, out)
+                    part = frame.filter(pl.Series(test))
+                    logp[c, n, out] = {}
+                    for view in ("shape", "spec"):
+                        model = make(devices, view, **kw).fit(frame.filter(pl.Series(~test)))
+                        p = np.full(len(true), np.nan)
+                        p[test] = np.log(model.predict(part)["latency_ms"].to_numpy())
+                        logp[c, n, out][view] = p
+                    if log:
+                        log(f"power {c:g}, epochs {n or 'default'}: fit without "
+                            f"{' + '.join(out)}")
 
-    def scores(c, w, out, chip) -> dict[str, float]:
-        p = logp[c, out]
+    def scores(setting, out, chip) -> dict[str, float]:
+        c, n, w = setting
+        p = logp[c, n, out]
         pred = np.exp(w * p["shape"] + (1 - w) * p["spec"])
         return {op: mdape(pred[m], true[m])
                 for op in ops if (m := (groups == chip) & (op_col == op)).any()}
 
     rows = []
     for g in chips:
-        inner = {(c, w): np.mean([np.mean(list(scores(c, w, tuple(sorted((g, h))), h).values()))
-                                  for h in chips if h != g])
-                 for c in powers for w in weights}
+        inner = {(c, n, w): np.mean([np.mean(list(scores((c, n, w), tuple(sorted((g, h))),
+                                                         h).values()))
+                                     for h in chips if h != g])
+                 for c in powers for n in lengths for w in weights}
         best = min(inner, key=inner.get)
         held = ", ".join(sorted(set(names[groups == g])))
-        for (c, w), score in inner.items():
-            for op, e in scores(c, w, (g,), g).items():
-                rows.append({"held_out": held, "power": float(c), "shape_weight": float(w),
-                             "inner": float(score), "chosen": (c, w) == best, "op": op,
-                             "mdape": e})
+        for (c, n, w), score in inner.items():
+            for op, e in scores((c, n, w), (g,), g).items():
+                rows.append({"held_out": held, "power": float(c), "epochs": int(n or 0),
+                             "shape_weight": float(w), "inner": float(score),
+                             "chosen": (c, n, w) == best, "op": op, "mdape": e})
         if log:
-            log(f"held out {held}: chose power {best[0]:g}, shape weight {best[1]:g}")
+            log(f"held out {held}: chose power {best[0]:g}, epochs {best[1] or 'default'}, "
+                f"shape weight {best[2]:g}")
     return pl.DataFrame(rows)
 
 
@@ -188,4 +198,36 @@ def transfer_bounds(frame: pl.DataFrame, devices: Mapping[str, Mapping]) -> pl.D
                         "shape_mean": err(mean - y),
                         "shape_mean_scaled": err(mean + np.median(y - mean) - y),
                         "best_chip_scaled": best})
+    return pl.DataFrame(out)
+
+
+#: measured-latency bands (ms, lower edges) of `efficiency_bands`
+LATENCY_BANDS = (0.0, 0.1, 1.0, 10.0)
+
+
+def efficiency_bands(frame: pl.DataFrame, devices: Mapping[str, Mapping],
+                     ops: Sequence[str] = ("bmm", "linear")) -> pl.DataFrame:
+    """Where a GPU's own behaviour sits: per GPU chip, op and band of measured latency
+    (`LATENCY_BANDS`), the median fraction of the learner's roofline the kernels reach,
+    roofline time (power-limited fp32 peak, no launch floor) / measured latency. A spec-only
+    model cannot follow a chip whose fraction in a band differs from the other chips'.
+    Returns rows [held_out, op, band ("lo-hi ms"), rows, efficiency]."""
+    from servecast.predictors.kernel_latency.physics import kernel_work, roofline_ms
+
+    part = frame.filter(pl.col("op").is_in(list(ops)))
+    rows = kernel_rows(part, devices, need_latency=True)
+    t_comp, t_mem = roofline_ms(kernel_work(rows.ops, rows.shape), rows.spec)
+    eff = np.maximum(t_comp, t_mem) / rows.latency_ms
+    chip = gpu_groups(devices, rows.devices)
+    band = np.searchsorted(LATENCY_BANDS, rows.latency_ms, side="right") - 1
+    edges = [*LATENCY_BANDS[1:], np.inf]
+    out = []
+    for g in sorted(set(chip)):
+        names = ", ".join(sorted(set(rows.devices[chip == g])))
+        for op in ops:
+            for b, (lo, hi) in enumerate(zip(LATENCY_BANDS, edges, strict=True)):
+                m = (chip == g) & (rows.ops == op) & (band == b)
+                if m.any():
+                    out.append({"held_out": names, "op": op, "band": f"{lo:g}-{hi:g} ms",
+                                "rows": int(m.sum()), "efficiency": float(np.median(eff[m]))})
     return pl.DataFrame(out)
