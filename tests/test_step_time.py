@@ -72,7 +72,7 @@ def test_floors_follow_the_clock_and_decode_blocks_cost_cycles():
     # 2048 decodes of 16 tokens: bound by their thread blocks, not by the 64 MB of KV
     shape = {"B": np.array([2048]), "M": 1, "N": 15, "H": 32, "kv_heads": 8, "head_dim": 128}
     t, X = physics.features("attn_decode", H100, **shape)
-    assert t[0] > 5 * physics.roofline("attn_decode", H100, **shape)[0]
+    assert t[0] > 3 * physics.roofline("attn_decode", H100, **shape)[0]
     assert X[0, 14] == pytest.approx(np.log(t[0] - physics.floor_ms("attn_decode", H100)) -
                                      np.log(t[0]), abs=0.01)
     wide = physics.features("attn_decode", {**H100, "Num_Sm": 2 * H100["Num_Sm"]}, **shape)[0]
