@@ -14,7 +14,8 @@ median over the inner GPUs per fold and op: the number to select physics constan
 `servecast.predictors.operator_latency.physics` for this run (e.g. `--set SOFTMAX_OPS=4`),
 so candidate values are compared by the same command; `--ops` scores one op alone (a
 constant of one op's physics needs no fits of the other); `--param` sets a LightGBM
-parameter of one op's residual (`predictor.OP_PARAMS`, e.g. `--param attn_decode.num_leaves=7`). Without --db it ingests
+parameter of one op's residual (`predictor.OP_PARAMS`, e.g.
+`--param attn_decode.num_leaves=7`). Without --db it ingests
 ../shared/datasets/gpu/aiconfigurator into a temporary store.
 """
 

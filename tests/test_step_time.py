@@ -184,6 +184,20 @@ def test_held_out_gpu_beats_roofline_on_attention(frame):
     assert model < 0.5 * roof
 
 
+@pytest.mark.slow
+def test_op_params_change_only_that_ops_residual(frame, monkeypatch):
+    """`OP_PARAMS` settings reach the named op's LightGBM fit and no other op's."""
+    from servecast.predictors.operator_latency import predictor
+
+    part = frame.filter(pl.col("op").is_in(["attn_prefill", "attn_decode"]))
+    base = OperatorLatencyModel(trees=10).fit(part).predict(part)
+    monkeypatch.setitem(predictor.OP_PARAMS, "attn_decode", {"num_leaves": 2})
+    stump = OperatorLatencyModel(trees=10).fit(part).predict(part)
+    for op, same in (("attn_prefill", True), ("attn_decode", False)):
+        a, b = (p.filter(pl.col("op") == op)["latency_ms_pred"].to_list() for p in (base, stump))
+        assert (a == b) is same
+
+
 # -- model configs --------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "params"), [
     ("llama-2-7b", 6_738_415_616), ("llama-3.1-8b", 8_030_261_248),
