@@ -116,19 +116,24 @@ def test_softmax_runs_at_the_fp32_rate():
         Runtime({}, []).operator_latency("attn_prefill", spec, M=16, H=8, kv_heads=8)
 
 
-def test_prefill_re_reads_of_the_kv_bind_where_bandwidth_is_scarce():
-    """A 16k-token prefill of one head walks 128 x 129 / 2 KV blocks: at the H100's own
-    bandwidth the tensor cores bind it, on a spec with a quarter of it the re-read KV
-    does (halving the bandwidth again nearly doubles the time); no re-read, no effect."""
+def test_prefill_re_reads_of_the_kv_bind_where_bandwidth_is_scarce(monkeypatch):
+    """A 16k-token prefill of one head walks 128 x 129 / 2 KV blocks: with half of them
+    re-read from DRAM, at the H100's own bandwidth the tensor cores bind it, on a spec with
+    a quarter of it the re-read KV does (halving the bandwidth again nearly doubles the
+    time); with no re-read the KV is read once."""
     shape = {"M": np.array([16384]), "N": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 128}
+    starved = {**H100, "Mem_Bw": H100["Mem_Bw"] / 4}
+    monkeypatch.setattr(physics, "KV_REREAD", 0.0)
+    once = 16384 * 128 * 2 * 2 + 16384 * 128 * 2 * 2  # query / output and K, V once
+    assert physics.attention("attn_prefill", starved, **shape)["t_mem"][0] == pytest.approx(
+        once / (starved["Mem_Bw"] * 1e9) * 1e3, rel=1e-6)
+    monkeypatch.setattr(physics, "KV_REREAD", 0.5)
 
     def slowdown(spec):  # time at half the spec's bandwidth over the time at its own
         half = {**spec, "Mem_Bw": spec["Mem_Bw"] / 2}
         return (physics.features("attn_prefill", half, **shape)[0][0]
                 / physics.features("attn_prefill", spec, **shape)[0][0])
 
-    starved = {**H100, "Mem_Bw": H100["Mem_Bw"] / 4}
-    assert physics.KV_REREAD > 0
     assert slowdown(H100) < 1.3 and slowdown(starved) > 1.8
     a = physics.attention("attn_prefill", starved, **shape)
     reread = physics.KV_REREAD * 128 * 129 / 2 * 128 * 128 * 2 * 2

@@ -54,8 +54,9 @@ PREFILL_CTA_CYCLES = 2500.0
 QO_BYTES = 2.0
 #: prefill: share of the KV blocks the query tiles walk that come from DRAM again (each
 #: query tile re-reads the KV of its sequence and head up to its diagonal); the bytes are
-#: the larger of that traffic and the compulsory one (0 = every re-read hits the L2)
-KV_REREAD = 0.5
+#: the larger of that traffic and the compulsory one (0 = every re-read hits the L2; off:
+#: the inner folds disagree on it, docs/results.md, issue 23 h-attn4)
+KV_REREAD = 0.0
 #: non-tensor FP32 operations per attention score (scale, running max, exp, row sum,
 #: rescale, convert), run at the spec's FP32 non-tensor rate (`SingleFLOPs`) beside the
 #: tensor-core matmuls of the same block
