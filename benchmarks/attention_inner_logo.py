@@ -7,11 +7,15 @@ and scored on it. Prints the inner MdAPE (%) per outer fold, op and inner GPU, a
 median over the inner GPUs per fold and op: the number to select physics constants by.
 
     .venv/bin/python benchmarks/attention_inner_logo.py [--db FILE] [--rows 3000]
-        [--trees 60] [--set NAME=VALUE ...]
+        [--trees 60] [--ops attn_prefill attn_decode] [--set NAME=VALUE ...]
+        [--param OP.NAME=VALUE ...]
 
 `--rows`: rows drawn per (GPU, op) (seeded); `--set` overrides a constant of
 `servecast.predictors.operator_latency.physics` for this run (e.g. `--set SOFTMAX_OPS=4`),
-so candidate values are compared by the same command. Without --db it ingests
+so candidate values are compared by the same command; `--ops` scores one op alone (a
+constant of one op's physics needs no fits of the other); `--param` sets a LightGBM
+parameter of one op's residual (`predictor.OP_PARAMS`, e.g.
+`--param attn_decode.num_leaves=7`). Without --db it ingests
 ../shared/datasets/gpu/aiconfigurator into a temporary store.
 """
 
@@ -48,6 +52,22 @@ def override(pairs: list[str]) -> dict[str, float]:
     return done
 
 
+def override_params(pairs: list[str]) -> dict[str, dict]:
+    """Apply OP.NAME=VALUE LightGBM settings to the residual of OP (`OP_PARAMS`)."""
+    from servecast.predictors.operator_latency.predictor import OP_PARAMS
+
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        op, _, name = key.partition(".")
+        if op not in OPS or not name:
+            sys.exit(f"--param {pair}: expected OP.NAME=VALUE with OP one of {', '.join(OPS)}")
+        try:
+            OP_PARAMS.setdefault(op, {})[name] = float(value) if "." in value else int(value)
+        except ValueError:
+            sys.exit(f"--param {pair}: {value!r} is not a number")
+    return dict(OP_PARAMS)
+
+
 def inner_scores(frame: pl.DataFrame, trees: int) -> pl.DataFrame:
     """(outer, inner, op, mdape) for every outer fold and inner GPU of `frame`."""
     from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
@@ -72,11 +92,13 @@ def main() -> None:
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--trees", type=int, default=60)
+    ap.add_argument("--ops", nargs="+", default=OPS, choices=OPS)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--param", nargs="*", default=[], metavar="OP.NAME=VALUE")
     args = ap.parse_args()
-    print("overrides:", override(args.set) or "none")
+    print("overrides:", override(args.set) or "none", override_params(args.param) or "")
     store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
-    frame = operator_frame(store).filter(pl.col("op").is_in(OPS))
+    frame = operator_frame(store).filter(pl.col("op").is_in(args.ops))
     frame = pl.concat([part.sample(min(args.rows, part.height), seed=0)
                        for _k, part in frame.group_by(["device", "op"], maintain_order=True)])
     t0 = time.time()
@@ -85,7 +107,8 @@ def main() -> None:
         print(scores.pivot("inner", index=["op", "outer"], values="mdape").sort("op", "outer"))
         fold = scores.group_by("op", "outer").agg(pl.col("mdape").median()).sort("op", "outer")
         print(fold.pivot("outer", index="op", values="mdape"))
-    per_op = {op: float(np.mean(fold.filter(pl.col("op") == op)["mdape"].to_numpy())) for op in OPS}
+    per_op = {op: float(np.mean(fold.filter(pl.col("op") == op)["mdape"].to_numpy()))
+              for op in args.ops}
     print("mean over folds of the inner median MdAPE:",
           " ".join(f"{op} {v:.2f}" for op, v in per_op.items()))
     print(f"{time.time() - t0:.0f} s")

@@ -49,16 +49,21 @@ TILE_TRAFFIC = 0.03
 QUANT_ELEMS_PER_CYCLE = 4.0
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
-CTA_CYCLES = 5000.0
+CTA_CYCLES = 2500.0
 #: FlashAttention tiling: query rows per thread block (`ATTN_TILE_M_SMALL` when the
 #: GQA-packed query rows of a (sequence, KV head) fit it) x KV columns per block
 ATTN_TILE_M, ATTN_TILE_M_SMALL, ATTN_TILE_N = 128.0, 64.0, 128.0
 #: fixed cycles per prefill thread block: loading its query tile, filling the KV pipeline
 #: and writing the output back, whatever the number of KV blocks it walks
-PREFILL_CTA_CYCLES = 5000.0
+PREFILL_CTA_CYCLES = 2500.0
 #: query-tile and output bytes a prefill block moves outside its KV pipeline, per query
 #: row and head-dim element, at the block's share of the bandwidth (Mem_Bw / Num_Sm)
 QO_BYTES = 2.0
+#: prefill: share of the KV blocks the query tiles walk that come from DRAM again (each
+#: query tile re-reads the KV of its sequence and head up to its diagonal); the bytes are
+#: the larger of that traffic and the compulsory one (0 = every re-read hits the L2; off:
+#: the inner folds disagree on it, docs/results.md, issue 23 h-attn4)
+KV_REREAD = 0.0
 #: non-tensor FP32 operations per attention score (scale, running max, exp, row sum,
 #: rescale, convert), run at the spec's FP32 non-tensor rate (`SingleFLOPs`) beside the
 #: tensor-core matmuls of the same block
@@ -71,6 +76,10 @@ DECODE_BLOCK, MAX_SPLITS = 256.0, 16.0
 COMBINE_CYCLES = 0.0
 #: bandwidth one SM can draw, in units of its even share (Mem_Bw / Num_Sm)
 SM_BW_SHARE = 16.0
+#: decode KV that fits in `L2_FIT` x the L2 (warm from the previous step) streams at the
+#: L2's rate, `L2_BYTES_PER_CYCLE` per SM per clock cycle (0 = always from DRAM), where
+#: that beats the DRAM bandwidth
+L2_FIT, L2_BYTES_PER_CYCLE = 1.0, 4.0
 #: floor of the interconnect ops (ms; not clock-bound)
 FLOOR_MS = {"allreduce": 0.004}
 LAUNCH_MS = FLOOR_MS["allreduce"]  # the floor of a plain memory-bound pass
@@ -184,10 +193,13 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
         total = g["ctas"] * (pro + qo) + g["walk"] * (t_mma + t_soft)
         span = np.maximum(total / sms, pro + qo / SM_BW_SHARE + g["longest"] * (t_mma + t_soft))
         nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
+        nbytes = np.maximum(nbytes, KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
         return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": nbytes / bw * 1e3,
                 "t_side": g["walk"] * t_soft / sms * 1e3, "busy": total / (sms * span)}
     ctx, ctas, tokens = N + M, g["ctas"], g["tokens"]
     nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+    bw = np.where(nbytes <= L2_FIT * spec["L2Cache"] * 1e6,
+                  np.maximum(bw, L2_BYTES_PER_CYCLE * sms * clock), bw)
     t_mem = np.maximum(nbytes / bw, tokens * 2.0 * hd * kvb / (SM_BW_SHARE * bw / sms))
     t_mem += np.where(g["splits"] > 1.0, COMBINE_CYCLES / clock, 0.0)  # merging the splits
     per = tokens * np.maximum(1.0, H / kvh) * (4.0 * hd / sm_mma + SOFTMAX_OPS / sm_fp32)

@@ -28,6 +28,9 @@ from servecast.predictors.operator_latency.runtime import Runtime, forest_key, l
 VIEWS = {"relative": [*range(8), 14], "spec": list(range(physics.N_FEATURES))}
 #: training rows per op drawn for the residual (more add fit time, not accuracy)
 MAX_ROWS = 40_000
+#: LightGBM settings of one op's residual over the shared ones (`fit`); attention's are
+#: chosen by the inner leave-one-GPU-out of benchmarks/attention_inner_logo.py
+OP_PARAMS: dict[str, dict] = {}
 
 
 class OperatorLatencyModel(Predictor):
@@ -87,11 +90,12 @@ class OperatorLatencyModel(Predictor):
             if len(rows) > MAX_ROWS:
                 rows = np.sort(rng.choice(rows, MAX_ROWS, replace=False))
             # L1: the residual is the median log ratio, robust to a GPU's odd kernels
-            booster = lgb.train(
-                {"objective": "l1", "learning_rate": 0.05, "num_leaves": self.leaves,
-                 "min_data_in_leaf": min(200, max(5, len(rows) // 20)),
-                 "feature_fraction": 0.8, "seed": self.seed, "verbose": -1, "num_threads": 2},
-                lgb.Dataset(X[rows][:, cols], y[rows]), num_boost_round=self.trees)
+            params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": self.leaves,
+                      "min_data_in_leaf": min(200, max(5, len(rows) // 20)),
+                      "feature_fraction": 0.8, "seed": self.seed, "verbose": -1,
+                      "num_threads": 2} | OP_PARAMS.get(op, {})
+            booster = lgb.train(params, lgb.Dataset(X[rows][:, cols], y[rows]),
+                                num_boost_round=self.trees)
             forests[op] = Forest.from_boosters([booster], len(cols))
         self.rt.forests = forests
         self.card = {"view": self.view, "trees": self.trees, "leaves": self.leaves,
