@@ -3,6 +3,9 @@
 
 Each notebook starts from a fresh store in `$SERVECAST_NOTEBOOK_OUT` (or a temp folder),
 ingests one real shared dataset and uses fast settings so it runs in well under 2 minutes.
+`SERVECAST_NOTEBOOK_QUICK=1` (set by tests/test_notebooks.py) trains and replays on smaller
+slices of the same real data: every cell still runs, on less of it; unset, a reader gets the
+full run the text describes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from servecast.store import Store
 DATA = data_dir()                      # ../shared/datasets or $SERVECAST_DATA
 WORK = Path(os.environ.get("SERVECAST_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="servecast-"))
 WORK.mkdir(parents=True, exist_ok=True)
+# SERVECAST_NOTEBOOK_QUICK=1: smaller slices of the same data (the test suite's setting)
+QUICK = os.environ.get("SERVECAST_NOTEBOOK_QUICK", "0") == "1"
 store = Store(WORK / "{name}.duckdb")   # a fresh store for this notebook"""
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
@@ -39,12 +44,12 @@ time-ordered split, and its predictions drive a what-if replay of scheduling pol
 r = store.ingest("azure-llm", DATA / "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv",
                  trace="azure_conv")
 print(r.rows, "rows,", r.rejected, "rejected")"""),
-        ("md", "## Train (fast settings, 8,000 sampled requests) and evaluate"),
+        ("md", "## Train (fast settings, 8,000 sampled requests; 3,000 if QUICK) and evaluate"),
         ("code", """\
 from servecast.predictors.output_length.train import summary, train_output_length
 
 res = train_output_length(store, "azure_conv", WORK / "models" / "output_length", fast=True,
-                          max_rows=8000)
+                          max_rows=3000 if QUICK else 8000)
 print(res["split"], f"- fit {res['seconds']:.1f} s")
 summary(res)"""),
         ("md", """\
@@ -68,15 +73,15 @@ est = Estimator.load(WORK / "models")
 est.output_length(prompt_tokens=1000)"""),
         ("md", """\
 ## What-if: one serving instance, continuous batching
-The first 500 held-out requests are replayed at 0.7x and 1.1x the instance's saturation
-throughput: FCFS, shortest-predicted-first, oracle SJF, and KV admission reserving the
+The first 500 held-out requests (200 if QUICK) are replayed at 0.7x and 1.1x the instance's
+saturation throughput: FCFS, shortest-predicted-first, oracle SJF, and KV admission reserving the
 predicted p90 or the worst case."""),
         ("code", """\
 import polars as pl
 
 from servecast.simulator import no_gain_reason, sjf_gain, whatif
 
-n = 500
+n = 200 if QUICK else 500
 runs = {load: whatif(test[:n], pred["p50"][:n].to_numpy(), pred["p90"][:n].to_numpy(),
                      load=load) for load in (0.7, 1.1)}
 for load, sim in runs.items():
@@ -101,7 +106,10 @@ estimated from their specs."""),
 r = store.ingest("neusight", DATA / "gpu/neusight", trace="neusight")
 print(r.rows, "kernels,", r.rejected, "rejected")
 store.sql("SELECT device, count(*) AS kernels FROM kernel_latencies GROUP BY ALL ORDER BY 1")"""),
-        ("md", "## Train without the A100-PCIE-40GB (fast: 2 epochs on 20,000 kernels)"),
+        ("md", """\
+## Train without the A100-PCIE-40GB
+Fast settings: 2 epochs on 20,000 kernels, 3 members per view (QUICK: 1 epoch on 5,000
+kernels, one member per view; evaluated on 5,000 held-out kernels instead of 20,000)."""),
         ("code", """\
 import polars as pl
 
@@ -109,10 +117,12 @@ from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor
 from servecast.predictors.kernel_latency.train import kernel_training_data
 
 HELD_OUT = "NVIDIA A100-PCIE-40GB"
+ROWS, EPOCHS, MEMBERS = (5_000, 1, 1) if QUICK else (20_000, 2, 3)
 frame, devices = kernel_training_data(store, vidur=False)
 train = frame.filter(pl.col("device") != HELD_OUT)
-test = frame.filter(pl.col("device") == HELD_OUT).sample(20_000, seed=0)
-model = KernelLatencyPredictor(devices, epochs=2, max_rows=20_000).fit(train)
+test = frame.filter(pl.col("device") == HELD_OUT).sample(ROWS, seed=0)
+model = KernelLatencyPredictor(devices, epochs=EPOCHS, max_rows=ROWS,
+                               ensemble=MEMBERS).fit(train)
 ev = model.evaluate(test)
 print(f"{HELD_OUT}, never seen in training: MdAPE {ev['mdape']:.1f}% "
       f"(roofline alone {ev['roofline_mdape']:.1f}%)")
@@ -182,16 +192,16 @@ transfer = domain_transfer(shares)
 transfer_summary(transfer)"""),
         ("md", """\
 ## gamma_eff over training: a tiny small-MoE run
-2 blocks, 8 experts, top-1, trained 24 steps on ShareGPT text (CPU, well under a minute),
-routing snapshots at 3 checkpoints; gamma_eff is fitted per checkpoint and layer with a
-bootstrap CI, and its trend is segmented into phases (surge / stabilization / relaxation).
+2 blocks, 8 experts, top-1, trained 24 steps on ShareGPT text (CPU, well under a minute;
+QUICK: 8 steps), routing snapshots at 3 checkpoints; gamma_eff is fitted per checkpoint and
+layer with a bootstrap CI, and its trend is segmented into phases (surge / stabilization / relaxation).
 Real runs use hundreds of steps (`servecast moe train-small`)."""),
         ("code", """\
 from servecast.predictors.moe_congestion.run import RunConfig, train_small_moe
 from servecast.predictors.moe_congestion.trajectory import phases, trajectory
 
 run = train_small_moe(WORK / "moe_run", RunConfig(
-    alpha=0.01, steps=24, snapshots=2, eval_windows=16, train_conversations=40,
+    alpha=0.01, steps=8 if QUICK else 24, snapshots=2, eval_windows=16, train_conversations=40,
     eval_conversations=10, batch_size=16))
 traj = trajectory(run, n_bootstrap=3, n_types=4)
 segs = phases(traj)
@@ -208,7 +218,8 @@ benchmark form a window of metrics; the label is the application's performance r
 its SKU-and-region median (perf in (0, 1], 1 = no degradation). A CloudFormer-style
 dual-branch Transformer (attention over steps and across metrics) is compared with gradient
 boosting on window statistics and the training mean (fast settings, the last 2,000 VMs of
-each SKU before December 2023; the full benchmark's numbers are in the README)."""),
+each SKU before December 2023; QUICK: the last 150 and 1 epoch; the full benchmark's numbers
+are in the README)."""),
         ("code", SETUP.format(name="interference")),
         ("code", """\
 r = store.ingest("azure-vm-noise", DATA / "vm/azure_vm_noise", trace="azure_vm_noise")
@@ -234,17 +245,20 @@ import polars as pl
 
 from servecast.predictors.interference.tasks import fingerprint_task
 
-task = fingerprint_task(store, max_instances=2000, until="2023-12-01")
+task = fingerprint_task(store, max_instances=150 if QUICK else 2000, until="2023-12-01")
 first = task.labels["window_id"][0]
 print(task.labels.filter(pl.col("window_id") == first))
 task.metrics.filter(pl.col("window_id") == first).sort("t")"""),
         ("code", "task.summary()"),
         ("md", "## Train on the train split, test MAE in percentage points of perf"),
         ("code", """\
+from dataclasses import replace
+
 from servecast.predictors.interference import evaluate as ev
 from servecast.predictors.interference.settings import PRESET
 
-table = ev.compare(task, ("dual", "gbm", "mean"), PRESET.fast, out=WORK / "runs")
+settings = replace(PRESET.fast, epochs=1) if QUICK else PRESET.fast
+table = ev.compare(task, ("dual", "gbm", "mean"), settings, out=WORK / "runs")
 table.select("model", "group", "n", "mae_pp", "bias_pp", "fit_s")"""),
         ("code", """\
 from servecast.analytics import prediction_plots as pp

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import duckdb
 import pyarrow as pa
@@ -200,13 +198,15 @@ def test_bad_spec_input(tmp_path):
         gpus.require(a100, [gpus.dtype_flops_key("fp8")], "fp8 GEMMs")
 
 
-def test_gpus_cli():
-    run = [sys.executable, "-m", "servecast.cli", "gpus"]
-    out = subprocess.run([*run, "--json"], capture_output=True, text=True, check=True)
-    assert set(REQUIRED) <= set(json.loads(out.stdout))
-    one = subprocess.run([*run, "mi300x", "--json"], capture_output=True, text=True, check=True)
-    doc = json.loads(one.stdout)
+def test_gpus_cli(capsys):
+    from servecast.cli import main  # in-process: the command, not the interpreter start
+
+    assert main(["gpus", "--json"]) == 0
+    assert set(REQUIRED) <= set(json.loads(capsys.readouterr().out))
+    assert main(["gpus", "mi300x", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
     assert doc["spec"]["Mem_Bw"] == 5300 and "amd.com" in doc["sources"]["Mem_Bw"]
-    bad = subprocess.run([*run, "h300"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "unknown GPU 'h300'" in bad.stderr and "h200-sxm" in bad.stderr
+    assert main(["gpus", "h300"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "unknown GPU 'h300'" in err and "h200-sxm" in err

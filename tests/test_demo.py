@@ -4,7 +4,6 @@ CLI. The whole reduced demo runs in tests/test_readme.py."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,12 +28,13 @@ def test_select_areas_only_skip_and_errors():
         demo.select_areas(["moe"], ["moe"])
 
 
-def test_cli_rejects_an_unknown_area_with_exit_2(tmp_path):
-    r = subprocess.run([str(SERVECAST), "demo", "--skip", "llm,bogus", "--db",
-                        str(tmp_path / "d.duckdb"), "--out", str(tmp_path / "out")],
-                       capture_output=True, text=True)
-    assert r.returncode == 2
-    assert "--skip: unknown demo area 'bogus'" in r.stderr and "Traceback" not in r.stderr
+def test_cli_rejects_an_unknown_area_with_exit_2(tmp_path, capsys):
+    from servecast.cli import main  # in-process: the refusal, not the interpreter start
+
+    assert main(["demo", "--skip", "llm,bogus", "--db", str(tmp_path / "d.duckdb"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--skip: unknown demo area 'bogus'" in err and "Traceback" not in err
     assert not (tmp_path / "d.duckdb").exists()  # refused before touching anything
 
 

@@ -176,7 +176,9 @@ def test_real_time_on_loopback_equals_the_offline_simulation(tmp_path):
                  key=lambda s: s["arrival_s"])
     assert len(sim) == len(seen) == 12
     assert {s["replica"] for s in sim} == {0, 1}
-    assert offline_diff(sim, Check(replicas=2)) < 1e-6
+    # offline behind the emulator's router: least_tokens and round_robin agree only while
+    # the arrivals stay 30 ms apart (a loaded machine bunches them)
+    assert offline_diff(sim, Check(replicas=2, router="least_tokens")) < 1e-6
     by_tokens = {s["output_tokens"]: s for s in sim}
     for i, (first, end) in seen.items():
         s = by_tokens[8 + i]

@@ -90,7 +90,8 @@ def test_hot_path_covers_every_registered_kind():
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=pytest.mark.slow) if k in ("interference", "kernel_latency") else k
+    pytest.param(k, marks=pytest.mark.slow) if k in ("interference", "kernel_latency",
+                                                     "step_time") else k
     for k in sorted(HOT_CALLS)])
 def test_hot_path_imports_stay_light(fitted_kind, kind):
     """Loading a kind through the Estimator and estimating one request imports none of

@@ -17,13 +17,23 @@ ROWS = 400  # embedding is the CPU cost; the benchmark runs the large sample
 
 
 @pytest.fixture(scope="module")
-def sharegpt(tmp_path_factory, data):
+def sharegpt_db(tmp_path_factory, data):
+    """A closed store file with the shared ShareGPT sample ingested (trace `sharegpt`), built
+    once for the module: open it read-only."""
     from servecast.store import Store
 
-    store = Store(tmp_path_factory.mktemp("sg") / "s.duckdb")
-    store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
-    df = store.requests("sharegpt").pl()
-    store.close()
+    path = tmp_path_factory.mktemp("sg") / "s.duckdb"
+    with Store(path) as store:
+        store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sharegpt(sharegpt_db):
+    from servecast.store import Store
+
+    with Store(sharegpt_db, read_only=True) as store:
+        df = store.requests("sharegpt").pl()
     first = df["session_id"].unique(maintain_order=True)[:160]
     return df.filter(pl.col("session_id").is_in(first.implode()))[:ROWS]
 
@@ -274,7 +284,8 @@ def test_text_baselines_and_lexical_feature(sharegpt, cache):
             == plain.boosters[0].num_feature() + 1 + len(NEIGHBOUR))
 
 
-def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, monkeypatch):
+def test_train_text_scores_it_against_the_text_baselines(sharegpt_db, cache, tmp_path,
+                                                         monkeypatch):
     """`train_output_length(text=True)` on a real store: the held-out table carries the
     TF-IDF + ridge and previous-turn baselines, and the card records whether it beats them."""
     import json
@@ -284,8 +295,7 @@ def test_train_text_scores_it_against_the_text_baselines(data, cache, tmp_path, 
     from servecast.store import Store
 
     monkeypatch.setenv("SERVECAST_CACHE", str(Path(cache).parent))  # beside the module cache
-    with Store(tmp_path / "s.duckdb") as store:
-        store.ingest("sharegpt", [data / "llm/sharegpt"], trace="sharegpt")
+    with Store(sharegpt_db, read_only=True) as store:  # the module's ShareGPT ingest
         res = train_output_length(store, "sharegpt", tmp_path / "m", fast=True, text=True,
                                   max_rows=ROWS)
     assert {"tfidf_ridge", "previous_turn", "global", "prompt_length_only"} <= set(

@@ -23,11 +23,12 @@ from servecast.errors import ServecastError
 
 @dataclass(frozen=True)
 class Check:
-    """One emulator run: the deployment and the client's load."""
+    """One emulator run: the deployment (its router included) and the client's load."""
 
     model: str = "llama-3.1-8b"
     gpu: str = "l40s"
     replicas: int = 1
+    router: str = "round_robin"
     requests: int = 40
     rate: float = 4.0
     prompt_tokens: int = 4096
@@ -49,8 +50,8 @@ def run_check(tools_python: Path, out: Path, check: Check = Check(),
     relative errors of the means (`ttft_rel_err`, `tpot_rel_err`)."""
     port, log = free_port(), out / "emulator.jsonl"
     cmd = [str(Path(sys.executable).parent / "servecast"), "emulate", "--model", check.model,
-           "--gpu", check.gpu, "--replicas", str(check.replicas), "--port", str(port),
-           "--log", str(log)]
+           "--gpu", check.gpu, "--replicas", str(check.replicas), "--router", check.router,
+           "--port", str(port), "--log", str(log)]
     aiperf = [str(tools_python.parent / "aiperf"), "profile", "--model", check.model,
               "--url", f"http://127.0.0.1:{port}", "--endpoint-type", "completions",
               "--streaming", "--request-count", str(check.requests),
@@ -90,13 +91,13 @@ def run_check(tools_python: Path, out: Path, check: Check = Check(),
 
 def offline_diff(sim: list[dict], check: Check) -> float:
     """Largest |logged - offline| TTFT or E2EL (ms) when the logged arrivals and lengths are
-    simulated offline (`simulate_trace`) on the same deployment."""
+    simulated offline (`simulate_trace`) on the same deployment behind the same router."""
     from servecast.simulator import Deployment, Request, simulate_trace
 
     reqs = [Request(s["request_id"], s["arrival_s"], s["prompt_tokens"], s["output_tokens"])
             for s in sim]
     run = simulate_trace(reqs, Deployment(model=check.model, gpu=check.gpu,
-                                          replicas=check.replicas))
+                                          replicas=check.replicas), router=check.router)
     diff = 0.0
     for s in sim:
         seq = run.cluster.engines[run.cluster.replica_of[s["request_id"]]].seqs[s["request_id"]]
