@@ -83,7 +83,7 @@ def test_nested_selection_never_sees_the_test_split(task):
         perf=pl.when(task.windows["vm"] == TEST).then(1.0 - pl.col("perf"))
         .otherwise(pl.col("perf")))
     t2 = Task(task.name, task.metrics, scrambled, task.windows, task.target_metric)
-    pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60)
+    pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60, net_train_steps=20)
     assert info2 == info
     assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"].equals(pred["half"])
 
@@ -242,8 +242,9 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
 def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path):
     """A model whose unseen-settings regime holds the network member: runs of an unseen
     setting get the mean of the fallback boosters and the network, seen ones the main
-    boosters alone; saved and loaded (net/), it predicts the same, and the Estimator serves
-    it without importing Lightning, polars or DuckDB."""
+    boosters alone; saved and loaded (net/temporal/), it predicts the same, and the
+    Estimator serves it (from the models dir or the model's own dir) without importing
+    Lightning, polars or DuckDB."""
     from servecast.predictors.interference.predictor import InterferencePredictor
     from servecast.predictors.interference.runtime import Runtime
 
@@ -281,7 +282,7 @@ def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_pat
     assert unseen.any() and not np.allclose(want_alt[unseen], np.clip(
         alt[0].predict(x[unseen][:, :2]), 1e-3, 1))  # the network moved them
     m.save(tmp_path / "models" / "interference")
-    assert (tmp_path / "models" / "interference" / "net" / "net.pt").is_file()
+    assert (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").is_file()
     rt = ColocationRuntime.load(tmp_path / "models" / "interference")
     assert isinstance(rt.net, Runtime)
     assert np.allclose(rt.predict(long)["perf"], got["perf"])
@@ -289,15 +290,17 @@ def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_pat
     assert np.allclose(again.predict(long)["perf"], got["perf"])
     window = {"sys:IPC": ipc[0].tolist(), "rps": 100.0, "co:cpu": 2.0, "co:l3": 0.0,
               "co:membw": 0.0}
-    code = ("import sys\nimport servecast.estimator as e\n"
-            f"est = e.Estimator.load({str(tmp_path / 'models')!r})\n"
-            f"x = est.interference({window!r})\n"
-            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', "
-            "'pytorch_lightning', 'polars', 'duckdb'})\n"
-            "print(repr(x), bad)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out[1] == "[]" and float(out[0]) == pytest.approx(rt.interference(window))
-    (tmp_path / "models" / "interference" / "net" / "net.pt").unlink()
-    with pytest.raises(Exception, match="net.pt"):
+    for root in (tmp_path / "models", tmp_path / "models" / "interference"):
+        code = ("import sys\nimport servecast.estimator as e\n"
+                f"est = e.Estimator.load({str(root)!r})\n"
+                f"x = est.interference({window!r})\n"
+                "bad = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', "
+                "'pytorch_lightning', 'polars', 'duckdb'})\n"
+                "print(repr(x), bad, est.runtime('interference').family)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out[1:] == ["[]", "gbm-baseline"]
+        assert float(out[0]) == pytest.approx(rt.interference(window))
+    (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").unlink()
+    with pytest.raises(ModelVersionError, match="net.pt: missing"):
         ColocationRuntime.load(tmp_path / "models" / "interference")

@@ -48,9 +48,11 @@ from servecast.predictors.interference.colocation_runtime import (
     CORUNNERS,
     FEATURE_SETS,
     LOAD,
+    NET,
     counters_of,
     feature_names,
     from_target,
+    member_dir,
     to_target,
     uses_corunners,
     window_features,
@@ -273,8 +275,6 @@ def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: flo
     unseen = min(free, key=lambda c: scores[proto][c.name])
     unseen_err, with_net = errs[proto][unseen.name], False
     if net_oof is not None and proto == "settings":
-        from servecast.predictors.interference.colocation_net import NET
-
         net = np.full(len(perf), np.nan)
         for held in splits[proto]:
             net[held] = net_oof(held)
@@ -321,7 +321,8 @@ class ColocationGBM(SavedModel):
     `seeds` boosters (different bagging) are averaged. With `net` (default) the
     unseen-settings regime may add the temporal network (`colocation_net`, `net_train_steps`
     optimizer steps) as an equal-weight member, when `select` finds the mean better on the
-    inner setting folds; it is then trained on all training runs and saved in `net/`."""
+    inner setting folds; it is then trained on all training runs and saved in
+    `colocation_runtime.member_dir`."""
 
     kind = "interference"
     MODEL = "gbm-baseline"
@@ -380,10 +381,10 @@ class ColocationGBM(SavedModel):
                                       "features": sel.unseen.features,
                                       "variant": sel.unseen.name, "half": sel.half_unseen}
         unseen = sel.scores.get("settings", {})
-        member = f"{sel.unseen.name}+{cn.NET}"
+        member = f"{sel.unseen.name}+{NET}"
         if sel.unseen_net:
             self.net_member = cn.fit_net(task, (), self.net_train_steps)
-            self.state["fallback"].update(net=cn.NET, variant=member)
+            self.state["fallback"].update(net=NET, variant=member)
         self.card.update({"default_model": self.MODEL, "variant": sel.seen.name,
                           "unseen_variant": member if sel.unseen_net else sel.unseen.name,
                           "unseen_network": _net_verdict(sel, member, unseen)
@@ -430,7 +431,7 @@ class ColocationGBM(SavedModel):
         for i, b in enumerate(self.fallback_boosters):
             b.save_model(str(path / f"fallback_{i}.txt"))
         if self.net_member is not None:
-            self.net_member.save(path / "net")
+            self.net_member.save(member_dir(path))
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> ColocationGBM:
@@ -442,7 +443,7 @@ class ColocationGBM(SavedModel):
         if rt.net is not None:
             from servecast.predictors.interference.predictor import InterferencePredictor
 
-            m.net_member = InterferencePredictor.load(path / "net")
+            m.net_member = InterferencePredictor.load(member_dir(path))
         return m
 
 

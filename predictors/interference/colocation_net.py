@@ -5,7 +5,7 @@ fixed settings (`net_settings`: the fast preset, `train_steps` optimizer steps o
 folds and in the final fit. `colocation_gbm.select` scores "the unseen-settings GBM alone"
 against "the mean of that GBM and this network" on the inner setting folds; only when the
 mean wins does `ColocationGBM` train the network on all its training runs and save it in
-`net/` (read by `runtime.Runtime`: torch, no Lightning, at prediction)."""
+`colocation_runtime.member_dir` (read by `runtime.Runtime`: torch, no Lightning, at prediction)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ import dataclasses
 import numpy as np
 import polars as pl
 
+from servecast.predictors.interference.colocation_runtime import NET
 from servecast.predictors.interference.settings import PRESET, TrainSettings
 from servecast.predictors.interference.tasks import Task
 
-NET = "temporal"
 NET_TRAIN_STEPS = 150
 NET_BATCH = 64
 NET_STEPS = 10
-
 
 def net_settings(train_steps: int = NET_TRAIN_STEPS) -> TrainSettings:
     """The member's training settings: the fast preset (d_model 32, one layer, one seed)

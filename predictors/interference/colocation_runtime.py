@@ -14,7 +14,7 @@ settings): a run without `co:*` (a mix of unknown make-up) or whose (co:cpu, co:
 co:membw) is not among the training runs' settings (`state["seen"]`) is predicted by it,
 with its own interval half-width (`state["fallback"]["half"]`). When the fallback names a
 network (`state["fallback"]["net"]`), its prediction is the mean of the fallback boosters'
-and the network's (`net/`, loaded by `runtime.Runtime`: torch, no Lightning).
+and the network's (`net/temporal/`, loaded by `runtime.Runtime`: torch, no Lightning).
 
 Features (kind prefix `stats:`, `base:`, `rate:`, `co:`), per counter c:
 - stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
@@ -44,6 +44,14 @@ FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
                 "stats+base+co": ("stats", "base", "co"),
                 "stats+base+rate+co": ("stats", "base", "rate", "co")}
 PERF_MIN = 1e-3
+NET = "temporal"  # the network member of the unseen-settings regime (`colocation_net`)
+
+
+def member_dir(path: Path) -> Path:
+    """Where a saved co-location model keeps its network member: `net/<NET>/`, two levels
+    down, so that `Estimator.load` (which reads a model card at its root and one level
+    below) never takes the member for the model."""
+    return path / "net" / NET
 
 
 def uses_corunners(features: str) -> bool:
@@ -161,7 +169,7 @@ class ColocationRuntime:
         if state.get("fallback", {}).get("net"):
             from servecast.predictors.interference.runtime import Runtime
 
-            net = Runtime.load(path / "net")
+            net = Runtime.load(member_dir(path))
         return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files],
                    [lgb.Booster(model_file=str(f)) for f in alt], net)
 
