@@ -20,8 +20,10 @@ ColocationGBM`, 3 seeds) fitted in every outer fold on its training runs: the ru
 GBM variants (`colocation_gbm.CANDIDATES`) chosen by the inner folds of those runs (series
 folds for co-runner settings seen in training, setting folds for unseen ones) are refit on
 them and predict the fold's test runs; each run's interval is the conformal one of the
-variant that predicted it. The variants chosen per fold, every variant's inner MAE and
-the fold's wall and CPU seconds are printed.
+variant that predicted it. The unseen-settings variant may carry the temporal network as
+an equal-weight member (`colocation_net`), when the same inner setting folds favour the
+mean; it then shows as `<variant>+temporal`. The variants chosen per fold, every variant's
+inner MAE and the fold's wall and CPU seconds are printed.
 
 Ingests ../shared/datasets/vm/ntua_interference into --db if the trace is missing.
 

@@ -4,6 +4,9 @@ selection, and the conformal half-width."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -60,14 +63,19 @@ def test_features_summarise_the_counters(task, feats):
 
 @pytest.mark.slow
 def test_nested_selection_never_sees_the_test_split(task):
-    pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60)
+    """Both regimes' variants, the network member of the unseen-settings regime and the
+    intervals come from the training series only."""
+    pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60, net_train_steps=20)
     names = {c.name for c in cg.CANDIDATES}
     assert set(info["inner"]) == {"series", "settings"}
-    assert set(info["inner"]["series"]) == set(info["inner"]["settings"]) == names
     series, settings = info["inner"]["series"], info["inner"]["settings"]
-    assert info["chosen"] == min(series, key=series.get)
+    assert set(series) == names
     free = [c.name for c in cg.CANDIDATES if "co" not in c.features.split("+")]
-    assert info["unseen"] == min(free, key=settings.get)
+    gbm = min(free, key=settings.get)
+    assert set(settings) == names | {f"{gbm}+temporal"}  # the mean, on the same folds
+    assert info["chosen"] == min(series, key=series.get)
+    with_net = settings[f"{gbm}+temporal"] < settings[gbm]
+    assert info["unseen"] == (f"{gbm}+temporal" if with_net else gbm)
     assert pred.height == task.windows.filter(pl.col("vm") == TEST).height
     assert pred["pred"].is_between(0, 1).all() and (pred["half"] > 0).all()
     # scrambled labels of the test series change nothing in selection or the interval
@@ -75,7 +83,7 @@ def test_nested_selection_never_sees_the_test_split(task):
         perf=pl.when(task.windows["vm"] == TEST).then(1.0 - pl.col("perf"))
         .otherwise(pl.col("perf")))
     t2 = Task(task.name, task.metrics, scrambled, task.windows, task.target_metric)
-    pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60)
+    pred2, info2 = cg.nested_predictions(t2, k=2, seeds=1, rounds=60, net_train_steps=20)
     assert info2 == info
     assert np.allclose(pred2["pred"], pred["pred"]) and pred2["half"].equals(pred["half"])
 
@@ -228,3 +236,71 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
     (tmp_path / "m" / "fallback_0.txt").unlink()
     with pytest.raises(ModelVersionError, match="fallback_0.txt missing"):
         ColocationRuntime.load(tmp_path / "m")
+
+
+@pytest.mark.slow  # trains a small network
+def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path):
+    """A model whose unseen-settings regime holds the network member: runs of an unseen
+    setting get the mean of the fallback boosters and the network, seen ones the main
+    boosters alone; saved and loaded (net/temporal/), it predicts the same, and the
+    Estimator serves it (from the models dir or the model's own dir) without importing
+    Lightning, polars or DuckDB."""
+    from servecast.predictors.interference.predictor import InterferencePredictor
+    from servecast.predictors.interference.runtime import Runtime
+
+    rng = np.random.default_rng(2)
+    n, steps = 60, 6
+    ipc = rng.random((n, steps))
+    cpu = rng.integers(0, 3, n).astype(float)
+    rows = [{"window_id": f"w{i}", "t": float(t), "metric": m, "value": v}
+            for i in range(n) for t in range(steps)
+            for m, v in (("sys:IPC", ipc[i, t]), ("rps", 100.0), ("co:cpu", cpu[i]),
+                         ("co:l3", 0.0), ("co:membw", 0.0))]
+    long = pl.DataFrame(rows)
+    perf = 1 - ipc.mean(axis=1) / 2
+    net = InterferencePredictor(model="temporal", max_steps=steps, d_model=16, layers=1,
+                                epochs=2, batch_size=32).fit(
+        long, pl.DataFrame({"window_id": [f"w{i}" for i in range(n)], "perf": perf}))
+    x = np.column_stack([np.full(n, 100.0), ipc.mean(axis=1), cpu])
+    main = cg.fit_boosters(x, perf, cg.Candidate("stats+base+co", "perf", rounds=10))
+    alt = cg.fit_boosters(x[:, :2], perf, cg.Candidate("stats+base", "perf", rounds=10))
+    m = cg.ColocationGBM(seeds=1)
+    m.state = {"counters": ["sys:IPC"], "columns": ["stats:rps", "stats:mean_sys:IPC",
+                                                     "co:cpu"],
+               "target": "perf", "seeds": 1, "features": "stats+base+co", "half": 0.1,
+               "seen": [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+               "fallback": {"columns": ["stats:rps", "stats:mean_sys:IPC"], "target": "perf",
+                            "features": "stats+base", "variant": "stats+base/perf+temporal",
+                            "half": 0.2, "net": "temporal"}}
+    m.boosters, m.fallback_boosters, m.net_member = main, alt, net
+    got = m.predict(long)
+    unseen = cpu == 2
+    net_perf = net.predict(long)["perf"].to_numpy()
+    want_alt = (np.clip(alt[0].predict(x[:, :2]), 1e-3, 1) + net_perf) / 2
+    want_main = np.clip(main[0].predict(x), 1e-3, 1)
+    assert np.allclose(got["perf"], np.where(unseen, want_alt, want_main))
+    assert unseen.any() and not np.allclose(want_alt[unseen], np.clip(
+        alt[0].predict(x[unseen][:, :2]), 1e-3, 1))  # the network moved them
+    m.save(tmp_path / "models" / "interference")
+    assert (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").is_file()
+    rt = ColocationRuntime.load(tmp_path / "models" / "interference")
+    assert isinstance(rt.net, Runtime)
+    assert np.allclose(rt.predict(long)["perf"], got["perf"])
+    again = cg.ColocationGBM.load(tmp_path / "models" / "interference")
+    assert np.allclose(again.predict(long)["perf"], got["perf"])
+    window = {"sys:IPC": ipc[0].tolist(), "rps": 100.0, "co:cpu": 2.0, "co:l3": 0.0,
+              "co:membw": 0.0}
+    for root in (tmp_path / "models", tmp_path / "models" / "interference"):
+        code = ("import sys\nimport servecast.estimator as e\n"
+                f"est = e.Estimator.load({str(root)!r})\n"
+                f"x = est.interference({window!r})\n"
+                "bad = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', "
+                "'pytorch_lightning', 'polars', 'duckdb'})\n"
+                "print(repr(x), bad, est.runtime('interference').family)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out[1:] == ["[]", "gbm-baseline"]
+        assert float(out[0]) == pytest.approx(rt.interference(window))
+    (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").unlink()
+    with pytest.raises(ModelVersionError, match="net.pt: missing"):
+        ColocationRuntime.load(tmp_path / "models" / "interference")

@@ -219,6 +219,10 @@ def test_cli_trains_the_default_colocation_model(data, tmp_path):
                                   key=card["selection"]["inner_mae_pp"].get)
     unseen = card["selection"]["inner_unseen_mae_pp"]  # setting folds, no co-runner features
     assert card["unseen_variant"] == min((n for n in unseen if "+co" not in n), key=unseen.get)
+    # the network member: scored on the same setting folds, saved only when chosen
+    with_net = card["unseen_variant"].endswith("+temporal")
+    assert card["unseen_network"].startswith("chosen" if with_net else "not chosen")
+    assert (out / "net" / "temporal" / "net.pt").is_file() == with_net
     assert "test = Memento_V03, val = Memento_V02" in card["split"]["rule"]
     assert "colocation: gbm-baseline" in r.stdout and "test MAE" in r.stdout
     # the Estimator serves it from the run's counters + the series' baseline counters

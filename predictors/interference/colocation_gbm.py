@@ -20,7 +20,9 @@ occurs in the training runs is predicted by the variant with the lowest inner MA
 series folds (an unseen series, seen settings); a run of a setting the training runs lack,
 or whose co-runners are not given, by the variant without co-runner features with the
 lowest inner MAE over setting folds (`setting_folds`, built like the benchmark's outer
-unseen-settings folds). Each regime's interval comes from its own inner errors.
+unseen-settings folds), alone or averaged with the temporal network (`colocation_net`),
+whichever has the lower inner MAE on the same setting folds. Each regime's interval comes
+from its own inner errors.
 
 `nested_predictions`: for each outer fold (test = held-out windows), every candidate of
 `CANDIDATES` is scored by the inner folds of the outer training runs only; the chosen
@@ -46,9 +48,11 @@ from servecast.predictors.interference.colocation_runtime import (
     CORUNNERS,
     FEATURE_SETS,
     LOAD,
+    NET,
     counters_of,
     feature_names,
     from_target,
+    member_dir,
     to_target,
     uses_corunners,
     window_features,
@@ -229,14 +233,19 @@ class Selection:
     scores: dict[str, dict[str, float]]
     half_seen: float
     half_unseen: float
+    unseen_net: bool = False
 
 
 def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: float = 0.9,
-           inner: str = "series+settings") -> Selection:
+           inner: str = "series+settings", net_oof=None) -> Selection:
     """The inner protocol on training runs only (`train`: vm, perf, feature columns and for
     `series+settings` family and interference): every candidate's out-of-fold |error| by
     grouped k-fold over the series `vm` and, with `series+settings`, by `setting_folds`
-    (skipped when the runs have fewer than two settings of a family). Returns the
+    (skipped when the runs have fewer than two settings of a family). With `net_oof` (a
+    function: boolean mask of held-out `train` rows -> the network's perf for them, trained
+    without them) and setting folds, the unseen-settings choice is also between the chosen
+    GBM alone and the mean of it and the network on the same setting folds (score
+    `<variant>+<NET>`; the mean when its inner MAE is lower: `unseen_net`). Returns the
     `Selection`; its half-widths are the `coverage` quantile of the chosen variant's
     out-of-fold |errors| (conformal intervals pred +- half)."""
     if inner not in INNER:
@@ -248,36 +257,51 @@ def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: flo
                                            train["interference"].to_numpy())
     splits = {p: f for p, f in splits.items() if f}
     errs: dict[str, dict[str, np.ndarray]] = {p: {} for p in splits}
+    preds: dict[str, dict[str, np.ndarray]] = {p: {} for p in splits}
     for cand in candidates:
         cols = columns_of(train, cand.features)
         xa = train.select(cols).to_numpy()
         for proto, folds in splits.items():
-            err = np.full(len(perf), np.nan)
+            pred = np.full(len(perf), np.nan)
             for held in folds:
-                err[held] = np.abs(fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
-                                   - perf[held])
+                pred[held] = fit_predict(xa[~held], perf[~held], xa[held], cand, cols)
+            preds[proto][cand.name] = pred
+            err = np.abs(pred - perf)
             errs[proto][cand.name] = err[np.isfinite(err)]
     scores = {p: {n: 100 * float(e.mean()) for n, e in v.items()} for p, v in errs.items()}
     seen = min(candidates, key=lambda c: scores["series"][c.name])
     proto = "settings" if "settings" in scores else "series"
     free = [c for c in candidates if not uses_corunners(c.features)] or list(candidates)
     unseen = min(free, key=lambda c: scores[proto][c.name])
+    unseen_err, with_net = errs[proto][unseen.name], False
+    if net_oof is not None and proto == "settings":
+        net = np.full(len(perf), np.nan)
+        for held in splits[proto]:
+            net[held] = net_oof(held)
+        err = np.abs((preds[proto][unseen.name] + net) / 2 - perf)
+        err = err[np.isfinite(err)]
+        scores[proto][f"{unseen.name}+{NET}"] = 100 * float(err.mean())
+        if err.mean() < unseen_err.mean():
+            unseen_err, with_net = err, True
     return Selection(seen, unseen, scores,
                      float(np.quantile(errs["series"][seen.name], coverage)),
-                     float(np.quantile(errs[proto][unseen.name], coverage)))
+                     float(np.quantile(unseen_err, coverage)), with_net)
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
-                       rounds: int = 300) -> tuple[pl.DataFrame, dict]:
+                       rounds: int = 300, net: bool = True, net_train_steps: int = 150
+                       ) -> tuple[pl.DataFrame, dict]:
     """The shipped model under the nested protocol: `ColocationGBM` fitted on `task`'s
     train + val windows (selection by inner folds inside them), predicting its test
     windows. Returns ([window_id, perf, pred, half], {"chosen": variant for seen settings,
-    "unseen": variant for unseen ones, "inner": {protocol: {name: MAE pp}}}); `half` the
-    conformal half-width (perf units) of the variant that predicted the window."""
+    "unseen": variant for unseen ones (`<variant>+temporal` when the network member was
+    chosen), "inner": {protocol: {name: MAE pp}}}); `half` the conformal half-width (perf
+    units) of the variant that predicted the window."""
     test = task.windows.filter(pl.col("split") == "test").select("window_id")
     if test.is_empty():
         raise InvalidInputError("nested selection needs test windows")
-    m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds).fit(task)
+    m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds, net=net,
+                      net_train_steps=net_train_steps).fit(task)
     metrics = with_references(task).join(test, on="window_id", how="semi")
     pred = m.predict(metrics).select("window_id", pred="perf").with_columns(
         half=pl.Series(m.runtime().halves(metrics)))
@@ -294,19 +318,25 @@ class ColocationGBM(SavedModel):
     `select` on the training series (train + val splits of the task), refit on all of them;
     saved with `colocation.json` + `gbm_<seed>.txt` and read by
     `colocation_runtime.ColocationRuntime` (the Estimator's interference runtime).
-    `seeds` boosters (different bagging) are averaged."""
+    `seeds` boosters (different bagging) are averaged. With `net` (default) the
+    unseen-settings regime may add the temporal network (`colocation_net`, `net_train_steps`
+    optimizer steps) as an equal-weight member, when `select` finds the mean better on the
+    inner setting folds; it is then trained on all training runs and saved in
+    `colocation_runtime.member_dir`."""
 
     kind = "interference"
     MODEL = "gbm-baseline"
 
     def __init__(self, model: str = MODEL, inner_k: int = 3, seeds: int = 3,
-                 coverage: float = 0.9, rounds: int = 300, inner: str = "series+settings"):
+                 coverage: float = 0.9, rounds: int = 300, inner: str = "series+settings",
+                 net: bool = True, net_train_steps: int = 150):
         super().__init__()
         self.inner_k, self.seeds, self.coverage, self.rounds = inner_k, seeds, coverage, rounds
-        self.inner = inner
+        self.inner, self.net, self.net_train_steps = inner, bool(net), int(net_train_steps)
         self.state: dict | None = None
         self.boosters: list = []
         self.fallback_boosters: list = []
+        self.net_member = None  # InterferencePredictor of the unseen-settings regime, or None
 
     @property
     def is_fitted(self) -> bool:
@@ -319,7 +349,16 @@ class ColocationGBM(SavedModel):
              .join(task.labels, on="window_id").join(feats, on="window_id")
              .sort("window_id"))  # joins do not keep row order; the boosters' bagging does
         cands = [dataclasses.replace(c, rounds=self.rounds) for c in CANDIDATES]
-        sel = select(w, cands, self.inner_k, self.coverage, self.inner)
+        from servecast.predictors.interference import colocation_net as cn
+
+        ids = w["window_id"].to_list()
+
+        def net_oof(held: np.ndarray) -> np.ndarray:
+            return cn.held_out_predictions(task, [i for i, h in zip(ids, held, strict=True)
+                                                  if h], self.net_train_steps)
+
+        sel = select(w, cands, self.inner_k, self.coverage, self.inner,
+                     net_oof if self.net else None)
         perf = w["perf"].to_numpy()
 
         def refit(cand: Candidate) -> tuple[list, list[str]]:
@@ -332,8 +371,8 @@ class ColocationGBM(SavedModel):
         self.state = {"counters": counters, "columns": cols, "target": sel.seen.target,
                       "features": sel.seen.features, "seeds": self.seeds,
                       "half": sel.half_seen}
-        self.fallback_boosters = []
-        if sel.unseen != sel.seen:  # unseen or unknown co-runner settings: the other variant
+        self.fallback_boosters, self.net_member = [], None
+        if sel.unseen != sel.seen or sel.unseen_net:  # unseen or unknown settings: fallback
             self.fallback_boosters, alt_cols = refit(sel.unseen)
             co = w.select(CORUNNERS).to_numpy()
             self.state["seen"] = sorted({tuple(r) for r in co[~np.isnan(co).any(axis=1)]
@@ -342,8 +381,14 @@ class ColocationGBM(SavedModel):
                                       "features": sel.unseen.features,
                                       "variant": sel.unseen.name, "half": sel.half_unseen}
         unseen = sel.scores.get("settings", {})
+        member = f"{sel.unseen.name}+{NET}"
+        if sel.unseen_net:
+            self.net_member = cn.fit_net(task, (), self.net_train_steps)
+            self.state["fallback"].update(net=NET, variant=member)
         self.card.update({"default_model": self.MODEL, "variant": sel.seen.name,
-                          "unseen_variant": sel.unseen.name,
+                          "unseen_variant": member if sel.unseen_net else sel.unseen.name,
+                          "unseen_network": _net_verdict(sel, member, unseen)
+                          if self.net and unseen else None,
                           "fallback_variant": self.state.get("fallback", {}).get("variant"),
                           "selection": {"protocol": f"inner {self.inner}: grouped "
                                         f"{self.inner_k}-fold on the training series picks "
@@ -364,8 +409,15 @@ class ColocationGBM(SavedModel):
         self.check_fitted()
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
+        net = None
+        if self.net_member is not None:
+            from servecast.predictors.interference.runtime import Runtime
+
+            p = self.net_member
+            net = Runtime(p.get_params(), {"norm": p.norm.to_dict(), "mean_perf": p.mean_perf},
+                          net=p.net)
         return ColocationRuntime(self.get_params(), self.state, self.boosters,
-                                 self.fallback_boosters)
+                                 self.fallback_boosters, net)
 
     def predict(self, metrics) -> pl.DataFrame:
         """Long metrics (with `rps`, `replicas`, `co:*`, `base:*` per window: module
@@ -378,6 +430,8 @@ class ColocationGBM(SavedModel):
             b.save_model(str(path / f"gbm_{i}.txt"))
         for i, b in enumerate(self.fallback_boosters):
             b.save_model(str(path / f"fallback_{i}.txt"))
+        if self.net_member is not None:
+            self.net_member.save(member_dir(path))
 
     @classmethod
     def _load(cls, path: Path, card: dict) -> ColocationGBM:
@@ -386,4 +440,18 @@ class ColocationGBM(SavedModel):
         rt = ColocationRuntime.load(path)
         m = cls.from_params(path, card["params"])
         m.state, m.boosters, m.fallback_boosters = rt.state, rt.boosters, rt.fallback
+        if rt.net is not None:
+            from servecast.predictors.interference.predictor import InterferencePredictor
+
+            m.net_member = InterferencePredictor.load(member_dir(path))
         return m
+
+
+def _net_verdict(sel: Selection, member: str, unseen: dict[str, float]) -> str:
+    """The model card's sentence on the network member of the unseen-settings regime."""
+    alone, mean = unseen[sel.unseen.name], unseen.get(member)
+    if mean is None:
+        return "not scored (no inner setting folds)"
+    return (f"{'chosen' if sel.unseen_net else 'not chosen'}: inner setting-fold MAE "
+            f"{mean:.2f} pp for the mean of {sel.unseen.name} and the network against "
+            f"{alone:.2f} pp for {sel.unseen.name} alone (the lower wins)")

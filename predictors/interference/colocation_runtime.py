@@ -12,7 +12,9 @@ without `rps` gets NaN per-request features. A model may carry a second variant 
 co-runner features (`state["fallback"]`, `fallback_<i>.txt`, chosen for unseen co-runner
 settings): a run without `co:*` (a mix of unknown make-up) or whose (co:cpu, co:l3,
 co:membw) is not among the training runs' settings (`state["seen"]`) is predicted by it,
-with its own interval half-width (`state["fallback"]["half"]`).
+with its own interval half-width (`state["fallback"]["half"]`). When the fallback names a
+network (`state["fallback"]["net"]`), its prediction is the mean of the fallback boosters'
+and the network's (`net/temporal/`, loaded by `runtime.Runtime`: torch, no Lightning).
 
 Features (kind prefix `stats:`, `base:`, `rate:`, `co:`), per counter c:
 - stats: mean, std, min, max, q10, q90 (numpy 'linear' quantiles), last value and slope
@@ -42,6 +44,14 @@ FEATURE_SETS = {"stats": ("stats",), "stats+base": ("stats", "base"),
                 "stats+base+co": ("stats", "base", "co"),
                 "stats+base+rate+co": ("stats", "base", "rate", "co")}
 PERF_MIN = 1e-3
+NET = "temporal"  # the network member of the unseen-settings regime (`colocation_net`)
+
+
+def member_dir(path: Path) -> Path:
+    """Where a saved co-location model keeps its network member: `net/<NET>/`, two levels
+    down, so that `Estimator.load` (which reads a model card at its root and one level
+    below) never takes the member for the model."""
+    return path / "net" / NET
 
 
 def uses_corunners(features: str) -> bool:
@@ -124,9 +134,10 @@ class ColocationRuntime:
 
     kind = "interference"
 
-    def __init__(self, params: dict, state: dict, boosters: list, fallback: list | None = None):
+    def __init__(self, params: dict, state: dict, boosters: list, fallback: list | None = None,
+                 net=None):
         self.params, self.state, self.boosters = params, state, boosters
-        self.fallback = list(fallback or [])
+        self.fallback, self.net = list(fallback or []), net
         self.family = params["model"]  # "gbm-baseline", as Runtime.family names its model
         self.counters = list(state["counters"])
         names = feature_names(self.counters)
@@ -154,8 +165,13 @@ class ColocationRuntime:
         missing = [f.name for f in files + alt if not f.is_file()]
         if missing:
             raise ModelVersionError(f"{path}: {', '.join(missing)} missing; re-save the model")
+        net = None
+        if state.get("fallback", {}).get("net"):
+            from servecast.predictors.interference.runtime import Runtime
+
+            net = Runtime.load(member_dir(path))
         return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files],
-                   [lgb.Booster(model_file=str(f)) for f in alt])
+                   [lgb.Booster(model_file=str(f)) for f in alt], net)
 
     def interference(self, metrics_window) -> float:
         """Predicted perf of one run: a mapping metric -> values or a long frame."""
@@ -200,7 +216,16 @@ class ColocationRuntime:
                 alt = full[unknown][:, self.fallback_columns]
                 perf[unknown] = self._predict(self.fallback, alt,
                                               self.state["fallback"]["target"])
+                if self.net is not None:  # the mean of the fallback and the network
+                    perf[unknown] = (perf[unknown] + self._net(cols, np.asarray(ids)[unknown])) / 2
         return ids, perf, unknown
+
+    def _net(self, cols: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+        """The network member's perf of the windows `ids` (in that order)."""
+        keep = np.isin(cols["window_id"], ids)
+        got, perf = self.net._perf({k: v[keep] for k, v in cols.items()})
+        at = {w: i for i, w in enumerate(got)}
+        return perf[[at[w] for w in ids.tolist()]]
 
     @staticmethod
     def _predict(boosters: list, x: np.ndarray, target: str) -> np.ndarray:
