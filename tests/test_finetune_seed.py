@@ -28,4 +28,4 @@ def test_finetune_is_reproducible_whatever_the_global_rng():
     import torch
 
     a, b = _tuned_head_and_encoder(1), _tuned_head_and_encoder(12345)
-    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
