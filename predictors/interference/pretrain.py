@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from servecast.errors import UnknownNameError
 from servecast.predictors.interference.frames import Normalizer, clean_metrics, tensorize
 from servecast.predictors.interference.net import InterferenceNet, _masked_mean
 from servecast.predictors.interference.runtime import PERF_MIN
@@ -107,10 +108,9 @@ def _pretrained(task: Task, settings: dict, max_steps: int, pre_steps: int
     """(normalizer fitted on the train split, encoder pretrained on train + val windows, log)."""
     train = clean_metrics(task.part("train")[0])
     norm = Normalizer.fit(train)
-    df = clean_metrics(task.metrics.join(
-        task.windows.filter(pl.col("split") != "test").select("window_id"), on="window_id",
-        how="semi"))
-    win = tensorize(df, norm, max_steps)
+    ids = sorted(task.windows.filter(pl.col("split") != "test")["window_id"])
+    df = clean_metrics(task.metrics.filter(pl.col("window_id").is_in(ids)))
+    win = tensorize(df, norm, max_steps, ids)  # sorted ids: the same batches every run
     state, log = pretrain_encoder(win.values, win.mask, settings, pre_steps,
                                   settings.get("batch_size", 64), settings.get("seed", 0))
     return norm, state, dict(log, windows=len(win.ids))
@@ -121,6 +121,9 @@ def train_model(task: Task, model: str, settings, max_steps: int, pre_steps: int
     epoch); returns an object with `predict(metrics) -> [window_id, perf]` and `card`."""
     from servecast.predictors.interference import evaluate as ev
 
+    if model not in MODELS:
+        raise UnknownNameError(f"unknown pretraining option {model!r}; one of "
+                               f"{', '.join(MODELS)}")
     cfg = ev.as_dict(settings)
     norm, state, log = _pretrained(task, cfg, max_steps, pre_steps)
     if model == "temporal-pre":
@@ -128,9 +131,7 @@ def train_model(task: Task, model: str, settings, max_steps: int, pre_steps: int
                            trainer_kw={"init": state})
         p.card["pretraining"] = log
         return p
-    if model == "gbm-embed":
-        return EmbedGBM(norm, state, cfg, max_steps, log).fit(task)
-    raise ValueError(f"unknown pretraining option {model!r}; one of {', '.join(MODELS)}")
+    return EmbedGBM(norm, state, cfg, max_steps, log).fit(task)
 
 
 @dataclasses.dataclass
