@@ -5,11 +5,16 @@ family (baseline, cpu, l3, membw). Usage:
     .venv/bin/python benchmarks/interference_ntua.py [--db ntua.duckdb] [--fast]
         [--models gbm,mean,temporal,dual,across] [--protocol series|mix|both]
         [--max-steps 40] [--train-steps 0] [--nested] [--inner-k 3]
+        [--n-seeds 0] [--pre-steps 300]
 
 `--folds A,B` runs only the named folds of each protocol (e.g. to split a run over
 processes and `--join` their `--save` files). `--train-steps N` gives the networks a
 budget of N optimizer steps instead of epochs (`InterferencePredictor.epochs_for`) of
-`--batch-size` rows. `--save FILE` writes every
+`--batch-size` rows; `--n-seeds N` overrides the preset's seed ensemble. Models
+`temporal-pre` and `gbm-embed` are the small-data options of `pretrain` (cross-run
+pretraining of the temporal encoder on the fold's train + val windows, `--pre-steps`
+optimizer steps, then the temporal network's fine-tuning; GBM on window statistics plus
+the pretrained encoder's window embedding). `--save FILE` writes every
 per-window prediction (parquet); `--join FILE` (repeatable) adds such a file's rows (same
 folds) to this run's. Whenever the predictions hold `gbm-nested` and a network NET (run
 here or joined), model `gbm-nested+NET` is the mean of the two models' predictions on the
@@ -47,6 +52,7 @@ from servecast.config import data_dir
 from servecast.predictors import metrics
 from servecast.predictors.interference import colocation_gbm as cg
 from servecast.predictors.interference import evaluate as ev
+from servecast.predictors.interference import pretrain
 from servecast.predictors.interference.colocation import colocation_task
 from servecast.predictors.interference.runtime import NEURAL
 from servecast.predictors.interference.settings import PRESET
@@ -99,15 +105,18 @@ def _resplit(task: Task, split: pl.Expr) -> Task:
 
 
 def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps: int,
-        log=print, only=None) -> pl.DataFrame:
+        log=print, only=None, pre_steps: int = pretrain.PRE_STEPS) -> pl.DataFrame:
     """Per-window predictions of every model in every fold of `protocol`:
     [protocol, fold, model, window_id, family, perf, pred]."""
     rows = []
     for name, t in folds(task, protocol, only):
         tm, tl = t.part("test")
         for m in models:
-            t0 = time.perf_counter()
-            p = ev.train_model(t, m, settings, max_steps=max_steps)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if m in pretrain.MODELS:
+                p = pretrain.train_model(t, m, settings, max_steps, pre_steps)
+            else:
+                p = ev.train_model(t, m, settings, max_steps=max_steps)
             pred = p.predict(tm).rename({"perf": "pred"})
             vm, vl = t.part("val")
             v = vl.join(p.predict(vm).rename({"perf": "pred"}), on="window_id")
@@ -117,7 +126,7 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
                 half=pl.lit(half))
             mae_pp = 100 * metrics.mae(j["pred"].to_numpy(), j["perf"].to_numpy())
             log(f"{protocol} {name:18s} {m:9s} MAE {mae_pp:6.2f} pp  n={j.height}  "
-                f"{time.perf_counter() - t0:.0f} s")
+                f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")
             rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
                                        model=pl.lit(m)))
     return pl.concat(rows)
@@ -193,6 +202,8 @@ def main() -> None:
     ap.add_argument("--counters", default="system", choices=["system", "all"])
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--inner-k", type=int, default=3)
+    ap.add_argument("--n-seeds", type=int, default=0, help="0: the preset's")
+    ap.add_argument("--pre-steps", type=int, default=pretrain.PRE_STEPS)
     args = ap.parse_args()
     store = ntua_store(args.db)
     task = colocation_task(store, traces=[TRACE], counters=args.counters)
@@ -200,17 +211,19 @@ def main() -> None:
           f"left out {task.dropped}")
     settings = PRESET.pick(args.fast)
     settings = dataclasses.replace(settings, train_steps=args.train_steps,
-                                   batch_size=args.batch_size or settings.batch_size)
+                                   batch_size=args.batch_size or settings.batch_size,
+                                   n_seeds=args.n_seeds or settings.n_seeds)
     protocols = ["series", "mix"] if args.protocol == "both" else [args.protocol]
     models = [m for m in args.models.split(",") if m]
     only = None if args.folds is None else set(args.folds.split(","))
-    parts = [run(task, p, models, settings, args.max_steps, only=only)
+    parts = [run(task, p, models, settings, args.max_steps, only=only,
+                 pre_steps=args.pre_steps)
              for p in protocols if models]
     if args.nested:
         parts += [run_nested(task, p, args.inner_k, only=only) for p in protocols]
     parts += [pl.read_parquet(f) for f in args.join]
     pred = pl.concat(parts, how="diagonal_relaxed")
-    nets = [m for m in NEURAL if m in set(pred["model"])]
+    nets = [m for m in (*NEURAL, *pretrain.MODELS) if m in set(pred["model"])]
     pred = pl.concat([pred, ensembles(pred, nets)], how="diagonal_relaxed")
     if args.save:
         pred.write_parquet(args.save)

@@ -79,7 +79,8 @@ class KeepBest(pl.Callback):
 
 def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch: int,
               seed: int = 0, anchor: tuple[int, float, float] | None = None,
-              stop_epoch: int | None = None, **trainer_kw) -> tuple[InterferenceNet, dict]:
+              stop_epoch: int | None = None, init: dict | None = None,
+              **trainer_kw) -> tuple[InterferenceNet, dict]:
     """Fit on `train` = (values, mask, y) arrays; keep the best epoch on `val` when given.
 
     `anchor` = (metric index, center, scale) of a metric that carries past perf (skip models):
@@ -89,12 +90,17 @@ def train_net(train: tuple, val: tuple | None, hparams: dict, epochs: int, batch
     `stop_epoch` stops after that many epochs of the `epochs`-long schedule (a refit on
     train + val up to the best epoch found by a first run).
 
+    `init`: a partial state dict (e.g. a pretrained encoder, `pretrain.encoder_state`)
+    loaded over the fresh network before training; None (the default): random weights.
+
     Returns the trained net (CPU, eval mode) and a log {epochs, best_epoch, val_mae}.
     """
     keep = KeepBest()
 
     def build() -> InterferenceModule:
         module = InterferenceModule(epochs=epochs, **hparams)
+        if init is not None:
+            module.net.load_state_dict(init, strict=False)
         if module.net.skip:
             y = np.asarray(train[2], dtype=np.float64)
             center = float(np.median(y))

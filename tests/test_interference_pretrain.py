@@ -1,0 +1,62 @@
+"""The small-data options of `pretrain` on real NTUA series (Memento_V01 trains, Fight_Club_V01
+validates, Memento_V02 is held out): masked-counter pretraining learns, sees no test
+window, and changes what the temporal network and the GBM predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import UnknownNameError
+from servecast.predictors.interference import evaluate as ev
+from servecast.predictors.interference import pretrain
+from servecast.predictors.interference.baselines import window_stats
+from servecast.predictors.interference.colocation import colocation_task
+from servecast.predictors.interference.frames import clean_metrics
+from servecast.store import Store
+
+SERIES = ("Memento_V01", "Memento_V02", "Fight_Club_V01")
+SETTINGS = dict(d_model=16, layers=1, lr=5e-3, batch_size=32, train_steps=20, n_seeds=1,
+                gbm_trees=100, epochs=1)
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, data):
+    store = Store(tmp_path_factory.mktemp("ntua_pre") / "s.duckdb")
+    store.ingest("ntua-interference", [data / "vm/ntua_interference" / s for s in SERIES])
+    yield colocation_task(store, test_series=["Memento_V02"], val_series=["Fight_Club_V01"])
+    store.close()
+
+
+def _pred(p, task) -> np.ndarray:
+    tm, tl = task.part("test")
+    return tl.join(p.predict(tm), on="window_id", suffix="_pred")["perf_pred"].to_numpy()
+
+
+@pytest.mark.slow  # ingests three real series, trains two networks
+def test_pretraining_learns_and_changes_the_network(task):
+    norm, state, log = pretrain._pretrained(task, SETTINGS, STEPS, pre_steps=60)
+    assert log["windows"] == task.windows.filter(pl.col("split") != "test").height
+    assert log["loss_last"] < log["loss_first"]  # reconstruction of hidden counters improved
+    assert state and all(k.startswith(pretrain.ENCODER) for k in state)
+    plain = ev.train_model(task, "temporal", SETTINGS, max_steps=STEPS)
+    pre = pretrain.train_model(task, "temporal-pre", SETTINGS, STEPS, pre_steps=60)
+    assert pre.card["pretraining"]["steps"] == 60
+    a, b = _pred(plain, task), _pred(pre, task)
+    assert len(a) == len(b) == task.windows.filter(pl.col("split") == "test").height
+    assert np.abs(a - b).max() > 1e-3
+
+
+@pytest.mark.slow  # ingests three real series
+def test_gbm_on_embeddings_adds_features_and_changes_the_gbm(task):
+    emb = pretrain.train_model(task, "gbm-embed", SETTINGS, STEPS, pre_steps=60)
+    tm, tl = task.part("test")
+    ids, x = emb.features(tm, tl["window_id"].to_list())
+    plain = ev.train_model(task, "gbm", SETTINGS, max_steps=STEPS)
+    win = plain._windows(clean_metrics(tm), ids)
+    assert x.shape[1] == window_stats(win.values, win.mask).shape[1] + 2 * SETTINGS["d_model"]
+    assert np.abs(_pred(emb, task) - _pred(plain, task)).max() > 1e-3
+    with pytest.raises(UnknownNameError, match="gbm-embed"):
+        pretrain.train_model(task, "nope", SETTINGS, STEPS)
