@@ -49,7 +49,8 @@ class Adapter:
     patterns: ClassVar[tuple[str, ...]] = ("*.csv", "*.csv.gz")  # files found in a folder
     per_file_traces: ClassVar[bool] = True  # each file its own trace unless --trace
     #: False where a file is one document whatever its name (a `.jsonl` holding one JSON
-    #: result a line is not one record a line): the adapter's own row count stands
+    #: result a line is not one record a line): the scan only hashes it (no record count,
+    #: no over-long line taken out) and the adapter's own row count stands
     line_records: ClassVar[bool] = True
     catalog: ClassVar[Catalog]
 

@@ -157,15 +157,18 @@ def _open(path: Path):
 
 
 def scan_file(path: Path, chunk: int = 1 << 22, limit: int = MAX_LINE_BYTES,
-              exact: bool = False, vector_from: int = VECTOR_COUNT_BYTES) -> FileScan:
+              exact: bool = False, vector_from: int = VECTOR_COUNT_BYTES,
+              line_records: bool = True) -> FileScan:
     """Hash `path` and count its records (see the module docstring). A gzip file is hashed
     as stored and counted decompressed; a corrupt stream leaves `records` None (the reader
     reports it). Without `exact`, blank lines are counted as records (finding them costs as
     much as the rest of the scan): `records` is then an upper bound, exact for a file
     without blank lines; `exact_records` gives the exact count when it is needed. A file of
-    `vector_from` bytes or more counts its line breaks with numpy (same counts)."""
+    `vector_from` bytes or more counts its line breaks with numpy (same counts). Without
+    `line_records` (an adapter whose files are documents whatever their name) the file is
+    only hashed, as a JSON document is."""
     h = hashlib.sha256()
-    kind = record_kind(path)
+    kind = record_kind(path) if line_records else None
     plain = not path.name.endswith(".gz")
     counter = _Counter(quoted=kind == "csv", limit=limit, exact=exact,
                        vector=path.stat().st_size >= vector_from) if kind else None

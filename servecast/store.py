@@ -283,7 +283,8 @@ class Store:
         # ingest reruns without it / with a copy that leaves those lines out (rare)
         with ThreadPoolExecutor(max_workers=1) as pool, \
                 tempfile.TemporaryDirectory(prefix="servecast-") as tmp, self._memory_limit():
-            scans = {f: pool.submit(scan_file, f) for f in files}
+            scans = {f: pool.submit(scan_file, f, line_records=adapter.line_records)
+                     for f in files}
             duplicates: set[Path] = set()
             substitutes: dict[Path, Path] = {}
             staged: set[Path] = set()  # files a one-pass load found not clean (Restage)
@@ -350,8 +351,7 @@ class Store:
                 now = datetime.now()
                 for f in todo:
                     rows, rej = counts.get(f, (0, 0))
-                    if adapter.line_records:
-                        _account(f, _scanned(scans[f]), rows, rej)
+                    _account(f, _scanned(scans[f]), rows, rej)
                     if rej and (strict or not rows):
                         raise _refusal(con, name, f, rows, rej, adapter.name)
                     digest = _digest(scans[f])

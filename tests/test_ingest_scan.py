@@ -42,3 +42,14 @@ def test_vector_count_on_real_traces(data):
             plain = scan_file(f, vector_from=1 << 62)
             assert scan_file(f, vector_from=0) == plain
             assert plain.records == sum(1 for _ in open(f, "rb")) - 1  # no blank lines
+
+
+def test_a_document_adapters_file_is_only_hashed(tmp_path):
+    """A `.jsonl` that an adapter reads as one document (a bench result a line) gets no
+    record count and no over-long lines for the store to cut out; the hash is the same."""
+    f = tmp_path / "result.jsonl"
+    f.write_text('{"ttfts": [0.1, 0.2]}\n' + '{"ttfts": [' + "0.3, " * 40 + '0.4]}\n')
+    lines = scan_file(f, limit=64)
+    doc = scan_file(f, limit=64, line_records=False)
+    assert lines.records == 2 and len(lines.long_lines) == 1
+    assert doc.records is None and doc.long_lines == [] and doc.sha256 == lines.sha256
