@@ -130,9 +130,11 @@ def sustained_fp32(single_flops, tdp):
     and board power `tdp` (W; inf = no limit): SingleFLOPs x min(1, (POWER_GFLOPS_PER_W x TDP
     / SingleFLOPs) ** POWER_EXPONENT). Below the budget the clock, hence the peak, drops with
     about the square root of the power ratio (dynamic power grows faster than linearly with
-    the clock, as the voltage rises with it). Works on floats and numpy arrays."""
+    the clock, as the voltage rises with it). Works on floats (builtins only: the scalar
+    runtime path calls it per kernel) and numpy arrays."""
     ratio = POWER_GFLOPS_PER_W * tdp / single_flops
-    return single_flops * np.minimum(1.0, ratio) ** POWER_EXPONENT
+    capped = min(ratio, 1.0) if isinstance(ratio, float) else np.minimum(1.0, ratio)  # NaN stays
+    return single_flops * capped ** POWER_EXPONENT
 
 
 def roofline_ms(work: dict, spec: np.ndarray, power: bool = True
