@@ -146,7 +146,6 @@ def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
             best = {k: np.where(win, cand[k], best[k]) for k in best}
     return {"t_tile": best["cost"] * t_flop, "t_comp": best["comp"] * t_flop,
             "t_traffic": best["traffic"] * t_flop, "blocks": best["blocks"], "pad": best["pad"]}
-    return best
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
