@@ -373,7 +373,9 @@ class ColocationGBM(SavedModel):
                       "half": sel.half_seen}
         self.fallback_boosters, self.net_member = [], None
         if sel.unseen != sel.seen or sel.unseen_net:  # unseen or unknown settings: fallback
-            self.fallback_boosters, alt_cols = refit(sel.unseen)
+            # the same candidate refits to the same boosters (same seeds, same rows)
+            self.fallback_boosters, alt_cols = ((self.boosters, cols) if sel.unseen == sel.seen
+                                                else refit(sel.unseen))
             co = w.select(CORUNNERS).to_numpy()
             self.state["seen"] = sorted({tuple(r) for r in co[~np.isnan(co).any(axis=1)]
                                          .tolist()})
