@@ -141,7 +141,7 @@ class VLLMBench(_BenchResults):
                    {lst('generated_texts', 'VARCHAR[]')} AS response_text,
                    unnest(range(json_array_length(d, '$.input_lens')::BIGINT)) AS i,
                    d->>'$.model_id' AS model, {run_name} AS log_type, run
-            FROM {runs} ORDER BY run, i"""
+            FROM {runs}"""
         stage_document(ctx, f, f"""
             SELECT prompt_tokens, output_tokens, arrival_s,
                    CASE WHEN NOT _failed THEN ttft_s END AS ttft_s,

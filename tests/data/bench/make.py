@@ -39,6 +39,7 @@ $SERVECAST_VLLM names the command.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import shutil
@@ -110,18 +111,24 @@ def cl100k_tokenizer(folder: Path) -> Path:
     return folder
 
 
+@functools.cache
+def sharegpt() -> list[dict]:
+    """The conversations of the shared ShareGPT part 1 (read once per run of the maker)."""
+    from servecast.config import data_dir
+
+    with gzip.open(data_dir() / "llm" / "sharegpt" / "ShareGPT_V3_part1.json.gz") as f:
+        return json.load(f)
+
+
 def sharegpt_prompts(out: Path) -> Path:
     """vLLM bench's custom dataset (JSONL `prompt`, `output_tokens`): the first
     `VLLM_PROMPTS` ShareGPT conversations that open with a human turn of 4-1,024 tokens
     answered in 4-400 tokens, the answer's length as `output_tokens`; the requests at
     `VLLM_TOO_LONG` ask for a million."""
-    from servecast.config import data_dir
     from servecast.tokens import count_text
 
-    with gzip.open(data_dir() / "llm" / "sharegpt" / "ShareGPT_V3_part1.json.gz") as f:
-        conversations = json.load(f)
     rows = []
-    for c in conversations:
+    for c in sharegpt():
         turns = c["conversations"]
         if len(turns) < 2 or turns[0]["from"] != "human" or turns[1]["from"] != "gpt":
             continue
@@ -184,10 +191,7 @@ def sglang(python: Path, out: Path, emulator_log: Path) -> None:
     """`python -m sglang.benchmark.serving --output-details` (see the module docstring)
     against a fresh emulator."""
     def run(url: str, tmp: Path, tokenizer: Path) -> Path:
-        from servecast.config import data_dir
-
-        with gzip.open(data_dir() / "llm" / "sharegpt" / "ShareGPT_V3_part1.json.gz") as f:
-            (tmp / "sharegpt.json").write_text(json.dumps(json.load(f)[:60]))
+        (tmp / "sharegpt.json").write_text(json.dumps(sharegpt()[:60]))
         client([str(python), "-m", "sglang.benchmark.serving", "--backend",
                 "sglang-oai-chat", "--base-url", url, "--model", VLLM_MODEL,
                 "--tokenizer", str(tokenizer), "--dataset-name", "sharegpt",
