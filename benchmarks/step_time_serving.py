@@ -14,7 +14,9 @@ predictions).
 iteration + GPU clock cycles per all-reduce ring step + ms per sequence, the term set chosen
 by leave-one-(model, TP)-out validation inside the development rows) on the development rows
 only, the other GPU's serving rows: the held-out GPU contributes neither operator tables nor
-serving rows. `overhead` prints the fitted terms, `val` their validation MdAPE (%).
+serving rows. `overhead` prints the fitted terms, `val` their validation MdAPE (%),
+`gap_in` / `gap_out` the median (measured - kernels) / iterations (ms) with the GPU's
+operator tables in / out of training.
 Acceptance (issue 23): held-out MdAPE <= 15% per GPU.
 """
 
@@ -60,6 +62,9 @@ def report(rows: pl.DataFrame, overheads: dict, validation: dict) -> list[dict]:
                "overhead": describe_overhead(overheads[held].get(engine, 0.0)),
                "val": min((v for v in val.values() if v is not None), default=np.nan),
                "bias_out": float(np.median(part["model_out"] / part["measured_ms"]))}
+        for col in ("model_in", "model_out"):  # per-iteration gap the overhead must close
+            gap = (part["measured_ms"] - part[col]) / part["iterations"]
+            row["gap_" + col.removeprefix("model_")] = float(gap.median())
         for col in ("model_in", "model_out", "model_cal", "physics", "nearest"):
             s = part.filter(pl.col(col).is_not_null() & pl.col(col).is_not_nan())
             sc = ape_scores(s[col], s["measured_ms"]) if s.height else {"mdape": np.nan,
