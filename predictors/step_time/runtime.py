@@ -65,8 +65,8 @@ def overhead_terms(value) -> dict[str, float]:
 
 
 def describe_overhead(value) -> str:
-    """One line of an engine overhead's terms, e.g. `8.7 ms + 11000 cycles per all-reduce
-    ring step + 0.088 ms per sequence` (zero terms left out)."""
+    """One line of an engine overhead's terms, e.g. `1.0 ms + 5000 cycles per all-reduce
+    ring step + 0.05 ms per sequence` (zero terms left out)."""
     t = overhead_terms(value)
     parts = [f"{t['step_ms']:.1f} ms"]
     if t["ring_cycles"]:
