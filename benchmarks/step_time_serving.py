@@ -10,9 +10,14 @@ predictions).
     .venv/bin/python benchmarks/step_time_serving.py [--db FILE] [--trees 150]
 
 `model_cal` is the held-out model with its engine overheads fitted in training
-(`StepTimeModel.fit(ops, serving=dev)`: one per-iteration constant per engine family) on the
-development rows only, the other GPU's serving rows: the held-out GPU contributes neither
-operator tables nor serving rows. Acceptance (issue 23): held-out MdAPE <= 15% per GPU.
+(`StepTimeModel.fit(ops, serving=dev)`, `serving.fit_overheads`: per engine family, ms per
+iteration + GPU clock cycles per all-reduce ring step + ms per sequence, the term set chosen
+by leave-one-(model, TP)-out validation inside the development rows) on the development rows
+only, the other GPU's serving rows: the held-out GPU contributes neither operator tables nor
+serving rows. `overhead` prints the fitted terms, `val` their validation MdAPE (%),
+`gap_in` / `gap_out` the median (measured - kernels) / iterations (ms) with the GPU's
+operator tables in / out of training.
+Acceptance (issue 23): held-out MdAPE <= 15% per GPU.
 """
 
 from __future__ import annotations
@@ -42,17 +47,24 @@ def nearest(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.join(j.select([*KEYS, "gpu", "nearest"]), on=[*KEYS, "gpu"], how="left")
 
 
-def report(rows: pl.DataFrame, overheads: dict) -> list[dict]:
+def report(rows: pl.DataFrame, overheads: dict, validation: dict) -> list[dict]:
     from servecast.predictors.metrics import ape_scores
+    from servecast.predictors.step_time.runtime import describe_overhead
 
     out = []
     for (source, kind, gpu), part in rows.group_by(["source", "kind", "gpu"],
                                                    maintain_order=True):
         part = part.drop_nans(["model_in", "model_out", "physics"])
         engine = part["engine"][0]
+        held = TABLE_OF[gpu]
+        val = validation[held].get(engine) or {}
         row = {"data": f"{source} {kind}", "gpu": gpu, "rows": part.height,
-               "overhead_ms": overheads[TABLE_OF[gpu]].get(engine, np.nan),
+               "overhead": describe_overhead(overheads[held].get(engine, 0.0)),
+               "val": min((v for v in val.values() if v is not None), default=np.nan),
                "bias_out": float(np.median(part["model_out"] / part["measured_ms"]))}
+        for col in ("model_in", "model_out"):  # per-iteration gap the overhead must close
+            gap = (part["measured_ms"] - part[col]) / part["iterations"]
+            row["gap_" + col.removeprefix("model_")] = float(gap.median())
         for col in ("model_in", "model_out", "model_cal", "physics", "nearest"):
             s = part.filter(pl.col(col).is_not_null() & pl.col(col).is_not_nan())
             sc = ape_scores(s[col], s["measured_ms"]) if s.height else {"mdape": np.nan,
@@ -81,9 +93,10 @@ def main() -> None:
     ops, rows = operator_frame(store), serving.serving_frame(store)
     rows = rows.with_columns(held=pl.col("gpu").replace_strict(TABLE_OF))
     full = StepTimeModel(trees=args.trees).fit(ops).runtime()
-    held = {dev: StepTimeModel(trees=args.trees, overhead_ms=None).fit(
+    fits = {dev: StepTimeModel(trees=args.trees, overhead_ms=None).fit(
         ops.filter(pl.col("device") != dev), serving=rows.filter(pl.col("held") != dev))
-        .runtime() for dev in ("a100_sxm", "h100_sxm")}
+        for dev in ("a100_sxm", "h100_sxm")}
+    held = {dev: m.runtime() for dev, m in fits.items()}
     print(f"fitted 3 operator models (and the held-out ones' engine overheads) in "
           f"{time.time() - t0:.0f} s")
     t1 = time.time()
@@ -96,8 +109,10 @@ def main() -> None:
             physics=serving.predict(Runtime({}, []), part)))
     out = nearest(pl.concat(parts))
     overheads = {dev: rt.overheads for dev, rt in held.items()}
-    table = pl.DataFrame(report(out, overheads)).sort("data", "gpu")
-    with pl.Config(tbl_rows=50, tbl_cols=20, float_precision=1, tbl_width_chars=200):
+    validation = {dev: m.card["overhead_validation"] for dev, m in fits.items()}
+    table = pl.DataFrame(report(out, overheads, validation)).sort("data", "gpu")
+    with pl.Config(tbl_rows=50, tbl_cols=20, float_precision=1, tbl_width_chars=250,
+                   fmt_str_lengths=80):
         print(table)
     print(f"{time.time() - t1:.0f} s of predictions")
 

@@ -176,6 +176,7 @@ def _vector_decode(eng, efficiency: float):
     try:
         lt, lin, lm = eng._lt, eng._lin, eng._lm
         lb, lc, dec, over = eng._lb, eng._lc, eng._dec, eng.overhead_ms
+        seq = eng.seq_ms
     except AttributeError:
         return None
     per_batch: dict = {}  # batch -> (ms of everything but decode attention, row, weight)
@@ -186,7 +187,7 @@ def _vector_decode(eng, efficiency: float):
             x = log(batch)
             i = min(max(int(np.searchsorted(lb, x)) - 1, 0), len(lb) - 2)
             fx = min(max((x - lb[i]) / (lb[i + 1] - lb[i]), 0.0), 1.0)
-            base = exp(np.interp(x, lt, lin)) + exp(np.interp(x, lt, lm)) + over
+            base = exp(np.interp(x, lt, lin)) + exp(np.interp(x, lt, lm)) + over + seq * batch
             got = per_batch[batch] = (base, dec[i] * (1 - fx) + dec[i + 1] * fx)
         base, row = got
         y = np.log1p(means)
@@ -215,7 +216,7 @@ def _scalar_step(eng, efficiency: float):
         from servecast.predictors.step_time.runtime import _bilinear, _interp
 
         lt, lb, lc, lin, lm = eng._l
-        dec, pre, over = eng._dec_l, eng._pre_l, eng.overhead_ms
+        dec, pre, over, seq = eng._dec_l, eng._pre_l, eng.overhead_ms, eng.seq_ms
     except (ImportError, AttributeError, ValueError):
         return None
 
@@ -226,7 +227,7 @@ def _scalar_step(eng, efficiency: float):
             t += _bilinear(lb, lc, dec, log(decodes), log1p(context / decodes))
         for m, o in zip(prefill, offsets, strict=True):
             t += _bilinear(lt, lc, pre, log(m), log1p(o))
-        return (t + over) / efficiency
+        return (t + over + seq * (len(prefill) + decodes)) / efficiency
 
     probes = [([], [], 1, 0), ([512], [0], 0, 0), ([300, 2048], [1024, 0], 40, 40 * 900),
               ([64] * 12, list(range(0, 1200, 100)), 7, 7000), ([8192], [50000], 255, 10**6)]

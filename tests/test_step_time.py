@@ -401,20 +401,81 @@ def test_serving_frame_maps_both_sources(serving_store):
     assert rows["measured_ms"].min() > 0 and rows["config"].null_count() == 0
 
 
+def _overhead_ms(terms: dict, layers: int, tp: int, gpu: str, sequences: int) -> float:
+    """ms an engine overhead's terms add to one iteration (the runtime's contract)."""
+    ring = 4 * layers * (tp - 1) * terms["ring_cycles"] / (gpus.catalog_spec(gpu)["Freq"] * 1e3)
+    return terms["step_ms"] + ring + terms["seq_ms"] * sequences
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
+def test_overhead_terms_follow_tp_the_clock_and_the_batch(rt):
+    """A ring-step cost in cycles adds 2 all-reduces x 2 (TP - 1) ring steps per layer at
+    the GPU's clock; a per-sequence cost adds per prefill chunk and decode sequence."""
+    call = ("llama-3.1-8b", "h100-sxm")
+    base = {tp: rt.engine(*call, tp=tp, overhead_ms=0.0) for tp in (1, 2, 4)}
+    ring = {tp: rt.engine(*call, tp=tp, overhead_ms={"ring_cycles": 1000.0}) for tp in (1, 2, 4)}
+    for tp in (1, 2, 4):
+        added = ring[tp].step_ms([512]) - base[tp].step_ms([512])
+        assert added == pytest.approx(4 * 32 * (tp - 1) * 1000.0 / 1980e3)
+    slow = {**H100, "Freq": H100["Freq"] / 2}
+    assert rt.engine("llama-3.1-8b", slow, tp=2, overhead_ms={"ring_cycles": 1000.0}
+                     ).overhead_ms == pytest.approx(2 * ring[2].overhead_ms)
+    seq = rt.engine(*call, overhead_ms={"step_ms": 1.0, "seq_ms": 0.25})
+    assert seq.step_ms([512, 64], None, [1024] * 6) - base[1].step_ms([512, 64], None,
+                                                                      [1024] * 6) \
+        == pytest.approx(1.0 + 0.25 * 8)
+    with pytest.raises(InvalidInputError, match="unknown overhead term.*bogus"):
+        rt.engine(*call, overhead_ms={"bogus": 1.0})
+    with pytest.raises(InvalidInputError, match="seq_ms=-1"):
+        rt.engine(*call, overhead_ms={"seq_ms": -1})
+
+
+def test_simulator_fast_paths_keep_the_fitted_overhead_terms():
+    """The simulator's table fast paths add the default engine's ring-step and
+    per-sequence terms exactly as `step_ms` does (not a fallback)."""
+    from servecast.predictors.step_time.runtime import Runtime
+    from servecast.simulator import Compiled, Deployment
+
+    terms = {"step_ms": 1.0, "ring_cycles": 5000.0, "seq_ms": 0.05}
+    rt = Runtime({}, [], {}, None, {"vllm": terms})
+    sim = Compiled(Deployment(model="llama-3.1-8b", gpu="h100-sxm", tp=2), rt)
+    assert sim.batch_ms.__name__ == "batch_ms" and sim.decode_ms.__name__ == "decode_ms"
+    bare = Runtime({}, [], {}).engine("llama-3.1-8b", "h100-sxm", tp=2)
+    want = sim.step_ms([700], [300], [800] * 20)
+    assert want - bare.step_ms([700], [300], [800] * 20) == pytest.approx(
+        _overhead_ms(terms, 32, 2, "h100-sxm", 21))
+    assert sim.batch_ms([700], [300], 20, 20 * 800) == pytest.approx(want, rel=1e-9)
+    means = np.array([0.0, 700.0, 65000.0])
+    np.testing.assert_allclose(sim.decode_ms(33, means),
+                               [sim.step_ms([], [], [m] * 33) for m in means], rtol=1e-9)
+
+
 @pytest.mark.slow  # fits operator residuals and predicts ~250 serving rows
 def test_engine_overheads_fitted_on_development_rows_close_the_gap(frame, serving_store,
                                                                    tmp_path):
     """Overheads fitted on the A100 rows (development) bring the H100's held-out rows
-    closer to their measurements, per engine family; saved, loaded and picked by name."""
+    closer to their measurements, per engine family; the term set is the one with the
+    lowest validation MdAPE inside the development rows; saved, loaded and picked by name;
+    a card with an unknown term is refused naming it."""
+    import shutil
+
+    from servecast.errors import ModelVersionError
     from servecast.predictors.step_time import serving
-    from servecast.predictors.step_time.runtime import Runtime
+    from servecast.predictors.step_time.runtime import OVERHEAD_TERMS, Runtime
 
     with Store(serving_store, read_only=True) as store:
         rows = serving.serving_frame(store).filter(pl.col("prompt_tokens") <= 256)
     dev, test = rows.filter(pl.col("gpu") != "h100-sxm"), rows.filter(pl.col("gpu") == "h100-sxm")
     model = StepTimeModel(trees=30, overhead_ms=None).fit(frame, serving=dev)
     assert set(model.overheads) == {"vllm", "splitwise"}
-    assert all(v > 0 for v in model.overheads.values())
+    for family, terms in model.overheads.items():
+        assert set(terms) == set(OVERHEAD_TERMS) and terms["step_ms"] > 0
+        val = model.card["overhead_validation"][family]
+        chosen = min((v, k) for k, v in val.items() if v is not None)[1].split("+")
+        assert {t for t in OVERHEAD_TERMS if terms[t] > 0} <= set(chosen)
+    # Splitwise's per-token gap grows with TP: the ring-step term validates better
+    val = model.card["overhead_validation"]["splitwise"]
+    assert val["step_ms+ring_cycles"] < val["step_ms"]
     rt = model.runtime()
     bare, fitted = serving.predict(rt, test, 0.0), serving.predict(rt, test, None)
     measured = test["measured_ms"].to_numpy()
@@ -425,14 +486,21 @@ def test_engine_overheads_fitted_on_development_rows_close_the_gap(frame, servin
         assert fitted_mdape < ape_scores(bare[m], measured[m])["mdape"]
     model.save(tmp_path / "st")
     card = json.loads((tmp_path / "st" / "model_card.json").read_text())
-    assert card["engine_overheads"] == pytest.approx(model.overheads)
+    for family, terms in model.overheads.items():
+        assert card["engine_overheads"][family] == pytest.approx(terms)
     loaded = Runtime.load(tmp_path / "st")
-    assert loaded.overhead_ms == pytest.approx(model.overheads["vllm"])  # the default
+    assert loaded.engine_overhead() == pytest.approx(model.overheads["vllm"])  # the default
     call = ("llama-3.1-8b", "h100-sxm", 4, "bf16")
     e0, e1 = loaded.engine(*call, overhead_ms=0.0), loaded.engine(*call, engine="splitwise")
-    assert e1.step_ms([512]) - e0.step_ms([512]) == pytest.approx(model.overheads["splitwise"])
+    assert e1.step_ms([512]) - e0.step_ms([512]) == pytest.approx(
+        _overhead_ms(model.overheads["splitwise"], 32, 4, "h100-sxm", 1))
     with pytest.raises(UnknownNameError, match="fitted: splitwise, vllm"):
         loaded.engine(*call, engine="sglang")
+    bad = shutil.copytree(tmp_path / "st", tmp_path / "bad")
+    card["engine_overheads"]["vllm"]["per_token"] = 1.0
+    (bad / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelVersionError, match="unknown overhead term.*per_token"):
+        Runtime.load(bad)
 
 
 @pytest.mark.slow  # trains the step-time model from a store through the CLI
@@ -450,7 +518,9 @@ def test_cli_train_fits_overheads_from_the_store(serving_store, tmp_path):
     vllm = json.loads(subprocess.run(base, capture_output=True, text=True, check=True).stdout)
     split = json.loads(subprocess.run([*base, "--engine", "splitwise"], capture_output=True,
                                       text=True, check=True).stdout)
+    fitted = card["engine_overheads"]
     assert split["step_ms"] - vllm["step_ms"] == pytest.approx(
-        card["engine_overheads"]["splitwise"] - card["engine_overheads"]["vllm"], rel=1e-6)
+        _overhead_ms(fitted["splitwise"], 80, 4, "h100-sxm", 1)
+        - _overhead_ms(fitted["vllm"], 80, 4, "h100-sxm", 1), rel=1e-6)
     bad = subprocess.run([*base, "--engine", "tgi"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "fitted:" in bad.stderr

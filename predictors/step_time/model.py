@@ -3,9 +3,9 @@ sequences) of a model on a GPU at a tensor parallelism and dtype, composed from 
 latencies (`operator_latency`: physics x a residual learned across GPUs).
 
 fit(frame, serving=rows) fits the operator residuals on an operator frame
-(`operator_latency.data`), then one per-iteration overhead per engine family on measured
-serving rows (`serving.serving_frame`; development rows only), saved in the card
-(`engine_overheads`);
+(`operator_latency.data`), then each engine family's overhead terms on measured serving rows
+(`serving.serving_frame`; development rows only; `serving.fit_overheads`), saved in the card
+(`engine_overheads`, with each term set's validation MdAPE in `overhead_validation`);
 predict(frame) takes one batch per row: model, gpu, tp, dtype, prefill (list of chunk
 lengths), prefill_offsets (list, optional), decode (list of context lengths) -> `step_ms`.
 evaluate(frame) scores `step_ms` against a measured `measured_ms` column. Served by
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from servecast.errors import InvalidInputError
@@ -27,8 +28,8 @@ from servecast.predictors.operator_latency.runtime import load_parts
 
 class StepTimeModel(Predictor):
     """Operator residuals (`OperatorLatencyModel` of `view`, `trees`, `leaves`, `seed`,
-    `specs`) composed into iterations, plus the engine's per-iteration overhead (ms, added to
-    every step): `overhead_ms` when given, else the overhead fitted for `default_engine`
+    `specs`) composed into iterations, plus the engine overhead added to every step:
+    `overhead_ms` (ms per iteration) when given, else the terms fitted for `default_engine`
     (0 when none was fitted)."""
 
     kind = "step_time"
@@ -58,11 +59,14 @@ class StepTimeModel(Predictor):
         from servecast.predictors.step_time.serving import fit_overheads
 
         self.ops.fit(frame)
-        self.overheads, self._runtime = {}, None
+        self.overheads, self._runtime, validation = {}, None, {}
         if serving is not None and not serving.is_empty():
-            self.overheads = fit_overheads(self.runtime(), serving)
+            self.overheads, validation = fit_overheads(self.runtime(), serving)
             self._runtime = None
-        self.card = {"operators": self.ops.card, "engine_overheads": self.overheads}
+        self.card = {"operators": self.ops.card, "engine_overheads": self.overheads,
+                     "overhead_validation": {
+                         e: {ts: (round(v, 2) if np.isfinite(v) else None)
+                             for ts, v in val.items()} for e, val in validation.items()}}
         if serving is not None:
             self.card["serving_rows"] = serving.group_by("engine").len().sort("engine").rows()
         return self

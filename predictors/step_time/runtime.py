@@ -9,10 +9,13 @@ the simulator calls it every iteration.
 
 Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
 + prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
-the sequences that produce a token + `overhead_ms` (the engine's per-iteration CPU time: the
-saved model's `overhead_ms`, else its overhead fitted for `engine` (`serving.fit_overheads`,
-one constant per engine family), else 0). Memory: weights, KV bytes per token and the KV capacity
-in tokens at a memory utilization.
+the sequences that produce a token + the engine overhead: a constant `overhead_ms` (the saved
+model's, or a call's), else the terms fitted for `engine` (`serving.fit_overheads`, per engine
+family; `OVERHEAD_TERMS`): `step_ms` per iteration (host CPU), `ring_cycles` per all-reduce
+ring step (`ring_steps`: 2 all-reduces per layer x 2 (TP - 1) steps of a ring, in cycles of
+the GPU's boost clock, like the physics' launch floors) and `seq_ms` per sequence in the batch
+(sampling, scheduling); else 0. Memory: weights, KV bytes per token and the KV capacity in
+tokens at a memory utilization.
 """
 
 from __future__ import annotations
@@ -36,12 +39,48 @@ BATCH = np.unique(np.round(np.geomspace(1, 4096, 40))).astype(float)
 CONTEXT = np.unique(np.concatenate([[0.0], np.round(np.geomspace(1, 262144, 48))]))
 DTYPES = ("bf16", "fp8")
 MEM_UTIL = 0.9  # vLLM's default gpu_memory_utilization
+#: engine overhead terms (see the module docstring): per iteration (ms), per all-reduce ring
+#: step (GPU clock cycles), per sequence of the batch (ms)
+OVERHEAD_TERMS = ("step_ms", "ring_cycles", "seq_ms")
+
+
+def ring_steps(layers: int, tp: int) -> int:
+    """All-reduce ring steps of one iteration: 2 all-reduces per layer (attention output,
+    MLP output), each 2 (tp - 1) steps of a ring (reduce-scatter + all-gather); 0 at TP 1."""
+    return 4 * layers * (tp - 1)
+
+
+def overhead_terms(value) -> dict[str, float]:
+    """An engine overhead as its `OVERHEAD_TERMS` (a number = `step_ms` alone);
+    InvalidInputError on an unknown term or a value that is not a number >= 0."""
+    terms = {"step_ms": value} if not isinstance(value, dict) else dict(value)
+    unknown = set(terms) - set(OVERHEAD_TERMS)
+    if unknown:
+        raise InvalidInputError(f"unknown overhead term(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(OVERHEAD_TERMS)}")
+    for k, v in terms.items():
+        if not isinstance(v, int | float) or isinstance(v, bool) or not v >= 0:
+            raise InvalidInputError(f"overhead term {k}={v!r} must be a number >= 0")
+    return {k: float(terms.get(k, 0.0)) for k in OVERHEAD_TERMS}
+
+
+def describe_overhead(value) -> str:
+    """One line of an engine overhead's terms, e.g. `1.0 ms + 5000 cycles per all-reduce
+    ring step + 0.05 ms per sequence` (zero terms left out)."""
+    t = overhead_terms(value)
+    parts = [f"{t['step_ms']:.1f} ms"]
+    if t["ring_cycles"]:
+        parts.append(f"{t['ring_cycles']:.0f} cycles per all-reduce ring step")
+    if t["seq_ms"]:
+        parts.append(f"{t['seq_ms']:.2g} ms per sequence")
+    return " + ".join(parts)
 
 
 class Runtime(OperatorRuntime):
     """The fitted operator residuals (one forest per op), their feature view and the
-    engines' per-iteration overhead (ms): `overheads` maps an engine family to its fitted
-    value; `overhead_ms` is the default (None: `overheads[default_engine]`, else 0)."""
+    engines' overheads: `overheads` maps an engine family to its fitted `OVERHEAD_TERMS`;
+    `overhead_ms` is the default constant (ms per iteration; None: the terms of
+    `overheads[default_engine]`, else 0)."""
 
     kind = "step_time"
 
@@ -49,10 +88,9 @@ class Runtime(OperatorRuntime):
                  overhead_ms: float | None = 0.0, overheads: dict[str, float] | None = None,
                  default_engine: str = "vllm"):
         super().__init__(forests, columns, specs)
-        self.overheads = {str(k): float(v) for k, v in (overheads or {}).items()}
+        self.overheads = {str(k): overhead_terms(v) for k, v in (overheads or {}).items()}
         self.default_engine = default_engine
-        self.overhead_ms = float(self.overheads.get(default_engine, 0.0)
-                                 if overhead_ms is None else overhead_ms)
+        self.overhead_ms = None if overhead_ms is None else float(overhead_ms)
         self._engines: dict = {}
 
     @classmethod
@@ -63,20 +101,27 @@ class Runtime(OperatorRuntime):
         overhead = params.get("overhead_ms", 0.0)
         fitted = card.get("engine_overheads") or {}
         values = [overhead] if overhead is not None else []
-        if not isinstance(fitted, dict) or any(
-                not isinstance(v, int | float) or isinstance(v, bool) or v < 0
-                for v in [*values, *fitted.values()]):
+        try:
+            if not isinstance(fitted, dict):
+                raise ValueError("not a mapping")
+            for v in [*values, *fitted.values()]:
+                overhead_terms(v)
+        except ValueError as e:
             raise ModelVersionError(f"model card: params.overhead_ms={overhead!r} / "
-                                    f"engine_overheads={fitted!r} must be numbers >= 0; "
-                                    "retrain the model")
+                                    f"engine_overheads={fitted!r}: {e} (numbers >= 0 or "
+                                    f"{', '.join(OVERHEAD_TERMS)} terms); retrain the model"
+                                    ) from None
         return cls(parts.forests, parts.columns, parts.specs, overhead, fitted,
                    params.get("default_engine", "vllm"))
 
-    def engine_overhead(self, engine: str | None = None) -> float:
-        """Per-iteration overhead (ms) of engine family `engine` (None: the default);
+    def engine_overhead(self, engine: str | None = None) -> float | dict[str, float]:
+        """Overhead of engine family `engine` (its fitted `OVERHEAD_TERMS`; None: the
+        default constant `overhead_ms`, else the default engine's terms, else 0);
         UnknownNameError listing the fitted families."""
         if engine is None:
-            return self.overhead_ms
+            if self.overhead_ms is not None:
+                return self.overhead_ms
+            return self.overheads.get(self.default_engine, 0.0)
         if engine not in self.overheads:
             from servecast.errors import UnknownNameError
 
@@ -105,36 +150,39 @@ class Runtime(OperatorRuntime):
             out[i] = self.step_time(row["model"], row["gpu"], row["prefill"] or (),
                                     row.get("prefill_offsets"), row["decode"] or (),
                                     tp=int(row.get("tp") or 1), dtype=row.get("dtype") or "bf16",
-                                    overhead_ms=None if overhead is None else float(overhead))
+                                    overhead_ms=overhead)
         return {"step_ms": out}
 
     def engine(self, model: str | Path | dict | ModelConfig, gpu, tp: int = 1,
-               dtype: str = "bf16", overhead_ms: float | None = None,
+               dtype: str = "bf16", overhead_ms: float | dict | None = None,
                mem_util: float = MEM_UTIL, engine: str | None = None) -> EngineStep:
         """The compiled step-time function of one serving configuration (cached);
-        `overhead_ms` None: the overhead fitted for engine family `engine` (None: the
-        model's default)."""
-        overhead_ms = self.engine_overhead(engine) if overhead_ms is None else overhead_ms
-        key = (str(model), str(gpu), tp, dtype, overhead_ms, mem_util)
+        `overhead_ms` (ms per iteration, or `OVERHEAD_TERMS`) None: the overhead fitted for
+        engine family `engine` (None: the model's default)."""
+        overhead = overhead_terms(self.engine_overhead(engine) if overhead_ms is None
+                                  else overhead_ms)
+        key = (str(model), str(gpu), tp, dtype, tuple(overhead.values()), mem_util)
         if key not in self._engines or not isinstance(model, str | Path):
             cfg = model if isinstance(model, ModelConfig) else load_config(model)
             spec = self.specs.get(str(gpu)) if isinstance(gpu, str) else None
             spec = gpus.resolve_spec(spec or gpu)
-            self._engines[key] = EngineStep(self, cfg, spec, tp, dtype, overhead_ms, mem_util)
+            self._engines[key] = EngineStep(self, cfg, spec, tp, dtype, overhead, mem_util)
         return self._engines[key]
 
     def step_time(self, model, gpu, prefill=(), prefill_offsets=None, decode=(), tp: int = 1,
-                  dtype: str = "bf16", overhead_ms: float | None = None) -> float:
+                  dtype: str = "bf16", overhead_ms: float | dict | None = None) -> float:
         """ms of one iteration (see EngineStep.step_ms); `overhead_ms` None: the model's."""
         return self.engine(model, gpu, tp, dtype, overhead_ms).step_ms(
             prefill, prefill_offsets, decode)
 
 
 class EngineStep:
-    """One (model, GPU, TP, dtype) compiled to interpolation tables; `step_ms` per batch."""
+    """One (model, GPU, TP, dtype) compiled to interpolation tables; `step_ms` per batch.
+    The engine overhead (a number: ms per iteration, or `OVERHEAD_TERMS`) compiles to
+    `overhead_ms` per iteration and `seq_ms` per sequence of the batch."""
 
     def __init__(self, rt: Runtime, cfg: ModelConfig, spec: dict, tp: int, dtype: str,
-                 overhead_ms: float, mem_util: float):
+                 overhead: float | dict, mem_util: float):
         if dtype not in DTYPES:
             raise InvalidInputError(f"unknown dtype {dtype!r}; known dtypes: "
                                     f"{', '.join(DTYPES)}")
@@ -154,7 +202,13 @@ class EngineStep:
         if not 0 < mem_util <= 1:
             raise InvalidInputError(f"mem_util={mem_util!r} must be in (0, 1]")
         self.cfg, self.spec, self.tp, self.dtype = cfg, spec, tp, dtype
-        self.overhead_ms = float(overhead_ms)
+        terms = overhead_terms(overhead)
+        ring = ring_steps(cfg.layers, tp) * terms["ring_cycles"]
+        if ring:
+            gpus.require(spec, ["Freq"], "the all-reduce ring overhead")
+            ring /= spec["Freq"] * 1e3
+        self.overhead_ms = terms["step_ms"] + ring
+        self.seq_ms = terms["seq_ms"]
         self.heads = cfg.heads // tp
         self.kv_heads = max(1, cfg.kv_heads // tp)
         self.inter = ceil(cfg.intermediate / tp)
@@ -254,7 +308,7 @@ class EngineStep:
                 t += _bilinear(lt, lc, self._pre_l, log(m), log1p(o))
         else:
             t += _bilinear_many(self._lt, self._lc, self._pre, np.log(p), np.log1p(off))
-        return t + self.overhead_ms
+        return t + self.overhead_ms + self.seq_ms * (p.size + d.size)
 
 
 def _interp(xs: list, ys: list, x: float) -> float:

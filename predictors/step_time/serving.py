@@ -12,9 +12,12 @@ GPU mapping (an assumption the data does not state): Argonne "Nvidia A100 GPU" =
 SXM (ALCF Polaris), "Nvidia H100 GPU" = H100 SXM; Splitwise a100-80gb = A100 80GB SXM
 (DGX-A100), h100-80gb = H100 SXM (DGX-H100); the power-capped H100 rows are left out.
 
-`fit_overheads(runtime, rows)`: one per-iteration constant per engine family (ms), the
-median over the rows of (measured - predicted kernels) / iterations, >= 0. Fit it on
-development rows only (never on the rows it is scored on).
+`fit_overheads(runtime, rows)`: per engine family, the overhead terms of
+`runtime.OVERHEAD_TERMS` (ms per iteration, GPU clock cycles per all-reduce ring step, ms per
+sequence) that close (measured - predicted kernels), non-negative least squares on the
+relative gap; which terms (`TERM_SETS`) is chosen on the rows' own validation split: leave
+one (model, TP) group out, lowest mean over the family's row kinds of the validation MdAPE.
+Fit it on development rows only (never on the rows it is scored on).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import polars as pl
 
 from servecast.errors import InvalidInputError, ServecastError
 from servecast.predictors.step_time import configs
+from servecast.predictors.step_time.runtime import OVERHEAD_TERMS, ring_steps
 
 ARGONNE_GPU = {"Nvidia A100 GPU": "a100-40gb-sxm", "Nvidia H100 GPU": "h100-sxm"}
 SPLITWISE_GPU = {"a100-80gb": "a100-80gb-sxm", "h100-80gb": "h100-sxm"}
@@ -32,6 +36,8 @@ SPLITWISE_MODEL = {"llama2-70b": "llama-2-70b", "bloom-176b": "bloom-176b"}
 COLUMNS = ["source", "engine", "model", "config", "gpu", "num_gpus", "batch_size",
            "prompt_tokens", "output_tokens", "kind", "measured_ms", "iterations"]
 KINDS = ("batch", "prompt", "token")
+#: overhead term sets `fit_overheads` chooses among (the per-iteration constant always)
+TERM_SETS = (("step_ms",), ("step_ms", "ring_cycles"), ("step_ms", "seq_ms"), OVERHEAD_TERMS)
 
 
 def _config(name: str) -> str | None:
@@ -92,15 +98,17 @@ def row_ms(engine, kind: str, batch: int, prompt: int, output: int) -> float:
     raise InvalidInputError(f"unknown serving row kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def predict(runtime, rows: pl.DataFrame, overhead_ms: float | None = 0.0) -> np.ndarray:
+def predict(runtime, rows: pl.DataFrame, overhead_ms: float | dict | None = 0.0
+            ) -> np.ndarray:
     """Predicted ms per row (NaN where the configuration is refused, e.g. it does not fit
-    the GPU); `overhead_ms` per iteration (None: the overhead the runtime fitted for the
-    row's engine family)."""
+    the GPU); `overhead_ms` per iteration (ms, or `OVERHEAD_TERMS`; None: the overhead the
+    runtime fitted for the row's engine family)."""
     out = np.full(rows.height, np.nan)
     for i, r in enumerate(rows.iter_rows(named=True)):
-        oh = runtime.engine_overhead(r["engine"]) if overhead_ms is None else overhead_ms
+        engine = r["engine"] if overhead_ms is None else None
         try:
-            e = runtime.engine(r["config"], r["gpu"], int(r["num_gpus"]), overhead_ms=oh)
+            e = runtime.engine(r["config"], r["gpu"], int(r["num_gpus"]), overhead_ms=overhead_ms,
+                               engine=engine)
             out[i] = row_ms(e, r["kind"], r["batch_size"], r["prompt_tokens"],
                             r["output_tokens"])
         except ServecastError:
@@ -108,13 +116,66 @@ def predict(runtime, rows: pl.DataFrame, overhead_ms: float | None = 0.0) -> np.
     return out
 
 
-def fit_overheads(runtime, rows: pl.DataFrame) -> dict[str, float]:
-    """Engine family -> per-iteration overhead (ms): median of (measured - kernels) /
-    iterations over `rows` (the kernels predicted without overhead), at least 0."""
+def overhead_design(rows: pl.DataFrame) -> np.ndarray:
+    """(rows, OVERHEAD_TERMS) ms each term adds to a row per unit of its coefficient: the
+    row's iterations; its all-reduce ring steps (`runtime.ring_steps`) over the GPU's clock
+    (cycles -> ms); its sequence-iterations (batch x iterations)."""
+    from servecast import gpus
+
+    freq = {g: gpus.resolve_spec(g)["Freq"] for g in rows["gpu"].unique().to_list()}
+    layers = {c: configs.load_config(c).layers for c in rows["config"].unique().to_list()}
+    it = rows["iterations"].to_numpy().astype(float)
+    ring = np.array([ring_steps(layers[c], int(tp)) / (freq[g] * 1e3) for c, tp, g in
+                     zip(rows["config"], rows["num_gpus"], rows["gpu"], strict=True)])
+    return np.column_stack([it, it * ring, it * rows["batch_size"].to_numpy()])
+
+
+def _nnls(design: np.ndarray, gap: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimizing the squared relative error of kernels + design
+    @ coef against measured (gap = measured - kernels)."""
+    from scipy.optimize import nnls
+
+    coef, _ = nnls(design / measured[:, None], gap / measured)
+    return coef
+
+
+def _validation_mdape(design, gap, measured, groups, kinds) -> float:
+    """Mean over `kinds` of the MdAPE (%) of leave-one-group-out predictions (inf with one
+    group: nothing to validate on)."""
+    if len(set(groups)) < 2:
+        return float("inf")
+    pred = np.empty_like(gap)
+    for g in set(groups):
+        m = groups == g
+        coef = _nnls(design[~m], gap[~m], measured[~m])
+        pred[m] = design[m] @ coef
+    ape = np.abs(pred - gap) / measured * 100.0
+    return float(np.mean([np.median(ape[kinds == k]) for k in np.unique(kinds)]))
+
+
+def fit_overheads(runtime, rows: pl.DataFrame) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(engine family -> its `OVERHEAD_TERMS`, engine family -> {term set: validation MdAPE
+    %}) fitted on `rows` (see the module docstring; the kernels predicted without
+    overhead). A family with one (model, TP) group gets the per-iteration constant alone."""
     if rows.is_empty():
-        return {}
+        return {}, {}
     kernels = predict(runtime, rows, 0.0)
-    gap = (rows["measured_ms"].to_numpy() - kernels) / rows["iterations"].to_numpy()
-    frame = pl.DataFrame({"engine": rows["engine"], "gap": gap}).drop_nans()
-    per = frame.group_by("engine").agg(pl.col("gap").median())
-    return {e: max(0.0, float(g)) for e, g in sorted(per.iter_rows())}
+    keep = ~np.isnan(kernels)
+    rows, kernels = rows.filter(pl.Series(keep)), kernels[keep]
+    design, measured = overhead_design(rows), rows["measured_ms"].to_numpy()
+    gap = measured - kernels
+    groups = (rows["config"] + "/" + rows["num_gpus"].cast(pl.Utf8)).to_numpy()
+    fitted, scores = {}, {}
+    for engine in sorted(rows["engine"].unique().to_list()):
+        m = (rows["engine"] == engine).to_numpy()
+        kinds = rows["kind"].to_numpy()[m]
+        val = {"+".join(ts): _validation_mdape(
+            design[m][:, [OVERHEAD_TERMS.index(t) for t in ts]], gap[m], measured[m],
+            groups[m], kinds) for ts in TERM_SETS}
+        best = min(TERM_SETS, key=lambda ts: val["+".join(ts)])
+        cols = [OVERHEAD_TERMS.index(t) for t in best]
+        coef = _nnls(design[m][:, cols], gap[m], measured[m])
+        fitted[engine] = {t: 0.0 for t in OVERHEAD_TERMS} | {
+            t: float(c) for t, c in zip(best, coef, strict=True)}
+        scores[engine] = val
+    return fitted, scores

@@ -27,11 +27,12 @@ def train_step_time(
              "overhead fitted on the store's serving rows (0 without them)"),
 ) -> None:
     """Fit the operator residuals behind the step-time model on aiconfigurator's vLLM
-    operator tables (`servecast ingest aiconfigurator ...` first), then one per-iteration
-    overhead per engine family on the store's measured serving rows (Argonne vLLM batches,
-    Splitwise prompt / token times), when ingested."""
+    operator tables (`servecast ingest aiconfigurator ...` first), then each engine family's
+    overhead (per iteration, per all-reduce ring step, per sequence) on the store's measured
+    serving rows (Argonne vLLM batches, Splitwise prompt / token times), when ingested."""
     from servecast.predictors.operator_latency.data import operator_frame
     from servecast.predictors.step_time.model import StepTimeModel
+    from servecast.predictors.step_time.runtime import describe_overhead
     from servecast.predictors.step_time.serving import serving_frame
     from servecast.store import Store
 
@@ -40,7 +41,8 @@ def train_step_time(
         rows = serving_frame(store)
     model = StepTimeModel(trees=trees, overhead_ms=overhead_ms).fit(frame, serving=rows)
     model.save(out)
-    fitted = ", ".join(f"{e} {v:.1f} ms" for e, v in model.overheads.items()) or "none"
+    fitted = "; ".join(f"{e} {describe_overhead(v)}" for e, v in model.overheads.items()) \
+        or "none"
     console.print(f"[green]saved[/] {out} ({frame.height:,} operator rows, "
                   f"GPUs {', '.join(model.ops.card['devices'])}; engine overhead per "
                   f"iteration: {fitted} from {rows.height:,} serving rows)")
