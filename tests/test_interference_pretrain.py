@@ -60,3 +60,29 @@ def test_gbm_on_embeddings_adds_features_and_changes_the_gbm(task):
     assert np.abs(_pred(emb, task) - _pred(plain, task)).max() > 1e-3
     with pytest.raises(UnknownNameError, match="gbm-embed"):
         pretrain.train_model(task, "nope", SETTINGS, STEPS)
+
+
+def test_embedding_is_what_the_network_pools_before_its_head():
+    """`embed` and the pretraining read the network's own encoder (`InterferenceNet.encode`):
+    the embedding of a state equals, bit for bit, the first 2 x d_model inputs of the head
+    of a temporal network holding that state (masked mean of the steps, then the last)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((24, 8, 4)).astype(np.float32)
+    mask = rng.random((24, 8, 4)) < 0.7
+    mask[0, :3] = False  # padded steps
+    hp = {"d_model": 8, "layers": 1}
+    state, log = pretrain.pretrain_encoder(values, mask, hp, steps=5, batch=8)
+    assert log["steps"] == 5 and set(state) and all(k.startswith(pretrain.ENCODER)
+                                                     for k in state)
+    net = pretrain._net(4, 8, hp)
+    net.load_state_dict(state, strict=False)
+    net.eval()
+    seen = []
+    net.head.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        net(torch.from_numpy(values), torch.from_numpy(mask))
+    got = pretrain.embed(state, values, mask, hp)
+    assert got.shape == (24, 16)
+    assert np.array_equal(got, seen[0][:, :16].numpy())

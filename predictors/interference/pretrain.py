@@ -45,14 +45,6 @@ def _net(n_metrics: int, max_steps: int, hp: dict) -> InterferenceNet:
                            hp["layers"], hp.get("dropout", 0.1), "temporal", True)
 
 
-def _encode(net: InterferenceNet, values: torch.Tensor, mask: torch.Tensor,
-            seen: torch.Tensor) -> torch.Tensor:
-    """Per-step encoder output [B, T, d] of (values, mask); `seen` [B, T]: steps not padded."""
-    m = mask.to(values.dtype)
-    tok = net.step_in(torch.cat([values * m, m], -1)) + net.pos
-    return net.temporal(tok, src_key_padding_mask=~seen)
-
-
 def pretrain_encoder(values: np.ndarray, mask: np.ndarray, hp: dict, steps: int = PRE_STEPS,
                      batch: int = 64, seed: int = 0, mask_frac: float = MASK_FRAC
                      ) -> tuple[dict, dict]:
@@ -77,7 +69,7 @@ def pretrain_encoder(values: np.ndarray, mask: np.ndarray, hp: dict, steps: int 
         v, mk = v_all[idx], m_all[idx]
         hide = mk & (torch.rand(mk.shape, generator=gen) < mask_frac)
         seen = mk.any(-1)
-        recon = head(_encode(net, v, mk & ~hide, seen))
+        recon = head(net.encode(v, mk & ~hide, seen))
         loss = (recon - v).abs()[hide].mean() if hide.any() else recon.sum() * 0
         opt.zero_grad()
         loss.backward()
@@ -98,9 +90,8 @@ def embed(state: dict, values: np.ndarray, mask: np.ndarray, hp: dict) -> np.nda
     net.load_state_dict(state, strict=False)
     net.eval()
     v, mk = torch.from_numpy(values), torch.from_numpy(mask)
-    seen = mk.any(-1)
-    h = _encode(net, v, mk, seen)
-    return torch.cat([_masked_mean(h, seen), h[:, -1]], -1).numpy()
+    h = net.encode(v, mk)
+    return torch.cat([_masked_mean(h, mk.any(-1)), h[:, -1]], -1).numpy()
 
 
 def _pretrained(task: Task, settings: dict, max_steps: int, pre_steps: int
