@@ -62,10 +62,15 @@ def test_features_summarise_the_counters(task, feats):
 
 
 @pytest.mark.slow
-def test_nested_selection_never_sees_the_test_split(task):
+def test_nested_selection_never_sees_the_test_split(task, monkeypatch):
     """Both regimes' variants, the network member of the unseen-settings regime and the
-    intervals come from the training series only."""
+    intervals come from the training series only; the test runs are predicted once."""
+    calls = []
+    perf = ColocationRuntime._perf
+    monkeypatch.setattr(ColocationRuntime, "_perf",
+                        lambda self, cols: calls.append(1) or perf(self, cols))
     pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60, net_train_steps=20)
+    assert len(calls) == 1  # predictions and half-widths from one pass
     names = {c.name for c in cg.CANDIDATES}
     assert set(info["inner"]) == {"series", "settings"}
     series, settings = info["inner"]["series"], info["inner"]["settings"]
@@ -229,7 +234,7 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
                          for t, ipc in enumerate([0.2, 0.4, 0.6])
                          for m, v in (("sys:IPC", ipc), ("rps", 100.0), ("co:cpu", cpu),
                                       ("co:l3", 0.0), ("co:membw", 0.0))])
-    assert list(rt.halves(long)) == [0.1, 0.25]
+    assert list(rt.predict_half(long)["half"]) == [0.1, 0.25]
     got = rt.predict(long)
     assert got["hi"][1] - got["lo"][1] == pytest.approx(min(got["perf"][1] + 0.25, 1)
                                                          - max(got["perf"][1] - 0.25, 0))

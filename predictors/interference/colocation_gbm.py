@@ -303,8 +303,9 @@ def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int
     m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds, net=net,
                       net_train_steps=net_train_steps).fit(task)
     metrics = with_references(task).join(test, on="window_id", how="semi")
-    pred = m.predict(metrics).select("window_id", pred="perf").with_columns(
-        half=pl.Series(m.runtime().halves(metrics)))
+    got = m.runtime().predict_half(metrics)
+    pred = pl.DataFrame({"window_id": got["window_id"], "pred": got["perf"],
+                         "half": got["half"]})
     out = test.join(task.labels, on="window_id").join(pred, on="window_id").sort("window_id")
     sel = m.card["selection"]
     return out, {"chosen": m.card["variant"], "unseen": m.card["unseen_variant"],

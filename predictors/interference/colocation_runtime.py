@@ -181,15 +181,16 @@ class ColocationRuntime:
         """Long frame [window_id, t, metric, value] -> {window_id, perf, lo, hi}; lo / hi:
         the conformal interval of the variant that predicted the run (`half`, or the
         fallback's half for a run of an unseen or unknown setting)."""
-        ids, perf, alt = self._perf(long_columns(metrics))
-        half = np.where(alt, self.half_unseen, self.half)
-        return {"window_id": np.asarray(ids), "perf": perf,
-                "lo": np.clip(perf - half, 0.0, 1.0), "hi": np.clip(perf + half, 0.0, 1.0)}
+        out = self.predict_half(metrics)
+        perf, half = out["perf"], out.pop("half")
+        return {**out, "lo": np.clip(perf - half, 0.0, 1.0), "hi": np.clip(perf + half, 0.0, 1.0)}
 
-    def halves(self, metrics) -> np.ndarray:
-        """The interval half-width (perf units) of each window of `metrics`, in `predict`'s
-        order."""
-        return np.where(self._perf(long_columns(metrics))[2], self.half_unseen, self.half)
+    def predict_half(self, metrics) -> dict[str, np.ndarray]:
+        """`predict`'s window_id and perf, and `half`: the interval half-width (perf units)
+        of the variant that predicted each window (before clipping to [0, 1])."""
+        ids, perf, alt = self._perf(long_columns(metrics))
+        return {"window_id": np.asarray(ids), "perf": perf,
+                "half": np.where(alt, self.half_unseen, self.half)}
 
     def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray, np.ndarray]:
         """(window ids, perf, whether the fallback variant predicted the window)."""
