@@ -244,12 +244,14 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
 
 
 @pytest.mark.slow  # trains a small network
-def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path):
+def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path,
+                                                                         monkeypatch):
     """A model whose unseen-settings regime holds the network member: runs of an unseen
     setting get the mean of the fallback boosters and the network, seen ones the main
     boosters alone; saved and loaded (net/temporal/), it predicts the same, and the
     Estimator serves it (from the models dir or the model's own dir) without importing
     Lightning, polars or DuckDB."""
+    from servecast.predictors import base
     from servecast.predictors.interference.predictor import InterferencePredictor
     from servecast.predictors.interference.runtime import Runtime
 
@@ -290,9 +292,14 @@ def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_pat
     assert (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").is_file()
     rt = ColocationRuntime.load(tmp_path / "models" / "interference")
     assert isinstance(rt.net, Runtime)
-    assert np.allclose(rt.predict(long)["perf"], got["perf"])
+    assert np.array_equal(rt.predict(long)["perf"], got["perf"])
+    reads = []
+    read = base.read_torch_state
+    monkeypatch.setattr(base, "read_torch_state", lambda f: reads.append(f) or read(f))
     again = cg.ColocationGBM.load(tmp_path / "models" / "interference")
-    assert np.allclose(again.predict(long)["perf"], got["perf"])
+    assert len(reads) == 1  # the network member is read once
+    assert again.runtime().net.net is again.net_member.net  # and served from that copy
+    assert again.predict(long).equals(got)  # bit-identical after the round trip
     window = {"sys:IPC": ipc[0].tolist(), "rps": 100.0, "co:cpu": 2.0, "co:l3": 0.0,
               "co:membw": 0.0}
     for root in (tmp_path / "models", tmp_path / "models" / "interference"):

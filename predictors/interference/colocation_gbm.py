@@ -440,10 +440,9 @@ class ColocationGBM(SavedModel):
     def _load(cls, path: Path, card: dict) -> ColocationGBM:
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
-        rt = ColocationRuntime.load(path)
         m = cls.from_params(path, card["params"])
-        m.state, m.boosters, m.fallback_boosters = rt.state, rt.boosters, rt.fallback
-        if rt.net is not None:
+        _, m.state, m.boosters, m.fallback_boosters = ColocationRuntime.read(path)
+        if m.state.get("fallback", {}).get("net"):  # read once, as the predictor
             from servecast.predictors.interference.predictor import InterferencePredictor
 
             m.net_member = InterferencePredictor.load(member_dir(path))

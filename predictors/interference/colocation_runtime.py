@@ -151,9 +151,22 @@ class ColocationRuntime:
 
     @classmethod
     def load(cls, path: str | Path) -> ColocationRuntime:
+        """The model saved in `path`, its network member (if any) included."""
+        path = Path(path)
+        params, state, boosters, fallback = cls.read(path)
+        net = None
+        if state.get("fallback", {}).get("net"):
+            from servecast.predictors.interference.runtime import Runtime
+
+            net = Runtime.load(member_dir(path))
+        return cls(params, state, boosters, fallback, net)
+
+    @staticmethod
+    def read(path: Path) -> tuple[dict, dict, list, list]:
+        """(card params, state, boosters, fallback boosters) saved in `path`, without the
+        network member (`member_dir`; whoever loads it decides how)."""
         import lightgbm as lgb
 
-        path = Path(path)
         params = read_card(path, "interference")["params"]
         state_file = path / "colocation.json"
         if not state_file.is_file():
@@ -165,13 +178,8 @@ class ColocationRuntime:
         missing = [f.name for f in files + alt if not f.is_file()]
         if missing:
             raise ModelVersionError(f"{path}: {', '.join(missing)} missing; re-save the model")
-        net = None
-        if state.get("fallback", {}).get("net"):
-            from servecast.predictors.interference.runtime import Runtime
-
-            net = Runtime.load(member_dir(path))
-        return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files],
-                   [lgb.Booster(model_file=str(f)) for f in alt], net)
+        return (params, state, [lgb.Booster(model_file=str(f)) for f in files],
+                [lgb.Booster(model_file=str(f)) for f in alt])
 
     def interference(self, metrics_window) -> float:
         """Predicted perf of one run: a mapping metric -> values or a long frame."""
