@@ -215,6 +215,11 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
                "fallback": {"columns": alt_cols, "target": "perf", "features": "stats+base",
                             "variant": "stats+base/perf", "half": 0.25}}
     m.boosters, m.fallback_boosters = main, alt
+    rt = m.runtime()
+    assert m.runtime() is rt  # built once, not on every predict
+    m.state = {**m.state, "half": 0.3}  # new state: a new runtime
+    assert m.runtime() is not rt and m.runtime().half == 0.3
+    m.state["half"] = 0.1
     m.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").glob("*.txt")) == ["fallback_0.txt",
                                                                       "gbm_0.txt"]

@@ -338,6 +338,7 @@ class ColocationGBM(SavedModel):
         self.boosters: list = []
         self.fallback_boosters: list = []
         self.net_member = None  # InterferencePredictor of the unseen-settings regime, or None
+        self._runtime: tuple | None = None  # (the parts it was built of, the runtime)
 
     @property
     def is_fitted(self) -> bool:
@@ -408,8 +409,17 @@ class ColocationGBM(SavedModel):
         return self
 
     def runtime(self):
-        """The fitted model as a `colocation_runtime.ColocationRuntime`."""
+        """The fitted model as a `colocation_runtime.ColocationRuntime`, built once and kept
+        while state, boosters and network member stay the same objects (`fit` and `load`
+        replace them)."""
         self.check_fitted()
+        parts = (self.state, self.boosters, self.fallback_boosters, self.net_member)
+        if self._runtime is None or any(a is not b for a, b in zip(self._runtime[0], parts,
+                                                                     strict=True)):
+            self._runtime = parts, self._build_runtime()
+        return self._runtime[1]
+
+    def _build_runtime(self):
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
         net = None
