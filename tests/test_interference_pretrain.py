@@ -86,3 +86,40 @@ def test_embedding_is_what_the_network_pools_before_its_head():
     got = pretrain.embed(state, values, mask, hp)
     assert got.shape == (24, 16)
     assert np.array_equal(got, seen[0][:, :16].numpy())
+
+
+@pytest.mark.slow  # trains two small networks (Lightning start-up)
+def test_temporal_pre_saves_and_loads_through_the_registry(tmp_path):
+    """`temporal-pre` is the interference kind's temporal network with `pre_steps`: its
+    parameters are plain JSON, the registry's predictor and runtime load it and predict
+    the same; the old form (tensors in trainer_kw) is refused before anything is written."""
+    import json
+
+    import torch
+
+    from servecast.errors import InvalidInputError
+    from servecast.predictors.registry import get
+
+    kind = get("interference")
+    fx = kind.fixture()
+    hp = dict(max_steps=10, d_model=16, heads=2, layers=1, epochs=1, batch_size=64)
+    p = kind.predictor()("temporal", pre_steps=10, **hp).fit(fx.train, fx.train_target)
+    assert p.card["pretraining"]["steps"] == 10
+    assert p.card["pretraining"]["windows"] == fx.train["window_id"].n_unique()
+    path = p.save(tmp_path / "pre")
+    card = json.loads((path / "model_card.json").read_text())
+    assert card["params"] == p.get_params() and card["params"]["pre_steps"] == 10
+    assert card["pretraining"]["steps"] == 10
+    want = p.predict(fx.test)
+    assert kind.predictor().load(path).predict(fx.test).equals(want)
+    np.testing.assert_allclose(kind.runtime().load(path).predict(fx.test)["perf"],
+                               want["perf"].to_numpy(), rtol=1e-6)
+    plain = kind.predictor()("temporal", **hp).fit(fx.train, fx.train_target)
+    assert np.abs(plain.predict(fx.test)["perf"] - want["perf"]).max() > 1e-4
+    bad = kind.predictor()("temporal", trainer_kw={"init": {"pos": torch.zeros(1)}}, **hp)
+    bad.norm, bad.net = p.norm, p.net
+    with pytest.raises(InvalidInputError, match="no JSON form.*pre_steps"):
+        bad.save(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InvalidInputError, match="pre_steps=5"):
+        kind.predictor()("gbm", pre_steps=5)
