@@ -289,19 +289,22 @@ def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: flo
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
-                       rounds: int = 300, net: bool = True, net_train_steps: int = 150
-                       ) -> tuple[pl.DataFrame, dict]:
+                       rounds: int = 300, net: bool = True, net_train_steps: int = 150,
+                       save_to: Path | None = None) -> tuple[pl.DataFrame, dict]:
     """The shipped model under the nested protocol: `ColocationGBM` fitted on `task`'s
     train + val windows (selection by inner folds inside them), predicting its test
     windows. Returns ([window_id, perf, pred, half], {"chosen": variant for seen settings,
     "unseen": variant for unseen ones (`<variant>+temporal` when the network member was
     chosen), "inner": {protocol: {name: MAE pp}}}); `half` the conformal half-width (perf
-    units) of the variant that predicted the window."""
+    units) of the variant that predicted the window. With `save_to`, the fitted model is
+    saved there (`ColocationGBM.save`)."""
     test = task.windows.filter(pl.col("split") == "test").select("window_id")
     if test.is_empty():
         raise InvalidInputError("nested selection needs test windows")
     m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds, net=net,
                       net_train_steps=net_train_steps).fit(task)
+    if save_to is not None:
+        m.save(save_to)
     metrics = with_references(task).join(test, on="window_id", how="semi")
     got = m.runtime().predict_half(metrics)
     pred = pl.DataFrame({"window_id": got["window_id"], "pred": got["perf"],
