@@ -43,19 +43,18 @@ def cpu_s(call, repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--db", default=None)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--repeat", type=int, default=15)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    tmp = Path(tempfile.mkdtemp())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", default=None, help="store (default: a temporary one)")
+    ap.add_argument("--model", default=None, help="saved model folder (fitted if empty)")
+    ap.add_argument("--repeat", type=int, default=15, help="calls timed per measurement")
+    args, tmp = ap.parse_args(), Path(tempfile.mkdtemp())
     store = Store(args.db or tmp / "ntua.duckdb")
     if TRACE not in set(store.sql("SELECT trace FROM traces")["trace"]):
         store.ingest("ntua-interference", [data_dir() / "vm/ntua_interference" / s
                                            for s in SERIES], trace=TRACE)
     task = colocation_task(store, traces=[TRACE], test_series=["Memento_V02"])
     store.close()
+    torch.set_num_threads(1)
     path = Path(args.model or tmp / "model")
     if not (path / "model_card.json").is_file():
         c0 = time.process_time()
