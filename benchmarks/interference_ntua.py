@@ -5,7 +5,7 @@ family (baseline, cpu, l3, membw). Usage:
     .venv/bin/python benchmarks/interference_ntua.py [--db ntua.duckdb] [--fast]
         [--models gbm,mean,temporal,dual,across] [--protocol series|mix|both]
         [--max-steps 40] [--train-steps 0] [--nested] [--inner-k 3]
-        [--n-seeds 0] [--pre-steps 300]
+        [--n-seeds 0] [--pre-steps 300] [--save FILE] [--save-models DIR]
 
 `--folds A,B` runs only the named folds of each protocol (e.g. to split a run over
 processes and `--join` their `--save` files). `--train-steps N` gives the networks a
@@ -15,10 +15,15 @@ budget of N optimizer steps instead of epochs (`InterferencePredictor.epochs_for
 pretraining of the temporal encoder on the fold's train + val windows, `--pre-steps`
 optimizer steps, then the temporal network's fine-tuning; GBM on window statistics plus
 the pretrained encoder's window embedding). `--save FILE` writes every
-per-window prediction (parquet); `--join FILE` (repeatable) adds such a file's rows (same
-folds) to this run's. Whenever the predictions hold `gbm-nested` and a network NET (run
-here or joined), model `gbm-nested+NET` is the mean of the two models' predictions on the
-same held-out runs (its interval half-width: the mean of the two).
+per-window prediction (parquet), rewritten (through a temporary file and a rename) as each
+model of each fold finishes, so a run that stops keeps every finished model's rows; at the
+end it also holds the joined rows and the ensembles. `--save-models DIR` saves every fitted
+model as it finishes, in DIR/<protocol>/<fold>/<model>/ (`InterferencePredictor.load`, or
+`ColocationGBM.load` for gbm-nested; gbm-embed has no saved form and is refused).
+`--join FILE` (repeatable) adds such a file's rows (same folds) to this run's. Whenever
+the predictions hold `gbm-nested` and a network NET (run here or joined), model
+`gbm-nested+NET` is the mean of the two models' predictions on the same held-out runs
+(its interval half-width: the mean of the two).
 
 `--nested` adds model `gbm-nested`, the shipped co-location default (`colocation_gbm.
 ColocationGBM`, 3 seeds) fitted in every outer fold on its training runs: the run-level
@@ -44,7 +49,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 import time
+from pathlib import Path
 
 import polars as pl
 
@@ -104,10 +112,46 @@ def _resplit(task: Task, split: pl.Expr) -> Task:
                 task.target_metric)
 
 
+class Saver:
+    """Keeps what finished as it finishes: `add(rows, model, fold_dir)` appends a fold's
+    rows of one model and rewrites `file` (parquet; None: kept in memory only) with every
+    row so far, and with `models` (a folder) saves the fitted model in
+    models/<fold_dir>/. `write(frame)` replaces the file's contents; each write goes
+    through `<file>.tmp` and a rename, so the file is never half-written."""
+
+    def __init__(self, file: str | Path | None = None, models: str | Path | None = None):
+        self.file = None if file is None else Path(file)
+        self.models = None if models is None else Path(models)
+        self.rows: list[pl.DataFrame] = []
+
+    def add(self, rows: pl.DataFrame, model=None, fold_dir: str = "") -> None:
+        self.rows.append(rows)
+        if self.file is not None:
+            self.write(pl.concat(self.rows, how="diagonal_relaxed"))
+        if self.models is not None and model is not None:
+            model.save(self.models / fold_dir)
+
+    def model_dir(self, fold_dir: str) -> Path | None:
+        return None if self.models is None else self.models / fold_dir
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self.file is None:
+            return
+        tmp = self.file.with_name(self.file.name + ".tmp")
+        frame.write_parquet(tmp)
+        os.replace(tmp, self.file)
+
+
+def _fold_dir(protocol: str, fold: str, model: str) -> str:
+    return f"{protocol}/{fold.replace(' ', '_')}/{model}"
+
+
 def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps: int,
-        log=print, only=None, pre_steps: int = pretrain.PRE_STEPS) -> pl.DataFrame:
+        log=print, only=None, pre_steps: int = pretrain.PRE_STEPS,
+        saver: Saver | None = None) -> pl.DataFrame:
     """Per-window predictions of every model in every fold of `protocol`:
-    [protocol, fold, model, window_id, family, perf, pred]."""
+    [protocol, fold, model, window_id, family, perf, pred]; each (fold, model) goes to
+    `saver` as soon as it is done, before its line is logged."""
     rows = []
     for name, t in folds(task, protocol, only):
         tm, tl = t.part("test")
@@ -125,29 +169,37 @@ def run(task: Task, protocol: str, models: list[str], settings: dict, max_steps:
                 t.windows.select("window_id", "family"), on="window_id").with_columns(
                 half=pl.lit(half))
             mae_pp = 100 * metrics.mae(j["pred"].to_numpy(), j["perf"].to_numpy())
-            log(f"{protocol} {name:18s} {m:9s} MAE {mae_pp:6.2f} pp  n={j.height}  "
-                f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")
             rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
                                        model=pl.lit(m)))
+            if saver is not None:
+                saver.add(rows[-1], p, _fold_dir(protocol, name, m))
+            log(f"{protocol} {name:18s} {m:9s} MAE {mae_pp:6.2f} pp  n={j.height}  "
+                f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")
     return pl.concat(rows)
 
 
-def run_nested(task: Task, protocol: str, k: int = 3, log=print, only=None) -> pl.DataFrame:
-    """`run`'s rows for model `gbm-nested` (nested selection in every fold of `protocol`)."""
+def run_nested(task: Task, protocol: str, k: int = 3, log=print, only=None,
+               saver: Saver | None = None) -> pl.DataFrame:
+    """`run`'s rows for model `gbm-nested` (nested selection in every fold of `protocol`),
+    to `saver` as each fold finishes."""
     rows = []
     for name, t in folds(task, protocol, only):
         t0, c0 = time.perf_counter(), time.process_time()
-        j, info = cg.nested_predictions(t, k=k, coverage=COVERAGE)
+        where = None if saver is None else saver.model_dir(_fold_dir(protocol, name,
+                                                                     "gbm-nested"))
+        j, info = cg.nested_predictions(t, k=k, coverage=COVERAGE, save_to=where)
         j = j.join(t.windows.select("window_id", "family"), on="window_id")
         inner = "; ".join(f"{p}: " + ", ".join(f"{c} {v:.2f}" for c, v in sorted(
             s.items(), key=lambda kv: kv[1])) for p, s in info["inner"].items())
+        rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
+                                   model=pl.lit("gbm-nested")))
+        if saver is not None:
+            saver.add(rows[-1])
         log(f"{protocol} {name:18s} gbm-nested MAE "
             f"{100 * metrics.mae(j['pred'].to_numpy(), j['perf'].to_numpy()):6.2f} pp  "
             f"n={j.height}  chose {info['chosen']}, unseen settings {info['unseen']} "
             f"(inner: {inner})  {time.perf_counter() - t0:.0f} s wall, "
             f"{time.process_time() - c0:.0f} s CPU")
-        rows.append(j.with_columns(protocol=pl.lit(protocol), fold=pl.lit(name),
-                                   model=pl.lit("gbm-nested")))
     return pl.concat(rows)
 
 
@@ -187,6 +239,28 @@ def ensembles(pred: pl.DataFrame, nets: list[str], base: str = "gbm-nested") -> 
     return pl.concat(out) if out else pred.clear()
 
 
+def check_args(args: argparse.Namespace, models: list[str]) -> None:
+    """Exit 2 (message on stderr) before any training on what would fail after it: an
+    unknown model, a model --save-models cannot save, a --save folder or --join file that
+    is not there."""
+    from servecast.predictors.interference.predictor import MODELS
+
+    errors = [f"--models: unknown model {m!r}; one of "
+              f"{', '.join((*MODELS, *pretrain.MODELS))}"
+              for m in models if m not in MODELS + pretrain.MODELS]
+    if args.save_models and "gbm-embed" in models:
+        errors.append("--save-models: gbm-embed has no saved form (a research option of "
+                      "predictors/interference/pretrain.py); leave it out of --models or "
+                      "drop --save-models")
+    if args.save and not Path(args.save).resolve().parent.is_dir():
+        errors.append(f"--save {args.save}: no folder {Path(args.save).resolve().parent}; "
+                      "create it first")
+    errors += [f"--join {f}: no such file" for f in args.join if not Path(f).is_file()]
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default="ntua.duckdb")
@@ -196,7 +270,10 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=0, help="0: the preset's")
-    ap.add_argument("--save", default=None)
+    ap.add_argument("--save", default=None, help="parquet file of every prediction, "
+                    "rewritten as each model finishes")
+    ap.add_argument("--save-models", default=None, help="folder: every fitted model, saved "
+                    "as it finishes")
     ap.add_argument("--join", action="append", default=[])
     ap.add_argument("--folds", default=None, help="comma-separated fold names (default: all)")
     ap.add_argument("--counters", default="system", choices=["system", "all"])
@@ -205,6 +282,10 @@ def main() -> None:
     ap.add_argument("--n-seeds", type=int, default=0, help="0: the preset's")
     ap.add_argument("--pre-steps", type=int, default=pretrain.PRE_STEPS)
     args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    check_args(args, models)
+    joined = [pl.read_parquet(f) for f in args.join]  # before --save may overwrite one
+    saver = Saver(args.save, args.save_models)
     store = ntua_store(args.db)
     task = colocation_task(store, traces=[TRACE], counters=args.counters)
     print(f"{task.windows.height} windows, {task.windows['vm'].n_unique()} series, "
@@ -214,19 +295,17 @@ def main() -> None:
                                    batch_size=args.batch_size or settings.batch_size,
                                    n_seeds=args.n_seeds or settings.n_seeds)
     protocols = ["series", "mix"] if args.protocol == "both" else [args.protocol]
-    models = [m for m in args.models.split(",") if m]
     only = None if args.folds is None else set(args.folds.split(","))
     parts = [run(task, p, models, settings, args.max_steps, only=only,
-                 pre_steps=args.pre_steps)
+                 pre_steps=args.pre_steps, saver=saver)
              for p in protocols if models]
     if args.nested:
-        parts += [run_nested(task, p, args.inner_k, only=only) for p in protocols]
-    parts += [pl.read_parquet(f) for f in args.join]
-    pred = pl.concat(parts, how="diagonal_relaxed")
+        parts += [run_nested(task, p, args.inner_k, only=only, saver=saver)
+                  for p in protocols]
+    pred = pl.concat(parts + joined, how="diagonal_relaxed")
     nets = [m for m in (*NEURAL, *pretrain.MODELS) if m in set(pred["model"])]
     pred = pl.concat([pred, ensembles(pred, nets)], how="diagonal_relaxed")
-    if args.save:
-        pred.write_parquet(args.save)
+    saver.write(pred)
     pl.Config.set_tbl_rows(40)
     pl.Config.set_tbl_cols(16)
     pl.Config.set_tbl_width_chars(220)

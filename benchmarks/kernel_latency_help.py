@@ -4,12 +4,15 @@ beside FLOPs proxy, per-device linear regression and no-adaptation.
 
     .venv/bin/python benchmarks/kernel_latency_help.py [--db FILE] [--epochs N]
 
+`--db FILE` reads an existing store holding the HELP trace; without it the trace is
+ingested into a temporary store. A FILE that is not a store exits 2 with the fix.
 Acceptance: mean Spearman >= 0.95 (HELP reports 0.932 on its meta-test devices, FLOPs 0.787).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import polars as pl
@@ -17,19 +20,20 @@ from kernel_latency_logo import open_store
 
 
 def main() -> None:
-    import torch
-
     from servecast.predictors.hardware_adaptive.config import PRESET
-    from servecast.predictors.hardware_adaptive.train import train_help_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--db")
     ap.add_argument("--epochs", type=int, default=PRESET.full.epochs)
     ap.add_argument("--adapt-steps", type=int, default=PRESET.full.adapt_steps)
     args = ap.parse_args()
+    store = _store(args.db)  # before torch: a wrong --db is refused at once
+
+    import torch
+
+    from servecast.predictors.hardware_adaptive.train import train_help_model
+
     torch.set_num_threads(2)
-    store = open_store(args.db, [("help-nasbench201", "gpu/help_nasbench201",
-                                  "help_nasbench201")])
     t0 = time.perf_counter()
     _, report = train_help_model(store, PRESET.pick(False, epochs=args.epochs,
                                                        adapt_steps=args.adapt_steps))
@@ -39,6 +43,21 @@ def main() -> None:
     print(report.group_by("method", maintain_order=True)
           .agg(pl.col("spearman").mean(), pl.col("mape").mean()))
     print(f"meta-train + evaluation: {wall:.0f} s on CPU (shared with other jobs)")
+
+
+def _store(db: str | None):
+    """The store of `--db` (or a temporary one with HELP ingested); exit 2 naming the file
+    and the fix when `db` is not a servecast store."""
+    from servecast.errors import ServecastError
+
+    try:
+        return open_store(db, [("help-nasbench201", "gpu/help_nasbench201",
+                                "help_nasbench201")])
+    except ServecastError as e:
+        print(f"--db: {e}\n  fix: `servecast ingest help-nasbench201 "
+              f"../shared/datasets/gpu/help_nasbench201 --db {db}` first, or leave out --db "
+              "(a temporary store with HELP ingested)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

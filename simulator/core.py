@@ -134,6 +134,13 @@ class Engine:
         self.itl: list = []               # (gaps, weight) of every inter-token gap
         self.beams = False                # a request with beams > 1 was added
 
+    @property
+    def request_kv_tokens(self) -> int:
+        """KV tokens one request may hold: the replica's whole blocks less the watermark's
+        (what `add` admits; the step-time memory model's `kv_capacity_tokens` counts the
+        tokens of a last partial block and the watermark too)."""
+        return (self.total - self.keep) * self.bs
+
     # -- public ------------------------------------------------------------------------------
     def add(self, req: Request) -> None:
         """Queue `req` (arrived at `req.arrival_s`, not before the engine's clock matters:
@@ -147,10 +154,10 @@ class Engine:
         if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
             raise InvalidInputError(f"request {req.request_id!r}: beams={b!r} must be a "
                                     "positive integer")
-        if -(-(p + b * o) // self.bs) > self.total - self.keep:
+        if p + b * o > self.request_kv_tokens:
             raise InvalidInputError(
                 f"request {req.request_id!r} needs {p + b * o:,} KV tokens, more than the "
-                f"{(self.total - self.keep) * self.bs:,} one replica holds; raise --tp or use "
+                f"{self.request_kv_tokens:,} one replica holds; raise --tp or use "
                 "a GPU with more memory")
         seq = _Seq(req, priority_key(self.policy, req, self.aging), len(self.seqs),
                    -(-reservation(self.policy, req) // self.bs))

@@ -62,10 +62,15 @@ def test_features_summarise_the_counters(task, feats):
 
 
 @pytest.mark.slow
-def test_nested_selection_never_sees_the_test_split(task):
+def test_nested_selection_never_sees_the_test_split(task, monkeypatch):
     """Both regimes' variants, the network member of the unseen-settings regime and the
-    intervals come from the training series only."""
+    intervals come from the training series only; the test runs are predicted once."""
+    calls = []
+    perf = ColocationRuntime._perf
+    monkeypatch.setattr(ColocationRuntime, "_perf",
+                        lambda self, cols: calls.append(1) or perf(self, cols))
     pred, info = cg.nested_predictions(task, k=2, seeds=1, rounds=60, net_train_steps=20)
+    assert len(calls) == 1  # predictions and half-widths from one pass
     names = {c.name for c in cg.CANDIDATES}
     assert set(info["inner"]) == {"series", "settings"}
     series, settings = info["inner"]["series"], info["inner"]["settings"]
@@ -210,6 +215,11 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
                "fallback": {"columns": alt_cols, "target": "perf", "features": "stats+base",
                             "variant": "stats+base/perf", "half": 0.25}}
     m.boosters, m.fallback_boosters = main, alt
+    rt = m.runtime()
+    assert m.runtime() is rt  # built once, not on every predict
+    m.state = {**m.state, "half": 0.3}  # new state: a new runtime
+    assert m.runtime() is not rt and m.runtime().half == 0.3
+    m.state["half"] = 0.1
     m.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").glob("*.txt")) == ["fallback_0.txt",
                                                                       "gbm_0.txt"]
@@ -229,7 +239,7 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
                          for t, ipc in enumerate([0.2, 0.4, 0.6])
                          for m, v in (("sys:IPC", ipc), ("rps", 100.0), ("co:cpu", cpu),
                                       ("co:l3", 0.0), ("co:membw", 0.0))])
-    assert list(rt.halves(long)) == [0.1, 0.25]
+    assert list(rt.predict_half(long)["half"]) == [0.1, 0.25]
     got = rt.predict(long)
     assert got["hi"][1] - got["lo"][1] == pytest.approx(min(got["perf"][1] + 0.25, 1)
                                                          - max(got["perf"][1] - 0.25, 0))
@@ -239,12 +249,14 @@ def test_unknown_corunners_fall_back_to_the_variant_without_them(tmp_path):
 
 
 @pytest.mark.slow  # trains a small network
-def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path):
+def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_path,
+                                                                         monkeypatch):
     """A model whose unseen-settings regime holds the network member: runs of an unseen
     setting get the mean of the fallback boosters and the network, seen ones the main
     boosters alone; saved and loaded (net/temporal/), it predicts the same, and the
     Estimator serves it (from the models dir or the model's own dir) without importing
     Lightning, polars or DuckDB."""
+    from servecast.predictors import base
     from servecast.predictors.interference.predictor import InterferencePredictor
     from servecast.predictors.interference.runtime import Runtime
 
@@ -285,9 +297,14 @@ def test_network_member_is_averaged_for_unseen_settings_and_served_light(tmp_pat
     assert (tmp_path / "models" / "interference" / "net" / "temporal" / "net.pt").is_file()
     rt = ColocationRuntime.load(tmp_path / "models" / "interference")
     assert isinstance(rt.net, Runtime)
-    assert np.allclose(rt.predict(long)["perf"], got["perf"])
+    assert np.array_equal(rt.predict(long)["perf"], got["perf"])
+    reads = []
+    read = base.read_torch_state
+    monkeypatch.setattr(base, "read_torch_state", lambda f: reads.append(f) or read(f))
     again = cg.ColocationGBM.load(tmp_path / "models" / "interference")
-    assert np.allclose(again.predict(long)["perf"], got["perf"])
+    assert len(reads) == 1  # the network member is read once
+    assert again.runtime().net.net is again.net_member.net  # and served from that copy
+    assert again.predict(long).equals(got)  # bit-identical after the round trip
     window = {"sys:IPC": ipc[0].tolist(), "rps": 100.0, "co:cpu": 2.0, "co:l3": 0.0,
               "co:membw": 0.0}
     for root in (tmp_path / "models", tmp_path / "models" / "interference"):

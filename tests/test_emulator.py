@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -130,6 +131,66 @@ def test_output_length_model_sets_the_default_length(compiled, fitted_kind):
         [seq] = driver.fleet.engine(0).seqs.values()
         assert seq.req.output_tokens == want
         assert (seq.req.p50, seq.req.p90, seq.key) == (q.p50, q.p90, q.p50)
+
+
+def test_kv_tokens_are_the_engines_one_number(compiled, client):
+    """One count of what a request may hold, the engine's: whole KV blocks of the step-time
+    memory model less the watermark's; /v1/models says it (max_model_len), the engine and
+    the API admit exactly that many tokens and refuse one more with the same number."""
+    from servecast.errors import InvalidInputError
+    from servecast.simulator.core import Engine, Request
+
+    fleet = client.app.state.driver.fleet
+    bs = compiled.deployment.block_size
+    engine = Engine(compiled)
+    assert fleet.replica_kv_tokens == compiled.memory["kv_capacity_tokens"] // bs * bs
+    assert fleet.kv_tokens == engine.request_kv_tokens == (engine.total - engine.keep) * bs
+    assert 0 < fleet.kv_tokens < fleet.replica_kv_tokens
+    assert [m["max_model_len"] for m in client.get("/v1/models").json()["data"]] == [
+        fleet.kv_tokens]
+    engine.add(Request(0, 0.0, 1000, fleet.kv_tokens - 1000))  # exactly fits
+    with pytest.raises(InvalidInputError, match=f"more than the {fleet.kv_tokens:,} one"):
+        engine.add(Request(1, 0.0, 1000, fleet.kv_tokens - 999))
+    n = count_tokens([PROMPT])[0]
+    r = client.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT,
+                                              "max_tokens": fleet.kv_tokens - n + 1})
+    assert r.status_code == 400 and f"the {fleet.kv_tokens:,} KV tokens" in r.text
+    assert fleet.describe() == (f"{fleet.replica_kv_tokens:,} KV tokens per replica, at "
+                                f"most {fleet.kv_tokens:,} per request")
+
+
+@pytest.mark.slow  # starts the CLI's server
+def test_cli_banner_states_the_kv_tokens_the_server_enforces(compiled):
+    """`servecast emulate` prints the KV tokens a request may hold, and its server refuses a
+    request of one token more with that number (not the step-time model's raw count)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _tools.localserver import free_port, wait_http
+
+    port = free_port()
+    cli = str(Path(sys.executable).parent / "servecast")
+    proc = subprocess.Popen([cli, "emulate", "--model", MODEL, "--gpu", "l40s", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", 60, proc)
+        limit = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/v1/models", timeout=10).read())["data"][0]["max_model_len"]
+        body = json.dumps({"model": MODEL, "prompt": [1] * 100, "max_tokens": limit - 99})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body.encode(),
+                                     {"content-type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        said = refused.value.read().decode()
+    finally:
+        proc.terminate()
+        banner = " ".join(proc.communicate(timeout=10)[0].split())  # rich wraps long lines
+    assert f"at most {limit:,} per request" in banner, banner
+    assert f"the {limit:,} KV tokens one replica holds" in said
+    assert f"{compiled.memory['kv_capacity_tokens']:,}" not in banner
 
 
 def _stream(url: str, body: dict, out: dict, key: int) -> None:

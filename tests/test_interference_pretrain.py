@@ -60,3 +60,66 @@ def test_gbm_on_embeddings_adds_features_and_changes_the_gbm(task):
     assert np.abs(_pred(emb, task) - _pred(plain, task)).max() > 1e-3
     with pytest.raises(UnknownNameError, match="gbm-embed"):
         pretrain.train_model(task, "nope", SETTINGS, STEPS)
+
+
+def test_embedding_is_what_the_network_pools_before_its_head():
+    """`embed` and the pretraining read the network's own encoder (`InterferenceNet.encode`):
+    the embedding of a state equals, bit for bit, the first 2 x d_model inputs of the head
+    of a temporal network holding that state (masked mean of the steps, then the last)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((24, 8, 4)).astype(np.float32)
+    mask = rng.random((24, 8, 4)) < 0.7
+    mask[0, :3] = False  # padded steps
+    hp = {"d_model": 8, "layers": 1}
+    state, log = pretrain.pretrain_encoder(values, mask, hp, steps=5, batch=8)
+    assert log["steps"] == 5 and set(state) and all(k.startswith(pretrain.ENCODER)
+                                                     for k in state)
+    net = pretrain._net(4, 8, hp)
+    net.load_state_dict(state, strict=False)
+    net.eval()
+    seen = []
+    net.head.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        net(torch.from_numpy(values), torch.from_numpy(mask))
+    got = pretrain.embed(state, values, mask, hp)
+    assert got.shape == (24, 16)
+    assert np.array_equal(got, seen[0][:, :16].numpy())
+
+
+@pytest.mark.slow  # trains two small networks (Lightning start-up)
+def test_temporal_pre_saves_and_loads_through_the_registry(tmp_path):
+    """`temporal-pre` is the interference kind's temporal network with `pre_steps`: its
+    parameters are plain JSON, the registry's predictor and runtime load it and predict
+    the same; the old form (tensors in trainer_kw) is refused before anything is written."""
+    import json
+
+    import torch
+
+    from servecast.errors import InvalidInputError
+    from servecast.predictors.registry import get
+
+    kind = get("interference")
+    fx = kind.fixture()
+    hp = dict(max_steps=10, d_model=16, heads=2, layers=1, epochs=1, batch_size=64)
+    p = kind.predictor()("temporal", pre_steps=10, **hp).fit(fx.train, fx.train_target)
+    assert p.card["pretraining"]["steps"] == 10
+    assert p.card["pretraining"]["windows"] == fx.train["window_id"].n_unique()
+    path = p.save(tmp_path / "pre")
+    card = json.loads((path / "model_card.json").read_text())
+    assert card["params"] == p.get_params() and card["params"]["pre_steps"] == 10
+    assert card["pretraining"]["steps"] == 10
+    want = p.predict(fx.test)
+    assert kind.predictor().load(path).predict(fx.test).equals(want)
+    np.testing.assert_allclose(kind.runtime().load(path).predict(fx.test)["perf"],
+                               want["perf"].to_numpy(), rtol=1e-6)
+    plain = kind.predictor()("temporal", **hp).fit(fx.train, fx.train_target)
+    assert np.abs(plain.predict(fx.test)["perf"] - want["perf"]).max() > 1e-4
+    bad = kind.predictor()("temporal", trainer_kw={"init": {"pos": torch.zeros(1)}}, **hp)
+    bad.norm, bad.net = p.norm, p.net
+    with pytest.raises(InvalidInputError, match="no JSON form.*pre_steps"):
+        bad.save(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InvalidInputError, match="pre_steps=5"):
+        kind.predictor()("gbm", pre_steps=5)

@@ -249,3 +249,71 @@ def test_cli_trains_the_default_colocation_model(data, tmp_path):
     r = subprocess.run([*cli[:-1], str(tmp_path / "one.duckdb")], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "needs 3" in r.stderr and "Traceback" not in r.stderr
+
+
+NTUA3 = ("Memento_V01", "Memento_V02", "Fight_Club_V01")
+TINY = dict(d_model=16, layers=1, lr=5e-3, batch_size=32, train_steps=20, n_seeds=1,
+            gbm_trees=100, epochs=1)
+
+
+@pytest.mark.slow  # ingests three real series, trains a small pretrained network
+def test_benchmark_saves_each_model_as_it_finishes(data, tmp_path):
+    """benchmarks/interference_ntua.py: each finished (fold, model) is in the `--save` file
+    before the next model starts, so a run that crashes keeps it; `--save-models` writes
+    every fitted model (temporal-pre included) where `InterferencePredictor.load` reads it
+    and predicts the saved rows."""
+    from interference_ntua import Saver, run
+
+    from servecast.predictors.interference.predictor import InterferencePredictor
+
+    store = Store(tmp_path / "s.duckdb")
+    store.ingest("ntua-interference", [data / SERIES / s for s in NTUA3])
+    task = colocation_task(store, test_series=["Memento_V02"])
+    store.close()
+    file, models = tmp_path / "pred.parquet", tmp_path / "models"
+    seen = []
+
+    def log(line):
+        seen.append(pl.read_parquet(file)["model"].to_list())
+
+    rows = run(task, "series", ["mean", "temporal-pre"], TINY, 10, log=log,
+               only={"Memento_V02"}, pre_steps=10, saver=Saver(file, models))
+    n = rows.filter(pl.col("model") == "mean").height
+    assert n > 0 and [len(s) for s in seen] == [n, 2 * n]
+    assert set(seen[0]) == {"mean"} and set(seen[1]) == {"mean", "temporal-pre"}
+    assert pl.read_parquet(file).equals(rows)
+    assert not list(tmp_path.glob("*.tmp"))
+    pre = InterferencePredictor.load(models / "series" / "Memento_V02" / "temporal-pre")
+    assert pre.model == "temporal" and pre.get_params()["pre_steps"] == 10
+    test_metrics = task.part("test")[0]  # the task's own split: Memento_V02 tests
+    got = rows.filter(pl.col("model") == "temporal-pre").select("window_id", "pred").join(
+        pre.predict(test_metrics), on="window_id")
+    assert got.height == n and (got["pred"] == got["perf"]).all()
+    assert (models / "series" / "Memento_V02" / "mean" / "model_card.json").is_file()
+
+    def crash(line):
+        raise RuntimeError("killed")
+
+    file.unlink()
+    with pytest.raises(RuntimeError, match="killed"):
+        run(task, "series", ["mean", "gbm"], TINY, 10, log=crash, only={"Memento_V02"},
+            saver=Saver(file))
+    assert pl.read_parquet(file).equals(rows.filter(pl.col("model") == "mean"))
+
+
+@pytest.mark.slow  # imports the benchmark's stack in a subprocess (about 6 s here)
+def test_benchmark_refuses_what_would_fail_after_training(tmp_path):
+    """Arguments that would fail after an hour of training exit 2 at once, all named, before
+    the store is touched."""
+    db = tmp_path / "ntua.duckdb"
+    bench = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "interference_ntua.py")
+    out = subprocess.run([sys.executable, bench, "--db", str(db), "--models",
+                          "gbm,gbm-embed,nope", "--save-models", str(tmp_path / "m"),
+                          "--save", str(tmp_path / "no" / "p.parquet"), "--join",
+                          str(tmp_path / "gone.parquet")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    for says in ("unknown model 'nope'", "--save-models: gbm-embed has no saved form",
+                 f"no folder {tmp_path / 'no'}", f"--join {tmp_path / 'gone.parquet'}"):
+        assert says in out.stderr, out.stderr
+    assert not db.exists() and not (tmp_path / "m").exists()

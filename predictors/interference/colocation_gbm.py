@@ -289,22 +289,26 @@ def select(train: pl.DataFrame, candidates=CANDIDATES, k: int = 3, coverage: flo
 
 
 def nested_predictions(task: Task, k: int = 3, coverage: float = 0.9, seeds: int = 3,
-                       rounds: int = 300, net: bool = True, net_train_steps: int = 150
-                       ) -> tuple[pl.DataFrame, dict]:
+                       rounds: int = 300, net: bool = True, net_train_steps: int = 150,
+                       save_to: Path | None = None) -> tuple[pl.DataFrame, dict]:
     """The shipped model under the nested protocol: `ColocationGBM` fitted on `task`'s
     train + val windows (selection by inner folds inside them), predicting its test
     windows. Returns ([window_id, perf, pred, half], {"chosen": variant for seen settings,
     "unseen": variant for unseen ones (`<variant>+temporal` when the network member was
     chosen), "inner": {protocol: {name: MAE pp}}}); `half` the conformal half-width (perf
-    units) of the variant that predicted the window."""
+    units) of the variant that predicted the window. With `save_to`, the fitted model is
+    saved there (`ColocationGBM.save`)."""
     test = task.windows.filter(pl.col("split") == "test").select("window_id")
     if test.is_empty():
         raise InvalidInputError("nested selection needs test windows")
     m = ColocationGBM(inner_k=k, seeds=seeds, coverage=coverage, rounds=rounds, net=net,
                       net_train_steps=net_train_steps).fit(task)
+    if save_to is not None:
+        m.save(save_to)
     metrics = with_references(task).join(test, on="window_id", how="semi")
-    pred = m.predict(metrics).select("window_id", pred="perf").with_columns(
-        half=pl.Series(m.runtime().halves(metrics)))
+    got = m.runtime().predict_half(metrics)
+    pred = pl.DataFrame({"window_id": got["window_id"], "pred": got["perf"],
+                         "half": got["half"]})
     out = test.join(task.labels, on="window_id").join(pred, on="window_id").sort("window_id")
     sel = m.card["selection"]
     return out, {"chosen": m.card["variant"], "unseen": m.card["unseen_variant"],
@@ -337,6 +341,7 @@ class ColocationGBM(SavedModel):
         self.boosters: list = []
         self.fallback_boosters: list = []
         self.net_member = None  # InterferencePredictor of the unseen-settings regime, or None
+        self._runtime: tuple | None = None  # (the parts it was built of, the runtime)
 
     @property
     def is_fitted(self) -> bool:
@@ -407,8 +412,17 @@ class ColocationGBM(SavedModel):
         return self
 
     def runtime(self):
-        """The fitted model as a `colocation_runtime.ColocationRuntime`."""
+        """The fitted model as a `colocation_runtime.ColocationRuntime`, built once and kept
+        while state, boosters and network member stay the same objects (`fit` and `load`
+        replace them)."""
         self.check_fitted()
+        parts = (self.state, self.boosters, self.fallback_boosters, self.net_member)
+        if self._runtime is None or any(a is not b for a, b in zip(self._runtime[0], parts,
+                                                                     strict=True)):
+            self._runtime = parts, self._build_runtime()
+        return self._runtime[1]
+
+    def _build_runtime(self):
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
         net = None
@@ -439,10 +453,9 @@ class ColocationGBM(SavedModel):
     def _load(cls, path: Path, card: dict) -> ColocationGBM:
         from servecast.predictors.interference.colocation_runtime import ColocationRuntime
 
-        rt = ColocationRuntime.load(path)
         m = cls.from_params(path, card["params"])
-        m.state, m.boosters, m.fallback_boosters = rt.state, rt.boosters, rt.fallback
-        if rt.net is not None:
+        _, m.state, m.boosters, m.fallback_boosters = ColocationRuntime.read(path)
+        if m.state.get("fallback", {}).get("net"):  # read once, as the predictor
             from servecast.predictors.interference.predictor import InterferencePredictor
 
             m.net_member = InterferencePredictor.load(member_dir(path))

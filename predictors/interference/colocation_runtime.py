@@ -151,9 +151,22 @@ class ColocationRuntime:
 
     @classmethod
     def load(cls, path: str | Path) -> ColocationRuntime:
+        """The model saved in `path`, its network member (if any) included."""
+        path = Path(path)
+        params, state, boosters, fallback = cls.read(path)
+        net = None
+        if state.get("fallback", {}).get("net"):
+            from servecast.predictors.interference.runtime import Runtime
+
+            net = Runtime.load(member_dir(path))
+        return cls(params, state, boosters, fallback, net)
+
+    @staticmethod
+    def read(path: Path) -> tuple[dict, dict, list, list]:
+        """(card params, state, boosters, fallback boosters) saved in `path`, without the
+        network member (`member_dir`; whoever loads it decides how)."""
         import lightgbm as lgb
 
-        path = Path(path)
         params = read_card(path, "interference")["params"]
         state_file = path / "colocation.json"
         if not state_file.is_file():
@@ -165,13 +178,8 @@ class ColocationRuntime:
         missing = [f.name for f in files + alt if not f.is_file()]
         if missing:
             raise ModelVersionError(f"{path}: {', '.join(missing)} missing; re-save the model")
-        net = None
-        if state.get("fallback", {}).get("net"):
-            from servecast.predictors.interference.runtime import Runtime
-
-            net = Runtime.load(member_dir(path))
-        return cls(params, state, [lgb.Booster(model_file=str(f)) for f in files],
-                   [lgb.Booster(model_file=str(f)) for f in alt], net)
+        return (params, state, [lgb.Booster(model_file=str(f)) for f in files],
+                [lgb.Booster(model_file=str(f)) for f in alt])
 
     def interference(self, metrics_window) -> float:
         """Predicted perf of one run: a mapping metric -> values or a long frame."""
@@ -181,15 +189,16 @@ class ColocationRuntime:
         """Long frame [window_id, t, metric, value] -> {window_id, perf, lo, hi}; lo / hi:
         the conformal interval of the variant that predicted the run (`half`, or the
         fallback's half for a run of an unseen or unknown setting)."""
-        ids, perf, alt = self._perf(long_columns(metrics))
-        half = np.where(alt, self.half_unseen, self.half)
-        return {"window_id": np.asarray(ids), "perf": perf,
-                "lo": np.clip(perf - half, 0.0, 1.0), "hi": np.clip(perf + half, 0.0, 1.0)}
+        out = self.predict_half(metrics)
+        perf, half = out["perf"], out.pop("half")
+        return {**out, "lo": np.clip(perf - half, 0.0, 1.0), "hi": np.clip(perf + half, 0.0, 1.0)}
 
-    def halves(self, metrics) -> np.ndarray:
-        """The interval half-width (perf units) of each window of `metrics`, in `predict`'s
-        order."""
-        return np.where(self._perf(long_columns(metrics))[2], self.half_unseen, self.half)
+    def predict_half(self, metrics) -> dict[str, np.ndarray]:
+        """`predict`'s window_id and perf, and `half`: the interval half-width (perf units)
+        of the variant that predicted each window (before clipping to [0, 1])."""
+        ids, perf, alt = self._perf(long_columns(metrics))
+        return {"window_id": np.asarray(ids), "perf": perf,
+                "half": np.where(alt, self.half_unseen, self.half)}
 
     def _perf(self, cols: dict[str, np.ndarray]) -> tuple[list, np.ndarray, np.ndarray]:
         """(window ids, perf, whether the fallback variant predicted the window)."""

@@ -119,17 +119,26 @@ class InterferenceNet(nn.Module):
         self.y_center.fill_(float(center))
         self.y_scale.fill_(max(float(scale), 1e-4))
 
-    def forward_z(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The normalized output (skip models): (perf - y_center) / y_scale, shape [B]."""
+    def encode(self, values: torch.Tensor, mask: torch.Tensor,
+               seen: torch.Tensor | None = None) -> torch.Tensor:
+        """The temporal encoder's per-step output [B, T, d] of (values, mask) [B, T, M];
+        `seen` [B, T]: the steps not padded (default: the steps with an observation).
+        The cross-run pretraining (`pretrain`) trains and reads this part alone."""
         m = mask.to(values.dtype)
-        steps_seen = mask.any(-1)  # [B, T]
         if self.branches == "across":
             tok = self._steps_across(values * m, mask) + self.pos
         else:
             tok = self.step_in(torch.cat([values * m, m], -1)) + self.pos
-        h = self.temporal(tok, src_key_padding_mask=~steps_seen)
+        return self.temporal(tok, src_key_padding_mask=~(mask.any(-1) if seen is None
+                                                          else seen))
+
+    def forward_z(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The normalized output (skip models): (perf - y_center) / y_scale, shape [B]."""
+        steps_seen = mask.any(-1)  # [B, T]
+        h = self.encode(values, mask, steps_seen)
         feats = [_masked_mean(h, steps_seen), h[:, -1]]
         if self.branches == "dual":
+            m = mask.to(values.dtype)
             metric_seen = mask.any(1)  # [B, M]
             mt = torch.cat([(values * m).transpose(1, 2), m.transpose(1, 2)], -1)
             g = self.across(self.metric_in(mt) + self.metric_emb,

@@ -17,7 +17,11 @@ epoch / tree count, in `fit`) and `group` (per-group scores, in `evaluate`). Mod
   `target_metric`, the wide path starts as that metric's last-value forecast;
   `n_seeds > 1` trains that many copies from seeds seed, seed + 1, ... (each keeping its
   best validation epoch) and predicts their mean perf (a seed ensemble of the same model);
-- `temporal`: the same network with the temporal branch only;
+- `temporal`: the same network with the temporal branch only; with `pre_steps` > 0 its
+  encoder (or the dual model's) first learns from every window of `fit`'s frame, labelled
+  or not, by masked-counter reconstruction (`pretrain.pretrain_windows`, `pre_steps`
+  optimizer steps), then trains as usual: the `temporal-pre` option of
+  benchmarks/interference_ntua.py, saved and loaded like any temporal network;
 - `across`: attention across the metrics at each step, then the temporal branch (net.py);
 - `gbm`: LightGBM on per-metric window statistics;
 - `last` / `moving_average`: the last value / mean of the last `ma_k` values of the
@@ -46,6 +50,9 @@ from servecast.predictors.interference.runtime import NEURAL, PERF_MIN, load_net
 from servecast.predictors.metrics import error_scores
 
 MODELS = ("dual", "temporal", "across", "gbm", "last", "moving_average", "mean")
+#: the models whose step encoder `pre_steps` pretrains (`across` builds its step tokens
+#: otherwise)
+PRETRAINED = ("dual", "temporal")
 
 
 class InterferencePredictor(Predictor):
@@ -60,7 +67,7 @@ class InterferencePredictor(Predictor):
                  weight_decay: float = 1e-2, wide_l1: float = 1e-3, metric_dropout: float = 0.0,
                  val_frac: float = 0.15, ma_k: int = 4, gbm_trees: int = 600, seed: int = 0,
                  refit: bool = False, recent_weight: float = 1.0, n_seeds: int = 1,
-                 train_steps: int = 0, trainer_kw: dict | None = None):
+                 train_steps: int = 0, pre_steps: int = 0, trainer_kw: dict | None = None):
         super().__init__()
         if model not in MODELS:
             raise UnknownNameError(f"unknown interference model {model!r}; one of "
@@ -69,6 +76,9 @@ class InterferencePredictor(Predictor):
             raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
         if int(train_steps) < 0:
             raise InvalidInputError(f"train_steps must be >= 0 (0: use epochs), got {train_steps}")
+        if int(pre_steps) < 0 or (int(pre_steps) and model not in PRETRAINED):
+            raise InvalidInputError(f"pre_steps={pre_steps!r}: >= 0, and 0 unless the model is "
+                                    f"one of {', '.join(PRETRAINED)} (got model {model!r})")
         if int(n_seeds) < 1:
             raise InvalidInputError(f"n_seeds must be >= 1, got {n_seeds}")
         self.model, self.max_steps, self.target_metric = model, int(max_steps), target_metric
@@ -79,6 +89,7 @@ class InterferencePredictor(Predictor):
         self.ma_k, self.gbm_trees, self.seed = ma_k, gbm_trees, seed
         self.refit, self.recent_weight = bool(refit), float(recent_weight)
         self.n_seeds, self.train_steps = int(n_seeds), int(train_steps)
+        self.pre_steps = int(pre_steps)
         self.trainer_kw = trainer_kw or {}
         self.norm: Normalizer | None = None
         self.net = None
@@ -136,17 +147,24 @@ class InterferencePredictor(Predictor):
                 k = self.norm.metrics.index(self.target_metric)
                 anchor = (k, float(self.norm.center[k]), float(self.norm.scale[k]))
             epochs = self.epochs_for(len(tr[2]))
+            trainer_kw = self.trainer_kw
+            if self.pre_steps:  # every window of the frame, labelled or not (module doc)
+                from servecast.predictors.interference.pretrain import pretrain_windows
+
+                init, pre_log = pretrain_windows(df, self.norm, self.max_steps, self.hp,
+                                                 self.pre_steps, self.batch_size, self.seed)
+                trainer_kw = {**trainer_kw, "init": init}
             nets, logs = [], []
             for i in range(self.n_seeds):  # n_seeds > 1: a seed ensemble of the same network
                 seed = self.seed + i
                 net, lg = train_net(tr, va, hp, epochs, self.batch_size, seed,
-                                    anchor=anchor, **self.trainer_kw)
+                                    anchor=anchor, **trainer_kw)
                 if refit and lg.get("best_epoch", -1) >= 0:
                     # validation picked the epoch count; retrain on train + val (the data
                     # closest to the test period) for that many epochs of the same schedule
                     stop = lg["best_epoch"] + 1
                     net, _ = train_net(full, None, hp, epochs, self.batch_size, seed,
-                                       anchor=anchor, stop_epoch=stop, **self.trainer_kw)
+                                       anchor=anchor, stop_epoch=stop, **trainer_kw)
                     lg = dict(lg, refit_epochs=stop)
                 nets.append(net)
                 logs.append(dict(lg, optimizer_steps=epochs * -(-len(tr[2]) // self.batch_size)))
@@ -175,6 +193,8 @@ class InterferencePredictor(Predictor):
             "split": {"train_windows": len(tr[2]), "val_windows": 0 if va is None else len(va[2])},
             "training": log,
         })
+        if self.model in NEURAL and self.pre_steps:
+            self.card["pretraining"] = pre_log
         return self
 
     def epochs_for(self, n_train: int) -> int:
@@ -246,6 +266,18 @@ class InterferencePredictor(Predictor):
         return out
 
     # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """`Predictor.save`, refused before anything is written when a constructor parameter
+        has no JSON form (e.g. tensors in `trainer_kw`: pretrain with `pre_steps`)."""
+        self.check_fitted()
+        try:
+            json.dumps(self.get_params())
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"interference: cannot save {path}: a parameter has no "
+                                    f"JSON form ({e}); pass plain values (pre_steps for a "
+                                    "pretrained encoder, not trainer_kw['init'])") from None
+        return super().save(path)
+
     def _save(self, path: Path) -> None:
         state = {"norm": self.norm.to_dict(),
                  "mean_perf": self.mean_perf}

@@ -6,9 +6,10 @@ temporal network's encoder, and GBM on its learned window embeddings.
   of each window is hidden from the input, and a linear head on the temporal encoder's
   per-step output reconstructs their z-scores (L1 on the hidden cells only). Only the
   encoder (`step_in`, `pos`, `temporal`) is kept (`encoder_state`).
-- model `temporal-pre` (`train_model`): the temporal network (`InterferencePredictor`,
-  the same settings and step budget as without pretraining) whose encoder starts from the
-  one pretrained on all the task's train + val windows (the test split never enters).
+- model `temporal-pre` (`train_model`): the temporal network (`InterferencePredictor` with
+  `pre_steps`, the same settings and step budget as without pretraining) whose encoder
+  starts from the one pretrained on all the task's train + val windows (the test split
+  never enters); saved and loaded as any interference predictor.
 - model `gbm-embed` (`EmbedGBM`): LightGBM on the window statistics of the `gbm` model
   (`baselines.window_stats`) plus the pretrained encoder's pooled window embedding (masked
   mean of the observed steps' outputs, then the last step's: 2 x d_model features), fitted
@@ -45,14 +46,6 @@ def _net(n_metrics: int, max_steps: int, hp: dict) -> InterferenceNet:
                            hp["layers"], hp.get("dropout", 0.1), "temporal", True)
 
 
-def _encode(net: InterferenceNet, values: torch.Tensor, mask: torch.Tensor,
-            seen: torch.Tensor) -> torch.Tensor:
-    """Per-step encoder output [B, T, d] of (values, mask); `seen` [B, T]: steps not padded."""
-    m = mask.to(values.dtype)
-    tok = net.step_in(torch.cat([values * m, m], -1)) + net.pos
-    return net.temporal(tok, src_key_padding_mask=~seen)
-
-
 def pretrain_encoder(values: np.ndarray, mask: np.ndarray, hp: dict, steps: int = PRE_STEPS,
                      batch: int = 64, seed: int = 0, mask_frac: float = MASK_FRAC
                      ) -> tuple[dict, dict]:
@@ -77,7 +70,7 @@ def pretrain_encoder(values: np.ndarray, mask: np.ndarray, hp: dict, steps: int 
         v, mk = v_all[idx], m_all[idx]
         hide = mk & (torch.rand(mk.shape, generator=gen) < mask_frac)
         seen = mk.any(-1)
-        recon = head(_encode(net, v, mk & ~hide, seen))
+        recon = head(net.encode(v, mk & ~hide, seen))
         loss = (recon - v).abs()[hide].mean() if hide.any() else recon.sum() * 0
         opt.zero_grad()
         loss.backward()
@@ -98,22 +91,29 @@ def embed(state: dict, values: np.ndarray, mask: np.ndarray, hp: dict) -> np.nda
     net.load_state_dict(state, strict=False)
     net.eval()
     v, mk = torch.from_numpy(values), torch.from_numpy(mask)
-    seen = mk.any(-1)
-    h = _encode(net, v, mk, seen)
-    return torch.cat([_masked_mean(h, seen), h[:, -1]], -1).numpy()
+    h = net.encode(v, mk)
+    return torch.cat([_masked_mean(h, mk.any(-1)), h[:, -1]], -1).numpy()
+
+
+def pretrain_windows(df: pl.DataFrame, norm: Normalizer, max_steps: int, hp: dict,
+                     steps: int, batch: int, seed: int) -> tuple[dict, dict]:
+    """`pretrain_encoder` on every window of the clean metrics `df` (normalized by `norm`,
+    in sorted window order: the same batches every run); the log adds `windows`."""
+    ids = sorted(df["window_id"].unique().to_list())
+    win = tensorize(df, norm, max_steps, ids)
+    state, log = pretrain_encoder(win.values, win.mask, hp, steps, batch, seed)
+    return state, dict(log, windows=len(win.ids))
 
 
 def _pretrained(task: Task, settings: dict, max_steps: int, pre_steps: int
                 ) -> tuple[Normalizer, dict, dict]:
     """(normalizer fitted on the train split, encoder pretrained on train + val windows, log)."""
-    train = clean_metrics(task.part("train")[0])
-    norm = Normalizer.fit(train)
-    ids = sorted(task.windows.filter(pl.col("split") != "test")["window_id"])
-    df = clean_metrics(task.metrics.filter(pl.col("window_id").is_in(ids)))
-    win = tensorize(df, norm, max_steps, ids)  # sorted ids: the same batches every run
-    state, log = pretrain_encoder(win.values, win.mask, settings, pre_steps,
+    norm = Normalizer.fit(clean_metrics(task.part("train")[0]))
+    ids = task.windows.filter(pl.col("split") != "test")["window_id"]
+    df = clean_metrics(task.metrics.filter(pl.col("window_id").is_in(ids.implode())))
+    state, log = pretrain_windows(df, norm, max_steps, settings, pre_steps,
                                   settings.get("batch_size", 64), settings.get("seed", 0))
-    return norm, state, dict(log, windows=len(win.ids))
+    return norm, state, log
 
 
 def train_model(task: Task, model: str, settings, max_steps: int, pre_steps: int = PRE_STEPS):
@@ -125,12 +125,9 @@ def train_model(task: Task, model: str, settings, max_steps: int, pre_steps: int
         raise UnknownNameError(f"unknown pretraining option {model!r}; one of "
                                f"{', '.join(MODELS)}")
     cfg = ev.as_dict(settings)
-    norm, state, log = _pretrained(task, cfg, max_steps, pre_steps)
     if model == "temporal-pre":
-        p = ev.train_model(task, "temporal", cfg, max_steps=max_steps,
-                           trainer_kw={"init": state})
-        p.card["pretraining"] = log
-        return p
+        return ev.train_model(task, "temporal", cfg, max_steps=max_steps, pre_steps=pre_steps)
+    norm, state, log = _pretrained(task, cfg, max_steps, pre_steps)
     return EmbedGBM(norm, state, cfg, max_steps, log).fit(task)
 
 

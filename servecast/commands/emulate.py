@@ -66,7 +66,7 @@ def emulate(
     driver = Driver(Fleet(compiled, policy, router, predicts=lengths is not None), log=log)
     app = create_app(driver, model, output_tokens, lengths)
     console.print(f"emulating {model} on {replicas} x {tp} {gpu} "
-                  f"({compiled.memory['kv_capacity_tokens']:,} KV tokens per replica) at "
+                  f"({driver.fleet.describe()}) at "
                   f"http://{host}:{port}/v1" + (f"; per-request log {log}" if log else ""))
     run_uvicorn(app, host, port, log_level, ServeLimits())
 

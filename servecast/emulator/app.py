@@ -4,7 +4,8 @@
 `create_app(driver, model)`: the driver is started and stopped with the app (lifespan).
 Bad bodies get OpenAI's error JSON with status 400 naming the field (422-style validation
 errors included), an unknown model 404, a request no replica can hold 400
-(`context_length_exceeded`).
+(`context_length_exceeded`): more prompt + output tokens than `max_model_len` in
+/v1/models (as vLLM reports it), the KV tokens one request may hold (`Fleet.kv_tokens`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def create_app(driver: Driver, model: str, default_output_tokens: int = 256,
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
                                             "owned_by": "servecast-emulator",
-                                            "root": model, "parent": None}]}
+                                            "root": model, "parent": None,
+                                            "max_model_len": driver.fleet.kv_tokens}]}
 
     async def serve(body: CompletionBody | ChatBody, chat: bool):
         if body.model != model:

@@ -37,7 +37,8 @@ class Fleet:
     router's pick),
     `add(replica, request)`, `engine(replica)` (its `now`, `idle`, `step()`),
     `times(request_id)`: the simulated (arrival, first token, finish) s of a finished
-    request, `kv_tokens`: what one replica's KV cache admits for one request."""
+    request, `kv_tokens`: what one replica's KV cache admits for one request (the engine's
+    `request_kv_tokens`), `replica_kv_tokens`: the tokens of one replica's KV blocks."""
 
     def __init__(self, compiled: Compiled, policy: str = "fcfs", router: str = "round_robin",
                  predicts: bool = False):
@@ -46,7 +47,13 @@ class Fleet:
             priority_key(policy, Request(-1, 0.0, 1, 1), 0.0)
         self.replicas = len(self.cluster.engines)
         e = self.cluster.engines[0]
-        self.kv_tokens = (e.total - e.keep) * e.bs
+        self.kv_tokens = e.request_kv_tokens
+        self.replica_kv_tokens = e.total * e.bs
+
+    def describe(self) -> str:
+        """One replica's KV cache in the words the emulator prints at start-up."""
+        return (f"{self.replica_kv_tokens:,} KV tokens per replica, at most "
+                f"{self.kv_tokens:,} per request")
 
     @staticmethod
     def request(request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int,
