@@ -12,7 +12,6 @@ Acceptance: mean Spearman >= 0.95 (HELP reports 0.932 on its meta-test devices, 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import polars as pl
@@ -27,7 +26,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=PRESET.full.epochs)
     ap.add_argument("--adapt-steps", type=int, default=PRESET.full.adapt_steps)
     args = ap.parse_args()
-    store = _store(args.db)  # before torch: a wrong --db is refused at once
+    # before torch: a wrong --db is refused at once
+    store = open_store(args.db, [("help-nasbench201", "gpu/help_nasbench201",
+                                  "help_nasbench201")])
 
     import torch
 
@@ -43,21 +44,6 @@ def main() -> None:
     print(report.group_by("method", maintain_order=True)
           .agg(pl.col("spearman").mean(), pl.col("mape").mean()))
     print(f"meta-train + evaluation: {wall:.0f} s on CPU (shared with other jobs)")
-
-
-def _store(db: str | None):
-    """The store of `--db` (or a temporary one with HELP ingested); exit 2 naming the file
-    and the fix when `db` is not a servecast store."""
-    from servecast.errors import ServecastError
-
-    try:
-        return open_store(db, [("help-nasbench201", "gpu/help_nasbench201",
-                                "help_nasbench201")])
-    except ServecastError as e:
-        print(f"--db: {e}\n  fix: `servecast ingest help-nasbench201 "
-              f"../shared/datasets/gpu/help_nasbench201 --db {db}` first, or leave out --db "
-              "(a temporary store with HELP ingested)", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Acceptance: MdAPE <= 10% for bmm and linear, <= 15% over all ops.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +24,22 @@ import polars as pl
 
 
 def open_store(db: str | None, adapters: list[tuple[str, str, str]]):
-    """The store at `db`, or a temporary one with `adapters` ingested from the shared data."""
+    """The store at `db`, or a temporary one with `adapters` ingested from the shared data.
+    A `db` that is not a servecast store exits 2 naming the file and the ingest that makes
+    it (the benchmarks' one refusal of a wrong `--db`)."""
     from servecast.datasets.catalog import shared_path
+    from servecast.errors import ServecastError
     from servecast.store import Store
 
     if db:
-        return Store(db, read_only=True)
+        try:
+            return Store(db, read_only=True)
+        except ServecastError as e:
+            ingests = "; ".join(f"`servecast ingest {source} ../shared/datasets/{rel} "
+                                f"--trace {trace} --db {db}`" for source, rel, trace in adapters)
+            print(f"--db: {e}\n  fix: {ingests} first, or leave out --db (a temporary store "
+                  "with that data ingested)", file=sys.stderr)
+            sys.exit(2)
     store = Store(Path(tempfile.mkdtemp()) / "kl.duckdb")
     for source, rel, trace in adapters:
         store.ingest(source, [shared_path(rel)], trace=trace)
