@@ -174,10 +174,12 @@ def _vector_decode(eng, efficiency: float):
     mean context lengths `means` (an array), vectorized from the engine's tables. Used only
     when it reproduces `step_ms` on probe batches (else None: one call per iteration)."""
     try:
-        lt, lin, lm = eng._lt, eng._lin, eng._lm
-        lb, lc, dec, over = eng._lb, eng._lc, eng._dec, eng.overhead_ms
+        tab = eng.tables()
     except AttributeError:
         return None
+    lt, lin, lm, lb, lc, dec, over = (tab[k] for k in (
+        "log_tokens", "log_linear_ms", "log_lm_head_ms", "log_batch", "log1p_context",
+        "log_decode_ms", "overhead_ms"))
     per_batch: dict = {}  # batch -> (ms of everything but decode attention, row, weight)
 
     def decode_ms(batch: int, means: np.ndarray) -> np.ndarray:
@@ -212,12 +214,16 @@ def _scalar_step(eng, efficiency: float):
     the engine's tables (no arrays: the engine calls it every iteration). Used only when it
     reproduces `step_ms` on probe batches (else None)."""
     try:
-        from servecast.predictors.step_time.runtime import _bilinear, _interp
+        from servecast.predictors.step_time.runtime import bilinear as _bilinear
+        from servecast.predictors.step_time.runtime import interp as _interp
 
-        lt, lb, lc, lin, lm = eng._l
-        dec, pre, over = eng._dec_l, eng._pre_l, eng.overhead_ms
-    except (ImportError, AttributeError, ValueError):
+        tab = eng.tables()
+    except (ImportError, AttributeError):
         return None
+    over, tab = tab["overhead_ms"], tab["lists"]
+    lt, lb, lc, lin, lm, dec, pre = (tab[k] for k in (
+        "log_tokens", "log_batch", "log1p_context", "log_linear_ms", "log_lm_head_ms",
+        "log_decode_ms", "log_prefill_ms"))
 
     def batch_ms(prefill: list, offsets: list, decodes: int, context: int) -> float:
         t = exp(_interp(lt, lin, log(sum(prefill) + decodes)))
