@@ -119,10 +119,15 @@ class Compiled:
                                    f"{', '.join(shipped())} (or a Hugging Face config.json "
                                    "path)") from None
         spec = rt.specs.get(dep.gpu) or _spec(dep.gpu)
-        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=_mem_util(rt, cfg, spec, dep))
+        of_free = dep.engine in KV_OF_FREE_MEMORY
+        mem = rt.engine(cfg, spec, dep.tp, dep.dtype,
+                        mem_util=1.0 if of_free else dep.gpu_memory_utilization)
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
         self.deployment, self.config = dep, cfg
         self.memory = mem.memory()
+        if of_free:  # that share of what the weights leave (Deployment doc)
+            self.memory["kv_capacity_tokens"] = int(dep.gpu_memory_utilization
+                                                    * self.memory["kv_capacity_tokens"])
         if KV_BYTES[dep.kv_cache_dtype] != 2:
             ratio = 2 // KV_BYTES[dep.kv_cache_dtype]
             self.memory["kv_capacity_tokens"] *= ratio
@@ -147,17 +152,6 @@ class Compiled:
 
     def _batch_loop(self, prefill: list, offsets: list, decodes: int, context: int) -> float:
         return self.step_ms(prefill, offsets, [context / decodes] * decodes if decodes else ())
-
-
-def _mem_util(rt: Runtime, cfg, spec: dict, dep: Deployment) -> float:
-    """The share of the whole GPU memory for weights + KV cache under the engine family's
-    rule (Deployment doc): `gpu_memory_utilization` itself, or for KV_OF_FREE_MEMORY the
-    weights plus that share of the rest, (u (M - W) + W) / M."""
-    u = dep.gpu_memory_utilization
-    if dep.engine not in KV_OF_FREE_MEMORY:
-        return u
-    weights = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=1.0).memory()["weights_gib"]
-    return (u * (spec["Dev_Mem"] - weights) + weights) / spec["Dev_Mem"]
 
 
 def _spec(gpu) -> dict:
