@@ -51,9 +51,17 @@ Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the e
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
 and the mean TPOT at NEAR x the submitted QPS beside the measured.
 
+With `--operating-point S [S ...]`, instead, whether the simulator reaches the measured
+operating point once nothing but the step time limits it (a diagnostic, not a protocol):
+the same rows at the efficiency given (e.g. 1, the step-time model as is), the KV cache
+KV_RELAX times the compiled one, prompts x S; the simulated Offline req/s per replica, then
+at the submitted QPS the mean TTFT, mean TPOT and the mean decode concurrency (Little's
+law, QPS x mean output x mean TPOT) beside the measured TPOT and concurrency.
+
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...]]
+         --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...] |
+         --operating-point S [S ...]]
 """
 
 from __future__ import annotations
@@ -77,13 +85,12 @@ KERNEL_GPUS = (("h100-sxm", "h100_sxm", 2), ("b200", "b200_sxm", 1))
 WARMUP_S = 10.0  # `--steps`: iterations before this are the warm-up, s
 KV_TIMES = 4  # `--steps`: the larger KV cache, x the compiled one
 NEAR = 0.97  # `--prompt-scale`: the load, x the submitted QPS
+KV_RELAX = 16  # `--operating-point`: the KV cache, x the compiled one
 
 
-def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
+def row_gap(r: dict, m: dict, eff: dict, kv: str | None, n: int) -> dict:
     """The Little's-law numbers of one Server row (module doc); times in ms."""
-    c = search.compile_replica(Deployment(
-        model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-        max_num_seqs=MAX_SEQS, efficiency=eff, kv_cache_dtype=kv or m["kv_cache_dtype"]))
+    c = _replica(m, eff, kv)
     prompt, output = lengths(m["workload"], n, seed=0)
     q = r["target_qps"] / m["replicas"]
     conc = q * output.mean() * r["mean_tpot_ms"] / 1e3
@@ -110,10 +117,7 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
                 or m["reason"] or m["gpu"] in seen:
             continue
         seen.add(m["gpu"])
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         prompt, output = lengths(m["workload"], n, seed=0)
         shared = np.concatenate([prompt, np.ones((beams - 1) * n, np.int64)])
         got = [n / search.run(c, np.zeros(len(p)), p, np.tile(output, len(p) // n))[
@@ -203,10 +207,7 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
           f"prefill | iteration ms mean / p90 | Offline req/s, KV x1 / x{KV_TIMES} |")
     print("|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         prompt, output = lengths(m["workload"], n, seed=0)
         arr = poisson_arrivals(n, r["target_qps"] / m["replicas"], 0)
         eng, i, st = Engine(c), 0, []
@@ -234,10 +235,7 @@ def offline_n_table(rows: list[dict], eff: dict, sizes: list[int]) -> None:
         f"Offline req/s, {k} requests" for k in sizes) + " |")
     print("|---|---|---|" + "---|" * len(sizes))
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         got = [search.saturation_rps(c, *lengths(m["workload"], k, seed=0)) for k in sizes]
         print(f"| {m['model']} | {m['gpu']} | {r['target_qps'] / m['replicas']:.2f} | "
               + " | ".join(f"{g:.2f}" for g in got) + " |", flush=True)
@@ -249,9 +247,7 @@ def kv_context_table(rows: list[dict], n: int) -> None:
           "capacity, tokens | held / capacity | workload prompt mean | prompt mean at most |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, {})
         prompt, output = (x.astype(float) for x in lengths(m["workload"], n, seed=0))
         rate = r["target_qps"] / m["replicas"] * r["mean_tpot_ms"] / 1e3  # requests x s / s
         own, gen = float((output * prompt).mean()), float((output * (output + 1) / 2).mean())
@@ -286,6 +282,36 @@ def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
                   flush=True)
 
 
+def operating_point_table(rows: list[dict], eff: dict, scales: list[float], n: int) -> None:
+    """The `--operating-point` table (module doc)."""
+    print("| model | GPU | prompt mean | Offline req/s / replica | submitted QPS / replica | "
+          "sim mean TTFT ms | sim mean TPOT ms / concurrency | measured TPOT ms / "
+          "concurrency |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r, m in _dev_server_rows(rows):
+        c = _replica(m, eff)
+        c.kv_blocks *= KV_RELAX
+        prompt0, output = lengths(m["workload"], max(n, 2000), seed=0)
+        q = r["target_qps"] / m["replicas"]
+        for sc in scales:
+            prompt = np.maximum(np.round(prompt0 * sc), 1).astype(np.int64)
+            sat = search.saturation_rps(c, prompt, output)
+            got = search.probe(c, poisson_arrivals(n, q, 0), prompt[:n], output[:n])
+            out = float(output[:n].mean())
+            print(f"| {m['model']} | {m['gpu']} | {prompt.mean():.0f} | {sat:.2f} | {q:.2f} | "
+                  f"{got['mean_ttft_ms']:.0f} | {got['mean_tpot_ms']:.0f} / "
+                  f"{q * out * got['mean_tpot_ms'] / 1e3:.0f} | {r['mean_tpot_ms']:.0f} / "
+                  f"{q * out * r['mean_tpot_ms'] / 1e3:.0f} |", flush=True)
+
+
+def _replica(m: dict, eff: dict, kv: str | None = None):
+    """One replica of row deployment `m` at its family's factor in `eff` (1 if absent)."""
+    return search.compile_replica(Deployment(
+        model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
+        max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
+        kv_cache_dtype=kv or m["kv_cache_dtype"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--efficiency", nargs="+", required=True, metavar="FAMILY=F")
@@ -300,6 +326,8 @@ def main() -> None:
                     help="does the measured operating point fit the KV cache?")
     ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
                     help="the input-length sensitivity table")
+    ap.add_argument("--operating-point", type=float, nargs="+", metavar="S",
+                    help="the submitted QPS with the KV cache relaxed, prompts x S")
     args = ap.parse_args()
     if args.kernels:
         kernels_table()
@@ -322,11 +350,14 @@ def main() -> None:
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
         return
+    if args.operating_point:
+        operating_point_table(rows, eff, args.operating_point, args.requests)
+        return
     print("| model | GPU | engine | TP x replicas | QPS / replica | measured TPOT / C | "
           "simulated TPOT / C | sim step at measured C | KV holds (requests) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        g = row_gap(r, m, eff.get(m["engine"], 1.0), args.kv_cache_dtype, args.requests)
+        g = row_gap(r, m, eff, args.kv_cache_dtype, args.requests)
         print(f"| {m['model']} | {m['gpu']} | {m['engine']} | {m['tp']} x {m['replicas']} | "
               f"{g['qps_per_replica']:.2f} | {g['measured_tpot']:.0f} / "
               f"{g['measured_conc']:.0f} | {g['sim_tpot']:.0f} / {g['sim_conc']:.0f} | "

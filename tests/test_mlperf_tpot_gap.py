@@ -124,3 +124,37 @@ def test_capacity_mlperf_given_factors_and_one_split(gap):
     predict([held], Predictor(100, 1, 200, protocol="short", beams=None), {"trtllm": 1.0},
             only="held-out")
     assert 0 < held["pred_offline"] < one
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and simulates one deployment at two prompt scales
+def test_operating_point_table_on_a_real_row(gap, capsys):
+    """`--operating-point`: a development Server row with the KV cache relaxed, prompts x 1
+    and x 0.5; shorter prompts serve more, and each concurrency is Little's law of its TPOT
+    at the submitted QPS."""
+    from capacity_mlperf import load_rows, split
+
+    from servecast.simulator.mlperf import model_row
+
+    rows = load_rows()
+    split(rows)
+    row = next(r for r in rows if r["scenario"] == "Server" and r["split"] == "dev"
+               and r["benchmark"].startswith("mixtral") and not model_row(r)["reason"])
+    gap.operating_point_table([row], {"trtllm": 1.0}, [1.0, 0.5], 200)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| mixtral")]
+    assert len(lines) == 2
+    cells = [[x.strip() for x in line.strip("|").split("|")] for line in lines]
+    assert float(cells[1][2]) == pytest.approx(float(cells[0][2]) / 2, rel=0.01)
+    assert float(cells[1][3]) > float(cells[0][3])  # Offline req/s with shorter prompts
+    m = model_row(row)
+    q = row["target_qps"] / m["replicas"]
+    pairs = []
+    for c in cells:
+        assert float(c[4]) == pytest.approx(q, abs=0.005) and float(c[5]) > 0
+        pairs += [tuple(float(v) for v in c[col].split(" / ")) for col in (6, 7)]
+    # Little's law: concurrency / TPOT = QPS x mean output, the same in every cell (the
+    # printed numbers are rounded to integers)
+    per_ms = [conc / tpot for tpot, conc in pairs]
+    assert all(tpot >= 5 for tpot, _ in pairs)
+    assert max(per_ms) / min(per_ms) == pytest.approx(1, abs=0.25)
+    measured_tpot = float(cells[0][7].split(" / ")[0])
+    assert measured_tpot == pytest.approx(row["mean_tpot_ms"], abs=0.5)
