@@ -84,6 +84,12 @@ def benchmark_key(benchmark: str) -> str:
     return re.sub(r"-99(\.9)?$", "", benchmark)
 
 
+def beam_width(benchmark: str, beams: int | None = 1) -> int:
+    """Sequences per sample: `beams`, or with None MLPerf's width for `benchmark` (BEAMS;
+    1 for a benchmark without beam search)."""
+    return BEAMS.get(benchmark_key(benchmark), 1) if beams is None else beams
+
+
 def catalog_gpu(accelerator: str, memory_gb: float | None) -> tuple[str | None, str]:
     """(catalog GPU, '') or (None, why not) for an MLPerf accelerator name (rule 3)."""
     words = [w for w in re.split(r"[\s_\-]+", accelerator.lower()) if w]
@@ -178,7 +184,7 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
     (`search.offline_rates`), output_tokens_per_s}."""
     key = benchmark_key(benchmark)
     n = max(math.ceil(OFFLINE_MIN_QUERIES[key] / replicas), SERVER_MIN_QUERIES)
-    beams = BEAMS.get(key, 1) if beams is None else beams
+    beams = beam_width(key, beams)
     while True:
         prompt, output = lengths(workload, n, seed=seed)
         offline, steady = search.offline_rates(compiled, prompt, output, beams)

@@ -135,6 +135,14 @@ def test_which_rows_can_be_modelled(store):
                 and r["scenario"] == "Server" and not m["reason"]]
 
 
+def test_beam_width_is_mlperf_s_or_the_one_given():
+    from servecast.simulator.mlperf import beam_width
+
+    assert beam_width("gptj-99.9", None) == 4 and beam_width("gptj", None) == 4
+    assert beam_width("llama2-70b-99", None) == 1
+    assert beam_width("gptj-99") == 1 and beam_width("mixtral-8x7b", 2) == 2
+
+
 def test_runs_last_what_mlperf_requires():
     """Offline: the replica's share of min_query_count, raised until the run lasts the
     minimum duration; Server: the arrivals of the duration at the rate."""
