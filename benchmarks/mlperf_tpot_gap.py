@@ -14,7 +14,11 @@ sequences whose prompt is shared (beams 2..N as 1-token prompts: their KV and pr
 the first's, but their attention then reads too little context, so this bounds the
 throughput from above), with N full copies (prompt computed and held N times: a bound
 from below) and as the engine runs beam search (`Request.beams`: the prompt's KV shared,
-N decode sequences each reading the whole context), beside the measured.
+N decode sequences each reading the whole context), beside the measured; then the batch
+that engine run reaches (iterations between the STEADY shares of its run): mean requests
+in the batch, the share of the KV blocks in use, the tokens scheduled per iteration
+(budget `max_num_batched_tokens`) and the share of the iteration time that a decode-only
+step of that batch would spend outside the linear layers (attention, KV-read bound).
 
 With `--kernels`, instead, the step-time model's per-layer operator times (physics only, as
 the MLPerf protocol runs it) beside NVIDIA aiconfigurator's measured vLLM tables
@@ -108,8 +112,10 @@ def row_gap(r: dict, m: dict, eff: dict, kv: str | None, n: int) -> dict:
 def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
     """The `--beams` table (module doc): samples/s and error vs the measured."""
     print("| GPU | engine x replicas | measured samples/s | 1 sequence | "
-          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) |")
-    print("|---|---|---|---|---|---|---|")
+          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) | "
+          "requests in batch | KV in use | tokens / iteration | decode step outside the "
+          "linear layers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
         m = model_row(r)
@@ -124,8 +130,37 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
             "makespan_s"] * m["replicas"] for p in (prompt, shared, np.tile(prompt, beams))]
         got.append(search.saturation_rps(c, prompt, output, beams) * m["replicas"])
         meas = r["samples_per_s"]
+        b = offline_batch(c, prompt, output, beams)
         print(f"| {m['gpu']} | {m['engine']} x {m['replicas']} | {meas:.1f} | " + " | ".join(
-            f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got) + " |", flush=True)
+            f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got)
+            + f" | {b['requests']:.0f} | {100 * b['kv_used']:.0f}% | {b['tokens']:.0f} | "
+            f"{100 * b['attention_share']:.0f}% |", flush=True)
+
+
+def offline_batch(c, prompt, output, beams: int) -> dict:
+    """The batch of an Offline run (every request queued at t = 0, `beams` sequences
+    each) over the iterations between the STEADY shares of its completions: mean
+    `requests` in the batch, `kv_used` (share of the blocks), `tokens` scheduled per
+    iteration and `attention_share`: 1 - (the step time of a decode-only batch of that
+    many sequences at zero context) / (the same at the mean context)."""
+    from servecast.simulator.core import Engine, Request
+
+    eng = Engine(c)
+    for i, (p, o) in enumerate(zip(prompt, output, strict=True)):
+        eng.add(Request(i, 0.0, int(p), int(o), beams=beams))
+    done, st = 0, []
+    lo, hi = (f * len(prompt) for f in search.STEADY)
+    while (s := eng.step()) is not None:
+        done += len(s.finished_ids)
+        if lo <= done <= hi:
+            decodes = len(s.token_ids) - len(s.first_token_ids)
+            st.append((s.batch, 1 - eng.free / eng.total, s.prefill_tokens + beams * decodes))
+    a = np.array(st, float)
+    seqs = int(round(a[:, 0].mean() * beams))
+    ctx = float(prompt.mean() + output.mean() / 2)
+    full, bare = c.decode_ms(seqs, np.array([ctx]))[0], c.decode_ms(seqs, np.array([0.0]))[0]
+    return {"requests": a[:, 0].mean(), "kv_used": a[:, 1].mean(), "tokens": a[:, 2].mean(),
+            "attention_share": 1 - bare / full}
 
 
 def _ms(x) -> float:

@@ -158,3 +158,24 @@ def test_operating_point_table_on_a_real_row(gap, capsys):
     assert max(per_ms) / min(per_ms) == pytest.approx(1, abs=0.25)
     measured_tpot = float(cells[0][7].split(" / ")[0])
     assert measured_tpot == pytest.approx(row["mean_tpot_ms"], abs=0.5)
+
+
+def test_offline_batch_reports_the_limits_it_runs_against(gap):
+    """`--beams`' batch columns on a real workload: a KV cache too small for the queue is
+    nearly full, the tokens per iteration stay within the budget, and beams fill the KV
+    cache with fewer requests than single sequences do."""
+    from servecast.simulator import search
+    from servecast.simulator.deployment import Deployment
+    from servecast.simulator.workloads import lengths
+
+    c = search.compile_replica(Deployment(model="gpt-j-6b", gpu="l40s", dtype="fp8",
+                                          max_num_batched_tokens=4096))
+    c.kv_blocks = 40 * 1100 // c.deployment.block_size  # about 40 requests at once
+    prompt, output = lengths("mlperf-gptj", 300, seed=0)
+    one, four = (gap.offline_batch(c, prompt, output, b) for b in (1, 4))
+    for got in (one, four):
+        assert 0.8 < got["kv_used"] <= 1.0
+        assert 0 < got["tokens"] <= 4096
+        assert 0 < got["attention_share"] < 1
+    # at most what the cache holds of prompts alone; beams hold more tokens per request
+    assert 20 < four["requests"] < one["requests"] <= 40 * 1100 / prompt.mean()
