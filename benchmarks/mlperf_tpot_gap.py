@@ -62,10 +62,16 @@ KV_RELAX times the compiled one, prompts x S; the simulated Offline req/s per re
 at the submitted QPS the mean TTFT, mean TPOT and the mean decode concurrency (Little's
 law, QPS x mean output x mean TPOT) beside the measured TPOT and concurrency.
 
+With `--near-capacity F [F ...]`, instead, how steeply the simulated TPOT rises near the
+replica's capacity: the same rows at the efficiency given, the KV cache KV_RELAX times the
+compiled one, Poisson arrivals at F x the replica's steady Offline rate
+(`search.offline_rates` on the same requests); the mean TTFT, mean TPOT and Little's-law
+concurrency at each F, and where the submitted QPS falls on that scale.
+
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
          --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...] |
-         --operating-point S [S ...]]
+         --operating-point S [S ...] | --near-capacity F [F ...]]
 """
 
 from __future__ import annotations
@@ -339,6 +345,28 @@ def operating_point_table(rows: list[dict], eff: dict, scales: list[float], n: i
                   f"{q * out * r['mean_tpot_ms'] / 1e3:.0f} |", flush=True)
 
 
+def near_capacity_table(rows: list[dict], eff: dict, fractions: list[float], n: int) -> None:
+    """The `--near-capacity` table (module doc)."""
+    print("| model | GPU | steady Offline req/s / replica | submitted QPS / steady | " + " | ".join(
+        f"TTFT ms, TPOT ms / concurrency at {f:g}" for f in fractions) + " | measured TPOT ms "
+        "/ concurrency |")
+    print("|---|---|---|---|" + "---|" * len(fractions) + "---|")
+    for r, m in _dev_server_rows(rows):
+        c = _replica(m, eff)
+        c.kv_blocks *= KV_RELAX
+        prompt, output = lengths(m["workload"], n, seed=0)
+        steady = search.offline_rates(c, prompt, output)[1]
+        q, out = r["target_qps"] / m["replicas"], float(output.mean())
+        cells = []
+        for f in fractions:
+            got = search.probe(c, poisson_arrivals(n, f * steady, 0), prompt, output)
+            cells.append(f"{got['mean_ttft_ms']:.0f}, {got['mean_tpot_ms']:.0f} / "
+                         f"{f * steady * out * got['mean_tpot_ms'] / 1e3:.0f}")
+        print(f"| {m['model']} | {m['gpu']} | {steady:.2f} | {q / steady:.2f} | "
+              + " | ".join(cells) + f" | {r['mean_tpot_ms']:.0f} / "
+              f"{q * out * r['mean_tpot_ms'] / 1e3:.0f} |", flush=True)
+
+
 def _replica(m: dict, eff: dict, kv: str | None = None):
     """One replica of row deployment `m` at its family's factor in `eff` (1 if absent)."""
     return search.compile_replica(Deployment(
@@ -363,6 +391,8 @@ def main() -> None:
                     help="the input-length sensitivity table")
     ap.add_argument("--operating-point", type=float, nargs="+", metavar="S",
                     help="the submitted QPS with the KV cache relaxed, prompts x S")
+    ap.add_argument("--near-capacity", type=float, nargs="+", metavar="F",
+                    help="TPOT at F x the steady Offline rate, the KV cache relaxed")
     args = ap.parse_args()
     if args.kernels:
         kernels_table()
@@ -384,6 +414,9 @@ def main() -> None:
         return
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
+        return
+    if args.near_capacity:
+        near_capacity_table(rows, eff, args.near_capacity, args.requests)
         return
     if args.operating_point:
         operating_point_table(rows, eff, args.operating_point, args.requests)

@@ -179,3 +179,26 @@ def test_offline_batch_reports_the_limits_it_runs_against(gap):
         assert 0 < got["attention_share"] < 1
     # at most what the cache holds of prompts alone; beams hold more tokens per request
     assert 20 < four["requests"] < one["requests"] <= 40 * 1100 / prompt.mean()
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and simulates one deployment at two loads
+def test_near_capacity_table_rises_with_the_load(gap, capsys):
+    """`--near-capacity`: nearer the steady Offline rate, longer TTFT and TPOT and a larger
+    batch; the submitted QPS placed on that scale."""
+    from capacity_mlperf import load_rows, split
+
+    from servecast.simulator.mlperf import model_row
+
+    rows = load_rows()
+    split(rows)
+    row = next(r for r in rows if r["scenario"] == "Server" and r["split"] == "dev"
+               and r["benchmark"].startswith("mixtral") and not model_row(r)["reason"])
+    gap.near_capacity_table([row], {"trtllm": 1.0}, [0.5, 0.95], 400)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| mixtral"))
+    c = [x.strip() for x in line.strip("|").split("|")]
+    steady, share = float(c[2]), float(c[3])
+    m = model_row(row)
+    assert share == pytest.approx(row["target_qps"] / m["replicas"] / steady, abs=0.006)
+    (ttft0, tpot0, conc0), (ttft1, tpot1, conc1) = (
+        [float(v) for v in cell.replace(",", " /").split(" / ")] for cell in c[4:6])
+    assert ttft1 > ttft0 and tpot1 > tpot0 and conc1 > conc0 > 0
