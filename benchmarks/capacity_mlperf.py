@@ -122,9 +122,8 @@ class Predictor:
                                                     beams=self.beams)
             else:
                 prompt, output = lengths(m["workload"], self.offline_n, seed=0)
-                beams = (mlperf.BEAMS.get(m["benchmark"], 1) if self.beams is None
-                         else self.beams)
-                rps = search.saturation_rps(c, prompt, output, beams)
+                rps = search.saturation_rps(c, prompt, output,
+                                            mlperf.beam_width(m["benchmark"], self.beams))
                 self._sat[key] = {"offline_rps": rps, "steady_rps": rps,
                                   "output_tokens_per_s": rps * float(output.mean())}
         return self._sat[key]

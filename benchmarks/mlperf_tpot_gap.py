@@ -14,7 +14,11 @@ sequences whose prompt is shared (beams 2..N as 1-token prompts: their KV and pr
 the first's, but their attention then reads too little context, so this bounds the
 throughput from above), with N full copies (prompt computed and held N times: a bound
 from below) and as the engine runs beam search (`Request.beams`: the prompt's KV shared,
-N decode sequences each reading the whole context), beside the measured.
+N decode sequences each reading the whole context), beside the measured; then the batch
+that engine run reaches (iterations between the STEADY shares of its run): mean requests
+in the batch, the share of the KV blocks in use, the tokens scheduled per iteration
+(budget `max_num_batched_tokens`) and the share of the iteration time that a decode-only
+step of that batch would spend outside the linear layers (attention, KV-read bound).
 
 With `--kernels`, instead, the step-time model's per-layer operator times (physics only, as
 the MLPerf protocol runs it) beside NVIDIA aiconfigurator's measured vLLM tables
@@ -51,9 +55,23 @@ Server rows of the OpenOrca benchmarks (one per model x GPU): prompts x S, the e
 that puts the Offline throughput at the submitted QPS (per row: a diagnostic, not a fit),
 and the mean TPOT at NEAR x the submitted QPS beside the measured.
 
+With `--operating-point S [S ...]`, instead, whether the simulator reaches the measured
+operating point once nothing but the step time limits it (a diagnostic, not a protocol):
+the same rows at the efficiency given (e.g. 1, the step-time model as is), the KV cache
+KV_RELAX times the compiled one, prompts x S; the simulated Offline req/s per replica, then
+at the submitted QPS the mean TTFT, mean TPOT and the mean decode concurrency (Little's
+law, QPS x mean output x mean TPOT) beside the measured TPOT and concurrency.
+
+With `--near-capacity F [F ...]`, instead, how steeply the simulated TPOT rises near the
+replica's capacity: the same rows at the efficiency given, the KV cache KV_RELAX times the
+compiled one, Poisson arrivals at F x the replica's steady Offline rate
+(`search.offline_rates` on the same requests); the mean TTFT, mean TPOT and Little's-law
+concurrency at each F, and where the submitted QPS falls on that scale.
+
     .venv/bin/python benchmarks/mlperf_tpot_gap.py --efficiency trtllm=F vllm=F
         [--kv-cache-dtype auto] [--requests 800] [--beams 4 | --kernels |
-         --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...]]
+         --steps | --offline-n N [N ...] | --kv-context | --prompt-scale S [S ...] |
+         --operating-point S [S ...] | --near-capacity F [F ...]]
 """
 
 from __future__ import annotations
@@ -77,13 +95,12 @@ KERNEL_GPUS = (("h100-sxm", "h100_sxm", 2), ("b200", "b200_sxm", 1))
 WARMUP_S = 10.0  # `--steps`: iterations before this are the warm-up, s
 KV_TIMES = 4  # `--steps`: the larger KV cache, x the compiled one
 NEAR = 0.97  # `--prompt-scale`: the load, x the submitted QPS
+KV_RELAX = 16  # `--operating-point`: the KV cache, x the compiled one
 
 
-def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
+def row_gap(r: dict, m: dict, eff: dict, kv: str | None, n: int) -> dict:
     """The Little's-law numbers of one Server row (module doc); times in ms."""
-    c = search.compile_replica(Deployment(
-        model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-        max_num_seqs=MAX_SEQS, efficiency=eff, kv_cache_dtype=kv or m["kv_cache_dtype"]))
+    c = _replica(m, eff, kv)
     prompt, output = lengths(m["workload"], n, seed=0)
     q = r["target_qps"] / m["replicas"]
     conc = q * output.mean() * r["mean_tpot_ms"] / 1e3
@@ -101,8 +118,10 @@ def row_gap(r: dict, m: dict, eff: float, kv: str | None, n: int) -> dict:
 def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
     """The `--beams` table (module doc): samples/s and error vs the measured."""
     print("| GPU | engine x replicas | measured samples/s | 1 sequence | "
-          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) |")
-    print("|---|---|---|---|---|---|---|")
+          f"{beams} beams, prompt shared | {beams} full copies | {beams} beams (engine) | "
+          "requests in batch | KV in use | tokens / iteration | decode step outside the "
+          "linear layers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
         m = model_row(r)
@@ -110,18 +129,44 @@ def beams_table(rows: list[dict], eff: dict, beams: int, n: int) -> None:
                 or m["reason"] or m["gpu"] in seen:
             continue
         seen.add(m["gpu"])
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         prompt, output = lengths(m["workload"], n, seed=0)
         shared = np.concatenate([prompt, np.ones((beams - 1) * n, np.int64)])
         got = [n / search.run(c, np.zeros(len(p)), p, np.tile(output, len(p) // n))[
             "makespan_s"] * m["replicas"] for p in (prompt, shared, np.tile(prompt, beams))]
         got.append(search.saturation_rps(c, prompt, output, beams) * m["replicas"])
         meas = r["samples_per_s"]
+        b = offline_batch(c, prompt, output, beams)
         print(f"| {m['gpu']} | {m['engine']} x {m['replicas']} | {meas:.1f} | " + " | ".join(
-            f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got) + " |", flush=True)
+            f"{g:.1f} ({100 * (g / meas - 1):+.0f}%)" for g in got)
+            + f" | {b['requests']:.0f} | {100 * b['kv_used']:.0f}% | {b['tokens']:.0f} | "
+            f"{100 * b['attention_share']:.0f}% |", flush=True)
+
+
+def offline_batch(c, prompt, output, beams: int) -> dict:
+    """The batch of an Offline run (every request queued at t = 0, `beams` sequences
+    each) over the iterations between the STEADY shares of its completions: mean
+    `requests` in the batch, `kv_used` (share of the blocks), `tokens` scheduled per
+    iteration and `attention_share`: 1 - (the step time of a decode-only batch of that
+    many sequences at zero context) / (the same at the mean context)."""
+    from servecast.simulator.core import Engine, Request
+
+    eng = Engine(c)
+    for i, (p, o) in enumerate(zip(prompt, output, strict=True)):
+        eng.add(Request(i, 0.0, int(p), int(o), beams=beams))
+    done, st = 0, []
+    lo, hi = (f * len(prompt) for f in search.STEADY)
+    while (s := eng.step()) is not None:
+        done += len(s.finished_ids)
+        if lo <= done <= hi:
+            decodes = len(s.token_ids) - len(s.first_token_ids)
+            st.append((s.batch, 1 - eng.free / eng.total, s.prefill_tokens + beams * decodes))
+    a = np.array(st, float)
+    seqs = int(round(a[:, 0].mean() * beams))
+    ctx = float(prompt.mean() + output.mean() / 2)
+    full, bare = c.decode_ms(seqs, np.array([ctx]))[0], c.decode_ms(seqs, np.array([0.0]))[0]
+    return {"requests": a[:, 0].mean(), "kv_used": a[:, 1].mean(), "tokens": a[:, 2].mean(),
+            "attention_share": 1 - bare / full}
 
 
 def _ms(x) -> float:
@@ -203,10 +248,7 @@ def steps_table(rows: list[dict], eff: dict, n: int) -> None:
           f"prefill | iteration ms mean / p90 | Offline req/s, KV x1 / x{KV_TIMES} |")
     print("|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         prompt, output = lengths(m["workload"], n, seed=0)
         arr = poisson_arrivals(n, r["target_qps"] / m["replicas"], 0)
         eng, i, st = Engine(c), 0, []
@@ -234,10 +276,7 @@ def offline_n_table(rows: list[dict], eff: dict, sizes: list[int]) -> None:
         f"Offline req/s, {k} requests" for k in sizes) + " |")
     print("|---|---|---|" + "---|" * len(sizes))
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
-            kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, eff)
         got = [search.saturation_rps(c, *lengths(m["workload"], k, seed=0)) for k in sizes]
         print(f"| {m['model']} | {m['gpu']} | {r['target_qps'] / m['replicas']:.2f} | "
               + " | ".join(f"{g:.2f}" for g in got) + " |", flush=True)
@@ -249,9 +288,7 @@ def kv_context_table(rows: list[dict], n: int) -> None:
           "capacity, tokens | held / capacity | workload prompt mean | prompt mean at most |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        c = search.compile_replica(Deployment(
-            model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
-            max_num_seqs=MAX_SEQS, kv_cache_dtype=m["kv_cache_dtype"]))
+        c = _replica(m, {})
         prompt, output = (x.astype(float) for x in lengths(m["workload"], n, seed=0))
         rate = r["target_qps"] / m["replicas"] * r["mean_tpot_ms"] / 1e3  # requests x s / s
         own, gen = float((output * prompt).mean()), float((output * (output + 1) / 2).mean())
@@ -286,6 +323,58 @@ def prompt_scale_table(rows: list[dict], scales: list[float], n: int) -> None:
                   flush=True)
 
 
+def operating_point_table(rows: list[dict], eff: dict, scales: list[float], n: int) -> None:
+    """The `--operating-point` table (module doc)."""
+    print("| model | GPU | prompt mean | Offline req/s / replica | submitted QPS / replica | "
+          "sim mean TTFT ms | sim mean TPOT ms / concurrency | measured TPOT ms / "
+          "concurrency |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r, m in _dev_server_rows(rows):
+        c = _replica(m, eff)
+        c.kv_blocks *= KV_RELAX
+        prompt0, output = lengths(m["workload"], max(n, 2000), seed=0)
+        q = r["target_qps"] / m["replicas"]
+        for sc in scales:
+            prompt = np.maximum(np.round(prompt0 * sc), 1).astype(np.int64)
+            sat = search.saturation_rps(c, prompt, output)
+            got = search.probe(c, poisson_arrivals(n, q, 0), prompt[:n], output[:n])
+            out = float(output[:n].mean())
+            print(f"| {m['model']} | {m['gpu']} | {prompt.mean():.0f} | {sat:.2f} | {q:.2f} | "
+                  f"{got['mean_ttft_ms']:.0f} | {got['mean_tpot_ms']:.0f} / "
+                  f"{q * out * got['mean_tpot_ms'] / 1e3:.0f} | {r['mean_tpot_ms']:.0f} / "
+                  f"{q * out * r['mean_tpot_ms'] / 1e3:.0f} |", flush=True)
+
+
+def near_capacity_table(rows: list[dict], eff: dict, fractions: list[float], n: int) -> None:
+    """The `--near-capacity` table (module doc)."""
+    print("| model | GPU | steady Offline req/s / replica | submitted QPS / steady | " + " | ".join(
+        f"TTFT ms, TPOT ms / concurrency at {f:g}" for f in fractions) + " | measured TPOT ms "
+        "/ concurrency |")
+    print("|---|---|---|---|" + "---|" * len(fractions) + "---|")
+    for r, m in _dev_server_rows(rows):
+        c = _replica(m, eff)
+        c.kv_blocks *= KV_RELAX
+        prompt, output = lengths(m["workload"], n, seed=0)
+        steady = search.offline_rates(c, prompt, output)[1]
+        q, out = r["target_qps"] / m["replicas"], float(output.mean())
+        cells = []
+        for f in fractions:
+            got = search.probe(c, poisson_arrivals(n, f * steady, 0), prompt, output)
+            cells.append(f"{got['mean_ttft_ms']:.0f}, {got['mean_tpot_ms']:.0f} / "
+                         f"{f * steady * out * got['mean_tpot_ms'] / 1e3:.0f}")
+        print(f"| {m['model']} | {m['gpu']} | {steady:.2f} | {q / steady:.2f} | "
+              + " | ".join(cells) + f" | {r['mean_tpot_ms']:.0f} / "
+              f"{q * out * r['mean_tpot_ms'] / 1e3:.0f} |", flush=True)
+
+
+def _replica(m: dict, eff: dict, kv: str | None = None):
+    """One replica of row deployment `m` at its family's factor in `eff` (1 if absent)."""
+    return search.compile_replica(Deployment(
+        model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"], engine=m["engine"],
+        max_num_seqs=MAX_SEQS, efficiency=eff.get(m["engine"], 1.0),
+        kv_cache_dtype=kv or m["kv_cache_dtype"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--efficiency", nargs="+", required=True, metavar="FAMILY=F")
@@ -300,6 +389,10 @@ def main() -> None:
                     help="does the measured operating point fit the KV cache?")
     ap.add_argument("--prompt-scale", type=float, nargs="+", metavar="S",
                     help="the input-length sensitivity table")
+    ap.add_argument("--operating-point", type=float, nargs="+", metavar="S",
+                    help="the submitted QPS with the KV cache relaxed, prompts x S")
+    ap.add_argument("--near-capacity", type=float, nargs="+", metavar="F",
+                    help="TPOT at F x the steady Offline rate, the KV cache relaxed")
     args = ap.parse_args()
     if args.kernels:
         kernels_table()
@@ -322,11 +415,17 @@ def main() -> None:
     if args.prompt_scale:
         prompt_scale_table(rows, args.prompt_scale, args.requests)
         return
+    if args.near_capacity:
+        near_capacity_table(rows, eff, args.near_capacity, args.requests)
+        return
+    if args.operating_point:
+        operating_point_table(rows, eff, args.operating_point, args.requests)
+        return
     print("| model | GPU | engine | TP x replicas | QPS / replica | measured TPOT / C | "
           "simulated TPOT / C | sim step at measured C | KV holds (requests) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r, m in _dev_server_rows(rows):
-        g = row_gap(r, m, eff.get(m["engine"], 1.0), args.kv_cache_dtype, args.requests)
+        g = row_gap(r, m, eff, args.kv_cache_dtype, args.requests)
         print(f"| {m['model']} | {m['gpu']} | {m['engine']} | {m['tp']} x {m['replicas']} | "
               f"{g['qps_per_replica']:.2f} | {g['measured_tpot']:.0f} / "
               f"{g['measured_conc']:.0f} | {g['sim_tpot']:.0f} / {g['sim_conc']:.0f} | "

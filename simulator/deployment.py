@@ -119,10 +119,15 @@ class Compiled:
                                    f"{', '.join(shipped())} (or a Hugging Face config.json "
                                    "path)") from None
         spec = rt.specs.get(dep.gpu) or _spec(dep.gpu)
-        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=_mem_util(rt, cfg, spec, dep))
+        of_free = dep.engine in KV_OF_FREE_MEMORY
+        mem = rt.engine(cfg, spec, dep.tp, dep.dtype,
+                        mem_util=1.0 if of_free else dep.gpu_memory_utilization)
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
         self.deployment, self.config = dep, cfg
         self.memory = mem.memory()
+        if of_free:  # that share of what the weights leave (Deployment doc)
+            self.memory["kv_capacity_tokens"] = int(dep.gpu_memory_utilization
+                                                    * self.memory["kv_capacity_tokens"])
         if KV_BYTES[dep.kv_cache_dtype] != 2:
             ratio = 2 // KV_BYTES[dep.kv_cache_dtype]
             self.memory["kv_capacity_tokens"] *= ratio
@@ -149,17 +154,6 @@ class Compiled:
         return self.step_ms(prefill, offsets, [context / decodes] * decodes if decodes else ())
 
 
-def _mem_util(rt: Runtime, cfg, spec: dict, dep: Deployment) -> float:
-    """The share of the whole GPU memory for weights + KV cache under the engine family's
-    rule (Deployment doc): `gpu_memory_utilization` itself, or for KV_OF_FREE_MEMORY the
-    weights plus that share of the rest, (u (M - W) + W) / M."""
-    u = dep.gpu_memory_utilization
-    if dep.engine not in KV_OF_FREE_MEMORY:
-        return u
-    weights = rt.engine(cfg, spec, dep.tp, dep.dtype, mem_util=1.0).memory()["weights_gib"]
-    return (u * (spec["Dev_Mem"] - weights) + weights) / spec["Dev_Mem"]
-
-
 def _spec(gpu) -> dict:
     try:
         return gpus.resolve_spec(gpu)
@@ -174,11 +168,12 @@ def _vector_decode(eng, efficiency: float):
     mean context lengths `means` (an array), vectorized from the engine's tables. Used only
     when it reproduces `step_ms` on probe batches (else None: one call per iteration)."""
     try:
-        lt, lin, lm = eng._lt, eng._lin, eng._lm
-        lb, lc, dec, over = eng._lb, eng._lc, eng._dec, eng.overhead_ms
-        seq = eng.seq_ms
+        tab = eng.tables()
     except AttributeError:
         return None
+    lt, lin, lm, lb, lc, dec, over, seq = (tab[k] for k in (
+        "log_tokens", "log_linear_ms", "log_lm_head_ms", "log_batch", "log1p_context",
+        "log_decode_ms", "overhead_ms", "seq_ms"))
     per_batch: dict = {}  # batch -> (ms of everything but decode attention, row, weight)
 
     def decode_ms(batch: int, means: np.ndarray) -> np.ndarray:
@@ -213,12 +208,16 @@ def _scalar_step(eng, efficiency: float):
     the engine's tables (no arrays: the engine calls it every iteration). Used only when it
     reproduces `step_ms` on probe batches (else None)."""
     try:
-        from servecast.predictors.step_time.runtime import _bilinear, _interp
+        from servecast.predictors.step_time.runtime import bilinear as _bilinear
+        from servecast.predictors.step_time.runtime import interp as _interp
 
-        lt, lb, lc, lin, lm = eng._l
-        dec, pre, over, seq = eng._dec_l, eng._pre_l, eng.overhead_ms, eng.seq_ms
-    except (ImportError, AttributeError, ValueError):
+        tab = eng.tables()
+    except (ImportError, AttributeError):
         return None
+    over, seq, tab = tab["overhead_ms"], tab["seq_ms"], tab["lists"]
+    lt, lb, lc, lin, lm, dec, pre = (tab[k] for k in (
+        "log_tokens", "log_batch", "log1p_context", "log_linear_ms", "log_lm_head_ms",
+        "log_decode_ms", "log_prefill_ms"))
 
     def batch_ms(prefill: list, offsets: list, decodes: int, context: int) -> float:
         t = exp(_interp(lt, lin, log(sum(prefill) + decodes)))

@@ -21,8 +21,12 @@ submissions need: their measured decode concurrency, QPS x mean output x mean TP
 Little's law, exceeds what a 2-byte KV cache holds; docs/results.md); TP the smallest of
 1, 2, 4, 8 (at most the accelerators per node, dividing the system's accelerators) at which
 the weights fit and the KV cache holds ROOM_REQUESTS requests of the workload's longest
-length; replicas = accelerators / TP (random routing). max_num_seqs = MAX_SEQS: submitters
-raise the batch until the latency limits bind, so KV memory and the token budget bound it.
+length, the cache sized the same way for every family (TP_KV_RULE: a headroom rule, not
+the deployment's own cache; sized by the family's rule with the fp8 cache it picks TP 1
+for GPT-J on L40S and Llama-2-70B on H100-NVL, and the development rows' Offline and max
+QPS errors grow, docs/results.md); replicas = accelerators / TP (random routing).
+max_num_seqs = MAX_SEQS: submitters raise the batch until the latency limits bind, so KV
+memory and the token budget bound it.
 The engine family sizes the KV cache (`deployment.KV_OF_FREE_MEMORY`: TensorRT-LLM's share
 of the memory left after the weights, vLLM's share of the whole memory).
 
@@ -57,7 +61,7 @@ from servecast import gpus
 from servecast.errors import InvalidInputError
 from servecast.simulator import search
 from servecast.simulator.benchmark_workloads import longest
-from servecast.simulator.deployment import Compiled
+from servecast.simulator.deployment import Compiled, Deployment
 from servecast.simulator.workloads import lengths
 
 #: benchmark (accuracy suffix removed) -> (model config, named workload)
@@ -70,6 +74,9 @@ MEMORY_TOLERANCE = 0.05
 ROOM_REQUESTS = 64
 MAX_SEQS = 2048
 TPS = (1, 2, 4, 8)
+#: how the TP rule sizes the KV cache for every engine family: vLLM's share of the whole
+#: memory, a 2-byte cache (module doc)
+TP_KV_RULE = {"engine": "vllm", "kv_cache_dtype": "auto"}
 MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms / 1000)
 SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
 #: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
@@ -82,6 +89,12 @@ BEAMS = {"gptj": 4}
 def benchmark_key(benchmark: str) -> str:
     """'llama2-70b-99.9' -> 'llama2-70b'."""
     return re.sub(r"-99(\.9)?$", "", benchmark)
+
+
+def beam_width(benchmark: str, beams: int | None = 1) -> int:
+    """Sequences per sample: `beams`, or with None MLPerf's width for `benchmark` (BEAMS;
+    1 for a benchmark without beam search)."""
+    return BEAMS.get(benchmark_key(benchmark), 1) if beams is None else beams
 
 
 def catalog_gpu(accelerator: str, memory_gb: float | None) -> tuple[str | None, str]:
@@ -116,19 +129,17 @@ def engine_family(framework: str | None) -> str | None:
 
 def pick_tp(model: str, gpu: str, dtype: str, accelerators: int, per_node: int,
             workload: str) -> int | None:
-    """The deployment rule's TP, or None when the model fits at no allowed TP."""
-    from servecast.predictors.step_time.runtime import Runtime
-
+    """The deployment rule's TP, or None when the model fits at no allowed TP: the KV
+    cache sized by TP_KV_RULE whatever the row's engine family (module doc)."""
     need = ROOM_REQUESTS * longest(workload)
-    rt = Runtime({}, [], {})
     for tp in TPS:
         if tp > per_node or accelerators % tp:
             continue
         try:
-            mem = rt.engine(model, gpu, tp=tp, dtype=dtype).memory()
+            c = Compiled(Deployment(model=model, gpu=gpu, tp=tp, dtype=dtype, **TP_KV_RULE))
         except InvalidInputError:
             continue
-        if mem["kv_capacity_tokens"] >= need:
+        if c.memory["kv_capacity_tokens"] >= need:
             return tp
     return None
 
@@ -158,11 +169,12 @@ def model_row(row: dict) -> dict:
         return {"reason": "Server row without TTFT / TPOT limits"}
     model, workload = BENCHMARKS[key]
     dtype = "fp8" if "FP8FLOPs" in gpus.catalog()[gpu]["values"] else "bf16"
+    kv = "fp8" if dtype == "fp8" else "auto"
     tp = pick_tp(model, gpu, dtype, accelerators, per_node, workload)
     if tp is None:
         return {"reason": f"{model} fits no TP <= {per_node} of {accelerators} x {gpu}"}
     return {"model": model, "workload": workload, "gpu": gpu, "engine": engine,
-            "dtype": dtype, "kv_cache_dtype": "fp8" if dtype == "fp8" else "auto", "tp": tp,
+            "dtype": dtype, "kv_cache_dtype": kv, "tp": tp,
             "replicas": accelerators // tp, "benchmark": key,
             "accelerators": accelerators, "reason": ""}
 
@@ -178,7 +190,7 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
     (`search.offline_rates`), output_tokens_per_s}."""
     key = benchmark_key(benchmark)
     n = max(math.ceil(OFFLINE_MIN_QUERIES[key] / replicas), SERVER_MIN_QUERIES)
-    beams = BEAMS.get(key, 1) if beams is None else beams
+    beams = beam_width(key, beams)
     while True:
         prompt, output = lengths(workload, n, seed=seed)
         offline, steady = search.offline_rates(compiled, prompt, output, beams)

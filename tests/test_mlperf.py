@@ -135,6 +135,29 @@ def test_which_rows_can_be_modelled(store):
                 and r["scenario"] == "Server" and not m["reason"]]
 
 
+def test_tp_rule_sizes_the_kv_cache_alike_for_every_family():
+    """pick_tp: TP_KV_RULE's cache (vLLM's share, 2 bytes) for every family: GPT-J on two
+    L40S gets TP 2 although one L40S's trtllm fp8 cache would hold the room it asks."""
+    from servecast.simulator.deployment import Compiled, Deployment
+    from servecast.simulator.mlperf import ROOM_REQUESTS, longest, pick_tp
+
+    need = ROOM_REQUESTS * longest("mlperf-gptj")
+    one = dict(model="gpt-j-6b", gpu="l40s", tp=1, dtype="fp8")
+    assert Compiled(Deployment(**one, engine="trtllm", kv_cache_dtype="fp8")).memory[
+        "kv_capacity_tokens"] >= need
+    assert Compiled(Deployment(**one)).memory["kv_capacity_tokens"] < need
+    assert pick_tp("gpt-j-6b", "l40s", "fp8", 2, 2, "mlperf-gptj") == 2
+    assert pick_tp("gpt-j-6b", "l40s", "fp8", 3, 3, "mlperf-gptj") is None  # 3 divides no TP
+
+
+def test_beam_width_is_mlperf_s_or_the_one_given():
+    from servecast.simulator.mlperf import beam_width
+
+    assert beam_width("gptj-99.9", None) == 4 and beam_width("gptj", None) == 4
+    assert beam_width("llama2-70b-99", None) == 1
+    assert beam_width("gptj-99") == 1 and beam_width("mixtral-8x7b", 2) == 2
+
+
 def test_runs_last_what_mlperf_requires():
     """Offline: the replica's share of min_query_count, raised until the run lasts the
     minimum duration; Server: the arrivals of the duration at the rate."""

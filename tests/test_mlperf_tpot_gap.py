@@ -124,3 +124,81 @@ def test_capacity_mlperf_given_factors_and_one_split(gap):
     predict([held], Predictor(100, 1, 200, protocol="short", beams=None), {"trtllm": 1.0},
             only="held-out")
     assert 0 < held["pred_offline"] < one
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and simulates one deployment at two prompt scales
+def test_operating_point_table_on_a_real_row(gap, capsys):
+    """`--operating-point`: a development Server row with the KV cache relaxed, prompts x 1
+    and x 0.5; shorter prompts serve more, and each concurrency is Little's law of its TPOT
+    at the submitted QPS."""
+    from capacity_mlperf import load_rows, split
+
+    from servecast.simulator.mlperf import model_row
+
+    rows = load_rows()
+    split(rows)
+    row = next(r for r in rows if r["scenario"] == "Server" and r["split"] == "dev"
+               and r["benchmark"].startswith("mixtral") and not model_row(r)["reason"])
+    gap.operating_point_table([row], {"trtllm": 1.0}, [1.0, 0.5], 200)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| mixtral")]
+    assert len(lines) == 2
+    cells = [[x.strip() for x in line.strip("|").split("|")] for line in lines]
+    assert float(cells[1][2]) == pytest.approx(float(cells[0][2]) / 2, rel=0.01)
+    assert float(cells[1][3]) > float(cells[0][3])  # Offline req/s with shorter prompts
+    m = model_row(row)
+    q = row["target_qps"] / m["replicas"]
+    pairs = []
+    for c in cells:
+        assert float(c[4]) == pytest.approx(q, abs=0.005) and float(c[5]) > 0
+        pairs += [tuple(float(v) for v in c[col].split(" / ")) for col in (6, 7)]
+    # Little's law: concurrency / TPOT = QPS x mean output, the same in every cell (the
+    # printed numbers are rounded to integers)
+    per_ms = [conc / tpot for tpot, conc in pairs]
+    assert all(tpot >= 5 for tpot, _ in pairs)
+    assert max(per_ms) / min(per_ms) == pytest.approx(1, abs=0.25)
+    measured_tpot = float(cells[0][7].split(" / ")[0])
+    assert measured_tpot == pytest.approx(row["mean_tpot_ms"], abs=0.5)
+
+
+def test_offline_batch_reports_the_limits_it_runs_against(gap):
+    """`--beams`' batch columns on a real workload: a KV cache too small for the queue is
+    nearly full, the tokens per iteration stay within the budget, and beams fill the KV
+    cache with fewer requests than single sequences do."""
+    from servecast.simulator import search
+    from servecast.simulator.deployment import Deployment
+    from servecast.simulator.workloads import lengths
+
+    c = search.compile_replica(Deployment(model="gpt-j-6b", gpu="l40s", dtype="fp8",
+                                          max_num_batched_tokens=4096))
+    c.kv_blocks = 40 * 1100 // c.deployment.block_size  # about 40 requests at once
+    prompt, output = lengths("mlperf-gptj", 300, seed=0)
+    one, four = (gap.offline_batch(c, prompt, output, b) for b in (1, 4))
+    for got in (one, four):
+        assert 0.8 < got["kv_used"] <= 1.0
+        assert 0 < got["tokens"] <= 4096
+        assert 0 < got["attention_share"] < 1
+    # at most what the cache holds of prompts alone; beams hold more tokens per request
+    assert 20 < four["requests"] < one["requests"] <= 40 * 1100 / prompt.mean()
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV and simulates one deployment at two loads
+def test_near_capacity_table_rises_with_the_load(gap, capsys):
+    """`--near-capacity`: nearer the steady Offline rate, longer TTFT and TPOT and a larger
+    batch; the submitted QPS placed on that scale."""
+    from capacity_mlperf import load_rows, split
+
+    from servecast.simulator.mlperf import model_row
+
+    rows = load_rows()
+    split(rows)
+    row = next(r for r in rows if r["scenario"] == "Server" and r["split"] == "dev"
+               and r["benchmark"].startswith("mixtral") and not model_row(r)["reason"])
+    gap.near_capacity_table([row], {"trtllm": 1.0}, [0.5, 0.95], 400)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| mixtral"))
+    c = [x.strip() for x in line.strip("|").split("|")]
+    steady, share = float(c[2]), float(c[3])
+    m = model_row(row)
+    assert share == pytest.approx(row["target_qps"] / m["replicas"] / steady, abs=0.006)
+    (ttft0, tpot0, conc0), (ttft1, tpot1, conc1) = (
+        [float(v) for v in cell.replace(",", " /").split(" / ")] for cell in c[4:6])
+    assert ttft1 > ttft0 and tpot1 > tpot0 and conc1 > conc0 > 0

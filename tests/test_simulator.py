@@ -261,6 +261,23 @@ def test_bad_goodput(bad):
         metrics.parse_goodput([bad])
 
 
+def test_fast_paths_read_the_runtime_tables_and_match_step_ms(l40s):
+    """The engine's vectorized decode and scalar batch timing are built from the step-time
+    runtime's public `tables()` (not the per-call fallback loops) and reproduce `step_ms`."""
+    from servecast.simulator.deployment import _scalar_step, _vector_decode
+
+    tab = l40s._engine.tables()
+    assert tab["log_decode_ms"].shape == (len(tab["log_batch"]), len(tab["log1p_context"]))
+    assert tab["lists"]["log_prefill_ms"] == tab["log_prefill_ms"].tolist()
+    assert _vector_decode(l40s._engine, l40s.efficiency) is not None
+    assert _scalar_step(l40s._engine, l40s.efficiency) is not None
+    means = np.array([10.0, 900.0, 5000.0])
+    assert l40s.decode_ms(48, means) == pytest.approx(
+        [l40s.step_ms((), None, [m] * 48) for m in means], rel=1e-9)
+    assert l40s.batch_ms([700, 64], [0, 300], 20, 20 * 1500) == pytest.approx(
+        l40s.step_ms([700, 64], [0, 300], [1500] * 20), rel=1e-9)
+
+
 # -- bad input ----------------------------------------------------------------------------
 def test_trtllm_kv_cache_takes_its_share_of_the_memory_left_after_the_weights(l40s):
     """vLLM: KV = 0.9 x memory - weights; TensorRT-LLM: KV = 0.9 x (memory - weights)."""

@@ -274,6 +274,25 @@ class EngineStep:
         self._l = [a.tolist() for a in (self._lt, self._lb, self._lc, self._lin, self._lm)]
         self._dec_l, self._pre_l = self._dec.tolist(), self._pre.tolist()
 
+    def tables(self) -> dict:
+        """The interpolation tables `step_ms` reads, for callers that evaluate many batches
+        from them at once (the simulator's fast paths). Axes: `log_tokens` (log of tokens
+        in the step), `log_batch` (log of decode sequences), `log1p_context` (log of 1 +
+        context tokens). Values, log ms over all layers: `log_linear_ms` (everything but
+        attention and the LM head) and `log_lm_head_ms` over log_tokens, `log_decode_ms`
+        (log_batch x log1p_context) and `log_prefill_ms` (one chunk: log_tokens x
+        log1p_context); `overhead_ms` (ms per step) and `seq_ms` (ms per sequence of the
+        batch). numpy arrays; the same under `lists` as plain lists (faster scalar lookups
+        with `interp` / `bilinear`). Read-only."""
+        return {"log_tokens": self._lt, "log_batch": self._lb, "log1p_context": self._lc,
+                "log_linear_ms": self._lin, "log_lm_head_ms": self._lm,
+                "log_decode_ms": self._dec, "log_prefill_ms": self._pre,
+                "overhead_ms": self.overhead_ms, "seq_ms": self.seq_ms,
+                "lists": {"log_tokens": self._l[0], "log_batch": self._l[1],
+                          "log1p_context": self._l[2], "log_linear_ms": self._l[3],
+                          "log_lm_head_ms": self._l[4], "log_decode_ms": self._dec_l,
+                          "log_prefill_ms": self._pre_l}}
+
     # -- the call ----------------------------------------------------------------------------
     def step_ms(self, prefill=(), prefill_offsets=None, decode=()) -> float:
         """ms of one iteration: `prefill` chunk lengths (tokens) with their `prefill_offsets`
@@ -340,6 +359,11 @@ def _bilinear_many(xs: np.ndarray, ys: np.ndarray, table: np.ndarray, x: np.ndar
     top = table[i, j] * (1 - fy) + table[i, j + 1] * fy
     bot = table[i + 1, j] * (1 - fy) + table[i + 1, j + 1] * fy
     return float(np.exp(top * (1 - fx) + bot * fx).sum())
+
+
+#: the scalar lookups of `step_ms`, public for `EngineStep.tables` callers:
+#: interp(xs, ys, x) and bilinear(xs, ys, table, x, y) (exp of the log-table's value)
+interp, bilinear = _interp, _bilinear
 
 
 def _values(column) -> list:
