@@ -1,6 +1,6 @@
 """One-pass ingest of Azure LLM traces (`requests.insert_csv_direct`): a clean file goes
-straight from DuckDB's reader into the narrow part of `llm_requests`, with exactly the
-values the staged read stores; any file it would not store whole (a bad row, a blank
+straight from DuckDB's reader into a one-pass part of `llm_requests` of its own, read with
+exactly the values the staged read stores; any file it would not store whole (a bad row, a blank
 line, an arrival before the first row's) is read through the stage instead, every row
 accounted for and each bad one rejected with its line and reason."""
 
@@ -13,11 +13,10 @@ import pytest
 
 from servecast.datasets import get_adapter
 from servecast.datasets.catalog import shared_path
-from servecast.datasets.requests import DIRECT_STAGE
-from servecast.schema import SPLIT_TABLES
+from servecast.schema import PARTS_TABLES
 from servecast.store import LoadContext, Store
 
-_, CORE, IDS, _ = SPLIT_TABLES["llm_requests"]
+REGISTRY = PARTS_TABLES["llm_requests"]
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 ROWS = ["2024-05-10 00:00:00.500000+00:00,120,30", "2024-05-10 00:00:01.250000+00:00,80,0",
         "2024-05-10 00:00:02+00:00,4000,200", "2024-05-10 00:00:03.125+00:00,10,5"]
@@ -42,7 +41,9 @@ def test_one_pass_stores_what_the_stage_stores(tmp_path, data, name):
         result = store.ingest("azure-llm", f, trace="t")
         assert not _staged(store)  # the clean file took the one pass
         one = _rows(store, "t")
-        assert store.con.execute(f"SELECT count(*) FROM {CORE}").fetchall()[0][0] == len(one)
+        assert _parts(store) == [("llm_requests_part0", "t", 0, len(one))]
+        assert store.con.execute("SELECT count(*) FROM llm_requests_part0").fetchall() == [
+            (len(one),)]
     with Store(tmp_path / "staged.duckdb") as store, store.transaction() as con:
         ctx = LoadContext(con, "t", "azure-llm", staged={f})
         counts = get_adapter("azure-llm").load(ctx, [f])
@@ -105,20 +106,37 @@ def test_one_pass_reingest_is_skipped_and_rerun_counts_match(tmp_path, data):
     assert again.skipped and again.rows == 0
 
 
-def test_narrow_traces_keep_their_ids_and_are_removed_whole(tmp_path, data):
+def test_parts_are_dropped_whole_and_a_reingest_numbers_from_zero(tmp_path, data):
+    """Removing a trace drops its one-pass part and rebuilds the view; the file ingested
+    again gets a new part with the same ids and values, and reopening the store (a
+    checkpoint) keeps them: ids are the parts' row ids, never rewritten."""
     code = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data)
     conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
     with Store(tmp_path / "s.duckdb") as store:
         store.ingest("azure-llm", [code, conv])
-        ids = store.con.execute(f"SELECT trace_id, trace FROM {IDS} ORDER BY 1").fetchall()
-        assert ids == [(0, "AzureLLMInferenceTrace_code"), (1, "AzureLLMInferenceTrace_conv")]
+        before = _rows(store, "AzureLLMInferenceTrace_code")
+        conv_rows = _rows(store, "AzureLLMInferenceTrace_conv")
+        assert _parts(store) == [
+            ("llm_requests_part0", "AzureLLMInferenceTrace_code", 0, 8819),
+            ("llm_requests_part1", "AzureLLMInferenceTrace_conv", 0, 19366)]
         assert store.remove_trace("AzureLLMInferenceTrace_code") == 8819
-        left = store.con.execute(
-            f"SELECT trace_id, count(*) FROM {CORE} GROUP BY 1").fetchall()
-        assert left == [(1, 19366)]
-        assert store.con.execute(f"SELECT trace FROM {IDS}").fetchall() == [
-            ("AzureLLMInferenceTrace_conv",)]
+        assert _parts(store) == [("llm_requests_part1", "AzureLLMInferenceTrace_conv", 0,
+                                  19366)]
+        assert not store.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name "
+                                     "= 'llm_requests_part0'").fetchall()[0][0]
+        assert store.con.execute("SELECT count(*) FROM llm_requests").fetchall() == [(19366,)]
+        again = store.ingest("azure-llm", code)
+        assert (again.rows, again.skipped) == (8819, [])
+    with Store(tmp_path / "s.duckdb", read_only=True) as store:
+        assert _rows(store, "AzureLLMInferenceTrace_code") == before
+        assert _rows(store, "AzureLLMInferenceTrace_conv") == conv_rows
         assert store.requests("AzureLLMInferenceTrace_conv").count("*").fetchall() == [(19366,)]
+
+
+def _parts(store: Store) -> list[tuple]:
+    """(part, trace, first_id, rows) of each one-pass part, by part name."""
+    return store.con.execute(
+        f"SELECT part, trace, first_id, rows FROM {REGISTRY} ORDER BY part").fetchall()
 
 
 @pytest.mark.slow
@@ -138,8 +156,7 @@ def test_one_pass_numbers_a_file_read_in_parallel_in_file_order(tmp_path):
         store.ingest("azure-llm", _small_file(tmp_path), trace="small")  # another trace first
         result = store.ingest("azure-llm", csv)
         assert not _staged(store)
-        assert not store.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
-                                     [DIRECT_STAGE]).fetchall()[0][0]
+        assert [p[2:] for p in _parts(store)] == [(0, 4), (0, n)]  # a part each, no stage
         got = store.con.execute(
             """SELECT count(*), count(DISTINCT request_id), min(request_id), max(request_id),
                       count(*) FILTER (WHERE prompt_tokens <> request_id + 1
