@@ -133,6 +133,24 @@ def test_parts_are_dropped_whole_and_a_reingest_numbers_from_zero(tmp_path, data
         assert store.requests("AzureLLMInferenceTrace_conv").count("*").fetchall() == [(19366,)]
 
 
+def test_a_trace_of_a_clean_and_an_unclean_file_numbers_on_across_parts(tmp_path):
+    """One trace from two files: the clean one in a one-pass part, the one with a bad row
+    through the stage into the narrow part; ids run on from the part's rows in the same
+    transaction (the registry's count, not the part's row ids there); the staged file
+    keeps its rows' places, the rejected one's id left out."""
+    clean = _small_file(tmp_path)
+    bad = tmp_path / "AzureLLMInferenceTrace_bad.csv"
+    bad.write_text(HEADER + "\n".join(ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,-4,3"]
+                                      + ROWS[1:]) + "\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("azure-llm", [clean, bad], trace="both")
+        rows = _rows(store, "both")
+        assert [p[1:] for p in _parts(store)] == [("both", 0, 4)]
+    assert (result.rows, result.rejected) == (8, 1)
+    assert [r[1] for r in rows] == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert [r[7] for r in rows] == [120, 80, 4000, 10] * 2  # prompt tokens, file order
+
+
 def _parts(store: Store) -> list[tuple]:
     """(part, trace, first_id, rows) of each one-pass part, by part name."""
     return store.con.execute(
