@@ -146,6 +146,13 @@ def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
 ENFORCED = {c for c, _ in TOKEN_CHECKS if c.endswith(" IS NULL") or INF in c}
 
 
+#: the smallest file (bytes) an adapter loads in one pass (`insert_csv_direct`); a smaller
+#: one goes through the stage into the shared narrow part: each one-pass part is a table
+#: of its own and a branch of the `llm_requests` view that every query of it plans, so a
+#: folder of small files must not become as many parts
+ONE_PASS_MIN_BYTES = 32 << 20
+
+
 def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
                       failed: str = "output_tokens = 0") -> tuple[int, int]:
     """Load a CSV file in one pass of the reader into a new one-pass part of

@@ -1,4 +1,5 @@
-"""One-pass ingest of Azure LLM traces (`requests.insert_csv_direct`): a clean file goes
+"""One-pass ingest of Azure LLM traces (`requests.insert_csv_direct`): a clean file (of
+at least the adapter's `one_pass_bytes`; 0 here, so that real small files take it) goes
 straight from DuckDB's reader into a one-pass part of `llm_requests` of its own, read with
 exactly the values the staged read stores; any file it would not store whole (a bad row, a blank
 line, an arrival before the first row's) is read through the stage instead, every row
@@ -12,11 +13,13 @@ import duckdb
 import pytest
 
 from servecast.datasets import get_adapter
+from servecast.datasets.azure_llm import AzureLLM
 from servecast.datasets.catalog import shared_path
 from servecast.schema import PARTS_TABLES
 from servecast.store import LoadContext, Store
 
 REGISTRY = PARTS_TABLES["llm_requests"]
+ONE_PASS = AzureLLM(one_pass_bytes=0)  # every clean file in one pass, however small
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 ROWS = ["2024-05-10 00:00:00.500000+00:00,120,30", "2024-05-10 00:00:01.250000+00:00,80,0",
         "2024-05-10 00:00:02+00:00,4000,200", "2024-05-10 00:00:03.125+00:00,10,5"]
@@ -38,7 +41,7 @@ def _rows(store: Store, trace: str) -> list[tuple]:
 def test_one_pass_stores_what_the_stage_stores(tmp_path, data, name):
     f = shared_path(f"llm/azure_llm_2023/{name}", data)
     with Store(tmp_path / "one.duckdb") as store:
-        result = store.ingest("azure-llm", f, trace="t")
+        result = store.ingest(ONE_PASS, f, trace="t")
         assert not _staged(store)  # the clean file took the one pass
         one = _rows(store, "t")
         assert _parts(store) == [("llm_requests_part0", "t", 0, len(one))]
@@ -82,7 +85,7 @@ def test_a_file_that_is_not_clean_is_read_through_the_stage(tmp_path, lines, rej
     csv = tmp_path / "AzureLLMInferenceTrace_x.csv"
     csv.write_text(HEADER + "\n".join(lines) + "\n")
     with Store(tmp_path / "s.duckdb") as store:
-        result = store.ingest("azure-llm", csv)
+        result = store.ingest(ONE_PASS, csv)
         assert _staged(store)
         got = store.con.execute("SELECT line, reason FROM rejected_rows").fetchall()
         rows = _rows(store, "AzureLLMInferenceTrace_x")
@@ -97,8 +100,8 @@ def test_one_pass_reingest_is_skipped_and_rerun_counts_match(tmp_path, data):
     copy = tmp_path / "AzureLLMInferenceTrace_code2.csv"
     shutil.copy(f, copy)
     with Store(tmp_path / "s.duckdb") as store:
-        first = store.ingest("azure-llm", [f, copy], trace="both")
-        again = store.ingest("azure-llm", f)
+        first = store.ingest(ONE_PASS, [f, copy], trace="both")
+        again = store.ingest(ONE_PASS, f)
         n = store.con.execute("SELECT count(*), max(request_id) FROM llm_requests").fetchall()
     # identical files inside one group are both loaded, numbered on from the first
     assert [r.rows for r in first.files] == [8819, 8819]
@@ -113,7 +116,7 @@ def test_parts_are_dropped_whole_and_a_reingest_numbers_from_zero(tmp_path, data
     code = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data)
     conv = shared_path("llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data)
     with Store(tmp_path / "s.duckdb") as store:
-        store.ingest("azure-llm", [code, conv])
+        store.ingest(ONE_PASS, [code, conv])
         before = _rows(store, "AzureLLMInferenceTrace_code")
         conv_rows = _rows(store, "AzureLLMInferenceTrace_conv")
         assert _parts(store) == [
@@ -125,7 +128,7 @@ def test_parts_are_dropped_whole_and_a_reingest_numbers_from_zero(tmp_path, data
         assert not store.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name "
                                      "= 'llm_requests_part0'").fetchall()[0][0]
         assert store.con.execute("SELECT count(*) FROM llm_requests").fetchall() == [(19366,)]
-        again = store.ingest("azure-llm", code)
+        again = store.ingest(ONE_PASS, code)
         assert (again.rows, again.skipped) == (8819, [])
     with Store(tmp_path / "s.duckdb", read_only=True) as store:
         assert _rows(store, "AzureLLMInferenceTrace_code") == before
@@ -143,12 +146,27 @@ def test_a_trace_of_a_clean_and_an_unclean_file_numbers_on_across_parts(tmp_path
     bad.write_text(HEADER + "\n".join(ROWS[:1] + ["2024-05-10 00:00:00.900000+00:00,-4,3"]
                                       + ROWS[1:]) + "\n")
     with Store(tmp_path / "s.duckdb") as store:
-        result = store.ingest("azure-llm", [clean, bad], trace="both")
+        result = store.ingest(ONE_PASS, [clean, bad], trace="both")
         rows = _rows(store, "both")
         assert [p[1:] for p in _parts(store)] == [("both", 0, 4)]
     assert (result.rows, result.rejected) == (8, 1)
     assert [r[1] for r in rows] == [0, 1, 2, 3, 4, 6, 7, 8]
     assert [r[7] for r in rows] == [120, 80, 4000, 10] * 2  # prompt tokens, file order
+
+
+def test_small_files_go_through_the_stage_not_into_parts_of_their_own(tmp_path):
+    """By default a file under ONE_PASS_MIN_BYTES is read through the stage into the shared
+    narrow part: a folder of small files adds no table and no view branch per file."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"AzureLLMInferenceTrace_{i}.csv").write_text(HEADER + "\n".join(ROWS) + "\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        result = store.ingest("azure-llm", folder, trace="many")
+        assert _staged(store) and _parts(store) == []
+        rows = _rows(store, "many")
+    assert (result.rows, result.rejected) == (12, 0)
+    assert [r[1] for r in rows] == list(range(12))
 
 
 def _parts(store: Store) -> list[tuple]:
@@ -159,8 +177,9 @@ def _parts(store: Store) -> list[tuple]:
 
 @pytest.mark.slow
 def test_one_pass_numbers_a_file_read_in_parallel_in_file_order(tmp_path):
-    """A file of many reader buffers (2M rows, 80 MB), read on several threads: every
-    request id is the row's place in the file (row i: i + 1 prompt tokens, arrival i ms)."""
+    """A file of many reader buffers (2M rows, 80 MB: one pass by default), read on
+    several threads: every request id is the row's place in the file (row i: i + 1 prompt
+    tokens, arrival i ms)."""
     n = 2_000_000
     csv = tmp_path / "AzureLLMInferenceTrace_big.csv"
     con = duckdb.connect()
@@ -171,10 +190,9 @@ def test_one_pass_numbers_a_file_read_in_parallel_in_file_order(tmp_path):
                           FROM range({n}) r(i)) TO '{csv}' (HEADER)""")
     con.close()
     with Store(tmp_path / "s.duckdb") as store:
-        store.ingest("azure-llm", _small_file(tmp_path), trace="small")  # another trace first
+        store.ingest("azure-llm", _small_file(tmp_path), trace="small")  # staged: small
         result = store.ingest("azure-llm", csv)
-        assert not _staged(store)
-        assert [p[2:] for p in _parts(store)] == [(0, 4), (0, n)]  # a part each, no stage
+        assert _parts(store) == [("llm_requests_part0", "AzureLLMInferenceTrace_big", 0, n)]
         got = store.con.execute(
             """SELECT count(*), count(DISTINCT request_id), min(request_id), max(request_id),
                       count(*) FILTER (WHERE prompt_tokens <> request_id + 1

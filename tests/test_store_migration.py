@@ -30,36 +30,27 @@ REGISTRY = PARTS_TABLES["llm_requests"]
 
 
 def _old_store(path, data, version: int) -> None:
-    """A store of schema `version` holding real traces: ingested with this servecast, then
-    taken back to that version's layout (versions 1-2: `llm_requests` one table of its
-    columns, filled from the view, the parts and the view dropped; version 3: the one-pass
-    parts' rows moved to the narrow part, the registry dropped, the view rebuilt without
+    """A store of schema `version` holding real traces: ingested with this servecast (small
+    files: no one-pass part), then taken back to that version's layout (versions 1-2:
+    `llm_requests` one table of its columns, filled from the view, the parts and the view
+    dropped; version 3: the registry of one-pass parts dropped, the view rebuilt without
     it); the version recorded."""
     with Store(path) as store:
         store.ingest("azure-llm", shared_path(
             "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", data), trace="code")
         store.ingest("mooncake", shared_path("llm/mooncake", data), trace="mooncake")
         store.ingest("burstgpt", shared_path("llm/burstgpt", data), trace="burst")
-    full, core, ids = PARTS
     con = duckdb.connect(str(path))
-    one_pass = [p for (p,) in con.execute(f"SELECT part FROM {REGISTRY}").fetchall()]
+    assert con.execute(f"SELECT count(*) FROM {REGISTRY}").fetchall() == [(0,)]
     cols = LAYOUTS.get(version, [c for c, _ in columns("llm_requests")])
     if version < 3:
         con.execute(f"CREATE TABLE _old ({spec('llm_requests', cols)})")
         con.execute(f"INSERT INTO _old SELECT {', '.join(cols)} FROM llm_requests")
-    else:
-        con.execute(f"INSERT INTO {ids} SELECT row_number() OVER (ORDER BY trace) - 1, trace "
-                    f"FROM (SELECT DISTINCT trace FROM {REGISTRY})")
-        con.execute(f"""INSERT INTO {core} SELECT trace_id, request_id, arrival_s, prompt_tokens,
-                                                 output_tokens, failed
-                        FROM llm_requests JOIN {ids} USING (trace)""")
     con.execute("DROP VIEW llm_requests")
-    for table in [*one_pass, REGISTRY, *(PARTS if version < 3 else ())]:
+    for table in [REGISTRY, *(PARTS if version < 3 else ())]:
         con.execute(f"DROP TABLE {table}")
-    if version < 3:
-        con.execute("ALTER TABLE _old RENAME TO llm_requests")
-    else:
-        con.execute(view_sql("llm_requests"))
+    con.execute("ALTER TABLE _old RENAME TO llm_requests" if version < 3 else
+                view_sql("llm_requests"))
     con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
     described = [r[0] for r in con.execute("DESCRIBE llm_requests").fetchall()]
     con.close()
@@ -114,9 +105,11 @@ def test_old_store_upgrades_in_place_and_keeps_every_row(tmp_path, data, version
     with Store(db) as store:  # idempotent: opening again changes nothing
         store.ingest("azure-llm", shared_path(
             "llm/azure_llm_2023/AzureLLMInferenceTrace_conv.csv", data), trace="conv")
-        # a clean Azure file lands in a one-pass part of its own
-        assert store.con.execute(f"SELECT trace, rows FROM {REGISTRY}").fetchall() == [
-            ("conv", 19366)]
+        # a source of the narrow columns only lands in the narrow part (a small file:
+        # no one-pass part of its own)
+        core = store.con.execute(f"SELECT DISTINCT trace FROM {PARTS[1]} JOIN {PARTS[2]} "
+                                 "USING (trace_id) ORDER BY 1").fetchall()
+        assert core == [*([("code",)] if version == 3 else []), ("conv",)]
         assert store.remove_trace("code") == 8819  # removed from the part it lives in
     after = _snapshot(db)
     assert len(after["llm_requests"]) == len(before["llm_requests"]) + 19366 - 8819
