@@ -154,6 +154,7 @@ PARTS_TABLES: dict[str, str] = {"llm_requests": "llm_requests_parts"}
 PARTS_SPEC = """part VARCHAR NOT NULL, trace VARCHAR NOT NULL, first_id BIGINT NOT NULL,
     rows BIGINT NOT NULL, failed VARCHAR NOT NULL, columns VARCHAR NOT NULL"""
 
+
 def columns(table: str) -> list[tuple[str, str]]:
     """(name, DuckDB type) of each column of canonical `table`, in table order."""
     out = []
@@ -172,8 +173,9 @@ def spec(table: str, keep: list[str]) -> str:
 @cache
 def physical_tables() -> dict[str, str]:
     """Name -> column definitions of every table a new store is created with: TABLES, with
-    each split table replaced by its parts and its registry of one-pass parts (which come
-    and go with the traces: not listed). Computed once; do not modify the result."""
+    each split table replaced by its full and narrow parts, their table of trace ids and
+    the registry of one-pass parts (the one-pass parts themselves come and go with the
+    traces: not listed). Computed once; do not modify the result."""
     out: dict[str, str] = {}
     for name, cols in TABLES.items():
         if name in SPLIT_TABLES:
