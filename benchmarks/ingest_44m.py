@@ -7,9 +7,9 @@ times each run in its own process, with its peak RSS from `os.wait4` (the CSV is
 a child process too: a forked child's peak RSS starts at its parent's):
 
 - servecast: `servecast ingest azure-llm FILE --db X` (sha256 + record count in a thread;
-  one pass of the typed reader with the timestamp parse and the row checks into a temp
-  table, then into the narrow part of `llm_requests` numbered from its row ids, both
-  statements on every thread; manifest; one transaction);
+  one statement, on every thread: the typed reader with the timestamp parse and the row
+  checks into a new one-pass part of `llm_requests` in file order, numbered by its row ids
+  in the view; manifest; one transaction);
 - bare:      `CREATE TABLE t AS SELECT * FROM read_csv(FILE)` into a DuckDB file.
 
 With `--breakdown`, also the steps on their own, each in its own process: the scan

@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from servecast.datasets.base import Adapter, Catalog
-from servecast.datasets.requests import insert_csv_direct, insert_requests, rebase_arrivals
+from servecast.datasets.requests import (
+    ONE_PASS_MIN_BYTES,
+    insert_csv_direct,
+    insert_requests,
+    rebase_arrivals,
+)
 from servecast.datasets.staging import stage_csv
 
 COLUMNS = [
@@ -40,10 +45,14 @@ class AzureLLM(Adapter):
         "AzureLLMInferenceTrace_conv.csv",
     )
 
+    def __init__(self, one_pass_bytes: int = ONE_PASS_MIN_BYTES):
+        #: files of at least this many bytes are tried in one pass (`insert_csv_direct`)
+        self.one_pass_bytes = one_pass_bytes
+
     def load(self, ctx, files: list[Path]):
         counts = {}
         for f in files:  # each file has its own time origin
-            if ctx.one_pass(f):
+            if ctx.one_pass(f) and f.stat().st_size >= self.one_pass_bytes:
                 counts[f] = insert_csv_direct(ctx, f, DIRECT,
                                               f"epoch(ts) AS arrival_s, {SELECT}", CHECKS)
                 continue

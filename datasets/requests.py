@@ -10,8 +10,8 @@ import duckdb
 
 from servecast.datasets.base import Restage
 from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
+from servecast.schema import PARTS_TABLES, part_for, refresh_view, spec, trace_ids
 from servecast.schema import columns as columns_of
-from servecast.schema import part_for, trace_ids
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
 MAX_TOKENS = 2**31 - 1
@@ -70,6 +70,13 @@ def latency_checks(cols: list[str]) -> list[tuple[str, str]]:
     return checks
 
 
+def row_checks(cols: list[str], checks=(), tokens=TOKEN_CHECKS) -> list[tuple[str, str]]:
+    """Every check of a request row of canonical `cols`: the adapter's `checks`, the
+    `tokens` checks, the arrival checks (with an `arrival_s`) and the latency checks."""
+    return [*checks, *tokens, *(TIME_CHECKS if "arrival_s" in cols else ()),
+            *latency_checks(cols)]
+
+
 def rebase_arrivals(ctx, stage: str) -> None:
     """Make `arrival_s` seconds since the stage's first finite arrival, as `insert_requests`
     stores it: the origin is recorded in `ctx.origins`, the stage is not rewritten (an
@@ -97,8 +104,7 @@ def insert_requests(ctx, stage: str, files: list[Path], checks=(),
     """
     cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {stage}").fetchall()
             if r[0] not in ("filename", *drop)]
-    timed = [*(TIME_CHECKS if "arrival_s" in cols else ()), *latency_checks(cols)]
-    checks = [*checks, *TOKEN_CHECKS, *timed]
+    checks = row_checks(cols, checks)
     origin = ctx.origins.get(stage)
     if origin is not None:  # rebase_arrivals: arrival_s since the origin
         checks = [(_rebased(c, origin), why) for c, why in checks]
@@ -140,74 +146,79 @@ def _part(ctx, cols: list[str]) -> tuple[str, str, str | int]:
 ENFORCED = {c for c, _ in TOKEN_CHECKS if c.endswith(" IS NULL") or INF in c}
 
 
-#: the temp table `insert_csv_direct` reads a file into, in file order, before numbering
-DIRECT_STAGE = "_direct"
+#: the smallest file (bytes) an adapter loads in one pass (`insert_csv_direct`); a smaller
+#: one goes through the stage into the shared narrow part: each one-pass part is a table
+#: of its own and a branch of the `llm_requests` view that every query of it plans, so a
+#: folder of small files must not become as many parts
+ONE_PASS_MIN_BYTES = 32 << 20
 
 
 def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, checks=(),
                       failed: str = "output_tokens = 0") -> tuple[int, int]:
-    """Load a CSV file in one pass of the reader into `llm_requests`, for the common case
-    of a file without a bad row; returns (rows stored, 0 rejected).
+    """Load a CSV file in one pass of the reader into a new one-pass part of
+    `llm_requests` (schema.PARTS_TABLES), for the common case of a file without a bad row;
+    returns (rows stored, 0 rejected).
 
     `columns` type the file's columns for the reader (a value it cannot parse fails the
     pass), `select` maps them to canonical columns, arrivals rebased as `insert_requests`
     does after `rebase_arrivals` (origin: the first row's arrival). The rows that pass
     every check of `insert_requests` (`checks` and the token / time / latency checks, those
-    in ENFORCED by the table itself) are stored, numbered in file order. Raises Restage
-    (the store reruns the ingest with the file read through the stage, which names each
-    bad row and its reason) unless every record the scan counted was stored: a value the
-    reader cannot parse, a row failing a check, a blank line, an arrival before the first
-    row's.
+    in ENFORCED by the part itself) are stored in file order; `failed`, a predicate over
+    the stored columns that is never NULL there, and the request ids (the part's row ids
+    on from the trace's next id) are computed by the view. Raises Restage (the store reruns
+    the ingest with the file read through the stage, which names each bad row and its
+    reason) unless every record the scan counted was stored: a value the reader cannot
+    parse, a row failing a check, a blank line, an arrival before the first row's.
 
-    Two parallel statements: the reader's rows, checked and typed, into the temp table
-    DIRECT_STAGE (DuckDB keeps file order: preserve_insertion_order), then into the part
-    with request ids from the temp table's row ids. A window (`row_number() OVER ()`)
-    would number them in the reader's statement, but it runs that whole statement on one
-    thread.
+    One statement, parallel: DuckDB keeps file order (preserve_insertion_order) and numbers
+    a new table's rows consecutively. Writing into the shared narrow part instead needs
+    the ids stored: a window (`row_number() OVER ()`) runs the whole statement on one
+    thread, a temp table numbered by its row ids costs a second statement.
     """
     con = ctx.con
     check_header(path, columns)
     reader = csv_reader(columns)
-    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT {select} FROM {reader}",
-                                      [str(path)]).fetchall()]
-    try:
-        origin = con.execute(f"SELECT arrival_s FROM (SELECT {select} FROM {reader}) LIMIT 1",
-                             [str(path)]).fetchall()
+    try:  # one bind of the reader: the canonical columns and the first row's arrival
+        cursor = con.execute(f"SELECT {select} FROM {reader} LIMIT 1", [str(path)])
+        cols = [d[0] for d in cursor.description]
+        head = cursor.fetchall()
     except duckdb.Error:
         raise Restage(path) from None
-    if "arrival_s" not in cols or not origin or not math.isfinite(origin[0][0] or math.nan):
+    if "arrival_s" not in cols or not head or not math.isfinite(
+            head[0][cols.index("arrival_s")] or math.nan):
         raise Restage(path)
-    t0 = origin[0][0]
-    tokens = [c for c in TOKEN_CHECKS if c[0] not in ENFORCED]
-    every = [*checks, *tokens, *TIME_CHECKS, *latency_checks(cols)]
+    t0 = head[0][cols.index("arrival_s")]
+    every = row_checks(cols, checks, [c for c in TOKEN_CHECKS if c[0] not in ENFORCED])
     timed = [c for c, _ in every if re.search(r"\barrival_s\b", c)]  # on rebased values
     untimed = [c for c, _ in every if not re.search(r"\barrival_s\b", c)]
-    names = ", ".join(cols)
     types = dict(columns_of("llm_requests"))
     typed = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in cols)
+    first = ctx.next_request_id()
+    registry = PARTS_TABLES["llm_requests"]
+    (n,) = con.execute(f"""SELECT coalesce(max(CAST(regexp_extract(part, '(\\d+)$', 1)
+                                                   AS INTEGER)) + 1, 0)
+                           FROM {registry}""").fetchall()[0]
+    part = f"llm_requests_part{n}"
     # a check that is NULL fails the row here, where the stage lets it pass: stricter, so
     # at worst the file is read again through the stage (plain ORs cost DuckDB less than
-    # checks wrapped in coalesce); so does a value the cast to the stored type refuses
-    # (ENFORCED) and row ids with a gap (not seen: a new table's are consecutive)
+    # checks wrapped in coalesce); so does a value the cast to the stored type or the
+    # part's NOT NULL refuses (ENFORCED) and row ids with a gap (not seen: a new table's
+    # are consecutive)
     try:
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {DIRECT_STAGE} AS SELECT {typed} FROM (
+        con.execute(f"CREATE TABLE {part} ({spec('llm_requests', cols)})")
+        (stored,) = con.execute(
+            f"""INSERT INTO {part} ({", ".join(cols)}) SELECT {typed} FROM (
                     SELECT * REPLACE ({_rebased("arrival_s", t0)} AS arrival_s)
                     FROM (SELECT {select} FROM {reader}) WHERE NOT ({_any(untimed)}))
-                WHERE NOT ({_any(timed)})""", [str(path)])
-        first_row, last_row, stored = con.execute(
-            f"SELECT min(rowid), max(rowid), count(*) FROM {DIRECT_STAGE}").fetchall()[0]
-        if stored != ctx.records(path) or stored and last_row - first_row + 1 != stored:
-            raise Restage(path)
-        first = ctx.next_request_id()
-        part, key, trace = _part(ctx, cols)
-        con.execute(
-            f"""INSERT INTO {part} ({key}, request_id, failed, {names})
-                SELECT ?, {first} + (rowid - {first_row or 0}), {failed}, {names}
-                FROM {DIRECT_STAGE}""", [trace])
-    except duckdb.Error:  # the rollback drops the temp table
+                WHERE NOT ({_any(timed)})""", [str(path)]).fetchall()[0]
+        lo, hi = con.execute(f"SELECT min(rowid), max(rowid) FROM {part}").fetchall()[0]
+    except duckdb.Error:  # the rollback drops the part
         raise Restage(path) from None
-    con.execute(f"DROP TABLE {DIRECT_STAGE}")
+    if stored != ctx.records(path) or stored and hi - lo + 1 != stored:
+        raise Restage(path)
+    con.execute(f"INSERT INTO {registry} VALUES (?, ?, ?, ?, ?, ?)",
+                [part, ctx.trace, first, stored, failed, ",".join(cols)])
+    refresh_view(con, "llm_requests")
     return stored, 0
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 #: version of the table layout, recorded in `meta`; `Store` upgrades an older store in place
 #: (MIGRATIONS) and refuses a newer one
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES: dict[str, str] = {
     "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
@@ -138,6 +140,21 @@ SPLIT_TABLES: dict[str, tuple[str, str, str, list[str]]] = {
                       "failed"]),
 }
 
+#: split table -> its registry of one-pass parts (schema version 4). A clean file read in
+#: one pass (`requests.insert_csv_direct`) is written to a new table of its own, the part,
+#: in file order; its request ids are not stored: they are the part's row ids plus the
+#: registry's `first_id`, and its `failed` flag is the registry's predicate over the
+#: part's columns, both computed in the view. Row ids of a table that has only ever been
+#: appended to in one statement are 0..rows-1 in insert order, so the INVARIANT: a part is
+#: never updated, deleted from or appended to after its ingest; removing its trace drops
+#: the whole table (and its registry row), and the view is rebuilt (`refresh_view`).
+#: Inside the ingest's transaction DuckDB numbers a new table's rows from a large offset:
+#: code that needs a trace's next id there reads the registry's `rows` (`next_id_sql`).
+PARTS_TABLES: dict[str, str] = {"llm_requests": "llm_requests_parts"}
+PARTS_SPEC = """part VARCHAR NOT NULL, trace VARCHAR NOT NULL, first_id BIGINT NOT NULL,
+    rows BIGINT NOT NULL, failed VARCHAR NOT NULL, columns VARCHAR NOT NULL"""
+
+
 def columns(table: str) -> list[tuple[str, str]]:
     """(name, DuckDB type) of each column of canonical `table`, in table order."""
     out = []
@@ -153,9 +170,12 @@ def spec(table: str, keep: list[str]) -> str:
     return ", ".join(d for d in defs if d.split()[0] in keep)
 
 
+@cache
 def physical_tables() -> dict[str, str]:
-    """Name -> column definitions of every table the store holds: TABLES, with each split
-    table replaced by its parts."""
+    """Name -> column definitions of every table a new store is created with: TABLES, with
+    each split table replaced by its full and narrow parts, their table of trace ids and
+    the registry of one-pass parts (the one-pass parts themselves come and go with the
+    traces: not listed). Computed once; do not modify the result."""
     out: dict[str, str] = {}
     for name, cols in TABLES.items():
         if name in SPLIT_TABLES:
@@ -164,20 +184,52 @@ def physical_tables() -> dict[str, str]:
             out[core] = "trace_id INTEGER NOT NULL, " + spec(name, [c for c in keep
                                                                     if c != "trace"])
             out[ids] = "trace_id INTEGER NOT NULL, trace VARCHAR NOT NULL"
+            out[PARTS_TABLES[name]] = PARTS_SPEC
         else:
             out[name] = cols
     return out
 
 
-def view_sql(table: str) -> str:
-    """CREATE VIEW statement of split `table`: its parts' rows with every canonical column,
-    in table order (NULL of the column's type where the narrow part lacks it)."""
+def view_sql(table: str, parts: list[tuple] = (), verb: str = "CREATE VIEW") -> str:
+    """`verb` (CREATE VIEW, CREATE OR REPLACE VIEW, ...) statement of split `table`: its
+    parts' rows with every canonical column, in table order (NULL of the column's type
+    where a part lacks it). `parts`: the registry's rows of one-pass parts, (part, trace,
+    first_id, rows, failed, columns), see PARTS_TABLES."""
     full, core, ids, keep = SPLIT_TABLES[table]
     cols = columns(table)
-    names = ", ".join(n for n, _ in cols)
-    narrow = ", ".join(n if n in keep else f"NULL::{t} AS {n}" for n, t in cols)
-    return (f"CREATE VIEW {table} AS SELECT {names} FROM {full} "
-            f"UNION ALL SELECT {narrow} FROM {core} JOIN {ids} USING (trace_id)")
+
+    def select(have, **computed) -> str:
+        return ", ".join(computed[n] + f" AS {n}" if n in computed else
+                         n if n in have else f"NULL::{t} AS {n}" for n, t in cols)
+
+    branches = [f"SELECT {', '.join(n for n, _ in cols)} FROM {full}",
+                f"SELECT {select(keep)} FROM {core} JOIN {ids} USING (trace_id)"]
+    for part, trace, first_id, _, failed, have in parts:
+        quoted = "'" + trace.replace("'", "''") + "'"
+        computed = select(have.split(","), trace=quoted, failed=f"({failed})",
+                          request_id=f"{int(first_id)} + rowid")
+        branches.append(f"SELECT {computed} FROM {part}")
+    return f"{verb} {table} AS " + " UNION ALL ".join(branches)
+
+
+def refresh_view(con, table: str) -> None:
+    """Rebuild the view of split `table` over its parts as the registry lists them now
+    (after a one-pass part is added or dropped; in the caller's transaction)."""
+    parts = con.execute(f"SELECT * FROM {PARTS_TABLES[table]} ORDER BY part").fetchall()
+    con.execute(view_sql(table, parts, "CREATE OR REPLACE VIEW"))
+
+
+def next_id_sql(table: str) -> str:
+    """SQL of the first free request_id of trace `$1` in split `table`, from the stored
+    ids of its full and narrow parts and the registry's `first_id + rows` of its one-pass
+    parts (correct inside the transaction that wrote them, unlike their row ids)."""
+    full, core, ids, _ = SPLIT_TABLES[table]
+    return f"""SELECT greatest(
+        (SELECT coalesce(max(request_id) + 1, 0) FROM {full} WHERE trace = $1),
+        (SELECT coalesce(max(request_id) + 1, 0) FROM {core}
+         WHERE trace_id IN (SELECT trace_id FROM {ids} WHERE trace = $1)),
+        (SELECT coalesce(max(first_id + rows), 0) FROM {PARTS_TABLES[table]}
+         WHERE trace = $1))"""
 
 
 def part_for(table: str, cols: list[str]) -> str:
@@ -206,16 +258,17 @@ def of_trace(table: str) -> str | None:
 #: schema version -> SQL run after that version's MIGRATIONS columns, in the same transaction
 #: (version 3: the `llm_requests` table becomes the full part, renamed with every row and
 #: value in place, and `llm_requests` the view over it and a new, empty narrow part with
-#: its table of trace ids)
+#: its table of trace ids; version 4: the empty registry of one-pass parts, PARTS_TABLES)
 MIGRATION_STATEMENTS: dict[int, list[str]] = {
     3: ["ALTER TABLE llm_requests RENAME TO llm_requests_full",
         *(f"CREATE TABLE {t} ({physical_tables()[t]})" for t in SPLIT_TABLES["llm_requests"][1:3]),
         view_sql("llm_requests")],
+    4: [f"CREATE TABLE {PARTS_TABLES['llm_requests']} ({PARTS_SPEC})"],
 }
 
 #: physical tables holding a trace's data rows (`traces remove` deletes from each, then the
-#: trace's ids in TRACE_ID_TABLES)
+#: trace's ids in TRACE_ID_TABLES; its one-pass parts are dropped whole)
 TRACE_ID_TABLES = [ids for _, _, ids, _ in SPLIT_TABLES.values()]
-DATA_TABLES = [t for t in physical_tables()
-               if t not in ("meta", "traces", "rejected_rows", *TRACE_ID_TABLES)]
+DATA_TABLES = [t for t in physical_tables() if t not in (
+    "meta", "traces", "rejected_rows", *TRACE_ID_TABLES, *PARTS_TABLES.values())]
 

@@ -34,12 +34,15 @@ from servecast.schema import (
     DATA_TABLES,
     MIGRATION_STATEMENTS,
     MIGRATIONS,
+    PARTS_TABLES,
     SCHEMA_VERSION,
     SPLIT_TABLES,
     TABLES,
     TRACE_ID_TABLES,
+    next_id_sql,
     of_trace,
     physical_tables,
+    refresh_view,
     view_sql,
 )
 
@@ -204,7 +207,7 @@ class Store:
             for col, typ in cols:
                 self.con.execute(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {col} {typ}")
         for name in SPLIT_TABLES:
-            self.con.execute(view_sql(name).replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS"))
+            self.con.execute(view_sql(name, verb="CREATE VIEW IF NOT EXISTS"))
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
@@ -379,6 +382,15 @@ class Store:
                     removed += n
             for table in TRACE_ID_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE trace = ?", [trace])
+            for table, registry in PARTS_TABLES.items():  # one-pass parts: dropped whole
+                parts = con.execute(f"SELECT part, rows FROM {registry} WHERE trace = ?",
+                                    [trace]).fetchall()
+                for part, rows in parts:
+                    con.execute(f"DROP TABLE {part}")
+                    removed += rows
+                if parts:
+                    con.execute(f"DELETE FROM {registry} WHERE trace = ?", [trace])
+                    refresh_view(con, table)
             con.execute("DELETE FROM rejected_rows WHERE trace = ?", [trace])
             con.execute("DELETE FROM traces WHERE trace = ?", [trace])
         return removed
@@ -547,7 +559,7 @@ class LoadContext:
 
     def next_request_id(self, table: str = "llm_requests") -> int:
         """First free request_id of this trace (traces may span several files)."""
-        (n,) = self.con.execute(
-            f"SELECT coalesce(max(request_id) + 1, 0) FROM {table} WHERE trace = ?", [self.trace]
-        ).fetchall()[0]
+        sql = (next_id_sql(table) if table in SPLIT_TABLES else
+               f"SELECT coalesce(max(request_id) + 1, 0) FROM {table} WHERE trace = $1")
+        (n,) = self.con.execute(sql, [self.trace]).fetchall()[0]
         return int(n)
