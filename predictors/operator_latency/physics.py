@@ -54,8 +54,9 @@ CTA_CYCLES = 2500.0
 #: GQA-packed query rows of a (sequence, KV head) fit it) x KV columns per block
 ATTN_TILE_M, ATTN_TILE_M_SMALL, ATTN_TILE_N = 128.0, 64.0, 128.0
 #: fixed cycles per prefill thread block: loading its query tile, filling the KV pipeline
-#: and writing the output back, whatever the number of KV blocks it walks
-PREFILL_CTA_CYCLES = 2500.0
+#: and writing the output back, whatever the number of KV blocks it walks (its own knob:
+#: decode's `CTA_CYCLES` is chosen apart)
+PREFILL_CTA_CYCLES = 5000.0
 #: query-tile and output bytes a prefill block moves outside its KV pipeline, per query
 #: row and head-dim element, at the block's share of the bandwidth (Mem_Bw / Num_Sm)
 QO_BYTES = 2.0
