@@ -140,6 +140,26 @@ def test_prefill_re_reads_of_the_kv_bind_where_bandwidth_is_scarce(monkeypatch):
     assert a["t_mem"][0] == pytest.approx(reread / (starved["Mem_Bw"] * 1e9) * 1e3, rel=1e-6)
 
 
+def test_roofline_and_physics_count_the_same_attention_bytes(monkeypatch):
+    """One byte count (`physics.attn_bytes`) feeds the roofline, the features and the
+    attention physics: a DRAM-bound decode's memory time is those bytes over the bandwidth
+    in all three, and an fp8 KV cache halves the KV part of them."""
+    monkeypatch.setattr(physics, "KV_REREAD", 0.0)
+    bw = H100["Mem_Bw"] * 1e9
+    for op, shape in (("attn_decode", {"B": 64, "M": 1, "N": 8191}),
+                      ("attn_prefill", {"B": 2, "M": 4096, "N": 0})):
+        shape = {**shape, "H": 32, "kv_heads": 8, "head_dim": 128}
+        nbytes = physics.attn_bytes(op, kv_bytes=2.0, **shape)
+        kv = shape["B"] * (shape["M"] + shape["N"]) * 2 * 8 * 128
+        assert physics.attn_bytes(op, kv_bytes=1.0, **shape) == pytest.approx(nbytes - kv)
+        assert physics.work(op, H100, **shape)[1] == nbytes
+        assert physics.attention(op, H100, **shape)["t_mem"] == pytest.approx(
+            nbytes / bw * 1e3)
+    dec = {"B": 64, "M": 1, "N": 8191, "H": 32, "kv_heads": 8, "head_dim": 128}
+    assert physics.roofline("attn_decode", H100, **dec) == pytest.approx(
+        physics.attn_bytes("attn_decode", kv_bytes=2.0, **dec) / bw * 1e3)
+
+
 def test_a_spec_without_a_clock_is_refused_naming_the_key():
     from servecast.predictors.operator_latency.runtime import Runtime
 

@@ -192,12 +192,12 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
         pro = PREFILL_CTA_CYCLES / clock
         total = g["ctas"] * (pro + qo) + g["walk"] * (t_mma + t_soft)
         span = np.maximum(total / sms, pro + qo / SM_BW_SHARE + g["longest"] * (t_mma + t_soft))
-        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
-        nbytes = np.maximum(nbytes, KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
+        nbytes = np.maximum(attn_bytes(op, M, N, B, H, kvh, hd, kvb),
+                            KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
         return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": nbytes / bw * 1e3,
                 "t_side": g["walk"] * t_soft / sms * 1e3, "busy": total / (sms * span)}
-    ctx, ctas, tokens = N + M, g["ctas"], g["tokens"]
-    nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+    ctas, tokens = g["ctas"], g["tokens"]
+    nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
     bw = np.where(nbytes <= L2_FIT * spec["L2Cache"] * 1e6,
                   np.maximum(bw, L2_BYTES_PER_CYCLE * sms * clock), bw)
     t_mem = np.maximum(nbytes / bw, tokens * 2.0 * hd * kvb / (SM_BW_SHARE * bw / sms))
@@ -207,6 +207,20 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
     return {"ctas": ctas, "t_comp": span * 1e3, "t_mem": t_mem * 1e3,
             "t_side": ctas / sms * CTA_CYCLES / clock * 1e3,
             "busy": np.clip(ctas * per / (sms * span), 0.0, 1.0)}
+
+
+def attn_bytes(op: str, M, N, B, H, kv_heads, head_dim, kv_bytes) -> np.ndarray:
+    """Compulsory DRAM bytes of an attention kernel (the roofline's and the physics'):
+    prefill reads the bf16 queries of its M new tokens, writes their bf16 output and reads
+    the K and V of all M + N tokens once; decode reads the K and V of its N + M cached
+    tokens and the bf16 query and output of its one token. `kv_bytes` per KV element."""
+    M, N, B, H = _f(M), _f(N), _f(B), _f(H)
+    kvh, hd = _f(kv_heads), _f(head_dim)
+    if op == "attn_prefill":
+        return B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kv_bytes)
+    if op == "attn_decode":
+        return B * ((N + M) * 2.0 * kvh * hd * kv_bytes + 2.0 * H * hd * 2.0)
+    raise ValueError(op)
 
 
 def attn_tiles(op: str, spec: dict, M, N, B, H, kv_heads) -> dict[str, np.ndarray]:
@@ -260,13 +274,13 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     if op == "attn_prefill":
         # causal: QK^T and PV over half the square, plus the whole cached prefix
         flops = 2.0 * B * H * hd * M * (M + 1.0 + 2.0 * N)
-        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
+        nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
         tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]
         return flops, nbytes, tiles, peak, bw
     if op == "attn_decode":
         ctx = N + M
         flops = 4.0 * B * H * hd * ctx
-        nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+        nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
         tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]  # (sequence, KV head, split)
         return flops, nbytes, tiles, peak, bw
     if op == "allreduce":
