@@ -69,9 +69,11 @@ KV_REREAD = 0.0
 #: rescale, convert), run at the spec's FP32 non-tensor rate (`SingleFLOPs`) beside the
 #: tensor-core matmuls of the same block
 SOFTMAX_OPS = 8.0
-#: decode: KV tokens per split-KV block; the number of splits fills the SMs (up to
-#: `MAX_SPLITS`, at least one block each) while sequences x KV heads leave SMs idle
+#: decode: KV tokens per split-KV block; while sequences x KV heads leave SMs idle, each
+#: pair's KV is split (up to `MAX_SPLITS`, at least one block each) for wave efficiency
+#: (`kv_splits`: FlashAttention-2's heuristic and its 0.8 / 0.85 thresholds)
 DECODE_BLOCK, MAX_SPLITS = 256.0, 16.0
+SPLIT_FILL, SPLIT_EFF = 0.8, 0.85
 #: cycles of the pass that merges the KV splits' partial outputs (when there are splits;
 #: 0 = folded into the launch floor, as inner validation chose)
 COMBINE_CYCLES = 0.0
@@ -177,7 +179,7 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
     the chunk's own query, K and V are read from a warm L2 when they fit it (`warm_bw`),
     a cached prefix's KV from DRAM.
     Decode: one thread block per (sequence, KV head, KV split) with the query heads of the
-    KV head packed; the splits fill the SMs while sequences x KV heads leave them idle.
+    KV head packed; the KV is split while sequences x KV heads leave SMs idle (`kv_splits`).
     """
     M, N, B, H = _f(M), _f(N), _f(B), _f(H)
     kvh, hd, kvb = _f(kv_heads), _f(head_dim), BYTES[kv_dtype]
@@ -260,11 +262,28 @@ def attn_tiles(op: str, spec: dict, M, N, B, H, kv_heads) -> dict[str, np.ndarra
         ctx = N + M
         blocks = np.ceil(ctx / DECODE_BLOCK)
         base = B * kvh
-        splits = np.where(base >= spec["Num_Sm"], 1.0, np.clip(
-            np.ceil(spec["Num_Sm"] / base), 1.0, np.minimum(blocks, MAX_SPLITS)))
+        splits = kv_splits(base, spec["Num_Sm"], blocks)
         return {"ctas": base * splits, "splits": splits,
                 "tokens": np.minimum(ctx, np.ceil(blocks / splits) * DECODE_BLOCK)}
     raise ValueError(op)
+
+
+def kv_splits(base, sms: float, blocks) -> np.ndarray:
+    """KV splits per (sequence, KV head) of a decode kernel with `base` such pairs and
+    `blocks` KV blocks each on `sms` SMs, by FlashAttention-2's `num_splits_heuristic`: none
+    when the pairs fill `SPLIT_FILL` of the SMs; else, of the split counts up to
+    `MAX_SPLITS`, the SMs and the blocks (those that change the blocks per split), the
+    smallest whose wave efficiency (thread blocks over SMs, over its ceiling) is within
+    `SPLIT_EFF` of the best one's."""
+    base, blocks = np.broadcast_arrays(_f(base), _f(blocks))
+    shape, base, blocks = base.shape, base.reshape(1, -1), blocks.reshape(1, -1)
+    s = np.arange(1.0, MAX_SPLITS + 1.0)[:, None]  # candidate split counts x rows
+    waves = base * s / sms
+    eff = waves / np.ceil(waves)
+    changes = (s == 1.0) | (np.ceil(blocks / s) != np.ceil(blocks / np.maximum(s - 1.0, 1.0)))
+    eff = np.where(changes & (s <= np.minimum(min(MAX_SPLITS, sms), blocks)), eff, 0.0)
+    first = np.argmax(eff >= SPLIT_EFF * eff.max(axis=0), axis=0) + 1.0
+    return np.where(base[0] >= SPLIT_FILL * sms, 1.0, first).reshape(shape)
 
 
 def _f(x) -> np.ndarray:
