@@ -127,11 +127,10 @@ def test_softmax_runs_at_the_fp32_rate():
 def test_prefill_re_reads_of_the_kv_bind_where_bandwidth_is_scarce(monkeypatch):
     """A 16k-token prefill of one head walks 128 x 129 / 2 KV blocks: with half of them
     re-read from DRAM, at the H100's own bandwidth the tensor cores bind it, on a spec with
-    a quarter of it (and an L2 too small to hold the chunk warm) the re-read KV does
-    (halving the bandwidth again nearly doubles the time); with no re-read the KV is read
-    once."""
+    a quarter of it the re-read KV does (halving the bandwidth again nearly doubles the
+    time); with no re-read the KV is read once."""
     shape = {"M": np.array([16384]), "N": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 128}
-    starved = {**H100, "Mem_Bw": H100["Mem_Bw"] / 4, "L2Cache": 1.0}
+    starved = {**H100, "Mem_Bw": H100["Mem_Bw"] / 4}
     monkeypatch.setattr(physics, "KV_REREAD", 0.0)
     once = 16384 * 128 * 2 * 2 + 16384 * 128 * 2 * 2  # query / output and K, V once
     assert physics.attention("attn_prefill", starved, **shape)["t_mem"][0] == pytest.approx(
@@ -167,32 +166,6 @@ def test_roofline_and_physics_count_the_same_attention_bytes(monkeypatch):
     dec = {"B": 64, "M": 1, "N": 8191, "H": 32, "kv_heads": 8, "head_dim": 128}
     assert physics.roofline("attn_decode", H100, **dec) == pytest.approx(
         physics.attn_bytes("attn_decode", kv_bytes=2.0, **dec) / bw * 1e3)
-
-
-def test_a_prefill_chunk_reads_its_own_qkv_from_a_warm_l2(monkeypatch):
-    """The chunk's query, K and V (just written by the QKV projection) stream at the L2's
-    rate where it beats DRAM and they fit the L2 (the L40S: 4 B x 142 SMs x 2.52 GHz over
-    864 GB/s); a cached prefix's KV still comes from DRAM; on the H100 the L2 rate is below
-    its DRAM bandwidth, so nothing changes there."""
-    monkeypatch.setattr(physics, "KV_REREAD", 0.0)
-    l40s = gpus.catalog_spec("l40s")
-    l2 = physics.L2_BYTES_PER_CYCLE * l40s["Num_Sm"] * l40s["Freq"] * 1e6
-    assert l2 > l40s["Mem_Bw"] * 1e9
-    shape = {"B": 4, "M": 512, "H": 32, "kv_heads": 8, "head_dim": 128}
-    new = physics.attn_bytes("attn_prefill", N=0, kv_bytes=2.0, **shape)
-    cold = physics.attn_bytes("attn_prefill", N=4096, kv_bytes=2.0, **shape) - new
-    assert new < l40s["L2Cache"] * 1e6
-    t = physics.attention("attn_prefill", l40s, N=np.array([0, 4096]), **shape)["t_mem"]
-    assert t[0] == pytest.approx(new / l2 * 1e3)
-    assert t[1] == pytest.approx((new / l2 + cold / (l40s["Mem_Bw"] * 1e9)) * 1e3)
-    # a chunk whose own bytes overflow the L2 reads them from DRAM
-    big = {**shape, "B": 64, "M": 16384}
-    assert physics.attn_bytes("attn_prefill", N=0, kv_bytes=2.0, **big) > 96e6
-    assert physics.attention("attn_prefill", l40s, N=0, **big)["t_mem"] == pytest.approx(
-        physics.attn_bytes("attn_prefill", N=0, kv_bytes=2.0, **big)
-        / (l40s["Mem_Bw"] * 1e9) * 1e3)
-    h100 = physics.attention("attn_prefill", H100, N=0, **shape)["t_mem"]
-    assert h100 == pytest.approx(new / (H100["Mem_Bw"] * 1e9) * 1e3)
 
 
 def test_a_spec_without_a_clock_is_refused_naming_the_key():

@@ -175,9 +175,7 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
     short chunks; the query heads sharing a KV head packed into one tile when they fit it)
     walks the KV blocks up to its last row (causal), each block a tensor-core matmul pair
     plus the softmax at the non-tensor FP32 rate; the makespan is the larger of the total
-    work over the SMs and the longest block's walk, plus `PREFILL_CTA_CYCLES` per block;
-    the chunk's own query, K and V are read from a warm L2 when they fit it (`warm_bw`),
-    a cached prefix's KV from DRAM.
+    work over the SMs and the longest block's walk, plus `PREFILL_CTA_CYCLES` per block.
     Decode: one thread block per (sequence, KV head, KV split) with the query heads of the
     KV head packed; the KV is split while sequences x KV heads leave SMs idle (`kv_splits`).
     """
@@ -196,13 +194,9 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
         pro = PREFILL_CTA_CYCLES / clock
         total = g["ctas"] * (pro + qo) + g["walk"] * (t_mma + t_soft)
         span = np.maximum(total / sms, pro + qo / SM_BW_SHARE + g["longest"] * (t_mma + t_soft))
-        # the chunk's own query, K and V were just written by the QKV projection: warm in
-        # the L2 when they fit it (`warm_bw`); a cached prefix's KV comes from DRAM
-        new = attn_bytes(op, M, 0.0, B, H, kvh, hd, kvb)
-        prefix = attn_bytes(op, M, N, B, H, kvh, hd, kvb) - new
-        t_mem = np.maximum(new / warm_bw(spec, new) + prefix / bw,
-                           KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb / bw)
-        return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": t_mem * 1e3,
+        nbytes = np.maximum(attn_bytes(op, M, N, B, H, kvh, hd, kvb),
+                            KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
+        return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": nbytes / bw * 1e3,
                 "t_side": g["walk"] * t_soft / sms * 1e3, "busy": total / (sms * span)}
     ctas, tokens = g["ctas"], g["tokens"]
     nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
@@ -217,9 +211,9 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
 
 
 def warm_bw(spec: dict, nbytes) -> np.ndarray:
-    """Bandwidth (bytes/s) at which an attention kernel reads `nbytes` that are warm in the
-    L2: the L2's rate (`L2_BYTES_PER_CYCLE` per SM per clock cycle) when they fit in
-    `L2_FIT` x the L2 and that beats DRAM, else the DRAM bandwidth."""
+    """Bandwidth (bytes/s) at which a decode kernel reads `nbytes` of KV (warm in the L2
+    from the previous step): the L2's rate (`L2_BYTES_PER_CYCLE` per SM per clock cycle)
+    when they fit in `L2_FIT` x the L2 and that beats DRAM, else the DRAM bandwidth."""
     bw = spec["Mem_Bw"] * 1e9
     l2 = L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
     return np.where(_f(nbytes) <= L2_FIT * spec["L2Cache"] * 1e6, np.maximum(bw, l2), bw)
