@@ -91,9 +91,17 @@ def test_attention_tiles_pack_gqa_split_kv_and_walk_the_causal_diagonal():
     t = physics.features("attn_prefill", H100, **shape)[0][0]
     wide = physics.features("attn_prefill", {**H100, "Num_Sm": 2 * H100["Num_Sm"]}, **shape)
     assert wide[0][0] > 0.9 * t
-    # decode: one long sequence is split over the SMs, a big batch is not split
+    # decode: one long sequence is split over the SMs (FlashAttention-2's heuristic takes
+    # the fewest splits within 0.85 of the best wave efficiency: 14 of at most 16 on 132
+    # SMs), 32 pairs split in 4 (128 blocks, one wave; 5 would spill into a second), a big
+    # batch is not split
     one = physics.attn_tiles("attn_decode", H100, M=1, N=65535, B=1, H=8, kv_heads=1)
-    assert one["ctas"] == min(H100["Num_Sm"], physics.MAX_SPLITS)
+    assert one["ctas"] == 14 and one["tokens"] == np.ceil(256 / 14) * 256
+    four = physics.attn_tiles("attn_decode", H100, M=1, N=65535, B=4, H=64, kv_heads=8)
+    assert four["splits"] == 4 and four["ctas"] == 128
+    # a sequence of 3 KV blocks splits at most in 3
+    short = physics.attn_tiles("attn_decode", H100, M=1, N=700, B=1, H=8, kv_heads=1)
+    assert short["splits"] == 3
     many = physics.attn_tiles("attn_decode", H100, M=1, N=65535, B=256, H=64, kv_heads=8)
     assert many["ctas"] == 256 * 8 and many["tokens"] == 65536
 
@@ -138,6 +146,26 @@ def test_prefill_re_reads_of_the_kv_bind_where_bandwidth_is_scarce(monkeypatch):
     a = physics.attention("attn_prefill", starved, **shape)
     reread = physics.KV_REREAD * 128 * 129 / 2 * 128 * 128 * 2 * 2
     assert a["t_mem"][0] == pytest.approx(reread / (starved["Mem_Bw"] * 1e9) * 1e3, rel=1e-6)
+
+
+def test_roofline_and_physics_count_the_same_attention_bytes(monkeypatch):
+    """One byte count (`physics.attn_bytes`) feeds the roofline, the features and the
+    attention physics: a DRAM-bound decode's memory time is those bytes over the bandwidth
+    in all three, and an fp8 KV cache halves the KV part of them."""
+    monkeypatch.setattr(physics, "KV_REREAD", 0.0)
+    bw = H100["Mem_Bw"] * 1e9
+    for op, shape in (("attn_decode", {"B": 64, "M": 1, "N": 8191}),
+                      ("attn_prefill", {"B": 2, "M": 4096, "N": 0})):
+        shape = {**shape, "H": 32, "kv_heads": 8, "head_dim": 128}
+        nbytes = physics.attn_bytes(op, kv_bytes=2.0, **shape)
+        kv = shape["B"] * (shape["M"] + shape["N"]) * 2 * 8 * 128
+        assert physics.attn_bytes(op, kv_bytes=1.0, **shape) == pytest.approx(nbytes - kv)
+        assert physics.work(op, H100, **shape)[1] == nbytes
+        assert physics.attention(op, H100, **shape)["t_mem"] == pytest.approx(
+            nbytes / bw * 1e3)
+    dec = {"B": 64, "M": 1, "N": 8191, "H": 32, "kv_heads": 8, "head_dim": 128}
+    assert physics.roofline("attn_decode", H100, **dec) == pytest.approx(
+        physics.attn_bytes("attn_decode", kv_bytes=2.0, **dec) / bw * 1e3)
 
 
 def test_a_spec_without_a_clock_is_refused_naming_the_key():

@@ -54,8 +54,9 @@ CTA_CYCLES = 2500.0
 #: GQA-packed query rows of a (sequence, KV head) fit it) x KV columns per block
 ATTN_TILE_M, ATTN_TILE_M_SMALL, ATTN_TILE_N = 128.0, 64.0, 128.0
 #: fixed cycles per prefill thread block: loading its query tile, filling the KV pipeline
-#: and writing the output back, whatever the number of KV blocks it walks
-PREFILL_CTA_CYCLES = 2500.0
+#: and writing the output back, whatever the number of KV blocks it walks (its own knob:
+#: decode's `CTA_CYCLES` is chosen apart)
+PREFILL_CTA_CYCLES = 5000.0
 #: query-tile and output bytes a prefill block moves outside its KV pipeline, per query
 #: row and head-dim element, at the block's share of the bandwidth (Mem_Bw / Num_Sm)
 QO_BYTES = 2.0
@@ -68,9 +69,11 @@ KV_REREAD = 0.0
 #: rescale, convert), run at the spec's FP32 non-tensor rate (`SingleFLOPs`) beside the
 #: tensor-core matmuls of the same block
 SOFTMAX_OPS = 8.0
-#: decode: KV tokens per split-KV block; the number of splits fills the SMs (up to
-#: `MAX_SPLITS`, at least one block each) while sequences x KV heads leave SMs idle
+#: decode: KV tokens per split-KV block; while sequences x KV heads leave SMs idle, each
+#: pair's KV is split (up to `MAX_SPLITS`, at least one block each) for wave efficiency
+#: (`kv_splits`: FlashAttention-2's heuristic and its 0.8 / 0.85 thresholds)
 DECODE_BLOCK, MAX_SPLITS = 256.0, 16.0
+SPLIT_FILL, SPLIT_EFF = 0.8, 0.85
 #: cycles of the pass that merges the KV splits' partial outputs (when there are splits;
 #: 0 = folded into the launch floor, as inner validation chose)
 COMBINE_CYCLES = 0.0
@@ -174,7 +177,7 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
     plus the softmax at the non-tensor FP32 rate; the makespan is the larger of the total
     work over the SMs and the longest block's walk, plus `PREFILL_CTA_CYCLES` per block.
     Decode: one thread block per (sequence, KV head, KV split) with the query heads of the
-    KV head packed; the splits fill the SMs while sequences x KV heads leave them idle.
+    KV head packed; the KV is split while sequences x KV heads leave SMs idle (`kv_splits`).
     """
     M, N, B, H = _f(M), _f(N), _f(B), _f(H)
     kvh, hd, kvb = _f(kv_heads), _f(head_dim), BYTES[kv_dtype]
@@ -191,14 +194,13 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
         pro = PREFILL_CTA_CYCLES / clock
         total = g["ctas"] * (pro + qo) + g["walk"] * (t_mma + t_soft)
         span = np.maximum(total / sms, pro + qo / SM_BW_SHARE + g["longest"] * (t_mma + t_soft))
-        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
-        nbytes = np.maximum(nbytes, KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
+        nbytes = np.maximum(attn_bytes(op, M, N, B, H, kvh, hd, kvb),
+                            KV_REREAD * g["walk"] * tn * hd * 2.0 * kvb)
         return {"ctas": g["ctas"], "t_comp": span * 1e3, "t_mem": nbytes / bw * 1e3,
                 "t_side": g["walk"] * t_soft / sms * 1e3, "busy": total / (sms * span)}
-    ctx, ctas, tokens = N + M, g["ctas"], g["tokens"]
-    nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
-    bw = np.where(nbytes <= L2_FIT * spec["L2Cache"] * 1e6,
-                  np.maximum(bw, L2_BYTES_PER_CYCLE * sms * clock), bw)
+    ctas, tokens = g["ctas"], g["tokens"]
+    nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
+    bw = warm_bw(spec, nbytes)
     t_mem = np.maximum(nbytes / bw, tokens * 2.0 * hd * kvb / (SM_BW_SHARE * bw / sms))
     t_mem += np.where(g["splits"] > 1.0, COMBINE_CYCLES / clock, 0.0)  # merging the splits
     per = tokens * np.maximum(1.0, H / kvh) * (4.0 * hd / sm_mma + SOFTMAX_OPS / sm_fp32)
@@ -206,6 +208,29 @@ def attention(op: str, spec: dict, kv_dtype: str = "bf16", M=0, N=0, B=1, H=1, k
     return {"ctas": ctas, "t_comp": span * 1e3, "t_mem": t_mem * 1e3,
             "t_side": ctas / sms * CTA_CYCLES / clock * 1e3,
             "busy": np.clip(ctas * per / (sms * span), 0.0, 1.0)}
+
+
+def warm_bw(spec: dict, nbytes) -> np.ndarray:
+    """Bandwidth (bytes/s) at which a decode kernel reads `nbytes` of KV (warm in the L2
+    from the previous step): the L2's rate (`L2_BYTES_PER_CYCLE` per SM per clock cycle)
+    when they fit in `L2_FIT` x the L2 and that beats DRAM, else the DRAM bandwidth."""
+    bw = spec["Mem_Bw"] * 1e9
+    l2 = L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    return np.where(_f(nbytes) <= L2_FIT * spec["L2Cache"] * 1e6, np.maximum(bw, l2), bw)
+
+
+def attn_bytes(op: str, M, N, B, H, kv_heads, head_dim, kv_bytes) -> np.ndarray:
+    """Compulsory DRAM bytes of an attention kernel (the roofline's and the physics'):
+    prefill reads the bf16 queries of its M new tokens, writes their bf16 output and reads
+    the K and V of all M + N tokens once; decode reads the K and V of its N + M cached
+    tokens and the bf16 query and output of its one token. `kv_bytes` per KV element."""
+    M, N, B, H = _f(M), _f(N), _f(B), _f(H)
+    kvh, hd = _f(kv_heads), _f(head_dim)
+    if op == "attn_prefill":
+        return B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kv_bytes)
+    if op == "attn_decode":
+        return B * ((N + M) * 2.0 * kvh * hd * kv_bytes + 2.0 * H * hd * 2.0)
+    raise ValueError(op)
 
 
 def attn_tiles(op: str, spec: dict, M, N, B, H, kv_heads) -> dict[str, np.ndarray]:
@@ -231,11 +256,28 @@ def attn_tiles(op: str, spec: dict, M, N, B, H, kv_heads) -> dict[str, np.ndarra
         ctx = N + M
         blocks = np.ceil(ctx / DECODE_BLOCK)
         base = B * kvh
-        splits = np.where(base >= spec["Num_Sm"], 1.0, np.clip(
-            np.ceil(spec["Num_Sm"] / base), 1.0, np.minimum(blocks, MAX_SPLITS)))
+        splits = kv_splits(base, spec["Num_Sm"], blocks)
         return {"ctas": base * splits, "splits": splits,
                 "tokens": np.minimum(ctx, np.ceil(blocks / splits) * DECODE_BLOCK)}
     raise ValueError(op)
+
+
+def kv_splits(base, sms: float, blocks) -> np.ndarray:
+    """KV splits per (sequence, KV head) of a decode kernel with `base` such pairs and
+    `blocks` KV blocks each on `sms` SMs, by FlashAttention-2's `num_splits_heuristic`: none
+    when the pairs fill `SPLIT_FILL` of the SMs; else, of the split counts up to
+    `MAX_SPLITS`, the SMs and the blocks (those that change the blocks per split), the
+    smallest whose wave efficiency (thread blocks over SMs, over its ceiling) is within
+    `SPLIT_EFF` of the best one's."""
+    base, blocks = np.broadcast_arrays(_f(base), _f(blocks))
+    shape, base, blocks = base.shape, base.reshape(1, -1), blocks.reshape(1, -1)
+    s = np.arange(1.0, MAX_SPLITS + 1.0)[:, None]  # candidate split counts x rows
+    waves = base * s / sms
+    eff = waves / np.ceil(waves)
+    changes = (s == 1.0) | (np.ceil(blocks / s) != np.ceil(blocks / np.maximum(s - 1.0, 1.0)))
+    eff = np.where(changes & (s <= np.minimum(min(MAX_SPLITS, sms), blocks)), eff, 0.0)
+    first = np.argmax(eff >= SPLIT_EFF * eff.max(axis=0), axis=0) + 1.0
+    return np.where(base[0] >= SPLIT_FILL * sms, 1.0, first).reshape(shape)
 
 
 def _f(x) -> np.ndarray:
@@ -259,13 +301,13 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     if op == "attn_prefill":
         # causal: QK^T and PV over half the square, plus the whole cached prefix
         flops = 2.0 * B * H * hd * M * (M + 1.0 + 2.0 * N)
-        nbytes = B * hd * (M * 2.0 * H * 2.0 + (M + N) * 2.0 * kvh * kvb)
+        nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
         tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]
         return flops, nbytes, tiles, peak, bw
     if op == "attn_decode":
         ctx = N + M
         flops = 4.0 * B * H * hd * ctx
-        nbytes = B * (ctx * 2.0 * kvh * hd * kvb + 2.0 * H * hd * 2.0)
+        nbytes = attn_bytes(op, M, N, B, H, kvh, hd, kvb)
         tiles = attn_tiles(op, spec, M, N, B, H, kvh)["ctas"]  # (sequence, KV head, split)
         return flops, nbytes, tiles, peak, bw
     if op == "allreduce":
