@@ -249,11 +249,8 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     M, N, K, B, H = _f(M), _f(N), _f(K), _f(B), _f(H)
     kvh, hd, tp = _f(kv_heads), _f(head_dim), _f(tp)
     if op == "gemm":
-        peak = spec[PEAK_KEY[dtype]] * 1e9
-        flops = 2.0 * M * N * K
-        nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
-        blocks, _pad = gemm_tiling(spec, dtype, M, N, K)
-        return flops, nbytes, blocks, peak, bw
+        flops, nbytes, peak = gemm_work(spec, dtype, M, N, K)
+        return flops, nbytes, gemm_tile_ms(spec, dtype, M, N, K)["blocks"], peak, bw
     peak = spec["TensorFLOPs"] * 1e9
     kvb = BYTES[kv_dtype]
     if op == "attn_prefill":
@@ -275,8 +272,21 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     raise ValueError(op)
 
 
+def gemm_work(spec: dict, dtype: str = "bf16", M=0, N=0, K=0, **_other
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(FLOPs, compulsory DRAM bytes, peak FLOP/s) of M x K -> N GEMMs of `dtype`: both
+    operands read once at `BYTES[dtype]`, the bf16 output written once. Other shape
+    arguments (an operator frame's attention columns) are ignored."""
+    M, N, K = _f(M), _f(N), _f(K)
+    return (2.0 * M * N * K, (M * K + K * N) * BYTES[dtype] + M * N * 2.0,
+            spec[PEAK_KEY[dtype]] * 1e9)
+
+
 def roofline(op: str, spec: dict, **shape) -> np.ndarray:
     """max(FLOPs / peak, bytes / bandwidth) in ms (all-reduce: ring bytes / link)."""
+    if op == "gemm":  # no tile search: the roofline needs FLOPs and bytes alone
+        flops, nbytes, peak = gemm_work(spec, **shape)
+        return np.maximum(flops / peak, nbytes / (spec["Mem_Bw"] * 1e9)) * 1e3
     flops, nbytes, _tiles, peak, bw = work(op, spec, **shape)
     if op == "allreduce":
         p = _f(shape.get("tp", 2))
@@ -291,7 +301,13 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     GPU's ridge point, wave efficiency, bytes over L2) and of the GPU's own spec (SMs, peak,
     bandwidth): a residual model reads them, never a GPU name.
     """
-    flops, nbytes, tiles, peak, bw = work(op, spec, **shape)
+    if op == "gemm":  # one tile search per shape: its blocks and its time
+        dtype = shape.get("dtype", "bf16")
+        flops, nbytes, peak = gemm_work(spec, **shape)
+        tile = gemm_tile_ms(spec, dtype, *(shape.get(k, 0) for k in "MNK"))
+        tiles = tile["blocks"]
+    else:
+        flops, nbytes, tiles, peak, bw = work(op, spec, **shape)
     sms = spec["Num_Sm"]
     waves = np.maximum(1.0, np.ceil(tiles / sms))
     util = np.clip(tiles / (waves * sms), 1e-6, 1.0)
@@ -304,9 +320,8 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
         side = np.zeros_like(t)
     elif op == "gemm":
-        dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
-        N = shape.get("N", 0)
-        t_comp = gemm_tile_ms(spec, dtype, M, N, K)["t_tile"]
+        M, K = shape.get("M", 0), shape.get("K", 0)
+        t_comp = tile["t_tile"]
         t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
