@@ -19,34 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from servecast.predictors.operator_latency import physics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_latency_logo import open_store  # noqa: E402
-
-
-def subsample(frame: pl.DataFrame, rows: int, seed: int = 1) -> pl.DataFrame:
-    """At most `rows` GEMM rows per (device, dtype), drawn with `seed`."""
-    gemm = frame.filter(pl.col("op") == "gemm")
-    return pl.concat([p.sample(min(rows, p.height), seed=seed) for _k, p in
-                      gemm.group_by("device", "dtype", maintain_order=True)])
-
-
-def held_out_mdape(frame: pl.DataFrame, held: str, trees: int) -> float:
-    """GEMM MdAPE (%) on `held` of the operator model fitted on the other devices."""
-    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
-
-    model = OperatorLatencyModel(trees=trees).fit(frame.filter(pl.col("device") != held))
-    res = model.evaluate(frame.filter(pl.col("device") == held))
-    return next(iter(res.values()))["model"]["mdape"]
+from _inner_logo import fail, nested_scores, physics_value, sampled_frame  # noqa: E402
 
 
 def main() -> None:
-    from servecast.predictors.operator_latency.data import operator_frame
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=5000)
@@ -55,8 +36,7 @@ def main() -> None:
     ap.add_argument("--set", help="NAME=V1,V2,...: a physics constant's values to compare")
     args = ap.parse_args()
     name, values = parse_set(args.set)
-    store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
-    frame = subsample(operator_frame(store), args.rows, args.seed)
+    frame = sampled_frame(args.db, ["gemm"], args.rows, ["device", "dtype"], args.seed)
     sums = []
     for value in values:
         if name:
@@ -74,36 +54,29 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     if not text:
         return None, [None]
     name, _eq, vals = text.partition("=")
-    try:
-        values = [float(v) for v in vals.split(",")]
-    except ValueError:
-        values = []
-    if not isinstance(getattr(physics, name, None), float) or not values:
-        print(f"--set {text!r}: expected NAME=V1,V2,... with NAME a numeric constant of "
-              "predictors/operator_latency/physics.py, e.g. TILE_TRAFFIC=0,0.03",
-              file=sys.stderr)
-        sys.exit(2)
+    values = [physics_value("--set", f"{name}={v}")[1] for v in vals.split(",")]
+    if not values:
+        fail(f"--set {text!r}: expected NAME=V1,V2,...")
     return name, values
 
 
 def run(frame: pl.DataFrame, trees: int) -> float:
-    """Print the outer and inner GEMM MdAPE (%) per dtype and held-out GPU; the inner sum."""
+    """Print the outer and inner GEMM MdAPE (%) per dtype and held-out GPU; the inner sum
+    (the mean over each fold's training GPUs)."""
     t0 = time.time()
-    rows = []
-    for (dtype,), part in frame.group_by("dtype", maintain_order=True):
-        devices = sorted(set(part["device"].to_list()))
-        for held in devices:
-            train = part.filter(pl.col("device") != held)
-            inner = [held_out_mdape(train, d, trees) for d in devices if d != held]
-            rows.append({"dtype": dtype, "held_out": held,
-                         "outer": held_out_mdape(part, held, trees),
-                         "inner": float(np.mean(inner))})
-    table = pl.DataFrame(rows).sort("dtype", "held_out")
+    parts = [nested_scores(part, trees, outer_too=True).with_columns(dtype=pl.lit(dtype))
+             for (dtype,), part in frame.group_by("dtype", maintain_order=True)]
+    scores = pl.concat(parts)
+    own = pl.col("inner") == pl.col("outer")
+    table = scores.group_by("dtype", pl.col("outer").alias("held_out")).agg(
+        outer=pl.col("mdape").filter(own).first(),
+        inner=pl.col("mdape").filter(~own).mean()).sort("dtype", "held_out")
     with pl.Config(tbl_rows=20, float_precision=1):
         print(table)
     print(f"inner sum {table['inner'].sum():.1f}, outer sum {table['outer'].sum():.1f}; "
           f"{time.time() - t0:.0f} s", flush=True)
     return float(table["inner"].sum())
+
 
 if __name__ == "__main__":
     main()
