@@ -47,6 +47,13 @@ TILE_TRAFFIC = 0.03
 #: elements per SM clock cycle of the per-tensor fp8 quantization of a GEMM's M x K
 #: activations (vLLM's dynamic scale: a max reduction and a cast before the fp8 GEMM)
 QUANT_ELEMS_PER_CYCLE = 4.0
+#: warm L2: a benchmark that times a GEMM again and again on the same weights (aiconfigurator;
+#: `warm_l2` = 1 on its rows, `data.operator_frame`) keeps the weights that fit in this
+#: fraction of the L2 there and reads them at `GEMM_L2_BYTES_PER_CYCLE` per SM cycle at the
+#: boost clock, per dtype; a serving step (`warm_l2` = 0, the default) streams every layer's
+#: weights from DRAM
+WARM_L2_FP8, WARM_L2_BF16 = 0.125, 0.0
+GEMM_L2_BYTES_PER_CYCLE = 64.0
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 2500.0
@@ -146,6 +153,18 @@ def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
             best = {k: np.where(win, cand[k], best[k]) for k in best}
     return {"t_tile": best["cost"] * t_flop, "t_comp": best["comp"] * t_flop,
             "t_traffic": best["traffic"] * t_flop, "blocks": best["blocks"], "pad": best["pad"]}
+
+
+def gemm_mem_ms(spec: dict, dtype: str, M, N, K, warm_l2=0.0) -> np.ndarray:
+    """Memory time of GEMMs (ms): the compulsory bytes (`gemm_work`) over the bandwidth;
+    where `warm_l2` is set, the weights up to the dtype's `WARM_L2_*` fraction of
+    the L2 come from the L2 instead (`GEMM_L2_BYTES_PER_CYCLE` per SM cycle)."""
+    _flops, nbytes, _peak = gemm_work(spec, dtype, M, N, K)
+    frac = WARM_L2_FP8 if dtype == "fp8" else WARM_L2_BF16
+    hit = np.where(_f(warm_l2) > 0.0, np.minimum(_f(K) * _f(N) * BYTES[dtype],
+                                                 frac * spec["L2Cache"] * 1e6), 0.0)
+    l2_bw = GEMM_L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    return (hit / l2_bw + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
@@ -322,7 +341,7 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     elif op == "gemm":
         M, K = shape.get("M", 0), shape.get("K", 0)
         t_comp = tile["t_tile"]
-        t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
+        t_mem = gemm_mem_ms(spec, dtype, M, shape.get("N", 0), K, shape.get("warm_l2", 0.0))
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
         side = np.zeros_like(t)
