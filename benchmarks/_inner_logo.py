@@ -67,18 +67,20 @@ def fit_score(train: pl.DataFrame, test: pl.DataFrame, trees: int) -> dict[str, 
     return {key: res["model"]["mdape"] for key, res in model.evaluate(test).items()}
 
 
-def nested_scores(frame: pl.DataFrame, trees: int, outer_too: bool = False) -> pl.DataFrame:
-    """(outer, inner, key, mdape): for every outer GPU of `frame` and every other GPU
-    `inner`, the model fitted on the GPUs but those two, scored on `inner` (the outer GPU
-    is never read). `outer_too` adds rows with inner == outer: fitted on every other GPU,
-    scored on the outer one (the held-out score; report it, never choose by it)."""
-    rows = []
+def nested_folds(frame: pl.DataFrame, outer_too: bool = False):
+    """Yield (outer, inner, fit rows, test rows): for every outer GPU of `frame` and every
+    other GPU `inner`, the rows of the GPUs but those two and those of `inner` (the outer
+    GPU is never read). `outer_too` adds inner == outer: fit on every other GPU, test on
+    the outer one (the held-out score; report it, never choose by it)."""
     devices = sorted(set(frame["device"].to_list()))
     for outer in devices:
-        train = frame.filter(pl.col("device") != outer)
         for inner in ([outer] if outer_too else []) + [d for d in devices if d != outer]:
-            fit = frame.filter(~pl.col("device").is_in([outer, inner]))
-            test = (frame if inner == outer else train).filter(pl.col("device") == inner)
-            rows += [{"outer": outer, "inner": inner, "key": key, "mdape": mdape}
-                     for key, mdape in fit_score(fit, test, trees).items()]
-    return pl.DataFrame(rows)
+            yield (outer, inner, frame.filter(~pl.col("device").is_in([outer, inner])),
+                   frame.filter(pl.col("device") == inner))
+
+
+def nested_scores(frame: pl.DataFrame, trees: int, outer_too: bool = False) -> pl.DataFrame:
+    """(outer, inner, key, mdape) of every fold of `nested_folds`."""
+    return pl.DataFrame([{"outer": outer, "inner": inner, "key": key, "mdape": mdape}
+                         for outer, inner, fit, test in nested_folds(frame, outer_too)
+                         for key, mdape in fit_score(fit, test, trees).items()])
