@@ -5,11 +5,11 @@ subsample of `--rows` GEMM rows per GPU and dtype: the outer score (fit on the o
 MdAPE % on the held-out one) beside the inner score (the mean over the training GPUs of fit
 on the rest of them, score that one). Choose physics by the inner scores only: they never
 see the held-out GPU. Use `benchmarks/operator_latency_logo.py` for the reported figures.
+`--where` prints instead where the inner folds' error sits: MdAPE and the median
+log(predicted / measured) per training GPU scored by tokens (M), outputs (N), depth (K) and
+measured time classes, and the median log(measured / physics) beside them.
 `--set NAME=V1,V2,...` runs the loop once per value of a GEMM physics constant (a number in
-`physics.py`, e.g. TILE_TRAFFIC) and prints the sums side by side. `--where` prints instead
-where the inner folds' error sits: MdAPE % and the median log(predicted / measured) per
-training GPU scored by tokens (M), outputs (N), depth (K) and measured time classes, and
-the median log(measured / physics) beside them.
+`physics.py`, e.g. TILE_TRAFFIC) and prints the sums side by side.
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
         [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where]
