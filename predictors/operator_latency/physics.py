@@ -10,7 +10,8 @@ Ops and their shape arguments (arrays broadcast together):
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
 `GEMM_TILES` output tiles, wave- and edge-padded, plus a share of the tiles' operand traffic
 at the bandwidth, split-K for bf16 GEMMs with fewer tiles than SMs, fp8's
-activation-quantization pass; weights stream from DRAM), FlashAttention-style
+activation-quantization pass; weights stream from DRAM, but for rows timed on weights left
+warm in the L2, `warm_l2`, see `gemm_mem_ms`), FlashAttention-style
 tiling for attention (`attention`: causal query tiles x KV blocks with the softmax at the
 FP32 non-tensor rate; split-KV decode), a launch floor per op and the interconnect; the
 `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
