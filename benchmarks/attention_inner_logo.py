@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_latency_logo import open_store  # noqa: E402
+from _inner_logo import fail, nested_scores, physics_value, sampled_frame  # noqa: E402
 
 OPS = ["attn_prefill", "attn_decode"]
 
@@ -39,16 +39,9 @@ def override(pairs: list[str]) -> dict[str, float]:
     """Apply NAME=VALUE overrides to the physics module (exit 2 on an unknown name)."""
     from servecast.predictors.operator_latency import physics
 
-    done = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if not hasattr(physics, name) or not isinstance(getattr(physics, name), float):
-            sys.exit(f"--set {pair}: physics has no float constant {name!r}")
-        try:
-            done[name] = float(value)
-        except ValueError:
-            sys.exit(f"--set {pair}: {value!r} is not a number")
-        setattr(physics, name, done[name])
+    done = dict(physics_value("--set", pair) for pair in pairs)
+    for name, value in done.items():
+        setattr(physics, name, value)
     return done
 
 
@@ -60,34 +53,22 @@ def override_params(pairs: list[str]) -> dict[str, dict]:
         key, _, value = pair.partition("=")
         op, _, name = key.partition(".")
         if op not in OPS or not name:
-            sys.exit(f"--param {pair}: expected OP.NAME=VALUE with OP one of {', '.join(OPS)}")
+            fail(f"--param {pair}: expected OP.NAME=VALUE with OP one of {', '.join(OPS)}")
         try:
             OP_PARAMS.setdefault(op, {})[name] = float(value) if "." in value else int(value)
         except ValueError:
-            sys.exit(f"--param {pair}: {value!r} is not a number")
+            fail(f"--param {pair}: {value!r} is not a number")
     return dict(OP_PARAMS)
 
 
 def inner_scores(frame: pl.DataFrame, trees: int) -> pl.DataFrame:
     """(outer, inner, op, mdape) for every outer fold and inner GPU of `frame`."""
-    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
-
-    rows = []
-    devices = sorted(set(frame["device"].to_list()))
-    for outer in devices:
-        train = frame.filter(pl.col("device") != outer)
-        for inner in sorted(set(devices) - {outer}):
-            fit = train.filter(pl.col("device") != inner)
-            model = OperatorLatencyModel(view="relative", trees=trees).fit(fit)
-            for key, res in model.evaluate(train.filter(pl.col("device") == inner)).items():
-                rows.append({"outer": outer, "inner": inner, "op": key.split("/")[0],
-                             "mdape": res["model"]["mdape"]})
-    return pl.DataFrame(rows)
+    scores = nested_scores(frame, trees)
+    return scores.select("outer", "inner", op=pl.col("key").str.split("/").list.first(),
+                         mdape="mdape")
 
 
 def main() -> None:
-    from servecast.predictors.operator_latency.data import operator_frame
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=3000)
@@ -97,10 +78,7 @@ def main() -> None:
     ap.add_argument("--param", nargs="*", default=[], metavar="OP.NAME=VALUE")
     args = ap.parse_args()
     print("overrides:", override(args.set) or "none", override_params(args.param) or "")
-    store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
-    frame = operator_frame(store).filter(pl.col("op").is_in(args.ops))
-    frame = pl.concat([part.sample(min(args.rows, part.height), seed=0)
-                       for _k, part in frame.group_by(["device", "op"], maintain_order=True)])
+    frame = sampled_frame(args.db, args.ops, args.rows, ["device", "op"], seed=0)
     t0 = time.time()
     scores = inner_scores(frame, args.trees)
     with pl.Config(tbl_rows=100, float_precision=1):

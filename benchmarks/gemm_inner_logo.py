@@ -5,11 +5,14 @@ subsample of `--rows` GEMM rows per GPU and dtype: the outer score (fit on the o
 MdAPE % on the held-out one) beside the inner score (the mean over the training GPUs of fit
 on the rest of them, score that one). Choose physics by the inner scores only: they never
 see the held-out GPU. Use `benchmarks/operator_latency_logo.py` for the reported figures.
+`--where` prints instead where the inner folds' error sits: MdAPE and the median
+log(predicted / measured) per training GPU scored by tokens (M), outputs (N), depth (K) and
+measured time classes, and the median log(measured / physics) beside them.
 `--set NAME=V1,V2,...` runs the loop once per value of a GEMM physics constant (a number in
 `physics.py`, e.g. TILE_TRAFFIC) and prints the sums side by side.
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
-        [--seed 1] [--set TILE_TRAFFIC=0,0.03]
+        [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where]
 """
 
 from __future__ import annotations
@@ -19,44 +22,39 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from servecast.predictors.operator_latency import physics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_latency_logo import open_store  # noqa: E402
+from _inner_logo import (  # noqa: E402
+    fail,
+    nested_folds,
+    nested_scores,
+    physics_value,
+    sampled_frame,
+)
 
-
-def subsample(frame: pl.DataFrame, rows: int, seed: int = 1) -> pl.DataFrame:
-    """At most `rows` GEMM rows per (device, dtype), drawn with `seed`."""
-    gemm = frame.filter(pl.col("op") == "gemm")
-    return pl.concat([p.sample(min(rows, p.height), seed=seed) for _k, p in
-                      gemm.group_by("device", "dtype", maintain_order=True)])
-
-
-def held_out_mdape(frame: pl.DataFrame, held: str, trees: int) -> float:
-    """GEMM MdAPE (%) on `held` of the operator model fitted on the other devices."""
-    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
-
-    model = OperatorLatencyModel(trees=trees).fit(frame.filter(pl.col("device") != held))
-    res = model.evaluate(frame.filter(pl.col("device") == held))
-    return next(iter(res.values()))["model"]["mdape"]
+#: class edges of the `--where` breakdown: (column, upper bounds of its classes)
+CLASSES = {"M": (16, 128, 1024), "N": (512, 4096), "K": (512, 4096),
+           "latency_ms": (0.01, 0.05, 0.5)}
 
 
 def main() -> None:
-    from servecast.predictors.operator_latency.data import operator_frame
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--trees", type=int, default=80)
     ap.add_argument("--seed", type=int, default=1, help="subsample seed")
     ap.add_argument("--set", help="NAME=V1,V2,...: a physics constant's values to compare")
+    ap.add_argument("--where", action="store_true",
+                    help="break the inner folds' error down by shape class instead")
     args = ap.parse_args()
     name, values = parse_set(args.set)
-    store = open_store(args.db, [("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator")])
-    frame = subsample(operator_frame(store), args.rows, args.seed)
+    frame = sampled_frame(args.db, ["gemm"], args.rows, ["device", "dtype"], args.seed)
+    if args.where:
+        where(frame, args.trees)
+        return
     sums = []
     for value in values:
         if name:
@@ -74,36 +72,59 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     if not text:
         return None, [None]
     name, _eq, vals = text.partition("=")
-    try:
-        values = [float(v) for v in vals.split(",")]
-    except ValueError:
-        values = []
-    if not isinstance(getattr(physics, name, None), float) or not values:
-        print(f"--set {text!r}: expected NAME=V1,V2,... with NAME a numeric constant of "
-              "predictors/operator_latency/physics.py, e.g. TILE_TRAFFIC=0,0.03",
-              file=sys.stderr)
-        sys.exit(2)
+    values = [physics_value("--set", f"{name}={v}")[1] for v in vals.split(",")]
+    if not values:
+        fail(f"--set {text!r}: expected NAME=V1,V2,...")
     return name, values
 
 
 def run(frame: pl.DataFrame, trees: int) -> float:
-    """Print the outer and inner GEMM MdAPE (%) per dtype and held-out GPU; the inner sum."""
+    """Print the outer and inner GEMM MdAPE (%) per dtype and held-out GPU; the inner sum
+    (the mean over each fold's training GPUs)."""
     t0 = time.time()
-    rows = []
-    for (dtype,), part in frame.group_by("dtype", maintain_order=True):
-        devices = sorted(set(part["device"].to_list()))
-        for held in devices:
-            train = part.filter(pl.col("device") != held)
-            inner = [held_out_mdape(train, d, trees) for d in devices if d != held]
-            rows.append({"dtype": dtype, "held_out": held,
-                         "outer": held_out_mdape(part, held, trees),
-                         "inner": float(np.mean(inner))})
-    table = pl.DataFrame(rows).sort("dtype", "held_out")
+    parts = [nested_scores(part, trees, outer_too=True).with_columns(dtype=pl.lit(dtype))
+             for (dtype,), part in frame.group_by("dtype", maintain_order=True)]
+    scores = pl.concat(parts)
+    own = pl.col("inner") == pl.col("outer")
+    table = scores.group_by("dtype", pl.col("outer").alias("held_out")).agg(
+        outer=pl.col("mdape").filter(own).first(),
+        inner=pl.col("mdape").filter(~own).mean()).sort("dtype", "held_out")
     with pl.Config(tbl_rows=20, float_precision=1):
         print(table)
     print(f"inner sum {table['inner'].sum():.1f}, outer sum {table['outer'].sum():.1f}; "
           f"{time.time() - t0:.0f} s", flush=True)
     return float(table["inner"].sum())
+
+
+def where(frame: pl.DataFrame, trees: int) -> None:
+    """Print, per dtype and `CLASSES` column, the inner folds' MdAPE % and median
+    log(predicted / measured) per scored training GPU (rows of all outer folds pooled) and
+    the median log(measured / physics)."""
+    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
+
+    for (dtype,), part in frame.group_by("dtype", maintain_order=True):
+        preds = []
+        for _outer, inner, fit, test in nested_folds(part):
+            model = OperatorLatencyModel(view="relative", trees=trees).fit(fit)
+            preds.append(model.predict(test).with_columns(scored=pl.lit(inner.split("_")[0])))
+        out = pl.concat(preds).with_columns(
+            ape=(pl.col("latency_ms_pred") / pl.col("latency_ms") - 1.0).abs() * 100.0,
+            bias=(pl.col("latency_ms_pred") / pl.col("latency_ms")).log(),
+            phys=(pl.col("latency_ms") / pl.col("physics_ms")).log())
+        for col, edges in CLASSES.items():
+            cls = pl.lit(f"{len(edges)}: {col} > {edges[-1]:g}")  # numbered: sorts in order
+            for i, edge in reversed(list(enumerate(edges))):
+                cls = pl.when(pl.col(col) <= edge).then(pl.lit(f"{i}: {col} <= {edge:g}")
+                                                        ).otherwise(cls)
+            by = out.with_columns(cls=cls).group_by("cls", "scored").agg(
+                pl.len(), pl.col("ape").median(), pl.col("bias").median(),
+                pl.col("phys").median())
+            with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=2, tbl_width_chars=200):
+                print(f"{dtype} by {col}: MdAPE % / median log(pred / measured) / median "
+                      "log(measured / physics) per scored GPU")
+                print(by.pivot("scored", index="cls", values=["ape", "bias", "phys"],
+                               sort_columns=True).sort("cls"))
+
 
 if __name__ == "__main__":
     main()

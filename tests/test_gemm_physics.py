@@ -127,3 +127,39 @@ def test_tile_traffic_closes_the_gap_between_gpus_on_large_gemms(tmp_path, data,
     monkeypatch.setattr(physics, "TILE_TRAFFIC", 0.0)
     without = gap()
     assert without > 0.0 and 0.0 < with_traffic < 0.8 * without
+
+
+def test_warm_l2_reads_small_weights_from_the_l2_only_where_a_row_says_so():
+    """Rows marked `warm_l2` (a benchmark's repeated GEMM) read the fp8 weights that fit in
+    WARM_L2_FP8 of the L2 at the L2's rate; a serving call (no mark) streams them from DRAM,
+    and bf16 keeps DRAM unless WARM_L2_BF16 is set."""
+    from servecast.predictors.operator_latency.predictor import VIEWS
+    from servecast.predictors.operator_latency.runtime import Runtime
+
+    spec = gpus.catalog_spec("l40s")
+    small, big = {"M": 1.0, "N": 2048.0, "K": 2048.0}, {"M": 1.0, "N": 16384.0, "K": 16384.0}
+    cold = physics.gemm_mem_ms(spec, "fp8", **small)
+    warm = physics.gemm_mem_ms(spec, "fp8", **small, warm_l2=1.0)
+    weights = 2048.0 * 2048.0  # fp8: one byte each, well inside an eighth of the 96 MB L2
+    l2_rate = physics.GEMM_L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    assert warm == pytest.approx(cold - (weights / (spec["Mem_Bw"] * 1e9)
+                                         - weights / l2_rate) * 1e3)
+    assert warm < 0.5 * cold
+    # weights far over the fraction: only the part that fits comes from the L2
+    hit = physics.WARM_L2_FP8 * spec["L2Cache"] * 1e6
+    assert physics.gemm_mem_ms(spec, "fp8", **big) - physics.gemm_mem_ms(
+        spec, "fp8", **big, warm_l2=1.0) == pytest.approx(
+            (hit / (spec["Mem_Bw"] * 1e9) - hit / l2_rate) * 1e3)
+    assert physics.gemm_mem_ms(spec, "bf16", **small, warm_l2=1.0) == pytest.approx(
+        physics.gemm_mem_ms(spec, "bf16", **small))
+    # the runtime: a frame's warm_l2 column reaches the physics; the step-time model's call
+    # (`op_ms`, no residual fitted here) is a serving one
+    rt = Runtime({}, VIEWS["relative"])
+    frame = {"device": ["l40s"] * 2, "op": ["gemm"] * 2, "dtype": ["fp8"] * 2,
+             "kv_dtype": ["bf16"] * 2, "M": [1.0] * 2, "N": [2048.0] * 2, "K": [2048.0] * 2,
+             "B": [1] * 2, "H": [1] * 2, "kv_heads": [1] * 2, "head_dim": [128] * 2,
+             "tp": [1] * 2, "warm_l2": [1.0, 0.0]}
+    t, _roof, _X = rt.physics_rows(frame)
+    serving = float(np.ravel(rt.op_ms("gemm", spec, dtype="fp8", **small))[0])
+    assert t[0] < t[1] == pytest.approx(serving)
+    assert 0.0 < t[1] - t[0] <= cold - warm  # the tile time may bound it first

@@ -10,7 +10,8 @@ Ops and their shape arguments (arrays broadcast together):
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
 `GEMM_TILES` output tiles, wave- and edge-padded, plus a share of the tiles' operand traffic
 at the bandwidth, split-K for bf16 GEMMs with fewer tiles than SMs, fp8's
-activation-quantization pass; weights stream from DRAM), FlashAttention-style
+activation-quantization pass; weights stream from DRAM, but for rows timed on weights left
+warm in the L2, `warm_l2`, see `gemm_mem_ms`), FlashAttention-style
 tiling for attention (`attention`: causal query tiles x KV blocks with the softmax at the
 FP32 non-tensor rate; split-KV decode), a launch floor per op and the interconnect; the
 `roofline` is max(FLOPs / peak, bytes / bandwidth) alone. Spec units as in `servecast.gpus`.
@@ -47,6 +48,13 @@ TILE_TRAFFIC = 0.03
 #: elements per SM clock cycle of the per-tensor fp8 quantization of a GEMM's M x K
 #: activations (vLLM's dynamic scale: a max reduction and a cast before the fp8 GEMM)
 QUANT_ELEMS_PER_CYCLE = 4.0
+#: warm L2: a benchmark that times a GEMM again and again on the same weights (aiconfigurator;
+#: `warm_l2` = 1 on its rows, `data.operator_frame`) keeps the weights that fit in this
+#: fraction of the L2 there and reads them at `GEMM_L2_BYTES_PER_CYCLE` per SM cycle at the
+#: boost clock, per dtype; a serving step (`warm_l2` = 0, the default) streams every layer's
+#: weights from DRAM
+WARM_L2_FP8, WARM_L2_BF16 = 0.125, 0.0
+GEMM_L2_BYTES_PER_CYCLE = 64.0
 #: fixed cycles per decode-attention thread block (one (sequence, KV head, KV split)):
 #: loading the query, the softmax merge and the write-back, whatever the context length
 CTA_CYCLES = 2500.0
@@ -149,6 +157,18 @@ def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
             best = {k: np.where(win, cand[k], best[k]) for k in best}
     return {"t_tile": best["cost"] * t_flop, "t_comp": best["comp"] * t_flop,
             "t_traffic": best["traffic"] * t_flop, "blocks": best["blocks"], "pad": best["pad"]}
+
+
+def gemm_mem_ms(spec: dict, dtype: str, M, N, K, warm_l2=0.0) -> np.ndarray:
+    """Memory time of GEMMs (ms): the compulsory bytes (`gemm_work`) over the bandwidth;
+    where `warm_l2` is set, the weights up to the dtype's `WARM_L2_*` fraction of
+    the L2 come from the L2 instead (`GEMM_L2_BYTES_PER_CYCLE` per SM cycle)."""
+    _flops, nbytes, _peak = gemm_work(spec, dtype, M, N, K)
+    frac = WARM_L2_FP8 if dtype == "fp8" else WARM_L2_BF16
+    hit = np.where(_f(warm_l2) > 0.0, np.minimum(_f(K) * _f(N) * BYTES[dtype],
+                                                 frac * spec["L2Cache"] * 1e6), 0.0)
+    l2_bw = GEMM_L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    return (hit / l2_bw + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
@@ -291,11 +311,8 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     M, N, K, B, H = _f(M), _f(N), _f(K), _f(B), _f(H)
     kvh, hd, tp = _f(kv_heads), _f(head_dim), _f(tp)
     if op == "gemm":
-        peak = spec[PEAK_KEY[dtype]] * 1e9
-        flops = 2.0 * M * N * K
-        nbytes = (M * K + K * N) * BYTES[dtype] + M * N * 2.0
-        blocks, _pad = gemm_tiling(spec, dtype, M, N, K)
-        return flops, nbytes, blocks, peak, bw
+        flops, nbytes, peak = gemm_work(spec, dtype, M, N, K)
+        return flops, nbytes, gemm_tile_ms(spec, dtype, M, N, K)["blocks"], peak, bw
     peak = spec["TensorFLOPs"] * 1e9
     kvb = BYTES[kv_dtype]
     if op == "attn_prefill":
@@ -317,8 +334,21 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     raise ValueError(op)
 
 
+def gemm_work(spec: dict, dtype: str = "bf16", M=0, N=0, K=0, **_other
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(FLOPs, compulsory DRAM bytes, peak FLOP/s) of M x K -> N GEMMs of `dtype`: both
+    operands read once at `BYTES[dtype]`, the bf16 output written once. Other shape
+    arguments (an operator frame's attention columns) are ignored."""
+    M, N, K = _f(M), _f(N), _f(K)
+    return (2.0 * M * N * K, (M * K + K * N) * BYTES[dtype] + M * N * 2.0,
+            spec[PEAK_KEY[dtype]] * 1e9)
+
+
 def roofline(op: str, spec: dict, **shape) -> np.ndarray:
     """max(FLOPs / peak, bytes / bandwidth) in ms (all-reduce: ring bytes / link)."""
+    if op == "gemm":  # no tile search: the roofline needs FLOPs and bytes alone
+        flops, nbytes, peak = gemm_work(spec, **shape)
+        return np.maximum(flops / peak, nbytes / (spec["Mem_Bw"] * 1e9)) * 1e3
     flops, nbytes, _tiles, peak, bw = work(op, spec, **shape)
     if op == "allreduce":
         p = _f(shape.get("tp", 2))
@@ -333,7 +363,13 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     GPU's ridge point, wave efficiency, bytes over L2) and of the GPU's own spec (SMs, peak,
     bandwidth): a residual model reads them, never a GPU name.
     """
-    flops, nbytes, tiles, peak, bw = work(op, spec, **shape)
+    if op == "gemm":  # one tile search per shape: its blocks and its time
+        dtype = shape.get("dtype", "bf16")
+        flops, nbytes, peak = gemm_work(spec, **shape)
+        tile = gemm_tile_ms(spec, dtype, *(shape.get(k, 0) for k in "MNK"))
+        tiles = tile["blocks"]
+    else:
+        flops, nbytes, tiles, peak, bw = work(op, spec, **shape)
     sms = spec["Num_Sm"]
     waves = np.maximum(1.0, np.ceil(tiles / sms))
     util = np.clip(tiles / (waves * sms), 1e-6, 1.0)
@@ -346,10 +382,9 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
         side = np.zeros_like(t)
     elif op == "gemm":
-        dtype, M, K = shape.get("dtype", "bf16"), shape.get("M", 0), shape.get("K", 0)
-        N = shape.get("N", 0)
-        t_comp = gemm_tile_ms(spec, dtype, M, N, K)["t_tile"]
-        t_mem = nbytes / (spec["Mem_Bw"] * 1e9) * 1e3  # weights stream from DRAM
+        M, K = shape.get("M", 0), shape.get("K", 0)
+        t_comp = tile["t_tile"]
+        t_mem = gemm_mem_ms(spec, dtype, M, shape.get("N", 0), K, shape.get("warm_l2", 0.0))
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
         side = np.zeros_like(t)

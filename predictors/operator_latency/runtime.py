@@ -23,6 +23,9 @@ from servecast.predictors.output_length.forest import Forest
 SHAPE = ["M", "N", "K", "B", "H", "kv_heads", "head_dim", "tp"]
 #: columns an operator frame must have
 NEED = ["device", "op", "dtype", "kv_dtype", *SHAPE]
+#: optional column: 1 where a GEMM was timed on weights left warm in the L2 by its previous
+#: repetition (a benchmark's loop; `physics.gemm_mem_ms`), 0 or absent for a serving step
+WARM = "warm_l2"
 
 
 def forest_key(op: str, dtype: str) -> str:
@@ -90,6 +93,7 @@ class Runtime:
         keys = [np.asarray(frame[c], dtype=object) for c in NEED[:4]]
         shape = {c: np.asarray(frame[c], dtype=np.float64) for c in SHAPE}
         n = len(keys[0])
+        warm = np.asarray(frame[WARM], dtype=np.float64) if WARM in frame else np.zeros(n)
         t, roof = np.empty(n), np.empty(n)
         X = np.empty((n, physics.N_FEATURES))
         groups: dict[tuple, list[int]] = {}
@@ -101,7 +105,9 @@ class Runtime:
             need = physics.NEEDS[op] + ([physics.PEAK_KEY[dt]] if op == "gemm" else [])
             gpus.require(spec, need, f"{dt} {op}")
             part = {c: v[rows] for c, v in shape.items()}
-            t[rows], X[rows] = physics.features(op, spec, dtype=dt, kv_dtype=kvdt, **part)
+            extra = {WARM: warm[rows]} if op == "gemm" else {}
+            t[rows], X[rows] = physics.features(op, spec, dtype=dt, kv_dtype=kvdt, **part,
+                                                **extra)
             roof[rows] = physics.roofline(op, spec, dtype=dt, kv_dtype=kvdt, **part)
         return t, roof, X
 
