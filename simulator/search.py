@@ -272,11 +272,13 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     until its width is under `rel_tol` x its upper end; the lowest rate is probed only
     when a probe fails before any has held. A probe that certainly breaks the SLO stops
     its simulation there (`run` with `slo`; `stopped` in its record).
-    Early stopping: once a seed has an answer, the next seed first probes the answers'
-    median -+ rel_tol / 2; when the lower end holds and the upper fails, that bracket is
-    the answer after 2 probes instead of the ~7 of a full bisection (otherwise the
-    bisection goes on from what the two probes showed). Raises SLOUnreachableError when
-    the lowest rate fails, naming the p99s reached there.
+    Early stopping: once a seed has an answer, the next seed first probes the bracket the
+    seeds before it ended in (the median of their highest holding rates, the median of
+    their lowest failing ones, when that is below S); when the lower end holds and the
+    upper fails, that bracket is the answer after 2 probes instead of the ~7 of a full
+    bisection (otherwise the bisection goes on from what the two probes showed). A seed
+    with the same requests as the first therefore ends in the first's bracket. Raises
+    SLOUnreachableError when the lowest rate fails, naming the p99s reached there.
     """
     if not (isinstance(seeds, int) and seeds >= 1 and isinstance(replicas, int)
             and replicas >= 1):
@@ -289,6 +291,7 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
         seeds = 1  # every seed would simulate the same requests at the same times
     probes: list[dict] = []
     per_seed: list[float] = []
+    fails: list[float] = []  # each seed's lowest failing rate (S when none was probed)
     sats: list[float] = []
     for seed in range(seeds):
         prompt, output, arrive = sample(seed)
@@ -302,9 +305,9 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
             return ok
 
         lo, hi = lowest * sat, sat
-        guess, lo_holds = (float(np.median(per_seed)) if per_seed else None), False
-        if guess and guess * (1 + rel_tol / 2) < sat:  # early stop (docstring)
-            a, b = guess * (1 - rel_tol / 2), guess * (1 + rel_tol / 2)
+        lo_holds = False
+        a, b = (float(np.median(per_seed)), float(np.median(fails))) if per_seed else (0, 0)
+        if 0 < a < b < sat:  # early stop (docstring)
             if test(a):
                 lo, lo_holds = a, True
                 if test(b):
@@ -329,6 +332,7 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
                     "or pick a faster GPU")
             lo_holds = True
         per_seed.append(lo)
+        fails.append(hi)
     return Capacity(rate=float(np.median(per_seed)), low=min(per_seed), high=max(per_seed),
                     per_seed=per_seed, slo=slo, replicas=replicas, probes=probes,
                     saturation_rps=float(np.median(sats)), saturation_per_seed=sats)
