@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-par test-fast lint bench clean browser tools
+.PHONY: install demo test test-serial test-fast lint bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,13 +20,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/servecast demo $(DEMO_ARGS)
 
+# The whole suite on one pytest-xdist worker per core: each test file runs on one worker (its
+# module fixtures built once) unless its tests carry their own xdist_group mark, and
+# tests/conftest.py starts the longest groups first.
 test: install browser tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
-# The same suite on two workers, each test file on one worker (its module fixtures built
-# once): for a 2-core machine nothing else uses.
-test-par: install browser tools
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+# The same suite in one process (to debug a failure without the workers).
+test-serial: install browser tools
+	$(BIN)/python -m pytest -q
 
 # The fast suite (tests marked slow left out), for the edit-test loop.
 test-fast: install

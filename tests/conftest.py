@@ -135,3 +135,39 @@ def tools_python() -> Path:
     if not py.exists():
         pytest.fail(f"{py} missing: run `make tools` (GuideLLM and AIPerf in their own venv)")
     return py
+
+
+# -- scheduling on pytest-xdist workers (`pytest -n auto --dist loadgroup`, the README's
+# command) -----------------------------------------------------------------------------------
+
+#: the test groups that take the most CPU, longest first: they start first, so the two
+#: workers do not end with one long group on one of them (see the README's "Tests")
+LONGEST_FIRST = ("test_output_length_finetune", "test_readme", "test_service", "test_step_time",
+                 "test_notebooks::04_moe_gamma_eff", "test_app", "test_ingest_shared",
+                 "test_notebooks::03_kernel_latency_unseen_gpu",
+                 "test_notebooks::05_interference", "test_output_length_text")
+
+
+def _group(item: pytest.Item) -> str:
+    marks = [m.args[0] for m in item.iter_markers("xdist_group")]
+    return marks[0] if marks else Path(str(item.fspath)).stem
+
+
+def pytest_configure(config):
+    # xdist orders the groups by test count unless told not to; the order below is by cost
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup` every test file is one group (one worker builds its module
+    fixtures once) unless its tests carry their own `xdist_group` mark (independent slow
+    tests that may run on both workers); the groups of LONGEST_FIRST start first."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(_group(it), len(rank)))
