@@ -64,6 +64,12 @@ def tmp_store(tmp_path):
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Under pytest-xdist each worker (and what it starts: CLI runs, notebook kernels) gets its
+# share of the cores for OpenMP (torch) threads, so the workers' threads do not spin
+# against each other.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(scope="module")
