@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-serial test-fast lint bench clean browser tools
+.PHONY: install prereqs demo test test-serial test-fast lint bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,14 +20,19 @@ install: $(STAMP)
 demo: install
 	$(BIN)/servecast demo $(DEMO_ARGS)
 
+# What the suite needs, side by side: the two venvs' installs (each a torch wheel and its
+# dependencies unpacked from disk, one process each) and the browser.
+prereqs:
+	$(MAKE) -j3 install browser tools
+
 # The whole suite on one pytest-xdist worker per core: each test file runs on one worker (its
 # module fixtures built once) unless its tests carry their own xdist_group mark, and
 # tests/conftest.py starts the longest groups first.
-test: install browser tools
+test: prereqs
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 # The same suite in one process (to debug a failure without the workers).
-test-serial: install browser tools
+test-serial: prereqs
 	$(BIN)/python -m pytest -q
 
 # The fast suite (tests marked slow left out), for the edit-test loop.
