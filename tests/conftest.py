@@ -147,11 +147,11 @@ def tools_python() -> Path:
 # command) -----------------------------------------------------------------------------------
 
 #: the test groups that take the most CPU, longest first: they start first, so the two
-#: workers do not end with one long group on one of them (see the README's "Tests")
-LONGEST_FIRST = ("test_output_length_finetune", "test_readme", "test_service", "test_step_time",
-                 "test_notebooks::04_moe_gamma_eff", "test_app", "test_ingest_shared",
-                 "test_notebooks::03_kernel_latency_unseen_gpu",
-                 "test_notebooks::05_interference", "test_output_length_text")
+#: workers do not end with one long group on one of them (README.md, `make test`)
+LONGEST_FIRST = ("test_ntua_interference", "test_service", "test_notebooks::04_moe_gamma_eff",
+                 "test_readme", "test_step_time", "test_output_length_text",
+                 "test_output_length_finetune", "test_ingest_shared", "test_bench_results",
+                 "test_app", "test_cli_store", "test_colocation_gbm")
 
 
 def _group(item: pytest.Item) -> str:
