@@ -26,10 +26,9 @@ prereqs:
 	$(MAKE) -j3 install browser tools
 
 # The whole suite on one pytest-xdist worker per core: each test file runs on one worker (its
-# module fixtures built once) unless its tests carry their own xdist_group mark, and
-# tests/conftest.py starts the longest groups first.
+# module fixtures built once); tests/conftest.py starts the costliest files first.
 test: prereqs
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The same suite in one process (to debug a failure without the workers).
 test-serial: prereqs

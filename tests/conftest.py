@@ -143,37 +143,32 @@ def tools_python() -> Path:
     return py
 
 
-# -- scheduling on pytest-xdist workers (`pytest -n auto --dist loadgroup`, the README's
+# -- scheduling on pytest-xdist workers (`pytest -n auto --dist loadfile`, the README's
 # command) -----------------------------------------------------------------------------------
 
-#: the test groups that take the most CPU, longest first: they start first, so the two
-#: workers do not end with one long group on one of them (README.md, `make test`)
-LONGEST_FIRST = ("test_ntua_interference", "test_service", "test_notebooks::04_moe_gamma_eff",
-                 "test_readme", "test_step_time", "test_output_length_text",
-                 "test_output_length_finetune", "test_ingest_shared", "test_bench_results",
-                 "test_app", "test_cli_store", "test_colocation_gbm")
+#: the test files that take the most CPU, costliest first: they start first, so the workers
+#: do not end with one long file on one of them (README.md, `make test`)
+LONGEST_FIRST = ("test_ntua_interference", "test_output_length_text", "test_notebooks",
+                 "test_service", "test_readme", "test_step_time", "test_ingest_shared",
+                 "test_bench_results", "test_app", "test_cli_store", "test_colocation_gbm")
 
 
-def _group(item: pytest.Item) -> str:
-    marks = [m.args[0] for m in item.iter_markers("xdist_group")]
-    return marks[0] if marks else Path(str(item.fspath)).stem
+def _loadfile(config) -> bool:
+    """`--dist loadfile` on the controller, or an xdist worker (where dist reads "no"; the
+    order is harmless under the other modes)."""
+    return getattr(config.option, "dist", "no") == "loadfile" or hasattr(config, "workerinput")
 
 
 def pytest_configure(config):
-    # xdist orders the groups by test count unless told not to; the order below is by cost
-    if getattr(config.option, "dist", "no") == "loadgroup":
+    # xdist orders the files by test count unless told not to; the order below is by cost
+    if _loadfile(config):
         config.option.loadscopereorder = False
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
-    """Under `--dist loadgroup` every test file is one group (one worker builds its module
-    fixtures once) unless its tests carry their own `xdist_group` mark (independent slow
-    tests that may run on both workers); the groups of LONGEST_FIRST start first."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    """On xdist workers the files of LONGEST_FIRST come first (each file stays whole: its
+    module fixtures are built once); the order of the tests inside a file is kept."""
+    if not _loadfile(config):
         return
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
-    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda it: rank.get(_group(it), len(rank)))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).stem, len(rank)))

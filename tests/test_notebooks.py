@@ -12,9 +12,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 
 
 @pytest.mark.slow  # real-data fixtures and model training (> 5 s)
-@pytest.mark.parametrize("path", [  # each notebook may run on its own xdist worker
-    pytest.param(p, id=p.stem, marks=pytest.mark.xdist_group(f"test_notebooks::{p.stem}"))
-    for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch, data):
     monkeypatch.setenv("SERVECAST_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("SERVECAST_NOTEBOOK_QUICK", "1")  # smaller slices, every cell still runs

@@ -119,7 +119,6 @@ def test_conversation_memory_known_answer():
                               (w @ [l10, l100]) / w.sum()])
 
 
-@pytest.mark.xdist_group("test_output_length_finetune")  # the longest test: its own worker
 def test_fine_tuned_encoder_trains_once_and_travels_with_the_model(sharegpt, cache, tmp_path,
                                                                    monkeypatch):
     """finetune_epochs > 0: the encoder is tuned with Lightning once (the refit on all rows
