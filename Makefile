@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-par test-fast lint bench clean browser tools
+.PHONY: install prereqs demo test test-serial test-fast lint bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,13 +20,19 @@ install: $(STAMP)
 demo: install
 	$(BIN)/servecast demo $(DEMO_ARGS)
 
-test: install browser tools
-	$(BIN)/python -m pytest -q
+# What the suite needs, side by side: the two venvs' installs (each a torch wheel and its
+# dependencies unpacked from disk, one process each) and the browser.
+prereqs:
+	$(MAKE) -j3 install browser tools
 
-# The same suite on two workers, each test file on one worker (its module fixtures built
-# once): for a 2-core machine nothing else uses.
-test-par: install browser tools
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+# The whole suite on one pytest-xdist worker per core: each test file runs on one worker (its
+# module fixtures built once); tests/conftest.py starts the costliest files first.
+test: prereqs
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The same suite in one process (to debug a failure without the workers).
+test-serial: prereqs
+	$(BIN)/python -m pytest -q
 
 # The fast suite (tests marked slow left out), for the edit-test loop.
 test-fast: install

@@ -64,6 +64,12 @@ def tmp_store(tmp_path):
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Under pytest-xdist each worker (and what it starts: CLI runs, notebook kernels) gets its
+# share of the cores for OpenMP (torch) threads, so the workers' threads do not spin
+# against each other.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +141,34 @@ def tools_python() -> Path:
     if not py.exists():
         pytest.fail(f"{py} missing: run `make tools` (GuideLLM and AIPerf in their own venv)")
     return py
+
+
+# -- scheduling on pytest-xdist workers (`pytest -n auto --dist loadfile`, the README's
+# command) -----------------------------------------------------------------------------------
+
+#: the test files that take the most CPU, costliest first: they start first, so the workers
+#: do not end with one long file on one of them (README.md, `make test`)
+LONGEST_FIRST = ("test_ntua_interference", "test_output_length_text", "test_notebooks",
+                 "test_service", "test_readme", "test_step_time", "test_ingest_shared",
+                 "test_bench_results", "test_app", "test_cli_store", "test_colocation_gbm")
+
+
+def _loadfile(config) -> bool:
+    """`--dist loadfile` on the controller, or an xdist worker (where dist reads "no"; the
+    order is harmless under the other modes)."""
+    return getattr(config.option, "dist", "no") == "loadfile" or hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    # xdist orders the files by test count unless told not to; the order below is by cost
+    if _loadfile(config):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers the files of LONGEST_FIRST come first (each file stays whole: its
+    module fixtures are built once); the order of the tests inside a file is kept."""
+    if not _loadfile(config):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).stem, len(rank)))
