@@ -54,9 +54,17 @@ PTB = re.compile(r"n't\b|'(?:s|re|ll|d|ve|m)\b|\w+(?:[-.,']\w+)*|[^\w\s]")
 NOT_PROSE = re.compile(r"```|^\s*(?:[-*#>|]|\d+[.)])", re.M)
 
 
+def fail(message: str) -> None:
+    """Bad input: the message on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def prose(replies: int) -> list[str]:
     """English prose paragraphs from the first `replies` ShareGPT assistant replies."""
     path = data_dir() / "llm" / "sharegpt" / "ShareGPT_V3_part1.json.gz"
+    if not path.is_file():
+        fail(f"{path}: not found; set SERVECAST_DATA to the shared data folder")
     with gzip.open(path, "rt") as f:
         convs = json.load(f)
     out: list[str] = []
@@ -84,7 +92,8 @@ def main() -> None:
     t0 = time.perf_counter()
     paras = prose(args.replies)
     if not paras:
-        sys.exit(f"error: no prose paragraphs in the first {args.replies} replies")
+        fail(f"--replies {args.replies}: no prose paragraphs in that many replies; "
+             "give a larger count")
     words = sum(len(PTB.findall(p)) for p in paras)
     chars = sum(len(p) for p in paras)
     bpe = sum(count_tokens(paras))

@@ -205,3 +205,6 @@ def test_gptj_lengths_are_the_published_counts_in_bpe_tokens():
     template = int(re.search(r"template BPE tokens .*: (\d+)", out)[1])
     assert per_word > 1 and template > 20  # BPE splits words; the template adds its own
     assert w.input_mean > 781 + template and w.output_min < w.output_mean < 4016878 / 13368
+    bad = subprocess.run([sys.executable, str(script), "--replies", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "--replies 0" in bad.stderr and not bad.stdout
