@@ -10,8 +10,15 @@ docs/results.md quotes each number and file): the input limit and output bounds,
 published the mean output length (`tokens_per_sample`). The shape is scaled so that its
 mean after clipping is the published one; draws are then clipped and rounded. MLPerf
 publishes no input-length mean for OpenOrca (the shape's prompts, clipped at the limit,
-stand in); GPT-J's input mean is CNN/DailyMail's published article length (See et al., ACL
-2017: 781 word tokens). Nothing here is fitted to MLPerf results. Lengths in tokens.
+stand in). GPT-J's lengths are published in words and characters only, and converted to
+BPE tokens (`benchmarks/mlperf_gptj_lengths.py`, docs/results.md "GPT-J's MLPerf lengths
+in BPE tokens"): the input mean is CNN/DailyMail's article length, 781 PTB word tokens (See
+et al., ACL 2017), times BPE tokens per word, plus the BPE tokens of MLPerf's instruction
+template (`language/gpt-j/dataset.py`, `download_cnndm.py`); the output mean is the
+reference run's GEN_LEN, 4,016,878 characters of generated summaries over the 13,368
+samples (`tools/submission/submission_checker.py`, summed by `language/gpt-j/
+evaluation.py`), over characters per BPE token. Nothing here is fitted to MLPerf results.
+Lengths in tokens.
 """
 
 from __future__ import annotations
@@ -54,8 +61,13 @@ MLPERF: dict[str, Published] = {w.name: w for w in [
     Published("mlperf-gptj", "CNN/DailyMail validation, 13,368 samples (MLPerf GPT-J)",
               "mlcommons/inference language/gpt-j/README.md (13368 samples), backend.py: "
               "model_max_length 1919, max_new_tokens 128, min_new_tokens 30; input mean: "
-              "CNN/DailyMail articles, 781 tokens (See et al., ACL 2017)",
-              samples=13368, input_max=1919, input_mean=781.0, output_min=30, output_max=128),
+              "781 PTB word tokens per article (See et al., ACL 2017) x BPE tokens per "
+              "word + the instruction template's tokens (dataset.py PROMPT_DICT, "
+              "download_cnndm.py); output mean: GEN_LEN 4,016,878 characters / 13,368 "
+              "samples (tools/submission/submission_checker.py gptj-99, evaluation.py) / "
+              "characters per BPE token; conversion: benchmarks/mlperf_gptj_lengths.py",
+              samples=13368, input_max=1919, input_mean=878.0, output_min=30, output_max=128,
+              output_mean=60.3),
 ]}
 
 

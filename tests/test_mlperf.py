@@ -181,3 +181,30 @@ def test_runs_last_what_mlperf_requires():
     got = server_run(c, "mlperf-gptj", 2 * rate, replicas=2, duration_s=40.0)
     assert got["requests"] == pytest.approx(40.0 * rate, rel=0.25)
     assert 0 < got["mean_tpot_ms"] <= got["p99_tpot_ms"]
+
+
+def test_gptj_lengths_are_the_published_counts_in_bpe_tokens():
+    """mlperf-gptj's means are the conversion of the published word / character counts
+    (benchmarks/mlperf_gptj_lengths.py on the shared prose), not CNN-DM's 781 words: more
+    tokens than words in, GEN_LEN's 300 characters per summary out."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from servecast.simulator.benchmark_workloads import MLPERF
+
+    script = Path(__file__).parents[1] / "benchmarks" / "mlperf_gptj_lengths.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    got = {k: float(v) for k, v in re.findall(r"^(input|output) mean: .* = ([\d.]+) tokens",
+                                              out, re.M)}
+    w = MLPERF["mlperf-gptj"]
+    assert got == {"input": w.input_mean, "output": w.output_mean}
+    per_word = float(re.search(r"BPE tokens per PTB word token: ([\d.]+)", out)[1])
+    template = int(re.search(r"template BPE tokens .*: (\d+)", out)[1])
+    assert per_word > 1 and template > 20  # BPE splits words; the template adds its own
+    assert w.input_mean > 781 + template and w.output_min < w.output_mean < 4016878 / 13368
+    bad = subprocess.run([sys.executable, str(script), "--replies", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "--replies 0" in bad.stderr and not bad.stdout
