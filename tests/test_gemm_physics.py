@@ -39,9 +39,9 @@ def test_the_fastest_tile_is_between_the_roofline_and_one_fixed_tile(gpu):
     assert np.all(tile["t_tile"] <= _fixed_tile_ms(spec, M, N, K) * (1 + 1e-9))
     assert np.all(t >= physics.roofline("gemm", spec, dtype="bf16", M=M, N=N, K=K))
     # a narrow output (N = 64) fits a 64-wide tile exactly: no padded columns
-    blocks, pad = physics.gemm_tiling(spec, "bf16", np.array([4096.0]), np.array([64.0]),
-                                      np.array([4096.0]))
-    assert pad[0] == 1.0 and blocks[0] >= 4096 / 128
+    narrow = physics.gemm_tile_ms(spec, "bf16", np.array([4096.0]), np.array([64.0]),
+                                  np.array([4096.0]))
+    assert narrow["pad"][0] == 1.0 and narrow["blocks"][0] >= 4096 / 128
 
 
 def test_fp8_adds_an_activation_quantization_pass_in_sm_cycles():

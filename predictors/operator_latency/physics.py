@@ -117,13 +117,6 @@ def gemm_floor_ms(spec: dict, dtype: str) -> float:
     return GEMM_FLOOR_CYCLES.get(dtype, FLOOR_CYCLES["gemm"]) / (spec["Freq"] * 1e3)
 
 
-def gemm_tiling(spec: dict, dtype: str, M, N, K) -> tuple[np.ndarray, np.ndarray]:
-    """(thread blocks, edge padding) of each GEMM's fastest `GEMM_TILES` tile (see
-    `gemm_tile_ms`)."""
-    t = gemm_tile_ms(spec, dtype, M, N, K)
-    return t["blocks"], t["pad"]
-
-
 def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
     """Tile time of each GEMM (ms) on its fastest `GEMM_TILES` tile: `t_tile` = `t_comp`
     (padded FLOPs at the peak over the SMs' wave efficiency) + `t_traffic` (`TILE_TRAFFIC`
@@ -167,8 +160,14 @@ def gemm_mem_ms(spec: dict, dtype: str, M, N, K, warm_l2=0.0) -> np.ndarray:
     frac = WARM_L2_FP8 if dtype == "fp8" else WARM_L2_BF16
     hit = np.where(_f(warm_l2) > 0.0, np.minimum(_f(K) * _f(N) * BYTES[dtype],
                                                  frac * spec["L2Cache"] * 1e6), 0.0)
-    l2_bw = GEMM_L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
-    return (hit / l2_bw + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
+    return (hit / l2_bw(spec, GEMM_L2_BYTES_PER_CYCLE)
+            + (nbytes - hit) / (spec["Mem_Bw"] * 1e9)) * 1e3
+
+
+def l2_bw(spec: dict, bytes_per_cycle: float) -> float:
+    """The L2's bandwidth (bytes/s) at `bytes_per_cycle` per SM per clock cycle of the
+    boost clock."""
+    return bytes_per_cycle * spec["Num_Sm"] * spec["Freq"] * 1e6
 
 
 def quant_ms(spec: dict, dtype: str, M, K) -> np.ndarray:
@@ -235,7 +234,7 @@ def warm_bw(spec: dict, nbytes) -> np.ndarray:
     from the previous step): the L2's rate (`L2_BYTES_PER_CYCLE` per SM per clock cycle)
     when they fit in `L2_FIT` x the L2 and that beats DRAM, else the DRAM bandwidth."""
     bw = spec["Mem_Bw"] * 1e9
-    l2 = L2_BYTES_PER_CYCLE * spec["Num_Sm"] * spec["Freq"] * 1e6
+    l2 = l2_bw(spec, L2_BYTES_PER_CYCLE)
     return np.where(_f(nbytes) <= L2_FIT * spec["L2Cache"] * 1e6, np.maximum(bw, l2), bw)
 
 
