@@ -16,9 +16,10 @@ held out (whole submitters, so no system is on both sides).
 
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
 rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
-runs of min_query_count raised to 600 s; one sequence per sample, or with `--beams mlperf`
-GPT-J's 4 beams); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
-run (the earlier protocol).
+runs of min_query_count raised to 600 s); "short" runs `--requests` per Server probe and
+`--offline-requests` per Offline run (the earlier protocol). Either way each sample decodes
+with MLPerf's beam search (`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams
+one`, as one sequence.
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
@@ -73,7 +74,7 @@ class Predictor:
     the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
-                 protocol: str = "mlperf", beams: int | None = 1):
+                 protocol: str = "mlperf", beams: int | None = None):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.protocol, self.beams = protocol, beams
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
@@ -261,8 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--protocol", choices=("mlperf", "short"), default="mlperf",
                     help="run lengths: MLPerf's (600 s, min_query_count) or --requests / "
                     "--offline-requests (Predictor)")
-    ap.add_argument("--beams", choices=("one", "mlperf"), default="one",
-                    help="sequences per sample: one, or MLPerf's beam widths (GPT-J 4)")
+    ap.add_argument("--beams", choices=("one", "mlperf"), default="mlperf",
+                    help="sequences per sample: MLPerf's beam widths (GPT-J 4; the "
+                    "default), or one")
     ap.add_argument("--rows", choices=("all", "dev", "held-out"), default="all",
                     help="predict every modelled row, or one split's only (dev: explore a "
                     "change without looking at the held-out rows)")

@@ -13,10 +13,10 @@ beams per sample (`num_beams`); the simulated samples/s with one sequence per sa
 sequences whose prompt is shared (beams 2..N as 1-token prompts: their KV and prefill are
 the first's, but their attention then reads too little context, so this bounds the
 throughput from above), with N full copies (prompt computed and held N times: a bound
-from below) and as the engine runs beam search (`Request.beams`: the prompt's KV shared,
-N decode sequences each reading the whole context), beside the measured; then the batch
-that engine run reaches (iterations between the STEADY shares of its run): mean requests
-in the batch, the share of the KV blocks in use, the tokens scheduled per iteration
+from below) and as the engine runs beam search (`Request.beams`: the KV the beams share
+and what their attention reads, per engine family, `simulator.core`), beside the measured;
+then the batch that engine run reaches (iterations between the STEADY shares of its run):
+mean requests in the batch, the share of the KV blocks in use, the tokens scheduled per iteration
 (budget `max_num_batched_tokens`) and the share of the iteration time that a decode-only
 step of that batch would spend outside the linear layers (attention, KV-read bound).
 

@@ -28,13 +28,37 @@ preempted request frees all its blocks and later prefills its prompt and the tok
 generated again (recompute); the victim is the running request of the lowest priority
 (largest policy key), ties the most recently admitted.
 
-Beam search (`Request.beams` = B > 1, e.g. MLPerf's GPT-J with 4 beams): the prompt is
-prefilled once and its KV blocks are shared; every decode iteration then runs B sequences
-(B tokens of the budget, B decodes of the step time) and each beam holds its own generated
-tokens' KV. Attention reads the shared prompt's KV once per request and each beam's own
-tokens (P + B x g KV tokens for a P-token prompt after g steps, as a kernel that loads a
-shared prefix once for all the queries on it does), not P + g per beam. The request's
-tokens are counted once (`output_tokens` is the length of the returned beam).
+Beam search (`Request.beams` = B > 1, e.g. MLPerf's GPT-J with 4 beams), as the engines'
+code does it (docs/results.md, "Beam search as the engines run it"):
+- the prompt is prefilled once; each decode iteration then runs B sequences (B tokens of
+  the budget, B decodes of the step time) for `output_tokens` iterations, the length of the
+  returned beam, whose tokens are the request's (counted once);
+- KV held (`beam_kv_blocks`): the prompt's blocks but its last one are shared by the beams;
+  each beam holds its own copy of the prompt's last block and the blocks of its own tokens
+  (NVIDIA/TensorRT-LLM `cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp`: context
+  blocks `allocateBlock(..., shareAmongBeams=true)` but the last, which is shared only
+  when the beam width is 1, as is every generation block; vllm-project/vllm
+  `vllm/core/block_manager_v1.py`: `fork` shares every block, `append_slots` copies a
+  shared last block on write, so vLLM differs by at most one block per beam);
+- KV read by decode attention (`shared_read_tile`): in vLLM's paged attention and in
+  TensorRT-LLM's masked MHA kernel each beam is its own sequence and reads the whole
+  context, P + g KV tokens per beam for a P-token prompt after g steps
+  (`decoderMaskedMultiheadAttentionTemplate.h`: one CTA per batch x beam row looping over
+  every timestep; the prompt's KV is beam 0's, "all beams share the same context kv
+  cache"); TensorRT-LLM's XQA kernel (`cpp/kernels/xqa/mha.cu`, `BEAM_WIDTH > 1`) puts
+  all beams of a request in one CTA and loads the context's whole CTA tiles
+  (XQA_TILE_TOKENS) once for all beams ("converged" tiles) and the rest, the prompt's last
+  partial tile and the beams' own tokens, per beam: T floor(P / T) + B (P - T floor(P / T)
+  + g). TensorRT-LLM runs XQA for a beam request when its JIT kernel takes the shape
+  (`decoderXQAImplJIT/kernelUtils.cpp` `supportConfigHMMA`: beam width 1 or 4, head size
+  a multiple of 16 up to 256, heads per KV head x beams <= 32, and no vanilla multi-head
+  attention at head sizes <= 128; SM 80 or newer, which every NVIDIA GPU of the catalog
+  is), else masked MHA;
+- not modelled: the beam-search sampling kernels and the cache-indirection update per
+  step (B x vocabulary logits and B x context indices per request: for GPT-J's 4 beams
+  under 1% of the KV bytes its attention reads), and the steps a search runs past the
+  returned beam's length (with `early_stopping` it ends when B hypotheses are finished,
+  `cpp/tensorrt_llm/kernels/beamSearchKernels/beamSearchKernelsTemplate.h`).
 Times in seconds, lengths in tokens.
 """
 
@@ -50,6 +74,40 @@ import numpy as np
 from servecast.errors import InvalidInputError
 from servecast.simulator.deployment import Compiled
 from servecast.simulator.policies import ENGINE_POLICIES, priority_key, reservation
+
+#: KV tokens per CTA tile of TensorRT-LLM's XQA decode kernel (`cpp/kernels/xqa/mha.cu`:
+#: `ctaTile.x` = `warpTile.x` 64 x `ctaShapeInWarps.x` 4); with beams, the prompt's whole
+#: tiles are read once for all the beams of a request (module doc)
+XQA_TILE_TOKENS = 256
+#: beam widths > 1 XQA's JIT kernel takes, and its cap on query rows per CTA (heads per KV
+#: head x beams): `decoderXQAImplJIT/kernelUtils.cpp` `supportConfigHMMA`
+XQA_BEAM_WIDTHS = (4,)
+XQA_MAX_ROWS = 32
+
+
+def shared_read_tile(engine: str, config, beams: int) -> int:
+    """Tokens per tile of a beam request's prompt that its decode attention reads once for
+    all `beams` beams (whole tiles only: TensorRT-LLM's XQA kernel, when it takes the
+    model's shape), or 0 when each beam reads the whole context itself (vLLM, TensorRT-LLM's
+    masked MHA kernel). `config`: the model config (heads, kv_heads, head_dim)."""
+    if engine != "trtllm" or beams not in XQA_BEAM_WIDTHS:
+        return 0
+    group, dim = config.heads // config.kv_heads, config.head_dim
+    if group * beams > XQA_MAX_ROWS or dim % 16 or not 16 <= dim <= 256:
+        return 0
+    if group == 1 and dim <= 128:  # XQA refuses vanilla multi-head attention there
+        return 0
+    return XQA_TILE_TOKENS
+
+
+def beam_kv_blocks(prompt: int, own: int, beams: int, block_size: int) -> int:
+    """KV blocks of a request whose `beams` beams each hold `own` tokens after a
+    `prompt`-token prompt: the prompt's blocks but the last shared, and per beam the
+    prompt's last block and its own tokens' blocks (module doc). beams = 1: the blocks of
+    prompt + own tokens."""
+    shared = (prompt - 1) // block_size
+    return shared + beams * -(-(prompt - shared * block_size + own) // block_size)
+
 
 
 @dataclass
@@ -87,7 +145,7 @@ class _Seq:
 
     __slots__ = ("req", "key", "order", "admitted", "computed", "todo", "gen", "own", "shared",
                  "first_s", "last_s", "finish_s", "preemptions", "cached", "reserve", "held",
-                 "beams")
+                 "beams", "tile")
 
     def __init__(self, req: Request, key: float, order: int, reserve: int):
         self.req, self.key, self.order, self.reserve = req, key, order, reserve
@@ -101,6 +159,7 @@ class _Seq:
         self.preemptions = self.cached = 0
         self.held = False                # counted in the engine's KV reservation
         self.beams = req.beams           # sequences decoded per iteration
+        self.tile = 0                    # `shared_read_tile` of a beam request
 
 
 class Engine:
@@ -154,13 +213,17 @@ class Engine:
         if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
             raise InvalidInputError(f"request {req.request_id!r}: beams={b!r} must be a "
                                     "positive integer")
-        if p + b * o > self.request_kv_tokens:
+        need = p + o if b == 1 else beam_kv_blocks(p, o, b, self.bs) * self.bs
+        if need > self.request_kv_tokens:
             raise InvalidInputError(
-                f"request {req.request_id!r} needs {p + b * o:,} KV tokens, more than the "
+                f"request {req.request_id!r} needs {need:,} KV tokens, more than the "
                 f"{self.request_kv_tokens:,} one replica holds; raise --tp or use "
                 "a GPU with more memory")
         seq = _Seq(req, priority_key(self.policy, req, self.aging), len(self.seqs),
                    -(-reservation(self.policy, req) // self.bs))
+        if b > 1:
+            dep = self.compiled.deployment
+            seq.tile = shared_read_tile(dep.engine, self.compiled.config, b)
         if self.idle:
             self.now = max(self.now, req.arrival_s)
         self.beams = self.beams or b > 1
@@ -196,9 +259,9 @@ class Engine:
         while i < len(run) and budget > 0:
             s = run[i]
             n = min(s.todo, budget) if s.todo else 1
-            if beams and s.beams > 1 and not s.todo:  # the other beams' tokens (module doc)
-                n = s.beams
-                if not self._alloc(s, s.computed + 1 + (n - 1) * (s.gen + 1)):
+            if beams and s.beams > 1 and not s.todo:  # every beam's tokens (module doc)
+                n, p = s.beams, s.req.prompt_tokens
+                if not self._alloc(s, beam_kv_blocks(p, s.computed + 1 - p, n, bs) * bs):
                     preempted.append(self._preempt(i))
                     continue
             # a decode token needs a new block only when the last one is full
@@ -251,10 +314,12 @@ class Engine:
     # -- step 2: time ------------------------------------------------------------------------
     def _time(self, chunks: list, decodes: list) -> float:
         """Seconds of the iteration: the step-time runtime on the batch."""
-        if self.beams:  # each beam a decode sequence, the prompt read once (module doc)
-            nd = sum(s.beams for s in decodes)
-            ctx = sum(s.computed + (s.beams - 1) * (s.computed - s.req.prompt_tokens)
-                      for s in decodes)
+        if self.beams:  # each beam a decode sequence; the KV it reads (module doc)
+            nd = ctx = 0
+            for s in decodes:
+                once = s.tile and s.tile * (s.req.prompt_tokens // s.tile)
+                nd += s.beams
+                ctx += once + s.beams * (s.computed - once)
         else:
             nd, ctx = len(decodes), sum(s.computed for s in decodes)
         return self.compiled.batch_ms([n for _, n in chunks], [s.computed for s, _ in chunks],

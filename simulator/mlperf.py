@@ -38,12 +38,10 @@ the steady state a submission is measured in (queue and batch near saturation gr
 minutes; a run of a few hundred requests ends before they do):
 - Offline (`offline_run`): a replica's share of at least `OFFLINE_MIN_QUERIES` samples,
   raised until the run lasts MIN_DURATION_S; the throughput is samples / the time to the
-  last completion (the drain included), as LoadGen reports it; one sequence per sample:
-  BEAMS says which benchmarks decode with beam search (GPT-J), and `offline_run(beams=)`
-  runs them so (`simulator.core`: the prompt's KV shared and read once per step), but
-  with one efficiency factor per family the development rows' median errors fit worse
-  with the beams than without (docs/results.md, "MLPerf run lengths" and "MLPerf input
-  lengths, TensorRT-LLM's KV sizing and GPT-J's beams"), so the protocol leaves it off;
+  last completion (the drain included), as LoadGen reports it; each sample decodes with
+  the benchmark's beam search (BEAMS: GPT-J's 4 beams, as the reference implementation
+  and the closed division run it; `simulator.core`: the KV the beams share and what their
+  attention reads, per engine family); `offline_run(beams=1)` runs one sequence instead;
 - Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
   least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
   (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;
@@ -81,8 +79,8 @@ MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms 
 SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
 #: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
 OFFLINE_MIN_QUERIES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
-#: beam-search width per benchmark (language/gpt-j/backend.py: `num_beams` 4; others 1);
-#: `offline_run` uses it only when asked (module doc)
+#: beam-search width per benchmark (mlcommons/inference language/gpt-j/backend.py:
+#: `num_beams` 4; others 1): what `offline_run` runs by default (module doc)
 BEAMS = {"gptj": 4}
 
 
@@ -181,11 +179,11 @@ def model_row(row: dict) -> dict:
 
 def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int,
                 seed: int = 0, min_duration_s: float = MIN_DURATION_S,
-                beams: int | None = 1) -> dict:
+                beams: int | None = None) -> dict:
     """One replica's Offline run under MLPerf's run-length rules (module doc): its share
     (1 / `replicas`, random routing) of OFFLINE_MIN_QUERIES[benchmark] samples, raised
     until the run lasts `min_duration_s`, each sample `beams` sequences of a beam search
-    (1 by default; None: BEAMS[benchmark], MLPerf's width). {requests, duration_s,
+    (None, the default: BEAMS[benchmark], MLPerf's width). {requests, duration_s,
     offline_rps (requests / time to the last completion), steady_rps
     (`search.offline_rates`), output_tokens_per_s}."""
     key = benchmark_key(benchmark)

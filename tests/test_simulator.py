@@ -58,20 +58,25 @@ def test_one_request_ttft_and_tpot_by_hand(l40s):
 
 
 def test_beam_search_by_hand(l40s):
-    """4 beams: the prompt prefilled once, then 4 decode sequences per iteration whose
-    attention reads the prompt once and each beam's own tokens; KV holds the prompt once
-    and each beam's own tokens."""
+    """4 beams under vLLM: the prompt prefilled once, then 4 decode sequences per iteration,
+    each reading the whole context (paged attention per sequence); KV holds the prompt's
+    blocks once but the last, and each beam's own tokens."""
+    from servecast.simulator.core import beam_kv_blocks
+
     eng = Engine(l40s)
     eng.add(Request(3, 0.0, prompt_tokens=1000, output_tokens=4, beams=4))
-    steps = []
+    steps, used = [], []
     while (s := eng.step()) is not None:
         steps.append(s)
+        used.append(eng.total - eng.free)
     prefill = l40s.step_ms([1000], [0], []) / 1000
-    # after g tokens: 1000 prompt tokens read once + 4 x g own tokens, over 4 sequences
-    decodes = [l40s.step_ms([], [], [(1000 + 4 * g) / 4] * 4) / 1000 for g in (0, 1, 2)]
-    assert decodes[0] < l40s.step_ms([], [], [1000] * 4) / 1000  # not 4 prompt reads
+    decodes = [l40s.step_ms([], [], [1000 + g] * 4) / 1000 for g in (0, 1, 2)]
     assert [s.duration_s for s in steps] == pytest.approx([prefill, *decodes], rel=1e-12)
     assert [s.token_ids for s in steps] == [[3]] * 4  # one returned sequence: 4 tokens
+    # the prompt's 63 blocks of 16, then 62 shared (992 tokens) and per beam a copy of the
+    # last 8 prompt tokens' block, which also takes the beam's first tokens
+    assert used == [63, 62 + 4, 62 + 4, 0]
+    assert used[1:3] == [beam_kv_blocks(1000, g, 4, 16) for g in (1, 2)]
     assert eng.free == eng.total  # every block back, the beams' too
     # the KV a beam request needs: its prompt once, not 4 times
     small = Compiled(Deployment(gpu="l4", gpu_memory_utilization=0.72))
