@@ -163,3 +163,14 @@ def test_warm_l2_reads_small_weights_from_the_l2_only_where_a_row_says_so():
     serving = float(np.ravel(rt.op_ms("gemm", spec, dtype="fp8", **small))[0])
     assert t[0] < t[1] == pytest.approx(serving)
     assert 0.0 < t[1] - t[0] <= cold - warm  # the tile time may bound it first
+
+
+def test_gemm_bytes_passed_in_give_the_same_memory_time():
+    """`features` hands its GEMM bytes to `gemm_mem_ms` (one computation): the same times as
+    `gemm_mem_ms` working them out itself, warm L2 or not."""
+    spec = gpus.catalog_spec("l40s")
+    M, N, K = np.array([1.0, 64.0, 4096.0]), np.array([2048.0, 4096.0, 14336.0]), 4096.0
+    nbytes = physics.gemm_work(spec, "fp8", M, N, K)[1]
+    for warm in (0.0, 1.0):
+        assert np.array_equal(physics.gemm_mem_ms(spec, "fp8", M, N, K, warm, nbytes),
+                              physics.gemm_mem_ms(spec, "fp8", M, N, K, warm))

@@ -152,11 +152,12 @@ def gemm_tile_ms(spec: dict, dtype: str, M, N, K) -> dict[str, np.ndarray]:
             "t_traffic": best["traffic"] * t_flop, "blocks": best["blocks"], "pad": best["pad"]}
 
 
-def gemm_mem_ms(spec: dict, dtype: str, M, N, K, warm_l2=0.0) -> np.ndarray:
-    """Memory time of GEMMs (ms): the compulsory bytes (`gemm_work`) over the bandwidth;
-    where `warm_l2` is set, the weights up to the dtype's `WARM_L2_*` fraction of
-    the L2 come from the L2 instead (`GEMM_L2_BYTES_PER_CYCLE` per SM cycle)."""
-    _flops, nbytes, _peak = gemm_work(spec, dtype, M, N, K)
+def gemm_mem_ms(spec: dict, dtype: str, M, N, K, warm_l2=0.0, nbytes=None) -> np.ndarray:
+    """Memory time of GEMMs (ms): the compulsory bytes (`nbytes`, by default `gemm_work`'s)
+    over the bandwidth; where `warm_l2` is set, the weights up to the dtype's `WARM_L2_*`
+    fraction of the L2 come from the L2 instead (`GEMM_L2_BYTES_PER_CYCLE` per SM cycle)."""
+    if nbytes is None:
+        nbytes = gemm_work(spec, dtype, M, N, K)[1]
     frac = WARM_L2_FP8 if dtype == "fp8" else WARM_L2_BF16
     hit = np.where(_f(warm_l2) > 0.0, np.minimum(_f(K) * _f(N) * BYTES[dtype],
                                                  frac * spec["L2Cache"] * 1e6), 0.0)
@@ -383,7 +384,8 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     elif op == "gemm":
         M, K = shape.get("M", 0), shape.get("K", 0)
         t_comp = tile["t_tile"]
-        t_mem = gemm_mem_ms(spec, dtype, M, shape.get("N", 0), K, shape.get("warm_l2", 0.0))
+        t_mem = gemm_mem_ms(spec, dtype, M, shape.get("N", 0), K, shape.get("warm_l2", 0.0),
+                            nbytes)
         t = np.maximum(t_comp, t_mem) + quant_ms(spec, dtype, M, K) + gemm_floor_ms(spec,
                                                                                    dtype)
         side = np.zeros_like(t)
