@@ -233,3 +233,17 @@ def test_openorca_inputs_take_the_published_percentile_of_their_rank(data):
         assert (np.diff(p[np.argsort(share, kind="stable")]) >= 0).all()  # ranks kept
     assert MLPERF["mlperf-llama2-70b"].input_mean == pytest.approx(222.33, abs=0.01)
 
+
+def test_gptj_prompts_hit_the_limit_as_often_as_published(data):
+    """399 of MLPerf's 13,368 GPT-J prompts exceed 1,919 tokens (issue #1384): the draw
+    puts that share at the limit while the untruncated prompts keep the published mean."""
+    from servecast.simulator import workloads
+    from servecast.simulator.benchmark_workloads import MLPERF, shaped_inputs
+
+    w = MLPERF["mlperf-gptj"]
+    x = shaped_inputs(w, workloads.pairs(data)[0])
+    assert x.mean() == pytest.approx(w.input_mean, rel=1e-3)
+    assert (x > w.input_max).mean() == pytest.approx(399 / 13368, abs=1e-3)
+    p, _ = workloads.lengths("mlperf-gptj", 40000, seed=5)
+    assert (p == 1919).mean() == pytest.approx(399 / 13368, abs=0.004)
+    assert p.mean() == pytest.approx(w.input_mean, rel=0.02)
