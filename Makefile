@@ -25,18 +25,23 @@ demo: install
 prereqs:
 	$(MAKE) -j3 install browser tools
 
-# The whole suite on one pytest-xdist worker per core: each test file runs on one worker (its
-# module fixtures built once); tests/conftest.py starts the costliest files first.
+# pytest-xdist: one worker per core, at most 8 (the suite is about 800 CPU s and its costliest
+# file about 80 s, so past about 10 workers that file alone sets the wall time, while every
+# worker still imports the stack and builds its files' fixtures). Each test file runs on one
+# worker (its module fixtures built once); tests/conftest.py starts the costliest files first
+# and builds the session fixtures once for all the workers.
+XDIST := -n auto --maxprocesses 8 --dist loadfile
+
 test: prereqs
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # The same suite in one process (to debug a failure without the workers).
 test-serial: prereqs
 	$(BIN)/python -m pytest -q
 
-# The fast suite (tests marked slow left out), for the edit-test loop.
+# The fast suite (tests marked slow left out) on the same workers, for the edit-test loop.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ import duckdb
 
 from servecast.datasets.base import Restage
 from servecast.datasets.staging import Column, check_header, csv_reader, file_counts, reject_invalid
-from servecast.schema import PARTS_TABLES, part_for, refresh_view, spec, trace_ids
+from servecast.schema import PARTS_TABLES, part_for, spec, trace_ids
 from servecast.schema import columns as columns_of
 
 #: the largest token count `llm_requests` holds (INTEGER columns)
@@ -165,7 +165,8 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
     every check of `insert_requests` (`checks` and the token / time / latency checks, those
     in ENFORCED by the part itself) are stored in file order; `failed`, a predicate over
     the stored columns that is never NULL there, and the request ids (the part's row ids
-    on from the trace's next id) are computed by the view. Raises Restage (the store reruns
+    on from the trace's next id) are computed by the view, which the ingest rebuilds once
+    after its last file (`ctx.stale_views`: not yet here). Raises Restage (the store reruns
     the ingest with the file read through the stage, which names each bad row and its
     reason) unless every record the scan counted was stored: a value the reader cannot
     parse, a row failing a check, a blank line, an arrival before the first row's.
@@ -218,7 +219,7 @@ def insert_csv_direct(ctx, path: Path, columns: list[Column], select: str, check
         raise Restage(path)
     con.execute(f"INSERT INTO {registry} VALUES (?, ?, ?, ?, ?, ?)",
                 [part, ctx.trace, first, stored, failed, ",".join(cols)])
-    refresh_view(con, "llm_requests")
+    ctx.stale_views.add("llm_requests")  # the view gains the part once the ingest ends
     return stored, 0
 
 

@@ -330,6 +330,7 @@ class Store:
         )
         total = sum(map(len, groups.values()))
         done = 0
+        stale: set[str] = set()  # views missing a one-pass part (LoadContext.stale_views)
         with self.transaction() as con:
             for name, group in groups.items():
                 todo = []
@@ -343,7 +344,7 @@ class Store:
                     continue
                 ctx = LoadContext(con, name, adapter.name, substitutes,
                                   {f: _scanned(scans[f]).long_lines for f in substitutes},
-                                  staged, lambda f: _scanned(scans[f]).records)
+                                  staged, lambda f: _scanned(scans[f]).records, stale)
                 counts = adapter.load(ctx, todo)
                 # identical files inside one group are all loaded: in path-keyed layouts (hive
                 # partitions, per-device folders) the same bytes carry different keys
@@ -367,6 +368,8 @@ class Store:
                     done += 1
                     if progress:
                         progress(str(f), done, total)
+            for table in sorted(stale):  # once per ingest, however many parts it added
+                refresh_view(con, table)
         return result
 
     def remove_trace(self, trace: str) -> int:
@@ -528,8 +531,13 @@ class LoadContext:
                  substitutes: dict[Path, Path] | None = None,
                  long_lines: dict[Path, list[tuple[int, int, str]]] | None = None,
                  staged: set[Path] | None = None,
-                 records: Callable[[Path], int | None] | None = None):
+                 records: Callable[[Path], int | None] | None = None,
+                 stale_views: set[str] | None = None):
         self.con, self.trace, self.source = con, trace, source
+        #: split tables whose view misses a one-pass part added here: the ingest rebuilds
+        #: each once, after its last file (`schema.refresh_view`); a caller that builds its
+        #: own LoadContext refreshes them itself
+        self.stale_views = stale_views if stale_views is not None else set()
         #: files to read through the stage: an earlier one-pass attempt raised Restage
         self.staged = staged if staged is not None else set()
         #: file -> the records the scan counts in it (blank lines included; waits for the

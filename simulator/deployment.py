@@ -8,9 +8,14 @@ sequences at their context lengths), divided by the engine family's efficiency f
 
     duration_ms = step_ms(prefill, offsets, decode) / efficiency
 
-`efficiency` is the one engine-specific parameter (ENGINE_EFFICIENCY gives each family's
-default, 1.0 = the step-time model as is; capacity planning fits it on development rows).
-Without a saved step-time model the runtime is physics only (no learned residuals).
+`efficiency` is the engine-specific factor (ENGINE_EFFICIENCY gives each family's default,
+1.0 = the step-time model as is; capacity planning fits it on development rows). The step
+time includes the engine overhead the runtime fitted for the deployment's engine family
+(`Runtime.overheads[engine]`, `servecast train step-time`); a runtime with none fitted for
+that family adds its default instead (`Runtime.engine_overhead()`: the model's constant, else
+its default engine's terms, else 0) and `Compiled.overhead_engine` says whose terms apply.
+Without a saved step-time model the runtime is physics only (no learned residuals, no
+overhead: 0 ms for every family).
 Times in ms here; the engine converts to seconds.
 """
 
@@ -25,7 +30,7 @@ import numpy as np
 from servecast import gpus
 from servecast.errors import InvalidInputError, UnknownNameError
 from servecast.predictors.step_time.configs import load_config, shipped
-from servecast.predictors.step_time.runtime import Runtime
+from servecast.predictors.step_time.runtime import Runtime, describe_overhead, overhead_terms
 
 #: engine families and their default efficiency (iteration time = step time / efficiency)
 ENGINE_EFFICIENCY = {"vllm": 1.0, "sglang": 1.0, "trtllm": 1.0}
@@ -107,7 +112,11 @@ class Deployment:
 
 class Compiled:
     """A deployment compiled once: `kv_blocks` per replica, `memory` (the step-time memory
-    model's numbers) and `step_ms(prefill, offsets, decode)` / `decode_ms(batch, means)`."""
+    model's numbers) and `step_ms(prefill, offsets, decode)` / `decode_ms(batch, means)`.
+    `overhead` is the engine overhead in every step (`OVERHEAD_TERMS`), `overhead_engine` the
+    engine family whose fitted terms those are: the deployment's own, the runtime's default
+    engine when none was fitted for it, or None for the runtime's constant (0 ms physics
+    only); `overhead_text()` says it in one line."""
 
     def __init__(self, dep: Deployment, runtime: Runtime | None = None):
         dep.check()
@@ -120,9 +129,14 @@ class Compiled:
                                    "path)") from None
         spec = rt.specs.get(dep.gpu) or _spec(dep.gpu)
         of_free = dep.engine in KV_OF_FREE_MEMORY
-        mem = rt.engine(cfg, spec, dep.tp, dep.dtype,
+        family = dep.engine if dep.engine in rt.overheads else None  # None: the default
+        self.overhead = overhead_terms(rt.engine_overhead(family))
+        self.overhead_engine = family or (rt.default_engine if rt.overhead_ms is None
+                                          and rt.default_engine in rt.overheads else None)
+        mem = rt.engine(cfg, spec, dep.tp, dep.dtype, engine=family,
                         mem_util=1.0 if of_free else dep.gpu_memory_utilization)
-        timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype)
+        timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype,
+                           engine=family)
         self.deployment, self.config = dep, cfg
         self.memory = mem.memory()
         if of_free:  # that share of what the weights leave (Deployment doc)
@@ -142,6 +156,15 @@ class Compiled:
         self._engine = timing
         self.decode_ms = _vector_decode(timing, self.efficiency) or self._decode_loop
         self.batch_ms = _scalar_step(timing, self.efficiency) or self._batch_loop
+
+    def overhead_text(self) -> str:
+        """The engine overhead per step and whose it is, e.g. `1.7 ms + 0.078 ms per
+        sequence (vllm's; none fitted for trtllm)`."""
+        want, got = self.deployment.engine, self.overhead_engine
+        if got == want:
+            return f"{describe_overhead(self.overhead)} (fitted for {want})"
+        whose = f"{got}'s" if got else "the default constant"
+        return f"{describe_overhead(self.overhead)} ({whose}; none fitted for {want})"
 
     def step_ms(self, prefill=(), offsets=None, decode=()) -> float:
         """ms of one iteration (see the module docstring)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,15 +22,47 @@ def data() -> Path:
     return d
 
 
+def run_once(tmp_path_factory, name: str, build) -> Path:
+    """Folder `name` of this test run, filled once by `build(folder)` for every pytest-xdist
+    worker: the first worker to ask builds it under a file lock, the others wait for it,
+    then read it (readers only: a test that writes copies it first). `.built` marks a
+    complete folder; one without it (a build that failed or was killed) is built again.
+    Outside xdist the folder lives in the run's own base temp dir."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # the run's, shared
+    folder = root / f"once-{name}"
+    with FileLock(str(root / f"once-{name}.lock")):
+        if not (folder / ".built").exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def _read_only_store(path: Path):
+    """A store the session's tests share, opened read-only (every worker opens it)."""
+    from servecast.store import Store
+
+    return Store(path, read_only=True)
+
+
 @pytest.fixture(scope="session")
 def shared_store(tmp_path_factory, data):
-    """A store with every shared dataset ingested (built once per test session; read it,
-    don't write to it: tests that write use their own `Store(tmp_path / ...)`)."""
+    """A store with every shared dataset ingested, built once per test run (all workers)
+    and opened read-only: tests that write use their own `Store(tmp_path / ...)`."""
     from servecast.datasets.catalog import ingest_shared
     from servecast.store import Store
 
-    store = Store(tmp_path_factory.mktemp("store") / "shared.duckdb")
-    ingest_shared(store, root=data)
+    def build(folder: Path) -> None:
+        with Store(folder / "shared.duckdb") as store:
+            ingest_shared(store, root=data)
+
+    store = _read_only_store(run_once(tmp_path_factory, "shared_store", build)
+                             / "shared.duckdb")
     yield store
     store.close()
 
@@ -35,19 +70,26 @@ def shared_store(tmp_path_factory, data):
 @pytest.fixture(scope="session")
 def fitted_kind(tmp_path_factory):
     """kind -> (Fixture, fitted predictor, what `fit` returned, saved dir) for every kind of
-    `predictors.registry.KINDS`, fitted on the kind's small registry fixture once per session
-    (read-only: tests that change a predictor copy or refit it)."""
+    `predictors.registry.KINDS`, fitted on the kind's small registry fixture once per test
+    run (all workers: the predictor and `fit`'s return pickled together, so `out is model`
+    holds as fitted; each worker unpickles its copy). Read-only: tests that change a
+    predictor copy or refit it."""
     from servecast.predictors.registry import get
 
     cache: dict = {}
 
+    def build(kind: str, folder: Path) -> None:
+        fx = get(kind).fixture()
+        model = fx.make()
+        out = model.fit(fx.train, fx.train_target)
+        model.save(folder / kind)
+        (folder / "fitted.pickle").write_bytes(pickle.dumps((model, out)))
+
     def fitted(kind: str):
         if kind not in cache:
-            fx = get(kind).fixture()
-            model = fx.make()
-            out = model.fit(fx.train, fx.train_target)
-            path = model.save(tmp_path_factory.mktemp("models") / kind)
-            cache[kind] = (fx, model, out, path)
+            folder = run_once(tmp_path_factory, f"fitted-{kind}", partial(build, kind))
+            model, out = pickle.loads((folder / "fitted.pickle").read_bytes())
+            cache[kind] = (get(kind).fixture(), model, out, folder / kind)
         return cache[kind]
 
     return fitted
@@ -93,29 +135,45 @@ def store_of(tmp_path_factory, data):
         store.close()
 
 
+def _sysbench(data: Path, folder: Path) -> Path:
+    """`folder`/azure_vm_noise: the Sysbench suite of the shared Azure VM-noise data alone
+    (hive layout; the smallest suite: a quick `azure-vm-noise` ingest)."""
+    suite = "test_suite=Sysbench"
+    shutil.copytree(data / "vm/azure_vm_noise" / suite, folder / "azure_vm_noise" / suite)
+    return folder / "azure_vm_noise"
+
+
 @pytest.fixture(scope="module")
 def vm_sysbench(tmp_path_factory, data) -> Path:
     """A hive-layout folder holding only the Sysbench suite of the shared Azure VM-noise data
     (the smallest suite: a quick `azure-vm-noise` ingest)."""
-    import shutil
-
-    suite = "test_suite=Sysbench"
-    folder = tmp_path_factory.mktemp("vm") / "azure_vm_noise"
-    shutil.copytree(data / "vm/azure_vm_noise" / suite, folder / suite)
-    return folder
+    return _sysbench(data, tmp_path_factory.mktemp("vm"))
 
 
-@pytest.fixture(scope="module")
-def figures_store(store_of, vm_sysbench):
+@pytest.fixture(scope="session")
+def figures_store(tmp_path_factory, data):
     """The small real traces behind every analytics figure: Azure code, Mooncake, the
-    BurstGPT sessions fixture, OLMoE routing, Helios and the VM Sysbench suite."""
+    BurstGPT sessions fixture, OLMoE routing, Helios and the VM Sysbench suite; built once
+    per test run (all workers) and opened read-only."""
+    from servecast.store import Store
+
     sessions = Path(__file__).parent / "fixtures" / "burstgpt_v3_sessions.csv"
-    return store_of(("azure-llm", "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv", "code"),
-                    ("mooncake", "llm/mooncake", "mooncake"),
-                    ("burstgpt", sessions, "sessions"),
-                    ("olmoe-routing", "moe/olmoe_routing", "olmoe"),
-                    ("helios", "cluster/helios_earth", "helios"),
-                    ("azure-vm-noise", vm_sysbench, "vm"))
+
+    def build(folder: Path) -> None:
+        items = [("azure-llm", data / "llm/azure_llm_2023/AzureLLMInferenceTrace_code.csv",
+                  "code"), ("mooncake", data / "llm/mooncake", "mooncake"),
+                 ("burstgpt", sessions, "sessions"),
+                 ("olmoe-routing", data / "moe/olmoe_routing", "olmoe"),
+                 ("helios", data / "cluster/helios_earth", "helios"),
+                 ("azure-vm-noise", _sysbench(data, folder / "vm"), "vm")]
+        with Store(folder / "figures.duckdb") as store:
+            for source, path, trace in items:
+                store.ingest(source, [path], trace=trace)
+
+    store = _read_only_store(run_once(tmp_path_factory, "figures_store", build)
+                             / "figures.duckdb")
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -143,8 +201,8 @@ def tools_python() -> Path:
     return py
 
 
-# -- scheduling on pytest-xdist workers (`pytest -n auto --dist loadfile`, the README's
-# command) -----------------------------------------------------------------------------------
+# -- scheduling on pytest-xdist workers (`pytest -n auto --maxprocesses 8 --dist loadfile`,
+# `make test`) -------------------------------------------------------------------------------
 
 #: the test files that take the most CPU, costliest first: they start first, so the workers
 #: do not end with one long file on one of them (README.md, `make test`)

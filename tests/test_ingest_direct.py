@@ -169,6 +169,44 @@ def test_small_files_go_through_the_stage_not_into_parts_of_their_own(tmp_path):
     assert [r[1] for r in rows] == list(range(12))
 
 
+@pytest.mark.parametrize("trace", ["many", None])
+def test_a_folder_of_one_pass_files_rebuilds_the_view_once(tmp_path, monkeypatch, trace):
+    """Three clean files at the one-pass threshold (lowered to their size through the
+    adapter's `one_pass_bytes`) in one ingest, as one trace or one trace per file: three
+    parts, the `llm_requests` view rebuilt once after the last (not once per part), with
+    the rows and request ids the stage gives the same files."""
+    from servecast import schema
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3):  # distinct rows per file: prompt tokens shifted by the file's number
+        rows = [r.rsplit(",", 2) for r in ROWS]
+        (folder / f"AzureLLMInferenceTrace_{i}.csv").write_text(HEADER + "\n".join(
+            f"{ts},{int(p) + i},{o}" for ts, p, o in rows) + "\n")
+    smallest = min(f.stat().st_size for f in folder.iterdir())
+    rebuilt = []
+    real = schema.view_sql
+
+    def counted(table, parts=(), verb="CREATE VIEW"):
+        rebuilt.append((table, verb, len(parts)))
+        return real(table, parts, verb)
+
+    with Store(tmp_path / "one.duckdb") as store:
+        monkeypatch.setattr(schema, "view_sql", counted)  # refresh_view's statement
+        result = store.ingest(AzureLLM(one_pass_bytes=smallest), folder, trace=trace)
+        monkeypatch.undo()
+        assert not _staged(store) and len(_parts(store)) == 3
+        traces = sorted({t for _, t, _, _ in _parts(store)})
+        one = {t: _rows(store, t) for t in traces}
+    assert rebuilt == [("llm_requests", "CREATE OR REPLACE VIEW", 3)]
+    with Store(tmp_path / "staged.duckdb") as store:  # the default threshold: staged
+        assert store.ingest("azure-llm", folder, trace=trace).rows == result.rows == 12
+        assert _staged(store) and _parts(store) == []
+        assert {t: _rows(store, t) for t in traces} == one
+    ids = [[r[1] for r in rows] for rows in one.values()]
+    assert ids == ([list(range(12))] if trace else [list(range(4))] * 3)
+
+
 def _parts(store: Store) -> list[tuple]:
     """(part, trace, first_id, rows) of each one-pass part, by part name."""
     return store.con.execute(

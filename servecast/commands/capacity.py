@@ -32,6 +32,9 @@ _EFFICIENCY = typer.Option(None, "--efficiency",
                            help="engine-efficiency factor (default: the family's)")
 _KV_DTYPE = typer.Option("auto", "--kv-cache-dtype",
                          help="auto (2-byte KV) or fp8 (twice the KV tokens)")
+_STEP_MODEL = typer.Option(None, "--step-model", help="saved step_time model: learned "
+                           "operator residuals and the overhead fitted for --engine "
+                           "(default: physics only)")
 
 
 def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
@@ -78,6 +81,7 @@ def capacity(
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
     kv_cache_dtype: str = _KV_DTYPE,
+    step_model: Path | None = _STEP_MODEL,
     report: Path | None = typer.Option(None, "--report", help="write the knee report (HTML)"),
     json_out: Path | None = typer.Option(None, "--json", help="write the result as JSON"),
     db: Path = DbOption,
@@ -86,10 +90,12 @@ def capacity(
     within the limits (MLPerf's Server rule), with its spread over seeds."""
     from servecast.analytics.capacity import knee, write_capacity_report
     from servecast.simulator import search
+    from servecast.simulator.deployment import load_runtime
 
     slo = search.SLO(ttft_ms, tpot_ms)
     compiled = search.compile_replica(_deployment(model, gpu, tp, dtype, engine,
-                                                  max_num_seqs, efficiency, kv_cache_dtype))
+                                                  max_num_seqs, efficiency, kv_cache_dtype),
+                                      load_runtime(step_model))
     if trace:
         sample = search.trace_sample(*_trace_requests(db, trace), replicas=replicas)
         source = f"trace {trace}"
@@ -105,9 +111,11 @@ def capacity(
     console.print(f"{model} on {replicas} x {tp} x {gpu} ({dtype}, {engine}), {source}: "
                   f"capacity [bold]{cap.rate:.3g} req/s[/]{scale} within {slo.text()} "
                   f"(seeds: {', '.join(f'{r:.3g}' for r in cap.per_seed)}; Offline "
-                  f"throughput {cap.saturation_rps:.3g} req/s; {len(cap.probes)} probes)")
+                  f"throughput {cap.saturation_rps:.3g} req/s; {len(cap.probes)} probes); "
+                  f"engine overhead per step {compiled.overhead_text()}")
     result = {"model": model, "gpu": gpu, "tp": tp, "replicas": replicas, "dtype": dtype,
-              "engine": engine, "source": source, "rate": cap.rate, "low": cap.low,
+              "engine": engine, "engine_overhead": compiled.overhead_text(),
+              "source": source, "rate": cap.rate, "low": cap.low,
               "high": cap.high, "per_seed": cap.per_seed, "ttft_ms": ttft_ms,
               "tpot_ms": tpot_ms, "saturation_rps": cap.saturation_rps,
               "probes": cap.probes}
@@ -160,6 +168,7 @@ def plan(
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
     kv_cache_dtype: str = _KV_DTYPE,
+    step_model: Path | None = _STEP_MODEL,
     db: Path = DbOption,
 ) -> None:
     """The fewest GPUs (replicas x TP) of each GPU type that serve `--rate` of a workload, or
@@ -167,6 +176,7 @@ def plan(
     import polars as pl
 
     from servecast.simulator import search
+    from servecast.simulator.deployment import load_runtime
 
     try:
         tp_list = tuple(int(t) for t in tps.split(",") if t.strip())
@@ -183,6 +193,7 @@ def plan(
     rows = search.plan(_deployment(model, gpu[0], 1, dtype, engine, max_num_seqs, efficiency,
                                    kv_cache_dtype),
                        gpu, slo, rate, workload, requests, seeds, tp_list, prices,
+                       runtime=load_runtime(step_model),
                        trace=_trace_requests(db, trace) if trace else None)
     df = pl.DataFrame(rows, schema_overrides={"cost_per_hour": pl.Float64,
                                               "replica_rps": pl.Float64})

@@ -33,7 +33,8 @@ def simulate(
     tp: int = typer.Option(1, "--tp", help="tensor-parallel GPUs per replica"),
     replicas: int = typer.Option(1, "--replicas", help="replicas behind the router"),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8 weights and GEMMs"),
-    engine: str = typer.Option("vllm", "--engine", help="engine family (efficiency factor)"),
+    engine: str = typer.Option("vllm", "--engine", help="engine family (efficiency factor, "
+                               "and the overhead a --step-model fitted for it)"),
     efficiency: float = typer.Option(None, "--efficiency", help="iteration time = step time "
                                      "/ efficiency (default: the engine family's)"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
@@ -98,7 +99,7 @@ def simulate(
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:
-        _print_summary(summary, dep, trace)
+        _print_summary(summary, compiled, trace)
     if out is not None:
         console.print(f"[green]wrote[/] {out}/requests.jsonl and {out}/result.json")
 
@@ -119,11 +120,15 @@ def _requests(trace, db, rate_scale, num_prompts, rate, duration, seed, lengths_
     return sorted(reqs, key=lambda r: r.arrival_s)[:num_prompts]
 
 
-def _print_summary(s: dict, dep, trace: str) -> None:
-    """The summary laid out as `vllm bench serve` prints it."""
+def _print_summary(s: dict, compiled, trace: str) -> None:
+    """The summary laid out as `vllm bench serve` prints it, with the deployment and the
+    engine overhead in its steps (`Compiled.overhead_text`)."""
+    dep = compiled.deployment
     lines = [f"{' Simulated Serving Result ':=^50}",
              f"{'Trace:':<40} {trace}",
-             f"{'Deployment:':<40} {dep.replicas} x {dep.tp} {dep.gpu}, {dep.model}",
+             f"{'Deployment:':<40} {dep.replicas} x {dep.tp} {dep.gpu}, {dep.model}, "
+             f"{dep.engine}",
+             f"{'Engine overhead per step:':<40} {compiled.overhead_text()}",
              f"{'Successful requests:':<40} {s['completed']}",
              f"{'Benchmark duration (s):':<40} {s['duration']:.2f}",
              f"{'Total input tokens:':<40} {s['total_input_tokens']}",
