@@ -4,7 +4,9 @@ physics without looking at a held-out GPU.
 For each outer fold (one of aiconfigurator's four GPUs held out and NOT read), every one of
 the three training GPUs is left out in turn: the operator model is fitted on the other two
 and scored on it. Prints the inner MdAPE (%) per outer fold, op and inner GPU, and the
-median over the inner GPUs per fold and op: the number to select physics constants by.
+median over the inner GPUs per fold and op: the number to select physics constants by; and
+the inner sum, over folds, of the mean over the inner GPUs (the statistic of
+`gemm_inner_logo.py`, which residual settings are chosen by).
 
     .venv/bin/python benchmarks/attention_inner_logo.py [--db FILE] [--rows 3000]
         [--trees 60] [--ops attn_prefill attn_decode] [--set NAME=VALUE ...]
@@ -107,6 +109,11 @@ def main() -> None:
               for op in args.ops}
     print("mean over folds of the inner median MdAPE:",
           " ".join(f"{op} {v:.2f}" for op, v in per_op.items()))
+    # the GEMM loop's statistic (and the residual settings'): it weighs the worst GPU in
+    sums = scores.group_by("op", "outer").agg(pl.col("mdape").mean()).group_by("op").agg(
+        pl.col("mdape").sum()).sort("op")
+    print("inner sum (over folds, of the mean over inner GPUs):",
+          " ".join(f"{op} {v:.1f}" for op, v in sums.iter_rows()))
     print(f"{time.time() - t0:.0f} s")
 
 
