@@ -1,7 +1,8 @@
 """Shared part of the inner leave-one-GPU-out loops (`gemm_inner_logo.py`,
 `attention_inner_logo.py`): the sampled operator frame, physics-constant overrides from the
-command line and the nested folds. Inner scores never read the outer (held-out) GPU: they
-are what physics constants and residual settings are chosen by.
+command line, residual settings (`--residual`, `predictor.RESIDUALS`), the nested folds and
+the shape-lookup diagnostic (`lookup_scores`). Inner scores never read the outer (held-out)
+GPU: they are what physics constants and residual settings are chosen by.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,12 +60,55 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def fit_score(train: pl.DataFrame, test: pl.DataFrame, trees: int) -> dict[str, float]:
+#: `--residual` settings of one residual key (`predictor.RESIDUALS`) and their value types
+RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float}
+#: weights of the shape lookup beside the trees (`lookup_scores`)
+LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
+
+
+def add_residual_args(ap) -> None:
+    """The residual flags both inner loops take: `--residual`, `--model-seed`, `--lookup`."""
+    ap.add_argument("--residual", nargs="*", default=[], metavar="KEY.NAME=VALUE",
+                    help="a residual setting of one key (predictor.RESIDUALS), e.g. "
+                         "gemm/fp8.shape_weight=0.5; `none` first clears the shipped ones")
+    ap.add_argument("--model-seed", type=int, default=0,
+                    help="LightGBM and row-draw seed of the residual fits")
+    ap.add_argument("--lookup", action="store_true",
+                    help="print the shape-lookup diagnostic beside the trees instead")
+
+
+def residual_settings(pairs: list[str]) -> dict[str, dict]:
+    """Apply KEY.NAME=VALUE settings to `predictor.RESIDUALS` (a leading `none` clears
+    them: every op on the view's columns alone); exit 2 naming the pair and the fix on an
+    unknown name or a bad value. Returns the settings in force."""
+    from servecast.predictors.operator_latency.predictor import RESIDUALS
+
+    if pairs[:1] == ["none"]:
+        RESIDUALS.clear()
+        pairs = pairs[1:]
+    for pair in pairs:
+        key, _eq, value = pair.partition("=")
+        op, _dot, name = key.rpartition(".")
+        if not op or name not in RESIDUAL_NAMES:
+            fail(f"--residual {pair}: expected KEY.NAME=VALUE with NAME one of "
+                 f"{', '.join(RESIDUAL_NAMES)}, e.g. attn_decode.shape_weight=0.75")
+        try:
+            number = float(value)
+        except ValueError:
+            fail(f"--residual {pair}: {value!r} is not a number")
+        if not 0.0 <= number <= 1.0:
+            fail(f"--residual {pair}: {name} must lie in [0, 1]")
+        RESIDUALS.setdefault(op, {})[name] = RESIDUAL_NAMES[name](number)
+    return {k: dict(v) for k, v in RESIDUALS.items()}
+
+
+def fit_score(train: pl.DataFrame, test: pl.DataFrame, trees: int,
+              seed: int = 0) -> dict[str, float]:
     """MdAPE (%) per residual key (`runtime.forest_key`: op, and dtype for GEMMs) on `test`
-    of the operator model (relative view, `trees` trees) fitted on `train`."""
+    of the operator model (relative view, `trees` trees, `seed`) fitted on `train`."""
     from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 
-    model = OperatorLatencyModel(view="relative", trees=trees).fit(train)
+    model = OperatorLatencyModel(view="relative", trees=trees, seed=seed).fit(train)
     return {key: res["model"]["mdape"] for key, res in model.evaluate(test).items()}
 
 
@@ -79,8 +124,57 @@ def nested_folds(frame: pl.DataFrame, outer_too: bool = False):
                    frame.filter(pl.col("device") == inner))
 
 
-def nested_scores(frame: pl.DataFrame, trees: int, outer_too: bool = False) -> pl.DataFrame:
+def nested_scores(frame: pl.DataFrame, trees: int, outer_too: bool = False,
+                  seed: int = 0) -> pl.DataFrame:
     """(outer, inner, key, mdape) of every fold of `nested_folds`."""
     return pl.DataFrame([{"outer": outer, "inner": inner, "key": key, "mdape": mdape}
                          for outer, inner, fit, test in nested_folds(frame, outer_too)
-                         for key, mdape in fit_score(fit, test, trees).items()])
+                         for key, mdape in fit_score(fit, test, trees, seed).items()])
+
+
+def lookup_scores(frame: pl.DataFrame, trees: int, seed: int = 0) -> pl.DataFrame:
+    """The shape-transfer diagnostic on every inner fold of `nested_folds`: per residual
+    key, the MdAPE (%) of the trees (the model as `RESIDUALS` sets it), of the residual
+    looked up as the mean / median over the fitting GPUs' log(measured / physics) at the
+    same op, dtype and shape (the trees' where no fitting GPU has that shape) and of the
+    mean lookup averaged with the trees at each of `LOOKUP_WEIGHTS`; `match`: the share
+    (%) of scored rows whose shape a fitting GPU measured. Columns outer, inner, key,
+    method, mdape, match."""
+    from servecast.predictors.operator_latency.data import KEY
+    from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
+
+    shape = [k for k in KEY if k != "device"]
+    rows = []
+    for outer, inner, fit, test in nested_folds(frame):
+        model = OperatorLatencyModel(view="relative", trees=trees, seed=seed).fit(fit)
+        ratio = (pl.col("latency_ms") / pl.col("physics_ms")).log()
+        table = model.predict(fit).group_by(shape).agg(mean=ratio.mean(), median=ratio.median())
+        out = model.predict(test).with_columns(
+            key=pl.Series(model._keys(test)), trees=(pl.col("latency_ms_pred")
+                                                      / pl.col("physics_ms")).log(),
+            true=ratio).join(table, on=shape, how="left", maintain_order="left")
+        for (key,), part in out.group_by("key", maintain_order=True):
+            trees_r, true = part["trees"].to_numpy(), part["true"].to_numpy()
+            found = part["mean"].is_not_null().to_numpy()
+            est = {"trees": trees_r}
+            for col in ("mean", "median"):
+                est[f"lookup {col}"] = np.where(found, part[col].fill_null(0.0).to_numpy(),
+                                                trees_r)
+            for w in LOOKUP_WEIGHTS:
+                est[f"lookup x {w:g}"] = w * est["lookup mean"] + (1.0 - w) * trees_r
+            rows += [{"outer": outer, "inner": inner, "key": key, "method": name,
+                      "mdape": float(np.median(np.abs(np.expm1(r - true))) * 100.0),
+                      "match": float(found.mean() * 100.0)} for name, r in est.items()]
+    return pl.DataFrame(rows)
+
+
+def print_lookup(frame: pl.DataFrame, trees: int, seed: int = 0) -> None:
+    """Print `lookup_scores` per key: the inner sum (over outer folds, of the mean over
+    each fold's training GPUs) of every method and the rows matched."""
+    scores = lookup_scores(frame, trees, seed)
+    table = scores.group_by("key", "method", "outer", maintain_order=True).agg(
+        pl.col("mdape").mean(), pl.col("match").mean()).group_by(
+        "key", "method", maintain_order=True).agg(
+        inner_sum=pl.col("mdape").sum(), matched_pct=pl.col("match").mean())
+    with pl.Config(tbl_rows=100, float_precision=1):
+        print(table.sort("key", "inner_sum"))

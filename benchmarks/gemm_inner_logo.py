@@ -9,10 +9,14 @@ see the held-out GPU. Use `benchmarks/operator_latency_logo.py` for the reported
 log(predicted / measured) per training GPU scored by tokens (M), outputs (N), depth (K) and
 measured time classes, and the median log(measured / physics) beside them.
 `--set NAME=V1,V2,...` runs the loop once per value of a GEMM physics constant (a number in
-`physics.py`, e.g. TILE_TRAFFIC) and prints the sums side by side.
+`physics.py`, e.g. TILE_TRAFFIC) and prints the sums side by side. `--residual` changes the
+learned residual's settings (`predictor.RESIDUALS`, e.g. `none gemm/fp8.shape_weight=0.5`),
+`--model-seed` its seed (the spread between seeds is the noise a change is read against);
+`--lookup` prints the shape-lookup diagnostic instead (`_inner_logo.lookup_scores`).
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
-        [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where]
+        [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where] [--residual KEY.NAME=VALUE ...]
+        [--model-seed 0] [--lookup]
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from servecast.predictors.operator_latency import physics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _inner_logo import (  # noqa: E402
+    add_residual_args,
     fail,
     nested_folds,
     nested_scores,
     physics_value,
+    print_lookup,
+    residual_settings,
     sampled_frame,
 )
 
@@ -49,18 +56,24 @@ def main() -> None:
     ap.add_argument("--set", help="NAME=V1,V2,...: a physics constant's values to compare")
     ap.add_argument("--where", action="store_true",
                     help="break the inner folds' error down by shape class instead")
+    add_residual_args(ap)
     args = ap.parse_args()
     name, values = parse_set(args.set)
+    print("residuals:", residual_settings(args.residual))
     frame = sampled_frame(args.db, ["gemm"], args.rows, ["device", "dtype"], args.seed)
     if args.where:
         where(frame, args.trees)
+        return
+    if args.lookup:
+        for (_dtype,), part in frame.group_by("dtype", maintain_order=True):
+            print_lookup(part, args.trees, args.model_seed)
         return
     sums = []
     for value in values:
         if name:
             setattr(physics, name, value)
             print(f"{name} = {value}")
-        sums.append(run(frame, args.trees))
+        sums.append(run(frame, args.trees, args.model_seed))
     if name:
         print("inner sums: " + ", ".join(f"{name}={v}: {s:.1f}" for v, s in
                                           zip(values, sums, strict=True)))
@@ -78,11 +91,12 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     return name, values
 
 
-def run(frame: pl.DataFrame, trees: int) -> float:
+def run(frame: pl.DataFrame, trees: int, seed: int = 0) -> float:
     """Print the outer and inner GEMM MdAPE (%) per dtype and held-out GPU; the inner sum
     (the mean over each fold's training GPUs)."""
     t0 = time.time()
-    parts = [nested_scores(part, trees, outer_too=True).with_columns(dtype=pl.lit(dtype))
+    parts = [nested_scores(part, trees, outer_too=True, seed=seed).with_columns(
+        dtype=pl.lit(dtype))
              for (dtype,), part in frame.group_by("dtype", maintain_order=True)]
     scores = pl.concat(parts)
     own = pl.col("inner") == pl.col("outer")
@@ -91,6 +105,8 @@ def run(frame: pl.DataFrame, trees: int) -> float:
         inner=pl.col("mdape").filter(~own).mean()).sort("dtype", "held_out")
     with pl.Config(tbl_rows=20, float_precision=1):
         print(table)
+    per = table.group_by("dtype").agg(pl.col("inner").sum()).sort("dtype").rows()
+    print("inner sum per dtype: " + ", ".join(f"{d} {v:.1f}" for d, v in per))
     print(f"inner sum {table['inner'].sum():.1f}, outer sum {table['outer'].sum():.1f}; "
           f"{time.time() - t0:.0f} s", flush=True)
     return float(table["inner"].sum())

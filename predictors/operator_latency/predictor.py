@@ -1,7 +1,9 @@
 """Operator latency of LLM serving from a GPU spec sheet: physics x a learned residual.
 
 `OperatorLatencyModel.fit(frame)` fits, per op, LightGBM on log(measured / physics) over the
-device-relative physics features (`physics.features`); predict = physics x exp(residual).
+device-relative physics features (`physics.features`), per `RESIDUALS` with the raw shape
+beside them and / or averaged with a forest over the shape alone (`runtime.Residual`);
+predict = physics x exp(residual).
 Frames carry `device` (a catalog name, alias or a key of `specs`), `op`, `dtype`, `kv_dtype`
 and the shape columns of `data.SHAPE`; `latency_ms` to fit or evaluate. No feature is a GPU
 name: an unseen GPU is predicted from its spec alone. Trees are compiled to numpy bit masks
@@ -20,7 +22,14 @@ from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
 from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
-from servecast.predictors.operator_latency.runtime import Runtime, forest_key, load_parts, save
+from servecast.predictors.operator_latency.runtime import (
+    SHAPE_COLUMNS,
+    Residual,
+    Runtime,
+    forest_key,
+    load_parts,
+    save,
+)
 
 #: feature views: "relative" = the physics times and dimensionless ratios (intensity over
 #: the ridge point, wave efficiency, tiles per SM, bytes over L2); "spec" adds FLOPs, bytes
@@ -31,6 +40,17 @@ MAX_ROWS = 40_000
 #: LightGBM settings of one op's residual over the shared ones (`fit`); attention's are
 #: chosen by the inner leave-one-GPU-out of benchmarks/attention_inner_logo.py
 OP_PARAMS: dict[str, dict] = {}
+#: per residual key (`forest_key`): `shape_features` adds the raw shape (`SHAPE_COLUMNS`)
+#: to the view's columns; `shape_weight` w averages (1 - w) x that forest with w x a
+#: forest over the shape alone fitted on the same rows (the "shape view"). Chosen by the
+#: inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
+#: `--residual`); docs/results.md "Learned residual" section
+RESIDUALS: dict[str, dict] = {
+    "gemm/bf16": {"shape_features": True},
+    "gemm/fp8": {"shape_weight": 0.5},
+    "attn_prefill": {"shape_weight": 0.5},
+    "attn_decode": {"shape_weight": 0.75},
+}
 
 
 class OperatorLatencyModel(Predictor):
@@ -73,35 +93,43 @@ class OperatorLatencyModel(Predictor):
     def fit(self, frame: pl.DataFrame, target=None) -> OperatorLatencyModel:
         """Fit the residuals on an operator frame with `latency_ms` (`target` unused: the
         target is that column)."""
-        import lightgbm as lgb
-
-        from servecast.predictors.output_length.forest import Forest
-
         if "latency_ms" not in frame.columns:
             raise InvalidInputError("operator frame lacks the target column latency_ms")
         t, _roof, X = self.physics(frame)
         y = np.log(frame["latency_ms"].to_numpy()) - np.log(t)
-        cols = VIEWS[self.view]
         ops = self._keys(frame)
         rng = np.random.default_rng(self.seed)
         forests = {}
-        for op in sorted(set(ops)):
+        for op in sorted(set(ops.tolist())):
             rows = np.flatnonzero(ops == op)
             if len(rows) > MAX_ROWS:
                 rows = np.sort(rng.choice(rows, MAX_ROWS, replace=False))
-            # L1: the residual is the median log ratio, robust to a GPU's odd kernels
-            params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": self.leaves,
-                      "min_data_in_leaf": min(200, max(5, len(rows) // 20)),
-                      "feature_fraction": 0.8, "seed": self.seed, "verbose": -1,
-                      "num_threads": 2} | OP_PARAMS.get(op, {})
-            booster = lgb.train(params, lgb.Dataset(X[rows][:, cols], y[rows]),
-                                num_boost_round=self.trees)
-            forests[op] = Forest.from_boosters([booster], len(cols))
+            cfg = RESIDUALS.get(op, {})
+            cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else [])
+            weight = float(cfg.get("shape_weight", 0.0))
+            forest = self._forest(op, X[rows][:, cols], y[rows])
+            shape = self._forest(op, X[rows][:, SHAPE_COLUMNS], y[rows]) if weight else None
+            forests[op] = Residual(forest, cols, shape, weight)
         self.rt.forests = forests
         self.card = {"view": self.view, "trees": self.trees, "leaves": self.leaves,
                      "devices": sorted(set(frame["device"].to_list())),
-                     "rows": {op: int((ops == op).sum()) for op in forests}}
+                     "rows": {op: int((ops == op).sum()) for op in forests},
+                     "residuals": {op: r.meta() for op, r in forests.items()}}
         return self
+
+    def _forest(self, op: str, X: np.ndarray, y: np.ndarray):
+        """One LightGBM residual forest of `op` on (X, y), compiled to a `Forest`."""
+        import lightgbm as lgb
+
+        from servecast.predictors.output_length.forest import Forest
+
+        # L1: the residual is the median log ratio, robust to a GPU's odd kernels
+        params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": self.leaves,
+                  "min_data_in_leaf": min(200, max(5, len(y) // 20)),
+                  "feature_fraction": 0.8, "seed": self.seed, "verbose": -1,
+                  "num_threads": 2} | OP_PARAMS.get(op, {})
+        booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.trees)
+        return Forest.from_boosters([booster], X.shape[1])
 
     def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with `latency_ms_pred`, `physics_ms` and `roofline_ms` (row-aligned)."""

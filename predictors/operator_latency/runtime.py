@@ -1,10 +1,16 @@
 """Operator-latency runtime: numpy only (no duckdb, polars, lightgbm, torch, lightning).
 
-`Runtime.load(dir)` reads the residual forests of a saved `operator_latency` model (the
-`step_time` runtime extends it). `physics_rows(columns)` computes the physics time, the
-roofline and the residual features of a frame's rows (the one implementation the predictor
-and the runtime share); `predict(frame)` returns the predictor's columns; the single call
+`Runtime.load(dir)` reads the residuals of a saved `operator_latency` model (the `step_time`
+runtime extends it). `physics_rows(columns)` computes the physics time, the roofline and the
+residual features of a frame's rows (the one implementation the predictor and the runtime
+share); `predict(frame)` returns the predictor's columns; the single call
 `operator_latency(op, gpu, **shape)` is what a scheduler asks. Latencies in ms.
+
+Residual features (`residual_features`): the `physics.features` columns, then the raw shape
+(`RAW_SHAPE`, log1p each) from column `physics.N_FEATURES` on (`SHAPE_COLUMNS`). One op's
+`Residual` is a forest over its columns of them, optionally averaged with a forest over the
+shape columns alone (the "shape view": aiconfigurator times the same shape grid on every GPU,
+so a shape's log(measured / physics) carries over from GPU to GPU).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from servecast.predictors.output_length.forest import Forest
 SHAPE = ["M", "N", "K", "B", "H", "kv_heads", "head_dim", "tp"]
 #: columns an operator frame must have
 NEED = ["device", "op", "dtype", "kv_dtype", *SHAPE]
+#: shape columns the residual may read raw, as log1p (`residual_features`), after the
+#: `physics.features` columns
+RAW_SHAPE = SHAPE[:7]
+SHAPE_COLUMNS = list(range(physics.N_FEATURES, physics.N_FEATURES + len(RAW_SHAPE)))
 #: optional column: 1 where a GEMM was timed on weights left warm in the L2 by its previous
 #: repetition (a benchmark's loop; `physics.gemm_mem_ms`), 0 or absent for a serving step
 WARM = "warm_l2"
@@ -43,14 +53,45 @@ def check_op(op: str, dtype: str, kv_dtype: str) -> None:
                                 f"{', '.join(physics.PEAK_KEY)}")
 
 
+def residual_features(X: np.ndarray, shape: dict) -> np.ndarray:
+    """`physics.features`' matrix X (n, N_FEATURES) with the `RAW_SHAPE` columns appended
+    as log1p (shape arguments broadcast to n rows; missing ones take `_DEFAULTS`)."""
+    raw = [np.broadcast_to(np.log1p(np.asarray(shape.get(c, _DEFAULTS[c]), dtype=np.float64)),
+                           len(X)) for c in RAW_SHAPE]
+    return np.column_stack([X, *raw])
+
+
+class Residual:
+    """One op's learned log(measured / physics): `forest` over the `columns` of
+    `residual_features`, and where `shape` is given, (1 - shape_weight) x that +
+    shape_weight x `shape` over `SHAPE_COLUMNS` (no device feature)."""
+
+    def __init__(self, forest: Forest, columns: list[int], shape: Forest | None = None,
+                 shape_weight: float = 0.0):
+        self.forest, self.columns = forest, list(columns)
+        self.shape, self.shape_weight = shape, float(shape_weight if shape else 0.0)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The residual (n,) of the rows of `X` (`residual_features`)."""
+        r = self.forest.predict(X[:, self.columns])[:, 0]
+        if self.shape is None:
+            return r
+        w = self.shape_weight
+        return (1.0 - w) * r + w * self.shape.predict(X[:, SHAPE_COLUMNS])[:, 0]
+
+    def meta(self) -> dict:
+        """What `save` writes of it beside the forests."""
+        return {"columns": self.columns, "shape_weight": self.shape_weight}
+
+
 class Runtime:
-    """The fitted residual forests (one per `forest_key`), their feature columns and the
-    spec sheets saved with the model (device name -> spec; others resolved from the
+    """The fitted residuals (one `Residual` per `forest_key`), the default feature columns
+    and the spec sheets saved with the model (device name -> spec; others resolved from the
     catalog or a spec file)."""
 
     kind = "operator_latency"
 
-    def __init__(self, forests: dict[str, Forest], columns: list[int],
+    def __init__(self, forests: dict[str, Residual], columns: list[int],
                  specs: dict | None = None):
         self.forests, self.columns, self.specs = forests, list(columns), dict(specs or {})
 
@@ -78,15 +119,16 @@ class Runtime:
     def op_ms(self, op: str, spec: dict, **shape) -> np.ndarray:
         """Predicted ms of `op` (physics x exp(residual)) for broadcast shape arrays."""
         t, X = physics.features(op, spec, **shape)
-        forest = self.forests.get(forest_key(op, shape.get("dtype", "bf16")))
-        if forest is None:
+        residual = self.forests.get(forest_key(op, shape.get("dtype", "bf16")))
+        if residual is None:
             return t
-        return t * np.exp(forest.predict(X[:, self.columns])[:, 0])
+        return t * np.exp(residual.predict(residual_features(X, shape)))
 
     def physics_rows(self, frame, specs: dict | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(physics ms, roofline ms, features) row-aligned with `frame` (any mapping of
-        column name -> sequence with the NEED columns); `specs`: extra device specs."""
+        """(physics ms, roofline ms, `residual_features`) row-aligned with `frame` (any
+        mapping of column name -> sequence with the NEED columns); `specs`: extra device
+        specs."""
         missing = [c for c in NEED if c not in frame]
         if missing:
             raise InvalidInputError(f"operator frame lacks column(s) {', '.join(missing)}")
@@ -109,7 +151,7 @@ class Runtime:
             t[rows], X[rows] = physics.features(op, spec, dtype=dt, kv_dtype=kvdt, **part,
                                                 **extra)
             roof[rows] = physics.roofline(op, spec, dtype=dt, kv_dtype=kvdt, **part)
-        return t, roof, X
+        return t, roof, residual_features(X, shape)
 
     def predict_rows(self, frame, specs: dict | None = None) -> dict[str, np.ndarray]:
         """`latency_ms_pred`, `physics_ms` and `roofline_ms` (row-aligned with `frame`)."""
@@ -122,7 +164,7 @@ class Runtime:
                 raise InvalidInputError(f"the model was not fitted on {key!r} (fitted: "
                                         f"{', '.join(self.forests)})")
             m = keys == key
-            pred[m] = t[m] * np.exp(self.forests[key].predict(X[m][:, self.columns])[:, 0])
+            pred[m] = t[m] * np.exp(self.forests[key].predict(X[m]))
         return {"latency_ms_pred": pred, "physics_ms": t, "roofline_ms": roof}
 
     def predict(self, frame) -> dict[str, np.ndarray]:
@@ -148,22 +190,40 @@ class Runtime:
 _DEFAULTS = {"M": 0, "N": 0, "K": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 128, "tp": 1}
 
 
-def save(path: Path, forests: dict[str, Forest], view_columns: list[int], view: str,
+def save(path: Path, forests: dict[str, Residual], view_columns: list[int], view: str,
          specs: dict) -> None:
-    """Write the forests (one folder each) and `operator_latency.json` into `path`."""
-    for key, forest in forests.items():
-        (path / key).mkdir(parents=True, exist_ok=True)
-        forest.save(path / key)
+    """Write the residuals' forests (one folder each; a shape view under `shape/<key>`)
+    and `operator_latency.json` into `path`."""
+    for key, residual in forests.items():
+        for folder, forest in ((key, residual.forest), (f"shape/{key}", residual.shape)):
+            if forest is not None:
+                (path / folder).mkdir(parents=True, exist_ok=True)
+                forest.save(path / folder)
     (path / "operator_latency.json").write_text(json.dumps(
-        {"view": view, "columns": view_columns, "ops": sorted(forests), "specs": specs}))
+        {"view": view, "columns": view_columns, "ops": sorted(forests), "specs": specs,
+         "residuals": {key: r.meta() for key, r in forests.items()}}))
 
 
 def load_parts(path: Path) -> Runtime:
     """The forests, feature columns and specs a model dir holds (any kind that saved them
     with `save`); ModelVersionError naming the file when `operator_latency.json` is bad."""
-    from servecast.predictors.base import read_json
+    from servecast.errors import ModelVersionError
+    from servecast.predictors.base import check_keys, read_json
 
-    meta = read_json(path / "operator_latency.json",
-                     {"ops": list, "columns": list, "specs": dict})
-    return Runtime({op: Forest.load(path / op) for op in meta["ops"]}, meta["columns"],
-                   meta["specs"])
+    file = path / "operator_latency.json"
+    meta = read_json(file, {"ops": list, "columns": list, "specs": dict})
+    forests = {}
+    for op in meta["ops"]:
+        # a model saved before per-op residual settings: every op on the view's columns
+        cfg = {"columns": meta["columns"], "shape_weight": 0.0}
+        if "residuals" in meta:
+            cfg = check_keys(meta, file, {f"residuals.{op}.columns": list,
+                                          f"residuals.{op}.shape_weight": (int, float)}
+                             )["residuals"][op]
+        weight = cfg["shape_weight"]
+        if not 0.0 <= weight <= 1.0:
+            raise ModelVersionError(f"{file}: residuals.{op}.shape_weight={weight!r} is not "
+                                    "in [0, 1]; retrain the model")
+        shape = Forest.load(path / "shape" / op) if weight else None
+        forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight)
+    return Runtime(forests, meta["columns"], meta["specs"])

@@ -1,0 +1,157 @@
+"""The learned residual of the operator-latency model on aiconfigurator's real vLLM tables:
+per-op settings (`predictor.RESIDUALS`: raw shape features, the shape view averaged in),
+what the saved model and the numpy runtime carry, the shape-lookup diagnostic of the inner
+leave-one-GPU-out and its command-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from servecast.errors import ModelVersionError
+from servecast.predictors.operator_latency import predictor
+from servecast.predictors.operator_latency.data import KEY, operator_frame
+from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
+from servecast.predictors.operator_latency.runtime import SHAPE_COLUMNS, Runtime, load_parts
+from servecast.store import Store
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SHAPE_KEY = [k for k in KEY if k != "device"]
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory, data):
+    """Attention and GEMM rows of 150 shapes per op and dtype that every one of their GPUs
+    measured (so the shape view and the lookup have the same shapes on every GPU)."""
+    with Store(tmp_path_factory.mktemp("ops") / "ops.duckdb") as store:
+        store.ingest("aiconfigurator", [data / "gpu/aiconfigurator"], trace="aiconfigurator")
+        full = operator_frame(store).filter(pl.col("op") != "allreduce")
+    gpus = full.group_by("op", "dtype").agg(gpus=pl.col("device").n_unique())
+    shared = (full.group_by(SHAPE_KEY).agg(n=pl.col("device").n_unique())
+              .join(gpus, on=["op", "dtype"]).filter(pl.col("n") == pl.col("gpus")))
+    picked = pl.concat([part.sample(150, seed=0) for _k, part in
+                        shared.group_by("op", "dtype", maintain_order=True)])
+    return full.join(picked.select(SHAPE_KEY), on=SHAPE_KEY).sort(KEY)
+
+
+@pytest.fixture(scope="module")
+def fitted(frame, tmp_path_factory):
+    """The model with the shipped RESIDUALS fitted on every GPU but the L40S, saved."""
+    model = OperatorLatencyModel(trees=40).fit(frame.filter(pl.col("device") != "l40s"))
+    path = tmp_path_factory.mktemp("models") / "ops"
+    model.save(path)
+    return model, path
+
+
+@pytest.mark.slow
+def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame, fitted):
+    """Every RESIDUALS setting is what the fitted model, its saved files and the numpy
+    runtime use; the runtime's predictions (batch and single call) are the model's."""
+    model, path = fitted
+    for key, cfg in predictor.RESIDUALS.items():
+        res = model.forests[key]
+        assert res.shape_weight == cfg.get("shape_weight", 0.0)
+        assert (res.shape is not None) == bool(cfg.get("shape_weight"))
+        assert set(SHAPE_COLUMNS) <= set(res.columns) if cfg.get("shape_features") else \
+            not set(SHAPE_COLUMNS) & set(res.columns)
+        assert (path / "shape" / key).is_dir() == bool(cfg.get("shape_weight"))
+    test = frame.filter(pl.col("device") == "l40s")
+    want = model.predict(test)["latency_ms_pred"].to_numpy()
+    rt = Runtime.load(path)
+    assert rt.predict(test.to_dict(as_series=False))["latency_ms_pred"] == pytest.approx(
+        want, rel=1e-12)
+    assert OperatorLatencyModel.load(path).predict(test)["latency_ms_pred"].to_numpy() == \
+        pytest.approx(want, rel=1e-12)
+    for i in (0, test.height // 2, test.height - 1):
+        row = test.row(i, named=True)
+        shape = {c: row[c] for c in ("M", "N", "K", "B", "H", "kv_heads", "head_dim")}
+        one = rt.operator_latency(row["op"], "l40s", row["dtype"], row["kv_dtype"], **shape)
+        assert one == pytest.approx(want[i], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_the_shape_view_reads_no_device_feature(frame, monkeypatch):
+    """A residual that is the shape view alone (weight 1) gives every GPU the same
+    measured / physics ratio at one shape, whatever its spec; the relative view does not."""
+    part = frame.filter(pl.col("op") == "attn_prefill")
+    ratio = (pl.col("latency_ms_pred") / pl.col("physics_ms")).log()
+
+    def spread(weight: float) -> float:
+        monkeypatch.setitem(predictor.RESIDUALS, "attn_prefill", {"shape_weight": weight})
+        out = OperatorLatencyModel(trees=20).fit(part).predict(part)
+        return float(out.group_by(SHAPE_KEY).agg(s=ratio.max() - ratio.min())["s"].max())
+
+    assert spread(1.0) == pytest.approx(0.0, abs=1e-12)
+    assert spread(0.0) > 0.01
+
+
+@pytest.mark.slow
+def test_a_model_saved_before_per_op_residuals_loads_on_the_view_columns(fitted, tmp_path):
+    """An `operator_latency.json` without `residuals` (an older model) loads with every
+    op on the saved columns and no shape view; a bad shape weight is refused naming the
+    file and the key."""
+    import shutil
+
+    _model, path = fitted
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    meta = json.loads((old / "operator_latency.json").read_text())
+    legacy = {k: v for k, v in meta.items() if k != "residuals"}
+    (old / "operator_latency.json").write_text(json.dumps(legacy))
+    rt = load_parts(old)
+    for res in rt.forests.values():
+        assert res.columns == meta["columns"] and res.shape is None
+    meta["residuals"]["attn_decode"]["shape_weight"] = 1.5
+    (old / "operator_latency.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelVersionError, match=r"operator_latency.json.*attn_decode"):
+        load_parts(old)
+    meta["residuals"]["attn_decode"]["shape_weight"] = "half"
+    (old / "operator_latency.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelVersionError, match=r"residuals.attn_decode.shape_weight"):
+        load_parts(old)
+
+
+@pytest.mark.slow
+def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame):
+    """The inner loop's shape lookup: on rows whose log(measured / physics) is a function
+    of the shape alone (the same on every GPU), every scored row is matched and the lookup
+    is exact, where the trees are not; the trees' own score equals the inner loop's."""
+    sys.path.insert(0, str(BENCH))
+    from _inner_logo import fit_score, lookup_scores, nested_folds
+
+    part = frame.filter(pl.col("op") == "attn_decode")
+    physics_ms = OperatorLatencyModel().physics(part)[0]
+    made = np.log1p(part["B"].to_numpy()) * 0.3 - np.log1p(part["N"].to_numpy()) * 0.1
+    part = part.with_columns(latency_ms=pl.Series(physics_ms * np.exp(made)))
+    scores = lookup_scores(part, trees=20)
+    assert scores["match"].min() == 100.0
+    by = scores.group_by("method").agg(pl.col("mdape").max())
+    top = dict(by.iter_rows())
+    assert top["lookup mean"] < 1e-9 and top["lookup median"] < 1e-9
+    assert top["trees"] > 0.1
+    outer, inner, fit, test = next(iter(nested_folds(part)))
+    first = scores.filter((pl.col("outer") == outer) & (pl.col("inner") == inner)
+                          & (pl.col("method") == "trees"))["mdape"][0]
+    assert first == pytest.approx(fit_score(fit, test, trees=20)["attn_decode/bf16"], rel=1e-9)
+
+
+@pytest.mark.parametrize(("script", "args", "says"), [
+    ("gemm_inner_logo.py", ["--residual", "gemm/fp8.weight=0.5"], "NAME one of"),
+    ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=2"], "in [0, 1]"),
+    ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=x"],
+     "'x' is not a number"),
+])
+def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
+    """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any
+    data is read."""
+    run = subprocess.run([sys.executable, str(BENCH / script), "--db", "/nonexistent",
+                          *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert says in run.stderr and args[1] in run.stderr
+    assert "Traceback" not in run.stderr
