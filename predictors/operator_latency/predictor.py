@@ -23,6 +23,7 @@ from servecast.predictors.base import Predictor
 from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.operator_latency.runtime import (
+    CROSS_COLUMNS,
     SHAPE_COLUMNS,
     Residual,
     Runtime,
@@ -42,14 +43,20 @@ MAX_ROWS = 40_000
 OP_PARAMS: dict[str, dict] = {}
 #: per residual key (`forest_key`): `shape_features` adds the raw shape (`SHAPE_COLUMNS`)
 #: to the view's columns; `shape_weight` w averages (1 - w) x that forest with w x a
-#: forest over the shape alone fitted on the same rows (the "shape view"). Chosen by the
+#: forest over the shape alone fitted on the same rows (the "shape view"); `shape_cross`
+#: gives the shape view the shape's products too (`CROSS_COLUMNS`) and `shape_fine` fits it
+#: with `FINE_SHAPE_PARAMS` (the shape grid is discrete: a fine L2 forest can learn each
+#: shape's mean log ratio, where the L1 default keeps coarse medians). Chosen by the
 #: inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
 #: `--residual`); docs/results.md "Learned residual" section
+#: LightGBM settings of a `shape_fine` shape view over the shared ones (`_forest`)
+FINE_SHAPE_PARAMS = {"objective": "l2", "num_leaves": 63, "min_data_in_leaf": 5,
+                     "learning_rate": 0.1}
 RESIDUALS: dict[str, dict] = {
     "gemm/bf16": {"shape_features": True},
     "gemm/fp8": {"shape_weight": 0.5},
-    "attn_prefill": {"shape_weight": 0.5},
-    "attn_decode": {"shape_weight": 0.75},
+    "attn_prefill": {"shape_weight": 0.5, "shape_cross": True, "shape_fine": True},
+    "attn_decode": {"shape_weight": 0.75, "shape_cross": True, "shape_fine": True},
 }
 
 
@@ -108,8 +115,11 @@ class OperatorLatencyModel(Predictor):
             cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else [])
             weight = float(cfg.get("shape_weight", 0.0))
             forest = self._forest(op, X[rows][:, cols], y[rows])
-            shape = self._forest(op, X[rows][:, SHAPE_COLUMNS], y[rows]) if weight else None
-            forests[op] = Residual(forest, cols, shape, weight)
+            scols = SHAPE_COLUMNS + (CROSS_COLUMNS if cfg.get("shape_cross") else [])
+            shape = self._forest(op, X[rows][:, scols], y[rows],
+                                 FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}
+                                 ) if weight else None
+            forests[op] = Residual(forest, cols, shape, weight, scols)
         self.rt.forests = forests
         self.card = {"view": self.view, "trees": self.trees, "leaves": self.leaves,
                      "devices": sorted(set(frame["device"].to_list())),
@@ -117,8 +127,9 @@ class OperatorLatencyModel(Predictor):
                      "residuals": {op: r.meta() for op, r in forests.items()}}
         return self
 
-    def _forest(self, op: str, X: np.ndarray, y: np.ndarray):
-        """One LightGBM residual forest of `op` on (X, y), compiled to a `Forest`."""
+    def _forest(self, op: str, X: np.ndarray, y: np.ndarray, extra: dict | None = None):
+        """One LightGBM residual forest of `op` on (X, y) (`extra`: LightGBM settings over
+        the op's), compiled to a `Forest`."""
         import lightgbm as lgb
 
         from servecast.predictors.output_length.forest import Forest
@@ -127,7 +138,7 @@ class OperatorLatencyModel(Predictor):
         params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": self.leaves,
                   "min_data_in_leaf": min(200, max(5, len(y) // 20)),
                   "feature_fraction": 0.8, "seed": self.seed, "verbose": -1,
-                  "num_threads": 2} | OP_PARAMS.get(op, {})
+                  "num_threads": 2} | OP_PARAMS.get(op, {}) | (extra or {})
         booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.trees)
         return Forest.from_boosters([booster], X.shape[1])
 

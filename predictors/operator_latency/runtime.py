@@ -7,10 +7,11 @@ share); `predict(frame)` returns the predictor's columns; the single call
 `operator_latency(op, gpu, **shape)` is what a scheduler asks. Latencies in ms.
 
 Residual features (`residual_features`): the `physics.features` columns, then the raw shape
-(`RAW_SHAPE`, log1p each) from column `physics.N_FEATURES` on (`SHAPE_COLUMNS`). One op's
-`Residual` is a forest over its columns of them, optionally averaged with a forest over the
-shape columns alone (the "shape view": aiconfigurator times the same shape grid on every GPU,
-so a shape's log(measured / physics) carries over from GPU to GPU).
+(`RAW_SHAPE`, log1p each) from column `physics.N_FEATURES` on (`SHAPE_COLUMNS`), then the
+shape's products as the attention kernel sees them (`CROSS`, log1p each; `CROSS_COLUMNS`).
+One op's `Residual` is a forest over its columns of them, optionally averaged with a forest
+over shape columns alone (the "shape view": aiconfigurator times the same shape grid on
+every GPU, so a shape's log(measured / physics) carries over from GPU to GPU).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ NEED = ["device", "op", "dtype", "kv_dtype", *SHAPE]
 #: `physics.features` columns
 RAW_SHAPE = SHAPE[:7]
 SHAPE_COLUMNS = list(range(physics.N_FEATURES, physics.N_FEATURES + len(RAW_SHAPE)))
+#: products of the shape a kernel's grid and traffic follow (log1p each, after the raw
+#: shape): the context a decode token attends to (N + M), sequences x KV heads (thread
+#: blocks), the GQA group H / kv_heads, sequences x query heads, the KV elements read and
+#: the tokens held; a forest splits on one column at a time, so it needs them spelled out
+CROSS = ["context", "B_kv", "gqa", "B_H", "kv_elems", "B_context"]
+CROSS_COLUMNS = list(range(SHAPE_COLUMNS[-1] + 1, SHAPE_COLUMNS[-1] + 1 + len(CROSS)))
 #: optional column: 1 where a GEMM was timed on weights left warm in the L2 by its previous
 #: repetition (a benchmark's loop; `physics.gemm_mem_ms`), 0 or absent for a serving step
 WARM = "warm_l2"
@@ -54,22 +61,28 @@ def check_op(op: str, dtype: str, kv_dtype: str) -> None:
 
 
 def residual_features(X: np.ndarray, shape: dict) -> np.ndarray:
-    """`physics.features`' matrix X (n, N_FEATURES) with the `RAW_SHAPE` columns appended
-    as log1p (shape arguments broadcast to n rows; missing ones take `_DEFAULTS`)."""
-    raw = [np.broadcast_to(np.log1p(np.asarray(shape.get(c, _DEFAULTS[c]), dtype=np.float64)),
-                           len(X)) for c in RAW_SHAPE]
-    return np.column_stack([X, *raw])
+    """`physics.features`' matrix X (n, N_FEATURES) with the `RAW_SHAPE` then the `CROSS`
+    columns appended as log1p (shape arguments broadcast to n rows; missing ones take
+    `_DEFAULTS`)."""
+    raw = [np.broadcast_to(np.asarray(shape.get(c, _DEFAULTS[c]), dtype=np.float64), len(X))
+           for c in RAW_SHAPE]
+    M, N, _K, B, H, kv, hd = raw
+    context = N + M
+    cross = [context, B * kv, H / np.maximum(kv, 1.0), B * H, B * kv * context * hd,
+             B * context]
+    return np.column_stack([X, *(np.log1p(v) for v in raw + cross)])
 
 
 class Residual:
     """One op's learned log(measured / physics): `forest` over the `columns` of
     `residual_features`, and where `shape` is given, (1 - shape_weight) x that +
-    shape_weight x `shape` over `SHAPE_COLUMNS` (no device feature)."""
+    shape_weight x `shape` over `shape_columns` (shape columns only: no device feature)."""
 
     def __init__(self, forest: Forest, columns: list[int], shape: Forest | None = None,
-                 shape_weight: float = 0.0):
+                 shape_weight: float = 0.0, shape_columns: list[int] | None = None):
         self.forest, self.columns = forest, list(columns)
         self.shape, self.shape_weight = shape, float(shape_weight if shape else 0.0)
+        self.shape_columns = list(SHAPE_COLUMNS if shape_columns is None else shape_columns)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The residual (n,) of the rows of `X` (`residual_features`)."""
@@ -77,11 +90,12 @@ class Residual:
         if self.shape is None:
             return r
         w = self.shape_weight
-        return (1.0 - w) * r + w * self.shape.predict(X[:, SHAPE_COLUMNS])[:, 0]
+        return (1.0 - w) * r + w * self.shape.predict(X[:, self.shape_columns])[:, 0]
 
     def meta(self) -> dict:
         """What `save` writes of it beside the forests."""
-        return {"columns": self.columns, "shape_weight": self.shape_weight}
+        return {"columns": self.columns, "shape_weight": self.shape_weight,
+                "shape_columns": self.shape_columns}
 
 
 class Runtime:
@@ -220,10 +234,14 @@ def load_parts(path: Path) -> Runtime:
             cfg = check_keys(meta, file, {f"residuals.{op}.columns": list,
                                           f"residuals.{op}.shape_weight": (int, float)}
                              )["residuals"][op]
+        if "shape_columns" in cfg:
+            check_keys(meta, file, {f"residuals.{op}.shape_columns": list})
         weight = cfg["shape_weight"]
         if not 0.0 <= weight <= 1.0:
             raise ModelVersionError(f"{file}: residuals.{op}.shape_weight={weight!r} is not "
                                     "in [0, 1]; retrain the model")
         shape = Forest.load(path / "shape" / op) if weight else None
-        forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight)
+        # a model saved before `shape_columns`: the shape view read the raw shape alone
+        forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight,
+                               cfg.get("shape_columns"))
     return Runtime(forests, meta["columns"], meta["specs"])
