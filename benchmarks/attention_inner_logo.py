@@ -18,10 +18,10 @@ the inner sum, over folds, of the mean over the inner GPUs (the statistic of
 so candidate values are compared by the same command; `--ops` scores one op alone (a
 constant of one op's physics needs no fits of the other); `--param` sets a LightGBM
 parameter of one op's residual (`predictor.OP_PARAMS`, e.g.
-`--param attn_decode.num_leaves=7`); `--residual` its residual settings
-(`predictor.RESIDUALS`, e.g. `none attn_decode.shape_weight=0.75`; `none` clears the shipped
-ones), `--model-seed` the fits' seed; `--lookup` prints the shape-lookup diagnostic instead
-(`_inner_logo.lookup_scores`). Without --db it ingests
+`--param attn_decode.num_leaves=7` or `attn_decode.objective=huber`); `--residual` its
+residual settings (`predictor.RESIDUALS`, e.g. `none attn_decode.shape_weight=0.75`;
+`none` clears the shipped ones), `--model-seed` the fits' seed; `--lookup` prints the
+shape-lookup diagnostic instead (`_inner_logo.lookup_scores`). Without --db it ingests
 ../shared/datasets/gpu/aiconfigurator into a temporary store.
 """
 
@@ -68,10 +68,13 @@ def override_params(pairs: list[str]) -> dict[str, dict]:
         op, _, name = key.partition(".")
         if op not in OPS or not name:
             fail(f"--param {pair}: expected OP.NAME=VALUE with OP one of {', '.join(OPS)}")
+        if name == "objective":
+            OP_PARAMS.setdefault(op, {})[name] = value
+            continue
         try:
             OP_PARAMS.setdefault(op, {})[name] = float(value) if "." in value else int(value)
         except ValueError:
-            fail(f"--param {pair}: {value!r} is not a number")
+            fail(f"--param {pair}: {value!r} is not a number (only objective takes a name)")
     return dict(OP_PARAMS)
 
 
