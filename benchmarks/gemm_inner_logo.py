@@ -13,10 +13,12 @@ measured time classes, and the median log(measured / physics) beside them.
 learned residual's settings (`predictor.RESIDUALS`, e.g. `none gemm/fp8.shape_weight=0.5`),
 `--model-seed` its seed (the spread between seeds is the noise a change is read against);
 `--lookup` prints the shape-lookup diagnostic instead (`_inner_logo.lookup_scores`).
+`--params KEY.NAME=VALUE` sets a LightGBM parameter of one key's residual forests
+(`predictor.OP_PARAMS`, e.g. `gemm/bf16.num_leaves=31`).
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
         [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where] [--residual KEY.NAME=VALUE ...]
-        [--model-seed 0] [--lookup]
+        [--model-seed 0] [--lookup] [--params KEY.NAME=VALUE ...] [--dtypes bf16 fp8]
 """
 
 from __future__ import annotations
@@ -57,10 +59,21 @@ def main() -> None:
     ap.add_argument("--where", action="store_true",
                     help="break the inner folds' error down by shape class instead")
     add_residual_args(ap)
+    ap.add_argument("--dtypes", nargs="*", default=["bf16", "fp8"],
+                    help="GEMM dtypes to score (each is its own residual key)")
+    ap.add_argument("--params", nargs="*", default=[], metavar="KEY.NAME=VALUE",
+                    help="a LightGBM parameter of one key's residual (predictor.OP_PARAMS), "
+                         "e.g. gemm/bf16.num_leaves=31")
     args = ap.parse_args()
     name, values = parse_set(args.set)
     print("residuals:", residual_settings(args.residual))
+    print("params:", forest_params(args.params))
     frame = sampled_frame(args.db, ["gemm"], args.rows, ["device", "dtype"], args.seed)
+    known = sorted(set(frame["dtype"].to_list()))
+    frame = frame.filter(pl.col("dtype").is_in(args.dtypes))
+    if frame.is_empty():
+        fail(f"--dtypes {' '.join(args.dtypes)}: no GEMM rows of these dtypes; the store "
+             f"has {', '.join(known)}")
     if args.where:
         where(frame, args.trees)
         return
@@ -89,6 +102,32 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     if not values:
         fail(f"--set {text!r}: expected NAME=V1,V2,...")
     return name, values
+
+
+#: LightGBM parameters `--params` may set and their value types
+PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
+          "num_iterations": int, "feature_fraction": float, "lambda_l2": float}
+
+
+def forest_params(pairs: list[str]) -> dict[str, dict]:
+    """Apply KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS`; exit 2 naming the
+    pair and the fix on an unknown name or a value that is not a positive number."""
+    from servecast.predictors.operator_latency.predictor import OP_PARAMS
+
+    for pair in pairs:
+        key, _eq, value = pair.partition("=")
+        op, _dot, param = key.rpartition(".")
+        if not op or param not in PARAMS:
+            fail(f"--params {pair}: expected KEY.NAME=VALUE with NAME one of "
+                 f"{', '.join(PARAMS)}, e.g. gemm/bf16.num_leaves=31")
+        try:
+            number = PARAMS[param](value)
+        except ValueError:
+            fail(f"--params {pair}: {value!r} is not a {PARAMS[param].__name__}")
+        if number <= 0:
+            fail(f"--params {pair}: {param} must be positive")
+        OP_PARAMS.setdefault(op, {})[param] = number
+    return {k: dict(v) for k, v in OP_PARAMS.items()}
 
 
 def run(frame: pl.DataFrame, trees: int, seed: int = 0) -> float:
