@@ -62,7 +62,7 @@ def fail(message: str) -> NoReturn:
 
 #: `--residual` settings of one residual key (`predictor.RESIDUALS`) and their value types
 RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": bool,
-                  "shape_fine": bool}
+                  "shape_fine": bool, "gemm_cross": bool}
 #: weights of the shape lookup beside the trees (`lookup_scores`)
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 
