@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _inner_logo import (  # noqa: E402
     add_residual_args,
     fail,
+    key_setting,
     nested_folds,
     nested_scores,
     physics_value,
@@ -111,22 +112,15 @@ PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
 
 def forest_params(pairs: list[str]) -> dict[str, dict]:
     """Apply KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS`; exit 2 naming the
-    pair and the fix on an unknown name or a value that is not a positive number."""
+    pair and the fix on an unknown name or a value that is not a positive number (a
+    positive integer for the integer ones)."""
     from servecast.predictors.operator_latency.predictor import OP_PARAMS
 
     for pair in pairs:
-        key, _eq, value = pair.partition("=")
-        op, _dot, param = key.rpartition(".")
-        if not op or param not in PARAMS:
-            fail(f"--params {pair}: expected KEY.NAME=VALUE with NAME one of "
-                 f"{', '.join(PARAMS)}, e.g. gemm/bf16.num_leaves=31")
-        try:
-            number = PARAMS[param](value)
-        except ValueError:
-            fail(f"--params {pair}: {value!r} is not a {PARAMS[param].__name__}")
-        if number <= 0:
-            fail(f"--params {pair}: {param} must be positive")
-        OP_PARAMS.setdefault(op, {})[param] = number
+        op, param, number = key_setting("--params", pair, PARAMS, "gemm/bf16.num_leaves=31")
+        if number <= 0 or (PARAMS[param] is int and not number.is_integer()):
+            fail(f"--params {pair}: {param} must be a positive {PARAMS[param].__name__}")
+        OP_PARAMS.setdefault(op, {})[param] = PARAMS[param](number)
     return {k: dict(v) for k, v in OP_PARAMS.items()}
 
 
