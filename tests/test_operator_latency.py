@@ -194,10 +194,10 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=2"], "in [0, 1]"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=x"],
      "'x' is not a number"),
-    ("gemm_inner_logo.py", ["--params", "gemm/bf16.leaves=31"], "NAME one of"),
-    ("gemm_inner_logo.py", ["--params", "gemm/bf16.num_leaves=0"], "a positive int"),
-    ("gemm_inner_logo.py", ["--params", "gemm/bf16.num_leaves=31.5"], "a positive int"),
-    ("gemm_inner_logo.py", ["--params", "gemm/bf16.learning_rate=fast"], "is not a number"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.leaves=31"], "NAME one of"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=0"], "a positive int"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=31.5"], "a positive int"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.learning_rate=fast"], "is not a number"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any
