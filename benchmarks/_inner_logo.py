@@ -62,7 +62,7 @@ def fail(message: str) -> NoReturn:
 
 #: `--residual` settings of one residual key (`predictor.RESIDUALS`) and their value types
 RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": bool,
-                  "shape_fine": bool}
+                  "shape_fine": bool, "gemm_cross": bool}
 #: weights of the shape lookup beside the trees (`lookup_scores`)
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 
@@ -78,6 +78,20 @@ def add_residual_args(ap) -> None:
                     help="print the shape-lookup diagnostic beside the trees instead")
 
 
+def key_setting(flag: str, pair: str, names, example: str) -> tuple[str, str, float]:
+    """(key, NAME, VALUE) of one KEY.NAME=VALUE pair given to `flag`; exit 2 naming the
+    pair and the fix (`example`) when NAME is not one of `names` or VALUE not a number."""
+    key, _eq, value = pair.partition("=")
+    op, _dot, name = key.rpartition(".")
+    if not op or name not in names:
+        fail(f"{flag} {pair}: expected KEY.NAME=VALUE with NAME one of "
+             f"{', '.join(names)}, e.g. {example}")
+    try:
+        return op, name, float(value)
+    except ValueError:
+        fail(f"{flag} {pair}: {value!r} is not a number")
+
+
 def residual_settings(pairs: list[str]) -> dict[str, dict]:
     """Apply KEY.NAME=VALUE settings to `predictor.RESIDUALS` (a leading `none` clears
     them: every op on the view's columns alone); exit 2 naming the pair and the fix on an
@@ -88,15 +102,8 @@ def residual_settings(pairs: list[str]) -> dict[str, dict]:
         RESIDUALS.clear()
         pairs = pairs[1:]
     for pair in pairs:
-        key, _eq, value = pair.partition("=")
-        op, _dot, name = key.rpartition(".")
-        if not op or name not in RESIDUAL_NAMES:
-            fail(f"--residual {pair}: expected KEY.NAME=VALUE with NAME one of "
-                 f"{', '.join(RESIDUAL_NAMES)}, e.g. attn_decode.shape_weight=0.75")
-        try:
-            number = float(value)
-        except ValueError:
-            fail(f"--residual {pair}: {value!r} is not a number")
+        op, name, number = key_setting("--residual", pair, RESIDUAL_NAMES,
+                                       "attn_decode.shape_weight=0.75")
         if not 0.0 <= number <= 1.0:
             fail(f"--residual {pair}: {name} must lie in [0, 1]")
         RESIDUALS.setdefault(op, {})[name] = RESIDUAL_NAMES[name](number)

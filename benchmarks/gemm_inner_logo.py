@@ -13,10 +13,13 @@ measured time classes, and the median log(measured / physics) beside them.
 learned residual's settings (`predictor.RESIDUALS`, e.g. `none gemm/fp8.shape_weight=0.5`),
 `--model-seed` its seed (the spread between seeds is the noise a change is read against);
 `--lookup` prints the shape-lookup diagnostic instead (`_inner_logo.lookup_scores`).
+`--param KEY.NAME=VALUE` (as in attention_inner_logo.py) sets a LightGBM parameter of one
+key's residual forests (`predictor.OP_PARAMS`, e.g. `gemm/bf16.num_leaves=31`); `--dtypes`
+scores those dtypes only (the sample is drawn first: the same rows as a run over both).
 
     .venv/bin/python benchmarks/gemm_inner_logo.py --db STORE [--rows 5000] [--trees 80]
         [--seed 1] [--set TILE_TRAFFIC=0,0.03] [--where] [--residual KEY.NAME=VALUE ...]
-        [--model-seed 0] [--lookup]
+        [--model-seed 0] [--lookup] [--param KEY.NAME=VALUE ...] [--dtypes bf16 fp8]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _inner_logo import (  # noqa: E402
     add_residual_args,
     fail,
+    key_setting,
     nested_folds,
     nested_scores,
     physics_value,
@@ -57,10 +61,22 @@ def main() -> None:
     ap.add_argument("--where", action="store_true",
                     help="break the inner folds' error down by shape class instead")
     add_residual_args(ap)
+    ap.add_argument("--dtypes", nargs="*", default=["bf16", "fp8"],
+                    help="GEMM dtypes to score (each is its own residual key)")
+    ap.add_argument("--param", "--params", dest="params", nargs="*", default=[],
+                    metavar="KEY.NAME=VALUE",
+                    help="a LightGBM parameter of one key's residual (predictor.OP_PARAMS), "
+                         "e.g. gemm/bf16.num_leaves=31")
     args = ap.parse_args()
     name, values = parse_set(args.set)
     print("residuals:", residual_settings(args.residual))
+    print("params:", forest_params(args.params))
     frame = sampled_frame(args.db, ["gemm"], args.rows, ["device", "dtype"], args.seed)
+    known = sorted(set(frame["dtype"].to_list()))
+    frame = frame.filter(pl.col("dtype").is_in(args.dtypes))
+    if frame.is_empty():
+        fail(f"--dtypes {' '.join(args.dtypes)}: no GEMM rows of these dtypes; the store "
+             f"has {', '.join(known)}")
     if args.where:
         where(frame, args.trees)
         return
@@ -89,6 +105,25 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     if not values:
         fail(f"--set {text!r}: expected NAME=V1,V2,...")
     return name, values
+
+
+#: LightGBM parameters `--param` may set and their value types
+PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
+          "num_iterations": int, "feature_fraction": float, "lambda_l2": float}
+
+
+def forest_params(pairs: list[str]) -> dict[str, dict]:
+    """Apply `--param` KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS`; exit 2
+    naming the pair and the fix on an unknown name or a value that is not a positive number (a
+    positive integer for the integer ones)."""
+    from servecast.predictors.operator_latency.predictor import OP_PARAMS
+
+    for pair in pairs:
+        op, param, number = key_setting("--param", pair, PARAMS, "gemm/bf16.num_leaves=31")
+        if number <= 0 or (PARAMS[param] is int and not number.is_integer()):
+            fail(f"--param {pair}: {param} must be a positive {PARAMS[param].__name__}")
+        OP_PARAMS.setdefault(op, {})[param] = PARAMS[param](number)
+    return {k: dict(v) for k, v in OP_PARAMS.items()}
 
 
 def run(frame: pl.DataFrame, trees: int, seed: int = 0) -> float:

@@ -20,9 +20,11 @@ from servecast.predictors.operator_latency.data import KEY, operator_frame
 from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 from servecast.predictors.operator_latency.runtime import (
     CROSS_COLUMNS,
+    GEMM_CROSS_COLUMNS,
     SHAPE_COLUMNS,
     Runtime,
     load_parts,
+    residual_features,
 )
 from servecast.store import Store
 
@@ -67,7 +69,8 @@ def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame,
             not set(SHAPE_COLUMNS) & set(res.columns)
         assert (path / "shape" / key).is_dir() == bool(cfg.get("shape_weight"))
         assert res.shape_columns == SHAPE_COLUMNS + (
-            CROSS_COLUMNS if cfg.get("shape_cross") else [])
+            CROSS_COLUMNS if cfg.get("shape_cross") else []) + (
+            GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else [])
     test = frame.filter(pl.col("device") == "l40s")
     want = model.predict(test)["latency_ms_pred"].to_numpy()
     rt = Runtime.load(path)
@@ -191,6 +194,10 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=2"], "in [0, 1]"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.shape_weight=x"],
      "'x' is not a number"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.leaves=31"], "NAME one of"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=0"], "a positive int"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=31.5"], "a positive int"),
+    ("gemm_inner_logo.py", ["--param", "gemm/bf16.learning_rate=fast"], "is not a number"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any
@@ -200,3 +207,41 @@ def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     assert run.returncode == 2
     assert says in run.stderr and args[1] in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_gemm_cross_columns_are_the_gemm_shape_products():
+    """`residual_features`' GEMM columns are log1p of M x N, N x K, M x N x K, the
+    128 x 128 output tiles and K / N, row by row."""
+    M, N, K = np.array([1.0, 200.0, 4096.0]), np.array([128.0, 129.0, 8192.0]), \
+        np.array([4096.0, 64.0, 1024.0])
+    X = residual_features(np.zeros((3, predictor.physics.N_FEATURES)), {"M": M, "N": N, "K": K})
+    tiles = np.array([1.0 * 1.0, 2.0 * 2.0, 32.0 * 64.0])
+    want = np.log1p(np.column_stack([M * N, N * K, M * N * K, tiles, K / N]))
+    assert X[:, GEMM_CROSS_COLUMNS] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_gemm_cross_lets_the_shape_view_carry_a_tile_count_effect_to_new_shapes(
+        frame, monkeypatch):
+    """On GEMM rows whose log(measured / physics) follows the 128 x 128 output tile count
+    (the same on every GPU), a fine shape view with `gemm_cross` predicts shapes it was
+    not fitted on at least three times as well (90th percentile of |log ratio|) as without."""
+    part = frame.filter((pl.col("op") == "gemm") & (pl.col("dtype") == "bf16"))
+    physics_ms = OperatorLatencyModel().physics(part)[0]
+    tiles = part.select(((pl.col("M") / 128).ceil() * (pl.col("N") / 128).ceil()).log1p()
+                        ).to_series().to_numpy()
+    part = part.with_columns(latency_ms=pl.Series(physics_ms * np.exp(0.4 * np.sin(tiles))))
+    shapes = part.select(SHAPE_KEY).unique().sort(SHAPE_KEY)
+    held = shapes.gather_every(3)
+    fit = part.join(held, on=SHAPE_KEY, how="anti")
+    test = part.join(held, on=SHAPE_KEY)
+
+    def worst(**cfg) -> float:
+        monkeypatch.setitem(predictor.RESIDUALS, "gemm/bf16",
+                            {"shape_weight": 1.0, "shape_fine": True} | cfg)
+        out = OperatorLatencyModel(trees=80).fit(fit).predict(test)
+        ratio = (out["latency_ms_pred"] / out["latency_ms"]).to_numpy()
+        return float(np.percentile(np.abs(np.log(ratio)), 90))
+
+    with_products = worst(gemm_cross=True)
+    assert 3.0 * with_products < worst()

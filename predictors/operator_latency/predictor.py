@@ -24,6 +24,7 @@ from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.operator_latency.runtime import (
     CROSS_COLUMNS,
+    GEMM_CROSS_COLUMNS,
     SHAPE_COLUMNS,
     Residual,
     Runtime,
@@ -46,8 +47,9 @@ OP_PARAMS: dict[str, dict] = {}
 #: forest over the shape alone fitted on the same rows (the "shape view"); `shape_cross`
 #: gives the shape view the shape's products too (`CROSS_COLUMNS`) and `shape_fine` fits it
 #: with `FINE_SHAPE_PARAMS` (the shape grid is discrete: a fine L2 forest can learn each
-#: shape's mean log ratio, where the L1 default keeps coarse medians). Chosen by the
-#: inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
+#: shape's mean log ratio, where the L1 default keeps coarse medians); `gemm_cross` gives
+#: both forests, the view's and the shape view, a GEMM's products (`GEMM_CROSS_COLUMNS`).
+#: Chosen by the inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
 #: `--residual`); docs/results.md "Learned residual" section
 #: LightGBM settings of a `shape_fine` shape view over the shared ones (`_forest`)
 FINE_SHAPE_PARAMS = {"objective": "l2", "num_leaves": 63, "min_data_in_leaf": 5,
@@ -112,10 +114,11 @@ class OperatorLatencyModel(Predictor):
             if len(rows) > MAX_ROWS:
                 rows = np.sort(rng.choice(rows, MAX_ROWS, replace=False))
             cfg = RESIDUALS.get(op, {})
-            cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else [])
+            gemm = GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else []
+            cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else []) + gemm
             weight = float(cfg.get("shape_weight", 0.0))
             forest = self._forest(op, X[rows][:, cols], y[rows])
-            scols = SHAPE_COLUMNS + (CROSS_COLUMNS if cfg.get("shape_cross") else [])
+            scols = SHAPE_COLUMNS + (CROSS_COLUMNS if cfg.get("shape_cross") else []) + gemm
             shape = self._forest(op, X[rows][:, scols], y[rows],
                                  FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}
                                  ) if weight else None

@@ -8,7 +8,8 @@ share); `predict(frame)` returns the predictor's columns; the single call
 
 Residual features (`residual_features`): the `physics.features` columns, then the raw shape
 (`RAW_SHAPE`, log1p each) from column `physics.N_FEATURES` on (`SHAPE_COLUMNS`), then the
-shape's products as the attention kernel sees them (`CROSS`, log1p each; `CROSS_COLUMNS`).
+shape's products as the attention kernel sees them (`CROSS`, log1p each; `CROSS_COLUMNS`),
+then those a GEMM's grid and traffic follow (`GEMM_CROSS`; `GEMM_CROSS_COLUMNS`).
 One op's `Residual` is a forest over its columns of them, optionally averaged with a forest
 over shape columns alone (the "shape view": aiconfigurator times the same shape grid on
 every GPU, so a shape's log(measured / physics) carries over from GPU to GPU).
@@ -40,6 +41,13 @@ SHAPE_COLUMNS = list(range(physics.N_FEATURES, physics.N_FEATURES + len(RAW_SHAP
 #: the tokens held; a forest splits on one column at a time, so it needs them spelled out
 CROSS = ["context", "B_kv", "gqa", "B_H", "kv_elems", "B_context"]
 CROSS_COLUMNS = list(range(SHAPE_COLUMNS[-1] + 1, SHAPE_COLUMNS[-1] + 1 + len(CROSS)))
+#: products of a GEMM's shape (log1p each, after `CROSS`): the output elements M x N, the
+#: weight elements N x K, the multiply-adds M x N x K, the 128 x 128 output tiles (the
+#: grid a tensor-core kernel launches) and the depth per output column K / N
+GEMM_CROSS = ["MN", "NK", "MNK", "tiles128", "K_over_N"]
+GEMM_CROSS_COLUMNS = list(range(CROSS_COLUMNS[-1] + 1, CROSS_COLUMNS[-1] + 1 + len(GEMM_CROSS)))
+#: output tile edge (elements) of `GEMM_CROSS`'s tile count
+TILE = 128.0
 #: optional column: 1 where a GEMM was timed on weights left warm in the L2 by its previous
 #: repetition (a benchmark's loop; `physics.gemm_mem_ms`), 0 or absent for a serving step
 WARM = "warm_l2"
@@ -61,15 +69,17 @@ def check_op(op: str, dtype: str, kv_dtype: str) -> None:
 
 
 def residual_features(X: np.ndarray, shape: dict) -> np.ndarray:
-    """`physics.features`' matrix X (n, N_FEATURES) with the `RAW_SHAPE` then the `CROSS`
-    columns appended as log1p (shape arguments broadcast to n rows; missing ones take
-    `_DEFAULTS`)."""
+    """`physics.features`' matrix X (n, N_FEATURES) with the `RAW_SHAPE`, the `CROSS` then
+    the `GEMM_CROSS` columns appended as log1p (shape arguments broadcast to n rows;
+    missing ones take `_DEFAULTS`)."""
     raw = [np.broadcast_to(np.asarray(shape.get(c, _DEFAULTS[c]), dtype=np.float64), len(X))
            for c in RAW_SHAPE]
-    M, N, _K, B, H, kv, hd = raw
+    M, N, K, B, H, kv, hd = raw
     context = N + M
     cross = [context, B * kv, H / np.maximum(kv, 1.0), B * H, B * kv * context * hd,
              B * context]
+    cross += [M * N, N * K, M * N * K, np.ceil(M / TILE) * np.ceil(N / TILE),
+              K / np.maximum(N, 1.0)]
     return np.column_stack([X, *(np.log1p(v) for v in raw + cross)])
 
 
