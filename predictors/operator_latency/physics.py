@@ -28,6 +28,8 @@ BYTES = {"bf16": 2.0, "bfloat16": 2.0, "fp16": 2.0, "float16": 2.0, "fp8": 1.0}
 #: spec key of the dense tensor peak per GEMM dtype
 PEAK_KEY = {"bf16": "TensorFLOPs", "bfloat16": "TensorFLOPs", "fp16": "TensorFLOPs",
             "float16": "TensorFLOPs", "fp8": "FP8FLOPs"}
+#: edge (elements) of the square output tile the residual's GEMM tile count uses
+#: (`runtime.GEMM_CROSS`)
 TILE = 128.0
 #: K elements per split-K slice at least (GEMMs with fewer output tiles than SMs split K)
 SPLIT_K_MIN = 1024.0

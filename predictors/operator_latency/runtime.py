@@ -46,8 +46,6 @@ CROSS_COLUMNS = list(range(SHAPE_COLUMNS[-1] + 1, SHAPE_COLUMNS[-1] + 1 + len(CR
 #: grid a tensor-core kernel launches) and the depth per output column K / N
 GEMM_CROSS = ["MN", "NK", "MNK", "tiles128", "K_over_N"]
 GEMM_CROSS_COLUMNS = list(range(CROSS_COLUMNS[-1] + 1, CROSS_COLUMNS[-1] + 1 + len(GEMM_CROSS)))
-#: output tile edge (elements) of `GEMM_CROSS`'s tile count
-TILE = 128.0
 #: optional column: 1 where a GEMM was timed on weights left warm in the L2 by its previous
 #: repetition (a benchmark's loop; `physics.gemm_mem_ms`), 0 or absent for a serving step
 WARM = "warm_l2"
@@ -78,7 +76,7 @@ def residual_features(X: np.ndarray, shape: dict) -> np.ndarray:
     context = N + M
     cross = [context, B * kv, H / np.maximum(kv, 1.0), B * H, B * kv * context * hd,
              B * context]
-    cross += [M * N, N * K, M * N * K, np.ceil(M / TILE) * np.ceil(N / TILE),
+    cross += [M * N, N * K, M * N * K, np.ceil(M / physics.TILE) * np.ceil(N / physics.TILE),
               K / np.maximum(N, 1.0)]
     return np.column_stack([X, *(np.log1p(v) for v in raw + cross)])
 
