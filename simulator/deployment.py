@@ -131,8 +131,7 @@ class Compiled:
         of_free = dep.engine in KV_OF_FREE_MEMORY
         family = dep.engine if dep.engine in rt.overheads else None  # None: the default
         self.overhead = overhead_terms(rt.engine_overhead(family))
-        self.overhead_engine = family or (rt.default_engine if rt.overhead_ms is None
-                                          and rt.default_engine in rt.overheads else None)
+        self.overhead_engine = rt.overhead_family(family)
         mem = rt.engine(cfg, spec, dep.tp, dep.dtype, engine=family,
                         mem_util=1.0 if of_free else dep.gpu_memory_utilization)
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype,

@@ -118,17 +118,25 @@ class Runtime(OperatorRuntime):
         """Overhead of engine family `engine` (its fitted `OVERHEAD_TERMS`; None: the
         default constant `overhead_ms`, else the default engine's terms, else 0);
         UnknownNameError listing the fitted families."""
-        if engine is None:
-            if self.overhead_ms is not None:
-                return self.overhead_ms
-            return self.overheads.get(self.default_engine, 0.0)
-        if engine not in self.overheads:
+        if engine is not None and engine not in self.overheads:
             from servecast.errors import UnknownNameError
 
             raise UnknownNameError(
                 f"no engine overhead fitted for {engine!r}; fitted: "
                 f"{', '.join(self.overheads) or 'none (retrain with serving rows)'}")
-        return self.overheads[engine]
+        family = self.overhead_family(engine)
+        if family is not None:
+            return self.overheads[family]
+        return 0.0 if self.overhead_ms is None else self.overhead_ms
+
+    def overhead_family(self, engine: str | None = None) -> str | None:
+        """The engine family whose fitted terms `engine_overhead(engine)` gives (`engine`: a
+        fitted family or None); None when it gives the constant `overhead_ms` or 0."""
+        if engine is not None:
+            return engine
+        if self.overhead_ms is None and self.default_engine in self.overheads:
+            return self.default_engine
+        return None
 
     def predict(self, frame) -> dict[str, np.ndarray]:
         """`step_ms` of one batch per row of `frame` (columns model, gpu, prefill, decode;
