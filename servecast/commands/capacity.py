@@ -8,7 +8,13 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console, out_path, print_frame
+from servecast.commands.common import (
+    DbOption,
+    StepModelOption,
+    console,
+    out_path,
+    print_frame,
+)
 from servecast.errors import InvalidInputError
 
 
@@ -32,9 +38,6 @@ _EFFICIENCY = typer.Option(None, "--efficiency",
                            help="engine-efficiency factor (default: the family's)")
 _KV_DTYPE = typer.Option("auto", "--kv-cache-dtype",
                          help="auto (2-byte KV) or fp8 (twice the KV tokens)")
-_STEP_MODEL = typer.Option(None, "--step-model", help="saved step_time model: learned "
-                           "operator residuals and the overhead fitted for --engine "
-                           "(default: physics only)")
 
 
 def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
@@ -81,7 +84,7 @@ def capacity(
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
     kv_cache_dtype: str = _KV_DTYPE,
-    step_model: Path | None = _STEP_MODEL,
+    step_model: Path | None = StepModelOption,
     report: Path | None = typer.Option(None, "--report", help="write the knee report (HTML)"),
     json_out: Path | None = typer.Option(None, "--json", help="write the result as JSON"),
     db: Path = DbOption,
@@ -168,7 +171,7 @@ def plan(
     max_num_seqs: int = _MAX_SEQS,
     efficiency: float | None = _EFFICIENCY,
     kv_cache_dtype: str = _KV_DTYPE,
-    step_model: Path | None = _STEP_MODEL,
+    step_model: Path | None = StepModelOption,
     db: Path = DbOption,
 ) -> None:
     """The fewest GPUs (replicas x TP) of each GPU type that serve `--rate` of a workload, or

@@ -24,6 +24,9 @@ HELP_MARKUP = "markdown"
 
 DbOption = typer.Option(
     None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
+StepModelOption = typer.Option(
+    None, "--step-model", help="saved step_time model: learned operator residuals and the "
+    "engine overhead fitted for the deployment's engine family (default: physics only)")
 
 
 def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import console
+from servecast.commands.common import StepModelOption, console
 from servecast.service.limits import ServeLimits
 
 
@@ -27,8 +27,7 @@ def emulate(
     policy: str = typer.Option("fcfs", "--policy", help="fcfs | sjf_oracle (by max_tokens); "
                                "with --lengths-model also sjf_pred | sjf_p90 | "
                                "sjf_pred_aging | kv_p90"),
-    step_model: Path = typer.Option(None, "--step-model", help="saved step_time model "
-                                    "(default: physics only)"),
+    step_model: Path = StepModelOption,
     output_tokens: int = typer.Option(256, "--output-tokens", min=1,
                                       help="output length of a request without max_tokens"),
     lengths_model: Path = typer.Option(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from servecast.commands.common import DbOption, console
+from servecast.commands.common import DbOption, StepModelOption, console
 from servecast.errors import InvalidInputError
 
 
@@ -57,8 +57,7 @@ def simulate(
     seed: int = typer.Option(0, "--seed", help="random seed (workload, synth)"),
     goodput: list[str] = typer.Option(None, "--goodput", help="SLOs KEY:MS (ttft, tpot, "
                                       "e2el), e.g. --goodput ttft:500 tpot:50"),
-    step_model: Path = typer.Option(None, "--step-model", help="saved step_time model "
-                                    "(default: physics only)"),
+    step_model: Path = StepModelOption,
     lengths_model: Path = typer.Option(None, "--lengths-model", help="saved output-length "
                                        "model: p50 / p90 for the SJF and KV policies"),
     out: Path = typer.Option(None, "--out", help="write requests.jsonl and result.json "
