@@ -67,11 +67,22 @@ RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": 
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 
 
+#: LightGBM parameters `--param` may set and their value types (objective: a name)
+FOREST_PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
+                 "num_iterations": int, "feature_fraction": float, "lambda_l2": float,
+                 "objective": str}
+
+
 def add_residual_args(ap) -> None:
-    """The residual flags both inner loops take: `--residual`, `--model-seed`, `--lookup`."""
+    """The residual flags both inner loops take: `--residual`, `--param`, `--model-seed`,
+    `--lookup`."""
     ap.add_argument("--residual", nargs="*", default=[], metavar="KEY.NAME=VALUE",
                     help="a residual setting of one key (predictor.RESIDUALS), e.g. "
                          "gemm/fp8.shape_weight=0.5; `none` first clears the shipped ones")
+    ap.add_argument("--param", "--params", dest="params", nargs="*", default=[],
+                    metavar="KEY.NAME=VALUE",
+                    help="a LightGBM parameter of one key's residual (predictor.OP_PARAMS), "
+                         "e.g. gemm/bf16.num_leaves=31 or attn_decode.objective=l2")
     ap.add_argument("--model-seed", type=int, default=0,
                     help="LightGBM and row-draw seed of the residual fits")
     ap.add_argument("--lookup", action="store_true",
@@ -90,6 +101,28 @@ def key_setting(flag: str, pair: str, names, example: str) -> tuple[str, str, fl
         return op, name, float(value)
     except ValueError:
         fail(f"{flag} {pair}: {value!r} is not a number")
+
+
+def forest_params(pairs: list[str]) -> dict[str, dict]:
+    """Apply `--param` KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS` (VALUE a
+    LightGBM objective's name for `objective`); exit 2 naming the pair and the fix on an
+    unknown name or a value that is not a positive number (a positive integer for the
+    integer ones). Returns the settings in force."""
+    from servecast.predictors.operator_latency.predictor import OP_PARAMS
+
+    example = "gemm/bf16.num_leaves=31"
+    for pair in pairs:
+        key, _eq, value = pair.partition("=")
+        op, _dot, param = key.rpartition(".")
+        if op and param == "objective":
+            OP_PARAMS.setdefault(op, {})[param] = value
+            continue
+        op, param, number = key_setting("--param", pair, FOREST_PARAMS, example)
+        kind = FOREST_PARAMS[param]
+        if number <= 0 or (kind is int and not number.is_integer()):
+            fail(f"--param {pair}: {param} must be a positive {kind.__name__}")
+        OP_PARAMS.setdefault(op, {})[param] = kind(number)
+    return {k: dict(v) for k, v in OP_PARAMS.items()}
 
 
 def residual_settings(pairs: list[str]) -> dict[str, dict]:

@@ -10,7 +10,7 @@ the inner sum, over folds, of the mean over the inner GPUs (the statistic of
 
     .venv/bin/python benchmarks/attention_inner_logo.py [--db FILE] [--rows 3000]
         [--trees 60] [--ops attn_prefill attn_decode] [--set NAME=VALUE ...]
-        [--param OP.NAME=VALUE ...] [--residual KEY.NAME=VALUE ...] [--model-seed 0]
+        [--param KEY.NAME=VALUE ...] [--residual KEY.NAME=VALUE ...] [--model-seed 0]
         [--lookup]
 
 `--rows`: rows drawn per (GPU, op) (seeded); `--set` overrides a constant of
@@ -38,7 +38,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _inner_logo import (  # noqa: E402
     add_residual_args,
-    fail,
+    forest_params,
     nested_scores,
     physics_value,
     print_lookup,
@@ -59,25 +59,6 @@ def override(pairs: list[str]) -> dict[str, float]:
     return done
 
 
-def override_params(pairs: list[str]) -> dict[str, dict]:
-    """Apply OP.NAME=VALUE LightGBM settings to the residual of OP (`OP_PARAMS`)."""
-    from servecast.predictors.operator_latency.predictor import OP_PARAMS
-
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        op, _, name = key.partition(".")
-        if op not in OPS or not name:
-            fail(f"--param {pair}: expected OP.NAME=VALUE with OP one of {', '.join(OPS)}")
-        if name == "objective":
-            OP_PARAMS.setdefault(op, {})[name] = value
-            continue
-        try:
-            OP_PARAMS.setdefault(op, {})[name] = float(value) if "." in value else int(value)
-        except ValueError:
-            fail(f"--param {pair}: {value!r} is not a number (only objective takes a name)")
-    return dict(OP_PARAMS)
-
-
 def inner_scores(frame: pl.DataFrame, trees: int, seed: int = 0) -> pl.DataFrame:
     """(outer, inner, op, mdape) for every outer fold and inner GPU of `frame`."""
     scores = nested_scores(frame, trees, seed=seed)
@@ -92,10 +73,9 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=60)
     ap.add_argument("--ops", nargs="+", default=OPS, choices=OPS)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
-    ap.add_argument("--param", nargs="*", default=[], metavar="OP.NAME=VALUE")
     add_residual_args(ap)
     args = ap.parse_args()
-    print("overrides:", override(args.set) or "none", override_params(args.param) or "")
+    print("overrides:", override(args.set) or "none", forest_params(args.params) or "")
     print("residuals:", residual_settings(args.residual))
     frame = sampled_frame(args.db, args.ops, args.rows, ["device", "op"], seed=0)
     t0 = time.time()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _inner_logo import (  # noqa: E402
     add_residual_args,
     fail,
-    key_setting,
+    forest_params,
     nested_folds,
     nested_scores,
     physics_value,
@@ -63,10 +63,6 @@ def main() -> None:
     add_residual_args(ap)
     ap.add_argument("--dtypes", nargs="*", default=["bf16", "fp8"],
                     help="GEMM dtypes to score (each is its own residual key)")
-    ap.add_argument("--param", "--params", dest="params", nargs="*", default=[],
-                    metavar="KEY.NAME=VALUE",
-                    help="a LightGBM parameter of one key's residual (predictor.OP_PARAMS), "
-                         "e.g. gemm/bf16.num_leaves=31")
     args = ap.parse_args()
     name, values = parse_set(args.set)
     print("residuals:", residual_settings(args.residual))
@@ -105,25 +101,6 @@ def parse_set(text: str | None) -> tuple[str | None, list]:
     if not values:
         fail(f"--set {text!r}: expected NAME=V1,V2,...")
     return name, values
-
-
-#: LightGBM parameters `--param` may set and their value types
-PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
-          "num_iterations": int, "feature_fraction": float, "lambda_l2": float}
-
-
-def forest_params(pairs: list[str]) -> dict[str, dict]:
-    """Apply `--param` KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS`; exit 2
-    naming the pair and the fix on an unknown name or a value that is not a positive number (a
-    positive integer for the integer ones)."""
-    from servecast.predictors.operator_latency.predictor import OP_PARAMS
-
-    for pair in pairs:
-        op, param, number = key_setting("--param", pair, PARAMS, "gemm/bf16.num_leaves=31")
-        if number <= 0 or (PARAMS[param] is int and not number.is_integer()):
-            fail(f"--param {pair}: {param} must be a positive {PARAMS[param].__name__}")
-        OP_PARAMS.setdefault(op, {})[param] = PARAMS[param](number)
-    return {k: dict(v) for k, v in OP_PARAMS.items()}
 
 
 def run(frame: pl.DataFrame, trees: int, seed: int = 0) -> float:

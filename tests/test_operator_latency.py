@@ -198,6 +198,7 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=0"], "a positive int"),
     ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=31.5"], "a positive int"),
     ("gemm_inner_logo.py", ["--param", "gemm/bf16.learning_rate=fast"], "is not a number"),
+    ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=7.5"], "a positive int"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any
@@ -207,6 +208,21 @@ def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     assert run.returncode == 2
     assert says in run.stderr and args[1] in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_one_param_parser_sets_numbers_and_objective_names(monkeypatch):
+    """Both inner loops' `--param` (`_inner_logo.forest_params`) put typed LightGBM
+    settings under the named residual key of `OP_PARAMS`, an objective as its name."""
+    from _inner_logo import forest_params
+
+    from servecast.predictors.operator_latency import predictor
+
+    monkeypatch.setattr(predictor, "OP_PARAMS", {})
+    got = forest_params(["attn_decode.objective=l2", "gemm/bf16.num_leaves=31",
+                         "gemm/bf16.learning_rate=0.1"])
+    assert got == {"attn_decode": {"objective": "l2"},
+                   "gemm/bf16": {"num_leaves": 31, "learning_rate": 0.1}}
+    assert isinstance(got["gemm/bf16"]["num_leaves"], int)
 
 
 def test_gemm_cross_columns_are_the_gemm_shape_products():
