@@ -181,6 +181,7 @@ def lookup_scores(frame: pl.DataFrame, trees: int, seed: int = 0) -> pl.DataFram
     mean lookup averaged with the trees at each of `LOOKUP_WEIGHTS`; `match`: the share
     (%) of scored rows whose shape a fitting GPU measured. Columns outer, inner, key,
     method, mdape, match."""
+    from servecast.predictors.metrics import mdape
     from servecast.predictors.operator_latency.data import KEY
     from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 
@@ -204,7 +205,7 @@ def lookup_scores(frame: pl.DataFrame, trees: int, seed: int = 0) -> pl.DataFram
             for w in LOOKUP_WEIGHTS:
                 est[f"lookup x {w:g}"] = w * est["lookup mean"] + (1.0 - w) * trees_r
             rows += [{"outer": outer, "inner": inner, "key": key, "method": name,
-                      "mdape": float(np.median(np.abs(np.expm1(r - true))) * 100.0),
+                      "mdape": mdape(np.exp(r), np.exp(true)),
                       "match": float(found.mean() * 100.0)} for name, r in est.items()]
     return pl.DataFrame(rows)
 
