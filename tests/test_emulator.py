@@ -256,6 +256,9 @@ def test_real_time_on_loopback_equals_the_offline_simulation(tmp_path):
      "no such models dir"),
     (["--model", MODEL, "--gpu", "l40s", "--policy", "lifo"], "unknown policy"),
     (["--model", MODEL, "--gpu", "l40s", "--policy", "sjf_pred"], "--lengths-model DIR"),
+    (["--model", MODEL, "--gpu", "l40s", "--engine", "tensorrt"], "known engines: vllm"),
+    (["--model", MODEL, "--gpu", "l40s", "--efficiency", "0"], "must be > 0"),
+    (["--model", MODEL, "--gpu", "l40s", "--kv-cache-dtype", "int4"], "use one of"),
 ])
 def test_cli_refuses_a_bad_deployment(capsys, args, says):
     from servecast.cli import main

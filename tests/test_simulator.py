@@ -324,7 +324,8 @@ def test_cli_bad_input_exits_2(capsys):
     cases = [(["--policy", "lifo"], "known policies"),
              (["--model", "llama-2-70b", "--tp", "1"], "raise TP"),
              (["--gpu", "h900"], "known GPUs"), (["--router", "x"], "known routers"),
-             (["--goodput", "ttft:0"], "positive number")]
+             (["--goodput", "ttft:0"], "positive number"),
+             (["--kv-cache-dtype", "int4"], "kv_cache_dtype='int4': use one of")]
     for args, msg in cases:
         code = main(["simulate", "workload:sharegpt", "--num-prompts", "5", *args])
         err = capsys.readouterr().err

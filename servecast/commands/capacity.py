@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from servecast.commands import common
 from servecast.commands.common import (
     DbOption,
     StepModelOption,
@@ -31,13 +32,7 @@ _TTFT = typer.Option(None, "--ttft-ms", help="p99 TTFT limit (ms)")
 _TPOT = typer.Option(None, "--tpot-ms", help="p99 TPOT limit (ms)")
 _REQUESTS = typer.Option(1000, "--requests", help="requests simulated per probe")
 _SEEDS = typer.Option(3, "--seeds", help="seeds (length draws and arrivals)")
-_DTYPE = typer.Option("bf16", "--dtype", help="bf16 or fp8")
-_ENGINE = typer.Option("vllm", "--engine", help="engine family: vllm, sglang, trtllm")
-_MAX_SEQS = typer.Option(256, "--max-num-seqs", help="running requests per replica at most")
-_EFFICIENCY = typer.Option(None, "--efficiency",
-                           help="engine-efficiency factor (default: the family's)")
-_KV_DTYPE = typer.Option("auto", "--kv-cache-dtype",
-                         help="auto (2-byte KV) or fp8 (twice the KV tokens)")
+
 
 
 def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
@@ -79,11 +74,11 @@ def capacity(
                                      "a workload (its rate is scaled, its shape kept)"),
     requests: int = _REQUESTS,
     seeds: int = _SEEDS,
-    dtype: str = _DTYPE,
-    engine: str = _ENGINE,
-    max_num_seqs: int = _MAX_SEQS,
-    efficiency: float | None = _EFFICIENCY,
-    kv_cache_dtype: str = _KV_DTYPE,
+    dtype: str = common.DtypeOption,
+    engine: str = common.EngineOption,
+    max_num_seqs: int = common.MaxSeqsOption,
+    efficiency: float | None = common.EfficiencyOption,
+    kv_cache_dtype: str = common.KvDtypeOption,
     step_model: Path | None = StepModelOption,
     report: Path | None = typer.Option(None, "--report", help="write the knee report (HTML)"),
     json_out: Path | None = typer.Option(None, "--json", help="write the result as JSON"),
@@ -166,11 +161,11 @@ def plan(
     price: list[str] = typer.Option([], "--price", help="GPU=PRICE per GPU-hour (repeat)"),
     requests: int = typer.Option(500, "--requests", help="requests simulated per probe"),
     seeds: int = typer.Option(2, "--seeds"),
-    dtype: str = _DTYPE,
-    engine: str = _ENGINE,
-    max_num_seqs: int = _MAX_SEQS,
-    efficiency: float | None = _EFFICIENCY,
-    kv_cache_dtype: str = _KV_DTYPE,
+    dtype: str = common.DtypeOption,
+    engine: str = common.EngineOption,
+    max_num_seqs: int = common.MaxSeqsOption,
+    efficiency: float | None = common.EfficiencyOption,
+    kv_cache_dtype: str = common.KvDtypeOption,
     step_model: Path | None = StepModelOption,
     db: Path = DbOption,
 ) -> None:

@@ -24,6 +24,18 @@ HELP_MARKUP = "markdown"
 
 DbOption = typer.Option(
     None, "--db", help="DuckDB store file (default $SERVECAST_DB or ./servecast.duckdb)")
+#: the engine settings of a deployment (`simulator.deployment.Deployment`) that simulate,
+#: emulate, capacity and plan take alike
+DtypeOption = typer.Option("bf16", "--dtype", help="bf16 | fp8 weights and GEMMs")
+EngineOption = typer.Option("vllm", "--engine", help="engine family: vllm, sglang, trtllm "
+                            "(its efficiency factor, and the overhead a --step-model fitted "
+                            "for it)")
+EfficiencyOption = typer.Option(None, "--efficiency", help="iteration time = step time / "
+                                "efficiency (default: the engine family's)")
+MaxSeqsOption = typer.Option(256, "--max-num-seqs", help="running requests per replica at "
+                             "most")
+KvDtypeOption = typer.Option("auto", "--kv-cache-dtype",
+                             help="auto (2-byte KV) or fp8 (twice the KV tokens)")
 StepModelOption = typer.Option(
     None, "--step-model", help="saved step_time model: learned operator residuals and the "
     "engine overhead fitted for the deployment's engine family (default: physics only)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from servecast.commands import common
 from servecast.commands.common import StepModelOption, console
 from servecast.service.limits import ServeLimits
 
@@ -21,7 +22,11 @@ def emulate(
                             "file"),
     replicas: int = typer.Option(1, "--replicas", help="replicas behind the router"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel GPUs per replica"),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8"),
+    dtype: str = common.DtypeOption,
+    engine: str = common.EngineOption,
+    efficiency: float | None = common.EfficiencyOption,
+    max_num_seqs: int = common.MaxSeqsOption,
+    kv_cache_dtype: str = common.KvDtypeOption,
     router: str = typer.Option("round_robin", "--router",
                                help="round_robin | least_tokens | prefix_affinity"),
     policy: str = typer.Option("fcfs", "--policy", help="fcfs | sjf_oracle (by max_tokens); "
@@ -53,7 +58,9 @@ def emulate(
     from servecast.simulator.deployment import Compiled, Deployment, load_runtime
 
     compiled = Compiled(Deployment(model=model, gpu=gpu, tp=tp, replicas=replicas,
-                                   dtype=dtype), load_runtime(step_model))
+                                   dtype=dtype, engine=engine, efficiency=efficiency,
+                                   max_num_seqs=max_num_seqs, kv_cache_dtype=kv_cache_dtype),
+                        load_runtime(step_model))
     _check_port(host, port)
     lengths = None
     if lengths_model is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from servecast.commands import common
 from servecast.commands.common import DbOption, StepModelOption, console
 from servecast.errors import InvalidInputError
 
@@ -32,12 +33,11 @@ def simulate(
                             "spec file"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel GPUs per replica"),
     replicas: int = typer.Option(1, "--replicas", help="replicas behind the router"),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8 weights and GEMMs"),
-    engine: str = typer.Option("vllm", "--engine", help="engine family (efficiency factor, "
-                               "and the overhead a --step-model fitted for it)"),
-    efficiency: float = typer.Option(None, "--efficiency", help="iteration time = step time "
-                                     "/ efficiency (default: the engine family's)"),
-    max_num_seqs: int = typer.Option(256, "--max-num-seqs"),
+    dtype: str = common.DtypeOption,
+    engine: str = common.EngineOption,
+    efficiency: float | None = common.EfficiencyOption,
+    max_num_seqs: int = common.MaxSeqsOption,
+    kv_cache_dtype: str = common.KvDtypeOption,
     max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens"),
     chunked_prefill: bool = typer.Option(True, "--chunked-prefill/--no-chunked-prefill"),
     prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching"),
@@ -83,7 +83,7 @@ def simulate(
                      max_num_batched_tokens=max_num_batched_tokens,
                      chunked_prefill=chunked_prefill, prefix_caching=prefix_caching,
                      gpu_memory_utilization=gpu_memory_utilization, block_size=block_size,
-                     efficiency=efficiency)
+                     efficiency=efficiency, kv_cache_dtype=kv_cache_dtype)
     compiled = Compiled(dep, load_runtime(step_model))
     reqs = _requests(trace, db, rate_scale, num_prompts, rate, duration, seed, lengths_model)
     from tqdm import tqdm
