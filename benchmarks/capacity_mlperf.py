@@ -8,6 +8,20 @@ throughput (tokens/s; GPT-J rows report samples/s, which is what MLPerf records 
 beside the measured. One table per benchmark x GPU, then the median |error| of max QPS,
 of mean TPOT and of Offline throughput on the development and the held-out rows.
 
+Two diagnostics of the mean TPOT beside the issue's metric (never replacing it):
+- at the predicted knee: the simulator's mean / p99 TTFT and TPOT at its OWN predicted max
+  QPS, the operating point a submission runs at, read from the capacity search's own probe
+  at each seed's highest holding rate (no second search; with several seeds the median over
+  seeds of those probes), and the median |error| of that mean TPOT ("mean TPOT at the
+  predicted knee"); what ends the search above the knee (`knee_bound`: the limit its next
+  probe broke, or "throughput" at the Offline bound) beside the measured p99 nearer its
+  limit (`bound`);
+- conditioning: the simulator's mean TPOT at the submitted QPS x (1 - COND_STEP) and
+  x (1 + COND_STEP) (one run each, cached like the run at the submitted QPS), and
+  d log TPOT / d log QPS between them: how far a relative capacity error moves the TPOT at
+  the operating point. The split of each row's TPOT error into capacity and knee parts:
+  log(TPOT at submitted / TPOT at knee) + log(TPOT at knee / measured) = log(1 + error).
+
 Engine efficiency: one factor per engine family (iteration time = step time / factor),
 fitted on the DEVELOPMENT rows only as the median of measured / predicted (factor 1) over
 their Server max QPS and Offline throughput; rows of a family with no development row keep
@@ -30,9 +44,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +59,11 @@ from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
 from servecast.simulator.workloads import lengths, poisson_arrivals
 from servecast.store import Store
+
+#: the latency summary read at the predicted knee (`Predictor.knee`)
+KNEE_KEYS = ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms")
+#: the relative QPS step of the conditioning runs (module doc)
+COND_STEP = 0.05
 
 
 def load_rows() -> list[dict]:
@@ -78,6 +99,7 @@ class Predictor:
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.protocol, self.beams = protocol, beams
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
+        self.cpu_s: dict[str, float] = {}  # process CPU seconds per `_timed` part
 
     def compiled(self, m: dict, eff: float):
         key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff)
@@ -88,8 +110,8 @@ class Predictor:
                 kv_cache_dtype=m["kv_cache_dtype"]))
         return key, self._compiled[key]
 
-    def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:
-        """Per-replica capacity x replicas (random routing: Poisson per replica)."""
+    def _search(self, m: dict, slo: search.SLO, eff: float) -> search.Capacity:
+        """The capacity search of one replica (cached per deployment and SLO)."""
         key, c = self.compiled(m, eff)
         k = (key, slo)
         if k not in self._cap:
@@ -98,19 +120,61 @@ class Predictor:
                 sample, bound = mlperf.server_sample(m["workload"], upper), {"upper_rps": upper}
             else:
                 sample, bound = search.poisson_sample(m["workload"], self.requests), {}
-            self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound).rate
-        return self._cap[k] * m["replicas"]
+            with self._timed("search"):
+                self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound)
+        return self._cap[k]
 
-    def at_qps(self, m: dict, qps: float, eff: float) -> dict:
+    def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:
+        """Per-replica capacity x replicas (random routing: Poisson per replica)."""
+        return self._search(m, slo, eff).rate * m["replicas"]
+
+    def knee(self, m: dict, slo: search.SLO, eff: float) -> dict[str, float]:
+        """The latency summary at the predicted max QPS (module doc): per seed the search's
+        probe at that seed's highest holding rate, the median over seeds of each of
+        KNEE_KEYS; `qps` the system's rate there (the median of those rates x replicas);
+        `bound` what ends the search above it (`breaks` of the seed's lowest failing probe,
+        the most common over seeds)."""
+        cap = self._search(m, slo, eff)
+        at = [next(p for p in cap.probes if p["seed"] == seed and p["met"] and p["rate"] == r)
+              for seed, r in enumerate(cap.per_seed)]
+        above = [min((p for p in cap.probes if p["seed"] == seed and not p["met"]),
+                     key=lambda p: p["rate"], default=None) for seed in range(len(at))]
+        binds = [breaks(p, slo) for p in above]
+        return {"qps": float(np.median(cap.per_seed)) * m["replicas"],
+                "bound": max(sorted(set(binds)), key=binds.count)} | {
+            k: float(np.median([p[k] for p in at])) for k in KNEE_KEYS}
+
+    def at_qps(self, m: dict, qps: float, eff: float, part: str = "at_qps") -> dict:
+        """The latency summary of one replica at the system's `qps` (cached; `part`: what
+        its CPU time counts as in `cpu_s`)."""
         key, c = self.compiled(m, eff)
-        if self.protocol == "mlperf":
-            k = (key, qps / m["replicas"])
-            if k not in self._at:
-                self._at[k] = mlperf.server_run(c, m["workload"], qps, m["replicas"])
-            return self._at[k]
-        prompt, output = lengths(m["workload"], self.requests, seed=0)
-        arrive = poisson_arrivals(self.requests, qps / m["replicas"], 0)
-        return search.probe(c, arrive, prompt, output)
+        k = (key, qps / m["replicas"])
+        if k not in self._at:
+            with self._timed(part):
+                if self.protocol == "mlperf":
+                    self._at[k] = mlperf.server_run(c, m["workload"], qps, m["replicas"])
+                else:
+                    prompt, output = lengths(m["workload"], self.requests, seed=0)
+                    arrive = poisson_arrivals(self.requests, qps / m["replicas"], 0)
+                    self._at[k] = search.probe(c, arrive, prompt, output)
+        return self._at[k]
+
+    def conditioning(self, m: dict, qps: float, eff: float) -> dict[str, float]:
+        """Mean TPOT (ms) at `qps` x (1 -/+ COND_STEP) and d log TPOT / d log QPS between
+        them (module doc)."""
+        lo, hi = (self.at_qps(m, qps * f, eff, "conditioning")["mean_tpot_ms"]
+                  for f in (1 - COND_STEP, 1 + COND_STEP))
+        return {"tpot_lo_ms": lo, "tpot_hi_ms": hi,
+                "dlog_tpot": math.log(hi / lo) / math.log((1 + COND_STEP) / (1 - COND_STEP))}
+
+    @contextmanager
+    def _timed(self, part: str):
+        """Add the process CPU time of the block to `cpu_s[part]`."""
+        t0 = time.process_time()
+        try:
+            yield
+        finally:
+            self.cpu_s[part] = self.cpu_s.get(part, 0.0) + time.process_time() - t0
 
     def _offline(self, m: dict, eff: float, replicas: int) -> dict:
         """One of `replicas` replicas' Offline run (cached): offline_rps, steady_rps,
@@ -118,15 +182,16 @@ class Predictor:
         key, c = self.compiled(m, eff)
         key += (replicas,)
         if key not in self._sat:
-            if self.protocol == "mlperf":
-                self._sat[key] = mlperf.offline_run(c, m["workload"], m["benchmark"], replicas,
-                                                    beams=self.beams)
-            else:
-                prompt, output = lengths(m["workload"], self.offline_n, seed=0)
-                rps = search.saturation_rps(c, prompt, output,
-                                            mlperf.beam_width(m["benchmark"], self.beams))
-                self._sat[key] = {"offline_rps": rps, "steady_rps": rps,
-                                  "output_tokens_per_s": rps * float(output.mean())}
+            with self._timed("offline"):
+                if self.protocol == "mlperf":
+                    self._sat[key] = mlperf.offline_run(c, m["workload"], m["benchmark"], replicas,
+                                                        beams=self.beams)
+                else:
+                    prompt, output = lengths(m["workload"], self.offline_n, seed=0)
+                    rps = search.saturation_rps(c, prompt, output,
+                                                mlperf.beam_width(m["benchmark"], self.beams))
+                    self._sat[key] = {"offline_rps": rps, "steady_rps": rps,
+                                      "output_tokens_per_s": rps * float(output.mean())}
         return self._sat[key]
 
     def offline(self, m: dict, eff: float) -> tuple[float, float]:
@@ -156,10 +221,13 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
             if fit:
                 continue
             at = pred.at_qps(m, r["target_qps"], e)
-            r |= {f"pred_{k}": at[k] for k in ("mean_ttft_ms", "p99_ttft_ms",
-                                               "mean_tpot_ms", "p99_tpot_ms")}
+            r |= {f"pred_{k}": at[k] for k in KNEE_KEYS}
             r["err_tpot"] = r["pred_mean_tpot_ms"] / r["mean_tpot_ms"] - 1
-            _progress(r, f"QPS {_pct(r['err_qps'])}, mean TPOT {_pct(r['err_tpot'])}")
+            r |= knee_columns(r, pred.knee(m, slo, e) if r["pred_qps"] else None)
+            r |= pred.conditioning(m, r["target_qps"], e)
+            _progress(r, f"QPS {_pct(r['err_qps'])}, mean TPOT {_pct(r['err_tpot'])}, at "
+                      f"the knee {_pct(r['err_knee_tpot'])}, d log TPOT / d log QPS "
+                      f"{r['dlog_tpot']:.1f}")
         else:
             rps, tps = pred.offline(m, e)
             measured, r["unit"] = ((r["tokens_per_s"], "tokens/s") if r["tokens_per_s"]
@@ -169,6 +237,41 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
             r["err_offline"] = r["pred_offline"] / measured - 1
             if not fit:
                 _progress(r, f"Offline {_pct(r['err_offline'])}")
+
+
+def nearer_limit(p99_ttft_ms: float, p99_tpot_ms: float, ttft_limit_ms: float,
+          tpot_limit_ms: float) -> str:
+    """'TTFT' or 'TPOT': the p99 nearer its limit (the larger p99 / limit)."""
+    return "TTFT" if p99_ttft_ms / ttft_limit_ms >= p99_tpot_ms / tpot_limit_ms else "TPOT"
+
+
+def breaks(probe: dict | None, slo: search.SLO) -> str:
+    """Which limit a failing capacity probe broke ('TTFT' / 'TPOT', both: the one further
+    over), or 'throughput' for None: no probe failed, the search ended at its upper bound,
+    the Offline rate."""
+    if probe is None:
+        return "throughput"
+    return nearer_limit(probe["p99_ttft_ms"], probe["p99_tpot_ms"], slo.ttft_ms, slo.tpot_ms)
+
+
+def knee_columns(r: dict, knee: dict | None) -> dict:
+    """A Server row's knee columns from `Predictor.knee` (None: no rate meets the SLO, so no
+    knee): knee_qps, knee_<KNEE_KEYS>, err_knee_tpot (its mean TPOT vs the measured),
+    knee_bound (what ends the search above the knee, `Predictor.knee`) and bound (the
+    measured p99 nearer its limit), and the error's parts (module doc): part_qps =
+    log(TPOT at the submitted QPS / at the knee), part_knee = log(at the knee / measured)."""
+    out = {"bound": nearer_limit(r["p99_ttft_ms"], r["p99_tpot_ms"], r["ttft_limit_ms"],
+                                 r["tpot_limit_ms"])}
+    if knee is None:
+        return out | {"knee_qps": None, "err_knee_tpot": None, "knee_bound": None,
+                      "part_qps": None, "part_knee": None} | {
+                          f"knee_{k}": None for k in KNEE_KEYS}
+    tpot = knee["mean_tpot_ms"]
+    return out | {"knee_qps": knee["qps"], "err_knee_tpot": tpot / r["mean_tpot_ms"] - 1,
+                  "knee_bound": knee["bound"],
+                  "part_qps": math.log(r["pred_mean_tpot_ms"] / tpot),
+                  "part_knee": math.log(tpot / r["mean_tpot_ms"])} | {
+                      f"knee_{k}": knee[k] for k in KNEE_KEYS}
 
 
 def _progress(r: dict, text: str) -> None:
@@ -219,8 +322,11 @@ def tables(rows: list[dict]) -> str:
         out.append(f"\n#### {bench} on {gpu}, {scen}\n")
         if scen == "Server":
             out.append("| submitter / system | split | GPUs (TP) | QPS submitted / predicted "
-                       "| mean TTFT ms meas / pred | p99 TTFT | mean TPOT ms | p99 TPOT |")
-            out.append("|---|---|---|---|---|---|---|---|")
+                       "| mean TTFT ms meas / pred | p99 TTFT | mean TPOT ms | p99 TPOT "
+                       "| at the predicted knee: mean / p99 TTFT ms, mean / p99 TPOT ms "
+                       "(mean TPOT error) | bound: meas / above the knee | mean TPOT ms at QPS x "
+                       f"{1 - COND_STEP:g} / x {1 + COND_STEP:g}, d log TPOT / d log QPS |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rs:
                 out.append(
                     f"| {r['submitter']} / {r['system']} | {r['split']} | "
@@ -229,7 +335,13 @@ def tables(rows: list[dict]) -> str:
                     f"{r['pred_mean_ttft_ms']:.0f} | {r['p99_ttft_ms']:.0f} / "
                     f"{r['pred_p99_ttft_ms']:.0f} | {r['mean_tpot_ms']:.1f} / "
                     f"{r['pred_mean_tpot_ms']:.1f} ({_pct(r['err_tpot'])}) | "
-                    f"{r['p99_tpot_ms']:.1f} / {r['pred_p99_tpot_ms']:.1f} |")
+                    f"{r['p99_tpot_ms']:.1f} / {r['pred_p99_tpot_ms']:.1f} | "
+                    + ("-" if r["knee_qps"] is None else
+                       f"{r['knee_mean_ttft_ms']:.0f} / {r['knee_p99_ttft_ms']:.0f}, "
+                       f"{r['knee_mean_tpot_ms']:.1f} / {r['knee_p99_tpot_ms']:.1f} "
+                       f"({_pct(r['err_knee_tpot'])})")
+                    + f" | {r['bound']} / {r['knee_bound'] or '-'} | {r['tpot_lo_ms']:.1f} / "
+                    f"{r['tpot_hi_ms']:.1f}, {r['dlog_tpot']:.1f} |")
         else:
             out.append("| submitter / system | split | GPUs (TP) | measured | predicted | "
                        "error |")
@@ -243,14 +355,39 @@ def tables(rows: list[dict]) -> str:
 
 
 def medians(rows: list[dict]) -> dict[str, dict[str, float | int]]:
-    """Median |error| (%) and row counts per split of max QPS, mean TPOT, Offline."""
+    """Median |error| (%) and row counts per split of max QPS, mean TPOT (at the submitted
+    QPS: the issue's metric), Offline, and mean TPOT at the predicted knee."""
     out = {}
     for part in ("dev", "held-out", "all"):
         mine = [r for r in rows if not r["m"]["reason"] and part in ("all", r["split"])]
         for name, key in (("max_qps", "err_qps"), ("mean_tpot", "err_tpot"),
-                          ("offline", "err_offline")):
+                          ("offline", "err_offline"), ("knee_tpot", "err_knee_tpot")):
             v = [abs(r[key]) for r in mine if r.get(key) is not None]
             out.setdefault(part, {})[name] = (float(100 * np.median(v)) if v else None, len(v))
+    return out
+
+
+def conditioning(rows: list[dict]) -> dict[str, dict[str, float | int]]:
+    """Per split and per benchmark, over the Server rows with a knee: rows; the median
+    d log TPOT / d log QPS at the submitted QPS; the median |error| (%) of mean TPOT at the
+    submitted QPS and at the predicted knee; `capacity_led`, the rows whose TPOT error is
+    mostly the capacity's (|part_qps| > |part_knee|, `knee_columns`)."""
+    out = {}
+    groups = [(part, lambda r, p=part: p in ("all", r["split"]))
+              for part in ("dev", "held-out", "all")]
+    groups += [(b, lambda r, b=b: r["benchmark"] == b)
+               for b in sorted({r["benchmark"] for r in rows if r.get("knee_qps")})]
+    for name, keep in groups:
+        mine = [r for r in rows if r.get("knee_qps") and keep(r)]
+        if not mine:
+            continue
+        out[name] = {"rows": len(mine),
+                     "dlog_tpot": float(np.median([r["dlog_tpot"] for r in mine])),
+                     "mean_tpot": float(100 * np.median([abs(r["err_tpot"]) for r in mine])),
+                     "knee_tpot": float(100 * np.median([abs(r["err_knee_tpot"])
+                                                         for r in mine])),
+                     "capacity_led": sum(abs(r["part_qps"]) > abs(r["part_knee"])
+                                         for r in mine)}
     return out
 
 
@@ -273,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "dev run fitted, to predict the held-out rows once)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = load_rows()
     split(rows)
     for r in rows:
@@ -296,12 +433,21 @@ def main(argv: list[str] | None = None) -> dict:
           ", ".join(f"{k} {v:.3f}" for k, v in sorted(eff.items())) or "none")
     print(tables(rows))
     print("\n#### Median |error| (%), rows\n")
-    print("| rows | max QPS | mean TPOT | Offline throughput |")
-    print("|---|---|---|---|")
+    print("| rows | max QPS | mean TPOT | Offline throughput | mean TPOT at the predicted "
+          "knee (not the issue's metric) |")
+    print("|---|---|---|---|---|")
     med = medians(rows)
     for part, m in med.items():
         print(f"| {part} | " + " | ".join(
             "-" if v is None else f"{v:.1f} ({n})" for v, n in m.values()) + " |")
+    cond = conditioning(rows)
+    print("\n#### Conditioning at the submitted QPS, Server rows with a knee\n")
+    print("| rows | count | median d log TPOT / d log QPS | median abs. error % of mean TPOT at "
+          "submitted QPS / at the knee | TPOT error mostly the capacity's |")
+    print("|---|---|---|---|---|")
+    for part, c in cond.items():
+        print(f"| {part} | {c['rows']} | {c['dlog_tpot']:.2f} | {c['mean_tpot']:.1f} / "
+              f"{c['knee_tpot']:.1f} | {c['capacity_led']} |")
     reasons: dict[str, int] = {}
     for r in rows:
         if r["m"]["reason"]:
@@ -309,7 +455,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n#### Rows not modelled\n")
     for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
         print(f"- {n} x {why}")
-    result = {"efficiency": eff, "medians": med, "seconds": seconds, "rows": [
+    cpu = pred.cpu_s | {"total": time.process_time() - c0}
+    print(f"\nCPU seconds: {cpu['total']:.0f} in all, of which " + ", ".join(
+        f"{k} {v:.0f}" for k, v in sorted(pred.cpu_s.items())))
+    result = {"efficiency": eff, "medians": med, "conditioning": cond, "seconds": seconds,
+              "cpu_seconds": cpu, "rows": [
         {k: v for k, v in r.items() if k != "m"} | r["m"] for r in rows]}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, default=str))

@@ -1,0 +1,89 @@
+"""benchmarks/capacity_mlperf.py's knee and conditioning columns on a real MLPerf row, run
+by the real simulator under MLPerf's run lengths."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cap():
+    """benchmarks/capacity_mlperf.py as a module (its folder on sys.path meanwhile)."""
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import capacity_mlperf
+    yield capacity_mlperf
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def rows(cap):
+    """Every v4.1 row with its deployment (the mlperf rules) and split."""
+    from servecast.simulator.mlperf import model_row
+    rows = cap.load_rows()
+    cap.split(rows)
+    for r in rows:
+        r["m"] = model_row(r)
+    return rows
+
+
+@pytest.mark.slow  # ingests the v4.1 CSV, one Offline run and one capacity search of 600 s
+def test_knee_of_a_tpot_bound_row_holds_its_tpot_limit(cap, rows):
+    """A Llama-2-70B Server row on L40S (the fewest requests per 600 s probe of the
+    TPOT-bound rows: the measured p99 TPOT nearer its limit than the p99 TTFT): the knee
+    columns come from the search's own probe at the predicted max QPS, which holds the TPOT
+    limit and sits below the probe that broke it; the conditioning runs bracket the
+    submitted QPS; the tables and summaries carry them beside the issue's metric."""
+    row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
+               and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
+               and r["m"]["engine"] == "trtllm")
+    pred = cap.Predictor(800, 1, 2000)
+    cap.predict([row], pred, {"trtllm": 1.0})
+    assert row["bound"] == "TPOT"  # measured: p99 TPOT / limit > p99 TTFT / limit
+    for k in cap.KNEE_KEYS:
+        assert row[f"knee_{k}"] > 0 and row[f"pred_{k}"] > 0
+    # the knee is the search's highest holding probe: its rate is the predicted max QPS,
+    # no further simulation reads it, and the next probe above broke the TPOT limit
+    (search,) = pred._cap.values()  # rates per replica
+    probes = len(search.probes)
+    assert pred.knee(row["m"], search.slo, 1.0)["qps"] == row["knee_qps"] == row["pred_qps"]
+    assert len(search.probes) == probes
+    assert row["knee_bound"] == "TPOT"
+    assert row["knee_mean_tpot_ms"] <= row["knee_p99_tpot_ms"] <= row["tpot_limit_ms"]
+    assert row["knee_p99_ttft_ms"] <= row["ttft_limit_ms"]
+    above = min((p for p in search.probes if not p["met"]), key=lambda p: p["rate"])
+    assert above["rate"] * row["m"]["replicas"] > row["pred_qps"]
+    assert above["p99_tpot_ms"] > row["tpot_limit_ms"]
+    # the error's two parts add up to it, and the conditioning runs rise with the load
+    assert row["part_qps"] + row["part_knee"] == pytest.approx(math.log1p(row["err_tpot"]))
+    assert row["err_knee_tpot"] == pytest.approx(row["knee_mean_tpot_ms"] /
+                                                 row["mean_tpot_ms"] - 1)
+    assert 0 < row["tpot_lo_ms"] < row["tpot_hi_ms"]
+    assert row["dlog_tpot"] == pytest.approx(
+        math.log(row["tpot_hi_ms"] / row["tpot_lo_ms"]) / math.log(1.05 / 0.95))
+    assert set(pred.cpu_s) == {"offline", "search", "at_qps", "conditioning"}
+    text = cap.tables([row])
+    assert "at the predicted knee" in text and f"{row['knee_mean_tpot_ms']:.1f}" in text
+    med = cap.medians([row])[row["split"]]
+    assert med["knee_tpot"] == (pytest.approx(100 * abs(row["err_knee_tpot"])), 1)
+    assert med["mean_tpot"] == (pytest.approx(100 * abs(row["err_tpot"])), 1)
+    summary = cap.conditioning([row])
+    assert summary[row["benchmark"]]["rows"] == 1
+    assert summary["all"]["dlog_tpot"] == pytest.approx(row["dlog_tpot"])
+    assert summary["all"]["capacity_led"] == (abs(row["part_qps"]) > abs(row["part_knee"]))
+
+
+def test_a_row_without_a_knee_keeps_its_measured_bound(cap):
+    """A Server row where no rate meets the SLO has no knee: its knee columns are None,
+    its measured bound still named; a search that no probe stopped ended at its Offline
+    bound."""
+    r = {"p99_ttft_ms": 1900.0, "p99_tpot_ms": 120.0, "ttft_limit_ms": 2000.0,
+         "tpot_limit_ms": 200.0, "mean_tpot_ms": 100.0, "pred_mean_tpot_ms": 80.0}
+    got = cap.knee_columns(r, None)
+    assert got["bound"] == "TTFT" and got["knee_bound"] is None
+    assert all(got[f"knee_{k}"] is None for k in cap.KNEE_KEYS)
+    assert got["err_knee_tpot"] is None and got["part_qps"] is None
+    assert cap.breaks(None, None) == "throughput"
