@@ -2,8 +2,9 @@
 
 `serving_frame(store, engines)` reads the store's `serving_latencies` of Argonne's
 LLM-Inference-Bench (static batches of `engines`, vLLM by default: one prefill step of B
-prompts, then every decode step up to the output length) and Splitwise's perf model (prompt time = one prefill step, per-token time = one
-decode step at the middle of the output), one row per measurement: `engine` (the engine
+prompts, then every decode step up to the output length) and Splitwise's perf model
+(prompt time = one prefill step, per-token time = one decode step at the middle of the
+output), one row per measurement: `engine` (the engine
 family), `config` (a shipped model config), `gpu` (a catalog name), `num_gpus` (TP),
 `batch_size`, `prompt_tokens`, `output_tokens`, `kind` (batch | prompt | token),
 `measured_ms` and `iterations` (engine iterations the measurement spans).
