@@ -6,10 +6,13 @@ length (`serving.batch_ms`), with no engine overhead, by the physics-only step t
 MLPerf protocol runs) and by the learned model (operator residuals; `--models` a saved
 `step_time` model, else one trained here on the store's operator tables).
 
-Prints, per engine x GPU x model: rows, MdAPE (%) and the signed median error (%, predicted /
-measured - 1) for both; then Mixtral's signed median over the control's (`vs control`, %: the
-part of the MoE error a per-engine efficiency factor cannot absorb) and the signed median
-error per batch size (where in the batch range the MoE layer is off).
+Prints, per engine x GPU x model: rows, `under_floor` (rows whose measured ms per output token
+is below the time to stream the bf16 weights a decode step of that batch reads,
+`weight_floor_ms`: measured with another weight format, or not what the row says), MdAPE (%)
+and the signed median error (%, predicted / measured - 1) for both; then Mixtral's signed
+median over the control's (`vs control`, %: the part of the MoE error a per-engine efficiency
+factor cannot absorb) and the signed median error per batch size (where in the batch range the
+MoE layer is off).
 
     .venv/bin/python benchmarks/step_time_moe.py [--db FILE] [--models DIR] [--trees 150]
 
@@ -42,6 +45,21 @@ def score(part: pl.DataFrame, col: str) -> tuple[float, float]:
     return float(np.median(np.abs(rel)) * 100), float(np.median(rel) * 100)
 
 
+def weight_floor_ms(config: str, gpu: str, tp: int, batch: int) -> float:
+    """ms one decode step of `batch` sequences needs at least to stream its bf16 weights
+    from memory on one GPU: every weight but the experts', plus each expert's times the
+    chance a uniform top-k routing of `batch` tokens uses it, over the GPU's bandwidth."""
+    from servecast import gpus
+    from servecast.predictors.step_time import configs
+
+    cfg = configs.load_config(config)
+    expert = (3 if cfg.gated_mlp else 2) * cfg.hidden * cfg.intermediate * cfg.layers
+    used = 1.0 - (1.0 - cfg.experts_per_token / cfg.experts) ** batch if cfg.experts > 1 \
+        else 1.0
+    params = cfg.params() - cfg.experts * expert * (1.0 - used)
+    return params * 2.0 / tp / (gpus.resolve_spec(gpu)["Mem_Bw"] * 1e9) * 1e3
+
+
 def main() -> None:
     from servecast.predictors.operator_latency.data import operator_frame
     from servecast.predictors.step_time import configs, serving
@@ -66,19 +84,27 @@ def main() -> None:
     rows = rows.join(cells.select("engine", "gpu").unique(), on=["engine", "gpu"])
     learned = Runtime.load(args.models) if args.models else \
         StepTimeModel(trees=args.trees).fit(operator_frame(store)).runtime()
+    floor = [weight_floor_ms(c, g, int(t), int(b)) for c, g, t, b in
+             rows.select("config", "gpu", "num_gpus", "batch_size").iter_rows()]
+    rows = rows.with_columns(under_floor=pl.col("measured_ms") / pl.col("iterations")
+                             < pl.Series(floor))
     rows = rows.with_columns(physics=serving.predict(Runtime({}, []), rows),
                              learned=serving.predict(learned, rows))
     print(f"{rows.height} rows predicted in {time.time() - t0:.0f} s")
     out = []
     for (engine, gpu), part in rows.group_by(["engine", "gpu"], maintain_order=True):
         tps = cells.filter((pl.col("engine") == engine) & (pl.col("gpu") == gpu))["num_gpus"]
-        groups = {c: part.filter(pl.col("config") == c) for c in sorted(moe)}
+        groups = {}
+        for c in sorted(moe):
+            groups[c] = part.filter(pl.col("config") == c)
+            groups[f"{c} (not under_floor)"] = groups[c].filter(~pl.col("under_floor"))
         groups[f"{CONTROL} (control)"] = part.filter(
             (pl.col("config") == CONTROL) & pl.col("num_gpus").is_in(tps.to_list()))
         groups["dense (all)"] = part.filter(~pl.col("config").is_in(list(moe)))
         signed = {}
         for name, g in groups.items():
-            row = {"engine": engine, "gpu": gpu, "model": name, "rows": g.height}
+            row = {"engine": engine, "gpu": gpu, "model": name, "rows": g.height,
+                   "under_floor": int(g["under_floor"].sum())}
             for col in ("physics", "learned"):
                 row[col], row[col + "_signed"] = score(g, col)
                 signed[(name, col)] = row[col + "_signed"]
@@ -89,7 +115,8 @@ def main() -> None:
                 col + "_signed": ((1 + signed[(name, col)] / 100)
                                   / (1 + signed[(f"{CONTROL} (control)", col)] / 100) - 1) * 100
                 for col in ("physics", "learned")})
-    with pl.Config(tbl_rows=60, tbl_cols=12, float_precision=1, tbl_width_chars=200):
+    with pl.Config(tbl_rows=60, tbl_cols=12, fmt_str_lengths=40, float_precision=1,
+                   tbl_width_chars=200):
         print(pl.DataFrame(out))
         by_batch = rows.filter(pl.col("config").is_in([*moe, CONTROL])).with_columns(
             physics=(pl.col("physics") / pl.col("measured_ms") - 1) * 100,
