@@ -7,15 +7,16 @@ prefill chunk x context offset, each table entry = physics x exp(learned residua
 `EngineStep.step_ms(prefill, prefill_offsets, decode)`, is then a handful of interpolations:
 the simulator calls it every iteration.
 
-Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
-+ prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
-the sequences that produce a token + the engine overhead: a constant `overhead_ms` (the saved
-model's, or a call's), else the terms fitted for `engine` (`serving.fit_overheads`, per engine
-family; `OVERHEAD_TERMS`): `step_ms` per iteration (host CPU), `ring_cycles` per all-reduce
-ring step (`ring_steps`: 2 all-reduces per layer x 2 (TP - 1) steps of a ring, in cycles of
-the GPU's boost clock, like the physics' launch floors) and `seq_ms` per sequence in the batch
-(sampling, scheduling); else 0. Memory: weights, KV bytes per token and the KV capacity in
-tokens at a memory utilization.
+Iteration time = layers x (GEMMs of T tokens (an MoE layer: `moe_layer_ms`, the router,
+routing passes and experts' GEMMs over the routed tokens) + norms / activations + 2
+all-reduces across TP + prefill attention of every chunk + decode attention of the decode
+sequences) + lm_head of the sequences that produce a token + the engine overhead: a constant
+`overhead_ms` (the saved model's, or a call's), else the terms fitted for `engine`
+(`serving.fit_overheads`, per engine family; `OVERHEAD_TERMS`): `step_ms` per iteration (host
+CPU), `ring_cycles` per all-reduce ring step (`ring_steps`: 2 all-reduces per layer x 2
+(TP - 1) steps of a ring, in cycles of the GPU's boost clock, like the physics' launch floors)
+and `seq_ms` per sequence in the batch (sampling, scheduling); else 0. Memory: weights, KV bytes
+per token and the KV capacity in tokens at a memory utilization.
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ class EngineStep:
     def _tables(self, rt: Runtime) -> None:
         cfg, spec, T = self.cfg, self.spec, TOKENS
         hd, h, kvh, hid = cfg.head_dim, self.heads, self.kv_heads, cfg.hidden
-        # per-layer GEMMs at T tokens: qkv, o, MLP up (+gate), down (MoE: per expert)
+        # per-layer GEMMs at T tokens: qkv, o, MLP up (+gate), down (MoE: `moe_layer_ms`)
         gemm = [((h + 2 * kvh) * hd, hid, T), (hid, h * hd, T)]
         up = (2 if cfg.gated_mlp else 1) * self.inter
         if cfg.experts == 1:
