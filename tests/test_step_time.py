@@ -402,6 +402,91 @@ def test_saved_engine_overhead_is_added_to_every_step(fitted_kind, tmp_path):
         Runtime.load(bad)
 
 
+# -- MoE layer ------------------------------------------------------------------------------
+def _moe(rt, spec, dtype, tokens, cv, tp=1):
+    from servecast.predictors.step_time.runtime import moe_layer_ms
+
+    cfg = configs.load_config("mixtral-8x7b")
+    inter = cfg.intermediate // tp
+    return moe_layer_ms(rt, spec, dtype, np.asarray(tokens, dtype=float), cfg.experts,
+                        cfg.experts_per_token, cfg.hidden, inter, 2 * inter, cv)
+
+
+def test_expert_loads_follow_the_binomial_of_the_routing_shares():
+    from servecast.predictors.step_time.runtime import expert_loads, expert_shares
+
+    assert np.allclose(expert_shares(8, 0.0), 1 / 8)
+    shares = expert_shares(8, 0.3)
+    assert shares.sum() == pytest.approx(1.0) and shares.std() / shares.mean() == \
+        pytest.approx(0.3)
+    assert (np.diff(shares) > 0).all()
+    tokens = np.array([1, 3, 40, 256, 257, 5000, 131072])
+    loads = expert_loads(tokens, 2 * shares, quantiles=64)
+    assert loads.shape == (7, 8, 64)
+    assert (loads >= 0).all() and (loads <= tokens[:, None, None]).all()
+    # mean count T x k x share (to the quadrature's resolution) on both sides of the exact path
+    assert np.allclose(loads.mean(axis=2), tokens[:, None] * 2 * shares,
+                       rtol=0.03, atol=1 / 64 * tokens[:, None] ** 0.5 + 0.02)
+    # an expert is idle with probability (1 - k share)^T: the fewer tokens, the more idle
+    idle = (loads[:2] == 0).mean(axis=2)
+    assert np.allclose(idle, (1 - 2 * shares) ** tokens[:2, None], atol=1 / 64)
+    assert (loads[4:] > 0).all()
+
+
+def test_moe_layer_counts_the_router_the_routing_passes_and_each_routed_expert():
+    from servecast.predictors.step_time.runtime import Runtime
+
+    rt, dtype = Runtime({}, []), "fp8"
+    cfg = configs.load_config("mixtral-8x7b")
+    hid, inter = cfg.hidden, cfg.intermediate
+    one = _moe(rt, H100, dtype, [1], 0.0)[0]
+    expert = (rt.op_ms("gemm", H100, dtype=dtype, M=1.0, N=2 * inter, K=hid)
+              + rt.op_ms("gemm", H100, dtype=dtype, M=1.0, N=hid, K=inter))
+    side = (rt.op_ms("gemm", H100, dtype="bf16", M=1.0, N=cfg.experts, K=hid)
+            + (3 * inter * 2 + 2 * (hid + 2 * hid)) * 2.0 / (H100["Mem_Bw"] * 1e9) * 1e3
+            + 4 * physics.LAUNCH_MS)
+    # one token: its top-2 experts' GEMMs (m = 1) plus the router, top-k, gather and combine
+    assert one == pytest.approx(2 * expert + side, rel=1e-9)
+    # the routing passes move T x k x hidden activations: they grow with the tokens
+    many = _moe(rt, H100, dtype, [4096, 8192], 0.0)
+    assert many[1] > 1.9 * many[0]
+
+
+def test_routing_imbalance_idles_experts_at_small_batches_and_costs_at_the_knee():
+    """Few tokens: skewed routing leaves more experts idle (fewer weights streamed); where an
+    expert's tokens cross from memory- to compute-bound, the loaded experts cost more than
+    the light ones save (Jensen)."""
+    from servecast.predictors.step_time.runtime import TOKENS, Runtime
+
+    rt = Runtime({}, [])
+    for spec, dtype, tp in ((H100, "fp8", 1), (gpus.catalog_spec("a100-40gb-sxm"), "bf16", 4)):
+        ratio = _moe(rt, spec, dtype, TOKENS, 0.5, tp) / _moe(rt, spec, dtype, TOKENS, 0.0, tp)
+        assert ratio[TOKENS == 1] == pytest.approx(1.0)
+        assert ratio[(TOKENS >= 4) & (TOKENS <= 16)].max() < 0.97
+        assert ratio[(TOKENS >= 256) & (TOKENS <= 2048)].max() > 1.03
+
+
+def test_moe_terms_leave_dense_models_bit_for_bit():
+    from servecast.predictors.step_time.runtime import TOKENS, EngineStep, Runtime
+
+    rt = Runtime({}, [])
+    cfg = configs.load_config("llama-3.1-8b")
+    plain = EngineStep(rt, cfg, H100, 1, "bf16", 0.0, 0.9)
+    skewed = EngineStep(rt, cfg, H100, 1, "bf16", 0.0, 0.9, routing_cv=0.5)
+    assert np.array_equal(plain.tables()["log_linear_ms"], skewed.tables()["log_linear_ms"])
+    # the dense layer: four GEMMs, the activation passes and 4 launches, nothing else
+    hd, h, kvh, hid, inter = cfg.head_dim, cfg.heads, cfg.kv_heads, cfg.hidden, cfg.intermediate
+    layer = np.zeros_like(TOKENS)
+    for n, k in (((h + 2 * kvh) * hd, hid), (hid, h * hd), (2 * inter, hid), (hid, inter)):
+        layer += rt.op_ms("gemm", H100, dtype="bf16", M=TOKENS, N=n, K=k)
+    layer += TOKENS * (8.0 * hid + 3.0 * inter) * 2.0 / (H100["Mem_Bw"] * 1e9) * 1e3 \
+        + 4 * physics.LAUNCH_MS
+    assert np.array_equal(plain.tables()["log_linear_ms"], np.log(cfg.layers * layer))
+    mixtral = configs.load_config("mixtral-8x7b")
+    with pytest.raises(InvalidInputError, match="routing_cv=-0.1 must be in"):
+        EngineStep(rt, mixtral, H100, 1, "bf16", 0.0, 0.9, routing_cv=-0.1)
+
+
 # -- engine overhead fitted in training ---------------------------------------------------
 @pytest.fixture(scope="module")
 def serving_store(tmp_path_factory, data):
@@ -427,6 +512,11 @@ def test_serving_frame_maps_both_sources(serving_store):
     assert (batch["iterations"] == batch["output_tokens"]).all()
     assert (rows.filter(pl.col("kind") != "batch")["iterations"] == 1).all()
     assert rows["measured_ms"].min() > 0 and rows["config"].null_count() == 0
+    with Store(serving_store, read_only=True) as store:
+        trt = serving_frame(store, ("tensorrt-llm",)).filter(pl.col("kind") == "batch")
+    assert set(trt["engine"]) == {"tensorrt-llm"} and set(trt["gpu"]) == {"a100-40gb-sxm",
+                                                                         "h100-sxm"}
+    assert trt.filter(pl.col("config") == "mixtral-8x7b").height == 40
 
 
 def _overhead_ms(terms: dict, layers: int, tp: int, gpu: str, sequences: int) -> float:

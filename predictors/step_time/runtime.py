@@ -7,15 +7,16 @@ prefill chunk x context offset, each table entry = physics x exp(learned residua
 `EngineStep.step_ms(prefill, prefill_offsets, decode)`, is then a handful of interpolations:
 the simulator calls it every iteration.
 
-Iteration time = layers x (GEMMs of T tokens + norms / activations + 2 all-reduces across TP
-+ prefill attention of every chunk + decode attention of the decode sequences) + lm_head of
-the sequences that produce a token + the engine overhead: a constant `overhead_ms` (the saved
-model's, or a call's), else the terms fitted for `engine` (`serving.fit_overheads`, per engine
-family; `OVERHEAD_TERMS`): `step_ms` per iteration (host CPU), `ring_cycles` per all-reduce
-ring step (`ring_steps`: 2 all-reduces per layer x 2 (TP - 1) steps of a ring, in cycles of
-the GPU's boost clock, like the physics' launch floors) and `seq_ms` per sequence in the batch
-(sampling, scheduling); else 0. Memory: weights, KV bytes per token and the KV capacity in
-tokens at a memory utilization.
+Iteration time = layers x (GEMMs of T tokens (an MoE layer: `moe_layer_ms`, the router,
+routing passes and experts' GEMMs over the routed tokens) + norms / activations + 2
+all-reduces across TP + prefill attention of every chunk + decode attention of the decode
+sequences) + lm_head of the sequences that produce a token + the engine overhead: a constant
+`overhead_ms` (the saved model's, or a call's), else the terms fitted for `engine`
+(`serving.fit_overheads`, per engine family; `OVERHEAD_TERMS`): `step_ms` per iteration (host
+CPU), `ring_cycles` per all-reduce ring step (`ring_steps`: 2 all-reduces per layer x 2
+(TP - 1) steps of a ring, in cycles of the GPU's boost clock, like the physics' launch floors)
+and `seq_ms` per sequence in the batch (sampling, scheduling); else 0. Memory: weights, KV bytes
+per token and the KV capacity in tokens at a memory utilization.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from math import ceil, exp, log, log1p
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,6 +44,84 @@ MEM_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 #: engine overhead terms (see the module docstring): per iteration (ms), per all-reduce ring
 #: step (GPU clock cycles), per sequence of the batch (ms)
 OVERHEAD_TERMS = ("step_ms", "ring_cycles", "seq_ms")
+
+
+#: MoE routing imbalance: coefficient of variation of the experts' shares of the routed
+#: tokens, the median over (domain, layer) of Mixtral-8x7B's top-2 counts in OLMoE's routing
+#: data (`../shared/datasets/moe/olmoe_routing`; one value for every MoE model)
+ROUTING_CV = 0.12
+#: quantiles per expert of its routed-token count (`moe_layer_ms`'s expectation), and the
+#: largest token count whose binomial quantiles are exact (normal approximation above)
+LOAD_QUANTILES = 16
+EXACT_LOADS = 256
+
+
+def expert_shares(experts: int, cv: float) -> np.ndarray:
+    """Each expert's share of the routed tokens (sums to 1): evenly spaced normal quantiles
+    scaled to coefficient of variation `cv` (0: uniform), clipped at 0."""
+    z = np.array([NormalDist().inv_cdf((e + 0.5) / experts) for e in range(experts)])
+    shares = np.maximum(0.0, 1.0 + cv * z / z.std())
+    return shares / shares.sum()
+
+
+def expert_loads(tokens: np.ndarray, prob: np.ndarray, quantiles: int = LOAD_QUANTILES
+                 ) -> np.ndarray:
+    """(tokens, experts, quantiles) routed-token counts: the mid-quantiles (j + 0.5) /
+    `quantiles` of Binomial(T, p) for each token count T of `tokens` and each expert's
+    per-token routing probability p of `prob` (top-k x its share); exact up to
+    `EXACT_LOADS` tokens, a rounded normal approximation (clipped to [0, T]) above."""
+    u = (np.arange(quantiles) + 0.5) / quantiles
+    p = np.clip(prob, 0.0, 1.0)[:, None]
+    out = np.empty((len(tokens), len(prob), quantiles))
+    lf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, EXACT_LOADS + 1)))])
+    z = np.array([NormalDist().inv_cdf(x) for x in u])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, n in enumerate(np.asarray(tokens, dtype=np.int64)):
+            if n <= EXACT_LOADS:
+                m = np.arange(n + 1)
+                logpmf = lf[n] - lf[m] - lf[n - m] + m * np.log(p) + (n - m) * np.log1p(-p)
+                pmf = np.nan_to_num(np.exp(logpmf))  # p = 0 or 1: 0 * log 0 is NaN
+                pmf = np.where(p == 0.0, m == 0, np.where(p == 1.0, m == n, pmf))
+                cdf = np.cumsum(pmf, axis=1)
+                out[i] = (cdf[:, :, None] < u * cdf[:, -1:, None]).sum(axis=1)
+            else:
+                mean, sd = n * p, np.sqrt(n * p * (1.0 - p))
+                out[i] = np.clip(np.round(mean + sd * z), 0, n)
+    return out
+
+
+def moe_layer_ms(rt, spec: dict, dtype: str, tokens: np.ndarray, experts: int, top_k: int,
+                 hidden: int, inter: int, up: int, routing_cv: float = ROUTING_CV
+                 ) -> np.ndarray:
+    """ms of one MoE layer at each token count of `tokens` (per GPU: `inter` and `up` are
+    the expert's TP-sharded intermediate and up-projection widths), as vLLM's fused_moe and
+    TensorRT-LLM's MoE plugin run it:
+    - the router GEMM (T x hidden -> experts; kept in bf16 in fp8 checkpoints) and the
+      top-k softmax, the routing sort / block alignment and the gather of every token to
+      its k experts and the weighted combine back (memory-bound: T x hidden read + T x k x
+      hidden written, and the reverse), each a launch;
+    - each expert's up and down GEMMs on its routed tokens, in expectation over the
+      routing: expert e gets Binomial(T, k x share_e) tokens (`expert_loads`, shares of
+      `expert_shares(experts, routing_cv)`), an expert with none is skipped, each expert's
+      GEMM is the operator model's GEMM at its M (its own tiles, waves and launch floor;
+      one floor per grouped GEMM instead was scored on the development rows and not kept:
+      docs/results.md, issue 24, h-moe);
+    - the gated activation on the T x k routed rows.
+    """
+    T = np.asarray(tokens, dtype=np.float64)
+    mem = spec["Mem_Bw"] * 1e9
+    act = 3.0 * inter * top_k * T * 2.0 / mem * 1e3
+    moves = 2.0 * (T * hidden + T * top_k * hidden) * 2.0 / mem * 1e3
+    router = rt.op_ms("gemm", spec, dtype="bf16", M=T, N=experts, K=hidden)
+    side = router + act + moves + 4 * physics.LAUNCH_MS
+    grid = np.log(TOKENS)
+    gemm = np.log(rt.op_ms("gemm", spec, dtype=dtype, M=TOKENS, N=up, K=hidden)
+                  + rt.op_ms("gemm", spec, dtype=dtype, M=TOKENS, N=hidden, K=inter))
+    prob = top_k * expert_shares(experts, routing_cv)
+    loads = expert_loads(np.round(T), prob)
+    per = np.where(loads > 0, np.exp(np.interp(np.log(np.maximum(loads, 1.0)), grid, gemm)),
+                   0.0)
+    return side + per.mean(axis=2).sum(axis=1)
 
 
 def ring_steps(layers: int, tp: int) -> int:
@@ -187,10 +267,11 @@ class Runtime(OperatorRuntime):
 class EngineStep:
     """One (model, GPU, TP, dtype) compiled to interpolation tables; `step_ms` per batch.
     The engine overhead (a number: ms per iteration, or `OVERHEAD_TERMS`) compiles to
-    `overhead_ms` per iteration and `seq_ms` per sequence of the batch."""
+    `overhead_ms` per iteration and `seq_ms` per sequence of the batch; `routing_cv` is
+    the MoE routing imbalance (`moe_layer_ms`; no effect on a dense model)."""
 
     def __init__(self, rt: Runtime, cfg: ModelConfig, spec: dict, tp: int, dtype: str,
-                 overhead: float | dict, mem_util: float):
+                 overhead: float | dict, mem_util: float, routing_cv: float = ROUTING_CV):
         if dtype not in DTYPES:
             raise InvalidInputError(f"unknown dtype {dtype!r}; known dtypes: "
                                     f"{', '.join(DTYPES)}")
@@ -210,6 +291,9 @@ class EngineStep:
         if not 0 < mem_util <= 1:
             raise InvalidInputError(f"mem_util={mem_util!r} must be in (0, 1]")
         self.cfg, self.spec, self.tp, self.dtype = cfg, spec, tp, dtype
+        if not 0 <= routing_cv < 10:
+            raise InvalidInputError(f"routing_cv={routing_cv!r} must be in [0, 10)")
+        self.routing_cv = float(routing_cv)
         terms = overhead_terms(overhead)
         ring = ring_steps(cfg.layers, tp) * terms["ring_cycles"]
         if ring:
@@ -248,24 +332,22 @@ class EngineStep:
     def _tables(self, rt: Runtime) -> None:
         cfg, spec, T = self.cfg, self.spec, TOKENS
         hd, h, kvh, hid = cfg.head_dim, self.heads, self.kv_heads, cfg.hidden
-        # per-layer GEMMs at T tokens: qkv, o, MLP up (+gate), down (MoE: per expert)
+        # per-layer GEMMs at T tokens: qkv, o, MLP up (+gate), down (MoE: `moe_layer_ms`)
         gemm = [((h + 2 * kvh) * hd, hid, T), (hid, h * hd, T)]
         up = (2 if cfg.gated_mlp else 1) * self.inter
-        if cfg.experts > 1:
-            routed = T * cfg.experts_per_token
-            active = np.minimum(cfg.experts, routed)
-            per = np.ceil(routed / active)
-            gemm += [(up, hid, per, active), (hid, self.inter, per, active)]
-        else:
+        if cfg.experts == 1:
             gemm += [(up, hid, T), (hid, self.inter, T)]
         layer = np.zeros_like(T)
-        for g in gemm:
-            n, k, m = g[0], g[1], g[2]
-            times = g[3] if len(g) > 3 else 1.0
-            layer += times * rt.op_ms("gemm", spec, dtype=self.dtype, M=m, N=n, K=k)
-        # norms, residual adds, activation: memory-bound passes over the activations
-        layer += T * (8.0 * hid + 3.0 * self.inter) * 2.0 / (spec["Mem_Bw"] * 1e9) * 1e3 \
+        for n, k, m in gemm:
+            layer += rt.op_ms("gemm", spec, dtype=self.dtype, M=m, N=n, K=k)
+        # norms, residual adds, activation: memory-bound passes over the activations (an
+        # MoE's activation runs on the routed tokens: `moe_layer_ms`)
+        act = 3.0 * self.inter if cfg.experts == 1 else 0.0
+        layer += T * (8.0 * hid + act) * 2.0 / (spec["Mem_Bw"] * 1e9) * 1e3 \
             + 4 * physics.LAUNCH_MS
+        if cfg.experts > 1:
+            layer += moe_layer_ms(rt, spec, self.dtype, T, cfg.experts, cfg.experts_per_token,
+                                  hid, self.inter, up, self.routing_cv)
         if self.tp > 1:
             layer += 2 * rt.op_ms("allreduce", spec, N=T * hid, tp=self.tp)
         self._lin = np.log(cfg.layers * layer)

@@ -1,9 +1,10 @@
 """Measured serving latencies as step-time rows, and the per-engine overhead fitted on them.
 
-`serving_frame(store)` reads the store's `serving_latencies` of Argonne's LLM-Inference-Bench
-(vLLM static batches: one prefill step of B prompts, then every decode step up to the output
-length) and Splitwise's perf model (prompt time = one prefill step, per-token time = one
-decode step at the middle of the output), one row per measurement: `engine` (the engine
+`serving_frame(store, engines)` reads the store's `serving_latencies` of Argonne's
+LLM-Inference-Bench (static batches of `engines`, vLLM by default: one prefill step of B
+prompts, then every decode step up to the output length) and Splitwise's perf model
+(prompt time = one prefill step, per-token time = one decode step at the middle of the
+output), one row per measurement: `engine` (the engine
 family), `config` (a shipped model config), `gpu` (a catalog name), `num_gpus` (TP),
 `batch_size`, `prompt_tokens`, `output_tokens`, `kind` (batch | prompt | token),
 `measured_ms` and `iterations` (engine iterations the measurement spans).
@@ -47,13 +48,14 @@ def _config(name: str) -> str | None:
         return None
 
 
-def serving_frame(store) -> pl.DataFrame:
-    """The Argonne vLLM and Splitwise rows of the store (see the module docstring); an
-    empty frame with COLUMNS when neither is ingested."""
+def serving_frame(store, engines: tuple[str, ...] = ("vllm",)) -> pl.DataFrame:
+    """The Argonne rows of `engines` (the store's engine names: vllm, tensorrt-llm, ...) and
+    the Splitwise rows of the store (see the module docstring); an empty frame with COLUMNS
+    when neither is ingested."""
     shipped = {configs.load_config(n).name for n in configs.shipped()}
-    argonne = store.sql("SELECT * FROM serving_latencies WHERE source = 'llm-inference-bench' "
-                        "AND engine = 'vllm'")
-    argonne = argonne.filter(pl.col("device").is_in(list(ARGONNE_GPU))).with_columns(
+    argonne = store.sql("SELECT * FROM serving_latencies WHERE source = 'llm-inference-bench'")
+    argonne = argonne.filter(pl.col("device").is_in(list(ARGONNE_GPU))
+                             & pl.col("engine").is_in(list(engines))).with_columns(
         gpu=pl.col("device").replace_strict(ARGONNE_GPU, return_dtype=pl.Utf8),
         config=pl.col("model").map_elements(_config, return_dtype=pl.Utf8))
     argonne = argonne.filter(pl.col("config").is_in(list(shipped))).with_columns(
