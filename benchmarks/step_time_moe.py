@@ -8,7 +8,8 @@ MLPerf protocol runs) and by the learned model (operator residuals; `--models` a
 
 Prints, per engine x GPU x model: rows, `under_floor` (rows whose measured ms per output token
 is below the time to stream the bf16 weights a decode step of that batch reads,
-`weight_floor_ms`: measured with another weight format, or not what the row says), MdAPE (%)
+`serving.weight_floor_ms`: measured with another weight format, or not what the row says;
+every row is shown here, `serving.not_bf16`'s rule not applied), MdAPE (%)
 and the signed median error (%, predicted / measured - 1) for both; then Mixtral's signed
 median over the control's (`vs control`, %: the part of the MoE error a per-engine efficiency
 factor cannot absorb) and the signed median error per batch size (where in the batch range the
@@ -32,7 +33,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_latency_logo import open_store  # noqa: E402
 
-ENGINES = ("vllm", "tensorrt-llm")
+ENGINES = ("vllm", "trtllm")
 CONTROL = "llama-2-70b"
 
 
@@ -43,21 +44,6 @@ def score(part: pl.DataFrame, col: str) -> tuple[float, float]:
         return np.nan, np.nan
     rel = ok[col].to_numpy() / ok["measured_ms"].to_numpy() - 1.0
     return float(np.median(np.abs(rel)) * 100), float(np.median(rel) * 100)
-
-
-def weight_floor_ms(config: str, gpu: str, tp: int, batch: int) -> float:
-    """ms one decode step of `batch` sequences needs at least to stream its bf16 weights
-    from memory on one GPU: every weight but the experts', plus each expert's times the
-    chance a uniform top-k routing of `batch` tokens uses it, over the GPU's bandwidth."""
-    from servecast import gpus
-    from servecast.predictors.step_time import configs
-
-    cfg = configs.load_config(config)
-    expert = (3 if cfg.gated_mlp else 2) * cfg.hidden * cfg.intermediate * cfg.layers
-    used = 1.0 - (1.0 - cfg.experts_per_token / cfg.experts) ** batch if cfg.experts > 1 \
-        else 1.0
-    params = cfg.params() - cfg.experts * expert * (1.0 - used)
-    return params * 2.0 / tp / (gpus.resolve_spec(gpu)["Mem_Bw"] * 1e9) * 1e3
 
 
 def main() -> None:
@@ -76,7 +62,7 @@ def main() -> None:
         adapters.insert(0, ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"))
     store = open_store(args.db, adapters)
     t0 = time.time()
-    rows = serving.serving_frame(store, ENGINES).filter(
+    rows = serving.serving_frame(store, ENGINES, bf16_only=False).filter(
         pl.col("source") == "llm-inference-bench")
     moe = {c for c in rows["config"].unique().to_list() if configs.load_config(c).experts > 1}
     cells = rows.filter(pl.col("config").is_in(list(moe))).select(
@@ -84,10 +70,7 @@ def main() -> None:
     rows = rows.join(cells.select("engine", "gpu").unique(), on=["engine", "gpu"])
     learned = Runtime.load(args.models) if args.models else \
         StepTimeModel(trees=args.trees).fit(operator_frame(store)).runtime()
-    floor = [weight_floor_ms(c, g, int(t), int(b)) for c, g, t, b in
-             rows.select("config", "gpu", "num_gpus", "batch_size").iter_rows()]
-    rows = rows.with_columns(under_floor=pl.col("measured_ms") / pl.col("iterations")
-                             < pl.Series(floor))
+    rows = rows.with_columns(serving.under_floor(rows))
     rows = rows.with_columns(physics=serving.predict(Runtime({}, []), rows),
                              learned=serving.predict(learned, rows))
     print(f"{rows.height} rows predicted in {time.time() - t0:.0f} s")

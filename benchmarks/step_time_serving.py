@@ -1,11 +1,13 @@
 """Composed step time vs measured serving latencies, with the GPU's operator tables in
-training ("in") and held out ("out"): Argonne LLM-Inference-Bench vLLM static batches
-(predicted batch latency = the prefill step of B prompts + every decode step until the
-output length) and Splitwise prompt and per-token times (TP 2-8); the rows and the GPU
-mapping are `predictors/step_time/serving.py`'s. Prints MdAPE / p90 APE (%) per GPU for the
-model, physics only (no learned residual), and "the nearest measured GPU scaled by the spec
-ratio" (the other GPU's measurement of the same row x the ratio of the two GPUs' physics-only
-predictions).
+training ("in") and held out ("out"): Argonne LLM-Inference-Bench vLLM and TensorRT-LLM
+static batches, one cell per engine family and GPU (predicted batch latency = the prefill
+step of B prompts + every decode step until the output length) and Splitwise prompt and
+per-token times (TP 2-8); the rows and the GPU mapping are
+`predictors/step_time/serving.py`'s (`serving.not_bf16` drops the rows not run in bf16;
+`excluded` counts them per cell). Prints MdAPE / p90 APE (%) per GPU for the model,
+physics only (no learned residual), and "the nearest measured GPU scaled by the spec ratio"
+(the other GPU's measurement of the same row and engine x the ratio of the two GPUs'
+physics-only predictions).
 
     .venv/bin/python benchmarks/step_time_serving.py [--db FILE] [--trees 150]
 
@@ -35,7 +37,8 @@ from kernel_latency_logo import open_store  # noqa: E402
 
 #: aiconfigurator device held out for each catalog GPU
 TABLE_OF = {"a100-40gb-sxm": "a100_sxm", "a100-80gb-sxm": "a100_sxm", "h100-sxm": "h100_sxm"}
-KEYS = ["source", "kind", "config", "num_gpus", "batch_size", "prompt_tokens", "output_tokens"]
+KEYS = ["source", "engine", "kind", "config", "num_gpus", "batch_size", "prompt_tokens",
+        "output_tokens"]
 
 
 def nearest(rows: pl.DataFrame) -> pl.DataFrame:
@@ -47,18 +50,19 @@ def nearest(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.join(j.select([*KEYS, "gpu", "nearest"]), on=[*KEYS, "gpu"], how="left")
 
 
-def report(rows: pl.DataFrame, overheads: dict, validation: dict) -> list[dict]:
+def report(rows: pl.DataFrame, overheads: dict, validation: dict, excluded: dict
+           ) -> list[dict]:
     from servecast.predictors.metrics import ape_scores
     from servecast.predictors.step_time.runtime import describe_overhead
 
     out = []
-    for (source, kind, gpu), part in rows.group_by(["source", "kind", "gpu"],
-                                                   maintain_order=True):
+    for (source, engine, kind, gpu), part in rows.group_by(["source", "engine", "kind", "gpu"],
+                                                           maintain_order=True):
         part = part.drop_nans(["model_in", "model_out", "physics"])
-        engine = part["engine"][0]
         held = TABLE_OF[gpu]
         val = validation[held].get(engine) or {}
-        row = {"data": f"{source} {kind}", "gpu": gpu, "rows": part.height,
+        row = {"data": f"{source} {kind}", "engine": engine, "gpu": gpu, "rows": part.height,
+               "excluded": excluded.get((source, engine, kind, gpu), 0),
                "overhead": describe_overhead(overheads[held].get(engine, 0.0)),
                "val": min((v for v in val.values() if v is not None), default=np.nan),
                "bias_out": float(np.median(part["model_out"] / part["measured_ms"]))}
@@ -90,8 +94,11 @@ def main() -> None:
         ("llm-inference-bench", "serving/llm_inference_bench", "llm_inference_bench"),
         ("splitwise-perf", "serving/splitwise", "splitwise_perf")])
     t0 = time.time()
-    ops, rows = operator_frame(store), serving.serving_frame(store)
-    rows = rows.with_columns(held=pl.col("gpu").replace_strict(TABLE_OF))
+    ops, rows = operator_frame(store), serving.serving_frame(store, bf16_only=False)
+    drop = serving.not_bf16(rows)
+    excluded = {tuple(k): n for *k, n in rows.filter(drop).group_by(
+        "source", "engine", "kind", "gpu").len().iter_rows()}
+    rows = rows.filter(~drop).with_columns(held=pl.col("gpu").replace_strict(TABLE_OF))
     full = StepTimeModel(trees=args.trees).fit(ops).runtime()
     fits = {dev: StepTimeModel(trees=args.trees, overhead_ms=None).fit(
         ops.filter(pl.col("device") != dev), serving=rows.filter(pl.col("held") != dev))
@@ -110,7 +117,8 @@ def main() -> None:
     out = nearest(pl.concat(parts))
     overheads = {dev: rt.overheads for dev, rt in held.items()}
     validation = {dev: m.card["overhead_validation"] for dev, m in fits.items()}
-    table = pl.DataFrame(report(out, overheads, validation)).sort("data", "gpu")
+    table = pl.DataFrame(report(out, overheads, validation, excluded)).sort(
+        "data", "engine", "gpu")
     with pl.Config(tbl_rows=50, tbl_cols=20, float_precision=1, tbl_width_chars=250,
                    fmt_str_lengths=80):
         print(table)

@@ -1,8 +1,9 @@
 """Measured serving latencies as step-time rows, and the per-engine overhead fitted on them.
 
 `serving_frame(store, engines)` reads the store's `serving_latencies` of Argonne's
-LLM-Inference-Bench (static batches of `engines`, vLLM by default: one prefill step of B
-prompts, then every decode step up to the output length) and Splitwise's perf model
+LLM-Inference-Bench (static batches of `engines`, vLLM and TensorRT-LLM by default, named
+by engine family (`ENGINE_FAMILY`: the store's 'tensorrt-llm' is 'trtllm'): one prefill
+step of B prompts, then every decode step up to the output length) and Splitwise's perf model
 (prompt time = one prefill step, per-token time = one decode step at the middle of the
 output), one row per measurement: `engine` (the engine
 family), `config` (a shipped model config), `gpu` (a catalog name), `num_gpus` (TP),
@@ -12,6 +13,17 @@ family), `config` (a shipped model config), `gpu` (a catalog name), `num_gpus` (
 GPU mapping (an assumption the data does not state): Argonne "Nvidia A100 GPU" = A100 40GB
 SXM (ALCF Polaris), "Nvidia H100 GPU" = H100 SXM; Splitwise a100-80gb = A100 80GB SXM
 (DGX-A100), h100-80gb = H100 SXM (DGX-H100); the power-capped H100 rows are left out.
+
+Rows not run in bf16 (`not_bf16`, applied by `serving_frame` unless `bf16_only=False`): a
+row whose measured ms per iteration is below `weight_floor_ms` (streaming the bf16 weights
+one step of that batch reads, at the GPU's datasheet bandwidth) is not a bf16 run of what it
+says. Such rows come in two patterns in Argonne's data, and the rule follows them: every row
+of a series (one engine, GPU, model, TP, row kind and input length, over the batch sizes)
+with a row under the floor is dropped (a run that did not do what the row says: at one
+input length only, far under the floor at small batches); and every row of an (engine, GPU,
+model, TP) group whose under-floor rows sit at two or more input lengths is dropped (the
+engine ran the model in another weight format: its rows just above the floor are too fast
+as well).
 
 `fit_overheads(runtime, rows)`: per engine family, the overhead terms of
 `runtime.OVERHEAD_TERMS` (ms per iteration, GPU clock cycles per all-reduce ring step, ms per
@@ -30,6 +42,11 @@ from servecast.errors import InvalidInputError, ServecastError
 from servecast.predictors.step_time import configs
 from servecast.predictors.step_time.runtime import OVERHEAD_TERMS, ring_steps
 
+#: the store's engine name (Argonne's Framework, lower-cased) -> the engine family the
+#: runtime, the simulator and `--engine` call it (the one place the two names meet)
+ENGINE_FAMILY = {"vllm": "vllm", "tensorrt-llm": "trtllm"}
+#: engine families `serving_frame` reads from Argonne by default
+ENGINES = ("vllm", "trtllm")
 ARGONNE_GPU = {"Nvidia A100 GPU": "a100-40gb-sxm", "Nvidia H100 GPU": "h100-sxm"}
 SPLITWISE_GPU = {"a100-80gb": "a100-80gb-sxm", "h100-80gb": "h100-sxm"}
 SPLITWISE_MODEL = {"llama2-70b": "llama-2-70b", "bloom-176b": "bloom-176b"}
@@ -48,14 +65,22 @@ def _config(name: str) -> str | None:
         return None
 
 
-def serving_frame(store, engines: tuple[str, ...] = ("vllm",)) -> pl.DataFrame:
-    """The Argonne rows of `engines` (the store's engine names: vllm, tensorrt-llm, ...) and
-    the Splitwise rows of the store (see the module docstring); an empty frame with COLUMNS
-    when neither is ingested."""
+def serving_frame(store, engines: tuple[str, ...] = ENGINES, bf16_only: bool = True
+                  ) -> pl.DataFrame:
+    """The Argonne rows of `engines` (engine families, `ENGINE_FAMILY`'s values) and the
+    Splitwise rows of the store (see the module docstring), without the rows `not_bf16`
+    excludes when `bf16_only`; an empty frame with COLUMNS when neither is ingested.
+    InvalidInputError on an unknown engine family."""
+    unknown = set(engines) - set(ENGINE_FAMILY.values())
+    if unknown:
+        raise InvalidInputError(f"no Argonne rows for engine family {', '.join(sorted(unknown))};"
+                                f" known: {', '.join(ENGINE_FAMILY.values())}")
     shipped = {configs.load_config(n).name for n in configs.shipped()}
     argonne = store.sql("SELECT * FROM serving_latencies WHERE source = 'llm-inference-bench'")
+    stored = [k for k, v in ENGINE_FAMILY.items() if v in engines]
     argonne = argonne.filter(pl.col("device").is_in(list(ARGONNE_GPU))
-                             & pl.col("engine").is_in(list(engines))).with_columns(
+                             & pl.col("engine").is_in(stored)).with_columns(
+        engine=pl.col("engine").replace_strict(ENGINE_FAMILY, return_dtype=pl.Utf8),
         gpu=pl.col("device").replace_strict(ARGONNE_GPU, return_dtype=pl.Utf8),
         config=pl.col("model").map_elements(_config, return_dtype=pl.Utf8))
     argonne = argonne.filter(pl.col("config").is_in(list(shipped))).with_columns(
@@ -75,7 +100,46 @@ def serving_frame(store, engines: tuple[str, ...] = ("vllm",)) -> pl.DataFrame:
         parts.append(split.with_columns(kind=pl.lit(kind), measured_ms=pl.col(f"{kind}_ms")))
     cast = {"num_gpus": pl.Int64, "batch_size": pl.Int64, "prompt_tokens": pl.Int64,
             "output_tokens": pl.Int64, "iterations": pl.Int64, "measured_ms": pl.Float64}
-    return pl.concat([p.select(COLUMNS).cast(cast) for p in parts]).sort(COLUMNS[:9])
+    rows = pl.concat([p.select(COLUMNS).cast(cast) for p in parts]).sort(COLUMNS[:9])
+    return rows.filter(~not_bf16(rows)) if bf16_only else rows
+
+
+def weight_floor_ms(config: str, gpu: str, tp: int, batch: int) -> float:
+    """ms one step of `batch` sequences needs at least to stream its bf16 weights from
+    memory on one GPU: every weight but the experts', plus each expert's times the chance a
+    uniform top-k routing of `batch` tokens uses it, over the GPU's bandwidth."""
+    from servecast import gpus
+
+    cfg = configs.load_config(config)
+    expert = (3 if cfg.gated_mlp else 2) * cfg.hidden * cfg.intermediate * cfg.layers
+    used = 1.0 - (1.0 - cfg.experts_per_token / cfg.experts) ** batch if cfg.experts > 1 \
+        else 1.0
+    params = cfg.params() - cfg.experts * expert * (1.0 - used)
+    return params * 2.0 / tp / (gpus.resolve_spec(gpu)["Mem_Bw"] * 1e9) * 1e3
+
+
+def under_floor(rows: pl.DataFrame) -> pl.Series:
+    """Per row: its measured ms per iteration is below `weight_floor_ms` of its batch."""
+    keys = ["config", "gpu", "num_gpus", "batch_size"]
+    floors = {k: weight_floor_ms(k[0], k[1], int(k[2]), int(k[3]))
+              for k in rows.select(keys).unique().iter_rows()}
+    floor = [floors[k] for k in rows.select(keys).iter_rows()]
+    return (rows["measured_ms"] / rows["iterations"] < pl.Series(floor)).alias("under_floor")
+
+
+def not_bf16(rows: pl.DataFrame) -> pl.Series:
+    """Per row of a serving frame: excluded by the module docstring's rule (its series
+    has a row under the bf16 weight floor, or its (engine, GPU, model, TP) group has such
+    rows at two or more input lengths)."""
+    if rows.is_empty():
+        return pl.Series("not_bf16", [], dtype=pl.Boolean)
+    group = ["source", "engine", "gpu", "config", "num_gpus"]
+    series = [*group, "kind", "prompt_tokens"]
+    flagged = rows.with_columns(under_floor(rows)).with_columns(
+        bad_series=pl.col("under_floor").any().over(series),
+        bad_group=(pl.col("prompt_tokens").filter(pl.col("under_floor")).n_unique() >= 2
+                   ).over(group))
+    return (flagged["bad_series"] | flagged["bad_group"]).alias("not_bf16")
 
 
 def batch_ms(engine, batch: int, length: int, output: int | None = None) -> float:

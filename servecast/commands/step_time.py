@@ -29,7 +29,8 @@ def train_step_time(
     """Fit the operator residuals behind the step-time model on aiconfigurator's vLLM
     operator tables (`servecast ingest aiconfigurator ...` first), then each engine family's
     overhead (per iteration, per all-reduce ring step, per sequence) on the store's measured
-    serving rows (Argonne vLLM batches, Splitwise prompt / token times), when ingested."""
+    serving rows (Argonne vLLM and TensorRT-LLM batches, Splitwise prompt / token times;
+    rows not run in bf16 left out: `serving.not_bf16`), when ingested."""
     from servecast.predictors.operator_latency.data import operator_frame
     from servecast.predictors.step_time.model import StepTimeModel
     from servecast.predictors.step_time.runtime import describe_overhead
@@ -86,7 +87,7 @@ def estimate_step_time(
         None, "--overhead-ms", min=0, help="engine CPU time per step (ms; default: the model's)"),
     engine_family: str | None = typer.Option(
         None, "--engine", help="use the overhead fitted for this engine family (vllm, "
-                               "splitwise; default: the model's default)"),
+                               "trtllm, splitwise; default: the model's default)"),
     models: Path = typer.Option(Path("models/step_time"), "--models",
                                 help="a step_time model folder or a models dir"),
     as_json: bool = typer.Option(False, "--json"),
