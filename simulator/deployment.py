@@ -158,7 +158,7 @@ class Compiled:
 
     def overhead_text(self) -> str:
         """The engine overhead per step and whose it is, e.g. `1.7 ms + 0.078 ms per
-        sequence (vllm's; none fitted for trtllm)`."""
+        sequence (vllm's; none fitted for sglang)`."""
         want, got = self.deployment.engine, self.overhead_engine
         if got == want:
             return f"{describe_overhead(self.overhead)} (fitted for {want})"
