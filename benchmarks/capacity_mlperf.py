@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from servecast.datasets.catalog import shared_path
+from servecast.errors import InvalidInputError
 from servecast.simulator import max_batch, mlperf, search
 from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
@@ -349,15 +350,10 @@ def families(pairs: list[str]) -> dict[str, float]:
 
 def max_seqs_arg(text: str) -> int | None:
     """--max-num-seqs: 'auto' -> None (tuned), else a positive integer."""
-    if text == "auto":
-        return None
     try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: write auto or a positive integer")
-    return n
+        return max_batch.parse_cap(text, MAX_SEQS)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _pct(x: float | None) -> str:

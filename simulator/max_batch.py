@@ -56,6 +56,21 @@ class Tuned:
                          for c, r in self.rates.items())
 
 
+def parse_cap(text: str, default: int = 256) -> int | None:
+    """A `--max-num-seqs` value: 'auto' -> None (tune it), else a positive integer;
+    InvalidInputError naming the flag and the fix (`default`: the cap to suggest)."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InvalidInputError(f"--max-num-seqs {text!r}: give a positive integer (e.g. "
+                                f"{default}) or auto")
+    return n
+
+
 def kv_bound(compiled: Compiled, prompt: np.ndarray) -> int:
     """The most running requests the replica's KV cache holds when each holds the mean of
     `prompt` tokens: the largest cap that can bind."""

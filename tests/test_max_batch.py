@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -15,16 +13,8 @@ import pytest
 from servecast.errors import InvalidInputError
 from servecast.simulator import max_batch, search
 from servecast.simulator.core import Engine, Request
-from servecast.simulator.deployment import Deployment
 from servecast.simulator.workloads import lengths, poisson_arrivals
-
-SMALL = Deployment(model="llama-3.1-8b", gpu="h100-sxm")
-SLO = search.SLO(ttft_ms=300, tpot_ms=30)
-
-
-def servecast(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servecast.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+from tests.test_capacity import SLO, SMALL, servecast
 
 
 @pytest.fixture(scope="module")

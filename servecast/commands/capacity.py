@@ -32,25 +32,11 @@ _TTFT = typer.Option(None, "--ttft-ms", help="p99 TTFT limit (ms)")
 _TPOT = typer.Option(None, "--tpot-ms", help="p99 TPOT limit (ms)")
 _REQUESTS = typer.Option(1000, "--requests", help="requests simulated per probe")
 _SEEDS = typer.Option(3, "--seeds", help="seeds (length draws and arrivals)")
+DEFAULT_MAX_SEQS = common.MaxSeqsOption.default
 _MAX_SEQS_AUTO = typer.Option(
-    "256", "--max-num-seqs",
+    str(DEFAULT_MAX_SEQS), "--max-num-seqs",
     help="running requests per replica at most, or auto: the cap of the highest capacity "
-    "(simulator.max_batch: a geometric grid up to the KV bound and 256)")
-DEFAULT_MAX_SEQS = 256
-
-
-def _max_seqs(text: str) -> int | None:
-    """--max-num-seqs: 'auto' -> None (tuned), else a positive integer."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise InvalidInputError(f"--max-num-seqs {text!r}: give a positive integer (vLLM's "
-                                f"default {DEFAULT_MAX_SEQS}) or auto")
-    return n
+    f"(simulator.max_batch: a geometric grid up to the KV bound, and {DEFAULT_MAX_SEQS})")
 
 
 def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
@@ -109,7 +95,7 @@ def capacity(
     from servecast.simulator import max_batch, search
     from servecast.simulator.deployment import load_runtime
 
-    cap_given = _max_seqs(max_num_seqs)
+    cap_given = max_batch.parse_cap(max_num_seqs, DEFAULT_MAX_SEQS)
     slo = search.SLO(ttft_ms, tpot_ms)
     runtime = load_runtime(step_model)
     deployment = _deployment(model, gpu, tp, dtype, engine, cap_given or DEFAULT_MAX_SEQS,
