@@ -22,6 +22,16 @@ Two diagnostics of the mean TPOT beside the issue's metric (never replacing it):
   the operating point. The split of each row's TPOT error into capacity and knee parts:
   log(TPOT at submitted / TPOT at knee) + log(TPOT at knee / measured) = log(1 + error).
 
+The maximum batch (`--max-num-seqs`): by default each Server deployment runs at the
+max_num_seqs that maximises its simulated SLO-compliant capacity (`simulator.max_batch`: a
+geometric grid from the KV bound, coarse to fine, ties to the smaller cap; tuned once per
+deployment, efficiency and SLO), as a submitter tunes the engine's maximum batch size for
+the highest Server QPS under the limits; the capacity search, the knee, the run at the
+submitted QPS and the conditioning runs all use it. Offline runs keep MAX_SEQS (no latency
+limit: the largest batch the KV cache holds; a smaller cap only lowers the throughput,
+docs/results.md). `--max-num-seqs N` runs every Server row at N instead (MAX_SEQS: the
+earlier protocol, the KV cache bounding the batch).
+
 Engine efficiency: one factor per engine family (iteration time = step time / factor),
 fitted on the DEVELOPMENT rows only as the median of measured / predicted (factor 1) over
 their Server max QPS and Offline throughput; rows of a family with no development row keep
@@ -37,7 +47,8 @@ one`, as one sequence.
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
-        [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--out FILE]
+        [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--max-num-seqs auto|N]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -54,7 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from servecast.datasets.catalog import shared_path
-from servecast.simulator import mlperf, search
+from servecast.errors import InvalidInputError
+from servecast.simulator import max_batch, mlperf, search
 from servecast.simulator.deployment import Deployment
 from servecast.simulator.mlperf import MAX_SEQS, model_row
 from servecast.simulator.workloads import lengths, poisson_arrivals
@@ -95,24 +107,43 @@ class Predictor:
     the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
-                 protocol: str = "mlperf", beams: int | None = None):
+                 protocol: str = "mlperf", beams: int | None = None,
+                 max_num_seqs: int | None = None):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
-        self.protocol, self.beams = protocol, beams
+        self.protocol, self.beams, self.max_num_seqs = protocol, beams, max_num_seqs
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
+        self._tuned: dict[tuple, max_batch.Tuned] = {}
         self.cpu_s: dict[str, float] = {}  # process CPU seconds per `_timed` part
 
-    def compiled(self, m: dict, eff: float):
-        key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff)
+    def deployment(self, m: dict, eff: float, cap: int = MAX_SEQS) -> Deployment:
+        return Deployment(model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"],
+                          engine=m["engine"], max_num_seqs=cap, efficiency=eff,
+                          kv_cache_dtype=m["kv_cache_dtype"])
+
+    def compiled(self, m: dict, eff: float, cap: int = MAX_SEQS):
+        key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff,
+               cap)
         if key not in self._compiled:
-            self._compiled[key] = search.compile_replica(Deployment(
-                model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"],
-                engine=m["engine"], max_num_seqs=MAX_SEQS, efficiency=eff,
-                kv_cache_dtype=m["kv_cache_dtype"]))
+            self._compiled[key] = search.compile_replica(self.deployment(m, eff, cap))
         return key, self._compiled[key]
 
+    def cap(self, m: dict, slo: search.SLO, eff: float) -> int:
+        """max_num_seqs of the row's Server runs: the given one, or with None the one
+        `max_batch.tune` picks for the deployment and SLO (module doc)."""
+        if self.max_num_seqs is not None:
+            return self.max_num_seqs
+        self._search(m, slo, eff)
+        return self._tuned[(self.compiled(m, eff)[0], slo)].max_num_seqs
+
+    def tried(self, m: dict, slo: search.SLO, eff: float) -> str | None:
+        """The tuning's capacity per cap tried (`max_batch.Tuned.text`; None: not tuned)."""
+        tuned = self._tuned.get((self.compiled(m, eff)[0], slo))
+        return tuned and f"{tuned.text()} (KV bound {tuned.kv_bound})"
+
     def _search(self, m: dict, slo: search.SLO, eff: float) -> search.Capacity:
-        """The capacity search of one replica (cached per deployment and SLO)."""
-        key, c = self.compiled(m, eff)
+        """The capacity search of one replica (cached per deployment and SLO), at the
+        given max_num_seqs or at the tuned one."""
+        key, c = self.compiled(m, eff, self.max_num_seqs or MAX_SEQS)
         k = (key, slo)
         if k not in self._cap:
             if self.protocol == "mlperf":
@@ -121,7 +152,13 @@ class Predictor:
             else:
                 sample, bound = search.poisson_sample(m["workload"], self.requests), {}
             with self._timed("search"):
-                self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound)
+                if self.max_num_seqs is not None:
+                    self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound)
+                else:
+                    tuned = max_batch.tune(self.deployment(m, eff), slo, sample, self.seeds,
+                                           bound.get("upper_rps"))
+                    self._tuned[k], self._cap[k] = tuned, tuned.capacity
+                    self._compiled[key[:-1] + (tuned.max_num_seqs,)] = tuned.compiled
         return self._cap[k]
 
     def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:
@@ -144,10 +181,11 @@ class Predictor:
                 "bound": max(sorted(set(binds)), key=binds.count)} | {
             k: float(np.median([p[k] for p in at])) for k in KNEE_KEYS}
 
-    def at_qps(self, m: dict, qps: float, eff: float, part: str = "at_qps") -> dict:
-        """The latency summary of one replica at the system's `qps` (cached; `part`: what
-        its CPU time counts as in `cpu_s`)."""
-        key, c = self.compiled(m, eff)
+    def at_qps(self, m: dict, qps: float, eff: float, part: str = "at_qps",
+               cap: int = MAX_SEQS) -> dict:
+        """The latency summary of one replica at the system's `qps` with max_num_seqs
+        `cap` (cached; `part`: what its CPU time counts as in `cpu_s`)."""
+        key, c = self.compiled(m, eff, cap)
         k = (key, qps / m["replicas"])
         if k not in self._at:
             with self._timed(part):
@@ -159,10 +197,11 @@ class Predictor:
                     self._at[k] = search.probe(c, arrive, prompt, output)
         return self._at[k]
 
-    def conditioning(self, m: dict, qps: float, eff: float) -> dict[str, float]:
+    def conditioning(self, m: dict, qps: float, eff: float,
+                     cap: int = MAX_SEQS) -> dict[str, float]:
         """Mean TPOT (ms) at `qps` x (1 -/+ COND_STEP) and d log TPOT / d log QPS between
         them (module doc)."""
-        lo, hi = (self.at_qps(m, qps * f, eff, "conditioning")["mean_tpot_ms"]
+        lo, hi = (self.at_qps(m, qps * f, eff, "conditioning", cap)["mean_tpot_ms"]
                   for f in (1 - COND_STEP, 1 + COND_STEP))
         return {"tpot_lo_ms": lo, "tpot_hi_ms": hi,
                 "dlog_tpot": math.log(hi / lo) / math.log((1 + COND_STEP) / (1 - COND_STEP))}
@@ -220,14 +259,16 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
             r["err_qps"] = r["pred_qps"] / r["target_qps"] - 1
             if fit:
                 continue
-            at = pred.at_qps(m, r["target_qps"], e)
+            cap = r["max_num_seqs"] = pred.cap(m, slo, e) if r["pred_qps"] else MAX_SEQS
+            r["max_num_seqs_tried"] = pred.tried(m, slo, e)
+            at = pred.at_qps(m, r["target_qps"], e, cap=cap)
             r |= {f"pred_{k}": at[k] for k in KNEE_KEYS}
             r["err_tpot"] = r["pred_mean_tpot_ms"] / r["mean_tpot_ms"] - 1
             r |= knee_columns(r, pred.knee(m, slo, e) if r["pred_qps"] else None)
-            r |= pred.conditioning(m, r["target_qps"], e)
-            _progress(r, f"QPS {_pct(r['err_qps'])}, mean TPOT {_pct(r['err_tpot'])}, at "
-                      f"the knee {_pct(r['err_knee_tpot'])}, d log TPOT / d log QPS "
-                      f"{r['dlog_tpot']:.1f}")
+            r |= pred.conditioning(m, r["target_qps"], e, cap)
+            _progress(r, f"max_num_seqs {cap}, QPS {_pct(r['err_qps'])}, mean TPOT "
+                      f"{_pct(r['err_tpot'])}, at the knee {_pct(r['err_knee_tpot'])}, "
+                      f"d log TPOT / d log QPS {r['dlog_tpot']:.1f}")
         else:
             rps, tps = pred.offline(m, e)
             measured, r["unit"] = ((r["tokens_per_s"], "tokens/s") if r["tokens_per_s"]
@@ -307,6 +348,14 @@ def families(pairs: list[str]) -> dict[str, float]:
     return out
 
 
+def max_seqs_arg(text: str) -> int | None:
+    """--max-num-seqs: 'auto' -> None (tuned), else a positive integer."""
+    try:
+        return max_batch.parse_cap(text, MAX_SEQS)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:+.0f}%"
 
@@ -321,7 +370,8 @@ def tables(rows: list[dict]) -> str:
     for (bench, gpu, scen), rs in sorted(groups.items()):
         out.append(f"\n#### {bench} on {gpu}, {scen}\n")
         if scen == "Server":
-            out.append("| submitter / system | split | GPUs (TP) | QPS submitted / predicted "
+            out.append("| submitter / system | split | GPUs (TP, max_num_seqs) "
+                       "| QPS submitted / predicted "
                        "| mean TTFT ms meas / pred | p99 TTFT | mean TPOT ms | p99 TPOT "
                        "| at the predicted knee: mean / p99 TTFT ms, mean / p99 TPOT ms "
                        "(mean TPOT error) | bound: meas / above the knee | mean TPOT ms at QPS x "
@@ -330,7 +380,8 @@ def tables(rows: list[dict]) -> str:
             for r in rs:
                 out.append(
                     f"| {r['submitter']} / {r['system']} | {r['split']} | "
-                    f"{r['m']['accelerators']} ({r['m']['tp']}) | {r['target_qps']:.4g} / "
+                    f"{r['m']['accelerators']} ({r['m']['tp']}, {r['max_num_seqs']}) | "
+                    f"{r['target_qps']:.4g} / "
                     f"{r['pred_qps']:.4g} ({_pct(r['err_qps'])}) | {r['mean_ttft_ms']:.0f} / "
                     f"{r['pred_mean_ttft_ms']:.0f} | {r['p99_ttft_ms']:.0f} / "
                     f"{r['pred_p99_ttft_ms']:.0f} | {r['mean_tpot_ms']:.1f} / "
@@ -371,7 +422,8 @@ def conditioning(rows: list[dict]) -> dict[str, dict[str, float | int]]:
     """Per split and per benchmark, over the Server rows with a knee: rows; the median
     d log TPOT / d log QPS at the submitted QPS; the median |error| (%) of mean TPOT at the
     submitted QPS and at the predicted knee; `capacity_led`, the rows whose TPOT error is
-    mostly the capacity's (|part_qps| > |part_knee|, `knee_columns`)."""
+    mostly the capacity's (|part_qps| > |part_knee|, `knee_columns`); `spread`, the median
+    p99 / mean TPOT at the predicted knee, beside the measured one's (`measured_spread`)."""
     out = {}
     groups = [(part, lambda r, p=part: p in ("all", r["split"]))
               for part in ("dev", "held-out", "all")]
@@ -387,7 +439,11 @@ def conditioning(rows: list[dict]) -> dict[str, dict[str, float | int]]:
                      "knee_tpot": float(100 * np.median([abs(r["err_knee_tpot"])
                                                          for r in mine])),
                      "capacity_led": sum(abs(r["part_qps"]) > abs(r["part_knee"])
-                                         for r in mine)}
+                                         for r in mine),
+                     "spread": float(np.median([r["knee_p99_tpot_ms"] / r["knee_mean_tpot_ms"]
+                                                for r in mine])),
+                     "measured_spread": float(np.median([r["p99_tpot_ms"] / r["mean_tpot_ms"]
+                                                         for r in mine]))}
     return out
 
 
@@ -408,6 +464,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--efficiency", nargs="+", metavar="FAMILY=F",
                     help="use these factors instead of fitting them (e.g. those a --rows "
                     "dev run fitted, to predict the held-out rows once)")
+    ap.add_argument("--max-num-seqs", default="auto", type=max_seqs_arg,
+                    help="max_num_seqs of every Server run: auto (the default: tuned per "
+                    f"deployment and SLO, simulator.max_batch) or a number ({MAX_SEQS}: the "
+                    "KV cache bounds the batch)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -416,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         r["m"] = model_row(r)
     pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
-                     1 if args.beams == "one" else None)
+                     1 if args.beams == "one" else None, args.max_num_seqs)
     if args.efficiency:
         eff = families(args.efficiency)
     else:
@@ -443,11 +503,13 @@ def main(argv: list[str] | None = None) -> dict:
     cond = conditioning(rows)
     print("\n#### Conditioning at the submitted QPS, Server rows with a knee\n")
     print("| rows | count | median d log TPOT / d log QPS | median abs. error % of mean TPOT at "
-          "submitted QPS / at the knee | TPOT error mostly the capacity's |")
-    print("|---|---|---|---|---|")
+          "submitted QPS / at the knee | TPOT error mostly the capacity's | median p99 / "
+          "mean TPOT at the knee, predicted / measured |")
+    print("|---|---|---|---|---|---|")
     for part, c in cond.items():
         print(f"| {part} | {c['rows']} | {c['dlog_tpot']:.2f} | {c['mean_tpot']:.1f} / "
-              f"{c['knee_tpot']:.1f} | {c['capacity_led']} |")
+              f"{c['knee_tpot']:.1f} | {c['capacity_led']} | {c['spread']:.2f} / "
+              f"{c['measured_spread']:.2f} |")
     reasons: dict[str, int] = {}
     for r in rows:
         if r["m"]["reason"]:

@@ -25,8 +25,9 @@ length, the cache sized the same way for every family (TP_KV_RULE: a headroom ru
 the deployment's own cache; sized by the family's rule with the fp8 cache it picks TP 1
 for GPT-J on L40S and Llama-2-70B on H100-NVL, and the development rows' Offline and max
 QPS errors grow, docs/results.md); replicas = accelerators / TP (random routing).
-max_num_seqs = MAX_SEQS: submitters raise the batch until the latency limits bind, so KV
-memory and the token budget bound it.
+max_num_seqs = MAX_SEQS: the KV cache and the token budget bound the batch (Offline, and
+the default a Server deployment's tuning starts from: `simulator.max_batch` picks the cap of
+the highest SLO-compliant capacity, as submitters tune their engine's maximum batch size).
 The engine family sizes the KV cache (`deployment.KV_OF_FREE_MEMORY`: TensorRT-LLM's share
 of the memory left after the weights, vLLM's share of the whole memory).
 

@@ -259,7 +259,7 @@ def trace_sample(arrival_s, prompt, output, replicas: int = 1):
 
 def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas: int = 1,
              rel_tol: float = 0.02, lowest: float = 0.02,
-             upper_rps: float | None = None) -> Capacity:
+             upper_rps: float | None = None, floor_rps: float | None = None) -> Capacity:
     """The highest rate (req/s over `replicas` replicas) meeting `slo`, per seed.
 
     `sample(seed) -> (prompt, output, arrive)`: the simulated replica's requests and
@@ -279,6 +279,10 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
     bisection (otherwise the bisection goes on from what the two probes showed). A seed
     with the same requests as the first therefore ends in the first's bracket. Raises
     SLOUnreachableError when the lowest rate fails, naming the p99s reached there.
+    `floor_rps`: only whether the answer reaches it matters (`max_batch`, which
+    compares deployments against the best so far): each seed first probes it; a seed where
+    it fails answers 0 (below the floor, not searched further), one where it holds bisects
+    [floor_rps, S].
     """
     if not (isinstance(seeds, int) and seeds >= 1 and isinstance(replicas, int)
             and replicas >= 1):
@@ -306,8 +310,14 @@ def capacity(compiled: Compiled, slo: SLO, sample=None, seeds: int = 3, replicas
 
         lo, hi = lowest * sat, sat
         lo_holds = False
+        if floor_rps is not None:  # docstring; S itself counts as failing
+            if floor_rps >= sat or not test(floor_rps):
+                per_seed.append(0.0)
+                fails.append(floor_rps)
+                continue
+            lo, lo_holds = floor_rps, True
         a, b = (float(np.median(per_seed)), float(np.median(fails))) if per_seed else (0, 0)
-        if 0 < a < b < sat:  # early stop (docstring)
+        if (lo if lo_holds else 0) < a < b < sat:  # early stop (docstring)
             if test(a):
                 lo, lo_holds = a, True
                 if test(b):

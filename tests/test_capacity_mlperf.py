@@ -40,7 +40,7 @@ def test_knee_of_a_tpot_bound_row_holds_its_tpot_limit(cap, rows):
     row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
-    pred = cap.Predictor(800, 1, 2000)
+    pred = cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS)  # the KV bounds the batch
     cap.predict([row], pred, {"trtllm": 1.0})
     assert row["bound"] == "TPOT"  # measured: p99 TPOT / limit > p99 TTFT / limit
     for k in cap.KNEE_KEYS:
@@ -87,3 +87,28 @@ def test_a_row_without_a_knee_keeps_its_measured_bound(cap):
     assert all(got[f"knee_{k}"] is None for k in cap.KNEE_KEYS)
     assert got["err_knee_tpot"] is None and got["part_qps"] is None
     assert cap.breaks(None, None) == "throughput"
+
+
+@pytest.mark.slow  # the tuning: several capacity searches of 600 s probes
+def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
+    """By default a Server row's runs use the max_num_seqs of the highest simulated
+    capacity (`max_batch.tune`): its max QPS is no lower than at MAX_SEQS, the knee holds
+    both limits, and the runs at the submitted QPS use the tuned cap."""
+    row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
+               and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
+               and r["m"]["engine"] == "trtllm")
+    fixed = dict(row)
+    cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS),
+                {"trtllm": 1.0})
+    pred = cap.Predictor(800, 1, 2000)
+    cap.predict([row], pred, {"trtllm": 1.0})
+    (tuned,) = pred._tuned.values()
+    assert row["max_num_seqs"] == tuned.max_num_seqs == tuned.compiled.deployment.max_num_seqs
+    assert row["pred_qps"] >= fixed["pred_qps"] > 0
+    assert tuned.rates[cap.MAX_SEQS] * row["m"]["replicas"] == fixed["pred_qps"]
+    assert f"{tuned.max_num_seqs}: " in row["max_num_seqs_tried"]
+    assert row["knee_p99_tpot_ms"] <= row["tpot_limit_ms"]
+    assert row["knee_p99_ttft_ms"] <= row["ttft_limit_ms"]
+    # the run at the submitted QPS and the conditioning runs: at the tuned cap only
+    assert {k[0][-1] for k in pred._at} == {tuned.max_num_seqs}
+    assert f"({row['m']['tp']}, {tuned.max_num_seqs})" in cap.tables([row])

@@ -32,7 +32,11 @@ _TTFT = typer.Option(None, "--ttft-ms", help="p99 TTFT limit (ms)")
 _TPOT = typer.Option(None, "--tpot-ms", help="p99 TPOT limit (ms)")
 _REQUESTS = typer.Option(1000, "--requests", help="requests simulated per probe")
 _SEEDS = typer.Option(3, "--seeds", help="seeds (length draws and arrivals)")
-
+DEFAULT_MAX_SEQS = common.MaxSeqsOption.default
+_MAX_SEQS_AUTO = typer.Option(
+    str(DEFAULT_MAX_SEQS), "--max-num-seqs",
+    help="running requests per replica at most, or auto: the cap of the highest capacity "
+    f"(simulator.max_batch: a geometric grid up to the KV bound, and {DEFAULT_MAX_SEQS})")
 
 
 def _deployment(model, gpu, tp, dtype, engine, max_num_seqs, efficiency, kv_cache_dtype,
@@ -76,7 +80,7 @@ def capacity(
     seeds: int = _SEEDS,
     dtype: str = common.DtypeOption,
     engine: str = common.EngineOption,
-    max_num_seqs: int = common.MaxSeqsOption,
+    max_num_seqs: str = _MAX_SEQS_AUTO,
     efficiency: float | None = common.EfficiencyOption,
     kv_cache_dtype: str = common.KvDtypeOption,
     step_model: Path | None = StepModelOption,
@@ -85,15 +89,18 @@ def capacity(
     db: Path = DbOption,
 ) -> None:
     """The highest Poisson rate (or trace rate scale) whose p99 TTFT and p99 TPOT stay
-    within the limits (MLPerf's Server rule), with its spread over seeds."""
+    within the limits (MLPerf's Server rule), with its spread over seeds; with
+    `--max-num-seqs auto`, at the cap that maximises it."""
     from servecast.analytics.capacity import knee, write_capacity_report
-    from servecast.simulator import search
+    from servecast.simulator import max_batch, search
     from servecast.simulator.deployment import load_runtime
 
+    cap_given = max_batch.parse_cap(max_num_seqs, DEFAULT_MAX_SEQS)
     slo = search.SLO(ttft_ms, tpot_ms)
-    compiled = search.compile_replica(_deployment(model, gpu, tp, dtype, engine,
-                                                  max_num_seqs, efficiency, kv_cache_dtype),
-                                      load_runtime(step_model))
+    runtime = load_runtime(step_model)
+    deployment = _deployment(model, gpu, tp, dtype, engine, cap_given or DEFAULT_MAX_SEQS,
+                             efficiency, kv_cache_dtype)
+    compiled = search.compile_replica(deployment, runtime)
     if trace:
         sample = search.trace_sample(*_trace_requests(db, trace), replicas=replicas)
         source = f"trace {trace}"
@@ -102,7 +109,15 @@ def capacity(
             raise InvalidInputError(f"--requests {requests}: simulate at least 2 requests")
         sample = search.poisson_sample(workload, requests, replicas)
         source = f"workload {workload} (Poisson)"
-    cap = search.capacity(compiled, slo, sample, seeds=seeds, replicas=replicas)
+    tuned = None
+    if cap_given is None:
+        tuned = max_batch.tune(deployment, slo, sample, seeds, replicas=replicas,
+                               runtime=runtime)
+        cap, compiled = tuned.capacity, tuned.compiled
+        console.print(f"max_num_seqs auto (cap: req/s): {tuned.text()} (KV bound "
+                      f"{tuned.kv_bound}) -> [bold]{tuned.max_num_seqs}[/]")
+    else:
+        cap = search.capacity(compiled, slo, sample, seeds=seeds, replicas=replicas)
     scale = ""
     if trace:
         scale = f" = trace rate x {cap.rate / sample.base_rate:.3g}"
@@ -113,6 +128,9 @@ def capacity(
                   f"engine overhead per step {compiled.overhead_text()}")
     result = {"model": model, "gpu": gpu, "tp": tp, "replicas": replicas, "dtype": dtype,
               "engine": engine, "engine_overhead": compiled.overhead_text(),
+              "max_num_seqs": compiled.deployment.max_num_seqs,
+              "max_num_seqs_rates": tuned and {str(c): r or None
+                                               for c, r in tuned.rates.items()},
               "source": source, "rate": cap.rate, "low": cap.low,
               "high": cap.high, "per_seed": cap.per_seed, "ttft_ms": ttft_ms,
               "tpot_ms": tpot_ms, "saturation_rps": cap.saturation_rps,
