@@ -13,12 +13,13 @@ the cap of the highest capacity (ties: the smaller cap, the steadier TPOT):
   leaves room for the batch, and falls once the cap starves it: the first fall ends it);
 - fine: FINE times, the caps one step of the ratio's square root (then its fourth root)
   either side of the best so far.
-Every search is cached by cap, so no cap is searched twice. Only the best cap's capacity
-is needed exactly: each cap after the first is searched with the best rate so far as its
-floor (`search.capacity`'s `floor_rps`), so a cap that does not hold that rate costs one
-probe (stopped early once it certainly breaks the SLO) and answers 0 ("below"), and a cap
-that holds it bisects only the bracket above it (holding it exactly is a tie). Rates in
-req/s.
+Every search is cached by cap, so no cap is searched twice. Only the best cap's capacity is
+needed exactly (and its spread over seeds: a seed of the chosen cap that missed the floor
+is searched again without one, so every seed reports its own rate): each cap after the
+first is searched with the best rate so far as its floor (`search.capacity`'s `floor_rps`),
+so a cap that does not hold that rate costs one probe (stopped early once it certainly
+breaks the SLO) and answers 0 ("below"), and a cap that holds it bisects only the bracket
+above it (holding it exactly is a tie). Rates in req/s.
 """
 
 from __future__ import annotations
@@ -135,5 +136,8 @@ def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
     if got is None:
         raise search.SLOUnreachableError(f"{why} (at every max_num_seqs tried: "
                                          f"{', '.join(str(c) for c in sorted(done))})")
+    if min(got.per_seed) == 0.0:  # a seed that missed the floor: search it for its own rate
+        got = search.capacity(compiled, slo, sample, seeds=seeds, replicas=replicas,
+                              upper_rps=upper_rps)
     return Tuned(max_num_seqs=chosen, capacity=got, compiled=compiled, kv_bound=bound,
                  rates={c: rate(c) for c in sorted(done)}, below=below)

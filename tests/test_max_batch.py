@@ -44,6 +44,14 @@ def test_the_tuned_cap_is_the_best_searched_and_no_worse_than_the_default(tuned)
     assert min(tuned.rates.values()) < best
 
 
+def test_every_seed_of_the_chosen_cap_reports_its_own_rate():
+    """With several seeds, a seed below the best rate so far answers 0 inside the tuning
+    (the floor); the chosen cap's capacity still gives each seed its own rate."""
+    got = max_batch.tune(SMALL, SLO, search.poisson_sample("sharegpt", 150), seeds=3)
+    assert len(got.capacity.per_seed) == 3 and min(got.capacity.per_seed) > 0
+    assert got.capacity.rate == pytest.approx(float(np.median(got.capacity.per_seed)))
+
+
 def test_a_cap_bounds_the_running_batch():
     cap = 12
     eng = Engine(search.compile_replica(replace(SMALL, max_num_seqs=cap)))
