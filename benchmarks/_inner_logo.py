@@ -108,12 +108,18 @@ def forest_params(pairs: list[str]) -> dict[str, dict]:
     LightGBM objective's name for `objective`); exit 2 naming the pair and the fix on an
     unknown name or a value that is not a positive number (a positive integer for the
     integer ones). Returns the settings in force."""
+    from servecast.predictors.operator_latency import physics
     from servecast.predictors.operator_latency.predictor import OP_PARAMS
+    from servecast.predictors.operator_latency.runtime import forest_key
 
     example = "gemm/bf16.num_leaves=31"
+    keys = sorted({forest_key(op, d) for op in physics.OPS for d in ("bf16", "fp8")})
     for pair in pairs:
         key, _eq, value = pair.partition("=")
         op, _dot, param = key.rpartition(".")
+        if op and op not in keys:
+            fail(f"--param {pair}: {op!r} is not a residual key; expected KEY.NAME=VALUE "
+                 f"with KEY one of {', '.join(keys)}, e.g. {example}")
         if op and param == "objective":
             OP_PARAMS.setdefault(op, {})[param] = value
             continue

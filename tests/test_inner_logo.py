@@ -32,9 +32,9 @@ def test_nested_folds_never_read_the_outer_gpu():
     ("gemm_inner_logo.py", ["--set", "NOPE=1"], "physics has no float constant 'NOPE'"),
     ("gemm_inner_logo.py", ["--set", "TILE_TRAFFIC=0,x"], "'x' is not a number"),
     ("attention_inner_logo.py", ["--set", "SOFTMAX_OPS=x"], "'x' is not a number"),
-    ("attention_inner_logo.py", ["--param", "gemm.num_leaves=7"], "expected OP.NAME=VALUE"),
+    ("attention_inner_logo.py", ["--param", "gemm.num_leaves=7"], "KEY one of"),
     ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=l2"],
-     "only objective takes a name"),
+     "'l2' is not a number"),
 ])
 def test_a_bad_override_exits_2_naming_the_flag(script, args, says):
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
