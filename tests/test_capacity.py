@@ -304,8 +304,9 @@ def test_capacity_dashboard_page():
     at.button(key="cap_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    labels = [m.label for m in at.metric]
-    assert "capacity (req/s)" in labels and "TTFT knee (req/s)" in labels
+    first = {m.label: m.value for m in at.metric}
+    assert "capacity (req/s)" in first and "TTFT knee (req/s)" in first
+    assert first["max batch"] == "256"
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(specs) == 1 and len(specs[0]["hconcat"]) == 2
     assert at.dataframe and at.dataframe[0].value.shape[0] == 10
@@ -313,3 +314,13 @@ def test_capacity_dashboard_page():
     at.sidebar.number_input(key="cap_tpot").set_value(1.0)
     at.button(key="cap_run").click().run()
     assert not at.exception and "no rate meets" in at.error[0].value
+    # the max batch tuned: no lower a capacity than the default's, and the cap it chose
+    at.sidebar.number_input(key="cap_tpot").set_value(200.0)
+    at.sidebar.selectbox(key="cap_b").set_value("auto")
+    at.button(key="cap_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    tuned = {m.label: m.value for m in at.metric}
+    assert float(tuned["capacity (req/s)"].replace(",", "")) >= float(
+        first["capacity (req/s)"].replace(",", ""))
+    assert tuned["max batch"] != "256" or tuned["capacity (req/s)"] == first[
+        "capacity (req/s)"]
