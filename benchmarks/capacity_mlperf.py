@@ -112,7 +112,7 @@ class Predictor:
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.protocol, self.beams, self.max_num_seqs = protocol, beams, max_num_seqs
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
-        self._tuned: dict[tuple, max_batch.Tuned] = {}
+        self._tuned: dict[tuple, max_batch.Tuned | None] = {}  # None: a given cap
         self.cpu_s: dict[str, float] = {}  # process CPU seconds per `_timed` part
 
     def deployment(self, m: dict, eff: float, cap: int = MAX_SEQS) -> Deployment:
@@ -120,9 +120,14 @@ class Predictor:
                           engine=m["engine"], max_num_seqs=cap, efficiency=eff,
                           kv_cache_dtype=m["kv_cache_dtype"])
 
+    @staticmethod
+    def key(m: dict, eff: float, cap: int = MAX_SEQS) -> tuple:
+        """The cache key of a row's deployment at efficiency `eff` and max_num_seqs `cap`."""
+        return (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"],
+                eff, cap)
+
     def compiled(self, m: dict, eff: float, cap: int = MAX_SEQS):
-        key = (m["model"], m["gpu"], m["tp"], m["dtype"], m["kv_cache_dtype"], m["engine"], eff,
-               cap)
+        key = self.key(m, eff, cap)
         if key not in self._compiled:
             self._compiled[key] = search.compile_replica(self.deployment(m, eff, cap))
         return key, self._compiled[key]
@@ -133,18 +138,18 @@ class Predictor:
         if self.max_num_seqs is not None:
             return self.max_num_seqs
         self._search(m, slo, eff)
-        return self._tuned[(self.compiled(m, eff)[0], slo)].max_num_seqs
+        return self._tuned[(self.key(m, eff), slo)].max_num_seqs
 
     def tried(self, m: dict, slo: search.SLO, eff: float) -> str | None:
         """The tuning's capacity per cap tried (`max_batch.Tuned.text`; None: not tuned)."""
-        tuned = self._tuned.get((self.compiled(m, eff)[0], slo))
+        tuned = self._tuned.get((self.key(m, eff), slo))
         return tuned and f"{tuned.text()} (KV bound {tuned.kv_bound})"
 
     def _search(self, m: dict, slo: search.SLO, eff: float) -> search.Capacity:
         """The capacity search of one replica (cached per deployment and SLO), at the
         given max_num_seqs or at the tuned one."""
-        key, c = self.compiled(m, eff, self.max_num_seqs or MAX_SEQS)
-        k = (key, slo)
+        given = self.max_num_seqs or MAX_SEQS
+        k = (self.key(m, eff, given), slo)
         if k not in self._cap:
             if self.protocol == "mlperf":
                 upper = self._offline(m, eff, 1)["steady_rps"]  # per replica
@@ -152,13 +157,10 @@ class Predictor:
             else:
                 sample, bound = search.poisson_sample(m["workload"], self.requests), {}
             with self._timed("search"):
-                if self.max_num_seqs is not None:
-                    self._cap[k] = search.capacity(c, slo, sample, seeds=self.seeds, **bound)
-                else:
-                    tuned = max_batch.tune(self.deployment(m, eff), slo, sample, self.seeds,
-                                           bound.get("upper_rps"))
-                    self._tuned[k], self._cap[k] = tuned, tuned.capacity
-                    self._compiled[key[:-1] + (tuned.max_num_seqs,)] = tuned.compiled
+                self._cap[k], c, self._tuned[k] = max_batch.capacity_at(
+                    self.deployment(m, eff, given), slo, sample, self.max_num_seqs,
+                    self.seeds, **bound)
+            self._compiled.setdefault(self.key(m, eff, c.deployment.max_num_seqs), c)
         return self._cap[k]
 
     def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:
@@ -281,7 +283,7 @@ def predict(rows: list[dict], pred: Predictor, eff: dict[str, float],
 
 
 def nearer_limit(p99_ttft_ms: float, p99_tpot_ms: float, ttft_limit_ms: float,
-          tpot_limit_ms: float) -> str:
+                 tpot_limit_ms: float) -> str:
     """'TTFT' or 'TPOT': the p99 nearer its limit (the larger p99 / limit)."""
     return "TTFT" if p99_ttft_ms / ttft_limit_ms >= p99_tpot_ms / tpot_limit_ms else "TPOT"
 

@@ -141,3 +141,18 @@ def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
                               upper_rps=upper_rps)
     return Tuned(max_num_seqs=chosen, capacity=got, compiled=compiled, kv_bound=bound,
                  rates={c: rate(c) for c in sorted(done)}, below=below)
+
+
+def capacity_at(deployment: Deployment, slo: search.SLO, sample=None, cap: int | None = None,
+                seeds: int = 1, replicas: int = 1, upper_rps: float | None = None,
+                runtime=None) -> tuple[search.Capacity, Compiled, Tuned | None]:
+    """`search.capacity` of `deployment` at max_num_seqs `cap`, or with None at the cap
+    `tune` picks: (capacity, the deployment compiled at that cap, the tuning or None).
+    Arguments as `tune`'s; what `servecast capacity`, the dashboard and the MLPerf
+    protocol call for `--max-num-seqs N | auto`."""
+    if cap is None:
+        tuned = tune(deployment, slo, sample, seeds, upper_rps, runtime, replicas)
+        return tuned.capacity, tuned.compiled, tuned
+    compiled = search.compile_replica(replace(deployment, max_num_seqs=cap), runtime)
+    return search.capacity(compiled, slo, sample, seeds=seeds, replicas=replicas,
+                           upper_rps=upper_rps), compiled, None

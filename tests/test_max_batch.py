@@ -44,6 +44,19 @@ def test_the_tuned_cap_is_the_best_searched_and_no_worse_than_the_default(tuned)
     assert min(tuned.rates.values()) < best
 
 
+def test_capacity_at_a_given_cap_or_the_tuned_one(tuned):
+    """`capacity_at`: a given cap is one plain search at that cap, None is `tune`'s."""
+    sample = search.poisson_sample("sharegpt", 150)
+    cap, compiled, none = max_batch.capacity_at(SMALL, SLO, sample, 64)
+    plain = search.capacity(search.compile_replica(replace(SMALL, max_num_seqs=64)), SLO,
+                            sample, seeds=1)
+    assert none is None and compiled.deployment.max_num_seqs == 64
+    assert cap.rate == plain.rate and cap.per_seed == plain.per_seed
+    cap, compiled, got = max_batch.capacity_at(SMALL, SLO, sample, None)
+    assert got.max_num_seqs == tuned.max_num_seqs == compiled.deployment.max_num_seqs
+    assert cap.rate == tuned.capacity.rate
+
+
 def test_every_seed_of_the_chosen_cap_reports_its_own_rate():
     """With several seeds, a seed below the best rate so far answers 0 inside the tuning
     (the floor); the chosen cap's capacity still gives each seed its own rate."""

@@ -39,17 +39,10 @@ seeds = side.select_slider("seeds", [1, 2, 3], value=2, key="cap_s")
 @st.cache_data(show_spinner="searching the capacity (simulating) ...", max_entries=16)
 def search_capacity(model, gpu, tp, dtype, engine, max_seqs, workload, ttft, tpot, requests,
                     seeds) -> dict:
-    cap_given = max_batch.parse_cap(max_seqs)
-    deployment = Deployment(model=model, gpu=gpu, tp=tp, dtype=dtype, engine=engine,
-                            max_num_seqs=cap_given or Deployment.max_num_seqs)
+    deployment = Deployment(model=model, gpu=gpu, tp=tp, dtype=dtype, engine=engine)
     sample = search.poisson_sample(workload, requests)
-    slo = search.SLO(ttft, tpot)
-    if cap_given:
-        compiled = search.compile_replica(deployment)
-        cap = search.capacity(compiled, slo, sample, seeds=seeds)
-    else:
-        tuned = max_batch.tune(deployment, slo, sample, seeds=seeds)
-        compiled, cap = tuned.compiled, tuned.capacity
+    cap, compiled, _tuned = max_batch.capacity_at(deployment, search.SLO(ttft, tpot), sample,
+                                                  max_batch.parse_cap(max_seqs), seeds)
     curve = search.load_curve(compiled, sample)
     return {"rate": cap.rate, "low": cap.low, "high": cap.high,
             "saturation": cap.saturation_rps, "probes": len(cap.probes), "curve": curve,
