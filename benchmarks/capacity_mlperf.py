@@ -39,11 +39,11 @@ factor 1. Split by submitter: submitters sorted by name, even positions developm
 held out (whole submitters, so no system is on both sides).
 
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
-rules make a submission run (`servecast.simulator.mlperf`: Server probes of the system's
-equal-issue query count, at least 600 s, Offline runs of min_query_count raised to
-600 s); "short" runs `--requests` per Server probe and `--offline-requests` per Offline
-run (the earlier protocol). Either way each sample decodes with MLPerf's beam search
-(`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams one`, as one sequence.
+rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
+runs of min_query_count raised to 600 s); "short" runs `--requests` per Server probe and
+`--offline-requests` per Offline run (the earlier protocol). Either way each sample decodes
+with MLPerf's beam search (`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams
+one`, as one sequence.
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
@@ -102,8 +102,7 @@ class Predictor:
 
     `protocol` "mlperf": every run as long as MLPerf's rules make a submitted one
     (`servecast.simulator.mlperf`: Offline runs of the benchmark's min_query_count raised to
-    600 s, Server probes of the system's equal-issue run, at least 600 s of arrivals, so
-    the search runs per replica count; the search bounded by the Offline run's
+    600 s, Server probes of 600 s of arrivals, the search bounded by the Offline run's
     steady rate). "short": `requests` per Server probe, `offline_requests` per Offline run,
     the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
 
@@ -139,41 +138,39 @@ class Predictor:
         if self.max_num_seqs is not None:
             return self.max_num_seqs
         self._search(m, slo, eff)
-        return self._tuned[(self.key(m, eff), slo, m["replicas"])].max_num_seqs
+        return self._tuned[(self.key(m, eff), slo)].max_num_seqs
 
     def tried(self, m: dict, slo: search.SLO, eff: float) -> str | None:
         """The tuning's capacity per cap tried (`max_batch.Tuned.text`; None: not tuned)."""
-        tuned = self._tuned.get((self.key(m, eff), slo, m["replicas"]))
+        tuned = self._tuned.get((self.key(m, eff), slo))
         return tuned and f"{tuned.text()} (KV bound {tuned.kv_bound})"
 
     def _search(self, m: dict, slo: search.SLO, eff: float) -> search.Capacity:
-        """The capacity search of one of the row's replicas at the system's rates (cached
-        per deployment, SLO and replicas: MLPerf's Server run length depends on the
-        system's rate, `mlperf.server_sample`), at the given max_num_seqs or the tuned one."""
-        given, n = self.max_num_seqs or MAX_SEQS, m["replicas"]
-        k = (self.key(m, eff, given), slo, n)
+        """The capacity search of one replica (cached per deployment and SLO), at the
+        given max_num_seqs or at the tuned one."""
+        given = self.max_num_seqs or MAX_SEQS
+        k = (self.key(m, eff, given), slo)
         if k not in self._cap:
             if self.protocol == "mlperf":
                 upper = self._offline(m, eff, 1)["steady_rps"]  # per replica
-                sample = mlperf.server_sample(m["workload"], upper * n, n)
-                bound = {"upper_rps": upper}
+                sample, bound = mlperf.server_sample(m["workload"], upper), {"upper_rps": upper}
             else:
-                sample, bound = search.poisson_sample(m["workload"], self.requests, n), {}
+                sample, bound = search.poisson_sample(m["workload"], self.requests), {}
             with self._timed("search"):
                 self._cap[k], c, self._tuned[k] = max_batch.capacity_at(
                     self.deployment(m, eff, given), slo, sample, self.max_num_seqs,
-                    self.seeds, replicas=n, **bound)
+                    self.seeds, **bound)
             self._compiled.setdefault(self.key(m, eff, c.deployment.max_num_seqs), c)
         return self._cap[k]
 
     def max_qps(self, m: dict, slo: search.SLO, eff: float) -> float:
-        """The system's capacity (random routing: Poisson per replica)."""
-        return self._search(m, slo, eff).rate
+        """Per-replica capacity x replicas (random routing: Poisson per replica)."""
+        return self._search(m, slo, eff).rate * m["replicas"]
 
     def knee(self, m: dict, slo: search.SLO, eff: float) -> dict[str, float]:
         """The latency summary at the predicted max QPS (module doc): per seed the search's
         probe at that seed's highest holding rate, the median over seeds of each of
-        KNEE_KEYS; `qps` the system's rate there (the median of those rates);
+        KNEE_KEYS; `qps` the system's rate there (the median of those rates x replicas);
         `bound` what ends the search above it (`breaks` of the seed's lowest failing probe,
         the most common over seeds)."""
         cap = self._search(m, slo, eff)
@@ -182,7 +179,7 @@ class Predictor:
         above = [min((p for p in cap.probes if p["seed"] == seed and not p["met"]),
                      key=lambda p: p["rate"], default=None) for seed in range(len(at))]
         binds = [breaks(p, slo) for p in above]
-        return {"qps": float(np.median(cap.per_seed)),
+        return {"qps": float(np.median(cap.per_seed)) * m["replicas"],
                 "bound": max(sorted(set(binds)), key=binds.count)} | {
             k: float(np.median([p[k] for p in at])) for k in KNEE_KEYS}
 
@@ -191,7 +188,7 @@ class Predictor:
         """The latency summary of one replica at the system's `qps` with max_num_seqs
         `cap` (cached; `part`: what its CPU time counts as in `cpu_s`)."""
         key, c = self.compiled(m, eff, cap)
-        k = (key, qps, m["replicas"])  # the run length depends on both (`_search`)
+        k = (key, qps / m["replicas"])
         if k not in self._at:
             with self._timed(part):
                 if self.protocol == "mlperf":

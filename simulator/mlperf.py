@@ -43,15 +43,8 @@ minutes; a run of a few hundred requests ends before they do):
   the benchmark's beam search (BEAMS: GPT-J's 4 beams, as the reference implementation
   and the closed division run it; `simulator.core`: the KV the beams share and what their
   attention reads, per engine family); `offline_run(beams=1)` runs one sequence instead;
-- Server (`server_sample`): Poisson arrivals over at least MIN_DURATION_S at each probed
-  rate, at least SERVER_MIN_QUERIES; the LLM benchmarks run in LoadGen's equal-issue mode
-  (`<benchmark>.*.sample_concatenate_permutation = 1`), which pads the whole system's
-  query count to a multiple of the loaded samples (PERFORMANCE_SAMPLES) and adds one more
-  multiple while the run is shorter than `min_duration` (`search.run_seconds`): a system
-  of 75 QPS runs 2 x 24,576 Llama-2-70B queries, 655 s; one of 12.7 QPS 24,576, 1,935 s.
-  A replica starts empty and its batch grows for minutes near the capacity, so the run's
-  length sets how much of that climb its mean and p99 TPOT see (docs/results.md, "MLPerf
-  TPOT spread at the knee"). TTFT and TPOT per request as LoadGen computes them (TPOT =
+- Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
+  least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
   (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;
 - the capacity search's upper bound is the steady completion rate of the Offline run
   (`search.offline_rates`: without its first wave and its drain), not the Offline
@@ -87,9 +80,6 @@ MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms 
 SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
 #: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
 OFFLINE_MIN_QUERIES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
-#: `<benchmark>.*.performance_sample_count_override`: the samples LoadGen loads, whose
-#: whole multiples an equal-issue Server run issues (module doc)
-PERFORMANCE_SAMPLES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
 #: beam-search width per benchmark (mlcommons/inference language/gpt-j/backend.py:
 #: `num_beams` 4; others 1): what `offline_run` runs by default (module doc)
 BEAMS = {"gptj": 4}
@@ -211,33 +201,20 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
         n = math.ceil(n * min_duration_s / duration * 1.02)
 
 
-def query_block(workload: str) -> int | None:
-    """The equal-issue block of a Server run of `workload` (PERFORMANCE_SAMPLES of the
-    benchmark whose workload it is; None for a workload no benchmark names)."""
-    return next((PERFORMANCE_SAMPLES.get(b) for b, (_, w) in BENCHMARKS.items()
-                 if w == workload), None)
-
-
 def server_sample(workload: str, max_rps: float, replicas: int = 1,
-                  duration_s: float = MIN_DURATION_S, block: int | None = None):
+                  duration_s: float = MIN_DURATION_S):
     """`search.capacity`'s sample of a Server run under MLPerf's run-length rules (module
-    doc): Poisson arrivals over at least `duration_s`, padded to whole multiples of
-    `block` queries of the whole system (None: the workload's `query_block`; 0: not
-    padded), at least SERVER_MIN_QUERIES; the pool covers any rate up to `max_rps` (req/s
-    over `replicas` replicas)."""
-    block = query_block(workload) if block is None else block
-    queries = max_rps * search.run_seconds(max_rps, duration_s, block)
-    pool = math.ceil(queries / replicas * 1.1) + SERVER_MIN_QUERIES
+    doc): Poisson arrivals over `duration_s`, at least SERVER_MIN_QUERIES; the pool covers
+    any rate up to `max_rps` (req/s over `replicas` replicas)."""
+    pool = math.ceil(max_rps / replicas * duration_s * 1.1) + SERVER_MIN_QUERIES
     return search.poisson_sample(workload, pool, replicas, duration_s=duration_s,
-                                 min_requests=SERVER_MIN_QUERIES, query_block=block)
+                                 min_requests=SERVER_MIN_QUERIES)
 
 
 def server_run(compiled: Compiled, workload: str, rps: float, replicas: int = 1,
-               seed: int = 0, duration_s: float = MIN_DURATION_S,
-               block: int | None = None) -> dict:
+               seed: int = 0, duration_s: float = MIN_DURATION_S) -> dict:
     """The latency summary (`search.probe`) of one replica of a Server run at `rps` (req/s
-    over `replicas` replicas) under MLPerf's run-length rules (`block` as in
-    `server_sample`)."""
-    prompt, output, arrive = server_sample(workload, rps, replicas, duration_s, block)(seed)
+    over `replicas` replicas) under MLPerf's run-length rules."""
+    prompt, output, arrive = server_sample(workload, rps, replicas, duration_s)(seed)
     return search.probe_at(compiled, prompt, output, arrive(rps))
 

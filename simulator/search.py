@@ -209,19 +209,17 @@ class Capacity:
 
 
 def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: int = 1,
-                   duration_s: float | None = None, min_requests: int = 100,
-                   query_block: int | None = None):
+                   duration_s: float | None = None, min_requests: int = 100):
     """`sample(seed) -> (prompt, output, arrive)` of `capacity`: `requests` lengths of
     `workload` for the one replica simulated; `arrive(rate)` its Poisson arrivals when the
     whole deployment gets `rate` req/s (random routing: rate / replicas each).
 
     With `duration_s` (MLPerf's Server rule: a run lasts at least `min_duration` and
     `min_query_count` queries), `arrive(rate)` keeps only the arrivals of the first
-    `duration_s` seconds (`run_seconds`: with `query_block`, until the whole deployment's
-    queries reach a whole multiple of it), at least `min_requests` of them: a probe at a
-    higher rate runs more requests. The `requests` drawn are the pool; a rate whose run
-    needs more gets the whole pool (size it for the highest rate probed: the upper end of
-    `capacity`'s bracket x its run's seconds)."""
+    `duration_s` seconds, at least `min_requests` of them: a probe at a higher rate runs
+    more requests, each probe the same length of time. The `requests` drawn are the pool;
+    a rate whose `duration_s` needs more gets the whole pool (size it for the highest rate
+    probed: the upper end of `capacity`'s bracket x `duration_s`)."""
     if duration_s is not None and not duration_s > 0:
         raise InvalidInputError(f"duration_s={duration_s!r} must be > 0 s")
 
@@ -232,22 +230,9 @@ def poisson_sample(workload: str = "sharegpt", requests: int = 1000, replicas: i
             arr = poisson_arrivals(requests, rate / replicas, seed)
             if duration_s is None:
                 return arr
-            end = run_seconds(rate, duration_s, query_block)
-            return arr[:max(int(np.searchsorted(arr, end)), min_requests)]
+            return arr[:max(int(np.searchsorted(arr, duration_s)), min_requests)]
         return prompt, output, arrive
     return sample
-
-
-def run_seconds(rate: float, duration_s: float, query_block: int | None = None) -> float:
-    """Seconds of arrivals in a run at `rate` req/s (the whole deployment's) lasting at
-    least `duration_s`: `duration_s`, or with `query_block` the expected time of the last
-    of the fewest whole multiples of `query_block` queries that last that long (MLPerf
-    LoadGen's equal-issue mode: `loadgen/loadgen.cc` `GenerateQueries` pads a Server
-    run's query count to a multiple of the loaded samples, and adds another multiple while
-    the run is shorter than `min_duration`)."""
-    if not query_block:
-        return duration_s
-    return query_block * max(math.ceil(rate * duration_s / query_block), 1) / rate
 
 
 def trace_sample(arrival_s, prompt, output, replicas: int = 1):

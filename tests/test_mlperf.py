@@ -178,27 +178,9 @@ def test_runs_last_what_mlperf_requires():
     assert long["offline_rps"] == pytest.approx(long["requests"] / long["duration_s"])
     assert long["output_tokens_per_s"] > 30 * long["offline_rps"]  # >= 30 tokens each
     rate = 0.5 * long["offline_rps"]
-    got = server_run(c, "mlperf-gptj", 2 * rate, replicas=2, duration_s=40.0, block=0)
+    got = server_run(c, "mlperf-gptj", 2 * rate, replicas=2, duration_s=40.0)
     assert got["requests"] == pytest.approx(40.0 * rate, rel=0.25)
     assert 0 < got["mean_tpot_ms"] <= got["p99_tpot_ms"]
-    block = round(2 * rate * 40.0 / 1.5)  # 1.5 blocks in 40 s: equal issue pads to 2
-    padded = server_run(c, "mlperf-gptj", 2 * rate, replicas=2, duration_s=40.0, block=block)
-    assert padded["requests"] == pytest.approx(block, rel=0.15)  # 2 blocks over 2 replicas
-
-
-def test_server_runs_issue_whole_multiples_of_the_loaded_samples():
-    """LoadGen's equal-issue mode: a Server run's queries are the fewest whole multiples of
-    the loaded samples (mlperf.conf's performance_sample_count) lasting min_duration."""
-    from servecast.simulator.mlperf import MIN_DURATION_S, PERFORMANCE_SAMPLES, query_block
-    from servecast.simulator.search import run_seconds
-
-    llama = PERFORMANCE_SAMPLES["llama2-70b"]
-    assert query_block("mlperf-llama2-70b") == llama == 24576
-    assert query_block("mlperf-mixtral-8x7b") == 15000 and query_block("sharegpt") is None
-    assert run_seconds(75.0, MIN_DURATION_S, llama) == pytest.approx(2 * llama / 75.0)  # 655 s
-    assert run_seconds(12.7, MIN_DURATION_S, llama) == pytest.approx(llama / 12.7)  # 1,935 s
-    assert run_seconds(1.5 * llama / 600.0, MIN_DURATION_S, llama) == pytest.approx(800.0)
-    assert run_seconds(75.0, MIN_DURATION_S, None) == MIN_DURATION_S
 
 
 def test_gptj_lengths_are_the_published_counts_in_bpe_tokens():
