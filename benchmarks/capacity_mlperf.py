@@ -38,6 +38,15 @@ their Server max QPS and Offline throughput; rows of a family with no developmen
 factor 1. Split by submitter: submitters sorted by name, even positions development, odd
 held out (whole submitters, so no system is on both sides).
 
+Step time (`--step-model DIR`): by default every replica is compiled physics only
+(`search.compile_replica(deployment)`: no learned operator residual, no engine overhead);
+with a saved step_time model (`servecast train step-time --db STORE --out DIR`, loaded as
+`servecast capacity --step-model` loads it) every compile uses it instead (the Offline runs,
+the capacity search and its max_num_seqs tuning, the runs at the submitted QPS and the
+conditioning runs): the learned operator residuals and the overhead fitted for the row's
+engine family. The efficiency factors are fitted on the development rows either way. The
+header and `--out` (`step_model`) say which ran.
+
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
 rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
 runs of min_query_count raised to 600 s); "short" runs `--requests` per Server probe and
@@ -48,7 +57,7 @@ one`, as one sequence.
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
         [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--max-num-seqs auto|N]
-        [--out FILE]
+        [--step-model DIR] [--out FILE]
 """
 
 from __future__ import annotations
