@@ -75,7 +75,7 @@ import numpy as np
 
 from servecast.datasets.catalog import shared_path
 from servecast.errors import InvalidInputError, ServecastError
-from servecast.predictors.step_time.runtime import Runtime, describe_overhead
+from servecast.predictors.step_time.runtime import Runtime, describe_overhead, overhead_terms
 from servecast.simulator import max_batch, mlperf, search
 from servecast.simulator.deployment import Deployment, load_runtime
 from servecast.simulator.mlperf import MAX_SEQS, model_row
@@ -372,16 +372,21 @@ def max_seqs_arg(text: str) -> int | None:
 
 def step_model(path: Path | None, runtime: Runtime | None) -> dict | None:
     """What `--step-model` ran, for the header and the JSON: None for physics only, else
-    the folder and each engine family's fitted overhead terms (`OVERHEAD_TERMS`)."""
-    return runtime and {"path": str(path), "overheads": runtime.overheads}
+    the folder, each engine family's fitted overhead terms (`OVERHEAD_TERMS`) and
+    `other`, the terms a family with none fitted gets (`Runtime.engine_overhead()`)."""
+    if runtime is None:
+        return None
+    return {"path": str(path), "overheads": runtime.overheads,
+            "other": overhead_terms(runtime.engine_overhead())}
 
 
 def step_model_text(model: dict | None) -> str:
     """`step_model`'s one header line."""
     if model is None:
         return "step time: physics only (no --step-model: no learned residual, no overhead)"
-    fams = "; ".join(f"{k} {describe_overhead(v)}" for k, v in sorted(model["overheads"].items()))
-    return f"step time: the step-time model {model['path']} (engine overheads: {fams or 'none'})"
+    fams = [f"{k} {describe_overhead(v)}" for k, v in sorted(model["overheads"].items())]
+    fams.append(f"any other family {describe_overhead(model['other'])}")
+    return f"step time: the step-time model {model['path']} (engine overheads: {'; '.join(fams)})"
 
 
 def _pct(x: float | None) -> str:

@@ -150,4 +150,5 @@ def test_the_step_model_reaches_every_compiled_replica(cap, rows, fitted_kind):
     assert got["model"][1] != pytest.approx(got["physics"][1], rel=1e-3)
     model = cap.step_model(path, runtime)
     assert cap.step_model(None, None) is None and "physics only" in cap.step_model_text(None)
-    assert model["path"] == str(path) and str(path) in cap.step_model_text(model)
+    assert model["path"] == str(path) and model["other"]["step_ms"] == 1.5
+    assert f"{path} (engine overheads: any other family 1.5 ms)" in cap.step_model_text(model)
