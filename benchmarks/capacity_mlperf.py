@@ -38,6 +38,15 @@ their Server max QPS and Offline throughput; rows of a family with no developmen
 factor 1. Split by submitter: submitters sorted by name, even positions development, odd
 held out (whole submitters, so no system is on both sides).
 
+Step time (`--step-model DIR`): by default every replica is compiled physics only
+(`search.compile_replica(deployment)`: no learned operator residual, no engine overhead);
+with a saved step_time model (`servecast train step-time --db STORE --out DIR`, loaded as
+`servecast capacity --step-model` loads it) every compile uses it instead (the Offline runs,
+the capacity search and its max_num_seqs tuning, the runs at the submitted QPS and the
+conditioning runs): the learned operator residuals and the overhead fitted for the row's
+engine family. The efficiency factors are fitted on the development rows either way. The
+header and `--out` (`step_model`) say which ran.
+
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
 rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
 runs of min_query_count raised to 600 s); "short" runs `--requests` per Server probe and
@@ -48,7 +57,7 @@ one`, as one sequence.
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
         [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--max-num-seqs auto|N]
-        [--out FILE]
+        [--step-model DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -65,9 +74,10 @@ from pathlib import Path
 import numpy as np
 
 from servecast.datasets.catalog import shared_path
-from servecast.errors import InvalidInputError
+from servecast.errors import InvalidInputError, ServecastError
+from servecast.predictors.step_time.runtime import Runtime, describe_overhead, overhead_terms
 from servecast.simulator import max_batch, mlperf, search
-from servecast.simulator.deployment import Deployment
+from servecast.simulator.deployment import Deployment, load_runtime
 from servecast.simulator.mlperf import MAX_SEQS, model_row
 from servecast.simulator.workloads import lengths, poisson_arrivals
 from servecast.store import Store
@@ -108,9 +118,10 @@ class Predictor:
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
                  protocol: str = "mlperf", beams: int | None = None,
-                 max_num_seqs: int | None = None):
+                 max_num_seqs: int | None = None, runtime: Runtime | None = None):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.protocol, self.beams, self.max_num_seqs = protocol, beams, max_num_seqs
+        self.runtime = runtime  # the step-time runtime of every compile (None: physics only)
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
         self._tuned: dict[tuple, max_batch.Tuned | None] = {}  # None: a given cap
         self.cpu_s: dict[str, float] = {}  # process CPU seconds per `_timed` part
@@ -129,7 +140,8 @@ class Predictor:
     def compiled(self, m: dict, eff: float, cap: int = MAX_SEQS):
         key = self.key(m, eff, cap)
         if key not in self._compiled:
-            self._compiled[key] = search.compile_replica(self.deployment(m, eff, cap))
+            self._compiled[key] = search.compile_replica(self.deployment(m, eff, cap),
+                                                         self.runtime)
         return key, self._compiled[key]
 
     def cap(self, m: dict, slo: search.SLO, eff: float) -> int:
@@ -159,7 +171,7 @@ class Predictor:
             with self._timed("search"):
                 self._cap[k], c, self._tuned[k] = max_batch.capacity_at(
                     self.deployment(m, eff, given), slo, sample, self.max_num_seqs,
-                    self.seeds, **bound)
+                    self.seeds, runtime=self.runtime, **bound)
             self._compiled.setdefault(self.key(m, eff, c.deployment.max_num_seqs), c)
         return self._cap[k]
 
@@ -358,6 +370,25 @@ def max_seqs_arg(text: str) -> int | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def step_model(path: Path | None, runtime: Runtime | None) -> dict | None:
+    """What `--step-model` ran, for the header and the JSON: None for physics only, else
+    the folder, each engine family's fitted overhead terms (`OVERHEAD_TERMS`) and
+    `other`, the terms a family with none fitted gets (`Runtime.engine_overhead()`)."""
+    if runtime is None:
+        return None
+    return {"path": str(path), "overheads": runtime.overheads,
+            "other": overhead_terms(runtime.engine_overhead())}
+
+
+def step_model_text(model: dict | None) -> str:
+    """`step_model`'s one header line."""
+    if model is None:
+        return "step time: physics only (no --step-model: no learned residual, no overhead)"
+    fams = [f"{k} {describe_overhead(v)}" for k, v in sorted(model["overheads"].items())]
+    fams.append(f"any other family {describe_overhead(model['other'])}")
+    return f"step time: the step-time model {model['path']} (engine overheads: {'; '.join(fams)})"
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:+.0f}%"
 
@@ -470,15 +501,24 @@ def main(argv: list[str] | None = None) -> dict:
                     help="max_num_seqs of every Server run: auto (the default: tuned per "
                     f"deployment and SLO, simulator.max_batch) or a number ({MAX_SEQS}: the "
                     "KV cache bounds the batch)")
+    ap.add_argument("--step-model", type=Path, metavar="DIR",
+                    help="saved step_time model (`servecast train step-time`): learned "
+                    "operator residuals and each engine family's fitted overhead in every "
+                    "compiled replica (default: physics only)")
     ap.add_argument("--out", type=Path, help="write every row's numbers as JSON")
     args = ap.parse_args(argv)
+    try:
+        runtime = load_runtime(args.step_model)
+    except ServecastError as e:
+        ap.error(f"--step-model: {e}")
+    model = step_model(args.step_model, runtime)
     t0, c0 = time.perf_counter(), time.process_time()
     rows = load_rows()
     split(rows)
     for r in rows:
         r["m"] = model_row(r)
     pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
-                     1 if args.beams == "one" else None, args.max_num_seqs)
+                     1 if args.beams == "one" else None, args.max_num_seqs, runtime)
     if args.efficiency:
         eff = families(args.efficiency)
     else:
@@ -490,6 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"MLPerf v4.1 LLM rows: {len(rows)}, modelled {len(modelled)} "
           f"({sum(r['split'] == 'dev' for r in modelled)} development, "
           f"{sum(r['split'] == 'held-out' for r in modelled)} held out); {seconds:.0f} s")
+    print(step_model_text(model))
     print("engine efficiency (given)" if args.efficiency else
           "engine efficiency (fitted on development rows):",
           ", ".join(f"{k} {v:.3f}" for k, v in sorted(eff.items())) or "none")
@@ -522,8 +563,8 @@ def main(argv: list[str] | None = None) -> dict:
     cpu = pred.cpu_s | {"total": time.process_time() - c0}
     print(f"\nCPU seconds: {cpu['total']:.0f} in all, of which " + ", ".join(
         f"{k} {v:.0f}" for k, v in sorted(pred.cpu_s.items())))
-    result = {"efficiency": eff, "medians": med, "conditioning": cond, "seconds": seconds,
-              "cpu_seconds": cpu, "rows": [
+    result = {"step_model": model, "efficiency": eff, "medians": med, "conditioning": cond,
+              "seconds": seconds, "cpu_seconds": cpu, "rows": [
         {k: v for k, v in r.items() if k != "m"} | r["m"] for r in rows]}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, default=str))

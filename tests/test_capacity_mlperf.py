@@ -112,3 +112,43 @@ def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
     # the run at the submitted QPS and the conditioning runs: at the tuned cap only
     assert {k[0][-1] for k in pred._at} == {tuned.max_num_seqs}
     assert f"({row['m']['tp']}, {tuned.max_num_seqs})" in cap.tables([row])
+
+
+def test_a_bad_step_model_exits_2_naming_it(cap, tmp_path, capsys):
+    """`--step-model` of a folder that holds no saved model: exit 2 before any row runs,
+    naming the flag and the folder."""
+    with pytest.raises(SystemExit) as e:
+        cap.main(["--step-model", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--step-model" in err and str(tmp_path) in err and "model_card.json" in err
+
+
+@pytest.mark.slow  # fits the registry's small step-time model, ingests the v4.1 CSV
+def test_the_step_model_reaches_every_compiled_replica(cap, rows, fitted_kind):
+    """A Predictor given a step-time runtime compiles every replica with it (the Offline
+    run, the capacity search and the max_num_seqs tuning, the runs at the submitted QPS):
+    each carries the model's overhead (the fixture's 1.5 ms constant; physics only: 0), and
+    a row's Offline throughput and max QPS differ from physics only's."""
+    from servecast.simulator.deployment import load_runtime
+
+    *_, path = fitted_kind("step_time")
+    runtime = load_runtime(path)
+    picked = [next(r for r in rows if r["scenario"] == scen and not r["m"]["reason"]
+                   and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s")
+              for scen in ("Offline", "Server")]
+    got = {}
+    for name, rt in (("physics", None), ("model", runtime)):
+        pred = cap.Predictor(100, 1, 200, protocol="short", runtime=rt)
+        done = [dict(r) for r in picked]
+        cap.predict(done, pred, {"trtllm": 1.0})
+        got[name] = (done[0]["pred_offline"], done[1]["pred_qps"])
+        assert len(pred._compiled) > 1  # the Offline run's and the tuned caps'
+        for c in [*pred._compiled.values(), *(t.compiled for t in pred._tuned.values())]:
+            assert c.overhead["step_ms"] == (1.5 if rt else 0.0)
+    assert got["model"][0] != pytest.approx(got["physics"][0], rel=1e-3)
+    assert got["model"][1] != pytest.approx(got["physics"][1], rel=1e-3)
+    model = cap.step_model(path, runtime)
+    assert cap.step_model(None, None) is None and "physics only" in cap.step_model_text(None)
+    assert model["path"] == str(path) and model["other"]["step_ms"] == 1.5
+    assert f"{path} (engine overheads: any other family 1.5 ms)" in cap.step_model_text(model)
