@@ -68,6 +68,11 @@ def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame,
         assert set(SHAPE_COLUMNS) <= set(res.columns) if cfg.get("shape_features") else \
             not set(SHAPE_COLUMNS) & set(res.columns)
         assert (path / "shape" / key).is_dir() == bool(cfg.get("shape_weight"))
+        assert (res.mlp.weight if res.mlp else 0.0) == cfg.get("mlp_weight", 0.0)
+        assert (path / "mlp" / key).is_dir() == bool(cfg.get("mlp_weight"))
+        if res.mlp:
+            assert set(res.shape_columns) <= set(res.mlp.columns) if cfg.get("mlp_shape") \
+                else res.mlp.columns == res.columns
         assert res.shape_columns == SHAPE_COLUMNS + (
             CROSS_COLUMNS if cfg.get("shape_cross") else []) + (
             GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else [])
@@ -176,6 +181,8 @@ def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime
     part = frame.filter(pl.col("op").is_in(["attn_decode", "attn_prefill"]))
     fit, test = part.filter(pl.col("device") != "l40s"), part.filter(pl.col("device") == "l40s")
     decode = test.filter(pl.col("op") == "attn_decode")
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_prefill", {
+        k: v for k, v in predictor.RESIDUALS["attn_prefill"].items() if "mlp" not in k})
     base = OperatorLatencyModel(trees=10).fit(fit)
     monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
                         predictor.RESIDUALS["attn_decode"] | {"mlp_weight": 0.25,

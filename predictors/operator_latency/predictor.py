@@ -55,7 +55,9 @@ OP_PARAMS: dict[str, dict] = {}
 #: both forests, the view's and the shape view, a GEMM's products (`GEMM_CROSS_COLUMNS`).
 #: `mlp_weight` w blends (1 - w) x those forests with w x an MLP (`MLP`, `mlp_hidden` wide)
 #: on the view forest's columns, standardized (`mlp_shape`: and the shape view's;
-#: `mlp_clip`: clipped to their training range, `runtime.MLPMember`).
+#: `mlp_clip`: clipped to their training range, `runtime.MLPMember`); an MLP helps only
+#: prefill attention, on the shape's columns, a quarter of the residual (docs/results.md
+#: "An MLP member of the operator residual").
 #: Chosen by the inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
 #: `--residual`); docs/results.md "Learned residual" section
 #: LightGBM settings of a `shape_fine` shape view over the shared ones (`_forest`)
@@ -69,7 +71,8 @@ MLP = {"layers": 2, "hidden": 64, "epochs": 30, "batch_size": 256, "lr": 3e-3,
 RESIDUALS: dict[str, dict] = {
     "gemm/bf16": {"shape_features": True},
     "gemm/fp8": {"shape_weight": 0.5},
-    "attn_prefill": {"shape_weight": 0.5, "shape_cross": True, "shape_fine": True},
+    "attn_prefill": {"shape_weight": 0.5, "shape_cross": True, "shape_fine": True,
+                     "mlp_weight": 0.25, "mlp_shape": True},
     "attn_decode": {"shape_weight": 0.75, "shape_cross": True, "shape_fine": True},
 }
 
