@@ -61,8 +61,10 @@ def fail(message: str) -> NoReturn:
 
 
 #: `--residual` settings of one residual key (`predictor.RESIDUALS`) and their value types
+#: (bool and float ones lie in [0, 1], int ones are positive)
 RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": bool,
-                  "shape_fine": bool, "gemm_cross": bool}
+                  "shape_fine": bool, "gemm_cross": bool, "mlp_weight": float,
+                  "mlp_shape": bool, "mlp_hidden": int, "mlp_clip": bool}
 #: weights of the shape lookup beside the trees (`lookup_scores`)
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 
@@ -143,19 +145,27 @@ def residual_settings(pairs: list[str]) -> dict[str, dict]:
     for pair in pairs:
         op, name, number = key_setting("--residual", pair, RESIDUAL_NAMES,
                                        "attn_decode.shape_weight=0.75")
-        if not 0.0 <= number <= 1.0:
+        kind = RESIDUAL_NAMES[name]
+        if kind is int and (number < 1 or not number.is_integer()):
+            fail(f"--residual {pair}: {name} must be a positive int")
+        if kind is not int and not 0.0 <= number <= 1.0:
             fail(f"--residual {pair}: {name} must lie in [0, 1]")
-        RESIDUALS.setdefault(op, {})[name] = RESIDUAL_NAMES[name](number)
+        RESIDUALS.setdefault(op, {})[name] = kind(number)
     return {k: dict(v) for k, v in RESIDUALS.items()}
 
 
 def fit_score(train: pl.DataFrame, test: pl.DataFrame, trees: int,
               seed: int = 0) -> dict[str, float]:
     """MdAPE (%) per residual key (`runtime.forest_key`: op, and dtype for GEMMs) on `test`
-    of the operator model (relative view, `trees` trees, `seed`) fitted on `train`."""
+    of the operator model (relative view, `trees` trees, `seed`) fitted on `train`. Prints
+    each MLP member's epoch choice (made on the fit rows; model card `mlp`)."""
     from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
 
     model = OperatorLatencyModel(view="relative", trees=trees, seed=seed).fit(train)
+    fitted_on = ", ".join(sorted(set(train["device"].to_list())))
+    for key, fit in model.card["mlp"].items():
+        print(f"mlp {key} on {fitted_on}: epoch {fit['epoch']} of {fit['epochs']}, "
+              f"val L1 {fit['val_l1']:.4f}", flush=True)
     return {key: res["model"]["mdape"] for key, res in model.evaluate(test).items()}
 
 

@@ -68,6 +68,11 @@ def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame,
         assert set(SHAPE_COLUMNS) <= set(res.columns) if cfg.get("shape_features") else \
             not set(SHAPE_COLUMNS) & set(res.columns)
         assert (path / "shape" / key).is_dir() == bool(cfg.get("shape_weight"))
+        assert (res.mlp.weight if res.mlp else 0.0) == cfg.get("mlp_weight", 0.0)
+        assert (path / "mlp" / key).is_dir() == bool(cfg.get("mlp_weight"))
+        if res.mlp:
+            assert set(res.shape_columns) <= set(res.mlp.columns) if cfg.get("mlp_shape") \
+                else res.mlp.columns == res.columns
         assert res.shape_columns == SHAPE_COLUMNS + (
             CROSS_COLUMNS if cfg.get("shape_cross") else []) + (
             GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else [])
@@ -166,6 +171,56 @@ def test_a_model_saved_before_per_op_residuals_loads_on_the_view_columns(fitted,
 
 
 @pytest.mark.slow
+def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime(
+        frame, monkeypatch, tmp_path):
+    """`mlp_weight` w: the residual is (1 - w) x the forests' + w x an MLP of `mlp_hidden`
+    units on the forest's columns (the other keys keep no MLP), reading them clipped to
+    their training range (`mlp_clip`); its epoch is chosen on the fit rows; the saved
+    model, loaded by the numpy runtime or the predictor, predicts what the fitted one
+    does."""
+    part = frame.filter(pl.col("op").is_in(["attn_decode", "attn_prefill"]))
+    fit, test = part.filter(pl.col("device") != "l40s"), part.filter(pl.col("device") == "l40s")
+    decode = test.filter(pl.col("op") == "attn_decode")
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_prefill", {
+        k: v for k, v in predictor.RESIDUALS["attn_prefill"].items() if "mlp" not in k})
+    base = OperatorLatencyModel(trees=10).fit(fit)
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
+                        predictor.RESIDUALS["attn_decode"] | {"mlp_weight": 0.25,
+                                                              "mlp_hidden": 16,
+                                                              "mlp_clip": True})
+    monkeypatch.setitem(predictor.MLP, "epochs", 3)
+    model = OperatorLatencyModel(trees=10).fit(fit)
+    res = model.forests["attn_decode"]
+    assert model.forests["attn_prefill"].mlp is None and list(model.card["mlp"]) == [
+        "attn_decode"]
+    assert 1 <= model.card["mlp"]["attn_decode"]["epoch"] <= 3
+    assert res.mlp.columns == res.columns and res.mlp.weights[0].shape == (
+        len(res.columns), 16)
+
+    def log_ratio(m: OperatorLatencyModel) -> np.ndarray:
+        out = m.predict(decode)
+        return np.log((out["latency_ms_pred"] / out["physics_ms"]).to_numpy())
+
+    X = model.physics(decode)[2]
+    lo, hi = res.mlp.bounds
+    z = (X[:, res.columns] - res.mlp.mean) / res.mlp.scale
+    assert ((z < lo) | (z > hi)).any()  # the L40S lies outside the fit GPUs' range
+    mlp = res.mlp.predict(X)
+    assert mlp == pytest.approx(res.mlp.net(np.clip(z, lo, hi)), abs=1e-12)
+    assert np.abs(mlp - log_ratio(base)).max() > 1e-3
+    assert log_ratio(model) == pytest.approx(0.75 * log_ratio(base) + 0.25 * mlp, abs=1e-9)
+    path = tmp_path / "ops"
+    model.save(path)
+    assert (path / "mlp" / "attn_decode" / "mlp.npz").is_file()
+    assert not (path / "mlp" / "attn_prefill").exists()
+    want = model.predict(test)["latency_ms_pred"].to_numpy()
+    assert Runtime.load(path).predict(test.to_dict(as_series=False))["latency_ms_pred"] == \
+        pytest.approx(want, rel=1e-12)
+    assert OperatorLatencyModel.load(path).predict(test)["latency_ms_pred"].to_numpy() == \
+        pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.slow
 def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame):
     """The inner loop's shape lookup: on rows whose log(measured / physics) is a function
     of the shape alone (the same on every GPU), every scored row is matched and the lookup
@@ -199,6 +254,9 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("gemm_inner_logo.py", ["--param", "gemm/bf16.num_leaves=31.5"], "a positive int"),
     ("gemm_inner_logo.py", ["--param", "gemm/bf16.learning_rate=fast"], "is not a number"),
     ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=7.5"], "a positive int"),
+    ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=0"], "a positive int"),
+    ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=8.5"], "a positive int"),
+    ("attention_inner_logo.py", ["--residual", "attn_decode.mlp_weight=1.5"], "in [0, 1]"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any

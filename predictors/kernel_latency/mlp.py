@@ -32,6 +32,10 @@ class ResidualMLP(pl.LightningModule):
         self.log("train_l1", loss, prog_bar=True, on_epoch=True, on_step=False)
         return loss
 
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val_l1", (self(x) - y).abs().mean(), on_epoch=True, on_step=False)
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
                                 weight_decay=self.hparams.weight_decay)
@@ -49,16 +53,42 @@ class ResidualMLP(pl.LightningModule):
 
 
 def fit_mlp(X: np.ndarray, y: np.ndarray, *, hidden: int, layers: int, epochs: int,
-            batch_size: int, lr: float, seed: int, **trainer_kw) -> list[np.ndarray]:
+            batch_size: int, lr: float, seed: int, val: tuple | None = None,
+            **trainer_kw) -> list[np.ndarray]:
     """Train ResidualMLP on standardized X, target y; returns its numpy weights. Batches are
-    fixed slices of one permutation seeded by `seed`, their order shuffled every epoch."""
+    fixed slices of one permutation seeded by `seed`, their order shuffled every epoch.
+    `val` (X, y): validated (L1, logged as `val_l1`) after every epoch."""
     from servecast.predictors.training import fit_module
 
+    val = None if val is None else tuple(np.asarray(a, np.float32) for a in val)
     trainer = fit_module(lambda: ResidualMLP(X.shape[1], hidden, layers, lr, epochs=epochs),
-                         (np.asarray(X, np.float32), np.asarray(y, np.float32)),
+                         (np.asarray(X, np.float32), np.asarray(y, np.float32)), val,
                          epochs=epochs, batch_size=batch_size, seed=seed, loader_seed=seed,
                          whole_batches=True, **trainer_kw)
     return trainer.lightning_module.numpy_weights()
+
+
+class BestEpoch(pl.Callback):
+    """Keeps the numpy weights of the epoch with the lowest `val_l1` (`weights`), that
+    epoch (1-based, `epoch`) and its loss (`loss`, L1 in the target's units)."""
+
+    def __init__(self):
+        self.weights, self.epoch, self.loss = None, 0, float("inf")
+
+    def on_validation_epoch_end(self, trainer, module):
+        loss = float(trainer.callback_metrics["val_l1"])
+        if not trainer.sanity_checking and loss < self.loss:
+            self.weights, self.epoch = module.numpy_weights(), trainer.current_epoch + 1
+            self.loss = loss
+
+
+def fit_mlp_best(X: np.ndarray, y: np.ndarray, val: tuple, **kw) -> tuple[list, dict]:
+    """`fit_mlp` on (X, y) for its `epochs`, keeping the weights of the epoch with the
+    lowest L1 on `val` (X, y) rather than the last: (weights, {"epoch", "epochs",
+    "val_l1"}) (the chosen epoch, 1-based, of `epochs`, and its validation L1)."""
+    best = BestEpoch()
+    fit_mlp(X, y, val=val, callbacks=[best], num_sanity_val_steps=0, **kw)
+    return best.weights, {"epoch": best.epoch, "epochs": kw["epochs"], "val_l1": best.loss}
 
 
 def widen_input(weights: list[np.ndarray], cols: np.ndarray, n_in: int) -> list[np.ndarray]:

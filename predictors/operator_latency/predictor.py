@@ -2,12 +2,14 @@
 
 `OperatorLatencyModel.fit(frame)` fits, per op, LightGBM on log(measured / physics) over the
 device-relative physics features (`physics.features`), per `RESIDUALS` with the raw shape
-beside them and / or averaged with a forest over the shape alone (`runtime.Residual`);
+beside them and / or averaged with a forest over the shape alone, and / or blended with a
+Lightning MLP on the standardized features (`runtime.Residual`, `runtime.MLPMember`);
 predict = physics x exp(residual).
 Frames carry `device` (a catalog name, alias or a key of `specs`), `op`, `dtype`, `kv_dtype`
 and the shape columns of `data.SHAPE`; `latency_ms` to fit or evaluate. No feature is a GPU
 name: an unseen GPU is predicted from its spec alone. Trees are compiled to numpy bit masks
-(`Forest`) for the runtime; LightGBM is only needed to fit.
+(`Forest`) for the runtime, an MLP member to numpy weights; LightGBM (torch and Lightning
+for an MLP member) is only needed to fit.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import polars as pl
 from servecast import gpus
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
+from servecast.predictors.kernel_latency.runtime import clean_std
 from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.operator_latency.runtime import (
     CROSS_COLUMNS,
     GEMM_CROSS_COLUMNS,
     SHAPE_COLUMNS,
+    MLPMember,
     Residual,
     Runtime,
     forest_key,
@@ -49,15 +53,26 @@ OP_PARAMS: dict[str, dict] = {}
 #: with `FINE_SHAPE_PARAMS` (the shape grid is discrete: a fine L2 forest can learn each
 #: shape's mean log ratio, where the L1 default keeps coarse medians); `gemm_cross` gives
 #: both forests, the view's and the shape view, a GEMM's products (`GEMM_CROSS_COLUMNS`).
+#: `mlp_weight` w blends (1 - w) x those forests with w x an MLP (`MLP`, `mlp_hidden` wide)
+#: on the view forest's columns, standardized (`mlp_shape`: and the shape view's;
+#: `mlp_clip`: clipped to their training range, `runtime.MLPMember`); an MLP helps only
+#: prefill attention, on the shape's columns, a quarter of the residual (docs/results.md
+#: "An MLP member of the operator residual").
 #: Chosen by the inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
 #: `--residual`); docs/results.md "Learned residual" section
 #: LightGBM settings of a `shape_fine` shape view over the shared ones (`_forest`)
 FINE_SHAPE_PARAMS = {"objective": "l2", "num_leaves": 63, "min_data_in_leaf": 5,
                      "learning_rate": 0.1}
+#: the MLP member's training (`kernel_latency.mlp.fit_mlp_best`): hidden layers, their
+#: default width, the most epochs, rows per batch, AdamW's learning rate and the share of
+#: the fit rows held out to choose the epoch by (never a scored GPU's rows)
+MLP = {"layers": 2, "hidden": 64, "epochs": 30, "batch_size": 256, "lr": 3e-3,
+       "val_share": 0.1}
 RESIDUALS: dict[str, dict] = {
     "gemm/bf16": {"shape_features": True},
     "gemm/fp8": {"shape_weight": 0.5},
-    "attn_prefill": {"shape_weight": 0.5, "shape_cross": True, "shape_fine": True},
+    "attn_prefill": {"shape_weight": 0.5, "shape_cross": True, "shape_fine": True,
+                     "mlp_weight": 0.25, "mlp_shape": True},
     "attn_decode": {"shape_weight": 0.75, "shape_cross": True, "shape_fine": True},
 }
 
@@ -108,7 +123,7 @@ class OperatorLatencyModel(Predictor):
         y = np.log(frame["latency_ms"].to_numpy()) - np.log(t)
         ops = self._keys(frame)
         rng = np.random.default_rng(self.seed)
-        forests = {}
+        forests, fits = {}, {}
         for op in sorted(set(ops.tolist())):
             rows = np.flatnonzero(ops == op)
             if len(rows) > MAX_ROWS:
@@ -122,13 +137,39 @@ class OperatorLatencyModel(Predictor):
             shape = self._forest(op, X[rows][:, scols], y[rows],
                                  FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}
                                  ) if weight else None
-            forests[op] = Residual(forest, cols, shape, weight, scols)
+            mlp, fits[op] = self._mlp(X[rows], y[rows], cfg, cols, scols)
+            forests[op] = Residual(forest, cols, shape, weight, scols, mlp)
         self.rt.forests = forests
         self.card = {"view": self.view, "trees": self.trees, "leaves": self.leaves,
                      "devices": sorted(set(frame["device"].to_list())),
                      "rows": {op: int((ops == op).sum()) for op in forests},
-                     "residuals": {op: r.meta() for op, r in forests.items()}}
+                     "residuals": {op: r.meta() for op, r in forests.items()},
+                     "mlp": {op: fit for op, fit in fits.items() if fit}}
         return self
+
+    def _mlp(self, X: np.ndarray, y: np.ndarray, cfg: dict, cols: list[int],
+             scols: list[int]) -> tuple[MLPMember | None, dict]:
+        """The MLP member of one residual key's `RESIDUALS` settings `cfg` on its rows
+        (X: `residual_features`, y: log(measured / physics)), or None where `mlp_weight` is
+        0; and its epoch choice (`fit_mlp_best`: the epoch of least L1 on a `val_share` of
+        these rows, drawn with the model's seed; {} without a member)."""
+        weight = float(cfg.get("mlp_weight", 0.0))
+        if not weight:
+            return None, {}
+        from servecast.predictors.kernel_latency.mlp import fit_mlp_best
+
+        cols = list(dict.fromkeys(cols + (scols if cfg.get("mlp_shape") else [])))
+        X = X[:, cols]
+        mean, std = X.mean(0), X.std(0) + 1e-6
+        Z = (X - mean) / clean_std(std)
+        bounds = (Z.min(0), Z.max(0)) if cfg.get("mlp_clip") else None
+        val = np.random.default_rng(self.seed).random(len(y)) < MLP["val_share"]
+        weights, fit = fit_mlp_best(
+            Z[~val], y[~val], (Z[val], y[val]), hidden=int(cfg.get("mlp_hidden",
+                                                                   MLP["hidden"])),
+            layers=MLP["layers"], epochs=MLP["epochs"], batch_size=MLP["batch_size"],
+            lr=MLP["lr"], seed=self.seed)
+        return MLPMember(weights, cols, mean, std, weight, bounds), fit
 
     def _forest(self, op: str, X: np.ndarray, y: np.ndarray, extra: dict | None = None):
         """One LightGBM residual forest of `op` on (X, y) (`extra`: LightGBM settings over

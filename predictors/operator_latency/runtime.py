@@ -12,7 +12,8 @@ shape's products as the attention kernel sees them (`CROSS`, log1p each; `CROSS_
 then those a GEMM's grid and traffic follow (`GEMM_CROSS`; `GEMM_CROSS_COLUMNS`).
 One op's `Residual` is a forest over its columns of them, optionally averaged with a forest
 over shape columns alone (the "shape view": aiconfigurator times the same shape grid on
-every GPU, so a shape's log(measured / physics) carries over from GPU to GPU).
+every GPU, so a shape's log(measured / physics) carries over from GPU to GPU), and that
+optionally blended with an MLP (`MLPMember`: smooth in the features where trees are steps).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from servecast import gpus
 from servecast.errors import InvalidInputError, UnknownNameError
+from servecast.predictors.kernel_latency.runtime import MergedMLP, clean_std
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.output_length.forest import Forest
 
@@ -81,29 +83,82 @@ def residual_features(X: np.ndarray, shape: dict) -> np.ndarray:
     return np.column_stack([X, *(np.log1p(v) for v in raw + cross)])
 
 
+class MLPMember:
+    """An MLP over the `columns` of `residual_features` (`weights` [W0, b0, W1, b1, ...],
+    W: (in, out), SiLU between layers: `kernel_latency.mlp.ResidualMLP`'s numpy export),
+    reading them standardized by `mean` / `std` (per column, in `residual_features`'
+    units: log ms, log1p shape, ratios) and, where `bounds` (lo, hi) are given, clipped to
+    them (the standardized training range: the MLP then levels off outside it, as a tree
+    does, instead of extrapolating); `weight` in [0, 1] is its share of the residual."""
+
+    FILE = "mlp.npz"
+
+    def __init__(self, weights: list[np.ndarray], columns: list[int], mean: np.ndarray,
+                 std: np.ndarray, weight: float, bounds: tuple | None = None):
+        self.weights, self.columns, self.weight = list(weights), list(columns), float(weight)
+        self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        self.bounds = None if bounds is None else tuple(np.asarray(b, np.float64)
+                                                        for b in bounds)
+        self.net, self.scale = MergedMLP(self.weights, 1), clean_std(self.std)
+
+    def standardize(self, X: np.ndarray) -> np.ndarray:
+        """The MLP's input of the rows of `X` (`residual_features`): its columns
+        standardized, clipped to `bounds` where given."""
+        Z = (X[:, self.columns] - self.mean) / self.scale
+        return Z if self.bounds is None else np.clip(Z, *self.bounds)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The MLP's residual (n,) of the rows of `X` (`residual_features`)."""
+        return self.net(self.standardize(X))
+
+    def save(self, folder: Path) -> None:
+        """Write `FILE` (the weights as w0, w1, ..., mean, std and the bounds as lo, hi
+        where given) into `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        bounds = {} if self.bounds is None else dict(zip(("lo", "hi"), self.bounds,
+                                                         strict=True))
+        np.savez(folder / self.FILE, mean=self.mean, std=self.std, **bounds,
+                 **{f"w{i}": w for i, w in enumerate(self.weights)})
+
+    @classmethod
+    def load(cls, folder: Path, columns: list[int], weight: float) -> MLPMember:
+        """The member `save` wrote into `folder`."""
+        with np.load(folder / cls.FILE) as npz:
+            weights = [npz[f"w{i}"] for i in range(sum(f[0] == "w" for f in npz.files))]
+            bounds = (npz["lo"], npz["hi"]) if "lo" in npz.files else None
+            return cls(weights, columns, npz["mean"], npz["std"], weight, bounds)
+
+
 class Residual:
     """One op's learned log(measured / physics): `forest` over the `columns` of
     `residual_features`, and where `shape` is given, (1 - shape_weight) x that +
-    shape_weight x `shape` over `shape_columns` (shape columns only: no device feature)."""
+    shape_weight x `shape` over `shape_columns` (shape columns only: no device feature);
+    where `mlp` is given, (1 - mlp.weight) x all that + mlp.weight x the MLP's."""
 
     def __init__(self, forest: Forest, columns: list[int], shape: Forest | None = None,
-                 shape_weight: float = 0.0, shape_columns: list[int] | None = None):
+                 shape_weight: float = 0.0, shape_columns: list[int] | None = None,
+                 mlp: MLPMember | None = None):
         self.forest, self.columns = forest, list(columns)
         self.shape, self.shape_weight = shape, float(shape_weight if shape else 0.0)
         self.shape_columns = list(SHAPE_COLUMNS if shape_columns is None else shape_columns)
+        self.mlp = mlp
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The residual (n,) of the rows of `X` (`residual_features`)."""
         r = self.forest.predict(X[:, self.columns])[:, 0]
-        if self.shape is None:
-            return r
-        w = self.shape_weight
-        return (1.0 - w) * r + w * self.shape.predict(X[:, self.shape_columns])[:, 0]
+        if self.shape is not None:
+            w = self.shape_weight
+            r = (1.0 - w) * r + w * self.shape.predict(X[:, self.shape_columns])[:, 0]
+        if self.mlp is not None:
+            r = (1.0 - self.mlp.weight) * r + self.mlp.weight * self.mlp.predict(X)
+        return r
 
     def meta(self) -> dict:
-        """What `save` writes of it beside the forests."""
+        """What `save` writes of it beside the forests (and the MLP's file)."""
+        mlp = {"mlp_weight": self.mlp.weight, "mlp_columns": self.mlp.columns} if self.mlp \
+            else {}
         return {"columns": self.columns, "shape_weight": self.shape_weight,
-                "shape_columns": self.shape_columns}
+                "shape_columns": self.shape_columns} | mlp
 
 
 class Runtime:
@@ -214,13 +269,15 @@ _DEFAULTS = {"M": 0, "N": 0, "K": 0, "B": 1, "H": 1, "kv_heads": 1, "head_dim": 
 
 def save(path: Path, forests: dict[str, Residual], view_columns: list[int], view: str,
          specs: dict) -> None:
-    """Write the residuals' forests (one folder each; a shape view under `shape/<key>`)
-    and `operator_latency.json` into `path`."""
+    """Write the residuals' forests (one folder each; a shape view under `shape/<key>`,
+    an MLP member under `mlp/<key>`) and `operator_latency.json` into `path`."""
     for key, residual in forests.items():
         for folder, forest in ((key, residual.forest), (f"shape/{key}", residual.shape)):
             if forest is not None:
                 (path / folder).mkdir(parents=True, exist_ok=True)
                 forest.save(path / folder)
+        if residual.mlp is not None:
+            residual.mlp.save(path / "mlp" / key)
     (path / "operator_latency.json").write_text(json.dumps(
         {"view": view, "columns": view_columns, "ops": sorted(forests), "specs": specs,
          "residuals": {key: r.meta() for key, r in forests.items()}}))
@@ -244,12 +301,18 @@ def load_parts(path: Path) -> Runtime:
                              )["residuals"][op]
         if "shape_columns" in cfg:
             check_keys(meta, file, {f"residuals.{op}.shape_columns": list})
+        if "mlp_weight" in cfg:
+            check_keys(meta, file, {f"residuals.{op}.mlp_weight": (int, float),
+                                    f"residuals.{op}.mlp_columns": list})
+        for name in ("shape_weight", "mlp_weight"):
+            if not 0.0 <= cfg.get(name, 0.0) <= 1.0:
+                raise ModelVersionError(f"{file}: residuals.{op}.{name}={cfg[name]!r} is not "
+                                        "in [0, 1]; retrain the model")
         weight = cfg["shape_weight"]
-        if not 0.0 <= weight <= 1.0:
-            raise ModelVersionError(f"{file}: residuals.{op}.shape_weight={weight!r} is not "
-                                    "in [0, 1]; retrain the model")
         shape = Forest.load(path / "shape" / op) if weight else None
+        mlp = MLPMember.load(path / "mlp" / op, cfg["mlp_columns"], cfg["mlp_weight"]
+                             ) if cfg.get("mlp_weight") else None
         # a model saved before `shape_columns`: the shape view read the raw shape alone
         forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight,
-                               cfg.get("shape_columns"))
+                               cfg.get("shape_columns"), mlp)
     return Runtime(forests, meta["columns"], meta["specs"])
