@@ -191,6 +191,18 @@ def trajectory():
     return traj, phases
 
 
+@pytest.fixture(scope="module")
+def benchmark_module():
+    """`benchmark_module("capacity_mlperf")`: a script of benchmarks/ imported as a module,
+    its folder on sys.path while the test module runs (the scripts import their siblings)."""
+    import importlib
+
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    yield importlib.import_module
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tools_python() -> Path:
     """The Python of the pinned replay tools' venv (GuideLLM, AIPerf; `make tools`)."""

@@ -4,19 +4,14 @@ by the real simulator under MLPerf's run lengths."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def cap():
-    """benchmarks/capacity_mlperf.py as a module (its folder on sys.path meanwhile)."""
-    mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
-    import capacity_mlperf
-    yield capacity_mlperf
-    mp.undo()
+def cap(benchmark_module):
+    """benchmarks/capacity_mlperf.py as a module."""
+    return benchmark_module("capacity_mlperf")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def cmp():
-    """benchmarks/capacity_mlperf_compare.py as a module (its folder on sys.path meanwhile)."""
-    mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
-    import capacity_mlperf_compare
-    yield capacity_mlperf_compare
-    mp.undo()
+def cmp(benchmark_module):
+    """benchmarks/capacity_mlperf_compare.py as a module."""
+    return benchmark_module("capacity_mlperf_compare")
 
 
 def _row(system: str, err_tpot: float, split: str = "dev") -> dict:

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 
 @pytest.fixture(scope="module")
-def gap():
-    """benchmarks/mlperf_tpot_gap.py as a module (its folder on sys.path for its sibling)."""
-    folder = Path(__file__).parents[1] / "benchmarks"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("mlperf_tpot_gap",
-                                                      folder / "mlperf_tpot_gap.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(folder))
-    return mod
+def gap(benchmark_module):
+    """benchmarks/mlperf_tpot_gap.py as a module."""
+    return benchmark_module("mlperf_tpot_gap")
 
 
 @pytest.fixture(scope="module")
