@@ -35,7 +35,8 @@ def test_knee_of_a_tpot_bound_row_holds_its_tpot_limit(cap, rows):
     row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
-    pred = cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS)  # the KV bounds the batch
+    pred = cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS,  # the KV bounds the batch
+                         server_rule="loadgen")  # 600 s probes: the test's cost
     cap.predict([row], pred, {"trtllm": 1.0})
     assert row["bound"] == "TPOT"  # measured: p99 TPOT / limit > p99 TTFT / limit
     for k in cap.KNEE_KEYS:
@@ -93,9 +94,9 @@ def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
     fixed = dict(row)
-    cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS),
-                {"trtllm": 1.0})
-    pred = cap.Predictor(800, 1, 2000)
+    cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS,
+                                       server_rule="loadgen"), {"trtllm": 1.0})
+    pred = cap.Predictor(800, 1, 2000, server_rule="loadgen")  # 600 s probes: the cost
     cap.predict([row], pred, {"trtllm": 1.0})
     (tuned,) = pred._tuned.values()
     assert row["max_num_seqs"] == tuned.max_num_seqs == tuned.compiled.deployment.max_num_seqs
@@ -107,6 +108,34 @@ def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
     # the run at the submitted QPS and the conditioning runs: at the tuned cap only
     assert {k[0][-1] for k in pred._at} == {tuned.max_num_seqs}
     assert f"({row['m']['tp']}, {tuned.max_num_seqs})" in cap.tables([row])
+
+
+def server_row(framework: str) -> dict:
+    """A closed Llama-2-70B Server row on 8 x H100-SXM run by `framework`'s engine."""
+    from servecast.simulator.mlperf import model_row
+    return model_row({"division": "closed", "benchmark": "llama2-70b-99",
+                      "scenario": "Server", "accelerators_per_node": 8, "nodes": 1,
+                      "accelerator": "NVIDIA H100-SXM-80GB", "accelerator_memory_gb": 80,
+                      "framework": framework, "ttft_limit_ms": 2000.0,
+                      "tpot_limit_ms": 200.0})
+
+
+def test_server_runs_last_the_harness_duration(cap):
+    """Protocol mlperf: a TensorRT-LLM Llama-2-70B row's run at a QPS spans its harness's
+    2400 s of arrivals, a vLLM row's LoadGen's 600 s; `server_rule="loadgen"` gives the
+    TensorRT-LLM row 600 s again (real simulator, a light load)."""
+    rate = 0.25  # req/s per replica: 600 s hold 150 arrivals, above min_query_count
+    got = {}
+    for name, framework, rule in (("trt", "TensorRT 10.2", "harness"),
+                                  ("vllm", "vLLM 0.5.2", "harness"),
+                                  ("trt600", "TensorRT 10.2", "loadgen")):
+        m = server_row(framework)
+        pred = cap.Predictor(800, 1, 2000, max_num_seqs=64, server_rule=rule)
+        got[name] = (pred.server_s(m), pred.at_qps(m, rate * m["replicas"], 1.0, cap=64))
+    assert [s for s, _ in got.values()] == [2400.0, 600.0, 600.0]
+    for seconds, run in got.values():
+        assert run["requests"] == pytest.approx(seconds * rate, rel=0.15)
+        assert run["mean_tpot_ms"] > 0
 
 
 def test_a_bad_step_model_exits_2_naming_it(cap, tmp_path, capsys):
