@@ -48,13 +48,14 @@ engine family. The efficiency factors are fitted on the development rows either 
 header and `--out` (`step_model`) say which ran.
 
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
-rules make a submission run (`servecast.simulator.mlperf`: Server probes as long as the
-engine family's harness runs the benchmark, `--server-seconds harness`, the default: 2400 s
-for TensorRT-LLM's Llama-2-70B, else LoadGen's 600 s; `--server-seconds loadgen`: 600 s
-for every row; Offline runs of min_query_count raised to 600 s); "short" runs `--requests`
-per Server probe and `--offline-requests` per Offline run (the earlier protocol). Either
-way each sample decodes with MLPerf's beam search (`--beams mlperf`, the default: GPT-J's 4
-beams) or, with `--beams one`, as one sequence.
+rules make a submission run (`servecast.simulator.mlperf`: Server probes of LoadGen's
+600 s, `--server-seconds loadgen`, the default; `--server-seconds harness`: as long as the
+engine family's harness runs the benchmark, 2400 s for TensorRT-LLM's Llama-2-70B, else
+600 s, off by default: docs/results.md, h-duration; Offline runs of min_query_count
+raised to 600 s); "short" runs `--requests` per Server probe and `--offline-requests` per
+Offline run (the earlier protocol). Either way each sample decodes with MLPerf's beam
+search (`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams one`, as one
+sequence.
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
@@ -123,7 +124,7 @@ class Predictor:
     def __init__(self, requests: int, seeds: int, offline_requests: int,
                  protocol: str = "mlperf", beams: int | None = None,
                  max_num_seqs: int | None = None, runtime: Runtime | None = None,
-                 server_rule: str = "harness"):
+                 server_rule: str = "loadgen"):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
         self.server_rule = server_rule  # `mlperf.server_seconds`'s rule (protocol "mlperf")
         self.protocol, self.beams, self.max_num_seqs = protocol, beams, max_num_seqs
@@ -504,10 +505,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--beams", choices=("one", "mlperf"), default="mlperf",
                     help="sequences per sample: MLPerf's beam widths (GPT-J 4; the "
                     "default), or one")
-    ap.add_argument("--server-seconds", choices=mlperf.SERVER_RULES, default="harness",
-                    help="Server run length (protocol mlperf): the engine family's harness's "
-                    "(the default: 2400 s for TensorRT-LLM's Llama-2-70B, else 600 s) or "
-                    "LoadGen's 600 s for every row (simulator.mlperf.server_seconds)")
+    ap.add_argument("--server-seconds", choices=mlperf.SERVER_RULES, default="loadgen",
+                    help="Server run length (protocol mlperf): LoadGen's 600 s for every row "
+                    "(the default) or the engine family's harness's (2400 s for "
+                    "TensorRT-LLM's Llama-2-70B, else 600 s; simulator.mlperf.server_seconds)")
     ap.add_argument("--rows", choices=("all", "dev", "held-out"), default="all",
                     help="predict every modelled row, or one split's only (dev: explore a "
                     "change without looking at the held-out rows)")

@@ -46,9 +46,9 @@ minutes; a run of a few hundred requests ends before they do):
 - Server (`server_sample`): Poisson arrivals over the run length at each probed rate, at
   least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
   (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run. The run
-  length (`server_seconds`) is what the row's engine family's harness sets for the
-  benchmark (HARNESS_SERVER_S, rule "harness") or LoadGen's MIN_DURATION_S (rule
-  "loadgen", and every benchmark or family the table lacks);
+  length (`server_seconds`) is LoadGen's MIN_DURATION_S (rule "loadgen", the default) or
+  what the row's engine family's harness sets for the benchmark (HARNESS_SERVER_S, rule
+  "harness"; MIN_DURATION_S for every benchmark or family the table lacks);
 - the capacity search's upper bound is the steady completion rate of the Offline run
   (`search.offline_rates`: without its first wave and its drain), not the Offline
   throughput of the probe's own requests.
@@ -213,10 +213,11 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
         n = math.ceil(n * min_duration_s / duration * 1.02)
 
 
-def server_seconds(engine: str, benchmark: str, rule: str = "harness") -> float:
+def server_seconds(engine: str, benchmark: str, rule: str = "loadgen") -> float:
     """Seconds of arrivals in a Server run of `benchmark` (accuracy suffix allowed) on
     engine family `engine`: with `rule` "harness" HARNESS_SERVER_S's entry, else (and with
-    "loadgen") LoadGen's MIN_DURATION_S. Keyed on the family and benchmark only."""
+    "loadgen", the default: the harness rule did not beat it, docs/results.md h-duration)
+    LoadGen's MIN_DURATION_S. Keyed on the family and benchmark only."""
     if rule not in SERVER_RULES:
         raise InvalidInputError(f"server run rule {rule!r}: one of {', '.join(SERVER_RULES)}")
     if rule == "loadgen":

@@ -35,8 +35,7 @@ def test_knee_of_a_tpot_bound_row_holds_its_tpot_limit(cap, rows):
     row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
-    pred = cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS,  # the KV bounds the batch
-                         server_rule="loadgen")  # 600 s probes: the test's cost
+    pred = cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS)  # the KV bounds the batch
     cap.predict([row], pred, {"trtllm": 1.0})
     assert row["bound"] == "TPOT"  # measured: p99 TPOT / limit > p99 TTFT / limit
     for k in cap.KNEE_KEYS:
@@ -94,9 +93,9 @@ def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
     fixed = dict(row)
-    cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS,
-                                       server_rule="loadgen"), {"trtllm": 1.0})
-    pred = cap.Predictor(800, 1, 2000, server_rule="loadgen")  # 600 s probes: the cost
+    cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS),
+                {"trtllm": 1.0})
+    pred = cap.Predictor(800, 1, 2000)
     cap.predict([row], pred, {"trtllm": 1.0})
     (tuned,) = pred._tuned.values()
     assert row["max_num_seqs"] == tuned.max_num_seqs == tuned.compiled.deployment.max_num_seqs
@@ -122,15 +121,16 @@ def server_row(framework: str) -> dict:
 
 def test_server_runs_last_the_harness_duration(cap):
     """Protocol mlperf: a TensorRT-LLM Llama-2-70B row's run at a QPS spans its harness's
-    2400 s of arrivals, a vLLM row's LoadGen's 600 s; `server_rule="loadgen"` gives the
-    TensorRT-LLM row 600 s again (real simulator, a light load)."""
+    2400 s of arrivals with `server_rule="harness"`, a vLLM row's LoadGen's 600 s; the
+    default rule ("loadgen") gives the TensorRT-LLM row 600 s (real simulator, a light
+    load)."""
     rate = 0.25  # req/s per replica: 600 s hold 150 arrivals, above min_query_count
     got = {}
-    for name, framework, rule in (("trt", "TensorRT 10.2", "harness"),
-                                  ("vllm", "vLLM 0.5.2", "harness"),
-                                  ("trt600", "TensorRT 10.2", "loadgen")):
+    for name, framework, rule in (("trt", "TensorRT 10.2", {"server_rule": "harness"}),
+                                  ("vllm", "vLLM 0.5.2", {"server_rule": "harness"}),
+                                  ("trt600", "TensorRT 10.2", {})):
         m = server_row(framework)
-        pred = cap.Predictor(800, 1, 2000, max_num_seqs=64, server_rule=rule)
+        pred = cap.Predictor(800, 1, 2000, max_num_seqs=64, **rule)
         got[name] = (pred.server_s(m), pred.at_qps(m, rate * m["replicas"], 1.0, cap=64))
     assert [s for s, _ in got.values()] == [2400.0, 600.0, 600.0]
     for seconds, run in got.values():

@@ -184,18 +184,18 @@ def test_runs_last_what_mlperf_requires():
 
 
 def test_server_run_length_follows_the_engine_familys_harness():
-    """TensorRT-LLM's harness runs Llama-2-70B Server for 2400 s (any accuracy suffix),
-    every other family / benchmark LoadGen's 600 s; rule "loadgen" gives 600 s to all; an
-    unknown rule is an input error."""
+    """Rule "harness": TensorRT-LLM's harness runs Llama-2-70B Server for 2400 s (any
+    accuracy suffix), every other family / benchmark LoadGen's 600 s; the default rule
+    "loadgen" gives 600 s to all; an unknown rule is an input error."""
     from servecast.errors import InvalidInputError
     from servecast.simulator.mlperf import MIN_DURATION_S, server_seconds
 
-    assert server_seconds("trtllm", "llama2-70b-99.9") == 2400.0
-    assert server_seconds("trtllm", "llama2-70b") == 2400.0
-    assert server_seconds("vllm", "llama2-70b-99") == MIN_DURATION_S == 600.0
-    assert server_seconds("trtllm", "gptj-99") == 600.0
-    assert server_seconds("trtllm", "mixtral-8x7b") == 600.0
-    assert server_seconds("trtllm", "llama2-70b-99", rule="loadgen") == 600.0
+    assert server_seconds("trtllm", "llama2-70b-99.9", "harness") == 2400.0
+    assert server_seconds("trtllm", "llama2-70b", "harness") == 2400.0
+    assert server_seconds("vllm", "llama2-70b-99", "harness") == MIN_DURATION_S == 600.0
+    assert server_seconds("trtllm", "gptj-99", "harness") == 600.0
+    assert server_seconds("trtllm", "mixtral-8x7b", "harness") == 600.0
+    assert server_seconds("trtllm", "llama2-70b-99") == 600.0  # the default: loadgen
     with pytest.raises(InvalidInputError, match="harness"):
         server_seconds("trtllm", "llama2-70b", rule="long")
 
