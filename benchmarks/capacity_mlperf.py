@@ -48,14 +48,18 @@ engine family. The efficiency factors are fitted on the development rows either 
 header and `--out` (`step_model`) say which ran.
 
 Run lengths (`--protocol`): "mlperf" (default) runs every row as long as MLPerf's LoadGen
-rules make a submission run (`servecast.simulator.mlperf`: 600 s Server probes, Offline
-runs of min_query_count raised to 600 s); "short" runs `--requests` per Server probe and
-`--offline-requests` per Offline run (the earlier protocol). Either way each sample decodes
-with MLPerf's beam search (`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams
-one`, as one sequence.
+rules make a submission run (`servecast.simulator.mlperf`: Server probes of LoadGen's
+600 s, `--server-seconds loadgen`, the default; `--server-seconds harness`: as long as the
+engine family's harness runs the benchmark, 2400 s for TensorRT-LLM's Llama-2-70B, else
+600 s, off by default: docs/results.md, h-duration; Offline runs of min_query_count
+raised to 600 s); "short" runs `--requests` per Server probe and `--offline-requests` per
+Offline run (the earlier protocol). Either way each sample decodes with MLPerf's beam
+search (`--beams mlperf`, the default: GPT-J's 4 beams) or, with `--beams one`, as one
+sequence.
 
     .venv/bin/python benchmarks/capacity_mlperf.py [--protocol mlperf|short] [--seeds 2]
         [--requests 800] [--offline-requests 2000] [--beams one|mlperf]
+        [--server-seconds harness|loadgen]
         [--rows all|dev|held-out] [--efficiency FAMILY=F ...] [--max-num-seqs auto|N]
         [--step-model DIR] [--out FILE]
 """
@@ -112,14 +116,17 @@ class Predictor:
 
     `protocol` "mlperf": every run as long as MLPerf's rules make a submitted one
     (`servecast.simulator.mlperf`: Offline runs of the benchmark's min_query_count raised to
-    600 s, Server probes of 600 s of arrivals, the search bounded by the Offline run's
-    steady rate). "short": `requests` per Server probe, `offline_requests` per Offline run,
-    the search bounded by its probe sample's Offline throughput (the earlier protocol)."""
+    600 s, Server probes of `server_rule`'s run length of arrivals, `mlperf.server_seconds`,
+    the search bounded by the Offline run's steady rate). "short": `requests` per Server
+    probe, `offline_requests` per Offline run, the search bounded by its probe sample's
+    Offline throughput (the earlier protocol)."""
 
     def __init__(self, requests: int, seeds: int, offline_requests: int,
                  protocol: str = "mlperf", beams: int | None = None,
-                 max_num_seqs: int | None = None, runtime: Runtime | None = None):
+                 max_num_seqs: int | None = None, runtime: Runtime | None = None,
+                 server_rule: str = "loadgen"):
         self.requests, self.seeds, self.offline_n = requests, seeds, offline_requests
+        self.server_rule = server_rule  # `mlperf.server_seconds`'s rule (protocol "mlperf")
         self.protocol, self.beams, self.max_num_seqs = protocol, beams, max_num_seqs
         self.runtime = runtime  # the step-time runtime of every compile (None: physics only)
         self._compiled, self._cap, self._sat, self._at = {}, {}, {}, {}
@@ -130,6 +137,10 @@ class Predictor:
         return Deployment(model=m["model"], gpu=m["gpu"], tp=m["tp"], dtype=m["dtype"],
                           engine=m["engine"], max_num_seqs=cap, efficiency=eff,
                           kv_cache_dtype=m["kv_cache_dtype"])
+
+    def server_s(self, m: dict) -> float:
+        """Seconds of arrivals in each of the row's Server runs (protocol "mlperf")."""
+        return mlperf.server_seconds(m["engine"], m["benchmark"], self.server_rule)
 
     @staticmethod
     def key(m: dict, eff: float, cap: int = MAX_SEQS) -> tuple:
@@ -165,7 +176,9 @@ class Predictor:
         if k not in self._cap:
             if self.protocol == "mlperf":
                 upper = self._offline(m, eff, 1)["steady_rps"]  # per replica
-                sample, bound = mlperf.server_sample(m["workload"], upper), {"upper_rps": upper}
+                sample = mlperf.server_sample(m["workload"], upper,
+                                              duration_s=self.server_s(m))
+                bound = {"upper_rps": upper}
             else:
                 sample, bound = search.poisson_sample(m["workload"], self.requests), {}
             with self._timed("search"):
@@ -204,7 +217,8 @@ class Predictor:
         if k not in self._at:
             with self._timed(part):
                 if self.protocol == "mlperf":
-                    self._at[k] = mlperf.server_run(c, m["workload"], qps, m["replicas"])
+                    self._at[k] = mlperf.server_run(c, m["workload"], qps, m["replicas"],
+                                                    duration_s=self.server_s(m))
                 else:
                     prompt, output = lengths(m["workload"], self.requests, seed=0)
                     arrive = poisson_arrivals(self.requests, qps / m["replicas"], 0)
@@ -491,6 +505,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--beams", choices=("one", "mlperf"), default="mlperf",
                     help="sequences per sample: MLPerf's beam widths (GPT-J 4; the "
                     "default), or one")
+    ap.add_argument("--server-seconds", choices=mlperf.SERVER_RULES, default="loadgen",
+                    help="Server run length (protocol mlperf): LoadGen's 600 s for every row "
+                    "(the default) or the engine family's harness's (2400 s for "
+                    "TensorRT-LLM's Llama-2-70B, else 600 s; simulator.mlperf.server_seconds)")
     ap.add_argument("--rows", choices=("all", "dev", "held-out"), default="all",
                     help="predict every modelled row, or one split's only (dev: explore a "
                     "change without looking at the held-out rows)")
@@ -518,7 +536,8 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         r["m"] = model_row(r)
     pred = Predictor(args.requests, args.seeds, args.offline_requests, args.protocol,
-                     1 if args.beams == "one" else None, args.max_num_seqs, runtime)
+                     1 if args.beams == "one" else None, args.max_num_seqs, runtime,
+                     args.server_seconds)
     if args.efficiency:
         eff = families(args.efficiency)
     else:
@@ -531,6 +550,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({sum(r['split'] == 'dev' for r in modelled)} development, "
           f"{sum(r['split'] == 'held-out' for r in modelled)} held out); {seconds:.0f} s")
     print(step_model_text(model))
+    print(f"Server run length (--server-seconds): {args.server_seconds}")
     print("engine efficiency (given)" if args.efficiency else
           "engine efficiency (fitted on development rows):",
           ", ".join(f"{k} {v:.3f}" for k, v in sorted(eff.items())) or "none")
@@ -563,7 +583,8 @@ def main(argv: list[str] | None = None) -> dict:
     cpu = pred.cpu_s | {"total": time.process_time() - c0}
     print(f"\nCPU seconds: {cpu['total']:.0f} in all, of which " + ", ".join(
         f"{k} {v:.0f}" for k, v in sorted(pred.cpu_s.items())))
-    result = {"step_model": model, "efficiency": eff, "medians": med, "conditioning": cond,
+    result = {"step_model": model, "server_seconds": args.server_seconds, "efficiency": eff,
+              "medians": med, "conditioning": cond,
               "seconds": seconds, "cpu_seconds": cpu, "rows": [
         {k: v for k, v in r.items() if k != "m"} | r["m"] for r in rows]}
     if args.out:

@@ -43,9 +43,12 @@ minutes; a run of a few hundred requests ends before they do):
   the benchmark's beam search (BEAMS: GPT-J's 4 beams, as the reference implementation
   and the closed division run it; `simulator.core`: the KV the beams share and what their
   attention reads, per engine family); `offline_run(beams=1)` runs one sequence instead;
-- Server (`server_sample`): Poisson arrivals over MIN_DURATION_S at each probed rate, at
+- Server (`server_sample`): Poisson arrivals over the run length at each probed rate, at
   least SERVER_MIN_QUERIES; TTFT and TPOT per request as LoadGen computes them (TPOT =
-  (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run;
+  (latency - TTFT) / (output tokens - 1)), the p99 over every request of the run. The run
+  length (`server_seconds`) is LoadGen's MIN_DURATION_S (rule "loadgen", the default) or
+  what the row's engine family's harness sets for the benchmark (HARNESS_SERVER_S, rule
+  "harness"; MIN_DURATION_S for every benchmark or family the table lacks);
 - the capacity search's upper bound is the steady completion rate of the Offline run
   (`search.offline_rates`: without its first wave and its drain), not the Offline
   throughput of the probe's own requests.
@@ -78,6 +81,15 @@ TPS = (1, 2, 4, 8)
 TP_KV_RULE = {"engine": "vllm", "kv_cache_dtype": "auto"}
 MIN_DURATION_S = 600.0  # `*.Server.min_duration`, `*.Offline.min_duration` (ms / 1000)
 SERVER_MIN_QUERIES = 100  # LoadGen's default `min_query_count`
+#: (engine family, benchmark) -> Server `min_duration` (s) its submissions' harness sets
+#: over LoadGen's. trtllm: NVIDIA's v4.1 harness, which TensorRT-LLM submissions run
+#: (mlcommons/inference_results_v4.1 closed/NVIDIA/configs/llama2-70b/Server/__init__.py,
+#: `ServerGPUBaseConfig.min_duration = 2400000` ms; its gptj/Server config sets none; its
+#: mixtral-8x7b/Server config could not be read, so Mixtral keeps LoadGen's). vLLM
+#: submissions: no harness setting found, LoadGen's.
+HARNESS_SERVER_S = {("trtllm", "llama2-70b"): 2400.0}
+#: `server_seconds` rules: the harness's run length, or LoadGen's for every row
+SERVER_RULES = ("harness", "loadgen")
 #: `<benchmark>.Offline.min_query_count`: samples of the whole system per Offline run
 OFFLINE_MIN_QUERIES = {"gptj": 13368, "llama2-70b": 24576, "mixtral-8x7b": 15000}
 #: beam-search width per benchmark (mlcommons/inference language/gpt-j/backend.py:
@@ -199,6 +211,18 @@ def offline_run(compiled: Compiled, workload: str, benchmark: str, replicas: int
                     "steady_rps": steady,
                     "output_tokens_per_s": float(output.sum()) / duration}
         n = math.ceil(n * min_duration_s / duration * 1.02)
+
+
+def server_seconds(engine: str, benchmark: str, rule: str = "loadgen") -> float:
+    """Seconds of arrivals in a Server run of `benchmark` (accuracy suffix allowed) on
+    engine family `engine`: with `rule` "harness" HARNESS_SERVER_S's entry, else (and with
+    "loadgen", the default: the harness rule did not beat it, docs/results.md h-duration)
+    LoadGen's MIN_DURATION_S. Keyed on the family and benchmark only."""
+    if rule not in SERVER_RULES:
+        raise InvalidInputError(f"server run rule {rule!r}: one of {', '.join(SERVER_RULES)}")
+    if rule == "loadgen":
+        return MIN_DURATION_S
+    return HARNESS_SERVER_S.get((engine, benchmark_key(benchmark)), MIN_DURATION_S)
 
 
 def server_sample(workload: str, max_rps: float, replicas: int = 1,

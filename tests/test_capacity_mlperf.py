@@ -109,6 +109,35 @@ def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
     assert f"({row['m']['tp']}, {tuned.max_num_seqs})" in cap.tables([row])
 
 
+def server_row(framework: str) -> dict:
+    """A closed Llama-2-70B Server row on 8 x H100-SXM run by `framework`'s engine."""
+    from servecast.simulator.mlperf import model_row
+    return model_row({"division": "closed", "benchmark": "llama2-70b-99",
+                      "scenario": "Server", "accelerators_per_node": 8, "nodes": 1,
+                      "accelerator": "NVIDIA H100-SXM-80GB", "accelerator_memory_gb": 80,
+                      "framework": framework, "ttft_limit_ms": 2000.0,
+                      "tpot_limit_ms": 200.0})
+
+
+def test_server_runs_last_the_harness_duration(cap):
+    """Protocol mlperf: a TensorRT-LLM Llama-2-70B row's run at a QPS spans its harness's
+    2400 s of arrivals with `server_rule="harness"`, a vLLM row's LoadGen's 600 s; the
+    default rule ("loadgen") gives the TensorRT-LLM row 600 s (real simulator, a light
+    load)."""
+    rate = 0.25  # req/s per replica: 600 s hold 150 arrivals, above min_query_count
+    got = {}
+    for name, framework, rule in (("trt", "TensorRT 10.2", {"server_rule": "harness"}),
+                                  ("vllm", "vLLM 0.5.2", {"server_rule": "harness"}),
+                                  ("trt600", "TensorRT 10.2", {})):
+        m = server_row(framework)
+        pred = cap.Predictor(800, 1, 2000, max_num_seqs=64, **rule)
+        got[name] = (pred.server_s(m), pred.at_qps(m, rate * m["replicas"], 1.0, cap=64))
+    assert [s for s, _ in got.values()] == [2400.0, 600.0, 600.0]
+    for seconds, run in got.values():
+        assert run["requests"] == pytest.approx(seconds * rate, rel=0.15)
+        assert run["mean_tpot_ms"] > 0
+
+
 def test_a_bad_step_model_exits_2_naming_it(cap, tmp_path, capsys):
     """`--step-model` of a folder that holds no saved model: exit 2 before any row runs,
     naming the flag and the folder."""

@@ -183,6 +183,23 @@ def test_runs_last_what_mlperf_requires():
     assert 0 < got["mean_tpot_ms"] <= got["p99_tpot_ms"]
 
 
+def test_server_run_length_follows_the_engine_familys_harness():
+    """Rule "harness": TensorRT-LLM's harness runs Llama-2-70B Server for 2400 s (any
+    accuracy suffix), every other family / benchmark LoadGen's 600 s; the default rule
+    "loadgen" gives 600 s to all; an unknown rule is an input error."""
+    from servecast.errors import InvalidInputError
+    from servecast.simulator.mlperf import MIN_DURATION_S, server_seconds
+
+    assert server_seconds("trtllm", "llama2-70b-99.9", "harness") == 2400.0
+    assert server_seconds("trtllm", "llama2-70b", "harness") == 2400.0
+    assert server_seconds("vllm", "llama2-70b-99", "harness") == MIN_DURATION_S == 600.0
+    assert server_seconds("trtllm", "gptj-99", "harness") == 600.0
+    assert server_seconds("trtllm", "mixtral-8x7b", "harness") == 600.0
+    assert server_seconds("trtllm", "llama2-70b-99") == 600.0  # the default: loadgen
+    with pytest.raises(InvalidInputError, match="harness"):
+        server_seconds("trtllm", "llama2-70b", rule="long")
+
+
 def test_gptj_lengths_are_the_published_counts_in_bpe_tokens():
     """mlperf-gptj's means are the conversion of the published word / character counts
     (benchmarks/mlperf_gptj_lengths.py on the shared prose), not CNN-DM's 781 words: more
