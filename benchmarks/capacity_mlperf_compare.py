@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from servecast.simulator.mlperf import benchmark_key
 from servecast.simulator.workloads import lengths
 
 #: the issue's bar on a row's |error|
@@ -46,7 +47,7 @@ def load(path: Path, rows: str) -> dict:
 
 def group(r: dict) -> tuple[str, str, str]:
     """(benchmark without its accuracy suffix, GPU, scenario)."""
-    return r["benchmark"].split("-99")[0], r["gpu"], r["scenario"]
+    return benchmark_key(r["benchmark"]), r["gpu"], r["scenario"]
 
 
 def concurrency(r: dict, mean_output: dict[str, float]) -> float:
