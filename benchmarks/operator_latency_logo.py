@@ -3,7 +3,10 @@ fit the operator model on three, predict the fourth from its spec sheet. Prints 
 p90 APE (%) per held-out GPU, op and dtype for the model, roofline-only, and "the nearest
 measured GPU scaled by the spec ratio" (the same shape's latency on the training GPU closest
 in log peak FLOP/s and bandwidth, times the roofline ratio of the two GPUs; scored on the
-rows whose shape that GPU measured, the model and roofline on all rows).
+rows whose shape that GPU measured, the model and roofline on all rows). Two diagnostics
+beside them: `physics`, the MdAPE of the model's physics without its learned residual, and
+`bias`, the median log(predicted / measured) of the model (> 0: too slow), which tells a
+miss that is one offset of the whole GPU from one spread over its shapes.
 
     .venv/bin/python benchmarks/operator_latency_logo.py [--db FILE] [--view relative|spec|auto]
         [--trees 400]
@@ -96,15 +99,18 @@ def main() -> None:
             true = part["latency_ms"].to_numpy()
             cov = part.filter(pl.col("nearest_ms").is_not_null())
             m, r = ape_scores(part["latency_ms_pred"], true), ape_scores(part["roofline_ms"], true)
+            bias = float(np.median(np.log(part["latency_ms_pred"].to_numpy() / true)))
             n = ape_scores(cov["nearest_ms"], cov["latency_ms"]) if cov.height else \
                 {"mdape": float("nan"), "p90": float("nan")}
             rows.append({"held_out": held, "op": op, "dtype": dt, "rows": part.height,
                          "view": view, "model": m["mdape"], "model_p90": m["p90"],
                          "roofline": r["mdape"], "roofline_p90": r["p90"],
                          "nearest": n["mdape"], "nearest_p90": n["p90"],
-                         "nearest_gpu": part["nearest_gpu"][0], "nearest_rows": cov.height})
+                         "nearest_gpu": part["nearest_gpu"][0], "nearest_rows": cov.height,
+                         "physics": ape_scores(part["physics_ms"], true)["mdape"],
+                         "bias": bias})
     table = pl.DataFrame(rows).sort(["op", "dtype", "held_out"])
-    with pl.Config(tbl_rows=100, tbl_cols=20, float_precision=1, tbl_width_chars=200):
+    with pl.Config(tbl_rows=100, tbl_cols=20, float_precision=2, tbl_width_chars=220):
         print(table)
     print(f"{time.time() - t0:.0f} s for {table['held_out'].n_unique()} folds")
 
