@@ -182,9 +182,9 @@ class Predictor:
             else:
                 sample, bound = search.poisson_sample(m["workload"], self.requests), {}
             with self._timed("search"):
+                base = self.compiled(m, eff, given)[1]  # cached: the Offline run uses MAX_SEQS
                 self._cap[k], c, self._tuned[k] = max_batch.capacity_at(
-                    self.deployment(m, eff, given), slo, sample, self.max_num_seqs,
-                    self.seeds, runtime=self.runtime, **bound)
+                    base, slo, sample, self.max_num_seqs is None, self.seeds, **bound)
             self._compiled.setdefault(self.key(m, eff, c.deployment.max_num_seqs), c)
         return self._cap[k]
 

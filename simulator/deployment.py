@@ -116,7 +116,8 @@ class Compiled:
     `overhead` is the engine overhead in every step (`OVERHEAD_TERMS`), `overhead_engine` the
     engine family whose fitted terms those are: the deployment's own, the runtime's default
     engine when none was fitted for it, or None for the runtime's constant (0 ms physics
-    only); `overhead_text()` says it in one line."""
+    only); `overhead_text()` says it in one line. `runtime` is the step-time runtime it was
+    compiled with (None: physics only; `max_batch.tune` compiles the other caps with it)."""
 
     def __init__(self, dep: Deployment, runtime: Runtime | None = None):
         dep.check()
@@ -137,6 +138,7 @@ class Compiled:
         timing = rt.engine(cfg, {**spec, "Dev_Mem": _TIMING_MEM_GB}, dep.tp, dep.dtype,
                            engine=family)
         self.deployment, self.config = dep, cfg
+        self.runtime = runtime
         self.memory = mem.memory()
         if of_free:  # that share of what the weights leave (Deployment doc)
             self.memory["kv_capacity_tokens"] = int(dep.gpu_memory_utilization

@@ -31,7 +31,7 @@ import numpy as np
 
 from servecast.errors import InvalidInputError
 from servecast.simulator import search
-from servecast.simulator.deployment import Compiled, Deployment
+from servecast.simulator.deployment import Compiled
 
 RATIO = 2.0  # the coarse grid's step between caps
 FINE = 2  # refinements around the best cap (ratio^(1/2), then ratio^(1/4))
@@ -79,10 +79,12 @@ def kv_bound(compiled: Compiled, prompt: np.ndarray) -> int:
                              / max(float(np.mean(prompt)), 1.0)))
 
 
-def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
-         upper_rps: float | None = None, runtime=None, replicas: int = 1,
+def tune(base: Compiled, slo: search.SLO, sample=None, seeds: int = 1,
+         upper_rps: float | None = None, replicas: int = 1,
          ratio: float = RATIO, fine: int = FINE, min_cap: int = MIN_CAP) -> Tuned:
-    """The `max_num_seqs` of the highest capacity within `slo` (module doc). `sample`,
+    """The `max_num_seqs` of the highest capacity within `slo` (module doc). `base`: the
+    deployment compiled at its own max_num_seqs (`search.compile_replica`), searched as is;
+    the other caps are its deployment compiled with its step-time runtime. `sample`,
     `seeds`, `upper_rps` and `replicas` as in `search.capacity` (one replica simulated;
     rates over `replicas`). Raises
     `search.SLOUnreachableError` when no cap meets the SLO, InvalidInputError for a bad
@@ -91,8 +93,7 @@ def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
         raise InvalidInputError(f"max-batch grid ratio={ratio!r} must be > 1, fine={fine!r} "
                                 f">= 0 and min_cap={min_cap!r} >= 1")
     sample = sample or search.poisson_sample(replicas=replicas)
-    own = deployment.max_num_seqs
-    base = search.compile_replica(deployment, runtime)
+    own = base.deployment.max_num_seqs
     bound = kv_bound(base, sample(0)[0])
     done: dict[int, tuple[search.Capacity | None, Compiled, str]] = {}
     below: dict[int, float] = {}
@@ -101,7 +102,7 @@ def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
         cap = max(min_cap, int(cap))
         if cap not in done:
             c = base if cap == own else search.compile_replica(
-                replace(deployment, max_num_seqs=cap), runtime)
+                replace(base.deployment, max_num_seqs=cap), base.runtime)
             floor = max((rate(k) for k in done), default=0.0) or None
             try:
                 got = search.capacity(c, slo, sample, seeds=seeds, replicas=replicas,
@@ -143,16 +144,16 @@ def tune(deployment: Deployment, slo: search.SLO, sample=None, seeds: int = 1,
                  rates={c: rate(c) for c in sorted(done)}, below=below)
 
 
-def capacity_at(deployment: Deployment, slo: search.SLO, sample=None, cap: int | None = None,
-                seeds: int = 1, replicas: int = 1, upper_rps: float | None = None,
-                runtime=None) -> tuple[search.Capacity, Compiled, Tuned | None]:
-    """`search.capacity` of `deployment` at max_num_seqs `cap`, or with None at the cap
-    `tune` picks: (capacity, the deployment compiled at that cap, the tuning or None).
+def capacity_at(base: Compiled, slo: search.SLO, sample=None, auto: bool = False,
+                seeds: int = 1, replicas: int = 1, upper_rps: float | None = None
+                ) -> tuple[search.Capacity, Compiled, Tuned | None]:
+    """`search.capacity` of `base` (a deployment compiled by `search.compile_replica`) at its
+    own max_num_seqs, or with `auto` at the cap `tune` picks (`base` is its first
+    candidate): (capacity, the deployment compiled at that cap, the tuning or None).
     Arguments as `tune`'s; what `servecast capacity`, the dashboard and the MLPerf
-    protocol call for `--max-num-seqs N | auto`."""
-    if cap is None:
-        tuned = tune(deployment, slo, sample, seeds, upper_rps, runtime, replicas)
+    protocol call for `--max-num-seqs N | auto` (N: `base` compiled at N)."""
+    if auto:
+        tuned = tune(base, slo, sample, seeds, upper_rps, replicas)
         return tuned.capacity, tuned.compiled, tuned
-    compiled = search.compile_replica(replace(deployment, max_num_seqs=cap), runtime)
-    return search.capacity(compiled, slo, sample, seeds=seeds, replicas=replicas,
-                           upper_rps=upper_rps), compiled, None
+    return search.capacity(base, slo, sample, seeds=seeds, replicas=replicas,
+                           upper_rps=upper_rps), base, None

@@ -85,18 +85,23 @@ def test_a_row_without_a_knee_keeps_its_measured_bound(cap):
 
 
 @pytest.mark.slow  # the tuning: several capacity searches of 600 s probes
-def test_server_rows_run_at_the_tuned_max_batch(cap, rows):
+def test_server_rows_run_at_the_tuned_max_batch(cap, rows, monkeypatch):
     """By default a Server row's runs use the max_num_seqs of the highest simulated
     capacity (`max_batch.tune`): its max QPS is no lower than at MAX_SEQS, the knee holds
-    both limits, and the runs at the submitted QPS use the tuned cap."""
+    both limits, and the runs at the submitted QPS use the tuned cap. Each cap is compiled
+    once: the tuning starts from the Offline run's replica at MAX_SEQS."""
     row = next(r for r in rows if r["scenario"] == "Server" and not r["m"]["reason"]
                and r["benchmark"].startswith("llama2-70b") and r["m"]["gpu"] == "l40s"
                and r["m"]["engine"] == "trtllm")
     fixed = dict(row)
     cap.predict([fixed], cap.Predictor(800, 1, 2000, max_num_seqs=cap.MAX_SEQS),
                 {"trtllm": 1.0})
+    made, compile_replica = [], cap.search.compile_replica
+    monkeypatch.setattr(cap.search, "compile_replica", lambda d, rt=None: made.append(
+        d.max_num_seqs) or compile_replica(d, rt))
     pred = cap.Predictor(800, 1, 2000)
     cap.predict([row], pred, {"trtllm": 1.0})
+    assert cap.MAX_SEQS in made and len(made) == len(set(made))
     (tuned,) = pred._tuned.values()
     assert row["max_num_seqs"] == tuned.max_num_seqs == tuned.compiled.deployment.max_num_seqs
     assert row["pred_qps"] >= fixed["pred_qps"] > 0

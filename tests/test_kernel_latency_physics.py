@@ -292,6 +292,22 @@ def test_member_blocks_run_the_merged_ensemble_exactly():
         sum(c * mlp_forward(m, X) for c, m in zip(wts, members, strict=True)), rtol=1e-5)
 
 
+def test_standardize_zeroes_constant_columns_and_accepts_a_cleaned_std():
+    """`standardize`: (X - mean) / std per column, float64; a std not above the 1e-6 guard
+    (zero, the guard itself, negative, NaN) reads 0; cleaning the std first changes no bit."""
+    from servecast.predictors.kernel_latency.runtime import clean_std, standardize
+
+    X = np.array([[1.0, 5.0, 2.0, 3.0, 4.0, 7.0], [3.0, 6.0, 9.0, -1.0, 0.5, 7.0]],
+                 dtype=np.float32)
+    mean = np.array([2.0, 5.0, 1.0, 1.0, 1.0, 6.0])
+    std = np.array([0.5, 1e-6, 0.0, -1.0, np.nan, np.inf])
+    Z = standardize(X, mean, std)
+    assert Z.dtype == np.float64 and Z.shape == X.shape
+    np.testing.assert_array_equal(Z[:, 0], [-2.0, 2.0])
+    np.testing.assert_array_equal(Z[:, 1:], 0.0)
+    assert standardize(X, mean, clean_std(std)).tobytes() == Z.tobytes()
+
+
 def test_view_weights_split_the_average_between_views():
     from servecast.predictors.kernel_latency.predictor import KernelLatencyPredictor, view_weights
 

@@ -19,7 +19,8 @@ from tests.test_capacity import SLO, SMALL, servecast
 
 @pytest.fixture(scope="module")
 def tuned():
-    return max_batch.tune(SMALL, SLO, search.poisson_sample("sharegpt", 150), seeds=1)
+    return max_batch.tune(search.compile_replica(SMALL), SLO,
+                          search.poisson_sample("sharegpt", 150), seeds=1)
 
 
 def test_the_tuned_cap_is_the_best_searched_and_no_worse_than_the_default(tuned):
@@ -47,12 +48,13 @@ def test_the_tuned_cap_is_the_best_searched_and_no_worse_than_the_default(tuned)
 def test_capacity_at_a_given_cap_or_the_tuned_one(tuned):
     """`capacity_at`: a given cap is one plain search at that cap, None is `tune`'s."""
     sample = search.poisson_sample("sharegpt", 150)
-    cap, compiled, none = max_batch.capacity_at(SMALL, SLO, sample, 64)
-    plain = search.capacity(search.compile_replica(replace(SMALL, max_num_seqs=64)), SLO,
-                            sample, seeds=1)
-    assert none is None and compiled.deployment.max_num_seqs == 64
+    at64 = search.compile_replica(replace(SMALL, max_num_seqs=64))
+    cap, compiled, none = max_batch.capacity_at(at64, SLO, sample)
+    plain = search.capacity(at64, SLO, sample, seeds=1)
+    assert none is None and compiled is at64
     assert cap.rate == plain.rate and cap.per_seed == plain.per_seed
-    cap, compiled, got = max_batch.capacity_at(SMALL, SLO, sample, None)
+    cap, compiled, got = max_batch.capacity_at(search.compile_replica(SMALL), SLO, sample,
+                                               auto=True)
     assert got.max_num_seqs == tuned.max_num_seqs == compiled.deployment.max_num_seqs
     assert cap.rate == tuned.capacity.rate
 
@@ -60,7 +62,8 @@ def test_capacity_at_a_given_cap_or_the_tuned_one(tuned):
 def test_every_seed_of_the_chosen_cap_reports_its_own_rate():
     """With several seeds, a seed below the best rate so far answers 0 inside the tuning
     (the floor); the chosen cap's capacity still gives each seed its own rate."""
-    got = max_batch.tune(SMALL, SLO, search.poisson_sample("sharegpt", 150), seeds=3)
+    got = max_batch.tune(search.compile_replica(SMALL), SLO,
+                         search.poisson_sample("sharegpt", 150), seeds=3)
     assert len(got.capacity.per_seed) == 3 and min(got.capacity.per_seed) > 0
     assert got.capacity.rate == pytest.approx(float(np.median(got.capacity.per_seed)))
 
@@ -78,13 +81,28 @@ def test_a_cap_bounds_the_running_batch():
     assert most == cap  # the queue fills the cap at 50 req/s, never more
 
 
+def test_the_given_compiled_cap_is_searched_as_is_and_each_other_cap_compiled_once(
+        monkeypatch):
+    """`tune` searches the compiled deployment it is given at its own cap (no second compile
+    of it) and compiles every other cap it tries once, with the given one's runtime."""
+    base = search.compile_replica(SMALL)
+    made, compile_replica = [], search.compile_replica
+    monkeypatch.setattr(search, "compile_replica", lambda d, rt=None: made.append(
+        (d.max_num_seqs, rt)) or compile_replica(d, rt))
+    got = max_batch.tune(base, SLO, search.poisson_sample("sharegpt", 60), seeds=1, fine=0)
+    caps = [c for c, _ in made]
+    assert sorted(caps) == sorted(set(got.rates) - {SMALL.max_num_seqs})
+    assert made and all(rt is base.runtime for _, rt in made)
+
+
 def test_bad_grids_and_an_slo_no_cap_meets():
+    base = search.compile_replica(SMALL)
     with pytest.raises(InvalidInputError, match="ratio=1.0 must be > 1"):
-        max_batch.tune(SMALL, SLO, ratio=1.0)
+        max_batch.tune(base, SLO, ratio=1.0)
     with pytest.raises(InvalidInputError, match="fine=-1"):
-        max_batch.tune(SMALL, SLO, fine=-1)
+        max_batch.tune(base, SLO, fine=-1)
     with pytest.raises(search.SLOUnreachableError, match="at every max_num_seqs tried: 8, "):
-        max_batch.tune(SMALL, search.SLO(tpot_ms=1.0), search.poisson_sample("sharegpt", 40))
+        max_batch.tune(base, search.SLO(tpot_ms=1.0), search.poisson_sample("sharegpt", 40))
 
 
 @pytest.mark.slow  # three CLI processes, one tuning

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from servecast.errors import ModelVersionError
+from servecast.predictors.kernel_latency.runtime import standardize
 from servecast.predictors.operator_latency import predictor
 from servecast.predictors.operator_latency.data import KEY, operator_frame
 from servecast.predictors.operator_latency.predictor import OperatorLatencyModel
@@ -203,7 +204,7 @@ def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime
 
     X = model.physics(decode)[2]
     lo, hi = res.mlp.bounds
-    z = (X[:, res.columns] - res.mlp.mean) / res.mlp.scale
+    z = standardize(X[:, res.columns], res.mlp.mean, res.mlp.std)
     assert ((z < lo) | (z > hi)).any()  # the L40S lies outside the fit GPUs' range
     mlp = res.mlp.predict(X)
     assert mlp == pytest.approx(res.mlp.net(np.clip(z, lo, hi)), abs=1e-12)

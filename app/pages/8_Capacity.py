@@ -39,10 +39,13 @@ seeds = side.select_slider("seeds", [1, 2, 3], value=2, key="cap_s")
 @st.cache_data(show_spinner="searching the capacity (simulating) ...", max_entries=16)
 def search_capacity(model, gpu, tp, dtype, engine, max_seqs, workload, ttft, tpot, requests,
                     seeds) -> dict:
-    deployment = Deployment(model=model, gpu=gpu, tp=tp, dtype=dtype, engine=engine)
+    given = max_batch.parse_cap(max_seqs)  # None: auto
+    deployment = Deployment(model=model, gpu=gpu, tp=tp, dtype=dtype, engine=engine,
+                            max_num_seqs=given or Deployment.max_num_seqs)
     sample = search.poisson_sample(workload, requests)
-    cap, compiled, _tuned = max_batch.capacity_at(deployment, search.SLO(ttft, tpot), sample,
-                                                  max_batch.parse_cap(max_seqs), seeds)
+    cap, compiled, _tuned = max_batch.capacity_at(search.compile_replica(deployment),
+                                                  search.SLO(ttft, tpot), sample,
+                                                  given is None, seeds)
     curve = search.load_curve(compiled, sample)
     return {"rate": cap.rate, "low": cap.low, "high": cap.high,
             "saturation": cap.saturation_rps, "probes": len(cap.probes), "curve": curve,

@@ -27,9 +27,9 @@ from servecast.predictors.kernel_latency.physics import (
 )
 from servecast.predictors.kernel_latency.runtime import (
     MergedMLP,
-    clean_std,
     member_count,
     spec_feature_slice,
+    standardize,
 )
 from servecast.predictors.metrics import mdape
 
@@ -182,7 +182,7 @@ class KernelLatencyPredictor(Predictor):
         self.check_fitted()
         _, X, base = self._design(frame, need_latency=False)
         mlp = MergedMLP(self.weights, member_count(self.config))
-        return base * np.exp(mlp((X - self.mean) / clean_std(self.std)))
+        return base * np.exp(mlp(standardize(X, self.mean, self.std)))
 
     @staticmethod
     def predict_roofline(frame, devices: Mapping[str, Mapping]) -> np.ndarray:

@@ -54,6 +54,14 @@ def clean_std(std: np.ndarray) -> np.ndarray:
     return np.where(std > 2e-6, std, np.inf)
 
 
+def standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Features `X` (rows, n) standardized per column: (X - mean) / `clean_std`(std), float64,
+    shape (rows, n); `mean` and `std` are (n,) in `X`'s units. A column whose std is not
+    above the 1e-6 guard (zero, tiny, negative or NaN) reads 0 for every finite value; an
+    already cleaned std (inf there) gives the same bits, so a runtime may clean it once."""
+    return (X - mean) / clean_std(std)
+
+
 def member_blocks(weights: list[np.ndarray], members: int) -> list[tuple] | None:
     """The layers after the first of a merged ensemble (`mlp.merge_mlps`) as per-member
     blocks, [(W (members, h, h), b (members, 1, h)), ..., (W_last (members, h, 1),
@@ -153,7 +161,7 @@ class Runtime:
             if not self.use_spec:
                 keep = np.delete(keep, spec_feature_slice(X.shape[1]))
             self._keep = keep
-        return base * np.exp(self.mlp((X[:, self._keep] - self.mean) / self.std))
+        return base * np.exp(self.mlp(standardize(X[:, self._keep], self.mean, self.std)))
 
     @staticmethod
     def _spec_row(device_spec: Mapping) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from servecast import gpus
 from servecast.errors import InvalidInputError, UnknownNameError
-from servecast.predictors.kernel_latency.runtime import MergedMLP, clean_std
+from servecast.predictors.kernel_latency.runtime import MergedMLP, standardize
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.output_length.forest import Forest
 
@@ -99,12 +99,12 @@ class MLPMember:
         self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
         self.bounds = None if bounds is None else tuple(np.asarray(b, np.float64)
                                                         for b in bounds)
-        self.net, self.scale = MergedMLP(self.weights, 1), clean_std(self.std)
+        self.net = MergedMLP(self.weights, 1)
 
     def standardize(self, X: np.ndarray) -> np.ndarray:
         """The MLP's input of the rows of `X` (`residual_features`): its columns
         standardized, clipped to `bounds` where given."""
-        Z = (X[:, self.columns] - self.mean) / self.scale
+        Z = standardize(X[:, self.columns], self.mean, self.std)
         return Z if self.bounds is None else np.clip(Z, *self.bounds)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

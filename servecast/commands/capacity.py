@@ -98,8 +98,8 @@ def capacity(
     cap_given = max_batch.parse_cap(max_num_seqs, DEFAULT_MAX_SEQS)
     slo = search.SLO(ttft_ms, tpot_ms)
     runtime = load_runtime(step_model)
-    deployment = _deployment(model, gpu, tp, dtype, engine, DEFAULT_MAX_SEQS, efficiency,
-                             kv_cache_dtype)
+    deployment = _deployment(model, gpu, tp, dtype, engine, cap_given or DEFAULT_MAX_SEQS,
+                             efficiency, kv_cache_dtype)
     if trace:
         sample = search.trace_sample(*_trace_requests(db, trace), replicas=replicas)
         source = f"trace {trace}"
@@ -108,8 +108,9 @@ def capacity(
             raise InvalidInputError(f"--requests {requests}: simulate at least 2 requests")
         sample = search.poisson_sample(workload, requests, replicas)
         source = f"workload {workload} (Poisson)"
-    cap, compiled, tuned = max_batch.capacity_at(deployment, slo, sample, cap_given, seeds,
-                                                 replicas=replicas, runtime=runtime)
+    cap, compiled, tuned = max_batch.capacity_at(search.compile_replica(deployment, runtime),
+                                                 slo, sample, cap_given is None, seeds,
+                                                 replicas=replicas)
     if tuned:
         console.print(f"max_num_seqs auto (cap: req/s): {tuned.text()} (KV bound "
                       f"{tuned.kv_bound}) -> [bold]{tuned.max_num_seqs}[/]")
