@@ -64,6 +64,7 @@ def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame,
     for key, cfg in predictor.RESIDUALS.items():
         res = model.forests[key]
         assert res.shape_weight == cfg.get("shape_weight", 0.0)
+        assert res.scale == cfg.get("scale", 1.0) == model.card["residuals"][key]["scale"]
         assert (res.shape is not None) == bool(cfg.get("shape_weight"))
         assert set(SHAPE_COLUMNS) <= set(res.columns) if cfg.get("shape_features") else \
             not set(SHAPE_COLUMNS) & set(res.columns)
@@ -183,6 +184,8 @@ def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime
     decode = test.filter(pl.col("op") == "attn_decode")
     monkeypatch.setitem(predictor.RESIDUALS, "attn_prefill", {
         k: v for k, v in predictor.RESIDUALS["attn_prefill"].items() if "mlp" not in k})
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
+                        predictor.RESIDUALS["attn_decode"] | {"scale": 1.0})
     base = OperatorLatencyModel(trees=10).fit(fit)
     monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
                         predictor.RESIDUALS["attn_decode"] | {"mlp_weight": 0.25,
