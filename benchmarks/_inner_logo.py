@@ -64,7 +64,7 @@ def fail(message: str) -> NoReturn:
 #: (bool and float ones lie in [0, 1], int ones are positive)
 RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": bool,
                   "shape_fine": bool, "gemm_cross": bool, "mlp_weight": float,
-                  "mlp_shape": bool, "mlp_hidden": int, "mlp_clip": bool}
+                  "mlp_shape": bool, "mlp_hidden": int, "mlp_clip": bool, "scale": float}
 #: weights of the shape lookup beside the trees (`lookup_scores`)
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 

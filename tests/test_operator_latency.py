@@ -65,6 +65,7 @@ def test_shipped_residual_settings_reach_the_fit_the_save_and_the_runtime(frame,
     for key, cfg in predictor.RESIDUALS.items():
         res = model.forests[key]
         assert res.shape_weight == cfg.get("shape_weight", 0.0)
+        assert res.scale == cfg.get("scale", 1.0) == model.card["residuals"][key]["scale"]
         assert (res.shape is not None) == bool(cfg.get("shape_weight"))
         assert set(SHAPE_COLUMNS) <= set(res.columns) if cfg.get("shape_features") else \
             not set(SHAPE_COLUMNS) & set(res.columns)
@@ -184,6 +185,8 @@ def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime
     decode = test.filter(pl.col("op") == "attn_decode")
     monkeypatch.setitem(predictor.RESIDUALS, "attn_prefill", {
         k: v for k, v in predictor.RESIDUALS["attn_prefill"].items() if "mlp" not in k})
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
+                        predictor.RESIDUALS["attn_decode"] | {"scale": 1.0})
     base = OperatorLatencyModel(trees=10).fit(fit)
     monkeypatch.setitem(predictor.RESIDUALS, "attn_decode",
                         predictor.RESIDUALS["attn_decode"] | {"mlp_weight": 0.25,
@@ -219,6 +222,49 @@ def test_an_mlp_member_blends_in_saves_and_predicts_the_same_through_the_runtime
         pytest.approx(want, rel=1e-12)
     assert OperatorLatencyModel.load(path).predict(test)["latency_ms_pred"].to_numpy() == \
         pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_residual_scale_shrinks_the_log_residual_and_the_saved_model_keeps_it(
+        frame, monkeypatch, tmp_path):
+    """`scale` s multiplies the whole log residual (forests, shape view and MLP member):
+    log(predicted / physics) is s x the unscaled model's, row by row; the saved model, read
+    by the numpy runtime, predicts the same; a model saved without `scale` loads unshrunk
+    and a scale outside [0, 1] is refused naming the file and the key."""
+    part = frame.filter(pl.col("op").is_in(["attn_decode", "attn_prefill"]))
+    fit, test = part.filter(pl.col("device") != "l40s"), part.filter(pl.col("device") == "l40s")
+    monkeypatch.setitem(predictor.MLP, "epochs", 2)
+
+    def log_ratio(m: OperatorLatencyModel) -> np.ndarray:
+        out = m.predict(test)
+        return np.log((out["latency_ms_pred"] / out["physics_ms"]).to_numpy())
+
+    for key in ("attn_decode", "attn_prefill"):
+        monkeypatch.setitem(predictor.RESIDUALS, key, predictor.RESIDUALS[key] | {"scale": 0.8})
+    model = OperatorLatencyModel(trees=10).fit(fit)
+    assert model.card["residuals"]["attn_prefill"]["scale"] == 0.8
+    assert model.forests["attn_prefill"].mlp is not None
+    shrunk = log_ratio(model)
+    for res in model.forests.values():
+        res.scale = 1.0
+    whole = log_ratio(model)
+    assert np.abs(whole).max() > 0.05
+    assert shrunk == pytest.approx(0.8 * whole, abs=1e-9)
+    for res in model.forests.values():
+        res.scale = 0.8
+    path = tmp_path / "ops"
+    model.save(path)
+    want = model.predict(test)["latency_ms_pred"].to_numpy()
+    assert Runtime.load(path).predict(test.to_dict(as_series=False))["latency_ms_pred"] == \
+        pytest.approx(want, rel=1e-12)
+    meta = json.loads((path / "operator_latency.json").read_text())
+    meta["residuals"]["attn_decode"].pop("scale")
+    (path / "operator_latency.json").write_text(json.dumps(meta))
+    assert load_parts(path).forests["attn_decode"].scale == 1.0
+    meta["residuals"]["attn_decode"]["scale"] = 1.5
+    (path / "operator_latency.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelVersionError, match=r"operator_latency.json.*attn_decode.scale"):
+        load_parts(path)
 
 
 @pytest.mark.slow
@@ -258,6 +304,7 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=0"], "a positive int"),
     ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=8.5"], "a positive int"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.mlp_weight=1.5"], "in [0, 1]"),
+    ("attention_inner_logo.py", ["--residual", "attn_decode.scale=1.2"], "in [0, 1]"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any

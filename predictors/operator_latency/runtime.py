@@ -133,15 +133,16 @@ class Residual:
     """One op's learned log(measured / physics): `forest` over the `columns` of
     `residual_features`, and where `shape` is given, (1 - shape_weight) x that +
     shape_weight x `shape` over `shape_columns` (shape columns only: no device feature);
-    where `mlp` is given, (1 - mlp.weight) x all that + mlp.weight x the MLP's."""
+    where `mlp` is given, (1 - mlp.weight) x all that + mlp.weight x the MLP's; all of it
+    times `scale` in [0, 1] (a shrink toward the physics; 1: none)."""
 
     def __init__(self, forest: Forest, columns: list[int], shape: Forest | None = None,
                  shape_weight: float = 0.0, shape_columns: list[int] | None = None,
-                 mlp: MLPMember | None = None):
+                 mlp: MLPMember | None = None, scale: float = 1.0):
         self.forest, self.columns = forest, list(columns)
         self.shape, self.shape_weight = shape, float(shape_weight if shape else 0.0)
         self.shape_columns = list(SHAPE_COLUMNS if shape_columns is None else shape_columns)
-        self.mlp = mlp
+        self.mlp, self.scale = mlp, float(scale)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The residual (n,) of the rows of `X` (`residual_features`)."""
@@ -151,14 +152,14 @@ class Residual:
             r = (1.0 - w) * r + w * self.shape.predict(X[:, self.shape_columns])[:, 0]
         if self.mlp is not None:
             r = (1.0 - self.mlp.weight) * r + self.mlp.weight * self.mlp.predict(X)
-        return r
+        return self.scale * r
 
     def meta(self) -> dict:
         """What `save` writes of it beside the forests (and the MLP's file)."""
         mlp = {"mlp_weight": self.mlp.weight, "mlp_columns": self.mlp.columns} if self.mlp \
             else {}
         return {"columns": self.columns, "shape_weight": self.shape_weight,
-                "shape_columns": self.shape_columns} | mlp
+                "shape_columns": self.shape_columns, "scale": self.scale} | mlp
 
 
 class Runtime:
@@ -304,15 +305,18 @@ def load_parts(path: Path) -> Runtime:
         if "mlp_weight" in cfg:
             check_keys(meta, file, {f"residuals.{op}.mlp_weight": (int, float),
                                     f"residuals.{op}.mlp_columns": list})
-        for name in ("shape_weight", "mlp_weight"):
-            if not 0.0 <= cfg.get(name, 0.0) <= 1.0:
+        if "scale" in cfg:
+            check_keys(meta, file, {f"residuals.{op}.scale": (int, float)})
+        for name, default in (("shape_weight", 0.0), ("mlp_weight", 0.0), ("scale", 1.0)):
+            if not 0.0 <= cfg.get(name, default) <= 1.0:
                 raise ModelVersionError(f"{file}: residuals.{op}.{name}={cfg[name]!r} is not "
                                         "in [0, 1]; retrain the model")
         weight = cfg["shape_weight"]
         shape = Forest.load(path / "shape" / op) if weight else None
         mlp = MLPMember.load(path / "mlp" / op, cfg["mlp_columns"], cfg["mlp_weight"]
                              ) if cfg.get("mlp_weight") else None
-        # a model saved before `shape_columns`: the shape view read the raw shape alone
+        # a model saved before `shape_columns` (`scale`): the shape view read the raw shape
+        # alone (the residual was not shrunk)
         forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight,
-                               cfg.get("shape_columns"), mlp)
+                               cfg.get("shape_columns"), mlp, cfg.get("scale", 1.0))
     return Runtime(forests, meta["columns"], meta["specs"])
