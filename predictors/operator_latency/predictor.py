@@ -137,7 +137,7 @@ class OperatorLatencyModel(Predictor):
             gemm = GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else []
             cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else []) + gemm
             weight = float(cfg.get("shape_weight", 0.0))
-            forest = self._forest(op, X[rows][:, cols], y[rows])
+            forest = self._forest(op, X[rows][:, cols], y[rows]) if weight < 1 else None
             scols = SHAPE_COLUMNS + (CROSS_COLUMNS if cfg.get("shape_cross") else []) + gemm
             shape = self._forest(op, X[rows][:, scols], y[rows],
                                  FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}

@@ -134,21 +134,24 @@ class Residual:
     `residual_features`, and where `shape` is given, (1 - shape_weight) x that +
     shape_weight x `shape` over `shape_columns` (shape columns only: no device feature);
     where `mlp` is given, (1 - mlp.weight) x all that + mlp.weight x the MLP's; all of it
-    times `scale` in [0, 1] (a shrink toward the physics; 1: none)."""
+    times `scale` in [0, 1] (a shrink toward the physics; 1: none). `forest` is None where
+    the shape view takes all the weight (shape_weight 1)."""
 
-    def __init__(self, forest: Forest, columns: list[int], shape: Forest | None = None,
+    def __init__(self, forest: Forest | None, columns: list[int], shape: Forest | None = None,
                  shape_weight: float = 0.0, shape_columns: list[int] | None = None,
                  mlp: MLPMember | None = None, scale: float = 1.0):
         self.forest, self.columns = forest, list(columns)
         self.shape, self.shape_weight = shape, float(shape_weight if shape else 0.0)
         self.shape_columns = list(SHAPE_COLUMNS if shape_columns is None else shape_columns)
         self.mlp, self.scale = mlp, float(scale)
+        if forest is None and self.shape_weight != 1.0:
+            raise ValueError("a residual without its view forest needs shape_weight 1")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The residual (n,) of the rows of `X` (`residual_features`)."""
-        r = self.forest.predict(X[:, self.columns])[:, 0]
+        w = self.shape_weight
+        r = 0.0 if w == 1.0 else self.forest.predict(X[:, self.columns])[:, 0]
         if self.shape is not None:
-            w = self.shape_weight
             r = (1.0 - w) * r + w * self.shape.predict(X[:, self.shape_columns])[:, 0]
         if self.mlp is not None:
             r = (1.0 - self.mlp.weight) * r + self.mlp.weight * self.mlp.predict(X)
@@ -317,6 +320,7 @@ def load_parts(path: Path) -> Runtime:
                              ) if cfg.get("mlp_weight") else None
         # a model saved before `shape_columns` (`scale`): the shape view read the raw shape
         # alone (the residual was not shrunk)
-        forests[op] = Residual(Forest.load(path / op), cfg["columns"], shape, weight,
+        view = None if weight == 1.0 else Forest.load(path / op)
+        forests[op] = Residual(view, cfg["columns"], shape, weight,
                                cfg.get("shape_columns"), mlp, cfg.get("scale", 1.0))
     return Runtime(forests, meta["columns"], meta["specs"])
