@@ -144,6 +144,7 @@ def test_benchmark_predicts_each_run_from_its_graph(store, data, bench):
     assert twins
     for r in twins:
         assert by[r] == pytest.approx(by[r + "-fusion"], rel=0.05)
+    assert bench.whole_model(store, model, roofline, devices, []).is_empty()  # only `keep`
     # the traced GPU is the training GPU here: nothing is held out
     assert bench.held_out(store, model, roofline, devices, [name]).is_empty()
     ood = bench.held_out(store, model, roofline, devices, [])
