@@ -145,7 +145,7 @@ class KernelLatencyPredictor(Predictor):
         # standardize with the whole training set (members share mean/std)
         self.mean = X.mean(0)
         self.std = X.std(0) + 1e-6
-        Xs = ((X - self.mean) / self.std).astype(np.float32)
+        Xs = standardize(X, self.mean, self.std).astype(np.float32)  # as `predict` does
         from servecast.predictors.kernel_latency.mlp import fit_mlp, merge_mlps, widen_input
 
         members, member_views = [], []
