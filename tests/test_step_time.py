@@ -281,6 +281,31 @@ def test_step_time_grows_with_the_batch_and_tp_splits_it(rt):
 
 
 @pytest.mark.slow  # fits the operator residuals once per module
+def test_the_breakdown_sums_to_the_step_and_names_each_part(rt):
+    """`breakdown` splits `step_ms` into parts that sum to it; each part grows with what it
+    names and is 0 where the batch has none of it; all-reduce is 0 at TP 1 only."""
+    e, tp2 = rt.engine("llama-3.1-8b", "h100-sxm"), rt.engine("llama-3.1-8b", "h100-sxm", tp=2)
+    batches = [([], None, [1024] * 64), ([2048], None, []), ([512] * 12, [256] * 12, [900]),
+               ([2048], [4096], [1024] * 64)]
+    for engine in (e, tp2):
+        for b in batches:
+            parts = engine.breakdown(*b)
+            assert set(parts) == {"linear", "allreduce", "lm_head", "attn_prefill",
+                                  "attn_decode", "overhead"}
+            assert sum(parts.values()) == pytest.approx(engine.step_ms(*b), rel=1e-12)
+            assert min(parts.values()) >= 0 and parts["linear"] > 0
+            assert (parts["attn_prefill"] > 0) == bool(b[0])
+            assert (parts["attn_decode"] > 0) == bool(b[2])
+            assert (parts["allreduce"] > 0) == (engine is tp2)
+    long = e.breakdown([2048], [16384], [])["attn_prefill"]
+    assert long > e.breakdown([2048], None, [])["attn_prefill"]
+    assert e.breakdown([], None, [4096] * 64)["attn_decode"] > \
+        e.breakdown([], None, [1024] * 64)["attn_decode"]
+    with pytest.raises(InvalidInputError, match="empty batch"):
+        e.breakdown()
+
+
+@pytest.mark.slow  # fits the operator residuals once per module
 def test_memory_model(rt):
     e = rt.engine("llama-3.1-8b", "h100-sxm")
     mem = e.memory()
@@ -329,7 +354,9 @@ def test_predictor_estimator_and_cli_agree(saved, rt):
     ok = subprocess.run([*cli, "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--prefill",
                          "2048", "--decode", "64x1024", "--json"], capture_output=True,
                         text=True, check=True)
-    assert json.loads(ok.stdout)["step_ms"] == pytest.approx(want)
+    printed = json.loads(ok.stdout)
+    assert printed["step_ms"] == pytest.approx(want)
+    assert sum(printed["breakdown"].values()) == pytest.approx(want)
     bad = subprocess.run([*cli, "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--decode",
                           "64y"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--decode" in bad.stderr
@@ -346,8 +373,10 @@ def test_http_step_time(saved, rt):
         one = c.post("/v1/step-time", json=body)
         assert one.status_code == 200
         e = rt.engine("llama-3.1-8b", "h100-sxm")
-        assert one.json() == {"step_ms": pytest.approx(e.step_ms([2048], None, [1024] * 64)),
-                              "kv_capacity_tokens": e.kv_capacity_tokens}
+        got = one.json()
+        assert got.pop("breakdown") == pytest.approx(e.breakdown([2048], None, [1024] * 64))
+        assert got == {"step_ms": pytest.approx(e.step_ms([2048], None, [1024] * 64)),
+                       "kv_capacity_tokens": e.kv_capacity_tokens}
         batch = c.post("/v1/step-time", json={"items": [body, {**body, "tp": 2}]}).json()
         assert batch["items"][0] == one.json()
         assert batch["items"][1]["step_ms"] < one.json()["step_ms"]

@@ -348,9 +348,10 @@ class EngineStep:
         if cfg.experts > 1:
             layer += moe_layer_ms(rt, spec, self.dtype, T, cfg.experts, cfg.experts_per_token,
                                   hid, self.inter, up, self.routing_cv)
-        if self.tp > 1:
-            layer += 2 * rt.op_ms("allreduce", spec, N=T * hid, tp=self.tp)
-        self._lin = np.log(cfg.layers * layer)
+        allreduce = 2 * rt.op_ms("allreduce", spec, N=T * hid, tp=self.tp) if self.tp > 1 \
+            else np.zeros_like(T)
+        self._ar = (cfg.layers * allreduce).tolist()  # ms over all layers, for `breakdown`
+        self._lin = np.log(cfg.layers * (layer + allreduce))
         self._lm = np.log(rt.op_ms("gemm", spec, dtype=self.dtype, M=T, N=self.vocab, K=hid))
         attn = {"H": h, "kv_heads": kvh, "head_dim": hd}
         b, c = np.meshgrid(BATCH, CONTEXT, indexing="ij")
@@ -389,6 +390,23 @@ class EngineStep:
         (tokens already in the KV cache; default 0) and the context lengths of the `decode`
         sequences (one new token each). Raises InvalidInputError on an empty batch, negative
         lengths, or more KV tokens than fit (`memory()['kv_capacity_tokens']`)."""
+        return sum(self._terms(prefill, prefill_offsets, decode))
+
+    def breakdown(self, prefill=(), prefill_offsets=None, decode=()) -> dict[str, float]:
+        """`step_ms` of the same batch split into its parts, ms each, summing to it:
+        `linear` (every layer's GEMMs, norms, activation and MoE experts), `allreduce` (the
+        two per layer across TP; 0 at TP 1), `lm_head`, `attn_prefill`, `attn_decode` and
+        `overhead` (the engine's, per step and per sequence)."""
+        p = np.asarray(prefill, dtype=np.float64).reshape(-1)
+        d = np.asarray(decode, dtype=np.float64).reshape(-1)
+        lin, lm, dec, pre, over = self._terms(prefill, prefill_offsets, decode)
+        ar = _interp(self._l[0], self._ar, log(float(p.sum()) + d.size))
+        return {"linear": lin - ar, "allreduce": ar, "lm_head": lm, "attn_prefill": pre,
+                "attn_decode": dec, "overhead": over}
+
+    def _terms(self, prefill, prefill_offsets, decode) -> tuple[float, ...]:
+        """(linear with all-reduce, LM head, decode attention, prefill attention, overhead)
+        ms of a batch, checked as `step_ms` says."""
         p = np.asarray(prefill, dtype=np.float64).reshape(-1)
         d = np.asarray(decode, dtype=np.float64).reshape(-1)
         off = np.zeros_like(p) if prefill_offsets is None else \
@@ -408,16 +426,17 @@ class EngineStep:
                 f"{self.kv_capacity_tokens:,}-token KV capacity of {self.cfg.name} on "
                 f"{self.spec['Device']} at TP {self.tp}; split the batch or raise TP")
         lt, lb, lc, lin, lm = self._l
-        t = exp(_interp(lt, lin, log(float(p.sum()) + d.size)))
-        t += exp(_interp(lt, lm, log(p.size + d.size)))
-        if d.size:
-            t += _bilinear(lb, lc, self._dec_l, log(d.size), log1p(float(d.mean())))
+        dec = _bilinear(lb, lc, self._dec_l, log(d.size), log1p(float(d.mean()))) \
+            if d.size else 0.0
         if p.size <= 8:
+            pre = 0.0
             for m, o in zip(p.tolist(), off.tolist(), strict=True):
-                t += _bilinear(lt, lc, self._pre_l, log(m), log1p(o))
+                pre += _bilinear(lt, lc, self._pre_l, log(m), log1p(o))
         else:
-            t += _bilinear_many(self._lt, self._lc, self._pre, np.log(p), np.log1p(off))
-        return t + self.overhead_ms + self.seq_ms * (p.size + d.size)
+            pre = _bilinear_many(self._lt, self._lc, self._pre, np.log(p), np.log1p(off))
+        return (exp(_interp(lt, lin, log(float(p.sum()) + d.size))),
+                exp(_interp(lt, lm, log(p.size + d.size))), dec, pre,
+                self.overhead_ms + self.seq_ms * (p.size + d.size))
 
 
 def _interp(xs: list, ys: list, x: float) -> float:

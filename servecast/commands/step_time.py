@@ -99,11 +99,14 @@ def estimate_step_time(
     est = Estimator.load(models)
     engine = est.runtime("step_time").engine(model, gpu, tp, dtype, overhead_ms,
                                              engine=engine_family)
-    ms = engine.step_ms(chunks, offsets, parse_decode(decode))
-    out = {"step_ms": ms, **engine.memory()}
+    parts = engine.breakdown(chunks, offsets, parse_decode(decode))
+    ms = sum(parts.values())
+    out = {"step_ms": ms, "breakdown": parts, **engine.memory()}
     if as_json:
         console.print_json(json.dumps(out))
         return
     console.print(f"step time {ms:.3f} ms  |  weights {out['weights_gib']:.1f} GiB/GPU, "
                   f"KV {out['kv_bytes_per_token']:,.0f} B/token, capacity "
                   f"{out['kv_capacity_tokens']:,} tokens")
+    console.print("  = " + " + ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in
+                                       parts.items() if v > 0) + " ms")

@@ -6,7 +6,7 @@
     POST /v1/kernel-latency   {latency_ms}
     POST /v1/interference     {perf} in (0, 1]
     POST /v1/moe-congestion   {gamma_eff}
-    POST /v1/step-time        {step_ms, kv_capacity_tokens}
+    POST /v1/step-time        {step_ms, breakdown, kv_capacity_tokens}
     GET  /healthz             loaded kinds
     GET  /openapi.json, /docs (Swagger UI), /redoc: the schema; UI assets served locally
 
@@ -126,7 +126,8 @@ def _kernel_one(est: Estimator, r: KernelLatencyRequest) -> dict:
 
 def _step_one(est: Estimator, r: StepTimeRequest) -> dict:
     engine = est.runtime("step_time").engine(r.model, r.gpu, r.tp, r.dtype, r.overhead_ms)
-    return {"step_ms": engine.step_ms(r.prefill, r.prefill_offsets, r.decode),
+    parts = engine.breakdown(r.prefill, r.prefill_offsets, r.decode)
+    return {"step_ms": sum(parts.values()), "breakdown": parts,
             "kv_capacity_tokens": engine.kv_capacity_tokens}
 
 
@@ -211,7 +212,9 @@ class Endpoint:
     def _checked(self, out: dict, where: str) -> dict:
         lo, hi = self.bounds
         for key, value in out.items():
-            if key != "ignored" and not (lo <= value <= hi):  # NaN fails too
+            if isinstance(value, dict):  # parts of the estimate (a breakdown): each checked
+                self._checked(value, f"{where}{key}.")
+            elif key != "ignored" and not (lo <= value <= hi):  # NaN fails too
                 raise InvalidInputError(
                     f"{where}{self.inputs}: the estimate {key} = {value:.4g} is outside "
                     f"[{lo:g}, {hi:g}], the plausible range of a {self.kind} estimate; these "

@@ -163,9 +163,11 @@ class StepTimeRequest(Body):
 
 
 class StepTimeEstimate(BaseModel):
-    """Iteration time (ms) and the KV capacity (tokens) of the configuration."""
+    """Iteration time (ms), its parts (ms each, summing to it: `EngineStep.breakdown`) and
+    the KV capacity (tokens) of the configuration."""
 
     step_ms: float
+    breakdown: dict[str, float]
     kv_capacity_tokens: int
 
 
