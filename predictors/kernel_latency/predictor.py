@@ -121,6 +121,22 @@ class KernelLatencyPredictor(Predictor):
             X = np.delete(X, spec_feature_slice(X.shape[1]), axis=1)
         return rows, X, base
 
+    def _training(self, frame):
+        """(rows, standardized features float32 (rows, n), targets log(latency_ms /
+        roofline_ms) float32, mean, std) of the kernels `fit` trains on: every member shares
+        the whole training set's mean and std, standardized as `predict` does."""
+        rows, X, base = self._design(frame, need_latency=True)
+        mean, std = X.mean(0), X.std(0) + 1e-6
+        y = (np.log(rows.latency_ms) - np.log(base)).astype(np.float32)
+        return rows, standardize(X, mean, std).astype(np.float32), y, mean, std
+
+    def training_arrays(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """What each of `fit`'s MLPs trains on (before its row draw and view's columns):
+        standardized features float32 (rows, n) and targets log(latency_ms / roofline_ms)
+        float32 (rows,); for timing the training alone (benchmarks/training_speedup.py)."""
+        _rows, Xs, y, _mean, _std = self._training(frame)
+        return Xs, y
+
     # -- protocol ---------------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:
@@ -139,13 +155,8 @@ class KernelLatencyPredictor(Predictor):
         if target is not None:
             raise InvalidInputError("the target is the frame's latency_ms column; pass "
                                     "target=None")
-        rows, X, base = self._design(frame, need_latency=True)
-        y = np.log(rows.latency_ms) - np.log(base)
+        rows, Xs, y, self.mean, self.std = self._training(frame)
         cfg = self.config
-        # standardize with the whole training set (members share mean/std)
-        self.mean = X.mean(0)
-        self.std = X.std(0) + 1e-6
-        Xs = standardize(X, self.mean, self.std).astype(np.float32)  # as `predict` does
         from servecast.predictors.kernel_latency.mlp import fit_mlp, merge_mlps, widen_input
 
         members, member_views = [], []
@@ -157,13 +168,13 @@ class KernelLatencyPredictor(Predictor):
         keeps = [np.random.default_rng(seed).choice(len(y), per_member, False)
                  if len(y) > per_member else slice(None) for seed in seeds]
         for view in cfg.get("views", ["spec"]):
-            cols = view_columns(view, X.shape[1])
+            cols = view_columns(view, Xs.shape[1])
             for seed, keep in zip(seeds, keeps, strict=True):
-                w = fit_mlp(Xs[keep][:, cols], y[keep].astype(np.float32),
+                w = fit_mlp(Xs[keep][:, cols], y[keep],
                             hidden=cfg["hidden"], layers=cfg["layers"], epochs=cfg["epochs"],
                             batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
                             **self.trainer_kw)
-                members.append(widen_input(w, cols, X.shape[1]))
+                members.append(widen_input(w, cols, Xs.shape[1]))
                 member_views.append(view)
         self.weights = merge_mlps(members, view_weights(member_views, cfg["shape_weight"]))
         self.card = {
