@@ -27,6 +27,7 @@ from servecast.predictors.kernel_latency.physics import (
 )
 from servecast.predictors.kernel_latency.runtime import (
     MergedMLP,
+    column_stats,
     member_count,
     spec_feature_slice,
     standardize,
@@ -126,7 +127,7 @@ class KernelLatencyPredictor(Predictor):
         roofline_ms) float32, mean, std) of the kernels `fit` trains on: every member shares
         the whole training set's mean and std, standardized as `predict` does."""
         rows, X, base = self._design(frame, need_latency=True)
-        mean, std = X.mean(0), X.std(0) + 1e-6
+        mean, std = column_stats(X)
         y = (np.log(rows.latency_ms) - np.log(base)).astype(np.float32)
         return rows, standardize(X, mean, std).astype(np.float32), y, mean, std
 

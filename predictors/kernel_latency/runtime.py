@@ -54,6 +54,13 @@ def clean_std(std: np.ndarray) -> np.ndarray:
     return np.where(std > 2e-6, std, np.inf)
 
 
+def column_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-column (mean, std) of training features `X` (rows, n) that `standardize`
+    reads: the std carries the 1e-6 guard, so a column constant in training sits at the
+    guard and `clean_std` recognises it."""
+    return X.mean(0), X.std(0) + 1e-6
+
+
 def standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Features `X` (rows, n) standardized per column: (X - mean) / `clean_std`(std), float64,
     shape (rows, n); `mean` and `std` are (n,) in `X`'s units. A column whose std is not

@@ -22,7 +22,7 @@ import polars as pl
 from servecast import gpus
 from servecast.errors import InvalidInputError
 from servecast.predictors.base import Predictor
-from servecast.predictors.kernel_latency.runtime import standardize
+from servecast.predictors.kernel_latency.runtime import column_stats, standardize
 from servecast.predictors.metrics import ape_scores
 from servecast.predictors.operator_latency import physics
 from servecast.predictors.operator_latency.runtime import (
@@ -166,7 +166,7 @@ class OperatorLatencyModel(Predictor):
 
         cols = list(dict.fromkeys(cols + (scols if cfg.get("mlp_shape") else [])))
         X = X[:, cols]
-        mean, std = X.mean(0), X.std(0) + 1e-6
+        mean, std = column_stats(X)
         Z = standardize(X, mean, std)
         bounds = (Z.min(0), Z.max(0)) if cfg.get("mlp_clip") else None
         val = np.random.default_rng(self.seed).random(len(y)) < MLP["val_share"]
