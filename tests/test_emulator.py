@@ -193,6 +193,32 @@ def test_cli_banner_states_the_kv_tokens_the_server_enforces(compiled):
     assert f"{compiled.memory['kv_capacity_tokens']:,}" not in banner
 
 
+def test_no_token_leaves_before_its_simulated_time_on_uvloop(compiled):
+    """uvicorn runs the driver on uvloop, whose millisecond timers wake a sleep up to half a
+    millisecond early; the driver still hands out no token before its simulated end."""
+    import asyncio
+
+    import uvloop
+
+    async def run() -> list[float]:
+        driver = Driver(Fleet(compiled, router="least_tokens"))
+        await driver.start()
+        lead: list[float] = []  # simulated time - wall time at hand-out, s
+
+        async def consume(stream):
+            while (t := await stream.tokens.get()) is not None:
+                lead.append(t - driver.now())
+
+        streams = [driver.submit(300 + 200 * i, 30) for i in range(6)]
+        await asyncio.gather(*(consume(s) for s in streams))
+        await driver.stop()
+        return lead
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        lead = runner.run(run())
+    assert len(lead) == 6 * 30 and max(lead) <= 0
+
+
 def _stream(url: str, body: dict, out: dict, key: int) -> None:
     """POST a streamed completion; out[key] = (seconds to the first token, to the end)."""
     req = urllib.request.Request(url, json.dumps(body).encode(),

@@ -182,8 +182,7 @@ class Driver:
                 continue
             self._dispatch()  # those waiting for this iteration to be computed
             end = step.start_s + step.duration_s
-            delay = end - self.now()
-            if delay > 0:
+            while (delay := end - self.now()) > 0:  # uvloop's ms timers can wake early
                 await asyncio.sleep(delay)
             for rid in step.token_ids:
                 self.streams[rid].tokens.put_nowait(end)
