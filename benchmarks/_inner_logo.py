@@ -108,8 +108,9 @@ def key_setting(flag: str, pair: str, names, example: str) -> tuple[str, str, fl
 def forest_params(pairs: list[str]) -> dict[str, dict]:
     """Apply `--param` KEY.NAME=VALUE LightGBM settings to `predictor.OP_PARAMS` (VALUE a
     LightGBM objective's name for `objective`); exit 2 naming the pair and the fix on an
-    unknown name or a value that is not a positive number (a positive integer for the
-    integer ones). Returns the settings in force."""
+    unknown name, a value that is not a positive number (a positive integer for the
+    integer ones), or a setting that reaches none of the key's forests under the
+    `RESIDUALS` in force (apply `residual_settings` first). Returns the settings in force."""
     from servecast.predictors.operator_latency import physics
     from servecast.predictors.operator_latency.predictor import OP_PARAMS
     from servecast.predictors.operator_latency.runtime import forest_key
@@ -123,14 +124,32 @@ def forest_params(pairs: list[str]) -> dict[str, dict]:
             fail(f"--param {pair}: {op!r} is not a residual key; expected KEY.NAME=VALUE "
                  f"with KEY one of {', '.join(keys)}, e.g. {example}")
         if op and param == "objective":
+            _reaches_a_forest(pair, op, param)
             OP_PARAMS.setdefault(op, {})[param] = value
             continue
         op, param, number = key_setting("--param", pair, FOREST_PARAMS, example)
         kind = FOREST_PARAMS[param]
         if number <= 0 or (kind is int and not number.is_integer()):
             fail(f"--param {pair}: {param} must be a positive {kind.__name__}")
+        _reaches_a_forest(pair, op, param)
         OP_PARAMS.setdefault(op, {})[param] = kind(number)
     return {k: dict(v) for k, v in OP_PARAMS.items()}
+
+
+def _reaches_a_forest(pair: str, key: str, param: str) -> None:
+    """Exit 2 when LightGBM setting `param` of residual key `key` would change no fit: the
+    key has no view forest (`shape_weight` 1) and its shape view takes `param` from
+    `FINE_SHAPE_PARAMS` (`shape_fine`), which override `OP_PARAMS`."""
+    from servecast.predictors.operator_latency.predictor import FINE_SHAPE_PARAMS, RESIDUALS
+
+    cfg = RESIDUALS.get(key, {})
+    weight = float(cfg.get("shape_weight", 0.0))
+    fine = bool(cfg.get("shape_fine")) and param in FINE_SHAPE_PARAMS
+    if weight >= 1 and fine:
+        fail(f"--param {pair}: {key}'s residual is its shape view alone (shape_weight 1), "
+             f"fitted with FINE_SHAPE_PARAMS' {param}, so this setting changes nothing; "
+             f"add --residual {key}.shape_weight=0.75 (a view forest) or "
+             f"{key}.shape_fine=0")
 
 
 def residual_settings(pairs: list[str]) -> dict[str, dict]:

@@ -75,8 +75,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     add_residual_args(ap)
     args = ap.parse_args()
+    residuals = residual_settings(args.residual)  # before --param, which checks them
     print("overrides:", override(args.set) or "none", forest_params(args.params) or "")
-    print("residuals:", residual_settings(args.residual))
+    print("residuals:", residuals)
     frame = sampled_frame(args.db, args.ops, args.rows, ["device", "op"], seed=0)
     t0 = time.time()
     if args.lookup:

@@ -311,6 +311,8 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=8.5"], "a positive int"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.mlp_weight=1.5"], "in [0, 1]"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.scale=1.2"], "in [0, 1]"),
+    ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=31"], "changes nothing"),
+    ("attention_inner_logo.py", ["--param", "attn_decode.objective=huber"], "changes nothing"),
 ])
 def test_inner_loops_refuse_a_bad_residual_setting(script, args, says):
     """A bad `--residual` exits 2 naming the pair and the fix, no traceback, before any
@@ -330,11 +332,34 @@ def test_one_param_parser_sets_numbers_and_objective_names(monkeypatch):
     from servecast.predictors.operator_latency import predictor
 
     monkeypatch.setattr(predictor, "OP_PARAMS", {})
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_decode", {"shape_weight": 0.75})
     got = forest_params(["attn_decode.objective=l2", "gemm/bf16.num_leaves=31",
                          "gemm/bf16.learning_rate=0.1"])
     assert got == {"attn_decode": {"objective": "l2"},
                    "gemm/bf16": {"num_leaves": 31, "learning_rate": 0.1}}
     assert isinstance(got["gemm/bf16"]["num_leaves"], int)
+
+
+def test_a_param_no_forest_reads_is_refused_and_one_the_shape_view_reads_is_not(monkeypatch):
+    """Under the shipped decode residual (its fine shape view alone) `--param` refuses the
+    settings `FINE_SHAPE_PARAMS` override and takes one they leave to `OP_PARAMS`; a view
+    forest (shape_weight below 1) reads them all."""
+    from _inner_logo import forest_params
+
+    from servecast.predictors.operator_latency import predictor
+
+    monkeypatch.setattr(predictor, "OP_PARAMS", {})
+    assert predictor.RESIDUALS["attn_decode"]["shape_weight"] == 1
+    for name in predictor.FINE_SHAPE_PARAMS:
+        value = "l1" if name == "objective" else "7"
+        with pytest.raises(SystemExit) as refused:
+            forest_params([f"attn_decode.{name}={value}"])
+        assert refused.value.code == 2
+    assert forest_params(["attn_decode.feature_fraction=0.5"]) == {
+        "attn_decode": {"feature_fraction": 0.5}}
+    monkeypatch.setitem(predictor.RESIDUALS, "attn_decode", {"shape_weight": 0.75,
+                                                             "shape_fine": True})
+    assert forest_params(["attn_decode.num_leaves=7"])["attn_decode"]["num_leaves"] == 7
 
 
 def test_gemm_cross_columns_are_the_gemm_shape_products():
