@@ -64,8 +64,7 @@ def fail(message: str) -> NoReturn:
 #: (bool and float ones lie in [0, 1], int ones are positive)
 RESIDUAL_NAMES = {"shape_features": bool, "shape_weight": float, "shape_cross": bool,
                   "shape_fine": bool, "gemm_cross": bool, "mlp_weight": float,
-                  "mlp_shape": bool, "mlp_hidden": int, "mlp_clip": bool, "scale": float,
-                  "bags": int}
+                  "mlp_shape": bool, "mlp_hidden": int, "mlp_clip": bool, "scale": float}
 #: weights of the shape lookup beside the trees (`lookup_scores`)
 LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 
@@ -73,7 +72,7 @@ LOOKUP_WEIGHTS = (0.25, 0.5, 0.75)
 #: LightGBM parameters `--param` may set and their value types (objective: a name)
 FOREST_PARAMS = {"num_leaves": int, "min_data_in_leaf": int, "learning_rate": float,
                  "num_iterations": int, "feature_fraction": float, "lambda_l2": float,
-                 "bagging_fraction": float, "bagging_freq": int, "objective": str}
+                 "objective": str}
 
 
 def add_residual_args(ap) -> None:

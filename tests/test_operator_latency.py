@@ -309,8 +309,6 @@ def test_lookup_diagnostic_is_exact_when_the_residual_is_the_shapes_alone(frame)
     ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=7.5"], "a positive int"),
     ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=0"], "a positive int"),
     ("gemm_inner_logo.py", ["--residual", "gemm/bf16.mlp_hidden=8.5"], "a positive int"),
-    ("gemm_inner_logo.py", ["--residual", "gemm/fp8.bags=0"], "a positive int"),
-    ("attention_inner_logo.py", ["--residual", "attn_decode.bags=2.5"], "a positive int"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.mlp_weight=1.5"], "in [0, 1]"),
     ("attention_inner_logo.py", ["--residual", "attn_decode.scale=1.2"], "in [0, 1]"),
     ("attention_inner_logo.py", ["--param", "attn_decode.num_leaves=31"], "changes nothing"),
@@ -400,54 +398,3 @@ def test_gemm_cross_lets_the_shape_view_carry_a_tile_count_effect_to_new_shapes(
 
     with_products = worst(gemm_cross=True)
     assert 3.0 * with_products < worst()
-
-
-def test_a_mean_forest_is_the_mean_of_its_boosters():
-    """`Forest.from_boosters(..., mean=True)` compiles n boosters into one head whose
-    output is the mean of theirs (not n heads, not their sum)."""
-    import lightgbm as lgb
-
-    from servecast.predictors.output_length.forest import Forest
-
-    rng = np.random.default_rng(0)
-    X = rng.random((400, 3))
-    y = np.sin(6 * X[:, 0]) + X[:, 1] * X[:, 2]
-    boosters = [lgb.train({"objective": "l1", "num_leaves": 7, "feature_fraction": 0.67,
-                           "seed": s, "verbose": -1, "num_threads": 1},
-                          lgb.Dataset(X, y), num_boost_round=20) for s in range(3)]
-    each = np.column_stack([b.predict(X) for b in boosters])
-    assert np.abs(each[:, 0] - each[:, 1]).max() > 1e-3  # the seeds fit different trees
-    got = Forest.from_boosters(boosters, 3, mean=True).predict(X)
-    assert got.shape == (400, 1)
-    assert got[:, 0] == pytest.approx(each.mean(axis=1), abs=1e-9)
-    assert Forest.from_boosters(boosters[:1], 3, mean=True).predict(X)[:, 0] == \
-        pytest.approx(each[:, 0], abs=1e-12)
-
-
-@pytest.mark.slow
-def test_bags_n_averages_n_seeds_of_each_forest_and_saves_as_one(frame, monkeypatch,
-                                                                 tmp_path):
-    """`bags` 3: the key's log residual (view forest and shape view) is the mean of the
-    three unbagged models fitted with seeds 0, 1 and 2, row by row; the saved model, read by
-    the numpy runtime, predicts the same."""
-    part = frame.filter((pl.col("op") == "gemm") & (pl.col("dtype") == "fp8"))
-    fit, test = part.filter(pl.col("device") != "l40s"), part.filter(pl.col("device") == "l40s")
-    cfg = {"shape_weight": 0.5}
-    monkeypatch.setitem(predictor.RESIDUALS, "gemm/fp8", cfg)
-
-    def log_ratio(m: OperatorLatencyModel) -> np.ndarray:
-        out = m.predict(test)
-        return np.log((out["latency_ms_pred"] / out["physics_ms"]).to_numpy())
-
-    singles = [log_ratio(OperatorLatencyModel(trees=20, seed=s).fit(fit)) for s in range(3)]
-    assert np.abs(singles[0] - singles[1]).max() > 1e-3
-    monkeypatch.setitem(predictor.RESIDUALS, "gemm/fp8", cfg | {"bags": 3})
-    model = OperatorLatencyModel(trees=20, seed=0).fit(fit)
-    res = model.forests["gemm/fp8"]
-    assert len(res.forest.starts) == len(res.shape.starts) == 1
-    assert len(res.forest.leaves) == len(res.shape.leaves) == 3 * 20
-    assert log_ratio(model) == pytest.approx(np.mean(singles, axis=0), abs=1e-9)
-    model.save(tmp_path / "ops")
-    want = model.predict(test)["latency_ms_pred"].to_numpy()
-    assert Runtime.load(tmp_path / "ops").predict(test.to_dict(as_series=False))[
-        "latency_ms_pred"] == pytest.approx(want, rel=1e-12)

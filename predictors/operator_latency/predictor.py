@@ -61,9 +61,7 @@ OP_PARAMS: dict[str, dict] = {}
 #: the whole log residual (forests and MLP) before exp: a shrink toward the physics; it
 #: helps decode attention alone, whose residual is then its shape view alone (w 1): a new
 #: GPU's decode kernels sit nearer the physics than the fitting GPUs' pooled ratio says
-#: (docs/results.md "Decode attention's residual shrunk"). `bags` n (default 1) makes
-#: each forest of the key (view forest and shape view) the mean of n boosters fitted with
-#: seeds seed, seed + 1, ... (`_forest`; the MLP member is not bagged).
+#: (docs/results.md "Decode attention's residual shrunk").
 #: Chosen by the inner leave-one-GPU-out (benchmarks/gemm_inner_logo.py, attention_inner_logo.py
 #: `--residual`); docs/results.md "Learned residual" section
 #: LightGBM settings of a `shape_fine` shape view over the shared ones (`_forest`)
@@ -139,12 +137,10 @@ class OperatorLatencyModel(Predictor):
             gemm = GEMM_CROSS_COLUMNS if cfg.get("gemm_cross") else []
             cols = VIEWS[self.view] + (SHAPE_COLUMNS if cfg.get("shape_features") else []) + gemm
             weight = float(cfg.get("shape_weight", 0.0))
-            bags = int(cfg.get("bags", 1))
-            forest = self._forest(op, X[rows][:, cols], y[rows], bags=bags
-                                  ) if weight < 1 else None
+            forest = self._forest(op, X[rows][:, cols], y[rows]) if weight < 1 else None
             scols = SHAPE_COLUMNS + (CROSS_COLUMNS if cfg.get("shape_cross") else []) + gemm
             shape = self._forest(op, X[rows][:, scols], y[rows],
-                                 FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}, bags
+                                 FINE_SHAPE_PARAMS if cfg.get("shape_fine") else {}
                                  ) if weight else None
             mlp, fits[op] = self._mlp(X[rows], y[rows], cfg, cols, scols)
             forests[op] = Residual(forest, cols, shape, weight, scols, mlp,
@@ -181,11 +177,9 @@ class OperatorLatencyModel(Predictor):
             lr=MLP["lr"], seed=self.seed)
         return MLPMember(weights, cols, mean, std, weight, bounds), fit
 
-    def _forest(self, op: str, X: np.ndarray, y: np.ndarray, extra: dict | None = None,
-                bags: int = 1):
+    def _forest(self, op: str, X: np.ndarray, y: np.ndarray, extra: dict | None = None):
         """One LightGBM residual forest of `op` on (X, y) (`extra`: LightGBM settings over
-        the op's), compiled to a `Forest`: the mean of `bags` boosters fitted with seeds
-        seed, seed + 1, ... (one head; the runtime reads it as one forest)."""
+        the op's), compiled to a `Forest`."""
         import lightgbm as lgb
 
         from servecast.predictors.output_length.forest import Forest
@@ -195,9 +189,8 @@ class OperatorLatencyModel(Predictor):
                   "min_data_in_leaf": min(200, max(5, len(y) // 20)),
                   "feature_fraction": 0.8, "seed": self.seed, "verbose": -1,
                   "num_threads": 2} | OP_PARAMS.get(op, {}) | (extra or {})
-        boosters = [lgb.train(params | {"seed": self.seed + i}, lgb.Dataset(X, y),
-                              num_boost_round=self.trees) for i in range(bags)]
-        return Forest.from_boosters(boosters, X.shape[1], mean=True)
+        booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.trees)
+        return Forest.from_boosters([booster], X.shape[1])
 
     def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with `latency_ms_pred`, `physics_ms` and `roofline_ms` (row-aligned)."""

@@ -47,24 +47,21 @@ class Forest:
     # -- building --------------------------------------------------------------------------
     @classmethod
     def from_boosters(cls, boosters: list, n_features: int,
-                      expm1: list[bool] | None = None, mean: bool = False) -> Forest:
+                      expm1: list[bool] | None = None) -> Forest:
         """Compile LightGBM boosters (one per head, same feature columns); `expm1[h]`: head
-        h was fitted on log1p(target). `mean`: the boosters are one head instead, the mean
-        of their raw outputs (a bag: every leaf value divided by their count)."""
+        h was fitted on log1p(target)."""
         trees: list[list[tuple[int, float, int]]] = []  # per tree: (feature, thr, left mask)
         leaf_values: list[list[float]] = []
         starts = []
-        share = 1.0 / len(boosters) if mean else 1.0
         for b in boosters:
-            if not (mean and starts):
-                starts.append(len(trees))
+            starts.append(len(trees))
             for info in b.dump_model()["tree_info"]:
                 nodes, values = [], []
                 _walk(info["tree_structure"], nodes, values)
                 if len(values) > 64:
                     raise ValueError("trees with more than 64 leaves are not supported")
                 trees.append(nodes)
-                leaf_values.append([v * share for v in values])
+                leaf_values.append(values)
         T = len(trees)
         L = max(len(v) for v in leaf_values)
         leaves = np.zeros((T, L))
