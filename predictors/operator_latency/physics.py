@@ -6,7 +6,7 @@ Ops and their shape arguments (arrays broadcast together):
   offset; 0 in aiconfigurator's tables), causal, H query heads, kv_heads, head_dim; the KV of
   `kv_dtype` (bf16 | fp8).
 - `attn_decode`: B sequences with one new token over N + M cached tokens each.
-- `allreduce`: N elements of bf16 across tp GPUs (a latency floor, then ring bytes).
+- `allreduce`: N elements of bf16 across tp GPUs (ring).
 Times in ms. `physics` adds tensor-core tile quantization over the SMs (GEMMs: the fastest of
 `GEMM_TILES` output tiles, wave- and edge-padded, plus a share of the tiles' operand traffic
 at the bandwidth, split-K for bf16 GEMMs with fewer tiles than SMs, fp8's
@@ -93,18 +93,10 @@ SM_BW_SHARE = 16.0
 #: L2's rate, `L2_BYTES_PER_CYCLE` per SM per clock cycle (0 = always from DRAM), where
 #: that beats the DRAM bandwidth
 L2_FIT, L2_BYTES_PER_CYCLE = 1.0, 4.0
-#: the floor of a plain memory-bound pass (ms; not clock-bound)
-LAUNCH_MS = 0.004
-#: all-reduce (`allreduce_ms`, vLLM's custom all-reduce): a latency floor (ms) that does not
-#: grow with TP (one-shot kernel: every GPU reads its peers' buffers at once), a latency per
-#: ring step (ms, 2 (p - 1) steps; 0: the inner folds gain nothing from one) and the share
-#: of one NVLink direction (`Interconnect_Bw` / 2) the ring / two-shot bytes move at. One
-#: value each for every GPU: the median of the four outer folds' choices by physics-only
-#: median APE on their training GPUs (`benchmarks/allreduce_inner_logo.py`; floors 6.5 / 5
-#: / 6 / 5 us, efficiency 0.65 in every fold; docs/results.md, issue 23 h-ar)
-AR_FLOOR_MS = 0.0055
-LINK_LATENCY_MS = 0.0
-LINK_EFFICIENCY = 0.65
+#: floor of the interconnect ops (ms; not clock-bound)
+FLOOR_MS = {"allreduce": 0.004}
+LAUNCH_MS = FLOOR_MS["allreduce"]  # the floor of a plain memory-bound pass
+LINK_LATENCY_MS = 0.008  # per ring step of an all-reduce (one value for every GPU)
 #: spec keys each op needs
 NEEDS = {"gemm": ["Mem_Bw", "Num_Sm", "L2Cache", "Freq"],
          "attn_prefill": ["Mem_Bw", "Num_Sm", "TensorFLOPs", "L2Cache", "Freq", "SingleFLOPs"],
@@ -116,10 +108,9 @@ N_FEATURES = 15
 
 
 def floor_ms(op: str, spec: dict) -> float:
-    """Launch + tail floor of `op` (ms): `FLOOR_CYCLES` at the GPU's boost clock
-    (`AR_FLOOR_MS` for the all-reduce)."""
-    if op == "allreduce":
-        return AR_FLOOR_MS
+    """Launch + tail floor of `op` (ms): `FLOOR_CYCLES` at the GPU's boost clock."""
+    if op in FLOOR_MS:
+        return FLOOR_MS[op]
     return FLOOR_CYCLES[op] / (spec["Freq"] * 1e3)
 
 
@@ -345,19 +336,6 @@ def work(op: str, spec: dict, dtype: str = "bf16", kv_dtype: str = "bf16", M=0, 
     raise ValueError(op)
 
 
-def allreduce_ms(spec: dict, nbytes, tp, efficiency: float | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(step latency, link time) in ms of all-reducing `nbytes` bytes across `tp` GPUs,
-    without the floor: `LINK_LATENCY_MS` x 2 (tp - 1) ring steps, and the ring / two-shot
-    bytes 2 (tp - 1) / tp x `nbytes` over one NVLink direction (`Interconnect_Bw` GB/s per
-    GPU, both directions, / 2) x `efficiency` (default `LINK_EFFICIENCY`)."""
-    eff = LINK_EFFICIENCY if efficiency is None else efficiency
-    nbytes, p = np.broadcast_arrays(_f(nbytes), _f(tp))
-    link = spec["Interconnect_Bw"] * 0.5e9 * eff
-    return (2.0 * (p - 1.0) * LINK_LATENCY_MS * np.ones_like(nbytes),
-            2.0 * (p - 1.0) / p * nbytes / link * 1e3)
-
-
 def gemm_work(spec: dict, dtype: str = "bf16", M=0, N=0, K=0, **_other
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """(FLOPs, compulsory DRAM bytes, peak FLOP/s) of M x K -> N GEMMs of `dtype`: both
@@ -375,7 +353,8 @@ def roofline(op: str, spec: dict, **shape) -> np.ndarray:
         return np.maximum(flops / peak, nbytes / (spec["Mem_Bw"] * 1e9)) * 1e3
     flops, nbytes, _tiles, peak, bw = work(op, spec, **shape)
     if op == "allreduce":
-        return allreduce_ms(spec, nbytes, shape.get("tp", 2), efficiency=1.0)[1]
+        p = _f(shape.get("tp", 2))
+        return 2.0 * (p - 1.0) / p * nbytes / bw * 1e3
     return np.maximum(flops / peak, nbytes / bw) * 1e3
 
 
@@ -397,8 +376,10 @@ def features(op: str, spec: dict, **shape) -> tuple[np.ndarray, np.ndarray]:
     waves = np.maximum(1.0, np.ceil(tiles / sms))
     util = np.clip(tiles / (waves * sms), 1e-6, 1.0)
     if op == "allreduce":
-        t_comp, t_mem = allreduce_ms(spec, nbytes, shape.get("tp", 2))
-        t = t_comp + t_mem + floor_ms(op, spec)
+        p = _f(shape.get("tp", 2))
+        t_comp = 2.0 * (p - 1.0) * LINK_LATENCY_MS * np.ones_like(nbytes)
+        t_mem = 2.0 * (p - 1.0) / p * nbytes / bw * 1e3
+        t = t_comp + t_mem + FLOOR_MS[op]
         util = np.ones_like(t)
         ridge = np.log(spec["Interconnect_Bw"] / spec["Mem_Bw"]) * np.ones_like(t)
         side = np.zeros_like(t)
