@@ -9,7 +9,7 @@ physics only (no learned residual), and "the nearest measured GPU scaled by the 
 (the other GPU's measurement of the same row and engine x the ratio of the two GPUs'
 physics-only predictions).
 
-    .venv/bin/python benchmarks/step_time_serving.py [--db FILE] [--trees 150]
+    .venv/bin/python benchmarks/step_time_serving.py [--db FILE] [--trees 150] [--seed 0]
 
 `model_cal` is the held-out model with its engine overheads fitted in training
 (`StepTimeModel.fit(ops, serving=dev)`, `serving.fit_overheads`: per engine family, ms per
@@ -19,6 +19,7 @@ only, the other GPU's serving rows: the held-out GPU contributes neither operato
 serving rows. `overhead` prints the fitted terms, `val` their validation MdAPE (%),
 `gap_in` / `gap_out` the median (measured - kernels) / iterations (ms) with the GPU's
 operator tables in / out of training.
+`--seed`: the operator models' LightGBM seed (other seeds: the seed noise of a comparison).
 Acceptance (issue 23): held-out MdAPE <= 15% per GPU.
 """
 
@@ -88,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db")
     ap.add_argument("--trees", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     store = open_store(args.db, [
         ("aiconfigurator", "gpu/aiconfigurator", "aiconfigurator"),
@@ -99,8 +101,8 @@ def main() -> None:
     excluded = {tuple(k): n for *k, n in rows.filter(drop).group_by(
         "source", "engine", "kind", "gpu").len().iter_rows()}
     rows = rows.filter(~drop).with_columns(held=pl.col("gpu").replace_strict(TABLE_OF))
-    full = StepTimeModel(trees=args.trees).fit(ops).runtime()
-    fits = {dev: StepTimeModel(trees=args.trees, overhead_ms=None).fit(
+    full = StepTimeModel(trees=args.trees, seed=args.seed).fit(ops).runtime()
+    fits = {dev: StepTimeModel(trees=args.trees, seed=args.seed, overhead_ms=None).fit(
         ops.filter(pl.col("device") != dev), serving=rows.filter(pl.col("held") != dev))
         for dev in ("a100_sxm", "h100_sxm")}
     held = {dev: m.runtime() for dev, m in fits.items()}
