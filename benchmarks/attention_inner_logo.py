@@ -1,5 +1,5 @@
-"""Inner leave-one-GPU-out over attention rows only: the fast loop that selects attention
-physics without looking at a held-out GPU.
+"""Inner leave-one-GPU-out over attention rows only (or the all-reduce's, `--ops
+allreduce`): the fast loop that selects attention physics without looking at a held-out GPU.
 
 For each outer fold (one of aiconfigurator's four GPUs held out and NOT read), every one of
 the three training GPUs is left out in turn: the operator model is fitted on the other two
@@ -9,7 +9,7 @@ the inner sum, over folds, of the mean over the inner GPUs (the statistic of
 `gemm_inner_logo.py`, which residual settings are chosen by).
 
     .venv/bin/python benchmarks/attention_inner_logo.py [--db FILE] [--rows 3000]
-        [--trees 60] [--ops attn_prefill attn_decode] [--set NAME=VALUE ...]
+        [--trees 60] [--ops attn_prefill attn_decode allreduce] [--set NAME=VALUE ...]
         [--param KEY.NAME=VALUE ...] [--residual KEY.NAME=VALUE ...] [--model-seed 0]
         [--lookup]
 
@@ -46,7 +46,8 @@ from _inner_logo import (  # noqa: E402
     sampled_frame,
 )
 
-OPS = ["attn_prefill", "attn_decode"]
+OPS = ["attn_prefill", "attn_decode"]  # the default; the all-reduce on request
+CHOICES = [*OPS, "allreduce"]
 
 
 def override(pairs: list[str]) -> dict[str, float]:
@@ -71,7 +72,7 @@ def main() -> None:
     ap.add_argument("--db")
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--trees", type=int, default=60)
-    ap.add_argument("--ops", nargs="+", default=OPS, choices=OPS)
+    ap.add_argument("--ops", nargs="+", default=OPS, choices=CHOICES)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     add_residual_args(ap)
     args = ap.parse_args()

@@ -233,6 +233,19 @@ def test_op_params_change_only_that_ops_residual(frame, monkeypatch):
         assert (a == b) is same
 
 
+def test_the_attention_inner_loop_also_scores_the_allreduce(frame):
+    """`attention_inner_logo.py --ops allreduce`: every outer fold's three inner GPUs are
+    scored on the all-reduce rows alone."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from attention_inner_logo import inner_scores
+
+    scores = inner_scores(frame.filter(pl.col("op") == "allreduce"), trees=5)
+    assert set(scores["op"]) == {"allreduce"} and scores.height == 4 * 3
+    assert scores["mdape"].is_finite().all()
+
+
 # -- model configs --------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "params"), [
     ("llama-2-7b", 6_738_415_616), ("llama-3.1-8b", 8_030_261_248),
